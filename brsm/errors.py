@@ -1,0 +1,82 @@
+"""Our own exception hierarchy.
+
+Only the CLI catches these, prints ``message`` and ``hint`` on one line each and exits with
+``exit_code``; library code raises and never exits. The codes are documented in docs/exit-codes.md.
+"""
+from __future__ import annotations
+
+
+class BrsmError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(BrsmError):
+    """Bad flags, a bad config file, an unknown operation id."""
+
+    exit_code = 2
+
+
+class LockHeld(BrsmError):
+    """Another process drives this operation, or another run holds the cluster lease."""
+
+    exit_code = 3
+
+
+class PreflightFailed(BrsmError):
+    """A check before any side effect failed: nothing on the cluster was touched."""
+
+    exit_code = 4
+
+
+class OperationFailed(BrsmError):
+    """A step failed after side effects began; the journal says what to resume or roll back."""
+
+    exit_code = 5
+
+
+class MetaError(OperationFailed):
+    """metad answered with a non-zero code, or could not be reached."""
+
+    def __init__(self, message: str, *, code: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class RemoteError(OperationFailed):
+    """A command or file transfer on a cluster host failed."""
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+
+
+class StorageError(OperationFailed):
+    """The backup storage failed. ``permanent`` says whether a retry can help."""
+
+    def __init__(self, message: str, *, permanent: bool = False, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.permanent = permanent
+
+
+class ObjectNotFound(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}", permanent=True)
+        self.key = key
+
+
+class VerificationFailed(BrsmError):
+    """A backup or journal failed its check: hashes differ, files missing, chain broken."""
+
+    exit_code = 6
+
+
+class Interrupted(BrsmError):
+    exit_code = 130

@@ -1,0 +1,1 @@
+"""An append-only, hash-chained, crash-safe event journal on SQLite. Imports nothing of brsm."""
