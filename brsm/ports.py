@@ -1,0 +1,165 @@
+"""The ports workflows talk through. Narrow on purpose; adapters and in-process fakes implement them.
+
+Workflows import this module, never asyncssh, aioboto3, oss2 or nebula3. Everything crossing a
+port is a plain dataclass defined here, so fakes and real adapters are interchangeable.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+# --- meta -----------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class HostAddr:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, s: str) -> "HostAddr":
+        host, _, port = s.rpartition(":")
+        return cls(host, int(port))
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    role: str  # "META", "STORAGE", "GRAPH"
+    addr: HostAddr
+    root: str
+    data_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    status: str  # "VALID" or "INVALID"
+    hosts: str = ""
+
+
+@dataclass(frozen=True)
+class CreatedBackup:
+    """What createBackup returned: the name, and the BackupMeta both as raw Thrift bytes (framed
+    binary, exactly what `<NAME>.meta` holds) and as the plain facts later steps need."""
+
+    name: str
+    meta_bytes: bytes
+    spaces: Mapping[int, str]  # space id -> name
+    all_spaces: bool
+    meta_files: tuple[str, ...]
+    # storage host -> list of (space_id, data_path, checkpoint dir on that host)
+    checkpoints: Mapping[str, tuple[tuple[int, str, str], ...]]
+    storage_hosts: tuple[HostAddr, ...]
+    create_time_ms: int
+
+
+@runtime_checkable
+class MetaPort(Protocol):
+    async def list_cluster(self) -> list[ServiceInfo]: ...
+    async def meta_dir(self) -> ServiceInfo: ...
+    async def list_spaces(self) -> dict[str, int]: ...
+    async def create_backup(self, spaces: Sequence[str] | None) -> CreatedBackup: ...
+    async def list_snapshots(self) -> list[Snapshot]: ...
+    async def drop_snapshots(self, names: Sequence[str]) -> None: ...
+    async def drop_space(self, name: str) -> None: ...
+    async def restore_meta(self, addr: HostAddr, files: Sequence[str], host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None: ...
+    async def close(self) -> None: ...
+
+
+# --- hosts -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # absolute
+    size: int
+
+
+class ByteSink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class HostPort(Protocol):
+    """One cluster machine, reached over SSH. ``name`` is the service address (host part)."""
+
+    name: str
+
+    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult: ...
+    async def exists(self, path: str) -> bool: ...
+    async def walk(self, path: str) -> list[RemoteFile]: ...
+    def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
+    async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int: ...
+    async def rename(self, src: str, dst: str) -> None: ...
+    async def makedirs(self, path: str) -> None: ...
+    async def remove_tree(self, path: str) -> None: ...
+    async def free_bytes(self, path: str) -> int: ...
+    async def service(self, action: str, name: str, *, install_dir: str) -> RunResult: ...
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HostsPort(Protocol):
+    """All hosts of the cluster, pooled: one SSH connection per host, opened on first use."""
+
+    def host(self, name: str) -> HostPort: ...
+    async def close(self) -> None: ...
+
+
+# --- storage ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@dataclass
+class UploadState:
+    """Resumable multipart state, handed to the caller to journal after each part."""
+
+    upload_id: str | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)  # [{"n": 1, "etag": "...", "size": ...}]
+    part_size: int = 0
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What the target confirmed: bytes stored and the SHA-256 of the bytes the adapter received."""
+
+    size: int
+    sha256: str
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """restic's few verbs. Keys are relative to the storage root, with '/' separators."""
+
+    uri: str
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
+                  state: UploadState | None = None, on_part: Any = None) -> PutResult: ...
+    async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
+    async def get_bytes(self, key: str) -> bytes: ...
+    async def stat(self, key: str) -> ObjectInfo: ...  # raises ObjectNotFound
+    async def list(self, prefix: str) -> list[ObjectInfo]: ...
+    async def list_dirs(self, prefix: str) -> list[str]: ...
+    async def delete(self, key: str) -> None: ...  # missing is fine
+    async def delete_prefix(self, prefix: str) -> int: ...
+    async def abort_uploads(self, prefix: str) -> int: ...
+    async def close(self) -> None: ...
+
+
+class Progress(Protocol):
+    def start(self, task: str, total: int | None, unit: str = "B") -> None: ...
+    def advance(self, task: str, amount: int) -> None: ...
+    def done(self, task: str) -> None: ...
+    def note(self, text: str) -> None: ...
