@@ -1,0 +1,122 @@
+"""The sandbox S3 endpoint: moto's server behind our fault-injection proxy, in one process.
+
+``python -m brsm.sandbox.s3_server --host 127.0.0.1 --port 0 --data DIR --bucket NAME
+--access-key-id ID --access-key-secret SECRET [--port-file F] [--pid-file F]``
+
+* moto's ``ThreadedMotoServer`` listens on ``--host`` with an ephemeral port (internal);
+* :class:`brsm.sandbox.faultproxy.FaultProxy` listens on ``--host:--port`` (the endpoint that
+  clients use) and forwards to moto, adding the ``/_sandbox/fault`` control interface;
+* the bucket is created at start (boto3, straight to moto);
+* the proxy rejects requests whose SigV4 access key id is not ``--access-key-id``
+  (403 ``InvalidAccessKeyId``) and unsigned requests (403 ``AccessDenied``); moto itself
+  does not verify signatures;
+* moto keeps objects in memory, spilling big ones to temporary files: ``TMPDIR`` is pointed
+  at ``DIR/tmp`` so they land under the data directory. Nothing survives a restart.
+
+SIGTERM = clean stop. In-process (from tests): ``S3Server(host, port, data_dir, bucket,
+key_id, key_secret).start()`` runs that process and ``stop()`` ends it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from brsm.sandbox.faultproxy import FaultProxy
+from brsm.sandbox.oss_server import StoreProcess, add_common_args, announce, parse_args, run_until_signal
+
+_CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def make_auth_check(key_id: str):
+    def check(headers, path: str = "") -> tuple[str, str] | None:
+        auth = headers.get("Authorization") or ""
+        found = None
+        m = _CRED_RE.search(auth)
+        if m:
+            found = m.group(1)
+        elif auth.startswith("AWS "):
+            found = auth[4:].split(":", 1)[0]
+        elif path:
+            q = parse_qs(urlsplit(path).query)
+            cred = (q.get("X-Amz-Credential") or q.get("AWSAccessKeyId") or [None])[0]
+            if cred:
+                found = cred.split("/", 1)[0]
+        if found is None:
+            return ("AccessDenied", "Anonymous access is not allowed by the sandbox.")
+        if found != key_id:
+            return ("InvalidAccessKeyId",
+                    "The AWS Access Key Id you provided does not exist in our records.")
+        return None
+    return check
+
+
+class S3Server(StoreProcess):
+    """The S3 endpoint as a child process: ``S3Server(host, port, data_dir, bucket, id, secret)``."""
+
+    def __init__(self, host: str, port: int, data_dir, bucket: str, key_id: str, key_secret: str,
+                 **kw) -> None:
+        super().__init__("brsm.sandbox.s3_server", host, port, data_dir, bucket, key_id,
+                         key_secret, **kw)
+
+
+def _client(endpoint: str, key_id: str, secret: str):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, region_name="us-east-1",
+                        config=Config(retries={"total_max_attempts": 3, "mode": "standard"}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m brsm.sandbox.s3_server",
+                                 description="Sandbox S3 endpoint (moto behind a fault proxy)")
+    add_common_args(ap)
+    args = parse_args(ap, argv)
+    data = Path(args.data)
+    (data / "tmp").mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(data / "tmp")
+    tempfile.tempdir = str(data / "tmp")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    from moto.server import ThreadedMotoServer
+    moto = ThreadedMotoServer(ip_address=args.host, port=0, verbose=False)
+    moto.start()
+    mhost, mport = moto.get_host_and_port()
+    s3 = _client(f"http://{mhost}:{mport}", args.access_key_id, args.access_key_secret)
+    s3.create_bucket(Bucket=args.bucket)
+
+    def current_bytes() -> int:
+        total = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args.bucket):
+            total += sum(o["Size"] for o in page.get("Contents", []))
+        return total
+
+    check = make_auth_check(args.access_key_id)
+    proxy = FaultProxy(args.host, args.port, mhost, mport, "s3", current_bytes=current_bytes,
+                       check_auth=check)
+    host, port = proxy.address
+    announce(host, port, args)
+
+    def stop() -> None:
+        proxy._server.shutdown()
+
+    try:
+        run_until_signal(proxy.serve_forever, stop, args)
+    finally:
+        proxy._server.server_close()
+        t = threading.Thread(target=moto.stop, daemon=True)
+        t.start()
+        t.join(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
