@@ -583,13 +583,13 @@ class FaultProxy:
         return f"http://{h}:{p}"
 
     def start(self) -> "FaultProxy":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy",
+        self._thread = threading.Thread(target=self.serve_forever, name="faultproxy",
                                         daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self._server.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -266,13 +266,13 @@ class OssServer:
         return f"http://{h}:{p}"
 
     def start(self) -> "OssServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="oss-server",
+        self._thread = threading.Thread(target=self.serve_forever, name="oss-server",
                                         daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        self._httpd.serve_forever(poll_interval=0.05)
 
     def stop(self) -> None:
         self._httpd.shutdown()
