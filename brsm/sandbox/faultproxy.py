@@ -334,26 +334,31 @@ def write_throttled(wfile, data: bytes, state: FaultState | None) -> None:
         wfile.flush()
 
 
-def is_control_request(path: str, host: str | None) -> bool:
+def is_control_request(path: str, host: str | None, bucket: str | None = None) -> bool:
+    """A ``/_sandbox/...`` request addressed to the endpoint itself (not to a bucket)."""
     if not path.startswith(CONTROL_PREFIX):
         return False
-    return not _is_virtual_host(host)
+    return virtual_host_bucket(host, bucket) is None
 
 
-def _is_virtual_host(host: str | None) -> bool:
-    """True if the Host header names a bucket sub-domain (bucket.<something>)."""
-    if not host:
-        return False
-    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
-    if hostname == "localhost" or hostname.startswith("["):
-        return False
-    try:
-        socket.inet_aton(hostname)
-        if hostname.count(".") == 3:
-            return False
-    except OSError:
-        pass
-    return "." in hostname
+def virtual_host_bucket(host: str | None, bucket: str | None = None) -> str | None:
+    """The bucket named by a virtual-host-style ``Host`` header (``bucket.<name>[:port]``).
+
+    None for IP addresses, ``localhost`` and names without a dot. With ``bucket`` given, only
+    that bucket is recognised (so ``Host: oss.example.test`` + a path-style URL still works).
+    """
+    if not host or host.startswith("["):
+        return None
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if hostname == "localhost" or "." not in hostname:
+        return None
+    labels = hostname.split(".")
+    if len(labels) == 4 and all(x.isdigit() for x in labels):
+        return None  # IPv4
+    first = labels[0]
+    if bucket is not None:
+        return first if first == bucket else None
+    return first
 
 
 def handle_control(handler: BaseHTTPRequestHandler, state: FaultState,

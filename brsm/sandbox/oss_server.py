@@ -59,6 +59,7 @@ from oss2.utils import Crc64
 
 from brsm.sandbox.faultproxy import (CHUNK, BodyReader, FaultState, _abort, error_xml,
                                      handle_control, is_control_request, new_request_id,
+                                     virtual_host_bucket,
                                      write_throttled)
 
 SUBRESOURCES = ProviderAuth._subresource_key_set
@@ -319,7 +320,7 @@ class _OssHandler(BaseHTTPRequestHandler):
         oss = self.server.oss
         self.request_id = new_request_id()
         self._sent = False
-        if is_control_request(self.path, self.headers.get("Host")):
+        if is_control_request(self.path, self.headers.get("Host"), oss.bucket):
             handle_control(self, oss.faults, None)
             return
         self.body = BodyReader(self.rfile, self.headers, oss.faults)
@@ -388,22 +389,7 @@ class _OssHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         raw_path = parts.path
-        host = self.headers.get("Host", "")
-        hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else ""
-        vbucket = None
-        if hostname and hostname != "localhost" and "." in hostname:
-            try:
-                socket.inet_aton(hostname)
-                is_ip = hostname.count(".") == 3
-            except OSError:
-                is_ip = False
-            if not is_ip:
-                if hostname.startswith(self.server.oss.bucket + "."):
-                    vbucket = self.server.oss.bucket
-                else:
-                    first = hostname.split(".", 1)[0]
-                    if _BUCKET_RE.match(first):
-                        vbucket = first
+        vbucket = virtual_host_bucket(self.headers.get("Host"), self.server.oss.bucket)
         if vbucket is not None:
             return vbucket, unquote(raw_path[1:], errors="surrogateescape"), params
         p = raw_path[1:]
@@ -639,7 +625,17 @@ class _OssHandler(BaseHTTPRequestHandler):
     # -- reading -----------------------------------------------------------------------------
     def _get(self, key: str, params: dict, head: bool, meta_only: bool = False) -> None:
         oss = self.server.oss
-        m = oss.store.get(key)
+        with oss.store.lock:  # meta and data of the same version, even if overwritten meanwhile
+            m = oss.store.get(key)
+            f = None if head else oss.store.open(key)
+        try:
+            self._get_open(key, params, head, meta_only, m, f)
+        finally:
+            if f is not None:
+                f.close()
+
+    def _get_open(self, key, params, head, meta_only, m: ObjMeta, f) -> None:
+        oss = self.server.oss
         h = self.headers
         etag_q = f'"{m.etag}"'
         if_match = h.get("If-Match")
@@ -683,25 +679,24 @@ class _OssHandler(BaseHTTPRequestHandler):
                 start, end = r
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{end}/{m.size}"
-                headers.pop("x-oss-hash-crc64ecma")  # OSS sends the whole object's CRC only on 200
+                # like OSS, x-oss-hash-crc64ecma stays the whole object's CRC on a 206
         length = max(0, end - start + 1)
         self._start(status, headers, length)
         if head or length == 0:
             return
         faults = oss.faults
-        with oss.store.open(key) as f:
-            f.seek(start)
-            left = length
-            while left > 0:
-                tb = faults.throttle
-                n = min(left, tb.chunk_size() if tb else CHUNK)
-                data = f.read(n)
-                if not data:
-                    raise ConnectionError("object shrank while reading")
-                if tb:
-                    tb.consume(len(data))
-                self.wfile.write(data)
-                left -= len(data)
+        f.seek(start)
+        left = length
+        while left > 0:
+            tb = faults.throttle
+            n = min(left, tb.chunk_size() if tb else CHUNK)
+            data = f.read(n)
+            if not data:
+                raise ConnectionError("object shrank while reading")
+            if tb:
+                tb.consume(len(data))
+            self.wfile.write(data)
+            left -= len(data)
 
     def _parse_range(self, rng: str, size: int) -> tuple[int, int] | None:
         standard = self.headers.get("x-oss-range-behavior", "").lower() == "standard"

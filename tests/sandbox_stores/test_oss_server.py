@@ -165,3 +165,65 @@ def test_cli_process(tmp_path):
         p = proc.proc
         proc.stop()
     assert p.returncode in (0, -signal.SIGTERM)
+
+
+def test_virtual_host_style(bucket, oss_server):
+    # a host name endpoint makes oss2 use Host: <bucket>.<host>; route it to our port as a proxy
+    port = oss_server.address[1]
+    vb = oss2.Bucket(oss2.Auth(KEY_ID, SECRET), f"http://oss-sandbox.test:{port}", BUCKET,
+                     proxies={"http": oss_server.endpoint})
+    vb.put_object("vh/key", b"virtual")
+    assert vb.get_object("vh/key").read() == b"virtual"
+    assert bucket.get_object("vh/key").read() == b"virtual"  # same object, path style
+    assert [o.key for o in oss2.ObjectIteratorV2(vb, prefix="vh/")] == ["vh/key"]
+    vb.put_object("_sandbox/fault", b"a key, not the control path")
+    assert vb.get_object("_sandbox/fault").read() == b"a key, not the control path"
+
+
+def test_chunked_body_copy_and_preconditions(bucket):
+    r = bucket.put_object("misc/gen", (b"%05d" % i for i in range(1000)))  # no length: chunked
+    data = b"".join(b"%05d" % i for i in range(1000))
+    assert bucket.get_object("misc/gen").read() == data
+    bucket.copy_object(BUCKET, "misc/gen", "misc/copy")
+    assert bucket.get_object("misc/copy").read() == data
+    with pytest.raises(oss2.exceptions.PreconditionFailed):
+        bucket.get_object("misc/gen", headers={"If-Match": '"0123"'})
+    assert bucket.get_object("misc/gen", headers={"If-Match": f'"{r.etag}"'}).read() == data
+    with pytest.raises(oss2.exceptions.ServerError) as ei:
+        bucket.put_object("misc/gen", b"x", headers={"x-oss-forbid-overwrite": "true"})
+    assert ei.value.status == 409
+
+
+def test_resumable_upload_resumes_after_a_failed_part(bucket, oss_server, tmp_path):
+    from brsm.sandbox import store_faults
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(6 << 20))
+    store = oss2.ResumableStore(root=str(tmp_path / "rec"))
+    store_faults.inject(oss_server.endpoint, kind="error", status=500, count=1,
+                        methods=["PUT"], skip=3)
+    with pytest.raises(oss2.exceptions.ServerError):
+        oss2.resumable_upload(bucket, "resume/obj", str(src), store=store,
+                              multipart_threshold=1 << 20, part_size=1 << 20, num_threads=1)
+    pending = list(oss2.MultipartUploadIterator(bucket, prefix="resume/"))
+    assert len(pending) == 1
+    assert len(list(oss2.PartIterator(bucket, "resume/obj", pending[0].upload_id))) == 3
+    oss2.resumable_upload(bucket, "resume/obj", str(src), store=store,
+                          multipart_threshold=1 << 20, part_size=1 << 20, num_threads=1)
+    assert bucket.get_object("resume/obj").read() == src.read_bytes()
+    assert list(oss2.MultipartUploadIterator(bucket, prefix="resume/")) == []
+
+
+def test_20mib_object_is_streamed_not_buffered(bucket, tmp_path):
+    import tracemalloc
+    src = tmp_path / "s.bin"
+    src.write_bytes(os.urandom(20 << 20))
+    tracemalloc.start()
+    try:
+        with open(src, "rb") as f:
+            bucket.put_object("stream/20mib", f)  # server and client in this process
+        bucket.get_object_to_file("stream/20mib", str(tmp_path / "d.bin"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak} bytes: something buffered the whole object"
+    assert (tmp_path / "d.bin").read_bytes() == src.read_bytes()
