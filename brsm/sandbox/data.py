@@ -1,0 +1,255 @@
+"""Load data into the sandbox cluster and checksum it (``brsm sandbox load|checksum``).
+
+Spaces are created with the real ``createSpace`` RPC; data goes to the storaged owning each part
+(found with ``getPartsAlloc`` and ``listHosts``) through their admin ``/write``. Values are
+incompressible (``os.urandom``) so sizes on disk are honest. A second load over the same spaces
+adds new keys and overwrites old ones, so the checksum changes.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nebula3.meta import ttypes as meta
+
+from brsm.errors import BrsmError
+from brsm.sandbox import control
+from brsm.sandbox.storaged import TYPE_EDGE, TYPE_VERTEX, encode_records
+
+DEFAULT_VALUE_SIZE = 64 * 1024
+DEFAULT_PARTS = 10
+BATCH_BYTES = 4 * 2**20
+
+
+class DataError(BrsmError):
+    pass
+
+
+def space_name(i: int) -> str:
+    return f"space{i}"
+
+
+@dataclass
+class Topology:
+    space_id: int
+    partition_num: int
+    owners: dict[int, str]  # part -> "host:port" of its storaged
+    http: dict[str, tuple[str, int]]  # "host:port" -> admin http address
+
+
+def _client(meta_addr: str, transport: str = "buffered") -> control.MetaClient:
+    return control.MetaClient(meta_addr, transport=transport, timeout=30.0)
+
+
+def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: int = DEFAULT_PARTS) -> dict[str, int]:
+    out = {}
+    for name in names:
+        resp = client.getSpace(meta.GetSpaceReq(space_name=name.encode()))
+        if resp.code == control.ErrorCode.SUCCEEDED:
+            out[name] = resp.item.space_id
+            continue
+        desc = meta.SpaceDesc(space_name=name.encode(), partition_num=partition_num, replica_factor=1,
+                              charset_name=b"utf8", collate_name=b"utf8_bin",
+                              vid_type=meta.ColumnTypeDef(type=7, type_length=8))
+        resp = control.check(client.createSpace(meta.CreateSpaceReq(properties=desc, if_not_exists=True)),
+                             f"createSpace {name}")
+        out[name] = resp.id.get_space_id()
+    return out
+
+
+def topology(client: control.MetaClient, space_id: int) -> Topology:
+    resp = control.check(client.getPartsAlloc(meta.GetPartsAllocReq(space_id=space_id)), "getPartsAlloc")
+    owners = {pid: control.fmt_addr(hosts[0]) for pid, hosts in resp.parts.items() if hosts}
+    http = control.storage_http_addrs(client)
+    missing = sorted({o for o in owners.values() if o not in http})
+    if missing:
+        raise DataError(f"storage hosts {missing} own parts of space {space_id} but are not registered")
+    return Topology(space_id, len(resp.parts), owners, http)
+
+
+def _vertex_key(pid: int, vid: int) -> bytes:
+    return pid.to_bytes(4, "big") + bytes([TYPE_VERTEX]) + vid.to_bytes(8, "big")
+
+
+def _edge_key(pid: int, src: int, dst: int) -> bytes:
+    return pid.to_bytes(4, "big") + bytes([TYPE_EDGE]) + src.to_bytes(8, "big") + dst.to_bytes(8, "big")
+
+
+def _post_batch(topo: Topology, owner: str, items: list[tuple[bytes, bytes]], retry_timeout: float,
+                counters: dict[str, int], lock: threading.Lock) -> None:
+    body = encode_records(items)
+    delay = 0.02
+    deadline = time.monotonic() + retry_timeout
+    while True:
+        try:
+            control.http_call(topo.http[owner], "POST", f"/write?space_id={topo.space_id}", raw=body, timeout=60)
+            with lock:
+                counters["batches"] += 1
+                counters["bytes"] += len(body)
+            return
+        except control.HTTPStatusError as exc:
+            if exc.status != 409 or time.monotonic() > deadline:
+                raise
+            with lock:
+                counters["refused"] += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def write_space(client: control.MetaClient, space_id: int, size_bytes: int, *, value_size: int = DEFAULT_VALUE_SIZE,
+                rng: random.Random | None = None, workers: int = 6, retry_timeout: float = 120.0,
+                counters: dict[str, int] | None = None) -> dict[str, int]:
+    """Write about ``size_bytes`` of vertices (70 %) and edges (30 %) to one space."""
+    rng = rng or random.Random()
+    topo = topology(client, space_id)
+    n = max(1, size_bytes // value_size)
+    counters = counters if counters is not None else {"batches": 0, "bytes": 0, "refused": 0}
+    lock = threading.Lock()
+    batches: dict[str, list[tuple[bytes, bytes]]] = {}
+    sizes: dict[str, int] = {}
+    futs = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for i in range(n):
+            src = rng.randrange(2 * n)  # half of the id range is reused: new keys and overwrites
+            pid = src % topo.partition_num + 1
+            if i % 10 < 7:
+                key = _vertex_key(pid, src)
+            else:
+                key = _edge_key(pid, src, rng.randrange(2 * n))
+            owner = topo.owners[pid]
+            batches.setdefault(owner, []).append((key, os.urandom(value_size)))
+            sizes[owner] = sizes.get(owner, 0) + value_size + len(key)
+            if sizes[owner] >= BATCH_BYTES:
+                futs.append(pool.submit(_post_batch, topo, owner, batches.pop(owner), retry_timeout, counters, lock))
+                sizes[owner] = 0
+        for owner, items in batches.items():
+            futs.append(pool.submit(_post_batch, topo, owner, items, retry_timeout, counters, lock))
+        for f in futs:
+            f.result()
+    return {"keys": n, "bytes": n * value_size}
+
+
+@dataclass
+class LoadReport:
+    spaces: dict[str, int]
+    written: dict[str, dict[str, int]]
+    counters: dict[str, int]
+    seconds: float
+    writer: "BackgroundWriter | None" = None
+
+
+def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_writing: bool = False, *,
+         value_size: int = DEFAULT_VALUE_SIZE, partition_num: int = DEFAULT_PARTS, seed: int | None = None,
+         transport: str = "buffered", retry_timeout: float = 120.0) -> LoadReport:
+    """Create ``spaces`` spaces (``space1``..) if absent and write ``size_bytes`` spread over them.
+    With ``while_writing`` a :class:`BackgroundWriter` is left running on the first space (the caller
+    stops it) to show writes being blocked during a backup."""
+    t0 = time.monotonic()
+    rng = random.Random(seed)
+    counters = {"batches": 0, "bytes": 0, "refused": 0}
+    with _client(meta_addr, transport) as client:
+        ids = ensure_spaces(client, [space_name(i + 1) for i in range(spaces)], partition_num)
+        per_space = size_bytes // max(1, spaces)
+        written = {name: write_space(client, sid, per_space, value_size=value_size, rng=rng,
+                                     retry_timeout=retry_timeout, counters=counters)
+                   for name, sid in ids.items()}
+    writer = None
+    if while_writing and ids:
+        writer = BackgroundWriter(meta_addr, next(iter(ids)))
+        writer.start()
+    return LoadReport(ids, written, counters, time.monotonic() - t0, writer)
+
+
+def checksum(meta_addr: str, transport: str = "buffered") -> dict[str, str]:
+    """``{space name: sha256 hex}`` over every part's digest (sorted by part) from its owner."""
+    out = {}
+    with _client(meta_addr, transport) as client:
+        resp = control.check(client.listSpaces(meta.ListSpacesReq()), "listSpaces")
+        for item in sorted(resp.spaces or [], key=lambda i: i.name):
+            sid = item.id.get_space_id()
+            topo = topology(client, sid)
+            by_host: dict[str, list[int]] = {}
+            for pid, owner in topo.owners.items():
+                by_host.setdefault(owner, []).append(pid)
+            digests: dict[int, str] = {}
+            for owner, pids in sorted(by_host.items()):
+                res = control.http_call(topo.http[owner], "POST", "/checksum", {"space_id": sid}, timeout=120)
+                for pid in pids:
+                    d = res["parts"].get(str(pid))
+                    if d:
+                        digests[pid] = d
+            h = hashlib.sha256()
+            for pid in sorted(digests):
+                h.update(f"{pid}:{digests[pid]}\n".encode())
+            out[item.name.decode()] = h.hexdigest()
+    return out
+
+
+class BackgroundWriter:
+    """Writes small batches to one space in a loop; counts accepted and refused (blocked) writes."""
+
+    def __init__(self, meta_addr: str, space: str, value_size: int = 4096, batch: int = 8,
+                 pause: float = 0.01) -> None:
+        self.meta_addr = meta_addr
+        self.space = space
+        self.value_size = value_size
+        self.batch = batch
+        self.pause = pause
+        self.ok = 0
+        self.refused = 0
+        self.errors: list[str] = []
+        self.refused_at: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "BackgroundWriter":
+        self._thread = threading.Thread(target=self._run, name="bg-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> "BackgroundWriter":
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        return self
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        rng = random.Random()
+        with _client(self.meta_addr) as client:
+            sid = ensure_spaces(client, [self.space])[self.space]
+            topo = topology(client, sid)
+        while not self._stop.is_set():
+            vid = rng.randrange(1 << 40)
+            pid = vid % topo.partition_num + 1
+            owner = topo.owners[pid]
+            items = [(_vertex_key(pid, vid + i * topo.partition_num), os.urandom(self.value_size))
+                     for i in range(self.batch)]
+            try:
+                control.http_call(topo.http[owner], "POST", f"/write?space_id={sid}",
+                                  raw=encode_records(items), timeout=30)
+                self.ok += 1
+            except control.HTTPStatusError as exc:
+                if exc.status == 409:
+                    self.refused += 1
+                    self.refused_at.append(time.time())
+                else:
+                    self.errors.append(str(exc))
+            except OSError as exc:
+                self.errors.append(str(exc))
+            self._stop.wait(self.pause)
+
+
+__all__ = ["load", "checksum", "BackgroundWriter", "LoadReport", "ensure_spaces", "write_space", "topology",
+           "space_name", "DataError"]

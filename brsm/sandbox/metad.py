@@ -1,0 +1,808 @@
+"""metad stand-in: serves ``nebula3.meta.MetaService`` (the generated Processor) over TCP.
+
+    python -m brsm.sandbox.metad --flagfile=F | --local_ip=.. --port=9559 --ws_http_port=19559
+        --data_path=DIR --meta_server_addrs=IP:PORT[,..] --pid_file=P --log_dir=D
+
+One port accepts three transports, told apart by the first bytes of each connection:
+  ``80 01 ..``               unframed (buffered) binary protocol   (nebula3.mclient)
+  ``<len:4> 80 01``          framed binary protocol                 (nebula-br, Go)
+  ``<len:4> 0F FF``          fbthrift header transport              (THeaderTransport)
+
+State is a RocksDB (rocksdict, raw mode) at ``<data_path>/nebula/0/data`` with tables (key prefixes)
+``__spaces__``, ``__index__``, ``__parts__``, ``__machines__``, ``__id__`` (exported by createBackup),
+``__hosts__`` (heartbeats), ``__snapshots__`` and ``__meta_cluster_id_key__`` (not exported).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import random
+import shutil
+import socket
+import socketserver
+import sys
+import threading
+import time
+from typing import Any
+
+import rocksdict
+from nebula3.common import ttypes as common
+from nebula3.fbthrift.protocol import TBinaryProtocol, THeaderProtocol
+from nebula3.fbthrift.transport import TTransport
+from nebula3.fbthrift.transport.THeaderTransport import CLIENT_TYPE, THeaderTransport
+from nebula3.fbthrift.util import Serializer
+from nebula3.meta import MetaService
+from nebula3.meta import ttypes as meta
+
+from brsm.sandbox import control, layout
+from brsm.sandbox.flags import parse_hostport
+
+EC = common.ErrorCode
+T_SPACES = b"__spaces__"
+T_INDEX = b"__index__"
+T_PARTS = b"__parts__"
+T_MACHINES = b"__machines__"
+T_ID = b"__id__"
+T_HOSTS = b"__hosts__"
+T_SNAPSHOTS = b"__snapshots__"
+K_CLUSTER_ID = b"__meta_cluster_id_key__"
+SPACE_TABLES = (T_SPACES, T_INDEX, T_PARTS)  # filtered by space for a partial backup
+SYSTEM_TABLES = (T_ID, T_MACHINES)  # only in an all-spaces backup
+ALL_EXPORTED = SPACE_TABLES + SYSTEM_TABLES
+HOST_OFFLINE_AFTER_MS = 5000
+NO_LEADER_CHECK = {"restoreMeta", "getMetaDirInfo", "verifyClientVersion"}
+_BIN = TBinaryProtocol.TBinaryProtocolFactory()
+
+
+def _i32(n: int) -> bytes:
+    return n.to_bytes(4, "big", signed=True)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _b(s: str | bytes) -> bytes:
+    return s if isinstance(s, bytes) else s.encode()
+
+
+def _s(b: str | bytes) -> str:
+    return b.decode() if isinstance(b, bytes) else b
+
+
+def _has_leader(cls: type) -> bool:
+    return any(f and f[2] == "leader" for f in cls.thrift_spec)
+
+
+def _resp_class(rpc: str) -> type:
+    return getattr(MetaService, f"{rpc}_result").thrift_spec[0][3][0]
+
+
+class BackupError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[dict[str, Any]] = []
+        self._hang_release = threading.Event()
+
+    def add(self, spec: dict[str, Any]) -> dict[str, Any]:
+        if spec.get("clear"):
+            self.clear(spec.get("rpc"))
+            return {"faults": self.list()}
+        rpc = spec.get("rpc")
+        if not rpc:
+            raise layout.HTTPError(400, "fault needs 'rpc' (or 'clear')")
+        kinds = [k for k in ("code", "leader_changed", "delay", "hang") if k in spec]
+        if len(kinds) != 1:
+            raise layout.HTTPError(400, "fault needs exactly one of code, leader_changed, delay, hang")
+        kind = kinds[0]
+        value = spec[kind]
+        if kind == "leader_changed":
+            parse_hostport(value)
+        fault = {"rpc": rpc, "kind": kind, "value": value, "remaining": spec.get("count")}
+        with self._lock:
+            if kind == "hang":
+                self._hang_release = threading.Event()
+            fault["_release"] = self._hang_release
+            self._faults.append(fault)
+        return {"faults": self.list()}
+
+    def clear(self, rpc: str | None = None) -> None:
+        with self._lock:
+            keep = [f for f in self._faults if rpc and f["rpc"] != rpc]
+            for f in self._faults:
+                if f not in keep:
+                    f["_release"].set()
+            self._faults = keep
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{k: v for k, v in f.items() if not k.startswith("_")} for f in self._faults]
+
+    def take(self, rpc: str) -> dict[str, Any] | None:
+        with self._lock:
+            for f in self._faults:
+                if f["rpc"] in (rpc, "*"):
+                    if f["remaining"] is not None:
+                        f["remaining"] -= 1
+                        if f["remaining"] <= 0:
+                            self._faults.remove(f)
+                    return f
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the handler
+
+
+class MetaHandler:
+    """Implements the RPCs. Every method takes the request struct and returns the response."""
+
+    def __init__(self, svc: "MetaDaemon") -> None:
+        self.svc = svc
+        self.db: rocksdict.Rdict = svc.db
+        self.lock = threading.RLock()
+        self.backup_lock = threading.Lock()
+
+    # -- small store helpers
+    def _prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        for k, v in self.db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                break
+            out.append((k, v))
+        return out
+
+    def _get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def _leader(self) -> common.HostAddr:
+        return control.host_addr(self.svc.leader)
+
+    def _ok(self, cls: type, **kw: Any) -> Any:
+        resp = cls(code=EC.SUCCEEDED, **kw)
+        if _has_leader(cls):
+            resp.leader = self._leader()
+        return resp
+
+    def _err(self, cls: type, code: int) -> Any:
+        resp = cls(code=code)
+        if _has_leader(cls):
+            resp.leader = self._leader()
+        return resp
+
+    def _spaces(self) -> dict[int, meta.SpaceDesc]:
+        out = {}
+        for k, v in self._prefix(T_SPACES):
+            desc = Serializer.deserialize(_BIN, v, meta.SpaceDesc())
+            out[int.from_bytes(k[len(T_SPACES):], "big", signed=True)] = desc
+        return out
+
+    def _space_id(self, name: bytes) -> int | None:
+        v = self._get(T_INDEX + b"\x01" + _b(name))
+        return None if v is None else int.from_bytes(v, "big", signed=True)
+
+    def _parts(self, space_id: int) -> dict[int, list[str]]:
+        prefix = T_PARTS + _i32(space_id)
+        return {int.from_bytes(k[len(prefix):], "big", signed=True): json.loads(v)
+                for k, v in self._prefix(prefix)}
+
+    def _hosts(self) -> dict[str, dict[str, Any]]:
+        return {_s(k[len(T_HOSTS):]): json.loads(v) for k, v in self._prefix(T_HOSTS)}
+
+    def _machines(self) -> list[str]:
+        return sorted(_s(k[len(T_MACHINES):]) for k, _ in self._prefix(T_MACHINES))
+
+    def _online(self, info: dict[str, Any] | None) -> bool:
+        return bool(info) and _now_ms() - info["ts"] < HOST_OFFLINE_AFTER_MS
+
+    def _next_id(self) -> int:
+        raw = self._get(T_ID)
+        nxt = (int.from_bytes(raw, "big") if raw else 0) + 1
+        self.db[T_ID] = _i32(nxt)
+        return nxt
+
+    def _storage_http(self, addr: str) -> tuple[str, int]:
+        info = self._hosts().get(addr)
+        host, port = parse_hostport(addr)
+        if info and info.get("http_port"):
+            return host, int(info["http_port"])
+        return host, port + 10000
+
+    def _storage_call(self, addr: str, path: str, body: dict[str, Any], timeout: float = 120.0) -> Any:
+        return control.http_call(self._storage_http(addr), "POST", path, body, timeout=timeout)
+
+    # -- RPCs --------------------------------------------------------------------------------
+    def verifyClientVersion(self, req: meta.VerifyClientVersionReq) -> Any:
+        self.svc.log.info("verifyClientVersion %s from %s", req.client_version, req.host)
+        return self._ok(meta.VerifyClientVersionResp)
+
+    def getMetaDirInfo(self, req: meta.GetMetaDirInfoReq) -> Any:
+        return meta.GetMetaDirInfoResp(code=EC.SUCCEEDED, dir=self.svc.dir_info())
+
+    def heartBeat(self, req: meta.HBReq) -> Any:
+        addr = control.fmt_addr(req.host)
+        info = {
+            "role": req.role,
+            "root": _s(req.dir.root) if req.dir and req.dir.root else "",
+            "data": [_s(d) for d in (req.dir.data or [])] if req.dir else [],
+            "version": _s(req.version or b""),
+            "http_port": control.http_port_from_version(req.version, req.host.port),
+            "ts": _now_ms(),
+        }
+        with self.lock:
+            self.db[T_HOSTS + _b(addr)] = json.dumps(info).encode()
+            if req.role == meta.HostRole.STORAGE and self._get(T_MACHINES + _b(addr)) is None:
+                self.db[T_MACHINES + _b(addr)] = b""
+                self.svc.log.info("registered storage host %s", addr)
+        return self._ok(meta.HBResp, cluster_id=self.svc.cluster_id, last_update_time_in_ms=_now_ms(),
+                        meta_version=3)
+
+    def listCluster(self, req: meta.ListClusterInfoReq) -> Any:
+        services: dict[str, list[meta.ServiceInfo]] = {}
+
+        def add(addr: str, role: int, root: str, data: list[str]) -> None:
+            host, port = parse_hostport(addr)
+            services.setdefault(host, []).append(meta.ServiceInfo(
+                dir=common.DirInfo(root=_b(root), data=[_b(d) for d in data]),
+                addr=common.HostAddr(host=host, port=port), role=role))
+
+        me = self.svc.dir_info()
+        add(self.svc.addr, meta.HostRole.META, _s(me.root), [_s(d) for d in me.data])
+        for addr, info in sorted(self._hosts().items()):
+            if addr == self.svc.addr:
+                continue
+            add(addr, info["role"], info["root"], info["data"])
+        return self._ok(meta.ListClusterInfoResp, host_services=services)
+
+    def listHosts(self, req: meta.ListHostsReq) -> Any:
+        want = {meta.ListHostType.GRAPH: [meta.HostRole.GRAPH],
+                meta.ListHostType.META: [meta.HostRole.META],
+                meta.ListHostType.STORAGE: [meta.HostRole.STORAGE],
+                meta.ListHostType.ALLOC: [meta.HostRole.STORAGE]}.get(req.type, [meta.HostRole.STORAGE])
+        spaces = self._spaces()
+        parts_by_host: dict[str, dict[bytes, list[int]]] = {}
+        for sid, desc in spaces.items():
+            for pid, hosts in self._parts(sid).items():
+                for h in hosts:
+                    parts_by_host.setdefault(h, {}).setdefault(desc.space_name, []).append(pid)
+        items = []
+        hosts = self._hosts()
+        if meta.HostRole.META in want:
+            hosts = {self.svc.addr: {"role": meta.HostRole.META, "ts": _now_ms(),
+                                     "version": control.encode_version(self.svc.ws_http_port)},
+                     **hosts}
+        addrs = set(hosts)
+        if meta.HostRole.STORAGE in want:
+            addrs |= set(self._machines())
+        for addr in sorted(addrs):
+            info = hosts.get(addr) or {"role": meta.HostRole.STORAGE, "ts": 0, "version": ""}
+            if info["role"] not in want:
+                continue
+            h, p = parse_hostport(addr)
+            parts = {k: sorted(v) for k, v in parts_by_host.get(addr, {}).items()}
+            items.append(meta.HostItem(
+                hostAddr=common.HostAddr(host=h, port=p),
+                status=meta.HostStatus.ONLINE if self._online(info) else meta.HostStatus.OFFLINE,
+                leader_parts=parts, all_parts=parts, role=info["role"], git_info_sha=b"sandbox",
+                version=_b(info.get("version", ""))))
+        return self._ok(meta.ListHostsResp, hosts=items)
+
+    def createSpace(self, req: meta.CreateSpaceReq) -> Any:
+        props: meta.SpaceDesc = req.properties
+        if props is None or not props.space_name:
+            return self._err(meta.ExecResp, EC.E_INVALID_PARM)
+        with self.lock:
+            existing = self._space_id(props.space_name)
+            if existing is not None:
+                if req.if_not_exists:
+                    return self._ok(meta.ExecResp, id=meta.ID(space_id=existing))
+                return self._err(meta.ExecResp, EC.E_EXISTED)
+            hosts = [a for a in self._machines() if self._online(self._hosts().get(a))]
+            if not hosts:
+                return self._err(meta.ExecResp, EC.E_NO_HOSTS)
+            if not props.partition_num or props.partition_num <= 0:
+                props.partition_num = 10
+            props.replica_factor = 1  # the stand-in keeps one replica per part
+            if props.vid_type is None:
+                props.vid_type = meta.ColumnTypeDef(type=common.PropertyType.FIXED_STRING, type_length=8)
+            props.charset_name = props.charset_name or b"utf8"
+            props.collate_name = props.collate_name or b"utf8_bin"
+            sid = self._next_id()
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb.put(T_SPACES + _i32(sid), Serializer.serialize(_BIN, props))
+            wb.put(T_INDEX + b"\x01" + _b(props.space_name), _i32(sid))
+            for pid in range(1, props.partition_num + 1):
+                wb.put(T_PARTS + _i32(sid) + _i32(pid), json.dumps([hosts[(pid - 1) % len(hosts)]]).encode())
+            self.db.write(wb)
+        self.svc.log.info("created space %s id %d over %s", props.space_name, sid, hosts)
+        return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
+
+    def getSpace(self, req: meta.GetSpaceReq) -> Any:
+        sid = self._space_id(req.space_name)
+        if sid is None:
+            return self._err(meta.GetSpaceResp, EC.E_SPACE_NOT_FOUND)
+        desc = self._spaces().get(sid)
+        return self._ok(meta.GetSpaceResp, item=meta.SpaceItem(space_id=sid, properties=desc))
+
+    def listSpaces(self, req: meta.ListSpacesReq) -> Any:
+        items = [meta.IdName(id=meta.ID(space_id=sid), name=desc.space_name)
+                 for sid, desc in sorted(self._spaces().items())]
+        return self._ok(meta.ListSpacesResp, spaces=items)
+
+    def dropSpace(self, req: meta.DropSpaceReq) -> Any:
+        with self.lock:
+            sid = self._space_id(req.space_name)
+            if sid is None:
+                if req.if_exists:
+                    return self._ok(meta.ExecResp)
+                return self._err(meta.ExecResp, EC.E_SPACE_NOT_FOUND)
+            owners = sorted({h for hs in self._parts(sid).values() for h in hs})
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb.delete(T_SPACES + _i32(sid))
+            wb.delete(T_INDEX + b"\x01" + _b(req.space_name))
+            for k, _ in self._prefix(T_PARTS + _i32(sid)):
+                wb.delete(k)
+            self.db.write(wb)
+        for addr in owners:
+            try:
+                self._storage_call(addr, "/drop_space", {"space_id": sid}, timeout=30)
+            except Exception as exc:  # noqa: BLE001 - storaged cleans up what it can
+                self.svc.log.warning("drop_space %d on %s failed: %s", sid, addr, exc)
+        self.svc.log.info("dropped space %s id %d", req.space_name, sid)
+        return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
+
+    def getPartsAlloc(self, req: meta.GetPartsAllocReq) -> Any:
+        if req.space_id not in self._spaces():
+            return self._err(meta.GetPartsAllocResp, EC.E_SPACE_NOT_FOUND)
+        parts = {pid: [control.host_addr(h) for h in hosts] for pid, hosts in self._parts(req.space_id).items()}
+        return self._ok(meta.GetPartsAllocResp, parts=parts, terms={pid: 1 for pid in parts})
+
+    # -- snapshots / backup
+    def _put_snapshot(self, name: str, status: int, hosts: list[str]) -> None:
+        self.db[T_SNAPSHOTS + _b(name)] = json.dumps({"status": status, "hosts": ", ".join(hosts)}).encode()
+
+    def _snapshots(self) -> dict[str, dict[str, Any]]:
+        return {_s(k[len(T_SNAPSHOTS):]): json.loads(v) for k, v in self._prefix(T_SNAPSHOTS)}
+
+    def _backup_name(self) -> str:
+        # metad's local time, second resolution as Nebula; if that name is taken (two backups in the
+        # same second) wait for the next second rather than inventing another format.
+        while True:
+            name = "BACKUP_" + time.strftime("%Y_%m_%d_%H_%M_%S", time.localtime())
+            if self._get(T_SNAPSHOTS + _b(name)) is None and not os.path.exists(
+                    layout.meta_checkpoint_dir(self.svc.data_path, name)):
+                return name
+            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+
+    def createBackup(self, req: meta.CreateBackupReq) -> Any:
+        if not self.backup_lock.acquire(blocking=False):
+            self.svc.log.warning("createBackup refused: another backup is running")
+            return self._err(meta.CreateBackupResp, EC.E_BACKUP_RUNNING_JOBS)
+        try:
+            return self._create_backup(req)
+        finally:
+            self.backup_lock.release()
+
+    def _create_backup(self, req: meta.CreateBackupReq) -> Any:
+        R = meta.CreateBackupResp
+        spaces = self._spaces()
+        all_spaces = not req.spaces
+        if all_spaces:
+            chosen = sorted(spaces)
+        else:
+            chosen = []
+            for name in req.spaces:
+                sid = self._space_id(name)
+                if sid is None:
+                    self.svc.log.warning("createBackup: no space %r", name)
+                    return self._err(R, EC.E_BACKUP_SPACE_NOT_FOUND)
+                chosen.append(sid)
+            chosen = sorted(set(chosen))
+        if not chosen:
+            return self._err(R, EC.E_BACKUP_SPACE_NOT_FOUND)
+        parts = {sid: self._parts(sid) for sid in chosen}
+        hosts_info = self._hosts()
+        machines = self._machines()
+        storage = sorted(set(machines) | {h for p in parts.values() for hs in p.values() for h in hs})
+        if not storage:
+            return self._err(R, EC.E_NO_HOSTS)
+        name = self._backup_name()
+        self._put_snapshot(name, meta.SnapshotStatus.INVALID, storage)
+        self.svc.log.info("createBackup %s: spaces %s, hosts %s", name, chosen, storage)
+        blocked: list[str] = []
+        try:
+            # block writes everywhere
+            for addr in storage:
+                try:
+                    self._storage_call(addr, "/block_writes", {"on": True}, timeout=30)
+                    blocked.append(addr)
+                except Exception as exc:  # noqa: BLE001
+                    raise BackupError(EC.E_BLOCK_WRITE_FAILURE, f"block writes on {addr}: {exc}") from exc
+            # checkpoints, one request per storaged, in parallel
+            per_host = {addr: {str(sid): sorted(pid for pid, hs in parts[sid].items() if addr in hs)
+                               for sid in chosen} for addr in storage}
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(storage)) as pool:
+                futs = {addr: pool.submit(self._storage_call, addr, "/checkpoint",
+                                          {"name": name, "spaces": per_host[addr]}, 300.0)
+                        for addr in storage}
+                results = {}
+                errors = []
+                for addr, fut in futs.items():
+                    try:
+                        results[addr] = fut.result()
+                    except Exception as exc:  # noqa: BLE001
+                        errors.append(f"{addr}: {exc}")
+            if errors:
+                raise BackupError(EC.E_BACKUP_FAILED, "checkpoint failed on " + "; ".join(errors))
+            # export meta tables
+            try:
+                files = self._export_tables(name, chosen, all_spaces)
+            except Exception as exc:  # noqa: BLE001
+                raise BackupError(EC.E_BACKUP_FAILED, f"meta export: {exc}") from exc
+        except BackupError as exc:
+            self.svc.log.error("createBackup %s failed: %s", name, exc)
+            self._unblock(blocked)
+            return self._err(R, exc.code)
+        if not self._unblock(blocked):
+            return self._err(R, EC.E_BLOCK_WRITE_FAILURE)
+        self._put_snapshot(name, meta.SnapshotStatus.VALID, storage)
+
+        space_backups = {}
+        for sid in chosen:
+            host_backups = []
+            for addr in storage:
+                cps = []
+                for cp in results[addr]["spaces"].get(str(sid), []):
+                    cps.append(common.CheckpointInfo(
+                        space_id=sid, data_path=_b(cp["data_path"]),
+                        parts={int(pid): common.LogInfo(log_id=li["log_id"], term_id=li["term_id"],
+                                                        commit_log_id=li["commit_log_id"],
+                                                        checkpoint_path=_b(li["checkpoint_path"]))
+                               for pid, li in cp["parts"].items()}))
+                if cps:
+                    host_backups.append(meta.HostBackupInfo(host=control.host_addr(addr), checkpoints=cps))
+            space_backups[sid] = meta.SpaceBackupInfo(space=spaces[sid], host_backups=host_backups)
+        bm = meta.BackupMeta(
+            space_backups=space_backups, meta_files=[_b(f) for f in files], backup_name=_b(name),
+            full=True, all_spaces=all_spaces, create_time=_now_ms(),
+            storage_hosts=[control.host_addr(a) for a in storage], cluster_id=self.svc.cluster_id)
+        del hosts_info
+        self.svc.log.info("createBackup %s done: %d meta files", name, len(files))
+        return self._ok(R, meta=bm)
+
+    def _unblock(self, addrs: list[str]) -> bool:
+        ok = True
+        for addr in addrs:
+            try:
+                self._storage_call(addr, "/block_writes", {"on": False}, timeout=30)
+            except Exception as exc:  # noqa: BLE001
+                ok = False
+                self.svc.log.error("unblock writes on %s failed: %s", addr, exc)
+        return ok
+
+    def _export_tables(self, name: str, space_ids: list[int], all_spaces: bool) -> list[str]:
+        out_dir = layout.meta_checkpoint_dir(self.svc.data_path, name)
+        os.makedirs(out_dir, exist_ok=False)
+        wanted = {_i32(s) for s in space_ids}
+        names = {sid: self._spaces()[sid].space_name for sid in space_ids}
+        files = []
+        for table in (SPACE_TABLES + (SYSTEM_TABLES if all_spaces else ())):
+            rows = self._prefix(table)
+            if table in (T_SPACES, T_PARTS):
+                rows = [(k, v) for k, v in rows if k[len(table):len(table) + 4] in wanted]
+            elif table == T_INDEX:
+                idx_names = {T_INDEX + b"\x01" + _b(n) for n in names.values()}
+                rows = [(k, v) for k, v in rows if k in idx_names]
+            if not rows:
+                continue  # RocksDB cannot write an empty SST (Nebula skips empty tables too)
+            fname = f"{_s(table)}.sst"
+            w = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
+            w.open(os.path.join(out_dir, fname))
+            for k, v in rows:
+                w[k] = v
+            w.finish()
+            files.append(fname)
+        return files
+
+    def dropSnapshot(self, req: meta.DropSnapshotReq) -> Any:
+        snaps = self._snapshots()
+        for raw in req.names or []:
+            name = _s(raw)
+            if name not in snaps:
+                return self._err(meta.ExecResp, EC.E_SNAPSHOT_NOT_FOUND)
+        for raw in req.names or []:
+            name = _s(raw)
+            hosts = [h.strip() for h in snaps[name]["hosts"].split(",") if h.strip()]
+            for addr in sorted(set(hosts) | set(self._machines())):
+                try:
+                    self._storage_call(addr, "/drop_checkpoint", {"name": name}, timeout=60)
+                except Exception as exc:  # noqa: BLE001 - as Nebula: log and go on
+                    self.svc.log.warning("drop checkpoint %s on %s failed: %s", name, addr, exc)
+            shutil.rmtree(layout.meta_checkpoint_dir(self.svc.data_path, name), ignore_errors=True)
+            self.db.delete(T_SNAPSHOTS + _b(name))
+            self.svc.log.info("dropped snapshot %s", name)
+        return self._ok(meta.ExecResp)
+
+    def listSnapshots(self, req: meta.ListSnapshotsReq) -> Any:
+        snaps = [meta.Snapshot(name=_b(n), status=v["status"], hosts=_b(v["hosts"]))
+                 for n, v in sorted(self._snapshots().items())]
+        return self._ok(meta.ListSnapshotsResp, snapshots=snaps)
+
+    def restoreMeta(self, req: meta.RestoreMetaReq) -> Any:
+        R = meta.RestoreMetaResp
+        files = [_s(f) for f in (req.files or [])]
+        if not files:
+            return self._err(R, EC.E_RESTORE_FAILURE)
+        for f in files:
+            if not os.path.isfile(f):
+                self.svc.log.error("restoreMeta: no file %s", f)
+                return self._err(R, EC.E_RESTORE_FAILURE)
+        mapping = {control.fmt_addr(p.from_host): control.fmt_addr(p.to_host) for p in (req.hosts or [])}
+        with self.lock:
+            try:
+                self.db.ingest_external_file(files)
+            except Exception as exc:  # noqa: BLE001
+                self.svc.log.error("restoreMeta: ingest failed: %s", exc)
+                return self._err(R, EC.E_RESTORE_FAILURE)
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for k, v in self._prefix(T_PARTS):
+                hosts = json.loads(v)
+                new = [mapping.get(h, h) for h in hosts]
+                if new != hosts:
+                    wb.put(k, json.dumps(new).encode())
+            old_machines = self._machines()
+            for m in old_machines:
+                wb.delete(T_MACHINES + _b(m))
+            for m in old_machines:
+                wb.put(T_MACHINES + _b(mapping.get(m, m)), b"")
+            for addr, info in self._hosts().items():
+                if addr in mapping and info["role"] == meta.HostRole.STORAGE:
+                    wb.delete(T_HOSTS + _b(addr))  # the new host re-registers by heartbeat
+            self.db.write(wb)
+            self.db.flush()
+        part_hosts = {}
+        for sid in sorted(self._spaces()):
+            part_hosts[sid] = [meta.PartInfo(part_id=pid, hosts=[control.host_addr(h) for h in hs])
+                               for pid, hs in sorted(self._parts(sid).items())]
+        self.svc.log.info("restoreMeta: ingested %s, host map %s", files, mapping)
+        return self._ok(R, part_hosts=part_hosts)
+
+
+class HandlerProxy:
+    """What the generated Processor calls: applies faults and the leader check, then the RPC."""
+
+    def __init__(self, svc: "MetaDaemon", handler: MetaHandler) -> None:
+        self._svc = svc
+        self._h = handler
+
+    def __getattr__(self, rpc: str) -> Any:
+        if rpc.startswith("_") or not hasattr(MetaService, f"{rpc}_result"):
+            raise AttributeError(rpc)
+        impl = getattr(self._h, rpc, None)
+
+        def call(req: Any) -> Any:
+            cls = _resp_class(rpc)
+            fault = self._svc.faults.take(rpc)
+            if fault is not None:
+                self._svc.log.warning("fault on %s: %s=%s", rpc, fault["kind"], fault["value"])
+                if fault["kind"] == "hang":
+                    fault["_release"].wait()
+                elif fault["kind"] == "delay":
+                    time.sleep(float(fault["value"]))
+                elif fault["kind"] == "code":
+                    return self._h._err(cls, int(fault["value"]))
+                elif fault["kind"] == "leader_changed":
+                    resp = cls(code=EC.E_LEADER_CHANGED)
+                    resp.leader = control.host_addr(fault["value"])
+                    return resp
+            if not self._svc.is_leader and rpc not in NO_LEADER_CHECK:
+                return self._h._err(cls, EC.E_LEADER_CHANGED)
+            if impl is None:
+                self._svc.log.warning("unsupported RPC %s", rpc)
+                return self._h._err(cls, EC.E_UNSUPPORTED if hasattr(EC, "E_UNSUPPORTED") else EC.E_INVALID_OPERATION)
+            return impl(req)
+
+        return call
+
+
+# ---------------------------------------------------------------------------------------------
+# transport sniffing
+
+
+class _SocketTransport(TTransport.TTransportBase):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._wbuf: list[bytes] = []
+
+    def isOpen(self) -> bool:  # noqa: N802
+        return True
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self, sz: int) -> bytes:
+        try:
+            data = self.sock.recv(sz)
+        except OSError as exc:
+            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, str(exc))
+        if not data:
+            raise TTransport.TTransportException(TTransport.TTransportException.END_OF_FILE, "EOF")
+        return data
+
+    def write(self, buf: bytes) -> None:
+        self._wbuf.append(bytes(buf))
+
+    def flush(self) -> None:
+        data = b"".join(self._wbuf)
+        self._wbuf = []
+        self.sock.sendall(data)
+
+
+def sniff(head: bytes) -> str | None:
+    if head[:2] == b"\x80\x01":
+        return "buffered"
+    if len(head) >= 6 and head[4:6] == b"\x80\x01":
+        return "framed"
+    if len(head) >= 6 and head[4:6] == b"\x0f\xff":
+        return "header"
+    return None
+
+
+def _peek(sock: socket.socket, n: int, timeout: float = 30.0) -> bytes:
+    sock.settimeout(timeout)
+    head = b""
+    deadline = time.monotonic() + timeout
+    while len(head) < n and time.monotonic() < deadline:
+        head = sock.recv(n, socket.MSG_PEEK)
+        if not head:
+            return b""
+        if head[:2] == b"\x80\x01":
+            break
+        if len(head) < n:
+            time.sleep(0.002)
+    sock.settimeout(None)
+    return head
+
+
+class _ThriftServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def make_thrift_server(svc: "MetaDaemon") -> _ThriftServer:
+    processor = MetaService.Processor(HandlerProxy(svc, svc.handler))
+
+    class Conn(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock: socket.socket = self.request
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                head = _peek(sock, 6)
+            except OSError:
+                return
+            kind = sniff(head)
+            if kind is None:
+                if head:
+                    svc.log.warning("unknown protocol from %s: %r", self.client_address, head)
+                return
+            base = _SocketTransport(sock)
+            if kind == "framed":
+                trans = TTransport.TFramedTransport(base)
+                iprot = oprot = TBinaryProtocol.TBinaryProtocol(trans)
+            elif kind == "buffered":
+                trans = TTransport.TBufferedTransport(base)
+                iprot = oprot = TBinaryProtocol.TBinaryProtocol(trans)
+            else:
+                trans = THeaderTransport(base, client_types=[CLIENT_TYPE.HEADER])
+                iprot = oprot = THeaderProtocol.THeaderProtocol(trans, client_types=[CLIENT_TYPE.HEADER])
+            svc.log.debug("%s connection from %s", kind, self.client_address)
+            try:
+                while not svc.stop_event.is_set():
+                    processor.process(iprot, oprot, None)
+            except TTransport.TTransportException:
+                pass
+            except Exception:  # noqa: BLE001
+                svc.log.exception("thrift connection from %s failed", self.client_address)
+
+    return _ThriftServer((svc.local_ip, svc.port), Conn)
+
+
+# ---------------------------------------------------------------------------------------------
+# the process
+
+
+class MetaDaemon(layout.Service):
+    name = "metad"
+    thrift_port_listener = False
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.data_path = os.path.abspath(self.flags.str("data_path"))
+        addrs = self.flags.list("meta_server_addrs") or [f"{self.local_ip}:{self.port}"]
+        self.meta_addrs = [f"{h}:{p}" for h, p in map(parse_hostport, addrs)]
+        self.leader = self.meta_addrs[0]
+        self.addr = f"{self.local_ip}:{self.port}"
+        self.is_leader = self.addr == self.leader
+        self.faults = Faults()
+        self.db: rocksdict.Rdict | None = None
+        self.route("GET", "/fault", lambda b, q: {"faults": self.faults.list()})
+        self.route("POST", "/fault", lambda b, q: self.faults.add(layout.json_body(b)))
+        self.route("GET", "/hosts", lambda b, q: {"hosts": self.handler._hosts(),
+                                                 "machines": self.handler._machines()})
+
+    def install_root(self) -> str:
+        root = self.flags.get("install_root")
+        if root:
+            return os.path.abspath(root)
+        pid = self.flags.get("pid_file")
+        if pid and os.path.basename(os.path.dirname(os.path.abspath(pid))) == "pids":
+            return os.path.dirname(os.path.dirname(os.path.abspath(pid)))
+        return os.getcwd()
+
+    def dir_info(self) -> common.DirInfo:
+        return common.DirInfo(root=_b(self.install_root()), data=[_b(self.data_path)])
+
+    def status(self) -> dict[str, Any]:
+        st = super().status()
+        st.update({"leader": self.leader, "is_leader": self.is_leader, "data_path": self.data_path,
+                   "cluster_id": self.cluster_id})
+        return st
+
+    def start(self) -> None:
+        path = layout.meta_db_path(self.data_path)
+        os.makedirs(path, exist_ok=True)
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        self.db = rocksdict.Rdict(path, opts)
+        raw = self.db.get(K_CLUSTER_ID)
+        if raw is None:
+            self.cluster_id = random.randint(1, 2**62)
+            self.db[K_CLUSTER_ID] = self.cluster_id.to_bytes(8, "big")
+        else:
+            self.cluster_id = int.from_bytes(raw, "big")
+        self.handler = MetaHandler(self)
+        srv = make_thrift_server(self)
+        self.serve_in_thread(srv, "thrift")
+        if not self.is_leader:
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def _heartbeat_loop(self) -> None:
+        from brsm.sandbox.storaged import heartbeat_once  # shared helper
+
+        client = None
+        while not self.stop_event.is_set():
+            try:
+                client = heartbeat_once(self, client, meta.HostRole.META, self.dir_info())
+            except Exception as exc:  # noqa: BLE001
+                self.log.debug("heartbeat failed: %s", exc)
+                client = None
+            self.stop_event.wait(1.0)
+
+    def shutdown(self) -> None:
+        self.faults.clear()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return MetaDaemon(list(sys.argv[1:] if argv is None else argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

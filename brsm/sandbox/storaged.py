@@ -1,0 +1,517 @@
+"""storaged stand-in: keeps space data the way Nebula does and answers metad's admin calls.
+
+    python -m brsm.sandbox.storaged --flagfile=F | --local_ip=.. --port=9779 --ws_http_port=19779
+        --data_path=D1[,D2] --meta_server_addrs=IP:PORT[,..] --pid_file=P --log_dir=D
+
+* Registers with metad by ``heartBeat`` every second (role STORAGE, its ``local_ip:port``,
+  DirInfo{root, data}); the heartbeat ``version`` carries its admin HTTP port.
+* Per space and data path a RocksDB at ``<dp>/nebula/<spaceId>/data``; part p lives on data path
+  ``p % len(data_paths)``; per part an append-only WAL under ``<dp>/nebula/<spaceId>/wal/<partId>/``.
+* Keys ``<partId u32 BE><type: 1 vertex, 2 edge><id bytes>``; the last applied log id and term of a
+  part are kept under ``<partId><0x05>__commit__``.
+* ``--port`` is a plain TCP listener (brsm never speaks to storaged); the internal RPC metad uses
+  is JSON over the admin HTTP port (see brsm/sandbox/control.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import rocksdict
+from nebula3.common import ttypes as common
+from nebula3.meta import ttypes as meta
+
+from brsm.sandbox import control, layout
+from brsm.sandbox.flags import parse_hostport
+
+TYPE_VERTEX = 1
+TYPE_EDGE = 2
+TYPE_SYSTEM = 5
+COMMIT_SUFFIX = bytes([TYPE_SYSTEM]) + b"__commit__"
+WAL_FILE_SIZE = 16 * 2**20
+_REC = struct.Struct(">QQI")  # log_id, term, payload length
+
+
+def commit_key(part_id: int) -> bytes:
+    return part_id.to_bytes(4, "big") + COMMIT_SUFFIX
+
+
+def encode_records(items: list[tuple[bytes, bytes]]) -> bytes:
+    out = bytearray()
+    for k, v in items:
+        out += len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v
+    return bytes(out)
+
+
+def decode_records(body: bytes) -> list[tuple[bytes, bytes]]:
+    mv = memoryview(body)
+    out = []
+    i, n = 0, len(body)
+    while i < n:
+        if i + 4 > n:
+            raise layout.HTTPError(400, "truncated record")
+        kl = int.from_bytes(mv[i:i + 4], "big")
+        k = bytes(mv[i + 4:i + 4 + kl])
+        i += 4 + kl
+        vl = int.from_bytes(mv[i:i + 4], "big")
+        v = bytes(mv[i + 4:i + 4 + vl])
+        if len(k) != kl or len(v) != vl or kl < 5:
+            raise layout.HTTPError(400, "bad record")
+        i += 4 + vl
+        out.append((k, v))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# heartbeat helper shared by storaged, graphd and metad followers
+
+
+class HeartbeatClient:
+    def __init__(self, meta_addrs: list[str]) -> None:
+        self.meta_addrs = meta_addrs
+        self.index = 0
+        self.client: control.MetaClient | None = None
+
+    def call(self, method: str, req: Any) -> Any:
+        last: Exception | None = None
+        for _ in range(len(self.meta_addrs) + 1):  # +1: a stale connection gets one fresh retry
+            if self.client is None:
+                self.client = control.MetaClient(self.meta_addrs[self.index % len(self.meta_addrs)], timeout=5.0)
+            try:
+                return self.client.call(method, req)
+            except Exception as exc:  # noqa: BLE001
+                last = exc
+                self.client.close()
+                self.client = None
+                self.index += 1
+        raise last if last else RuntimeError("no meta server")
+
+    def close(self) -> None:
+        if self.client:
+            self.client.close()
+            self.client = None
+
+
+def heartbeat_once(svc: layout.Service, client: HeartbeatClient | None, role: int,
+                   dir_info: common.DirInfo, cluster_id: int = 0) -> HeartbeatClient:
+    if client is None:
+        client = HeartbeatClient(svc.meta_addrs)  # type: ignore[attr-defined]
+    req = meta.HBReq(role=role, host=common.HostAddr(host=svc.local_ip, port=svc.port),
+                     cluster_id=cluster_id, dir=dir_info, git_info_sha=b"sandbox",
+                     version=control.encode_version(svc.ws_http_port).encode())
+    resp = client.call("heartBeat", req)
+    svc.last_hb = resp  # type: ignore[attr-defined]
+    return client
+
+
+def install_root(svc: layout.Service) -> str:
+    root = svc.flags.get("install_root")
+    if root:
+        return os.path.abspath(root)
+    pid = svc.flags.get("pid_file")
+    if pid and os.path.basename(os.path.dirname(os.path.abspath(pid))) == "pids":
+        return os.path.dirname(os.path.dirname(os.path.abspath(pid)))
+    return os.getcwd()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class PartWal:
+    """Append-only WAL of one part: files named by the first log id they hold."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.fh = None
+        self.size = 0
+
+    def append(self, log_id: int, term: int, payload: bytes) -> None:
+        if self.fh is None or self.size >= WAL_FILE_SIZE:
+            if self.fh is not None:
+                self.fh.close()
+            existing = sorted(f for f in os.listdir(self.dir) if f.endswith(".wal"))
+            if existing and self.fh is None and os.path.getsize(os.path.join(self.dir, existing[-1])) < WAL_FILE_SIZE:
+                path = os.path.join(self.dir, existing[-1])
+            else:
+                path = os.path.join(self.dir, f"{log_id:019d}.wal")
+            self.fh = open(path, "ab")
+            self.size = self.fh.tell()
+        rec = _REC.pack(log_id, term, len(payload)) + payload
+        self.fh.write(rec)
+        self.size += len(rec)
+
+    def flush(self) -> None:
+        if self.fh is not None:
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+class Storaged(layout.Service):
+    name = "storaged"
+    role = meta.HostRole.STORAGE
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.data_paths = [os.path.abspath(p) for p in self.flags.list("data_path")]
+        if not self.data_paths:
+            raise SystemExit("storaged: --data_path is required")
+        self.meta_addrs = [f"{h}:{p}" for h, p in map(parse_hostport, self.flags.list("meta_server_addrs"))]
+        self.addr = f"{self.local_ip}:{self.port}"
+        self.dbs: dict[tuple[int, int], rocksdict.Rdict] = {}
+        self.wals: dict[tuple[int, int], PartWal] = {}
+        self.part_state: dict[tuple[int, int], list[int]] = {}  # (sid, pid) -> [log_id, term]
+        self.part_locks: dict[tuple[int, int], threading.Lock] = {}
+        self.owned: dict[int, set[int]] = {}
+        self.space_lock = threading.RLock()
+        self.gate = threading.Condition()
+        self.blocked = False
+        self.inflight = 0
+        self.faults: dict[str, Any] = {}
+        self.fault_lock = threading.Lock()
+        self.stats = {"writes_ok": 0, "writes_refused": 0, "bytes_written": 0, "checkpoints": 0}
+        self.cluster_id = 0
+        self.meta_lock = threading.Lock()
+        self.meta_client: HeartbeatClient | None = None
+        self.last_hb = None
+        self.term = 1
+        for method, path, fn in (
+            ("GET", "/fault", lambda b, q: {"faults": self._fault_list()}),
+            ("POST", "/fault", lambda b, q: self._set_fault(layout.json_body(b))),
+            ("GET", "/stats", lambda b, q: dict(self.stats, blocked=self.blocked)),
+            ("POST", "/block_writes", lambda b, q: self._block_writes(layout.json_body(b))),
+            ("POST", "/checkpoint", lambda b, q: self._checkpoint(layout.json_body(b))),
+            ("POST", "/drop_checkpoint", lambda b, q: self._drop_checkpoint(layout.json_body(b))),
+            ("POST", "/write", self._write),
+            ("POST", "/checksum", lambda b, q: self._checksum(layout.json_body(b))),
+            ("POST", "/drop_space", lambda b, q: self._drop_space(layout.json_body(b))),
+        ):
+            self.route(method, path, fn)
+
+    # -- lifecycle
+    def dir_info(self) -> common.DirInfo:
+        return common.DirInfo(root=install_root(self).encode(), data=[d.encode() for d in self.data_paths])
+
+    def status(self) -> dict[str, Any]:
+        st = super().status()
+        st.update({"spaces": sorted({sid for sid, _ in self.dbs}), "writes_blocked": self.blocked,
+                   "data_paths": self.data_paths, "registered": self.last_hb is not None})
+        return st
+
+    def start(self) -> None:
+        for dp in self.data_paths:
+            os.makedirs(dp, exist_ok=True)
+            root = os.path.join(dp, "nebula")
+            if not os.path.isdir(root):
+                continue
+            for entry in sorted(os.listdir(root)):
+                if entry.isdigit() and int(entry) > 0 and os.path.isdir(layout.space_data_dir(dp, int(entry))):
+                    self.ensure_space(int(entry))
+        cid_path = self._cluster_id_path()
+        if os.path.exists(cid_path):
+            try:
+                self.cluster_id = int(open(cid_path).read().strip() or 0)
+            except ValueError:
+                self.cluster_id = 0
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def _cluster_id_path(self) -> str:
+        return os.path.join(os.path.dirname(self.data_paths[0]), "cluster.id")
+
+    def _heartbeat_loop(self) -> None:
+        client = None
+        while not self.stop_event.is_set():
+            try:
+                client = heartbeat_once(self, client, self.role, self.dir_info(), self.cluster_id)
+                cid = getattr(self.last_hb, "cluster_id", 0) or 0
+                if cid and not self.cluster_id:
+                    self.cluster_id = cid
+                    with open(self._cluster_id_path(), "w") as fh:
+                        fh.write(f"{cid}\n")
+                elif cid and cid != self.cluster_id:
+                    self.log.warning("metad cluster id %s differs from ours %s", cid, self.cluster_id)
+            except Exception as exc:  # noqa: BLE001
+                self.log.debug("heartbeat failed: %s", exc)
+                if client:
+                    client.close()
+                client = None
+            self.stop_event.wait(1.0)
+
+    def shutdown(self) -> None:
+        with self.space_lock:
+            for wal in self.wals.values():
+                wal.close()
+            for db in self.dbs.values():
+                try:
+                    db.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self.dbs.clear()
+            self.wals.clear()
+
+    # -- spaces and parts
+    def ensure_space(self, sid: int) -> None:
+        with self.space_lock:
+            if (sid, 0) in self.dbs:
+                return
+            for idx, dp in enumerate(self.data_paths):
+                path = layout.space_data_dir(dp, sid)
+                os.makedirs(path, exist_ok=True)
+                os.makedirs(layout.space_wal_dir(dp, sid), exist_ok=True)
+                opts = rocksdict.Options(raw_mode=True)
+                opts.create_if_missing(True)
+                self.dbs[(sid, idx)] = rocksdict.Rdict(path, opts)
+            self.log.info("opened space %d on %d data path(s)", sid, len(self.data_paths))
+
+    def db_for(self, sid: int, pid: int) -> rocksdict.Rdict:
+        return self.dbs[(sid, layout.data_path_for_part(self.data_paths, pid))]
+
+    def _state(self, sid: int, pid: int) -> list[int]:
+        st = self.part_state.get((sid, pid))
+        if st is None:
+            raw = self.db_for(sid, pid).get(commit_key(pid))
+            st = [int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:16], "big")] if raw else [0, self.term]
+            self.part_state[(sid, pid)] = st
+        return st
+
+    def _wal(self, sid: int, pid: int) -> PartWal:
+        w = self.wals.get((sid, pid))
+        if w is None:
+            dp = self.data_paths[layout.data_path_for_part(self.data_paths, pid)]
+            w = self.wals[(sid, pid)] = PartWal(layout.space_wal_dir(dp, sid, pid))
+        return w
+
+    def _refresh_owned(self, sid: int) -> set[int]:
+        with self.meta_lock:
+            if self.meta_client is None:
+                self.meta_client = HeartbeatClient(self.meta_addrs)
+            try:
+                resp = self.meta_client.call("getPartsAlloc", meta.GetPartsAllocReq(space_id=sid))
+            except Exception:
+                self.meta_client.close()
+                self.meta_client = None
+                raise
+        if resp.code != 0:
+            raise layout.HTTPError(404, f"metad: space {sid}: code {resp.code}", code=resp.code)
+        owned = {pid for pid, hosts in (resp.parts or {}).items()
+                 if any(control.fmt_addr(h) == self.addr for h in hosts)}
+        self.owned[sid] = owned
+        return owned
+
+    # -- faults
+    def _fault_list(self) -> dict[str, Any]:
+        with self.fault_lock:
+            return dict(self.faults)
+
+    def _set_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self.fault_lock:
+            if spec.get("clear"):
+                self.faults.clear()
+            else:
+                count = spec.get("count")
+                known = False
+                for key in ("fail_checkpoint", "checkpoint_delay", "fail_writes"):
+                    if key in spec:
+                        known = True
+                        self.faults[key] = {"value": spec[key], "remaining": count}
+                if not known:
+                    raise layout.HTTPError(400, "fault needs fail_checkpoint, checkpoint_delay, fail_writes or clear")
+            return {"faults": dict(self.faults)}
+
+    def _take_fault(self, key: str) -> Any:
+        with self.fault_lock:
+            f = self.faults.get(key)
+            if not f or not f["value"]:
+                return None
+            if f["remaining"] is not None:
+                f["remaining"] -= 1
+                if f["remaining"] <= 0:
+                    del self.faults[key]
+            return f["value"]
+
+    # -- admin RPCs
+    def _block_writes(self, body: dict[str, Any]) -> dict[str, Any]:
+        on = bool(body.get("on"))
+        with self.gate:
+            self.blocked = on
+            if on:
+                deadline = time.monotonic() + 30
+                while self.inflight and time.monotonic() < deadline:
+                    self.gate.wait(0.1)
+                if self.inflight:
+                    self.blocked = False
+                    raise layout.HTTPError(503, "writes still in flight after 30s")
+        self.log.info("writes %s", "blocked" if on else "unblocked")
+        return {"blocked": on}
+
+    def _checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("name")
+        if not name or "/" in name or name.startswith("."):
+            raise layout.HTTPError(400, "bad checkpoint name")
+        delay = self._take_fault("checkpoint_delay")
+        if delay:
+            time.sleep(float(delay))
+        if self._take_fault("fail_checkpoint"):
+            self.log.error("checkpoint %s: injected failure", name)
+            raise layout.HTTPError(500, "injected checkpoint failure", code=common.ErrorCode.E_FAILED_TO_CHECKPOINT)
+        result: dict[str, list[dict[str, Any]]] = {}
+        for sid_s, pids in (body.get("spaces") or {}).items():
+            sid = int(sid_s)
+            pids = [int(p) for p in pids]
+            with self.space_lock:
+                if (sid, 0) not in self.dbs and not pids:
+                    result[sid_s] = []
+                    continue
+                self.ensure_space(sid)
+            entries = []
+            for idx, dp in enumerate(self.data_paths):
+                ck = layout.space_checkpoint_dir(dp, sid, name)
+                if os.path.exists(ck):
+                    raise layout.HTTPError(409, f"checkpoint {ck} exists", code=common.ErrorCode.E_EXISTED)
+                os.makedirs(os.path.dirname(ck), exist_ok=True)
+                os.makedirs(ck)
+                db = self.dbs[(sid, idx)]
+                db.flush_wal(True)
+                rocksdict.Checkpoint(db).create_checkpoint(os.path.join(ck, "data"))
+                os.makedirs(os.path.join(ck, "wal"))
+                parts = {}
+                for pid in pids:
+                    if layout.data_path_for_part(self.data_paths, pid) != idx:
+                        continue
+                    lock = self.part_locks.setdefault((sid, pid), threading.Lock())
+                    with lock:
+                        w = self.wals.get((sid, pid))
+                        if w:
+                            w.flush()
+                        src = layout.space_wal_dir(dp, sid, pid)
+                        dst = os.path.join(ck, "wal", str(pid))
+                        if os.path.isdir(src):
+                            shutil.copytree(src, dst)
+                        else:
+                            os.makedirs(dst)
+                        log_id, term = self._state(sid, pid)
+                    parts[str(pid)] = {"log_id": log_id, "term_id": term, "commit_log_id": log_id,
+                                       "checkpoint_path": ck}
+                entries.append({"data_path": ck, "parts": parts})
+            result[sid_s] = entries
+        self.stats["checkpoints"] += 1
+        self.log.info("checkpoint %s done: %s", name, {k: len(v) for k, v in result.items()})
+        return {"spaces": result}
+
+    def _drop_checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("name")
+        if not name or "/" in name or name.startswith("."):
+            raise layout.HTTPError(400, "bad checkpoint name")
+        removed = []
+        for dp in self.data_paths:
+            root = os.path.join(dp, "nebula")
+            if not os.path.isdir(root):
+                continue
+            for entry in os.listdir(root):
+                if entry.isdigit():
+                    ck = layout.space_checkpoint_dir(dp, int(entry), name)
+                    if os.path.exists(ck):
+                        shutil.rmtree(ck)
+                        removed.append(ck)
+        self.log.info("dropped checkpoint %s: %s", name, removed)
+        return {"removed": removed}
+
+    def _write(self, body: bytes, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            sid = int(query["space_id"])
+        except (KeyError, ValueError) as exc:
+            raise layout.HTTPError(400, "write needs ?space_id=") from exc
+        records = decode_records(body)
+        by_part: dict[int, list[tuple[bytes, bytes]]] = {}
+        for k, v in records:
+            by_part.setdefault(int.from_bytes(k[:4], "big"), []).append((k, v))
+        owned = self.owned.get(sid)
+        if owned is None or not set(by_part) <= owned:
+            owned = self._refresh_owned(sid)
+        foreign = sorted(set(by_part) - owned)
+        if foreign:
+            raise layout.HTTPError(421, f"parts {foreign} of space {sid} are not on {self.addr}",
+                                   code=common.ErrorCode.E_LEADER_CHANGED)
+        if self._take_fault("fail_writes"):
+            raise layout.HTTPError(500, "injected write failure")
+        with self.gate:
+            if self.blocked:
+                self.stats["writes_refused"] += 1
+                raise layout.HTTPError(409, "writes are blocked (backup in progress)", blocked=True,
+                                       code=common.ErrorCode.E_BLOCK_WRITE_FAILURE)
+            self.inflight += 1
+        try:
+            self.ensure_space(sid)
+            for pid, items in sorted(by_part.items()):
+                lock = self.part_locks.setdefault((sid, pid), threading.Lock())
+                with lock:
+                    st = self._state(sid, pid)
+                    st[0] += 1
+                    st[1] = self.term
+                    self._wal(sid, pid).append(st[0], st[1], encode_records(items))
+                    wb = rocksdict.WriteBatch(raw_mode=True)
+                    for k, v in items:
+                        wb.put(k, v)
+                    wb.put(commit_key(pid), st[0].to_bytes(8, "big") + st[1].to_bytes(8, "big"))
+                    self.db_for(sid, pid).write(wb)
+            self.stats["writes_ok"] += 1
+            self.stats["bytes_written"] += len(body)
+        finally:
+            with self.gate:
+                self.inflight -= 1
+                self.gate.notify_all()
+        return {"written": len(records), "parts": sorted(by_part)}
+
+    def _checksum(self, body: dict[str, Any]) -> dict[str, Any]:
+        sid = int(body["space_id"])
+        parts: dict[int, Any] = {}
+        keys = 0
+        with self.space_lock:
+            dbs = [(idx, db) for (s, idx), db in self.dbs.items() if s == sid]
+        for _, db in dbs:
+            for k, v in db.items():
+                if len(k) < 5 or k[4] not in (TYPE_VERTEX, TYPE_EDGE):
+                    continue
+                pid = int.from_bytes(k[:4], "big")
+                h = parts.get(pid)
+                if h is None:
+                    h = parts[pid] = hashlib.sha256()
+                h.update(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big"))
+                h.update(v)
+                keys += 1
+        return {"parts": {str(p): h.hexdigest() for p, h in sorted(parts.items())}, "keys": keys}
+
+    def _drop_space(self, body: dict[str, Any]) -> dict[str, Any]:
+        sid = int(body["space_id"])
+        with self.space_lock:
+            for key in [k for k in self.wals if k[0] == sid]:
+                self.wals.pop(key).close()
+            for key in [k for k in self.dbs if k[0] == sid]:
+                self.dbs.pop(key).close()
+            for key in [k for k in self.part_state if k[0] == sid]:
+                self.part_state.pop(key)
+            self.owned.pop(sid, None)
+            for dp in self.data_paths:
+                shutil.rmtree(layout.space_data_dir(dp, sid), ignore_errors=True)
+                shutil.rmtree(layout.space_wal_dir(dp, sid), ignore_errors=True)
+        self.log.info("dropped space %d", sid)
+        return {"dropped": sid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return Storaged(list(sys.argv[1:] if argv is None else argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
