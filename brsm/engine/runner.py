@@ -1,0 +1,266 @@
+"""Drive one operation through its steps, journaling intent and completion around every effect.
+
+The protocol, for every step: ``StepStarted`` is durable → the step's side effect → ``StepCompleted``
+(with the facts later steps need) is durable → the machine moves. A crash anywhere leaves either
+no intent (step not begun), an intent without completion (step re-run on resume: steps must be
+idempotent), or a completion (step done). Rollback is the mirror: ``UndoStarted`` → compensation
+→ ``UndoCompleted``, newest step first, for every step that has an intent.
+"""
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm import __version__, failpoints
+from brsm.engine import events as ev
+from brsm.engine import machine as mach
+from brsm.engine.definitions import OperationKind
+from brsm.engine.fold import (
+    PHASE_DONE,
+    PHASE_FAILED,
+    PHASE_ROLLED_BACK,
+    PHASE_ROLLING_BACK,
+    OperationState,
+    Reducer,
+    apply,
+    fold,
+    new_state,
+)
+from brsm.errors import BrsmError, OperationFailed, UsageError
+
+StepFn = Callable[["StepContext"], Awaitable[Mapping[str, Any] | None]]
+UndoFn = Callable[["StepContext"], Awaitable[None]]
+HookFn = Callable[["StepContext"], Awaitable[None]]
+
+PREFLIGHT = "PREFLIGHT"
+
+
+@dataclass
+class Workflow:
+    """What a workflow hands the engine: plain async callables, keyed by step name."""
+
+    kind: OperationKind
+    steps: Mapping[str, StepFn]
+    undos: Mapping[str, UndoFn] = field(default_factory=dict)
+    reducers: Mapping[str, Reducer] = field(default_factory=dict)
+    preflight: HookFn | None = None
+    # Called when a driver takes over (run, resume or rollback) and when it lets go, whatever the
+    # outcome: reacquire and release what does not survive a process (leases, connections).
+    attach: HookFn | None = None
+    detach: HookFn | None = None
+
+
+@dataclass
+class _Event:
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+
+class StepContext:
+    """What a step sees: the operation's params and folded facts, the ports, and a way to journal."""
+
+    def __init__(self, *, op_id: int, mode: str, state: OperationState, ports: Any, writer: Any,
+                 reducers: Mapping[str, Reducer]) -> None:
+        self.op_id = op_id
+        self.mode = mode  # "run", "resume" or "rollback"
+        self.state = state
+        self.ports = ports
+        self._writer = writer
+        self._reducers = reducers
+        # Per-process things a step or hook needs again (a lease's refresh task, a rate limiter):
+        # never facts, which belong in the journal.
+        self.runtime: dict[str, Any] = {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.state.params
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.state.facts
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.state.extra
+
+    def record(self, type_: str, data: Mapping[str, Any]) -> None:
+        """Append a domain event (durable at return) and fold it into the live state."""
+        e = self._writer.append(type_, dict(data))
+        apply(self.state, _Event(e.seq, type_, dict(data)), self._reducers)
+        failpoints.hit(f"event:{_count_event()}")
+
+    def record_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
+        if not items:
+            return
+        written = self._writer.append_batch([(t, dict(d)) for t, d in items])
+        for e, (t, d) in zip(written, items):
+            apply(self.state, _Event(e.seq, t, dict(d)), self._reducers)
+        failpoints.hit(f"event:{_count_event()}")
+
+
+_events_appended = 0
+
+
+def _count_event() -> int:
+    global _events_appended
+    _events_appended += 1
+    return _events_appended
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _error_facts(step: str, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, BrsmError):
+        return {"step": step, "error": exc.message, "error_type": type(exc).__name__, "hint": exc.hint}
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return {"step": step, "error": "interrupted", "error_type": type(exc).__name__, "hint": None}
+    return {"step": step, "error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__, "hint": None}
+
+
+class Runner:
+    """Creates, runs, resumes and rolls back operations of one workflow against one journal."""
+
+    def __init__(self, journal: Any, workflow: Workflow, ports: Any = None) -> None:
+        self.journal = journal
+        self.workflow = workflow
+        self.ports = ports
+
+    # -- creating -------------------------------------------------------------------------------
+    def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
+        op = self.journal.create_operation(
+            kind=self.workflow.kind.name, params=dict(params), who=who(), version=__version__, target=target
+        )
+        with self.journal.driver(op.id) as w:
+            w.append(ev.OPERATION_CREATED, {"kind": self.workflow.kind.name, "params": dict(params)})
+        return op.id
+
+    def state(self, op_id: int) -> OperationState:
+        return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.reducers)
+
+    # -- driving --------------------------------------------------------------------------------
+    async def run(self, op_id: int, *, auto_rollback: bool = False) -> OperationState:
+        """Run (or resume) to the end. On failure, roll back when asked, then re-raise."""
+        return await self._drive(op_id, "run", auto_rollback=auto_rollback)
+
+    async def resume(self, op_id: int, *, auto_rollback: bool = False) -> OperationState:
+        return await self._drive(op_id, "resume", auto_rollback=auto_rollback)
+
+    async def rollback(self, op_id: int) -> OperationState:
+        return await self._drive(op_id, "rollback", auto_rollback=False)
+
+    async def _drive(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
+        self.journal.operation(op_id)  # UnknownOperation early, before taking the lock
+        with self.journal.driver(op_id) as writer:
+            st = new_state(self.workflow.kind)
+            for e in self.journal.events(op_id):
+                apply(st, e, self.workflow.reducers)
+            ctx = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
+                              reducers=self.workflow.reducers)
+            model = mach.build(self.workflow.kind, st.state)
+            attached = False
+            try:
+                if mode == "rollback":
+                    if st.phase == PHASE_ROLLED_BACK:
+                        return st
+                    if st.phase == PHASE_DONE:
+                        raise UsageError(
+                            f"operation {op_id} finished; there is nothing to roll back",
+                            hint="to delete a finished backup use `brsm cleanup NAME`",
+                        )
+                    if self.workflow.attach:
+                        await self.workflow.attach(ctx)
+                        attached = True
+                    await self._rollback(ctx, model)
+                    return st
+                if st.phase == PHASE_DONE:
+                    return st
+                if st.phase in (PHASE_ROLLED_BACK, PHASE_ROLLING_BACK):
+                    raise UsageError(
+                        f"operation {op_id} was rolled back" + ("" if st.phase == PHASE_ROLLED_BACK else " only in part"),
+                        hint="start a new operation" if st.phase == PHASE_ROLLED_BACK
+                        else f"finish it with `brsm rollback {op_id}`",
+                    )
+                current = PREFLIGHT
+                try:
+                    if st.phase == PHASE_FAILED:
+                        self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
+                        await model.trigger(f"resume_to_{st.last_completed}")
+                    elif mode == "resume" and st.seq > 1:
+                        self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
+                    if self.workflow.attach:
+                        await self.workflow.attach(ctx)
+                        attached = True
+                    if self.workflow.preflight and not st.completed:
+                        await self._step(ctx, PREFLIGHT, self.workflow.preflight, journal_intent=False)
+                    for step in st.remaining:
+                        current = step
+                        await self._step(ctx, step, self.workflow.steps[step])
+                        await model.trigger(f"complete_{step}")
+                        failpoints.hit(f"after:{step}")
+                    self._append(ctx, ev.OPERATION_FINISHED, {})
+                    return st
+                except BaseException as exc:
+                    failed_at = current
+                    self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
+                    if model.state not in ("FAILED",):
+                        await model.trigger("fail")
+                    if auto_rollback and isinstance(exc, Exception) and st.started:
+                        try:
+                            await self._rollback(ctx, model)
+                        except Exception as rb_exc:  # noqa: BLE001 - report both, keep the first
+                            raise OperationFailed(
+                                f"{_error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
+                                f"{_error_facts('rollback', rb_exc)['error']}",
+                                hint=f"fix the cause, then run `brsm rollback {op_id}` again",
+                            ) from exc
+                    raise
+            finally:
+                if attached and self.workflow.detach:
+                    await self.workflow.detach(ctx)
+
+    async def _step(self, ctx: StepContext, step: str, fn: Callable[[StepContext], Awaitable[Any]],
+                    *, journal_intent: bool = True) -> None:
+        failpoints.hit(f"start:{step}")
+        if journal_intent:
+            self._append(ctx, ev.STEP_STARTED, {"step": step})
+        failpoints.hit(f"before:{step}")
+        facts = await fn(ctx)
+        if journal_intent:
+            self._append(ctx, ev.STEP_COMPLETED, {"step": step, "facts": dict(facts or {})})
+        else:
+            self._append(ctx, "PreflightPassed", dict(facts or {}))
+
+    async def _rollback(self, ctx: StepContext, model: mach.OperationModel) -> None:
+        st = ctx.state
+        if st.phase != PHASE_ROLLING_BACK:
+            self._append(ctx, ev.ROLLBACK_STARTED, {"undo": st.to_undo})
+            await model.trigger("start_rollback")
+        for step in list(st.to_undo):
+            self._append(ctx, ev.UNDO_STARTED, {"step": step})
+            failpoints.hit(f"undo:{step}")
+            undo = self.workflow.undos.get(step)
+            try:
+                if undo is not None:
+                    await undo(ctx)
+            except BaseException as exc:
+                facts = _error_facts(step, exc)
+                facts["during_rollback"] = True
+                self._append(ctx, ev.OPERATION_FAILED, facts)
+                raise
+            self._append(ctx, ev.UNDO_COMPLETED, {"step": step})
+        self._append(ctx, ev.ROLLED_BACK, {})
+        await model.trigger("finish_rollback")
+
+    def _append(self, ctx: StepContext, type_: str, data: dict[str, Any]) -> None:
+        ctx.record(type_, data)
