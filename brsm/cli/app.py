@@ -1,0 +1,244 @@
+"""The `brsm` command. Only this layer catches BrsmError, prints it and picks the exit code."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import traceback
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+
+from brsm import __version__
+from brsm.cli.output import Output
+from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+
+app = typer.Typer(
+    name="brsm",
+    help="Backup and restore for Nebula Graph clusters: resumable, reversible, journaled.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+start_app = typer.Typer(help="Start a new backup or restore.", no_args_is_help=True)
+journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_help=True)
+app.add_typer(start_app, name="start")
+app.add_typer(journal_app, name="journal")
+
+try:  # the sandbox is optional: it needs the [sandbox] extra
+    from brsm.sandbox.cli import sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox")
+except ImportError:  # pragma: no cover - depends on the installation
+    pass
+
+
+def _journal():
+    from journal import Journal
+
+    from brsm.home import journal_path
+
+    return Journal.open(journal_path())
+
+
+@app.command()
+def version(json_: JsonOpt = False) -> None:
+    """Print brsm's version."""
+    Output(as_json=json_).result({"version": __version__}, text=f"brsm {__version__}")
+
+
+# -- start / resume / rollback ----------------------------------------------------------------
+def _drive(kind: str, params: dict[str, Any], *, target: str, json_: bool, auto_rollback: bool) -> None:
+    from brsm.cli.drive import start_operation
+
+    start_operation(kind, params, target=target, out=Output(as_json=json_), auto_rollback=auto_rollback)
+
+
+@start_app.command("backup")
+def start_backup(
+    config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
+    spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all.")] = 8,
+    per_host: Annotated[int, typer.Option(help="Files transferred at once from one host.")] = 4,
+    rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
+    keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
+    s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    s3_region: Annotated[Optional[str], typer.Option()] = None,
+    oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
+    params = {
+        "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
+        "storage": storage,
+        "spaces": [s for s in (spaces or "").split(",") if s],
+        "concurrency": concurrency,
+        "per_host": per_host,
+        "rate_limit": rate_limit,
+        "s3_endpoint": s3_endpoint,
+        "s3_region": s3_region,
+        "oss_endpoint": oss_endpoint,
+    }
+    _drive("backup", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
+
+
+@start_app.command("restore")
+def start_restore(
+    name: Annotated[str, typer.Option(help="The backup to restore (BACKUP_...).")],
+    config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
+    host_map: Annotated[Optional[str], typer.Option(help="old=new,... host pairing (default: sorted order).")] = None,
+    verify: Annotated[str, typer.Option(help="quick or full (re-hash every object first).")] = "quick",
+    keep_old: Annotated[bool, typer.Option(help="Keep the set-aside data dirs after success.")] = False,
+    keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
+    s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    s3_region: Annotated[Optional[str], typer.Option()] = None,
+    oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Restore backup --name from --storage onto the cluster."""
+    if verify not in ("quick", "full"):
+        raise UsageError(f"--verify must be quick or full, not {verify!r}")
+    params = {
+        "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
+        "storage": storage,
+        "name": name,
+        "host_map": host_map,
+        "verify": verify,
+        "keep_old": keep_old,
+        "s3_endpoint": s3_endpoint,
+        "s3_region": s3_region,
+        "oss_endpoint": oss_endpoint,
+    }
+    _drive("restore", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
+
+
+@app.command()
+def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")], json_: JsonOpt = False) -> None:
+    """Continue an interrupted or failed operation from its last completed step."""
+    from brsm.cli.drive import continue_operation
+
+    continue_operation(op_id, "resume", out=Output(as_json=json_))
+
+
+@app.command()
+def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")], json_: JsonOpt = False) -> None:
+    """Undo every step of an operation that may have taken effect, newest first. Safe to repeat."""
+    from brsm.cli.drive import continue_operation
+
+    continue_operation(op_id, "rollback", out=Output(as_json=json_))
+
+
+# -- reading the journal ------------------------------------------------------------------------
+@app.command()
+def ops(
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind (backup, restore, ...).")] = None,
+    limit: Annotated[int, typer.Option(help="Newest N operations.")] = 50,
+    json_: JsonOpt = False,
+) -> None:
+    """List operations: id, kind, state, started, finished, target."""
+    from brsm.cli.views import operations_rows
+
+    out = Output(as_json=json_)
+    j = _journal()
+    try:
+        rows = operations_rows(j, kind=kind, limit=limit)
+    finally:
+        j.close()
+    if json_:
+        out.result(rows)
+    else:
+        out.table(None, ["id", "kind", "state", "started", "finished", "target", "by"],
+                  [[r["id"], r["kind"], r["state"], r["started"], r["finished"] or "", r["target"], r["who"]] for r in rows])
+
+
+@app.command()
+def audit(op_id: Annotated[int, typer.Argument()], json_: JsonOpt = False) -> None:
+    """Every event of one operation: time, type, facts; and whether its hash chain verifies."""
+    from brsm.cli.views import print_audit
+
+    j = _journal()
+    try:
+        print_audit(j, op_id, Output(as_json=json_))
+    finally:
+        j.close()
+
+
+@journal_app.command("verify")
+def journal_verify(
+    op_id: Annotated[Optional[int], typer.Argument(help="One operation; default all.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Walk the hash chain; name the first edited, deleted, inserted or reordered event."""
+    out = Output(as_json=json_)
+    j = _journal()
+    try:
+        report = j.verify(op_id)
+    finally:
+        j.close()
+    problems = [{"op_id": p.op_id, "seq": p.seq, "reason": p.reason} for p in report.problems]
+    out.result({"ok": report.ok, "checked": report.checked, "problems": problems},
+               text=f"verified: {report.checked} events, hash chain intact" if report.ok else None)
+    if not report.ok:
+        first = report.problems[0]
+        raise VerificationFailed(
+            f"journal tampered at operation {first.op_id} event {first.seq}: {first.reason}"
+            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+            hint="the journal was edited outside brsm; keep a copy for investigation",
+        )
+
+
+# -- entry point --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("BRSM_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    out = Output(as_json="--json" in args)
+    code = 0
+    try:
+        app(args=args, prog_name="brsm", standalone_mode=False)
+    except BrsmError as e:
+        out.error(e.message, e.hint, e.exit_code)
+        code = e.exit_code
+        if debug:
+            traceback.print_exc()
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.ClickException as e:
+        out.error(e.format_message(), "see `brsm --help`", 2)
+        code = 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns any error into an exit code
+        code, msg, hint = _map_foreign(e)
+        out.error(msg, hint, code)
+        if debug or code == 1:
+            traceback.print_exc()
+    return code
+
+
+def _map_foreign(e: Exception) -> tuple[int, str, str | None]:
+    try:
+        import journal as jr
+    except ImportError:  # pragma: no cover
+        jr = None
+    if jr is not None:
+        if isinstance(e, jr.JournalLocked):
+            return LockHeld.exit_code, str(e), "wait for it to finish, or stop that process first"
+        if isinstance(e, jr.UnknownOperation):
+            return UsageError.exit_code, str(e), "see `brsm ops` for operation ids"
+        if isinstance(e, jr.JournalError):
+            return 1, f"journal: {e}", None
+    return 1, f"unexpected error: {type(e).__name__}: {e}", "please report this with the output of --debug"
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,99 @@
+"""Start, resume and roll back operations from the CLI: the one place that calls asyncio.run."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from brsm.cli.output import Output
+from brsm.engine import events as ev
+from brsm.engine.fold import PHASE_DONE, PHASE_ROLLED_BACK, OperationState
+from brsm.engine.runner import Runner, _error_facts, who
+from brsm.errors import BrsmError, OperationFailed
+from brsm import wiring as registry
+
+
+def _open_journal():
+    from journal import Journal
+
+    from brsm.home import journal_path
+
+    return Journal.open(journal_path())
+
+
+def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:
+    return {"op_id": op_id, "kind": kind, "state": st.state, "facts": st.facts}
+
+
+def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
+    if e.hint is None and isinstance(e, OperationFailed):
+        if st is not None and st.phase == PHASE_ROLLED_BACK:
+            e.hint = f"operation {op_id} was rolled back; fix the cause and start again"
+        else:
+            e.hint = f"fix the cause, then `brsm resume {op_id}` (or `brsm rollback {op_id}`)"
+    return e
+
+
+def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool) -> None:
+    asyncio.run(_start(kind, params, target=target, out=out, auto_rollback=auto_rollback))
+
+
+async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool) -> None:
+    from brsm import __version__
+
+    j = _open_journal()
+    try:
+        op = j.create_operation(kind=kind, params=params, who=who(), version=__version__, target=target)
+        with j.driver(op.id) as w:
+            w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})
+        try:
+            built = await registry.build(kind, params, op_id=op.id, out=out)
+        except BaseException as e:
+            with j.driver(op.id) as w:
+                w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+            raise
+        out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
+        runner = Runner(j, built.workflow, built.ports)
+        st = None
+        try:
+            st = await runner.run(op.id, auto_rollback=auto_rollback)
+        except BrsmError as e:
+            raise _with_hint(e, op.id, runner.state(op.id)) from e
+        finally:
+            await built.aclose()
+        _report(out, op.id, kind, st)
+    finally:
+        j.close()
+
+
+def continue_operation(op_id: int, mode: str, *, out: Output) -> None:
+    asyncio.run(_continue(op_id, mode, out=out))
+
+
+async def _continue(op_id: int, mode: str, *, out: Output) -> None:
+    j = _open_journal()
+    try:
+        op = j.operation(op_id)
+        created = next(iter(j.events(op_id, types=[ev.OPERATION_CREATED])), None)
+        params = dict(created.data.get("params", {})) if created else dict(op.params)
+        built = await registry.build(op.kind, params, op_id=op_id, out=out)
+        runner = Runner(j, built.workflow, built.ports)
+        try:
+            if mode == "rollback":
+                st = await runner.rollback(op_id)
+            else:
+                st = await runner.resume(op_id)
+        except BrsmError as e:
+            raise _with_hint(e, op_id, runner.state(op_id)) from e
+        finally:
+            await built.aclose()
+        _report(out, op_id, op.kind, st)
+    finally:
+        j.close()
+
+
+def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:
+    text = {
+        PHASE_DONE: f"operation {op_id}: {kind} finished ({st.state})",
+        PHASE_ROLLED_BACK: f"operation {op_id}: {kind} rolled back",
+    }.get(st.phase, f"operation {op_id}: {kind} is {st.state}")
+    out.result(_summary(op_id, kind, st), text=text)

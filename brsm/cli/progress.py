@@ -1,0 +1,90 @@
+"""Progress for long transfers: rich bars on a terminal, JSON lines on stderr with --json, else quiet."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+class NullProgress:
+    def start(self, task: str, total: int | None, unit: str = "B") -> None: ...
+    def advance(self, task: str, amount: int) -> None: ...
+    def done(self, task: str) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class JsonProgress:
+    """At most one line per task per second, so a 100,000-file run stays parseable and small."""
+
+    def __init__(self, stream: Any = None, every: float = 1.0) -> None:
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    def _emit(self, task: str, final: bool = False) -> None:
+        t = self.tasks[task]
+        self.stream.write(json.dumps({"progress": task, "done": t["done"], "total": t["total"], "unit": t["unit"],
+                                      "final": final}) + "\n")
+        self.stream.flush()
+        t["last"] = time.monotonic()
+
+    def start(self, task: str, total: int | None, unit: str = "B") -> None:
+        self.tasks[task] = {"done": 0, "total": total, "unit": unit, "last": 0.0}
+        self._emit(task)
+
+    def advance(self, task: str, amount: int) -> None:
+        t = self.tasks.get(task)
+        if t is None:
+            return
+        t["done"] += amount
+        if time.monotonic() - t["last"] >= self.every:
+            self._emit(task)
+
+    def done(self, task: str) -> None:
+        if task in self.tasks:
+            self._emit(task, final=True)
+
+    def note(self, text: str) -> None:
+        self.stream.write(json.dumps({"note": text}) + "\n")
+
+
+class RichProgress:
+    def __init__(self) -> None:
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                          TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+                          console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True))
+        self.ids: dict[str, Any] = {}
+        self.running = False
+
+    def start(self, task: str, total: int | None, unit: str = "B") -> None:
+        if not self.running:
+            self.p.start()
+            self.running = True
+        self.ids[task] = self.p.add_task(task, total=total)
+
+    def advance(self, task: str, amount: int) -> None:
+        if task in self.ids:
+            self.p.advance(self.ids[task], amount)
+
+    def done(self, task: str) -> None:
+        if task in self.ids:
+            self.p.stop_task(self.ids[task])
+        if self.running and all(self.p.tasks[i].finished or not self.p.tasks[i].started
+                                for i in range(len(self.p.tasks))):
+            self.p.stop()
+            self.running = False
+
+    def note(self, text: str) -> None:
+        self.p.console.print(text, markup=False)
+
+
+def make_progress(*, as_json: bool) -> Any:
+    if as_json:
+        return JsonProgress()
+    if sys.stderr.isatty():
+        return RichProgress()
+    return NullProgress()

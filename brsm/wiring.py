@@ -1,0 +1,116 @@
+"""The composition root: config + params → real adapters → ports → workflow.
+
+The only module (besides the CLI) that knows which adapter implements which port. Workflows never
+import adapters; tests build the same workflows with fakes instead of calling this.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.cli.output import Output
+from brsm.cli.progress import make_progress
+from brsm.config import ClusterConfig, load_config
+from brsm.engine.runner import Workflow
+from brsm.errors import UsageError
+from brsm.ports import HostAddr
+
+
+@dataclass
+class Built:
+    workflow: Workflow
+    ports: Any
+    closers: list[Any] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for c in reversed(self.closers):
+            try:
+                await c.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+def storage_uri(params: dict[str, Any], cfg: ClusterConfig | None) -> str:
+    uri = params.get("storage") or (cfg.storage.default if cfg else None)
+    if not uri:
+        raise UsageError("no storage given", hint="pass --storage local:///path, s3://bucket/prefix or oss://bucket/prefix")
+    return uri
+
+
+def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
+    from brsm.adapters.storage import open_storage
+    from brsm.adapters.storage.retry import RetryingStorage
+
+    s = open_storage(
+        storage_uri(params, cfg),
+        s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None),
+        s3_region=params.get("s3_region") or (cfg.storage.s3_region if cfg else None),
+        oss_endpoint=params.get("oss_endpoint") or (cfg.storage.oss_endpoint if cfg else None),
+    )
+    return RetryingStorage(s)
+
+
+def open_hosts(cfg: ClusterConfig):
+    from brsm.adapters.ssh import SshHosts, SshTarget
+
+    def target(address: str) -> SshTarget:
+        h = cfg.host(address)
+        return SshTarget(name=address, host=h.ssh_host, port=h.ssh_port, user=h.user, identity=h.identity,
+                         known_hosts=h.known_hosts, install_dir=h.install_dir)
+
+    return SshHosts(_LazyTargets(target))
+
+
+class _LazyTargets(dict):
+    """name → SshTarget, built on first lookup from the config (hosts metad reports, not only listed ones)."""
+
+    def __init__(self, factory) -> None:
+        super().__init__()
+        self._factory = factory
+
+    def __missing__(self, key: str):
+        v = self._factory(key)
+        self[key] = v
+        return v
+
+
+def open_meta(cfg: ClusterConfig):
+    from brsm.adapters.meta import ThriftMeta
+
+    return ThriftMeta([HostAddr.parse(a) for a in cfg.meta])
+
+
+async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+    from brsm.workflows.backup import BackupPorts, workflow
+
+    cfg = load_config(params.get("config"))
+    storage = open_storage_for(params, cfg)
+    meta = open_meta(cfg)
+    hosts = open_hosts(cfg)
+    ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json))
+    return Built(workflow(), ports, [storage, meta, hosts])
+
+
+async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+    from brsm.workflows.restore import RestorePorts, workflow
+
+    cfg = load_config(params.get("config"))
+    storage = open_storage_for(params, cfg)
+    meta = open_meta(cfg)
+    hosts = open_hosts(cfg)
+    ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
+                         install_dir=lambda h: cfg.host(h).install_dir)
+    return Built(workflow(), ports, [storage, meta, hosts])
+
+
+
+
+_BUILDERS = {"backup": build_backup, "restore": build_restore}
+
+
+async def build(kind: str, params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+    """``resume``/``rollback`` only know an op id: its kind and params rebuild everything else."""
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        raise UsageError(f"no workflow for operations of kind {kind!r}")
+    return await builder(params, op_id=op_id, out=out)
