@@ -1,0 +1,323 @@
+"""Backup: PLANNED → LOCKED → SNAPSHOTTED → COPIED → UPLOADED → CLEANED.
+
+Each step is idempotent (check before act) because a crash between its intent and its completion
+makes resume run it again; each has a compensation for rollback, equally safe to repeat.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from brsm import __version__, failpoints
+from brsm.engine.definitions import BACKUP
+from brsm.engine.runner import StepContext, Workflow
+from brsm.errors import PreflightFailed, StorageError
+from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage, UploadState
+from brsm.workflows import common
+from brsm.workflows.layout import data_key, manifest_key, meta_file_key, meta_sst_key
+from brsm.workflows.limits import TokenBucket, parse_rate
+from brsm.workflows.transfer import FileJob, Limits, run_bounded, upload_file
+
+SNAPSHOT_REQUESTED = "SnapshotRequested"
+SNAPSHOT_DROPPED = "SnapshotDropped"
+FILES_PLANNED = "FilesPlanned"
+FILE_COPIED = "FileCopied"
+PART_UPLOADED = "PartUploaded"
+BATCH = 256
+
+
+@dataclass
+class BackupPorts:
+    meta: MetaPort
+    hosts: HostsPort
+    storage: Storage
+    progress: Progress
+
+
+# -- folding the file-level events ------------------------------------------------------------
+def _reduce_copied(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("copied", {})[d["key"]] = d
+    acc.get("parts", {}).pop(d["key"], None)
+
+
+def _reduce_part(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    st = acc.setdefault("parts", {}).get(d["key"])
+    if st is None or st["upload_id"] != d["upload_id"]:
+        st = {"upload_id": d["upload_id"], "part_size": d["part_size"], "parts": []}
+        acc["parts"][d["key"]] = st
+    st["parts"] = [p for p in st["parts"] if p["n"] != d["n"]] + [{"n": d["n"], "etag": d["etag"], "size": d["size"]}]
+
+
+def _reduce_snapshot_requested(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc["snapshots_before"] = d["existing"]
+
+
+REDUCERS = {
+    common.PREFLIGHT_PASSED: common.reduce_preflight,
+    FILE_COPIED: _reduce_copied,
+    PART_UPLOADED: _reduce_part,
+    SNAPSHOT_REQUESTED: _reduce_snapshot_requested,
+}
+
+
+def _ports(ctx: StepContext) -> BackupPorts:
+    return ctx.ports
+
+
+# -- preflight ----------------------------------------------------------------------------------
+async def preflight(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    services = await common.as_preflight(p.meta.list_cluster())
+    topo = common.topology_facts(services)
+    if not topo["storage"]:
+        raise PreflightFailed("metad lists no storage hosts", hint="is --config pointing at the right metad?")
+    if not topo["meta"]:
+        raise PreflightFailed("metad lists no meta hosts", hint="is --config pointing at the right metad?")
+    spaces = await common.as_preflight(p.meta.list_spaces())
+    wanted = list(ctx.params.get("spaces") or [])
+    missing = [s for s in wanted if s not in spaces]
+    if missing:
+        raise PreflightFailed(
+            f"space(s) not found: {', '.join(missing)}; the cluster has: {', '.join(sorted(spaces)) or 'none'}",
+            hint="check --spaces (names are case-sensitive)")
+    if not spaces:
+        raise PreflightFailed("the cluster has no graph spaces to back up", hint="create a space first")
+    names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]]
+    await common.check_ssh(p.hosts, names)
+    await common.check_paths(p.hosts, topo)
+    await common.probe_storage(p.storage, f".brsm-probe-{ctx.op_id}-{int(time.time())}")
+    return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
+
+
+async def attach(ctx: StepContext) -> None:
+    ctx.runtime["limits"] = Limits(
+        concurrency=int(ctx.params.get("concurrency") or 8),
+        per_host=int(ctx.params.get("per_host") or 4),
+        bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))),
+    )
+    await common.reattach_lease(ctx, _ports(ctx).hosts, "backup")
+
+
+async def detach(ctx: StepContext) -> None:
+    await common.detach_lease(ctx)
+
+
+# -- LOCKED ---------------------------------------------------------------------------------------
+async def locked(ctx: StepContext) -> dict[str, Any]:
+    lease = common.make_lease(ctx, _ports(ctx).hosts, "backup")
+    await lease.acquire()
+    return {"lease_hosts": [h.name for h, _ in lease.hosts]}
+
+
+async def undo_locked(ctx: StepContext) -> None:
+    if "topology" in ctx.extra:
+        await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()
+
+
+# -- SNAPSHOTTED --------------------------------------------------------------------------------------
+def _leaked(ctx: StepContext, current: list[str]) -> list[str]:
+    """Snapshots that appeared since our intent: ours, lost by a crash before completion.
+
+    While we hold the lease no other brsm run creates snapshots, so a new BACKUP_* snapshot since
+    the list recorded in SnapshotRequested is ours (see docs/design.md for the residual risk of
+    someone creating one by hand in that window).
+    """
+    before = set(ctx.extra.get("snapshots_before", []))
+    return [n for n in current if n not in before and n.startswith("BACKUP_")]
+
+
+async def snapshotted(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    current = [s.name for s in await p.meta.list_snapshots()]
+    if "snapshots_before" in ctx.extra:  # re-run after a crash: drop what the lost attempt made
+        leaked = _leaked(ctx, current)
+        if leaked:
+            await p.meta.drop_snapshots(leaked)
+            ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it"})
+            current = [n for n in current if n not in leaked]
+    ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.params.get("spaces") or [])})
+    created = await p.meta.create_backup(list(ctx.params.get("spaces") or []) or None)
+    return {
+        "backup_name": created.name,
+        "meta_b64": base64.b64encode(created.meta_bytes).decode(),
+        "spaces": {str(k): v for k, v in created.spaces.items()},
+        "all_spaces": created.all_spaces,
+        "meta_files": list(created.meta_files),
+        "checkpoints": {h: [list(c) for c in cps] for h, cps in created.checkpoints.items()},
+        "storage_hosts": [str(h) for h in created.storage_hosts],
+        "create_time_ms": created.create_time_ms,
+    }
+
+
+async def undo_snapshotted(ctx: StepContext) -> None:
+    p = _ports(ctx)
+    current = [s.name for s in await p.meta.list_snapshots()]
+    names = set(_leaked(ctx, current))
+    if ctx.facts.get("backup_name") in current:
+        names.add(ctx.facts["backup_name"])
+    if names:
+        await p.meta.drop_snapshots(sorted(names))
+        ctx.record(SNAPSHOT_DROPPED, {"names": sorted(names), "why": "rollback"})
+
+
+# -- COPIED ---------------------------------------------------------------------------------------------
+async def _plan(ctx: StepContext) -> list[FileJob]:
+    p = _ports(ctx)
+    name = ctx.facts["backup_name"]
+    topo = ctx.extra["topology"]
+    dps = {s["addr"]: s["data_paths"] for s in topo["storage"]}
+    jobs: list[FileJob] = []
+    for host_addr, cps in sorted(ctx.facts["checkpoints"].items()):
+        addr = HostAddr.parse(host_addr)
+        host = p.hosts.host(addr.host)
+        for space_id, data_path, cdir in cps:
+            if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
+                cdir = posixpath.dirname(cdir.rstrip("/"))
+            paths = dps.get(host_addr, [])
+            idx = paths.index(data_path) if data_path in paths else 0
+            for f in sorted(await host.walk(cdir), key=lambda f: f.path):
+                rel = posixpath.relpath(f.path, cdir)
+                jobs.append(FileJob(addr.host, f.path, f.size, data_key(name, addr, idx, int(space_id), rel)))
+    # The meta SSTs sit on the metad that made the backup (the leader): find them there.
+    files = set(ctx.facts["meta_files"])
+    for m in topo["meta"]:
+        host = p.hosts.host(m["host"])
+        for dp in m["data_paths"]:
+            mdir = posixpath.join(dp, "checkpoints", name)
+            if await host.exists(mdir):
+                found = [f for f in await host.walk(mdir) if posixpath.basename(f.path) in files]
+                if {posixpath.basename(f.path) for f in found} == files:
+                    jobs.extend(FileJob(m["host"], f.path, f.size, meta_sst_key(name, f.path)) for f in found)
+                    return jobs
+    raise StorageError(f"meta SST files of {name} not found on any metad host", permanent=True,
+                       hint="was the snapshot dropped by hand? roll back and start a new backup")
+
+
+async def copied(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    name = ctx.facts["backup_name"]
+    jobs = await _plan(ctx)
+    ctx.record(FILES_PLANNED, {"files": len(jobs), "bytes": sum(j.size for j in jobs)})
+    # Resume: a file journaled as copied counts only if the object is there with that size.
+    present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
+    done = ctx.extra.get("copied", {})
+    todo = [j for j in jobs if not (j.key in done and done[j.key]["size"] == j.size and present.get(j.key) == j.size)]
+    limits: Limits = ctx.runtime["limits"]
+    p.progress.start("copy", sum(j.size for j in todo))
+    pending: list[tuple[str, dict[str, Any]]] = []
+    count = 0
+
+    def flush() -> None:
+        batch = pending[:]
+        pending.clear()
+        ctx.record_batch(batch)
+
+    async def one(job: FileJob) -> None:
+        nonlocal count
+        saved = ctx.extra.get("parts", {}).get(job.key)
+        state = UploadState(saved["upload_id"], list(saved["parts"]), saved["part_size"]) if saved else UploadState()
+
+        def on_part(s: UploadState) -> None:
+            last = s.parts[-1]
+            ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
+                                       "n": last["n"], "etag": last["etag"], "size": last["size"]})
+            failpoints.hit(f"part:{sum(len(v['parts']) for v in ctx.extra.get('parts', {}).values())}")
+
+        digest = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
+                                   state=state, on_part=on_part)
+        count += 1
+        failpoints.hit(f"file:{count}")
+        pending.append((FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
+                                      "sha256": digest}))
+        if len(pending) >= BATCH:
+            flush()
+
+    try:
+        await run_bounded(todo, lambda j: j.host, limits, one)
+    finally:
+        flush()  # what finished is journaled even when another file failed
+        p.progress.done("copy")
+    return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo)}
+
+
+async def undo_copied(ctx: StepContext) -> None:
+    p = _ports(ctx)
+    name = ctx.facts.get("backup_name")
+    if name:
+        await p.storage.abort_uploads(f"{name}/")
+        await p.storage.delete_prefix(f"{name}/")
+
+
+# -- UPLOADED ---------------------------------------------------------------------------------------------
+def build_manifest(ctx: StepContext) -> dict[str, Any]:
+    copied = ctx.extra.get("copied", {})
+    files = sorted(({"key": d["key"], "size": d["size"], "sha256": d["sha256"], "host": d["host"], "path": d["path"]}
+                    for d in copied.values()), key=lambda f: f["key"])
+    return {
+        "format": 1,
+        "tool": "brsm",
+        "brsm_version": __version__,
+        "op_id": ctx.op_id,
+        "backup_name": ctx.facts["backup_name"],
+        "create_time_ms": ctx.facts["create_time_ms"],
+        "spaces": ctx.facts["spaces"],
+        "all_spaces": ctx.facts["all_spaces"],
+        "meta_files": ctx.facts["meta_files"],
+        "storage_hosts": ctx.facts["storage_hosts"],
+        "topology": ctx.extra["topology"],
+        "total_bytes": sum(f["size"] for f in files),
+        "files": files,
+    }
+
+
+async def uploaded(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    name = ctx.facts["backup_name"]
+    planned = {o.key: o.size for o in await p.storage.list(f"{name}/")}
+    copied = ctx.extra.get("copied", {})
+    missing = [k for k, d in copied.items() if planned.get(k) != d["size"]]
+    if missing:
+        raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
+                           hint=f"run `brsm resume {ctx.op_id}` to copy them again")
+    await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.facts["meta_b64"]))
+    manifest = build_manifest(ctx)
+    # Written last: a backup without its manifest is incomplete, never mistaken for a good one.
+    await p.storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+    return {"manifest": manifest_key(name), "total_bytes": manifest["total_bytes"], "total_files": len(manifest["files"])}
+
+
+async def undo_uploaded(ctx: StepContext) -> None:
+    p = _ports(ctx)
+    name = ctx.facts.get("backup_name")
+    if name:
+        await p.storage.delete(manifest_key(name))
+        await p.storage.delete(meta_file_key(name))
+
+
+# -- CLEANED ---------------------------------------------------------------------------------------------
+async def cleaned(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    name = ctx.facts["backup_name"]
+    if name in {s.name for s in await p.meta.list_snapshots()}:
+        await p.meta.drop_snapshots([name])
+        ctx.record(SNAPSHOT_DROPPED, {"names": [name], "why": "backup complete"})
+    await common.make_lease(ctx, p.hosts, "backup").release()
+    return {"completed": True}
+
+
+def workflow() -> Workflow:
+    return Workflow(
+        kind=BACKUP,
+        steps={"LOCKED": locked, "SNAPSHOTTED": snapshotted, "COPIED": copied, "UPLOADED": uploaded,
+               "CLEANED": cleaned},
+        undos={"LOCKED": undo_locked, "SNAPSHOTTED": undo_snapshotted, "COPIED": undo_copied,
+               "UPLOADED": undo_uploaded},
+        reducers=REDUCERS,
+        preflight=preflight,
+        attach=attach,
+        detach=detach,
+    )

@@ -1,0 +1,125 @@
+"""Pieces both workflows use: topology facts, preflight checks, the lease, error conversion."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from brsm.engine.runner import StepContext, who
+from brsm.errors import BrsmError, PreflightFailed, StorageError
+from brsm.ports import HostsPort, MetaPort, ServiceInfo, Storage
+from brsm.workflows.lease import Lease, LeaseInfo
+from brsm.workflows.layout import lease_path
+
+PREFLIGHT_PASSED = "PreflightPassed"
+LEASE_TAKEN = "LeaseTaken"
+LEASE_BROKEN = "LeaseBroken"
+
+
+def topology_facts(services: Iterable[ServiceInfo]) -> dict[str, Any]:
+    metas, storages, graphs = [], [], []
+    for s in sorted(services, key=lambda s: (s.addr.host, s.addr.port)):
+        item = {"addr": str(s.addr), "host": s.addr.host, "root": s.root, "data_paths": list(s.data_paths)}
+        {"META": metas, "STORAGE": storages, "GRAPH": graphs}.get(s.role, []).append(item)
+    return {"meta": metas, "storage": storages, "graph": graphs}
+
+
+def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
+    if "topology" in data:
+        acc["topology"] = data["topology"]
+
+
+async def as_preflight(aw: Awaitable[Any]) -> Any:
+    """Errors before any side effect are preflight failures (exit 4), keeping message and hint."""
+    try:
+        return await aw
+    except PreflightFailed:
+        raise
+    except BrsmError as e:
+        raise PreflightFailed(e.message, hint=e.hint) from e
+
+
+async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
+    """Log in to every host at once; report every failing host, one line each."""
+    names = sorted(set(names))
+
+    async def one(name: str) -> str | None:
+        try:
+            await hosts.host(name).run(["true"], timeout=30)
+            return None
+        except BrsmError as e:
+            return f"{name}: {e.message}" + (f" ({e.hint})" if e.hint else "")
+
+    problems = [p for p in await asyncio.gather(*(one(n) for n in names)) if p]
+    if problems:
+        raise PreflightFailed(
+            f"SSH to {len(problems)} of {len(names)} host(s) failed: " + "; ".join(problems),
+            hint="check the [ssh]/[[hosts]] settings in the config and that the host keys are in known_hosts",
+        )
+
+
+async def check_paths(hosts: HostsPort, topology: dict[str, Any]) -> None:
+    missing = []
+    for role in ("meta", "storage"):
+        for svc in topology[role]:
+            h = hosts.host(svc["host"])
+            for dp in svc["data_paths"]:
+                if not await h.exists(dp):
+                    missing.append(f"{svc['host']}:{dp}")
+    if missing:
+        raise PreflightFailed(f"data paths reported by metad do not exist: {', '.join(missing)}",
+                              hint="is the config's host mapping right (address → SSH host)?")
+
+
+async def probe_storage(storage: Storage, key: str) -> None:
+    try:
+        await storage.put_bytes(key, b"brsm probe")
+        if await storage.get_bytes(key) != b"brsm probe":
+            raise StorageError(f"{storage.uri}: a probe object read back different bytes", permanent=True)
+        await storage.delete(key)
+    except BrsmError as e:
+        raise PreflightFailed(f"storage {storage.uri} is not usable: {e.message}",
+                              hint=e.hint or "check the URI, the endpoint and the credentials") from e
+
+
+def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
+    lease = ctx.runtime.get("lease")
+    if lease is None:
+        topo = ctx.extra["topology"]
+        targets = [(hosts.host(m["host"]), lease_path(m["root"])) for m in topo["meta"]]
+
+        def took_over(host: str, holder: LeaseInfo) -> None:
+            ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id})
+
+        lease = Lease(targets, op_id=ctx.op_id, kind=kind, who=who(), on_takeover=took_over,
+                      ttl=float(ctx.params.get("lease_ttl") or 300))
+        ctx.runtime["lease"] = lease
+    return lease
+
+
+LEASE_STEP = {"backup": "LOCKED", "restore": "CHECKED"}
+
+
+def lease_active(ctx: StepContext) -> bool:
+    """The lease may be held: the step that takes it began and was not undone."""
+    st = ctx.state
+    step = LEASE_STEP[st.kind.name]
+    return step in st.started and step not in st.undone and "topology" in ctx.extra
+
+
+async def reattach_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> None:
+    """A resume or rollback in a new process takes its own (or a stale) lease back first."""
+    if lease_active(ctx) and not ctx.state.finished:
+        lease = make_lease(ctx, hosts, kind)
+        await lease.acquire()
+        ctx.record(LEASE_TAKEN, {"hosts": [h.name for h, _ in lease.hosts], "mode": ctx.mode})
+
+
+async def detach_lease(ctx: StepContext) -> None:
+    lease = ctx.runtime.get("lease")
+    if lease is not None:
+        await lease.stop_refresh()
+
+
+def meta_of(ctx: StepContext) -> MetaPort:
+    return ctx.ports.meta

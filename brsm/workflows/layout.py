@@ -1,0 +1,37 @@
+"""Where things go in a backup: nebula-br's layout, plus our manifest (written last)."""
+from __future__ import annotations
+
+import posixpath
+
+from brsm.ports import HostAddr
+
+MANIFEST = "brsm-manifest.json"
+
+
+def meta_file_key(name: str) -> str:
+    return f"{name}/{name}.meta"
+
+
+def manifest_key(name: str) -> str:
+    return f"{name}/{MANIFEST}"
+
+
+def meta_sst_key(name: str, file: str) -> str:
+    return f"{name}/meta/{posixpath.basename(file)}"
+
+
+def data_key(name: str, host: HostAddr, dp_index: int, space_id: int, rel: str) -> str:
+    """``<NAME>/data/<host>:<port>/data<i>/<spaceId>/<rel>`` with rel under data/ or wal/."""
+    return f"{name}/data/{host.host}:{host.port}/data{dp_index}/{space_id}/{rel}"
+
+
+def checkpoint_dir(data_path: str, space_id: int, name: str) -> str:
+    return posixpath.join(data_path, "nebula", str(space_id), "checkpoints", name)
+
+
+def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
+    return posixpath.join(meta_data_path, "checkpoints", name)
+
+
+def lease_path(root: str) -> str:
+    return posixpath.join(root, "brsm.lease")

@@ -1,0 +1,164 @@
+"""brsm's own lease on a cluster, so two runs (from any machines) never work on it at once.
+
+A lease is a directory created with ``mkdir`` (atomic on POSIX) on every metad host, in sorted
+order, all or none, holding ``holder.json``: op id, user@host, pid, expiry. A live run refreshes
+it; a lease is stale only when past its expiry *and*, when the holder ran on this machine, its
+process is gone (restic's rule). Taking over a stale lease is journaled by the caller.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from brsm.errors import LockHeld, RemoteError
+from brsm.ports import HostPort
+
+TTL = 300.0
+REFRESH_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    op_id: int
+    kind: str
+    who: str
+    machine: str
+    pid: int
+    expires: float
+
+    def describe(self) -> str:
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+        return f"operation {self.op_id} ({self.kind}) by {self.who}, pid {self.pid} on {self.machine}, until {until}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(info: LeaseInfo, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    if info.expires > now:
+        return False
+    if info.machine == socket.gethostname():
+        return not _pid_alive(info.pid)
+    return True
+
+
+async def _read(host: HostPort, path: str) -> LeaseInfo | None:
+    try:
+        buf = b""
+        async for chunk in host.open_read(f"{path}/holder.json"):
+            buf += chunk
+        return LeaseInfo(**json.loads(buf))
+    except (RemoteError, OSError, ValueError, TypeError):
+        return None
+
+
+async def _write(host: HostPort, path: str, info: LeaseInfo) -> None:
+    data = json.dumps(asdict(info)).encode()
+
+    async def one():
+        yield data
+
+    await host.write_file(f"{path}/holder.json", one(), mode=0o600)
+
+
+class Lease:
+    def __init__(self, hosts: Sequence[tuple[HostPort, str]], *, op_id: int, kind: str, who: str,
+                 ttl: float = TTL, on_takeover: Callable[[str, LeaseInfo], None] | None = None) -> None:
+        # Sorted by host name so two runs contend in the same order and cannot deadlock half-way.
+        self.hosts = sorted(hosts, key=lambda hp: hp[0].name)
+        self.op_id = op_id
+        self.kind = kind
+        self.who = who
+        self.ttl = ttl
+        self.on_takeover = on_takeover
+        self._task: asyncio.Task | None = None
+
+    def _info(self) -> LeaseInfo:
+        return LeaseInfo(self.op_id, self.kind, self.who, socket.gethostname(), os.getpid(), time.time() + self.ttl)
+
+    async def acquire(self) -> None:
+        taken: list[tuple[HostPort, str]] = []
+        try:
+            for host, path in self.hosts:
+                await self._acquire_one(host, path)
+                taken.append((host, path))
+        except BaseException:
+            for host, path in reversed(taken):
+                await self._release_one(host, path)
+            raise
+        self._task = asyncio.create_task(self._refresh_loop())
+
+    async def _acquire_one(self, host: HostPort, path: str) -> None:
+        for _ in range(3):
+            r = await host.run(["mkdir", path], check=False)
+            if r.exit_status == 0:
+                await _write(host, path, self._info())
+                return
+            holder = await _read(host, path)
+            if holder is not None and holder.op_id == self.op_id:
+                await _write(host, path, self._info())  # ours from a previous process: refresh
+                return
+            if holder is None:
+                await asyncio.sleep(0.2)  # another run is between mkdir and writing holder.json
+                holder = await _read(host, path)
+                if holder is None:
+                    raise LockHeld(f"cluster lease on {host.name} ({path}) exists but names no holder",
+                                   hint=f"if no brsm run is active, run `brsm gc --confirm` or remove {path}")
+            if not is_stale(holder):
+                raise LockHeld(f"cluster is locked by {holder.describe()}",
+                               hint="wait for that run to finish, or if it died, retry after the lease expires")
+            if self.on_takeover:
+                self.on_takeover(host.name, holder)
+            await host.remove_tree(path)
+        raise LockHeld(f"could not take the cluster lease on {host.name}: it keeps changing hands")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(REFRESH_EVERY, self.ttl / 5))
+            for host, path in self.hosts:
+                try:
+                    holder = await _read(host, path)
+                    if holder is not None and holder.op_id == self.op_id:
+                        await _write(host, path, self._info())
+                except Exception:  # noqa: BLE001 - a missed refresh is retried; expiry has slack
+                    pass
+
+    async def stop_refresh(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._task = None
+
+    async def release(self) -> None:
+        await self.stop_refresh()
+        for host, path in reversed(self.hosts):
+            await self._release_one(host, path)
+
+    async def _release_one(self, host: HostPort, path: str) -> None:
+        """Remove the lease only when it names this operation: never someone else's."""
+        holder = await _read(host, path)
+        if holder is not None and holder.op_id == self.op_id:
+            await host.remove_tree(path)
+
+    async def held_by_us(self) -> bool:
+        for host, path in self.hosts:
+            holder = await _read(host, path)
+            if holder is None or holder.op_id != self.op_id:
+                return False
+        return True

@@ -1,0 +1,451 @@
+"""Restore: PLANNED → CHECKED → STOPPED → SET_ASIDE → DOWNLOADED → META_RESTORED → STARTED → CLEANED.
+
+The rule that shapes every step: nothing of the cluster's original data is deleted before the
+restored cluster has started and answered. Existing data is renamed aside (same filesystem, no
+copy, no extra space), and only CLEANED removes it. Rollback renames it back.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from brsm import failpoints
+from brsm.engine.definitions import RESTORE
+from brsm.engine.runner import StepContext, Workflow
+from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
+from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
+from brsm.workflows import common
+from brsm.workflows.layout import MANIFEST, manifest_key
+from brsm.workflows.limits import TokenBucket
+from brsm.workflows.transfer import Limits, download_file, run_bounded
+
+FILE_RESTORED = "FileRestored"
+SERVICE_STOPPED = "ServicesStopped"
+SERVICE_STARTED = "ServicesStarted"
+BATCH = 256
+WAIT_SECONDS = 90.0
+
+
+@dataclass
+class RestorePorts:
+    meta: MetaPort
+    hosts: HostsPort
+    storage: Storage
+    progress: Progress
+    install_dir: Callable[[str], str]
+
+
+def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("restored", {})[d["dest"]] = d
+
+
+def _reduce_checked_manifest(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc["manifest_summary"] = d
+
+
+REDUCERS = {
+    common.PREFLIGHT_PASSED: common.reduce_preflight,
+    FILE_RESTORED: _reduce_restored,
+}
+
+
+def _p(ctx: StepContext) -> RestorePorts:
+    return ctx.ports
+
+
+def aside_name(ctx: StepContext) -> str:
+    return f"nebula_brsm_old_{ctx.op_id}"
+
+
+def meta_restore_dir(ctx: StepContext, meta_data_path: str) -> str:
+    return posixpath.join(meta_data_path, f"brsm_restore_{ctx.op_id}")
+
+
+async def _manifest(ctx: StepContext) -> dict[str, Any]:
+    cached = ctx.runtime.get("manifest")
+    if cached is None:
+        name = ctx.params["name"]
+        try:
+            raw = await _p(ctx).storage.get_bytes(manifest_key(name))
+        except ObjectNotFound as e:
+            raise PreflightFailed(
+                f"backup {name} has no {MANIFEST} in {_p(ctx).storage.uri}: it is incomplete or not a brsm backup",
+                hint="see `brsm show --storage URI` for complete backups") from e
+        cached = json.loads(raw)
+        ctx.runtime["manifest"] = cached
+    return cached
+
+
+# -- preflight ------------------------------------------------------------------------------------
+async def preflight(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    services = await common.as_preflight(p.meta.list_cluster())
+    topo = common.topology_facts(services)
+    names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]] + [g["host"] for g in topo["graph"]]
+    await common.check_ssh(p.hosts, names)
+    await common.as_preflight(_manifest(ctx))
+    return {"topology": topo}
+
+
+async def attach(ctx: StepContext) -> None:
+    ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
+                                   per_host=int(ctx.params.get("per_host") or 4), bucket=TokenBucket(None))
+    await common.reattach_lease(ctx, _p(ctx).hosts, "restore")
+
+
+async def detach(ctx: StepContext) -> None:
+    await common.detach_lease(ctx)
+
+
+# -- CHECKED --------------------------------------------------------------------------------------
+def _pairs(ctx: StepContext, old: list[str], new: list[str]) -> list[tuple[str, str]]:
+    spec = ctx.params.get("host_map")
+    if not spec:
+        key = lambda a: (HostAddr.parse(a).host, HostAddr.parse(a).port)  # noqa: E731
+        return list(zip(sorted(old, key=key), sorted(new, key=key)))
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        src, sep, dst = item.partition("=")
+        if not sep:
+            raise PreflightFailed(f"--host-map item {item!r} is not old=new", hint="e.g. --host-map 10.0.0.1:9779=10.0.1.1:9779")
+        mapping[src.strip()] = dst.strip()
+    if set(mapping) != set(old) or set(mapping.values()) != set(new):
+        raise PreflightFailed(
+            f"--host-map must pair every backup host ({', '.join(sorted(old))}) with a distinct cluster host "
+            f"({', '.join(sorted(new))})", hint="list each old=new pair once")
+    return sorted(mapping.items())
+
+
+async def checked(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await _manifest(ctx)
+    topo = ctx.extra["topology"]
+    if not m.get("all_spaces", True):
+        raise PreflightFailed("restoring a backup of selected spaces is not supported yet",
+                              hint="restore a backup of all spaces, or restore with nebula-br")
+    old_storage = {s["addr"]: s for s in m["topology"]["storage"]}
+    new_storage = {s["addr"]: s for s in topo["storage"]}
+    if len(old_storage) != len(new_storage):
+        raise PreflightFailed(f"topology differs: the backup has {len(old_storage)} storage hosts, the cluster "
+                              f"{len(new_storage)}", hint="restore onto a cluster with the same number of storage hosts")
+    pairs = _pairs(ctx, list(old_storage), list(new_storage))
+    for old, new in pairs:
+        if len(old_storage[old]["data_paths"]) != len(new_storage[new]["data_paths"]):
+            raise PreflightFailed(
+                f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
+                f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
+    # Verify the backup before touching the cluster.
+    present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}
+    bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]
+    if bad:
+        raise VerificationFailed(f"backup {ctx.params['name']} is damaged: {len(bad)} file(s) missing or of the "
+                                 f"wrong size, e.g. {bad[0]}", hint="restore another backup; see `brsm verify`")
+    if ctx.params.get("verify") == "full":
+        await _verify_full(ctx, m)
+    # Free space: the rename aside costs nothing; the incoming files must fit.
+    need: dict[tuple[str, str], int] = {}
+    for f in m["files"]:
+        tgt = _target(ctx, m, f["key"], pairs, topo)
+        if tgt:
+            need[(tgt[0], tgt[2])] = need.get((tgt[0], tgt[2]), 0) + f["size"]
+    short = []
+    for (host, dp), n in sorted(need.items()):
+        free = await p.hosts.host(host).free_bytes(dp)
+        if free < n * 1.05 + (64 << 20):
+            short.append(f"{host}:{dp} needs {n >> 20} MiB, has {free >> 20} MiB free")
+    if short:
+        raise PreflightFailed("not enough free space: " + "; ".join(short), hint="free space on those data paths")
+    lease = common.make_lease(ctx, p.hosts, "restore")
+    await lease.acquire()
+    p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
+    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
+            "bytes": sum(f["size"] for f in m["files"])}
+
+
+async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
+    p = _p(ctx)
+    p.progress.start("verify", sum(f["size"] for f in m["files"]))
+    bad: list[str] = []
+
+    async def one(f: dict[str, Any]) -> None:
+        h = hashlib.sha256()
+        async for b in p.storage.get(f["key"]):
+            h.update(b)
+            p.progress.advance("verify", len(b))
+        if h.hexdigest() != f["sha256"]:
+            bad.append(f["key"])
+
+    await run_bounded(m["files"], lambda f: "storage", ctx.runtime["limits"], one)
+    p.progress.done("verify")
+    if bad:
+        raise VerificationFailed(f"backup {ctx.params['name']}: {len(bad)} file(s) do not match their SHA-256, "
+                                 f"e.g. {bad[0]}", hint="restore another backup")
+
+
+async def undo_checked(ctx: StepContext) -> None:
+    if "topology" in ctx.extra:
+        await common.make_lease(ctx, _p(ctx).hosts, "restore").release()
+
+
+def _target(ctx: StepContext, m: dict[str, Any], key: str, pairs: list[tuple[str, str]],
+            topo: dict[str, Any]) -> tuple[str, str, str] | None:
+    """Backup key → (cluster host, destination path, data path) for storage data; None for others."""
+    name = ctx.params["name"]
+    parts = key.split("/")
+    if len(parts) < 6 or parts[0] != name or parts[1] != "data":
+        return None
+    old_addr, dp_name, space, rel = parts[2], parts[3], parts[4], "/".join(parts[5:])
+    new_addr = dict(pairs)[old_addr]
+    svc = next(s for s in topo["storage"] if s["addr"] == new_addr)
+    dp = svc["data_paths"][int(dp_name[4:])]
+    return svc["host"], posixpath.join(dp, "nebula", space, rel), dp
+
+
+# -- STOPPED --------------------------------------------------------------------------------------
+def _hosts_by_role(ctx: StepContext) -> dict[str, list[str]]:
+    topo = ctx.extra["topology"]
+    return {r: sorted({s["host"] for s in topo[k]}) for r, k in
+            (("graphd", "graph"), ("storaged", "storage"), ("metad", "meta"))}
+
+
+async def _service_all(ctx: StepContext, action: str, svc: str, hosts: list[str]) -> None:
+    p = _p(ctx)
+
+    async def one(h: str) -> None:
+        host = p.hosts.host(h)
+        r = await host.service(action, svc, install_dir=p.install_dir(h))
+        if action in ("start", "stop"):
+            want_running = action == "start"
+            deadline = time.monotonic() + WAIT_SECONDS
+            while True:
+                st = await host.service("status", svc, install_dir=p.install_dir(h))
+                if (st.exit_status == 0) == want_running:
+                    return
+                if time.monotonic() > deadline:
+                    raise OperationFailed(f"{svc} on {h} did not {action} within {WAIT_SECONDS:.0f} s: "
+                                          f"{(r.stdout + r.stderr).strip()[-300:]}",
+                                          hint=f"look at the service log on {h}")
+                await asyncio.sleep(0.3)
+
+    await asyncio.gather(*(one(h) for h in hosts))
+
+
+async def stopped(ctx: StepContext) -> dict[str, Any]:
+    roles = _hosts_by_role(ctx)
+    for svc in ("graphd", "storaged", "metad"):
+        await _service_all(ctx, "stop", svc, roles[svc])
+    return {"stopped": roles}
+
+
+async def _start_all(ctx: StepContext) -> None:
+    roles = _hosts_by_role(ctx)
+    await _service_all(ctx, "start", "metad", roles["metad"])
+    await _wait_meta(ctx)
+    await _service_all(ctx, "start", "storaged", roles["storaged"])
+    await _service_all(ctx, "start", "graphd", roles["graphd"])
+
+
+async def undo_stopped(ctx: StepContext) -> None:
+    await _start_all(ctx)
+
+
+async def _wait_meta(ctx: StepContext) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            await _p(ctx).meta.list_cluster()
+            return
+        except BrsmError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+# -- SET_ASIDE ------------------------------------------------------------------------------------
+def _data_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+    """(host, data path) pairs whose ``nebula`` dir the restore replaces."""
+    topo = ctx.extra["topology"]
+    out = []
+    for role in ("storage", "meta"):
+        for s in topo[role]:
+            out.extend((s["host"], dp) for dp in s["data_paths"])
+    return sorted(set(out))
+
+
+async def set_aside(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    moved = []
+    for host, dp in _data_dirs(ctx):
+        h = p.hosts.host(host)
+        src, dst = posixpath.join(dp, "nebula"), posixpath.join(dp, aside_name(ctx))
+        if await h.exists(dst):
+            continue  # done by an earlier attempt
+        if await h.exists(src):
+            await h.rename(src, dst)
+        else:
+            await h.makedirs(dst)  # nothing there: an empty aside dir makes undo uniform
+        moved.append(f"{host}:{dp}")
+    return {"set_aside": moved, "aside_name": aside_name(ctx)}
+
+
+async def undo_set_aside(ctx: StepContext) -> None:
+    p = _p(ctx)
+    for host, dp in _data_dirs(ctx):
+        h = p.hosts.host(host)
+        src, dst = posixpath.join(dp, "nebula"), posixpath.join(dp, aside_name(ctx))
+        if not await h.exists(dst):
+            continue  # already moved back (or never moved)
+        if await h.exists(src):
+            await h.remove_tree(src)  # restored data only: the original is safe in dst
+        await h.rename(dst, src)
+
+
+# -- DOWNLOADED -----------------------------------------------------------------------------------
+async def downloaded(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await _manifest(ctx)
+    topo = ctx.extra["topology"]
+    pairs = [tuple(x) for x in ctx.facts["pairs"]]
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    meta_dirs = []
+    for f in m["files"]:
+        tgt = _target(ctx, m, f["key"], pairs, topo)
+        if tgt:
+            jobs.append((tgt[0], tgt[1], f))
+        elif f["key"].startswith(f"{ctx.params['name']}/meta/"):
+            for mh in topo["meta"]:
+                d = meta_restore_dir(ctx, mh["data_paths"][0])
+                meta_dirs.append((mh["host"], d))
+                jobs.append((mh["host"], posixpath.join(d, posixpath.basename(f["key"])), f))
+    done = ctx.extra.get("restored", {})
+    todo = []
+    for host, dest, f in jobs:
+        prev = done.get(dest)
+        if prev and prev["sha256"] == f["sha256"] and await p.hosts.host(host).exists(dest):
+            continue
+        todo.append((host, dest, f))
+    limits: Limits = ctx.runtime["limits"]
+    p.progress.start("download", sum(f["size"] for _, _, f in todo))
+    pending: list[tuple[str, dict[str, Any]]] = []
+    count = 0
+
+    async def one(job: tuple[str, str, dict[str, Any]]) -> None:
+        nonlocal count
+        host, dest, f = job
+        h = p.hosts.host(host)
+        await h.makedirs(posixpath.dirname(dest))
+        await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
+        count += 1
+        failpoints.hit(f"file:{count}")
+        pending.append((FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
+                                        "sha256": f["sha256"]}))
+        if len(pending) >= BATCH:
+            batch = pending[:]
+            pending.clear()
+            ctx.record_batch(batch)
+
+    try:
+        await run_bounded(todo, lambda j: j[0], limits, one)
+    finally:
+        ctx.record_batch(pending[:])
+        pending.clear()
+        p.progress.done("download")
+    return {"files": len(jobs), "skipped_on_resume": len(jobs) - len(todo),
+            "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs})}
+
+
+async def undo_downloaded(ctx: StepContext) -> None:
+    p = _p(ctx)
+    for host, dp in _data_dirs(ctx):
+        h = p.hosts.host(host)
+        # Only when the original is safe aside may the (restored) nebula dir go.
+        if await h.exists(posixpath.join(dp, aside_name(ctx))) and await h.exists(posixpath.join(dp, "nebula")):
+            await h.remove_tree(posixpath.join(dp, "nebula"))
+    for mh in ctx.extra["topology"]["meta"]:
+        d = meta_restore_dir(ctx, mh["data_paths"][0])
+        if await p.hosts.host(mh["host"]).exists(d):
+            await p.hosts.host(mh["host"]).remove_tree(d)
+
+
+# -- META_RESTORED --------------------------------------------------------------------------------
+async def meta_restored(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await _manifest(ctx)
+    roles = _hosts_by_role(ctx)
+    await _service_all(ctx, "start", "metad", roles["metad"])
+    await _wait_meta(ctx)
+    pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in ctx.facts["pairs"]]
+    for mh in ctx.extra["topology"]["meta"]:
+        d = meta_restore_dir(ctx, mh["data_paths"][0])
+        files = [posixpath.join(d, posixpath.basename(f)) for f in m["meta_files"]]
+        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), files, pairs)
+    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]]}
+
+
+async def undo_meta_restored(ctx: StepContext) -> None:
+    roles = _hosts_by_role(ctx)
+    await _service_all(ctx, "stop", "metad", roles["metad"])
+
+
+# -- STARTED --------------------------------------------------------------------------------------
+async def started(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await _manifest(ctx)
+    roles = _hosts_by_role(ctx)
+    await _service_all(ctx, "start", "storaged", roles["storaged"])
+    await _service_all(ctx, "start", "graphd", roles["graphd"])
+    want = set(m["spaces"].values())
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        have = set(await p.meta.list_spaces())
+        if want <= have:
+            break
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"after restore metad lists spaces {sorted(have)}, expected {sorted(want)}",
+                                  hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
+        await asyncio.sleep(0.5)
+    return {"spaces": sorted(want)}
+
+
+async def undo_started(ctx: StepContext) -> None:
+    roles = _hosts_by_role(ctx)
+    await _service_all(ctx, "stop", "graphd", roles["graphd"])
+    await _service_all(ctx, "stop", "storaged", roles["storaged"])
+
+
+# -- CLEANED --------------------------------------------------------------------------------------
+async def cleaned(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    removed = []
+    for host, dp in _data_dirs(ctx):
+        h = p.hosts.host(host)
+        aside = posixpath.join(dp, aside_name(ctx))
+        if not ctx.params.get("keep_old") and await h.exists(aside):
+            await h.remove_tree(aside)
+            removed.append(f"{host}:{aside}")
+    for mh in ctx.extra["topology"]["meta"]:
+        d = meta_restore_dir(ctx, mh["data_paths"][0])
+        if await p.hosts.host(mh["host"]).exists(d):
+            await p.hosts.host(mh["host"]).remove_tree(d)
+    await common.make_lease(ctx, p.hosts, "restore").release()
+    return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}
+
+
+def workflow() -> Workflow:
+    return Workflow(
+        kind=RESTORE,
+        steps={"CHECKED": checked, "STOPPED": stopped, "SET_ASIDE": set_aside, "DOWNLOADED": downloaded,
+               "META_RESTORED": meta_restored, "STARTED": started, "CLEANED": cleaned},
+        undos={"CHECKED": undo_checked, "STOPPED": undo_stopped, "SET_ASIDE": undo_set_aside,
+               "DOWNLOADED": undo_downloaded, "META_RESTORED": undo_meta_restored, "STARTED": undo_started},
+        reducers=REDUCERS,
+        preflight=preflight,
+        attach=attach,
+        detach=detach,
+    )

@@ -1,0 +1,155 @@
+"""Copy pipelines: host file → SHA-256 while streaming → storage, and back.
+
+Bounded by a global semaphore (--concurrency), one per host (--per-host) and one token bucket
+(--rate-limit). Never holds a file in memory: blocks flow from the SFTP reader straight into the
+storage writer. A transfer counts only when the target confirmed the size and the SHA-256.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError
+from brsm.ports import HostPort, Progress, Storage, UploadState
+from brsm.workflows.limits import TokenBucket
+
+ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class FileJob:
+    host: str
+    path: str
+    size: int
+    key: str
+
+
+@dataclass
+class Limits:
+    concurrency: int = 8
+    per_host: int = 4
+    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(None))
+    _host_sems: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _global: asyncio.Semaphore | None = None
+
+    def global_sem(self) -> asyncio.Semaphore:
+        if self._global is None:
+            self._global = asyncio.Semaphore(max(1, self.concurrency))
+        return self._global
+
+    def host_sem(self, host: str) -> asyncio.Semaphore:
+        if host not in self._host_sems:
+            self._host_sems[host] = asyncio.Semaphore(max(1, self.per_host))
+        return self._host_sems[host]
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, StorageError):
+        return not e.permanent
+    return isinstance(e, (RemoteError, ConnectionError, asyncio.TimeoutError))
+
+
+async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,
+                      *, state: UploadState | None, on_part: Callable[[UploadState], None] | None) -> str:
+    """Stream one host file into storage; returns its SHA-256 once the target confirmed it."""
+    last: BaseException | None = None
+    for attempt in range(ATTEMPTS):
+        h = hashlib.sha256()
+        sent = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for block in host.open_read(job.path):
+                h.update(block)
+                await limits.bucket.consume(len(block))
+                sent += len(block)
+                progress.advance("copy", len(block))
+                yield block
+
+        try:
+            res = await storage.put(job.key, chunks(), job.size, state=state, on_part=on_part)
+        except BrsmError as e:
+            progress.advance("copy", -sent)
+            last = e
+            if _transient(e) and attempt + 1 < ATTEMPTS:
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            raise
+        digest = h.hexdigest()
+        if res.size != job.size or res.sha256 != digest:
+            progress.advance("copy", -sent)
+            last = StorageError(f"{job.key}: target has {res.size} bytes sha256 {res.sha256[:12]}…, "
+                                f"source {job.size} bytes sha256 {digest[:12]}…")
+            state = None  # start the object over
+            continue
+        return digest
+    assert last is not None
+    raise OperationFailed(f"copying {job.host}:{job.path} failed {ATTEMPTS} times: {last}",
+                          hint=getattr(last, "hint", None)) from last
+
+
+async def download_file(key: str, expected_sha: str, size: int, storage: Storage, host: HostPort, dest: str,
+                        limits: Limits, progress: Progress) -> None:
+    """Stream one object to a host (temp name + rename by the host port), hash checked on arrival."""
+    last: BaseException | None = None
+    for attempt in range(ATTEMPTS):
+        h = hashlib.sha256()
+        got = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal got
+            async for block in storage.get(key):
+                h.update(block)
+                await limits.bucket.consume(len(block))
+                got += len(block)
+                progress.advance("download", len(block))
+                yield block
+            if got != size or h.hexdigest() != expected_sha:
+                raise StorageError(f"{key}: downloaded {got} bytes sha256 {h.hexdigest()[:12]}…, manifest says "
+                                   f"{size} bytes {expected_sha[:12]}…")
+
+        try:
+            await host.write_file(dest, chunks())
+            return
+        except BrsmError as e:
+            progress.advance("download", -got)
+            last = e
+            if _transient(e) and attempt + 1 < ATTEMPTS:
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            raise
+    assert last is not None
+    raise OperationFailed(f"downloading {key} to {host.name}:{dest} failed {ATTEMPTS} times: {last}") from last
+
+
+async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Limits,
+                      work: Callable[[Any], Any]) -> None:
+    """Run ``work(job)`` for every job within the global and per-host limits; first error wins.
+
+    A fixed pool of workers per host pulls from that host's queue, so 100,000 files cost
+    ``hosts × per_host`` tasks, not 100,000.
+    """
+    from collections import deque
+
+    queues: dict[str, deque] = {}
+    for j in jobs:
+        queues.setdefault(host_of(j), deque()).append(j)
+
+    async def worker(q: deque) -> None:
+        while q:
+            job = q.popleft()
+            async with limits.global_sem():
+                await work(job)
+
+    tasks = [asyncio.create_task(worker(q)) for q in queues.values() for _ in range(max(1, limits.per_host))]
+    try:
+        for t in asyncio.as_completed(tasks):
+            await t
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
