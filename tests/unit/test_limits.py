@@ -1,0 +1,64 @@
+import asyncio
+import time
+
+import pytest
+
+from brsm.errors import UsageError
+from brsm.workflows.limits import TokenBucket, parse_rate, parse_size
+from brsm.workflows.transfer import Limits, run_bounded
+
+
+def test_sizes_and_rates():
+    assert parse_size("200MiB") == 200 * 2**20
+    assert parse_size("1.5GiB") == int(1.5 * 2**30)
+    assert parse_size("5000") == 5000
+    assert parse_rate("100MiB/s") == 100 * 2**20
+    assert parse_rate(None) is None
+    for bad in ("", "MiB", "10 parsecs", "-1MiB"):
+        with pytest.raises(UsageError):
+            parse_size(bad)
+
+
+async def test_token_bucket_caps_throughput():
+    b = TokenBucket(1_000_000, burst=100_000)
+    t0 = time.monotonic()
+    for _ in range(40):
+        await b.consume(10_000)  # 400 kB: 100 kB burst + 300 kB at 1 MB/s ≈ 0.3 s
+    assert time.monotonic() - t0 >= 0.25
+
+
+async def test_run_bounded_respects_per_host_and_global_limits():
+    limits = Limits(concurrency=3, per_host=2)
+    live: dict[str, int] = {}
+    peak = {"global": 0}
+    per_host_peak: dict[str, int] = {}
+    done = []
+
+    async def work(job):
+        h = job[0]
+        live[h] = live.get(h, 0) + 1
+        per_host_peak[h] = max(per_host_peak.get(h, 0), live[h])
+        peak["global"] = max(peak["global"], sum(live.values()))
+        await asyncio.sleep(0.01)
+        live[h] -= 1
+        done.append(job)
+
+    jobs = [(h, i) for h in "abcd" for i in range(6)]
+    await run_bounded(jobs, lambda j: j[0], limits, work)
+    assert sorted(done) == sorted(jobs)
+    assert peak["global"] <= 3 and max(per_host_peak.values()) <= 2
+
+
+async def test_run_bounded_stops_on_first_error():
+    limits = Limits(concurrency=2, per_host=1)
+    started = []
+
+    async def work(job):
+        started.append(job)
+        if job == 1:
+            raise RuntimeError("boom")
+        await asyncio.sleep(0.01)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_bounded(list(range(50)), lambda j: "h", limits, work)
+    assert len(started) < 50
