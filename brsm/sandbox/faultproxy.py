@@ -362,7 +362,8 @@ def virtual_host_bucket(host: str | None, bucket: str | None = None) -> str | No
 
 
 def handle_control(handler: BaseHTTPRequestHandler, state: FaultState,
-                   current_bytes: Callable[[], int] | None = None) -> None:
+                   current_bytes: Callable[[], int] | None = None,
+                   extra_headers: dict[str, str] | None = None) -> None:
     """Answer a ``/_sandbox/...`` request on ``handler``."""
     path = urlsplit(handler.path).path
     body = BodyReader(handler.rfile, handler.headers, None)
@@ -386,6 +387,8 @@ def handle_control(handler: BaseHTTPRequestHandler, state: FaultState,
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(data)))
+    for k, v in (extra_headers or {}).items():
+        handler.send_header(k, v)
     handler.end_headers()
     handler.wfile.write(data)
 

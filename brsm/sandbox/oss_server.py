@@ -321,7 +321,7 @@ class _OssHandler(BaseHTTPRequestHandler):
         self.request_id = new_request_id()
         self._sent = False
         if is_control_request(self.path, self.headers.get("Host"), oss.bucket):
-            handle_control(self, oss.faults, None)
+            handle_control(self, oss.faults, None, {"x-oss-request-id": self.request_id})
             return
         self.body = BodyReader(self.rfile, self.headers, oss.faults)
         try:
@@ -401,6 +401,8 @@ class _OssHandler(BaseHTTPRequestHandler):
     def _authenticate(self, bucket: str | None, key: str, params: dict[str, str]) -> None:
         oss = self.server.oss
         auth = self.headers.get("Authorization")
+        if not auth and "OSSAccessKeyId" in params and "Signature" in params:
+            return self._check_signed_url(bucket, key, params)
         if not auth:
             raise OssError(403, "AccessDenied", "You have no right to access this object because "
                            "of bucket acl (anonymous request).")
@@ -432,12 +434,28 @@ class _OssHandler(BaseHTTPRequestHandler):
         else:
             raise OssError(400, "InvalidArgument", "Authorization header is invalid.")
 
+    def _check_signed_url(self, bucket: str | None, key: str, params: dict[str, str]) -> None:
+        """V1 presigned URL (``bucket.sign_url``): OSSAccessKeyId, Expires, Signature."""
+        key_id = params["OSSAccessKeyId"]
+        self._check_key_id(key_id)
+        expires = params.get("Expires", "")
+        if not expires.isdigit() or int(expires) < time.time():
+            raise OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
+        sts = self._v1_string_to_sign(bucket, key, params, date=expires)
+        want = base64.b64encode(hmac.new(self.server.oss.key_secret.encode(), sts,
+                                         hashlib.sha1).digest()).decode()
+        if not hmac.compare_digest(want, params["Signature"]):
+            raise OssError(403, "SignatureDoesNotMatch", "The request signature we calculated "
+                           "does not match the signature you provided.",
+                           OSSAccessKeyId=key_id, StringToSign=sts.decode("utf-8", "replace"))
+
     def _check_key_id(self, key_id: str) -> None:
         if key_id != self.server.oss.key_id:
             raise OssError(403, "InvalidAccessKeyId", "The OSS Access Key Id you provided does "
                            "not exist in our records.", OSSAccessKeyId=key_id)
 
-    def _v1_string_to_sign(self, bucket: str | None, key: str, params: dict[str, str]) -> bytes:
+    def _v1_string_to_sign(self, bucket: str | None, key: str, params: dict[str, str],
+                           date: str | None = None) -> bytes:
         h = self.headers
         canon = sorted((k.lower(), v) for k, v in h.items() if k.lower().startswith("x-oss-"))
         hdrs = b"".join(k.encode() + b":" + v.encode("utf-8", "surrogateescape") + b"\n"
@@ -448,7 +466,8 @@ class _OssHandler(BaseHTTPRequestHandler):
             resource = "/" + subs
         else:
             resource = f"/{bucket}/{key}{subs}"
-        date = h.get("x-oss-date") or h.get("Date", "")
+        if date is None:
+            date = h.get("x-oss-date") or h.get("Date", "")
         return b"\n".join([self.command.encode(), h.get("Content-MD5", "").encode(),
                            h.get("Content-Type", "").encode(), date.encode(),
                            hdrs + resource.encode("utf-8", "surrogateescape")])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 
 import oss2
 import pytest
@@ -154,17 +153,25 @@ def test_reserved_control_prefix_is_an_ordinary_key_in_a_bucket(bucket):
 
 
 def test_cli_process(tmp_path):
+    pid_file = tmp_path / "oss.pid"
     proc = StoreProcess("brsm.sandbox.oss_server", "127.0.0.1", 0, tmp_path / "d", BUCKET,
-                        KEY_ID, SECRET)
+                        KEY_ID, SECRET, extra_args=[f"--pid_file={pid_file}"])
     proc.start()
     try:
+        assert int(pid_file.read_text()) == proc.proc.pid
         b = oss2.Bucket(oss2.Auth(KEY_ID, SECRET), proc.endpoint, BUCKET)
         b.put_object("k", b"v")
         assert b.get_object("k").read() == b"v"
     finally:
         p = proc.proc
         proc.stop()
-    assert p.returncode in (0, -signal.SIGTERM)
+    assert p.returncode == 0  # SIGTERM = clean stop
+    assert not pid_file.exists()
+    # objects are files: a new process on the same data dir serves them again
+    with StoreProcess("brsm.sandbox.oss_server", "127.0.0.1", 0, tmp_path / "d", BUCKET,
+                      KEY_ID, SECRET) as again:
+        b = oss2.Bucket(oss2.Auth(KEY_ID, SECRET), again.endpoint, BUCKET)
+        assert b.get_object("k").read() == b"v"
 
 
 def test_virtual_host_style(bucket, oss_server):
@@ -227,3 +234,16 @@ def test_20mib_object_is_streamed_not_buffered(bucket, tmp_path):
         tracemalloc.stop()
     assert peak < 8 << 20, f"peak {peak} bytes: something buffered the whole object"
     assert (tmp_path / "d.bin").read_bytes() == src.read_bytes()
+
+
+def test_presigned_url(bucket):
+    import urllib.request
+    bucket.put_object("signed/k", b"presigned")
+    url = bucket.sign_url("GET", "signed/k", 60)
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"presigned"
+    tampered = url.replace("signed%2Fk", "signed%2Fother")
+    assert tampered != url
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(tampered)
+    assert ei.value.code == 403

@@ -152,3 +152,23 @@ def test_control_path_not_confused_with_keys(s3_endpoint):
     s3.put_object(Bucket=BUCKET, Key="_sandbox/fault", Body=b"data")
     assert s3.get_object(Bucket=BUCKET, Key="_sandbox/fault")["Body"].read() == b"data"
     assert store_faults.status(s3_endpoint)["flavor"] == "s3"
+
+
+def test_s3_reset_then_recovery(s3_endpoint):
+    s3 = boto3_client(s3_endpoint, attempts=1)
+    store_faults.inject(s3_endpoint, kind="reset", count=1)
+    with pytest.raises(botocore.exceptions.BotoCoreError):
+        s3.list_objects_v2(Bucket=BUCKET)
+    s3.list_objects_v2(Bucket=BUCKET)
+    assert store_faults.status(s3_endpoint)["counters"]["resets_injected"] >= 1
+
+
+def test_s3_throttle_slows_a_download(s3_endpoint):
+    s3 = boto3_client(s3_endpoint)
+    data = os.urandom(1 << 20)
+    s3.put_object(Bucket=BUCKET, Key="f/throttled-get", Body=data)
+    rate = 1 << 20
+    store_faults.inject(s3_endpoint, kind="throttle", bytes_per_second=rate)
+    t0 = time.monotonic()
+    assert s3.get_object(Bucket=BUCKET, Key="f/throttled-get")["Body"].read() == data
+    assert time.monotonic() - t0 >= len(data) / rate * 0.8
