@@ -1,0 +1,56 @@
+"""The argv builders are pure: checked here without any SSH."""
+import shlex
+
+import pytest
+
+from brsm.adapters import remote_cmd as rc
+from brsm.errors import RemoteError
+
+
+def test_service_argv():
+    assert rc.service_argv("/usr/local/nebula", "start", "metad") == (
+        "/usr/local/nebula/scripts/nebula.service", "start", "metad")
+    assert rc.service_argv("/opt/my nebula/", "status", "storaged")[0] == "/opt/my nebula/scripts/nebula.service"
+    with pytest.raises(ValueError):
+        rc.service_argv("/usr/local/nebula", "start; rm -rf /", "metad")
+    with pytest.raises(ValueError):
+        rc.service_argv("/usr/local/nebula", "start", "sshd")
+    with pytest.raises(RemoteError):
+        rc.service_argv("relative/dir", "start", "metad")
+
+
+@pytest.mark.parametrize("bad", ["", "/", "//", "/./", "/a/..", "relative", "./x", "/a/../..", "a/b", "/x\0y"])
+def test_destructive_builders_refuse_bad_paths(bad):
+    for fn in (rc.rm_rf_argv, rc.mkdir_p_argv, rc.find_files_argv, rc.df_argv):
+        with pytest.raises(RemoteError):
+            fn(bad)
+    with pytest.raises(RemoteError):
+        rc.mv_argv(bad, "/tmp/x")
+    with pytest.raises(RemoteError):
+        rc.mv_argv("/tmp/x", bad)
+
+
+def test_rm_rf_argv_normalises_and_ends_options():
+    assert rc.rm_rf_argv("/data/nebula/") == ("rm", "-rf", "--one-file-system", "--", "/data/nebula")
+    assert rc.rm_rf_argv("/data//x/./y") [-1] == "/data/x/y"
+    assert rc.rm_rf_argv("/-rf")[-2:] == ("--", "/-rf")
+
+
+def test_mv_mkdir_find_df():
+    assert rc.mv_argv("/a/b", "/a/c") == ("mv", "-T", "--", "/a/b", "/a/c")
+    assert rc.mkdir_p_argv("/a b/c") == ("mkdir", "-p", "--", "/a b/c")
+    argv = rc.find_files_argv("/data")
+    assert argv[:4] == ("find", "/data", "-type", "f") and argv[-1] == "%s %p\\0"
+    assert rc.df_argv("/data")[-1] == "/data"
+
+
+def test_rendering_quotes_everything():
+    argv = rc.mv_argv("/a/it's $(rm -rf /)", "/a/b c")
+    assert shlex.split(shlex.join(argv)) == list(argv)
+
+
+def test_parsers():
+    assert rc.parse_df("Avail\n12345\n") == 12345
+    out = b"3 /d/a b\x0010 /d/x\ny\x000 /d/empty\x00"
+    assert rc.parse_find_files(out) == [("/d/a b", 3), ("/d/x\ny", 10), ("/d/empty", 0)]
+    assert rc.parse_find_files(b"") == []
