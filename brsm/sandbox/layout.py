@@ -143,7 +143,8 @@ class Service:
 
     def serve_in_thread(self, server: socketserver.BaseServer, name: str) -> None:
         self._servers.append(server)
-        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name,
+                         daemon=True).start()
 
     def _start_port_listener(self) -> None:
         service = self

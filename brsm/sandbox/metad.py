@@ -107,8 +107,16 @@ class Faults:
             raise layout.HTTPError(400, "fault needs exactly one of code, leader_changed, delay, hang")
         kind = kinds[0]
         value = spec[kind]
-        if kind == "leader_changed":
-            parse_hostport(value)
+        try:
+            if kind == "leader_changed":
+                parse_hostport(value)
+            elif kind in ("code", "delay"):
+                value = int(value) if kind == "code" else float(value)
+            count = spec.get("count")
+            if count is not None and int(count) < 1:
+                raise ValueError("count must be >= 1 (leave it out for 'until cleared')")
+        except (TypeError, ValueError) as exc:
+            raise layout.HTTPError(400, f"bad fault: {exc}") from exc
         fault = {"rpc": rpc, "kind": kind, "value": value, "remaining": spec.get("count")}
         with self._lock:
             if kind == "hang":

@@ -98,6 +98,9 @@ class Cluster:
         return rc
 
     def stop_all(self) -> None:
+        for p in self.procs.values():  # SIGTERM everything first, then wait for each
+            if p.popen is not None and p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
         for name in list(self.procs):
             self.stop(name)
 
