@@ -550,6 +550,7 @@ def _abort(sock: socket.socket) -> None:
 
 class _ProxyHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs when many SDK threads connect at once
     allow_reuse_address = True
     state: FaultState
     upstream: tuple[str, int]

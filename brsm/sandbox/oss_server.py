@@ -291,6 +291,7 @@ class OssServer:
 
 class _OssHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs when many SDK threads connect at once
     allow_reuse_address = True
     oss: OssServer
 
