@@ -231,7 +231,11 @@ class Storaged(layout.Service):
 
     def _heartbeat_loop(self) -> None:
         client = None
+        beats = 0
         while not self.stop_event.is_set():
+            beats += 1
+            if beats % 5 == 0:
+                self.owned.clear()  # re-read part ownership from metad now and then (restoreMeta moves parts)
             try:
                 client = heartbeat_once(self, client, self.role, self.dir_info(), self.cluster_id)
                 cid = getattr(self.last_hb, "cluster_id", 0) or 0
