@@ -370,6 +370,16 @@ class MetaHandler:
         self.svc.log.info("dropped space %s id %d", req.space_name, sid)
         return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
 
+    def listTags(self, req: meta.ListTagsReq) -> Any:  # the stand-in keeps no schemas
+        if req.space_id not in self._spaces():
+            return self._err(meta.ListTagsResp, EC.E_SPACE_NOT_FOUND)
+        return self._ok(meta.ListTagsResp, tags=[])
+
+    def listEdges(self, req: meta.ListEdgesReq) -> Any:
+        if req.space_id not in self._spaces():
+            return self._err(meta.ListEdgesResp, EC.E_SPACE_NOT_FOUND)
+        return self._ok(meta.ListEdgesResp, edges=[])
+
     def getPartsAlloc(self, req: meta.GetPartsAllocReq) -> Any:
         if req.space_id not in self._spaces():
             return self._err(meta.GetPartsAllocResp, EC.E_SPACE_NOT_FOUND)

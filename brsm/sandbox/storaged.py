@@ -370,7 +370,10 @@ class Storaged(layout.Service):
             self.log.error("checkpoint %s: injected failure", name)
             raise layout.HTTPError(500, "injected checkpoint failure", code=common.ErrorCode.E_FAILED_TO_CHECKPOINT)
         result: dict[str, list[dict[str, Any]]] = {}
-        for sid_s, pids in (body.get("spaces") or {}).items():
+        spaces = body.get("spaces") or {}
+        if "space_id" in body:  # short form: one space, the parts metad says this host owns
+            spaces = {str(int(body["space_id"])): sorted(self._refresh_owned(int(body["space_id"])))}
+        for sid_s, pids in spaces.items():
             sid = int(sid_s)
             pids = [int(p) for p in pids]
             with self.space_lock:

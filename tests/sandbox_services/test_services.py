@@ -313,3 +313,36 @@ def test_drop_space_removes_storage_data(cluster, loaded):
         assert not any(os.path.exists(d) for d in dirs)
         assert c.dropSpace(meta.DropSpaceReq(space_name=b"space3")).code == EC.E_SPACE_NOT_FOUND
         assert c.dropSpace(meta.DropSpaceReq(space_name=b"space3", if_exists=True)).code == EC.SUCCEEDED
+
+
+def test_nebula3_mclient_meta_cache(cluster, loaded):
+    """nebula3's own MetaCache (unframed buffered transport) loads spaces, parts and hosts."""
+    from nebula3.mclient import MetaCache
+
+    cache = MetaCache([(cluster.meta.ip, cluster.meta.port)], timeout=5000)
+    try:
+        sid = cache.get_space_id("space1")
+        assert sid == loaded.spaces["space1"]
+        alloc = cache.get_part_alloc("space1")
+        assert sorted(alloc) == list(range(1, 11))
+        assert sorted(control.fmt_addr(h) for h in cache.get_all_storage_addrs()) == \
+            sorted(p.addr for p in cluster.storages)
+    finally:
+        cache.close()
+
+
+def test_storaged_checkpoint_short_form(cluster, loaded):
+    p = cluster.storages[0]
+    sid = loaded.spaces["space1"]
+    res = control.http_call(p.http, "POST", "/checkpoint", {"space_id": sid, "name": "BACKUP_MANUAL"})
+    entries = res["spaces"][str(sid)]
+    assert len(entries) == len(p.data_paths)
+    parts = sorted(int(x) for e in entries for x in e["parts"])
+    with _client(cluster) as c:
+        alloc = c.getPartsAlloc(meta.GetPartsAllocReq(space_id=sid)).parts
+    assert parts == sorted(pid for pid, h in alloc.items() if control.fmt_addr(h[0]) == p.addr)
+    with pytest.raises(control.HTTPStatusError) as ei:  # same name twice
+        control.http_call(p.http, "POST", "/checkpoint", {"space_id": sid, "name": "BACKUP_MANUAL"})
+    assert ei.value.status == 409
+    removed = control.http_call(p.http, "POST", "/drop_checkpoint", {"name": "BACKUP_MANUAL"})["removed"]
+    assert sorted(removed) == sorted(e["data_path"] for e in entries)
