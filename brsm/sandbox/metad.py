@@ -496,6 +496,8 @@ class MetaHandler:
             full=True, all_spaces=all_spaces, create_time=_now_ms(),
             storage_hosts=[control.host_addr(a) for a in storage], cluster_id=self.svc.cluster_id)
         del hosts_info
+        # meta_files are absolute paths on this metad host, as Nebula returns them (nebula-br uploads
+        # dirname(meta_files[0]) and keeps only base names in its .meta file)
         self.svc.log.info("createBackup %s done: %d meta files", name, len(files))
         return self._ok(R, meta=bm)
 
@@ -530,7 +532,7 @@ class MetaHandler:
             for k, v in rows:
                 w[k] = v
             w.finish()
-            files.append(fname)
+            files.append(os.path.join(out_dir, fname))
         return files
 
     def dropSnapshot(self, req: meta.DropSnapshotReq) -> Any:

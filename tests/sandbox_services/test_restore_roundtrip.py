@@ -70,7 +70,7 @@ def test_backup_restore_on_other_hosts(tmp_path):
                     shutil.copytree(srcdir / "data", layout.space_data_dir(str(dp), sid))
                     shutil.copytree(srcdir / "wal", layout.space_wal_dir(str(dp), sid))
         dst.start("meta1")
-        files = [str(root / "meta" / f.decode()).encode() for f in bm.meta_files]
+        files = [str(root / "meta" / os.path.basename(f.decode())).encode() for f in bm.meta_files]
         with control.MetaClient(dst.meta.addr, "buffered") as c:
             resp = c.restoreMeta(meta.RestoreMetaReq(files=files, hosts=[
                 meta.HostPair(from_host=control.host_addr(o), to_host=control.host_addr(n)) for o, n in pairs.items()]))

@@ -113,8 +113,8 @@ def _check_backup_on_disk(cluster, bm):
     name = bm.backup_name.decode()
     assert name.startswith("BACKUP_") and len(name) == len("BACKUP_2024_01_01_00_00_00")
     meta_dir = layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), name)
-    for f in bm.meta_files:
-        assert os.path.isfile(os.path.join(meta_dir, f.decode())), f
+    for f in bm.meta_files:  # absolute paths on the metad host, as Nebula gives them
+        assert os.path.dirname(f.decode()) == meta_dir and os.path.isfile(f.decode()), f
     assert {control.fmt_addr(h) for h in bm.storage_hosts} == {p.addr for p in cluster.storages}
     with _client(cluster) as c:
         for sid, sb in bm.space_backups.items():
@@ -147,7 +147,7 @@ def test_create_backup_list_and_drop(cluster, loaded, transport):
         assert bm.full and bm.all_spaces and bm.cluster_id
         assert abs(bm.create_time - time.time() * 1000) < 60_000
         assert sorted(s.space.space_name for s in bm.space_backups.values()) == [b"space1", b"space2"]
-        assert sorted(f.decode() for f in bm.meta_files) == sorted(
+        assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == sorted(
             ["__spaces__.sst", "__index__.sst", "__parts__.sst", "__id__.sst", "__machines__.sst"])
         _check_backup_on_disk(cluster, bm)
         name = bm.backup_name
@@ -172,7 +172,7 @@ def test_partial_backup_and_unknown_space(cluster, loaded):
         bm = resp.meta
         assert not bm.all_spaces
         assert [s.space.space_name for s in bm.space_backups.values()] == [b"space2"]
-        assert sorted(f.decode() for f in bm.meta_files) == ["__index__.sst", "__parts__.sst", "__spaces__.sst"]
+        assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == ["__index__.sst", "__parts__.sst", "__spaces__.sst"]
         _check_backup_on_disk(cluster, bm)
         # the exported SST holds only space2
         sst = os.path.join(layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), bm.backup_name.decode()),
@@ -268,7 +268,7 @@ def test_restore_meta_on_fresh_metad(cluster, loaded, tmp_path):
     # brsm would download the SSTs to the new metad host; copy them next to its data dir
     dl = tmp_path / "download" / name
     shutil.copytree(layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), name), dl)
-    files = [str(dl / f.decode()).encode() for f in bm.meta_files]
+    files = [str(dl / os.path.basename(f.decode())).encode() for f in bm.meta_files]
     cluster.start("meta9")
     try:
         new_hosts = {p.addr: f"{cluster.ip(40 + i)}:9779" for i, p in enumerate(cluster.storages)}
