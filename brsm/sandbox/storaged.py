@@ -324,6 +324,8 @@ class Storaged(layout.Service):
                 self.faults.clear()
             else:
                 count = spec.get("count")
+                if count is not None and (not isinstance(count, int) or count < 1):
+                    raise layout.HTTPError(400, "count must be an integer >= 1 (leave it out for 'until cleared')")
                 known = False
                 for key in ("fail_checkpoint", "checkpoint_delay", "fail_writes"):
                     if key in spec:

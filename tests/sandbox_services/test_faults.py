@@ -186,3 +186,26 @@ def test_fail_writes_fault(cluster, loaded):
     with pytest.raises(control.HTTPStatusError) as ei:
         data.load(cluster.meta.addr, spaces=1, size_bytes=256 * 1024)
     assert ei.value.status == 500
+
+
+def test_sigterm_stops_metad_with_a_hung_rpc(cluster, follower):
+    control.set_fault(follower.http, rpc="verifyClientVersion", hang=True)
+    errors = []
+
+    def call():
+        try:
+            with control.MetaClient(follower.addr, timeout=20) as c:
+                c.verifyClientVersion(meta.VerifyClientVersionReq())
+        except Exception as exc:  # noqa: BLE001 - the server went away
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert cluster.stop("meta2") == 0
+    assert time.monotonic() - t0 < 5
+    assert not follower.pid_file.exists()
+    assert control.wait_port_closed(follower.ip, follower.port)
+    t.join(20)
+    assert not t.is_alive()
