@@ -1,0 +1,363 @@
+"""The journal file: opening it safely, appending durably, reading fast.
+
+Writes take `BEGIN IMMEDIATE` so the write lock is held from the first statement (no deadlock-prone lock
+upgrade), and WAL + synchronous=FULL make COMMIT wait for fsync: when append returns, the event survives a
+crash or power loss. Reads use plain sqlite3 cursors; sqlite-utils' row dicts cost too much at 100k events.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from . import schema
+from .chain import canonical_json, check_operation, event_hash, genesis_hash, utc_now
+from .errors import JournalError, UnknownOperation
+from .lock import OperationLock
+from .model import Event, Operation, Problem, VerifyReport
+from .redact import redact, scrub_url_password
+
+_OP_COLS = "id, kind, created, params, who, version, target, head_seq, head_hash"
+_EV_COLS = "op_id, seq, time, type, version, data, prev_hash, hash"
+_READ_CHUNK = 2000
+_loads = json.loads
+
+
+def _operation(row: tuple) -> Operation:
+    return Operation(row[0], row[1], row[2], _loads(row[3]), row[4], row[5], row[6], row[7], row[8])
+
+
+def _types(types: str | Iterable[str] | None) -> list[str] | None:
+    if types is None:
+        return None
+    return [types] if isinstance(types, str) else list(types)
+
+
+@contextmanager
+def _sql(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise JournalError(f"{what}: {e}") from e
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 (and its directory 0700) before SQLite does, since SQLite would use the umask."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    dfd = os.open(parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)  # the new name itself must survive a crash
+    finally:
+        os.close(dfd)
+
+
+class Journal:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.locks_dir = path.with_name(path.name + ".locks")
+        self._conn: sqlite3.Connection | None = conn
+        self._mutex = threading.RLock()  # one connection, possibly shared by threads
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Journal:
+        p = Path(path).expanduser().absolute()
+        try:
+            _create_private(p)
+            st = p.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(p, 0o600)  # SQLite gives -wal/-shm the main file's mode, so fix it first
+        except OSError as e:
+            raise JournalError(f"cannot create journal {p}: {e}") from e
+        conn = None
+        try:
+            conn = sqlite3.connect(p, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+            schema.check_not_newer(schema.user_version(conn), p)  # before WAL: don't touch a newer file
+            db.enable_wal()
+            if db.journal_mode != "wal":
+                raise JournalError(f"journal {p}: cannot switch to WAL mode (journal_mode={db.journal_mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            schema.migrate(conn, p)
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise JournalError(f"cannot open journal {p}: {e}") from e
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        return cls(p, conn)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"journal {self.path} is closed")
+        return self._conn
+
+    @property
+    def schema_version(self) -> int:
+        with self._mutex, _sql("reading schema version"):
+            return schema.user_version(self.conn)
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any failure rolls back and surfaces as JournalError."""
+        with self._mutex:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise JournalError(f"{what}: {e}") from e
+
+    # -- operations --------------------------------------------------------------------------------
+    def create_operation(self, *, kind: str, params: Mapping[str, Any] | None = None, who: str,
+                         version: str, target: str = "") -> Operation:
+        """Durable at return; no driver lock needed since nobody else can know the new id yet."""
+        for name, value in (("kind", kind), ("who", who), ("version", version), ("target", target)):
+            if not isinstance(value, str):
+                raise JournalError(f"operation {name} must be a string, not {type(value).__name__}")
+        if not kind:
+            raise JournalError("operation kind must not be empty")
+        if params is not None and not isinstance(params, Mapping):
+            raise JournalError("operation params must be a mapping")
+        try:
+            params_json = canonical_json(redact(dict(params or {})))
+        except (TypeError, ValueError) as e:
+            raise JournalError(f"operation params are not JSON-serialisable: {e}") from e
+        target = scrub_url_password(target)
+        created = utc_now()
+        with self.transaction("creating an operation") as conn:
+            cur = conn.execute(
+                "INSERT INTO operations (kind, created, params, who, version, target, head_seq, head_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, '')", (kind, created, params_json, who, version, target))
+            op_id = cur.lastrowid
+            genesis = genesis_hash(op_id, kind, created, params_json, who, version, target)
+            conn.execute("UPDATE operations SET head_hash = ? WHERE id = ?", (genesis, op_id))
+        return Operation(op_id, kind, created, _loads(params_json), who, version, target, 0, genesis)
+
+    def operation(self, op_id: int) -> Operation:
+        with self._mutex, _sql(f"reading operation {op_id}"):
+            row = self.conn.execute(f"SELECT {_OP_COLS} FROM operations WHERE id = ?", (op_id,)).fetchone()
+        if row is None:
+            raise UnknownOperation(op_id)
+        return _operation(row)
+
+    def operations(self, kind: str | None = None, limit: int | None = None) -> list[Operation]:
+        """Newest first, as `brsm list` shows them."""
+        sql = f"SELECT {_OP_COLS} FROM operations"
+        args: list[Any] = []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            args.append(kind)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._mutex, _sql("listing operations"):
+            rows = self.conn.execute(sql, args).fetchall()
+        return [_operation(r) for r in rows]
+
+    # -- events ------------------------------------------------------------------------------------
+    def events(self, op_id: int, types: str | Iterable[str] | None = None, after_seq: int = 0) -> Iterator[Event]:
+        """Events in seq order, read in keyset-paginated chunks.
+
+        No statement stays open between chunks, so a half-consumed iterator never pins an old WAL snapshot
+        (which would block checkpoints and make this connection's next write fail with BUSY_SNAPSHOT).
+        """
+        self.operation(op_id)  # UnknownOperation now, not at the first next()
+        return self._iter_events(op_id, _types(types), int(after_seq))
+
+    def _iter_events(self, op_id: int, types: list[str] | None, after: int) -> Iterator[Event]:
+        if types is not None and not types:
+            return
+        where = "op_id = ? AND seq > ?"
+        if types is not None:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+        sql = f"SELECT {_EV_COLS} FROM events WHERE {where} ORDER BY seq LIMIT {_READ_CHUNK}"
+        extra = types or []
+        loads, mk = _loads, Event
+        while True:
+            with self._mutex, _sql(f"reading events of operation {op_id}"):
+                rows = self.conn.execute(sql, (op_id, after, *extra)).fetchall()
+            for o, s, t, ty, v, d, p, h in rows:
+                yield mk(o, s, t, ty, v, loads(d), p, h)
+            if len(rows) < _READ_CHUNK:
+                return
+            after = rows[-1][1]
+
+    def count_events(self, op_id: int, types: str | Iterable[str] | None = None) -> int:
+        self.operation(op_id)
+        ts = _types(types)
+        sql, args = "SELECT count(*) FROM events WHERE op_id = ?", [op_id]
+        if ts is not None:
+            if not ts:
+                return 0
+            sql += f" AND type IN ({','.join('?' * len(ts))})"
+            args += ts
+        with self._mutex, _sql(f"counting events of operation {op_id}"):
+            return self.conn.execute(sql, args).fetchone()[0]
+
+    # -- driving -----------------------------------------------------------------------------------
+    @contextmanager
+    def driver(self, op_id: int) -> Iterator[Writer]:
+        """The only way to append: holds the operation's OS lock for the block (JournalLocked if taken)."""
+        self.operation(op_id)
+        lock = OperationLock(self.locks_dir / f"{int(op_id)}.lock", op_id)
+        lock.acquire()
+        writer = None
+        try:
+            writer = Writer(self, op_id)
+            yield writer
+        finally:
+            if writer is not None:
+                writer.closed = True
+            lock.release()
+
+    # -- checking ----------------------------------------------------------------------------------
+    def verify(self, op_id: int | None = None) -> VerifyReport:
+        """Walk the chain(s) inside one read snapshot, so a concurrent append can't look like tampering."""
+        with self._mutex:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return self._verify(conn, op_id)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise JournalError(f"verifying the journal: {e}") from e
+
+    def _verify(self, conn: sqlite3.Connection, op_id: int | None) -> VerifyReport:
+        ev_sql = "SELECT seq, time, type, version, data, prev_hash, hash FROM events WHERE op_id = ? ORDER BY seq"
+        if op_id is None:
+            ops = conn.execute(f"SELECT {_OP_COLS} FROM operations ORDER BY id").fetchall()
+        else:
+            ops = conn.execute(f"SELECT {_OP_COLS} FROM operations WHERE id = ?", (op_id,)).fetchall()
+        checked, problems = 0, []
+        for row in ops:
+            n, ps = check_operation(row, conn.execute(ev_sql, (row[0],)))
+            checked += n
+            problems += ps
+        orphan_sql = ("SELECT op_id, min(seq) FROM events WHERE op_id NOT IN (SELECT id FROM operations)"
+                      + ("" if op_id is None else " AND op_id = ?") + " GROUP BY op_id ORDER BY op_id")
+        orphans = conn.execute(orphan_sql, () if op_id is None else (op_id,)).fetchall()
+        for oid, seq in orphans:
+            problems.append(Problem(oid, 0, f"events from seq {seq} belong to no operation: operation row deleted"))
+        if op_id is None:
+            problems += self._missing_operations(conn, {r[0] for r in ops} | {o for o, _ in orphans})
+        elif not ops and not orphans:
+            raise UnknownOperation(op_id)
+        problems.sort(key=lambda p: (p.op_id, p.seq))
+        return VerifyReport(ok=not problems, checked=checked, problems=problems)
+
+    @staticmethod
+    def _missing_operations(conn: sqlite3.Connection, seen: set[int]) -> list[Problem]:
+        """AUTOINCREMENT never reuses or skips a committed id, so a gap below the high-water mark is a deletion."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'operations'").fetchone()
+        top = row[0] if row else 0
+        ids = conn.execute("SELECT id FROM operations").fetchall()
+        present = {i for (i,) in ids} | seen
+        return [Problem(i, 0, "operation row missing: deleted") for i in range(1, top + 1) if i not in present]
+
+
+class Writer:
+    """Appends for one operation while its driver lock is held.
+
+    It remembers the head it last wrote and refuses to append when the file's head moved underneath it:
+    then its caller's in-memory view of the operation is stale, and guessing would fork the history.
+    """
+
+    def __init__(self, journal: Journal, op_id: int) -> None:
+        self.journal = journal
+        self.op_id = op_id
+        self.closed = False
+        op = journal.operation(op_id)
+        self.head_seq, self.head_hash = op.head_seq, op.head_hash
+
+    def append(self, type_: str, data: Mapping[str, Any] | None = None, version: int = 1) -> Event:
+        return self.append_batch([(type_, data if data is not None else {}, version)])[0]
+
+    def append_batch(self, items: Iterable[tuple]) -> list[Event]:
+        """All or nothing, in one transaction (one fsync), durable at return."""
+        if self.closed:
+            raise JournalError(f"the driver of operation {self.op_id} has exited; take it again to append")
+        prepared = [self._encode(item) for item in items]
+        if not prepared:
+            return []
+        op_id, seq, prev = self.op_id, self.head_seq, self.head_hash
+        rows, events = [], []
+        loads = _loads
+        for type_, version, data_json in prepared:
+            seq += 1
+            t = utc_now()
+            h = event_hash(prev, op_id, seq, t, type_, version, data_json)
+            rows.append((op_id, seq, t, type_, version, data_json, prev, h))
+            events.append(Event(op_id, seq, t, type_, version, loads(data_json), prev, h))
+            prev = h
+        with self.journal.transaction(f"appending to operation {op_id}") as conn:
+            head = conn.execute("SELECT head_seq, head_hash FROM operations WHERE id = ?", (op_id,)).fetchone()
+            if head is None:
+                raise UnknownOperation(op_id)
+            if tuple(head) != (self.head_seq, self.head_hash):
+                raise JournalError(
+                    f"operation {op_id} was appended to by someone else (its head is now at seq {head[0]}, this "
+                    f"driver expected {self.head_seq}); refusing to fork its history")
+            conn.executemany(f"INSERT INTO events ({_EV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("UPDATE operations SET head_seq = ?, head_hash = ? WHERE id = ?", (seq, prev, op_id))
+        self.head_seq, self.head_hash = seq, prev
+        return events
+
+    @staticmethod
+    def _encode(item: tuple) -> tuple[str, int, str]:
+        if len(item) == 2:
+            (type_, data), version = item, 1
+        elif len(item) == 3:
+            type_, data, version = item
+        else:
+            raise JournalError(f"an event is (type, data) or (type, data, version), not {item!r}")
+        if not isinstance(type_, str) or not type_:
+            raise JournalError(f"event type must be a non-empty string, not {type_!r}")
+        if type(version) is not int or version < 1:
+            raise JournalError(f"event version must be a positive int, not {version!r}")
+        if not isinstance(data, Mapping):
+            raise JournalError(f"event data must be a mapping (a JSON object), not {type(data).__name__}")
+        try:
+            return type_, version, canonical_json(data if type(data) is dict else dict(data))
+        except (TypeError, ValueError) as e:
+            raise JournalError(f"event {type_} data is not JSON-serialisable: {e}") from e
