@@ -246,8 +246,9 @@ def write_sshd_config(root: str, h: Host, *, port: int | None = None, deny: bool
             pass
 
 
-def start_sshd(root: str, h: Host) -> dict[str, Any]:
-    binary = sshd_mod.sshd_binary()
+def start_sshd(root: str, h: Host, kind: str | None = None) -> dict[str, Any]:
+    """``kind``: "openssh" / "asyncssh" (keep what the sandbox was started with), None = best available."""
+    binary = None if kind == "asyncssh" else sshd_mod.sshd_binary()
     if binary:
         sshd_mod.ensure_privsep_dir()
     argv = sshd_mod.sshd_argv(binary, h.sshd_config, address=h.address, port=h.ssh_port, host_key=h.host_key,
@@ -681,7 +682,7 @@ def host_up(root: str, host: str, *, services: bool = True, timeout: float = 60.
     sshd = hj.get("sshd") or {}
     if not (sshd.get("pid") and pid_alive(sshd["pid"])):
         write_sshd_config(root, h)
-        hj["sshd"] = info = start_sshd(root, h)
+        hj["sshd"] = info = start_sshd(root, h, kind=sshd.get("kind"))
         if not wait_for(lambda: port_open(h.address, h.ssh_port) or not pid_alive(info["pid"]), timeout) \
                 or not pid_alive(info["pid"]):
             raise SandboxError(f"sshd of {h.name} did not start", hint=tail(h.sshd_log))

@@ -175,8 +175,38 @@ async def _serve(args: argparse.Namespace) -> None:  # pragma: no cover - exerci
         proc = await asyncio.create_subprocess_exec(
             "/bin/bash", "-c", cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, cwd=os.path.expanduser("~"))
-        await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-        process.exit(await proc.wait())
+
+        async def pump_out(reader, writer) -> None:
+            while True:
+                chunk = await reader.read(256 * 1024)
+                if not chunk:
+                    return
+                writer.write(chunk)
+                await writer.drain()
+
+        async def pump_in() -> None:
+            try:
+                while True:
+                    chunk = await process.stdin.read(256 * 1024)
+                    if not chunk:
+                        break
+                    proc.stdin.write(chunk)
+                    await proc.stdin.drain()
+            except (asyncssh.Error, OSError, BrokenPipeError):
+                pass
+            finally:
+                proc.stdin.close()
+
+        feeder = asyncio.ensure_future(pump_in())
+        try:
+            await asyncio.gather(pump_out(proc.stdout, process.stdout), pump_out(proc.stderr, process.stderr))
+            rc = await proc.wait()
+        except (asyncssh.Error, OSError):
+            proc.kill()
+            rc = await proc.wait()
+        finally:
+            feeder.cancel()
+        process.exit(rc)
 
     stop = asyncio.Event()
     reload_ev = asyncio.Event()

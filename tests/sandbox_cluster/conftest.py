@@ -18,16 +18,17 @@ BRSM = [sys.executable, "-m", "brsm.cli.app"]
 pytestmark = pytest.mark.sandbox
 
 
-def brsm(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def brsm(*args: str, check: bool = True, timeout: float = 120.0,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     r = subprocess.run([*BRSM, *args], capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     if check and r.returncode != 0:
         raise AssertionError(f"brsm {' '.join(args)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
     return r
 
 
-def brsm_json(*args: str, check: bool = True) -> dict:
-    r = brsm(*args, "--json", check=check)
+def brsm_json(*args: str, check: bool = True, env: dict[str, str] | None = None) -> dict:
+    r = brsm(*args, "--json", check=check, env=env)
     return json.loads(r.stdout)
 
 
@@ -60,9 +61,9 @@ class Sandbox:
             return json.load(fh)
 
 
-def start_sandbox(root: Path, *extra: str) -> Sandbox:
+def start_sandbox(root: Path, *extra: str, env: dict[str, str] | None = None) -> Sandbox:
     t0 = time.monotonic()
-    info = brsm_json("sandbox", "up", "--dir", str(root), *extra)
+    info = brsm_json("sandbox", "up", "--dir", str(root), *extra, env=env)
     seconds = time.monotonic() - t0
     print(f"\nsandbox up ({' '.join(extra) or 'default topology'}) in {seconds:.2f}s (CLI, incl. interpreter start)")
     return Sandbox(root, info, seconds)
