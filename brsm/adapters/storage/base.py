@@ -1,0 +1,409 @@
+"""What every storage backend shares: key layout under the prefix, stream re-blocking and hashing,
+and the multipart put (resume, bounded concurrency, journaling callback) written once.
+
+A backend subclasses :class:`BaseStorage` and implements a handful of primitives; S3, OSS and
+the in-memory fake go through the same :meth:`BaseStorage.put`, so the resume logic is tested
+once for all of them. The local backend overrides ``put`` (temp file + fsync + rename).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import uuid
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from brsm.errors import StorageError
+from brsm.ports import ObjectInfo, PutResult, UploadState
+
+KiB = 1 << 10
+MiB = 1 << 20
+DEFAULT_BLOCK_SIZE = 4 * MiB  # reads and local writes
+DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
+DEFAULT_PART_CONCURRENCY = 4
+MAX_PARTS = 10_000
+PROBE_PREFIX = ".brsm-probe-"
+# hashing a block this large in a worker thread (hashlib drops the GIL) beats blocking the loop
+_HASH_IN_THREAD = 256 * KiB
+
+
+class SizeMismatch(StorageError):
+    """The stream did not have the declared number of bytes (permanent: the source changed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True,
+                         hint="the source changed while it was read, or the declared size is wrong")
+
+
+def check_key(key: str) -> str:
+    """A key is relative, '/'-separated, without empty, '.' or '..' segments."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise StorageError(f"invalid object key {key!r}: must be relative and name an object", permanent=True)
+    for seg in key.split("/"):
+        if seg in ("", ".", ".."):
+            raise StorageError(f"invalid object key {key!r}: empty, '.' or '..' segment", permanent=True)
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: '' (everything) or a relative string (a key prefix, not necessarily a dir)."""
+    if prefix.startswith("/") or any(s in (".", "..") for s in prefix.split("/")[:-1]) or "//" in prefix:
+        raise StorageError(f"invalid prefix {prefix!r}", permanent=True)
+    return prefix
+
+
+def dir_prefix(prefix: str) -> str:
+    """'' stays '', 'a/b' becomes 'a/b/'."""
+    return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+
+
+def normalize_root_prefix(prefix: str) -> str:
+    """The prefix from a URI: no leading '/', one trailing '/' unless empty."""
+    p = prefix.strip("/")
+    if any(s in ("", ".", "..") for s in p.split("/")) and p:
+        raise StorageError(f"invalid storage prefix {prefix!r}", permanent=True)
+    return p + "/" if p else ""
+
+
+def norm_etag(etag: str | None) -> str:
+    return (etag or "").strip().strip('"').lower()
+
+
+class Source:
+    """The caller's byte stream, consumed once from offset 0: counts, hashes (SHA-256), enforces the
+    declared size and re-blocks into fixed-size pieces."""
+
+    def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
+        self.key = key
+        self._it = chunks.__aiter__()
+        self.size = size
+        self.count = 0
+        self.touched = False
+        self._h = hashlib.sha256()
+
+    async def _next(self) -> bytes | None:
+        try:
+            self.touched = True
+            chunk = await self._it.__anext__()
+        except StopAsyncIteration:
+            return None
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"put({self.key!r}): the stream yielded {type(chunk).__name__}, not bytes")
+        n = len(chunk)
+        if n:
+            self.count += n
+            if self.count > self.size:
+                raise SizeMismatch(f"{self.key}: the stream has more than the declared {self.size} bytes")
+            if n >= _HASH_IN_THREAD:
+                await asyncio.to_thread(self._h.update, chunk)
+            else:
+                self._h.update(chunk)
+        return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+    async def blocks(self, block_size: int) -> AsyncIterator[bytes]:
+        """Yield pieces of exactly ``block_size`` bytes (the last one shorter, never empty)."""
+        buf = bytearray()
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                break
+            if not chunk:
+                continue
+            if not buf and len(chunk) == block_size:
+                yield chunk
+                continue
+            buf += chunk
+            while len(buf) >= block_size:
+                yield bytes(buf[:block_size])
+                del buf[:block_size]
+        if buf:
+            yield bytes(buf)
+
+    async def coalesced(self, min_size: int) -> AsyncIterator[list[bytes]]:
+        """Yield lists of chunks totalling at least ``min_size`` bytes (the last list may be smaller)."""
+        pending: list[bytes] = []
+        n = 0
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                break
+            if not chunk:
+                continue
+            pending.append(chunk)
+            n += len(chunk)
+            if n >= min_size:
+                yield pending
+                pending, n = [], 0
+        if pending:
+            yield pending
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while (chunk := await self._next()) is not None:
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def check_size(self) -> None:
+        if self.count != self.size:
+            raise SizeMismatch(f"{self.key}: the stream had {self.count} bytes, {self.size} declared")
+
+    @property
+    def sha256(self) -> str:
+        return self._h.hexdigest()
+
+
+async def reblock(chunks: AsyncIterator[bytes], block_size: int) -> AsyncIterator[bytes]:
+    """Coalesce small pieces from a network stream into blocks of at least ``block_size``."""
+    buf: list[bytes] = []
+    n = 0
+    async for c in chunks:
+        if not c:
+            continue
+        buf.append(c)
+        n += len(c)
+        if n >= block_size:
+            yield buf[0] if len(buf) == 1 else b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+class BaseStorage(ABC):
+    """Shared part of every backend. Keys are relative to ``self.prefix`` (the URI's path)."""
+
+    scheme = "?"
+
+    def __init__(self, uri: str, prefix: str = "", *, block_size: int = DEFAULT_BLOCK_SIZE,
+                 part_size: int = DEFAULT_PART_SIZE, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+                 part_concurrency: int = DEFAULT_PART_CONCURRENCY, list_page_size: int = 1000) -> None:
+        self.uri = uri
+        self.prefix = normalize_root_prefix(prefix)
+        self.block_size = block_size
+        self.part_size = part_size
+        self.multipart_threshold = multipart_threshold
+        self.part_concurrency = max(1, part_concurrency)
+        self.list_page_size = max(1, min(1000, list_page_size))
+        #: requests issued, by verb ("put_object", "upload_part", ...): for tests and diagnostics
+        self.requests: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uri}>"
+
+    # -- key layout ------------------------------------------------------------------------
+    def full_key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def full_prefix(self, prefix: str) -> str:
+        return self.prefix + check_prefix(prefix)
+
+    def rel_key(self, full: str) -> str:
+        return full[len(self.prefix):]
+
+    def choose_part_size(self, size: int) -> int:
+        """The configured part size, raised so that the object fits in MAX_PARTS parts."""
+        return max(self.part_size, math.ceil(size / MAX_PARTS))
+
+    # -- the verbs -------------------------------------------------------------------------
+    async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
+                  state: UploadState | None = None, on_part: Callable[[UploadState], Any] | None = None) -> PutResult:
+        """Stream ``chunks`` (from offset 0) to ``key``; single request up to the threshold,
+        multipart above it (resuming ``state`` if it names a live upload)."""
+        full = self.full_key(key)
+        if size < 0:
+            raise StorageError(f"{key}: negative size {size}", permanent=True)
+        src = Source(key, chunks, size)
+        if size <= self.multipart_threshold:
+            data = await src.read_all()
+            src.check_size()
+            await self._put_single(full, data)
+        else:
+            await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
+        return PutResult(size=src.count, sha256=src.sha256)
+
+    async def _put_multipart(self, full: str, src: Source, state: UploadState,
+                             on_part: Callable[[UploadState], Any] | None) -> None:
+        key = src.key
+        done = await self._resume_point(full, state, src.size)
+        if state.upload_id is None:
+            state.upload_id = await self._mp_create(full)
+            state.parts = []
+            state.part_size = self.choose_part_size(src.size)
+            done = {}
+        upload_id = state.upload_id
+        sem = asyncio.Semaphore(self.part_concurrency)
+        tasks: set[asyncio.Task] = set()
+        failed: list[BaseException] = []
+
+        async def send(n: int, data: bytes) -> None:
+            try:
+                info = await self._mp_upload_part(full, upload_id, n, data)
+                state.parts = [p for p in state.parts if p["n"] != n]
+                state.parts.append({"n": n, "size": len(data), **info})
+                state.parts.sort(key=lambda p: p["n"])
+                if on_part is not None:
+                    on_part(state)
+            finally:
+                sem.release()
+
+        def reap() -> None:
+            for t in [t for t in tasks if t.done()]:
+                tasks.discard(t)
+                if not t.cancelled() and t.exception() is not None:
+                    failed.append(t.exception())
+
+        try:
+            n = 0
+            async for block in src.blocks(state.part_size):
+                n += 1
+                if n > MAX_PARTS:
+                    raise StorageError(f"{key}: more than {MAX_PARTS} parts", permanent=True)
+                old = done.pop(n, None)
+                if old is not None:
+                    if norm_etag(old["etag"]) == hashlib.md5(block).hexdigest() and old["size"] == len(block):
+                        continue  # already stored, same bytes: not sent again
+                await sem.acquire()
+                reap()
+                if failed:
+                    sem.release()
+                    raise failed[0]
+                tasks.add(asyncio.create_task(send(n, block)))
+            src.check_size()
+        except BaseException as e:
+            # let parts in flight land (they are journaled), then report the first failure
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(e, SizeMismatch):  # the parts hold other bytes than declared: start over
+                await self._abort_quietly(full, upload_id)
+                state.upload_id, state.parts, state.part_size = None, [], 0
+            raise
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            reap()
+        if failed:
+            raise failed[0]
+        if n == 0 or [p["n"] for p in state.parts] != list(range(1, n + 1)):
+            raise StorageError(f"{key}: parts {[p['n'] for p in state.parts]} do not cover 1..{n}")
+        await self._mp_complete(full, upload_id, list(state.parts))
+        info = await self._stat_full(full)
+        if info.size != src.size:
+            raise StorageError(f"{key}: target has {info.size} bytes after completing the upload, "
+                               f"{src.size} sent", permanent=True)
+
+    async def _resume_point(self, full: str, state: UploadState, size: int) -> dict[int, dict]:
+        """Parts of ``state`` the target still holds (checked with ListParts); resets ``state`` to
+        a fresh upload if there is nothing to resume."""
+        if state.upload_id is None:
+            return {}
+        ok = state.part_size > 0 and state.part_size >= math.ceil(size / MAX_PARTS)
+        listed = None
+        if ok:
+            listed = await self._mp_list_parts(full, state.upload_id)
+        if listed is None:  # the upload is gone (completed, aborted, expired) or unusable
+            if ok is False:
+                await self._abort_quietly(full, state.upload_id)
+            state.upload_id, state.parts, state.part_size = None, [], 0
+            return {}
+        done = {}
+        for p in state.parts:
+            got = listed.get(p["n"])
+            if got is not None and norm_etag(got["etag"]) == norm_etag(p["etag"]) and got["size"] == p["size"]:
+                done[p["n"]] = {**p, **got}
+        state.parts = sorted(done.values(), key=lambda p: p["n"])
+        return dict(done)
+
+    async def _abort_quietly(self, full: str, upload_id: str) -> None:
+        try:
+            await self._mp_abort(full, upload_id)
+        except StorageError:
+            pass
+
+    async def get_bytes(self, key: str) -> bytes:
+        out = []
+        async for b in self.get(key):
+            out.append(b)
+        return b"".join(out)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        return await self._stat_full(self.full_key(key))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        objs = await self.list(prefix)
+        await self._delete_many([self.full_key(o.key) for o in objs])
+        return len(objs)
+
+    async def probe(self) -> None:
+        """Write a small object, read it back, delete it: the storage is reachable and writable."""
+        await probe(self)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- primitives a backend provides -----------------------------------------------------
+    @abstractmethod
+    async def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def _stat_full(self, full: str) -> ObjectInfo:
+        """ObjectInfo with the *relative* key; raises ObjectNotFound."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[ObjectInfo]: ...
+
+    @abstractmethod
+    async def list_dirs(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def _delete_many(self, fulls: list[str]) -> None: ...
+
+    @abstractmethod
+    async def abort_uploads(self, prefix: str) -> int: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # multipart (not needed by backends that override put)
+    async def _put_single(self, full: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def _mp_create(self, full: str) -> str:
+        raise NotImplementedError
+
+    async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:
+        """Upload part ``n``; returns at least {"etag": ...} (plus backend extras, e.g. crc64)."""
+        raise NotImplementedError
+
+    async def _mp_list_parts(self, full: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        """{n: {"etag", "size", ...}} of an upload, or None if the upload does not exist."""
+        raise NotImplementedError
+
+    async def _mp_complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def _mp_abort(self, full: str, upload_id: str) -> None:
+        raise NotImplementedError
+
+
+async def probe(storage: Any) -> None:
+    """Backup preflight: write a small probe object, read it back, delete it (any Storage)."""
+    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    data = b"brsm probe " + key.encode()
+    await storage.put_bytes(key, data)
+    try:
+        got = await storage.get_bytes(key)
+        if got != data:
+            raise StorageError(f"{storage.uri}: the probe object read back different bytes", permanent=True)
+    finally:
+        await storage.delete(key)

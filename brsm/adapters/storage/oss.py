@@ -1,0 +1,279 @@
+"""Alibaba Cloud OSS with oss2: ``oss://bucket/prefix``.
+
+oss2 is synchronous: every SDK call (and every read of a response body) runs in a worker thread
+via ``asyncio.to_thread``; the event loop never blocks on it. Credentials come from the
+environment (``OSS_ACCESS_KEY_ID``, ``OSS_ACCESS_KEY_SECRET``, optional ``OSS_SESSION_TOKEN``),
+the endpoint from the caller (``--oss-endpoint``) or ``OSS_ENDPOINT``.
+
+Integrity: oss2's CRC-64 check is on (``enable_crc=True``): the client computes CRC-64 of each
+PutObject/UploadPart body and compares it with the server's ``x-oss-hash-crc64ecma``; on
+CompleteMultipartUpload it combines the part CRCs and compares with the object's. Content-MD5 is
+sent as well (the server rejects a damaged body). Whole-object downloads are CRC-checked at EOF.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from brsm.errors import ObjectNotFound, StorageError, UsageError
+from brsm.ports import ObjectInfo
+
+from .base import BaseStorage, check_prefix, dir_prefix
+
+T = TypeVar("T")
+ENV_ID = "OSS_ACCESS_KEY_ID"
+ENV_SECRET = "OSS_ACCESS_KEY_SECRET"
+ENV_TOKEN = "OSS_SESSION_TOKEN"
+ENV_ENDPOINT = "OSS_ENDPOINT"
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+class OssStorage(BaseStorage):
+    scheme = "oss"
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None,
+                 connect_timeout: float = 10, environ: dict[str, str] | None = None, **options: Any) -> None:
+        super().__init__(f"oss://{bucket}/{prefix.strip('/')}".rstrip("/"), prefix, **options)
+        env = os.environ if environ is None else environ
+        key_id, secret = env.get(ENV_ID), env.get(ENV_SECRET)
+        for name, val in ((ENV_ID, key_id), (ENV_SECRET, secret)):
+            if not val:
+                raise UsageError(f"oss storage needs credentials: {name} is not set",
+                                 hint=f"export {ENV_ID} and {ENV_SECRET} (and {ENV_TOKEN} for STS)")
+        endpoint = endpoint or env.get(ENV_ENDPOINT)
+        if not endpoint:
+            raise UsageError("oss storage needs an endpoint",
+                             hint=f"pass --oss-endpoint (e.g. https://oss-cn-hangzhou.aliyuncs.com) or set {ENV_ENDPOINT}")
+        import oss2
+        token = env.get(ENV_TOKEN)
+        auth = oss2.StsAuth(key_id, secret, token) if token else oss2.Auth(key_id, secret)
+        self.bucket_name = bucket
+        self.endpoint = endpoint
+        try:
+            self._bucket = oss2.Bucket(auth, endpoint, bucket, enable_crc=True, connect_timeout=connect_timeout)
+        except oss2.exceptions.ClientError as e:
+            raise UsageError(f"bad OSS bucket name {bucket!r}", hint="OSS bucket names: 3-63 of a-z, 0-9, '-'") from e
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _error(self, what: str, e: BaseException, key: str | None = None) -> StorageError:
+        import oss2.exceptions as ox
+        where = f"oss://{self.bucket_name}" + (f"/{self.prefix}{key}" if key is not None else "")
+        if isinstance(e, StorageError):
+            return e
+        if isinstance(e, ox.OssError):
+            status, code = int(e.status), str(e.code or "")
+            if status < 0:  # client-side: -1 client error, -2 request (connection) error, -3 CRC mismatch
+                body = str(e.body or "")
+                if isinstance(e, ox.RequestError):
+                    return StorageError(f"{what} {where}: connection failed: {body[:300]}", permanent=False,
+                                        hint="is the OSS endpoint reachable?")
+                if isinstance(e, ox.InconsistentError):
+                    return StorageError(f"{what} {where}: CRC-64 mismatch, data damaged in transit", permanent=False)
+                return StorageError(f"{what} {where}: {body[:300]}", permanent=True)
+            msg = f"{what} {where}: {status} {code} {e.message or ''}".rstrip()
+            if key is not None and (code == "NoSuchKey" or (status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"))):
+                return ObjectNotFound(key)
+            if code == "NoSuchBucket":
+                return StorageError(msg, permanent=True,
+                                    hint=f"bucket {self.bucket_name!r} does not exist: check the URI and --oss-endpoint")
+            if code == "InvalidAccessKeyId":
+                return StorageError(msg, permanent=True, hint=f"check {ENV_ID}")
+            if code == "SignatureDoesNotMatch":
+                return StorageError(msg, permanent=True, hint=f"check {ENV_SECRET}")
+            if status in (401, 403):
+                return StorageError(msg, permanent=True,
+                                    hint=f"check {ENV_ID}/{ENV_SECRET} and the key's permissions on the bucket")
+            if status == 507 or code in ("InsufficientStorage", "QuotaExceeded"):
+                return StorageError(msg, permanent=True, hint="the storage is full: free space or raise its quota")
+            if status >= 500 or status in (408, 429) or code in ("RequestTimeout", "InvalidDigest"):
+                return StorageError(msg, permanent=False)
+            return StorageError(msg, permanent=True)
+        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
+        try:
+            import requests
+            if isinstance(e, requests.RequestException):
+                return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
+        except ImportError:  # pragma: no cover
+            pass
+        raise e
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any, key: str | None = None, **kw: Any) -> T:
+        self.requests[what] += 1
+        try:
+            return await asyncio.to_thread(fn, *args, **kw)
+        except Exception as e:
+            raise self._error(what, e, key) from e
+
+    # -- objects ---------------------------------------------------------------------------
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._put_single(self.full_key(key), bytes(data))
+
+    async def _put_single(self, full: str, data: bytes) -> None:
+        await self._run("put_object", self._bucket.put_object, full, data,
+                        headers={"Content-MD5": _md5_b64(data)}, key=self.rel_key(full))
+
+    async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        full = self.full_key(key)
+        if length == 0 or offset < 0:
+            await self._stat_full(full)
+            return
+        ranged = bool(offset) or length is not None
+        byte_range = (offset, None if length is None else offset + length - 1) if ranged else None
+        try:
+            res = await self._run("get_object", self._bucket.get_object, full, byte_range=byte_range,
+                                  headers={"x-oss-range-behavior": "standard"}, key=key)
+        except StorageError as e:
+            if " 416 " in e.message or "InvalidRange" in e.message:
+                await self._stat_full(full)
+                return
+            raise
+        # a server that ignores the range answers 200 with the whole object: cut it ourselves
+        skip = offset if ranged and res.status == 200 else 0
+        left = length if ranged and res.status == 200 else None
+        try:
+            while left is None or left > 0:
+                try:
+                    data = await asyncio.to_thread(res.read, self.block_size)
+                except Exception as e:
+                    raise self._error("reading", e, key) from e
+                if not data:
+                    break
+                if skip:
+                    cut = min(skip, len(data))
+                    data, skip = data[cut:], skip - cut
+                    if not data:
+                        continue
+                if left is not None:
+                    data = data[:left]
+                    left -= len(data)
+                yield data
+            else:
+                return
+            if not ranged and res.server_crc is not None and res.client_crc != res.server_crc:
+                raise StorageError(f"oss://{self.bucket_name}/{full}: CRC-64 of the download differs "
+                                   "from the server's", permanent=False)
+        finally:
+            await asyncio.to_thread(res.resp.response.close)
+
+    async def _stat_full(self, full: str) -> ObjectInfo:
+        rel = self.rel_key(full)
+        r = await self._run("head_object", self._bucket.head_object, full, key=rel)
+        return ObjectInfo(rel, int(r.content_length))
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        fp = self.full_prefix(prefix)
+
+        def scan() -> list[ObjectInfo]:
+            out, token = [], ""
+            while True:
+                self.requests["list_objects"] += 1
+                r = self._bucket.list_objects_v2(prefix=fp, continuation_token=token, max_keys=self.list_page_size)
+                out.extend(ObjectInfo(self.rel_key(o.key), int(o.size)) for o in r.object_list)
+                if not r.is_truncated:
+                    return out
+                token = r.next_continuation_token
+        return await self._run("list", scan)
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        fp = self.full_prefix(dir_prefix(check_prefix(prefix)))
+
+        def scan() -> list[str]:
+            names, token = set(), ""
+            while True:
+                self.requests["list_objects"] += 1
+                r = self._bucket.list_objects_v2(prefix=fp, delimiter="/", continuation_token=token,
+                                                 max_keys=self.list_page_size)
+                names.update(p[len(fp):].rstrip("/") for p in r.prefix_list)
+                if not r.is_truncated:
+                    return sorted(names)
+                token = r.next_continuation_token
+        return await self._run("list_dirs", scan)
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._run("delete_object", self._bucket.delete_object, self.full_key(key), key=key)
+        except ObjectNotFound:
+            pass
+
+    async def _delete_many(self, fulls: list[str]) -> None:
+        for i in range(0, len(fulls), 1000):
+            await self._run("delete_objects", self._bucket.batch_delete_objects, fulls[i:i + 1000])
+
+    async def abort_uploads(self, prefix: str) -> int:
+        fp = self.full_prefix(prefix)
+
+        def sweep() -> int:
+            import oss2.exceptions as ox
+            n, km, um = 0, "", ""
+            while True:
+                self.requests["list_uploads"] += 1
+                r = self._bucket.list_multipart_uploads(prefix=fp, key_marker=km, upload_id_marker=um,
+                                                        max_uploads=self.list_page_size)
+                for u in r.upload_list:
+                    try:
+                        self.requests["abort_upload"] += 1
+                        self._bucket.abort_multipart_upload(u.key, u.upload_id)
+                        n += 1
+                    except ox.NoSuchUpload:
+                        pass
+                if not r.is_truncated or not r.next_key_marker:
+                    return n
+                km, um = r.next_key_marker, r.next_upload_id_marker
+        return await self._run("abort_uploads", sweep)
+
+    async def close(self) -> None:
+        session = getattr(self._bucket, "session", None)
+        s = getattr(session, "session", None)
+        if s is not None:
+            await asyncio.to_thread(s.close)
+
+    # -- multipart -------------------------------------------------------------------------
+    async def _mp_create(self, full: str) -> str:
+        r = await self._run("create_upload", self._bucket.init_multipart_upload, full, key=self.rel_key(full))
+        return r.upload_id
+
+    async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:
+        r = await self._run("upload_part", self._bucket.upload_part, full, upload_id, n, data,
+                            headers={"Content-MD5": _md5_b64(data)}, key=self.rel_key(full))
+        return {"etag": r.etag.strip('"'), "crc64": r.crc}
+
+    async def _mp_list_parts(self, full: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        import oss2.exceptions as ox
+
+        def scan() -> dict[int, dict[str, Any]] | None:
+            out: dict[int, dict[str, Any]] = {}
+            marker = ""
+            while True:
+                try:
+                    r = self._bucket.list_parts(full, upload_id, marker=marker, max_parts=1000)
+                except ox.NoSuchUpload:
+                    return None
+                for p in r.parts:
+                    out[int(p.part_number)] = {"etag": p.etag.strip('"'), "size": int(p.size),
+                                               "crc64": p.part_crc}
+                if not r.is_truncated:
+                    return out
+                marker = r.next_marker
+        return await self._run("list_parts", scan)
+
+    async def _mp_complete(self, full: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        import oss2
+        infos = [oss2.models.PartInfo(p["n"], p["etag"], size=p["size"], part_crc=p.get("crc64")) for p in parts]
+        await self._run("complete_upload", self._bucket.complete_multipart_upload, full, upload_id, infos,
+                        key=self.rel_key(full))
+
+    async def _mp_abort(self, full: str, upload_id: str) -> None:
+        import oss2.exceptions as ox
+        try:
+            await self._run("abort_upload", self._bucket.abort_multipart_upload, full, upload_id)
+        except StorageError as e:
+            if not isinstance(e.__cause__, ox.NoSuchUpload):
+                raise

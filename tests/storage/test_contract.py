@@ -1,0 +1,287 @@
+"""The Storage contract, run against every backend (see conftest: local, s3, oss, memory)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from brsm.adapters.storage.base import PROBE_PREFIX
+from brsm.errors import ObjectNotFound, StorageError
+from brsm.ports import ObjectInfo, PutResult, Storage, UploadState
+
+from .conftest import PART, THRESHOLD
+
+MULTIPART = 3 * PART + 12345  # above the threshold: 4 parts on s3/oss/memory
+
+
+async def stream(data: bytes, step: int = 50_000) -> AsyncIterator[bytes]:
+    """Irregular chunk sizes on purpose: the adapters re-block."""
+    i, k = 0, 0
+    while i < len(data):
+        n = step + (k % 3) * 7919
+        yield data[i:i + n]
+        i += n
+        k += 1
+
+
+class SourceBroke(Exception):
+    pass
+
+
+async def broken_stream(data: bytes, fail_at: int, step: int = PART) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), step):
+        if i >= fail_at:
+            raise SourceBroke(f"source failed at {i}")
+        yield data[i:i + step]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_is_a_storage(storage):
+    assert isinstance(storage, Storage)
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) + 1, MULTIPART], ids=["0", "1", "1MiB+1", "multipart"])
+async def test_round_trip(backend, storage, size):
+    data = os.urandom(size)
+    res = await storage.put("dir/obj.bin", stream(data), size)
+    assert res == PutResult(size=size, sha256=sha(data))
+    assert await storage.stat("dir/obj.bin") == ObjectInfo("dir/obj.bin", size)
+    assert await storage.get_bytes("dir/obj.bin") == data
+    blocks = [b async for b in storage.get("dir/obj.bin")]
+    assert b"".join(blocks) == data
+    assert all(len(b) > 0 for b in blocks)
+    if backend.name != "local" and size > THRESHOLD:
+        assert storage.requests["upload_part"] == -(-size // PART)  # really went multipart
+        assert storage.requests["complete_upload"] == 1
+
+
+async def test_put_bytes_overwrites_atomically(storage):
+    await storage.put_bytes("m/B.meta", b"first")
+    await storage.put_bytes("m/B.meta", b"second, longer")
+    assert await storage.get_bytes("m/B.meta") == b"second, longer"
+    assert [o.key for o in await storage.list("m/")] == ["m/B.meta"]
+
+
+async def test_range_get(storage):
+    data = os.urandom(300_001)
+    await storage.put("r", stream(data), len(data))
+
+    async def rng(offset, length=None):
+        return b"".join([b async for b in storage.get("r", offset=offset, length=length)])
+
+    assert await rng(0) == data
+    assert await rng(1000, 5000) == data[1000:6000]
+    assert await rng(299_990) == data[299_990:]
+    assert await rng(299_990, 100) == data[299_990:]  # clipped at the end
+    assert await rng(5, 0) == b""
+    assert await rng(len(data)) == b""  # at the end: nothing, not an error
+    assert await rng(len(data) + 10, 4) == b""
+    with pytest.raises(ObjectNotFound):
+        async for _ in storage.get("nope", offset=10, length=10):
+            pass
+
+
+async def test_missing_objects(storage):
+    with pytest.raises(ObjectNotFound) as ei:
+        await storage.stat("no/such/key")
+    assert ei.value.key == "no/such/key" and ei.value.permanent
+    with pytest.raises(ObjectNotFound):
+        await storage.get_bytes("no/such/key")
+    with pytest.raises(ObjectNotFound):
+        async for _ in storage.get("no/such/key"):
+            pass
+    await storage.put_bytes("no/such", b"x")  # a prefix of the key, not the key
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("no/such/key")
+
+
+async def test_list_is_recursive_sorted_and_paged(backend, storage):
+    keys = sorted([f"B1/data/f{i:02d}" for i in range(20)] + ["B1/B1.meta", "B1/meta/a.sst", "B1x/z", "B2/q", "top"])
+    for i, k in enumerate(keys):
+        await storage.put_bytes(k, b"x" * i)
+    got = await storage.list("")
+    assert [o.key for o in got] == keys
+    assert {o.key: o.size for o in got} == {k: i for i, k in enumerate(keys)}
+    assert [o.key for o in await storage.list("B1/")] == [k for k in keys if k.startswith("B1/")]
+    assert [o.key for o in await storage.list("B1")] == [k for k in keys if k.startswith("B1")]
+    assert [o.key for o in await storage.list("B1/data/f1")] == [f"B1/data/f1{i}" for i in range(10)]
+    assert await storage.list("nothing/") == []
+    if backend.remote:
+        # 25 keys with a page size of 7: the adapter must have followed 4 pages (the memory and
+        # local backends have no pages to follow)
+        storage.requests.clear()
+        await storage.list("")
+        assert storage.requests["list_objects"] >= 4
+
+
+async def test_list_dirs(backend, storage):
+    for k in ["B1/B1.meta", "B1/data/x", "B2/B2.meta", "B3/deep/er/x", "loose.txt", "B1x/y"]:
+        await storage.put_bytes(k, b"1")
+    assert await storage.list_dirs("") == ["B1", "B1x", "B2", "B3"]
+    assert await storage.list_dirs("B1") == ["data"]
+    assert await storage.list_dirs("B1/") == ["data"]
+    assert await storage.list_dirs("B3/") == ["deep"]
+    assert await storage.list_dirs("B2/") == []
+    assert await storage.list_dirs("none/") == []
+    for i in range(10):  # more subdirectories than one page
+        await storage.put_bytes(f"many/d{i}/x", b"1")
+    assert await storage.list_dirs("many") == [f"d{i}" for i in range(10)]
+
+
+async def test_delete_and_delete_prefix(storage):
+    for k in ["a/1", "a/2", "a/sub/3", "ab/4", "b/5"]:
+        await storage.put_bytes(k, b"data")
+    await storage.delete("a/1")
+    await storage.delete("a/1")  # missing is fine
+    await storage.delete("never/was")
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("a/1")
+    assert await storage.delete_prefix("a/") == 2
+    assert [o.key for o in await storage.list("")] == ["ab/4", "b/5"]
+    assert await storage.list_dirs("") == ["ab", "b"]
+    assert await storage.delete_prefix("a/") == 0
+    assert await storage.delete_prefix("") == 2
+    assert await storage.list("") == []
+
+
+@pytest.mark.parametrize("size", [1000, MULTIPART], ids=["single", "multipart"])
+@pytest.mark.parametrize("declared", [-1, +1], ids=["short", "long"])
+async def test_put_of_wrong_size_fails(backend, storage, size, declared):
+    data = os.urandom(size)
+    state = UploadState()
+    with pytest.raises(StorageError) as ei:
+        await storage.put("w", stream(data), size + declared, state=state)
+    assert ei.value.permanent
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("w")
+    assert await storage.list("") == []
+    assert state.upload_id is None  # nothing to resume: the parts held other bytes than declared
+    assert await storage.abort_uploads("") == 0  # and no upload was left behind
+
+
+async def test_resume_multipart_after_interruption(backend, storage):
+    data = os.urandom(6 * PART + 777)  # 7 parts
+    total = 7
+    state = UploadState()
+    journal: list[list[int]] = []
+
+    def on_part(st: UploadState) -> None:
+        assert st is state
+        journal.append([p["n"] for p in st.parts])
+
+    with pytest.raises(SourceBroke):
+        await storage.put("big", broken_stream(data, fail_at=2 * PART + PART // 2, step=PART // 2),
+                          len(data), state=state, on_part=on_part)
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("big")
+    if backend.name == "local":
+        # local ignores the state (no parts to keep: a local write restarts from 0)
+        assert state == UploadState() and journal == []
+        res = await storage.put("big", stream(data), len(data), state=state, on_part=on_part)
+        assert res.sha256 == sha(data) and await storage.get_bytes("big") == data
+        return
+    assert len(journal) == 2 and journal[-1] == [1, 2]  # parts may land out of order
+    upload_id = state.upload_id
+    first_two = [dict(p) for p in state.parts]
+    assert upload_id and [p["n"] for p in first_two] == [1, 2] and all(p["size"] == PART for p in first_two)
+
+    if backend.remote:  # the server itself checks that only the 5 missing parts are sent again
+        from brsm.sandbox import store_faults
+        store_faults.inject(backend.endpoint, kind="error", status=400, code="ReuploadedPart",
+                            methods=["PUT"], skip=total - 2, count=-1)
+    storage.requests.clear()
+    res = await storage.put("big", stream(data), len(data), state=state, on_part=on_part)
+    assert res == PutResult(len(data), sha(data))
+    assert storage.requests["upload_part"] == total - 2
+    assert storage.requests["create_upload"] == 0
+    assert state.upload_id == upload_id
+    for before, after in zip(first_two, state.parts[:2]):
+        assert (after["n"], after["etag"], after["size"]) == (before["n"], before["etag"], before["size"])
+    assert [p["n"] for p in state.parts] == list(range(1, total + 1))
+    assert journal[-1] == list(range(1, total + 1)) and len(journal) == total
+    if backend.remote:
+        from brsm.sandbox import store_faults
+        store_faults.clear(backend.endpoint)
+    assert await storage.get_bytes("big") == data
+    assert await storage.abort_uploads("") == 0  # completed: nothing pending
+
+
+async def test_resume_with_a_changed_source_resends_the_changed_part(backend, storage):
+    if backend.name == "local":
+        pytest.skip("local has no parts")
+    data = os.urandom(5 * PART)
+    state = UploadState()
+    with pytest.raises(SourceBroke):
+        await storage.put("chg", broken_stream(data, fail_at=3 * PART), len(data), state=state)
+    assert len(state.parts) == 3
+    changed = data[:10] + b"!" * 10 + data[20:]  # part 1 differs, same size
+    storage.requests.clear()
+    res = await storage.put("chg", stream(changed), len(changed), state=state)
+    assert res.sha256 == sha(changed)
+    assert storage.requests["upload_part"] == 3  # parts 1, 4, 5
+    assert await storage.get_bytes("chg") == changed
+
+
+async def test_resume_of_a_vanished_upload_starts_over(backend, storage):
+    if backend.name == "local":
+        pytest.skip("local has no parts")
+    data = os.urandom(3 * PART)
+    state = UploadState(upload_id="NOSUCHUPLOAD0123", parts=[{"n": 1, "etag": "00" * 16, "size": PART}],
+                        part_size=PART)
+    res = await storage.put("v", stream(data), len(data), state=state)
+    assert res.sha256 == sha(data)
+    assert state.upload_id != "NOSUCHUPLOAD0123"
+    assert storage.requests["upload_part"] == 3
+    assert await storage.get_bytes("v") == data
+
+
+async def test_abort_uploads(backend, storage, tmp_path):
+    data = os.urandom(4 * PART)
+    states = {}
+    for k in ["x/one", "x/two", "y/three"]:
+        states[k] = UploadState()
+        with pytest.raises(SourceBroke):
+            await storage.put(k, broken_stream(data, fail_at=2 * PART), len(data), state=states[k])
+    if backend.name == "local":  # a failed local put cleans up; a crash leaves temp files
+        from brsm.adapters.storage.local import TMP_MARK
+        root = storage.root
+        for k in ["x/one", "x/two", "y/three"]:
+            d = root / k.rsplit("/", 1)[0]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{TMP_MARK}{k.rsplit('/', 1)[1]}.crash").write_bytes(b"half")
+        assert await storage.list("") == []
+    assert await storage.abort_uploads("x/") == 2
+    assert await storage.abort_uploads("x/") == 0
+    assert await storage.abort_uploads("") == 1
+    if backend.name != "local":
+        storage.requests.clear()
+        res = await storage.put("x/one", stream(data), len(data), state=states["x/one"])
+        assert res.sha256 == sha(data)
+        assert storage.requests["upload_part"] == 4  # the aborted upload could not be resumed
+
+
+async def test_probe_leaves_nothing(storage):
+    await storage.probe()
+    assert await storage.list("") == []
+    assert not any(o.key.startswith(PROBE_PREFIX) for o in await storage.list(""))
+
+
+@pytest.mark.parametrize("key", ["/abs", "a//b", "a/../b", "", "dir/", "./x"])
+async def test_bad_keys_are_refused(storage, key):
+    with pytest.raises(StorageError) as ei:
+        await storage.put_bytes(key, b"x")
+    assert ei.value.permanent
+
+
+async def test_keys_with_odd_characters(storage):
+    keys = ["data/127.0.0.21:9779/data0/1/data/000012.sst", "sp ace/ünïcode+plus%41"]
+    for k in keys:
+        await storage.put_bytes(k, k.encode())
+    assert sorted(o.key for o in await storage.list("")) == sorted(keys)
+    for k in keys:
+        assert await storage.get_bytes(k) == k.encode()
