@@ -8,14 +8,17 @@ adds new keys and overwrites old ones, so the checksum changes.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import random
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
+from nebula3.fbthrift.transport import TTransport
 from nebula3.meta import ttypes as meta
 
 from brsm.errors import BrsmError
@@ -45,6 +48,21 @@ class Topology:
 
 def _client(meta_addr: str, transport: str = "buffered") -> control.MetaClient:
     return control.MetaClient(meta_addr, transport=transport, timeout=30.0)
+
+
+@contextlib.contextmanager
+def _friendly_errors(meta_addr: str) -> Iterator[None]:
+    """Turn transport failures into a :class:`DataError` that names the service."""
+    try:
+        yield
+    except BrsmError:
+        raise
+    except TTransport.TTransportException as exc:
+        raise DataError(f"cannot talk to metad at {meta_addr}: {exc}",
+                        hint="is the sandbox up? (brsm sandbox status)") from exc
+    except OSError as exc:
+        raise DataError(f"a storaged did not answer: {exc}",
+                        hint="is every storaged running? (brsm sandbox status)") from exc
 
 
 def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: int = DEFAULT_PARTS) -> dict[str, int]:
@@ -153,7 +171,7 @@ def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_w
     t0 = time.monotonic()
     rng = random.Random(seed)
     counters = {"batches": 0, "bytes": 0, "refused": 0}
-    with _client(meta_addr, transport) as client:
+    with _friendly_errors(meta_addr), _client(meta_addr, transport) as client:
         ids = ensure_spaces(client, [space_name(i + 1) for i in range(spaces)], partition_num)
         per_space = size_bytes // max(1, spaces)
         written = {name: write_space(client, sid, per_space, value_size=value_size, rng=rng,
@@ -169,7 +187,7 @@ def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_w
 def checksum(meta_addr: str, transport: str = "buffered") -> dict[str, str]:
     """``{space name: sha256 hex}`` over every part's digest (sorted by part) from its owner."""
     out = {}
-    with _client(meta_addr, transport) as client:
+    with _friendly_errors(meta_addr), _client(meta_addr, transport) as client:
         resp = control.check(client.listSpaces(meta.ListSpacesReq()), "listSpaces")
         for item in sorted(resp.spaces or [], key=lambda i: i.name):
             sid = item.id.get_space_id()

@@ -237,8 +237,9 @@ def test_storaged_restart_keeps_data_and_load_changes_it(cluster, loaded):
     assert cluster.stop(name) == 0
     assert not s2.pid_file.exists()
     assert control.wait_port_closed(s2.ip, s2.port)
-    with pytest.raises(Exception):
+    with pytest.raises(data.DataError) as ei:
         data.checksum(cluster.meta.addr)
+    assert ei.value.hint
     cluster.start(name)
     cluster.wait_registered([name])
     assert data.checksum(cluster.meta.addr) == before
