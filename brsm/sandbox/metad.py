@@ -430,7 +430,6 @@ class MetaHandler:
         if not chosen:
             return self._err(R, EC.E_BACKUP_SPACE_NOT_FOUND)
         parts = {sid: self._parts(sid) for sid in chosen}
-        hosts_info = self._hosts()
         machines = self._machines()
         storage = sorted(set(machines) | {h for p in parts.values() for hs in p.values() for h in hs})
         if not storage:
@@ -495,7 +494,6 @@ class MetaHandler:
             space_backups=space_backups, meta_files=[_b(f) for f in files], backup_name=_b(name),
             full=True, all_spaces=all_spaces, create_time=_now_ms(),
             storage_hosts=[control.host_addr(a) for a in storage], cluster_id=self.svc.cluster_id)
-        del hosts_info
         # meta_files are absolute paths on this metad host, as Nebula returns them (nebula-br uploads
         # dirname(meta_files[0]) and keeps only base names in its .meta file)
         self.svc.log.info("createBackup %s done: %d meta files", name, len(files))
@@ -630,7 +628,7 @@ class HandlerProxy:
                 return self._h._err(cls, EC.E_LEADER_CHANGED)
             if impl is None:
                 self._svc.log.warning("unsupported RPC %s", rpc)
-                return self._h._err(cls, EC.E_UNSUPPORTED if hasattr(EC, "E_UNSUPPORTED") else EC.E_INVALID_OPERATION)
+                return self._h._err(cls, getattr(EC, "E_UNSUPPORTED", EC.E_INVALID_OPERATION))
             return impl(req)
 
         return call
