@@ -347,3 +347,17 @@ def test_storaged_checkpoint_short_form(cluster, loaded):
     assert ei.value.status == 409
     removed = control.http_call(p.http, "POST", "/drop_checkpoint", {"name": "BACKUP_MANUAL"})["removed"]
     assert sorted(removed) == sorted(e["data_path"] for e in entries)
+
+
+def test_bulk_load_200mib_is_fast(cluster, loaded):
+    with _client(cluster) as c:
+        sid = data.ensure_spaces(c, ["bulk"])["bulk"]
+        t0 = time.monotonic()
+        out = data.write_space(c, sid, 200 * 2**20)
+        elapsed = time.monotonic() - t0
+        assert out["bytes"] == 200 * 2**20
+        sizes = sum(os.path.getsize(os.path.join(d, f)) for p in cluster.storages for dp in p.data_paths
+                    for d, _, fs in os.walk(layout.space_data_dir(str(dp), sid)) for f in fs)
+        assert sizes >= 180 * 2**20  # incompressible values: the bytes are really on disk
+        assert c.dropSpace(meta.DropSpaceReq(space_name=b"bulk")).code == EC.SUCCEEDED
+    assert elapsed < 30, f"200 MiB took {elapsed:.1f}s"
