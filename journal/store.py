@@ -129,7 +129,7 @@ class Journal:
             return schema.user_version(self.conn)
 
     @contextmanager
-    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; any failure rolls back and surfaces as JournalError."""
         with self._mutex:
             conn = self.conn
@@ -162,7 +162,7 @@ class Journal:
             raise JournalError(f"operation params are not JSON-serialisable: {e}") from e
         target = scrub_url_password(target)
         created = utc_now()
-        with self.transaction("creating an operation") as conn:
+        with self._transaction("creating an operation") as conn:
             cur = conn.execute(
                 "INSERT INTO operations (kind, created, params, who, version, target, head_seq, head_hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, 0, '')", (kind, created, params_json, who, version, target))
@@ -330,7 +330,7 @@ class Writer:
             rows.append((op_id, seq, t, type_, version, data_json, prev, h))
             events.append(Event(op_id, seq, t, type_, version, loads(data_json), prev, h))
             prev = h
-        with self.journal.transaction(f"appending to operation {op_id}") as conn:
+        with self.journal._transaction(f"appending to operation {op_id}") as conn:
             head = conn.execute("SELECT head_seq, head_hash FROM operations WHERE id = ?", (op_id,)).fetchone()
             if head is None:
                 raise UnknownOperation(op_id)

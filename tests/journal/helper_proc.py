@@ -51,7 +51,7 @@ def hold(j: Journal, op_id: int) -> None:
 
 def open_txn(j: Journal, op_id: int) -> None:
     """Append one event inside a transaction and never commit: a writer stuck mid-append."""
-    with j.driver(op_id) as w, j.transaction("stuck") as conn:
+    with j.driver(op_id) as w, j._transaction("stuck") as conn:
         seq = w.head_seq + 1
         type_, data = payload(seq)
         data_json = canonical_json(data)

@@ -139,6 +139,16 @@ def edit_prev_hash(raw, op):
     return 6
 
 
+def edit_hash(raw, op):
+    raw.execute("UPDATE events SET hash = ? WHERE op_id = ? AND seq = 8", ("a" * 64, op))
+    return 8
+
+
+def edit_last_hash(raw, op):
+    raw.execute("UPDATE events SET hash = ? WHERE op_id = ? AND seq = ?", ("a" * 64, op, N))
+    return N
+
+
 def edit_operation_params(raw, op):
     raw.execute("UPDATE operations SET params = '{\"name\":\"evil\"}' WHERE id = ?", (op,))
     return 0
@@ -167,7 +177,7 @@ def move_event_to_other_op(raw, op):
 TAMPERS = [edit_data, edit_data_whitespace_only, edit_type, edit_time, edit_version, edit_data_and_rehash,
            delete_middle, delete_first, delete_last, delete_tail_of_three, delete_middle_and_renumber,
            insert_middle, insert_middle_with_valid_hash, append_at_end_with_valid_hash, swap_seq, swap_seq_late,
-           edit_prev_hash, edit_operation_params, edit_operation_who, edit_operation_created, edit_head_seq,
+           edit_prev_hash, edit_hash, edit_last_hash, edit_operation_params, edit_operation_who, edit_operation_created, edit_head_seq,
            move_event_to_other_op]
 
 
