@@ -246,3 +246,12 @@ def test_sqlite_errors_are_translated(journal, new_op):
     with pytest.raises(JournalError) as ei:
         list(journal.events(op.id))
     assert isinstance(ei.value.__cause__, sqlite3.OperationalError)
+
+
+def test_journal_does_not_import_brsm():
+    import subprocess
+    import sys
+    code = "import sys, journal; journal.Journal; print(sorted(m for m in sys.modules if m.split('.')[0] == 'brsm'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.strip() == "[]"

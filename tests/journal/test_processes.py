@@ -145,3 +145,20 @@ def test_reader_reads_while_a_writer_holds_a_transaction(jpath, journal, new_op,
     with after.driver(op.id) as w:
         assert w.append(*payload(101)).seq == 101
     after.close()
+
+
+def test_two_processes_append_to_different_operations_at_once(jpath, journal, new_op, helpers):
+    ops = [new_op(), new_op()]
+    procs = [helpers.start(jpath, op.id, "append", str(i)) for i, op in enumerate(ops)]
+    for p in procs:
+        helpers.wait_for(p, "ready")
+    time.sleep(0.5)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        assert "Error" not in p.stderr.read()
+    assert journal.verify().ok
+    for op in ops:
+        events = list(journal.events(op.id))
+        assert len(events) > 0
+        assert all((e.type, e.data) == payload(e.seq) for e in events)
