@@ -39,15 +39,13 @@ def storage_uri(params: dict[str, Any], cfg: ClusterConfig | None) -> str:
 
 def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
     from brsm.adapters.storage import open_storage
-    from brsm.adapters.storage.retry import RetryingStorage
 
-    s = open_storage(
+    return open_storage(
         storage_uri(params, cfg),
         s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None),
         s3_region=params.get("s3_region") or (cfg.storage.s3_region if cfg else None),
         oss_endpoint=params.get("oss_endpoint") or (cfg.storage.oss_endpoint if cfg else None),
     )
-    return RetryingStorage(s)
 
 
 def open_hosts(cfg: ClusterConfig):
@@ -58,20 +56,15 @@ def open_hosts(cfg: ClusterConfig):
         return SshTarget(name=address, host=h.ssh_host, port=h.ssh_port, user=h.user, identity=h.identity,
                          known_hosts=h.known_hosts, install_dir=h.install_dir)
 
-    return SshHosts(_LazyTargets(target))
+    class ConfigHosts(SshHosts):
+        """Hosts metad reports but the config does not list get the config's SSH defaults."""
 
+        def host(self, name: str):
+            if name not in self._targets:
+                self._targets[name] = target(name)
+            return super().host(name)
 
-class _LazyTargets(dict):
-    """name → SshTarget, built on first lookup from the config (hosts metad reports, not only listed ones)."""
-
-    def __init__(self, factory) -> None:
-        super().__init__()
-        self._factory = factory
-
-    def __missing__(self, key: str):
-        v = self._factory(key)
-        self[key] = v
-        return v
+    return ConfigHosts({h.address: target(h.address) for h in cfg.hosts})
 
 
 def open_meta(cfg: ClusterConfig):

@@ -142,7 +142,7 @@ class Runner:
             kind=self.workflow.kind.name, params=dict(params), who=who(), version=__version__, target=target
         )
         with self.journal.driver(op.id) as w:
-            w.append(ev.OPERATION_CREATED, {"kind": self.workflow.kind.name, "params": dict(params)})
+            w.append(ev.OPERATION_CREATED, {"kind": self.workflow.kind.name, "params": self.journal.operation(op.id).params})
         return op.id
 
     def state(self, op_id: int) -> OperationState:

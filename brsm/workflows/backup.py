@@ -183,7 +183,7 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
                 rel = posixpath.relpath(f.path, cdir)
                 jobs.append(FileJob(addr.host, f.path, f.size, data_key(name, addr, idx, int(space_id), rel)))
     # The meta SSTs sit on the metad that made the backup (the leader): find them there.
-    files = set(ctx.facts["meta_files"])
+    files = {posixpath.basename(f) for f in ctx.facts["meta_files"]}
     for m in topo["meta"]:
         host = p.hosts.host(m["host"])
         for dp in m["data_paths"]:
