@@ -98,11 +98,48 @@ async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> B
 
 
 
+def live_operations(journal: Any, *, exclude: int | None = None):
+    """From the journal: operations that may still be resumed, and the backup names they use."""
+    from brsm.engine import events as ev
+    from brsm.engine.definitions import KINDS
+    from brsm.engine.fold import fold
+    from brsm.workflows.maintenance import LiveOps
+
+    live, names, known = set(), {}, set()
+    for op in journal.operations():
+        known.add(op.id)
+        if op.id == exclude or op.kind not in KINDS:
+            continue
+        st = fold(KINDS[op.kind], journal.events(op.id, types=sorted(ev.ENGINE_EVENTS)))
+        if st.finished:
+            continue
+        live.add(op.id)
+        name = st.facts.get("backup_name") or st.params.get("name")
+        if name:
+            names[name] = op.id
+    return LiveOps(frozenset(live), names, frozenset(known))
+
+
+async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
+    from brsm.workflows.maintenance import MaintenancePorts, cleanup_workflow, gc_workflow
+
+    cfg = load_config(params["config"]) if params.get("config") else None
+    storage = open_storage_for(params, cfg) if (params.get("storage") or (cfg and cfg.storage.default)) else None
+    meta = open_meta(cfg) if cfg else None
+    hosts = open_hosts(cfg) if cfg else None
+    ports = MaintenancePorts(meta=meta, hosts=hosts, storage=storage,
+                             live=live_operations(journal, exclude=op_id))
+    wf = cleanup_workflow() if kind == "cleanup" else gc_workflow()
+    return Built(wf, ports, [c for c in (storage, meta, hosts) if c is not None])
+
+
 _BUILDERS = {"backup": build_backup, "restore": build_restore}
 
 
-async def build(kind: str, params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+async def build(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any = None) -> Built:
     """``resume``/``rollback`` only know an op id: its kind and params rebuild everything else."""
+    if kind in ("cleanup", "gc"):
+        return await build_maintenance(kind, params, op_id=op_id, out=out, journal=journal)
     builder = _BUILDERS.get(kind)
     if builder is None:
         raise UsageError(f"no workflow for operations of kind {kind!r}")

@@ -132,6 +132,60 @@ def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm 
     continue_operation(op_id, "rollback", out=Output(as_json=json_))
 
 
+@app.command()
+def cleanup(
+    name: Annotated[str, typer.Argument(help="The backup to delete (BACKUP_...).")],
+    storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
+    config: Annotated[Optional[str], typer.Option(help="Cluster config: also drop the snapshot there.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Delete a backup from storage and drop its snapshot on the cluster; refuses one in use."""
+    from brsm.cli.drive import start_operation
+
+    out = Output(as_json=json_)
+    params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG")}
+    st = start_operation("cleanup", params, target=storage or "", out=out, auto_rollback=False, report=False)
+    f = st.facts
+    out.result(f, text=f"deleted {name}: {f['objects_deleted']} object(s)"
+               + ("; dropped its snapshot on the cluster" if f["snapshot_dropped"] else ""))
+
+
+@app.command()
+def gc(
+    config: Annotated[Optional[str], typer.Option(help="Cluster config (snapshots, set-aside dirs, leases).")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
+    confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
+    grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
+    json_: JsonOpt = False,
+) -> None:
+    """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
+    from brsm.cli.drive import start_operation
+
+    out = Output(as_json=json_)
+    params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
+              "confirm": confirm, "grace_seconds": _duration(grace)}
+    st = start_operation("gc", params, target=storage or "", out=out, auto_rollback=False, report=False)
+    orphans = st.facts.get("orphans", [])
+    if json_:
+        out.result({"orphans": orphans, "removed": st.facts.get("removed", 0), "dry_run": not confirm})
+        return
+    if not orphans:
+        out.line("no orphans found")
+        return
+    out.table("orphans", ["kind", "where", "why"],
+              [[o["kind"], o.get("name") or f"{o.get('host')}:{o.get('path')}", o["why"]] for o in orphans])
+    out.line(f"removed {st.facts.get('removed', 0)}" if confirm else "dry run: nothing removed; add --confirm to remove them")
+
+
+def _duration(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip())
+    if not m:
+        raise UsageError(f"not a duration: {text!r}", hint="write it like 90s, 30m, 12h, 30d or 2w")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
 # -- reading the journal ------------------------------------------------------------------------
 @app.command()
 def ops(

@@ -33,11 +33,13 @@ def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError
     return e
 
 
-def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool) -> None:
-    asyncio.run(_start(kind, params, target=target, out=out, auto_rollback=auto_rollback))
+def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
+                    report: bool = True) -> OperationState:
+    return asyncio.run(_start(kind, params, target=target, out=out, auto_rollback=auto_rollback, report=report))
 
 
-async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool) -> None:
+async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
+                 report: bool = True) -> OperationState:
     from brsm import __version__
 
     j = _open_journal()
@@ -46,7 +48,7 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
         with j.driver(op.id) as w:
             w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})
         try:
-            built = await registry.build(kind, params, op_id=op.id, out=out)
+            built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
         except BaseException as e:
             with j.driver(op.id) as w:
                 w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
@@ -60,7 +62,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             raise _with_hint(e, op.id, runner.state(op.id)) from e
         finally:
             await built.aclose()
-        _report(out, op.id, kind, st)
+        if report:
+            _report(out, op.id, kind, st)
+        return st
     finally:
         j.close()
 
@@ -75,7 +79,7 @@ async def _continue(op_id: int, mode: str, *, out: Output) -> None:
         op = j.operation(op_id)
         created = next(iter(j.events(op_id, types=[ev.OPERATION_CREATED])), None)
         params = dict(created.data.get("params", {})) if created else dict(op.params)
-        built = await registry.build(op.kind, params, op_id=op_id, out=out)
+        built = await registry.build(op.kind, params, op_id=op_id, out=out, journal=j)
         runner = Runner(j, built.workflow, built.ports)
         try:
             if mode == "rollback":

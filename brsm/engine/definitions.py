@@ -39,7 +39,10 @@ RESTORE = OperationKind(
     ("CHECKED", "STOPPED", "SET_ASIDE", "DOWNLOADED", "META_RESTORED", "STARTED", "CLEANED"),
 )
 
-KINDS: dict[str, OperationKind] = {k.name: k for k in (BACKUP, RESTORE)}
+CLEANUP = OperationKind("cleanup", ("CLEANED",))
+GC = OperationKind("gc", ("SCANNED", "CLEANED"))
+
+KINDS: dict[str, OperationKind] = {k.name: k for k in (BACKUP, RESTORE, CLEANUP, GC)}
 
 
 def register_kind(kind: OperationKind) -> OperationKind:

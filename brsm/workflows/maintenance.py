@@ -1,0 +1,176 @@
+"""`brsm cleanup` and `brsm gc`: removing what backups and restores leave behind, never what is in use.
+
+Both run as journaled operations of their own, so the audit trail shows who removed what. What is
+"in use" comes from the journal: an operation that is neither finished nor rolled back may still be
+resumed, so its snapshot, its objects and its set-aside data are never touched.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.engine.definitions import CLEANUP, GC
+from brsm.engine.runner import StepContext, Workflow
+from brsm.errors import BrsmError, UsageError
+from brsm.ports import HostsPort, MetaPort, Storage
+from brsm.workflows import common
+from brsm.workflows.lease import LeaseInfo, is_stale
+from brsm.workflows.layout import MANIFEST, lease_path, manifest_key
+
+
+REMOVED = "OrphanRemoved"
+_NAME_TIME = re.compile(r"^BACKUP_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})")
+_ASIDE = re.compile(r"nebula_brsm_old_(\d+)$")
+
+
+@dataclass(frozen=True)
+class LiveOps:
+    """Operations that may still be resumed: their ids and the backup names they use."""
+
+    op_ids: frozenset[int] = frozenset()
+    names: dict[str, int] = field(default_factory=dict)  # backup name -> op id
+    known_ids: frozenset[int] = frozenset()  # every op id in this journal
+
+
+@dataclass
+class MaintenancePorts:
+    meta: MetaPort | None
+    hosts: HostsPort | None
+    storage: Storage | None
+    live: LiveOps
+    progress: Any = None
+
+
+def name_time(name: str) -> float | None:
+    m = _NAME_TIME.match(name)
+    if not m:
+        return None
+    return time.mktime(tuple(int(x) for x in m.groups()) + (0, 0, -1))  # metad names in its local time
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
+    p: MaintenancePorts = ctx.ports
+    name = ctx.params["name"]
+    if name in p.live.names:
+        raise UsageError(f"backup {name} is in use by operation {p.live.names[name]}, which has not finished",
+                         hint=f"finish it (`brsm resume {p.live.names[name]}`) or roll it back first")
+    dropped = []
+    if p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}:
+        await p.meta.drop_snapshots([name])
+        dropped.append(name)
+    deleted = 0
+    if p.storage is not None:
+        objs = await p.storage.list(f"{name}/")
+        if not objs and not dropped:
+            raise UsageError(f"no backup named {name} in {p.storage.uri}", hint="see `brsm show --storage URI`")
+        # The manifest goes first: a half-deleted backup then reads as incomplete, never as good.
+        await p.storage.delete(manifest_key(name))
+        await p.storage.abort_uploads(f"{name}/")
+        deleted = await p.storage.delete_prefix(f"{name}/")
+    ctx.record(REMOVED, {"what": "backup", "name": name, "objects": deleted, "snapshot_dropped": bool(dropped)})
+    return {"name": name, "objects_deleted": deleted, "snapshot_dropped": bool(dropped)}
+
+
+def cleanup_workflow() -> Workflow:
+    return Workflow(kind=CLEANUP, steps={"CLEANED": cleanup_step})
+
+
+# -- gc ---------------------------------------------------------------------------------------------
+async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
+    out: list[dict] = []
+    now = time.time()
+    if p.meta is not None:
+        for s in await p.meta.list_snapshots():
+            if s.name.startswith("BACKUP") and s.name not in p.live.names:
+                out.append({"kind": "snapshot", "name": s.name, "status": s.status,
+                            "why": "no unfinished brsm operation uses it"})
+    if p.storage is not None:
+        for d in await p.storage.list_dirs(""):
+            name = d.rstrip("/")
+            if not name.startswith("BACKUP") or name in p.live.names:
+                continue
+            objs = await p.storage.list(f"{name}/")
+            if any(o.key == manifest_key(name) for o in objs) or any(o.key == f"{name}/{name}.meta" for o in objs):
+                continue  # complete (brsm manifest, or nebula-br's .meta written last)
+            t = name_time(name)
+            if t is not None and now - t < grace_seconds:
+                continue
+            out.append({"kind": "incomplete_backup", "name": name, "objects": len(objs),
+                        "bytes": sum(o.size for o in objs), "why": f"no {MANIFEST} and older than the grace period"})
+    if p.hosts is not None and topology is not None:
+        for role in ("storage", "meta"):
+            for svc in topology[role]:
+                h = p.hosts.host(svc["host"])
+                for dp in svc["data_paths"]:
+                    r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                                     "-name", "nebula_brsm_old_*"], check=False)
+                    for line in r.stdout.splitlines():
+                        m = _ASIDE.search(line.strip())
+                        if not m:
+                            continue
+                        op = int(m.group(1))
+                        if op in p.live.op_ids:
+                            continue  # an unfinished restore's original data: never
+                        if op not in p.live.known_ids:
+                            out.append({"kind": "set_aside_unknown", "host": svc["host"], "path": line.strip(),
+                                        "why": f"operation {op} is not in this journal: left alone"})
+                            continue
+                        out.append({"kind": "set_aside", "host": svc["host"], "path": line.strip(), "op_id": op,
+                                    "why": f"restore {op} has finished"})
+        for m in topology["meta"]:
+            h = p.hosts.host(m["host"])
+            path = lease_path(m["root"])
+            if not await h.exists(path):
+                continue
+            buf = b""
+            try:
+                async for c in h.open_read(f"{path}/holder.json"):
+                    buf += c
+                info = LeaseInfo(**json.loads(buf))
+            except (BrsmError, ValueError, TypeError):
+                info = None
+            if info is None or (is_stale(info) and info.op_id not in p.live.op_ids):
+                out.append({"kind": "stale_lease", "host": m["host"], "path": path,
+                            "holder": info.describe() if info else "unreadable",
+                            "why": "expired and its process is gone" if info else "no holder recorded"})
+    return out
+
+
+async def gc_scan(ctx: StepContext) -> dict[str, Any]:
+    p: MaintenancePorts = ctx.ports
+    topo = None
+    if p.meta is not None:
+        topo = common.topology_facts(await p.meta.list_cluster())
+    orphans = await find_orphans(p, grace_seconds=float(ctx.params.get("grace_seconds", 3600)), topology=topo)
+    return {"orphans": orphans}
+
+
+async def gc_remove(ctx: StepContext) -> dict[str, Any]:
+    p: MaintenancePorts = ctx.ports
+    if not ctx.params.get("confirm"):
+        return {"removed": 0, "dry_run": True}
+    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.extra.get("removed", [])}
+    n = 0
+    for o in ctx.facts["orphans"]:
+        ident = (o["kind"], o.get("name") or o.get("path"))
+        if ident in done or o["kind"] == "set_aside_unknown":
+            continue
+        if o["kind"] == "snapshot":
+            await p.meta.drop_snapshots([o["name"]])
+        elif o["kind"] == "incomplete_backup":
+            await p.storage.abort_uploads(f"{o['name']}/")
+            await p.storage.delete_prefix(f"{o['name']}/")
+        elif o["kind"] in ("set_aside", "stale_lease"):
+            await p.hosts.host(o["host"]).remove_tree(o["path"])
+        ctx.record(REMOVED, {"kind": o["kind"], "name": o.get("name"), "path": o.get("path"), "host": o.get("host")})
+        n += 1
+    return {"removed": n, "dry_run": False}
+
+
+def gc_workflow() -> Workflow:
+    return Workflow(kind=GC, steps={"SCANNED": gc_scan, "CLEANED": gc_remove},
+                    reducers={REMOVED: lambda acc, d: acc.setdefault("removed", []).append(d)})
