@@ -1,0 +1,376 @@
+"""HostPort / HostsPort over SSH (asyncssh): commands, file I/O through SFTP, service control.
+
+One pooled connection per host, opened on first use and reused; one SFTP session per connection.
+Host keys are always verified against the configured known_hosts file: an unknown or changed key
+is an error with a hint, never accepted silently. Commands are argv sequences rendered with
+``shlex.join`` (every argument quoted); the builders live in ``remote_cmd``.
+"""
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncssh
+
+from brsm.adapters import remote_cmd
+from brsm.errors import RemoteError
+from brsm.ports import RemoteFile, RunResult
+
+__all__ = ["SshTarget", "SshHost", "SshHosts", "TMP_SUFFIX"]
+
+TMP_SUFFIX = ".brsm-tmp"
+# OpenSSH allows MaxSessions (default 10) channels per connection; the SFTP session takes one.
+MAX_EXEC_SESSIONS = 8
+SFTP_REQUEST = 256 << 10  # largest single read request (OpenSSH serves up to 256 KiB per read)
+READ_AHEAD_BYTES = 16 << 20  # bytes of read requests in flight per open file
+WRITE_AHEAD = 4
+STDERR_TAIL_LINES = 8
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one cluster host over SSH. ``name`` is the host's service address (host part)."""
+
+    name: str
+    host: str
+    port: int = 22
+    user: str | None = None
+    identity: str | None = None  # private key file; None = asyncssh defaults (~/.ssh/id_*, agent)
+    known_hosts: str | None = None  # None = ~/.ssh/known_hosts (never "accept anything")
+    install_dir: str = "/usr/local/nebula"
+    connect_timeout: float = 20.0
+    keepalive_interval: float = 15.0
+
+    @property
+    def where(self) -> str:
+        who = f"{self.user}@" if self.user else ""
+        return f"{who}{self.host}:{self.port}"
+
+
+def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+class SshHost:
+    """One cluster machine (implements ``brsm.ports.HostPort``)."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+        self.name = target.name
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = asyncio.Lock()
+        self._sessions = asyncio.Semaphore(MAX_EXEC_SESSIONS)
+
+    def __repr__(self) -> str:
+        return f"SshHost({self.name!r} via {self.target.where})"
+
+    # -- connection ----------------------------------------------------------------------------
+    def _error(self, what: str, exc: BaseException) -> RemoteError:
+        """Translate an asyncssh/OS error into a RemoteError naming the host and what to check."""
+        t = self.target
+        where = t.where
+        kh = t.known_hosts or "~/.ssh/known_hosts"
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            return RemoteError(
+                f"{self.name}: host key of {t.host}:{t.port} is not trusted ({exc.reason})", host=self.name,
+                hint=(f"if the host is genuine, add its key: ssh-keyscan -p {t.port} {t.host} >> {kh} "
+                      "(compare the fingerprint with the host's own first); a changed key can also mean "
+                      "the host was reinstalled or someone is in the middle"))
+        if isinstance(exc, asyncssh.PermissionDenied):
+            return RemoteError(
+                f"{self.name}: SSH login to {where} refused ({exc.reason})", host=self.name,
+                hint=(f"check the user ({t.user or 'default'}) and identity file ({t.identity or '~/.ssh/id_*'}) "
+                      "and that its public key is in the user's authorized_keys on the host"))
+        if isinstance(exc, ConnectionRefusedError):
+            return RemoteError(f"{self.name}: {what}: connection to {t.host}:{t.port} refused", host=self.name,
+                               hint="is sshd running on that host, and is the SSH port right?")
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not isinstance(exc, asyncssh.ProcessError):
+            return RemoteError(f"{self.name}: {what}: timed out talking to {where}", host=self.name,
+                               hint="is the host up and reachable (firewall, address, port)?")
+        if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.SFTPConnectionLost,
+                            asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)):
+            return RemoteError(f"{self.name}: {what}: SSH connection to {where} dropped ({exc})", host=self.name,
+                               hint="the host or its sshd went away; retry (the connection is reopened)")
+        if isinstance(exc, asyncssh.SFTPError):
+            return RemoteError(f"{self.name}: {what}: {exc.reason or type(exc).__name__}", host=self.name)
+        if isinstance(exc, OSError):
+            return RemoteError(f"{self.name}: {what}: cannot reach {where}: {exc.strerror or exc}",
+                               host=self.name, hint="check the host address and SSH port")
+        return RemoteError(f"{self.name}: {what}: {type(exc).__name__}: {exc}", host=self.name)
+
+    def _dead(self) -> bool:
+        return self._conn is None or self._conn.is_closed()
+
+    def _drop(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.abort()
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        if not self._dead():
+            return self._conn  # type: ignore[return-value]
+        async with self._lock:
+            if not self._dead():
+                return self._conn  # type: ignore[return-value]
+            self._drop()
+            t = self.target
+            kw: dict = {"port": t.port, "connect_timeout": t.connect_timeout,
+                        "keepalive_interval": t.keepalive_interval, "keepalive_count_max": 4}
+            if t.user:
+                kw["username"] = t.user
+            if t.identity:
+                kw["client_keys"] = [t.identity]
+                kw["agent_path"] = None
+            if t.known_hosts:
+                kw["known_hosts"] = t.known_hosts
+            # else: asyncssh's default, ~/.ssh/known_hosts; `known_hosts=None` (no checking) is never passed
+            try:
+                self._conn = await asyncssh.connect(t.host, **kw)
+            except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+                raise self._error("connect", exc) from exc
+            except ValueError as exc:  # unreadable key / known_hosts file
+                raise RemoteError(f"{self.name}: SSH setup for {t.where} failed: {exc}", host=self.name,
+                                  hint="check the identity and known_hosts files in the config") from exc
+            return self._conn
+
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
+        conn = await self._connection()
+        if self._sftp is not None:
+            return self._sftp
+        async with self._lock:
+            if self._sftp is None:
+                try:
+                    self._sftp = await conn.start_sftp_client()
+                except (asyncssh.Error, OSError) as exc:
+                    self._drop()
+                    raise self._error("start SFTP", exc) from exc
+            return self._sftp
+
+    async def close(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            try:
+                await asyncio.wait_for(conn.wait_closed(), 5)
+            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+                conn.abort()
+
+    async def _guard(self, what: str, coro):
+        """Run an SFTP/exec coroutine, translating errors; a dropped connection is forgotten."""
+        try:
+            return await coro
+        except RemoteError:
+            raise
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            if self._dead() or isinstance(exc, (asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost,
+                                                asyncssh.DisconnectError)):
+                self._drop()
+            raise self._error(what, exc) from exc
+
+    # -- commands ------------------------------------------------------------------------------
+    async def _exec(self, argv: Sequence[str], timeout: float | None, encoding: str | None):
+        argv = [str(a) for a in argv]
+        if not argv:
+            raise ValueError("empty argv")
+        cmd = shlex.join(argv)
+        conn = await self._connection()
+        async with self._sessions:
+            try:
+                return await self._guard(f"run {argv[0]}", conn.run(cmd, check=False, timeout=timeout,
+                                                                      encoding=encoding, stdin=asyncssh.DEVNULL))
+            except RemoteError as e:
+                if isinstance(e.__cause__, asyncssh.TimeoutError):
+                    raise RemoteError(f"{self.name}: `{cmd}` did not finish within {timeout}s", host=self.name,
+                                      hint="the command is still running on the host or hung there") from e
+                raise
+
+    @staticmethod
+    def _status(proc: asyncssh.SSHCompletedProcess) -> int:
+        if proc.exit_status is not None and proc.exit_status >= 0:
+            return proc.exit_status
+        return 128 + 9 if proc.exit_signal else 255
+
+    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult:
+        proc = await self._exec(argv, timeout, "utf-8")
+        res = RunResult(self._status(proc), proc.stdout or "", proc.stderr or "")
+        if check and res.exit_status != 0:
+            signal = f" (killed by {proc.exit_signal[0]})" if proc.exit_signal else ""
+            tail = _tail(res.stderr) or _tail(res.stdout)
+            raise RemoteError(f"{self.name}: `{shlex.join(argv)}` exited with status {res.exit_status}{signal}"
+                              + (f":\n{tail}" if tail else ""), host=self.name)
+        return res
+
+    # -- files ---------------------------------------------------------------------------------
+    async def exists(self, path: str) -> bool:
+        sftp = await self._sftp_client()
+        return await self._guard(f"stat {path}", sftp.exists(path))
+
+    async def walk(self, path: str) -> list[RemoteFile]:
+        """Every regular file under ``path`` (recursive), with sizes: one ``find`` run, not SFTP stats."""
+        argv = remote_cmd.find_files_argv(path)
+        proc = await self._exec(argv, None, None)
+        if self._status(proc) != 0:
+            err = (proc.stderr or b"").decode("utf-8", "replace")
+            raise RemoteError(f"{self.name}: cannot list {path}: {_tail(err) or 'find failed'}", host=self.name)
+        return sorted((RemoteFile(p, s) for p, s in remote_cmd.parse_find_files(proc.stdout or b"")),
+                      key=lambda f: f.path)
+
+    async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Yield the file from ``offset`` in ``block_size`` chunks, in order, with reads pipelined:
+        READ_AHEAD_BYTES worth of SFTP read requests (each of the server's maximum read length) are in
+        flight at all times. Reads the file up to the size it had when opened (checkpoints are static)."""
+        sftp = await self._sftp_client()
+        f = await self._guard(f"open {path}", sftp.open(path, "rb"))
+        pending: list[tuple[int, asyncio.Task]] = []
+        try:
+            size = (await self._guard(f"stat {path}", f.stat())).size or 0
+            req = max(4096, min(f.read_len or SFTP_REQUEST, SFTP_REQUEST))
+            depth = max(4, READ_AHEAD_BYTES // req)
+            pos = offset
+            buf = bytearray()
+
+            def ahead() -> None:
+                nonlocal pos
+                while pos < size and len(pending) < depth:
+                    n = min(req, size - pos)
+                    # one request each (n <= read_len): no hidden sub-tasks left behind on errors
+                    pending.append((n, asyncio.ensure_future(f.read(n, pos))))
+                    pos += n
+
+            ahead()
+            while pending:
+                n, task = pending[0]
+                data = await self._guard(f"read {path}", task)
+                pending.pop(0)
+                if len(data) != n:  # the file shrank under us
+                    raise RemoteError(f"{self.name}: {path} ended early (it changed while being read)",
+                                      host=self.name)
+                ahead()
+                buf += data
+                while len(buf) >= block_size:
+                    yield bytes(buf[:block_size])
+                    del buf[:block_size]
+            if buf:
+                yield bytes(buf)
+        finally:
+            for _, t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+            try:
+                await f.close()
+            except (asyncssh.Error, OSError):
+                pass
+
+    async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int:
+        """Write to ``path + '.brsm-tmp'``, then rename over ``path``: readers never see a partial file.
+        If ``chunks`` raises, the temp file is removed and the exception propagates unchanged."""
+        sftp = await self._sftp_client()
+        tmp = path + TMP_SUFFIX
+        try:
+            f = await sftp.open(tmp, "wb")
+        except asyncssh.SFTPNoSuchFile:
+            await self.makedirs(posixpath.dirname(path))
+            f = await self._guard(f"create {tmp}", sftp.open(tmp, "wb"))
+        except (asyncssh.Error, OSError) as exc:
+            await self._guard(f"create {tmp}", _reraise(exc))
+        written = 0
+        pending: list[asyncio.Task] = []
+        ok = False
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                pending.append(asyncio.ensure_future(f.write(chunk, written)))
+                written += len(chunk)
+                if len(pending) >= WRITE_AHEAD:
+                    await self._guard(f"write {tmp}", pending.pop(0))
+            while pending:
+                await self._guard(f"write {tmp}", pending.pop(0))
+            await self._guard(f"chmod {tmp}", f.chmod(mode))
+            await self._guard(f"close {tmp}", f.close())
+            await self._replace(sftp, tmp, path)
+            ok = True
+            return written
+        finally:
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            if not ok:
+                try:
+                    await f.close()
+                except (asyncssh.Error, OSError):
+                    pass
+                if not self._dead():
+                    try:
+                        await sftp.remove(tmp)
+                    except (asyncssh.Error, OSError):
+                        pass
+
+    async def _replace(self, sftp: asyncssh.SFTPClient, src: str, dst: str) -> None:
+        try:
+            await sftp.posix_rename(src, dst)
+        except asyncssh.SFTPOpUnsupported:
+            await self.run(remote_cmd.mv_argv(src, dst))
+        except (asyncssh.Error, OSError) as exc:
+            await self._guard(f"rename {src} -> {dst}", _reraise(exc))
+
+    async def rename(self, src: str, dst: str) -> None:
+        remote_cmd.checked_path(src)
+        remote_cmd.checked_path(dst)
+        await self._replace(await self._sftp_client(), src, dst)
+
+    async def makedirs(self, path: str) -> None:
+        path = remote_cmd.checked_path(path, what="makedirs of")
+        sftp = await self._sftp_client()
+        await self._guard(f"makedirs {path}", sftp.makedirs(path, exist_ok=True))
+
+    async def remove_tree(self, path: str) -> None:
+        await self.run(remote_cmd.rm_rf_argv(path))
+
+    async def free_bytes(self, path: str) -> int:
+        sftp = await self._sftp_client()
+        try:
+            st = await sftp.statvfs(path)
+            return int(st.bavail) * int(st.frsize or st.bsize)
+        except asyncssh.SFTPOpUnsupported:
+            return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)
+        except (asyncssh.Error, OSError) as exc:
+            await self._guard(f"statvfs {path}", _reraise(exc))
+            raise  # unreachable
+
+    async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
+        argv = remote_cmd.service_argv(install_dir or self.target.install_dir, action, name)
+        return await self.run(argv, check=action != "status", timeout=300)
+
+
+async def _reraise(exc: BaseException):
+    raise exc
+
+
+class SshHosts:
+    """All hosts (implements ``brsm.ports.HostsPort``): ``host(name)`` returns the pooled ``SshHost``."""
+
+    def __init__(self, config: Mapping[str, SshTarget]) -> None:
+        self._targets = dict(config)
+        self._hosts: dict[str, SshHost] = {}
+
+    def host(self, name: str) -> SshHost:
+        h = self._hosts.get(name)
+        if h is None:
+            target = self._targets.get(name)
+            if target is None:
+                raise RemoteError(f"no SSH settings for host {name!r}", host=name,
+                                  hint=f"add it to the config's hosts (known: {', '.join(sorted(self._targets))})")
+            h = self._hosts[name] = SshHost(target)
+        return h
+
+    async def close(self) -> None:
+        hosts, self._hosts = list(self._hosts.values()), {}
+        await asyncio.gather(*(h.close() for h in hosts), return_exceptions=True)

@@ -1,0 +1,236 @@
+"""SshHosts against a real OpenSSH sshd on a random loopback address."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+
+import pytest
+
+from brsm.adapters.ssh import TMP_SUFFIX, SshHost, SshHosts
+from brsm.errors import BrsmError, RemoteError
+from brsm.ports import HostPort, HostsPort
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+async def host(sshd):
+    hosts = SshHosts({sshd.ip: sshd.target()})
+    yield hosts.host(sshd.ip)
+    await hosts.close()
+
+
+async def test_protocols(sshd):
+    hosts = SshHosts({sshd.ip: sshd.target()})
+    assert isinstance(hosts, HostsPort) and isinstance(hosts.host(sshd.ip), HostPort)
+    assert hosts.host(sshd.ip) is hosts.host(sshd.ip)
+    with pytest.raises(RemoteError, match="no SSH settings"):
+        hosts.host("10.9.9.9")
+    await hosts.close()
+
+
+AWKWARD = ["plain", "with space", "it's", '"double"', "$(rm -rf /)", "`id`", "a;b|c&d", "*", "~", "",
+           "new\nline", "tab\tx", "-n", "ünïcødé", "$HOME", "back\\slash"]
+
+
+async def test_run_quotes_every_argument(host):
+    r = await host.run(["printf", "%s\\0", *AWKWARD])
+    assert r.exit_status == 0
+    assert r.stdout.split("\0")[:-1] == AWKWARD
+
+
+async def test_run_check_failure_names_status_and_stderr(host):
+    with pytest.raises(RemoteError) as ei:
+        await host.run(["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3"])
+    msg = str(ei.value)
+    assert "status 3" in msg and "line10" in msg and "line1\n" not in msg  # only the last lines
+    assert ei.value.host == host.name
+    r = await host.run(["sh", "-c", "echo out; echo err >&2; exit 7"], check=False)
+    assert (r.exit_status, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+async def test_run_timeout(host):
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError, match="did not finish"):
+        await host.run(["sleep", "5"], timeout=0.5)
+    assert time.monotonic() - t0 < 4
+    assert (await host.run(["true"])).exit_status == 0  # the connection is still usable
+
+
+async def test_many_concurrent_commands_share_one_connection(host):
+    # OpenSSH allows 10 sessions per connection by default: more must queue, not fail
+    rs = await asyncio.gather(*(host.run(["sh", "-c", f"sleep 0.2; echo {i}"]) for i in range(30)))
+    assert [r.stdout.strip() for r in rs] == [str(i) for i in range(30)]
+
+
+async def test_unknown_host_key_rejected(sshd):
+    for kh in (sshd.other_known_hosts, sshd.dir / "empty_known_hosts"):
+        kh.touch()
+        hosts = SshHosts({sshd.ip: sshd.target(known_hosts=str(kh))})
+        with pytest.raises(RemoteError) as ei:
+            await hosts.host(sshd.ip).run(["true"])
+        assert "host key" in str(ei.value) and "ssh-keyscan" in ei.value.hint
+        assert f"-p {sshd.port} {sshd.ip}" in ei.value.hint
+        await hosts.close()
+
+
+async def test_refused_and_auth_failures_are_clear(sshd, tmp_path):
+    from tests.adapters.conftest import free_port, keygen
+    port = free_port(sshd.ip)
+    hosts = SshHosts({sshd.ip: sshd.target(port=port)})
+    with pytest.raises(RemoteError, match=f"{sshd.ip}:{port} refused") as ei:
+        await hosts.host(sshd.ip).run(["true"])
+    assert "sshd" in ei.value.hint
+    keygen(tmp_path / "stranger")
+    hosts = SshHosts({sshd.ip: sshd.target(identity=str(tmp_path / "stranger"))})
+    with pytest.raises(RemoteError, match="refused") as ei:
+        await hosts.host(sshd.ip).run(["true"])
+    assert "authorized_keys" in ei.value.hint
+    await hosts.close()
+
+
+async def test_walk_lists_files_with_awkward_names(host, remote_dir):
+    names = ["a.sst", "with space.sst", "sub dir/x\ny.log", "sub dir/deeper/$(id).txt", "empty"]
+    for i, n in enumerate(names):
+        p = remote_dir / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * i)
+    (remote_dir / "emptydir").mkdir()
+    files = await host.walk(str(remote_dir))
+    assert {(f.path, f.size) for f in files} == {(str(remote_dir / n), i) for i, n in enumerate(names)}
+    assert [f.path for f in files] == sorted(f.path for f in files)
+    with pytest.raises(RemoteError):
+        await host.walk(str(remote_dir / "missing"))
+
+
+async def read_all(host, path, **kw) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    async for chunk in host.open_read(path, **kw):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+@pytest.fixture(scope="module")
+def big_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("big")
+    out = []
+    for i in range(4):
+        p = d / f"big{i}.bin"
+        with open(p, "wb") as fh:
+            for _ in range(64):
+                fh.write(os.urandom(1 << 20))
+        out.append((str(p), hashlib.sha256(p.read_bytes()).hexdigest()))
+    return out
+
+
+async def test_read_64mib_sha256_and_throughput(host, big_files, capsys):
+    path, digest = big_files[0]
+    await host.run(["true"])  # connect first: measure the transfer only
+    t0 = time.perf_counter()
+    got, n = await read_all(host, path)
+    dt = time.perf_counter() - t0
+    assert (got, n) == (digest, 64 << 20)
+    t0 = time.perf_counter()
+    res = await asyncio.gather(*(read_all(host, p) for p, _ in big_files))
+    dt4 = time.perf_counter() - t0
+    assert [r[0] for r in res] == [d for _, d in big_files]
+    with capsys.disabled():
+        print(f"\nSFTP read 64 MiB: one file {64 / dt:.0f} MiB/s; four at once {4 * 64 / dt4:.0f} MiB/s total")
+
+
+async def test_read_offset_and_small_blocks(host, remote_dir):
+    data = os.urandom(3 * 65536 + 17)
+    (remote_dir / "f").write_bytes(data)
+    chunks = [c async for c in host.open_read(str(remote_dir / "f"), offset=1000, block_size=65536)]
+    assert b"".join(chunks) == data[1000:]
+    assert all(len(c) == 65536 for c in chunks[:-1])
+    (remote_dir / "e").write_bytes(b"")
+    assert [c async for c in host.open_read(str(remote_dir / "e"))] == []
+    with pytest.raises(RemoteError):
+        async for _ in host.open_read(str(remote_dir / "missing")):
+            pass
+
+
+async def gen(parts, fail_after=None):
+    for i, p in enumerate(parts):
+        if fail_after is not None and i == fail_after:
+            raise BrsmError("source broke")
+        yield p
+
+
+async def test_write_file_atomic(host, remote_dir):
+    dest = remote_dir / "new dir" / "out.sst"
+    parts = [os.urandom(700_000) for _ in range(9)]
+    n = await host.write_file(str(dest), gen(parts), mode=0o600)
+    assert n == sum(map(len, parts)) and dest.read_bytes() == b"".join(parts)
+    assert dest.stat().st_mode & 0o777 == 0o600
+    assert not (remote_dir / "new dir" / ("out.sst" + TMP_SUFFIX)).exists()
+    # a stream failing midway: the old file stays as it was, no temp file remains
+    with pytest.raises(BrsmError, match="source broke"):
+        await host.write_file(str(dest), gen([b"new"] * 5, fail_after=3))
+    assert dest.read_bytes() == b"".join(parts)
+    fresh = remote_dir / "fresh.sst"
+    with pytest.raises(BrsmError, match="source broke"):
+        await host.write_file(str(fresh), gen([b"x" * 100_000] * 5, fail_after=2))
+    assert not fresh.exists() and sorted(os.listdir(remote_dir)) == ["new dir"]
+    assert os.listdir(remote_dir / "new dir") == ["out.sst"]
+
+
+async def test_exists_rename_makedirs_remove_tree(host, remote_dir):
+    d = remote_dir / "a b" / "c"
+    await host.makedirs(str(d))
+    await host.makedirs(str(d))  # twice is fine
+    assert d.is_dir() and await host.exists(str(d)) and not await host.exists(str(remote_dir / "nope"))
+    (d / "f").write_text("x")
+    await host.rename(str(remote_dir / "a b"), str(remote_dir / "moved"))
+    assert (remote_dir / "moved" / "c" / "f").read_text() == "x"
+    for bad in ("/", "", "relative/path", "/tmp/..", "//"):
+        with pytest.raises(RemoteError, match="refusing"):
+            await host.remove_tree(bad)
+    await host.remove_tree(str(remote_dir / "moved"))
+    assert not (remote_dir / "moved").exists()
+    await host.remove_tree(str(remote_dir / "moved"))  # missing is fine
+
+
+async def test_free_bytes(host, remote_dir):
+    st = os.statvfs(remote_dir)
+    free = await host.free_bytes(str(remote_dir))
+    assert abs(free - st.f_bavail * st.f_frsize) < 64 << 20
+
+
+async def test_service_runs_nebula_service(sshd, remote_dir):
+    inst = remote_dir / "install"
+    (inst / "scripts").mkdir(parents=True)
+    script = inst / "scripts" / "nebula.service"
+    script.write_text('#!/bin/sh\necho "$1 $2"\n[ "$1" = status ] && exit 3\nexit 0\n')
+    script.chmod(0o755)
+    hosts = SshHosts({sshd.ip: sshd.target(install_dir=str(inst))})
+    h = hosts.host(sshd.ip)
+    assert (await h.service("start", "metad", install_dir=str(inst))).stdout == "start metad\n"
+    st = await h.service("status", "storaged", install_dir=str(inst))
+    assert st.exit_status == 3 and st.stdout == "status storaged\n"
+    await hosts.close()
+
+
+async def test_dropped_connection_is_a_remote_error_and_reconnects(sshd, host, big_files):
+    path, digest = big_files[0]
+    await host.run(["true"])
+    got = 0
+    killed = 0
+    with pytest.raises(RemoteError) as ei:
+        async for chunk in host.open_read(path):
+            got += len(chunk)
+            if got >= 4 << 20 and not killed:
+                killed = sshd.kill_sessions()
+                assert killed >= 1
+    assert "dropped" in str(ei.value) or "connection" in str(ei.value).lower()
+    assert got < 64 << 20
+    # the next call opens a new connection
+    assert (await read_all(host, path))[0] == digest
+    sshd.kill_sessions()
+    await asyncio.sleep(0.2)
+    assert (await host.run(["echo", "back"])).stdout == "back\n"
