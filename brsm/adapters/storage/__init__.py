@@ -8,7 +8,6 @@ once in :class:`~brsm.adapters.storage.retry.RetryStorage` (``retry=False`` for 
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -95,8 +94,3 @@ def open_storage(uri: str, *, s3_endpoint: str | None = None, s3_region: str | N
     from .retry import RetryStorage
     return RetryStorage(backend, **(retry_options or {}))
 
-
-def backend_module(scheme: str):
-    """The module implementing ``scheme`` (imported on demand)."""
-    return importlib.import_module({"local": ".local", "s3": ".s3", "oss": ".oss", "memory": ".memory"}[scheme],
-                                   __name__)

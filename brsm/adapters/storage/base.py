@@ -77,13 +77,14 @@ class Source:
     """The caller's byte stream, consumed once from offset 0: counts, hashes (SHA-256), enforces the
     declared size and re-blocks into fixed-size pieces."""
 
-    def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int) -> None:
+    def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int, *, defer_hash: bool = False) -> None:
         self.key = key
         self._it = chunks.__aiter__()
         self.size = size
         self.count = 0
         self.touched = False
         self._h = hashlib.sha256()
+        self._defer_hash = defer_hash  # the consumer calls absorb() (e.g. in a worker thread)
 
     async def _next(self) -> bytes | None:
         try:
@@ -98,7 +99,9 @@ class Source:
             self.count += n
             if self.count > self.size:
                 raise SizeMismatch(f"{self.key}: the stream has more than the declared {self.size} bytes")
-            if n >= _HASH_IN_THREAD:
+            if self._defer_hash:
+                pass
+            elif n >= _HASH_IN_THREAD:
                 await asyncio.to_thread(self._h.update, chunk)
             else:
                 self._h.update(chunk)
@@ -146,6 +149,11 @@ class Source:
         while (chunk := await self._next()) is not None:
             parts.append(chunk)
         return b"".join(parts)
+
+    def absorb(self, pieces: list[bytes]) -> None:
+        """Hash ``pieces`` (with ``defer_hash``), in stream order; sync: safe in a worker thread."""
+        for p in pieces:
+            self._h.update(p)
 
     def check_size(self) -> None:
         if self.count != self.size:

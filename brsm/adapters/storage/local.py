@@ -67,34 +67,55 @@ class LocalStorage(BaseStorage):
     # -- writes ----------------------------------------------------------------------------
     async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult:
+        """Pipelined: while block k is hashed (one worker thread) and written + read back + hashed
+        again (another), block k+1 is being received. At most ``2 + depth`` blocks in memory."""
         path = self._path(key)
         await self._ensure_dir(path.parent)
-        src = Source(key, chunks, size)
+        src = Source(key, chunks, size, defer_hash=True)
         tmp = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}"
         try:
-            f = await asyncio.to_thread(open, tmp, "xb", buffering=0)
+            fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise _os_error(f"{key}: cannot create a temp file", e) from e
+        readback = _ReadBack(tmp)
+        queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=2)
+
+        async def writer() -> None:
+            while (pieces := await queue.get()) is not None:
+                await asyncio.gather(asyncio.to_thread(src.absorb, pieces),
+                                     asyncio.to_thread(readback.write, fd, pieces))
+
+        task = asyncio.create_task(writer())
         try:
             try:
                 async for pieces in src.coalesced(self.block_size):
-                    await asyncio.to_thread(_write_all, f, pieces)
+                    if task.done():
+                        break  # the writer failed: its error is raised below
+                    await queue.put(pieces)
                 src.check_size()
-                await asyncio.to_thread(os.fsync, f.fileno())
             finally:
-                await asyncio.to_thread(f.close)
+                if not task.done():
+                    await queue.put(None)
+                await asyncio.wait({task})
+            task.result()
+            await asyncio.to_thread(os.fsync, fd)
             self.requests["put_object"] += 1
-            got = await asyncio.to_thread(_sha256_file, tmp, self.block_size)
+            got = readback.sha256
             if got != src.sha256:
                 raise StorageError(f"{key}: the written file reads back with SHA-256 {got[:12]}…, "
                                    f"{src.sha256[:12]}… was sent", permanent=False,
                                    hint="the disk or file system may be failing")
+            await asyncio.to_thread(os.close, fd)
+            fd = -1
             await asyncio.to_thread(_commit, tmp, path)
         except OSError as e:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+            await asyncio.to_thread(_discard, fd, tmp)
             raise _os_error(f"{key}: write failed", e) from e
         except BaseException:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            await asyncio.to_thread(_discard, fd, tmp)
             raise
         return PutResult(size=src.count, sha256=src.sha256)
 
@@ -248,27 +269,53 @@ class LocalStorage(BaseStorage):
         pass
 
 
-def _write_all(f, pieces: list[bytes]) -> None:
-    views = [memoryview(p) for p in pieces]
-    while views:
-        n = os.writev(f.fileno(), views[:1024])
-        while n and views:
-            if n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0
+class _ReadBack:
+    """Writes blocks at the end of the temp file, then reads each back (page cache) and hashes
+    what the file system returns: the SHA-256 of the file as stored, computed alongside."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._h = hashlib.sha256()
+
+    def write(self, fd: int, pieces: list[bytes]) -> None:
+        start = self.offset
+        views = [memoryview(p) for p in pieces]
+        total = sum(len(v) for v in views)
+        while views:
+            n = os.writev(fd, views[:1024])
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+        self.offset += total
+        rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pos = start
+            while pos < self.offset:
+                data = os.pread(rfd, min(4 << 20, self.offset - pos), pos)
+                if not data:
+                    raise OSError(errno.EIO, f"{self.path}: short read-back at {pos}")
+                self._h.update(data)
+                pos += len(data)
+        finally:
+            os.close(rfd)
+
+    @property
+    def sha256(self) -> str:
+        return self._h.hexdigest()
 
 
-def _sha256_file(path: Path, block: int) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(block)
-    mv = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(mv[:n])
-    return h.hexdigest()
+def _discard(fd: int, tmp: Path) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _unlink_quietly(tmp)
 
 
 def _commit(tmp: Path, path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -128,10 +129,11 @@ class RetryStorage:
             if left is not None and left <= 0 and pos > offset:
                 return
             try:
-                async for block in self.inner.get(key, offset=pos, length=left):
-                    pos += len(block)
-                    attempt = 0  # progress was made: a fresh budget for the next failure
-                    yield block
+                async with aclosing(self.inner.get(key, offset=pos, length=left)) as blocks:
+                    async for block in blocks:
+                        pos += len(block)
+                        attempt = 0  # progress was made: a fresh budget for the next failure
+                        yield block
                 return
             except StorageError as e:
                 attempt += 1
@@ -165,6 +167,7 @@ class RetryStorage:
         return await self._run(f"abort_uploads {prefix}", lambda: self.inner.abort_uploads(prefix))
 
     async def probe(self) -> None:
+        """Write, read back and delete a probe object (backup preflight), with retries."""
         from .base import probe
         await probe(self)
 
