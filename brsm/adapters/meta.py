@@ -1,0 +1,296 @@
+"""MetaPort over Thrift: nebula3's generated ``MetaService.Client`` on its vendored fbthrift runtime.
+
+Plain binary protocol over a buffered socket (as ``nebula3.mclient``). The client is synchronous and
+not thread-safe: every call runs in ``asyncio.to_thread`` under one lock, on one connection.
+On connect it calls ``verifyClientVersion``. Every response ``code`` is checked; ``E_LEADER_CHANGED``
+with a leader set moves the connection there and retries (a few hops at most); a refused connection
+moves on to the next configured address.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nebula3.common import ttypes as common
+from nebula3.fbthrift.protocol import TBinaryProtocol
+from nebula3.fbthrift.protocol.TProtocol import TProtocolException
+from nebula3.fbthrift.Thrift import TApplicationException
+from nebula3.fbthrift.transport import TSocket, TTransport
+from nebula3.meta import MetaService
+from nebula3.meta import ttypes as meta
+
+from brsm.adapters.meta_codec import created_backup, encode_backup_meta, text
+from brsm.errors import MetaError
+from brsm.ports import CreatedBackup, HostAddr, ServiceInfo, Snapshot
+
+__all__ = ["ThriftMeta", "error_name"]
+
+EC = common.ErrorCode
+MAX_HOPS = 4
+ROLE_NAMES = meta.HostRole._VALUES_TO_NAMES
+SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
+# createBackup waits for every storaged to checkpoint: give it much longer than ordinary calls
+LONG_RPCS = {"createBackup": 1800.0, "restoreMeta": 600.0, "dropSnapshot": 600.0}
+
+HINTS = {
+    EC.E_BACKUP_RUNNING_JOBS: "a job (compaction, index rebuild, balance) is running: wait for it "
+                              "(SHOW JOBS) and retry",
+    EC.E_BACKUP_FAILED: "look at metad's and storaged's logs; the snapshot it left is INVALID and "
+                        "is dropped by rollback (or DROP SNAPSHOT)",
+    EC.E_SNAPSHOT_FAILURE: "a storaged failed to checkpoint: check its disk space and logs",
+    EC.E_RESTORE_FAILURE: "check that the meta SST files were copied to that metad host and metad can read them",
+    EC.E_CLIENT_SERVER_INCOMPATIBLE: "the cluster's metad rejects this client version: set the meta "
+                                     "client_version in the config to one in metad's --client_white_list",
+    EC.E_LEADER_CHANGED: "the meta leader kept moving; wait for the meta Raft group to settle and retry",
+}
+
+
+def error_name(code: int | None) -> str:
+    return EC._VALUES_TO_NAMES.get(code, f"error {code}") if code is not None else "no code"
+
+
+class _RecordingSocket(TSocket.TSocket):
+    """A TSocket that remembers the first bytes the peer sent (to recognise an HTTP port)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.first = b""
+
+    def read(self, sz: int) -> bytes:
+        buff = super().read(sz)
+        if len(self.first) < 8:
+            self.first += buff[: 8 - len(self.first)]
+        return buff
+
+
+class _Conn:
+    def __init__(self, addr: HostAddr, sock: _RecordingSocket, client: MetaService.Client) -> None:
+        self.addr = addr
+        self.sock = sock
+        self.client = client
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class _Refused(Exception):
+    """Could not connect (nothing sent): safe to try another address."""
+
+
+def _looks_http(addr: HostAddr, timeout: float) -> bool:
+    try:
+        with socket.create_connection((addr.host, addr.port), timeout=min(timeout, 3.0)) as s:
+            s.settimeout(min(timeout, 3.0))
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            return s.recv(5).startswith(b"HTTP/")
+    except OSError:
+        return False
+
+
+class ThriftMeta:
+    """``brsm.ports.MetaPort`` against real metad (or the sandbox stand-in)."""
+
+    def __init__(self, addrs: Sequence[HostAddr], *, timeout: float = 60.0, client_version: str | None = None,
+                 max_hops: int = MAX_HOPS) -> None:
+        if not addrs:
+            raise MetaError("no meta addresses configured", hint="set the cluster's meta addresses in the config")
+        self.addrs = [a if isinstance(a, HostAddr) else HostAddr.parse(str(a)) for a in addrs]
+        self.timeout = timeout
+        self.client_version = client_version
+        self.max_hops = max_hops
+        self._lock = threading.Lock()
+        self._conn: _Conn | None = None
+        self._leader: HostAddr = self.addrs[0]
+
+    # -- connection (worker thread, under the lock) -------------------------------------------------
+    def _not_meta(self, addr: HostAddr, detail: str) -> MetaError:
+        return MetaError(f"{addr} does not speak the Nebula meta protocol (is it an HTTP port?): {detail}",
+                         hint="point brsm at metad's Thrift port (default 9559), not its HTTP port (19559)")
+
+    def _open(self, addr: HostAddr) -> _Conn:
+        sock = _RecordingSocket(addr.host, addr.port)
+        sock.setTimeout(min(self.timeout, 10.0) * 1000)
+        try:
+            sock.open()
+        except TTransport.TTransportException as exc:
+            raise _Refused(f"{addr}: {exc.message or exc}") from exc
+        trans = TTransport.TBufferedTransport(sock)
+        proto = TBinaryProtocol.TBinaryProtocol(trans, strictRead=True, strictWrite=True)
+        conn = _Conn(addr, sock, MetaService.Client(proto))
+        req = meta.VerifyClientVersionReq(host=common.HostAddr(host=socket.gethostname(), port=0),
+                                          build_version=b"brsm")
+        if self.client_version:
+            req.client_version = self.client_version.encode()
+        try:
+            resp = conn.client.verifyClientVersion(req)
+        except Exception as exc:  # noqa: BLE001
+            conn.close()
+            raise self._transport_error(conn, "verifyClientVersion", exc) from exc
+        if resp.code == EC.E_CLIENT_SERVER_INCOMPATIBLE:
+            conn.close()
+            raise MetaError(f"metad at {addr} rejects this client (verifyClientVersion: E_CLIENT_SERVER_INCOMPATIBLE"
+                            f"{': ' + text(resp.error_msg) if resp.error_msg else ''})",
+                            code=resp.code, hint=HINTS[EC.E_CLIENT_SERVER_INCOMPATIBLE])
+        if resp.code not in (EC.SUCCEEDED, EC.E_LEADER_CHANGED):
+            conn.close()
+            raise MetaError(f"metad at {addr}: verifyClientVersion failed: {error_name(resp.code)}", code=resp.code)
+        sock.setTimeout(self.timeout * 1000)
+        return conn
+
+    def _transport_error(self, conn: _Conn, rpc: str, exc: BaseException) -> MetaError:
+        first = conn.sock.first
+        if first and not first.startswith(b"\x80\x01"):
+            shown = first.decode("latin-1") if first[:4].isascii() else first.hex()
+            return self._not_meta(conn.addr, f"it answered {shown!r}")
+        if isinstance(exc, (TProtocolException,)) or "frame size" in str(exc).lower():
+            return self._not_meta(conn.addr, str(exc))
+        if isinstance(exc, TApplicationException):
+            return MetaError(f"metad at {conn.addr}: {rpc} failed: {exc.message or exc}",
+                             hint="is this metad older or newer than brsm supports?")
+        if "timed out" in str(exc) and not first:
+            if _looks_http(conn.addr, self.timeout):
+                return self._not_meta(conn.addr, "it answers HTTP")
+            return MetaError(f"metad at {conn.addr}: no answer to {rpc} within the timeout",
+                             hint="is metad overloaded or hung? check its log; raise the meta timeout if it is slow")
+        return MetaError(f"metad at {conn.addr}: {rpc} failed: connection lost ({exc})",
+                         hint="metad restarted or the network dropped; retry")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect_to(self, addr: HostAddr) -> _Conn:
+        if self._conn is not None and self._conn.addr == addr:
+            return self._conn
+        self._drop()
+        self._conn = self._open(addr)
+        return self._conn
+
+    def _connect_any(self, first: HostAddr) -> _Conn:
+        order = [first] + [a for a in self.addrs if a != first]
+        errors = []
+        for a in order:
+            try:
+                return self._connect_to(a)
+            except _Refused as exc:
+                errors.append(str(exc))
+        raise MetaError("cannot reach any metad: " + "; ".join(errors),
+                        hint="is metad running, and are the meta addresses (host:port of metad's Thrift port) right?")
+
+    def _call_sync(self, rpc: str, req: Any, addr: HostAddr | None) -> Any:
+        with self._lock:
+            target = addr or self._leader
+            hops = 0
+            while True:
+                if addr is not None:
+                    try:
+                        conn = self._connect_to(target)
+                    except _Refused as exc:
+                        raise MetaError(f"cannot reach metad at {target} for {rpc}: {exc}",
+                                        hint="is metad running on that host?") from exc
+                else:
+                    conn = self._connect_any(target)
+                    self._leader = conn.addr
+                long = LONG_RPCS.get(rpc)
+                if long:
+                    conn.sock.setTimeout(max(long, self.timeout) * 1000)
+                try:
+                    resp = getattr(conn.client, rpc)(req)
+                except MetaError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - fbthrift raises many kinds
+                    self._drop()
+                    raise self._transport_error(conn, rpc, exc) from exc
+                finally:
+                    if long and self._conn is conn:
+                        conn.sock.setTimeout(self.timeout * 1000)
+                code = getattr(resp, "code", EC.SUCCEEDED)
+                if code == EC.E_LEADER_CHANGED and addr is None:
+                    leader = getattr(resp, "leader", None)
+                    hops += 1
+                    if hops > self.max_hops:
+                        raise MetaError(f"{rpc}: meta leader changed {hops} times in a row (last answer from "
+                                        f"{conn.addr})", code=code, hint=HINTS[code])
+                    if leader is not None and leader.host and leader.port:
+                        target = HostAddr(text(leader.host), int(leader.port))
+                    else:  # no leader known yet: ask the next configured metad
+                        i = self.addrs.index(conn.addr) if conn.addr in self.addrs else -1
+                        target = self.addrs[(i + 1) % len(self.addrs)]
+                        time.sleep(0.2 * hops)
+                    self._leader = target
+                    continue
+                if code != EC.SUCCEEDED:
+                    raise MetaError(f"metad {conn.addr}: {rpc} failed: {error_name(code)} ({code})", code=code,
+                                    hint=HINTS.get(code))
+                return resp
+
+    async def _call(self, rpc: str, req: Any, *, addr: HostAddr | None = None) -> Any:
+        return await asyncio.to_thread(self._call_sync, rpc, req, addr)
+
+    # -- MetaPort ---------------------------------------------------------------------------------
+    @staticmethod
+    def _service(si: meta.ServiceInfo, role: int | None = None) -> ServiceInfo:
+        d = si.dir or common.DirInfo()
+        return ServiceInfo(role=ROLE_NAMES.get(si.role if role is None else role, "UNKNOWN"),
+                           addr=HostAddr(text(si.addr.host), int(si.addr.port)),
+                           root=text(d.root), data_paths=tuple(text(p) for p in (d.data or [])))
+
+    async def list_cluster(self) -> list[ServiceInfo]:
+        resp = await self._call("listCluster", meta.ListClusterInfoReq())
+        out = [self._service(si) for _, sis in sorted((resp.host_services or {}).items()) for si in sis]
+        return sorted(out, key=lambda s: (s.role, s.addr))
+
+    async def meta_dir(self) -> ServiceInfo:
+        resp = await self._call("getMetaDirInfo", meta.GetMetaDirInfoReq())
+        conn_addr = self._leader
+        return self._service(meta.ServiceInfo(dir=resp.dir, addr=common.HostAddr(host=conn_addr.host,
+                                                                                 port=conn_addr.port),
+                                              role=meta.HostRole.META))
+
+    async def list_spaces(self) -> dict[str, int]:
+        resp = await self._call("listSpaces", meta.ListSpacesReq())
+        return {text(s.name): int(s.id.get_space_id()) for s in resp.spaces or []}
+
+    async def create_backup(self, spaces: Sequence[str] | None) -> CreatedBackup:
+        req = meta.CreateBackupReq(spaces=[s.encode() for s in spaces] if spaces else None)
+        resp = await self._call("createBackup", req)
+        if resp.meta is None or not resp.meta.backup_name:
+            raise MetaError("createBackup succeeded but returned no BackupMeta",
+                            hint="the snapshot may exist: list snapshots and drop it")
+        return created_backup(resp.meta, encode_backup_meta(resp.meta))
+
+    async def list_snapshots(self) -> list[Snapshot]:
+        resp = await self._call("listSnapshots", meta.ListSnapshotsReq())
+        return [Snapshot(text(s.name), SNAPSHOT_STATUS.get(s.status, str(s.status)), text(s.hosts))
+                for s in resp.snapshots or []]
+
+    async def drop_snapshots(self, names: Sequence[str]) -> None:
+        if names:
+            await self._call("dropSnapshot", meta.DropSnapshotReq(names=[n.encode() for n in names]))
+
+    async def drop_space(self, name: str) -> None:
+        await self._call("dropSpace", meta.DropSpaceReq(space_name=name.encode(), if_exists=True))
+
+    async def restore_meta(self, addr: HostAddr, files: Sequence[str],
+                           host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None:
+        """Called on one SPECIFIC metad (every metad restores its own copy), not the leader."""
+        pairs = [meta.HostPair(from_host=common.HostAddr(host=a.host, port=a.port),
+                               to_host=common.HostAddr(host=b.host, port=b.port)) for a, b in host_pairs]
+        await self._call("restoreMeta", meta.RestoreMetaReq(files=[f.encode() for f in files], hosts=pairs),
+                         addr=addr)
+
+    async def close(self) -> None:
+        def _close() -> None:
+            with self._lock:
+                self._drop()
+        await asyncio.to_thread(_close)
+
+
