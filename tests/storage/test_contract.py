@@ -299,3 +299,28 @@ async def test_abandoned_get_releases_the_object(backend, storage):
                 assert b == data[:len(b)]
                 break
     assert await storage.get_bytes("g") == data
+
+
+async def test_upload_aborted_under_a_put(backend, storage):
+    """abort_uploads (another process's cleanup) while a put is under way: the put fails with a
+    transient error and a new put with the same state starts over."""
+    if backend.name == "local":
+        pytest.skip("local has no uploads to abort")
+    data = os.urandom(5 * PART)
+    storage.part_concurrency = 1
+
+    async def aborting() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), PART):
+            if i == 3 * PART:
+                assert await storage.abort_uploads("") == 1
+            yield data[i:i + PART]
+
+    state = UploadState()
+    with pytest.raises(StorageError) as ei:
+        await storage.put("ab", aborting(), len(data), state=state)
+    assert not ei.value.permanent
+    old = state.upload_id
+    storage.requests.clear()
+    assert (await storage.put("ab", stream(data), len(data), state=state)).sha256 == sha(data)
+    assert state.upload_id != old and storage.requests["upload_part"] == 5
+    assert await storage.get_bytes("ab") == data

@@ -82,13 +82,11 @@ class Source:
         self._it = chunks.__aiter__()
         self.size = size
         self.count = 0
-        self.touched = False
         self._h = hashlib.sha256()
         self._defer_hash = defer_hash  # the consumer calls absorb() (e.g. in a worker thread)
 
     async def _next(self) -> bytes | None:
         try:
-            self.touched = True
             chunk = await self._it.__anext__()
         except StopAsyncIteration:
             return None
@@ -281,7 +279,11 @@ class BaseStorage(ABC):
                 tasks.add(asyncio.create_task(send(n, block)))
             src.check_size()
         except BaseException as e:
-            # let parts in flight land (they are journaled), then report the first failure
+            # let parts in flight land (they are journaled), then report the first failure;
+            # on cancellation, stop them instead
+            if isinstance(e, asyncio.CancelledError):
+                for t in tasks:
+                    t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if isinstance(e, SizeMismatch):  # the parts hold other bytes than declared: start over

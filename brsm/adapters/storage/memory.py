@@ -197,7 +197,7 @@ class MemoryStorage(BaseStorage):
     def _upload(self, full: str, upload_id: str) -> _Upload:
         u = self.uploads.get(upload_id)
         if u is None or u.key != full:
-            raise StorageError(f"{self.rel_key(full)}: no such upload {upload_id}", permanent=True)
+            raise StorageError(f"{self.rel_key(full)}: NoSuchUpload {upload_id}", permanent=False)
         return u
 
     async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class OssStorage(BaseStorage):
             msg = f"{what} {where}: {status} {code} {e.message or ''}".rstrip()
             if key is not None and (code == "NoSuchKey" or (status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"))):
                 return ObjectNotFound(key)
+            if code == "NoSuchUpload":  # aborted under us: a put with the state starts over
+                return StorageError(msg, permanent=False)
             if code == "NoSuchBucket":
                 return StorageError(msg, permanent=True,
                                     hint=f"bucket {self.bucket_name!r} does not exist: check the URI and --oss-endpoint")

@@ -93,8 +93,10 @@ class S3Storage(BaseStorage):
             code = str(err.get("Code", ""))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             msg = f"{what} {where}: {code or status} {err.get('Message', '')}".rstrip()
-            if key is not None and (code in ("NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket")):
+            if key is not None and code in ("NoSuchKey", "NotFound", "404"):
                 return ObjectNotFound(key)
+            if code == "NoSuchUpload":  # aborted under us: a put with the state starts over
+                return StorageError(msg, permanent=False)
             if code == "NoSuchBucket":
                 return StorageError(msg, permanent=True,
                                     hint=f"bucket {self.bucket!r} does not exist: check the URI and --s3-endpoint/region")
