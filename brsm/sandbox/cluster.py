@@ -270,9 +270,10 @@ def start_store(root: str, kind: str, address: str, key_id: str, secret: str) ->
         except FileNotFoundError:
             pass
     log = os.path.join(root, "objects", f"{kind}.log")
-    argv = [venv_python(), "-m", module, "--host", address, "--port", "0", "--data", data, "--bucket", BUCKET,
-            "--access-key-id", key_id, "--access-key-secret", secret, "--port-file", port_file,
-            "--pid-file", pid_file]
+    # "--flag=value" forms: a value starting with "-" must not read as an option
+    argv = [venv_python(), "-m", module, f"--host={address}", "--port=0", f"--data={data}", f"--bucket={BUCKET}",
+            f"--access-key-id={key_id}", f"--access-key-secret={secret}", f"--port-file={port_file}",
+            f"--pid-file={pid_file}"]
     pid = spawn_detached(argv, log)
     return {"pid": pid, "module": module, "address": address, "port": None, "port_file": port_file,
             "pid_file": pid_file, "log": log, "data_dir": data, "bucket": BUCKET}
@@ -413,8 +414,8 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         for h in hosts:
             write_host_files(h, meta_addrs, venv_python())
         _gen_keys(root, hosts)
-        s3_key, s3_secret = "SANDBOXS3" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
-        oss_key, oss_secret = "SANDBOXOSS" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
+        s3_key, s3_secret = "SANDBOXS3" + secrets.token_hex(6).upper(), secrets.token_hex(20)
+        oss_key, oss_secret = "SANDBOXOSS" + secrets.token_hex(6).upper(), secrets.token_hex(20)
         stores = {
             "s3": start_store(root, "s3", f"127.{k}.0.{S3_ADDR_SUFFIX}", s3_key, s3_secret),
             "oss": start_store(root, "oss", f"127.{k}.0.{OSS_ADDR_SUFFIX}", oss_key, oss_secret),
