@@ -26,7 +26,7 @@ TMP_SUFFIX = ".brsm-tmp"
 MAX_EXEC_SESSIONS = 8
 SFTP_REQUEST = 256 << 10  # largest single read request (OpenSSH serves up to 256 KiB per read)
 READ_AHEAD_BYTES = 16 << 20  # bytes of read requests in flight per open file
-WRITE_AHEAD = 4
+WRITE_AHEAD_BYTES = 16 << 20  # bytes of write requests in flight per file
 STDERR_TAIL_LINES = 8
 
 
@@ -258,8 +258,7 @@ class SshHost:
             if buf:
                 yield bytes(buf)
         finally:
-            for _, t in pending:
-                t.cancel()
+            # let requests in flight finish (cancelling would orphan asyncssh's inner request tasks)
             if pending:
                 await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
             try:
@@ -282,14 +281,18 @@ class SshHost:
         written = 0
         pending: list[asyncio.Task] = []
         ok = False
+        req = max(4096, min(f.write_len or SFTP_REQUEST, SFTP_REQUEST))
+        depth = max(4, WRITE_AHEAD_BYTES // req)
         try:
             async for chunk in chunks:
-                if not chunk:
-                    continue
-                pending.append(asyncio.ensure_future(f.write(chunk, written)))
-                written += len(chunk)
-                if len(pending) >= WRITE_AHEAD:
-                    await self._guard(f"write {tmp}", pending.pop(0))
+                view = memoryview(chunk)
+                for i in range(0, len(view), req):
+                    # one SFTP request per task (<= write_len): nothing hidden is left running on errors
+                    piece = bytes(view[i:i + req])
+                    pending.append(asyncio.ensure_future(f.write(piece, written)))
+                    written += len(piece)
+                    while len(pending) >= depth:
+                        await self._guard(f"write {tmp}", pending.pop(0))
             while pending:
                 await self._guard(f"write {tmp}", pending.pop(0))
             await self._guard(f"chmod {tmp}", f.chmod(mode))
@@ -298,9 +301,7 @@ class SshHost:
             ok = True
             return written
         finally:
-            for t in pending:
-                t.cancel()
-            if pending:
+            if pending:  # let requests in flight finish (see open_read)
                 await asyncio.gather(*pending, return_exceptions=True)
             if not ok:
                 try:
