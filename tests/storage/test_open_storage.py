@@ -66,3 +66,9 @@ def test_backends_are_imported_lazily():
             " 'brsm.adapters.storage.oss')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_wrapped_storage_is_a_storage(tmp_path):
+    from brsm.ports import Storage
+    assert isinstance(open_storage(f"local://{tmp_path}"), Storage)
+    assert isinstance(open_storage("memory://m"), Storage)
