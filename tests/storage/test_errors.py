@@ -134,7 +134,7 @@ async def test_oss_calls_do_not_block_the_event_loop(request, tmp_path, cloud_en
         store_faults.clear(b.endpoint)
         await st.close()
     assert elapsed > 0.5  # the throttle really applied
-    assert max(gaps) < 0.1 and len(gaps) > 40
+    assert max(gaps) < 0.2 and len(gaps) > 20  # a blocking call would stall it for ~0.4 s
 
 
 async def _one(data: bytes):
