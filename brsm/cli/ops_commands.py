@@ -1,0 +1,366 @@
+"""Read-side operating commands: `brsm show`, `brsm verify`, `brsm prune`, `brsm config check`.
+
+Thin: parse flags, open the storage, run one workflow from brsm.workflows.{catalog,verify,prune} under
+one ``asyncio.run``, print. Registered on the main app with :func:`register`.
+
+With ``--json`` stdout carries exactly one document even when the command fails its check: the
+result with ``error``/``hint``/``exit_code`` added, and the process exits with that code.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+
+from brsm.cli.output import Output
+from brsm.errors import BrsmError, StorageError, UsageError, VerificationFailed
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+StorageOpt = Annotated[Optional[str], typer.Option(
+    help="local:///path, s3://bucket/prefix or oss://bucket/prefix; default: storage.default of --config.")]
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    help="Cluster config (TOML) for the storage default and endpoints; default $BRSM_CONFIG if set.")]
+S3EndpointOpt = Annotated[Optional[str], typer.Option(help="S3 endpoint URL (S3-compatible stores).")]
+S3RegionOpt = Annotated[Optional[str], typer.Option(help="S3 region.")]
+OssEndpointOpt = Annotated[Optional[str], typer.Option(help="OSS endpoint URL.")]
+
+config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add show, verify, prune and `config check` to the main app."""
+    app.command("show")(show)
+    app.command("verify")(verify)
+    app.command("prune")(prune)
+    app.add_typer(config_app, name="config")
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+def decode_meta(data: bytes):
+    """``<NAME>.meta`` bytes → catalog.MetaFacts (the Thrift codec stays out of the workflows)."""
+    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
+    from brsm.workflows.catalog import MetaFacts
+
+    bm = decode_backup_meta(data)
+    cb = created_backup(bm, data)
+    return MetaFacts(
+        name=cb.name,
+        create_time_ms=cb.create_time_ms,
+        spaces=dict(cb.spaces),
+        all_spaces=cb.all_spaces,
+        full=True if bm.full is None else bool(bm.full),
+        meta_files=cb.meta_files,
+        storage_hosts=tuple(str(h) for h in cb.storage_hosts),
+        host_spaces={h: tuple(sorted({c[0] for c in cps})) for h, cps in cb.checkpoints.items()},
+    )
+
+
+def _params(storage: str | None, config: str | None, s3_endpoint: str | None, s3_region: str | None,
+            oss_endpoint: str | None) -> tuple[dict[str, Any], Any]:
+    from brsm.config import load_config
+
+    config = config or os.environ.get("BRSM_CONFIG")
+    cfg = load_config(config) if config else None
+    params = {"storage": storage, "s3_endpoint": s3_endpoint, "s3_region": s3_region, "oss_endpoint": oss_endpoint}
+    return params, cfg
+
+
+def _run_on_storage(params: dict[str, Any], cfg: Any, work) -> Any:
+    """Open the storage, run ``await work(storage)``, close it: the command's one asyncio.run."""
+    from brsm.wiring import open_storage_for
+
+    storage = open_storage_for(params, cfg)
+
+    async def go():
+        try:
+            return await work(storage)
+        finally:
+            try:
+                await storage.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    return asyncio.run(go())
+
+
+def _fail(out: Output, data: dict[str, Any], err: BrsmError) -> None:
+    """A command that ran but found something wrong: one JSON document, or text error; exit code of ``err``."""
+    if out.as_json:
+        data = dict(data, error=err.message, hint=err.hint, exit_code=err.exit_code)
+        out.result(data)
+        raise click.exceptions.Exit(err.exit_code)
+    raise err
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return ""
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if v < 1024 or unit == "TiB":
+            return f"{int(v)} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _spaces_text(e: Any) -> str:
+    s = ",".join(e.spaces)
+    if e.all_spaces:
+        s = f"all: {s}" if s else "all"
+    return s
+
+
+def _in_use() -> dict[str, int]:
+    """Backup names unfinished brsm operations use, from the journal (none when there is no journal yet)."""
+    from brsm.home import journal_path
+
+    if not journal_path().exists():
+        return {}
+    from journal import Journal
+
+    from brsm.wiring import live_operations
+
+    j = Journal.open(journal_path())
+    try:
+        return dict(live_operations(j).names)
+    finally:
+        j.close()
+
+
+# -- show -----------------------------------------------------------------------------------------
+def show(
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List the backups in a storage: created, spaces, size, state (complete, incomplete, broken), made by."""
+    from brsm.workflows.catalog import list_backups
+
+    out = Output(as_json=json_)
+    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    uri_holder: dict[str, str] = {}
+
+    async def work(st):
+        uri_holder["uri"] = st.uri
+        return await list_backups(st, decode_meta=decode_meta)
+
+    entries = _run_on_storage(params, cfg, work)
+    uri = uri_holder.get("uri", "")
+    if json_:
+        out.result({"storage": uri, "backups": [e.to_dict() for e in entries]})
+        return
+    if not entries:
+        out.line(f"no backups in {uri}")
+        return
+    out.table(f"backups in {uri}", ["name", "created (UTC)", "state", "by", "spaces", "full", "files", "size"],
+              [[e.name, (e.created or "").replace("T", " ").rstrip("Z"), e.state_text, e.made_by, _spaces_text(e),
+                "" if e.full is None else ("yes" if e.full else "no"), e.files, human(e.bytes)] for e in entries])
+    for e in entries:
+        for p in e.problems:
+            out.line(f"{e.name}: {p}")
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.state] = counts.get(e.state, 0) + 1
+    out.line(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+# -- verify ---------------------------------------------------------------------------------------
+def verify(
+    name: Annotated[str, typer.Argument(help="The backup to check (BACKUP_...).")],
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Every object exists with its size (default).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Re-hash every object (SHA-256).")] = False,
+    sample: Annotated[Optional[str], typer.Option(help="Re-hash a random share of the objects, e.g. 5%.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for --sample, to repeat the same pick.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Objects re-hashed at once.")] = 4,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Check a backup: objects present with their sizes (--quick), re-hashed (--full), or a share re-hashed (--sample)."""
+    from brsm.cli.progress import make_progress
+    from brsm.workflows.verify import FULL, QUICK, SAMPLE, parse_sample, verify_backup
+
+    if sum([quick, full, sample is not None]) > 1:
+        raise UsageError("choose one of --quick, --full and --sample", hint="e.g. brsm verify NAME --sample 5%")
+    if seed is not None and sample is None:
+        raise UsageError("--seed only applies to --sample", hint="e.g. --sample 5% --seed 42")
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    mode = FULL if full else SAMPLE if sample is not None else QUICK
+    share = parse_sample(sample) if sample is not None else None
+    out = Output(as_json=json_)
+    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    progress = make_progress(as_json=json_) if mode != QUICK else None
+
+    async def work(st):
+        return await verify_backup(st, name, decode_meta=decode_meta, mode=mode, sample=share, seed=seed,
+                                   concurrency=concurrency, progress=progress)
+
+    r = _run_on_storage(params, cfg, work)
+    data = r.to_dict()
+    if not json_:
+        what = {QUICK: f"{r.checked} object(s) present with their sizes",
+                FULL: f"{r.hashed_files} object(s) re-hashed ({human(r.hashed_bytes)})",
+                SAMPLE: f"{r.hashed_files} of {r.files} object(s) re-hashed (sample {r.sample:.2%}, seed {r.seed})"
+                if r.sample is not None else ""}[mode]
+        for p in r.problems:
+            detail = p.get("detail")
+            if p["problem"] == "size":
+                detail = f"expected {p['expected']} bytes, found {p['actual']}"
+            elif p["problem"] == "sha256":
+                detail = f"expected sha256 {p['expected'][:16]}…, found {p['actual'][:16]}…"
+            out.line(f"{p['problem']:<12} {p['key']}" + (f": {detail}" if detail else ""))
+        for n in r.notes:
+            out.line(f"note: {n}")
+        if r.ok:
+            out.line(f"{name}: ok ({r.made_by}; {what})")
+    if r.ok:
+        out.result(data)
+        return
+    _fail(out, data, VerificationFailed(
+        f"backup {name} failed verification: {len(r.problems)} problem(s)"
+        + (f", e.g. {r.problems[0]['problem']} {r.problems[0]['key']}" if r.problems else ""),
+        hint="restore another backup (see `brsm show`); delete this one with `brsm cleanup NAME`"))
+
+
+# -- prune ----------------------------------------------------------------------------------------
+def prune(
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    keep_last: Annotated[Optional[int], typer.Option(help="Keep the N newest complete backups.")] = None,
+    keep_within: Annotated[Optional[str], typer.Option(help="Keep complete backups created within this, e.g. 30d.")] = None,
+    confirm: Annotated[bool, typer.Option(help="Delete (default: only show what would be deleted).")] = False,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within."""
+    from brsm.workflows.catalog import list_backups
+    from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, apply_prune, check_policy, parse_duration, plan_prune
+
+    within = parse_duration(keep_within) if keep_within is not None else None
+    check_policy(keep_last, within)
+    out = Output(as_json=json_)
+    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    in_use = _in_use()
+
+    async def work(st):
+        entries = await list_backups(st, decode_meta=decode_meta)
+        plan = plan_prune(entries, keep_last=keep_last, keep_within=within, now_ms=int(time.time() * 1000),
+                          in_use=in_use)
+        results = await apply_prune(st, plan) if confirm else []
+        return st.uri, plan, results
+
+    uri, plan, results = _run_on_storage(params, cfg, work)
+    failed = [r for r in results if not r["deleted"]]
+    data = {"storage": uri, "dry_run": not confirm, "keep_last": keep_last, "keep_within": keep_within,
+            "kept": [d.to_dict() for d in plan.of(KEEP)], "delete": [d.to_dict() for d in plan.of(DELETE)],
+            "skipped": [d.to_dict() for d in plan.of(SKIP)], "deleted": [r["name"] for r in results if r["deleted"]],
+            "failed": failed, "warnings": plan.warnings, "note": GC_NOTE}
+    if not json_:
+        if plan.decisions:
+            out.table(f"prune {uri}", ["name", "created (UTC)", "state", "by", "size", "action", "why"],
+                      [[d.entry.name, (d.entry.created or "").replace("T", " ").rstrip("Z"), d.entry.state_text,
+                        d.entry.made_by, human(d.entry.bytes),
+                        ("deleted" if confirm and d.entry.name in data["deleted"] else
+                         "FAILED" if confirm and d.action == DELETE else
+                         "would delete" if d.action == DELETE else d.action), "; ".join(d.reasons)]
+                       for d in plan.decisions])
+        else:
+            out.line(f"no backups in {uri}")
+        for w in plan.warnings:
+            out.line(f"warning: {w}")
+        if plan.of(SKIP):
+            out.line(f"note: {GC_NOTE}")
+        n = len(plan.of(DELETE))
+        if not confirm:
+            out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --confirm to delete them"
+                     if n else "nothing to delete")
+        else:
+            out.line(f"deleted {len(data['deleted'])} backup(s)" + (f", {len(failed)} failed" if failed else ""))
+            for f in failed:
+                out.line(f"{f['name']}: {f['error']}" + (f" (hint: {f['hint']})" if f.get("hint") else ""))
+    if failed:
+        _fail(out, data, StorageError(
+            f"{len(failed)} backup(s) could not be deleted, e.g. {failed[0]['name']}: {failed[0]['error']}",
+            hint=failed[0].get("hint") or "run prune again: what is half-deleted reads as incomplete and is skipped; "
+                                          "`brsm gc --confirm` removes it"))
+        return
+    out.result(data)
+
+
+# -- config check ---------------------------------------------------------------------------------
+@config_app.command("check")
+def config_check(
+    file: Annotated[str, typer.Argument(help="The cluster config (TOML) to check.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Load a cluster config and print a summary, or every problem in it (exit 2)."""
+    from brsm.adapters.storage import parse_uri
+    from brsm.config import load_config
+
+    out = Output(as_json=json_)
+    try:
+        cfg = load_config(file)
+    except UsageError as e:
+        lines = e.message.splitlines()
+        errors = [l.strip() for l in lines[1:] if l.strip()] if len(lines) > 1 else [e.message]
+        if not json_:
+            for l in errors:
+                out.err.print(l, markup=False)
+        _fail(out, {"ok": False, "file": file, "errors": errors},
+              UsageError(f"{file}: {len(errors)} problem(s)", hint=e.hint))
+        return
+    errors = []
+    if cfg.storage.default:
+        try:
+            parse_uri(cfg.storage.default)
+        except UsageError as e:
+            errors.append(f"{file}: storage.default: {e.message}")
+    summary = {
+        "ok": not errors, "file": file, "name": cfg.name, "meta": list(cfg.meta),
+        "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "identity": cfg.ssh.identity,
+                "known_hosts": cfg.ssh.known_hosts},
+        "hosts": [{"address": h.address, "ssh": f"{h.user}@{h.ssh_host}:{h.ssh_port}", "install_dir": h.install_dir,
+                   "data_paths": list(h.data_paths)} for h in cfg.hosts],
+        "storage": {"default": cfg.storage.default, "s3_endpoint": cfg.storage.s3_endpoint,
+                    "s3_region": cfg.storage.s3_region, "oss_endpoint": cfg.storage.oss_endpoint},
+        "errors": errors,
+    }
+    if errors:
+        if not json_:
+            for l in errors:
+                out.err.print(l, markup=False)
+        _fail(out, summary, UsageError(f"{file}: {len(errors)} problem(s)",
+                                       hint=f"storage URIs look like {_uri_forms()}"))
+        return
+    if json_:
+        out.result(summary)
+        return
+    out.line(f"ok: {file}")
+    out.line(f"cluster {cfg.name}: meta {', '.join(cfg.meta)}")
+    out.line(f"ssh defaults: {cfg.ssh.user}@…:{cfg.ssh.port}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else ""))
+    if cfg.hosts:
+        out.table(None, ["address", "ssh", "install dir", "data paths"],
+                  [[h["address"], h["ssh"], h["install_dir"], ", ".join(h["data_paths"])] for h in summary["hosts"]])
+    else:
+        out.line("hosts: none listed (every host metad reports uses the ssh defaults)")
+    if cfg.storage.default:
+        out.line(f"storage default: {cfg.storage.default}")
+
+
+def _uri_forms() -> str:
+    from brsm.adapters.storage import FORMS
+
+    return FORMS

@@ -1,0 +1,278 @@
+"""What is in a backup storage: every ``BACKUP*`` entry, read and classified. Pure logic over a Storage.
+
+States (``BackupEntry.state``):
+
+* ``complete``   brsm: the manifest is readable, agrees with ``<NAME>.meta``, and every file it lists is
+                 in storage with its size. nebula-br (no manifest): ``<NAME>.meta`` decodes, names this
+                 backup, and its meta files and per-host data are there (nebula-br writes ``.meta`` last).
+                 Such backups carry no checksums (``checksums = False``).
+* ``incomplete`` neither a manifest nor a ``.meta``: a backup still being written, or abandoned (gc's job).
+* ``broken``     a manifest or ``.meta`` that is unreadable or inconsistent, or files it lists are missing.
+                 ``problems`` says why.
+
+``.meta`` decoding is a Thrift matter, so the caller passes ``decode_meta`` (the CLI wires the codec in
+``brsm.adapters.meta_codec``); workflows never import adapters.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import posixpath
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from brsm.errors import ObjectNotFound
+from brsm.ports import ObjectInfo, Storage
+from brsm.workflows.layout import MANIFEST, manifest_key, meta_file_key
+from brsm.workflows.maintenance import name_time
+
+COMPLETE = "complete"
+INCOMPLETE = "incomplete"
+BROKEN = "broken"
+BY_BRSM = "brsm"
+BY_NEBULA_BR = "nebula-br"
+BY_UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class MetaFacts:
+    """The facts of a ``<NAME>.meta`` (nebula-br's BackupMeta) that listing and checking need."""
+
+    name: str
+    create_time_ms: int
+    spaces: Mapping[int, str]
+    all_spaces: bool
+    full: bool
+    meta_files: tuple[str, ...]  # base names
+    storage_hosts: tuple[str, ...]  # "host:port"
+    # storage host "host:port" -> space ids it holds checkpoints of
+    host_spaces: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+# bytes of a .meta -> its facts; raises ValueError when the bytes are not a BackupMeta
+MetaDecoder = Callable[[bytes], MetaFacts]
+
+
+@dataclass
+class BackupEntry:
+    name: str
+    state: str
+    made_by: str
+    checksums: bool = False
+    created_ms: int | None = None
+    created_from: str = "none"  # manifest | meta | name | none
+    spaces: list[str] = field(default_factory=list)
+    all_spaces: bool | None = None
+    full: bool | None = None
+    files: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+    # not part of the public view: what was read, for verify
+    manifest: dict[str, Any] | None = None
+    meta: MetaFacts | None = None
+    objects: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def created(self) -> str | None:
+        return iso_utc(self.created_ms)
+
+    @property
+    def state_text(self) -> str:
+        if self.state == COMPLETE and not self.checksums:
+            return "complete (no checksums)"
+        return self.state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "made_by": self.made_by, "checksums": self.checksums,
+                "created": self.created, "created_ms": self.created_ms, "created_from": self.created_from,
+                "spaces": self.spaces, "all_spaces": self.all_spaces, "full": self.full, "files": self.files,
+                "bytes": self.bytes, "problems": self.problems}
+
+
+def iso_utc(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
+    """The manifest as a dict, checked for the fields readers rely on; ValueError says what is wrong."""
+    try:
+        m = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{MANIFEST} is not JSON: {e}") from e
+    if not isinstance(m, dict):
+        raise ValueError(f"{MANIFEST} is not a JSON object")
+    if m.get("format") != 1:
+        raise ValueError(f"{MANIFEST} has format {m.get('format')!r}, this brsm reads format 1")
+    if m.get("backup_name") != name:
+        raise ValueError(f"{MANIFEST} names backup {m.get('backup_name')!r}, not {name!r}")
+    if not isinstance(m.get("create_time_ms"), int):
+        raise ValueError(f"{MANIFEST} has no create_time_ms")
+    files = m.get("files")
+    if not isinstance(files, list):
+        raise ValueError(f"{MANIFEST} has no file list")
+    for i, f in enumerate(files):
+        if not (isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("size"), int)
+                and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64):
+            raise ValueError(f"{MANIFEST}: files[{i}] lacks key, size or sha256")
+        if not f["key"].startswith(f"{name}/") or f["key"] in (manifest_key(name), meta_file_key(name)):
+            raise ValueError(f"{MANIFEST}: files[{i}] key {f['key']!r} is outside the backup's data")
+    if not isinstance(m.get("spaces", {}), dict):
+        raise ValueError(f"{MANIFEST}: spaces is not an object")
+    return m
+
+
+def meta_disagreements(m: dict[str, Any], facts: MetaFacts, name: str) -> list[str]:
+    """Where the manifest and the ``.meta`` disagree (empty when they agree)."""
+    out = []
+    if facts.name != name:
+        out.append(f"{name}.meta names backup {facts.name!r}")
+    if facts.create_time_ms and m["create_time_ms"] != facts.create_time_ms:
+        out.append(f"create time differs: manifest {m['create_time_ms']}, .meta {facts.create_time_ms}")
+    try:
+        mspaces = {int(k) for k in m.get("spaces", {})}
+    except (TypeError, ValueError):
+        mspaces = set()
+    if mspaces != set(facts.spaces):
+        out.append(f"spaces differ: manifest {sorted(mspaces)}, .meta {sorted(facts.spaces)}")
+    if "all_spaces" in m and bool(m["all_spaces"]) != facts.all_spaces:
+        out.append(f"all_spaces differs: manifest {bool(m['all_spaces'])}, .meta {facts.all_spaces}")
+    if "storage_hosts" in m and sorted(m["storage_hosts"]) != sorted(facts.storage_hosts):
+        out.append(f"storage hosts differ: manifest {sorted(m['storage_hosts'])}, .meta {sorted(facts.storage_hosts)}")
+    if "meta_files" in m and sorted(posixpath.basename(f) for f in m["meta_files"]) != sorted(facts.meta_files):
+        out.append("meta files differ between the manifest and the .meta")
+    return out
+
+
+def file_problems(m: dict[str, Any], objects: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Each manifest file that is missing from the listing or has another size."""
+    out = []
+    for f in m["files"]:
+        have = objects.get(f["key"])
+        if have is None:
+            out.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
+        elif have != f["size"]:
+            out.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": have})
+    return out
+
+
+def structure_problems(name: str, facts: MetaFacts, objects: Mapping[str, int]) -> list[dict[str, Any]]:
+    """A nebula-br backup has no hashes: check that what its ``.meta`` names is there at all."""
+    out = []
+    for f in facts.meta_files:
+        key = f"{name}/meta/{f}"
+        if key not in objects:
+            out.append({"key": key, "problem": "missing", "expected": None, "actual": None})
+    for host in sorted(set(facts.storage_hosts) | set(facts.host_spaces)):
+        spaces = facts.host_spaces.get(host, ())
+        prefix = f"{name}/data/{host}/"
+        under = [k for k in objects if k.startswith(prefix)]
+        if not under:
+            if spaces or not facts.host_spaces:
+                out.append({"key": prefix, "problem": "missing", "expected": None, "actual": None,
+                            "detail": f"no data for storage host {host}"})
+            continue
+        for sid in spaces:
+            if not any(_space_of(k[len(prefix):]) == sid for k in under):
+                out.append({"key": f"{prefix}data*/{sid}/", "problem": "missing", "expected": None, "actual": None,
+                            "detail": f"no data of space {sid} from {host}"})
+    return out
+
+
+def _space_of(rel: str) -> int | None:
+    """``data<i>/<spaceId>/...`` -> spaceId."""
+    parts = rel.split("/")
+    if len(parts) >= 3 and parts[0].startswith("data") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+# -- one backup ----------------------------------------------------------------------------------------
+async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecoder,
+                         objects: list[ObjectInfo] | None = None) -> BackupEntry:
+    """Read one backup's manifest and ``.meta`` and classify it against its listing."""
+    objs = {o.key: o.size for o in (objects if objects is not None else await storage.list(f"{name}/"))}
+    e = BackupEntry(name=name, state=INCOMPLETE, made_by=BY_UNKNOWN, objects=objs)
+    mkey, metakey = manifest_key(name), meta_file_key(name)
+    facts, meta_error = None, None
+    if metakey in objs:
+        try:
+            facts = decode_meta(await storage.get_bytes(metakey))
+        except ObjectNotFound:
+            meta_error = f"{name}.meta disappeared while it was read"
+        except ValueError as err:
+            meta_error = f"{name}.meta is unreadable: {err}"
+        e.meta = facts
+    if mkey in objs:
+        e.made_by = BY_BRSM
+        e.checksums = True
+        try:
+            m = parse_manifest(await storage.get_bytes(mkey), name)
+        except ObjectNotFound:
+            m, e.state = None, INCOMPLETE  # deleted under us (prune, cleanup): reads as incomplete
+            e.problems.append(f"{MANIFEST} disappeared while it was read")
+        except ValueError as err:
+            m, e.state = None, BROKEN
+            e.problems.append(str(err))
+        if m is not None:
+            e.manifest = m
+            e.created_ms, e.created_from = m["create_time_ms"], "manifest"
+            sp = m.get("spaces", {})
+            e.spaces = [str(sp[k]) for k in sorted(sp, key=lambda k: (len(str(k)), str(k)))]
+            e.all_spaces = bool(m.get("all_spaces", True))
+            e.full = bool(m.get("full", True))
+            e.files = len(m["files"])
+            e.bytes = sum(f["size"] for f in m["files"])
+            if meta_error:
+                e.problems.append(meta_error)
+            elif metakey not in objs:
+                e.problems.append(f"{name}.meta is missing")
+            else:
+                e.problems.extend(meta_disagreements(m, facts, name))
+            bad = file_problems(m, objs)
+            if bad:
+                e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
+                                  f"e.g. {bad[0]['key']}")
+            e.state = BROKEN if e.problems else COMPLETE
+    elif metakey in objs:
+        e.made_by = BY_NEBULA_BR
+        if meta_error:
+            e.state = BROKEN
+            e.problems.append(meta_error)
+        else:
+            e.created_ms, e.created_from = (facts.create_time_ms, "meta") if facts.create_time_ms else (None, "none")
+            e.spaces = [facts.spaces[k] for k in sorted(facts.spaces)]
+            e.all_spaces, e.full = facts.all_spaces, facts.full
+            data = {k: s for k, s in objs.items() if k != metakey}
+            e.files, e.bytes = len(data), sum(data.values())
+            if facts.name != name:
+                e.problems.append(f"{name}.meta names backup {facts.name!r}")
+            bad = structure_problems(name, facts, objs)
+            if bad:
+                e.problems.append(f"{len(bad)} part(s) named by {name}.meta are missing, e.g. {bad[0]['key']}")
+            e.state = BROKEN if e.problems else COMPLETE
+    else:
+        e.files, e.bytes = len(objs), sum(objs.values())
+    if e.created_ms is None:
+        t = name_time(name)
+        if t is not None:
+            e.created_ms, e.created_from = int(t * 1000), "name"
+    return e
+
+
+# -- the whole storage ---------------------------------------------------------------------------------
+async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrency: int = 8) -> list[BackupEntry]:
+    """Every top-level entry whose name starts with ``BACKUP`` (as ``br show``), oldest first."""
+    names = [d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP")]
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(n: str) -> BackupEntry:
+        async with sem:
+            return await inspect_backup(storage, n, decode_meta=decode_meta)
+
+    entries = await asyncio.gather(*(one(n) for n in names))
+    return sorted(entries, key=lambda e: (e.created_ms is None, e.created_ms or 0, e.name))

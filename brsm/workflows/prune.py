@@ -1,0 +1,138 @@
+"""`brsm prune`: retention over the complete backups in a storage.
+
+A complete backup is kept when it is among the ``keep_last`` newest complete ones, OR was created
+within ``keep_within`` seconds, OR an unfinished brsm operation uses it; every other complete backup
+is deleted. Incomplete and broken backups never count as kept ones and are never deleted here:
+removing those is ``brsm gc``'s (incomplete) or ``brsm cleanup``'s (broken, after a look) job.
+
+Planning is pure (:func:`plan_prune`); :func:`apply_prune` deletes. Each deletion removes the
+manifest first, then the ``.meta``, then the rest, so a backup deleted halfway reads as incomplete,
+never as a good backup.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.errors import BrsmError, UsageError
+from brsm.ports import Storage
+from brsm.workflows import catalog
+from brsm.workflows.layout import manifest_key, meta_file_key
+
+KEEP, DELETE, SKIP = "keep", "delete", "skip"
+GC_NOTE = ("incomplete and broken backups are neither counted nor deleted by prune: `brsm gc` removes "
+           "abandoned incomplete ones, `brsm cleanup NAME` a broken one")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (a bare number is seconds) → seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", (text or "").strip())
+    if not m:
+        raise UsageError(f"not a duration: {text!r}", hint="write it like 90s, 30m, 12h, 30d or 2w")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+@dataclass
+class Decision:
+    entry: catalog.BackupEntry
+    action: str
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.entry
+        return {"name": e.name, "action": self.action, "why": "; ".join(self.reasons), "state": e.state,
+                "made_by": e.made_by, "created": e.created, "files": e.files, "bytes": e.bytes}
+
+
+@dataclass
+class PrunePlan:
+    keep_last: int | None
+    keep_within: float | None
+    now_ms: int
+    decisions: list[Decision]
+
+    def of(self, action: str) -> list[Decision]:
+        return [d for d in self.decisions if d.action == action]
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        complete = [d for d in self.decisions if d.entry.state == catalog.COMPLETE]
+        if complete and all(d.action == DELETE for d in complete):
+            out.append("this deletes every complete backup in the storage")
+        return out
+
+
+def check_policy(keep_last: int | None, keep_within: float | None) -> None:
+    if keep_last is None and keep_within is None:
+        raise UsageError("prune needs a retention policy: --keep-last N, --keep-within DURATION, or both",
+                         hint="e.g. brsm prune --storage URI --keep-last 7 --keep-within 30d")
+    if keep_last is not None and keep_last < 1:
+        raise UsageError(f"--keep-last must be at least 1, not {keep_last}",
+                         hint="to keep only recent backups, use --keep-within alone")
+    if keep_within is not None and keep_within <= 0:
+        raise UsageError("--keep-within must be a positive duration", hint="e.g. 30d")
+
+
+def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None, keep_within: float | None,
+               now_ms: int, in_use: Mapping[str, int] | None = None) -> PrunePlan:
+    check_policy(keep_last, keep_within)
+    in_use = in_use or {}
+    entries = list(entries)
+    complete = sorted((e for e in entries if e.state == catalog.COMPLETE),
+                      key=lambda e: (e.created_ms is not None, e.created_ms or 0, e.name), reverse=True)
+    newest = {e.name for e in complete[:keep_last]} if keep_last else set()
+    decisions: list[Decision] = []
+    for e in entries:
+        if e.state != catalog.COMPLETE:
+            why = ("incomplete: not counted and not deleted (`brsm gc` removes abandoned ones)"
+                   if e.state == catalog.INCOMPLETE else
+                   "broken: not counted and not deleted (see `brsm verify`; `brsm cleanup` removes it)")
+            decisions.append(Decision(e, SKIP, [why]))
+            continue
+        reasons = []
+        if e.name in newest:
+            reasons.append(f"among the {keep_last} newest complete")
+        if keep_within is not None and e.created_ms is not None and e.created_ms >= now_ms - keep_within * 1000:
+            reasons.append("created within the window")
+        if e.created_ms is None:
+            reasons.append("creation time unknown")
+        if e.name in in_use:
+            reasons.append(f"in use by unfinished operation {in_use[e.name]}")
+        if reasons:
+            decisions.append(Decision(e, KEEP, reasons))
+        else:
+            parts = []
+            if keep_last:
+                parts.append(f"not among the {keep_last} newest complete")
+            if keep_within is not None:
+                parts.append("older than the window")
+            decisions.append(Decision(e, DELETE, parts))
+    decisions.sort(key=lambda d: (d.entry.created_ms is None, d.entry.created_ms or 0, d.entry.name))
+    return PrunePlan(keep_last, keep_within, now_ms, decisions)
+
+
+async def delete_backup(storage: Storage, entry: catalog.BackupEntry) -> int:
+    """Commit markers first (manifest, then ``.meta``), then the rest of the prefix; returns objects deleted."""
+    name = entry.name
+    n = 0
+    for key in (manifest_key(name), meta_file_key(name)):
+        if key in entry.objects:
+            await storage.delete(key)
+            n += 1
+    await storage.abort_uploads(f"{name}/")
+    return n + await storage.delete_prefix(f"{name}/")
+
+
+async def apply_prune(storage: Storage, plan: PrunePlan) -> list[dict[str, Any]]:
+    """Delete what the plan says, one backup after another; a failure is recorded and the rest go on."""
+    results = []
+    for d in plan.of(DELETE):
+        try:
+            n = await delete_backup(storage, d.entry)
+            results.append({"name": d.entry.name, "deleted": True, "objects": n})
+        except BrsmError as e:
+            results.append({"name": d.entry.name, "deleted": False, "error": e.message, "hint": e.hint})
+    return results

@@ -1,0 +1,191 @@
+"""`brsm verify`: is a backup in storage whole?
+
+* ``quick``  every object the manifest lists exists with its size (one listing, no reads);
+* ``full``   quick, then every object re-hashed (streamed, ``concurrency`` at once, with progress);
+* ``sample`` quick, then a random share of the objects re-hashed (``seed`` makes the pick repeatable).
+
+A nebula-br backup has no manifest and no hashes: ``.meta`` must decode, and the meta files and the
+data of every storage host it names must be there; ``full``/``sample`` can re-hash nothing and say so.
+
+The result is a report listing every problem; the CLI turns a non-empty list into exit code 6.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.errors import ObjectNotFound, UsageError
+from brsm.ports import Progress, Storage
+from brsm.workflows import catalog
+from brsm.workflows.layout import MANIFEST, manifest_key, meta_file_key
+
+QUICK, FULL, SAMPLE = "quick", "full", "sample"
+_HASH_IN_THREAD = 256 << 10
+
+
+@dataclass
+class VerifyReport:
+    name: str
+    mode: str
+    made_by: str
+    state: str
+    checksums: bool
+    files: int = 0
+    bytes: int = 0
+    checked: int = 0  # objects whose presence and size were checked
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    sample: float | None = None
+    seed: int | None = None
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode, "made_by": self.made_by, "state": self.state,
+                "checksums": self.checksums, "ok": self.ok, "files": self.files, "bytes": self.bytes,
+                "checked": self.checked, "hashed_files": self.hashed_files, "hashed_bytes": self.hashed_bytes,
+                "sample": self.sample, "seed": self.seed, "problems": self.problems, "notes": self.notes}
+
+
+def parse_sample(text: str) -> float:
+    """``5%`` or ``0.05`` → 0.05; a share in (0, 1]."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", text or "")
+    if m:
+        v = float(m.group(1)) / (100 if m.group(2) else 1)
+        if 0 < v <= 1:
+            return v
+    raise UsageError(f"--sample takes a share of the files, not {text!r}", hint="write it like 5% or 0.05")
+
+
+def pick_sample(files: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:
+    """The same files for the same (files, share, seed): at least one file when there are any."""
+    ordered = sorted(files, key=lambda f: f["key"])
+    if not ordered:
+        return []
+    k = min(len(ordered), max(1, math.ceil(share * len(ordered))))
+    return sorted(random.Random(seed).sample(ordered, k), key=lambda f: f["key"])
+
+
+async def hash_object(storage: Storage, key: str, progress: Progress | None = None) -> tuple[int, str]:
+    """(bytes read, SHA-256 hex) of one object, streamed."""
+    h = hashlib.sha256()
+    n = 0
+    async for block in storage.get(key):
+        if len(block) >= _HASH_IN_THREAD:
+            await asyncio.to_thread(h.update, block)
+        else:
+            h.update(block)
+        n += len(block)
+        if progress is not None:
+            progress.advance("verify", len(block))
+    return n, h.hexdigest()
+
+
+async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: int,
+                 progress: Progress | None) -> list[dict[str, Any]]:
+    """Re-hash ``files`` (manifest entries), at most ``concurrency`` at once; the problems found."""
+    problems: list[dict[str, Any]] = []
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(f: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                n, digest = await hash_object(storage, f["key"], progress)
+            except ObjectNotFound:
+                problems.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
+                return
+        if n != f["size"]:
+            problems.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": n})
+        elif digest != f["sha256"]:
+            problems.append({"key": f["key"], "problem": "sha256", "expected": f["sha256"], "actual": digest})
+
+    if progress is not None:
+        progress.start("verify", sum(f["size"] for f in files))
+    try:
+        await asyncio.gather(*(one(f) for f in files))
+    finally:
+        if progress is not None:
+            progress.done("verify")
+    return sorted(problems, key=lambda p: p["key"])
+
+
+async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.MetaDecoder, mode: str = QUICK,
+                        sample: float | None = None, seed: int | None = None, concurrency: int = 4,
+                        progress: Progress | None = None) -> VerifyReport:
+    if mode not in (QUICK, FULL, SAMPLE):
+        raise UsageError(f"unknown verify mode {mode!r}", hint="use --quick, --full or --sample 5%")
+    if mode == SAMPLE:
+        if sample is None:
+            raise UsageError("sample mode needs a share", hint="e.g. --sample 5%")
+        if seed is None:
+            seed = random.SystemRandom().randrange(1 << 32)
+    objs = await storage.list(f"{name}/")
+    if not objs:
+        raise UsageError(f"no backup named {name} in {storage.uri}", hint=f"see `brsm show --storage {storage.uri}`")
+    e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta, objects=objs)
+    r = VerifyReport(name=name, mode=mode, made_by=e.made_by, state=e.state, checksums=e.checksums,
+                     files=e.files, bytes=e.bytes, sample=sample if mode == SAMPLE else None,
+                     seed=seed if mode == SAMPLE else None)
+
+    if e.made_by == catalog.BY_BRSM and e.manifest is None:
+        r.problems.append({"key": manifest_key(name), "problem": "unreadable" if e.state == catalog.BROKEN
+                           else "missing", "detail": "; ".join(e.problems)})
+        return r
+    if e.made_by == catalog.BY_UNKNOWN:
+        r.problems.append({"key": manifest_key(name), "problem": "missing",
+                           "detail": f"no {MANIFEST} and no {name}.meta: the backup is incomplete (still being "
+                                     "written, or abandoned: `brsm gc` removes those)"})
+        return r
+    if e.made_by == catalog.BY_NEBULA_BR:
+        if e.meta is None:
+            r.problems.append({"key": meta_file_key(name), "problem": "unreadable", "detail": "; ".join(e.problems)})
+            return r
+        if e.meta.name != name:
+            r.problems.append({"key": meta_file_key(name), "problem": "inconsistent",
+                               "detail": f"it names backup {e.meta.name!r}"})
+        bad = catalog.structure_problems(name, e.meta, e.objects)
+        r.problems.extend(bad)
+        r.checked = len(e.meta.meta_files) + len(set(e.meta.storage_hosts) | set(e.meta.host_spaces))
+        r.notes.append("made by nebula-br: no checksums; checked that .meta decodes and that its meta files and "
+                       "the data of every storage host it names exist")
+        if mode != QUICK:
+            r.notes.append(f"--{mode} cannot re-hash a nebula-br backup (it records no hashes): nothing was re-hashed")
+        return r
+
+    # brsm, with a readable manifest
+    m = e.manifest
+    meta = e.meta
+    if meta_file_key(name) not in e.objects:
+        r.problems.append({"key": meta_file_key(name), "problem": "missing", "expected": None, "actual": None})
+    elif meta is None:
+        r.problems.append({"key": meta_file_key(name), "problem": "unreadable",
+                           "detail": "; ".join(p for p in e.problems if ".meta" in p)})
+    else:
+        for d in catalog.meta_disagreements(m, meta, name):
+            r.problems.append({"key": meta_file_key(name), "problem": "inconsistent", "detail": d})
+    quick = catalog.file_problems(m, e.objects)
+    r.problems.extend(quick)
+    r.checked = len(m["files"])
+    listed = set(e.objects) - {manifest_key(name), meta_file_key(name)} - {f["key"] for f in m["files"]}
+    if listed:
+        r.notes.append(f"{len(listed)} object(s) under {name}/ are not in the manifest (ignored by restore), "
+                       f"e.g. {sorted(listed)[0]}")
+    if mode == QUICK:
+        return r
+    failed = {p["key"] for p in quick}
+    todo = [f for f in m["files"] if f["key"] not in failed]
+    if mode == SAMPLE:
+        todo = [f for f in pick_sample(m["files"], sample, seed) if f["key"] not in failed]
+    r.problems.extend(await rehash(storage, todo, concurrency=concurrency, progress=progress))
+    r.hashed_files = len(todo)
+    r.hashed_bytes = sum(f["size"] for f in todo)
+    return r
