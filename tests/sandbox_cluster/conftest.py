@@ -42,10 +42,10 @@ class Sandbox:
         self.identity = info["ssh"]["identity"]
         self.known_hosts = info["ssh"]["known_hosts"]
 
-    def ssh_argv(self, host: str, *cmd: str, known_hosts: str | None = None, timeout: int = 10) -> list[str]:
+    def ssh_argv(self, host: str, *cmd: str, known_hosts: str | None = None, connect_timeout: int = 10) -> list[str]:
         h = self.hosts[host]
         return ["ssh", "-i", self.identity, "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "GlobalKnownHostsFile=/dev/null", "-p", str(h["ssh_port"]),
                 f"{self.info['ssh']['user']}@{h['address']}", *cmd]
 

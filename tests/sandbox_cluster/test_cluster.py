@@ -115,7 +115,9 @@ def test_load_changes_checksum(sandbox):
     assert rep["bytes"] == 3 * 2**20 and set(rep["spaces"]) == {"space1", "space2"}
     after = brsm_json("sandbox", "checksum", "--dir", sandbox.dir)["spaces"]
     assert set(after) == {"space1", "space2"} and after != before
-    rep = brsm_json("sandbox", "load", "--dir", sandbox.dir, "--size", "1MiB", "--spaces", "2")
+    rep = brsm_json("sandbox", "load", "--dir", sandbox.dir, "--size", "1MiB", "--spaces", "2",
+                    "--while-writing", "1")
+    assert rep["background_writer"]["ok"] > 0 and rep["background_writer"]["refused"] == 0
     again = brsm_json("sandbox", "checksum", "--dir", sandbox.dir)["spaces"]
     assert again["space1"] != after["space1"] and again["space2"] != after["space2"]
 

@@ -89,10 +89,15 @@ def test_refuse_logins(sandbox):
     assert sandbox.ssh("storage2", "true").returncode == 0
 
 
-def test_close_and_slow(sandbox):
+def test_close_hang_and_slow(sandbox):
     fault(sandbox, "ssh", "storage1", "close")
     r = sandbox.ssh("storage1", "true")
     assert r.returncode == 255
+    fault(sandbox, "ssh", "storage1", "hang")
+    t0 = time.monotonic()
+    r = sandbox.ssh("storage1", "true", connect_timeout=2)  # also bounds the banner exchange
+    assert r.returncode == 255 and b"timed out" in r.stderr
+    assert time.monotonic() - t0 < 10
     fault(sandbox, "ssh", "storage1", "slow", "--rate", "256KiB")
     t0 = time.monotonic()
     r = cat(sandbox, "storage1", sandbox.blob, 512 * 1024)
