@@ -198,6 +198,16 @@ def _addresses_free(k: int, meta_hosts: int, storage_hosts: int, ssh_port: int) 
     return all(can_bind(a, p) and (p == 0 or not port_open(a, p, 0.1)) for a, p in checks)
 
 
+def choose_ssh_port() -> int:
+    """22 as root (2222 otherwise), unless a wildcard listener (a system sshd on 0.0.0.0:22) holds
+    that port on every loopback address: then the next candidate."""
+    first = sshd_mod.default_ssh_port()
+    for port in dict.fromkeys((first, 2222, 2022, 3022, 4022)):
+        if can_bind("127.254.254.253", port) and can_bind("127.254.254.253", port + SIDE_PORT_OFFSET):
+            return port
+    raise SandboxError("no SSH port free on the loopback addresses", hint="tried 22, 2222, 2022, 3022, 4022")
+
+
 def choose_k(root: str, meta_hosts: int, storage_hosts: int, ssh_port: int) -> int:
     start = int(hashlib.sha256(root.encode()).hexdigest(), 16) % 200
     for i in range(250):
@@ -392,7 +402,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         down(root)        # leftovers of a half-dead sandbox
     t0 = time.monotonic()
     os.makedirs(root, exist_ok=True)
-    ssh_port = sshd_mod.default_ssh_port()
+    ssh_port = choose_ssh_port()
     k = choose_k(root, meta_hosts, storage_hosts, ssh_port)
     state: dict[str, Any] = {"version": 1, "dir": root, "state": "starting", "k": k, "created": _now(),
                              "python": venv_python(), "topology": {"meta_hosts": meta_hosts,
