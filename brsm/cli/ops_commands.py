@@ -111,7 +111,34 @@ def _spaces_text(e: Any) -> str:
     s = ",".join(e.spaces)
     if e.all_spaces:
         s = f"all: {s}" if s else "all"
-    return s
+    return s + (" (incremental)" if e.full is False else "")
+
+
+def _when(e: Any) -> str:
+    return (e.created or "")[:16].replace("T", " ")
+
+
+def _state(e: Any) -> str:
+    return "complete*" if e.state == "complete" and not e.checksums else e.state
+
+
+NO_CHECKSUMS = "* complete, made by nebula-br: no checksums (verify checks its structure only)"
+
+
+def _table(out: Output, title: str | None, columns: list[str], rows: list[list[Any]], wrap: set[str]) -> None:
+    """Like Output.table, compact, and only the ``wrap`` columns wrap: names and times stay whole."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
+              title_justify="left")
+    for i, c in enumerate(columns):
+        widest = max([len(c)] + [len(str(r[i])) for r in rows]) if c not in wrap else None
+        t.add_column(c, no_wrap=c not in wrap, overflow="fold", ratio=1 if c in wrap else None,
+                     min_width=widest)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    out.out.print(t)
 
 
 def _in_use() -> dict[str, int]:
@@ -159,9 +186,14 @@ def show(
     if not entries:
         out.line(f"no backups in {uri}")
         return
-    out.table(f"backups in {uri}", ["name", "created (UTC)", "state", "by", "spaces", "full", "files", "size"],
-              [[e.name, (e.created or "").replace("T", " ").rstrip("Z"), e.state_text, e.made_by, _spaces_text(e),
-                "" if e.full is None else ("yes" if e.full else "no"), e.files, human(e.bytes)] for e in entries])
+    cols = ["name", "created (UTC)", "state", "by", "spaces", "files", "size"]
+    rows = [[e.name, _when(e), _state(e), e.made_by, _spaces_text(e), e.files, human(e.bytes)] for e in entries]
+    if out.out.width < 100:  # a narrow terminal: the essentials (--json has everything)
+        keep = [0, 1, 2, 5, 6]
+        cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    _table(out, f"backups in {uri}", cols, rows, wrap={"spaces"})
+    if any(_state(e) == "complete*" for e in entries):
+        out.line(NO_CHECKSUMS)
     for e in entries:
         for p in e.problems:
             out.line(f"{e.name}: {p}")
@@ -270,15 +302,16 @@ def prune(
             "failed": failed, "warnings": plan.warnings, "note": GC_NOTE}
     if not json_:
         if plan.decisions:
-            out.table(f"prune {uri}", ["name", "created (UTC)", "state", "by", "size", "action", "why"],
-                      [[d.entry.name, (d.entry.created or "").replace("T", " ").rstrip("Z"), d.entry.state_text,
-                        d.entry.made_by, human(d.entry.bytes),
-                        ("deleted" if confirm and d.entry.name in data["deleted"] else
-                         "FAILED" if confirm and d.action == DELETE else
-                         "would delete" if d.action == DELETE else d.action), "; ".join(d.reasons)]
-                       for d in plan.decisions])
+            _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"],
+                   [[d.entry.name, _when(d.entry), _state(d.entry),
+                     ("deleted" if confirm and d.entry.name in data["deleted"] else
+                      "FAILED" if confirm and d.action == DELETE else
+                      "would delete" if d.action == DELETE else d.action), "; ".join(d.reasons)]
+                    for d in plan.decisions], wrap={"why"})
         else:
             out.line(f"no backups in {uri}")
+        if any(_state(d.entry) == "complete*" for d in plan.decisions):
+            out.line(NO_CHECKSUMS)
         for w in plan.warnings:
             out.line(f"warning: {w}")
         if plan.of(SKIP):
@@ -332,8 +365,8 @@ def config_check(
         "ok": not errors, "file": file, "name": cfg.name, "meta": list(cfg.meta),
         "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "identity": cfg.ssh.identity,
                 "known_hosts": cfg.ssh.known_hosts},
-        "hosts": [{"address": h.address, "ssh": f"{h.user}@{h.ssh_host}:{h.ssh_port}", "install_dir": h.install_dir,
-                   "data_paths": list(h.data_paths)} for h in cfg.hosts],
+        "hosts": [{"address": h.address, "ssh_host": h.ssh_host, "ssh_port": h.ssh_port, "user": h.user,
+                   "install_dir": h.install_dir, "data_paths": list(h.data_paths)} for h in cfg.hosts],
         "storage": {"default": cfg.storage.default, "s3_endpoint": cfg.storage.s3_endpoint,
                     "s3_region": cfg.storage.s3_region, "oss_endpoint": cfg.storage.oss_endpoint},
         "errors": errors,
@@ -350,10 +383,11 @@ def config_check(
         return
     out.line(f"ok: {file}")
     out.line(f"cluster {cfg.name}: meta {', '.join(cfg.meta)}")
-    out.line(f"ssh defaults: {cfg.ssh.user}@…:{cfg.ssh.port}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else ""))
+    out.line(f"ssh defaults: user {cfg.ssh.user}, port {cfg.ssh.port}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else ""))
     if cfg.hosts:
-        out.table(None, ["address", "ssh", "install dir", "data paths"],
-                  [[h["address"], h["ssh"], h["install_dir"], ", ".join(h["data_paths"])] for h in summary["hosts"]])
+        out.table(None, ["address", "ssh user", "ssh host", "ssh port", "install dir", "data paths"],
+                  [[h["address"], h["user"], h["ssh_host"], h["ssh_port"], h["install_dir"], ", ".join(h["data_paths"])]
+                   for h in summary["hosts"]])
     else:
         out.line("hosts: none listed (every host metad reports uses the ssh defaults)")
     if cfg.storage.default:

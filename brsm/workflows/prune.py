@@ -87,9 +87,8 @@ def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None,
     decisions: list[Decision] = []
     for e in entries:
         if e.state != catalog.COMPLETE:
-            why = ("incomplete: not counted and not deleted (`brsm gc` removes abandoned ones)"
-                   if e.state == catalog.INCOMPLETE else
-                   "broken: not counted and not deleted (see `brsm verify`; `brsm cleanup` removes it)")
+            why = ("incomplete: neither counted nor deleted (brsm gc's job)" if e.state == catalog.INCOMPLETE
+                   else "broken: neither counted nor deleted (see brsm verify)")
             decisions.append(Decision(e, SKIP, [why]))
             continue
         reasons = []
