@@ -11,7 +11,7 @@ import posixpath
 from brsm.errors import RemoteError
 
 SERVICES = ("metad", "storaged", "graphd", "all")
-SERVICE_ACTIONS = ("start", "stop", "restart", "status")
+SERVICE_ACTIONS = ("start", "stop", "restart", "kill", "status")
 
 
 def checked_path(path: str, *, what: str = "path") -> str:

@@ -121,3 +121,28 @@ def remote_dir(sshd, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("remote")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def meta_cluster(tmp_path_factory):
+    """metad (leader) + follower metad + two storaged (two data paths each), helper-3's stand-ins,
+    on random 127.x addresses; two spaces loaded. Stopped at the end of the module."""
+    from brsm.sandbox import control, data
+    from tests.sandbox_services.conftest import Cluster
+
+    c = Cluster(tmp_path_factory.mktemp("metasb"))
+    c.add("meta1", "metad", 11, 9559)
+    for i in (1, 2):
+        c.add(f"storage{i}", "storaged", 20 + i, 9779, data_paths=2)
+    c.add("meta2", "metad", 12, 9559, meta_addrs=f"{c.meta.addr},{c.ip(12)}:9559")
+    try:
+        c.start("meta1")
+        for n in ("storage1", "storage2", "meta2"):
+            c.start(n, wait=False)
+        for n in ("storage1", "storage2", "meta2"):
+            control.wait_running(c.procs[n].http, timeout=30)
+        c.wait_registered(["storage1", "storage2"])
+        data.load(c.meta.addr, spaces=2, size_bytes=2 << 20, seed=7)
+        yield c
+    finally:
+        c.stop_all()

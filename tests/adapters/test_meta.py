@@ -15,31 +15,14 @@ from brsm.adapters.meta_codec import decode_backup_meta
 from brsm.errors import MetaError
 from brsm.ports import HostAddr, MetaPort
 from brsm.sandbox import control, data
-from tests.sandbox_services.conftest import Cluster
 
 pytestmark = pytest.mark.sandbox
 EC = common.ErrorCode
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("metasb"))
-    c.add("meta1", "metad", 11, 9559)
-    for i in (1, 2):
-        c.add(f"storage{i}", "storaged", 20 + i, 9779, data_paths=2)
-    leader = c.meta.addr
-    c.add("meta2", "metad", 12, 9559, meta_addrs=f"{leader},{c.ip(12)}:9559")
-    try:
-        c.start("meta1")
-        for n in ("storage1", "storage2", "meta2"):
-            c.start(n, wait=False)
-        for n in ("storage1", "storage2", "meta2"):
-            control.wait_running(c.procs[n].http, timeout=30)
-        c.wait_registered(["storage1", "storage2"])
-        data.load(c.meta.addr, spaces=2, size_bytes=2 << 20, seed=7)
-        yield c
-    finally:
-        c.stop_all()
+def cluster(meta_cluster):
+    return meta_cluster
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,325 @@
+"""An in-process model of a Nebula cluster, shared by ``FakeMeta`` and ``FakeHosts``.
+
+Deterministic (no wall clock, no randomness unless seeded), so hypothesis can drive workflows on it.
+Machines hold an in-memory file tree (absolute path -> bytes, plus explicitly made directories);
+the meta state (spaces, parts, snapshots) lives on the cluster object and is exported to / restored
+from "SST" files (JSON inside) the way metad does it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.ports import HostAddr
+
+META_PORT = 9559
+STORAGE_PORT = 9779
+GRAPH_PORT = 9669
+EPOCH = 1_764_000_000  # 2025-11-24 16:00:00 UTC: the fake metad's clock starts here
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    remaining: int | None  # None = until cleared
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Faults:
+    """Injected failures. ``add(kind, target, count=1, **params)``; ``count=None`` = until cleared.
+
+    kinds (target):
+      meta_code (rpc or "*"):   code=<ErrorCode>; for createBackup ``after_hosts=k`` fails only after k
+                                storage hosts made their checkpoints (INVALID snapshot + dirs stay behind)
+      leader_change (rpc/"*"):  the RPC answers E_LEADER_CHANGED once per count (FakeMeta follows, bounded)
+      disconnect (host):        after_bytes=N: the SSH connection drops after N bytes of a read or write
+      host_down (host):         every SSH operation (and meta RPC served there) fails: connection refused
+      disk_full (host):         writes fail with "No space left on device"; free_bytes is 0
+      run_fail (host):          argv0=<cmd>: that command exits with ``exit`` (default 1) and ``stderr``
+    """
+
+    KINDS = ("meta_code", "leader_change", "disconnect", "host_down", "disk_full", "run_fail")
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self.fired: list[tuple[str, str]] = []
+
+    def add(self, kind: str, target: str, count: int | None = 1, **params: Any) -> Fault:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(self.KINDS)})")
+        f = Fault(kind, target, count, params)
+        self._faults.append(f)
+        return f
+
+    def clear(self, kind: str | None = None, target: str | None = None) -> None:
+        self._faults = [f for f in self._faults
+                        if not ((kind is None or f.kind == kind) and (target is None or f.target == target))]
+
+    def peek(self, kind: str, target: str, pred=None) -> Fault | None:
+        for f in self._faults:
+            if f.kind == kind and f.target in (target, "*") and (pred is None or pred(f)):
+                return f
+        return None
+
+    def take(self, kind: str, target: str, pred=None) -> Fault | None:
+        f = self.peek(kind, target, pred)
+        if f is not None:
+            self.fired.append((kind, target))
+            if f.remaining is not None:
+                f.remaining -= 1
+                if f.remaining <= 0:
+                    self._faults.remove(f)
+        return f
+
+    def __len__(self) -> int:
+        return len(self._faults)
+
+
+class Machine:
+    """One host: an in-memory file system plus the services installed on it."""
+
+    def __init__(self, name: str, *, install_dir: str, services: dict[str, int], free: int) -> None:
+        self.name = name
+        self.install_dir = install_dir
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, int] = {}
+        self.dirs: set[str] = {"/"}
+        self.services = dict(services)  # service -> port
+        self.running: dict[str, bool] = {s: True for s in services}
+        self.capacity = free
+
+    # -- file tree helpers (paths are absolute and normalised) --------------------------------
+    @staticmethod
+    def norm(path: str) -> str:
+        p = posixpath.normpath(path)
+        return "/" + p.lstrip("/") if p.startswith("//") else p
+
+    def is_dir(self, path: str) -> bool:
+        path = self.norm(path)
+        if path in self.dirs:
+            return True
+        pre = path.rstrip("/") + "/"
+        return any(f.startswith(pre) for f in self.files) or any(d.startswith(pre) for d in self.dirs)
+
+    def exists(self, path: str) -> bool:
+        return self.norm(path) in self.files or self.is_dir(path)
+
+    def mkdirs(self, path: str) -> None:
+        path = self.norm(path)
+        while path not in self.dirs:
+            if path in self.files:
+                raise NotADirectoryError(path)
+            self.dirs.add(path)
+            path = posixpath.dirname(path)
+
+    def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        path = self.norm(path)
+        self.mkdirs(posixpath.dirname(path))
+        self.files[path] = bytes(data)
+        self.modes[path] = mode
+
+    def under(self, path: str) -> list[str]:
+        pre = self.norm(path).rstrip("/") + "/"
+        return sorted(f for f in self.files if f.startswith(pre))
+
+    def remove_tree(self, path: str) -> None:
+        path = self.norm(path)
+        pre = path.rstrip("/") + "/"
+        self.files.pop(path, None)
+        self.modes.pop(path, None)
+        for f in [f for f in self.files if f.startswith(pre)]:
+            del self.files[f]
+            self.modes.pop(f, None)
+        self.dirs = {d for d in self.dirs if d != path and not d.startswith(pre)} | {"/"}
+
+    def move(self, src: str, dst: str) -> None:
+        src, dst = self.norm(src), self.norm(dst)
+        if not self.exists(src):
+            raise FileNotFoundError(src)
+        if src in self.files:
+            if self.is_dir(dst):
+                raise IsADirectoryError(dst)
+            self.put(dst, self.files.pop(src), self.modes.pop(src, 0o644))
+            return
+        if self.exists(dst) and (dst in self.files or self.under(dst) or
+                                 any(d.startswith(dst + "/") for d in self.dirs)):
+            raise FileExistsError(dst)  # rename(2): target dir must be empty
+        if dst == src or dst.startswith(src + "/"):
+            raise OSError(f"cannot move {src} into itself")
+        pre = src + "/"
+        self.mkdirs(posixpath.dirname(dst))
+        for f in [f for f in self.files if f.startswith(pre)]:
+            self.files[dst + f[len(src):]] = self.files.pop(f)
+            self.modes[dst + f[len(src):]] = self.modes.pop(f, 0o644)
+        moved = {d for d in self.dirs if d == src or d.startswith(pre)}
+        self.dirs = (self.dirs - moved) | {dst + d[len(src):] for d in moved} | {dst}
+
+    def used(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+    def free(self) -> int:
+        return max(0, self.capacity - self.used())
+
+
+@dataclass
+class SpaceModel:
+    id: int
+    name: str
+    partition_num: int
+    parts: dict[int, str]  # part id -> storage host "ip:port"
+
+
+@dataclass
+class SnapshotModel:
+    status: str  # VALID / INVALID
+    hosts: list[str]
+
+
+class FakeCluster:
+    """Meta hosts, storage hosts with data paths, spaces with per-host files, snapshots, services."""
+
+    def __init__(self, *, metas: int = 1, storages: int = 3, data_paths: int = 2, prefix: str = "127.0.0",
+                 install_dir: str = "/usr/local/nebula", data_root: str = "/data", free: int = 1 << 40,
+                 seed: int = 0) -> None:
+        self.install_dir = install_dir
+        self.faults = Faults()
+        self.rng = random.Random(seed)
+        self.clock = EPOCH
+        self.machines: dict[str, Machine] = {}
+        self.meta_addrs = [HostAddr(f"{prefix}.{11 + i}", META_PORT) for i in range(metas)]
+        self.storage_addrs = [HostAddr(f"{prefix}.{101 + i}", STORAGE_PORT) for i in range(storages)]
+        self.meta_paths: dict[HostAddr, str] = {}
+        self.storage_paths: dict[HostAddr, list[str]] = {}
+        for a in self.meta_addrs:
+            m = self._machine(a.host, {"metad": META_PORT, "graphd": GRAPH_PORT}, free)
+            self.meta_paths[a] = f"{data_root}/meta"
+            m.mkdirs(f"{data_root}/meta/nebula/0/data")
+        for a in self.storage_addrs:
+            m = self._machine(a.host, {"storaged": STORAGE_PORT}, free)
+            self.storage_paths[a] = [f"{data_root}/storage{i + 1}" for i in range(data_paths)]
+            for dp in self.storage_paths[a]:
+                m.mkdirs(f"{dp}/nebula")
+        self.leader = self.meta_addrs[0]
+        self.spaces: dict[int, SpaceModel] = {}
+        self.next_id = 1
+        self.snapshots: dict[str, SnapshotModel] = {}
+        self.write_blocked = False
+        self.backup_running = False
+        self.cluster_id = 4242
+
+    def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
+        m = self.machines.get(name)
+        if m is None:
+            m = self.machines[name] = Machine(name, install_dir=self.install_dir, services=services, free=free)
+            m.put(f"{self.install_dir}/scripts/nebula.service", b"#!/bin/bash\n# fake\n", 0o755)
+        else:
+            m.services.update(services)
+            m.running.update({s: True for s in services})
+        return m
+
+    # -- addresses ---------------------------------------------------------------------------
+    def machine(self, host: str) -> Machine:
+        return self.machines[host]
+
+    def host_of(self, addr: HostAddr | str) -> Machine:
+        a = addr if isinstance(addr, HostAddr) else HostAddr.parse(addr)
+        return self.machines[a.host]
+
+    def service_up(self, host: str, svc: str) -> bool:
+        m = self.machines.get(host)
+        return bool(m and m.running.get(svc)) and self.faults.peek("host_down", host) is None
+
+    # -- data ----------------------------------------------------------------------------------
+    def tick(self, seconds: int = 1) -> int:
+        self.clock += seconds
+        return self.clock
+
+    def part_location(self, space_id: int, part_id: int) -> tuple[HostAddr, str]:
+        addr = HostAddr.parse(self.spaces[space_id].parts[part_id])
+        dps = self.storage_paths[addr]
+        return addr, dps[(part_id - 1) // len(self.storage_addrs) % len(dps)]
+
+    def add_space(self, name: str, *, partition_num: int = 6, files_per_path: int = 2, size: int = 1000) -> int:
+        """Create a space with parts spread over the storage hosts and some RocksDB/WAL files."""
+        sid = self.next_id
+        self.next_id += 1
+        hosts = [str(a) for a in self.storage_addrs]
+        self.spaces[sid] = SpaceModel(sid, name, partition_num,
+                                      {p: hosts[(p - 1) % len(hosts)] for p in range(1, partition_num + 1)})
+        for p in range(1, partition_num + 1):
+            addr, dp = self.part_location(sid, p)
+            m = self.host_of(addr)
+            m.put(f"{dp}/nebula/{sid}/wal/{p}/{1:019d}.wal", self._bytes(f"{sid}/{p}/wal", size // 4))
+        for addr in self.storage_addrs:
+            m = self.host_of(addr)
+            for dp in self.storage_paths[addr]:
+                if not any(self.part_location(sid, p) == (addr, dp) for p in range(1, partition_num + 1)):
+                    continue
+                for i in range(files_per_path):
+                    m.put(f"{dp}/nebula/{sid}/data/{i + 1:06d}.sst", self._bytes(f"{sid}/{addr}/{dp}/{i}", size))
+                m.put(f"{dp}/nebula/{sid}/data/CURRENT", b"MANIFEST-000001\n")
+        return sid
+
+    def write(self, name: str, data: bytes | None = None) -> bool:
+        """A client write to a space: refused (False) while writes are blocked by a backup."""
+        if self.write_blocked:
+            return False
+        sid = self.space_id(name)
+        addr, dp = self.part_location(sid, 1)
+        m = self.host_of(addr)
+        path = f"{dp}/nebula/{sid}/data/{len(m.under(f'{dp}/nebula/{sid}/data')) + 1:06d}.sst"
+        m.put(path, data if data is not None else self._bytes(path, 100))
+        return True
+
+    def _bytes(self, key: str, n: int) -> bytes:
+        out = b""
+        i = 0
+        while len(out) < n:
+            out += hashlib.sha256(f"{key}/{i}/{self.rng.random()}".encode()).digest()
+            i += 1
+        return out[:n]
+
+    def space_id(self, name: str) -> int:
+        for s in self.spaces.values():
+            if s.name == name:
+                return s.id
+        raise KeyError(name)
+
+    def space_files(self, sid: int) -> dict[tuple[str, str], bytes]:
+        """{(host, path relative to the data path): bytes} of a space's live data (for comparisons)."""
+        out = {}
+        for addr in self.storage_addrs:
+            m = self.host_of(addr)
+            for i, dp in enumerate(self.storage_paths[addr]):
+                base = f"{dp}/nebula/{sid}"
+                for f in m.under(base):
+                    rel = f[len(base) + 1:]
+                    if not rel.startswith("checkpoints/"):
+                        out[(f"{addr}#{i}", rel)] = m.files[f]
+        return out
+
+    # -- meta tables as "SST" files (JSON inside) ------------------------------------------------
+    def export_tables(self, space_ids: list[int], all_spaces: bool) -> dict[str, bytes]:
+        sp = {str(s): {"name": self.spaces[s].name, "partition_num": self.spaces[s].partition_num}
+              for s in space_ids}
+        parts = {str(s): {str(p): h for p, h in self.spaces[s].parts.items()} for s in space_ids}
+        out = {"__spaces__.sst": sp, "__parts__.sst": parts}
+        if all_spaces:
+            out["__id__.sst"] = {"next_id": self.next_id}
+            out["__machines__.sst"] = {"machines": [str(a) for a in self.storage_addrs]}
+        return {k: json.dumps(v, sort_keys=True).encode() for k, v in out.items()}
+
+    def import_tables(self, tables: dict[str, dict], mapping: dict[str, str]) -> None:
+        sp = tables.get("__spaces__.sst", {})
+        parts = tables.get("__parts__.sst", {})
+        for sid_s, info in sp.items():
+            sid = int(sid_s)
+            self.spaces[sid] = SpaceModel(sid, info["name"], info["partition_num"],
+                                          {int(p): mapping.get(h, h) for p, h in parts.get(sid_s, {}).items()})
+        if "__id__.sst" in tables:
+            self.next_id = max(self.next_id, int(tables["__id__.sst"]["next_id"]))

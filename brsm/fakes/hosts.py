@@ -1,0 +1,354 @@
+"""HostsPort / HostPort over a ``FakeCluster``'s in-memory machines.
+
+``run`` understands the argv shapes built by ``brsm.adapters.remote_cmd`` (nebula.service, df, mv,
+rm -rf, mkdir, find) plus a few plain ones (true, false, echo, printf, test -e/-d/-f, cat, mkdir
+without -p, sleep); anything else exits 127 "command not found", as a shell would.
+Errors look like SshHost's: ``RemoteError`` naming the host, with the exit status or what dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from collections.abc import AsyncIterator, Sequence
+
+from brsm.adapters import remote_cmd
+from brsm.adapters.ssh import TMP_SUFFIX
+from brsm.errors import RemoteError
+from brsm.fakes.cluster import FakeCluster, Machine
+from brsm.ports import RemoteFile, RunResult
+
+
+def _printf(fmt: str, args: list[str]) -> str:
+    """The subset of printf(1) brsm and its tests use: %s, %%, \\n \\t \\0 \\\\, format reused for all args."""
+    def once(items: list[str]) -> tuple[str, int]:
+        out, i, used = [], 0, 0
+        while i < len(fmt):
+            ch = fmt[i]
+            if ch == "%" and i + 1 < len(fmt):
+                nxt = fmt[i + 1]
+                if nxt == "s":
+                    out.append(items[used] if used < len(items) else "")
+                    used += 1
+                elif nxt == "%":
+                    out.append("%")
+                else:
+                    out.append(ch + nxt)
+                i += 2
+            elif ch == "\\" and i + 1 < len(fmt):
+                out.append({"n": "\n", "t": "\t", "0": "\0", "\\": "\\"}.get(fmt[i + 1], "\\" + fmt[i + 1]))
+                i += 2
+            else:
+                out.append(ch)
+                i += 1
+        return "".join(out), used
+
+    text, used = once(args)
+    if used == 0:
+        return text
+    rest = args[used:]
+    while rest:
+        more, used = once(rest)
+        text += more
+        rest = rest[used:]
+    return text
+
+
+class FakeHost:
+    """One machine of a ``FakeCluster`` (implements ``brsm.ports.HostPort``)."""
+
+    def __init__(self, cluster: FakeCluster, name: str) -> None:
+        self.c = cluster
+        self.name = name
+        self.commands: list[tuple[str, ...]] = []
+        self.closed = False
+
+    @property
+    def m(self) -> Machine:
+        return self.c.machine(self.name)
+
+    def __repr__(self) -> str:
+        return f"FakeHost({self.name!r})"
+
+    async def _enter(self, what: str) -> Machine:
+        await asyncio.sleep(0)
+        if self.c.faults.take("host_down", self.name) is not None:
+            raise RemoteError(f"{self.name}: {what}: connection to {self.name}:22 refused", host=self.name,
+                              hint="is sshd running on that host, and is the SSH port right?")
+        if self.name not in self.c.machines:
+            raise RemoteError(f"{self.name}: {what}: cannot reach {self.name}:22", host=self.name)
+        return self.m
+
+    def _dropped(self, what: str) -> RemoteError:
+        return RemoteError(f"{self.name}: {what}: SSH connection to {self.name}:22 dropped (fault)", host=self.name,
+                           hint="the host or its sshd went away; retry (the connection is reopened)")
+
+    # -- commands ------------------------------------------------------------------------------
+    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult:
+        argv = tuple(str(a) for a in argv)
+        if not argv:
+            raise ValueError("empty argv")
+        m = await self._enter(f"run {argv[0]}")
+        self.commands.append(argv)
+        f = self.c.faults.take("run_fail", self.name, lambda f: f.params.get("argv0") in (None, argv[0]))
+        if f is not None:
+            res = RunResult(int(f.params.get("exit", 1)), "", str(f.params.get("stderr", "injected failure")))
+        else:
+            try:
+                res = await asyncio.wait_for(self._exec(m, argv), timeout)
+            except asyncio.TimeoutError:
+                raise RemoteError(f"{self.name}: `{shlex.join(argv)}` did not finish within {timeout}s",
+                                  host=self.name, hint="the command is still running on the host or hung there") from None
+        if check and res.exit_status != 0:
+            tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-8:])
+            raise RemoteError(f"{self.name}: `{shlex.join(argv)}` exited with status {res.exit_status}"
+                              + (f":\n{tail}" if tail else ""), host=self.name)
+        return res
+
+    async def _exec(self, m: Machine, argv: tuple[str, ...]) -> RunResult:
+        cmd, args = argv[0], list(argv[1:])
+        ok = RunResult(0, "", "")
+
+        def err(msg: str, code: int = 1) -> RunResult:
+            return RunResult(code, "", f"{cmd}: {msg}\n")
+
+        def opts(allowed: set[str]) -> tuple[set[str], list[str]]:
+            seen, rest = set(), list(args)
+            while rest and rest[0].startswith("-") and rest[0] != "-":
+                o = rest.pop(0)
+                if o == "--":
+                    break
+                if o not in allowed:
+                    return {"?" + o}, rest
+                seen.add(o)
+            return seen, rest
+
+        if cmd == "true":
+            return ok
+        if cmd == "false":
+            return RunResult(1, "", "")
+        if cmd == "echo":
+            return RunResult(0, " ".join(args) + "\n", "")
+        if cmd == "printf":
+            return RunResult(0, _printf(args[0], args[1:]) if args else "", "")
+        if cmd == "sleep":
+            await asyncio.sleep(float(args[0]))
+            return ok
+        if cmd == "cat":
+            out = []
+            for p in args:
+                if m.norm(p) not in m.files:
+                    return err(f"{p}: No such file or directory")
+                out.append(m.files[m.norm(p)].decode("utf-8", "replace"))
+            return RunResult(0, "".join(out), "")
+        if cmd == "test" and len(args) == 2:
+            flag, p = args
+            hit = {"-e": m.exists(p), "-d": m.is_dir(p), "-f": m.norm(p) in m.files}.get(flag)
+            return RunResult(0 if hit else 1, "", "")
+        if cmd == "mkdir":
+            seen, paths = opts({"-p"})
+            if any(s.startswith("?") for s in seen) or not paths:
+                return err("invalid option or missing operand")
+            for p in paths:
+                if not p.startswith("/"):
+                    return err(f"{p}: relative paths are not supported by the fake")
+                if "-p" not in seen:
+                    if m.exists(p):
+                        return err(f"cannot create directory '{p}': File exists")
+                    if not m.is_dir(posixpath.dirname(m.norm(p))):
+                        return err(f"cannot create directory '{p}': No such file or directory")
+                try:
+                    if m.norm(p) in m.files:
+                        return err(f"cannot create directory '{p}': File exists")
+                    m.mkdirs(p)
+                except NotADirectoryError:
+                    return err(f"cannot create directory '{p}': Not a directory")
+            return ok
+        if cmd == "rm":
+            seen, paths = opts({"-rf", "-r", "-f", "-fr", "--one-file-system"})
+            if any(s.startswith("?") for s in seen) or not paths:
+                return err("invalid option or missing operand")
+            for p in paths:
+                remote_cmd.checked_path(p, what="rm -rf of")  # the fake refuses "/" as loudly as the builder
+                if m.is_dir(p) and not ({"-rf", "-r", "-fr"} & seen):
+                    return err(f"cannot remove '{p}': Is a directory")
+                m.remove_tree(p)
+            return ok
+        if cmd == "mv":
+            seen, paths = opts({"-T", "-f"})
+            if any(s.startswith("?") for s in seen) or len(paths) != 2:
+                return err("invalid option or wrong number of operands")
+            src, dst = paths
+            try:
+                m.move(src, dst)
+            except FileNotFoundError:
+                return err(f"cannot stat '{src}': No such file or directory")
+            except (FileExistsError, IsADirectoryError):
+                return err(f"cannot move '{src}' to '{dst}': Directory not empty")
+            except OSError as e:
+                return err(str(e))
+            return ok
+        if cmd == "df":
+            path = args[-1]
+            if not m.exists(path):
+                return err(f"{path}: No such file or directory")
+            free = 0 if self.c.faults.peek("disk_full", self.name) else m.free()
+            return RunResult(0, f"    Avail\n{free}\n", "")
+        if cmd == "find" and len(args) == 5 and args[1:4] == ["-type", "f", "-printf"]:
+            root = args[0]
+            if not m.exists(root):
+                return err(f"'{root}': No such file or directory")
+            files = [root] if m.norm(root) in m.files else m.under(root)
+            fmt = args[4]
+            out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f).replace("\\0", "\0")
+                          .replace("\\n", "\n") for f in files)
+            return RunResult(0, out, "")
+        if cmd.endswith("/scripts/nebula.service"):
+            return self._service(m, cmd, args)
+        return RunResult(127, "", f"bash: {cmd}: command not found\n")
+
+    def _service(self, m: Machine, script: str, args: list[str]) -> RunResult:
+        if m.norm(script) not in m.files:
+            return RunResult(127, "", f"bash: {script}: No such file or directory\n")
+        if len(args) != 2 or args[0] not in remote_cmd.SERVICE_ACTIONS:
+            return RunResult(1, "Usage: nebula.service <start|stop|restart|kill|status> <metad|graphd|storaged|all>\n", "")
+        action, target = args
+        svcs = sorted(m.services) if target == "all" else [target]
+        out, errs, rc = [], [], 0
+        for s in svcs:
+            if s not in m.services:
+                errs.append(f"[ERROR] nebula-{s}: {m.install_dir}/etc/nebula-{s}.conf not found")
+                rc = 1
+                continue
+            if action in ("start", "restart"):
+                m.running[s] = True
+                out.append(f"[INFO] Starting nebula-{s}...")
+            elif action in ("stop", "kill"):
+                m.running[s] = False
+                out.append(f"[INFO] Stopping nebula-{s}...")
+            if action == "status":
+                if m.running[s]:
+                    out.append(f"[INFO] nebula-{s}(fake): Running as {1000 + m.services[s]}, "
+                               f"Listening on {m.services[s]}")
+                else:
+                    out.append(f"[INFO] nebula-{s}(fake): Exited")
+                    rc = 1
+        return RunResult(rc, "".join(o + "\n" for o in out), "".join(e + "\n" for e in errs))
+
+    # -- files ---------------------------------------------------------------------------------
+    async def exists(self, path: str) -> bool:
+        m = await self._enter(f"stat {path}")
+        return m.exists(path)
+
+    async def walk(self, path: str) -> list[RemoteFile]:
+        res = await self.run(remote_cmd.find_files_argv(path), check=False)
+        if res.exit_status != 0:
+            raise RemoteError(f"{self.name}: cannot list {path}: {res.stderr.strip() or 'find failed'}", host=self.name)
+        return sorted((RemoteFile(p, s) for p, s in remote_cmd.parse_find_files(res.stdout)), key=lambda f: f.path)
+
+    async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        m = await self._enter(f"open {path}")
+        data = m.files.get(m.norm(path))
+        if data is None:
+            raise RemoteError(f"{self.name}: open {path}: No such file", host=self.name)
+        drop = self.c.faults.take("disconnect", self.name)
+        limit = int(drop.params.get("after_bytes", 0)) if drop else None
+        pos = offset
+        while pos < len(data):
+            await asyncio.sleep(0)
+            if self.c.faults.peek("host_down", self.name):
+                raise self._dropped(f"read {path}")
+            end = min(pos + block_size, len(data))
+            if limit is not None and end - offset > limit:
+                if limit > pos - offset:
+                    yield data[pos:offset + limit]
+                raise self._dropped(f"read {path}")
+            yield data[pos:end]
+            pos = end
+
+    async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int:
+        m = await self._enter(f"create {path + TMP_SUFFIX}")
+        tmp = m.norm(path + TMP_SUFFIX)
+        drop = self.c.faults.take("disconnect", self.name)
+        limit = int(drop.params.get("after_bytes", 0)) if drop else None
+        written = 0
+        buf = bytearray()
+        ok = False
+        m.put(tmp, b"", mode)
+        try:
+            async for chunk in chunks:
+                if self.c.faults.peek("host_down", self.name):
+                    raise self._dropped(f"write {tmp}")
+                if limit is not None and written + len(chunk) > limit:
+                    raise self._dropped(f"write {tmp}")
+                if self.c.faults.peek("disk_full", self.name) or len(chunk) > m.free():
+                    self.c.faults.take("disk_full", self.name)
+                    raise RemoteError(f"{self.name}: write {tmp}: No space left on device (fault)", host=self.name,
+                                      hint="free space on that host's data path")
+                buf += chunk
+                written += len(chunk)
+                m.files[tmp] = bytes(buf)  # a partial temp file is visible, the final name is not touched
+            if m.is_dir(path):
+                raise RemoteError(f"{self.name}: rename {tmp} -> {path}: Is a directory", host=self.name)
+            m.files.pop(tmp)
+            m.modes.pop(tmp, None)
+            m.put(path, bytes(buf), mode)
+            ok = True
+            return written
+        finally:
+            if not ok and self.name in self.c.machines:
+                m.files.pop(tmp, None)
+                m.modes.pop(tmp, None)
+
+    async def rename(self, src: str, dst: str) -> None:
+        remote_cmd.checked_path(src)
+        remote_cmd.checked_path(dst)
+        m = await self._enter(f"rename {src} -> {dst}")
+        try:
+            m.move(src, dst)
+        except FileNotFoundError:
+            raise RemoteError(f"{self.name}: rename {src} -> {dst}: No such file", host=self.name) from None
+        except OSError as e:
+            raise RemoteError(f"{self.name}: rename {src} -> {dst}: {e.__class__.__name__}", host=self.name) from None
+
+    async def makedirs(self, path: str) -> None:
+        path = remote_cmd.checked_path(path, what="makedirs of")
+        m = await self._enter(f"makedirs {path}")
+        try:
+            m.mkdirs(path)
+        except NotADirectoryError:
+            raise RemoteError(f"{self.name}: makedirs {path}: Not a directory", host=self.name) from None
+
+    async def remove_tree(self, path: str) -> None:
+        await self.run(remote_cmd.rm_rf_argv(path))
+
+    async def free_bytes(self, path: str) -> int:
+        return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)
+
+    async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
+        argv = remote_cmd.service_argv(install_dir or self.c.install_dir, action, name)
+        return await self.run(argv, check=action != "status")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeHosts:
+    """Implements ``brsm.ports.HostsPort`` over a ``FakeCluster``."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.c = cluster
+        self._hosts: dict[str, FakeHost] = {}
+
+    def host(self, name: str) -> FakeHost:
+        if name not in self.c.machines:
+            raise RemoteError(f"no SSH settings for host {name!r}", host=name,
+                              hint=f"add it to the config's hosts (known: {', '.join(sorted(self.c.machines))})")
+        h = self._hosts.get(name)
+        if h is None:
+            h = self._hosts[name] = FakeHost(self.c, name)
+        return h
+
+    async def close(self) -> None:
+        for h in self._hosts.values():
+            await h.close()

@@ -1,0 +1,215 @@
+"""One contract, two implementations: the same tests run against SshHosts (real sshd) and FakeHosts."""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from brsm.adapters import remote_cmd
+from brsm.adapters.ssh import TMP_SUFFIX, SshHosts
+from brsm.errors import BrsmError, RemoteError
+from brsm.fakes import FakeCluster, FakeHosts
+from brsm.ports import HostPort, HostsPort
+
+SERVICE_SCRIPT = """#!/bin/sh
+d="$(dirname "$0")/../state"; mkdir -p "$d"
+case "$1" in
+  start|restart) touch "$d/$2"; echo "[INFO] Starting nebula-$2...";;
+  stop|kill) rm -f "$d/$2"; echo "[INFO] Stopping nebula-$2...";;
+  status) if [ -f "$d/$2" ]; then echo "[INFO] nebula-$2(x): Running as 1, Listening on 1";
+          else echo "[INFO] nebula-$2(x): Exited"; exit 1; fi;;
+esac
+"""
+
+
+@dataclass
+class Env:
+    kind: str
+    hosts: HostsPort
+    host: HostPort
+    base: str  # a fresh absolute directory on the host
+    put: Callable[[str, bytes], None]
+    get: Callable[[str], bytes | None]
+    listdir: Callable[[str], list[str]]
+    mode: Callable[[str], int]
+    install_dir: str
+    svc: str
+
+
+@pytest.fixture(params=["fake", "ssh"])
+async def env(request, tmp_path_factory):
+    if request.param == "fake":
+        c = FakeCluster(metas=1, storages=1)
+        hosts = FakeHosts(c)
+        name = c.meta_addrs[0].host
+        m = c.machine(name)
+        base = "/work area"
+        m.mkdirs(base)
+
+        def listdir(p):
+            pre = m.norm(p).rstrip("/") + "/"
+            return sorted({x[len(pre):].split("/")[0] for x in list(m.files) + list(m.dirs) if x.startswith(pre)})
+
+        e = Env("fake", hosts, hosts.host(name), base, lambda p, d: m.put(p, d), lambda p: m.files.get(m.norm(p)),
+                listdir, lambda p: m.modes[m.norm(p)], c.install_dir, "metad")
+    else:
+        sshd = request.getfixturevalue("sshd")
+        d = tmp_path_factory.mktemp("contract") / "work area"
+        d.mkdir()
+        inst = d.parent / "install"
+        (inst / "scripts").mkdir(parents=True)
+        (inst / "scripts" / "nebula.service").write_text(SERVICE_SCRIPT)
+        (inst / "scripts" / "nebula.service").chmod(0o755)
+        hosts = SshHosts({sshd.ip: sshd.target(install_dir=str(inst))})
+
+        def put(p, data):
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+            Path(p).write_bytes(data)
+
+        def get(p):
+            return Path(p).read_bytes() if Path(p).is_file() else None
+
+        e = Env("ssh", hosts, hosts.host(sshd.ip), str(d), put, get, lambda p: sorted(os.listdir(p)),
+                lambda p: stat.S_IMODE(os.stat(p).st_mode), str(inst), "metad")
+    yield e
+    await e.hosts.close()
+
+
+def j(*parts: str) -> str:
+    return "/".join(parts)
+
+
+async def test_protocols(env):
+    assert isinstance(env.hosts, HostsPort) and isinstance(env.host, HostPort)
+    with pytest.raises(RemoteError):
+        env.hosts.host("10.255.255.1")
+
+
+AWKWARD = ["plain", "with space", "it's", '"q"', "$(rm -rf /)", "`id`", "a;b|c&d", "*", "", "new\nline", "ü"]
+
+
+async def test_run_argv_is_quoted(env):
+    r = await env.host.run(["printf", "%s\\0", *AWKWARD])
+    assert r.exit_status == 0 and r.stdout.split("\0")[:-1] == AWKWARD
+    assert (await env.host.run(["echo", "a b", "c"])).stdout == "a b c\n"
+
+
+async def test_run_exit_status_and_check(env):
+    missing = j(env.base, "nope")
+    r = await env.host.run(["test", "-e", missing], check=False)
+    assert r.exit_status == 1
+    with pytest.raises(RemoteError, match="status 1") as ei:
+        await env.host.run(["test", "-e", missing])
+    assert ei.value.host == env.host.name
+    r = await env.host.run(["no-such-command-brsm"], check=False)
+    assert r.exit_status == 127
+    with pytest.raises(RemoteError, match="No such file"):
+        await env.host.run(["cat", missing])
+
+
+async def test_mkdir_without_p_is_a_lock(env):
+    d = j(env.base, "lock dir")
+    assert (await env.host.run(["mkdir", d], check=False)).exit_status == 0
+    assert (await env.host.run(["mkdir", d], check=False)).exit_status != 0
+    await env.host.run(remote_cmd.mkdir_p_argv(d))  # -p: fine
+
+
+async def test_walk(env):
+    names = {"a.sst": b"1", "sp ace/b.sst": b"22", "sp ace/deep/new\nline": b"333", "e": b""}
+    for n, d in names.items():
+        env.put(j(env.base, "t", n), d)
+    await env.host.makedirs(j(env.base, "t", "empty dir"))
+    files = await env.host.walk(j(env.base, "t"))
+    assert [(f.path, f.size) for f in files] == sorted((j(env.base, "t", n), len(d)) for n, d in names.items())
+    with pytest.raises(RemoteError):
+        await env.host.walk(j(env.base, "missing"))
+
+
+async def test_open_read(env):
+    data = bytes(range(256)) * 1000 + b"tail"
+    p = j(env.base, "r", "f i l e")
+    env.put(p, data)
+    assert b"".join([c async for c in env.host.open_read(p)]) == data
+    chunks = [c async for c in env.host.open_read(p, offset=1000, block_size=4096)]
+    assert b"".join(chunks) == data[1000:] and all(len(c) == 4096 for c in chunks[:-1])
+    env.put(j(env.base, "r", "empty"), b"")
+    assert [c async for c in env.host.open_read(j(env.base, "r", "empty"))] == []
+    with pytest.raises(RemoteError):
+        async for _ in env.host.open_read(j(env.base, "r", "missing")):
+            pass
+
+
+async def gen(parts, fail_at=None):
+    for i, p in enumerate(parts):
+        if i == fail_at:
+            raise BrsmError("source broke")
+        yield p
+
+
+async def test_write_file_is_atomic(env):
+    dest = j(env.base, "w", "sub", "out.sst")
+    parts = [bytes([i]) * 300_000 for i in range(5)]
+    assert await env.host.write_file(dest, gen(parts), mode=0o600) == 1_500_000
+    assert env.get(dest) == b"".join(parts) and env.mode(dest) == 0o600
+    assert env.listdir(j(env.base, "w", "sub")) == ["out.sst"]
+    with pytest.raises(BrsmError, match="source broke"):
+        await env.host.write_file(dest, gen(parts, fail_at=3))
+    assert env.get(dest) == b"".join(parts)
+    assert env.listdir(j(env.base, "w", "sub")) == ["out.sst"]
+    fresh = j(env.base, "w", "fresh")
+    with pytest.raises(BrsmError):
+        await env.host.write_file(fresh, gen(parts, fail_at=1))
+    assert env.get(fresh) is None and env.get(fresh + TMP_SUFFIX) is None
+    assert await env.host.write_file(j(env.base, "w", "zero"), gen([])) == 0
+    assert env.get(j(env.base, "w", "zero")) == b""
+
+
+async def test_exists_rename_makedirs(env):
+    d = j(env.base, "m", "a b", "c")
+    await env.host.makedirs(d)
+    await env.host.makedirs(d)
+    assert await env.host.exists(d) and not await env.host.exists(j(env.base, "m", "zz"))
+    env.put(j(d, "f"), b"x")
+    await env.host.rename(j(env.base, "m", "a b"), j(env.base, "m", "moved"))
+    assert env.get(j(env.base, "m", "moved", "c", "f")) == b"x"
+    assert not await env.host.exists(j(env.base, "m", "a b"))
+    env.put(j(env.base, "m", "g"), b"new")
+    env.put(j(env.base, "m", "h"), b"old")
+    await env.host.rename(j(env.base, "m", "g"), j(env.base, "m", "h"))  # replaces a file
+    assert env.get(j(env.base, "m", "h")) == b"new"
+    with pytest.raises(RemoteError):
+        await env.host.rename(j(env.base, "m", "missing"), j(env.base, "m", "x"))
+    await env.host.run(remote_cmd.mv_argv(j(env.base, "m", "moved"), j(env.base, "m", "again")))
+    assert env.get(j(env.base, "m", "again", "c", "f")) == b"x"
+
+
+async def test_remove_tree(env):
+    env.put(j(env.base, "rm", "x", "y"), b"1")
+    for bad in ("/", "", "relative", "/a/..", "//"):
+        with pytest.raises(RemoteError, match="refusing"):
+            await env.host.remove_tree(bad)
+    await env.host.remove_tree(j(env.base, "rm", "x"))
+    assert env.listdir(j(env.base, "rm")) == []
+    await env.host.remove_tree(j(env.base, "rm", "x"))
+
+
+async def test_free_bytes(env):
+    free = await env.host.free_bytes(env.base)
+    assert isinstance(free, int) and free > 0
+
+
+async def test_service(env):
+    h, inst, svc = env.host, env.install_dir, env.svc
+    await h.service("stop", svc, install_dir=inst)
+    st = await h.service("status", svc, install_dir=inst)
+    assert st.exit_status == 1 and "Exited" in st.stdout
+    r = await h.service("start", svc, install_dir=inst)
+    assert r.exit_status == 0
+    st = await h.service("status", svc, install_dir=inst)
+    assert st.exit_status == 0 and "Running" in st.stdout
+    with pytest.raises(ValueError):
+        await h.service("explode", svc, install_dir=inst)
