@@ -265,6 +265,10 @@ class ThriftMeta:
         if resp.meta is None or not resp.meta.backup_name:
             raise MetaError("createBackup succeeded but returned no BackupMeta",
                             hint="the snapshot may exist: list snapshots and drop it")
+        # metad reports the SSTs' paths on its host; nebula-br's `.meta` keeps base names only
+        # (its restore joins them with the download dir), so ours does the same.
+        resp.meta.meta_files = [f.rsplit(b"/", 1)[-1] if isinstance(f, bytes) else f.rsplit("/", 1)[-1]
+                                for f in (resp.meta.meta_files or [])]
         return created_backup(resp.meta, encode_backup_meta(resp.meta))
 
     async def list_snapshots(self) -> list[Snapshot]:

@@ -27,6 +27,10 @@ journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_hel
 app.add_typer(start_app, name="start")
 app.add_typer(journal_app, name="journal")
 
+from brsm.cli.ops_commands import register as _register_ops  # noqa: E402
+
+_register_ops(app)
+
 try:  # the sandbox is optional: it needs the [sandbox] extra
     from brsm.sandbox.cli import sandbox_app
 
@@ -253,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(as_json="--json" in args)
     code = 0
     try:
-        app(args=args, prog_name="brsm", standalone_mode=False)
+        # With standalone_mode=False click returns a typer.Exit's code instead of raising it.
+        rv = app(args=args, prog_name="brsm", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except BrsmError as e:
         out.error(e.message, e.hint, e.exit_code)
         code = e.exit_code

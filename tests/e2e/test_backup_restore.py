@@ -49,7 +49,8 @@ def test_backup_to_local_then_restore_exactly(sandbox, tmp_path):
     # nebula-br layout: .meta decodes, meta SSTs by base name, data per host and data path index
     bm = decode_backup_meta((root / f"{name}.meta").read_bytes())
     assert text(bm.backup_name) == name
-    assert sorted(p.name for p in (root / "meta").iterdir()) == sorted(os.path.basename(text(f)) for f in bm.meta_files)
+    assert sorted(p.name for p in (root / "meta").iterdir()) == sorted(text(f) for f in bm.meta_files)
+    assert all("/" not in text(f) for f in bm.meta_files)  # base names, as nebula-br writes them
     hosts = sorted(p.name for p in (root / "data").iterdir())
     assert len(hosts) == 3 and all(":" in h for h in hosts)
     assert {p.name for p in (root / "data" / hosts[0]).iterdir()} <= {"data0", "data1"}
