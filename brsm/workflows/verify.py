@@ -94,24 +94,29 @@ async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: 
                  progress: Progress | None) -> list[dict[str, Any]]:
     """Re-hash ``files`` (manifest entries), at most ``concurrency`` at once; the problems found."""
     problems: list[dict[str, Any]] = []
-    sem = asyncio.Semaphore(max(1, concurrency))
+    queue = iter(files)
 
-    async def one(f: dict[str, Any]) -> None:
-        async with sem:
+    async def worker() -> None:  # a fixed pool: 100,000 files cost `concurrency` tasks, not 100,000
+        for f in queue:
             try:
                 n, digest = await hash_object(storage, f["key"], progress)
             except ObjectNotFound:
                 problems.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
-                return
-        if n != f["size"]:
-            problems.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": n})
-        elif digest != f["sha256"]:
-            problems.append({"key": f["key"], "problem": "sha256", "expected": f["sha256"], "actual": digest})
+                continue
+            if n != f["size"]:
+                problems.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": n})
+            elif digest != f["sha256"]:
+                problems.append({"key": f["key"], "problem": "sha256", "expected": f["sha256"], "actual": digest})
 
     if progress is not None:
         progress.start("verify", sum(f["size"] for f in files))
     try:
-        await asyncio.gather(*(one(f) for f in files))
+        try:
+            async with asyncio.TaskGroup() as tg:  # a storage error stops the others and surfaces
+                for _ in range(max(1, min(concurrency, len(files)))):
+                    tg.create_task(worker())
+        except* Exception as eg:
+            raise eg.exceptions[0]  # noqa: B904 - the first failure, with its own cause
     finally:
         if progress is not None:
             progress.done("verify")

@@ -123,3 +123,14 @@ async def test_nebula_br_backup(storage):
     await storage.put_bytes(meta_file_key(b.name), b"junk")
     r = await _verify(storage, b.name)
     assert [p["problem"] for p in r.problems] == ["unreadable"]
+
+
+async def test_a_storage_error_while_hashing_surfaces():
+    from brsm.adapters.storage.memory import MemoryStorage
+    from brsm.errors import StorageError
+
+    mem = MemoryStorage()
+    b = await make_backup(mem, files_per_space=3)
+    mem.inject_fault("get", count=-1, permanent=True, skip=3, message="bucket went away")
+    with pytest.raises(StorageError, match="bucket went away"):
+        await _verify(mem, b.name, FULL, concurrency=3)
