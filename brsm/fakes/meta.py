@@ -44,8 +44,8 @@ class FakeMeta:
             if hops > self.max_hops:
                 raise MetaError(f"{rpc}: meta leader changed {hops} times in a row (last answer from "
                                 f"{self.c.leader})", code=EC.E_LEADER_CHANGED, hint=HINTS[EC.E_LEADER_CHANGED])
-            others = [a for a in self.c.meta_addrs if a != self.c.leader] or self.c.meta_addrs
-            self.c.leader = others[hops % len(others)]
+            ring = self.c.meta_addrs  # the leadership moves to the next metad
+            self.c.leader = ring[(ring.index(self.c.leader) + 1) % len(ring)]
             target = self.c.leader
         if not self.c.service_up(target.host, "metad"):
             raise MetaError(f"cannot reach any metad: {target}: connection refused" if addr is None else
