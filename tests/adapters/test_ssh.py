@@ -234,3 +234,17 @@ async def test_dropped_connection_is_a_remote_error_and_reconnects(sshd, host, b
     sshd.kill_sessions()
     await asyncio.sleep(0.2)
     assert (await host.run(["echo", "back"])).stdout == "back\n"
+
+
+async def test_default_known_hosts_is_verified_too(sshd, tmp_path, monkeypatch):
+    """known_hosts=None means ~/.ssh/known_hosts, never "accept anything"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    hosts = SshHosts({sshd.ip: sshd.target(known_hosts=None)})
+    with pytest.raises(RemoteError) as ei:
+        await hosts.host(sshd.ip).run(["true"])
+    assert "host key" in str(ei.value) and "~/.ssh/known_hosts" in ei.value.hint
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(sshd.known_hosts.read_text())
+    hosts = SshHosts({sshd.ip: sshd.target(known_hosts=None)})
+    assert (await hosts.host(sshd.ip).run(["echo", "ok"])).stdout == "ok\n"
+    await hosts.close()
