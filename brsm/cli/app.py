@@ -238,15 +238,21 @@ def journal_verify(
     finally:
         j.close()
     problems = [{"op_id": p.op_id, "seq": p.seq, "reason": p.reason} for p in report.problems]
-    out.result({"ok": report.ok, "checked": report.checked, "problems": problems},
-               text=f"verified: {report.checked} events, hash chain intact" if report.ok else None)
-    if not report.ok:
-        first = report.problems[0]
-        raise VerificationFailed(
-            f"journal tampered at operation {first.op_id} event {first.seq}: {first.reason}"
-            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
-            hint="the journal was edited outside brsm; keep a copy for investigation",
-        )
+    if report.ok:
+        out.result({"ok": True, "checked": report.checked, "problems": []},
+                   text=f"verified: {report.checked} events, hash chain intact")
+        return
+    first = report.problems[0]
+    err = VerificationFailed(
+        f"journal tampered at operation {first.op_id} event {first.seq}: {first.reason}"
+        + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+        hint="the journal was edited outside brsm; keep a copy for investigation",
+    )
+    if json_:  # exactly one JSON document, the error inside it
+        out.result({"ok": False, "checked": report.checked, "problems": problems, "error": err.message,
+                    "hint": err.hint, "exit_code": err.exit_code})
+        raise click.exceptions.Exit(err.exit_code)
+    raise err
 
 
 # -- entry point --------------------------------------------------------------------------------

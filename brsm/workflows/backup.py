@@ -15,10 +15,10 @@ from typing import Any
 from brsm import __version__, failpoints
 from brsm.engine.definitions import BACKUP
 from brsm.engine.runner import StepContext, Workflow
-from brsm.errors import PreflightFailed, StorageError
+from brsm.errors import PreflightFailed, StorageError, UsageError
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage, UploadState
 from brsm.workflows import common
-from brsm.workflows.layout import data_key, manifest_key, meta_file_key, meta_sst_key
+from brsm.workflows.layout import data_key, in_progress_key, manifest_key, meta_file_key, meta_sst_key
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import FileJob, Limits, run_bounded, upload_file
 
@@ -99,7 +99,26 @@ async def attach(ctx: StepContext) -> None:
         per_host=int(ctx.params.get("per_host") or 4),
         bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))),
     )
+    if ctx.mode == "resume":
+        await _check_resumable(ctx)
     await common.reattach_lease(ctx, _ports(ctx).hosts, "backup")
+
+
+async def _check_resumable(ctx: StepContext) -> None:
+    """pgBackRest's rule: refuse to resume onto something that changed, and say why."""
+    p, st = _ports(ctx), ctx.state
+    if "topology" in ctx.extra:
+        now = common.topology_facts(await p.meta.list_cluster())
+        was = ctx.extra["topology"]
+        shape = lambda t: sorted((s["addr"], tuple(s["data_paths"])) for s in t["storage"])  # noqa: E731
+        if shape(now) != shape(was):
+            raise UsageError(f"cannot resume operation {ctx.op_id}: the cluster's storage hosts changed since it "
+                             f"started", hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
+    name = ctx.facts.get("backup_name")
+    if name and "CLEANED" not in st.started:
+        if name not in {s.name for s in await p.meta.list_snapshots()}:
+            raise UsageError(f"cannot resume operation {ctx.op_id}: its snapshot {name} is gone from the cluster",
+                             hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
 
 
 async def detach(ctx: StepContext) -> None:
@@ -201,6 +220,7 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
     name = ctx.facts["backup_name"]
     jobs = await _plan(ctx)
+    await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id}).encode())
     ctx.record(FILES_PLANNED, {"files": len(jobs), "bytes": sum(j.size for j in jobs)})
     # Resume: a file journaled as copied counts only if the object is there with that size.
     present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
@@ -287,6 +307,7 @@ async def uploaded(ctx: StepContext) -> dict[str, Any]:
     manifest = build_manifest(ctx)
     # Written last: a backup without its manifest is incomplete, never mistaken for a good one.
     await p.storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+    await p.storage.delete(in_progress_key(name))
     return {"manifest": manifest_key(name), "total_bytes": manifest["total_bytes"], "total_files": len(manifest["files"])}
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound
 from brsm.ports import ObjectInfo, Storage
-from brsm.workflows.layout import MANIFEST, manifest_key, meta_file_key
+from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
 
 COMPLETE = "complete"
@@ -238,6 +238,11 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
                 e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
                                   f"e.g. {bad[0]['key']}")
             e.state = BROKEN if e.problems else COMPLETE
+    elif metakey in objs and in_progress_key(name) in objs:
+        e.made_by = BY_BRSM  # brsm wrote .meta but crashed before its manifest: resumable, not complete
+        e.state = INCOMPLETE
+        e.files, e.bytes = len(objs), sum(objs.values())
+        e.problems.append(f"brsm is still writing it (or crashed): no {MANIFEST} yet")
     elif metakey in objs:
         e.made_by = BY_NEBULA_BR
         if meta_error:

@@ -8,6 +8,15 @@ from brsm.ports import HostAddr
 MANIFEST = "brsm-manifest.json"
 
 
+IN_PROGRESS = "brsm-in-progress"
+
+
+def in_progress_key(name: str) -> str:
+    """Present from the first copied file until the manifest is written: without it, a crash between
+    writing ``.meta`` and the manifest would leave what looks like a finished nebula-br backup."""
+    return f"{name}/{IN_PROGRESS}"
+
+
 def meta_file_key(name: str) -> str:
     return f"{name}/{name}.meta"
 

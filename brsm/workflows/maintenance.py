@@ -18,7 +18,7 @@ from brsm.errors import BrsmError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
 from brsm.workflows.lease import LeaseInfo, is_stale
-from brsm.workflows.layout import MANIFEST, lease_path, manifest_key
+from brsm.workflows.layout import MANIFEST, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
 REMOVED = "OrphanRemoved"
@@ -69,6 +69,7 @@ async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
             raise UsageError(f"no backup named {name} in {p.storage.uri}", hint="see `brsm show --storage URI`")
         # The manifest goes first: a half-deleted backup then reads as incomplete, never as good.
         await p.storage.delete(manifest_key(name))
+        await p.storage.delete(meta_file_key(name))
         await p.storage.abort_uploads(f"{name}/")
         deleted = await p.storage.delete_prefix(f"{name}/")
     ctx.record(REMOVED, {"what": "backup", "name": name, "objects": deleted, "snapshot_dropped": bool(dropped)})
@@ -94,7 +95,8 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
             if not name.startswith("BACKUP") or name in p.live.names:
                 continue
             objs = await p.storage.list(f"{name}/")
-            if any(o.key == manifest_key(name) for o in objs) or any(o.key == f"{name}/{name}.meta" for o in objs):
+            keys = {o.key for o in objs}
+            if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
                 continue  # complete (brsm manifest, or nebula-br's .meta written last)
             t = name_time(name)
             if t is not None and now - t < grace_seconds:
