@@ -167,10 +167,13 @@ class SshHost:
         except RemoteError:
             raise
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            if self._dead() or isinstance(exc, (asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost,
-                                                asyncssh.DisconnectError)):
-                self._drop()
-            raise self._error(what, exc) from exc
+            raise self._translate(what, exc) from exc
+
+    def _translate(self, what: str, exc: BaseException) -> RemoteError:
+        if self._dead() or isinstance(exc, (asyncssh.ConnectionLost, asyncssh.SFTPConnectionLost,
+                                            asyncssh.DisconnectError)):
+            self._drop()
+        return self._error(what, exc)
 
     # -- commands ------------------------------------------------------------------------------
     async def _exec(self, argv: Sequence[str], timeout: float | None, encoding: str | None):
@@ -277,7 +280,7 @@ class SshHost:
             await self.makedirs(posixpath.dirname(path))
             f = await self._guard(f"create {tmp}", sftp.open(tmp, "wb"))
         except (asyncssh.Error, OSError) as exc:
-            await self._guard(f"create {tmp}", _reraise(exc))
+            raise self._translate(f"create {tmp}", exc) from exc
         written = 0
         pending: list[asyncio.Task] = []
         ok = False
@@ -304,6 +307,12 @@ class SshHost:
             if pending:  # let requests in flight finish (see open_read)
                 await asyncio.gather(*pending, return_exceptions=True)
             if not ok:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:  # release the source (e.g. a storage download) at once
+                    try:
+                        await aclose()
+                    except Exception:  # noqa: BLE001 - the first error is the one to report
+                        pass
                 try:
                     await f.close()
                 except (asyncssh.Error, OSError):
@@ -320,7 +329,7 @@ class SshHost:
         except asyncssh.SFTPOpUnsupported:
             await self.run(remote_cmd.mv_argv(src, dst))
         except (asyncssh.Error, OSError) as exc:
-            await self._guard(f"rename {src} -> {dst}", _reraise(exc))
+            raise self._translate(f"rename {src} -> {dst}", exc) from exc
 
     async def rename(self, src: str, dst: str) -> None:
         remote_cmd.checked_path(src)
@@ -343,16 +352,11 @@ class SshHost:
         except asyncssh.SFTPOpUnsupported:
             return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)
         except (asyncssh.Error, OSError) as exc:
-            await self._guard(f"statvfs {path}", _reraise(exc))
-            raise  # unreachable
+            raise self._translate(f"statvfs {path}", exc) from exc
 
     async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
         argv = remote_cmd.service_argv(install_dir or self.target.install_dir, action, name)
         return await self.run(argv, check=action != "status", timeout=300)
-
-
-async def _reraise(exc: BaseException):
-    raise exc
 
 
 class SshHosts:

@@ -296,6 +296,11 @@ class FakeHost:
             ok = True
             return written
         finally:
+            if not ok and hasattr(chunks, "aclose"):
+                try:
+                    await chunks.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
             if not ok and self.name in self.c.machines:
                 m.files.pop(tmp, None)
                 m.modes.pop(tmp, None)
