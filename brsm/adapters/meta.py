@@ -34,6 +34,9 @@ MAX_HOPS = 4
 ROLE_NAMES = meta.HostRole._VALUES_TO_NAMES
 SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
 # createBackup waits for every storaged to checkpoint: give it much longer than ordinary calls
+# safe to resend when a pooled connection turned out dead before anything came back
+IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "dropSpace", "restoreMeta",
+              "getSpace", "listHosts"}
 LONG_RPCS = {"createBackup": 1800.0, "restoreMeta": 600.0, "dropSnapshot": 600.0}
 
 HINTS = {
@@ -59,9 +62,11 @@ class _RecordingSocket(TSocket.TSocket):
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
         self.first = b""
+        self.received = 0
 
     def read(self, sz: int) -> bytes:
         buff = super().read(sz)
+        self.received += len(buff)
         if len(self.first) < 8:
             self.first += buff[: 8 - len(self.first)]
         return buff
@@ -72,6 +77,7 @@ class _Conn:
         self.addr = addr
         self.sock = sock
         self.client = client
+        self.calls = 0
 
     def close(self) -> None:
         try:
@@ -167,9 +173,34 @@ class ThriftMeta:
             self._conn.close()
             self._conn = None
 
+    @staticmethod
+    def _alive(conn: _Conn) -> bool:
+        """False if the peer closed the pooled connection (metad restarted): peek without blocking."""
+        h = conn.sock.handle
+        if h is None:
+            return False
+        # A Python socket with a timeout polls for up to that timeout *before* recv, MSG_DONTWAIT
+        # or not: without switching to non-blocking this peek could sleep for a whole RPC timeout.
+        saved = h.gettimeout()
+        try:
+            h.settimeout(0.0)
+            data = h.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing to read: open and idle
+        except OSError:
+            return False
+        finally:
+            try:
+                h.settimeout(saved)
+            except OSError:
+                pass
+        return bool(data)  # b"" = orderly close; unexpected bytes are kept for the protocol to reject
+
     def _connect_to(self, addr: HostAddr) -> _Conn:
         if self._conn is not None and self._conn.addr == addr:
-            return self._conn
+            if self._alive(self._conn):
+                return self._conn
+            self._drop()
         self._drop()
         self._conn = self._open(addr)
         return self._conn
@@ -189,6 +220,7 @@ class ThriftMeta:
         with self._lock:
             target = addr or self._leader
             hops = 0
+            retried = False
             while True:
                 if addr is not None:
                     try:
@@ -199,6 +231,9 @@ class ThriftMeta:
                 else:
                     conn = self._connect_any(target)
                     self._leader = conn.addr
+                reused = conn.calls > 0
+                conn.calls += 1
+                seen = conn.sock.received
                 long = LONG_RPCS.get(rpc)
                 if long:
                     conn.sock.setTimeout(max(long, self.timeout) * 1000)
@@ -208,6 +243,10 @@ class ThriftMeta:
                     raise
                 except Exception as exc:  # noqa: BLE001 - fbthrift raises many kinds
                     self._drop()
+                    if (reused and not retried and rpc in IDEMPOTENT and conn.sock.received == seen
+                            and isinstance(exc, TTransport.TTransportException) and "timed out" not in str(exc)):
+                        retried = True  # a pooled connection went stale under us: one retry on a fresh one
+                        continue
                     raise self._transport_error(conn, rpc, exc) from exc
                 finally:
                     if long and self._conn is conn:

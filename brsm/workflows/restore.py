@@ -127,8 +127,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     m = await _manifest(ctx)
     topo = ctx.extra["topology"]
     if not m.get("all_spaces", True):
-        raise PreflightFailed("restoring a backup of selected spaces is not supported yet",
-                              hint="restore a backup of all spaces, or restore with nebula-br")
+        await _check_space_ids(ctx, m)
     old_storage = {s["addr"]: s for s in m["topology"]["storage"]}
     new_storage = {s["addr"]: s for s in topo["storage"]}
     if len(old_storage) != len(new_storage):
@@ -165,7 +164,22 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     await lease.acquire()
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
+            "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
             "bytes": sum(f["size"] for f in m["files"])}
+
+
+async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> None:
+    """A backup of chosen spaces replaces only those: their ids must still be theirs in the cluster."""
+    current = await _p(ctx).meta.list_spaces()
+    by_id = {v: k for k, v in current.items()}
+    for sid, name in m["spaces"].items():
+        sid = int(sid)
+        if name in current and current[name] != sid:
+            raise PreflightFailed(f"space {name} has id {current[name]} in the cluster but {sid} in the backup",
+                                  hint="it was dropped and re-created since the backup; drop it, then restore")
+        if sid in by_id and by_id[sid] != name:
+            raise PreflightFailed(f"space id {sid} belongs to {by_id[sid]} in the cluster, to {name} in the backup",
+                                  hint="a restore of selected spaces cannot move a space to another id")
 
 
 async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
@@ -268,42 +282,88 @@ async def _wait_meta(ctx: StepContext) -> None:
 
 
 # -- SET_ASIDE ------------------------------------------------------------------------------------
-def _data_dirs(ctx: StepContext) -> list[tuple[str, str]]:
-    """(host, data path) pairs whose ``nebula`` dir the restore replaces."""
+ABSENT = ".brsm-absent"
+
+
+def _partial(ctx: StepContext) -> bool:
+    return not ctx.facts.get("all_spaces", True)
+
+
+def _moves(ctx: StepContext) -> list[tuple[str, str, str, str]]:
+    """(host, live path, set-aside path, "move"|"copy") for everything the restore replaces.
+
+    All spaces: each data path's whole ``nebula`` dir, meta included. Chosen spaces: only those
+    spaces' dirs on the storage hosts; the meta data is copied (restoreMeta rewrites those spaces'
+    entries in place, and a rollback needs the original back).
+    """
     topo = ctx.extra["topology"]
+    aside = aside_name(ctx)
     out = []
-    for role in ("storage", "meta"):
-        for s in topo[role]:
-            out.extend((s["host"], dp) for dp in s["data_paths"])
+    if not _partial(ctx):
+        for role in ("storage", "meta"):
+            for svc in topo[role]:
+                out.extend((svc["host"], posixpath.join(dp, "nebula"), posixpath.join(dp, aside), "move")
+                           for dp in svc["data_paths"])
+    else:
+        sids = sorted(str(k) for k in ctx.facts["spaces"])
+        for svc in topo["storage"]:
+            for dp in svc["data_paths"]:
+                out.extend((svc["host"], posixpath.join(dp, "nebula", sid), posixpath.join(dp, aside, sid), "move")
+                           for sid in sids)
+        for svc in topo["meta"]:
+            out.extend((svc["host"], posixpath.join(dp, "nebula"), posixpath.join(dp, aside), "copy")
+                       for dp in svc["data_paths"])
     return sorted(set(out))
+
+
+def _data_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+    topo = ctx.extra["topology"]
+    return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in s["data_paths"]})
 
 
 async def set_aside(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
-    moved = []
-    for host, dp in _data_dirs(ctx):
+    done = []
+    for host, src, dst, mode in _moves(ctx):
         h = p.hosts.host(host)
-        src, dst = posixpath.join(dp, "nebula"), posixpath.join(dp, aside_name(ctx))
         if await h.exists(dst):
             continue  # done by an earlier attempt
-        if await h.exists(src):
+        await h.makedirs(posixpath.dirname(dst))
+        if not await h.exists(src):
+            await h.makedirs(dst)  # nothing there: remember that, so rollback leaves nothing either
+            await h.write_file(posixpath.join(dst, ABSENT), _one(b"absent"))
+        elif mode == "move":
             await h.rename(src, dst)
         else:
-            await h.makedirs(dst)  # nothing there: an empty aside dir makes undo uniform
-        moved.append(f"{host}:{dp}")
-    return {"set_aside": moved, "aside_name": aside_name(ctx)}
+            tmp = dst + ".brsm-tmp"
+            if await h.exists(tmp):
+                await h.remove_tree(tmp)  # a copy cut short by a crash
+            await h.run(["cp", "-a", src, tmp])
+            await h.rename(tmp, dst)
+        done.append(f"{host}:{src}")
+    return {"set_aside": done, "aside_name": aside_name(ctx)}
+
+
+async def _one(data: bytes):
+    yield data
 
 
 async def undo_set_aside(ctx: StepContext) -> None:
     p = _p(ctx)
-    for host, dp in _data_dirs(ctx):
+    for host, src, dst, _mode in _moves(ctx):
         h = p.hosts.host(host)
-        src, dst = posixpath.join(dp, "nebula"), posixpath.join(dp, aside_name(ctx))
         if not await h.exists(dst):
             continue  # already moved back (or never moved)
         if await h.exists(src):
             await h.remove_tree(src)  # restored data only: the original is safe in dst
-        await h.rename(dst, src)
+        if await h.exists(posixpath.join(dst, ABSENT)):
+            await h.remove_tree(dst)
+        else:
+            await h.rename(dst, src)
+    for host, dp in _data_dirs(ctx):  # the (now empty) parents of a chosen-spaces set-aside
+        d = posixpath.join(dp, aside_name(ctx))
+        if await p.hosts.host(host).exists(d):
+            await p.hosts.host(host).remove_tree(d)
 
 
 # -- DOWNLOADED -----------------------------------------------------------------------------------
@@ -362,11 +422,11 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
 
 async def undo_downloaded(ctx: StepContext) -> None:
     p = _p(ctx)
-    for host, dp in _data_dirs(ctx):
+    for host, src, dst, mode in _moves(ctx):
         h = p.hosts.host(host)
-        # Only when the original is safe aside may the (restored) nebula dir go.
-        if await h.exists(posixpath.join(dp, aside_name(ctx))) and await h.exists(posixpath.join(dp, "nebula")):
-            await h.remove_tree(posixpath.join(dp, "nebula"))
+        # Only where the original is safe aside may the restored dir go.
+        if mode == "move" and await h.exists(dst) and await h.exists(src):
+            await h.remove_tree(src)
     for mh in ctx.extra["topology"]["meta"]:
         d = meta_restore_dir(ctx, mh["data_paths"][0])
         if await p.hosts.host(mh["host"]).exists(d):

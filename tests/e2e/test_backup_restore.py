@@ -125,3 +125,63 @@ def test_restore_crash_then_rollback_or_resume(sandbox, tmp_path, point):
     assert env.ok("resume", str(op))["state"] == "CLEANED"
     assert env.checksum() == backed
     assert aside_dirs(env) == [] and leases(env) == []
+
+
+def checkpoint_dirs(env) -> list[str]:
+    return [str(p) for h in env.info["hosts"] for dp in h["data_paths"] for p in Path(dp).glob("**/checkpoints/BACKUP_*")]
+
+
+@pytest.mark.parametrize("store", ["local", "oss"])
+def test_backup_of_one_space_restores_only_that_space(sandbox, tmp_path, store):
+    env = sandbox
+    loc = ["--storage", f"local://{tmp_path / 'b'}"] if store == "local" else env.oss("partial")
+    before = env.checksum()
+    res = env.ok("start", "backup", "--config", env.config, *loc, "--spaces", "space1")
+    name = res["facts"]["backup_name"]
+    assert sorted(res["facts"]["spaces"].values()) == ["space1"] and res["facts"]["all_spaces"] is False
+    assert checkpoint_dirs(env) == []
+    # every object matches the manifest's SHA-256
+    v = env.ok("verify", name, *loc, "--full", "--config", env.config)
+    assert v.get("ok", True) and not v.get("problems")
+    env.load(3 << 20, seed=11)
+    newer = env.checksum()
+    assert newer["space1"] != before["space1"] and newer["space2"] != before["space2"]
+    env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
+    after = env.checksum()
+    assert after["space1"] == before["space1"], "the restored space is exactly as backed up"
+    assert after["space2"] == newer["space2"], "the other space keeps its newer data"
+    assert aside_dirs(env) == [] and leases(env) == []
+
+
+def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
+    env = sandbox
+    target = tmp_path / "b"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")["facts"]["backup_name"]
+    current = env.checksum()
+    manifest = target / name / "brsm-manifest.json"
+    m = json.loads(manifest.read_text())
+    victim = target / m["files"][0]["key"]
+    # 1. a file whose hash does not match (same size), with --verify full
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+                 "--verify", "full")
+    assert p.returncode == 6 and "SHA-256" in p.stderr, p.stderr[-800:]
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    # 2. a tampered manifest (a size that no longer matches the object)
+    m["files"][0]["size"] += 1
+    manifest.write_text(json.dumps(m))
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    assert p.returncode == 6 and "damaged" in p.stderr, p.stderr[-800:]
+    # 3. a missing manifest
+    manifest.unlink()
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    assert p.returncode == 4 and "incomplete" in p.stderr, p.stderr[-800:]
+    # nothing was stopped or moved: same data, services up, no set-aside dirs, no lease
+    assert env.checksum() == current
+    assert aside_dirs(env) == [] and leases(env) == []
+    ops = env.ok("ops")
+    assert [o["state"] for o in ops[:3]] == ["ROLLED_BACK", "FAILED", "ROLLED_BACK"] or all(
+        o["state"] in ("FAILED", "ROLLED_BACK") for o in ops[:3])
