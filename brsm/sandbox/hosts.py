@@ -134,12 +134,26 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _ancestors() -> set[int]:
+    """Our own pid and every parent up to init: the shell or script that ran `down` may well name
+    the sandbox dir on its command line (scripts/demo --dir D), and must not be killed by it."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def pids_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (never ourselves)."""
-    me = os.getpid()
+    """Live processes whose command line contains ``text`` (never ourselves or our ancestors)."""
+    mine = _ancestors()
     out = []
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+        if not name.isdigit() or int(name) in mine:
             continue
         if text in cmdline(int(name)) and pid_alive(int(name)):
             out.append(int(name))
