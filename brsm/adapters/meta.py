@@ -200,7 +200,6 @@ class ThriftMeta:
         if self._conn is not None and self._conn.addr == addr:
             if self._alive(self._conn):
                 return self._conn
-            self._drop()
         self._drop()
         self._conn = self._open(addr)
         return self._conn

@@ -235,3 +235,27 @@ async def test_tiny_http_server_gives_one_clear_error(eager):
         await m.close()
     finally:
         stop()
+
+
+async def test_pooled_connection_survives_metad_restart(cluster, tmp_path):
+    """Restore restarts metad and then calls restoreMeta on the same address: the stale pooled
+    connection is noticed and replaced, not reported as an error."""
+    m2 = cluster.procs["meta2"]
+    m = ThriftMeta([addr(cluster.meta)], timeout=20)
+    try:
+        for _ in range(2):
+            with pytest.raises(MetaError) as ei:
+                await m.restore_meta(addr(m2), [str(tmp_path / "missing.sst")], [])
+            assert ei.value.code == EC.E_RESTORE_FAILURE
+            cluster.stop("meta2")
+            cluster.start("meta2")
+        with pytest.raises(MetaError) as ei:
+            await m.restore_meta(addr(m2), [str(tmp_path / "missing.sst")], [])
+        assert ei.value.code == EC.E_RESTORE_FAILURE
+        cluster.stop("meta2")
+        with pytest.raises(MetaError, match=f"cannot reach metad at {addr(m2)}"):
+            await m.restore_meta(addr(m2), [str(tmp_path / "missing.sst")], [])
+    finally:
+        if cluster.procs["meta2"].popen is None:
+            cluster.start("meta2")
+        await m.close()
