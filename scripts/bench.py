@@ -134,7 +134,12 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, measure_rss: bool
                     pass
                 stop.wait(0.05)
         threading.Thread(target=poll, daemon=True).start()
-    out, err = p.communicate()
+    try:
+        out, err = p.communicate()
+    except BaseException:  # Ctrl-C / SIGTERM: do not leave the measured process behind
+        p.kill()
+        p.wait()
+        raise
     wall = time.perf_counter() - t0
     stop.set()
     if tv is not None:
@@ -159,10 +164,19 @@ def parallel(cmds: list[list[str] | str], env: dict[str, str] | None = None) -> 
     for c in cmds:
         argv = ["bash", "-o", "pipefail", "-c", c] if isinstance(c, str) else c
         procs.append((c, subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          text=True)))
+                                          text=True, start_new_session=True)))
     errors = []
-    for c, p in procs:
-        _, err = p.communicate()
+    try:
+        done = [(c, p, p.communicate()[1]) for c, p in procs]
+    except BaseException:  # Ctrl-C / SIGTERM: stop the baseline's processes too
+        for _c, p in procs:  # the whole pipeline: bash and what it started (own session each)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait()
+        raise
+    for c, p, err in done:
         if p.returncode != 0:
             errors.append(f"{c}: exit {p.returncode}: {err[-800:]}")
     wall = time.perf_counter() - t0
