@@ -50,6 +50,17 @@ class SshTarget:
         return f"{who}{self.host}:{self.port}"
 
 
+def _cipher_order() -> list[str]:
+    from asyncssh.encryption import get_default_encryption_algs
+
+    default = [a.decode() for a in get_default_encryption_algs()]
+    first = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in default]
+    return first + [a for a in default if a not in first]
+
+
+_CIPHERS = _cipher_order()
+
+
 def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(lines[-n:])
@@ -128,6 +139,9 @@ class SshHost:
                 kw["agent_path"] = None
             if t.known_hosts:
                 kw["known_hosts"] = t.known_hosts
+            # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
+            # costs Python-side work per packet and was a third of a backup's CPU in the profile.
+            kw["encryption_algs"] = _CIPHERS
             # else: asyncssh's default, ~/.ssh/known_hosts; `known_hosts=None` (no checking) is never passed
             try:
                 self._conn = await asyncssh.connect(t.host, **kw)

@@ -29,6 +29,7 @@ FILE_RESTORED = "FileRestored"
 SERVICE_STOPPED = "ServicesStopped"
 SERVICE_STARTED = "ServicesStarted"
 BATCH = 256
+FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files, whatever their size
 WAIT_SECONDS = 90.0
 
 
@@ -393,6 +394,7 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
     limits: Limits = ctx.runtime["limits"]
     p.progress.start("download", sum(f["size"] for _, _, f in todo))
     pending: list[tuple[str, dict[str, Any]]] = []
+    last_flush = [time.monotonic()]
     count = 0
 
     async def one(job: tuple[str, str, dict[str, Any]]) -> None:
@@ -405,7 +407,8 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
         failpoints.hit(f"file:{count}")
         pending.append((FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
                                         "sha256": f["sha256"]}))
-        if len(pending) >= BATCH:
+        if len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS:
+            last_flush[0] = time.monotonic()
             batch = pending[:]
             pending.clear()
             ctx.record_batch(batch)
