@@ -17,7 +17,8 @@ from rich.table import Table
 class Output:
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
-        self.out = Console(highlight=False, soft_wrap=True)
+        # Off a terminal rich would squeeze tables to 80 columns and cut ids and times: give room.
+        self.out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 220)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def result(self, data: Any, *, text: str | None = None) -> None:
