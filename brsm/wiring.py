@@ -91,8 +91,11 @@ async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> B
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
     hosts = open_hosts(cfg)
+    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
+
     ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
-                         install_dir=lambda h: cfg.host(h).install_dir)
+                         install_dir=lambda h: cfg.host(h).install_dir,
+                         decode_meta=lambda b: created_backup(decode_backup_meta(b)))
     return Built(workflow(), ports, [storage, meta, hosts])
 
 

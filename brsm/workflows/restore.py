@@ -21,7 +21,7 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
 from brsm.workflows import common
-from brsm.workflows.layout import MANIFEST, manifest_key
+from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key
 from brsm.workflows.limits import TokenBucket
 from brsm.workflows.transfer import Limits, download_file, run_bounded
 
@@ -40,6 +40,8 @@ class RestorePorts:
     storage: Storage
     progress: Progress
     install_dir: Callable[[str], str]
+    # `<NAME>.meta` bytes → CreatedBackup: restores nebula-br backups, which have no manifest.
+    decode_meta: Callable[[bytes], Any] | None = None
 
 
 def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
@@ -73,14 +75,47 @@ async def _manifest(ctx: StepContext) -> dict[str, Any]:
     if cached is None:
         name = ctx.params["name"]
         try:
-            raw = await _p(ctx).storage.get_bytes(manifest_key(name))
+            cached = json.loads(await _p(ctx).storage.get_bytes(manifest_key(name)))
         except ObjectNotFound as e:
-            raise PreflightFailed(
-                f"backup {name} has no {MANIFEST} in {_p(ctx).storage.uri}: it is incomplete or not a brsm backup",
-                hint="see `brsm show --storage URI` for complete backups") from e
-        cached = json.loads(raw)
+            cached = await _nebula_br_manifest(ctx, name)
+            if cached is None:
+                raise PreflightFailed(
+                    f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {_p(ctx).storage.uri}: "
+                    "it is incomplete", hint="see `brsm show --storage URI` for complete backups") from e
+        except ValueError as e:
+            raise VerificationFailed(f"backup {name}: {MANIFEST} is not valid JSON: {e}",
+                                     hint="restore another backup") from e
         ctx.runtime["manifest"] = cached
     return cached
+
+
+async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | None:
+    """A manifest built from a nebula-br backup's ``.meta`` and its listing. It has no checksums:
+    files are checked by size only (the journal and the output say so)."""
+    p = _p(ctx)
+    if p.decode_meta is None:
+        return None
+    objs = await p.storage.list(f"{name}/")
+    keys = {o.key for o in objs}
+    if f"{name}/{name}.meta" not in keys or in_progress_key(name) in keys:
+        return None
+    try:
+        facts = p.decode_meta(await p.storage.get_bytes(f"{name}/{name}.meta"))
+    except ValueError as e:
+        raise VerificationFailed(f"backup {name}: {name}.meta is unreadable: {e}", hint="restore another backup") from e
+    files = [{"key": o.key, "size": o.size, "sha256": None} for o in objs
+             if o.key.startswith((f"{name}/data/", f"{name}/meta/"))]
+    storage = []
+    for h in facts.storage_hosts:
+        addr = str(h)
+        idx = {int(k.split("/")[3][4:]) for k in (f["key"] for f in files)
+               if k.startswith(f"{name}/data/{addr}/") and k.split("/")[3][4:].isdigit()}
+        n = max(len({dp for _sid, dp, _c in facts.checkpoints.get(addr, ())}), (max(idx) + 1) if idx else 1)
+        storage.append({"addr": addr, "host": h.host, "data_paths": [f"data{i}" for i in range(n)]})
+    p.progress.note(f"{name} is a nebula-br backup without checksums: files are checked by size only")
+    return {"backup_name": name, "tool": "nebula-br", "all_spaces": facts.all_spaces,
+            "spaces": {str(k): v for k, v in facts.spaces.items()}, "meta_files": list(facts.meta_files),
+            "topology": {"storage": storage}, "files": files}
 
 
 # -- preflight ------------------------------------------------------------------------------------
@@ -193,7 +228,7 @@ async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
         async for b in p.storage.get(f["key"]):
             h.update(b)
             p.progress.advance("verify", len(b))
-        if h.hexdigest() != f["sha256"]:
+        if f["sha256"] is not None and h.hexdigest() != f["sha256"]:
             bad.append(f["key"])
 
     await run_bounded(m["files"], lambda f: "storage", ctx.runtime["limits"], one)
@@ -388,7 +423,7 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
     todo = []
     for host, dest, f in jobs:
         prev = done.get(dest)
-        if prev and prev["sha256"] == f["sha256"] and await p.hosts.host(host).exists(dest):
+        if prev and prev["sha256"] == f["sha256"] and prev["size"] == f["size"] and await p.hosts.host(host).exists(dest):
             continue
         todo.append((host, dest, f))
     limits: Limits = ctx.runtime["limits"]

@@ -91,9 +91,10 @@ async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Li
                           hint=getattr(last, "hint", None)) from last
 
 
-async def download_file(key: str, expected_sha: str, size: int, storage: Storage, host: HostPort, dest: str,
+async def download_file(key: str, expected_sha: str | None, size: int, storage: Storage, host: HostPort, dest: str,
                         limits: Limits, progress: Progress) -> None:
-    """Stream one object to a host (temp name + rename by the host port), hash checked on arrival."""
+    """Stream one object to a host (temp name + rename by the host port), hash checked on arrival
+    (size only for a nebula-br backup, which records no checksums)."""
     last: BaseException | None = None
     for attempt in range(ATTEMPTS):
         h = hashlib.sha256()
@@ -107,9 +108,9 @@ async def download_file(key: str, expected_sha: str, size: int, storage: Storage
                 got += len(block)
                 progress.advance("download", len(block))
                 yield block
-            if got != size or h.hexdigest() != expected_sha:
+            if got != size or (expected_sha is not None and h.hexdigest() != expected_sha):
                 raise StorageError(f"{key}: downloaded {got} bytes sha256 {h.hexdigest()[:12]}…, manifest says "
-                                   f"{size} bytes {expected_sha[:12]}…")
+                                   f"{size} bytes {(expected_sha or 'no checksum')[:12]}…")
 
         try:
             await host.write_file(dest, chunks())

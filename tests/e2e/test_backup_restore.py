@@ -185,3 +185,22 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     ops = env.ok("ops")
     assert [o["state"] for o in ops[:3]] == ["ROLLED_BACK", "FAILED", "ROLLED_BACK"] or all(
         o["state"] in ("FAILED", "ROLLED_BACK") for o in ops[:3])
+
+
+def test_nebula_br_layout_backup_is_listed_and_restored(sandbox, tmp_path):
+    """A backup in nebula-br's layout with no brsm manifest: the same tree and `.meta` nebula-br
+    writes (brsm's own, with the manifest taken away), listed by `show` and restored (by size)."""
+    env = sandbox
+    target = tmp_path / "nbr"
+    backed = env.checksum()
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")["facts"]["backup_name"]
+    (target / name / "brsm-manifest.json").unlink()
+    assert sorted(p.name for p in (target / name).iterdir()) == sorted([f"{name}.meta", "data", "meta"])
+    shown = env.ok("show", "--storage", f"local://{target}")["backups"]
+    entry = next(b for b in shown if b["name"] == name)
+    assert entry["made_by"] == "nebula-br" and entry["state"] == "complete"
+    env.load(2 << 20, seed=31)
+    assert env.checksum() != backed
+    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    assert res["state"] == "CLEANED"
+    assert env.checksum() == backed
