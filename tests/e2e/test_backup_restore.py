@@ -160,7 +160,7 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     current = env.checksum()
     manifest = target / name / "brsm-manifest.json"
     m = json.loads(manifest.read_text())
-    victim = target / m["files"][0]["key"]
+    victim = target / max(m["files"], key=lambda f: f["size"])["key"]
     # 1. a file whose hash does not match (same size), with --verify full
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
