@@ -175,8 +175,9 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     manifest.write_text(json.dumps(m))
     p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "damaged" in p.stderr, p.stderr[-800:]
-    # 3. a missing manifest
+    # 3. a missing manifest and .meta (a backup that never finished)
     manifest.unlink()
+    (target / name / f"{name}.meta").unlink()
     p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 4 and "incomplete" in p.stderr, p.stderr[-800:]
     # nothing was stopped or moved: same data, services up, no set-aside dirs, no lease
