@@ -175,6 +175,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
             raise PreflightFailed(
                 f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
                 f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
+    _check_keys(ctx.params["name"], m)
     # Verify the backup before touching the cluster.
     present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}
     bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]
@@ -202,6 +203,21 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
             "bytes": sum(f["size"] for f in m["files"])}
+
+
+def _check_keys(name: str, m: dict[str, Any]) -> None:
+    """A manifest is data from storage, not trusted code: every key must stay inside ``<NAME>/``
+    (no ``..``, no absolute or empty segments), so no download can land outside its data path."""
+    for f in m.get("files", []):
+        key = f.get("key", "")
+        parts = key.split("/")
+        if (not isinstance(key, str) or parts[0] != name or len(parts) < 3 or any(seg in ("", ".", "..") for seg in parts)
+                or "\x00" in key):
+            raise VerificationFailed(f"backup {name}: manifest names a file outside the backup: {key!r}",
+                                     hint="the manifest was tampered with; restore another backup")
+        if not isinstance(f.get("size"), int) or f["size"] < 0 or f["size"] > 1 << 44:
+            raise VerificationFailed(f"backup {name}: manifest claims an impossible size for {key!r}",
+                                     hint="the manifest was tampered with; restore another backup")
 
 
 async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> None:
