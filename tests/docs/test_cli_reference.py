@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The reference documents `brsm sandbox` too, which exists only with the [sandbox] extra.
+pytest.importorskip("brsm.sandbox.cli", reason="the [sandbox] extra is not installed")
+
 ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "scripts" / "gen_cli_reference.py"
 REF = ROOT / "docs" / "cli-reference.md"
