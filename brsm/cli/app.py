@@ -261,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("BRSM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     out = Output(as_json="--json" in args)
+    log = _open_log()
+    words = []
+    for a in args[:2]:  # the command's name only: option values could carry a secret
+        if a.startswith("-"):
+            break
+        words.append(a)
+    log.info("brsm %s: %s", __version__, " ".join(words))
     code = 0
     try:
         # With standalone_mode=False click returns a typer.Exit's code instead of raising it.
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrsmError as e:
         out.error(e.message, e.hint, e.exit_code)
         code = e.exit_code
+        log.warning("%s: %s", type(e).__name__, e.message)
         if debug:
             traceback.print_exc()
     except click.exceptions.Exit as e:
@@ -282,9 +290,38 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place that turns any error into an exit code
         code, msg, hint = _map_foreign(e)
         out.error(msg, hint, code)
+        log.error("unexpected: %s", msg, exc_info=True)
         if debug or code == 1:
             traceback.print_exc()
+    log.info("exit %s", code)
     return code
+
+
+def _open_log():
+    """``$BRSM_HOME/logs/brsm.log`` (0600): one line per command and its exit, traces of surprises.
+    Messages only, never params: a secret must not reach it."""
+    import logging
+
+    from brsm.home import logs_dir
+
+    log = logging.getLogger("brsm")
+    if log.handlers:
+        return log
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        d = logs_dir()
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = d / "brsm.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        h = logging.FileHandler(path)
+        h.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+        log.addHandler(h)
+    except OSError:
+        log.addHandler(logging.NullHandler())
+    return log
 
 
 def _map_foreign(e: Exception) -> tuple[int, str, str | None]:

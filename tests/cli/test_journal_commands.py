@@ -66,3 +66,16 @@ def test_tampering_is_detected_and_named(home, capsys):
     assert main(["journal", "verify", "--json"]) == 6
     doc = json.loads(capsys.readouterr().out)  # exactly one document
     assert doc["ok"] is False and doc["problems"][0]["seq"] == row[0]
+
+
+def test_audit_summary_and_log_file(home, capsys):
+    root, failed, done = home
+    assert main(["audit", str(done), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["summary"]["steps"]) == {"LOCKED", "SNAPSHOTTED", "COPIED", "UPLOADED", "CLEANED"}
+    assert all(s["seconds"] >= 0 for s in doc["summary"]["steps"].values())
+    assert main(["audit", str(failed)]) == 0
+    assert "failed at event" in capsys.readouterr().out
+    log = root / "logs" / "brsm.log"
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    assert "exit 0" in log.read_text() and "hunter2" not in log.read_text()
