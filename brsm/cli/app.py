@@ -305,8 +305,12 @@ def _open_log():
     from brsm.home import logs_dir
 
     log = logging.getLogger("brsm")
-    if log.handlers:
+    want = str(logs_dir() / "brsm.log")
+    if any(getattr(h, "baseFilename", None) == want for h in log.handlers):
         return log
+    for h in list(log.handlers):  # $BRSM_HOME changed (tests, or main() called twice)
+        log.removeHandler(h)
+        h.close()
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
