@@ -57,3 +57,30 @@ def test_restore_onto_other_hosts(sandbox, second, tmp_path, mapping):
     assert sorted(res["facts"]["pairs"]) == sorted(want_pairs)
     assert dst.checksum() == expected
     assert part_hosts(dst) <= set(new) and part_hosts(dst), "metad's partition map names the new hosts only"
+
+
+def test_wrong_topology_and_host_down_stop_before_anything(sandbox, second, tmp_path):
+    src = sandbox
+    target = tmp_path / "b"
+    name = src.ok("start", "backup", "--config", src.config, "--storage", f"local://{target}")["facts"]["backup_name"]
+    root = tmp_path / "small"
+    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=2, data_paths=2)
+    try:
+        small = Env(root, cluster.summary(state), tmp_path / "home-small")
+        small.load(1 << 20, seed=5)
+        before = small.checksum()
+        p = small.brsm("start", "restore", "--config", small.config, "--storage", f"local://{target}", "--name", name)
+        assert p.returncode == 4 and "topology differs" in p.stderr and "3 storage hosts" in p.stderr, p.stderr[-600:]
+        assert small.checksum() == before
+    finally:
+        cluster.down(str(root))
+    # a host that is down: the restore stops at its SSH check, nothing stopped or moved
+    dst = second
+    before = dst.checksum()
+    cluster.host_down(str(dst.root), "storage2")
+    try:
+        p = dst.brsm("start", "restore", "--config", dst.config, "--storage", f"local://{target}", "--name", name)
+        assert p.returncode == 4 and "SSH" in p.stderr, p.stderr[-600:]
+    finally:
+        cluster.host_up(str(dst.root), "storage2")
+    assert dst.checksum() == before
