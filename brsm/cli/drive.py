@@ -96,8 +96,9 @@ async def _continue(op_id: int, mode: str, *, out: Output) -> None:
 
 
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:
+    name = st.facts.get("backup_name")
     text = {
-        PHASE_DONE: f"operation {op_id}: {kind} finished ({st.state})",
+        PHASE_DONE: f"operation {op_id}: {kind} finished ({st.state})" + (f": {name}" if name else ""),
         PHASE_ROLLED_BACK: f"operation {op_id}: {kind} rolled back",
     }.get(st.phase, f"operation {op_id}: {kind} is {st.state}")
     out.result(_summary(op_id, kind, st), text=text)

@@ -119,7 +119,8 @@ class Lease:
                                    hint=f"if no brsm run is active, run `brsm gc --confirm` or remove {path}")
             if not is_stale(holder):
                 raise LockHeld(f"cluster is locked by {holder.describe()}",
-                               hint="wait for that run to finish, or if it died, retry after the lease expires")
+                               hint=f"wait for it to finish; if that process died, `brsm resume {holder.op_id}` or "
+                                    f"`brsm rollback {holder.op_id}` takes its lease back at once (from its journal)")
             if self.on_takeover:
                 self.on_takeover(host.name, holder)
             await host.remove_tree(path)

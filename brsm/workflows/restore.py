@@ -22,7 +22,7 @@ from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFai
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
 from brsm.workflows import common
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key
-from brsm.workflows.limits import TokenBucket
+from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits, download_file, run_bounded
 
 FILE_RESTORED = "FileRestored"
@@ -131,7 +131,8 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
 
 async def attach(ctx: StepContext) -> None:
     ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
-                                   per_host=int(ctx.params.get("per_host") or 4), bucket=TokenBucket(None))
+                                   per_host=int(ctx.params.get("per_host") or 4),
+                                   bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
     await common.reattach_lease(ctx, _p(ctx).hosts, "restore")
 
 
