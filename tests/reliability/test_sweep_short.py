@@ -20,10 +20,10 @@ def reference(sweeper):
     return sweeper.reference_backup("local")
 
 
-@pytest.mark.parametrize("recovery", ["resume", "rollback"])
 SHORT_BACKUP = [p for p in BACKUP_POINTS if p.startswith("before:")] + ["after:COPIED", "after:UPLOADED", "file:1"]
 
 
+@pytest.mark.parametrize("recovery", ["resume", "rollback"])
 @pytest.mark.parametrize("point", SHORT_BACKUP)
 def test_backup_crash_point(sweeper, reference, point, recovery):
     o = sweeper.backup_case("local", point, recovery, reference)
