@@ -1,0 +1,109 @@
+"""Bugs found by the hypothesis fault campaigns (property_tests/test_*_campaign.py), one test each.
+
+Deterministic: the real workflows through the real Runner and journal, on the in-process fakes.
+Each open bug is a strict xfail naming the cause; when it is fixed the xfail turns into a failure
+(XPASS) and the marker must go (and its tolerance in property_tests/campaign_support.KNOWN with it).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from brsm.errors import BrsmError, LockHeld
+from property_tests.campaign_support import (
+    BACKUP_PARAMS,
+    SimulatedCrash,
+    World,
+    fast_sleeps,
+    leases_left,
+    mem,
+)
+
+
+@pytest.fixture
+def world():
+    with fast_sleeps():
+        w = World()
+        yield w
+        w.close()
+
+
+def _pending(w: World) -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks(w.loop) if not t.done()]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "brsm/workflows/common.py probe_storage: the probe object is deleted only after a successful "
+    "read-back; when get_bytes fails (or reads different bytes) `.brsm-probe-<op>-<t>` stays in the "
+    "user's storage forever. Fix: delete the probe in a finally (best effort)."))
+def test_probe_object_removed_when_preflight_read_back_fails(world):
+    mem(world.storage).inject_fault("get", 1, permanent=True)
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(BrsmError):
+        world.run(world.backup_runner.run(op))
+    world.clear_faults()
+    world.run(world.backup_runner.rollback(op))
+    assert mem(world.storage).objects == {}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "brsm/workflows/backup.py copied(): a crash after a multipart upload was created (a part stored) "
+    "but before its PartUploaded event was durable makes resume start a new upload for that key; the "
+    "first one is never completed nor aborted, so a finished backup leaves an incomplete multipart "
+    "upload (billed on S3/OSS until a lifecycle rule removes it). undo_copied aborts them, the "
+    "success path does not. Fix: after run_bounded succeeds in copied() (or in cleaned()), "
+    "`await p.storage.abort_uploads(f'{name}/')` — every file is complete by then."))
+def test_resume_after_crash_mid_multipart_leaves_no_upload(world):
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    # 8 appends: PreflightPassed, LOCKED x2, SNAPSHOTTED x3 (with SnapshotRequested), StepStarted
+    # COPIED, FilesPlanned; the 9th (the first PartUploaded) is the crash.
+    world.journal.arm(8)
+    with pytest.raises(SimulatedCrash):
+        world.run(world.backup_runner.run(op))
+    world.process_died()
+    assert mem(world.storage).uploads, "the crash should leave an upload in flight"
+    world.clear_faults()
+    st = world.run(world.backup_runner.resume(op))
+    assert st.phase == "done"
+    assert mem(world.storage).uploads == {}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "brsm/workflows/lease.py Lease.acquire: starts a new refresh task without stopping the one it "
+    "already has. On resume after a crash inside LOCKED, attach (common.reattach_lease) acquires the "
+    "lease and LOCKED re-runs locked(), which acquires the same Lease object again: the first "
+    "_refresh_loop task is orphaned, never cancelled by detach, and keeps rewriting holder.json (it "
+    "can even re-create the lease dir after release, since write_file makes parent dirs). Fix: in "
+    "acquire, `await self.stop_refresh()` before creating the task (or skip when already held)."))
+def test_relocking_after_reattach_leaks_no_refresh_task(world):
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    world.journal.arm(2)  # PreflightPassed, StepStarted LOCKED; crash on StepCompleted LOCKED
+    with pytest.raises(SimulatedCrash):
+        world.run(world.backup_runner.run(op))
+    world.process_died()
+    world.clear_faults()
+    st = world.run(world.backup_runner.resume(op))
+    assert st.phase == "done"
+    assert _pending(world) == [], "a lease refresh task outlives the operation"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "brsm/workflows/lease.py Lease._acquire_one: after `mkdir <lease>` succeeds, a failed write of "
+    "holder.json (disk full, SSH drop) leaves an empty lease dir that acquire's cleanup does not know "
+    "about (the host is not in `taken`) and release never removes (_release_one needs a holder naming "
+    "the op). Every later run, resume and rollback then fails with LockHeld 'exists but names no "
+    "holder' until someone removes it by hand. Fix: when _write fails right after our own mkdir, "
+    "remove the dir (remove_tree) before re-raising."))
+def test_lease_dir_removed_when_holder_write_fails(world):
+    world.cluster.faults.add("disk_full", world.cluster.meta_addrs[0].host, count=1)
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(BrsmError):
+        world.run(world.backup_runner.run(op))
+    assert leases_left(world.cluster) == [], "a lease dir without holder.json is left on the cluster"
+    world.clear_faults()
+    try:
+        st = world.run(world.backup_runner.resume(op))
+    except LockHeld as e:
+        pytest.fail(f"resume after clearing the fault: {e.message}")
+    assert st.phase == "done"
