@@ -41,6 +41,7 @@ KNOWN = {
     "orphan_upload": "test_resume_after_crash_mid_multipart_leaves_no_upload",
     "lease_task_leak": "test_relocking_after_reattach_leaks_no_refresh_task",
     "holderless_lease": "test_lease_dir_removed_when_holder_write_fails",
+    "rollback_after_cleaned": "test_rollback_refused_after_cleanup_began",
 }
 
 BACKUP_PARAMS = {"spaces": [], "concurrency": 4, "per_host": 2, "lease_ttl": 300}

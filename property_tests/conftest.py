@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                                       HealthCheck.data_too_large])
 
-settings.register_profile("ci", max_examples=25, stateful_step_count=25, **_common)
+settings.register_profile("ci", max_examples=50, stateful_step_count=30, **_common)
 settings.register_profile("campaign", max_examples=int(os.environ.get("BRSM_CAMPAIGN_EXAMPLES", "3000")),
                           stateful_step_count=40, **_common)
 settings.load_profile("campaign" if os.environ.get("BRSM_CAMPAIGN") else "ci")
