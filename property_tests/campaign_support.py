@@ -149,8 +149,10 @@ def make_cluster(seed: int = 0) -> FakeCluster:
 
 
 def capture(wf: Workflow) -> tuple[Workflow, dict[str, Any]]:
-    """Wrap attach so the live StepContext of the last drive is kept (its state is the runner's live state)."""
-    box: dict[str, Any] = {}
+    """Wrap attach so the live StepContext of the last drive is kept (its state is the runner's live
+    state), and every step and undo so faults can be timed to fire once that step begins:
+    ``box["at_step"][("STEP" | "undo:STEP")]`` holds callables run (once) right before it."""
+    box: dict[str, Any] = {"at_step": {}}
     inner = wf.attach
 
     async def attach(ctx: StepContext) -> None:
@@ -158,8 +160,16 @@ def capture(wf: Workflow) -> tuple[Workflow, dict[str, Any]]:
         if inner is not None:
             await inner(ctx)
 
-    return Workflow(kind=wf.kind, steps=wf.steps, undos=wf.undos, reducers=wf.reducers, preflight=wf.preflight,
-                    attach=attach, detach=wf.detach), box
+    def timed(name: str, fn: Any) -> Any:
+        async def run(ctx: StepContext) -> Any:
+            for arm in box["at_step"].pop(name, []):
+                arm()
+            return await fn(ctx)
+        return run
+
+    return Workflow(kind=wf.kind, steps={k: timed(k, f) for k, f in wf.steps.items()},
+                    undos={k: timed(f"undo:{k}", f) for k, f in wf.undos.items()}, reducers=wf.reducers,
+                    preflight=wf.preflight, attach=attach, detach=wf.detach), box
 
 
 # -- the world as files -------------------------------------------------------------------------
@@ -290,6 +300,8 @@ class World:
         return self.loop.run_until_complete(coro)
 
     def clear_faults(self) -> None:
+        self.backup_box["at_step"].clear()
+        self.restore_box["at_step"].clear()
         self.cluster.faults.clear()
         mem(self.storage).clear_faults()
         mem(self.storage).quota = None

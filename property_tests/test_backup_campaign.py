@@ -17,6 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+from brsm.engine.definitions import BACKUP
 from brsm.errors import BrsmError, UsageError
 from property_tests.campaign_support import (
     BACKUP_PARAMS,
@@ -43,7 +44,7 @@ STORAGE_VERBS = ["put", "put_bytes", "get", "get_bytes", "stat", "list", "delete
                  "abort_uploads", "put_object", "create_upload", "upload_part", "list_parts",
                  "complete_upload", "abort_upload"]
 
-cluster_fault = st.one_of(
+CLUSTER_FAULT = st.one_of(
     st.builds(lambda rpc, code, n: ("meta_code", rpc, n, {"code": code}),
               st.sampled_from(RPCS), st.sampled_from(CODES), st.integers(1, 3)),
     st.builds(lambda k, code: ("meta_code", "createBackup", 1, {"code": code, "after_hosts": k}),
@@ -76,10 +77,17 @@ class BackupCampaign(RuleBasedStateMachine):
         self.finish = finish
 
     # -- faults ------------------------------------------------------------------------------
-    @rule(f=cluster_fault)
+    @rule(f=CLUSTER_FAULT)
     def cluster_fault(self, f) -> None:
         kind, target, n, params = f
         self.c.faults.add(kind, target, count=n, **params)
+
+    @rule(f=CLUSTER_FAULT, at=st.sampled_from([*BACKUP.steps, *(f"undo:{s}" for s in BACKUP.steps)]))
+    def cluster_fault_at_step(self, f, at: str) -> None:
+        """The fault is injected only when that step (or undo) begins, so it hits that step."""
+        kind, target, n, params = f
+        self.w.backup_box["at_step"].setdefault(at, []).append(
+            lambda: self.c.faults.add(kind, target, count=n, **params))
 
     @rule(verb=st.sampled_from(STORAGE_VERBS), count=st.integers(1, 4), permanent=st.booleans(),
           skip=st.integers(0, 6))

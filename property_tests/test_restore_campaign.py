@@ -25,6 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+from brsm.engine.definitions import RESTORE
 from brsm.errors import BrsmError, UsageError
 from property_tests.campaign_support import (
     STRICT,
@@ -50,7 +51,7 @@ CODES = [-2, -8, -24, -2003, -2021]
 SERVICE = "/usr/local/nebula/scripts/nebula.service"
 STORAGE_VERBS = ["get", "get_bytes", "list", "stat"]
 
-cluster_fault = st.one_of(
+CLUSTER_FAULT = st.one_of(
     st.builds(lambda rpc, code, n: ("meta_code", rpc, n, {"code": code}),
               st.sampled_from(RPCS), st.sampled_from(CODES), st.integers(1, 3)),
     st.builds(lambda rpc, n: ("leader_change", rpc, n, {}), st.sampled_from(RPCS + ["*"]), st.integers(1, 5)),
@@ -94,10 +95,17 @@ class RestoreCampaign(RuleBasedStateMachine):
         self.finish = finish
 
     # -- faults ------------------------------------------------------------------------------
-    @rule(f=cluster_fault)
+    @rule(f=CLUSTER_FAULT)
     def cluster_fault(self, f) -> None:
         kind, target, n, params = f
         self.c.faults.add(kind, target, count=n, **params)
+
+    @rule(f=CLUSTER_FAULT, at=st.sampled_from([*RESTORE.steps, *(f"undo:{s}" for s in RESTORE.steps)]))
+    def cluster_fault_at_step(self, f, at: str) -> None:
+        """The fault is injected only when that step (or undo) begins, so it hits that step."""
+        kind, target, n, params = f
+        self.w.restore_box["at_step"].setdefault(at, []).append(
+            lambda: self.c.faults.add(kind, target, count=n, **params))
 
     @rule(verb=st.sampled_from(STORAGE_VERBS), count=st.integers(1, 4), permanent=st.booleans(),
           skip=st.integers(0, 8))
