@@ -143,3 +143,25 @@ def test_rollback_refused_after_cleanup_began(world, monkeypatch):
         return
     assert st.phase == "rolled_back"
     assert nebula_trees(c) == pre, "ROLLED_BACK, yet some data paths hold the restored data"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "brsm/workflows/lease.py Lease._release_one / _read: _read maps every RemoteError (an SSH drop, a "
+    "host down) to 'no holder', and _release_one then skips the removal and returns as if released. "
+    "CLEANED (or rollback's undo of LOCKED/CHECKED) completes and the operation ends DONE/ROLLED_BACK "
+    "with its lease still on the cluster: the next run gets LockHeld 'locked by operation N' until the "
+    "lease expires. Fix: in _release_one, let a read error other than 'no such file' propagate (the "
+    "step/undo fails and is retried), i.e. only treat a missing or unparsable holder.json as None."))
+def test_lease_released_even_if_holder_read_drops(world):
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    host = world.cluster.meta_addrs[0].host
+    # CLEANED begins: the next SSH read on the first metad drops at byte 0 (the holder.json read).
+    world.backup_box["at_step"]["CLEANED"] = [lambda: world.cluster.faults.add("disconnect", host, count=1,
+                                                                               after_bytes=0)]
+    try:
+        st = world.run(world.backup_runner.run(op))
+    except BrsmError:
+        world.clear_faults()
+        st = world.run(world.backup_runner.resume(op))
+    assert st.phase == "done"
+    assert leases_left(world.cluster) == [], "the operation is DONE but its lease is still on the cluster"
