@@ -200,8 +200,9 @@ class FakeHost:
                 return err(f"'{root}': No such file or directory")
             files = [root] if m.norm(root) in m.files else m.under(root)
             fmt = args[4]
-            out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f).replace("\\0", "\0")
-                          .replace("\\n", "\n") for f in files)
+            # Escapes belong to the format only: a file named "\\0" must come out as itself.
+            fmt = fmt.replace("\\0", "\0").replace("\\n", "\n")
+            out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f) for f in files)
             return RunResult(0, out, "")
         if cmd.endswith("/scripts/nebula.service"):
             return self._service(m, cmd, args)
