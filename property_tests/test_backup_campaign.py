@@ -60,9 +60,13 @@ CLUSTER_FAULT = st.one_of(
 )
 
 
+RUNS = {"examples": 0, "drives": 0, "crashes": 0}
+
+
 class BackupCampaign(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        RUNS["examples"] += 1
         self.w = World()
         self.c = self.w.cluster
         self.runner = self.w.backup_runner
@@ -122,11 +126,25 @@ class BackupCampaign(RuleBasedStateMachine):
         self.first = False
         self.w.journal.arm(None)
         self.log.append(f"{mode}: {outcome}")
+        RUNS["drives"] += 1
+        RUNS["crashes"] += outcome == "crash"
         self.check_after_drive()
 
     @precondition(lambda self: not self.state().finished)
     @rule(mode=st.sampled_from(["resume", "resume", "resume", "rollback"]))
     def drive(self, mode: str) -> None:
+        self._drive(mode)
+
+    @precondition(lambda self: not self.state().finished)
+    @rule()
+    def resume_now(self) -> None:
+        self._drive("resume")
+
+    @precondition(lambda self: not self.state().finished)
+    @rule(n=st.integers(0, 40), mode=st.sampled_from(["resume", "resume", "rollback"]))
+    def crash_during(self, n: int, mode: str) -> None:
+        """A drive whose process dies after n more journal appends."""
+        self.w.journal.arm(n)
         self._drive(mode)
 
     # -- invariants ------------------------------------------------------------------------------
@@ -231,3 +249,4 @@ class BackupCampaign(RuleBasedStateMachine):
 def test_backup_campaign():
     with fast_sleeps():
         run_state_machine_as_test(BackupCampaign, settings=settings())  # the loaded profile
+    print(f"BackupCampaign: {RUNS}")

@@ -132,7 +132,9 @@ async def scenario(actions, finish: str) -> None:
         world.fail_once = set()
         st_now = r.state(op)
         started_before = set(st_now.started)
-        if st_now.phase == PHASE_ROLLED_BACK or st_now.phase == "rolling_back" or finish == "rollback":
+        cleaning = "CLEANED" in st_now.started and st_now.phase != "rolling_back"
+        if (st_now.phase == PHASE_ROLLED_BACK or st_now.phase == "rolling_back" or finish == "rollback") and not (
+                cleaning and st_now.phase != PHASE_ROLLED_BACK):
             if st_now.phase == PHASE_DONE:
                 return  # a finished backup is not rolled back (cleanup deletes it instead)
             final = await r.rollback(op)

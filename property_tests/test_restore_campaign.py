@@ -65,9 +65,13 @@ CLUSTER_FAULT = st.one_of(
 )
 
 
+RUNS = {"examples": 0, "drives": 0, "crashes": 0}
+
+
 class RestoreCampaign(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
+        RUNS["examples"] += 1
         self.w = World()
         c = self.c = self.w.cluster
         self.name = self.w.make_backup()
@@ -142,6 +146,8 @@ class RestoreCampaign(RuleBasedStateMachine):
         self.first = False
         self.w.journal.arm(None)
         self.log.append(f"{mode}: {outcome}")
+        RUNS["drives"] += 1
+        RUNS["crashes"] += outcome == "crash"
         ctx = self.w.restore_box.get("ctx")
         st_ = self.w.run(check_journal(self.w.inner, self.op, self.w.restore_wf, ctx.state if ctx else None))
         self.check_world(st_)
@@ -149,6 +155,18 @@ class RestoreCampaign(RuleBasedStateMachine):
     @precondition(lambda self: not self.state().finished)
     @rule(mode=st.sampled_from(["resume", "resume", "resume", "rollback"]))
     def drive(self, mode: str) -> None:
+        self._drive(mode)
+
+    @precondition(lambda self: not self.state().finished)
+    @rule()
+    def resume_now(self) -> None:
+        self._drive("resume")
+
+    @precondition(lambda self: not self.state().finished)
+    @rule(n=st.integers(0, 60), mode=st.sampled_from(["resume", "resume", "rollback"]))
+    def crash_during(self, n: int, mode: str) -> None:
+        """A drive whose process dies after n more journal appends."""
+        self.w.journal.arm(n)
         self._drive(mode)
 
     # -- invariants ------------------------------------------------------------------------------
@@ -229,3 +247,4 @@ class RestoreCampaign(RuleBasedStateMachine):
 def test_restore_campaign():
     with fast_sleeps():
         run_state_machine_as_test(RestoreCampaign, settings=settings())  # the loaded profile
+    print(f"RestoreCampaign: {RUNS}")
