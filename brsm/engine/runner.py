@@ -178,6 +178,13 @@ class Runner:
                             f"operation {op_id} finished; there is nothing to roll back",
                             hint="to delete a finished backup use `brsm cleanup NAME`",
                         )
+                    if self.workflow.kind.done_step in st.started and st.phase != PHASE_ROLLING_BACK:
+                        # The final step discards what rollback would need (a restore's originals).
+                        raise UsageError(
+                            f"operation {op_id} has begun its final step ({self.workflow.kind.done_step}): "
+                            "there is nothing to roll back safely",
+                            hint=f"finish it with `brsm resume {op_id}`",
+                        )
                     if self.workflow.attach:
                         await self.workflow.attach(ctx)
                         attached = True

@@ -306,6 +306,9 @@ async def uploaded(ctx: StepContext) -> dict[str, Any]:
     if missing:
         raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
                            hint=f"run `brsm resume {ctx.op_id}` to copy them again")
+    # Every file is complete: an upload still open under the backup was started by an attempt that
+    # crashed before journaling its first part, and would linger (and cost) forever.
+    await p.storage.abort_uploads(f"{name}/")
     await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.facts["meta_b64"]))
     manifest = build_manifest(ctx)
     # Written last: a backup without its manifest is incomplete, never mistaken for a good one.

@@ -74,9 +74,14 @@ async def check_paths(hosts: HostsPort, topology: dict[str, Any]) -> None:
 async def probe_storage(storage: Storage, key: str) -> None:
     try:
         await storage.put_bytes(key, b"brsm probe")
-        if await storage.get_bytes(key) != b"brsm probe":
-            raise StorageError(f"{storage.uri}: a probe object read back different bytes", permanent=True)
-        await storage.delete(key)
+        try:
+            if await storage.get_bytes(key) != b"brsm probe":
+                raise StorageError(f"{storage.uri}: a probe object read back different bytes", permanent=True)
+        finally:
+            try:
+                await storage.delete(key)  # never leave the probe in the user's storage
+            except BrsmError:
+                pass
     except BrsmError as e:
         raise PreflightFailed(f"storage {storage.uri} is not usable: {e.message}",
                               hint=e.hint or "check the URI, the endpoint and the credentials") from e

@@ -56,12 +56,18 @@ def is_stale(info: LeaseInfo, now: float | None = None) -> bool:
 
 
 async def _read(host: HostPort, path: str) -> LeaseInfo | None:
+    """The holder, or None when there is none (no file, or an unreadable one). A host we cannot
+    reach raises: "could not look" must never pass for "nobody holds it"."""
     try:
         buf = b""
         async for chunk in host.open_read(f"{path}/holder.json"):
             buf += chunk
         return LeaseInfo(**json.loads(buf))
-    except (RemoteError, OSError, ValueError, TypeError):
+    except (ValueError, TypeError):
+        return None
+    except (RemoteError, OSError):
+        if await host.exists(f"{path}/holder.json"):  # raises in turn when the host is unreachable
+            raise
         return None
 
 
@@ -90,6 +96,7 @@ class Lease:
         return LeaseInfo(self.op_id, self.kind, self.who, socket.gethostname(), os.getpid(), time.time() + self.ttl)
 
     async def acquire(self) -> None:
+        await self.stop_refresh()  # acquiring again (resume re-runs LOCKED) must not leak a refresher
         taken: list[tuple[HostPort, str]] = []
         try:
             for host, path in self.hosts:
@@ -105,7 +112,14 @@ class Lease:
         for _ in range(3):
             r = await host.run(["mkdir", path], check=False)
             if r.exit_status == 0:
-                await _write(host, path, self._info())
+                try:
+                    await _write(host, path, self._info())
+                except BaseException:
+                    try:  # ours and empty: do not leave a lease nobody can name
+                        await host.remove_tree(path)
+                    except Exception:  # noqa: BLE001 - the original error matters more
+                        pass
+                    raise
                 return
             holder = await _read(host, path)
             if holder is not None and holder.op_id == self.op_id:
@@ -114,6 +128,9 @@ class Lease:
             if holder is None:
                 await asyncio.sleep(0.2)  # another run is between mkdir and writing holder.json
                 holder = await _read(host, path)
+                if holder is not None and holder.op_id == self.op_id:
+                    await _write(host, path, self._info())
+                    return
                 if holder is None:
                     raise LockHeld(f"cluster lease on {host.name} ({path}) exists but names no holder",
                                    hint=f"if no brsm run is active, run `brsm gc --confirm` or remove {path}")

@@ -135,6 +135,13 @@ def test_crash_anywhere_then_resume_or_rollback(tmp_path, point):
         finished_before_crash = point == "after:CLEANED"
         if recovery == "rollback" and finished_before_crash:
             assert p.returncode != 0 and "nothing to roll back" in p.stderr
+        elif recovery == "rollback" and point == "before:CLEANED":
+            # the final step began: rollback is refused, and resume is the way out
+            assert p.returncode != 0 and "final step" in p.stderr
+            p = subprocess.run([sys.executable, str(DRIVER), str(jpath), str(wpath), "resume", str(op)],
+                               capture_output=True, text=True, env=env, timeout=60)
+            assert p.returncode == 0, p.stderr
+            finished_before_crash = True
         else:
             assert p.returncode == 0, p.stderr
         j = Journal.open(jpath)

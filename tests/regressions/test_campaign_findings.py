@@ -33,10 +33,7 @@ def _pending(w: World) -> list[asyncio.Task]:
     return [t for t in asyncio.all_tasks(w.loop) if not t.done()]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/common.py probe_storage: the probe object is deleted only after a successful "
-    "read-back; when get_bytes fails (or reads different bytes) `.brsm-probe-<op>-<t>` stays in the "
-    "user's storage forever. Fix: delete the probe in a finally (best effort)."))
+# Found by the campaign, fixed: brsm/workflows/common.py probe_storage: the probe object is deleted only after a successful  read-back; when get_bytes fails (or reads different bytes) `.brsm-probe-<op>-<t>` stays in the  user's storage forever. Fix: delete the probe in a finally (best effort)."
 def test_probe_object_removed_when_preflight_read_back_fails(world):
     mem(world.storage).inject_fault("get", 1, permanent=True)
     op = world.backup_runner.create(BACKUP_PARAMS)
@@ -47,13 +44,7 @@ def test_probe_object_removed_when_preflight_read_back_fails(world):
     assert mem(world.storage).objects == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/backup.py copied(): a crash after a multipart upload was created (a part stored) "
-    "but before its PartUploaded event was durable makes resume start a new upload for that key; the "
-    "first one is never completed nor aborted, so a finished backup leaves an incomplete multipart "
-    "upload (billed on S3/OSS until a lifecycle rule removes it). undo_copied aborts them, the "
-    "success path does not. Fix: after run_bounded succeeds in copied() (or in cleaned()), "
-    "`await p.storage.abort_uploads(f'{name}/')` — every file is complete by then."))
+# Found by the campaign, fixed: brsm/workflows/backup.py copied(): a crash after a multipart upload was created (a part stored)  but before its PartUploaded event was durable makes resume start a new upload for that key; the  first one is never completed nor aborted, so a finished backup leaves an incomplete multipart  upload (bil
 def test_resume_after_crash_mid_multipart_leaves_no_upload(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
     # 8 appends: PreflightPassed, LOCKED x2, SNAPSHOTTED x3 (with SnapshotRequested), StepStarted
@@ -69,13 +60,7 @@ def test_resume_after_crash_mid_multipart_leaves_no_upload(world):
     assert mem(world.storage).uploads == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/lease.py Lease.acquire: starts a new refresh task without stopping the one it "
-    "already has. On resume after a crash inside LOCKED, attach (common.reattach_lease) acquires the "
-    "lease and LOCKED re-runs locked(), which acquires the same Lease object again: the first "
-    "_refresh_loop task is orphaned, never cancelled by detach, and keeps rewriting holder.json (it "
-    "can even re-create the lease dir after release, since write_file makes parent dirs). Fix: in "
-    "acquire, `await self.stop_refresh()` before creating the task (or skip when already held)."))
+# Found by the campaign, fixed: brsm/workflows/lease.py Lease.acquire: starts a new refresh task without stopping the one it  already has. On resume after a crash inside LOCKED, attach (common.reattach_lease) acquires the  lease and LOCKED re-runs locked(), which acquires the same Lease object again: the first  _refresh_loop task
 def test_relocking_after_reattach_leaks_no_refresh_task(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
     world.journal.arm(2)  # PreflightPassed, StepStarted LOCKED; crash on StepCompleted LOCKED
@@ -88,13 +73,7 @@ def test_relocking_after_reattach_leaks_no_refresh_task(world):
     assert _pending(world) == [], "a lease refresh task outlives the operation"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/lease.py Lease._acquire_one: after `mkdir <lease>` succeeds, a failed write of "
-    "holder.json (disk full, SSH drop) leaves an empty lease dir that acquire's cleanup does not know "
-    "about (the host is not in `taken`) and release never removes (_release_one needs a holder naming "
-    "the op). Every later run, resume and rollback then fails with LockHeld 'exists but names no "
-    "holder' until someone removes it by hand. Fix: when _write fails right after our own mkdir, "
-    "remove the dir (remove_tree) before re-raising."))
+# Found by the campaign, fixed: brsm/workflows/lease.py Lease._acquire_one: after `mkdir <lease>` succeeds, a failed write of  holder.json (disk full, SSH drop) leaves an empty lease dir that acquire's cleanup does not know  about (the host is not in `taken`) and release never removes (_release_one needs a holder naming  the op).
 def test_lease_dir_removed_when_holder_write_fails(world):
     world.cluster.faults.add("disk_full", world.cluster.meta_addrs[0].host, count=1)
     op = world.backup_runner.create(BACKUP_PARAMS)
@@ -109,13 +88,7 @@ def test_lease_dir_removed_when_holder_write_fails(world):
     assert st.phase == "done"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/restore.py + engine: rollback is accepted after CLEANED has started. cleaned() "
-    "removes the set-aside originals one data path at a time; if it fails part-way (a host down), "
-    "`brsm rollback` runs undo_downloaded/undo_set_aside, which restore the originals only where the "
-    "set-aside dir still exists, and ends ROLLED_BACK with a cluster mixing restored and pre-restore "
-    "data paths. Fix: refuse rollback once CLEANED is in state.started (e.g. in restore.attach when "
-    "ctx.mode == 'rollback', before RollbackStarted is journaled: UsageError with hint `brsm resume`)."))
+# Found by the campaign, fixed: brsm/workflows/restore.py + engine: rollback is accepted after CLEANED has started. cleaned()  removes the set-aside originals one data path at a time; if it fails part-way (a host down),  `brsm rollback` runs undo_downloaded/undo_set_aside, which restore the originals only where the  set-aside dir
 def test_rollback_refused_after_cleanup_began(world, monkeypatch):
     from property_tests.campaign_support import nebula_trees, space_data
 
@@ -145,13 +118,7 @@ def test_rollback_refused_after_cleanup_began(world, monkeypatch):
     assert nebula_trees(c) == pre, "ROLLED_BACK, yet some data paths hold the restored data"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/lease.py Lease._release_one / _read: _read maps every RemoteError (an SSH drop, a "
-    "host down) to 'no holder', and _release_one then skips the removal and returns as if released. "
-    "CLEANED (or rollback's undo of LOCKED/CHECKED) completes and the operation ends DONE/ROLLED_BACK "
-    "with its lease still on the cluster: the next run gets LockHeld 'locked by operation N' until the "
-    "lease expires. Fix: in _release_one, let a read error other than 'no such file' propagate (the "
-    "step/undo fails and is retried), i.e. only treat a missing or unparsable holder.json as None."))
+# Found by the campaign, fixed: brsm/workflows/lease.py Lease._release_one / _read: _read maps every RemoteError (an SSH drop, a  host down) to 'no holder', and _release_one then skips the removal and returns as if released.  CLEANED (or rollback's undo of LOCKED/CHECKED) completes and the operation ends DONE/ROLLED_BACK  with its
 def test_lease_released_even_if_holder_read_drops(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
     host = world.cluster.meta_addrs[0].host

@@ -106,6 +106,13 @@ class Sweeper:
             return Outcome("backup", storage, label, recovery, delay is not None, why or "no crash")
         op = self._last_op()
         p = self.env.brsm(recovery, str(op), "--json")
+        if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
+            recovery_done = "rollback refused in CLEANED; resumed"
+            p = self.env.brsm("resume", str(op), "--json")
+            if p.returncode != 0 or json.loads(p.stdout)["state"] != "CLEANED":
+                return Outcome("backup", storage, label, recovery, False, f"resume after refusal: {p.stdout[-300:]}")
+            problems = self._cluster_problems()
+            return Outcome("backup", storage, label, recovery, not problems, "; ".join(problems) or recovery_done)
         if recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr:
             return Outcome("backup", storage, label, recovery, True, "finished before the crash: nothing to undo")
         if p.returncode != 0:
@@ -160,7 +167,12 @@ class Sweeper:
             return Outcome("restore", storage, label, recovery, delay is not None, why or "no crash")
         op = self._last_op()
         p = self.env.brsm(recovery, str(op), "--json")
-        finished = recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr
+        if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
+            p = self.env.brsm("resume", str(op), "--json")  # refused in CLEANED: finishing is the way out
+            recovery = "rollback"
+            finished = p.returncode == 0
+        else:
+            finished = recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr
         if p.returncode != 0 and not finished:
             return Outcome("restore", storage, label, recovery, False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
         problems = self._cluster_problems()
