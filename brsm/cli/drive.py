@@ -79,6 +79,17 @@ async def _continue(op_id: int, mode: str, *, out: Output) -> None:
         op = j.operation(op_id)
         created = next(iter(j.events(op_id, types=[ev.OPERATION_CREATED])), None)
         params = dict(created.data.get("params", {})) if created else dict(op.params)
+        from brsm.engine.definitions import KINDS
+        from brsm.engine.fold import fold
+        from brsm.engine.runner import Workflow
+
+        st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
+        if mode == "rollback" and st0 is not None and not st0.started and not st0.finished:
+            # Nothing ever took effect (it failed before its first step, e.g. a bad config): closing it
+            # needs no cluster and no storage, so a config that is gone or broken cannot block it.
+            st = await Runner(j, Workflow(kind=st0.kind, steps={})).rollback(op_id)
+            _report(out, op_id, op.kind, st)
+            return
         built = await registry.build(op.kind, params, op_id=op_id, out=out, journal=j)
         runner = Runner(j, built.workflow, built.ports)
         try:

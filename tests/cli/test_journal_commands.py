@@ -79,3 +79,16 @@ def test_audit_summary_and_log_file(home, capsys):
     log = root / "logs" / "brsm.log"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
     assert "exit 0" in log.read_text() and "hunter2" not in log.read_text()
+
+
+def test_an_operation_that_never_started_can_be_closed_without_its_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRSM_HOME", str(tmp_path))
+    missing = tmp_path / "gone.toml"
+    code = main(["start", "backup", "--config", str(missing), "--storage", f"local://{tmp_path}/b", "--json"])
+    assert code == 2
+    capsys.readouterr()
+    assert main(["ops", "--json"]) == 0
+    op = json.loads(capsys.readouterr().out)[0]
+    assert op["state"] == "FAILED"
+    assert main(["rollback", str(op["id"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "ROLLED_BACK"
