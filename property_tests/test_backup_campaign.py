@@ -191,10 +191,9 @@ class BackupCampaign(RuleBasedStateMachine):
                 break
             mode = "rollback" if (self.finish == "rollback" or st_.phase in ("rolling_back", "rolled_back")) \
                 else "resume"
-            try:
-                self._drive(mode)
-            except AssertionError:
-                raise
+            self._drive(mode)
+            if mode == "rollback" and self.log[-1].startswith("rollback: UsageError"):
+                self.finish = "resume"  # rollback refused (e.g. once CLEANED began): finish forward
             st_ = self.state()
             if not st_.finished and mode == "resume" and st_.phase == "failed" and \
                     st_.failure and st_.failure.get("error_type") == "UsageError":

@@ -205,6 +205,8 @@ class RestoreCampaign(RuleBasedStateMachine):
             mode = "rollback" if (self.finish == "rollback" or st_.phase in ("rolling_back", "rolled_back")) \
                 else "resume"
             self._drive(mode)
+            if mode == "rollback" and self.log[-1].startswith("rollback: UsageError"):
+                self.finish = "resume"  # rollback refused (e.g. once CLEANED began): finish forward
         st_ = self.state()
         assert st_.finished, f"not finished after clearing faults: {st_.phase} {st_.failure} {self.log}"
         c = self.c
