@@ -28,7 +28,8 @@ FILES_PLANNED = "FilesPlanned"
 FILE_COPIED = "FileCopied"
 PART_UPLOADED = "PartUploaded"
 BATCH = 256
-FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files, whatever their size
+FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
+FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 
 
 @dataclass
@@ -256,7 +257,8 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         failpoints.hit(f"file:{count}")
         pending.append((FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
                                       "sha256": digest}))
-        if len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS:
+        if (len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS
+                or sum(d["size"] for _, d in pending) >= FLUSH_BYTES):
             flush()
 
     try:

@@ -29,7 +29,8 @@ FILE_RESTORED = "FileRestored"
 SERVICE_STOPPED = "ServicesStopped"
 SERVICE_STARTED = "ServicesStarted"
 BATCH = 256
-FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files, whatever their size
+FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
+FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 WAIT_SECONDS = 90.0
 
 
@@ -459,7 +460,8 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
         failpoints.hit(f"file:{count}")
         pending.append((FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
                                         "sha256": f["sha256"]}))
-        if len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS:
+        if (len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS
+                or sum(d["size"] for _, d in pending) >= FLUSH_BYTES):
             last_flush[0] = time.monotonic()
             batch = pending[:]
             pending.clear()
