@@ -121,7 +121,11 @@ class Lease:
                         pass
                     raise
                 return
-            holder = await _read(host, path)
+            try:
+                holder = await _read(host, path)
+            except RemoteError:
+                await asyncio.sleep(0.2)  # a dropped connection: one more look before deciding
+                holder = await _read(host, path)
             if holder is not None and holder.op_id == self.op_id:
                 await _write(host, path, self._info())  # ours from a previous process: refresh
                 return

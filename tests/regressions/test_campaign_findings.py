@@ -134,12 +134,7 @@ def test_lease_released_even_if_holder_read_drops(world):
     assert leases_left(world.cluster) == [], "the operation is DONE but its lease is still on the cluster"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "brsm/workflows/lease.py Lease._acquire_one: the 'is it ours?' check runs only on the first read "
-    "of holder.json. When that read fails (an SSH drop: _read returns None) and the re-read after "
-    "0.2 s finds the operation's own holder, the code falls through to is_stale() and raises LockHeld "
-    "'cluster is locked by operation N' against operation N itself, so its resume/rollback fails. "
-    "Fix: after the re-read, repeat `if holder.op_id == self.op_id: refresh and return`."))
+# Found by the campaign, fixed: brsm/workflows/lease.py Lease._acquire_one: the 'is it ours?' check runs only on the first read  of holder.json. When that read fails (an SSH drop: _read returns None) and the re-read after  0.2 s finds the operation's own holder, the code falls through to is_stale() and raises LockHeld  'cluster is
 def test_reacquire_own_lease_after_a_dropped_read(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
     mem(world.storage).inject_fault("put", -1, permanent=True)
