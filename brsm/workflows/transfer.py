@@ -52,35 +52,51 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, (RemoteError, ConnectionError, asyncio.TimeoutError))
 
 
+class _Meter:
+    """The one pass every transferred byte makes: SHA-256, the shared rate limit, progress."""
+
+    def __init__(self, limits: Limits, progress: Progress, task: str) -> None:
+        self._h = hashlib.sha256()
+        self._limits = limits
+        self._progress = progress
+        self._task = task
+        self.bytes = 0
+
+    async def wrap(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for block in source:
+            self._h.update(block)
+            await self._limits.bucket.consume(len(block))
+            self.bytes += len(block)
+            self._progress.advance(self._task, len(block))
+            yield block
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+    def undo(self) -> None:
+        """A failed attempt's bytes leave the progress total, so a retry does not count twice."""
+        self._progress.advance(self._task, -self.bytes)
+
+
 async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,
                       *, state: UploadState | None, on_part: Callable[[UploadState], None] | None) -> str:
     """Stream one host file into storage; returns its SHA-256 once the target confirmed it."""
     last: BaseException | None = None
     for attempt in range(ATTEMPTS):
-        h = hashlib.sha256()
-        sent = 0
-
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal sent
-            async for block in host.open_read(job.path):
-                h.update(block)
-                await limits.bucket.consume(len(block))
-                sent += len(block)
-                progress.advance("copy", len(block))
-                yield block
-
+        meter = _Meter(limits, progress, "copy")
         try:
-            res = await storage.put(job.key, chunks(), job.size, state=state, on_part=on_part)
+            res = await storage.put(job.key, meter.wrap(host.open_read(job.path)), job.size, state=state,
+                                    on_part=on_part)
         except BrsmError as e:
-            progress.advance("copy", -sent)
+            meter.undo()
             last = e
             if _transient(e) and attempt + 1 < ATTEMPTS:
                 await asyncio.sleep(0.5 * (attempt + 1))
                 continue
             raise
-        digest = h.hexdigest()
+        digest = meter.hexdigest()
         if res.size != job.size or res.sha256 != digest:
-            progress.advance("copy", -sent)
+            meter.undo()
             last = StorageError(f"{job.key}: target has {res.size} bytes sha256 {res.sha256[:12]}…, "
                                 f"source {job.size} bytes sha256 {digest[:12]}…")
             state = None  # start the object over
@@ -97,26 +113,21 @@ async def download_file(key: str, expected_sha: str | None, size: int, storage: 
     (size only for a nebula-br backup, which records no checksums)."""
     last: BaseException | None = None
     for attempt in range(ATTEMPTS):
-        h = hashlib.sha256()
-        got = 0
+        meter = _Meter(limits, progress, "download")
 
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal got
-            async for block in storage.get(key):
-                h.update(block)
-                await limits.bucket.consume(len(block))
-                got += len(block)
-                progress.advance("download", len(block))
+        async def checked() -> AsyncIterator[bytes]:
+            async for block in meter.wrap(storage.get(key)):
                 yield block
-            if got != size or (expected_sha is not None and h.hexdigest() != expected_sha):
-                raise StorageError(f"{key}: downloaded {got} bytes sha256 {h.hexdigest()[:12]}…, manifest says "
-                                   f"{size} bytes {(expected_sha or 'no checksum')[:12]}…")
+            # Raised inside the stream, so the host port drops its temp file and nothing is renamed.
+            if meter.bytes != size or (expected_sha is not None and meter.hexdigest() != expected_sha):
+                raise StorageError(f"{key}: downloaded {meter.bytes} bytes sha256 {meter.hexdigest()[:12]}…, "
+                                   f"manifest says {size} bytes {(expected_sha or 'no checksum')[:12]}…")
 
         try:
-            await host.write_file(dest, chunks())
+            await host.write_file(dest, checked())
             return
         except BrsmError as e:
-            progress.advance("download", -got)
+            meter.undo()
             last = e
             if _transient(e) and attempt + 1 < ATTEMPTS:
                 await asyncio.sleep(0.5 * (attempt + 1))
