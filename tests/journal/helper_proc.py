@@ -23,7 +23,9 @@ def payload(seq: int) -> tuple[str, dict]:
 
 
 def say(*parts: object) -> None:
-    print(*parts, flush=True)
+    # One write(2) per line: a pipe write under PIPE_BUF is atomic, so a SIGKILL never leaves half a line
+    # (print() with several arguments writes them piecemeal, and CI once caught "committed " torn there).
+    os.write(1, (" ".join(str(p) for p in parts) + "\n").encode())
 
 
 def append_forever(j: Journal, op_id: int, seed: int) -> None:
