@@ -45,6 +45,9 @@ class StorageDefaults:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     oss_endpoint: str | None = None
+    # multipart tuning for S3/OSS uploads (None: the backend's defaults, 8 MiB parts above 16 MiB)
+    part_size: int | None = None
+    multipart_threshold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,24 @@ def _addr_ok(s: Any) -> bool:
         return False
     host, _, port = s.rpartition(":")
     return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
+
+def _size(c: _Collector, v: Any, where: str, key: str, section: str) -> int | None:
+    """A byte count: a positive integer or a string like "256KiB", "8MiB"."""
+    n = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", v)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            n = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if n is None or n <= 0:
+        c.err(where, f"must be a positive size in bytes or like \"8MiB\", not {v!r}", key=key, section=section)
+        return None
+    return n
 
 
 def _expand(p: str | None, base: Path) -> str | None:
@@ -211,12 +232,15 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
     if not isinstance(st, dict):
         c.err("storage", "must be a table", key="storage")
         st = {}
+    storage_keys = ("default", "s3_endpoint", "s3_region", "oss_endpoint", "part_size", "multipart_threshold")
     for k in st:
-        if k not in ("default", "s3_endpoint", "s3_region", "oss_endpoint"):
-            c.err(f"storage.{k}", "unknown key (expected default, s3_endpoint, s3_region, oss_endpoint)",
-                  key=k, section="storage")
+        if k not in storage_keys:
+            c.err(f"storage.{k}", f"unknown key (expected {', '.join(storage_keys)})", key=k, section="storage")
         elif re.search(r"secret|password|key_id|access_key", k, re.I):
             c.err(f"storage.{k}", "secrets do not belong in the config; use the environment", key=k, section="storage")
+
+    sizes = {k: _size(c, st[k], f"storage.{k}", k, "storage") if k in st else None
+             for k in ("part_size", "multipart_threshold")}
 
     if c.errors:
         raise UsageError(
@@ -231,6 +255,6 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         hosts=tuple(hosts),
         storage=StorageDefaults(
             default=st.get("default"), s3_endpoint=st.get("s3_endpoint"), s3_region=st.get("s3_region"),
-            oss_endpoint=st.get("oss_endpoint"),
+            oss_endpoint=st.get("oss_endpoint"), **sizes,
         ),
     )

@@ -40,11 +40,15 @@ def storage_uri(params: dict[str, Any], cfg: ClusterConfig | None) -> str:
 def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
     from brsm.adapters.storage import open_storage
 
+    # [storage] part_size / multipart_threshold: given only when set, so the backends keep their defaults
+    tuning = {k: getattr(cfg.storage, k) for k in ("part_size", "multipart_threshold")
+              if cfg and getattr(cfg.storage, k) is not None}
     return open_storage(
         storage_uri(params, cfg),
         s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None),
         s3_region=params.get("s3_region") or (cfg.storage.s3_region if cfg else None),
         oss_endpoint=params.get("oss_endpoint") or (cfg.storage.oss_endpoint if cfg else None),
+        **tuning,
     )
 
 
