@@ -268,7 +268,8 @@ def start_sshd(root: str, h: Host, kind: str | None = None) -> dict[str, Any]:
             "log": h.sshd_log, "port": h.ssh_port}
 
 
-def start_store(root: str, kind: str, address: str, key_id: str, secret: str) -> dict[str, Any]:
+def start_store(root: str, kind: str, address: str, key_id: str, secret: str,
+                min_part_size: int | None = None) -> dict[str, Any]:
     module = {"s3": "brsm.sandbox.s3_server", "oss": "brsm.sandbox.oss_server"}[kind]
     data = os.path.join(root, "objects", kind)
     os.makedirs(data, exist_ok=True)
@@ -284,6 +285,8 @@ def start_store(root: str, kind: str, address: str, key_id: str, secret: str) ->
     argv = [venv_python(), "-m", module, f"--host={address}", "--port=0", f"--data={data}", f"--bucket={BUCKET}",
             f"--access-key-id={key_id}", f"--access-key-secret={secret}", f"--port-file={port_file}",
             f"--pid-file={pid_file}"]
+    if min_part_size is not None:
+        argv.append(f"--min-part-size={min_part_size}")
     pid = spawn_detached(argv, log)
     return {"pid": pid, "module": module, "address": address, "port": None, "port_file": port_file,
             "pid_file": pid_file, "log": log, "data_dir": data, "bucket": BUCKET}
@@ -388,8 +391,11 @@ def is_running(state: dict[str, Any] | None) -> bool:
 
 
 def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: int = 1,
-       timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
-    """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there."""
+       timeout: float = 60.0, min_part_size: int | None = None) -> tuple[dict[str, Any], bool]:
+    """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there.
+
+    ``min_part_size`` lowers the S3 and OSS stand-ins' smallest multipart part (every part but the
+    last; S3 5 MiB, OSS 100 KiB by default), for tests whose small files must span several parts."""
     root = os.path.abspath(root)
     if meta_hosts < 1 or storage_hosts < 1 or data_paths < 1:
         raise UsageError("need at least 1 meta host, 1 storage host and 1 data path")
@@ -427,8 +433,8 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         s3_key, s3_secret = "SANDBOXS3" + secrets.token_hex(6).upper(), secrets.token_hex(20)
         oss_key, oss_secret = "SANDBOXOSS" + secrets.token_hex(6).upper(), secrets.token_hex(20)
         stores = {
-            "s3": start_store(root, "s3", f"127.{k}.0.{S3_ADDR_SUFFIX}", s3_key, s3_secret),
-            "oss": start_store(root, "oss", f"127.{k}.0.{OSS_ADDR_SUFFIX}", oss_key, oss_secret),
+            "s3": start_store(root, "s3", f"127.{k}.0.{S3_ADDR_SUFFIX}", s3_key, s3_secret, min_part_size),
+            "oss": start_store(root, "oss", f"127.{k}.0.{OSS_ADDR_SUFFIX}", oss_key, oss_secret, min_part_size),
         }
         stores["s3"].update(access_key_id=s3_key, secret_access_key=s3_secret)
         stores["oss"].update(access_key_id=oss_key, access_key_secret=oss_secret)

@@ -1,7 +1,7 @@
 """The sandbox S3 endpoint: moto's server behind our fault-injection proxy, in one process.
 
 ``python -m brsm.sandbox.s3_server --host 127.0.0.1 --port 0 --data DIR --bucket NAME
---access-key-id ID --access-key-secret SECRET [--port-file F] [--pid-file F]``
+--access-key-id ID --access-key-secret SECRET [--port-file F] [--pid-file F] [--min-part-size N]``
 
 * moto's ``ThreadedMotoServer`` listens on ``--host`` with an ephemeral port (internal);
 * :class:`brsm.sandbox.faultproxy.FaultProxy` listens on ``--host:--port`` (the endpoint that
@@ -10,6 +10,8 @@
 * the proxy rejects requests whose SigV4 access key id is not ``--access-key-id``
   (403 ``InvalidAccessKeyId``) and unsigned requests (403 ``AccessDenied``); moto itself
   does not verify signatures;
+* ``--min-part-size`` lowers S3's 5 MiB minimum for every part but the last (moto's
+  ``S3_UPLOAD_PART_MIN_SIZE``), so tests can make small files span several parts;
 * moto keeps objects in memory, spilling big ones to temporary files: ``TMPDIR`` is pointed
   at ``DIR/tmp`` so they land under the data directory. Nothing survives a restart.
 
@@ -77,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m brsm.sandbox.s3_server",
                                  description="Sandbox S3 endpoint (moto behind a fault proxy)")
     add_common_args(ap)
+    ap.add_argument("--min-part-size", "--min_part_size", type=int, default=None,
+                    help="smallest part but the last a multipart upload may have (S3: 5 MiB)")
     args = parse_args(ap, argv)
+    if args.min_part_size is not None:
+        # read by moto when it is first imported (below); its spill-to-disk buffer keeps its usual size
+        os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(5 * 2**20 - 1024))
+        os.environ["S3_UPLOAD_PART_MIN_SIZE"] = str(args.min_part_size)
     data = Path(args.data)
     (data / "tmp").mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = str(data / "tmp")
