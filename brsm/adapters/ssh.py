@@ -238,7 +238,8 @@ class SshHost:
                       key=lambda f: f.path)
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Yield the file from ``offset`` in ``block_size`` chunks, in order, with reads pipelined:
+        """Yield the file from ``offset`` in chunks of at most ``block_size`` bytes (each SFTP read as it
+        arrives: re-slicing would copy every byte on the event loop), in order, with reads pipelined:
         READ_AHEAD_BYTES worth of SFTP read requests (each of the server's maximum read length) are in
         flight at all times. Reads the file up to the size it had when opened (checkpoints are static)."""
         sftp = await self._sftp_client()
@@ -249,7 +250,6 @@ class SshHost:
             req = max(4096, min(f.read_len or SFTP_REQUEST, SFTP_REQUEST))
             depth = max(4, READ_AHEAD_BYTES // req)
             pos = offset
-            buf = bytearray()
 
             def ahead() -> None:
                 nonlocal pos
@@ -268,12 +268,11 @@ class SshHost:
                     raise RemoteError(f"{self.name}: {path} ended early (it changed while being read)",
                                       host=self.name)
                 ahead()
-                buf += data
-                while len(buf) >= block_size:
-                    yield bytes(buf[:block_size])
-                    del buf[:block_size]
-            if buf:
-                yield bytes(buf)
+                if len(data) <= block_size:
+                    yield data  # as received: no copy on the event loop
+                else:
+                    for i in range(0, len(data), block_size):
+                        yield data[i:i + block_size]
         finally:
             # let requests in flight finish (cancelling would orphan asyncssh's inner request tasks)
             if pending:

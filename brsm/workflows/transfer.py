@@ -17,6 +17,7 @@ from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.workflows.limits import TokenBucket
 
 ATTEMPTS = 3
+_HASH_IN_THREAD = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,16 @@ def _transient(e: BaseException) -> bool:
 
 
 class _Meter:
-    """The one pass every transferred byte makes: SHA-256, the shared rate limit, progress."""
+    """The pass every transferred byte makes: the shared rate limit, progress, and (for downloads)
+    SHA-256. Big blocks are hashed in a worker thread, so the event loop never waits on the hash.
 
-    def __init__(self, limits: Limits, progress: Progress, task: str) -> None:
-        self._h = hashlib.sha256()
+    Uploads do not hash here: the storage hashes the stream it receives (once, off the loop) and
+    checks what it stored against that (local: read back; S3/OSS: Content-MD5 per request), so a
+    second hash of the same bytes would only cost CPU.
+    """
+
+    def __init__(self, limits: Limits, progress: Progress, task: str, *, hash: bool = True) -> None:
+        self._h = hashlib.sha256() if hash else None
         self._limits = limits
         self._progress = progress
         self._task = task
@@ -64,13 +71,19 @@ class _Meter:
 
     async def wrap(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for block in source:
-            self._h.update(block)
-            await self._limits.bucket.consume(len(block))
-            self.bytes += len(block)
-            self._progress.advance(self._task, len(block))
+            n = len(block)
+            if self._h is not None:
+                if n >= _HASH_IN_THREAD:
+                    await asyncio.to_thread(self._h.update, block)
+                else:
+                    self._h.update(block)
+            await self._limits.bucket.consume(n)
+            self.bytes += n
+            self._progress.advance(self._task, n)
             yield block
 
     def hexdigest(self) -> str:
+        assert self._h is not None
         return self._h.hexdigest()
 
     def undo(self) -> None:
@@ -83,7 +96,7 @@ async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Li
     """Stream one host file into storage; returns its SHA-256 once the target confirmed it."""
     last: BaseException | None = None
     for attempt in range(ATTEMPTS):
-        meter = _Meter(limits, progress, "copy")
+        meter = _Meter(limits, progress, "copy", hash=False)
         try:
             res = await storage.put(job.key, meter.wrap(host.open_read(job.path)), job.size, state=state,
                                     on_part=on_part)
@@ -94,14 +107,12 @@ async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Li
                 await asyncio.sleep(0.5 * (attempt + 1))
                 continue
             raise
-        digest = meter.hexdigest()
-        if res.size != job.size or res.sha256 != digest:
+        if res.size != job.size or len(res.sha256) != 64:
             meter.undo()
-            last = StorageError(f"{job.key}: target has {res.size} bytes sha256 {res.sha256[:12]}…, "
-                                f"source {job.size} bytes sha256 {digest[:12]}…")
+            last = StorageError(f"{job.key}: target has {res.size} bytes, source {job.size} bytes")
             state = None  # start the object over
             continue
-        return digest
+        return res.sha256
     assert last is not None
     raise OperationFailed(f"copying {job.host}:{job.path} failed {ATTEMPTS} times: {last}",
                           hint=getattr(last, "hint", None)) from last

@@ -75,7 +75,13 @@ def norm_etag(etag: str | None) -> str:
 
 class Source:
     """The caller's byte stream, consumed once from offset 0: counts, hashes (SHA-256), enforces the
-    declared size and re-blocks into fixed-size pieces."""
+    declared size and re-blocks into fixed-size pieces.
+
+    The hash is taken per yielded block or group, not per incoming chunk, and big blocks are hashed
+    in a worker thread (hashlib drops the GIL): the event loop, which also runs every SSH packet, never
+    waits on SHA-256. With ``defer_hash`` the consumer calls :meth:`absorb` itself (e.g. in the thread
+    that writes the block).
+    """
 
     def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int, *, defer_hash: bool = False) -> None:
         self.key = key
@@ -83,7 +89,7 @@ class Source:
         self.size = size
         self.count = 0
         self._h = hashlib.sha256()
-        self._defer_hash = defer_hash  # the consumer calls absorb() (e.g. in a worker thread)
+        self._defer_hash = defer_hash
 
     async def _next(self) -> bytes | None:
         try:
@@ -97,32 +103,46 @@ class Source:
             self.count += n
             if self.count > self.size:
                 raise SizeMismatch(f"{self.key}: the stream has more than the declared {self.size} bytes")
-            if self._defer_hash:
-                pass
-            elif n >= _HASH_IN_THREAD:
-                await asyncio.to_thread(self._h.update, chunk)
-            else:
-                self._h.update(chunk)
         return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+    async def _hash(self, pieces: list[bytes]) -> None:
+        if self._defer_hash:
+            return
+        if sum(len(p) for p in pieces) >= _HASH_IN_THREAD:
+            await asyncio.to_thread(self.absorb, pieces)
+        else:
+            self.absorb(pieces)
 
     async def blocks(self, block_size: int) -> AsyncIterator[bytes]:
         """Yield pieces of exactly ``block_size`` bytes (the last one shorter, never empty)."""
-        buf = bytearray()
+        pending: list[bytes] = []
+        n = 0
         while True:
             chunk = await self._next()
             if chunk is None:
                 break
             if not chunk:
                 continue
-            if not buf and len(chunk) == block_size:
+            if not pending and len(chunk) == block_size:
+                await self._hash([chunk])
                 yield chunk
                 continue
-            buf += chunk
-            while len(buf) >= block_size:
-                yield bytes(buf[:block_size])
-                del buf[:block_size]
-        if buf:
-            yield bytes(buf)
+            pending.append(chunk)
+            n += len(chunk)
+            if n >= block_size:
+                joined = b"".join(pending)
+                pending, n = [], 0
+                for i in range(0, len(joined) - block_size + 1, block_size):
+                    block = joined[i:i + block_size] if len(joined) != block_size else joined
+                    await self._hash([block])
+                    yield block
+                rest = len(joined) % block_size
+                if rest:
+                    pending, n = [joined[-rest:]], rest
+        if pending:
+            block = b"".join(pending)
+            await self._hash([block])
+            yield block
 
     async def coalesced(self, min_size: int) -> AsyncIterator[list[bytes]]:
         """Yield lists of chunks totalling at least ``min_size`` bytes (the last list may be smaller)."""
@@ -137,19 +157,23 @@ class Source:
             pending.append(chunk)
             n += len(chunk)
             if n >= min_size:
+                await self._hash(pending)
                 yield pending
                 pending, n = [], 0
         if pending:
+            await self._hash(pending)
             yield pending
 
     async def read_all(self) -> bytes:
         parts = []
         while (chunk := await self._next()) is not None:
             parts.append(chunk)
-        return b"".join(parts)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        await self._hash([data])
+        return data
 
     def absorb(self, pieces: list[bytes]) -> None:
-        """Hash ``pieces`` (with ``defer_hash``), in stream order; sync: safe in a worker thread."""
+        """Hash ``pieces`` in stream order; sync, so it can run in a worker thread."""
         for p in pieces:
             self._h.update(p)
 
