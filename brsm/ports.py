@@ -130,6 +130,24 @@ class UploadState:
     part_size: int = 0
 
 
+@runtime_checkable
+class ByteSource(Protocol):
+    """A file that can be streamed from any offset. Handed to ``Storage.put`` instead of a plain
+    stream, it lets a backend that keeps a cut upload locally (the local directory) continue it
+    without reading the start over SSH again."""
+
+    def open(self, offset: int = 0) -> AsyncIterator[bytes]: ...
+
+
+def stream_of(chunks: "AsyncIterator[bytes] | ByteSource", offset: int = 0) -> AsyncIterator[bytes]:
+    """The byte stream of ``chunks`` from ``offset`` (a plain stream can only start at 0)."""
+    if hasattr(chunks, "__aiter__"):
+        if offset:
+            raise ValueError("a plain stream cannot start at an offset")
+        return chunks  # type: ignore[return-value]
+    return chunks.open(offset)
+
+
 @dataclass(frozen=True)
 class PutResult:
     """What the target confirmed: bytes stored and the SHA-256 of the bytes the adapter received."""
@@ -144,7 +162,7 @@ class Storage(Protocol):
 
     uri: str
 
-    async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
+    async def put(self, key: str, chunks: AsyncIterator[bytes] | ByteSource, size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult: ...
     async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...

@@ -478,17 +478,21 @@ class Bench:
         copied = next((e["data"]["facts"] for e in au["events"][resume_at:]
                        if e["type"] == "StepCompleted" and e["data"].get("step") == "COPIED"), {})
         # bytes moved in all = bytes written before the crash (on disk, incl. partial temp files) + bytes the
-        # resume copied; anything above the backup's size was moved twice
-        retransferred = max(0, on_disk + after - total_bytes)
+        # resume read from the hosts (COPIED's bytes_sent: a resumed file counts only from where it went on;
+        # older brsm without that fact: the resumed files' full sizes); anything above the backup's size was
+        # moved twice
+        sent = int(copied.get("bytes_sent", after))
+        retransferred = max(0, on_disk + sent - total_bytes)
         self.results["resume"] = {
             "crash_after_files": n, "crash_exit": r.rc, "crash_wall": round(r.wall, 2),
             "resume_wall": round(r2.wall, 2), "resume_rss_kb": r2.rss_kb,
             "bytes_on_disk_after_crash": on_disk, "journaled_before_crash": before, "copied_by_resume": after,
+            "sent_by_resume": sent,
             "skipped_on_resume": copied.get("skipped_on_resume"), "total_bytes": total_bytes,
             "retransferred_bytes": retransferred, "retransferred_share": round(retransferred / total_bytes, 4),
             "steps": au["steps"]}
         log(f"resume: crash after {n} files ({r.wall:.1f}s), resume {r2.wall:.1f}s, journaled before crash "
-            f"{human(before)}, resume copied {human(after)}, re-transferred {human(retransferred)} "
+            f"{human(before)}, resume copied {human(after)} (read {human(sent)} from the hosts), re-transferred {human(retransferred)} "
             f"({100 * retransferred / total_bytes:.1f}%)")
         shutil.rmtree(store, ignore_errors=True)
 

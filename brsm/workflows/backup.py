@@ -232,6 +232,7 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     p.progress.start("copy", sum(j.size for j in todo))
     pending: list[tuple[str, dict[str, Any]]] = []
     last_flush = [time.monotonic()]
+    sent = [0]  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
     count = 0
 
     def flush() -> None:
@@ -251,8 +252,10 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
                                        "n": last["n"], "etag": last["etag"], "size": last["size"]})
             failpoints.hit(f"part:{sum(len(v['parts']) for v in ctx.extra.get('parts', {}).values())}")
 
-        digest = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
-                                   state=state, on_part=on_part)
+        up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
+                               state=state, on_part=on_part)
+        digest = up.sha256
+        sent[0] += up.sent
         count += 1
         failpoints.hit(f"file:{count}")
         pending.append((FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
@@ -266,7 +269,8 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     finally:
         flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
-    return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo)}
+    return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
+            "bytes_sent": sent[0]}
 
 
 async def undo_copied(ctx: StepContext) -> None:

@@ -67,7 +67,15 @@ class _Meter:
         self._limits = limits
         self._progress = progress
         self._task = task
-        self.bytes = 0
+        self.bytes = 0  # bytes that passed through (sent), over every opening of the stream
+        self.skipped = 0  # bytes the current opening did not need to send (it resumed there)
+        self._this_open = 0  # bytes sent by the current opening
+
+    def skip(self, n: int) -> None:
+        """The stream is (re)opened at ``n``: the bar shows ``n`` bytes done, whatever an earlier
+        opening had reached."""
+        self._progress.advance(self._task, n - self.skipped - self._this_open)
+        self.skipped, self._this_open = n, 0
 
     async def wrap(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for block in source:
@@ -79,6 +87,7 @@ class _Meter:
                     self._h.update(block)
             await self._limits.bucket.consume(n)
             self.bytes += n
+            self._this_open += n
             self._progress.advance(self._task, n)
             yield block
 
@@ -88,18 +97,40 @@ class _Meter:
 
     def undo(self) -> None:
         """A failed attempt's bytes leave the progress total, so a retry does not count twice."""
-        self._progress.advance(self._task, -self.bytes)
+        self._progress.advance(self._task, -(self._this_open + self.skipped))
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    sha256: str
+    sent: int  # bytes that crossed SSH for this file in this run (less than its size after a resume)
+
+
+class _HostFile:
+    """A host file as a ByteSource: the storage may open it at the offset where a cut upload stopped.
+    Bytes before that offset count as done for the progress bar, not as sent."""
+
+    def __init__(self, host: HostPort, path: str, meter: _Meter) -> None:
+        self._host, self._path, self._meter = host, path, meter
+
+    def open(self, offset: int = 0) -> AsyncIterator[bytes]:
+        self._meter.skip(offset)
+        return self._meter.wrap(self._host.open_read(self._path, offset=offset))
 
 
 async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,
-                      *, state: UploadState | None, on_part: Callable[[UploadState], None] | None) -> str:
+                      *, state: UploadState | None, on_part: Callable[[UploadState], None] | None) -> Uploaded:
     """Stream one host file into storage; returns its SHA-256 once the target confirmed it."""
     last: BaseException | None = None
+    sent = 0
     for attempt in range(ATTEMPTS):
         meter = _Meter(limits, progress, "copy", hash=False)
         try:
-            res = await storage.put(job.key, meter.wrap(host.open_read(job.path)), job.size, state=state,
-                                    on_part=on_part)
+            try:
+                res = await storage.put(job.key, _HostFile(host, job.path, meter), job.size, state=state,
+                                        on_part=on_part)
+            finally:
+                sent += meter.bytes
         except BrsmError as e:
             meter.undo()
             last = e
@@ -112,7 +143,7 @@ async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Li
             last = StorageError(f"{job.key}: target has {res.size} bytes, source {job.size} bytes")
             state = None  # start the object over
             continue
-        return res.sha256
+        return Uploaded(res.sha256, sent)
     assert last is not None
     raise OperationFailed(f"copying {job.host}:{job.path} failed {ATTEMPTS} times: {last}",
                           hint=getattr(last, "hint", None)) from last

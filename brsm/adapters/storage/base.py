@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from brsm.errors import StorageError
-from brsm.ports import ObjectInfo, PutResult, UploadState
+from brsm.ports import ObjectInfo, PutResult, UploadState, stream_of
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -83,12 +83,13 @@ class Source:
     that writes the block).
     """
 
-    def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int, *, defer_hash: bool = False) -> None:
+    def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int, *, defer_hash: bool = False,
+                 start: int = 0, hasher: Any = None) -> None:
         self.key = key
         self._it = chunks.__aiter__()
         self.size = size
-        self.count = 0
-        self._h = hashlib.sha256()
+        self.count = start  # a resumed stream starts at ``start``; ``hasher`` holds the prefix's hash
+        self._h = hasher if hasher is not None else hashlib.sha256()
         self._defer_hash = defer_hash
 
     async def _next(self) -> bytes | None:
@@ -183,6 +184,7 @@ class Source:
 
     @property
     def sha256(self) -> str:
+        """SHA-256 of everything absorbed so far (the whole stream once it is consumed)."""
         return self._h.hexdigest()
 
 
@@ -245,7 +247,7 @@ class BaseStorage(ABC):
         full = self.full_key(key)
         if size < 0:
             raise StorageError(f"{key}: negative size {size}", permanent=True)
-        src = Source(key, chunks, size)
+        src = Source(key, stream_of(chunks), size)
         if size <= self.multipart_threshold:
             data = await src.read_all()
             src.check_size()

@@ -3,7 +3,8 @@
 put: the stream is written to a temp file in the target directory with large writes (no
 per-chunk fsync), fsynced, read back and compared by SHA-256 (page cache: fast), renamed over
 the key and the directory fsynced. Nothing is ever visible under the final name half-written.
-Resume: ``state`` is ignored (a local write is restarted from 0; there is no part to keep).
+Resume: when the caller passes a ByteSource and journals ``on_part``, a cut write continues from
+its last whole block (the temp file's prefix is re-hashed locally and must match the journaled hash).
 Temp files (``.brsm-tmp.*``) left by a crash are invisible to list() and removed by abort_uploads().
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
-from brsm.ports import ObjectInfo, PutResult, UploadState
+from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, stream_of
 
 from .base import BaseStorage, Source, check_prefix, dir_prefix
 
@@ -65,25 +66,44 @@ class LocalStorage(BaseStorage):
             raise _os_error(f"{self.uri}: cannot create {d}", e) from e
 
     # -- writes ----------------------------------------------------------------------------
-    async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
+    async def put(self, key: str, chunks: AsyncIterator[bytes] | ByteSource, size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult:
         """Pipelined: while block k is hashed (one worker thread) and written + read back + hashed
-        again (another), block k+1 is being received. At most ``2 + depth`` blocks in memory."""
+        again (another), block k+1 is being received. At most ``2 + depth`` blocks in memory.
+
+        Resumable when ``chunks`` is a ByteSource and the caller journals ``on_part``: after every
+        block the temp file's name, length and the stream's SHA-256 so far are handed to ``on_part``
+        (as a one-part UploadState). Given that state again, put re-hashes the temp file's prefix
+        here (a local read, no transfer), and if it matches continues the stream from that offset.
+        """
         path = self._path(key)
         await self._ensure_dir(path.parent)
-        src = Source(key, chunks, size, defer_hash=True)
-        tmp = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}"
+        resumable = on_part is not None and state is not None and not hasattr(chunks, "__aiter__")
+        resumed = await self._resume_point(path, state) if resumable else None
         try:
-            fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            if resumed is not None:
+                tmp, offset, prefix = resumed
+                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
+                await asyncio.to_thread(os.lseek, fd, offset, os.SEEK_SET)
+            else:
+                tmp, offset, prefix = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}", 0, None
+                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                             0o644)
         except OSError as e:
             raise _os_error(f"{key}: cannot create a temp file", e) from e
-        readback = _ReadBack(tmp)
+        src = Source(key, stream_of(chunks, offset), size, defer_hash=True, start=offset,
+                     hasher=prefix.copy() if prefix is not None else None)
+        readback = _ReadBack(tmp, offset, prefix.copy() if prefix is not None else None)
         queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=2)
 
         async def writer() -> None:
             while (pieces := await queue.get()) is not None:
                 await asyncio.gather(asyncio.to_thread(src.absorb, pieces),
                                      asyncio.to_thread(readback.write, fd, pieces))
+                if resumable and readback.offset < size:
+                    state.upload_id, state.part_size = tmp.name, 0
+                    state.parts = [{"n": 1, "etag": src.sha256, "size": readback.offset}]
+                    on_part(state)
 
         task = asyncio.create_task(writer())
         try:
@@ -111,13 +131,56 @@ class LocalStorage(BaseStorage):
         except OSError as e:
             await asyncio.to_thread(_discard, fd, tmp)
             raise _os_error(f"{key}: write failed", e) from e
-        except BaseException:
+        except BaseException as e:
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
-            await asyncio.to_thread(_discard, fd, tmp)
+            if resumable and not isinstance(e, StorageError) and state.upload_id == tmp.name:
+                # cut (cancelled, connection lost) after a checkpoint: keep the temp file for a resume
+                await asyncio.to_thread(_close_quietly, fd)
+            else:
+                await asyncio.to_thread(_discard, fd, tmp)
+                if resumable:
+                    state.upload_id, state.parts = None, []
             raise
         return PutResult(size=src.count, sha256=src.sha256)
+
+    async def _resume_point(self, path: Path, state: UploadState | None) -> tuple[Path, int, Any] | None:
+        """(temp file, offset, hash of its first offset bytes) if ``state`` names a temp file of ``path``
+        whose prefix still has the journaled SHA-256; else None (and a stale temp file is removed)."""
+        if state is None or not state.upload_id or not state.parts:
+            return None
+        name = state.upload_id
+        if "/" in name or not name.startswith(f"{TMP_MARK}{path.name}."):
+            return None  # not ours (e.g. an S3 upload id from another storage)
+        tmp = path.parent / name
+        offset, want = int(state.parts[-1]["size"]), str(state.parts[-1]["etag"])
+
+        def check() -> Any:
+            try:
+                if os.stat(tmp).st_size < offset:
+                    return None
+                h = hashlib.sha256()
+                with open(tmp, "rb", buffering=0) as f:
+                    left = offset
+                    while left:
+                        data = f.read(min(4 << 20, left))
+                        if not data:
+                            return None
+                        h.update(data)
+                        left -= len(data)
+                if h.hexdigest() != want:
+                    return None
+                os.truncate(tmp, offset)
+                return h
+            except OSError:
+                return None
+        h = await asyncio.to_thread(check)
+        if h is None:
+            await asyncio.to_thread(_unlink_quietly, tmp)
+            state.upload_id, state.parts = None, []
+            return None
+        return tmp, offset, h
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         async def one() -> AsyncIterator[bytes]:
@@ -273,10 +336,10 @@ class _ReadBack:
     """Writes blocks at the end of the temp file, then reads each back (page cache) and hashes
     what the file system returns: the SHA-256 of the file as stored, computed alongside."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0, hasher: Any = None) -> None:
         self.path = path
-        self.offset = 0
-        self._h = hashlib.sha256()
+        self.offset = offset
+        self._h = hasher if hasher is not None else hashlib.sha256()
 
     def write(self, fd: int, pieces: list[bytes]) -> None:
         start = self.offset
@@ -307,6 +370,14 @@ class _ReadBack:
     @property
     def sha256(self) -> str:
         return self._h.hexdigest()
+
+
+def _close_quietly(fd: int) -> None:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _discard(fd: int, tmp: Path) -> None:

@@ -6,7 +6,9 @@ SDKs' own retries are switched off in the adapters, so there is exactly one retr
 
 Streams are the subtle part:
 * ``get`` resumes after a mid-stream failure from the byte it reached (a new range request);
-* ``put`` can only be retried if the stream can be replayed: objects up to ``replay_limit``
+* ``put`` of a ``ByteSource`` (a file that can be opened again) is retried like any other verb, with
+  the journaled ``UploadState`` so stored parts are kept;
+* ``put`` of a plain stream can only be retried if the stream can be replayed: objects up to ``replay_limit``
   bytes are teed into memory as they pass and replayed; for bigger ones the call is retried
   only if it failed before the stream was touched. Otherwise the error reaches the caller,
   which re-runs ``put`` with a fresh stream and the journaled ``UploadState`` (parts already
@@ -77,6 +79,9 @@ class RetryStorage:
     # -- verbs -----------------------------------------------------------------------------
     async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult:
+        if not hasattr(chunks, "__aiter__"):  # a ByteSource: every attempt opens the file anew (no tee)
+            return await self._run(f"put {key}", lambda: self.inner.put(key, chunks, size, state=state,
+                                                                       on_part=on_part))
         if size <= self.replay_limit:
             return await self._put_replayable(key, chunks, size, state, on_part)
         touched = False
