@@ -16,6 +16,11 @@ class JournalLocked(JournalError):
         self.since = since
 
 
+class JournalCorrupt(JournalError):
+    """The journal file is damaged (not a database, malformed pages) or holds rows it cannot decode:
+    it was truncated, overwritten or edited outside the journal. Nothing can be trusted or appended."""
+
+
 class UnknownOperation(JournalError):
     """The id names no operation (a typo in `brsm resume 7`, or another journal file)."""
 

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from . import schema
 from .chain import canonical_json, check_operation, event_hash, genesis_hash, utc_now
-from .errors import JournalError, UnknownOperation
+from .errors import JournalCorrupt, JournalError, UnknownOperation
 from .lock import OperationLock
 from .model import Event, Operation, Problem, VerifyReport
 from .redact import redact, scrub_url_password
@@ -30,8 +30,28 @@ _READ_CHUNK = 2000
 _loads = json.loads
 
 
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_CORRUPT_CODES = frozenset({11, 26})
+
+
+def _error(what: str, e: sqlite3.Error) -> JournalError:
+    """A damaged file (truncated, overwritten, not SQLite) is JournalCorrupt; anything else JournalError."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _CORRUPT_CODES:
+        return JournalCorrupt(f"{what}: {e}")
+    return JournalError(f"{what}: {e}")
+
+
+def _undecodable(what: str, e: Exception) -> JournalCorrupt:
+    return JournalCorrupt(f"{what}: stored data is not JSON ({e}): the journal was edited outside brsm")
+
+
 def _operation(row: tuple) -> Operation:
-    return Operation(row[0], row[1], row[2], _loads(row[3]), row[4], row[5], row[6], row[7], row[8])
+    try:
+        params = _loads(row[3])
+    except (TypeError, ValueError) as e:
+        raise _undecodable(f"operation {row[0]}", e) from e
+    return Operation(row[0], row[1], row[2], params, row[4], row[5], row[6], row[7], row[8])
 
 
 def _types(types: str | Iterable[str] | None) -> list[str] | None:
@@ -45,7 +65,7 @@ def _sql(what: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as e:
-        raise JournalError(f"{what}: {e}") from e
+        raise _error(what, e) from e
 
 
 def _create_private(path: Path) -> None:
@@ -98,7 +118,7 @@ class Journal:
         except sqlite3.Error as e:
             if conn is not None:
                 conn.close()
-            raise JournalError(f"cannot open journal {p}: {e}") from e
+            raise _error(f"cannot open journal {p}", e) from e
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -143,7 +163,7 @@ class Journal:
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as e:
-                raise JournalError(f"{what}: {e}") from e
+                raise _error(what, e) from e
 
     # -- operations --------------------------------------------------------------------------------
     def create_operation(self, *, kind: str, params: Mapping[str, Any] | None = None, who: str,
@@ -216,7 +236,11 @@ class Journal:
             with self._mutex, _sql(f"reading events of operation {op_id}"):
                 rows = self.conn.execute(sql, (op_id, after, *extra)).fetchall()
             for o, s, t, ty, v, d, p, h in rows:
-                yield mk(o, s, t, ty, v, loads(d), p, h)
+                try:
+                    data = loads(d)
+                except (TypeError, ValueError) as e:
+                    raise _undecodable(f"operation {o} event {s}", e) from e
+                yield mk(o, s, t, ty, v, data, p, h)
             if len(rows) < _READ_CHUNK:
                 return
             after = rows[-1][1]
@@ -261,7 +285,7 @@ class Journal:
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as e:
-                raise JournalError(f"verifying the journal: {e}") from e
+                raise _error("verifying the journal", e) from e
 
     def _verify(self, conn: sqlite3.Connection, op_id: int | None) -> VerifyReport:
         ev_sql = "SELECT seq, time, type, version, data, prev_hash, hash FROM events WHERE op_id = ? ORDER BY seq"

@@ -204,19 +204,27 @@ def ops(
     json_: JsonOpt = False,
 ) -> None:
     """List operations: id, kind, state, started, finished, target."""
-    from brsm.cli.views import operations_rows
+    from brsm.cli.views import check_chains, operations_rows
 
     out = Output(as_json=json_)
     j = _journal()
     try:
         rows = operations_rows(j, kind=kind, limit=limit)
+        err, checked = check_chains(j, [r["id"] for r in rows])
     finally:
         j.close()
     if json_:
+        if err is not None:  # one document: the listing with the error in it
+            out.result({"operations": rows, "error": err.message, "hint": err.hint, "exit_code": err.exit_code})
+            raise click.exceptions.Exit(err.exit_code)
         out.result(rows)
-    else:
-        out.table(None, ["id", "kind", "state", "started", "finished", "target", "by"],
-                  [[r["id"], r["kind"], r["state"], r["started"], r["finished"] or "", r["target"], r["who"]] for r in rows])
+        return
+    out.table(None, ["id", "kind", "state", "started", "finished", "target", "by"],
+              [[r["id"], r["kind"], r["state"], r["started"], r["finished"] or "", r["target"], r["who"]] for r in rows])
+    if not checked:
+        out.line("note: too many events to re-check the hash chains here; run `brsm journal verify`")
+    if err is not None:
+        raise err
 
 
 @app.command()
@@ -226,9 +234,13 @@ def audit(op_id: Annotated[int, typer.Argument()], json_: JsonOpt = False) -> No
 
     j = _journal()
     try:
-        print_audit(j, op_id, Output(as_json=json_))
+        err = print_audit(j, op_id, Output(as_json=json_))
     finally:
         j.close()
+    if err is not None:
+        if json_:  # the error is already in the one JSON document
+            raise click.exceptions.Exit(err.exit_code)
+        raise err
 
 
 @journal_app.command("verify")
@@ -344,6 +356,13 @@ def _map_foreign(e: Exception) -> tuple[int, str, str | None]:
             return LockHeld.exit_code, str(e), "wait for it to finish, or stop that process first"
         if isinstance(e, jr.UnknownOperation):
             return UsageError.exit_code, str(e), "see `brsm ops` for operation ids"
+        if isinstance(e, jr.JournalCorrupt):
+            from brsm.home import journal_path
+
+            p = journal_path()
+            return (VerificationFailed.exit_code, f"the journal is damaged: {e}",
+                    f"keep a copy for investigation, then move {p} and its -wal/-shm files aside: brsm starts "
+                    "a new journal; `brsm gc` finds what unfinished operations left on the cluster and storage")
         if isinstance(e, jr.JournalError):
             return 1, f"journal: {e}", None
     return 1, f"unexpected error: {type(e).__name__}: {e}", "please report this with the output of --debug"

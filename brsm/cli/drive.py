@@ -77,6 +77,15 @@ async def _continue(op_id: int, mode: str, *, out: Output) -> None:
     j = _open_journal()
     try:
         op = j.operation(op_id)
+        # Resume and rollback act on the journaled facts (names, paths, hosts): never on edited ones.
+        from brsm.cli.views import chain_error
+
+        err = chain_error(op_id, j.verify(op_id))
+        if err is not None:
+            err.message = f"refusing to {mode} operation {op_id}: {err.message}"
+            err.hint = (f"the journal was edited outside brsm; keep a copy for investigation, see `brsm audit "
+                        f"{op_id}`, and clean up what the operation left by hand (`brsm gc` lists it)")
+            raise err
         created = next(iter(j.events(op_id, types=[ev.OPERATION_CREATED])), None)
         params = dict(created.data.get("params", {})) if created else dict(op.params)
         from brsm.engine.definitions import KINDS
