@@ -10,7 +10,7 @@ Points the engine and workflows announce:
 - ``undo:STEP``   after UndoStarted is durable, before the compensation runs
 - ``event:N``     right after the N-th journal append of this process
 - ``file:N``      after the N-th file transfer of this process finished (before it is journaled)
-- ``part:N``      after the N-th multipart part was uploaded (before it is journaled)
+- ``part:N``      after the N-th multipart part this process uploaded was journaled (PartUploaded)
 
 Actions: ``crash`` ends the process at once with ``os._exit(CRASH_EXIT)`` (no cleanup, no finally,
 no buffered output: what a SIGKILL would do); ``raise`` raises :class:`FailpointHit`, an ordinary

@@ -234,6 +234,7 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     last_flush = [time.monotonic()]
     sent = [0]  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
     count = 0
+    parts_sent = 0
 
     def flush() -> None:
         last_flush[0] = time.monotonic()
@@ -245,12 +246,20 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         nonlocal count
         saved = ctx.extra.get("parts", {}).get(job.key)
         state = UploadState(saved["upload_id"], list(saved["parts"]), saved["part_size"]) if saved else UploadState()
+        journaled = {(state.upload_id, p["n"], p["etag"]) for p in state.parts}
 
         def on_part(s: UploadState) -> None:
-            last = s.parts[-1]
-            ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
-                                       "n": last["n"], "etag": last["etag"], "size": last["size"]})
-            failpoints.hit(f"part:{sum(len(v['parts']) for v in ctx.extra.get('parts', {}).values())}")
+            # Parts finish out of order (several in flight): journal every stored part not journaled
+            # yet, not the highest-numbered one, so the journal names exactly the parts stored.
+            nonlocal parts_sent
+            for part in s.parts:
+                if (s.upload_id, part["n"], part["etag"]) in journaled:
+                    continue
+                journaled.add((s.upload_id, part["n"], part["etag"]))
+                ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
+                                           "n": part["n"], "etag": part["etag"], "size": part["size"]})
+                parts_sent += 1
+                failpoints.hit(f"part:{parts_sent}")
 
         up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
                                state=state, on_part=on_part)
