@@ -25,8 +25,8 @@ TMP_SUFFIX = ".brsm-tmp"
 # OpenSSH allows MaxSessions (default 10) channels per connection; the SFTP session takes one.
 MAX_EXEC_SESSIONS = 8
 SFTP_REQUEST = 256 << 10  # largest single read request (OpenSSH serves up to 256 KiB per read)
-READ_AHEAD_BYTES = 16 << 20  # bytes of read requests in flight per open file
-WRITE_AHEAD_BYTES = 16 << 20  # bytes of write requests in flight per file
+READ_AHEAD_BYTES = 4 << 20  # bytes of read requests in flight per open file (more bought nothing, see docs/performance.md)
+WRITE_AHEAD_BYTES = 4 << 20  # bytes of write requests in flight per file
 STDERR_TAIL_LINES = 8
 
 

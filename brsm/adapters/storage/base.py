@@ -25,6 +25,7 @@ DEFAULT_BLOCK_SIZE = 4 * MiB  # reads and local writes
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
+DEFAULT_MEMORY_BUDGET = 64 * MiB  # part buffers of all puts of one storage together
 MAX_PARTS = 10_000
 PROBE_PREFIX = ".brsm-probe-"
 # hashing a block this large in a worker thread (hashlib drops the GIL) beats blocking the loop
@@ -188,6 +189,33 @@ class Source:
         return self._h.hexdigest()
 
 
+class ByteBudget:
+    """Bytes that every put of one storage may hold in memory at once (single-request bodies and
+    multipart part buffers). One budget for the process, not a buffer per file times --concurrency:
+    peak memory no longer grows with the number of files in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.free = self.limit
+        self._cond: asyncio.Condition | None = None
+
+    async def acquire(self, n: int) -> int:
+        """Wait for ``n`` bytes (at most the whole budget); returns what to release."""
+        n = max(1, min(n, self.limit))
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+        return n
+
+    async def release(self, n: int) -> None:
+        assert self._cond is not None
+        async with self._cond:
+            self.free += n
+            self._cond.notify_all()
+
+
 async def reblock(chunks: AsyncIterator[bytes], block_size: int) -> AsyncIterator[bytes]:
     """Coalesce small pieces from a network stream into blocks of at least ``block_size``."""
     buf: list[bytes] = []
@@ -211,13 +239,15 @@ class BaseStorage(ABC):
 
     def __init__(self, uri: str, prefix: str = "", *, block_size: int = DEFAULT_BLOCK_SIZE,
                  part_size: int = DEFAULT_PART_SIZE, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
-                 part_concurrency: int = DEFAULT_PART_CONCURRENCY, list_page_size: int = 1000) -> None:
+                 part_concurrency: int = DEFAULT_PART_CONCURRENCY, list_page_size: int = 1000,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         self.uri = uri
         self.prefix = normalize_root_prefix(prefix)
         self.block_size = block_size
         self.part_size = part_size
         self.multipart_threshold = multipart_threshold
         self.part_concurrency = max(1, part_concurrency)
+        self.budget = ByteBudget(max(memory_budget, part_size))
         self.list_page_size = max(1, min(1000, list_page_size))
         #: requests issued, by verb ("put_object", "upload_part", ...): for tests and diagnostics
         self.requests: Counter[str] = Counter()
@@ -249,9 +279,14 @@ class BaseStorage(ABC):
             raise StorageError(f"{key}: negative size {size}", permanent=True)
         src = Source(key, stream_of(chunks), size)
         if size <= self.multipart_threshold:
-            data = await src.read_all()
-            src.check_size()
-            await self._put_single(full, data)
+            held = await self.budget.acquire(size)
+            try:
+                data = await src.read_all()
+                src.check_size()
+                await self._put_single(full, data)
+                del data
+            finally:
+                await self.budget.release(held)
         else:
             await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
         return PutResult(size=src.count, sha256=src.sha256)
@@ -270,7 +305,7 @@ class BaseStorage(ABC):
         tasks: set[asyncio.Task] = set()
         failed: list[BaseException] = []
 
-        async def send(n: int, data: bytes) -> None:
+        async def send(n: int, data: bytes, held: int) -> None:
             try:
                 info = await self._mp_upload_part(full, upload_id, n, data)
                 state.parts = [p for p in state.parts if p["n"] != n]
@@ -279,7 +314,9 @@ class BaseStorage(ABC):
                 if on_part is not None:
                     on_part(state)
             finally:
+                del data
                 sem.release()
+                await self.budget.release(held)
 
         def reap() -> None:
             for t in [t for t in tasks if t.done()]:
@@ -287,22 +324,37 @@ class BaseStorage(ABC):
                 if not t.cancelled() and t.exception() is not None:
                     failed.append(t.exception())
 
+        blocks = src.blocks(state.part_size).__aiter__()
+        n = 0
         try:
-            n = 0
-            async for block in src.blocks(state.part_size):
+            while True:
+                # the part's bytes are budgeted before they are read, so waiting holds no memory
+                held = await self.budget.acquire(state.part_size)
+                try:
+                    block = await blocks.__anext__()
+                except StopAsyncIteration:
+                    await self.budget.release(held)
+                    break
+                except BaseException:
+                    await self.budget.release(held)
+                    raise
                 n += 1
                 if n > MAX_PARTS:
+                    await self.budget.release(held)
                     raise StorageError(f"{key}: more than {MAX_PARTS} parts", permanent=True)
                 old = done.pop(n, None)
                 if old is not None:
                     if norm_etag(old["etag"]) == hashlib.md5(block).hexdigest() and old["size"] == len(block):
+                        await self.budget.release(held)
                         continue  # already stored, same bytes: not sent again
                 await sem.acquire()
                 reap()
                 if failed:
                     sem.release()
+                    await self.budget.release(held)
                     raise failed[0]
-                tasks.add(asyncio.create_task(send(n, block)))
+                tasks.add(asyncio.create_task(send(n, block, held)))
+                del block
             src.check_size()
         except BaseException as e:
             # let parts in flight land (they are journaled), then report the first failure;
