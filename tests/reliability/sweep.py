@@ -3,20 +3,30 @@ then check that `resume` finishes exactly and that `rollback` restores exactly.
 
 Used by the short form in the test suite and by `scripts/sweep` (every point, every storage, random
 instants), which writes the table in docs/reliability.md.
+
+The sweep's sandbox and config use small multipart parts (``PART_SIZE`` above
+``MULTIPART_THRESHOLD``), so the sandbox's 0.3–1.4 MiB checkpoint files go to S3/OSS in 3–6 parts
+each while the smaller ones go in one request: the ``part:N`` points are inside real multipart
+uploads, and every other S3/OSS case has multipart uploads in flight too.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from brsm.engine.definitions import BACKUP, RESTORE
 from brsm.failpoints import CRASH_EXIT
+
+PART_SIZE = 256 << 10
+MULTIPART_THRESHOLD = 512 << 10
+DATA_SIZE = 12 << 20
 
 
 def boundary_points(kind) -> list[str]:
@@ -25,7 +35,9 @@ def boundary_points(kind) -> list[str]:
 
 BACKUP_POINTS = boundary_points(BACKUP) + ["file:1", "file:3", "event:4", "event:12"]
 RESTORE_POINTS = boundary_points(RESTORE) + ["file:1", "file:3", "event:5", "event:14"]
-OBJECT_STORE_EXTRA = ["part:1"]
+# inside multipart uploads (S3/OSS backups): the first part, a second one, one well into the copy
+OBJECT_STORE_EXTRA = ["part:1", "part:2", "part:9"]
+NOT_REACHED = "not reached"
 
 
 @dataclass
@@ -43,6 +55,23 @@ def _key_shape(manifest: dict) -> list[tuple[str, int]]:
     return sorted((f["key"].replace(name, "NAME"), f["size"]) for f in manifest["files"])
 
 
+@contextlib.contextmanager
+def sweep_sandbox(base: Path) -> Iterator:
+    """A sandbox whose S3/OSS stand-ins accept parts of ``PART_SIZE``, loaded with ``DATA_SIZE``;
+    every process it started is stopped on exit."""
+    from brsm.sandbox import cluster
+    from tests.e2e.conftest import Env
+
+    root = base / "sandbox"
+    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=3, data_paths=2, min_part_size=PART_SIZE)
+    try:
+        env = Env(root, cluster.summary(state), base / "home")
+        env.load(DATA_SIZE, seed=1)
+        yield env
+    finally:
+        cluster.down(str(root))
+
+
 class Sweeper:
     """Drives one sandbox env (tests/e2e/conftest.Env) through crash points."""
 
@@ -50,6 +79,14 @@ class Sweeper:
         self.env = env
         self.workdir = workdir
         self.n = 0
+        workdir.mkdir(parents=True, exist_ok=True)
+        # the sandbox's config plus the sweep's multipart tuning ([storage] is its last table)
+        text = Path(env.config).read_text()
+        tables = [line.strip() for line in text.splitlines() if line.startswith("[")]
+        assert tables[-1] == "[storage]", f"expected [storage] last in the sandbox config, not {tables[-1]}"
+        self.config = str(workdir / "sweep-cluster.toml")
+        Path(self.config).write_text(text.rstrip() + f"\npart_size = {PART_SIZE}\n"
+                                     f"multipart_threshold = {MULTIPART_THRESHOLD}\n")
 
     def storage(self, kind: str) -> list[str]:
         self.n += 1
@@ -67,28 +104,40 @@ class Sweeper:
             if p.returncode == CRASH_EXIT:
                 return True, ""
             return False, f"exit {p.returncode} instead of a crash: {p.stderr[-300:]}"
-        proc = subprocess.Popen([*__import__("tests.e2e.conftest", fromlist=["BRSM"]).BRSM, *args],
-                                env=self.env.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay or 0)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True, ""
-        return False, "finished before the kill"
+        from tests.e2e.conftest import BRSM
+
+        proc = subprocess.Popen([*BRSM, *args], env=self.env.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(delay or 0)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True, ""
+            return False, f"{NOT_REACHED}: finished before the kill (exit {proc.returncode})"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     # -- backup ------------------------------------------------------------------------------------
-    def reference_backup(self, storage: str) -> dict:
+    def backup_args(self, loc: list[str]) -> list[str]:
+        return ["start", "backup", "--config", self.config, *loc]
+
+    def reference_backup(self, storage: str) -> tuple[dict, float]:
+        """The manifest of an uninterrupted backup, and how long it took."""
         loc = self.storage(storage)
-        res = self.env.ok("start", "backup", "--config", self.env.config, *loc)
-        return self._manifest(loc, res["facts"]["backup_name"])
+        t0 = time.monotonic()
+        res = self.env.ok(*self.backup_args(loc))
+        return self._manifest(loc, res["facts"]["backup_name"]), time.monotonic() - t0
 
     def _manifest(self, loc: list[str], name: str) -> dict:
-        p = self.env.brsm("verify", name, *loc, "--full", "--config", self.env.config, "--json")
+        p = self.env.brsm("verify", name, *loc, "--full", "--config", self.config, "--json")
         assert p.returncode == 0, f"verify --full failed: {p.stdout[-500:]} {p.stderr[-500:]}"
         uri = loc[1]
         if uri.startswith("local://"):
             return json.loads((Path(uri[len("local://"):]) / name / "brsm-manifest.json").read_text())
-        show = self.env.ok("show", *loc, "--config", self.env.config)
+        show = self.env.ok("show", *loc, "--config", self.config)
         entry = next(b for b in show["backups"] if b["name"] == name)
         return {"backup_name": name, "files": entry.get("manifest", {}).get("files", [])} if "manifest" in entry \
             else {"backup_name": name, "files": [{"key": k, "size": v} for k, v in entry.get("objects", {}).items()
@@ -97,28 +146,38 @@ class Sweeper:
     def backup_case(self, storage: str, point: str | None, recovery: str, reference: dict,
                     delay: float | None = None) -> Outcome:
         loc = self.storage(storage)
-        died, why = self._crash(["start", "backup", "--config", self.env.config, *loc], point, delay)
         label = point or f"kill@{delay:.2f}s"
-        if not died and point and point.startswith("part:") and why.startswith("exit 0"):
-            # No file reached the multipart threshold at this data size: the point does not exist here.
-            return Outcome("backup", storage, label, recovery, True, "not reached (no multipart upload)")
+        try:
+            return self._backup_case(storage, loc, point, label, recovery, reference, delay)
+        finally:
+            # nothing of a case may survive into the next one (the check above already failed it)
+            self._abort_uploads(loc)
+
+    def _backup_case(self, storage, loc, point, label, recovery, reference, delay) -> Outcome:
+        def out(ok: bool, detail: str = "") -> Outcome:
+            return Outcome("backup", storage, label, recovery, ok, detail)
+
+        died, why = self._crash(self.backup_args(loc), point, delay)
         if not died:
-            return Outcome("backup", storage, label, recovery, delay is not None, why or "no crash")
+            # a failpoint that never fired is a failure (the sweep's data reaches every listed point);
+            # a timer that came too late is recorded as not reached
+            return out(delay is not None and why.startswith(NOT_REACHED), why or "no crash")
         op = self._last_op()
+        open_at_crash = {self._rel(loc, k): uid for k, uid in self._open_uploads(loc)}
         p = self.env.brsm(recovery, str(op), "--json")
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
-            recovery_done = "rollback refused in CLEANED; resumed"
             p = self.env.brsm("resume", str(op), "--json")
             if p.returncode != 0 or json.loads(p.stdout)["state"] != "CLEANED":
-                return Outcome("backup", storage, label, recovery, False, f"resume after refusal: {p.stdout[-300:]}")
-            problems = self._cluster_problems()
-            return Outcome("backup", storage, label, recovery, not problems, "; ".join(problems) or recovery_done)
+                return out(False, f"resume after refusal: {p.stdout[-300:]}")
+            problems = self._cluster_problems() + self._upload_problems(loc)
+            return out(not problems, "; ".join(problems) or "rollback refused in CLEANED; resumed")
         if recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr:
-            return Outcome("backup", storage, label, recovery, True, "finished before the crash: nothing to undo")
+            return out(True, "finished before the crash: nothing to undo")
         if p.returncode != 0:
-            return Outcome("backup", storage, label, recovery, False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
+            return out(False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
         res = json.loads(p.stdout)
-        problems = self._cluster_problems()
+        problems = self._cluster_problems() + self._upload_problems(loc)
+        detail = ""
         if recovery == "resume":
             if res["state"] != "CLEANED":
                 problems.append(f"state {res['state']}")
@@ -126,22 +185,119 @@ class Sweeper:
                 got = self._manifest(loc, res["facts"]["backup_name"])
                 if _key_shape(got) != _key_shape(reference):
                     problems.append("manifest differs from an uninterrupted backup's")
+            if point and point.startswith("part:"):
+                found, detail = self._continued_uploads(op, int(point.split(":")[1]), open_at_crash)
+                problems += found
         else:
             if res["state"] != "ROLLED_BACK":
                 problems.append(f"state {res['state']}")
             left = self._objects(loc)
             if left:
                 problems.append(f"{len(left)} object(s) left, e.g. {left[0]}")
-        return Outcome("backup", storage, label, recovery, not problems, "; ".join(problems))
+        return out(not problems, "; ".join(problems) or detail)
+
+    def _continued_uploads(self, op: int, n: int, open_at_crash: dict[str, str]) -> tuple[list[str], str]:
+        """After a crash at part:N and a resume: the crashed run journaled exactly N parts, and every
+        upload left open in the bucket with journaled parts was finished by the resume *in that
+        upload*, sending none of its journaled parts again (issue 4: a resume continues from the
+        last completed part). Uploads completed before the crash (their FileCopied not yet
+        journaled) are uploaded again whole, which is correct: there is nothing left to continue."""
+        events = self.env.ok("audit", str(op))["events"]
+        cut = next((i for i, e in enumerate(events) if e["type"] == "ResumeStarted"), None)
+        if cut is None:
+            return ["no ResumeStarted in the journal"], ""
+        before, after = events[:cut], events[cut:]
+        sent = [e["data"] for e in before if e["type"] == "PartUploaded"]
+        problems = []
+        if len(sent) != n:
+            problems.append(f"the crashed run journaled {len(sent)} parts, not {n}")
+        journaled: dict[str, set[int]] = {}
+        for d in sent:
+            if open_at_crash.get(d["key"]) == d["upload_id"]:
+                journaled.setdefault(d["key"], set()).add(d["n"])
+        copied_after = {e["data"]["key"] for e in after if e["type"] == "FileCopied"}
+        new_parts = 0
+        for key, done in journaled.items():
+            uid = open_at_crash[key]
+            again = [e["data"] for e in after if e["type"] == "PartUploaded" and e["data"]["key"] == key]
+            if key not in copied_after:
+                problems.append(f"{key}: not copied by the resume")
+            if any(d["upload_id"] != uid for d in again):
+                problems.append(f"{key}: the resume started a new upload instead of continuing {uid}")
+            resent = sorted(done & {d["n"] for d in again})
+            if resent:
+                problems.append(f"{key}: the resume sent journaled part(s) {resent} again")
+            new_parts += len(again)
+        if not journaled:
+            problems.append("no upload with journaled parts was open at the crash")
+        return problems, (f"resume finished {len(journaled)} open upload(s) in place: "
+                          f"{sum(map(len, journaled.values()))} journaled part(s) kept, {new_parts} sent")
 
     def _objects(self, loc: list[str]) -> list[str]:
         uri = loc[1]
         if uri.startswith("local://"):
             root = Path(uri[len("local://"):])
             return [str(p) for p in root.rglob("*") if p.is_file()] if root.exists() else []
-        show = self.env.ok("show", *loc, "--config", self.env.config)
-        return [b["name"] for b in show["backups"]]
+        show = self.env.ok("show", *loc, "--config", self.config)
+        return [b["name"] for b in show["backups"]] + self._raw_keys(loc)
 
+    # -- object stores, looked at directly (not through brsm) ---------------------------------------
+    def _s3(self):
+        import boto3
+
+        s3 = self.env.info["s3"]
+        return boto3.client("s3", endpoint_url=s3["endpoint"], aws_access_key_id=s3["access_key_id"],
+                            aws_secret_access_key=s3["secret_access_key"], region_name="us-east-1")
+
+    def _oss(self):
+        import oss2
+
+        o = self.env.info["oss"]
+        return oss2.Bucket(oss2.Auth(o["access_key_id"], o["access_key_secret"]), o["endpoint"], o["bucket"])
+
+    @staticmethod
+    def _prefix(loc: list[str]) -> str:
+        return loc[1].split("://", 1)[1].split("/", 1)[1].rstrip("/") + "/"
+
+    def _rel(self, loc: list[str], key: str) -> str:
+        return key[len(self._prefix(loc)):]
+
+    def _raw_keys(self, loc: list[str]) -> list[str]:
+        """Every object under the case's prefix, brsm's or not."""
+        uri = loc[1]
+        if uri.startswith("local://"):
+            return []
+        prefix = self._prefix(loc)
+        if uri.startswith("s3://"):
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.env.info["s3"]["bucket"],
+                                                                        Prefix=prefix)
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        import oss2
+
+        return [o.key for o in oss2.ObjectIterator(self._oss(), prefix=prefix)]
+
+    def _open_uploads(self, loc: list[str]) -> list[tuple[str, str]]:
+        uri = loc[1]
+        if uri.startswith("s3://"):
+            r = self._s3().list_multipart_uploads(Bucket=self.env.info["s3"]["bucket"], Prefix=self._prefix(loc))
+            return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]
+        if uri.startswith("oss://"):
+            r = self._oss().list_multipart_uploads(prefix=self._prefix(loc))
+            return [(u.key, u.upload_id) for u in r.upload_list]
+        return []
+
+    def _upload_problems(self, loc: list[str]) -> list[str]:
+        left = self._open_uploads(loc)
+        return [f"{len(left)} multipart upload(s) left open, e.g. {left[0][0]}"] if left else []
+
+    def _abort_uploads(self, loc: list[str]) -> None:
+        for key, uid in self._open_uploads(loc):
+            if loc[1].startswith("s3://"):
+                self._s3().abort_multipart_upload(Bucket=self.env.info["s3"]["bucket"], Key=key, UploadId=uid)
+            else:
+                self._oss().abort_multipart_upload(key, uid)
+
+    # -- the cluster -------------------------------------------------------------------------------
     def _cluster_problems(self) -> list[str]:
         from tests.e2e.test_backup_restore import aside_dirs, checkpoint_dirs, leases, snapshots
 
@@ -156,26 +312,54 @@ class Sweeper:
             out.append("set-aside dirs left")
         return out
 
+    def _services_down(self) -> list[str]:
+        from brsm.sandbox import cluster
+
+        st = cluster.status(str(self.env.root))
+        return [f"{h['name']} {svc}" for h in st["hosts"] for svc, s in h["services"].items() if not s["up"]]
+
     # -- restore -----------------------------------------------------------------------------------
+    def restore_args(self, loc: list[str], name: str) -> list[str]:
+        return ["start", "restore", "--config", self.config, *loc, "--name", name]
+
+    def backed_up(self, storage: str, *, timed: bool = True) -> tuple[list[str], str, dict, float]:
+        """A backup to restore from: (storage args, name, the cluster's checksum at backup time,
+        seconds an uninterrupted restore of it takes — checked to end with that checksum; 0 when
+        not ``timed``)."""
+        loc = self.storage(storage)
+        backed = self.env.checksum()
+        name = self.env.ok(*self.backup_args(loc))["facts"]["backup_name"]
+        if not timed:
+            return loc, name, backed, 0.0
+        self.env.load(1 << 20, seed=random.randrange(1 << 30))
+        t0 = time.monotonic()
+        self.env.ok(*self.restore_args(loc, name))
+        seconds = time.monotonic() - t0
+        assert self.env.checksum() == backed, "an uninterrupted restore did not bring back the backup's data"
+        return loc, name, backed, seconds
+
     def restore_case(self, loc: list[str], name: str, backed: dict, point: str | None, recovery: str,
                      storage: str, delay: float | None = None) -> Outcome:
         self.env.load(1 << 20, seed=random.randrange(1 << 30))
         current = self.env.checksum()
         label = point or f"kill@{delay:.2f}s"
-        died, why = self._crash(["start", "restore", "--config", self.env.config, *loc, "--name", name], point, delay)
+        died, why = self._crash(self.restore_args(loc, name), point, delay)
         if not died:
-            return Outcome("restore", storage, label, recovery, delay is not None, why or "no crash")
+            return Outcome("restore", storage, label, recovery, delay is not None and why.startswith(NOT_REACHED),
+                           why or "no crash")
         op = self._last_op()
         p = self.env.brsm(recovery, str(op), "--json")
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
             p = self.env.brsm("resume", str(op), "--json")  # refused in CLEANED: finishing is the way out
-            recovery = "rollback"
             finished = p.returncode == 0
         else:
             finished = recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr
         if p.returncode != 0 and not finished:
             return Outcome("restore", storage, label, recovery, False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
         problems = self._cluster_problems()
+        down = self._services_down()
+        if down:
+            problems.append(f"services down: {', '.join(down)}")
         try:
             got = self.env.checksum()
         except Exception as e:  # noqa: BLE001 - a cluster that does not answer is the failure
@@ -187,20 +371,10 @@ class Sweeper:
                        "; ".join(problems) or ("finished before the crash" if finished else ""))
 
 
-def table(outcomes: list[Outcome]) -> str:
-    """Markdown: one row per (kind, point), one column per (storage, recovery)."""
-    cols = sorted({(o.storage, o.recovery) for o in outcomes})
-    rows: dict[tuple[str, str], dict] = {}
-    for o in outcomes:
-        rows.setdefault((o.kind, o.point), {})[(o.storage, o.recovery)] = o
-    head = "| operation | crash point | " + " | ".join(f"{s} {r}" for s, r in cols) + " |"
-    sep = "|---|---|" + "---|" * len(cols)
-    lines = [head, sep]
-    for (kind, point), cells in rows.items():
-        vals = []
-        for c in cols:
-            o = cells.get(c)
-            vals.append("" if o is None else ("n/a" if o.ok and o.detail.startswith("not reached") else
-                                              "pass" if o.ok else f"**FAIL** {o.detail[:80]}"))
-        lines.append(f"| {kind} | `{point}` | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+def cell(o: Outcome | None) -> str:
+    if o is None:
+        return ""
+    if o.ok and o.detail.startswith(NOT_REACHED):
+        return "n/a"
+    return "pass" if o.ok else f"**FAIL** {o.detail[:80]}"
+
