@@ -13,6 +13,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,7 +131,7 @@ class LocalStorage(BaseStorage):
             await asyncio.to_thread(_commit, tmp, path)
         except OSError as e:
             await asyncio.to_thread(_discard, fd, tmp)
-            raise _os_error(f"{key}: write failed", e) from e
+            raise _os_error(f"{self.uri}: writing {key} failed", e) from e
         except BaseException as e:
             if not task.done():
                 task.cancel()
@@ -188,16 +189,37 @@ class LocalStorage(BaseStorage):
         await self.put(key, one(), len(data))
 
     # -- reads -----------------------------------------------------------------------------
+    def _inside(self, path: Path) -> bool:
+        """The path resolves inside the storage root: no symlinked directory leads out of it."""
+        root = os.path.realpath(self.root)
+        return os.path.realpath(path).startswith(root.rstrip("/") + "/")
+
+    def _open_object(self, path: Path):
+        """Open a stored file for reading. A symlink is no object: a backup directory holds regular
+        files only, and following a planted link would read (and restore) whatever it points at."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not self._inside(path):
+                raise OSError(errno.ELOOP, "a symlinked directory leads outside the storage")
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+
     async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
         self.requests["get_object"] += 1
         try:
-            f = await asyncio.to_thread(open, path, "rb", buffering=0)
+            f = await asyncio.to_thread(self._open_object, path)
         except FileNotFoundError as e:
             raise ObjectNotFound(key) from e
         except IsADirectoryError as e:
             raise ObjectNotFound(key) from e
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StorageError(f"{self.uri}: {key} is a symlink: refused (a backup holds regular files only)",
+                                   permanent=True, hint="the backup directory was tampered with; restore another "
+                                                        "backup") from e
             raise _os_error(f"{key}: cannot open", e) from e
         try:
             left = length
@@ -221,13 +243,13 @@ class LocalStorage(BaseStorage):
         rel = self.rel_key(full)
         self.requests["head_object"] += 1
         try:
-            st = await asyncio.to_thread(os.stat, self.root / full)
+            st = await asyncio.to_thread(os.lstat, self.root / full)
         except (FileNotFoundError, NotADirectoryError) as e:
             raise ObjectNotFound(rel) from e
         except OSError as e:
             raise _os_error(f"{rel}: stat failed", e) from e
-        if not os.path.isfile(self.root / full):
-            raise ObjectNotFound(rel)
+        if not stat.S_ISREG(st.st_mode) or not self._inside(self.root / full):
+            raise ObjectNotFound(rel)  # a directory, a symlink or a path through one: not an object
         return ObjectInfo(rel, st.st_size)
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
@@ -253,9 +275,11 @@ class LocalStorage(BaseStorage):
                 k = rel_dir + name
                 if k.startswith(prefix):
                     try:
-                        out.append(ObjectInfo(k, os.stat(os.path.join(dirpath, name)).st_size))
+                        st = os.lstat(os.path.join(dirpath, name))
                     except FileNotFoundError:
-                        pass  # deleted meanwhile
+                        continue  # deleted meanwhile
+                    if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see _open_object)
+                        out.append(ObjectInfo(k, st.st_size))
         out.sort(key=lambda o: o.key)
         return out
 
@@ -301,6 +325,25 @@ class LocalStorage(BaseStorage):
             except OSError:
                 return
             d = d.parent
+
+    async def delete_prefix(self, prefix: str) -> int:
+        n = await super().delete_prefix(prefix)
+        prefix = check_prefix(prefix)
+        if prefix.endswith("/"):
+            # Directories made for files that were never written (a copy cut by a full disk) hold no
+            # object, so no delete pruned them: a rolled-back backup leaves no empty tree behind.
+            await asyncio.to_thread(self._prune_tree, self._path(prefix.rstrip("/")))
+        return n
+
+    def _prune_tree(self, top: Path) -> None:
+        if top.is_symlink() or not top.is_dir() or not self._inside(top):
+            return
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            try:
+                os.rmdir(dirpath)  # only empty ones go
+            except OSError:
+                pass
+        self._prune(top.parent)
 
     async def _delete_many(self, fulls: list[str]) -> None:
         try:

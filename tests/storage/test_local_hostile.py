@@ -1,0 +1,58 @@
+"""The local directory as storage, when someone else wrote into it: symlinks are not objects, and a
+rolled-back backup leaves no empty directory tree behind."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from brsm.adapters.storage import open_storage
+from brsm.errors import ObjectNotFound, StorageError
+
+
+@pytest.fixture
+async def local(tmp_path):
+    (tmp_path / "store").mkdir()
+    st = open_storage(f"local://{tmp_path}/store")
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+async def test_a_symlinked_file_is_not_an_object(local, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 100)
+    await local.put_bytes("B/data/a", b"a" * 100)
+    (tmp_path / "store" / "B" / "data" / "link").symlink_to(secret)
+    assert [o.key for o in await local.list("B/")] == ["B/data/a"]
+    with pytest.raises(ObjectNotFound):
+        await local.stat("B/data/link")
+    with pytest.raises(StorageError, match="symlink: refused") as ei:
+        await local.get_bytes("B/data/link")
+    assert ei.value.permanent and "tampered" in ei.value.hint
+
+
+async def test_a_symlinked_directory_leads_nowhere(local, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"x" * 10)
+    (tmp_path / "store" / "B").mkdir()
+    (tmp_path / "store" / "B" / "data").symlink_to(outside, target_is_directory=True)
+    assert await local.list("B/") == []
+    with pytest.raises(ObjectNotFound):
+        await local.stat("B/data/f")
+    with pytest.raises(StorageError, match="symlink: refused"):
+        await local.get_bytes("B/data/f")
+    await local.delete_prefix("B/")
+    assert (outside / "f").read_bytes() == b"x" * 10, "nothing is deleted through a link"
+
+
+async def test_delete_prefix_removes_the_empty_directories_too(local, tmp_path):
+    await local.put_bytes("B/data/h/data0/1/x", b"x")
+    for d in ("B/data/h/data0/1/wal/9", "B/data/h/data1/2", "B/meta"):
+        os.makedirs(tmp_path / "store" / d)  # made for files a failed copy never wrote
+    await local.put_bytes("C/keep", b"k")
+    assert await local.delete_prefix("B/") == 1
+    assert sorted(os.listdir(tmp_path / "store")) == ["C"]
+    assert await local.get_bytes("C/keep") == b"k"
