@@ -6,6 +6,7 @@ makes resume run it again; each has a compensation for rollback, equally safe to
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import posixpath
 import time
@@ -305,6 +306,8 @@ def build_manifest(ctx: StepContext) -> dict[str, Any]:
         "spaces": ctx.facts["spaces"],
         "all_spaces": ctx.facts["all_spaces"],
         "meta_files": ctx.facts["meta_files"],
+        # the .meta is written just before the manifest: a reader can tell when it changed since
+        "meta_sha256": hashlib.sha256(base64.b64decode(ctx.facts["meta_b64"])).hexdigest(),
         "storage_hosts": ctx.facts["storage_hosts"],
         "topology": ctx.extra["topology"],
         "total_bytes": sum(f["size"] for f in files),

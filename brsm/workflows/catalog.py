@@ -16,6 +16,7 @@ States (``BackupEntry.state``):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import posixpath
 from collections.abc import Callable, Mapping
@@ -27,6 +28,12 @@ from brsm.errors import ObjectNotFound
 from brsm.ports import ObjectInfo, Storage
 from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
+
+# Larger than any real one by far: a bigger manifest or .meta is hostile or garbage, and is refused
+# before it is read into memory. A file size above MAX_FILE_BYTES (16 TiB) is no checkpoint file.
+MAX_MANIFEST_BYTES = 1 << 30
+MAX_META_BYTES = 256 << 20
+MAX_FILE_BYTES = 1 << 44
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
@@ -73,6 +80,7 @@ class BackupEntry:
     manifest: dict[str, Any] | None = None
     meta: MetaFacts | None = None
     objects: dict[str, int] = field(default_factory=dict)
+    meta_sha256: str | None = None  # of the ``.meta`` bytes read
 
     @property
     def created(self) -> str | None:
@@ -98,8 +106,26 @@ def iso_utc(ms: int | None) -> str | None:
 
 
 # -- the manifest ---------------------------------------------------------------------------------
+def too_big(what: str, size: int, limit: int) -> str | None:
+    """The problem with reading a ``size``-byte ``what`` (None when it is plausible)."""
+    if size > limit:
+        return f"{what} is {size} bytes: implausibly large (over {limit >> 20} MiB), not read"
+    return None
+
+
+def key_outside(name: str, key: str) -> bool:
+    """A key a manifest must not name: not under ``<NAME>/``, or with an empty, ``.`` or ``..`` segment
+    (which a restore would resolve outside its data path), or a NUL."""
+    parts = key.split("/")
+    return (parts[0] != name or len(parts) < 3 or any(seg in ("", ".", "..") for seg in parts)
+            or "\x00" in key)
+
+
 def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
-    """The manifest as a dict, checked for the fields readers rely on; ValueError says what is wrong."""
+    """The manifest as a dict, checked for the fields readers rely on; ValueError says what is wrong.
+
+    A manifest is data from storage, not trusted: every key must stay inside ``<NAME>/`` and every
+    size be possible, so neither a restore nor a verify acts on a tampered one."""
     try:
         m = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -119,11 +145,30 @@ def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
         if not (isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("size"), int)
                 and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64):
             raise ValueError(f"{MANIFEST}: files[{i}] lacks key, size or sha256")
-        if not f["key"].startswith(f"{name}/") or f["key"] in (manifest_key(name), meta_file_key(name)):
+        if key_outside(name, f["key"]) or f["key"] in (manifest_key(name), meta_file_key(name)):
             raise ValueError(f"{MANIFEST}: files[{i}] key {f['key']!r} is outside the backup's data")
+        if isinstance(f["size"], bool) or not 0 <= f["size"] <= MAX_FILE_BYTES:
+            raise ValueError(f"{MANIFEST}: files[{i}] ({f['key']!r}) claims an impossible size {f['size']}")
     if not isinstance(m.get("spaces", {}), dict):
         raise ValueError(f"{MANIFEST}: spaces is not an object")
+    topo = m.get("topology")
+    storage = topo.get("storage") if isinstance(topo, dict) else None
+    if not (isinstance(storage, list) and all(
+            isinstance(s, dict) and isinstance(s.get("addr"), str) and isinstance(s.get("data_paths"), list)
+            for s in storage)):
+        raise ValueError(f"{MANIFEST} has no topology of the storage hosts it was taken from")
+    if "meta_sha256" in m and not (isinstance(m["meta_sha256"], str) and len(m["meta_sha256"]) == 64):
+        raise ValueError(f"{MANIFEST}: meta_sha256 is not a SHA-256")
     return m
+
+
+def meta_hash_problem(m: dict[str, Any], meta_sha256: str | None, name: str) -> str | None:
+    """The manifest records the SHA-256 of the ``.meta`` written with it (brsm 0.1+): a ``.meta``
+    changed since is reported even when it still decodes (a flipped byte inside a path does)."""
+    want = m.get("meta_sha256")
+    if want is None or meta_sha256 is None or want == meta_sha256:
+        return None
+    return f"{name}.meta does not match the SHA-256 its manifest records: changed since the backup"
 
 
 def meta_disagreements(m: dict[str, Any], facts: MetaFacts, name: str) -> list[str]:
@@ -200,8 +245,12 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
     mkey, metakey = manifest_key(name), meta_file_key(name)
     facts, meta_error = None, None
     if metakey in objs:
+        meta_error = too_big(f"{name}.meta", objs[metakey], MAX_META_BYTES)
         try:
-            facts = decode_meta(await storage.get_bytes(metakey))
+            if meta_error is None:
+                raw = await storage.get_bytes(metakey)
+                e.meta_sha256 = hashlib.sha256(raw).hexdigest()
+                facts = decode_meta(raw)
         except ObjectNotFound:
             meta_error = f"{name}.meta disappeared while it was read"
         except ValueError as err:
@@ -211,6 +260,9 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
         e.made_by = BY_BRSM
         e.checksums = True
         try:
+            big = too_big(MANIFEST, objs[mkey], MAX_MANIFEST_BYTES)
+            if big:
+                raise ValueError(big)
             m = parse_manifest(await storage.get_bytes(mkey), name)
         except ObjectNotFound:
             m, e.state = None, INCOMPLETE  # deleted under us (prune, cleanup): reads as incomplete
@@ -233,6 +285,9 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
                 e.problems.append(f"{name}.meta is missing")
             else:
                 e.problems.extend(meta_disagreements(m, facts, name))
+                changed = meta_hash_problem(m, e.meta_sha256, name)
+                if changed:
+                    e.problems.append(changed)
             bad = file_problems(m, objs)
             if bad:
                 e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from brsm.engine.runner import StepContext, who
-from brsm.errors import BrsmError, PreflightFailed, StorageError
+from brsm.errors import BrsmError, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, ServiceInfo, Storage
 from brsm.workflows.lease import Lease, LeaseInfo
 from brsm.workflows.layout import lease_path
@@ -30,10 +30,11 @@ def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
 
 
 async def as_preflight(aw: Awaitable[Any]) -> Any:
-    """Errors before any side effect are preflight failures (exit 4), keeping message and hint."""
+    """Errors before any side effect are preflight failures (exit 4), keeping message and hint; a
+    backup found damaged stays a verification failure (exit 6)."""
     try:
         return await aw
-    except PreflightFailed:
+    except (PreflightFailed, VerificationFailed):
         raise
     except BrsmError as e:
         raise PreflightFailed(e.message, hint=e.hint) from e

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import posixpath
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
 from brsm.workflows import common
-from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key
+from brsm.workflows import catalog
+from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits, download_file, run_bounded
 
@@ -32,6 +32,7 @@ BATCH = 256
 FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
 FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 WAIT_SECONDS = 90.0
+TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
 
 @dataclass
@@ -71,23 +72,55 @@ def meta_restore_dir(ctx: StepContext, meta_data_path: str) -> str:
     return posixpath.join(meta_data_path, f"brsm_restore_{ctx.op_id}")
 
 
+async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> bytes:
+    """A manifest or ``.meta``: refused unread when its size is absurd (a hostile or garbage file)."""
+    st = _p(ctx).storage
+    big = catalog.too_big(what, (await st.stat(key)).size, limit)
+    if big:
+        raise VerificationFailed(f"backup {ctx.params['name']}: {big}", hint=TAMPERED)
+    return await st.get_bytes(key)
+
+
 async def _manifest(ctx: StepContext) -> dict[str, Any]:
     cached = ctx.runtime.get("manifest")
     if cached is None:
         name = ctx.params["name"]
         try:
-            cached = json.loads(await _p(ctx).storage.get_bytes(manifest_key(name)))
+            raw = await _read_checked(ctx, manifest_key(name), MANIFEST, catalog.MAX_MANIFEST_BYTES)
         except ObjectNotFound as e:
             cached = await _nebula_br_manifest(ctx, name)
             if cached is None:
                 raise PreflightFailed(
                     f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {_p(ctx).storage.uri}: "
                     "it is incomplete", hint="see `brsm show --storage URI` for complete backups") from e
-        except ValueError as e:
-            raise VerificationFailed(f"backup {name}: {MANIFEST} is not valid JSON: {e}",
-                                     hint="restore another backup") from e
+        else:
+            try:
+                cached = catalog.parse_manifest(raw, name)
+            except ValueError as e:
+                raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
+            await _check_meta(ctx, cached)
         ctx.runtime["manifest"] = cached
     return cached
+
+
+async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:
+    """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
+    is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
+    p, name = _p(ctx), ctx.params["name"]
+    try:
+        raw = await _read_checked(ctx, meta_file_key(name), f"{name}.meta", catalog.MAX_META_BYTES)
+    except ObjectNotFound as e:
+        raise VerificationFailed(f"backup {name}: {name}.meta is missing", hint=TAMPERED) from e
+    changed = catalog.meta_hash_problem(m, hashlib.sha256(raw).hexdigest(), name)
+    if changed:
+        raise VerificationFailed(f"backup {name}: {changed}", hint=TAMPERED)
+    if p.decode_meta is not None:
+        try:
+            facts = p.decode_meta(raw)
+        except ValueError as e:
+            raise VerificationFailed(f"backup {name}: {name}.meta is unreadable: {e}", hint=TAMPERED) from e
+        if facts.name != name:
+            raise VerificationFailed(f"backup {name}: {name}.meta names backup {facts.name!r}", hint=TAMPERED)
 
 
 async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | None:

@@ -177,6 +177,9 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
     else:
         for d in catalog.meta_disagreements(m, meta, name):
             r.problems.append({"key": meta_file_key(name), "problem": "inconsistent", "detail": d})
+        changed = catalog.meta_hash_problem(m, e.meta_sha256, name)
+        if changed:
+            r.problems.append({"key": meta_file_key(name), "problem": "changed", "detail": changed})
     quick = catalog.file_problems(m, e.objects)
     r.problems.extend(quick)
     r.checked = len(m["files"])

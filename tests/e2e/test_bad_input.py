@@ -100,15 +100,19 @@ def cluster_clean(env) -> None:
     assert aside_dirs(env) == [], "no set-aside dir may be left"
 
 
-def tree(root: Path) -> dict[str, str]:
-    """Every file under root (symlinks as their target) with its SHA-256: a storage's exact content."""
-    out = {}
+def tree(root: Path) -> dict[str, object]:
+    """Every entry under root: a symlink's target, a file's inode, size and mtime (a write changes
+    them), a directory as such. Equal trees = the storage was not touched."""
+    out: dict[str, object] = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
+        st = p.lstat()
         if p.is_symlink():
             out[rel] = "-> " + os.readlink(p)
         elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        else:
+            out[rel] = "dir"
     return out
 
 
@@ -252,3 +256,223 @@ def test_journal_locked_by_another_process_names_it(sandbox, failed_op):
         holder.wait()
     assert events_of(home, op) == before
     cluster_clean(env)
+
+
+# -- a damaged or hostile backup: .meta and manifest truncated, tampered, pointing outside, absurd ---------
+def rewrite(p: Path, data: bytes) -> None:
+    """Replace a file (the variants share the good backup's files as hard links: never write in place)."""
+    p.unlink()
+    p.write_bytes(data)
+
+
+def copy_backup(src: Path, name: str, dst: Path, new: str) -> None:
+    """The backup ``src/name`` as ``dst/new``: files hard-linked, then named ``new`` in its manifest and
+    `.meta` (a valid backup of its own, as `brsm show` confirms for the untouched control)."""
+    import shutil
+
+    from brsm.adapters.meta_codec import decode_backup_meta, encode_backup_meta
+
+    shutil.copytree(src / name, dst / new, copy_function=os.link)
+    d = dst / new
+    (d / f"{name}.meta").rename(d / f"{new}.meta")
+    bm = decode_backup_meta((d / f"{new}.meta").read_bytes())
+    bm.backup_name = new.encode()
+    raw = encode_backup_meta(bm)
+    rewrite(d / f"{new}.meta", raw)
+    m = json.loads((d / "brsm-manifest.json").read_text())
+    m["backup_name"] = new
+    for f in m["files"]:
+        f["key"] = new + f["key"][len(name):]
+    m["meta_sha256"] = hashlib.sha256(raw).hexdigest()
+    rewrite(d / "brsm-manifest.json", json.dumps(m).encode())
+
+
+def _manifest(d: Path) -> dict:
+    return json.loads((d / "brsm-manifest.json").read_text())
+
+
+def _edit_manifest(fn):
+    def damage(d: Path, name: str) -> None:
+        m = _manifest(d)
+        fn(m, name)
+        rewrite(d / "brsm-manifest.json", json.dumps(m).encode())
+    return damage
+
+
+def _truncate(file: str):
+    def damage(d: Path, name: str) -> None:
+        p = d / file.format(name=name)
+        rewrite(p, p.read_bytes()[: p.stat().st_size // 2])
+    return damage
+
+
+def _sparse(file: str, size: int):
+    def damage(d: Path, name: str) -> None:  # a huge file that costs no disk
+        p = d / file.format(name=name)
+        p.unlink()
+        with open(p, "wb") as f:
+            f.truncate(size)
+    return damage
+
+
+def _meta_tampered(d: Path, name: str) -> None:
+    """One byte changed inside a checkpoint path: the .meta still decodes and names this backup."""
+    p = d / f"{name}.meta"
+    raw = bytearray(p.read_bytes())
+    i = raw.index(b"/checkpoints/") + 1
+    raw[i] ^= 0x20  # 'c' -> 'C'
+    rewrite(p, bytes(raw))
+
+
+def _meta_absurd_frame(d: Path, name: str) -> None:
+    p = d / f"{name}.meta"
+    raw = p.read_bytes()
+    rewrite(p, (0xFFFFFFF0).to_bytes(4, "big") + raw[4:])
+
+
+def _biggest(d: Path, name: str) -> Path:
+    f = max(_manifest(d)["files"], key=lambda f: f["size"])
+    return d.parent / f["key"]
+
+
+def _symlink_file(d: Path, name: str) -> None:
+    """A data file replaced by a link to a file outside the backup with the very same size."""
+    victim = _biggest(d, name)
+    outside = d.parent.parent / f"outside-{name}"
+    outside.write_bytes(b"\0" * victim.stat().st_size)
+    victim.unlink()
+    victim.symlink_to(outside)
+
+
+def _symlink_dir(d: Path, name: str) -> None:
+    """A storage host's whole data dir moved out and linked back in."""
+    import shutil
+
+    host = next((d / "data").iterdir())
+    outside = d.parent.parent / f"outside-{name}-dir"
+    shutil.move(str(host), str(outside))
+    host.symlink_to(outside, target_is_directory=True)
+
+
+def _symlink_meta(d: Path, name: str) -> None:
+    p = d / f"{name}.meta"
+    outside = d.parent.parent / f"outside-{name}.meta"
+    outside.write_bytes(p.read_bytes())
+    p.unlink()
+    p.symlink_to(outside)
+
+
+def _dotdot(m: dict, name: str) -> None:
+    m["files"][0]["key"] = f"{name}/data/../../../../tmp/brsm-pwned"
+
+
+def _absolute(m: dict, name: str) -> None:
+    m["files"][0]["key"] = "/etc/passwd"
+
+
+def _absurd_size(m: dict, name: str) -> None:
+    m["files"][0]["size"] = 10 ** 18
+
+
+def _no_topology(m: dict, name: str) -> None:
+    del m["topology"]
+
+
+# tag: (damage, what `show` says, what `verify` says (all of these in one problem), what `start restore`
+# says or None = not run: restore reads the manifest with the parser verify uses, so one row per check)
+DAMAGES = {
+    "manifest_truncated": (_truncate("brsm-manifest.json"), "not JSON", ("unreadable", "not JSON"), "not JSON"),
+    "manifest_no_topology": (_edit_manifest(_no_topology), "no topology", ("no topology",), "no topology"),
+    "manifest_dotdot": (_edit_manifest(_dotdot), "outside the backup", ("outside the backup",), None),
+    "manifest_absolute": (_edit_manifest(_absolute), "outside the backup", ("outside the backup",), None),
+    "manifest_absurd_size": (_edit_manifest(_absurd_size), "impossible size", ("impossible size",),
+                             "impossible size"),
+    "manifest_huge": (_sparse("brsm-manifest.json", 2 << 30), "implausibly large", ("implausibly large",),
+                      "implausibly large"),
+    "meta_truncated": (_truncate("{name}.meta"), "unreadable", ("unreadable", "frame length"), None),
+    "meta_tampered": (_meta_tampered, "does not match the SHA-256", ("changed", "does not match the SHA-256"),
+                      "does not match the SHA-256"),
+    "meta_absurd_frame": (_meta_absurd_frame, "frame length 4294967280", ("frame length 4294967280",), None),
+    "meta_huge": (_sparse("{name}.meta", 300 << 20), "implausibly large", ("implausibly large",), None),
+    "meta_symlink": (_symlink_meta, ".meta is missing", ("missing", ".meta"), ".meta is missing"),
+    "file_symlink": (_symlink_file, "missing", ("missing", "/data/"), "missing"),
+    "dir_symlink": (_symlink_dir, "missing", ("missing", "/data/"), None),
+}
+
+
+@pytest.fixture(scope="module")
+def damaged(sandbox, tmp_path_factory):
+    """One real backup, and next to it in one storage a copy per damage plus an untouched control:
+    (storage dir, {tag: backup name}, control name, tree of the storage)."""
+    env = sandbox
+    good = tmp_path_factory.mktemp("good")
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{good}")["facts"]["backup_name"]
+    root = tmp_path_factory.mktemp("damaged")
+    store = root / "store"
+    store.mkdir()
+    names = {}
+    for tag, (damage, *_) in DAMAGES.items():
+        new = f"{name}_{tag}"
+        copy_backup(good, name, store, new)
+        damage(store / new, new)
+        names[tag] = new
+    control = f"{name}_control"
+    copy_backup(good, name, store, control)
+    return store, names, control, tree(store)
+
+
+def test_show_lists_every_damaged_backup_as_broken_and_why(sandbox, damaged):
+    env = sandbox
+    store, names, control, before = damaged
+    p = run(env, "show", "--storage", f"local://{store}", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]  # a listing: broken backups are rows, not an error
+    shown = {b["name"]: b for b in json.loads(p.stdout)["backups"]}
+    assert shown[control]["state"] == "complete" and not shown[control]["problems"]
+    for tag, (_, says, *_) in DAMAGES.items():
+        b = shown[names[tag]]
+        assert b["state"] == "broken" and any(says in pr for pr in b["problems"]), (tag, b)
+    p = run(env, "show", "--storage", f"local://{store}")
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    assert f"{len(DAMAGES)} broken" in p.stdout and "1 complete" in p.stdout
+    assert tree(store) == before, "show changed the storage"
+
+
+@pytest.mark.parametrize("tag", list(DAMAGES))
+def test_verify_fails_a_damaged_backup_naming_the_problem(sandbox, damaged, tag):
+    env = sandbox
+    store, names, _, before = damaged
+    name = names[tag]
+    # one brsm process per damage, text or --json in turn: the problem is named either way
+    as_json = list(DAMAGES).index(tag) % 2 == 1
+    p = run(env, "verify", name, "--storage", f"local://{store}", *(["--json"] if as_json else []))
+    assert p.returncode == 6, p.stdout[-2000:] + p.stderr[-2000:]
+    if as_json:
+        doc = the_json_error(p)
+        msg, hint = doc["error"], doc["hint"]
+        lines = [f"{pr['problem']} {pr['key']}: {pr.get('detail') or ''}" for pr in doc["problems"]]
+    else:
+        msg, hint = the_error(p)
+        lines = p.stdout.splitlines()
+    assert msg.startswith(f"backup {name} failed verification") and "restore another backup" in hint
+    words = DAMAGES[tag][2]
+    assert any(all(w in ln for w in words) for ln in lines), (words, lines)
+    assert tree(store) == before
+    assert not Path("/tmp/brsm-pwned").exists()
+
+
+RESTORED = [t for t, (*_, says) in DAMAGES.items() if says]
+
+
+@pytest.mark.parametrize("tag", RESTORED)
+def test_restore_refuses_a_damaged_backup_before_touching_the_cluster(sandbox, damaged, tag):
+    env = sandbox
+    store, names, _, before = damaged
+    name = names[tag]
+    data = env.checksum()
+    modes = JSON if RESTORED.index(tag) % 2 else TEXT
+    fails(env, "start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+          code=6, says=(f"backup {name}", DAMAGES[tag][3]), hint="restore another backup", modes=modes)
+    assert env.checksum() == data, "the cluster's data changed"
+    cluster_clean(env)
+    assert tree(store) == before
+    assert last_op(env)["state"] in ("FAILED", "ROLLED_BACK")
