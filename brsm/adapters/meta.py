@@ -38,6 +38,9 @@ SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
 IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "dropSpace", "restoreMeta",
               "getSpace", "listHosts"}
 LONG_RPCS = {"createBackup": 1800.0, "restoreMeta": 600.0, "dropSnapshot": 600.0}
+FIRST_ANSWER_SECONDS = 3.0  # silence this long on a new connection: check whether it is an HTTP port
+NOT_META_HINT = ("point brsm at metad's Thrift port (default 9559) in the config's cluster.meta; "
+                 "storaged (9779), graphd (9669) and the HTTP ports (19559, ...) are other services")
 
 HINTS = {
     EC.E_BACKUP_RUNNING_JOBS: "a job (compaction, index rebuild, balance) is running: wait for it "
@@ -116,9 +119,28 @@ class ThriftMeta:
         self._leader: HostAddr = self.addrs[0]
 
     # -- connection (worker thread, under the lock) -------------------------------------------------
-    def _not_meta(self, addr: HostAddr, detail: str) -> MetaError:
-        return MetaError(f"{addr} does not speak the Nebula meta protocol (is it an HTTP port?): {detail}",
-                         hint="point brsm at metad's Thrift port (default 9559), not its HTTP port (19559)")
+    def _not_meta(self, addr: HostAddr, detail: str, *, http: bool = False) -> MetaError:
+        if http:
+            return MetaError(f"{addr} does not speak the Nebula meta protocol (is it an HTTP port?): {detail}",
+                             hint="point brsm at metad's Thrift port (default 9559), not its HTTP port (19559)")
+        return MetaError(f"{addr} does not speak the Nebula meta protocol: {detail}", hint=NOT_META_HINT)
+
+    def _first_answer(self, conn: _Conn) -> Any:
+        """metad answers verifyClientVersion at once. A port that stays silent for a few seconds is
+        probed once as HTTP (an HTTP server waits for a request line that never comes), so a wrong
+        port is named in seconds rather than after the whole timeout; else keep waiting."""
+        wait = min(self.timeout, 10.0)
+        quick = min(FIRST_ANSWER_SECONDS, wait)
+        conn.sock.setTimeout(quick * 1000)
+        try:
+            return conn.client.recv_verifyClientVersion()
+        except TTransport.TTransportException as exc:
+            if conn.sock.received or "timed out" not in str(exc) or quick >= wait:
+                raise
+        if _looks_http(conn.addr, self.timeout):
+            raise self._not_meta(conn.addr, "it answers HTTP", http=True)
+        conn.sock.setTimeout((wait - quick) * 1000)
+        return conn.client.recv_verifyClientVersion()  # nothing was read yet: the protocol is intact
 
     def _open(self, addr: HostAddr) -> _Conn:
         sock = _RecordingSocket(addr.host, addr.port)
@@ -126,7 +148,11 @@ class ThriftMeta:
         try:
             sock.open()
         except TTransport.TTransportException as exc:
-            raise _Refused(f"{addr}: {exc.message or exc}") from exc
+            raw = str(exc.message or exc)
+            why = next((w for k, w in (("refused", "connection refused"), ("timed out", "connect timed out"),
+                                       ("No route", "no route to host"), ("unreachable", "network unreachable"),
+                                       ("Name or service", "unknown host name")) if k in raw), raw)
+            raise _Refused(f"{addr}: {why}") from exc
         trans = TTransport.TBufferedTransport(sock)
         proto = TBinaryProtocol.TBinaryProtocol(trans, strictRead=True, strictWrite=True)
         conn = _Conn(addr, sock, MetaService.Client(proto))
@@ -135,9 +161,22 @@ class ThriftMeta:
         if self.client_version:
             req.client_version = self.client_version.encode()
         try:
-            resp = conn.client.verifyClientVersion(req)
+            conn.client.send_verifyClientVersion(req)
+            resp = self._first_answer(conn)
+        except MetaError:
+            conn.close()
+            raise
         except Exception as exc:  # noqa: BLE001
             conn.close()
+            if not conn.sock.received and isinstance(exc, TTransport.TTransportException) \
+                    and "timed out" not in str(exc):
+                # it took the connection and hung up on the first request: a Thrift server of another
+                # service (storaged, graphd), or something else entirely
+                raise MetaError(f"{addr} closed the connection on verifyClientVersion without answering: it is "
+                                "not metad's Thrift port", hint=NOT_META_HINT) from exc
+            if isinstance(exc, TApplicationException):
+                raise MetaError(f"{addr} rejected verifyClientVersion ({exc.message or exc}): it is not metad",
+                                hint=NOT_META_HINT) from exc
             raise self._transport_error(conn, "verifyClientVersion", exc) from exc
         if resp.code == EC.E_CLIENT_SERVER_INCOMPATIBLE:
             conn.close()
@@ -154,15 +193,18 @@ class ThriftMeta:
         first = conn.sock.first
         if first and not first.startswith(b"\x80\x01"):
             shown = first.decode("latin-1") if first[:4].isascii() else first.hex()
-            return self._not_meta(conn.addr, f"it answered {shown!r}")
+            kind = " (an HTTP server)" if first.startswith(b"HTTP") else \
+                " (an SSH server)" if first.startswith(b"SSH-") else ""
+            return self._not_meta(conn.addr, f"it answered {shown!r}{kind}", http=first.startswith(b"HTTP"))
         if isinstance(exc, (TProtocolException,)) or "frame size" in str(exc).lower():
-            return self._not_meta(conn.addr, str(exc))
+            # never echo the protocol's own words ("Incorrect frame size"): they name no cause
+            return self._not_meta(conn.addr, "its answer is not a meta protocol message")
         if isinstance(exc, TApplicationException):
             return MetaError(f"metad at {conn.addr}: {rpc} failed: {exc.message or exc}",
                              hint="is this metad older or newer than brsm supports?")
         if "timed out" in str(exc) and not first:
             if _looks_http(conn.addr, self.timeout):
-                return self._not_meta(conn.addr, "it answers HTTP")
+                return self._not_meta(conn.addr, "it answers HTTP", http=True)
             return MetaError(f"metad at {conn.addr}: no answer to {rpc} within the timeout",
                              hint="is metad overloaded or hung? check its log; raise the meta timeout if it is slow")
         return MetaError(f"metad at {conn.addr}: {rpc} failed: connection lost ({exc})",

@@ -476,3 +476,46 @@ def test_restore_refuses_a_damaged_backup_before_touching_the_cluster(sandbox, d
     cluster_clean(env)
     assert tree(store) == before
     assert last_op(env)["state"] in ("FAILED", "ROLLED_BACK")
+
+
+# -- a meta address that is not metad ----------------------------------------------------------------
+def config_with(env, tmp_path: Path, tag: str, old: str, new: str) -> str:
+    """A copy of the sandbox's cluster.toml with one line changed."""
+    text = Path(env.config).read_text()
+    assert old in text, old
+    p = tmp_path / f"{tag}.toml"
+    p.write_text(text.replace(old, new, 1))
+    return str(p)
+
+
+def _free_port(ip: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def _not_metad(env) -> dict:
+    meta_host, meta_port = env.meta.rsplit(":", 1)
+    storage = next(h for h in env.info["hosts"] if "storage" in h["roles"])
+    ssh_port = next(h for h in env.info["hosts"] if h["address"] == meta_host)["ssh_port"]
+    return {  # tag: (address, what the error says, what the hint says)
+        "http": (f"{meta_host}:{int(meta_port) + 10000}",
+                 "does not speak the Nebula meta protocol (is it an HTTP port?)", "9559"),
+        "closed": (f"{meta_host}:{_free_port(meta_host)}", "cannot reach any metad", "is metad running"),
+        "ssh": (f"{meta_host}:{ssh_port}", "an SSH server", "9559"),
+        "storaged": (f"{storage['address']}:9779", "closed the connection on verifyClientVersion", "9559"),
+    }
+
+
+@pytest.mark.parametrize("tag", ["http", "closed", "ssh", "storaged"])
+def test_meta_address_that_is_not_metad(sandbox, tmp_path, tag):
+    env = sandbox
+    addr, says, hint = _not_metad(env)[tag]
+    cfg = config_with(env, tmp_path, tag, f'meta = ["{env.meta}"]', f'meta = ["{addr}"]')
+    modes = {"http": JSON, "closed": TEXT, "ssh": BOTH, "storaged": TEXT}[tag]  # an HTTP port costs 3 s a run
+    fails(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}", code=4,
+          says=(addr, says), hint=hint, modes=modes)
+    assert not (tmp_path / "b").exists()
+    cluster_clean(env)
