@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,11 @@ class StepContext:
         # Per-process things a step or hook needs again (a lease's refresh task, a rate limiter):
         # never facts, which belong in the journal.
         self.runtime: dict[str, Any] = {}
+        # What this process spent in journal appends (wall time of the driver's append calls, each
+        # one durable transaction): reported in OperationFinished, so `brsm audit` shows the share.
+        self.journal_seconds = 0.0
+        self.journal_appends = 0
+        self.journal_events = 0
 
     @property
     def params(self) -> dict[str, Any]:
@@ -90,17 +96,30 @@ class StepContext:
 
     def record(self, type_: str, data: Mapping[str, Any]) -> None:
         """Append a domain event (durable at return) and fold it into the live state."""
+        t0 = time.perf_counter()
         e = self._writer.append(type_, dict(data))
+        self.journal_seconds += time.perf_counter() - t0
+        self.journal_appends += 1
+        self.journal_events += 1
         apply(self.state, _Event(e.seq, type_, dict(data)), self._reducers)
         failpoints.hit(f"event:{_count_event()}")
 
     def record_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
         if not items:
             return
+        t0 = time.perf_counter()
         written = self._writer.append_batch([(t, dict(d)) for t, d in items])
+        self.journal_seconds += time.perf_counter() - t0
+        self.journal_appends += 1
+        self.journal_events += len(items)
         for e, (t, d) in zip(written, items):
             apply(self.state, _Event(e.seq, t, dict(d)), self._reducers)
         failpoints.hit(f"event:{_count_event()}")
+
+    def journal_stats(self) -> dict[str, Any]:
+        """This process's journal appends so far: seconds in the append calls, transactions, events."""
+        return {"journal_seconds": round(self.journal_seconds, 6), "journal_appends": self.journal_appends,
+                "journal_events": self.journal_events}
 
 
 _events_appended = 0
@@ -215,7 +234,7 @@ class Runner:
                         await self._step(ctx, step, self.workflow.steps[step])
                         await model.trigger(f"complete_{step}")
                         failpoints.hit(f"after:{step}")
-                    self._append(ctx, ev.OPERATION_FINISHED, {})
+                    self._append(ctx, ev.OPERATION_FINISHED, ctx.journal_stats())
                     return st
                 except BaseException as exc:
                     failed_at = current

@@ -160,3 +160,33 @@ def test_crash_anywhere_then_resume_or_rollback(tmp_path, point):
                 assert world.effects == {}
         finally:
             j.close()
+
+
+async def test_operation_finished_reports_the_journal_time_of_this_drive(journal):
+    """The runner times its own journal appends (single and batched) and puts the totals in
+    OperationFinished: transactions, events and seconds, counted exactly."""
+    import time as _time
+    from dataclasses import replace
+
+    world = World()
+    wf = make_workflow(world)
+    plain_copied = wf.steps["COPIED"]
+
+    async def copied(ctx):
+        facts = await plain_copied(ctx)
+        ctx.record_batch([("ToyFile", {"n": i}) for i in range(300)])
+        ctx.record_batch([])  # nothing to write: no transaction
+        return facts
+
+    r = Runner(journal, replace(wf, steps={**wf.steps, "COPIED": copied}))
+    op = r.create({})
+    t0 = _time.perf_counter()
+    await r.run(op)
+    wall = _time.perf_counter() - t0
+    evs = list(journal.events(op))
+    assert evs[-1].type == ev.OPERATION_FINISHED
+    stats = evs[-1].data
+    drive = evs[1:-1]  # what this drive appended before OperationFinished (OperationCreated came from create)
+    assert stats["journal_events"] == len(drive)
+    assert stats["journal_appends"] == len(drive) - 299  # the 300 ToyFile events were one transaction
+    assert 0 < stats["journal_seconds"] < wall
