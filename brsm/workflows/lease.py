@@ -4,6 +4,11 @@ A lease is a directory created with ``mkdir`` (atomic on POSIX) on every metad h
 order, all or none, holding ``holder.json``: op id, user@host, pid, expiry. A live run refreshes
 it; a lease is stale only when past its expiry *and*, when the holder ran on this machine, its
 process is gone (restic's rule). Taking over a stale lease is journaled by the caller.
+
+A run killed between ``mkdir`` and writing ``holder.json`` leaves a lease dir that names nobody.
+A live run writes its holder milliseconds after its ``mkdir``, so a lease dir seen without a holder
+for ``ABANDONED_AFTER`` seconds was abandoned: it is taken over like a stale one (so a resume or
+rollback after such a kill, or the next run, is not locked out until someone runs ``brsm gc``).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from brsm.ports import HostPort
 
 TTL = 300.0
 REFRESH_EVERY = 60.0
+ABANDONED_AFTER = 10.0  # seconds a lease dir may show no holder.json before it counts as abandoned
+_POLL = 0.2
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,15 @@ class LeaseInfo:
     def describe(self) -> str:
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
         return f"operation {self.op_id} ({self.kind}) by {self.who}, pid {self.pid} on {self.machine}, until {until}"
+
+
+@dataclass(frozen=True)
+class NoHolder(LeaseInfo):
+    """What a lease dir without ``holder.json`` is taken over from (for the caller's journal)."""
+
+    def describe(self) -> str:
+        return f"nobody (the lease dir stayed without holder.json for {ABANDONED_AFTER:.0f} s: its run was " \
+               "killed between creating it and writing its holder)"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -130,14 +146,22 @@ class Lease:
                 await _write(host, path, self._info())  # ours from a previous process: refresh
                 return
             if holder is None:
-                await asyncio.sleep(0.2)  # another run is between mkdir and writing holder.json
-                holder = await _read(host, path)
-                if holder is not None and holder.op_id == self.op_id:
+                # Another run may be between mkdir and writing holder.json (milliseconds); a dir that
+                # stays without a holder for ABANDONED_AFTER s was left by a run killed in between.
+                for _ in range(int(ABANDONED_AFTER / _POLL)):
+                    await asyncio.sleep(_POLL)
+                    holder = await _read(host, path)
+                    if holder is not None or not await host.exists(path):
+                        break
+                if holder is None:
+                    if await host.exists(path):
+                        if self.on_takeover:
+                            self.on_takeover(host.name, NoHolder(0, "", "", "", 0, 0.0))
+                        await host.remove_tree(path)
+                    continue  # gone (or removed above): mkdir again
+                if holder.op_id == self.op_id:
                     await _write(host, path, self._info())
                     return
-                if holder is None:
-                    raise LockHeld(f"cluster lease on {host.name} ({path}) exists but names no holder",
-                                   hint=f"if no brsm run is active, run `brsm gc --confirm` or remove {path}")
             if not is_stale(holder):
                 raise LockHeld(f"cluster is locked by {holder.describe()}",
                                hint=f"wait for it to finish; if that process died, `brsm resume {holder.op_id}` or "

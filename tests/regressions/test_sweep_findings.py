@@ -1,16 +1,23 @@
 """Bugs found by the crash-point sweep (tests/reliability, scripts/sweep), one test each.
 
 Deterministic: the real backup workflow through the real Runner and journal, on the in-process
-fakes of property_tests/campaign_support.
+fakes of property_tests/campaign_support (sleeps do not wait).
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import time
 from collections import Counter
 
 import pytest
 
-from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, World, fast_sleeps, mem
+from brsm.errors import BrsmError
+from brsm.workflows import lease as lease_mod
+from brsm.workflows.layout import lease_path
+from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, World, fast_sleeps, leases_left, mem
 
 
 @pytest.fixture
@@ -80,3 +87,66 @@ def test_resume_sends_only_parts_not_journaled_when_parts_finished_out_of_order(
     assert resent == set(), f"journaled parts sent again on resume: {sorted(resent)[:3]}"
     assert mem(world.storage).requests["upload_part"] - sent_before == len(after)
     assert mem(world.storage).uploads == {}
+
+
+# -- a run killed between creating the lease dir and writing its holder --------------------------
+def _kill_between_mkdir_and_holder(w: World) -> int:
+    """What a SIGKILL after `mkdir <lease>` and before `holder.json` leaves: the journal has LOCKED
+    begun (not completed), every metad host has an empty lease dir."""
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    w.journal.arm(2)  # PreflightPassed, StepStarted LOCKED; the crash is on StepCompleted LOCKED
+    with pytest.raises(SimulatedCrash):
+        w.run(w.backup_runner.run(op))
+    w.process_died()
+    w.clear_faults()
+    for a in w.cluster.meta_addrs:
+        m = w.cluster.host_of(a)
+        holder = m.norm(f"{lease_path(w.cluster.install_dir)}/holder.json")
+        assert holder in m.files
+        del m.files[holder]
+    assert leases_left(w.cluster), "the empty lease dirs should be there"
+    return op
+
+
+# Found by the sweep (backup local kill@1.42s resume: "cluster lease ... exists but names no holder"),
+# fixed: brsm/workflows/lease.py Lease._acquire_one: a lease dir without holder.json was refused for
+# ever (LockHeld, exit 3), so a run SIGKILLed between `mkdir` and writing its holder could be neither
+# resumed nor rolled back, and every later run was locked out, until someone ran `brsm gc`. A dir
+# that stays without a holder for ABANDONED_AFTER s is now taken over (journaled as LeaseBroken).
+@pytest.mark.parametrize("recovery", ["resume", "rollback"])
+def test_recovery_after_a_kill_between_lease_mkdir_and_holder(world, recovery):
+    op = _kill_between_mkdir_and_holder(world)
+    st = world.run(getattr(world.backup_runner, recovery)(op))
+    assert st.phase == ("done" if recovery == "resume" else "rolled_back")
+    assert leases_left(world.cluster) == []
+    broken = [e.data for e in world.inner.events(op, "LeaseBroken")]
+    assert broken and broken[0]["holder_op"] == 0 and "without holder.json" in broken[0]["holder"]
+
+
+def test_next_run_takes_over_an_abandoned_empty_lease(world):
+    _kill_between_mkdir_and_holder(world)
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    st = world.run(world.backup_runner.run(op))
+    assert st.phase == "done"
+    assert leases_left(world.cluster) == []
+
+
+def test_a_holder_written_late_is_respected_not_taken_over(world, monkeypatch):
+    """The wait is what keeps a slow but live run's lease: its holder.json appears during it."""
+    _kill_between_mkdir_and_holder(world)
+    reads = {"n": 0}
+    real_read = lease_mod._read
+
+    async def read(host, path):
+        reads["n"] += 1
+        if reads["n"] == 3:  # another (live) run writes its holder a moment late
+            m = world.cluster.host_of(world.cluster.meta_addrs[0])
+            m.files[m.norm(f"{path}/holder.json")] = json.dumps(
+                {"op_id": 77, "kind": "backup", "who": "x@y", "machine": socket.gethostname(), "pid": os.getpid(),
+                 "expires": time.time() + 300}).encode()
+        return await real_read(host, path)
+
+    monkeypatch.setattr(lease_mod, "_read", read)
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(BrsmError, match="locked by operation 77"):
+        world.run(world.backup_runner.run(op))
