@@ -148,7 +148,13 @@ def _meta_addr(root: str) -> str:
 def load(
     dir: DirOpt = None,
     spaces: Annotated[int, typer.Option(help="Spaces to create/fill (space1..N).")] = 2,
-    size: Annotated[str, typer.Option(help="Total bytes to write, e.g. 200MiB.")] = "200MiB",
+    size: Annotated[Optional[str], typer.Option(help="Total bytes to write, e.g. 200MiB (default 200MiB; "
+                                                "with --files, 1 KiB per file).")] = None,
+    files: Annotated[Optional[int], typer.Option("--files", help="Write the data as about this many small SST "
+                                                 "and WAL files (ingested SSTs of one vertex each, WAL segments), "
+                                                 "so a backup's checkpoint holds ~N files.")] = None,
+    partitions: Annotated[int, typer.Option("--partitions", help="Partitions of each space created (spaces that "
+                                            "exist keep theirs).")] = 10,
     while_writing: Annotated[float, typer.Option("--while-writing", help="Then keep writing small batches for "
                                                  "this many seconds.")] = 0.0,
     seed: Annotated[Optional[int], typer.Option(help="Random seed of the keys.")] = None,
@@ -158,9 +164,13 @@ def load(
     from brsm.sandbox import data
 
     root = _dir(dir)
-    nbytes = parse_size(size)
+    if files is not None and files < 1:
+        raise UsageError("--files must be at least 1")
+    if partitions < 1 or partitions > 1024:
+        raise UsageError("--partitions must be between 1 and 1024")
+    nbytes = parse_size(size) if size is not None else (files * 1024 if files else 200 * 2**20)
     rep = data.load(_meta_addr(root), spaces=spaces, size_bytes=nbytes, while_writing=while_writing > 0,
-                    seed=seed)
+                    seed=seed, files=files, partition_num=partitions)
     bg = None
     if rep.writer is not None:
         time.sleep(while_writing)
@@ -171,6 +181,11 @@ def load(
     rate = nbytes / 2**20 / rep.seconds if rep.seconds else 0.0
     text = (f"loaded {nbytes / 2**20:.1f} MiB into {', '.join(rep.spaces)} in {rep.seconds:.1f}s "
             f"({rate:.0f} MiB/s)")
+    if files:
+        ssts = sum(w.get("sst_files", 0) for w in rep.written.values())
+        wals = sum(w.get("wal_files", 0) for w in rep.written.values())
+        out["files"] = {"sst": ssts, "wal": wals}
+        text += f" as {ssts} SST + {wals} WAL files"
     if bg:
         text += f"; background writer: {bg['ok']} batches ok, {bg['refused']} refused"
     _emit(out, json_, text)

@@ -4,6 +4,10 @@ Spaces are created with the real ``createSpace`` RPC; data goes to the storaged 
 (found with ``getPartsAlloc`` and ``listHosts``) through their admin ``/write``. Values are
 incompressible (``os.urandom``) so sizes on disk are honest. A second load over the same spaces
 adds new keys and overwrites old ones, so the checksum changes.
+
+``files=N`` (``brsm sandbox load --files N``) writes through the storageds' ``/ingest`` instead:
+about N small files in all, each part's share made of SST files of one vertex each (ingested into
+RocksDB) and a tenth as many WAL segment files, so a checkpoint of the spaces holds ~N files.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from brsm.sandbox.storaged import TYPE_EDGE, TYPE_VERTEX, encode_records
 DEFAULT_VALUE_SIZE = 64 * 1024
 DEFAULT_PARTS = 10
 BATCH_BYTES = 4 * 2**20
+INGEST_RECORDS = 2000  # SST files per /ingest request
+_EPOCH_2020 = 1577836800
 
 
 class DataError(BrsmError):
@@ -100,13 +106,14 @@ def _edge_key(pid: int, src: int, dst: int) -> bytes:
 
 
 def _post_batch(topo: Topology, owner: str, items: list[tuple[bytes, bytes]], retry_timeout: float,
-                counters: dict[str, int], lock: threading.Lock) -> None:
+                counters: dict[str, int], lock: threading.Lock, path: str | None = None) -> None:
     body = encode_records(items)
     delay = 0.02
     deadline = time.monotonic() + retry_timeout
     while True:
         try:
-            control.http_call(topo.http[owner], "POST", f"/write?space_id={topo.space_id}", raw=body, timeout=60)
+            control.http_call(topo.http[owner], "POST", path or f"/write?space_id={topo.space_id}", raw=body,
+                              timeout=60 if path is None else 600)
             with lock:
                 counters["batches"] += 1
                 counters["bytes"] += len(body)
@@ -153,6 +160,53 @@ def write_space(client: control.MetaClient, space_id: int, size_bytes: int, *, v
     return {"keys": n, "bytes": n * value_size}
 
 
+def split_files(n: int) -> tuple[int, int]:
+    """(SST files, WAL segment files) for a part's share of n files: several WAL segments per
+    part (a tenth, at least 2) as soon as there are files enough, the rest SSTs."""
+    if n < 2:
+        return n, 0
+    wal = min(n - 1, max(2, n // 10))
+    return n - wal, wal
+
+
+def _spread(total: int, slots: int) -> list[int]:
+    return [total // slots + (1 if i < total % slots else 0) for i in range(slots)]
+
+
+def ingest_space(client: control.MetaClient, space_id: int, files: int, size_bytes: int, *,
+                 workers: int = 6, retry_timeout: float = 120.0,
+                 counters: dict[str, int] | None = None) -> dict[str, int]:
+    """About ``files`` small files into one space: per part, SST files of one vertex each (values
+    of ``size_bytes`` / SSTs bytes, incompressible) and WAL segments holding the same records."""
+    topo = topology(client, space_id)
+    counters = counters if counters is not None else {"batches": 0, "bytes": 0, "refused": 0}
+    lock = threading.Lock()
+    pids = sorted(topo.owners)
+    shares = {pid: split_files(n) for pid, n in zip(pids, _spread(files, len(pids)))}
+    total_ssts = sum(s for s, _ in shares.values())
+    value_size = max(1, size_bytes // max(1, total_ssts))
+    # vertex ids above any `load --size` writes (those stay below 2**32) and rising from one load to
+    # the next, so each part's new files cover a key range of their own (RocksDB ingests them
+    # straight into the bottom level, beside the files already there)
+    base = max(1, int(time.time()) - _EPOCH_2020) << 32
+    futs = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for pid in pids:
+            ssts, wals = shares[pid]
+            if not ssts:
+                continue
+            chunks = [(i, min(ssts, i + INGEST_RECORDS)) for i in range(0, ssts, INGEST_RECORDS)]
+            wal_split = _spread(wals, len(chunks))
+            for (lo, hi), w in zip(chunks, wal_split):
+                items = [(_vertex_key(pid, base + i), os.urandom(value_size)) for i in range(lo, hi)]
+                futs.append(pool.submit(_post_batch, topo, topo.owners[pid], items, retry_timeout, counters, lock,
+                                        f"/ingest?space_id={topo.space_id}&wal_segments={w}"))
+        for f in futs:
+            f.result()
+    return {"keys": total_ssts, "bytes": total_ssts * value_size, "sst_files": total_ssts,
+            "wal_files": sum(w for _, w in shares.values())}
+
+
 @dataclass
 class LoadReport:
     spaces: dict[str, int]
@@ -164,19 +218,26 @@ class LoadReport:
 
 def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_writing: bool = False, *,
          value_size: int = DEFAULT_VALUE_SIZE, partition_num: int = DEFAULT_PARTS, seed: int | None = None,
-         transport: str = "buffered", retry_timeout: float = 120.0) -> LoadReport:
+         transport: str = "buffered", retry_timeout: float = 120.0, files: int | None = None) -> LoadReport:
     """Create ``spaces`` spaces (``space1``..) if absent and write ``size_bytes`` spread over them.
-    With ``while_writing`` a :class:`BackgroundWriter` is left running on the first space (the caller
-    stops it) to show writes being blocked during a backup."""
+    With ``files``, write them as about that many small SST and WAL files instead (see
+    :func:`ingest_space`). With ``while_writing`` a :class:`BackgroundWriter` is left running on the
+    first space (the caller stops it) to show writes being blocked during a backup."""
     t0 = time.monotonic()
     rng = random.Random(seed)
     counters = {"batches": 0, "bytes": 0, "refused": 0}
     with _friendly_errors(meta_addr), _client(meta_addr, transport) as client:
         ids = ensure_spaces(client, [space_name(i + 1) for i in range(spaces)], partition_num)
         per_space = size_bytes // max(1, spaces)
-        written = {name: write_space(client, sid, per_space, value_size=value_size, rng=rng,
-                                     retry_timeout=retry_timeout, counters=counters)
-                   for name, sid in ids.items()}
+        if files:
+            files_per = dict(zip(ids, _spread(files, len(ids))))
+            written = {name: ingest_space(client, sid, files_per[name], per_space, retry_timeout=retry_timeout,
+                                          counters=counters)
+                       for name, sid in ids.items()}
+        else:
+            written = {name: write_space(client, sid, per_space, value_size=value_size, rng=rng,
+                                         retry_timeout=retry_timeout, counters=counters)
+                       for name, sid in ids.items()}
     writer = None
     if while_writing and ids:
         writer = BackgroundWriter(meta_addr, next(iter(ids)))
@@ -269,5 +330,5 @@ class BackgroundWriter:
             self._stop.wait(self.pause)
 
 
-__all__ = ["load", "checksum", "BackgroundWriter", "LoadReport", "ensure_spaces", "write_space", "topology",
-           "space_name", "DataError"]
+__all__ = ["load", "checksum", "BackgroundWriter", "LoadReport", "ensure_spaces", "write_space", "ingest_space",
+           "split_files", "topology", "space_name", "DataError"]

@@ -9,6 +9,11 @@
   ``p % len(data_paths)``; per part an append-only WAL under ``<dp>/nebula/<spaceId>/wal/<partId>/``.
 * Keys ``<partId u32 BE><type: 1 vertex, 2 edge><id bytes>``; the last applied log id and term of a
   part are kept under ``<partId><0x05>__commit__``.
+* ``POST /ingest?space_id=S&wal_segments=W`` (``brsm sandbox load --files``): the records of each
+  part become SST files of one record each, written with RocksDB's SstFileWriter under
+  ``<dp>/nebula/<spaceId>/download/`` and ingested (Nebula's own ingest path), and the same records
+  go to the part's WAL as W log entries, each starting a new segment file: many small SST and WAL
+  files that are the space's real data, so a checkpoint holds them all.
 * ``--port`` is a plain TCP listener (brsm never speaks to storaged); the internal RPC metad uses
   is JSON over the admin HTTP port (see brsm/sandbox/control.py).
 """
@@ -35,6 +40,10 @@ TYPE_EDGE = 2
 TYPE_SYSTEM = 5
 COMMIT_SUFFIX = bytes([TYPE_SYSTEM]) + b"__commit__"
 WAL_FILE_SIZE = 16 * 2**20
+# RocksDB keeps every table file open by default; a space loaded with many small files
+# (``sandbox load --files``) would run into the fd limit. Nebula deployments bound it the same way
+# (``--rocksdb_db_options={"max_open_files": ...}``).
+MAX_OPEN_FILES = 1024
 _REC = struct.Struct(">QQI")  # log_id, term, payload length
 
 
@@ -132,12 +141,14 @@ class PartWal:
         self.fh = None
         self.size = 0
 
-    def append(self, log_id: int, term: int, payload: bytes) -> None:
-        if self.fh is None or self.size >= WAL_FILE_SIZE:
+    def append(self, log_id: int, term: int, payload: bytes, *, new_segment: bool = False) -> None:
+        """Append one log entry; ``new_segment`` starts a new file with it (as a full file would)."""
+        if new_segment or self.fh is None or self.size >= WAL_FILE_SIZE:
+            reopen_last = self.fh is None and not new_segment  # after a restart: go on in the last file
             if self.fh is not None:
                 self.fh.close()
-            existing = sorted(f for f in os.listdir(self.dir) if f.endswith(".wal"))
-            if existing and self.fh is None and os.path.getsize(os.path.join(self.dir, existing[-1])) < WAL_FILE_SIZE:
+            existing = sorted(f for f in os.listdir(self.dir) if f.endswith(".wal")) if reopen_last else []
+            if existing and os.path.getsize(os.path.join(self.dir, existing[-1])) < WAL_FILE_SIZE:
                 path = os.path.join(self.dir, existing[-1])
             else:
                 path = os.path.join(self.dir, f"{log_id:019d}.wal")
@@ -193,6 +204,7 @@ class Storaged(layout.Service):
             ("POST", "/checkpoint", lambda b, q: self._checkpoint(layout.json_body(b))),
             ("POST", "/drop_checkpoint", lambda b, q: self._drop_checkpoint(layout.json_body(b))),
             ("POST", "/write", self._write),
+            ("POST", "/ingest", self._ingest),
             ("POST", "/checksum", lambda b, q: self._checksum(layout.json_body(b))),
             ("POST", "/drop_space", lambda b, q: self._drop_space(layout.json_body(b))),
         ):
@@ -272,10 +284,15 @@ class Storaged(layout.Service):
                 path = layout.space_data_dir(dp, sid)
                 os.makedirs(path, exist_ok=True)
                 os.makedirs(layout.space_wal_dir(dp, sid), exist_ok=True)
-                opts = rocksdict.Options(raw_mode=True)
-                opts.create_if_missing(True)
-                self.dbs[(sid, idx)] = rocksdict.Rdict(path, opts)
+                self.dbs[(sid, idx)] = rocksdict.Rdict(path, self._db_options())
             self.log.info("opened space %d on %d data path(s)", sid, len(self.data_paths))
+
+    @staticmethod
+    def _db_options() -> rocksdict.Options:
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.set_max_open_files(MAX_OPEN_FILES)
+        return opts
 
     def db_for(self, sid: int, pid: int) -> rocksdict.Rdict:
         return self.dbs[(sid, layout.data_path_for_part(self.data_paths, pid))]
@@ -480,6 +497,77 @@ class Storaged(layout.Service):
                 self.inflight -= 1
                 self.gate.notify_all()
         return {"written": len(records), "parts": sorted(by_part)}
+
+    def _ingest(self, body: bytes, query: dict[str, str]) -> dict[str, Any]:
+        """Records → one SST file each, ingested into the space's RocksDB, plus ``wal_segments`` log
+        entries per part, each in a new WAL segment file (``brsm sandbox load --files``)."""
+        try:
+            sid = int(query["space_id"])
+            segments = int(query.get("wal_segments", "1"))
+        except (KeyError, ValueError) as exc:
+            raise layout.HTTPError(400, "ingest needs ?space_id=[&wal_segments=]") from exc
+        if segments < 0:
+            raise layout.HTTPError(400, "wal_segments must be >= 0")
+        by_part: dict[int, list[tuple[bytes, bytes]]] = {}
+        for k, v in decode_records(body):
+            by_part.setdefault(int.from_bytes(k[:4], "big"), []).append((k, v))
+        owned = self.owned.get(sid)
+        if owned is None or not set(by_part) <= owned:
+            owned = self._refresh_owned(sid)
+        foreign = sorted(set(by_part) - owned)
+        if foreign:
+            raise layout.HTTPError(421, f"parts {foreign} of space {sid} are not on {self.addr}",
+                                   code=common.ErrorCode.E_LEADER_CHANGED)
+        with self.gate:
+            if self.blocked:
+                self.stats["writes_refused"] += 1
+                raise layout.HTTPError(409, "writes are blocked (backup in progress)", blocked=True,
+                                       code=common.ErrorCode.E_BLOCK_WRITE_FAILURE)
+            self.inflight += 1
+        ssts = wal_files = 0
+        try:
+            self.ensure_space(sid)
+            for pid, items in sorted(by_part.items()):
+                items.sort()
+                idx = layout.data_path_for_part(self.data_paths, pid)
+                dp = self.data_paths[idx]
+                download = os.path.join(layout.space_dir(dp, sid), "download", f"ingest-{pid}-{threading.get_ident()}")
+                os.makedirs(download, exist_ok=True)
+                lock = self.part_locks.setdefault((sid, pid), threading.Lock())
+                with lock:
+                    paths = []
+                    try:
+                        writer = rocksdict.SstFileWriter(options=self._db_options())
+                        for i, (k, v) in enumerate(items):
+                            path = os.path.join(download, f"{i:08d}.sst")
+                            writer.open(path)
+                            writer[k] = v
+                            writer.finish()
+                            paths.append(path)
+                        if paths:
+                            io = rocksdict.IngestExternalFileOptions()
+                            io.set_move_files(True)
+                            self.db_for(sid, pid).ingest_external_file(paths, io)
+                    finally:
+                        shutil.rmtree(download, ignore_errors=True)  # links only: the data stays in the db
+                    ssts += len(paths)
+                    st = self._state(sid, pid)
+                    wal = self._wal(sid, pid)
+                    n = min(segments, len(items))
+                    for j in range(n):
+                        st[0] += 1
+                        st[1] = self.term
+                        wal.append(st[0], st[1], encode_records(items[j::n]), new_segment=True)
+                    wal.flush()
+                    wal_files += n
+                    self.db_for(sid, pid).put(commit_key(pid), st[0].to_bytes(8, "big") + st[1].to_bytes(8, "big"))
+            self.stats["writes_ok"] += 1
+            self.stats["bytes_written"] += len(body)
+        finally:
+            with self.gate:
+                self.inflight -= 1
+                self.gate.notify_all()
+        return {"ingested": ssts, "wal_segments": wal_files, "parts": sorted(by_part)}
 
     def _checksum(self, body: dict[str, Any]) -> dict[str, Any]:
         sid = int(body["space_id"])
