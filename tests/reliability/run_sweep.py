@@ -104,7 +104,8 @@ stand-ins' minimum part to match, so the sandbox's 0.3–1.4 MiB checkpoint file
 every S3/OSS case has multipart uploads in flight. For each `part:N` resume the sweep also reads the
 journal (`brsm audit`): the crashed run journaled exactly N parts, and the resume finished every upload
 left open *in the same upload*, sending only parts not journaled before the crash (issue 4).
-Random kills land uniformly in 10–95 % of the time an uninterrupted run of that operation took.
+Random kills land uniformly in 10–90 % of the time an uninterrupted run of that operation took; a kill
+that came after the run had finished is drawn again (earlier), up to three times.
 A restore has no failpoint inside one file's download (a file is written to a temporary name and
 renamed, and is fetched again whole on resume); the random kills are what land mid-download.
 
@@ -157,6 +158,26 @@ def main() -> int:
         outcomes.append(o)
         print(f"{'pass' if o.ok else 'FAIL'}  {o.kind:<7} {o.storage:<5} {o.point:<22} {o.recovery:<8} {o.detail}",
               flush=True)
+        if not o.ok:
+            sw.reset()
+
+    def run(kind: str, storage: str, point: str, recovery: str, case) -> None:
+        """One case; an exception in the driver is that case's failure, not the end of the sweep."""
+        try:
+            record(case())
+        except Exception as e:  # noqa: BLE001
+            record(Outcome(kind, storage, point, recovery, False, f"sweep driver: {type(e).__name__}: {e}"[:400]))
+
+    def killed(case, secs: float) -> Outcome:
+        """A kill at a random instant inside the run; a kill that came after the run had finished
+        is drawn again (earlier), up to 3 times, and is recorded as not reached if it never lands."""
+        delay = rng.uniform(0.1, 0.9) * secs
+        for _ in range(3):
+            o = case(delay)
+            if cell(o) != "n/a":
+                break
+            delay = rng.uniform(0.05, 0.6) * secs
+        return o
 
     with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
         sw = Sweeper(env, Path(d) / "work")
@@ -166,28 +187,39 @@ def main() -> int:
             kills = a.kills if want("backup", storage, "kill") else 0
             if not points and not kills:
                 continue
-            ref, secs = sw.reference_backup(storage)
+            try:
+                ref, secs = sw.reference_backup(storage)
+            except Exception as e:  # noqa: BLE001
+                record(Outcome("backup", storage, "uninterrupted run", "-", False, f"{type(e).__name__}: {e}"[:400]))
+                continue
             print(f"backup to {storage}: {secs:.2f} s uninterrupted", flush=True)
             for point in points:
                 for recovery in ("resume", "rollback"):
-                    record(sw.backup_case(storage, point, recovery, ref))
+                    run("backup", storage, point, recovery,
+                        lambda: sw.backup_case(storage, point, recovery, ref))
             for _ in range(kills):
                 for recovery in ("resume", "rollback"):
-                    record(sw.backup_case(storage, None, recovery, ref, delay=rng.uniform(0.1, 0.95) * secs))
+                    run("backup", storage, "kill@?", recovery, lambda: killed(
+                        lambda d: sw.backup_case(storage, None, recovery, ref, delay=d), secs))
         for storage in filter(None, a.restore_storages.split(",")):
             points = [p for p in RESTORE_POINTS if want("restore", storage, p)]
             kills = a.kills if want("restore", storage, "kill") else 0
             if not points and not kills:
                 continue
-            loc, name, backed, secs = sw.backed_up(storage)
+            try:
+                loc, name, backed, secs = sw.backed_up(storage)
+            except Exception as e:  # noqa: BLE001
+                record(Outcome("restore", storage, "uninterrupted run", "-", False, f"{type(e).__name__}: {e}"[:400]))
+                continue
             print(f"restore from {storage}: {secs:.2f} s uninterrupted", flush=True)
             for point in points:
                 for recovery in ("resume", "rollback"):
-                    record(sw.restore_case(loc, name, backed, point, recovery, storage))
+                    run("restore", storage, point, recovery,
+                        lambda: sw.restore_case(loc, name, backed, point, recovery, storage))
             for _ in range(kills):
                 for recovery in ("resume", "rollback"):
-                    record(sw.restore_case(loc, name, backed, None, recovery, storage,
-                                           delay=rng.uniform(0.1, 0.95) * secs))
+                    run("restore", storage, "kill@?", recovery, lambda: killed(
+                        lambda d: sw.restore_case(loc, name, backed, None, recovery, storage, delay=d), secs))
     seconds = time.monotonic() - t0
     failed = [o for o in outcomes if not o.ok]
     if a.out != "-":
