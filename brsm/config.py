@@ -25,6 +25,7 @@ class SshDefaults:
     port: int = 22
     identity: str | None = None
     known_hosts: str | None = None
+    accept_new_host_keys: bool = False  # first contact: accept (loudly) a key known_hosts has no entry for
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class HostConfig:
     known_hosts: str | None
     install_dir: str
     data_paths: tuple[str, ...] = ()
+    accept_new_host_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class ClusterConfig:
                 return h
         return HostConfig(address=address, ssh_host=address, ssh_port=self.ssh.port, user=self.ssh.user,
                           identity=self.ssh.identity, known_hosts=self.ssh.known_hosts,
-                          install_dir=DEFAULT_INSTALL_DIR)
+                          install_dir=DEFAULT_INSTALL_DIR, accept_new_host_keys=self.ssh.accept_new_host_keys)
 
 
 class _Collector:
@@ -100,6 +102,13 @@ def _port(c: _Collector, v: Any, where: str, key: str, section: str | None, nth:
     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
         c.err(where, f"must be a port number 1–65535, not {v!r}", key=key, section=section, nth=nth)
         return 22
+    return v
+
+
+def _bool(c: _Collector, v: Any, where: str, key: str, section: str | None, nth: int = 0) -> bool:
+    if not isinstance(v, bool):
+        c.err(where, f"must be true or false, not {v!r}", key=key, section=section, nth=nth)
+        return False
     return v
 
 
@@ -185,10 +194,13 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         port=_port(c, s.get("port", 22), "ssh.port", "port", "ssh"),
         identity=_expand(s.get("identity"), base),
         known_hosts=_expand(s.get("known_hosts"), base),
+        accept_new_host_keys=_bool(c, s.get("accept_new_host_keys", False), "ssh.accept_new_host_keys",
+                                   "accept_new_host_keys", "ssh"),
     )
     for k in s:
-        if k not in ("user", "port", "identity", "known_hosts"):
-            c.err(f"ssh.{k}", "unknown key (expected user, port, identity, known_hosts)", key=k, section="ssh")
+        if k not in ("user", "port", "identity", "known_hosts", "accept_new_host_keys"):
+            c.err(f"ssh.{k}", "unknown key (expected user, port, identity, known_hosts, accept_new_host_keys)",
+                  key=k, section="ssh")
 
     hosts: list[HostConfig] = []
     raw_hosts = data.get("hosts", [])
@@ -196,7 +208,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         c.err("hosts", "must be an array of tables ([[hosts]])", key="hosts")
         raw_hosts = []
     seen: set[str] = set()
-    allowed = {"address", "ssh_host", "ssh_port", "user", "identity", "known_hosts", "install_dir", "data_paths"}
+    allowed = {"address", "ssh_host", "ssh_port", "user", "identity", "known_hosts", "install_dir", "data_paths",
+               "accept_new_host_keys"}
     for i, h in enumerate(raw_hosts):
         where = f"hosts[{i}]"
         if not isinstance(h, dict):
@@ -226,6 +239,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
             known_hosts=_expand(h.get("known_hosts"), base) or sshd.known_hosts,
             install_dir=str(h.get("install_dir", DEFAULT_INSTALL_DIR)),
             data_paths=tuple(str(d) for d in dps),
+            accept_new_host_keys=_bool(c, h.get("accept_new_host_keys", sshd.accept_new_host_keys),
+                                       f"{where}.accept_new_host_keys", "accept_new_host_keys", "hosts", i),
         ))
 
     st = data.get("storage", {})

@@ -52,13 +52,25 @@ def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
     )
 
 
-def open_hosts(cfg: ClusterConfig):
+def open_hosts(cfg: ClusterConfig, *, accept_new: bool = False, out: Output | None = None):
+    """SSH to the cluster's hosts. ``accept_new`` (--accept-new-host-keys, or the config's
+    accept_new_host_keys) accepts the key of a host known_hosts has no entry for, with one warning
+    line on stderr per host; workflows journal it (HostKeyAccepted)."""
+    import sys
+
     from brsm.adapters.ssh import SshHosts, SshTarget
 
     def target(address: str) -> SshTarget:
         h = cfg.host(address)
         return SshTarget(name=address, host=h.ssh_host, port=h.ssh_port, user=h.user, identity=h.identity,
-                         known_hosts=h.known_hosts, install_dir=h.install_dir)
+                         known_hosts=h.known_hosts, install_dir=h.install_dir,
+                         accept_new_host_keys=accept_new or h.accept_new_host_keys)
+
+    def warn(key) -> None:
+        if out is not None:
+            out.err.print(key.warning(), markup=False)
+        else:
+            print(key.warning(), file=sys.stderr)
 
     class ConfigHosts(SshHosts):
         """Hosts metad reports but the config does not list get the config's SSH defaults."""
@@ -68,7 +80,7 @@ def open_hosts(cfg: ClusterConfig):
                 self._targets[name] = target(name)
             return super().host(name)
 
-    return ConfigHosts({h.address: target(h.address) for h in cfg.hosts})
+    return ConfigHosts({h.address: target(h.address) for h in cfg.hosts}, on_host_key_accepted=warn)
 
 
 def open_meta(cfg: ClusterConfig):
@@ -83,7 +95,7 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
     cfg = load_config(params.get("config"))
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
-    hosts = open_hosts(cfg)
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
     ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json))
     return Built(workflow(), ports, [storage, meta, hosts])
 
@@ -94,7 +106,7 @@ async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> B
     cfg = load_config(params.get("config"))
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
-    hosts = open_hosts(cfg)
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
     from brsm.adapters.meta_codec import created_backup, decode_backup_meta
 
     ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
@@ -133,7 +145,7 @@ async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, ou
     cfg = load_config(params["config"]) if params.get("config") else None
     storage = open_storage_for(params, cfg) if (params.get("storage") or (cfg and cfg.storage.default)) else None
     meta = open_meta(cfg) if cfg else None
-    hosts = open_hosts(cfg) if cfg else None
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out) if cfg else None
     ports = MaintenancePorts(meta=meta, hosts=hosts, storage=storage,
                              live=live_operations(journal, exclude=op_id))
     wf = cleanup_workflow() if kind == "cleanup" else gc_workflow()

@@ -2,20 +2,22 @@
 
 One pooled connection per host, opened on first use and reused; one SFTP session per connection.
 Host keys are always verified against the configured known_hosts file: an unknown or changed key
-is an error with a hint, never accepted silently. Commands are argv sequences rendered with
-``shlex.join`` (every argument quoted); the builders live in ``remote_cmd``.
+is an error with a hint, never accepted silently; ``accept_new_host_keys`` accepts (loudly, into
+known_hosts) a key only for a host with no entry yet, never a changed one (``host_keys``).
+Commands are argv sequences rendered with ``shlex.join`` (every argument quoted); the builders
+live in ``remote_cmd``.
 """
 from __future__ import annotations
 
 import asyncio
 import posixpath
 import shlex
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncssh
 
-from brsm.adapters import remote_cmd
+from brsm.adapters import host_keys, remote_cmd
 from brsm.errors import RemoteError
 from brsm.ports import RemoteFile, RunResult
 
@@ -40,6 +42,7 @@ class SshTarget:
     user: str | None = None
     identity: str | None = None  # private key file; None = asyncssh defaults (~/.ssh/id_*, agent)
     known_hosts: str | None = None  # None = ~/.ssh/known_hosts (never "accept anything")
+    accept_new_host_keys: bool = False  # first contact: add the key of a host known_hosts does not name
     install_dir: str = "/usr/local/nebula"
     connect_timeout: float = 20.0
     keepalive_interval: float = 15.0
@@ -69,9 +72,12 @@ def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
 class SshHost:
     """One cluster machine (implements ``brsm.ports.HostPort``)."""
 
-    def __init__(self, target: SshTarget) -> None:
+    def __init__(self, target: SshTarget, *,
+                 on_host_key_accepted: Callable[[host_keys.AcceptedKey], None] | None = None) -> None:
         self.target = target
         self.name = target.name
+        self._on_accept = on_host_key_accepted
+        self._host_key: host_keys.HostKeyCheck | None = None  # the last connection attempt's
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
@@ -87,6 +93,9 @@ class SshHost:
         where = t.where
         kh = t.known_hosts or "~/.ssh/known_hosts"
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            if self._host_key is not None and self._host_key.offered is not None:
+                msg, hint = self._host_key.refusal(kh)
+                return RemoteError(msg, host=self.name, hint=hint)
             return RemoteError(
                 f"{self.name}: host key of {t.host}:{t.port} is not trusted ({exc.reason})", host=self.name,
                 hint=(f"if the host is genuine, add its key: ssh-keyscan -p {t.port} {t.host} >> {kh} "
@@ -137,12 +146,25 @@ class SshHost:
             if t.identity:
                 kw["client_keys"] = [t.identity]
                 kw["agent_path"] = None
-            if t.known_hosts:
-                kw["known_hosts"] = t.known_hosts
+            check = self._host_key = host_keys.HostKeyCheck(t.host, t.port, t.known_hosts,
+                                                             accept_new=t.accept_new_host_keys,
+                                                             on_accept=self._on_accept)
+            try:
+                check.prepare()
+            except OSError as exc:
+                raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
+                                  host=self.name, hint="check the known_hosts path in the config") from exc
+            if check.missing_file():
+                kh = t.known_hosts or "~/.ssh/known_hosts"
+                raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "
+                                  "exist", host=self.name,
+                                  hint=f"create it with the hosts' keys (ssh-keyscan -p {t.port} {t.host} >> {kh}, "
+                                       "compare the fingerprints first), or run once with --accept-new-host-keys")
+            kw["known_hosts"] = check.path  # always a file: `known_hosts=None` (no checking) is never passed
+            kw["client_factory"] = check.client_factory()  # asked only about keys known_hosts does not trust
             # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
             # costs Python-side work per packet and was a third of a backup's CPU in the profile.
             kw["encryption_algs"] = _CIPHERS
-            # else: asyncssh's default, ~/.ssh/known_hosts; `known_hosts=None` (no checking) is never passed
             try:
                 self._conn = await asyncssh.connect(t.host, **kw)
             except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
@@ -150,6 +172,13 @@ class SshHost:
             except ValueError as exc:  # unreadable key / known_hosts file
                 raise RemoteError(f"{self.name}: SSH setup for {t.where} failed: {exc}", host=self.name,
                                   hint="check the identity and known_hosts files in the config") from exc
+            try:
+                check.commit()  # the host proved the key it offered: an accepted first contact is written
+            except OSError as exc:
+                self._drop()
+                raise RemoteError(f"{self.name}: cannot add the host key of {t.host}:{t.port} to {check.path}: "
+                                  f"{exc.strerror or exc}", host=self.name,
+                                  hint="check that known_hosts file is writable") from exc
             return self._conn
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
@@ -375,9 +404,22 @@ class SshHost:
 class SshHosts:
     """All hosts (implements ``brsm.ports.HostsPort``): ``host(name)`` returns the pooled ``SshHost``."""
 
-    def __init__(self, config: Mapping[str, SshTarget]) -> None:
+    def __init__(self, config: Mapping[str, SshTarget], *,
+                 on_host_key_accepted: Callable[[host_keys.AcceptedKey], None] | None = None) -> None:
         self._targets = dict(config)
         self._hosts: dict[str, SshHost] = {}
+        self._on_accept = on_host_key_accepted
+        self._accepted: list[host_keys.AcceptedKey] = []
+
+    def _accepted_key(self, key: host_keys.AcceptedKey) -> None:
+        self._accepted.append(key)
+        if self._on_accept is not None:
+            self._on_accept(key)
+
+    def take_accepted_host_keys(self) -> list[dict]:
+        """Host keys accepted on first contact since the last call (for the journal)."""
+        out, self._accepted = [k.to_dict() for k in self._accepted], []
+        return out
 
     def host(self, name: str) -> SshHost:
         h = self._hosts.get(name)
@@ -386,7 +428,7 @@ class SshHosts:
             if target is None:
                 raise RemoteError(f"no SSH settings for host {name!r}", host=name,
                                   hint=f"add it to the config's hosts (known: {', '.join(sorted(self._targets))})")
-            h = self._hosts[name] = SshHost(target)
+            h = self._hosts[name] = SshHost(target, on_host_key_accepted=self._accepted_key)
         return h
 
     async def close(self) -> None:

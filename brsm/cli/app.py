@@ -15,6 +15,10 @@ from brsm.cli.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+AcceptNewOpt = Annotated[bool, typer.Option(
+    "--accept-new-host-keys",
+    help="First contact: accept the SSH host key of a host known_hosts has no entry for, add it there and "
+         "warn with its fingerprint. A changed key is refused regardless.")]
 
 app = typer.Typer(
     name="brsm",
@@ -72,6 +76,7 @@ def start_backup(
     s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
     s3_region: Annotated[Optional[str], typer.Option()] = None,
     oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
@@ -85,6 +90,7 @@ def start_backup(
         "s3_endpoint": s3_endpoint,
         "s3_region": s3_region,
         "oss_endpoint": oss_endpoint,
+        "accept_new_host_keys": accept_new_host_keys,
     }
     _drive("backup", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
 
@@ -104,6 +110,7 @@ def start_restore(
     s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
     s3_region: Annotated[Optional[str], typer.Option()] = None,
     oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Restore backup --name from --storage onto the cluster."""
@@ -122,24 +129,27 @@ def start_restore(
         "s3_endpoint": s3_endpoint,
         "s3_region": s3_region,
         "oss_endpoint": oss_endpoint,
+        "accept_new_host_keys": accept_new_host_keys,
     }
     _drive("restore", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
 
 
 @app.command()
-def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")], json_: JsonOpt = False) -> None:
+def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
+           accept_new_host_keys: AcceptNewOpt = False, json_: JsonOpt = False) -> None:
     """Continue an interrupted or failed operation from its last completed step."""
     from brsm.cli.drive import continue_operation
 
-    continue_operation(op_id, "resume", out=Output(as_json=json_))
+    continue_operation(op_id, "resume", out=Output(as_json=json_), accept_new_host_keys=accept_new_host_keys)
 
 
 @app.command()
-def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")], json_: JsonOpt = False) -> None:
+def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
+             accept_new_host_keys: AcceptNewOpt = False, json_: JsonOpt = False) -> None:
     """Undo every step of an operation that may have taken effect, newest first. Safe to repeat."""
     from brsm.cli.drive import continue_operation
 
-    continue_operation(op_id, "rollback", out=Output(as_json=json_))
+    continue_operation(op_id, "rollback", out=Output(as_json=json_), accept_new_host_keys=accept_new_host_keys)
 
 
 @app.command()
@@ -166,6 +176,7 @@ def gc(
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
     confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
     grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
+    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
@@ -173,7 +184,7 @@ def gc(
 
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
-              "confirm": confirm, "grace_seconds": _duration(grace)}
+              "confirm": confirm, "grace_seconds": _duration(grace), "accept_new_host_keys": accept_new_host_keys}
     st = start_operation("gc", params, target=storage or "", out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:

@@ -69,11 +69,11 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
         j.close()
 
 
-def continue_operation(op_id: int, mode: str, *, out: Output) -> None:
-    asyncio.run(_continue(op_id, mode, out=out))
+def continue_operation(op_id: int, mode: str, *, out: Output, accept_new_host_keys: bool = False) -> None:
+    asyncio.run(_continue(op_id, mode, out=out, accept_new_host_keys=accept_new_host_keys))
 
 
-async def _continue(op_id: int, mode: str, *, out: Output) -> None:
+async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys: bool = False) -> None:
     j = _open_journal()
     try:
         op = j.operation(op_id)
@@ -88,6 +88,8 @@ async def _continue(op_id: int, mode: str, *, out: Output) -> None:
             raise err
         created = next(iter(j.events(op_id, types=[ev.OPERATION_CREATED])), None)
         params = dict(created.data.get("params", {})) if created else dict(op.params)
+        # asked for by this invocation, never inherited from the one that started the operation
+        params["accept_new_host_keys"] = accept_new_host_keys
         from brsm.engine.definitions import KINDS
         from brsm.engine.fold import fold
         from brsm.engine.runner import Workflow

@@ -90,7 +90,10 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     if not spaces:
         raise PreflightFailed("the cluster has no graph spaces to back up", hint="create a space first")
     names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]]
-    await common.check_ssh(p.hosts, names)
+    try:
+        await common.check_ssh(p.hosts, names)
+    finally:
+        common.record_host_keys(ctx, p.hosts)
     await common.check_paths(p.hosts, topo)
     await common.probe_storage(p.storage, f".brsm-probe-{ctx.op_id}-{int(time.time())}")
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
@@ -125,6 +128,7 @@ async def _check_resumable(ctx: StepContext) -> None:
 
 
 async def detach(ctx: StepContext) -> None:
+    common.record_host_keys(ctx, _ports(ctx).hosts)
     await common.detach_lease(ctx)
 
 

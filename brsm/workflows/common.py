@@ -12,6 +12,7 @@ from brsm.workflows.lease import Lease, LeaseInfo
 from brsm.workflows.layout import lease_path
 
 PREFLIGHT_PASSED = "PreflightPassed"
+HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
 
@@ -44,19 +45,31 @@ async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
     """Log in to every host at once; report every failing host, one line each."""
     names = sorted(set(names))
 
-    async def one(name: str) -> str | None:
+    async def one(name: str) -> tuple[str, str | None] | None:
         try:
             await hosts.host(name).run(["true"], timeout=30)
             return None
         except BrsmError as e:
-            return f"{name}: {e.message}" + (f" ({e.hint})" if e.hint else "")
+            msg = e.message[len(name) + 2:] if e.message.startswith(f"{name}: ") else e.message
+            return f"{name}: {msg}", e.hint
 
     problems = [p for p in await asyncio.gather(*(one(n) for n in names)) if p]
     if problems:
-        raise PreflightFailed(
-            f"SSH to {len(problems)} of {len(names)} host(s) failed: " + "; ".join(problems),
-            hint="check the [ssh]/[[hosts]] settings in the config and that the host keys are in known_hosts",
-        )
+        hints = list(dict.fromkeys(h for _, h in problems if h))
+        if len(hints) == 1:  # one cause (often one host): its own hint
+            text, hint = "; ".join(m for m, _ in problems), hints[0]
+        else:
+            text = "; ".join(m + (f" ({h})" if h else "") for m, h in problems)
+            hint = "check the [ssh]/[[hosts]] settings in the config and that the host keys are in known_hosts"
+        raise PreflightFailed(f"SSH to {len(problems)} of {len(names)} host(s) failed: {text}", hint=hint)
+
+
+def record_host_keys(ctx: StepContext, hosts: HostsPort | None) -> None:
+    """Journal every SSH host key accepted on first contact (--accept-new-host-keys) since the last
+    call: host, port, key type, fingerprint, known_hosts file. A public fingerprint, never a secret."""
+    take = getattr(hosts, "take_accepted_host_keys", None)
+    for key in take() if take is not None else ():
+        ctx.record(HOST_KEY_ACCEPTED, key)
 
 
 async def check_paths(hosts: HostsPort, topology: dict[str, Any]) -> None:

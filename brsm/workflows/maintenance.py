@@ -147,7 +147,10 @@ async def gc_scan(ctx: StepContext) -> dict[str, Any]:
     topo = None
     if p.meta is not None:
         topo = common.topology_facts(await p.meta.list_cluster())
-    orphans = await find_orphans(p, grace_seconds=float(ctx.params.get("grace_seconds", 3600)), topology=topo)
+    try:
+        orphans = await find_orphans(p, grace_seconds=float(ctx.params.get("grace_seconds", 3600)), topology=topo)
+    finally:
+        common.record_host_keys(ctx, p.hosts)
     return {"orphans": orphans}
 
 

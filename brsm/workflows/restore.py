@@ -158,7 +158,10 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     services = await common.as_preflight(p.meta.list_cluster())
     topo = common.topology_facts(services)
     names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]] + [g["host"] for g in topo["graph"]]
-    await common.check_ssh(p.hosts, names)
+    try:
+        await common.check_ssh(p.hosts, names)
+    finally:
+        common.record_host_keys(ctx, p.hosts)
     await common.as_preflight(_manifest(ctx))
     return {"topology": topo}
 
@@ -171,6 +174,7 @@ async def attach(ctx: StepContext) -> None:
 
 
 async def detach(ctx: StepContext) -> None:
+    common.record_host_keys(ctx, _p(ctx).hosts)
     await common.detach_lease(ctx)
 
 

@@ -66,13 +66,14 @@ async def test_many_concurrent_commands_share_one_connection(host):
 
 
 async def test_unknown_host_key_rejected(sshd):
-    for kh in (sshd.other_known_hosts, sshd.dir / "empty_known_hosts"):
+    for kh, says, hint in ((sshd.other_known_hosts, "has CHANGED", f"ssh-keygen -R '[{sshd.ip}]:{sshd.port}'"),
+                           (sshd.dir / "empty_known_hosts", "is unknown", f"ssh-keyscan -p {sshd.port} {sshd.ip}")):
         kh.touch()
         hosts = SshHosts({sshd.ip: sshd.target(known_hosts=str(kh))})
         with pytest.raises(RemoteError) as ei:
             await hosts.host(sshd.ip).run(["true"])
-        assert "host key" in str(ei.value) and "ssh-keyscan" in ei.value.hint
-        assert f"-p {sshd.port} {sshd.ip}" in ei.value.hint
+        assert f"host key of {sshd.ip}:{sshd.port} {says}" in str(ei.value) and "SHA256:" in str(ei.value)
+        assert hint in ei.value.hint
         await hosts.close()
 
 

@@ -519,3 +519,81 @@ def test_meta_address_that_is_not_metad(sandbox, tmp_path, tag):
           says=(addr, says), hint=hint, modes=modes)
     assert not (tmp_path / "b").exists()
     cluster_clean(env)
+
+
+# -- host keys: changed (refused, always), unknown (refused; accepted only when asked), unreachable ------
+def _known_hosts_variant(env, tmp_path: Path, tag: str, edit) -> tuple[str, Path]:
+    """A config whose [ssh] known_hosts is a copy of the sandbox's, edited line by line."""
+    kh_src = Path(env.info["ssh"]["known_hosts"])
+    kh = tmp_path / f"{tag}_known_hosts"
+    kh.write_text("".join(edit(ln) for ln in kh_src.read_text().splitlines(keepends=True)))
+    os.chmod(kh, 0o644)
+    cfg = config_with(env, tmp_path, tag, f'known_hosts = "{kh_src}"', f'known_hosts = "{kh}"')
+    return cfg, kh
+
+
+def _storage_host(env, i: int = 0) -> str:
+    return [h["address"] for h in env.info["hosts"] if "storage" in h["roles"]][i]
+
+
+def test_changed_host_key_is_refused_even_with_accept_new(sandbox, tmp_path):
+    env = sandbox
+    victim = _storage_host(env)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")], check=True)
+    algo, blob = (tmp_path / "impostor.pub").read_text().split()[:2]
+    cfg, kh = _known_hosts_variant(
+        env, tmp_path, "changed",
+        lambda ln: f"{ln.split()[0]} {algo} {blob}\n" if ln.split(",")[0] == victim else ln)
+    before = kh.read_bytes()
+    data = env.checksum()
+    for extra, modes in (([], JSON), (["--accept-new-host-keys"], TEXT)):
+        fails(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}", *extra, code=4,
+              says=(f"host key of {victim}:22 has CHANGED", "refused"), hint="ssh-keygen -R", modes=modes)
+    assert kh.read_bytes() == before, "a changed key must never be written"
+    assert not (tmp_path / "b").exists() and env.checksum() == data
+    cluster_clean(env)
+
+
+def test_unknown_host_is_refused_then_accepted_only_when_asked(sandbox, tmp_path):
+    env = sandbox
+    newcomer = _storage_host(env, 1)
+    cfg, kh = _known_hosts_variant(env, tmp_path, "unknown", lambda ln: "" if ln.split(",")[0] == newcomer else ln)
+    before = kh.read_text()
+    home = tmp_path / "home"
+    fails(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}", code=4,
+          says=(f"host key of {newcomer}:22 is unknown",), hint="--accept-new-host-keys", home=home)
+    assert kh.read_text() == before and not (tmp_path / "b").exists()
+    cluster_clean(env)
+    # first contact, asked for: one loud line with the fingerprint, the key appended, the fact journaled
+    p = run(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}",
+            "--accept-new-host-keys", "--json", home=home)
+    assert p.returncode == 0, p.stderr[-3000:]
+    warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("brsm: WARNING:")]
+    assert len(warnings) == 1 and f"{newcomer}:22" in warnings[0] and "SHA256:" in warnings[0], p.stderr[-2000:]
+    fp = next(w for w in warnings[0].split() if w.startswith("SHA256:"))
+    added = kh.read_text()[len(before):]
+    assert kh.read_text().startswith(before) and added.startswith(f"{newcomer} ssh-ed25519 ")
+    op = json.loads(p.stdout)["op_id"]
+    accepted = [json.loads(d) for _, t, d in events_of(home, op) if t == "HostKeyAccepted"]
+    assert accepted == [{"host": newcomer, "port": 22, "key_type": "ssh-ed25519", "fingerprint": fp,
+                         "known_hosts": str(kh)}]
+    # from now on it is known: no flag needed, nothing accepted again (gc visits every host over SSH)
+    p = run(env, "gc", "--config", cfg, "--json", home=home)
+    assert p.returncode == 0 and "WARNING" not in p.stderr and kh.read_text() == before + added, p.stderr[-2000:]
+    cluster_clean(env)
+
+
+def test_unreachable_host_is_a_preflight_failure(sandbox, tmp_path):
+    """A host whose SSH port answers nothing (tests/e2e/test_faults.py covers a host that is down)."""
+    env = sandbox
+    victim = _storage_host(env, 2)
+    port = _free_port(victim)
+    text = Path(env.config).read_text()
+    block = f'address = "{victim}"\nssh_host = "{victim}"\nssh_port = 22\n'
+    assert block in text
+    cfg = config_with(env, tmp_path, "unreachable", block, block.replace("ssh_port = 22", f"ssh_port = {port}"))
+    data = env.checksum()
+    fails(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}", code=4,
+          says=(f"{victim}: connect: connection to {victim}:{port} refused",), hint="sshd running")
+    assert not (tmp_path / "b").exists() and env.checksum() == data
+    cluster_clean(env)

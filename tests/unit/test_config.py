@@ -68,3 +68,21 @@ def test_missing_and_unparsable_files(tmp_path, monkeypatch):
     p.write_text("[cluster\n")
     with pytest.raises(UsageError, match="not valid TOML"):
         load_config(p)
+
+
+def test_accept_new_host_keys_is_off_unless_set_and_must_be_a_bool(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(GOOD)
+    cfg = load_config(p)
+    assert not cfg.ssh.accept_new_host_keys and not any(h.accept_new_host_keys for h in cfg.hosts)
+    assert not cfg.host("10.9.9.9").accept_new_host_keys
+    p.write_text(GOOD.replace('known_hosts = "/etc/brsm/known_hosts"',
+                              'known_hosts = "/etc/brsm/known_hosts"\naccept_new_host_keys = true')
+                 .replace('install_dir = "/opt/nebula"', 'install_dir = "/opt/nebula"\naccept_new_host_keys = false'))
+    cfg = load_config(p)
+    assert cfg.ssh.accept_new_host_keys and cfg.host("10.9.9.9").accept_new_host_keys
+    assert [h.accept_new_host_keys for h in cfg.hosts] == [True, False]  # [[hosts]] inherits or overrides
+    p.write_text(GOOD.replace('port = 2222', 'port = 2222\naccept_new_host_keys = "yes"'))
+    with pytest.raises(UsageError) as ei:
+        load_config(p)
+    assert "ssh.accept_new_host_keys: must be true or false" in ei.value.message
