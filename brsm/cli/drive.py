@@ -25,11 +25,13 @@ def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:
 
 
 def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
-    if e.hint is None and isinstance(e, OperationFailed):
+    """A failed step's hint says what to fix; add what happens next to the operation (unless it does)."""
+    if isinstance(e, OperationFailed) and not (e.hint and ("brsm resume" in e.hint or "brsm rollback" in e.hint)):
         if st is not None and st.phase == PHASE_ROLLED_BACK:
-            e.hint = f"operation {op_id} was rolled back; fix the cause and start again"
+            nxt = f"operation {op_id} was rolled back; fix the cause and start again"
         else:
-            e.hint = f"fix the cause, then `brsm resume {op_id}` (or `brsm rollback {op_id}`)"
+            nxt = f"fix the cause, then `brsm resume {op_id}` (or `brsm rollback {op_id}`)"
+        e.hint = nxt if e.hint is None else f"{e.hint}; {nxt}"
     return e
 
 

@@ -597,3 +597,48 @@ def test_unreachable_host_is_a_preflight_failure(sandbox, tmp_path):
           says=(f"{victim}: connect: connection to {victim}:{port} refused",), hint="sshd running")
     assert not (tmp_path / "b").exists() and env.checksum() == data
     cluster_clean(env)
+
+
+# -- a full local disk during a backup to local ---------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (the backup needs several times that): ENOSPC strikes mid-copy. Mounting needs
+    root or CAP_SYS_ADMIN, which the test machines and CI have; without it this fails, never skips."""
+    d = tmp_path / "small-disk"
+    d.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M,mode=0755", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test (needs root or CAP_SYS_ADMIN): {p.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_full_local_disk_fails_cleanly_rolls_back_and_resumes_after_space_is_freed(sandbox, small_disk):
+    env = sandbox
+    target = f"local://{small_disk / 'b'}"
+    data = env.checksum()
+    # 1. by default: one clear error naming the full target, and everything rolled back at once
+    msg = fails(env, "start", "backup", "--config", env.config, "--storage", target, code=5,
+                says=(f"{target}: writing ", "No space left on device"), hint="file system is full", modes=TEXT)
+    op = last_op(env)
+    assert op["state"] == "ROLLED_BACK", (op, msg)
+    cluster_clean(env)
+    left = [str(p.relative_to(small_disk)) for p in small_disk.rglob("*")]
+    assert left in ([], ["b"]), f"a rolled-back backup left {left}"
+    # 2. --keep-on-failure: the operation stays FAILED (snapshot and lease kept for the resume)...
+    p = run(env, "start", "backup", "--config", env.config, "--storage", target, "--keep-on-failure", "--json")
+    assert p.returncode == 5, p.stderr[-2000:]
+    doc = the_json_error(p)
+    op = last_op(env)
+    assert "No space left on device" in doc["error"] and f"brsm resume {op['id']}" in doc["hint"]
+    assert op["state"] == "FAILED" and leases(env)
+    # ... and once there is room, resume finishes it: a complete backup that verifies
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+    res = env.ok("resume", str(op["id"]))
+    assert res["state"] == "CLEANED"
+    assert env.ok("verify", res["facts"]["backup_name"], "--storage", target, "--full")["ok"]
+    assert env.checksum() == data
+    cluster_clean(env)
