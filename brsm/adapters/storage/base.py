@@ -25,7 +25,7 @@ DEFAULT_BLOCK_SIZE = 4 * MiB  # reads and local writes
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
-DEFAULT_MEMORY_BUDGET = 64 * MiB  # part buffers of all puts of one storage together
+DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
 MAX_PARTS = 10_000
 PROBE_PREFIX = ".brsm-probe-"
 # hashing a block this large in a worker thread (hashlib drops the GIL) beats blocking the loop
@@ -92,6 +92,7 @@ class Source:
         self.count = start  # a resumed stream starts at ``start``; ``hasher`` holds the prefix's hash
         self._h = hasher if hasher is not None else hashlib.sha256()
         self._defer_hash = defer_hash
+        self._carry: list[bytes] = []  # bytes read past the last block (next_block)
 
     async def _next(self) -> bytes | None:
         try:
@@ -115,36 +116,39 @@ class Source:
         else:
             self.absorb(pieces)
 
-    async def blocks(self, block_size: int) -> AsyncIterator[bytes]:
-        """Yield pieces of exactly ``block_size`` bytes (the last one shorter, never empty)."""
-        pending: list[bytes] = []
-        n = 0
-        while True:
+    async def next_block(self, block_size: int) -> bytes | None:
+        """The next piece of exactly ``block_size`` bytes (the last one shorter, never empty), or None
+        at the end.
+
+        A method, not a generator: a generator's frame would keep the block it last yielded alive
+        until it is resumed, i.e. while the caller waits for memory budget for the next one. Each
+        block is built with one copy (a join of the chunks, the last one cut).
+        """
+        pending: list[bytes] = self._carry
+        self._carry = []
+        n = sum(len(p) for p in pending)
+        while n < block_size:
             chunk = await self._next()
             if chunk is None:
                 break
-            if not chunk:
-                continue
             if not pending and len(chunk) == block_size:
                 await self._hash([chunk])
-                yield chunk
-                continue
+                return chunk
             pending.append(chunk)
             n += len(chunk)
-            if n >= block_size:
-                joined = b"".join(pending)
-                pending, n = [], 0
-                for i in range(0, len(joined) - block_size + 1, block_size):
-                    block = joined[i:i + block_size] if len(joined) != block_size else joined
-                    await self._hash([block])
-                    yield block
-                rest = len(joined) % block_size
-                if rest:
-                    pending, n = [joined[-rest:]], rest
-        if pending:
-            block = b"".join(pending)
-            await self._hash([block])
-            yield block
+        if n > block_size:
+            last = pending[-1]
+            cut = len(last) - (n - block_size)
+            pending[-1] = last[:cut]
+            self._carry = [last[cut:]]
+        if not pending:
+            return None
+        block = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if not block:
+            return None
+        await self._hash([block])
+        return block
 
     async def coalesced(self, min_size: int) -> AsyncIterator[list[bytes]]:
         """Yield lists of chunks totalling at least ``min_size`` bytes (the last list may be smaller)."""
@@ -324,20 +328,19 @@ class BaseStorage(ABC):
                 if not t.cancelled() and t.exception() is not None:
                     failed.append(t.exception())
 
-        blocks = src.blocks(state.part_size).__aiter__()
         n = 0
         try:
             while True:
                 # the part's bytes are budgeted before they are read, so waiting holds no memory
                 held = await self.budget.acquire(state.part_size)
                 try:
-                    block = await blocks.__anext__()
-                except StopAsyncIteration:
-                    await self.budget.release(held)
-                    break
+                    block = await src.next_block(state.part_size)
                 except BaseException:
                     await self.budget.release(held)
                     raise
+                if block is None:
+                    await self.budget.release(held)
+                    break
                 n += 1
                 if n > MAX_PARTS:
                     await self.budget.release(held)
@@ -345,6 +348,7 @@ class BaseStorage(ABC):
                 old = done.pop(n, None)
                 if old is not None:
                     if norm_etag(old["etag"]) == hashlib.md5(block).hexdigest() and old["size"] == len(block):
+                        del block
                         await self.budget.release(held)
                         continue  # already stored, same bytes: not sent again
                 await sem.acquire()

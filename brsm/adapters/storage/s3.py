@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -144,8 +145,12 @@ class S3Storage(BaseStorage):
         await self._call("put_object", "put_object", key, Key=full, Body=bytes(data), ContentMD5=_md5_b64(data))
 
     async def _put_single(self, full: str, data: bytes) -> None:
-        await self._call("put_object", "put_object", self.rel_key(full), Key=full, Body=data,
-                         ContentMD5=_md5_b64(data))
+        body = io.BytesIO(data)
+        try:
+            await self._call("put_object", "put_object", self.rel_key(full), Key=full, Body=body,
+                             ContentMD5=_md5_b64(data))
+        finally:
+            body.close()  # see _mp_upload_part
 
     async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         full = self.full_key(key)
@@ -268,8 +273,14 @@ class S3Storage(BaseStorage):
         return r["UploadId"]
 
     async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:
-        r = await self._call("upload_part", "upload_part", self.rel_key(full), Key=full, UploadId=upload_id,
-                             PartNumber=n, Body=data, ContentMD5=_md5_b64(data))
+        body = io.BytesIO(data)
+        try:
+            r = await self._call("upload_part", "upload_part", self.rel_key(full), Key=full, UploadId=upload_id,
+                                 PartNumber=n, Body=body, ContentMD5=_md5_b64(data))
+        finally:
+            # the SDK and aiohttp keep request objects (and so the body) alive past the call; closing
+            # frees the part's bytes now instead of whenever those go
+            body.close()
         return {"etag": r["ETag"].strip('"')}
 
     async def _mp_list_parts(self, full: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
