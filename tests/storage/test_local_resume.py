@@ -8,7 +8,7 @@ import os
 import pytest
 
 from brsm.adapters.storage.local import TMP_MARK, LocalStorage
-from brsm.errors import RemoteError
+from brsm.errors import RemoteError, StorageError
 from brsm.ports import UploadState
 
 BLOCK = 64 * 1024
@@ -121,3 +121,20 @@ async def test_a_size_mismatch_discards_the_temp_file(store):
 async def test_a_cut_before_the_first_checkpoint_leaves_no_temp_file(store):
     state, seen = await cut_put(store, cut=BLOCK // 2)
     assert seen == [] and tmp_files(store) == [] and state.upload_id is None
+
+
+async def test_a_block_that_reads_back_different_fails_the_put_and_leaves_nothing(store, monkeypatch):
+    import brsm.adapters.storage.local as local_mod
+    real_pread = os.pread
+
+    def flaky_pread(fd, n, pos):
+        data = real_pread(fd, n, pos)
+        if pos <= 3 * BLOCK + 7 < pos + len(data):  # the disk returns one flipped byte here
+            i = 3 * BLOCK + 7 - pos
+            data = data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]
+        return data
+    monkeypatch.setattr(local_mod.os, "pread", flaky_pread)
+    with pytest.raises(StorageError) as ei:
+        await store.put("a/f", FileSource(), len(DATA), state=UploadState(), on_part=lambda s: None)
+    assert f"offset {3 * BLOCK + 7}" in str(ei.value) and not ei.value.permanent
+    assert not (store.root / "a/f").exists() and tmp_files(store) == []
