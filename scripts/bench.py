@@ -12,7 +12,7 @@ Ctrl-C). On the same checkpoint files it measures:
 - the share of wall time spent in journal appends (an ESTIMATE: appends counted from the audit x
   per-append cost measured here on the same filesystem);
 - a resume after a crash half way (failpoint `file:N=crash`): its time and the bytes re-transferred;
-- backup throughput vs --concurrency (PNG plot, matplotlib installed into the venv if missing).
+- backup throughput vs --concurrency (PNG plot; matplotlib installed into .bench-plotlib/ if missing).
 The baselines copy the checkpoint dirs that metad's createBackup makes (one snapshot taken for them,
 dropped at the end). Every baseline runs one process per storage host, all hosts at once (brsm also
 works on every host at once). Files are in the page cache for every tool (nothing drops caches).
@@ -512,12 +512,16 @@ class Bench:
         self.plot(pts)
 
     def plot(self, pts: list[dict[str, Any]]) -> None:
+        # matplotlib (and numpy with it) goes into a directory of its own, not into the venv brsm runs
+        # from: sqlite-utils imports numpy whenever it can, which cost every brsm command ~0.2 s.
+        plotlib = ROOT / ".bench-plotlib"
+        sys.path.insert(0, str(plotlib))
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            log("matplotlib missing: pip install matplotlib into the venv")
-            subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "matplotlib"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log(f"matplotlib missing: pip install --target {plotlib} matplotlib")
+            subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target",
+                            str(plotlib), "matplotlib"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             import matplotlib
             matplotlib.use("Agg")
