@@ -1,0 +1,99 @@
+"""A restore that cannot succeed stops at CHECKED, before anything is stopped or moved: a full data
+path (the sandbox lives on a small tmpfs of its own, really filled) and a storage host that is down."""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from brsm.sandbox import cluster
+
+from .conftest import Env
+from .test_backup_restore import aside_dirs, leases
+
+pytestmark = pytest.mark.sandbox
+
+TMPFS_MB = 160
+
+
+@pytest.fixture(scope="module")
+def small_disk(tmp_path_factory):
+    """A tmpfs of TMPFS_MB MiB (root may mount one; tests and CI run as root here)."""
+    d = tmp_path_factory.mktemp("tmpfs")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m,mode=0755", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {p.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def sandbox_on_small_disk(small_disk, tmp_path_factory):
+    root = small_disk / "sandbox"
+    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=3, data_paths=1)
+    try:
+        env = Env(root, cluster.summary(state), tmp_path_factory.mktemp("home"))
+        env.load(12 << 20, seed=7)
+        yield env
+    finally:
+        cluster.down(str(root), purge=False)
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_a_full_data_path_stops_the_restore_at_checked(sandbox_on_small_disk, small_disk, tmp_path):
+    env = sandbox_on_small_disk
+    store = tmp_path / "backups"  # on the real disk, not the tmpfs
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    before = env.checksum()
+    # leave less free space on the data paths' file system than the restore brings in
+    filler = small_disk / f"filler-{uuid.uuid4().hex}"
+    with open(filler, "wb") as f:
+        f.truncate(0)
+        chunk = b"\0" * (1 << 20)
+        while free_bytes(small_disk) > (1 << 20):
+            try:
+                f.write(chunk)
+                f.flush()
+            except OSError:
+                break
+    try:
+        p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+        assert p.returncode == 4, p.stderr[-1500:]
+        first = p.stderr.strip().splitlines()[0]
+        assert "free" in first.lower() and ("127." in first or "storage" in first), first
+        assert "hint:" in p.stderr
+        # nothing stopped, nothing moved, nothing left
+        assert env.checksum() == before
+        assert aside_dirs(env) == [] and leases(env) == []
+    finally:
+        filler.unlink()
+    # with the space back, the same restore goes through
+    env.ok("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+    assert env.checksum() == before
+
+
+def test_a_storage_host_down_stops_the_restore_at_checked(sandbox_on_small_disk, tmp_path):
+    env = sandbox_on_small_disk
+    store = tmp_path / "backups"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    before = env.checksum()
+    cluster.host_down(str(env.root), "storage2")
+    try:
+        p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+        assert p.returncode == 4, p.stderr[-1500:]
+        assert "127." in p.stderr.splitlines()[0], p.stderr[-800:]
+    finally:
+        cluster.host_up(str(env.root), "storage2")
+    assert env.checksum() == before
+    assert aside_dirs(env) == [] and leases(env) == []
+    assert env.ok("ops")[0]["state"] in ("FAILED", "ROLLED_BACK")
