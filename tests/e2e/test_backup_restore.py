@@ -89,15 +89,15 @@ def checkpoint_dirs(env) -> list[str]:
     return [str(p) for h in env.info["hosts"] for dp in h["data_paths"] for p in Path(dp).glob("**/checkpoints/BACKUP_*")]
 
 
-@pytest.mark.parametrize("store", ["local", "oss"])
+@pytest.mark.parametrize("store", ["local", "s3", "oss"])
 def test_backup_of_one_space_restores_only_that_space(sandbox, tmp_path, store):
     env = sandbox
-    loc = ["--storage", f"local://{tmp_path / 'b'}"] if store == "local" else env.oss("partial")
+    loc = {"local": ["--storage", f"local://{tmp_path / 'b'}"], "s3": env.s3("partial"), "oss": env.oss("partial")}[store]
     before = env.checksum()
     res = env.ok("start", "backup", "--config", env.config, *loc, "--spaces", "space1")
     name = res["facts"]["backup_name"]
     assert sorted(res["facts"]["spaces"].values()) == ["space1"] and res["facts"]["all_spaces"] is False
-    assert checkpoint_dirs(env) == []
+    assert checkpoint_dirs(env) == [] and snapshots(env) == []
     # every object matches the manifest's SHA-256
     v = env.ok("verify", name, *loc, "--full", "--config", env.config)
     assert v.get("ok", True) and not v.get("problems")
