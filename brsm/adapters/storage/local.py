@@ -135,6 +135,10 @@ class LocalStorage(BaseStorage):
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+            if not task.cancelled():
+                # the writer failed too (ENOSPC while this put was being cancelled): retrieve its error,
+                # or asyncio prints "Task exception was never retrieved" and a traceback at exit
+                task.exception()
             if resumable and not isinstance(e, StorageError) and state.upload_id == tmp.name:
                 # cut (cancelled, connection lost) after a checkpoint: keep the temp file for a resume
                 await asyncio.to_thread(_close_quietly, fd)
