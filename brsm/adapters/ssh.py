@@ -64,6 +64,41 @@ def _cipher_order() -> list[str]:
 _CIPHERS = _cipher_order()
 
 
+async def _read_at(f: asyncssh.SFTPClientFile, pos: int, n: int) -> bytes:
+    """One SFTP read request of ``n`` (<= read_len) bytes at ``pos``.
+
+    asyncssh's ``SFTPClientFile.read`` runs even a single request through its parallel reader, which
+    re-assembles into a bytearray and copies that into bytes: two extra copies of every byte and an
+    extra task, on the event loop that also does all SSH packet work. The file's request handler
+    returns the server's reply as it is. A short reply (allowed by the protocol) is completed with
+    further requests; the end of the file ends the loop.
+    """
+    handler, handle = getattr(f, "_handler", None), getattr(f, "_handle", None)
+    if handler is None or handle is None:  # another asyncssh: the public, slower path
+        return await f.read(n, pos)
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        try:
+            data, _ = await handler.read(handle, pos + got, n - got)
+        except asyncssh.SFTPEOFError:
+            break
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _write_at(f: asyncssh.SFTPClientFile, pos: int, data: bytes) -> None:
+    """One SFTP write request (``data`` <= write_len), without asyncssh's parallel writer (see _read_at)."""
+    handler, handle = getattr(f, "_handler", None), getattr(f, "_handle", None)
+    if handler is None or handle is None:
+        await f.write(data, pos)
+        return
+    await handler.write(handle, pos, data)
+
+
 def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(lines[-n:])
@@ -285,7 +320,7 @@ class SshHost:
                 while pos < size and len(pending) < depth:
                     n = min(req, size - pos)
                     # one request each (n <= read_len): no hidden sub-tasks left behind on errors
-                    pending.append((n, asyncio.ensure_future(f.read(n, pos))))
+                    pending.append((n, asyncio.ensure_future(_read_at(f, pos, n))))
                     pos += n
 
             ahead()
@@ -334,7 +369,7 @@ class SshHost:
                 for i in range(0, len(view), req):
                     # one SFTP request per task (<= write_len): nothing hidden is left running on errors
                     piece = bytes(view[i:i + req])
-                    pending.append(asyncio.ensure_future(f.write(piece, written)))
+                    pending.append(asyncio.ensure_future(_write_at(f, written, piece)))
                     written += len(piece)
                     while len(pending) >= depth:
                         await self._guard(f"write {tmp}", pending.pop(0))
