@@ -431,7 +431,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         body = BodyReader(self.rfile, self.headers, state)
         if self.server.check_auth is not None:
-            denied = self.server.check_auth(self.headers, self.path)
+            denied = self.server.check_auth(self.headers, self.path, self.command)
             if denied:
                 self._send_error_xml(403, denied[0], denied[1], body)
                 return
@@ -568,7 +568,7 @@ class FaultProxy:
     """``FaultProxy(host, port, upstream_host, upstream_port, flavor)``; ``start()``/``stop()``.
 
     ``current_bytes``: called when a quota is set, returns the bytes already stored upstream.
-    ``check_auth(headers, path)``: returns ``(code, message)`` to reject a request with 403, or None.
+    ``check_auth(headers, path, method)``: returns ``(code, message)`` to reject a request with 403, or None.
     """
 
     def __init__(self, host: str, port: int, upstream_host: str, upstream_port: int,

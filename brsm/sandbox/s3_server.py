@@ -8,8 +8,9 @@
   clients use) and forwards to moto, adding the ``/_sandbox/fault`` control interface;
 * the bucket is created at start (boto3, straight to moto);
 * the proxy rejects requests whose SigV4 access key id is not ``--access-key-id``
-  (403 ``InvalidAccessKeyId``) and unsigned requests (403 ``AccessDenied``); moto itself
-  does not verify signatures;
+  (403 ``InvalidAccessKeyId``), unsigned requests (403 ``AccessDenied``) and header-signed
+  requests whose signature is not the one ``--access-key-secret`` gives (403
+  ``SignatureDoesNotMatch``, as S3 does): moto itself does not verify signatures;
 * ``--min-part-size`` lowers S3's 5 MiB minimum for every part but the last (moto's
   ``S3_UPLOAD_PART_MIN_SIZE``), so tests can make small files span several parts;
 * moto keeps objects in memory, spilling big ones to temporary files: ``TMPDIR`` is pointed
@@ -35,13 +36,45 @@ from brsm.sandbox.oss_server import StoreProcess, add_common_args, announce, par
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
 
 
-def make_auth_check(key_id: str):
-    def check(headers, path: str = "") -> tuple[str, str] | None:
+_SIGV4_RE = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*"
+                       r"Signature=([0-9a-f]+)")
+
+
+def sigv4_signature(secret: str, method: str, path: str, headers, signed: list[str], scope: str) -> str:
+    """The SigV4 signature S3 computes for a header-signed request (AWS's algorithm, S3 flavour:
+    the path as sent, query pairs sorted as sent, the payload hash from x-amz-content-sha256)."""
+    import hashlib
+    import hmac
+
+    parts = urlsplit(path)
+    query = "&".join(f"{k}={v}" for k, v in sorted(p.partition("=")[::2] for p in parts.query.split("&") if p))
+    canon_headers = "".join(f"{h}:{','.join(' '.join(v.split()) for v in headers.get_all(h, []))}\n"
+                            for h in signed)
+    payload = headers.get("x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
+    canonical = "\n".join([method, parts.path or "/", query, canon_headers, ";".join(signed), payload])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", headers.get("x-amz-date", ""), scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def make_auth_check(key_id: str, secret: str | None = None):
+    def check(headers, path: str = "", method: str | None = None) -> tuple[str, str] | None:
         auth = headers.get("Authorization") or ""
         found = None
         m = _CRED_RE.search(auth)
         if m:
             found = m.group(1)
+            sig = _SIGV4_RE.search(auth)
+            if found == key_id and secret is not None and method is not None and sig:
+                scope = sig.group(1).split("/", 1)[1]
+                want = sigv4_signature(secret, method, path, headers, sig.group(2).split(";"), scope)
+                if want != sig.group(3):
+                    return ("SignatureDoesNotMatch",
+                            "The request signature we calculated does not match the signature you provided. "
+                            "Check your key and signing method.")
         elif auth.startswith("AWS "):
             found = auth[4:].split(":", 1)[0]
         elif path:
@@ -106,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             total += sum(o["Size"] for o in page.get("Contents", []))
         return total
 
-    check = make_auth_check(args.access_key_id)
+    check = make_auth_check(args.access_key_id, args.access_key_secret)
     proxy = FaultProxy(args.host, args.port, mhost, mport, "s3", current_bytes=current_bytes,
                        check_auth=check)
     host, port = proxy.address

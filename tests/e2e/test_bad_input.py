@@ -642,3 +642,135 @@ def test_full_local_disk_fails_cleanly_rolls_back_and_resumes_after_space_is_fre
     assert env.ok("verify", res["facts"]["backup_name"], "--storage", target, "--full")["ok"]
     assert env.checksum() == data
     cluster_clean(env)
+
+
+# -- storage: malformed URIs, missing or wrong credentials ---------------------------------------------
+URIS = {  # uri: (exit code, what the error says)
+    "ftp://x/y": (2, "unknown storage scheme 'ftp'"),
+    "local://relative/path": (2, "three slashes"),
+    "s3://": (2, "no bucket"),
+    "oss://bucket/../x": (2, "'.' and '..' are not allowed"),
+    "s3://bucket/p?versionId=1": (2, "no '?' or '#'"),
+    "s3://no-such-bucket/x": (4, "does not exist"),
+}
+
+
+@pytest.mark.parametrize("uri", list(URIS))
+def test_malformed_or_wrong_storage_uri(sandbox, uri):
+    env = sandbox
+    code, says = URIS[uri]
+    modes = JSON if list(URIS).index(uri) % 2 else TEXT
+    fails(env, "start", "backup", "--config", env.config, "--storage", uri, code=code, says=(says,),
+          hint="s3://bucket/prefix" if code == 2 else "check the URI", modes=modes)
+    assert last_op(env)["state"] == "FAILED"  # journaled as an attempt that never began a step
+    cluster_clean(env)
+
+
+def _objects(env, store: str) -> list[str]:
+    """Every key in the sandbox bucket of ``store`` (with the right credentials)."""
+    if store == "s3":
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=env.info["s3"]["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=env.info["s3"]["access_key_id"],
+                          aws_secret_access_key=env.info["s3"]["secret_access_key"])
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=env.info["s3"]["bucket"])
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+    import oss2
+
+    o = env.info["oss"]
+    bucket = oss2.Bucket(oss2.Auth(o["access_key_id"], o["access_key_secret"]), o["endpoint"], o["bucket"])
+    return sorted(obj.key for obj in oss2.ObjectIterator(bucket))
+
+
+CANARY = "canary-Secret-" + "9f3c1e"
+NO_AWS = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent/brsm-test/config",
+          "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/brsm-test/credentials"}
+CREDENTIALS = {  # tag: (store, environment changes, variables removed, exit code, error says, hint says)
+    "s3_wrong_secret": ("s3", {"AWS_SECRET_ACCESS_KEY": CANARY}, (), 4, "SignatureDoesNotMatch", "credentials"),
+    "s3_unknown_key_id": ("s3", {"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY"}, (), 4, "InvalidAccessKeyId", "credentials"),
+    "s3_missing": ("s3", NO_AWS, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"), 4,
+                   "no AWS credentials found", "AWS_ACCESS_KEY_ID"),
+    "oss_wrong_secret": ("oss", {"OSS_ACCESS_KEY_SECRET": CANARY}, (), 4, "SignatureDoesNotMatch",
+                         "OSS_ACCESS_KEY_SECRET"),
+    "oss_unknown_key_id": ("oss", {"OSS_ACCESS_KEY_ID": "LTAINOSUCHKEY"}, (), 4, "InvalidAccessKeyId",
+                           "OSS_ACCESS_KEY_ID"),
+    "oss_missing": ("oss", {}, ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"), 2, "needs credentials",
+                    "OSS_ACCESS_KEY_ID"),
+}
+
+
+@pytest.mark.parametrize("tag", list(CREDENTIALS))
+def test_missing_or_wrong_credentials(sandbox, tmp_path, tag):
+    env = sandbox
+    store, extra, unset, code, says, hint = CREDENTIALS[tag]
+    loc = env.s3(f"creds-{tag}") if store == "s3" else env.oss(f"creds-{tag}")
+    before = _objects(env, store)
+    modes = JSON if list(CREDENTIALS).index(tag) % 2 else TEXT
+    kw = dict(extra={**extra, "HOME": str(tmp_path)}, unset=unset)
+    fails(env, "start", "backup", "--config", env.config, *loc, code=code, says=(says,), hint=hint,
+          never=("Incorrect frame size", CANARY), modes=modes, **kw)
+    p = run(env, "show", "--config", env.config, *loc, **kw)  # reading fails the same way, and as clearly
+    assert p.returncode in (2, 5) and says in the_error(p)[0] and CANARY not in p.stdout + p.stderr
+    assert _objects(env, store) == before, "nothing may be written (not even the probe object)"
+    cluster_clean(env)
+
+
+# -- the cluster: unknown spaces, a stale lease -----------------------------------------------------
+def test_unknown_space_is_a_preflight_failure(sandbox, tmp_path):
+    env = sandbox
+    fails(env, "start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
+          "--spaces", "space1,nope", code=4, says=("space(s) not found: nope", "the cluster has: space1, space2"),
+          hint="--spaces")
+    assert not (tmp_path / "b").exists()
+    cluster_clean(env)
+
+
+def _plant_lease(env, **holder) -> Path:
+    import socket
+    import time
+
+    meta_host = env.meta.rsplit(":", 1)[0]
+    root = next(Path(h["install_dir"]) for h in env.info["hosts"] if h["address"] == meta_host)
+    lease = root / "brsm.lease"
+    lease.mkdir()
+    info = {"op_id": 999, "kind": "backup", "who": "someone@elsewhere", "machine": socket.gethostname(),
+            "pid": 0, "expires": time.time() - 3600}
+    info.update(holder)
+    (lease / "holder.json").write_text(json.dumps(info))
+    return lease
+
+
+def test_stale_lease_is_taken_over_and_journaled(sandbox, tmp_path):
+    """Expired, and its process (on this machine) is gone: the next run breaks it, says so in the journal."""
+    env = sandbox
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lease = _plant_lease(env, pid=dead.pid)
+    try:
+        res = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}")
+    finally:
+        if lease.exists():
+            import shutil
+
+            shutil.rmtree(lease)
+    assert res["state"] == "CLEANED"
+    broken = [json.loads(d) for _, t, d in events_of(Path(env.env["BRSM_HOME"]), res["op_id"]) if t == "LeaseBroken"]
+    assert len(broken) == 1 and broken[0]["holder_op"] == 999 and f"pid {dead.pid}" in broken[0]["holder"]
+    cluster_clean(env)
+
+
+def test_expired_lease_of_a_live_process_is_still_refused(sandbox, tmp_path):
+    """Past its expiry but its holder still runs on this machine (a run that could not refresh): refused."""
+    env = sandbox
+    lease = _plant_lease(env, pid=os.getpid())
+    try:
+        fails(env, "start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}", code=3,
+              says=("cluster is locked by operation 999", f"pid {os.getpid()}"), hint="brsm resume 999")
+        assert json.loads((lease / "holder.json").read_text())["pid"] == os.getpid(), "the lease is left alone"
+    finally:
+        import shutil
+
+        shutil.rmtree(lease)
+    assert last_op(env)["state"] == "ROLLED_BACK"
+    cluster_clean(env)

@@ -11,9 +11,9 @@ import pytest
 from .conftest import BUCKET, KEY_ID, SECRET, boto3_client
 
 
-def _session_client(endpoint: str, key_id: str = KEY_ID):
+def _session_client(endpoint: str, key_id: str = KEY_ID, secret: str = SECRET):
     return aioboto3.Session().client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
-                                     aws_secret_access_key=SECRET, region_name="us-east-1")
+                                     aws_secret_access_key=secret, region_name="us-east-1")
 
 
 async def test_aioboto3_multipart_get_list_delete(s3_endpoint):
@@ -47,6 +47,21 @@ async def test_aioboto3_unknown_key_id_rejected(s3_endpoint):
         with pytest.raises(botocore.exceptions.ClientError) as ei:
             await s3.list_objects_v2(Bucket=BUCKET)
     assert ei.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+async def test_aioboto3_wrong_secret_is_a_signature_mismatch(s3_endpoint):
+    """Like S3: the right key id with the wrong secret is refused (moto alone would take it)."""
+    async with _session_client(s3_endpoint, secret=SECRET + "-wrong") as s3:
+        for call in (s3.list_objects_v2(Bucket=BUCKET, Prefix="a b/?x"),
+                     s3.put_object(Bucket=BUCKET, Key="sig/obj", Body=b"x")):
+            with pytest.raises(botocore.exceptions.ClientError) as ei:
+                await call
+            assert ei.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    async with _session_client(s3_endpoint) as s3:  # the right secret, awkward keys and queries
+        await s3.put_object(Bucket=BUCKET, Key="sig/a b+c=d&e", Body=b"x")
+        listed = await s3.list_objects_v2(Bucket=BUCKET, Prefix="sig/a b+", MaxKeys=5)
+        assert [o["Key"] for o in listed["Contents"]] == ["sig/a b+c=d&e"]
+        await s3.delete_object(Bucket=BUCKET, Key="sig/a b+c=d&e")
 
 
 def test_boto3_no_such_key(s3_endpoint):
