@@ -1,6 +1,7 @@
 """One sandbox cluster per e2e module; brsm is driven as a user would, through its CLI in a subprocess."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -55,13 +56,19 @@ class Env:
         return ["--storage", f"oss://{self.info['oss']['bucket']}/{prefix}"]
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sandbox")
-    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=3, data_paths=2)
+@contextlib.contextmanager
+def running_sandbox(root: Path, home: Path, *, data_paths: int = 2, load: int = 12 << 20, seed: int = 1):
+    """A loaded sandbox (1 metad, 3 storage hosts) under ``root``, always brought down."""
+    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=3, data_paths=data_paths)
     try:
-        env = Env(root, cluster.summary(state), tmp_path_factory.mktemp("home"))
-        env.load(12 << 20, seed=1)
+        env = Env(root, cluster.summary(state), home)
+        env.load(load, seed=seed)
         yield env
     finally:
         cluster.down(str(root), purge=False)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    with running_sandbox(tmp_path_factory.mktemp("sandbox"), tmp_path_factory.mktemp("home")) as env:
+        yield env

@@ -11,7 +11,7 @@ import pytest
 
 from brsm.sandbox import cluster
 
-from .conftest import Env
+from .conftest import running_sandbox
 from .test_backup_restore import aside_dirs, leases
 
 pytestmark = pytest.mark.sandbox
@@ -35,14 +35,8 @@ def small_disk(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sandbox_on_small_disk(small_disk, tmp_path_factory):
-    root = small_disk / "sandbox"
-    state, _ = cluster.up(str(root), meta_hosts=1, storage_hosts=3, data_paths=1)
-    try:
-        env = Env(root, cluster.summary(state), tmp_path_factory.mktemp("home"))
-        env.load(12 << 20, seed=7)
+    with running_sandbox(small_disk / "sandbox", tmp_path_factory.mktemp("home"), data_paths=1, seed=7) as env:
         yield env
-    finally:
-        cluster.down(str(root), purge=False)
 
 
 def free_bytes(path: Path) -> int:
