@@ -38,7 +38,7 @@ SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
 IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "dropSpace", "restoreMeta",
               "getSpace", "listHosts"}
 LONG_RPCS = {"createBackup": 1800.0, "restoreMeta": 600.0, "dropSnapshot": 600.0}
-FIRST_ANSWER_SECONDS = 3.0  # silence this long on a new connection: check whether it is an HTTP port
+FIRST_ANSWER_SECONDS = 1.0  # silence this long on a new connection: check whether it is an HTTP port
 NOT_META_HINT = ("point brsm at metad's Thrift port (default 9559) in the config's cluster.meta; "
                  "storaged (9779), graphd (9669) and the HTTP ports (19559, ...) are other services")
 

@@ -170,7 +170,7 @@ def test_edited_journal_row_is_named_and_refused(sandbox, journal_with_failed_op
     before = events_of(home, op)
     where = f"operation {op} was tampered with at event 1"
     # every reader names the first edited event and exits 6; `ops` still lists, then fails
-    fails(env, "journal", "verify", code=6, says=(f"operation {op} event 1", "edited"), home=home)
+    fails(env, "journal", "verify", code=6, says=(f"operation {op} event 1", "edited"), home=home, modes=TEXT)
     fails(env, "audit", str(op), code=6, says=(where,), hint="keep a copy", home=home, modes=TEXT)
     p = run(env, "ops", home=home)
     assert p.returncode == 6 and "backup" in p.stdout and where in the_error(p)[0]
@@ -178,7 +178,7 @@ def test_edited_journal_row_is_named_and_refused(sandbox, journal_with_failed_op
     assert p.returncode == 6 and the_json_error(p)["operations"][0]["id"] == op
     # resume and rollback refuse to act on edited facts: nothing runs, nothing is appended
     fails(env, "resume", str(op), code=6, says=(f"refusing to resume operation {op}", where), hint="brsm audit",
-          home=home)
+          home=home, modes=JSON)
     fails(env, "rollback", str(op), code=6, says=(f"refusing to rollback operation {op}", where), home=home,
           modes=TEXT)
     assert events_of(home, op) == before
@@ -378,13 +378,14 @@ def _no_topology(m: dict, name: str) -> None:
     del m["topology"]
 
 
-# tag: (damage, what `show` says, what `verify` says (all of these in one problem), what `start restore`
-# says or None = not run: restore reads the manifest with the parser verify uses, so one row per check)
+# tag: (damage, what `show` says, what `verify` says (all of these in one problem) or None = not run
+# (`show` reads it the same way), what `start restore` says or None = not run: restore reads the
+# manifest with the parser verify uses, so one row per check)
 DAMAGES = {
     "manifest_truncated": (_truncate("brsm-manifest.json"), "not JSON", ("unreadable", "not JSON"), "not JSON"),
     "manifest_no_topology": (_edit_manifest(_no_topology), "no topology", ("no topology",), "no topology"),
     "manifest_dotdot": (_edit_manifest(_dotdot), "outside the backup", ("outside the backup",), None),
-    "manifest_absolute": (_edit_manifest(_absolute), "outside the backup", ("outside the backup",), None),
+    "manifest_absolute": (_edit_manifest(_absolute), "outside the backup", None, None),
     "manifest_absurd_size": (_edit_manifest(_absurd_size), "impossible size", ("impossible size",),
                              "impossible size"),
     "manifest_huge": (_sparse("brsm-manifest.json", 2 << 30), "implausibly large", ("implausibly large",),
@@ -393,7 +394,7 @@ DAMAGES = {
     "meta_tampered": (_meta_tampered, "does not match the SHA-256", ("changed", "does not match the SHA-256"),
                       "does not match the SHA-256"),
     "meta_absurd_frame": (_meta_absurd_frame, "frame length 4294967280", ("frame length 4294967280",), None),
-    "meta_huge": (_sparse("{name}.meta", 300 << 20), "implausibly large", ("implausibly large",), None),
+    "meta_huge": (_sparse("{name}.meta", 300 << 20), "implausibly large", None, None),
     "meta_symlink": (_symlink_meta, ".meta is missing", ("missing", ".meta"), ".meta is missing"),
     "file_symlink": (_symlink_file, "missing", ("missing", "/data/"), "missing"),
     "dir_symlink": (_symlink_dir, "missing", ("missing", "/data/"), None),
@@ -437,13 +438,16 @@ def test_show_lists_every_damaged_backup_as_broken_and_why(sandbox, damaged):
     assert tree(store) == before, "show changed the storage"
 
 
-@pytest.mark.parametrize("tag", list(DAMAGES))
+VERIFIED = [t for t, (_, _, says, _) in DAMAGES.items() if says]
+
+
+@pytest.mark.parametrize("tag", VERIFIED)
 def test_verify_fails_a_damaged_backup_naming_the_problem(sandbox, damaged, tag):
     env = sandbox
     store, names, _, before = damaged
     name = names[tag]
     # one brsm process per damage, text or --json in turn: the problem is named either way
-    as_json = list(DAMAGES).index(tag) % 2 == 1
+    as_json = VERIFIED.index(tag) % 2 == 1
     p = run(env, "verify", name, "--storage", f"local://{store}", *(["--json"] if as_json else []))
     assert p.returncode == 6, p.stdout[-2000:] + p.stderr[-2000:]
     if as_json:
@@ -662,7 +666,8 @@ def test_malformed_or_wrong_storage_uri(sandbox, uri):
     modes = JSON if list(URIS).index(uri) % 2 else TEXT
     fails(env, "start", "backup", "--config", env.config, "--storage", uri, code=code, says=(says,),
           hint="s3://bucket/prefix" if code == 2 else "check the URI", modes=modes)
-    assert last_op(env)["state"] == "FAILED"  # journaled as an attempt that never began a step
+    if uri == "ftp://x/y":  # (once) journaled as an attempt that never began a step
+        assert last_op(env)["state"] == "FAILED"
     cluster_clean(env)
 
 
@@ -710,8 +715,9 @@ def test_missing_or_wrong_credentials(sandbox, tmp_path, tag):
     kw = dict(extra={**extra, "HOME": str(tmp_path)}, unset=unset)
     fails(env, "start", "backup", "--config", env.config, *loc, code=code, says=(says,), hint=hint,
           never=("Incorrect frame size", CANARY), modes=modes, **kw)
-    p = run(env, "show", "--config", env.config, *loc, **kw)  # reading fails the same way, and as clearly
-    assert p.returncode in (2, 5) and says in the_error(p)[0] and CANARY not in p.stdout + p.stderr
+    if CANARY in json.dumps(extra):  # reading fails the same way, and as clearly (once per store)
+        p = run(env, "show", "--config", env.config, *loc, **kw)
+        assert p.returncode == 5 and says in the_error(p)[0] and CANARY not in p.stdout + p.stderr
     assert _objects(env, store) == before, "nothing may be written (not even the probe object)"
     cluster_clean(env)
 
