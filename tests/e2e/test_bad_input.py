@@ -407,7 +407,8 @@ def damaged(sandbox, tmp_path_factory):
     (storage dir, {tag: backup name}, control name, tree of the storage)."""
     env = sandbox
     good = tmp_path_factory.mktemp("good")
-    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{good}")["facts"]["backup_name"]
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{good}",
+                  "--spaces", "space1")["facts"]["backup_name"]  # one space: fewer files to copy and link
     root = tmp_path_factory.mktemp("damaged")
     store = root / "store"
     store.mkdir()
@@ -569,7 +570,7 @@ def test_unknown_host_is_refused_then_accepted_only_when_asked(sandbox, tmp_path
     assert kh.read_text() == before and not (tmp_path / "b").exists()
     cluster_clean(env)
     # first contact, asked for: one loud line with the fingerprint, the key appended, the fact journaled
-    p = run(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}",
+    p = run(env, "start", "backup", "--config", cfg, "--storage", f"local://{tmp_path / 'b'}", "--spaces", "space1",
             "--accept-new-host-keys", "--json", home=home)
     assert p.returncode == 0, p.stderr[-3000:]
     warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("brsm: WARNING:")]
@@ -754,7 +755,8 @@ def test_stale_lease_is_taken_over_and_journaled(sandbox, tmp_path):
     dead.wait()
     lease = _plant_lease(env, pid=dead.pid)
     try:
-        res = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}")
+        res = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
+                     "--spaces", "space1")
     finally:
         if lease.exists():
             import shutil
