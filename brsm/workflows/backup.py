@@ -5,6 +5,7 @@ makes resume run it again; each has a compensation for rollback, equally safe to
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -31,6 +32,7 @@ PART_UPLOADED = "PartUploaded"
 BATCH = 256
 FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
 FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
+PLAN_WALKS = 32  # checkpoint dirs listed at once while planning the copy
 
 
 @dataclass
@@ -196,18 +198,31 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
     name = ctx.facts["backup_name"]
     topo = ctx.extra["topology"]
     dps = {s["addr"]: s["data_paths"] for s in topo["storage"]}
-    jobs: list[FileJob] = []
-    for host_addr, cps in sorted(ctx.facts["checkpoints"].items()):
+    sem = asyncio.Semaphore(PLAN_WALKS)
+
+    async def walk(host_addr: str, space_id: Any, data_path: str, cdir: str) -> list[FileJob]:
         addr = HostAddr.parse(host_addr)
-        host = p.hosts.host(addr.host)
-        for space_id, data_path, cdir in cps:
-            if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
-                cdir = posixpath.dirname(cdir.rstrip("/"))
-            paths = dps.get(host_addr, [])
-            idx = paths.index(data_path) if data_path in paths else 0
-            for f in sorted(await host.walk(cdir), key=lambda f: f.path):
-                rel = posixpath.relpath(f.path, cdir)
-                jobs.append(FileJob(addr.host, f.path, f.size, data_key(name, addr, idx, int(space_id), rel)))
+        if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
+            cdir = posixpath.dirname(cdir.rstrip("/"))
+        paths = dps.get(host_addr, [])
+        idx = paths.index(data_path) if data_path in paths else 0
+        prefix = cdir.rstrip("/") + "/"
+        async with sem:
+            found = await p.hosts.host(addr.host).walk(cdir)
+        return [FileJob(addr.host, f.path, f.size,
+                        data_key(name, addr, idx, int(space_id),
+                                 f.path[len(prefix):] if f.path.startswith(prefix) else posixpath.relpath(f.path, cdir)))
+                for f in sorted(found, key=lambda f: f.path)]
+
+    # One `find` per checkpoint dir, all at once (PLAN_WALKS at a time); the jobs in host, then dir order.
+    tasks = [asyncio.ensure_future(walk(h, *cp)) for h, cps in sorted(ctx.facts["checkpoints"].items()) for cp in cps]
+    try:
+        jobs = [j for js in await asyncio.gather(*tasks) for j in js]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     # The meta SSTs sit on the metad that made the backup (the leader): find them there.
     files = {posixpath.basename(f) for f in ctx.facts["meta_files"]}
     for m in topo["meta"]:
