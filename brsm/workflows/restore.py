@@ -32,6 +32,7 @@ BATCH = 256
 FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
 FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 WAIT_SECONDS = 90.0
+CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
 
@@ -576,13 +577,26 @@ async def undo_started(ctx: StepContext) -> None:
 # -- CLEANED --------------------------------------------------------------------------------------
 async def cleaned(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
-    removed = []
-    for host, dp in _data_dirs(ctx):
+    sem = asyncio.Semaphore(CLEAN_AT_ONCE)
+
+    async def clean(host: str, dp: str) -> str | None:
         h = p.hosts.host(host)
         aside = posixpath.join(dp, aside_name(ctx))
-        if not ctx.params.get("keep_old") and await h.exists(aside):
-            await h.remove_tree(aside)
-            removed.append(f"{host}:{aside}")
+        async with sem:
+            if not ctx.params.get("keep_old") and await h.exists(aside):
+                await h.remove_tree(aside)
+                return f"{host}:{aside}"
+        return None
+
+    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each
+    tasks = [asyncio.ensure_future(clean(host, dp)) for host, dp in _data_dirs(ctx)]
+    try:
+        removed = [r for r in await asyncio.gather(*tasks) if r]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     for mh in ctx.extra["topology"]["meta"]:
         d = meta_restore_dir(ctx, mh["data_paths"][0])
         if await p.hosts.host(mh["host"]).exists(d):
