@@ -1,6 +1,7 @@
 """brsm performance harness: brsm next to the tools a user would reach for instead, in one run.
 
-usage: scripts/bench [--size 1GiB] [--hosts 3] [--big 4GiB] [--sweep 1,2,4,8] [--scale-hosts 12]
+usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--big 4GiB] [--sweep 1,2,4,8]
+                     [--scale-hosts 3,12,32] [--scale-data-paths 2] [--scale-partitions 50]
                      [--profile] [--quick] [--out bench-results] [--workdir DIR] [--keep]
 
 It starts its own sandbox (`brsm sandbox up`), loads it, and always stops it (also on an error or
@@ -9,8 +10,14 @@ Ctrl-C). On the same checkpoint files it measures:
   over the same sshds; brsm backup to S3 and OSS (and rclone to the same S3 endpoint);
 - brsm restore from local vs `cp -r` in the other direction;
 - peak RSS of brsm (`/usr/bin/time -v`, else polling VmHWM);
-- the share of wall time spent in journal appends (an ESTIMATE: appends counted from the audit x
+- the share of wall time spent in journal appends, as brsm measures it (OperationFinished's
+  journal_seconds; for an older brsm without it, an ESTIMATE: appends counted from the audit x
   per-append cost measured here on the same filesystem);
+- many small files (--files N, a list allowed): a sandbox loaded with `sandbox load --files N`,
+  backed up to local: wall, files/s, journal share, planning time, peak RSS, manifest size, and
+  the time of `brsm verify` (quick) and `brsm show` over the backup's N objects;
+- scale (--scale-hosts, a list allowed): backup and restore of a sandbox with that many storage
+  hosts x --scale-data-paths x --scale-partitions (small data): time, steps, memory, journal events;
 - a resume after a crash half way (failpoint `file:N=crash`): its time and the bytes re-transferred;
 - backup throughput vs --concurrency (PNG plot; matplotlib installed into .bench-plotlib/ if missing).
 The baselines copy the checkpoint dirs that metad's createBackup makes (one snapshot taken for them,
@@ -225,9 +232,13 @@ class Bench:
         log(f"sandbox {name} up in {r.wall:.1f}s ({storage_hosts} storage hosts x {data_paths} data paths)")
         return info
 
-    def load(self, sb: dict[str, Any], size: int) -> None:
-        r = self.brsm("sandbox", "load", "--dir", sb["dir"], "--size", f"{max(1, size // MiB)}MiB").check("load")
+    def load(self, sb: dict[str, Any], size: int | None, *extra: str) -> Run:
+        argv = ["sandbox", "load", "--dir", sb["dir"], *extra]
+        if size is not None:
+            argv += ["--size", f"{max(1, size // MiB)}MiB"]
+        r = self.brsm(*argv).check("load")
         log(r.stdout.strip() or r.stderr.strip())
+        return r
 
     def down(self, d: Path) -> None:
         if d in self.sandboxes:
@@ -553,7 +564,21 @@ class Bench:
         self.results["plot"] = str(out)
         log(f"plot: {out}")
 
-    def journal_share(self, wall: float, au: dict[str, Any]) -> None:
+    def journal_share(self, wall: float, au: dict[str, Any], key: str = "journal") -> dict[str, Any]:
+        """brsm's own measurement (OperationFinished: journal_seconds, journal_appends, journal_events: the
+        wall time of its driver's append calls); for a brsm without it, the ESTIMATE below."""
+        fin = next((e.get("data") or {} for e in reversed(au["events"]) if e["type"] == "OperationFinished"), {})
+        if "journal_seconds" in fin:
+            js = float(fin["journal_seconds"])
+            rec = {"kind": "measured", "seconds": round(js, 4), "appends": fin.get("journal_appends"),
+                   "events": fin.get("journal_events"), "wall": round(wall, 3), "share": round(js / wall, 4)}
+            self.results[key] = rec
+            log(f"journal (measured by brsm): {js * 1000:.0f} ms in {rec['appends']} appends ({rec['events']} events) "
+                f"= {100 * js / wall:.2f}% of {wall:.1f}s")
+            return rec
+        return self.journal_estimate(wall, au, key)
+
+    def journal_estimate(self, wall: float, au: dict[str, Any], key: str = "journal") -> dict[str, Any]:
         """ESTIMATE: (single appends x cost of one) + (FileCopied batches x cost of a 256-event batch)."""
         from journal import Journal
         counts = au["counts"]
@@ -576,12 +601,13 @@ class Bench:
                 t_batch = (time.perf_counter() - t0) / 10
             j.close()
         est = singles * t_single + batches * t_batch
-        self.results["journal"] = {"single_appends": singles, "file_events": files, "batches": batches,
-                                   "t_single_ms": round(t_single * 1000, 3), "t_batch256_ms": round(t_batch * 1000, 3),
-                                   "estimated_seconds": round(est, 4), "wall": round(wall, 3),
-                                   "estimated_share": round(est / wall, 4), "kind": "estimate"}
+        rec = {"single_appends": singles, "file_events": files, "batches": batches,
+               "t_single_ms": round(t_single * 1000, 3), "t_batch256_ms": round(t_batch * 1000, 3),
+               "seconds": round(est, 4), "wall": round(wall, 3), "share": round(est / wall, 4), "kind": "estimate"}
+        self.results[key] = rec
         log(f"journal (estimate): {singles} single appends x {t_single * 1000:.2f} ms + {batches} batches x "
             f"{t_batch * 1000:.2f} ms = {est * 1000:.0f} ms = {100 * est / wall:.2f}% of {wall:.1f}s")
+        return rec
 
     def profile(self, sb: dict[str, Any]) -> None:
         spy = Path(PY).parent / "py-spy"
@@ -617,26 +643,95 @@ class Bench:
         finally:
             self.down(Path(sb["dir"]))
 
-    def scale(self, hosts: int, data_paths: int, size: int) -> None:
-        sb = self.up("sb-scale", hosts, data_paths)
+    @staticmethod
+    def event_times(au: dict[str, Any]) -> dict[str, float]:
+        """Seconds from the operation's first event to: preflight passed, COPIED started, files planned, first
+        file copied (a file's FileCopied is journaled when it finished, in a batch: an upper bound)."""
+        t0 = au["first"]
+        out: dict[str, float] = {}
+        for e in au["events"]:
+            t, d = e["type"], e.get("data") or {}
+            key = {"PreflightPassed": "preflight", "FilesPlanned": "planned", "FileCopied": "first_copied",
+                   "FileRestored": "first_restored"}.get(t)
+            if t == "StepStarted" and d.get("step") in ("COPIED", "DOWNLOADED"):
+                key = "copy_started"
+            if key and key not in out:
+                out[key] = parse_time(e["time"]) - t0
+        return out
+
+    def checksum(self, sb: dict[str, Any]) -> dict[str, str]:
+        return self.brsm("sandbox", "checksum", "--dir", sb["dir"], "--json").check("checksum").json()["spaces"]
+
+    def scale(self, hosts: int, data_paths: int, partitions: int, size: int) -> None:
+        sb = self.up(f"sb-scale-{hosts}", hosts, data_paths)
         try:
-            self.load(sb, size)
-            store = self.work / "store-scale"
+            self.load(sb, size, "--partitions", str(partitions))
+            before = self.checksum(sb)
+            store = self.work / f"store-scale-{hosts}"
             r, facts, au = self.backup(sb, f"local://{store}")
             name = facts["backup_name"]
             manifest = store / facts["manifest"] if facts.get("manifest") else None
             rr = self.brsm("start", "restore", "--config", str(Path(sb["dir"]) / "cluster.toml"), "--storage",
                            f"local://{store}", "--name", name, "--json", env=sb["env"], rss=True).check("restore")
             rau = self.audit(int(rr.json()["op_id"]))
-            self.results["scale"] = {
-                "storage_hosts": hosts, "data_paths": data_paths, "load": size,
+            same = self.checksum(sb) == before
+            bt = self.event_times(au)
+            rec = {
+                "storage_hosts": hosts, "data_paths": data_paths, "partitions": partitions, "load": size,
                 "backup": {"wall": round(r.wall, 2), "rss_kb": r.rss_kb, "bytes": facts["total_bytes"],
-                           "files": facts["total_files"], "steps": au["steps"], "events": sum(au["counts"].values())},
-                "restore": {"wall": round(rr.wall, 2), "rss_kb": rr.rss_kb, "steps": rau["steps"],
-                            "events": sum(rau["counts"].values())},
+                           "files": facts["total_files"], "steps": {k: round(v, 2) for k, v in au["steps"].items()},
+                           "preflight": round(bt.get("preflight", 0), 2),
+                           "planning": round(bt["planned"] - bt["copy_started"], 2) if "planned" in bt else None,
+                           "events": sum(au["counts"].values()),
+                           "journal": self.journal_share(r.wall, au, key=f"journal_scale_{hosts}")},
+                "restore": {"wall": round(rr.wall, 2), "rss_kb": rr.rss_kb,
+                            "steps": {k: round(v, 2) for k, v in rau["steps"].items()},
+                            "events": sum(rau["counts"].values()), "checksum_equal": same},
                 "manifest_bytes": manifest.stat().st_size if manifest and manifest.exists() else None}
-            log(f"scale ({hosts} storage hosts x {data_paths} paths): backup {r.wall:.1f}s "
-                f"RSS {r.rss_kb and r.rss_kb // 1000} MB, restore {rr.wall:.1f}s RSS {rr.rss_kb and rr.rss_kb // 1000} MB")
+            self.results.setdefault("scale", []).append(rec)
+            if not same:
+                self.notes.append(f"scale {hosts} hosts: the sandbox checksum after the restore differs from before")
+            log(f"scale ({hosts} storage hosts x {data_paths} paths x {partitions} parts): backup {r.wall:.1f}s "
+                f"RSS {fmt_mb(r.rss_kb)}, restore {rr.wall:.1f}s RSS {fmt_mb(rr.rss_kb)}, data equal: {same}")
+            shutil.rmtree(store, ignore_errors=True)
+        finally:
+            self.down(Path(sb["dir"]))
+
+    def many_files(self, n: int) -> None:
+        """A backup of n small files (sandbox load --files n) to local, plus verify/show over its objects."""
+        sb = self.up(f"sb-files-{n}", self.args.hosts)
+        try:
+            lr = self.load(sb, None, "--files", str(n), "--json")
+            loaded = lr.json()
+            store = self.work / f"store-files-{n}"
+            r, facts, au = self.backup(sb, f"local://{store}")
+            name = facts["backup_name"]
+            bt = self.event_times(au)
+            planning = bt["planned"] - bt["copy_started"] if "planned" in bt else None
+            first = bt["first_copied"] - bt["copy_started"] if "first_copied" in bt else None
+            manifest = store / facts["manifest"] if facts.get("manifest") else None
+            j = self.journal_share(r.wall, au, key=f"journal_files_{n}")
+            cfg = str(Path(sb["dir"]) / "cluster.toml")
+            v = self.brsm("verify", name, "--storage", f"local://{store}", "--json", rss=True).check("verify")
+            sh = self.brsm("show", "--storage", f"local://{store}", "--json", rss=True).check("show")
+            vdoc = v.json()
+            rec = {"files_requested": n, "loaded": loaded.get("files"), "load_seconds": loaded.get("seconds"),
+                   "files": facts["total_files"], "bytes": facts["total_bytes"], "wall": round(r.wall, 2),
+                   "files_per_s": round(facts["total_files"] / r.wall, 1), "rss_kb": r.rss_kb,
+                   "steps": {k: round(vv, 2) for k, vv in au["steps"].items()},
+                   "copy_files_per_s": round(facts["total_files"] / au["steps"]["COPIED"], 1)
+                   if au["steps"].get("COPIED") else None,
+                   "planning": round(planning, 2) if planning is not None else None,
+                   "first_file_copied": round(first, 2) if first is not None else None,
+                   "journal": j, "events": sum(au["counts"].values()),
+                   "manifest_bytes": manifest.stat().st_size if manifest and manifest.exists() else None,
+                   "verify": {"wall": round(v.wall, 2), "rss_kb": v.rss_kb, "ok": vdoc.get("ok"),
+                              "checked": vdoc.get("checked")},
+                   "show": {"wall": round(sh.wall, 2), "rss_kb": sh.rss_kb}, "config": cfg}
+            self.results.setdefault("files", []).append(rec)
+            log(f"{facts['total_files']} small files: backup {r.wall:.1f}s ({rec['files_per_s']} files/s), planning "
+                f"{rec['planning']}s, journal {100 * j['share']:.2f}% ({j['kind']}), RSS {fmt_mb(r.rss_kb)}, manifest "
+                f"{rec['manifest_bytes']} B; verify {v.wall:.1f}s, show {sh.wall:.1f}s")
             shutil.rmtree(store, ignore_errors=True)
         finally:
             self.down(Path(sb["dir"]))
@@ -652,6 +747,8 @@ class Bench:
                                                                                   os.sysconf("SC_PHYS_PAGES") / (1 << 30), 1)}
         self.results["machine"]["loadavg_start"] = loadavg()
         self.results["params"] = {"size": a.size_b, "hosts": a.hosts, "big": a.big_b, "sweep": a.sweep_levels,
+                                  "files": a.files_list, "scale_hosts": a.scale_list,
+                                  "scale_data_paths": a.scale_data_paths, "scale_partitions": a.scale_partitions,
                                   "quick": a.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
             head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -691,8 +788,12 @@ class Bench:
             self.big(a.big_b)
         else:
             self.notes.append("peak RSS measured at the main size only (no --big run)")
-        if a.scale_hosts:
-            self.scale(a.scale_hosts, a.scale_data_paths, a.scale_size_b)
+        for n in a.files_list:
+            self.many_files(n)
+        if not a.files_list:
+            self.notes.append("no many-small-files run (--files 0)")
+        for h in a.scale_list:
+            self.scale(h, a.scale_data_paths, a.scale_partitions, a.scale_size_b)
         self.results["machine"]["loadavg_end"] = loadavg()
         self.results["seconds"] = round(time.perf_counter() - t_start, 1)
         self.report()
@@ -718,9 +819,13 @@ class Bench:
         lines.append("(ratios = MiB/s of the row / MiB/s of the baseline in the column header)")
         if "journal" in res:
             j = res["journal"]
-            lines.append(f"journal appends (ESTIMATE): {j['single_appends']} single x {j['t_single_ms']} ms + "
-                         f"{j['batches']} batches x {j['t_batch256_ms']} ms = {j['estimated_seconds'] * 1000:.0f} ms "
-                         f"= {100 * j['estimated_share']:.2f}% of the backup's {j['wall']} s")
+            if j["kind"] == "measured":
+                lines.append(f"journal appends (MEASURED by brsm): {j['seconds'] * 1000:.0f} ms in {j['appends']} appends "
+                             f"({j['events']} events) = {100 * j['share']:.2f}% of the backup's {j['wall']} s")
+            else:
+                lines.append(f"journal appends (ESTIMATE): {j['single_appends']} single x {j['t_single_ms']} ms + "
+                             f"{j['batches']} batches x {j['t_batch256_ms']} ms = {j['seconds'] * 1000:.0f} ms "
+                             f"= {100 * j['share']:.2f}% of the backup's {j['wall']} s")
         if "resume" in res:
             r = res["resume"]
             lines.append(f"resume after a crash at file {r['crash_after_files']}: resume {r['resume_wall']} s; "
@@ -729,12 +834,29 @@ class Bench:
         if "sweep" in res:
             lines.append("concurrency: " + ", ".join(f"{p['concurrency']}: {p['mib_s_copy']} MiB/s copying / "
                                                      f"{p['mib_s_wall']} whole" for p in res["sweep"]))
-        if "scale" in res:
-            s = res["scale"]
-            lines.append(f"scale: {s['storage_hosts']} storage hosts x {s['data_paths']} data paths, "
-                         f"{human(s['backup']['bytes'])} in {s['backup']['files']} files: backup {s['backup']['wall']} s "
-                         f"(RSS {fmt_mb(s['backup']['rss_kb'])}), restore {s['restore']['wall']} s "
-                         f"(RSS {fmt_mb(s['restore']['rss_kb'])}), manifest {s['manifest_bytes']} B")
+        for f in res.get("files", []):
+            j = f["journal"]
+            lines.append(f"small files: {f['files']} files ({human(f['bytes'])}) on {res['params']['hosts']} hosts: backup "
+                         f"{f['wall']} s = {f['files_per_s']} files/s (copy step {f['steps'].get('COPIED')} s), planning "
+                         f"{f['planning']} s (first file copied at {f['first_file_copied']} s), journal "
+                         f"{j['seconds']} s = {100 * j['share']:.2f}% ({j['kind']}; {j.get('appends', j.get('batches'))} "
+                         f"appends), RSS {fmt_mb(f['rss_kb'])}, manifest {f['manifest_bytes']} B; verify --quick "
+                         f"{f['verify']['wall']} s (RSS {fmt_mb(f['verify']['rss_kb'])}), show {f['show']['wall']} s "
+                         f"(RSS {fmt_mb(f['show']['rss_kb'])})")
+        if res.get("scale"):
+            lines.append("scale (backup to local, then restore; steps in s):")
+            lines.append(f"  {'hosts':>5} {'paths':>5} {'parts':>5} {'files':>6} {'backup':>7} {'preflt':>6} {'plan':>5} "
+                         f"{'copy':>6} {'RSS MB':>6} {'events':>6} {'manif B':>8} | {'restore':>7} {'stop':>5} "
+                         f"{'downl':>5} {'start':>5} {'clean':>5} {'RSS MB':>6} same")
+            for x in res["scale"]:
+                b, r = x["backup"], x["restore"]
+                lines.append(f"  {x['storage_hosts']:>5} {x['data_paths']:>5} {x['partitions']:>5} {b['files']:>6} "
+                             f"{b['wall']:>7} {b['preflight']:>6} {b['planning'] if b['planning'] is not None else '?':>5} "
+                             f"{b['steps'].get('COPIED', 0):>6} {fmt_mb(b['rss_kb']).split()[0]:>6} {b['events']:>6} "
+                             f"{x['manifest_bytes'] or '?':>8} | {r['wall']:>7} {r['steps'].get('STOPPED', 0):>5} "
+                             f"{r['steps'].get('DOWNLOADED', 0):>5} {r['steps'].get('STARTED', 0):>5} "
+                             f"{r['steps'].get('CLEANED', 0):>5} {fmt_mb(r['rss_kb']).split()[0]:>6} "
+                             f"{'yes' if r.get('checksum_equal') else 'NO'}")
         if "profile" in res:
             lines.append("profile (py-spy, backup -> local; shares of the busy samples), top self frames:")
             for fr, share in res["profile"]["top_self"][:8]:
@@ -770,6 +892,13 @@ class Bench:
         if "resume" in res:
             target("resume after a kill at 50% re-transfers < 2% of the bytes",
                    100 * res["resume"]["retransferred_share"], 2.0, "<", " %")
+        for f in res.get("files", []):
+            target(f"journal writes < 3% of wall time, backup of {f['files']} small files ({f['journal']['kind']})",
+                   100 * f["journal"]["share"], 3.0, "<", " %")
+            target(f"planning {f['files']} files (COPIED start -> FilesPlanned) < 5 s", f["planning"], 5.0, "<", " s")
+            target(f"listing the backup's {f['files']} objects (brsm verify --quick) < 5 s", f["verify"]["wall"], 5.0,
+                   "<", " s")
+            target(f"listing the backup's {f['files']} objects (brsm show) < 5 s", f["show"]["wall"], 5.0, "<", " s")
         for n in self.notes:
             lines.append(f"note: {n}")
         res["targets"] = targets
@@ -829,20 +958,29 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=3, help="storage hosts (default 3)")
     ap.add_argument("--big", default=None, help="also measure peak RSS at this size on a second sandbox, e.g. 4GiB")
     ap.add_argument("--sweep", default="1,2,4,8", help="--concurrency levels for the plot ('' = none)")
-    ap.add_argument("--scale-hosts", type=int, default=12, help="storage hosts of the scale run (0 = none)")
+    ap.add_argument("--files", default="100000", help="small files of the many-files run, a list allowed "
+                    "(e.g. 10000,100000; 0 = none; default 100000)")
+    ap.add_argument("--scale-hosts", default="3,12,32", help="storage hosts of the scale runs, a list allowed "
+                    "(0 = none; default 3,12,32)")
     ap.add_argument("--scale-data-paths", type=int, default=2)
+    ap.add_argument("--scale-partitions", type=int, default=50, help="partitions per space in the scale runs")
     ap.add_argument("--scale-size", default="256MiB")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each baseline; the median is reported (default 3)")
     ap.add_argument("--profile", action="store_true", help="py-spy record one backup to local")
     ap.add_argument("--no-objects", action="store_true", help="skip the S3/OSS backups")
     ap.add_argument("--no-rclone", action="store_true", help="skip the rclone columns")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 128MiB, no --big, no sweep, no scale run")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 128MiB, 2,000 small files, no --big, no sweep, "
+                    "no scale run")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     ap.add_argument("--workdir", default=None, help="parent of the temp work dir (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (sandboxes are stopped anyway)")
     a = ap.parse_args()
     if a.quick:
-        a.size, a.big, a.sweep, a.scale_hosts, a.repeat = "128MiB", None, "", 0, 1
+        a.size, a.big, a.sweep, a.scale_hosts, a.repeat = "128MiB", None, "", "0", 1
+        if a.files == ap.get_default("files"):
+            a.files = "2000"
+    a.files_list = [int(x) for x in str(a.files).split(",") if x.strip() and int(x) > 0]
+    a.scale_list = [int(x) for x in str(a.scale_hosts).split(",") if x.strip() and int(x) > 0]
     a.size_b = parse_size(a.size)
     a.big_b = parse_size(a.big) if a.big else None
     a.scale_size_b = parse_size(a.scale_size)
