@@ -400,7 +400,8 @@ class Bench:
             except RuntimeError as exc:
                 self.notes.append(f"rclone SFTP -> S3 failed, column skipped: {str(exc)[:300]}")
         else:
-            self.notes.append("rclone not available: its columns are skipped")
+            self.notes.append("rclone columns skipped (--no-rclone)" if a.no_rclone
+                              else "rclone not available: its columns are skipped")
         shutil.rmtree(dst, ignore_errors=True)
         return nbytes
 
