@@ -63,6 +63,8 @@ def _reduce_snapshot_requested(acc: dict[str, Any], d: dict[str, Any]) -> None:
 
 REDUCERS = {
     common.PREFLIGHT_PASSED: common.reduce_preflight,
+    common.PROBE_WRITTEN: common.reduce_probe_written,
+    common.PROBE_REMOVED: common.reduce_probe_removed,
     FILE_COPIED: _reduce_copied,
     PART_UPLOADED: _reduce_part,
     SNAPSHOT_REQUESTED: _reduce_snapshot_requested,
@@ -97,7 +99,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     finally:
         common.record_host_keys(ctx, p.hosts)
     await common.check_paths(p.hosts, topo)
-    await common.probe_storage(p.storage, f".brsm-probe-{ctx.op_id}-{int(time.time())}")
+    await common.probe_storage(ctx, p.storage)
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
 
 
@@ -109,6 +111,8 @@ async def attach(ctx: StepContext) -> None:
     )
     if ctx.mode == "resume":
         await _check_resumable(ctx)
+    if ctx.mode == "rollback":
+        await common.remove_probes(ctx, _ports(ctx).storage)
     await common.reattach_lease(ctx, _ports(ctx).hosts, "backup")
 
 
@@ -369,6 +373,7 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
     if name in {s.name for s in await p.meta.list_snapshots()}:
         await p.meta.drop_snapshots([name])
         ctx.record(SNAPSHOT_DROPPED, {"names": [name], "why": "backup complete"})
+    await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "backup").release()
     return {"completed": True}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -85,20 +86,59 @@ async def check_paths(hosts: HostsPort, topology: dict[str, Any]) -> None:
                               hint="is the config's host mapping right (address → SSH host)?")
 
 
-async def probe_storage(storage: Storage, key: str) -> None:
+PROBE_WRITTEN = "ProbeWritten"
+PROBE_REMOVED = "ProbeRemoved"
+
+
+def reduce_probe_written(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("probes", {})[d["key"]] = True
+
+
+def reduce_probe_removed(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("probes", {}).pop(d["key"], None)
+
+
+async def probe_storage(ctx: StepContext, storage: Storage) -> None:
+    """Write, read back and delete a small object: the storage is reachable, writable and lets brsm
+    delete (rollback, cleanup and prune need that too).
+
+    The probe is journaled before it is written (``ProbeWritten``) and after it is gone
+    (``ProbeRemoved``): a crash in between, or a storage that refuses the delete, leaves a journaled
+    probe that rollback and CLEANED remove (``remove_probes``), never an unrecorded object.
+    """
+    key = f".brsm-probe-{ctx.op_id}-{int(time.time())}"
+    ctx.record(PROBE_WRITTEN, {"key": key})
     try:
         await storage.put_bytes(key, b"brsm probe")
-        try:
-            if await storage.get_bytes(key) != b"brsm probe":
-                raise StorageError(f"{storage.uri}: a probe object read back different bytes", permanent=True)
-        finally:
-            try:
-                await storage.delete(key)  # never leave the probe in the user's storage
-            except BrsmError:
-                pass
     except BrsmError as e:
+        ctx.record(PROBE_REMOVED, {"key": key})  # a put stores all or nothing: nothing to remove
         raise PreflightFailed(f"storage {storage.uri} is not usable: {e.message}",
                               hint=e.hint or "check the URI, the endpoint and the credentials") from e
+    try:
+        if await storage.get_bytes(key) != b"brsm probe":
+            raise StorageError(f"{storage.uri}: a probe object read back different bytes", permanent=True)
+    except BrsmError as e:
+        failure: BrsmError | None = e
+    else:
+        failure = None
+    try:
+        await storage.delete(key)  # never leave the probe in the user's storage
+    except BrsmError as e:
+        raise PreflightFailed(
+            f"storage {storage.uri} took a write but refused to delete it ({key}): {e.message}",
+            hint="brsm must be able to delete (rollback, cleanup, prune): grant it, then resume or roll back "
+                 "this operation, which removes the probe object") from e
+    ctx.record(PROBE_REMOVED, {"key": key})
+    if failure is not None:
+        raise PreflightFailed(f"storage {storage.uri} is not usable: {failure.message}",
+                              hint=failure.hint or "check the URI, the endpoint and the credentials") from failure
+
+
+async def remove_probes(ctx: StepContext, storage: Storage) -> None:
+    """Delete the probe objects an earlier attempt of this operation left (journaled, not removed)."""
+    for key in list(ctx.extra.get("probes", {})):
+        await storage.delete(key)  # a missing one is fine
+        ctx.record(PROBE_REMOVED, {"key": key})
 
 
 def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:

@@ -20,6 +20,9 @@ from property_tests.campaign_support import (
     mem,
 )
 
+# the storage probe journals ProbeWritten and ProbeRemoved before PreflightPassed
+PROBE_EVENTS = 2
+
 
 @pytest.fixture
 def world():
@@ -49,7 +52,7 @@ def test_resume_after_crash_mid_multipart_leaves_no_upload(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
     # 8 appends: PreflightPassed, LOCKED x2, SNAPSHOTTED x3 (with SnapshotRequested), StepStarted
     # COPIED, FilesPlanned; the 9th (the first PartUploaded) is the crash.
-    world.journal.arm(8)
+    world.journal.arm(PROBE_EVENTS + 8)
     with pytest.raises(SimulatedCrash):
         world.run(world.backup_runner.run(op))
     world.process_died()
@@ -63,7 +66,7 @@ def test_resume_after_crash_mid_multipart_leaves_no_upload(world):
 # Found by the campaign, fixed: brsm/workflows/lease.py Lease.acquire: starts a new refresh task without stopping the one it  already has. On resume after a crash inside LOCKED, attach (common.reattach_lease) acquires the  lease and LOCKED re-runs locked(), which acquires the same Lease object again: the first  _refresh_loop task
 def test_relocking_after_reattach_leaks_no_refresh_task(world):
     op = world.backup_runner.create(BACKUP_PARAMS)
-    world.journal.arm(2)  # PreflightPassed, StepStarted LOCKED; crash on StepCompleted LOCKED
+    world.journal.arm(PROBE_EVENTS + 2)  # PreflightPassed, StepStarted LOCKED; crash on StepCompleted LOCKED
     with pytest.raises(SimulatedCrash):
         world.run(world.backup_runner.run(op))
     world.process_died()
@@ -147,3 +150,21 @@ def test_reacquire_own_lease_after_a_dropped_read(world):
     except LockHeld as e:
         pytest.fail(f"resume refused by its own lease: {e.message}")
     assert st.phase == "done"
+
+
+# Found by the campaign (session 2), fixed: brsm/workflows/common.py probe_storage swallowed a failed
+# delete of the preflight probe, so a storage that refused it (once) kept `.brsm-probe-<op>-<t>` forever.
+# Now the probe is journaled before it is written and after it is gone; a refused delete fails the
+# preflight naming the object, and rollback or CLEANED removes it.
+@pytest.mark.parametrize("finish", ["rollback", "resume"])
+def test_a_probe_the_storage_refused_to_delete_is_removed_by_rollback_or_resume(world, finish):
+    mem(world.storage).inject_fault("delete", 1, permanent=True)
+    op = world.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(BrsmError) as ei:
+        world.run(world.backup_runner.run(op))
+    assert "refused to delete" in str(ei.value) and ".brsm-probe-" in str(ei.value)
+    assert [k for k in mem(world.storage).objects if ".brsm-probe-" in k]  # left, but journaled
+    world.clear_faults()
+    st = world.run(world.backup_runner.rollback(op) if finish == "rollback" else world.backup_runner.resume(op))
+    assert st.phase == ("rolled_back" if finish == "rollback" else "done")
+    assert [k for k in mem(world.storage).objects if ".brsm-probe-" in k] == []

@@ -19,6 +19,9 @@ from brsm.workflows import lease as lease_mod
 from brsm.workflows.layout import lease_path
 from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, World, fast_sleeps, leases_left, mem
 
+# the storage probe journals ProbeWritten and ProbeRemoved before PreflightPassed
+PROBE_EVENTS = 2
+
 
 @pytest.fixture
 def world():
@@ -72,7 +75,7 @@ def test_resume_sends_only_parts_not_journaled_when_parts_finished_out_of_order(
     op = world.backup_runner.create(BACKUP_PARAMS)
     # PreflightPassed, LOCKED x2, SNAPSHOTTED x3, StepStarted COPIED, FilesPlanned: the next
     # appends are PartUploaded; crash after a few of them (part 1 of the first upload is still in flight)
-    world.journal.arm(8 + 3)
+    world.journal.arm(PROBE_EVENTS + 8 + 3)
     with pytest.raises(SimulatedCrash):
         world.run(world.backup_runner.run(op))
     world.process_died()
@@ -94,7 +97,7 @@ def _kill_between_mkdir_and_holder(w: World) -> int:
     """What a SIGKILL after `mkdir <lease>` and before `holder.json` leaves: the journal has LOCKED
     begun (not completed), every metad host has an empty lease dir."""
     op = w.backup_runner.create(BACKUP_PARAMS)
-    w.journal.arm(2)  # PreflightPassed, StepStarted LOCKED; the crash is on StepCompleted LOCKED
+    w.journal.arm(PROBE_EVENTS + 2)  # PreflightPassed, StepStarted LOCKED; the crash is on StepCompleted LOCKED
     with pytest.raises(SimulatedCrash):
         w.run(w.backup_runner.run(op))
     w.process_died()
