@@ -72,3 +72,18 @@ def running_sandbox(root: Path, home: Path, *, data_paths: int = 2, load: int = 
 def sandbox(tmp_path_factory):
     with running_sandbox(tmp_path_factory.mktemp("sandbox"), tmp_path_factory.mktemp("home")) as env:
         yield env
+
+
+@contextlib.contextmanager
+def tmpfs(d: Path, size_mb: int):
+    """A tmpfs of ``size_mb`` MiB mounted on ``d``, unmounted at the end. Mounting needs root or
+    CAP_SYS_ADMIN, which the test machines and CI have; without it the test fails, never skips."""
+    d.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}M,mode=0755", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.fail(f"cannot mount a {size_mb} MiB tmpfs (needs root or CAP_SYS_ADMIN): {p.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True, check=False)

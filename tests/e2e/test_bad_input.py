@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BRSM
+from tests.e2e.conftest import BRSM, tmpfs
 from tests.e2e.test_backup_restore import aside_dirs, checkpoint_dirs, leases, snapshots
 
 pytestmark = pytest.mark.sandbox
@@ -607,18 +607,9 @@ def test_unreachable_host_is_a_preflight_failure(sandbox, tmp_path):
 # -- a full local disk during a backup to local ---------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MiB tmpfs (the backup needs several times that): ENOSPC strikes mid-copy. Mounting needs
-    root or CAP_SYS_ADMIN, which the test machines and CI have; without it this fails, never skips."""
-    d = tmp_path / "small-disk"
-    d.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M,mode=0755", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test (needs root or CAP_SYS_ADMIN): {p.stderr.strip()}")
-    try:
+    """A 2 MiB tmpfs (the backup needs several times that): ENOSPC strikes mid-copy."""
+    with tmpfs(tmp_path / "small-disk", 2) as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def test_full_local_disk_fails_cleanly_rolls_back_and_resumes_after_space_is_freed(sandbox, small_disk):

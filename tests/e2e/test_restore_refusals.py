@@ -3,7 +3,6 @@ path (the sandbox lives on a small tmpfs of its own, really filled) and a storag
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from brsm.sandbox import cluster
 
-from .conftest import running_sandbox
+from .conftest import running_sandbox, tmpfs
 from .test_backup_restore import aside_dirs, leases
 
 pytestmark = pytest.mark.sandbox
@@ -21,16 +20,8 @@ TMPFS_MB = 160
 
 @pytest.fixture(scope="module")
 def small_disk(tmp_path_factory):
-    """A tmpfs of TMPFS_MB MiB (root may mount one; tests and CI run as root here)."""
-    d = tmp_path_factory.mktemp("tmpfs")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m,mode=0755", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {p.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path_factory.mktemp("tmpfs"), TMPFS_MB) as d:
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
