@@ -105,7 +105,7 @@ every S3/OSS case has multipart uploads in flight. For each `part:N` resume the 
 journal (`brsm audit`): the crashed run journaled exactly N parts, and the resume finished every upload
 left open *in the same upload*, sending only parts not journaled before the crash (issue 4).
 Random kills land uniformly in 10–90 % of the time an uninterrupted run of that operation took; a kill
-that came after the run had finished is drawn again (earlier), up to three times.
+that came after the run had finished is drawn again inside the time that run took, up to three times.
 A restore has no failpoint inside one file's download (a file is written to a temporary name and
 renamed, and is fetched again whole on resume); the random kills are what land mid-download.
 
@@ -170,13 +170,15 @@ def main() -> int:
 
     def killed(case, secs: float) -> Outcome:
         """A kill at a random instant inside the run; a kill that came after the run had finished
-        is drawn again (earlier), up to 3 times, and is recorded as not reached if it never lands."""
+        is drawn again inside the time that run took, up to 3 times, and is recorded as not reached
+        if it never lands."""
         delay = rng.uniform(0.1, 0.9) * secs
         for _ in range(3):
+            sw.last_run_seconds = None
             o = case(delay)
             if cell(o) != "n/a":
                 break
-            delay = rng.uniform(0.05, 0.6) * secs
+            delay = rng.uniform(0.1, 0.9) * (sw.last_run_seconds or delay)
         return o
 
     with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:

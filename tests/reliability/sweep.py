@@ -80,6 +80,7 @@ class Sweeper:
         self.env = env
         self.workdir = workdir
         self.n = 0
+        self.last_run_seconds: float | None = None  # how long the last run that beat its kill took
         workdir.mkdir(parents=True, exist_ok=True)
         # the sandbox's config plus the sweep's multipart tuning ([storage] is its last table)
         text = Path(env.config).read_text()
@@ -120,15 +121,18 @@ class Sweeper:
             return False, f"exit {p.returncode} instead of a crash: {p.stderr[-300:]}"
         from tests.e2e.conftest import BRSM
 
+        t0 = time.monotonic()
         proc = subprocess.Popen([*BRSM, *args], env=self.env.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            time.sleep(delay or 0)
-            if proc.poll() is None:
+            try:
+                proc.wait(timeout=delay or 0)
+            except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return True, ""
-            return False, f"{NOT_REACHED}: finished before the kill (exit {proc.returncode})"
+            self.last_run_seconds = time.monotonic() - t0
+            return False, f"{NOT_REACHED}: finished before the kill (exit {proc.returncode} after {self.last_run_seconds:.2f} s)"
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -368,11 +372,13 @@ class Sweeper:
             return Outcome("restore", storage, label, recovery, True,
                            f"{NOT_REACHED}: the operation had finished before the kill")
         p = self.env.brsm(recovery, str(op), "--json")
+        note = ""
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
             p = self.env.brsm("resume", str(op), "--json")  # refused in CLEANED: finishing is the way out
-            finished = p.returncode == 0
+            finished, note = p.returncode == 0, "rollback refused in CLEANED; resumed"
         else:
             finished = recovery == "rollback" and p.returncode == 2 and "nothing to roll back" in p.stdout + p.stderr
+            note = "finished before the crash: nothing to undo" if finished else ""
         if p.returncode != 0 and not finished:
             return Outcome("restore", storage, label, recovery, False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
         problems = self._cluster_problems()
@@ -386,8 +392,7 @@ class Sweeper:
         want = backed if (recovery == "resume" or finished) else current
         if got != want:
             problems.append("checksum differs from " + ("the backup's" if want is backed else "the pre-restore one"))
-        return Outcome("restore", storage, label, recovery, not problems,
-                       "; ".join(problems) or ("finished before the crash" if finished else ""))
+        return Outcome("restore", storage, label, recovery, not problems, "; ".join(problems) or note)
 
 
 def cell(o: Outcome | None) -> str:
