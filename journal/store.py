@@ -149,19 +149,30 @@ class Journal:
             return schema.user_version(self.conn)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; any failure rolls back and surfaces as JournalError."""
+    def _transaction(self, what: str, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any failure rolls back and surfaces as JournalError.
+
+        ``durable=False`` commits without the fsync (synchronous=NORMAL for this one transaction):
+        the rows survive the process being killed (they are in the WAL file, written before COMMIT
+        returns) but not a power loss until the next durable commit, whose fsync covers the whole
+        WAL. So the chain never gets a hole: what can be lost is only a tail of non-durable rows."""
         with self._mutex:
             conn = self.conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if not durable:
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    if not durable:
+                        conn.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as e:
                 raise _error(what, e) from e
 
@@ -334,11 +345,14 @@ class Writer:
         op = journal.operation(op_id)
         self.head_seq, self.head_hash = op.head_seq, op.head_hash
 
-    def append(self, type_: str, data: Mapping[str, Any] | None = None, version: int = 1) -> Event:
-        return self.append_batch([(type_, data if data is not None else {}, version)])[0]
+    def append(self, type_: str, data: Mapping[str, Any] | None = None, version: int = 1, *,
+               durable: bool = True) -> Event:
+        return self.append_batch([(type_, data if data is not None else {}, version)], durable=durable)[0]
 
-    def append_batch(self, items: Iterable[tuple]) -> list[Event]:
-        """All or nothing, in one transaction (one fsync), durable at return."""
+    def append_batch(self, items: Iterable[tuple], *, durable: bool = True) -> list[Event]:
+        """All or nothing, in one transaction (one fsync), durable at return. ``durable=False`` is for
+        progress hints whose loss costs only repeated work (e.g. a checkpoint inside a file): no fsync,
+        still safe against the process dying (see ``Journal._transaction``)."""
         if self.closed:
             raise JournalError(f"the driver of operation {self.op_id} has exited; take it again to append")
         prepared = [self._encode(item) for item in items]
@@ -354,7 +368,7 @@ class Writer:
             rows.append((op_id, seq, t, type_, version, data_json, prev, h))
             events.append(Event(op_id, seq, t, type_, version, loads(data_json), prev, h))
             prev = h
-        with self.journal._transaction(f"appending to operation {op_id}") as conn:
+        with self.journal._transaction(f"appending to operation {op_id}", durable) as conn:
             head = conn.execute("SELECT head_seq, head_hash FROM operations WHERE id = ?", (op_id,)).fetchone()
             if head is None:
                 raise UnknownOperation(op_id)

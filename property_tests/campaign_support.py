@@ -91,9 +91,9 @@ class CrashingJournal:
             def __init__(self, w: Any) -> None:
                 self.w = w
 
-            def append(self, t, d):
+            def append(self, t, d, **kw):
                 outer._spend()
-                return self.w.append(t, d)
+                return self.w.append(t, d, **kw)
 
             def append_batch(self, items):
                 outer._spend()

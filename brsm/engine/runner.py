@@ -94,10 +94,12 @@ class StepContext:
     def extra(self) -> dict[str, Any]:
         return self.state.extra
 
-    def record(self, type_: str, data: Mapping[str, Any]) -> None:
-        """Append a domain event (durable at return) and fold it into the live state."""
+    def record(self, type_: str, data: Mapping[str, Any], *, durable: bool = True) -> None:
+        """Append a domain event (durable at return) and fold it into the live state. ``durable=False``
+        for progress hints whose loss only costs repeated work: no fsync, still safe against a kill."""
         t0 = time.perf_counter()
-        e = self._writer.append(type_, dict(data))
+        e = self._writer.append(type_, dict(data)) if durable else self._writer.append(type_, dict(data),
+                                                                                      durable=False)
         self.journal_seconds += time.perf_counter() - t0
         self.journal_appends += 1
         self.journal_events += 1

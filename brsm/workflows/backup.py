@@ -280,8 +280,11 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
                 if (s.upload_id, part["n"], part["etag"]) in journaled:
                     continue
                 journaled.add((s.upload_id, part["n"], part["etag"]))
+                # a hint, not a commitment: lost (power loss only), it costs re-sending one part or block,
+                # and UPLOADED aborts any upload left unfinished; so no fsync per part
                 ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
-                                           "n": part["n"], "etag": part["etag"], "size": part["size"]})
+                                           "n": part["n"], "etag": part["etag"], "size": part["size"]},
+                           durable=False)
                 parts_sent += 1
                 failpoints.hit(f"part:{parts_sent}")
 

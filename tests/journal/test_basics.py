@@ -255,3 +255,21 @@ def test_journal_does_not_import_brsm():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.stdout.strip() == "[]"
+
+
+def test_a_non_durable_append_is_chained_read_and_leaves_full_sync_on(jpath):
+    """Progress hints skip the fsync; they are still in the chain, visible to other readers, and the
+    next append is durable again (synchronous back to FULL)."""
+    j = Journal.open(jpath)
+    op = j.create_operation(kind="backup", who="w@h", version="0.1.0")
+    with j.driver(op.id) as w:
+        w.append("StepStarted", {"step": "COPIED"})
+        w.append("PartUploaded", {"n": 1}, durable=False)
+        w.append_batch([("PartUploaded", {"n": 2}), ("PartUploaded", {"n": 3})], durable=False)
+        w.append("StepCompleted", {"step": "COPIED"})
+    assert j.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    other = Journal.open(jpath)
+    assert [e.type for e in other.events(op.id)] == ["StepStarted"] + ["PartUploaded"] * 3 + ["StepCompleted"]
+    assert other.verify().ok
+    other.close()
+    j.close()
