@@ -285,6 +285,23 @@ def journal_verify(
 
 
 # -- entry point --------------------------------------------------------------------------------
+def _click_families() -> tuple[tuple, tuple, tuple]:
+    """Typer 0.29 parses with its own copy of click (``typer._click``), whose exceptions are not
+    click's: a bad argument would otherwise end as an 'unexpected error' with a traceback."""
+    mods = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+        mods.append(vendored)
+    except ImportError:
+        pass
+    def family(name: str) -> tuple:
+        return tuple(getattr(m, name) for m in mods if hasattr(m, name))
+    return family("Exit"), family("ClickException"), family("Abort")
+
+
+_EXIT, _CLICK_ERROR, _ABORT = _click_families()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BRSM_DEBUG") == "1"
@@ -308,12 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s: %s", type(e).__name__, e.message)
         if debug:
             traceback.print_exc()
-    except click.exceptions.Exit as e:
+    except _EXIT as e:
         code = e.exit_code
-    except click.exceptions.ClickException as e:
+    except _CLICK_ERROR as e:
         out.error(e.format_message(), "see `brsm --help`", 2)
         code = 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*_ABORT, KeyboardInterrupt):
         out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)
         code = 130
     except Exception as e:  # noqa: BLE001 - the one place that turns any error into an exit code

@@ -1,0 +1,29 @@
+"""A wrong command line is a usage error (exit 2, one line and a hint), never a traceback: typer
+parses with its own copy of click, whose exceptions brsm must recognise too."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brsm.cli.app import main
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["show", "NAME", "--storage", "local:///nowhere"], "unexpected extra argument"),
+    (["--no-such-option"], "No such option"),
+    (["ops", "--limit", "many"], "--limit"),
+])
+def test_bad_command_lines_are_usage_errors(argv, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRSM_HOME", str(tmp_path))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brsm: error: ") and says in err and "hint:" in err
+    assert "Traceback" not in err
+
+
+def test_with_json_the_usage_error_is_one_json_object(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BRSM_HOME", str(tmp_path))
+    assert main(["show", "a", "b", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["exit_code"] == 2 and "unexpected extra argument" in out["error"]
