@@ -105,7 +105,8 @@ every S3/OSS case has multipart uploads in flight. For each `part:N` resume the 
 journal (`brsm audit`): the crashed run journaled exactly N parts, and the resume finished every upload
 left open *in the same upload*, sending only parts not journaled before the crash (issue 4).
 Random kills land uniformly in 10–90 % of the time an uninterrupted run of that operation took; a kill
-that came after the run had finished is drawn again inside the time that run took, up to three times.
+that came before the run had created its operation (nothing to recover) or after it had finished is
+drawn again, later or inside the time that run took, up to three times.
 A restore has no failpoint inside one file's download (a file is written to a temporary name and
 renamed, and is fetched again whole on resume); the random kills are what land mid-download.
 
@@ -169,16 +170,22 @@ def main() -> int:
             record(Outcome(kind, storage, point, recovery, False, f"sweep driver: {type(e).__name__}: {e}"[:400]))
 
     def killed(case, secs: float) -> Outcome:
-        """A kill at a random instant inside the run; a kill that came after the run had finished
-        is drawn again inside the time that run took, up to 3 times, and is recorded as not reached
-        if it never lands."""
-        delay = rng.uniform(0.1, 0.9) * secs
+        """A kill at a random instant inside the run; a kill that came before the run created its
+        operation or after it had finished is drawn again (later, or inside the time that run took),
+        up to 3 times, and is recorded as not reached if it never lands."""
+        lo, hi = 0.1 * secs, 0.9 * secs
+        delay = rng.uniform(lo, hi)
         for _ in range(3):
-            sw.last_run_seconds = None
+            sw.last_run_seconds = sw.kill_timing = None
             o = case(delay)
             if cell(o) != "n/a":
                 break
-            delay = rng.uniform(0.1, 0.9) * (sw.last_run_seconds or delay)
+            if sw.kill_timing == "early":  # before the run created its operation: later
+                lo, hi = delay, max(hi, 1.5 * delay)
+            else:  # after the run's work was done: earlier, inside the time it took
+                hi = sw.last_run_seconds or delay
+                lo = min(lo, 0.5 * hi)
+            delay = rng.uniform(lo, hi)
         return o
 
     with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:

@@ -81,6 +81,7 @@ class Sweeper:
         self.workdir = workdir
         self.n = 0
         self.last_run_seconds: float | None = None  # how long the last run that beat its kill took
+        self.kill_timing: str | None = None  # "early" / "late" when the last timed kill missed the operation
         workdir.mkdir(parents=True, exist_ok=True)
         # the sandbox's config plus the sweep's multipart tuning ([storage] is its last table)
         text = Path(env.config).read_text()
@@ -97,11 +98,21 @@ class Sweeper:
         return self.env.s3(f"sweep{self.n}") if kind == "s3" else self.env.oss(f"sweep{self.n}")
 
     def _last_op(self) -> int:
-        return self.env.ok("ops", "--limit", "1")[0]["id"]
+        ops = self.env.ok("ops", "--limit", "1")
+        return ops[0]["id"] if ops else 0
 
-    def _finished(self, op: int) -> bool:
-        """The operation reached its end before the kill (the timer only hit the process's exit)."""
-        return any(o["id"] == op and o.get("finished") for o in self.env.ok("ops", "--limit", "1"))
+    def _op_after_crash(self, before: int, delay: float | None) -> tuple[int | None, str]:
+        """The operation the killed run created, or (None, why) when there is none to recover: the
+        kill came before the run created it, or after it had finished (the timer only hit the exit)."""
+        ops = self.env.ok("ops", "--limit", "1")
+        if not ops or ops[0]["id"] == before:
+            self.kill_timing = "early"
+            return None, (f"{NOT_REACHED}: killed before it created its operation" if delay is not None
+                          else "no operation was created before the crash")
+        if delay is not None and ops[0].get("finished"):
+            self.kill_timing = "late"
+            return None, f"{NOT_REACHED}: the operation had finished before the kill"
+        return ops[0]["id"], ""
 
     def reset(self) -> None:
         """After a failed case: remove what it left (brsm gc, then any lease dir), so one failure does
@@ -131,7 +142,7 @@ class Sweeper:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return True, ""
-            self.last_run_seconds = time.monotonic() - t0
+            self.last_run_seconds, self.kill_timing = time.monotonic() - t0, "late"
             return False, f"{NOT_REACHED}: finished before the kill (exit {proc.returncode} after {self.last_run_seconds:.2f} s)"
         finally:
             if proc.poll() is None:
@@ -175,14 +186,15 @@ class Sweeper:
         def out(ok: bool, detail: str = "") -> Outcome:
             return Outcome("backup", storage, label, recovery, ok, detail)
 
+        before = self._last_op()
         died, why = self._crash(self.backup_args(loc), point, delay)
         if not died:
             # a failpoint that never fired is a failure (the sweep's data reaches every listed point);
             # a timer that came too late is recorded as not reached
             return out(delay is not None and why.startswith(NOT_REACHED), why or "no crash")
-        op = self._last_op()
-        if delay is not None and self._finished(op):
-            return out(True, f"{NOT_REACHED}: the operation had finished before the kill")
+        op, why = self._op_after_crash(before, delay)
+        if op is None:
+            return out(delay is not None, why)
         open_at_crash = {self._rel(loc, k): uid for k, uid in self._open_uploads(loc)}
         p = self.env.brsm(recovery, str(op), "--json")
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
@@ -363,14 +375,14 @@ class Sweeper:
         self.env.load(1 << 20, seed=random.randrange(1 << 30))
         current = self.env.checksum()
         label = point or f"kill@{delay:.2f}s"
+        before = self._last_op()
         died, why = self._crash(self.restore_args(loc, name), point, delay)
         if not died:
             return Outcome("restore", storage, label, recovery, delay is not None and why.startswith(NOT_REACHED),
                            why or "no crash")
-        op = self._last_op()
-        if delay is not None and self._finished(op):
-            return Outcome("restore", storage, label, recovery, True,
-                           f"{NOT_REACHED}: the operation had finished before the kill")
+        op, why = self._op_after_crash(before, delay)
+        if op is None:
+            return Outcome("restore", storage, label, recovery, delay is not None, why)
         p = self.env.brsm(recovery, str(op), "--json")
         note = ""
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
