@@ -15,21 +15,11 @@ from property_tests.campaign_support import (
     BACKUP_PARAMS,
     SimulatedCrash,
     World,
-    fast_sleeps,
     leases_left,
     mem,
 )
 
-# the storage probe journals ProbeWritten and ProbeRemoved before PreflightPassed
-PROBE_EVENTS = 2
-
-
-@pytest.fixture
-def world():
-    with fast_sleeps():
-        w = World()
-        yield w
-        w.close()
+from .conftest import PROBE_EVENTS
 
 
 def _pending(w: World) -> list[asyncio.Task]:

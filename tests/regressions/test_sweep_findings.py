@@ -17,18 +17,9 @@ import pytest
 from brsm.errors import BrsmError
 from brsm.workflows import lease as lease_mod
 from brsm.workflows.layout import lease_path
-from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, World, fast_sleeps, leases_left, mem
+from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, World, leases_left, mem
 
-# the storage probe journals ProbeWritten and ProbeRemoved before PreflightPassed
-PROBE_EVENTS = 2
-
-
-@pytest.fixture
-def world():
-    with fast_sleeps():
-        w = World()
-        yield w
-        w.close()
+from .conftest import PROBE_EVENTS
 
 
 def _first_part_last(w: World) -> None:
