@@ -8,6 +8,7 @@ once for all of them. The local backend overrides ``put`` (temp file + fsync + r
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
 import uuid
@@ -191,6 +192,22 @@ class Source:
     def sha256(self) -> str:
         """SHA-256 of everything absorbed so far (the whole stream once it is consumed)."""
         return self._h.hexdigest()
+
+
+#: bodies at least this big get their Content-MD5 in a worker thread (hashlib releases the GIL)
+MD5_OFF_LOOP = 256 << 10
+
+
+async def content_md5(data: bytes) -> str:
+    """The Content-MD5 header of ``data``, the store's check that the body arrived intact.
+
+    MD5 runs at ~700 MiB/s here: 11 ms per 8 MiB part. On the event loop, which also does every SSH
+    packet of every transfer, those milliseconds stall all of them; in a worker thread they overlap
+    with the loop.
+    """
+    if len(data) < MD5_OFF_LOOP:
+        return base64.b64encode(hashlib.md5(data).digest()).decode()
+    return await asyncio.to_thread(lambda: base64.b64encode(hashlib.md5(data).digest()).decode())
 
 
 class ByteBudget:

@@ -13,8 +13,6 @@ sent as well (the server rejects a damaged body). Whole-object downloads are CRC
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -22,7 +20,7 @@ from typing import Any, TypeVar
 from brsm.errors import ObjectNotFound, StorageError, UsageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, dir_prefix
+from .base import BaseStorage, check_prefix, content_md5, dir_prefix
 
 T = TypeVar("T")
 ENV_ID = "OSS_ACCESS_KEY_ID"
@@ -30,9 +28,6 @@ ENV_SECRET = "OSS_ACCESS_KEY_SECRET"
 ENV_TOKEN = "OSS_SESSION_TOKEN"
 ENV_ENDPOINT = "OSS_ENDPOINT"
 
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class OssStorage(BaseStorage):
@@ -120,7 +115,7 @@ class OssStorage(BaseStorage):
 
     async def _put_single(self, full: str, data: bytes) -> None:
         await self._run("put_object", self._bucket.put_object, full, data,
-                        headers={"Content-MD5": _md5_b64(data)}, key=self.rel_key(full))
+                        headers={"Content-MD5": await content_md5(data)}, key=self.rel_key(full))
 
     async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         full = self.full_key(key)
@@ -244,7 +239,7 @@ class OssStorage(BaseStorage):
 
     async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:
         r = await self._run("upload_part", self._bucket.upload_part, full, upload_id, n, data,
-                            headers={"Content-MD5": _md5_b64(data)}, key=self.rel_key(full))
+                            headers={"Content-MD5": await content_md5(data)}, key=self.rel_key(full))
         return {"etag": r.etag.strip('"'), "crc64": r.crc}
 
     async def _mp_list_parts(self, full: str, upload_id: str) -> dict[int, dict[str, Any]] | None:

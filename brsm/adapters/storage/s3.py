@@ -12,8 +12,6 @@ retry layer. SHA-256 of the bytes received is computed by the shared :class:`.ba
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -23,7 +21,7 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, dir_prefix, reblock
+from .base import BaseStorage, check_prefix, content_md5, dir_prefix, reblock
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
@@ -33,9 +31,6 @@ _CRED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "E
 _CRED_HINT = ("check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
               "~/.aws/credentials) and that they may access the bucket")
 
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class S3Storage(BaseStorage):
@@ -142,13 +137,13 @@ class S3Storage(BaseStorage):
     # -- objects ---------------------------------------------------------------------------
     async def put_bytes(self, key: str, data: bytes) -> None:
         full = self.full_key(key)
-        await self._call("put_object", "put_object", key, Key=full, Body=bytes(data), ContentMD5=_md5_b64(data))
+        await self._call("put_object", "put_object", key, Key=full, Body=bytes(data), ContentMD5=await content_md5(data))
 
     async def _put_single(self, full: str, data: bytes) -> None:
         body = io.BytesIO(data)
         try:
             await self._call("put_object", "put_object", self.rel_key(full), Key=full, Body=body,
-                             ContentMD5=_md5_b64(data))
+                             ContentMD5=await content_md5(data))
         finally:
             body.close()  # see _mp_upload_part
 
@@ -276,7 +271,7 @@ class S3Storage(BaseStorage):
         body = io.BytesIO(data)
         try:
             r = await self._call("upload_part", "upload_part", self.rel_key(full), Key=full, UploadId=upload_id,
-                                 PartNumber=n, Body=body, ContentMD5=_md5_b64(data))
+                                 PartNumber=n, Body=body, ContentMD5=await content_md5(data))
         finally:
             # the SDK and aiohttp keep request objects (and so the body) alive past the call; closing
             # frees the part's bytes now instead of whenever those go
