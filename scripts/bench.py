@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
 MiB = 1 << 20
+GiB = 1 << 30
 CRASH_EXIT = 86
 TIME_V = "/usr/bin/time"
 
@@ -99,6 +100,7 @@ def log(msg: str) -> None:
 class Run:
     def __init__(self, argv: list[str], rc: int, wall: float, stdout: str, stderr: str, rss_kb: int | None):
         self.argv, self.rc, self.wall, self.stdout, self.stderr, self.rss_kb = argv, rc, wall, stdout, stderr, rss_kb
+        self.cpu_s: float | None = None  # machine-wide CPU seconds during the run (see machine_cpu_seconds)
 
     def json(self) -> Any:
         # the CLI prints one JSON document on stdout; progress lines may follow on the same stream
@@ -126,6 +128,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, measure_rss: bool
         tv = tempfile.NamedTemporaryFile(prefix="bench-time-", delete=False)
         tv.close()
         full = [TIME_V, "-v", "-o", tv.name, *argv]
+    c0 = machine_cpu_seconds()
     t0 = time.perf_counter()
     p = subprocess.Popen(full, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -148,6 +151,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, measure_rss: bool
         p.wait()
         raise
     wall = time.perf_counter() - t0
+    cpu_s = machine_cpu_seconds() - c0
     stop.set()
     if tv is not None:
         text = Path(tv.name).read_text(errors="replace")
@@ -161,7 +165,21 @@ def run(argv: list[str], env: dict[str, str] | None = None, *, measure_rss: bool
     else:
         rc = p.returncode
         rss_kb = peak[0] or None
-    return Run(argv, rc, wall, out, err, rss_kb)
+    r = Run(argv, rc, wall, out, err, rss_kb)
+    r.cpu_s = cpu_s
+    return r
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine has used so far (user, nice, system, irq, softirq from
+    /proc/stat). The difference over a run is what the run cost the machine: the tool plus the sshds,
+    sftp-servers and object stores serving it, which share the same CPUs here."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
 
 
 def parallel(cmds: list[list[str] | str], env: dict[str, str] | None = None) -> float:
@@ -354,14 +372,17 @@ class Bench:
         def measure(key: str, label: str, make: Any, env: dict[str, str] | None = None,
                     after: Any = None) -> None:
             """Median of --repeat runs (each from a fresh, synced destination); every run kept in the JSON."""
-            times = []
+            runs = []
             for _ in range(max(1, a.repeat)):
                 fresh()
-                times.append(parallel(make(), env))
+                c0 = machine_cpu_seconds()
+                wall = parallel(make(), env)
+                runs.append((wall, machine_cpu_seconds() - c0))
                 if after:
                     after()
-            times.sort()
-            self.row(key, label, times[len(times) // 2], nbytes, runs=[round(t, 3) for t in times])
+            runs.sort()
+            wall, cpu = runs[len(runs) // 2]
+            self.row(key, label, wall, nbytes, runs=[round(t, 3) for t, _ in runs], cpu_s=round(cpu, 2))
 
         measure("cp", "cp -r (local disk)", lambda: per_host(lambda h, i, p, hd: f"cp -r {p} {hd}/{i}"))
         measure("cp_sync", "cp -r + fsync each file", lambda: per_host(
@@ -421,7 +442,7 @@ class Bench:
         r, facts, au = self.backup(sb, f"local://{store}")
         nbytes = int(facts["total_bytes"])
         rss_mb = round(r.rss_kb / 1000, 1) if r.rss_kb else None
-        self.row("brsm_local", "brsm backup -> local (whole command)", r.wall, nbytes, rss_mb=rss_mb,
+        self.row("brsm_local", "brsm backup -> local (whole command)", r.wall, nbytes, rss_mb=rss_mb, cpu_s=r.cpu_s,
                  files=facts["total_files"], steps=au["steps"])
         self.row("brsm_local_copy", "brsm backup -> local (COPIED step only)", au["steps"].get("COPIED", 0), nbytes)
         self.results["backup_local"] = {"facts": {k: facts[k] for k in ("backup_name", "total_bytes", "total_files")},
@@ -437,7 +458,7 @@ class Bench:
         doc = r.json()
         au = self.audit(int(doc["op_id"]))
         rss_mb = round(r.rss_kb / 1000, 1) if r.rss_kb else None
-        self.row("brsm_restore", "brsm restore <- local (whole command)", r.wall, nbytes, rss_mb=rss_mb,
+        self.row("brsm_restore", "brsm restore <- local (whole command)", r.wall, nbytes, rss_mb=rss_mb, cpu_s=r.cpu_s,
                  steps=au["steps"])
         self.row("brsm_restore_dl", "brsm restore <- local (DOWNLOADED step only)", au["steps"].get("DOWNLOADED", 0),
                  nbytes)
@@ -465,7 +486,7 @@ class Bench:
             nbytes = int(facts["total_bytes"])
             rss_mb = round(r.rss_kb / 1000, 1) if r.rss_kb else None
             self.row(f"brsm_{kind}", f"brsm backup -> sandbox {kind.upper()} (whole command)", r.wall, nbytes,
-                     rss_mb=rss_mb, steps=au["steps"])
+                     rss_mb=rss_mb, cpu_s=r.cpu_s, steps=au["steps"])
             self.row(f"brsm_{kind}_copy", f"brsm backup -> sandbox {kind.upper()} (COPIED step only)",
                      au["steps"].get("COPIED", 0), nbytes)
             # free the store (moto keeps S3 objects in memory)
@@ -639,7 +660,7 @@ class Bench:
             r, facts, au = self.backup(sb, f"local://{store}")
             rss_mb = round(r.rss_kb / 1000, 1) if r.rss_kb else None
             self.row("brsm_local_big", f"brsm backup -> local at {human(size)} (whole command)", r.wall,
-                     int(facts["total_bytes"]), rss_mb=rss_mb, files=facts["total_files"], steps=au["steps"])
+                     int(facts["total_bytes"]), rss_mb=rss_mb, cpu_s=r.cpu_s, files=facts["total_files"], steps=au["steps"])
             shutil.rmtree(store, ignore_errors=True)
         finally:
             self.down(Path(sb["dir"]))
@@ -811,13 +832,18 @@ class Bench:
                  f"{res['checkpoint']['hosts']} storage hosts (+ meta SSTs for brsm); files in the page cache",
                  ""]
         bases = [k for k in ("cp", "scp", "tar_ssh", "rclone_sftp") if k in R]
-        head = f"{'what':<46} {'s':>7} {'MiB/s':>7} {'RSS MB':>7} " + " ".join(f"{'/' + k:>10}" for k in bases)
+        head = (f"{'what':<46} {'s':>7} {'MiB/s':>7} {'RSS MB':>7} {'CPU s/GiB':>9} "
+                + " ".join(f"{'/' + k:>10}" for k in bases))
         lines += [head, "-" * len(head)]
         for k, rec in R.items():
             ratios = " ".join(f"{(rec['mib_s'] or 0) / R[b]['mib_s']:>10.2f}" for b in bases)
             rss = f"{rec['rss_mb']:>7}" if rec.get("rss_mb") else f"{'':>7}"
-            lines.append(f"{rec['label']:<46} {rec['seconds']:>7.2f} {rec['mib_s'] or 0:>7.1f} {rss} {ratios}")
-        lines.append("(ratios = MiB/s of the row / MiB/s of the baseline in the column header)")
+            cpu = rec.get("cpu_s")
+            cpu_gib = f"{cpu / (rec['bytes'] / GiB):>9.2f}" if cpu and cpu == cpu and rec.get("bytes") else f"{'':>9}"
+            lines.append(f"{rec['label']:<46} {rec['seconds']:>7.2f} {rec['mib_s'] or 0:>7.1f} {rss} {cpu_gib} {ratios}")
+        lines.append("(ratios = MiB/s of the row / MiB/s of the baseline in the column header; CPU s/GiB = CPU time "
+                     "of every process on the machine during the row, the sshds, sftp-servers and stores serving it "
+                     "included, per GiB moved: with N CPUs no tool can run faster than N / that many GiB/s)")
         if "journal" in res:
             j = res["journal"]
             if j["kind"] == "measured":
