@@ -81,6 +81,45 @@ async def test_a_changed_prefix_starts_over(store):
     assert tmp_files(store) == []  # the bad temp file is gone too
 
 
+async def test_a_committed_but_unjournaled_file_resumes_from_its_last_checkpoint(store):
+    """A kill after the put renamed its temp file to the key but before the caller journaled the file
+    (the sweep's and the bench's `file:N` point): the resume takes the committed file back and fetches
+    only what follows the last checkpoint, not the whole file again."""
+    state, seen = UploadState(), []
+    await store.put("a/f", FileSource(), len(DATA), state=state, on_part=lambda s: seen.append(dict(s.parts[-1])))
+    assert (store.root / "a/f").read_bytes() == DATA and tmp_files(store) == []
+    last = seen[-1]["size"]
+    assert 0 < last < len(DATA)  # the last checkpoint is before the end: nothing is journaled at the end
+    src = FileSource()
+    res = await store.put("a/f", src, len(DATA), state=state, on_part=lambda s: None)
+    assert src.opened == [last]
+    assert res.sha256 == hashlib.sha256(DATA).hexdigest() and res.size == len(DATA)
+    assert (store.root / "a/f").read_bytes() == DATA and tmp_files(store) == []
+
+
+async def test_a_committed_file_that_changed_or_is_a_symlink_is_fetched_whole(store, tmp_path):
+    state = UploadState()
+    await store.put("a/f", FileSource(), len(DATA), state=state, on_part=lambda s: None)
+    raw = bytearray((store.root / "a/f").read_bytes())
+    raw[7] ^= 0xFF
+    (store.root / "a/f").write_bytes(bytes(raw))
+    src = FileSource()
+    saved = UploadState(state.upload_id, list(state.parts), state.part_size)
+    res = await store.put("a/f", src, len(DATA), state=state, on_part=lambda s: None)
+    assert src.opened == [0] and res.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert (store.root / "a/f").read_bytes() == DATA
+
+    outside = tmp_path / "outside"
+    outside.write_bytes(DATA)
+    (store.root / "a/f").unlink()
+    (store.root / "a/f").symlink_to(outside)
+    src = FileSource()
+    res = await store.put("a/f", src, len(DATA), state=saved, on_part=lambda s: None)
+    assert src.opened == [0] and res.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert outside.read_bytes() == DATA  # never opened for writing through the link
+    assert not (store.root / "a/f").is_symlink() and tmp_files(store) == []
+
+
 @pytest.mark.parametrize("damage", ["missing", "short", "foreign"])
 async def test_a_missing_short_or_foreign_temp_file_starts_over(store, damage):
     state, _ = await cut_put(store, cut=4 * BLOCK + 5)

@@ -84,7 +84,7 @@ class LocalStorage(BaseStorage):
         try:
             if resumed is not None:
                 tmp, offset, prefix = resumed
-                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
+                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 await asyncio.to_thread(os.lseek, fd, offset, os.SEEK_SET)
             else:
                 tmp, offset, prefix = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}", 0, None
@@ -162,7 +162,18 @@ class LocalStorage(BaseStorage):
 
         def check() -> Any:
             try:
-                if os.stat(tmp).st_size < offset:
+                try:
+                    st = os.lstat(tmp)
+                except FileNotFoundError:
+                    # The put had finished (the temp file was renamed to the key) when the process died,
+                    # before the caller journaled the file. The committed file begins with the same
+                    # checkpointed prefix: take it back as the temp file, so only what follows the last
+                    # checkpoint crosses again instead of the whole file. The prefix check below decides.
+                    if not stat.S_ISREG(os.lstat(path).st_mode):
+                        return None
+                    os.rename(path, tmp)
+                    st = os.lstat(tmp)
+                if not stat.S_ISREG(st.st_mode) or st.st_size < offset:
                     return None
                 h = hashlib.sha256()
                 with open(tmp, "rb", buffering=0) as f:
