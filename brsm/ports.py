@@ -139,9 +139,14 @@ class ByteSource(Protocol):
     def open(self, offset: int = 0) -> AsyncIterator[bytes]: ...
 
 
+def reopenable(chunks: "AsyncIterator[bytes] | ByteSource") -> bool:
+    """A ByteSource (openable again, at any offset), not a plain stream that passes only once."""
+    return not hasattr(chunks, "__aiter__")
+
+
 def stream_of(chunks: "AsyncIterator[bytes] | ByteSource", offset: int = 0) -> AsyncIterator[bytes]:
     """The byte stream of ``chunks`` from ``offset`` (a plain stream can only start at 0)."""
-    if hasattr(chunks, "__aiter__"):
+    if not reopenable(chunks):
         if offset:
             raise ValueError("a plain stream cannot start at an offset")
         return chunks  # type: ignore[return-value]

@@ -52,7 +52,7 @@ class CrashingJournal:
                 w = cm.__enter__()
 
                 class _W:
-                    def append(self_w, t, d):
+                    def append(self_w, t, d, **kw):
                         outer._spend()
                         return w.append(t, d)
 

@@ -98,11 +98,8 @@ class StepContext:
         """Append a domain event (durable at return) and fold it into the live state. ``durable=False``
         for progress hints whose loss only costs repeated work: no fsync, still safe against a kill."""
         t0 = time.perf_counter()
-        e = self._writer.append(type_, dict(data)) if durable else self._writer.append(type_, dict(data),
-                                                                                      durable=False)
-        self.journal_seconds += time.perf_counter() - t0
-        self.journal_appends += 1
-        self.journal_events += 1
+        e = self._writer.append(type_, dict(data), durable=durable)
+        self._timed(t0, 1)
         apply(self.state, _Event(e.seq, type_, dict(data)), self._reducers)
         failpoints.hit(f"event:{_count_event()}")
 
@@ -111,12 +108,16 @@ class StepContext:
             return
         t0 = time.perf_counter()
         written = self._writer.append_batch([(t, dict(d)) for t, d in items])
-        self.journal_seconds += time.perf_counter() - t0
-        self.journal_appends += 1
-        self.journal_events += len(items)
+        self._timed(t0, len(items))
         for e, (t, d) in zip(written, items):
             apply(self.state, _Event(e.seq, t, dict(d)), self._reducers)
         failpoints.hit(f"event:{_count_event()}")
+
+    def _timed(self, t0: float, events: int) -> None:
+        """Account one append transaction that started at ``t0`` (for journal_stats)."""
+        self.journal_seconds += time.perf_counter() - t0
+        self.journal_appends += 1
+        self.journal_events += events
 
     def journal_stats(self) -> dict[str, Any]:
         """This process's journal appends so far: seconds in the append calls, transactions, events."""

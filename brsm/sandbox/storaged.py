@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -452,12 +453,9 @@ class Storaged(layout.Service):
         self.log.info("dropped checkpoint %s: %s", name, removed)
         return {"removed": removed}
 
-    def _write(self, body: bytes, query: dict[str, str]) -> dict[str, Any]:
-        try:
-            sid = int(query["space_id"])
-        except (KeyError, ValueError) as exc:
-            raise layout.HTTPError(400, "write needs ?space_id=") from exc
-        records = decode_records(body)
+    def _by_owned_part(self, sid: int, records: list[tuple[bytes, bytes]]) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Records grouped by part; a part this host does not hold is refused as Nebula's storaged
+        does (421, E_LEADER_CHANGED), after one refresh of the ownership from metad."""
         by_part: dict[int, list[tuple[bytes, bytes]]] = {}
         for k, v in records:
             by_part.setdefault(int.from_bytes(k[:4], "big"), []).append((k, v))
@@ -468,8 +466,12 @@ class Storaged(layout.Service):
         if foreign:
             raise layout.HTTPError(421, f"parts {foreign} of space {sid} are not on {self.addr}",
                                    code=common.ErrorCode.E_LEADER_CHANGED)
-        if self._take_fault("fail_writes"):
-            raise layout.HTTPError(500, "injected write failure")
+        return by_part
+
+    @contextlib.contextmanager
+    def _admitted(self, nbytes: int):
+        """One write while writes are not blocked (409, E_BLOCK_WRITE_FAILURE while a backup blocks
+        them), counted in flight so that blocking waits for it to land; counted as done on success."""
         with self.gate:
             if self.blocked:
                 self.stats["writes_refused"] += 1
@@ -477,6 +479,24 @@ class Storaged(layout.Service):
                                        code=common.ErrorCode.E_BLOCK_WRITE_FAILURE)
             self.inflight += 1
         try:
+            yield
+            self.stats["writes_ok"] += 1
+            self.stats["bytes_written"] += nbytes
+        finally:
+            with self.gate:
+                self.inflight -= 1
+                self.gate.notify_all()
+
+    def _write(self, body: bytes, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            sid = int(query["space_id"])
+        except (KeyError, ValueError) as exc:
+            raise layout.HTTPError(400, "write needs ?space_id=") from exc
+        records = decode_records(body)
+        by_part = self._by_owned_part(sid, records)
+        if self._take_fault("fail_writes"):
+            raise layout.HTTPError(500, "injected write failure")
+        with self._admitted(len(body)):
             self.ensure_space(sid)
             for pid, items in sorted(by_part.items()):
                 lock = self.part_locks.setdefault((sid, pid), threading.Lock())
@@ -490,12 +510,6 @@ class Storaged(layout.Service):
                         wb.put(k, v)
                     wb.put(commit_key(pid), st[0].to_bytes(8, "big") + st[1].to_bytes(8, "big"))
                     self.db_for(sid, pid).write(wb)
-            self.stats["writes_ok"] += 1
-            self.stats["bytes_written"] += len(body)
-        finally:
-            with self.gate:
-                self.inflight -= 1
-                self.gate.notify_all()
         return {"written": len(records), "parts": sorted(by_part)}
 
     def _ingest(self, body: bytes, query: dict[str, str]) -> dict[str, Any]:
@@ -508,24 +522,9 @@ class Storaged(layout.Service):
             raise layout.HTTPError(400, "ingest needs ?space_id=[&wal_segments=]") from exc
         if segments < 0:
             raise layout.HTTPError(400, "wal_segments must be >= 0")
-        by_part: dict[int, list[tuple[bytes, bytes]]] = {}
-        for k, v in decode_records(body):
-            by_part.setdefault(int.from_bytes(k[:4], "big"), []).append((k, v))
-        owned = self.owned.get(sid)
-        if owned is None or not set(by_part) <= owned:
-            owned = self._refresh_owned(sid)
-        foreign = sorted(set(by_part) - owned)
-        if foreign:
-            raise layout.HTTPError(421, f"parts {foreign} of space {sid} are not on {self.addr}",
-                                   code=common.ErrorCode.E_LEADER_CHANGED)
-        with self.gate:
-            if self.blocked:
-                self.stats["writes_refused"] += 1
-                raise layout.HTTPError(409, "writes are blocked (backup in progress)", blocked=True,
-                                       code=common.ErrorCode.E_BLOCK_WRITE_FAILURE)
-            self.inflight += 1
+        by_part = self._by_owned_part(sid, decode_records(body))
         ssts = wal_files = 0
-        try:
+        with self._admitted(len(body)):
             self.ensure_space(sid)
             for pid, items in sorted(by_part.items()):
                 items.sort()
@@ -561,12 +560,6 @@ class Storaged(layout.Service):
                     wal.flush()
                     wal_files += n
                     self.db_for(sid, pid).put(commit_key(pid), st[0].to_bytes(8, "big") + st[1].to_bytes(8, "big"))
-            self.stats["writes_ok"] += 1
-            self.stats["bytes_written"] += len(body)
-        finally:
-            with self.gate:
-                self.inflight -= 1
-                self.gate.notify_all()
         return {"ingested": ssts, "wal_segments": wal_files, "parts": sorted(by_part)}
 
     def _checksum(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ makes resume run it again; each has a compensation for rollback, equally safe to
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -202,31 +201,24 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
     name = ctx.facts["backup_name"]
     topo = ctx.extra["topology"]
     dps = {s["addr"]: s["data_paths"] for s in topo["storage"]}
-    sem = asyncio.Semaphore(PLAN_WALKS)
 
-    async def walk(host_addr: str, space_id: Any, data_path: str, cdir: str) -> list[FileJob]:
+    async def walk(job: tuple[str, Any, str, str]) -> list[FileJob]:
+        host_addr, space_id, data_path, cdir = job
         addr = HostAddr.parse(host_addr)
         if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
             cdir = posixpath.dirname(cdir.rstrip("/"))
         paths = dps.get(host_addr, [])
         idx = paths.index(data_path) if data_path in paths else 0
         prefix = cdir.rstrip("/") + "/"
-        async with sem:
-            found = await p.hosts.host(addr.host).walk(cdir)
+        found = await p.hosts.host(addr.host).walk(cdir)
         return [FileJob(addr.host, f.path, f.size,
                         data_key(name, addr, idx, int(space_id),
                                  f.path[len(prefix):] if f.path.startswith(prefix) else posixpath.relpath(f.path, cdir)))
                 for f in sorted(found, key=lambda f: f.path)]
 
     # One `find` per checkpoint dir, all at once (PLAN_WALKS at a time); the jobs in host, then dir order.
-    tasks = [asyncio.ensure_future(walk(h, *cp)) for h, cps in sorted(ctx.facts["checkpoints"].items()) for cp in cps]
-    try:
-        jobs = [j for js in await asyncio.gather(*tasks) for j in js]
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    walks = [(h, *cp) for h, cps in sorted(ctx.facts["checkpoints"].items()) for cp in cps]
+    jobs = [j for js in await common.gather_bounded(PLAN_WALKS, walk, walks) for j in js]
     # The meta SSTs sit on the metad that made the backup (the leader): find them there.
     files = {posixpath.basename(f) for f in ctx.facts["meta_files"]}
     for m in topo["meta"]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from brsm.engine.runner import StepContext, who
@@ -40,6 +40,26 @@ async def as_preflight(aw: Awaitable[Any]) -> Any:
         raise
     except BrsmError as e:
         raise PreflightFailed(e.message, hint=e.hint) from e
+
+
+async def gather_bounded(limit: int, work: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> list[Any]:
+    """``work(item)`` for every item, at most ``limit`` at a time, results in the items' order. The
+    first failure cancels the others and is raised once they have stopped: nothing is left running
+    behind a step that failed."""
+    sem = asyncio.Semaphore(max(1, limit))
+
+    async def one(item: Any) -> Any:
+        async with sem:
+            return await work(item)
+
+    tasks = [asyncio.ensure_future(one(i)) for i in items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:

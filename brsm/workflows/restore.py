@@ -577,26 +577,18 @@ async def undo_started(ctx: StepContext) -> None:
 # -- CLEANED --------------------------------------------------------------------------------------
 async def cleaned(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
-    sem = asyncio.Semaphore(CLEAN_AT_ONCE)
 
-    async def clean(host: str, dp: str) -> str | None:
+    async def clean(data_dir: tuple[str, str]) -> str | None:
+        host, dp = data_dir
         h = p.hosts.host(host)
         aside = posixpath.join(dp, aside_name(ctx))
-        async with sem:
-            if not ctx.params.get("keep_old") and await h.exists(aside):
-                await h.remove_tree(aside)
-                return f"{host}:{aside}"
+        if not ctx.params.get("keep_old") and await h.exists(aside):
+            await h.remove_tree(aside)
+            return f"{host}:{aside}"
         return None
 
     # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each
-    tasks = [asyncio.ensure_future(clean(host, dp)) for host, dp in _data_dirs(ctx)]
-    try:
-        removed = [r for r in await asyncio.gather(*tasks) if r]
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean, _data_dirs(ctx)) if r]
     for mh in ctx.extra["topology"]["meta"]:
         d = meta_restore_dir(ctx, mh["data_paths"][0])
         if await p.hosts.host(mh["host"]).exists(d):

@@ -188,47 +188,41 @@ def main() -> int:
             delay = rng.uniform(lo, hi)
         return o
 
+    def sweep(kind: str, storage: str, points: list[str], prepare, case) -> None:
+        """Every failpoint of one operation on one storage, then the random kills, each recovered
+        both ways. ``prepare()`` gives (what the cases compare against, seconds of an uninterrupted
+        run); ``case(ref, point, recovery, delay)`` runs one case (``point`` None: a timed kill)."""
+        points = [p for p in points if want(kind, storage, p)]
+        kills = a.kills if want(kind, storage, "kill") else 0
+        if not points and not kills:
+            return
+        try:
+            ref, secs = prepare()
+        except Exception as e:  # noqa: BLE001
+            record(Outcome(kind, storage, "uninterrupted run", "-", False, f"{type(e).__name__}: {e}"[:400]))
+            return
+        print(f"{kind} {'to' if kind == 'backup' else 'from'} {storage}: {secs:.2f} s uninterrupted", flush=True)
+        for point in points:
+            for recovery in ("resume", "rollback"):
+                run(kind, storage, point, recovery, lambda: case(ref, point, recovery, None))
+        for _ in range(kills):
+            for recovery in ("resume", "rollback"):
+                run(kind, storage, "kill@?", recovery,
+                    lambda: killed(lambda delay: case(ref, None, recovery, delay), secs))
+
+    def restore_reference(storage: str):
+        loc, name, backed, secs = sw.backed_up(storage)
+        return (loc, name, backed), secs
+
     with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
         sw = Sweeper(env, Path(d) / "work")
         for storage in filter(None, a.storages.split(",")):
-            points = BACKUP_POINTS + (OBJECT_STORE_EXTRA if storage != "local" else [])
-            points = [p for p in points if want("backup", storage, p)]
-            kills = a.kills if want("backup", storage, "kill") else 0
-            if not points and not kills:
-                continue
-            try:
-                ref, secs = sw.reference_backup(storage)
-            except Exception as e:  # noqa: BLE001
-                record(Outcome("backup", storage, "uninterrupted run", "-", False, f"{type(e).__name__}: {e}"[:400]))
-                continue
-            print(f"backup to {storage}: {secs:.2f} s uninterrupted", flush=True)
-            for point in points:
-                for recovery in ("resume", "rollback"):
-                    run("backup", storage, point, recovery,
-                        lambda: sw.backup_case(storage, point, recovery, ref))
-            for _ in range(kills):
-                for recovery in ("resume", "rollback"):
-                    run("backup", storage, "kill@?", recovery, lambda: killed(
-                        lambda d: sw.backup_case(storage, None, recovery, ref, delay=d), secs))
+            sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if storage != "local" else []),
+                  lambda: sw.reference_backup(storage),
+                  lambda ref, point, recovery, delay: sw.backup_case(storage, point, recovery, ref, delay=delay))
         for storage in filter(None, a.restore_storages.split(",")):
-            points = [p for p in RESTORE_POINTS if want("restore", storage, p)]
-            kills = a.kills if want("restore", storage, "kill") else 0
-            if not points and not kills:
-                continue
-            try:
-                loc, name, backed, secs = sw.backed_up(storage)
-            except Exception as e:  # noqa: BLE001
-                record(Outcome("restore", storage, "uninterrupted run", "-", False, f"{type(e).__name__}: {e}"[:400]))
-                continue
-            print(f"restore from {storage}: {secs:.2f} s uninterrupted", flush=True)
-            for point in points:
-                for recovery in ("resume", "rollback"):
-                    run("restore", storage, point, recovery,
-                        lambda: sw.restore_case(loc, name, backed, point, recovery, storage))
-            for _ in range(kills):
-                for recovery in ("resume", "rollback"):
-                    run("restore", storage, "kill@?", recovery, lambda: killed(
-                        lambda d: sw.restore_case(loc, name, backed, None, recovery, storage, delay=d), secs))
+            sweep("restore", storage, RESTORE_POINTS, lambda: restore_reference(storage),
+                  lambda ref, point, recovery, delay: sw.restore_case(*ref, point, recovery, storage, delay=delay))
     seconds = time.monotonic() - t0
     failed = [o for o in outcomes if not o.ok]
     if a.out != "-":

@@ -206,8 +206,12 @@ async def content_md5(data: bytes) -> str:
     with the loop.
     """
     if len(data) < MD5_OFF_LOOP:
-        return base64.b64encode(hashlib.md5(data).digest()).decode()
-    return await asyncio.to_thread(lambda: base64.b64encode(hashlib.md5(data).digest()).decode())
+        return _md5_b64(data)
+    return await asyncio.to_thread(_md5_b64, data)
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 class ByteBudget:

@@ -2,7 +2,8 @@
 
 put: the stream is written to a temp file in the target directory with large writes (no
 per-chunk fsync), each block read back and compared byte for byte with what was sent (so the
-file's SHA-256 is the stream's), fsynced, renamed over the key and the directory fsynced. Nothing is ever visible under the final name half-written.
+file's SHA-256 is the stream's), fsynced, renamed over the key and the directory fsynced. Nothing
+is ever visible under the final name half-written.
 Resume: when the caller passes a ByteSource and journals ``on_part``, a cut write continues from
 its last whole block (the temp file's prefix is re-hashed locally and must match the journaled hash).
 Temp files (``.brsm-tmp.*``) left by a crash are invisible to list() and removed by abort_uploads().
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
-from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, stream_of
+from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenable, stream_of
 
 from .base import BaseStorage, Source, check_prefix, dir_prefix
 
@@ -79,7 +80,7 @@ class LocalStorage(BaseStorage):
         """
         path = self._path(key)
         await self._ensure_dir(path.parent)
-        resumable = on_part is not None and state is not None and not hasattr(chunks, "__aiter__")
+        resumable = on_part is not None and state is not None and reopenable(chunks)
         resumed = await self._resume_point(path, state) if resumable else None
         try:
             if resumed is not None:

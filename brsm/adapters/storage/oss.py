@@ -29,7 +29,6 @@ ENV_TOKEN = "OSS_SESSION_TOKEN"
 ENV_ENDPOINT = "OSS_ENDPOINT"
 
 
-
 class OssStorage(BaseStorage):
     scheme = "oss"
 

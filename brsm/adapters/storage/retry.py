@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from brsm.errors import StorageError
-from brsm.ports import ObjectInfo, PutResult, UploadState
+from brsm.ports import ObjectInfo, PutResult, UploadState, reopenable
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class RetryStorage:
     # -- verbs -----------------------------------------------------------------------------
     async def put(self, key: str, chunks: AsyncIterator[bytes], size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult:
-        if not hasattr(chunks, "__aiter__"):  # a ByteSource: every attempt opens the file anew (no tee)
+        if reopenable(chunks):  # a ByteSource: every attempt opens the file anew (no tee)
             return await self._run(f"put {key}", lambda: self.inner.put(key, chunks, size, state=state,
                                                                        on_part=on_part))
         if size <= self.replay_limit:

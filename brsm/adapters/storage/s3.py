@@ -32,7 +32,6 @@ _CRED_HINT = ("check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KE
               "~/.aws/credentials) and that they may access the bucket")
 
 
-
 class S3Storage(BaseStorage):
     scheme = "s3"
 
