@@ -34,6 +34,16 @@ class ServiceInfo:
 
 
 @dataclass(frozen=True)
+class HostStatus:
+    """One line of metad's ``listHosts``: a service address, its role and ONLINE/OFFLINE."""
+
+    addr: HostAddr
+    role: str  # "META", "STORAGE", "GRAPH", "AGENT"
+    status: str  # "ONLINE" or "OFFLINE"
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     name: str
     status: str  # "VALID" or "INVALID"
@@ -54,16 +64,19 @@ class CreatedBackup:
     checkpoints: Mapping[str, tuple[tuple[int, str, str], ...]]
     storage_hosts: tuple[HostAddr, ...]
     create_time_ms: int
+    # meta_files as metad returned them: full paths on the metad host that made the backup
+    meta_paths: tuple[str, ...] = ()
 
 
 @runtime_checkable
 class MetaPort(Protocol):
     async def list_cluster(self) -> list[ServiceInfo]: ...
-    async def meta_dir(self) -> ServiceInfo: ...
+    async def meta_dir(self, addr: HostAddr | None = None) -> ServiceInfo: ...  # getMetaDirInfo of that metad
+    async def list_hosts(self, role: str) -> list[HostStatus]: ...
     async def list_spaces(self) -> dict[str, int]: ...
     async def create_backup(self, spaces: Sequence[str] | None) -> CreatedBackup: ...
     async def list_snapshots(self) -> list[Snapshot]: ...
-    async def drop_snapshots(self, names: Sequence[str]) -> None: ...
+    async def drop_snapshots(self, names: Sequence[str]) -> None: ...  # one call per name; a missing one is fine
     async def drop_space(self, name: str) -> None: ...
     async def restore_meta(self, addr: HostAddr, files: Sequence[str], host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None: ...
     async def close(self) -> None: ...

@@ -96,7 +96,8 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
-    ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json))
+    ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
+                        install_dir=lambda h: cfg.host(h).install_dir)
     return Built(workflow(), ports, [storage, meta, hosts])
 
 
@@ -147,7 +148,8 @@ async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, ou
     meta = open_meta(cfg) if cfg else None
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out) if cfg else None
     ports = MaintenancePorts(meta=meta, hosts=hosts, storage=storage,
-                             live=live_operations(journal, exclude=op_id))
+                             live=live_operations(journal, exclude=op_id),
+                             install_dir=(lambda h: cfg.host(h).install_dir) if cfg else None)
     wf = cleanup_workflow() if kind == "cleanup" else gc_workflow()
     return Built(wf, ports, [c for c in (storage, meta, hosts) if c is not None])
 

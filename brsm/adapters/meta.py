@@ -9,6 +9,7 @@ moves on to the next configured address.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from nebula3.meta import ttypes as meta
 
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, text
 from brsm.errors import MetaError
-from brsm.ports import CreatedBackup, HostAddr, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, HostStatus, ServiceInfo, Snapshot
 
 __all__ = ["ThriftMeta", "error_name"]
 
@@ -328,12 +329,21 @@ class ThriftMeta:
         out = [self._service(si) for _, sis in sorted((resp.host_services or {}).items()) for si in sis]
         return sorted(out, key=lambda s: (s.role, s.addr))
 
-    async def meta_dir(self) -> ServiceInfo:
-        resp = await self._call("getMetaDirInfo", meta.GetMetaDirInfoReq())
-        conn_addr = self._leader
-        return self._service(meta.ServiceInfo(dir=resp.dir, addr=common.HostAddr(host=conn_addr.host,
-                                                                                 port=conn_addr.port),
+    async def meta_dir(self, addr: HostAddr | None = None) -> ServiceInfo:
+        """getMetaDirInfo answers for the metad that receives it (no leader check in
+        GetMetaDirInfoProcessor.cpp): ask each metad for its own dirs."""
+        resp = await self._call("getMetaDirInfo", meta.GetMetaDirInfoReq(), addr=addr)
+        where = addr or self._leader
+        return self._service(meta.ServiceInfo(dir=resp.dir, addr=common.HostAddr(host=where.host, port=where.port),
                                               role=meta.HostRole.META))
+
+    async def list_hosts(self, role: str) -> list[HostStatus]:
+        kind = getattr(meta.ListHostType, role)
+        resp = await self._call("listHosts", meta.ListHostsReq(type=kind))
+        statuses = meta.HostStatus._VALUES_TO_NAMES
+        return sorted((HostStatus(addr=HostAddr(text(h.hostAddr.host), int(h.hostAddr.port)),
+                                  role=ROLE_NAMES.get(h.role, role), status=statuses.get(h.status, str(h.status)),
+                                  version=text(h.version)) for h in resp.hosts or []), key=lambda h: h.addr)
 
     async def list_spaces(self) -> dict[str, int]:
         resp = await self._call("listSpaces", meta.ListSpacesReq())
@@ -345,11 +355,13 @@ class ThriftMeta:
         if resp.meta is None or not resp.meta.backup_name:
             raise MetaError("createBackup succeeded but returned no BackupMeta",
                             hint="the snapshot may exist: list snapshots and drop it")
-        # metad reports the SSTs' paths on its host; nebula-br's `.meta` keeps base names only
+        # metad reports the SSTs' full paths on its host; nebula-br's `.meta` keeps base names only
         # (its restore joins them with the download dir), so ours does the same.
+        paths = tuple(text(f) for f in (resp.meta.meta_files or []))
         resp.meta.meta_files = [f.rsplit(b"/", 1)[-1] if isinstance(f, bytes) else f.rsplit("/", 1)[-1]
                                 for f in (resp.meta.meta_files or [])]
-        return created_backup(resp.meta, encode_backup_meta(resp.meta))
+        cb = created_backup(resp.meta, encode_backup_meta(resp.meta))
+        return dataclasses.replace(cb, meta_paths=paths)
 
     async def list_snapshots(self) -> list[Snapshot]:
         resp = await self._call("listSnapshots", meta.ListSnapshotsReq())
@@ -357,8 +369,14 @@ class ThriftMeta:
                 for s in resp.snapshots or []]
 
     async def drop_snapshots(self, names: Sequence[str]) -> None:
-        if names:
-            await self._call("dropSnapshot", meta.DropSnapshotReq(names=[n.encode() for n in names]))
+        """One call per name: metad drops only the first name of a request and silently keeps the
+        others (DropSnapshotProcessor.cpp). A name already gone (E_SNAPSHOT_NOT_FOUND) is done."""
+        for n in names:
+            try:
+                await self._call("dropSnapshot", meta.DropSnapshotReq(names=[n.encode()]))
+            except MetaError as e:
+                if e.code != EC.E_SNAPSHOT_NOT_FOUND:
+                    raise
 
     async def drop_space(self, name: str) -> None:
         await self._call("dropSpace", meta.DropSpaceReq(space_name=name.encode(), if_exists=True))

@@ -114,7 +114,11 @@ def created_backup(bm: meta.BackupMeta, meta_bytes: bytes | None = None) -> Crea
         all_spaces=bool(bm.all_spaces),
         meta_files=tuple(text(f).rsplit("/", 1)[-1] for f in (bm.meta_files or [])),
         checkpoints={h: tuple(v) for h, v in sorted(cps.items())},
-        storage_hosts=tuple(HostAddr(text(h.host), int(h.port)) for h in (bm.storage_hosts or [])),
+        # the open-source metad never sets storage_hosts (CreateBackupProcessor.cpp): the hosts are
+        # the ones with checkpoints in space_backups, as nebula-br's restore takes them
+        storage_hosts=tuple(HostAddr(text(h.host), int(h.port)) for h in (bm.storage_hosts or []))
+        or tuple(sorted({HostAddr(text(hb.host.host), int(hb.host.port))
+                         for sb in (bm.space_backups or {}).values() for hb in (sb.host_backups or [])})),
         create_time_ms=int(bm.create_time or 0),
     )
 

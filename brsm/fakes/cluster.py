@@ -211,6 +211,7 @@ class FakeCluster:
         self.write_blocked = False
         self.backup_running = False
         self.cluster_id = 4242
+        self.agents = True  # a nebula-agent on every host (listCluster works)
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
         m = self.machines.get(name)
@@ -308,9 +309,8 @@ class FakeCluster:
         sp = {str(s): {"name": self.spaces[s].name, "partition_num": self.spaces[s].partition_num}
               for s in space_ids}
         parts = {str(s): {str(p): h for p, h in self.spaces[s].parts.items()} for s in space_ids}
-        out = {"__spaces__.sst": sp, "__parts__.sst": parts}
-        if all_spaces:
-            out["__id__.sst"] = {"next_id": self.next_id}
+        out = {"__spaces__.sst": sp, "__parts__.sst": parts, "__id__.sst": {"next_id": self.next_id}}
+        if all_spaces:  # MetaKeyUtils.cpp: system tables only for all spaces, __id__ always
             out["__machines__.sst"] = {"machines": [str(a) for a in self.storage_addrs]}
         return {k: json.dumps(v, sort_keys=True).encode() for k, v in out.items()}
 

@@ -188,6 +188,24 @@ class FakeHost:
             except OSError as e:
                 return err(str(e))
             return ok
+        if cmd == "realpath":
+            seen, paths = opts({"-e"})
+            if any(x.startswith("?") for x in seen) or not paths:
+                return err("invalid option or missing operand")
+            missing = [p for p in paths if not m.exists(p)]
+            if missing:
+                return RunResult(1, "".join(m.norm(p) + "\n" for p in paths if m.exists(p)),
+                                 "".join(f"realpath: {p}: No such file or directory\n" for p in missing))
+            return RunResult(0, "".join(m.norm(p) + "\n" for p in paths), "")
+        if cmd == "cp" and len(args) >= 4 and args[0] == "-t" and args[2] == "--":
+            dest, srcs = args[1], args[3:]
+            if not m.is_dir(dest):
+                return err(f"target '{dest}': No such file or directory")
+            for src in srcs:
+                if m.norm(src) not in m.files:
+                    return err(f"cannot stat '{src}': No such file or directory")
+                m.put(posixpath.join(dest, posixpath.basename(src)), m.files[m.norm(src)])
+            return ok
         if cmd == "df":
             path = args[-1]
             if not m.exists(path):

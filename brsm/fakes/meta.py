@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import posixpath
 import time
@@ -14,7 +15,7 @@ from brsm.adapters.meta import HINTS, MAX_HOPS, error_name
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, make_backup_meta
 from brsm.errors import MetaError
 from brsm.fakes.cluster import FakeCluster, SnapshotModel
-from brsm.ports import CreatedBackup, HostAddr, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, HostStatus, ServiceInfo, Snapshot
 
 EC = common.ErrorCode
 
@@ -58,20 +59,30 @@ class FakeMeta:
 
     # -- MetaPort ------------------------------------------------------------------------------
     async def list_cluster(self) -> list[ServiceInfo]:
+        """As ListClusterInfoProcessor.cpp: META entries have no dir; no agent → -2072."""
         await self._enter("listCluster")
         c = self.c
+        if not c.agents:
+            raise self._fail("listCluster", EC.E_LIST_CLUSTER_NO_AGENT_FAILURE)
         out = []
         for a in c.meta_addrs:
-            out.append(ServiceInfo("META", a, c.install_dir, (c.meta_paths[a],)))
+            out.append(ServiceInfo("META", a, "", ()))
             out.append(ServiceInfo("GRAPH", HostAddr(a.host, 9669), c.install_dir, ()))
         for a in c.storage_addrs:
             out.append(ServiceInfo("STORAGE", a, c.install_dir, tuple(c.storage_paths[a])))
         return sorted(out, key=lambda s: (s.role, s.addr))
 
-    async def meta_dir(self) -> ServiceInfo:
-        await self._enter("getMetaDirInfo")
-        a = self.c.leader
+    async def meta_dir(self, addr: HostAddr | None = None) -> ServiceInfo:
+        await self._enter("getMetaDirInfo", addr)
+        a = addr or self.c.leader
         return ServiceInfo("META", a, self.c.install_dir, (self.c.meta_paths[a],))
+
+    async def list_hosts(self, role: str) -> list[HostStatus]:
+        await self._enter("listHosts")
+        c = self.c
+        addrs = {"META": c.meta_addrs, "STORAGE": c.storage_addrs,
+                 "GRAPH": [HostAddr(a.host, 9669) for a in c.meta_addrs]}.get(role, [])
+        return [HostStatus(a, role, "ONLINE") for a in sorted(addrs)]
 
     async def list_spaces(self) -> dict[str, int]:
         await self._enter("listSpaces")
@@ -144,7 +155,7 @@ class FakeMeta:
                     per_host[sid].setdefault(str(addr), []).append(
                         common.CheckpointInfo(space_id=sid, parts=parts, data_path=ck.encode()))
         leader_host = c.host_of(c.leader)
-        mdir = posixpath.join(c.meta_paths[c.leader], "checkpoints", name)
+        mdir = posixpath.join(c.meta_paths[c.leader], "nebula", "0", "checkpoints", name)
         tables = c.export_tables(chosen, all_spaces)
         for fname, data in tables.items():
             leader_host.put(f"{mdir}/{fname}", data)
@@ -153,22 +164,25 @@ class FakeMeta:
         descs = {sid: (meta.SpaceDesc(space_name=c.spaces[sid].name.encode(),
                                       partition_num=c.spaces[sid].partition_num, replica_factor=1),
                        per_host[sid]) for sid in chosen}
-        bm = make_backup_meta(name=name, spaces=descs, meta_files=sorted(tables), all_spaces=all_spaces,
-                              create_time_ms=c.clock * 1000, storage_hosts=list(c.storage_addrs),
-                              cluster_id=c.cluster_id)
-        return created_backup(bm, encode_backup_meta(bm))
+        # as the open-source metad: full meta paths, no storage_hosts, no cluster_id
+        bm = make_backup_meta(name=name, spaces=descs, meta_files=[f"{mdir}/{f}" for f in sorted(tables)],
+                              all_spaces=all_spaces, create_time_ms=c.clock * 1000, storage_hosts=[])
+        paths = tuple(f"{mdir}/{f}" for f in sorted(tables))
+        bm.meta_files = [f.encode() for f in sorted(tables)]
+        return dataclasses.replace(created_backup(bm, encode_backup_meta(bm)), meta_paths=paths)
 
     async def list_snapshots(self) -> list[Snapshot]:
         await self._enter("listSnapshots")
         return [Snapshot(n, s.status, ", ".join(s.hosts)) for n, s in sorted(self.c.snapshots.items())]
 
     async def drop_snapshots(self, names: Sequence[str]) -> None:
-        await self._enter("dropSnapshot")
+        """The port's contract: every name dropped (the adapter makes one call per name, since
+        metad drops only the first); a name already gone is fine."""
         c = self.c
         for n in names:
+            await self._enter("dropSnapshot")
             if n not in c.snapshots:
-                raise self._fail("dropSnapshot", EC.E_SNAPSHOT_NOT_FOUND)
-        for n in names:
+                continue
             for addr in c.storage_addrs:
                 m = c.host_of(addr)
                 for dp in c.storage_paths[addr]:
@@ -177,7 +191,7 @@ class FakeMeta:
                             d.split("/checkpoints/")[0] for d in m.dirs if d.endswith(f"/checkpoints/{n}")}:
                         m.remove_tree(f"{sid_dir}/checkpoints/{n}")
             for a in c.meta_addrs:
-                c.host_of(a).remove_tree(posixpath.join(c.meta_paths[a], "checkpoints", n))
+                c.host_of(a).remove_tree(posixpath.join(c.meta_paths[a], "nebula", "0", "checkpoints", n))
             del c.snapshots[n]
 
     async def drop_space(self, name: str) -> None:
@@ -215,6 +229,8 @@ class FakeMeta:
             except ValueError:
                 raise self._fail(rpc, EC.E_RESTORE_FAILURE, addr) from None
         c.import_tables(tables, {str(a): str(b) for a, b in host_pairs})
+        for f in files:  # RestoreProcessor.cpp unlinks what it ingested
+            m.files.pop(m.norm(f), None)
 
     async def close(self) -> None:
         self.closed = True

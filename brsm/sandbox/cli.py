@@ -77,6 +77,8 @@ def up(
     storage_hosts: Annotated[int, typer.Option("--storage-hosts", help="Hosts running storaged.")] = 3,
     data_paths: Annotated[int, typer.Option("--data-paths", help="Data paths per storaged.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to answer.")] = 60.0,
+    no_agents: Annotated[bool, typer.Option("--no-agents", help="Start no nebula-agent on the hosts (a 3.x "
+                                            "deployment without agents: listCluster then fails).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
@@ -85,7 +87,7 @@ def up(
     root = _dir(dir)
     t0 = time.monotonic()
     state, started = cluster.up(root, meta_hosts=meta_hosts, storage_hosts=storage_hosts, data_paths=data_paths,
-                                timeout=timeout)
+                                timeout=timeout, agents=not no_agents)
     summ = cluster.summary(state)
     summ["started"] = started
     summ["seconds"] = round(time.monotonic() - t0, 2)

@@ -390,9 +390,63 @@ def is_running(state: dict[str, Any] | None) -> bool:
     return any(pid_alive(p) for p in pids if p)
 
 
+AGENT_PORT = 8888
+
+
+def agent_argv(h: Host, meta_addrs: list[str], python: str) -> list[str]:
+    """How a host's nebula-agent is started (its own flags, as nebula-agent's cmd/agent.go takes them)."""
+    return [python, "-m", "brsm.sandbox.agent", f"--agent={h.address}:{AGENT_PORT}", f"--meta={','.join(meta_addrs)}",
+            "--hbs=1", f"--pid_file={os.path.join(h.install_dir, 'pids', 'nebula-agent.pid')}",
+            f"--log_dir={os.path.join(h.install_dir, 'logs')}"]
+
+
+def start_agent(state: dict[str, Any], i: int) -> None:
+    """Start host ``i``'s agent (unless the sandbox runs without agents); its pid goes in the state."""
+    if not state.get("agents", True):
+        return
+    h = Host.from_json(state["hosts"][i])
+    info = state["hosts"][i].get("agent") or {}
+    if info.get("pid") and pid_alive(info["pid"]) and "brsm.sandbox.agent" in cmdline(info["pid"]):
+        return
+    pid = spawn_detached(agent_argv(h, state["meta"], state.get("python") or venv_python()),
+                         os.path.join(h.install_dir, "logs", "nebula-agent.stdout.log"), cwd=h.install_dir)
+    state["hosts"][i]["agent"] = {"pid": pid, "addr": f"{h.address}:{AGENT_PORT}"}
+
+
+def stop_agent(hj: dict[str, Any], hard: bool = False) -> None:
+    info = hj.get("agent") or {}
+    if info.get("pid") and pid_alive(info["pid"]) and "brsm.sandbox.agent" in cmdline(info["pid"]):
+        terminate([info["pid"]], 2.0 if hard else 5.0, signal.SIGKILL if hard else signal.SIGTERM)
+
+
+def _wait_agents(state: dict[str, Any], timeout: float) -> None:
+    """listCluster answers once every host's agent has heartbeated (it fails while one is missing)."""
+    from brsm.sandbox import control
+    from nebula3.meta import ttypes as meta
+
+    if not state.get("agents", True):
+        return
+    last: Any = None
+
+    def ok() -> bool:
+        nonlocal last
+        try:
+            with control.MetaClient(state["meta"][0], timeout=3.0) as c:
+                last = c.call("listCluster", meta.ListClusterInfoReq())
+            return last.code == 0
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            return False
+    if not wait_for(ok, timeout, 0.2):
+        raise SandboxError(f"listCluster did not succeed within {timeout:.0f}s (agents): {last}")
+
+
 def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: int = 1,
-       timeout: float = 60.0, min_part_size: int | None = None) -> tuple[dict[str, Any], bool]:
+       timeout: float = 60.0, min_part_size: int | None = None, agents: bool = True) -> tuple[dict[str, Any], bool]:
     """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there.
+
+    ``agents=False`` starts no nebula-agent: a 3.x deployment that never installed them, where
+    listCluster fails with E_LIST_CLUSTER_NO_AGENT_FAILURE.
 
     ``min_part_size`` lowers the S3 and OSS stand-ins' smallest multipart part (every part but the
     last; S3 5 MiB, OSS 100 KiB by default), for tests whose small files must span several parts."""
@@ -411,7 +465,8 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
     ssh_port = choose_ssh_port()
     k = choose_k(root, meta_hosts, storage_hosts, ssh_port)
     state: dict[str, Any] = {"version": 1, "dir": root, "state": "starting", "k": k, "created": _now(),
-                             "python": venv_python(), "topology": {"meta_hosts": meta_hosts,
+                             "python": venv_python(), "agents": agents,
+                             "topology": {"meta_hosts": meta_hosts,
                                                                    "storage_hosts": storage_hosts,
                                                                    "data_paths": data_paths}}
     try:
@@ -462,6 +517,10 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                 raise SandboxError(f"sshd of {h.name} did not start", hint=tail(h.sshd_log))
         storage_addrs = [f"{h.address}:{SERVICE_PORTS['storaged'][0]}" for h in hosts if "storage" in h.roles]
         _wait_cluster(meta_addrs[0], storage_addrs, timeout)
+        for i in range(len(hosts)):
+            start_agent(state, i)
+        save_state(root, state)
+        _wait_agents(state, timeout)
         state["state"] = "up"
         state["started"] = _now()
         state["up_seconds"] = round(time.monotonic() - t0, 2)
@@ -513,6 +572,7 @@ def down(root: str, *, purge: bool = False) -> dict[str, Any]:
             list(ex.map(_stop_host_services, hosts))
         report["stopped"] += [f"{h.name}:{s}" for h in hosts for s in h.services]
         for hj in state.get("hosts", []):
+            stop_agent(hj)
             _stop_proxy((hj.get("fault") or {}).get("proxy"))
             _stop_sshd(hj.get("sshd"))
             report["stopped"].append(f"{hj['name']}:sshd")
@@ -679,6 +739,7 @@ def host_down(root: str, host: str, *, graceful: bool = False) -> dict[str, Any]
     hj = state["hosts"][i]
     fault = hj.get("fault") or {}
     _stop_host_services(h, hard=not graceful)
+    stop_agent(hj, hard=not graceful)
     _stop_proxy(fault.get("proxy"))
     _stop_sshd(hj.get("sshd"))
     hj["fault"] = {"down": True}
@@ -712,6 +773,7 @@ def host_up(root: str, host: str, *, services: bool = True, timeout: float = 60.
         if r.returncode != 0:
             save_state(root, state)
             raise SandboxError(f"services on {h.name} did not start", hint=(r.stderr or r.stdout).strip())
+        start_agent(state, i)  # the agent starts at boot too
     hj["state"] = "up"
     save_state(root, state)
     return out

@@ -34,7 +34,9 @@ def meta_db_path(data_path: str) -> str:
 
 
 def meta_checkpoint_dir(data_path: str, name: str) -> str:
-    return os.path.join(data_path, "checkpoints", name)
+    """RocksEngine::backupTable: ``<dataPath_>/checkpoints/<name>`` with the meta engine's
+    ``dataPath_ = <data_path>/nebula/0`` (src/kvstore/RocksEngine.cpp)."""
+    return os.path.join(data_path, "nebula", "0", "checkpoints", name)
 
 
 def space_dir(data_path: str, space_id: int) -> str:

@@ -46,11 +46,20 @@ T_MACHINES = b"__machines__"
 T_ID = b"__id__"
 T_HOSTS = b"__hosts__"
 T_SNAPSHOTS = b"__snapshots__"
+T_LAST_UPDATE = b"__last_update_time__"
 K_CLUSTER_ID = b"__meta_cluster_id_key__"
-SPACE_TABLES = (T_SPACES, T_INDEX, T_PARTS)  # filtered by space for a partial backup
-SYSTEM_TABLES = (T_ID, T_MACHINES)  # only in an all-spaces backup
-ALL_EXPORTED = SPACE_TABLES + SYSTEM_TABLES
+# What createBackup exports, as src/common/utils/MetaKeyUtils.cpp lists it (the stand-in keeps only
+# some of Nebula's tables): tableMaps (space tables, filtered by space; ``__index__`` is exported
+# apart, filtered by name and id), systemTableMaps marked true (only in an all-spaces backup), and
+# systemInfoMaps (``__id__`` and ``__last_update_time__``: in EVERY backup). Never exported:
+# ``__hosts__``, ``__snapshots__``, ``__meta_cluster_id_key__``.
+SPACE_TABLES = (T_SPACES, T_PARTS)
+SYSTEM_TABLES = (T_MACHINES,)
+SYSTEM_INFO = (T_ID, T_LAST_UPDATE)
 HOST_OFFLINE_AFTER_MS = 5000
+AGENT_OFFLINE_AFTER_MS = 5000
+# RPCs whose processors never ask whether this metad leads (GetMetaDirInfoProcessor.cpp,
+# RestoreProcessor.cpp, VerifyClientVersionProcessor.cpp)
 NO_LEADER_CHECK = {"restoreMeta", "getMetaDirInfo", "verifyClientVersion"}
 _BIN = TBinaryProtocol.TBinaryProtocolFactory()
 
@@ -212,7 +221,8 @@ class MetaHandler:
         return sorted(_s(k[len(T_MACHINES):]) for k, _ in self._prefix(T_MACHINES))
 
     def _online(self, info: dict[str, Any] | None) -> bool:
-        return bool(info) and _now_ms() - info["ts"] < HOST_OFFLINE_AFTER_MS
+        window = AGENT_OFFLINE_AFTER_MS if info and info.get("role") == meta.HostRole.AGENT else HOST_OFFLINE_AFTER_MS
+        return bool(info) and _now_ms() - info["ts"] < window
 
     def _next_id(self) -> int:
         raw = self._get(T_ID)
@@ -236,6 +246,8 @@ class MetaHandler:
         return self._ok(meta.VerifyClientVersionResp)
 
     def getMetaDirInfo(self, req: meta.GetMetaDirInfoReq) -> Any:
+        """src/meta/processors/admin/GetMetaDirInfoProcessor.cpp: ``data`` = the kvstore's data
+        roots (``--data_path`` made absolute), ``root`` = the daemon's current working directory."""
         return meta.GetMetaDirInfoResp(code=EC.SUCCEEDED, dir=self.svc.dir_info())
 
     def heartBeat(self, req: meta.HBReq) -> Any:
@@ -256,27 +268,55 @@ class MetaHandler:
         return self._ok(meta.HBResp, cluster_id=self.svc.cluster_id, last_update_time_in_ms=_now_ms(),
                         meta_version=3)
 
-    def listCluster(self, req: meta.ListClusterInfoReq) -> Any:
-        services: dict[str, list[meta.ServiceInfo]] = {}
-
-        def add(addr: str, role: int, root: str, data: list[str]) -> None:
-            host, port = parse_hostport(addr)
-            services.setdefault(host, []).append(meta.ServiceInfo(
-                dir=common.DirInfo(root=_b(root), data=[_b(d) for d in data]),
-                addr=common.HostAddr(host=host, port=port), role=role))
-
-        me = self.svc.dir_info()
-        add(self.svc.addr, meta.HostRole.META, _s(me.root), [_s(d) for d in me.data])
-        for addr, info in sorted(self._hosts().items()):
-            if addr == self.svc.addr:
+    def agentHeartbeat(self, req: meta.AgentHBReq) -> Any:
+        """src/meta/processors/admin/AgentHBProcessor.cpp: records the agent as a host of role
+        AGENT and answers the other services on its host (with their dirs)."""
+        addr = control.fmt_addr(req.host)
+        info = {"role": meta.HostRole.AGENT, "root": "", "data": [], "ts": _now_ms(),
+                "version": _s(req.version or b"")}
+        with self.lock:
+            self.db[T_HOSTS + _b(addr)] = json.dumps(info).encode()
+        services = []
+        for other, oi in sorted(self._hosts().items()):
+            h, p = parse_hostport(other)
+            if h != _s(req.host.host) or oi["role"] == meta.HostRole.AGENT or not self._online(oi):
                 continue
-            add(addr, info["role"], info["root"], info["data"])
+            services.append(meta.ServiceInfo(dir=common.DirInfo(root=_b(oi["root"]), data=[_b(d) for d in oi["data"]]),
+                                             addr=common.HostAddr(host=h, port=p), role=oi["role"]))
+        return self._ok(meta.AgentHBResp, service_list=services)
+
+    def listCluster(self, req: meta.ListClusterInfoReq) -> Any:
+        """src/meta/processors/admin/ListClusterInfoProcessor.cpp: services from the hosts table
+        whose heartbeat is within the liveness window (GRAPH and STORAGE with their dirs, AGENT
+        without), META from the meta Raft peers WITHOUT a dir; every host must have an agent, or
+        the whole call fails with E_LIST_CLUSTER_NO_AGENT_FAILURE."""
+        services: dict[str, list[meta.ServiceInfo]] = {}
+        for addr, info in sorted(self._hosts().items()):
+            if info["role"] == meta.HostRole.META or not self._online(info):
+                continue
+            host, port = parse_hostport(addr)
+            si = meta.ServiceInfo(addr=common.HostAddr(host=host, port=port), role=info["role"])
+            if info["role"] in (meta.HostRole.GRAPH, meta.HostRole.STORAGE):
+                si.dir = common.DirInfo(root=_b(info["root"]), data=[_b(d) for d in info["data"]])
+            services.setdefault(host, []).append(si)
+        for addr in self.svc.meta_addrs:
+            host, port = parse_hostport(addr)
+            services.setdefault(host, []).append(meta.ServiceInfo(addr=common.HostAddr(host=host, port=port),
+                                                                  role=meta.HostRole.META))
+        for host, sis in services.items():
+            agents = [si for si in sis if si.role == meta.HostRole.AGENT]
+            if not agents:
+                self.svc.log.info("listCluster: there is no agent in host %s", host)
+                return self._err(meta.ListClusterInfoResp, EC.E_LIST_CLUSTER_NO_AGENT_FAILURE)
+            for extra in agents[1:]:
+                sis.remove(extra)
         return self._ok(meta.ListClusterInfoResp, host_services=services)
 
     def listHosts(self, req: meta.ListHostsReq) -> Any:
         want = {meta.ListHostType.GRAPH: [meta.HostRole.GRAPH],
                 meta.ListHostType.META: [meta.HostRole.META],
                 meta.ListHostType.STORAGE: [meta.HostRole.STORAGE],
+                meta.ListHostType.AGENT: [meta.HostRole.AGENT],
                 meta.ListHostType.ALLOC: [meta.HostRole.STORAGE]}.get(req.type, [meta.HostRole.STORAGE])
         spaces = self._spaces()
         parts_by_host: dict[str, dict[bytes, list[int]]] = {}
@@ -285,11 +325,12 @@ class MetaHandler:
                 for h in hosts:
                     parts_by_host.setdefault(h, {}).setdefault(desc.space_name, []).append(pid)
         items = []
-        hosts = self._hosts()
+        hosts = {a: i for a, i in self._hosts().items() if i["role"] != meta.HostRole.META}
         if meta.HostRole.META in want:
-            hosts = {self.svc.addr: {"role": meta.HostRole.META, "ts": _now_ms(),
-                                     "version": control.encode_version(self.svc.ws_http_port)},
-                     **hosts}
+            # ListHostsProcessor::allMetaHostsStatus: the meta Raft peers, not heartbeats
+            hosts.update({a: {"role": meta.HostRole.META, "ts": _now_ms(),
+                              "version": control.encode_version(self.svc.ws_http_port)}
+                          for a in self.svc.meta_addrs})
         addrs = set(hosts)
         if meta.HostRole.STORAGE in want:
             addrs |= set(self._machines())
@@ -330,6 +371,7 @@ class MetaHandler:
             wb = rocksdict.WriteBatch(raw_mode=True)
             wb.put(T_SPACES + _i32(sid), Serializer.serialize(_BIN, props))
             wb.put(T_INDEX + b"\x01" + _b(props.space_name), _i32(sid))
+            wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))  # LastUpdateTimeMan::update
             for pid in range(1, props.partition_num + 1):
                 wb.put(T_PARTS + _i32(sid) + _i32(pid), json.dumps([hosts[(pid - 1) % len(hosts)]]).encode())
             self.db.write(wb)
@@ -361,6 +403,7 @@ class MetaHandler:
             wb.delete(T_INDEX + b"\x01" + _b(req.space_name))
             for k, _ in self._prefix(T_PARTS + _i32(sid)):
                 wb.delete(k)
+            wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))
             self.db.write(wb)
         for addr in owners:
             try:
@@ -483,17 +526,17 @@ class MetaHandler:
                 for cp in results[addr]["spaces"].get(str(sid), []):
                     cps.append(common.CheckpointInfo(
                         space_id=sid, data_path=_b(cp["data_path"]),
-                        parts={int(pid): common.LogInfo(log_id=li["log_id"], term_id=li["term_id"],
-                                                        commit_log_id=li["commit_log_id"],
-                                                        checkpoint_path=_b(li["checkpoint_path"]))
+                        # NebulaStore::createCheckpoint fills only log_id and term_id of each part
+                        parts={int(pid): common.LogInfo(log_id=li["log_id"], term_id=li["term_id"])
                                for pid, li in cp["parts"].items()}))
                 if cps:
                     host_backups.append(meta.HostBackupInfo(host=control.host_addr(addr), checkpoints=cps))
             space_backups[sid] = meta.SpaceBackupInfo(space=spaces[sid], host_backups=host_backups)
+        # CreateBackupProcessor.cpp sets meta_files, space_backups, backup_name, full, all_spaces and
+        # create_time: never storage_hosts nor cluster_id (the open-source metad leaves them unset).
         bm = meta.BackupMeta(
             space_backups=space_backups, meta_files=[_b(f) for f in files], backup_name=_b(name),
-            full=True, all_spaces=all_spaces, create_time=_now_ms(),
-            storage_hosts=[control.host_addr(a) for a in storage], cluster_id=self.svc.cluster_id)
+            full=True, all_spaces=all_spaces, create_time=_now_ms())
         # meta_files are absolute paths on this metad host, as Nebula returns them (nebula-br uploads
         # dirname(meta_files[0]) and keeps only base names in its .meta file)
         self.svc.log.info("createBackup %s done: %d meta files", name, len(files))
@@ -510,12 +553,17 @@ class MetaHandler:
         return ok
 
     def _export_tables(self, name: str, space_ids: list[int], all_spaces: bool) -> list[str]:
+        """MetaServiceUtils::backupTables: one SST per non-empty table under
+        ``<data_path>/nebula/0/checkpoints/<name>/<table>.sst`` (RocksEngine::backupTable), full
+        paths returned. Space tables filtered by space id; ``__index__`` by space name/id; system
+        tables only for all spaces; ``__id__`` and ``__last_update_time__`` always."""
         out_dir = layout.meta_checkpoint_dir(self.svc.data_path, name)
-        os.makedirs(out_dir, exist_ok=False)
+        os.makedirs(out_dir, exist_ok=True)
         wanted = {_i32(s) for s in space_ids}
         names = {sid: self._spaces()[sid].space_name for sid in space_ids}
         files = []
-        for table in (SPACE_TABLES + (SYSTEM_TABLES if all_spaces else ())):
+        tables = SPACE_TABLES + (SYSTEM_TABLES if all_spaces else ()) + SYSTEM_INFO + (T_INDEX,)
+        for table in tables:
             rows = self._prefix(table)
             if table in (T_SPACES, T_PARTS):
                 rows = [(k, v) for k, v in rows if k[len(table):len(table) + 4] in wanted]
@@ -523,7 +571,7 @@ class MetaHandler:
                 idx_names = {T_INDEX + b"\x01" + _b(n) for n in names.values()}
                 rows = [(k, v) for k, v in rows if k in idx_names]
             if not rows:
-                continue  # RocksDB cannot write an empty SST (Nebula skips empty tables too)
+                continue  # E_BACKUP_EMPTY_TABLE: an empty table is skipped
             fname = f"{_s(table)}.sst"
             w = rocksdict.SstFileWriter(rocksdict.Options(raw_mode=True))
             w.open(os.path.join(out_dir, fname))
@@ -534,22 +582,29 @@ class MetaHandler:
         return files
 
     def dropSnapshot(self, req: meta.DropSnapshotReq) -> Any:
+        """src/meta/processors/admin/DropSnapshotProcessor.cpp: only the FIRST name is dropped
+        ("only the first one will be dropped"); the others are silently kept. No name:
+        E_SNAPSHOT_FAILURE; an unknown name: E_SNAPSHOT_NOT_FOUND. Checkpoints are dropped on the
+        hosts the snapshot record names; failures there are only logged."""
+        names = [_s(n) for n in (req.names or [])]
+        if not names:
+            return self._err(meta.ExecResp, EC.E_SNAPSHOT_FAILURE)
+        if len(names) > 1:
+            self.svc.log.info("dropSnapshot: more than one snapshot given, only the first one will be "
+                              "dropped, name=%s", names[0])
+        name = names[0]
         snaps = self._snapshots()
-        for raw in req.names or []:
-            name = _s(raw)
-            if name not in snaps:
-                return self._err(meta.ExecResp, EC.E_SNAPSHOT_NOT_FOUND)
-        for raw in req.names or []:
-            name = _s(raw)
-            hosts = [h.strip() for h in snaps[name]["hosts"].split(",") if h.strip()]
-            for addr in sorted(set(hosts) | set(self._machines())):
-                try:
-                    self._storage_call(addr, "/drop_checkpoint", {"name": name}, timeout=60)
-                except Exception as exc:  # noqa: BLE001 - as Nebula: log and go on
-                    self.svc.log.warning("drop checkpoint %s on %s failed: %s", name, addr, exc)
-            shutil.rmtree(layout.meta_checkpoint_dir(self.svc.data_path, name), ignore_errors=True)
-            self.db.delete(T_SNAPSHOTS + _b(name))
-            self.svc.log.info("dropped snapshot %s", name)
+        if name not in snaps:
+            return self._err(meta.ExecResp, EC.E_SNAPSHOT_NOT_FOUND)
+        hosts = [h.strip() for h in snaps[name]["hosts"].split(",") if h.strip()]
+        for addr in sorted(set(hosts)):
+            try:
+                self._storage_call(addr, "/drop_checkpoint", {"name": name}, timeout=60)
+            except Exception as exc:  # noqa: BLE001 - as Nebula: log and go on
+                self.svc.log.warning("drop checkpoint %s on %s failed: %s", name, addr, exc)
+        shutil.rmtree(layout.meta_checkpoint_dir(self.svc.data_path, name), ignore_errors=True)
+        self.db.delete(T_SNAPSHOTS + _b(name))
+        self.svc.log.info("dropped snapshot %s", name)
         return self._ok(meta.ExecResp)
 
     def listSnapshots(self, req: meta.ListSnapshotsReq) -> Any:
@@ -589,6 +644,13 @@ class MetaHandler:
                     wb.delete(T_HOSTS + _b(addr))  # the new host re-registers by heartbeat
             self.db.write(wb)
             self.db.flush()
+        # RestoreProcessor.cpp: after a successful ingest every input file is unlink()ed, so the
+        # same call cannot be repeated with the same paths
+        for f in files:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
         part_hosts = {}
         for sid in sorted(self._spaces()):
             part_hosts[sid] = [meta.PartInfo(part_id=pid, hosts=[control.host_addr(h) for h in hs])
@@ -763,17 +825,10 @@ class MetaDaemon(layout.Service):
         self.route("GET", "/hosts", lambda b, q: {"hosts": self.handler._hosts(),
                                                  "machines": self.handler._machines()})
 
-    def install_root(self) -> str:
-        root = self.flags.get("install_root")
-        if root:
-            return os.path.abspath(root)
-        pid = self.flags.get("pid_file")
-        if pid and os.path.basename(os.path.dirname(os.path.abspath(pid))) == "pids":
-            return os.path.dirname(os.path.dirname(os.path.abspath(pid)))
-        return os.getcwd()
-
     def dir_info(self) -> common.DirInfo:
-        return common.DirInfo(root=_b(self.install_root()), data=[_b(self.data_path)])
+        # GetMetaDirInfoProcessor.cpp: root is boost::filesystem::current_path() (nebula.service
+        # cds to the install root before starting a daemon), data the absolute --data_path
+        return common.DirInfo(root=_b(os.getcwd()), data=[_b(self.data_path)])
 
     def status(self) -> dict[str, Any]:
         st = super().status()
@@ -796,20 +851,6 @@ class MetaDaemon(layout.Service):
         self.handler = MetaHandler(self)
         srv = make_thrift_server(self)
         self.serve_in_thread(srv, "thrift")
-        if not self.is_leader:
-            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
-
-    def _heartbeat_loop(self) -> None:
-        from brsm.sandbox.storaged import heartbeat_once  # shared helper
-
-        client = None
-        while not self.stop_event.is_set():
-            try:
-                client = heartbeat_once(self, client, meta.HostRole.META, self.dir_info())
-            except Exception as exc:  # noqa: BLE001
-                self.log.debug("heartbeat failed: %s", exc)
-                client = None
-            self.stop_event.wait(1.0)
 
     def shutdown(self) -> None:
         self.faults.clear()

@@ -429,7 +429,9 @@ class Storaged(layout.Service):
                         log_id, term = self._state(sid, pid)
                     parts[str(pid)] = {"log_id": log_id, "term_id": term, "commit_log_id": log_id,
                                        "checkpoint_path": ck}
-                entries.append({"data_path": ck, "parts": parts})
+                # NebulaStore::createCheckpoint: CheckpointInfo.data_path is realPath(<engine root>/checkpoints/<name>)
+                # (symlinks resolved), while the heartbeat's data paths are only made absolute
+                entries.append({"data_path": os.path.realpath(ck), "parts": parts})
             result[sid_s] = entries
         self.stats["checkpoints"] += 1
         self.log.info("checkpoint %s done: %s", name, {k: len(v) for k, v in result.items()})

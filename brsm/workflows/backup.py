@@ -10,6 +10,7 @@ import hashlib
 import json
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,13 @@ from brsm.engine.definitions import BACKUP
 from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import PreflightFailed, StorageError, UsageError
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage, UploadState
-from brsm.workflows import common
-from brsm.workflows.layout import data_key, in_progress_key, manifest_key, meta_file_key, meta_sst_key
+from brsm.workflows import common, topology
+from brsm.workflows.layout import (data_key, in_progress_key, manifest_key, meta_checkpoint_dir, meta_file_key,
+                                   meta_sst_key)
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import FileJob, Limits, run_bounded, upload_file
 
+DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 SNAPSHOT_REQUESTED = "SnapshotRequested"
 SNAPSHOT_DROPPED = "SnapshotDropped"
 FILES_PLANNED = "FilesPlanned"
@@ -40,6 +43,8 @@ class BackupPorts:
     hosts: HostsPort
     storage: Storage
     progress: Progress
+    # where Nebula is installed on a host (its flagfiles), for clusters without nebula-agent
+    install_dir: Callable[[str], str] = lambda host: DEFAULT_INSTALL_DIR
 
 
 # -- folding the file-level events ------------------------------------------------------------
@@ -77,12 +82,15 @@ def _ports(ctx: StepContext) -> BackupPorts:
 # -- preflight ----------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
-    services = await common.as_preflight(p.meta.list_cluster())
-    topo = common.topology_facts(services)
+    try:
+        topo = await common.as_preflight(common.discover_topology(p.meta, p.hosts, p.install_dir))
+    finally:
+        common.record_host_keys(ctx, p.hosts)
     if not topo["storage"]:
         raise PreflightFailed("metad lists no storage hosts", hint="is --config pointing at the right metad?")
     if not topo["meta"]:
         raise PreflightFailed("metad lists no meta hosts", hint="is --config pointing at the right metad?")
+    p.progress.note(f"topology from {topo['source']}")
     spaces = await common.as_preflight(p.meta.list_spaces())
     wanted = list(ctx.params.get("spaces") or [])
     missing = [s for s in wanted if s not in spaces]
@@ -92,11 +100,6 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
             hint="check --spaces (names are case-sensitive)")
     if not spaces:
         raise PreflightFailed("the cluster has no graph spaces to back up", hint="create a space first")
-    names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]]
-    try:
-        await common.check_ssh(p.hosts, names)
-    finally:
-        common.record_host_keys(ctx, p.hosts)
     await common.check_paths(p.hosts, topo)
     await common.probe_storage(ctx, p.storage)
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
@@ -119,7 +122,7 @@ async def _check_resumable(ctx: StepContext) -> None:
     """pgBackRest's rule: refuse to resume onto something that changed, and say why."""
     p, st = _ports(ctx), ctx.state
     if "topology" in ctx.extra:
-        now = common.topology_facts(await p.meta.list_cluster())
+        now = await common.discover_topology(p.meta, p.hosts, p.install_dir)
         was = ctx.extra["topology"]
         shape = lambda t: sorted((s["addr"], tuple(s["data_paths"])) for s in t["storage"])  # noqa: E731
         if shape(now) != shape(was):
@@ -178,6 +181,7 @@ async def snapshotted(ctx: StepContext) -> dict[str, Any]:
         "spaces": {str(k): v for k, v in created.spaces.items()},
         "all_spaces": created.all_spaces,
         "meta_files": list(created.meta_files),
+        "meta_paths": list(created.meta_paths),
         "checkpoints": {h: [list(c) for c in cps] for h, cps in created.checkpoints.items()},
         "storage_hosts": [str(h) for h in created.storage_hosts],
         "create_time_ms": created.create_time_ms,
@@ -200,15 +204,29 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
     p = _ports(ctx)
     name = ctx.facts["backup_name"]
     topo = ctx.extra["topology"]
-    dps = {s["addr"]: s["data_paths"] for s in topo["storage"]}
+    by_addr = {s["addr"]: s for s in topo["storage"]}
+    # data<i> is the index of the checkpoint's data path among the host's, compared canonically;
+    # two checkpoints of one space landing on one index would overwrite each other: refuse
+    owner: dict[tuple[str, int, int], str] = {}
+    walks = []
+    for h, cps in sorted(ctx.facts["checkpoints"].items()):
+        if h not in by_addr:
+            raise PreflightFailed(f"metad made a checkpoint on {h}, which is not among the storage hosts it lists",
+                                  hint="a storaged joined or left during the backup: roll back and start again")
+        for space_id, data_path, cdir in cps:
+            idx = topology.data_path_index(by_addr[h], data_path)
+            seen = owner.setdefault((h, idx, int(space_id)), cdir)
+            if seen != cdir:
+                raise PreflightFailed(f"two checkpoints of space {space_id} on {h} map to data{idx}: {seen} and {cdir}",
+                                      hint="two --data_path entries of that storaged resolve to one directory; fix its "
+                                           "flagfile (nothing was copied)")
+            walks.append((h, space_id, idx, cdir))
 
-    async def walk(job: tuple[str, Any, str, str]) -> list[FileJob]:
-        host_addr, space_id, data_path, cdir = job
+    async def walk(job: tuple[str, Any, int, str]) -> list[FileJob]:
+        host_addr, space_id, idx, cdir = job
         addr = HostAddr.parse(host_addr)
         if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
             cdir = posixpath.dirname(cdir.rstrip("/"))
-        paths = dps.get(host_addr, [])
-        idx = paths.index(data_path) if data_path in paths else 0
         prefix = cdir.rstrip("/") + "/"
         found = await p.hosts.host(addr.host).walk(cdir)
         return [FileJob(addr.host, f.path, f.size,
@@ -217,19 +235,26 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
                 for f in sorted(found, key=lambda f: f.path)]
 
     # One `find` per checkpoint dir, all at once (PLAN_WALKS at a time); the jobs in host, then dir order.
-    walks = [(h, *cp) for h, cps in sorted(ctx.facts["checkpoints"].items()) for cp in cps]
     jobs = [j for js in await common.gather_bounded(PLAN_WALKS, walk, walks) for j in js]
-    # The meta SSTs sit on the metad that made the backup (the leader): find them there.
+    jobs.extend(await _meta_jobs(ctx))
+    return jobs
+
+
+async def _meta_jobs(ctx: StepContext) -> list[FileJob]:
+    """The meta SSTs sit on the metad that made the backup (the leader), at the full paths metad
+    returned (``<data_path>/nebula/0/checkpoints/<NAME>/<table>.sst``): find the host that has them."""
+    p = _ports(ctx)
+    name = ctx.facts["backup_name"]
     files = {posixpath.basename(f) for f in ctx.facts["meta_files"]}
-    for m in topo["meta"]:
+    dirs = sorted({posixpath.dirname(f) for f in ctx.facts.get("meta_paths") or [] if posixpath.isabs(f)})
+    for m in ctx.extra["topology"]["meta"]:
         host = p.hosts.host(m["host"])
-        for dp in m["data_paths"]:
-            mdir = posixpath.join(dp, "checkpoints", name)
+        candidates = dirs or [meta_checkpoint_dir(dp, name) for dp in m["data_paths"]]
+        for mdir in candidates:
             if await host.exists(mdir):
                 found = [f for f in await host.walk(mdir) if posixpath.basename(f.path) in files]
                 if {posixpath.basename(f.path) for f in found} == files:
-                    jobs.extend(FileJob(m["host"], f.path, f.size, meta_sst_key(name, f.path)) for f in found)
-                    return jobs
+                    return [FileJob(m["host"], f.path, f.size, meta_sst_key(name, f.path)) for f in found]
     raise StorageError(f"meta SST files of {name} not found on any metad host", permanent=True,
                        hint="was the snapshot dropped by hand? roll back and start a new backup")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from brsm.engine.runner import StepContext, who
 from brsm.errors import BrsmError, PreflightFailed, StorageError, VerificationFailed
-from brsm.ports import HostsPort, MetaPort, ServiceInfo, Storage
+from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows.lease import Lease, LeaseInfo
 from brsm.workflows.layout import lease_path
 
@@ -18,12 +18,11 @@ LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
 
 
-def topology_facts(services: Iterable[ServiceInfo]) -> dict[str, Any]:
-    metas, storages, graphs = [], [], []
-    for s in sorted(services, key=lambda s: (s.addr.host, s.addr.port)):
-        item = {"addr": str(s.addr), "host": s.addr.host, "root": s.root, "data_paths": list(s.data_paths)}
-        {"META": metas, "STORAGE": storages, "GRAPH": graphs}.get(s.role, []).append(item)
-    return {"meta": metas, "storage": storages, "graph": graphs}
+async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
+    """The cluster's topology (brsm.workflows.topology), after checking SSH to every host it names."""
+    from brsm.workflows import topology
+
+    return await topology.discover(meta, hosts, install_dir, check_ssh=check_ssh)
 
 
 def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:

@@ -39,7 +39,9 @@ def checkpoint_dir(data_path: str, space_id: int, name: str) -> str:
 
 
 def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
-    return posixpath.join(meta_data_path, "checkpoints", name)
+    """Where metad exports its tables: ``<data_path>/nebula/0/checkpoints/<NAME>`` (the meta engine's
+    root is ``<data_path>/nebula/0``)."""
+    return posixpath.join(meta_data_path, "nebula", "0", "checkpoints", name)
 
 
 def lease_path(root: str) -> str:

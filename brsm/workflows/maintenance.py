@@ -42,6 +42,7 @@ class MaintenancePorts:
     storage: Storage | None
     live: LiveOps
     progress: Any = None
+    install_dir: Any = None  # host -> Nebula's install dir (flagfiles), for clusters without nebula-agent
 
 
 def name_time(name: str) -> float | None:
@@ -146,7 +147,7 @@ async def gc_scan(ctx: StepContext) -> dict[str, Any]:
     p: MaintenancePorts = ctx.ports
     topo = None
     if p.meta is not None:
-        topo = common.topology_facts(await p.meta.list_cluster())
+        topo = await common.discover_topology(p.meta, p.hosts, p.install_dir or (lambda h: "/usr/local/nebula"))
     try:
         orphans = await find_orphans(p, grace_seconds=float(ctx.params.get("grace_seconds", 3600)), topology=topo)
     finally:

@@ -156,13 +156,11 @@ async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | N
 # -- preflight ------------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
-    services = await common.as_preflight(p.meta.list_cluster())
-    topo = common.topology_facts(services)
-    names = [m["host"] for m in topo["meta"]] + [s["host"] for s in topo["storage"]] + [g["host"] for g in topo["graph"]]
     try:
-        await common.check_ssh(p.hosts, names)
+        topo = await common.as_preflight(common.discover_topology(p.meta, p.hosts, p.install_dir))
     finally:
         common.record_host_keys(ctx, p.hosts)
+    p.progress.note(f"topology from {topo['source']}")
     await common.as_preflight(_manifest(ctx))
     return {"topology": topo}
 
@@ -362,10 +360,11 @@ async def undo_stopped(ctx: StepContext) -> None:
 
 
 async def _wait_meta(ctx: StepContext) -> None:
+    """metad answers (listCluster would not on a cluster without nebula-agent: ask for spaces)."""
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         try:
-            await _p(ctx).meta.list_cluster()
+            await _p(ctx).meta.list_spaces()
             return
         except BrsmError:
             if time.monotonic() > deadline:
@@ -537,9 +536,17 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     await _wait_meta(ctx)
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in ctx.facts["pairs"]]
     for mh in ctx.extra["topology"]["meta"]:
+        # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
+        # step can run again after a crash (ingesting the same tables twice changes nothing)
         d = meta_restore_dir(ctx, mh["data_paths"][0])
-        files = [posixpath.join(d, posixpath.basename(f)) for f in m["meta_files"]]
-        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), files, pairs)
+        ingest = posixpath.join(d, "ingest")
+        h = p.hosts.host(mh["host"])
+        if await h.exists(ingest):
+            await h.remove_tree(ingest)
+        await h.makedirs(ingest)
+        names = [posixpath.basename(f) for f in m["meta_files"]]
+        await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
+        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
     return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]]}
 
 

@@ -142,6 +142,9 @@ def meta_cluster(tmp_path_factory):
         for n in ("storage1", "storage2", "meta2"):
             control.wait_running(c.procs[n].http, timeout=30)
         c.wait_registered(["storage1", "storage2"])
+        for a in c.add_agents():
+            c.start(a)
+        c.wait_registered([n for n in c.procs if n.startswith("agent-")])
         data.load(c.meta.addr, spaces=2, size_bytes=2 << 20, seed=7)
         yield c
     finally:

@@ -89,9 +89,11 @@ async def test_restore_meta_round_trip_with_host_pairs(c):
     meta, hosts = FakeMeta(c), FakeHosts(c)
     cb = await meta.create_backup(None)
     bm = decode_backup_meta(cb.meta_bytes)
-    assert bm.backup_name.decode() == cb.name and bm.cluster_id == c.cluster_id
+    # as the open-source metad (CreateBackupProcessor.cpp): no cluster_id, no storage_hosts
+    assert bm.backup_name.decode() == cb.name and not bm.cluster_id and not bm.storage_hosts
     src = hosts.host(c.leader.host)
-    mdir = f"{c.meta_paths[c.leader]}/checkpoints/{cb.name}"
+    mdir = f"{c.meta_paths[c.leader]}/nebula/0/checkpoints/{cb.name}"
+    assert cb.meta_paths == tuple(f"{mdir}/{f}" for f in cb.meta_files)
     target = c.meta_addrs[2]
     dst = hosts.host(target.host)
     files = []
@@ -165,7 +167,7 @@ async def test_service_all_and_unknown(c):
 
 
 names = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="/"), min_size=1,
-                max_size=12)
+                max_size=12).filter(lambda n: n not in (".", ".."))  # path segments, not "." or ".."
 
 
 @settings(max_examples=40, deadline=None)
@@ -202,7 +204,8 @@ def test_fake_meta_sst_files_are_json(c):
     async def go():
         cb = await FakeMeta(c).create_backup(["soccer"])
         m = c.machine(c.leader.host)
-        d = json.loads(m.files[f"{c.meta_paths[c.leader]}/checkpoints/{cb.name}/__spaces__.sst"])
+        d = json.loads(m.files[f"{c.meta_paths[c.leader]}/nebula/0/checkpoints/{cb.name}/__spaces__.sst"])
         assert [v["name"] for v in d.values()] == ["soccer"]
-        assert "__id__.sst" not in cb.meta_files  # system tables only in an all-spaces backup
+        # MetaKeyUtils.cpp: system tables only in an all-spaces backup; __id__ in every backup
+        assert "__machines__.sst" not in cb.meta_files and "__id__.sst" in cb.meta_files
     asyncio.run(go())

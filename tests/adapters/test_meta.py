@@ -66,8 +66,9 @@ async def test_create_list_drop_backup(cluster, mc):
     assert set(cb.spaces.values()) == {"space1", "space2"}
     assert set(cb.storage_hosts) == {addr(p) for p in cluster.storages}
     assert cb.meta_files and all("/" not in f for f in cb.meta_files)
-    mdir = cluster.meta.data_paths[0] / "checkpoints" / cb.name
+    mdir = cluster.meta.data_paths[0] / "nebula" / "0" / "checkpoints" / cb.name
     assert sorted(os.listdir(mdir)) == sorted(cb.meta_files)
+    assert cb.meta_paths == tuple(str(mdir / f) for f in cb.meta_files)  # metad's full paths
     dps = {str(d) for p in cluster.storages for d in p.data_paths}
     for host, cps in cb.checkpoints.items():
         for sid, dp, cdir in cps:
@@ -105,9 +106,21 @@ async def test_error_code_is_checked_and_named(cluster, mc):
     with pytest.raises(MetaError) as ei:
         await mc.create_backup(None)
     assert ei.value.code == EC.E_BACKUP_RUNNING_JOBS and "job" in ei.value.hint
+    # a name already gone is done (metad's E_SNAPSHOT_NOT_FOUND): dropping is idempotent
+    await mc.drop_snapshots(["BACKUP_NOT_THERE"])
+    control.set_fault(cluster.meta.http, rpc="dropSnapshot", code=EC.E_SNAPSHOT_FAILURE, count=1)
     with pytest.raises(MetaError) as ei:
         await mc.drop_snapshots(["BACKUP_NOT_THERE"])
-    assert ei.value.code == EC.E_SNAPSHOT_NOT_FOUND
+    assert ei.value.code == EC.E_SNAPSHOT_FAILURE
+
+
+async def test_drop_snapshots_drops_every_name(cluster, mc):
+    """metad drops only the first name of a request (DropSnapshotProcessor.cpp): the adapter sends one per name."""
+    a = await mc.create_backup(None)
+    time.sleep(1.05)
+    b = await mc.create_backup(None)
+    await mc.drop_snapshots([a.name, b.name])
+    assert not {a.name, b.name} & {s.name for s in await mc.list_snapshots()}
 
 
 async def test_follows_leader_from_follower(cluster):

@@ -87,9 +87,7 @@ async def test_backup_lifecycle(menv):
     assert cb.name not in {s.name for s in await m.list_snapshots()}
     for host, cps in cb.checkpoints.items():
         assert not any(menv.exists(HostAddr.parse(host).host, c) for _, _, c in cps)
-    with pytest.raises(MetaError) as ei:
-        await m.drop_snapshots([cb.name])
-    assert ei.value.code == EC.E_SNAPSHOT_NOT_FOUND
+    await m.drop_snapshots([cb.name])  # a snapshot already gone is done: dropping is idempotent
 
 
 async def test_partial_and_unknown_space(menv):

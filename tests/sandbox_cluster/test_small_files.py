@@ -65,9 +65,10 @@ def test_load_files_puts_them_in_the_checkpoint_and_brsm_round_trips_them(small,
             ckpts = set(glob.glob(os.path.join(small.dir, "hosts", "storage*", "data", "storage*", "nebula", "*",
                                                "checkpoints", name)))
             assert len(ckpts) == 2 * 2 * 2  # hosts x data paths x spaces
-            named = {li.checkpoint_path.decode() for sb in bm.space_backups.values() for hb in sb.host_backups
-                     for cp in hb.checkpoints for li in cp.parts.values()}
-            assert named and named <= ckpts  # what the BackupMeta names is there
+            # CheckpointInfo.data_path names the checkpoint dir, resolved (NebulaStore::createCheckpoint)
+            named = {cp.data_path.decode() for sb in bm.space_backups.values() for hb in sb.host_backups
+                     for cp in hb.checkpoints}
+            assert named and named <= {os.path.realpath(c) for c in ckpts}  # what the BackupMeta names is there
             ssts = wals = 0
             wal_dirs = {}
             for ck in ckpts:

@@ -71,6 +71,17 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def add_agents(self) -> list[str]:
+        """A nebula-agent stand-in on every host (listCluster fails for a host without one)."""
+        names = []
+        for name, p in sorted(self.procs.items()):
+            if p.svc == "agent" or any(q.svc == "agent" and q.ip == p.ip for q in self.procs.values()):
+                continue
+            last = int(p.ip.rsplit(".", 1)[1])
+            self.add(f"agent-{name}", "agent", last, 8888)
+            names.append(f"agent-{name}")
+        return names
+
     def start(self, name: str, wait: bool = True) -> Proc:
         p = self.procs[name]
         log = open(p.flagfile.parent.parent / "logs" / f"{p.svc}.stdout", "ab")
@@ -136,6 +147,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         for name in ("storage1", "storage2", "storage3", "graph1"):
             control.wait_running(c.procs[name].http, timeout=30)
         c.wait_registered(["storage1", "storage2", "storage3", "graph1"])
+        for a in c.add_agents():
+            c.start(a)
+        c.wait_registered([n for n in c.procs if n.startswith("agent-")])
         yield c
     finally:
         c.stop_all()

@@ -59,7 +59,7 @@ def test_backup_restore_on_other_hosts(tmp_path):
         src.stop_all()
 
         # restore onto the other cluster: hosts paired by sorted address, data path i -> i
-        old = sorted(control.fmt_addr(h) for h in bm.storage_hosts)
+        old = sorted({control.fmt_addr(hb.host) for sb in bm.space_backups.values() for hb in sb.host_backups})
         new = sorted(p.addr for p in dst.storages)
         pairs = dict(zip(old, new))
         for o, n in pairs.items():

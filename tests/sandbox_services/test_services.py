@@ -69,9 +69,10 @@ def test_transports_verify_and_list_cluster(cluster, transport):
             assert [d.decode() for d in s.dir.data] == [str(d) for d in proc.data_paths]
             assert s.dir.root.decode() == str(proc.flagfile.parent.parent)  # install root
         m = roles[meta.HostRole.META][0]
-        assert [d.decode() for d in m.dir.data] == [str(cluster.meta.data_paths[0])]
+        assert m.dir is None  # ListClusterInfoProcessor.cpp: META comes from the Raft peers, without a dir
+        assert len(roles[meta.HostRole.AGENT]) == len(resp.host_services)  # one agent per host
         d = client.getMetaDirInfo(meta.GetMetaDirInfoReq())
-        assert d.code == EC.SUCCEEDED and d.dir.data == m.dir.data
+        assert d.code == EC.SUCCEEDED and [x.decode() for x in d.dir.data] == [str(cluster.meta.data_paths[0])]
     finally:
         trans.close()
 
@@ -115,7 +116,9 @@ def _check_backup_on_disk(cluster, bm):
     meta_dir = layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), name)
     for f in bm.meta_files:  # absolute paths on the metad host, as Nebula gives them
         assert os.path.dirname(f.decode()) == meta_dir and os.path.isfile(f.decode()), f
-    assert {control.fmt_addr(h) for h in bm.storage_hosts} == {p.addr for p in cluster.storages}
+    assert not bm.storage_hosts  # never set by metad: the hosts are those of space_backups
+    assert {control.fmt_addr(hb.host) for sb in bm.space_backups.values() for hb in sb.host_backups} == \
+        {p.addr for p in cluster.storages}
     with _client(cluster) as c:
         for sid, sb in bm.space_backups.items():
             parts = c.getPartsAlloc(meta.GetPartsAllocReq(space_id=sid)).parts
@@ -127,12 +130,12 @@ def _check_backup_on_disk(cluster, bm):
                 for i, cp in enumerate(hb.checkpoints):
                     assert cp.space_id == sid
                     path = cp.data_path.decode()
-                    assert path == layout.space_checkpoint_dir(str(proc.data_paths[i]), sid, name)
+                    assert path == os.path.realpath(layout.space_checkpoint_dir(str(proc.data_paths[i]), sid, name))
                     assert os.path.isfile(os.path.join(path, "data", "CURRENT"))
                     for pid, li in cp.parts.items():
                         assert pid not in seen
                         seen[pid] = addr
-                        assert li.log_id >= 1 and li.commit_log_id == li.log_id and li.term_id >= 1
+                        assert li.log_id >= 1 and li.commit_log_id is None and li.term_id >= 1  # log_id and term_id only
                         assert os.listdir(os.path.join(path, "wal", str(pid)))
             assert seen == {pid: control.fmt_addr(h[0]) for pid, h in parts.items()}
             assert sb.space.space_name in (b"space1", b"space2", b"space3")
@@ -144,11 +147,12 @@ def test_create_backup_list_and_drop(cluster, loaded, transport):
         resp = c.createBackup(meta.CreateBackupReq())
         assert resp.code == EC.SUCCEEDED, resp
         bm = resp.meta
-        assert bm.full and bm.all_spaces and bm.cluster_id
+        assert bm.full and bm.all_spaces and not bm.cluster_id and not bm.storage_hosts  # CreateBackupProcessor.cpp
         assert abs(bm.create_time - time.time() * 1000) < 60_000
         assert sorted(s.space.space_name for s in bm.space_backups.values()) == [b"space1", b"space2"]
         assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == sorted(
-            ["__spaces__.sst", "__index__.sst", "__parts__.sst", "__id__.sst", "__machines__.sst"])
+            ["__spaces__.sst", "__index__.sst", "__parts__.sst", "__id__.sst", "__machines__.sst",
+             "__last_update_time__.sst"])
         _check_backup_on_disk(cluster, bm)
         name = bm.backup_name
         snaps = {s.name: s for s in c.listSnapshots(meta.ListSnapshotsReq()).snapshots}
@@ -172,7 +176,9 @@ def test_partial_backup_and_unknown_space(cluster, loaded):
         bm = resp.meta
         assert not bm.all_spaces
         assert [s.space.space_name for s in bm.space_backups.values()] == [b"space2"]
-        assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == ["__index__.sst", "__parts__.sst", "__spaces__.sst"]
+        # MetaKeyUtils.cpp: __id__ and __last_update_time__ go into every backup, system tables only into all-spaces ones
+        assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == [
+            "__id__.sst", "__index__.sst", "__last_update_time__.sst", "__parts__.sst", "__spaces__.sst"]
         _check_backup_on_disk(cluster, bm)
         # the exported SST holds only space2
         sst = os.path.join(layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), bm.backup_name.decode()),

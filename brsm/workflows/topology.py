@@ -1,0 +1,152 @@
+"""Where every service of the cluster runs and keeps its data, as a real 3.x cluster tells it.
+
+Two ways, chosen per run and said in one line:
+
+* **with nebula-agent on every host**: ``listCluster`` gives storaged and graphd with their dirs
+  (DirInfo root + data paths); its META entries carry no dir (ListClusterInfoProcessor.cpp takes
+  them from the meta Raft peers), so each metad is asked ``getMetaDirInfo`` itself;
+* **without agents** (``listCluster`` fails with E_LIST_CLUSTER_NO_AGENT_FAILURE on every 3.x
+  cluster that never installed one): ``listHosts`` for the addresses, ``getMetaDirInfo`` on each
+  metad, and storaged's flagfile (``<install>/etc/nebula-storaged.conf``) over SSH for its data
+  paths, relative ones resolved against the install root (the daemons' working directory).
+
+Either way storaged's flagfile is read when it can be, for ``--wal_path``, and every data path is
+resolved to its canonical path on its host (checkpoints report resolved paths; heartbeats do not).
+"""
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from brsm.errors import MetaError, PreflightFailed
+from brsm.ports import HostAddr, HostsPort, MetaPort, ServiceInfo
+
+# nebula's common.thrift ErrorCode (workflows import no Thrift module)
+E_LIST_CLUSTER_NO_AGENT_FAILURE = -2072
+VIA_AGENTS = "listCluster (nebula-agent on every host)"
+VIA_HOSTS = ("listHosts + getMetaDirInfo + storaged flagfiles over SSH (no nebula-agent: listCluster "
+             "answered E_LIST_CLUSTER_NO_AGENT_FAILURE)")
+
+
+def parse_flagfile(text: str) -> dict[str, str]:
+    """gflags flagfile text → {flag: value}; the last setting of a flag wins, as in gflags.
+
+    >>> parse_flagfile("--data_path=data/storage\\n# c\\n--wal_path = /w\\n")
+    {'data_path': 'data/storage', 'wal_path': '/w'}
+    """
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("--") or "=" not in line:
+            continue
+        k, _, v = line[2:].partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def absolute(path: str, root: str) -> str:
+    """A flag's path made absolute the way the daemon does (relative to its working directory).
+
+    >>> absolute("data/storage", "/usr/local/nebula"), absolute("/d", "/x")
+    ('/usr/local/nebula/data/storage', '/d')
+    """
+    return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(root, path))
+
+
+def flagfile_path(install_dir: str, svc: str) -> str:
+    return posixpath.join(install_dir, "etc", f"nebula-{svc}.conf")
+
+
+async def _read_text(hosts: HostsPort, host: str, path: str) -> str | None:
+    r = await hosts.host(host).run(["cat", "--", path], check=False, timeout=30)
+    return r.stdout if r.exit_status == 0 else None
+
+
+def _item(s: ServiceInfo, **extra: Any) -> dict[str, Any]:
+    return {"addr": str(s.addr), "host": s.addr.host, "root": s.root, "data_paths": list(s.data_paths), **extra}
+
+
+async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str], *,
+                   check_ssh: Callable[[HostsPort, list[str]], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """The topology facts both workflows journal: meta/storage/graph lists and ``source``.
+    ``check_ssh`` runs on every host named before any is read over SSH."""
+    try:
+        services = await meta.list_cluster()
+        source = VIA_AGENTS
+    except MetaError as e:
+        if e.code != E_LIST_CLUSTER_NO_AGENT_FAILURE:
+            raise
+        services = None
+        source = VIA_HOSTS
+    if services is not None:
+        meta_addrs = sorted({s.addr for s in services if s.role == "META"})
+        storages = [s for s in services if s.role == "STORAGE"]
+        graphs = [s for s in services if s.role == "GRAPH"]
+    else:
+        meta_addrs = sorted(h.addr for h in await meta.list_hosts("META"))
+        storages, graphs = [], []
+        for h in await meta.list_hosts("STORAGE"):
+            storages.append(ServiceInfo("STORAGE", h.addr, install_dir(h.addr.host), ()))
+        for h in await meta.list_hosts("GRAPH"):
+            graphs.append(ServiceInfo("GRAPH", h.addr, install_dir(h.addr.host), ()))
+    if check_ssh is not None:
+        await check_ssh(hosts, sorted({a.host for a in meta_addrs} | {s.addr.host for s in storages}
+                                      | {g.addr.host for g in graphs}))
+    metas = []
+    for a in meta_addrs:
+        d = await meta.meta_dir(a)
+        metas.append(_item(ServiceInfo("META", a, d.root, d.data_paths)))
+    storage_items = []
+    for s in sorted(storages, key=lambda s: s.addr):
+        root = s.root or install_dir(s.addr.host)
+        text = await _read_text(hosts, s.addr.host, flagfile_path(root, "storaged"))
+        flags = parse_flagfile(text) if text is not None else {}
+        dps = list(s.data_paths)
+        if not dps:
+            if "data_path" not in flags:
+                raise PreflightFailed(
+                    f"cannot find storaged {s.addr}'s data paths: no nebula-agent, and "
+                    f"{flagfile_path(root, 'storaged')} on {s.addr.host} is missing or sets no --data_path",
+                    hint="install nebula-agent on every host, or set the host's install_dir in the config")
+            dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
+        wal = absolute(flags["wal_path"], root) if flags.get("wal_path") else ""
+        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal))
+    graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
+                   for g in sorted(graphs, key=lambda g: g.addr)]
+    topo = {"meta": metas, "storage": storage_items, "graph": graph_items, "source": source}
+    await _canonical(hosts, topo)
+    return topo
+
+
+async def _canonical(hosts: HostsPort, topo: dict[str, Any]) -> None:
+    """Each storage data path's canonical (symlink-free) path on its host, as ``real_paths``."""
+    for s in topo["storage"]:
+        argv = ["realpath", "-e", "--", *s["data_paths"]]
+        r = await hosts.host(s["host"]).run(argv, check=False, timeout=30)
+        lines = r.stdout.splitlines()
+        if r.exit_status != 0 or len(lines) != len(s["data_paths"]):
+            raise PreflightFailed(f"data paths of {s['addr']} do not all exist on {s['host']}: "
+                                  f"{shlex.join(s['data_paths'])} ({(r.stderr or '').strip()[:200]})",
+                                  hint="is the config's host mapping right (address → SSH host)?")
+        s["real_paths"] = lines
+
+
+def data_path_index(storage: dict[str, Any], checkpoint_dp: str) -> int:
+    """Index ``i`` of ``data<i>`` for a checkpoint's data path, matched canonically.
+
+    >>> data_path_index({"data_paths": ["/a", "/l"], "real_paths": ["/a", "/r"]}, "/r")
+    1
+    """
+    real = storage.get("real_paths") or storage["data_paths"]
+    for i, (dp, rp) in enumerate(zip(storage["data_paths"], real)):
+        if checkpoint_dp.rstrip("/") in (dp.rstrip("/"), rp.rstrip("/")):
+            return i
+    raise PreflightFailed(f"checkpoint data path {checkpoint_dp} of {storage['addr']} is none of its data paths "
+                          f"{storage['data_paths']} (canonically {real})",
+                          hint="the storaged's --data_path changed since metad learned it; restart it and retry")
+
+
+def meta_addr(item: dict[str, Any]) -> HostAddr:
+    return HostAddr.parse(item["addr"])
