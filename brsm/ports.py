@@ -56,6 +56,20 @@ class CreatedBackup:
     create_time_ms: int
 
 
+@dataclass(frozen=True)
+class ListedHost:
+    """One entry of metad's ``listHosts``: a service address, its role and whether metad counts it
+    ONLINE (it heartbeated lately and the heartbeat was accepted)."""
+
+    addr: HostAddr
+    role: str  # "STORAGE", "GRAPH", "META"
+    status: str  # "ONLINE" or "OFFLINE"
+
+    @property
+    def online(self) -> bool:
+        return self.status == "ONLINE"
+
+
 @runtime_checkable
 class MetaPort(Protocol):
     async def list_cluster(self) -> list[ServiceInfo]: ...
@@ -66,6 +80,7 @@ class MetaPort(Protocol):
     async def drop_snapshots(self, names: Sequence[str]) -> None: ...
     async def drop_space(self, name: str) -> None: ...
     async def restore_meta(self, addr: HostAddr, files: Sequence[str], host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None: ...
+    async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]: ...
     async def close(self) -> None: ...
 
 
@@ -102,6 +117,9 @@ class HostPort(Protocol):
     async def makedirs(self, path: str) -> None: ...
     async def remove_tree(self, path: str) -> None: ...
     async def free_bytes(self, path: str) -> int: ...
+    # ``<install_dir>/scripts/nebula.service <action> <name>``; returns whatever it printed and its exit
+    # status, never raising on a non-zero one (that script's exit status says little: see
+    # brsm.workflows.services). A host that cannot be reached still raises.
     async def service(self, action: str, name: str, *, install_dir: str) -> RunResult: ...
     async def close(self) -> None: ...
 
