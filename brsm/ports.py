@@ -34,16 +34,6 @@ class ServiceInfo:
 
 
 @dataclass(frozen=True)
-class HostStatus:
-    """One line of metad's ``listHosts``: a service address, its role and ONLINE/OFFLINE."""
-
-    addr: HostAddr
-    role: str  # "META", "STORAGE", "GRAPH", "AGENT"
-    status: str  # "ONLINE" or "OFFLINE"
-    version: str = ""
-
-
-@dataclass(frozen=True)
 class Snapshot:
     name: str
     status: str  # "VALID" or "INVALID"
@@ -68,17 +58,31 @@ class CreatedBackup:
     meta_paths: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ListedHost:
+    """One entry of metad's ``listHosts``: a service address, its role and whether metad counts it
+    ONLINE (it heartbeated lately and the heartbeat was accepted)."""
+
+    addr: HostAddr
+    role: str  # "STORAGE", "GRAPH", "META"
+    status: str  # "ONLINE" or "OFFLINE"
+
+    @property
+    def online(self) -> bool:
+        return self.status == "ONLINE"
+
+
 @runtime_checkable
 class MetaPort(Protocol):
     async def list_cluster(self) -> list[ServiceInfo]: ...
     async def meta_dir(self, addr: HostAddr | None = None) -> ServiceInfo: ...  # getMetaDirInfo of that metad
-    async def list_hosts(self, role: str) -> list[HostStatus]: ...
     async def list_spaces(self) -> dict[str, int]: ...
     async def create_backup(self, spaces: Sequence[str] | None) -> CreatedBackup: ...
     async def list_snapshots(self) -> list[Snapshot]: ...
     async def drop_snapshots(self, names: Sequence[str]) -> None: ...  # one call per name; a missing one is fine
     async def drop_space(self, name: str) -> None: ...
     async def restore_meta(self, addr: HostAddr, files: Sequence[str], host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None: ...
+    async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]: ...
     async def close(self) -> None: ...
 
 
@@ -115,6 +119,9 @@ class HostPort(Protocol):
     async def makedirs(self, path: str) -> None: ...
     async def remove_tree(self, path: str) -> None: ...
     async def free_bytes(self, path: str) -> int: ...
+    # ``<install_dir>/scripts/nebula.service <action> <name>``; returns whatever it printed and its exit
+    # status, never raising on a non-zero one (that script's exit status says little: see
+    # brsm.workflows.services). A host that cannot be reached still raises.
     async def service(self, action: str, name: str, *, install_dir: str) -> RunResult: ...
     async def close(self) -> None: ...
 

@@ -26,7 +26,7 @@ from nebula3.meta import ttypes as meta
 
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, text
 from brsm.errors import MetaError
-from brsm.ports import CreatedBackup, HostAddr, HostStatus, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
 
 __all__ = ["ThriftMeta", "error_name"]
 
@@ -34,6 +34,9 @@ EC = common.ErrorCode
 MAX_HOPS = 4
 ROLE_NAMES = meta.HostRole._VALUES_TO_NAMES
 SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
+HOST_STATUS = meta.HostStatus._VALUES_TO_NAMES
+LIST_HOST_TYPES = {"STORAGE": meta.ListHostType.STORAGE, "GRAPH": meta.ListHostType.GRAPH,
+                   "META": meta.ListHostType.META}
 # createBackup waits for every storaged to checkpoint: give it much longer than ordinary calls
 # safe to resend when a pooled connection turned out dead before anything came back
 IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "dropSpace", "restoreMeta",
@@ -337,14 +340,6 @@ class ThriftMeta:
         return self._service(meta.ServiceInfo(dir=resp.dir, addr=common.HostAddr(host=where.host, port=where.port),
                                               role=meta.HostRole.META))
 
-    async def list_hosts(self, role: str) -> list[HostStatus]:
-        kind = getattr(meta.ListHostType, role)
-        resp = await self._call("listHosts", meta.ListHostsReq(type=kind))
-        statuses = meta.HostStatus._VALUES_TO_NAMES
-        return sorted((HostStatus(addr=HostAddr(text(h.hostAddr.host), int(h.hostAddr.port)),
-                                  role=ROLE_NAMES.get(h.role, role), status=statuses.get(h.status, str(h.status)),
-                                  version=text(h.version)) for h in resp.hosts or []), key=lambda h: h.addr)
-
     async def list_spaces(self) -> dict[str, int]:
         resp = await self._call("listSpaces", meta.ListSpacesReq())
         return {text(s.name): int(s.id.get_space_id()) for s in resp.spaces or []}
@@ -388,6 +383,16 @@ class ThriftMeta:
                                to_host=common.HostAddr(host=b.host, port=b.port)) for a, b in host_pairs]
         await self._call("restoreMeta", meta.RestoreMetaReq(files=[f.encode() for f in files], hosts=pairs),
                          addr=addr)
+
+    async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]:
+        """``listHosts(ListHostsReq(type=role))``: for STORAGE, every storaged that heartbeated and every
+        registered machine (OFFLINE until its heartbeat is accepted)."""
+        if role not in LIST_HOST_TYPES:
+            raise ValueError(f"unknown host role {role!r} (one of {', '.join(LIST_HOST_TYPES)})")
+        resp = await self._call("listHosts", meta.ListHostsReq(type=LIST_HOST_TYPES[role]))
+        return sorted((ListedHost(HostAddr(text(h.hostAddr.host), int(h.hostAddr.port)),
+                                  ROLE_NAMES.get(h.role, str(h.role)), HOST_STATUS.get(h.status, str(h.status)))
+                       for h in resp.hosts or []), key=lambda h: h.addr)
 
     async def close(self) -> None:
         def _close() -> None:

@@ -432,8 +432,9 @@ class SshHost:
             raise self._translate(f"statvfs {path}", exc) from exc
 
     async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
+        """Run nebula.service; its output and exit status are the caller's to read (never raised)."""
         argv = remote_cmd.service_argv(install_dir or self.target.install_dir, action, name)
-        return await self.run(argv, check=action != "status", timeout=300)
+        return await self.run(argv, check=False, timeout=300)
 
 
 class SshHosts:

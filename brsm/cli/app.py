@@ -107,6 +107,8 @@ def start_restore(
     per_host: Annotated[int, typer.Option(help="Files transferred at once to one host.")] = 4,
     rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
     keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
+    service_timeout: Annotated[float, typer.Option(
+        help="Seconds each daemon may take to stop, or to start and listen (all hosts at once).")] = 90.0,
     s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
     s3_region: Annotated[Optional[str], typer.Option()] = None,
     oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
@@ -116,6 +118,8 @@ def start_restore(
     """Restore backup --name from --storage onto the cluster."""
     if verify not in ("quick", "full"):
         raise UsageError(f"--verify must be quick or full, not {verify!r}")
+    if not 1 <= service_timeout <= 86400:
+        raise UsageError(f"--service-timeout must be 1 to 86400 seconds, not {service_timeout:g}")
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
@@ -126,6 +130,7 @@ def start_restore(
         "concurrency": concurrency,
         "per_host": per_host,
         "rate_limit": rate_limit,
+        "service_timeout": service_timeout,
         "s3_endpoint": s3_endpoint,
         "s3_region": s3_region,
         "oss_endpoint": oss_endpoint,

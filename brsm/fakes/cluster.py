@@ -17,9 +17,22 @@ from typing import Any
 from brsm.ports import HostAddr
 
 META_PORT = 9559
+CLUSTER_ID_FILE = "cluster.id"  # storaged keeps metad's cluster id here, relative to its install root
+META_CLUSTER_ID = "nebula/0/data/__meta_cluster_id_key__"  # metad keeps its own in its data (not a backed-up table)
+INITIAL_CLUSTER_ID = 4242
 STORAGE_PORT = 9779
 GRAPH_PORT = 9669
 EPOCH = 1_764_000_000  # 2025-11-24 16:00:00 UTC: the fake metad's clock starts here
+
+
+def encode_cluster_id(cid: int) -> bytes:
+    """As Nebula's FileBasedClusterIdMan writes it: the int64 in the machine's byte order (8 bytes)."""
+    return int(cid).to_bytes(8, "little", signed=True)
+
+
+def decode_cluster_id(raw: bytes) -> int:
+    """0 unless exactly 8 bytes (getClusterIdFromFile)."""
+    return int.from_bytes(raw, "little", signed=True) if len(raw) == 8 else 0
 
 
 @dataclass
@@ -81,7 +94,12 @@ class Faults:
 
 
 class Machine:
-    """One host: an in-memory file system plus the services installed on it."""
+    """One host: an in-memory file system plus the services installed on it.
+
+    A service's process is ``running`` (alive) and, separately, ``listening`` on its port. A start or
+    stop completes only after ``pending`` observations (a status call or a port probe) have seen the
+    old state, as the real script returns long before the daemon listens or exits (FakeCluster's
+    ``start_service``/``stop_service``/``observe``)."""
 
     def __init__(self, name: str, *, install_dir: str, services: dict[str, int], free: int) -> None:
         self.name = name
@@ -91,6 +109,9 @@ class Machine:
         self.dirs: set[str] = {"/"}
         self.services = dict(services)  # service -> port
         self.running: dict[str, bool] = {s: True for s in services}
+        self.listening: dict[str, bool] = {s: True for s in services}
+        self.pending: dict[str, tuple[str, int]] = {}  # service -> ("start"|"stop", observations left)
+        self.pids: dict[str, int] = {s: 1000 + p for s, p in services.items()}
         self.capacity = free
 
     # -- file tree helpers (paths are absolute and normalised) --------------------------------
@@ -185,8 +206,9 @@ class FakeCluster:
 
     def __init__(self, *, metas: int = 1, storages: int = 3, data_paths: int = 2, prefix: str = "127.0.0",
                  install_dir: str = "/usr/local/nebula", data_root: str = "/data", free: int = 1 << 40,
-                 seed: int = 0) -> None:
+                 seed: int = 0, service_lag: int = 1) -> None:
         self.install_dir = install_dir
+        self.service_lag = service_lag
         self.faults = Faults()
         self.rng = random.Random(seed)
         self.clock = EPOCH
@@ -198,19 +220,19 @@ class FakeCluster:
         for a in self.meta_addrs:
             m = self._machine(a.host, {"metad": META_PORT, "graphd": GRAPH_PORT}, free)
             self.meta_paths[a] = f"{data_root}/meta"
-            m.mkdirs(f"{data_root}/meta/nebula/0/data")
+            m.put(f"{data_root}/meta/{META_CLUSTER_ID}", encode_cluster_id(INITIAL_CLUSTER_ID))
         for a in self.storage_addrs:
             m = self._machine(a.host, {"storaged": STORAGE_PORT}, free)
             self.storage_paths[a] = [f"{data_root}/storage{i + 1}" for i in range(data_paths)]
             for dp in self.storage_paths[a]:
                 m.mkdirs(f"{dp}/nebula")
+            m.put(f"{install_dir}/{CLUSTER_ID_FILE}", encode_cluster_id(INITIAL_CLUSTER_ID))
         self.leader = self.meta_addrs[0]
         self.spaces: dict[int, SpaceModel] = {}
         self.next_id = 1
         self.snapshots: dict[str, SnapshotModel] = {}
         self.write_blocked = False
         self.backup_running = False
-        self.cluster_id = 4242
         self.agents = True  # a nebula-agent on every host (listCluster works)
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
@@ -221,6 +243,8 @@ class FakeCluster:
         else:
             m.services.update(services)
             m.running.update({s: True for s in services})
+            m.listening.update({s: True for s in services})
+            m.pids.update({s: 1000 + p for s, p in services.items()})
         return m
 
     # -- addresses ---------------------------------------------------------------------------
@@ -232,8 +256,92 @@ class FakeCluster:
         return self.machines[a.host]
 
     def service_up(self, host: str, svc: str) -> bool:
+        """The daemon's process is alive (it may not listen yet)."""
         m = self.machines.get(host)
         return bool(m and m.running.get(svc)) and self.faults.peek("host_down", host) is None
+
+    def service_listening(self, host: str, svc: str) -> bool:
+        m = self.machines.get(host)
+        return self.service_up(host, svc) and bool(m and m.listening.get(svc))
+
+    # -- the daemons (what nebula.service and the daemons themselves do) -------------------------
+    def meta_cluster_id(self, addr: HostAddr | None = None) -> int | None:
+        """The id metad keeps in its data (``__meta_cluster_id_key__``); None on fresh data."""
+        a = addr or self.leader
+        raw = self.host_of(a).files.get(f"{self.meta_paths[a]}/{META_CLUSTER_ID}")
+        return decode_cluster_id(raw) if raw is not None else None
+
+    @property
+    def cluster_id(self) -> int:
+        return self.meta_cluster_id() or 0
+
+    def start_service(self, host: str, svc: str) -> int | None:
+        """``nebula.service start``: the pid of the daemon if it already runs (nothing started), else
+        None: the daemon forked and will listen after ``service_lag`` observations (a storaged only
+        once metad accepts its cluster id)."""
+        m = self.machine(host)
+        if m.running.get(svc):
+            return m.pids[svc]
+        m.running[svc] = True
+        m.listening[svc] = False
+        m.pids[svc] += 1
+        m.pending[svc] = ("start", self.service_lag)
+        if svc == "metad":
+            for a in self.meta_addrs:
+                if a.host == host and self.meta_cluster_id(a) is None:
+                    # MetaDaemonInit: no id in the data (fresh data) → a new random one, kept in the data
+                    m.put(f"{self.meta_paths[a]}/{META_CLUSTER_ID}", encode_cluster_id(self.rng.randint(1, 2**62)))
+        self._settle(m, svc)
+        return None
+
+    def stop_service(self, host: str, svc: str, *, kill: bool = False) -> None:
+        """``nebula.service stop`` sends SIGTERM and returns: the process exits after ``service_lag``
+        observations (``kill``: at once)."""
+        m = self.machine(host)
+        if not m.running.get(svc):
+            return
+        m.pending[svc] = ("stop", 0 if kill else self.service_lag)
+        self._settle(m, svc)
+
+    def observe(self, host: str, svc: str) -> tuple[bool, bool]:
+        """(running, listening) as seen now; then time moves on by one observation."""
+        m = self.machine(host)
+        seen = (bool(m.running.get(svc)), bool(m.listening.get(svc)))
+        kind, left = m.pending.get(svc, ("", 0))
+        if kind:
+            m.pending[svc] = (kind, max(0, left - 1))
+        self._settle(m, svc)
+        return seen
+
+    def _settle(self, m: Machine, svc: str) -> None:
+        kind, left = m.pending.get(svc, ("", 0))
+        if not kind or left > 0:
+            return
+        if kind == "stop":
+            m.running[svc] = m.listening[svc] = False
+            del m.pending[svc]
+        elif svc != "storaged" or self._storaged_accepted(m):
+            m.listening[svc] = True
+            del m.pending[svc]
+        # else: a storaged whose heartbeat metad refuses keeps retrying, never listening
+
+    def _storaged_accepted(self, m: Machine) -> bool:
+        """storaged's heartbeat (MetaClient::heartbeat, HBProcessor): sends the id in
+        ``<install>/cluster.id`` (0 when there is none); metad refuses another non-zero id
+        (E_WRONGCLUSTER), else answers with its id, which storaged then writes to that file."""
+        if not self.service_up(self.leader.host, "metad"):
+            return False
+        mine = self.meta_cluster_id()
+        if mine is None:
+            return False
+        path = f"{m.install_dir}/{CLUSTER_ID_FILE}"
+        raw = m.files.get(path)
+        peer = decode_cluster_id(raw) if raw is not None else 0
+        if peer and peer != mine:
+            return False
+        if not peer:
+            m.put(path, encode_cluster_id(mine))
+        return True
 
     # -- data ----------------------------------------------------------------------------------
     def tick(self, seconds: int = 1) -> int:

@@ -222,37 +222,72 @@ class FakeHost:
             fmt = fmt.replace("\\0", "\0").replace("\\n", "\n")
             out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f) for f in files)
             return RunResult(0, out, "")
+        if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
+            return await self._exec(m, tuple(args[1:]))
+        if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:
+            return self._port_probe(args[3], args[4])
         if cmd.endswith("/scripts/nebula.service"):
             return self._service(m, cmd, args)
         return RunResult(127, "", f"bash: {cmd}: command not found\n")
 
+    def _port_probe(self, address: str, port: str) -> RunResult:
+        """``bash -c 'exec 3<>/dev/tcp/$1/$2' NAME ADDRESS PORT``: connect to a service port."""
+        m = self.c.machines.get(address)
+        svc = next((s for s, p in (m.services.items() if m else ()) if str(p) == port), None)
+        if m is None or svc is None or self.c.faults.peek("host_down", address):
+            return RunResult(1, "", f"bash: connect: Connection refused\nbash: /dev/tcp/{address}/{port}: Connection refused\n")
+        _running, listening = self.c.observe(address, svc)
+        if listening:
+            return RunResult(0, "", "")
+        return RunResult(1, "", f"bash: connect: Connection refused\nbash: /dev/tcp/{address}/{port}: Connection refused\n")
+
     def _service(self, m: Machine, script: str, args: list[str]) -> RunResult:
+        """Nebula's scripts/nebula.service as it behaves: ``status`` always exits 0 and only its text
+        tells; ``start`` of a running daemon is an error (exit 1, and ``all`` stops there); ``start``
+        and ``stop`` return before the daemon listens or exits; ``restart`` = stop, wait, start."""
         if m.norm(script) not in m.files:
             return RunResult(127, "", f"bash: {script}: No such file or directory\n")
-        if len(args) != 2 or args[0] not in remote_cmd.SERVICE_ACTIONS:
-            return RunResult(1, "Usage: nebula.service <start|stop|restart|kill|status> <metad|graphd|storaged|all>\n", "")
+        actions = ("start", "stop", "restart", "kill", "status")
+        if len(args) != 2 or args[0] not in actions or args[1] not in ("metad", "graphd", "storaged", "all"):
+            return RunResult(1, "Usage: nebula.service [-v] [-c /path/to/config] "
+                                "<start|stop|restart|status|kill> <metad|graphd|storaged|all>\n", "")
         action, target = args
-        svcs = sorted(m.services) if target == "all" else [target]
-        out, errs, rc = [], [], 0
+        svcs = [s for s in ("metad", "graphd", "storaged") if s in m.services] if target == "all" else [target]
+        out: list[str] = []
+
+        def done(rc: int = 0, err: str = "") -> RunResult:
+            return RunResult(rc, "".join(o + "\n" for o in out), err)
+
         for s in svcs:
             if s not in m.services:
-                errs.append(f"[ERROR] nebula-{s}: {m.install_dir}/etc/nebula-{s}.conf not found")
-                rc = 1
-                continue
-            if action in ("start", "restart"):
-                m.running[s] = True
-                out.append(f"[INFO] Starting nebula-{s}...")
-            elif action in ("stop", "kill"):
-                m.running[s] = False
-                out.append(f"[INFO] Stopping nebula-{s}...")
+                return done(1, f"[ERROR] {m.install_dir}/etc/nebula-{s}.conf not found\n")
             if action == "status":
-                if m.running[s]:
-                    out.append(f"[INFO] nebula-{s}(fake): Running as {1000 + m.services[s]}, "
-                               f"Listening on {m.services[s]}")
+                running, listening = self.c.observe(m.name, s)
+                if running:
+                    if s == "storaged" and not listening:
+                        out.append("[WARN] nebula-storaged after v3.0.0 will not start service until it is added to cluster.")
+                        out.append("[WARN] See Manage Storage hosts:ADD HOSTS in https://docs.nebula-graph.io/")
+                    out.append(f"[INFO] nebula-{s}(fake): Running as {m.pids[s]}, Listening on {m.services[s]}")
                 else:
                     out.append(f"[INFO] nebula-{s}(fake): Exited")
-                    rc = 1
-        return RunResult(rc, "".join(o + "\n" for o in out), "".join(e + "\n" for e in errs))
+                continue
+            if action in ("stop", "restart"):
+                out.append(f"[INFO] Stopping nebula-{s}...")
+                self.c.stop_service(m.name, s)
+                out.append("[INFO] Done")
+            if action == "kill":
+                out.append(f"[INFO] Force killing nebula-{s}...")
+                self.c.stop_service(m.name, s, kill=True)
+                out.append("[INFO] Done")
+            if action == "restart":
+                self.c.stop_service(m.name, s, kill=True)  # it waits up to 5 s for the exit: long enough here
+            if action in ("start", "restart"):
+                pid = self.c.start_service(m.name, s)
+                if pid is not None:
+                    return done(1, f"[ERROR] nebula-{s} already running: {pid}\n")
+                out.append(f"[INFO] Starting nebula-{s}...")
+                out.append("[INFO] Done")
+        return done()
 
     # -- files ---------------------------------------------------------------------------------
     async def exists(self, path: str) -> bool:
@@ -350,8 +385,13 @@ class FakeHost:
         return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)
 
     async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
-        argv = remote_cmd.service_argv(install_dir or self.c.install_dir, action, name)
-        return await self.run(argv, check=action != "status")
+        """Run nebula.service; never raises on its exit status (HostPort's contract)."""
+        if action not in ("start", "stop", "restart", "kill", "status"):
+            raise ValueError(f"unknown service action {action!r}")
+        if name not in ("metad", "storaged", "graphd", "all"):
+            raise ValueError(f"unknown service {name!r}")
+        script = posixpath.join(install_dir or self.c.install_dir, "scripts", "nebula.service")
+        return await self.run((script, action, name), check=False)
 
     async def close(self) -> None:
         self.closed = True

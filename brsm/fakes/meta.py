@@ -15,7 +15,7 @@ from brsm.adapters.meta import HINTS, MAX_HOPS, error_name
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, make_backup_meta
 from brsm.errors import MetaError
 from brsm.fakes.cluster import FakeCluster, SnapshotModel
-from brsm.ports import CreatedBackup, HostAddr, HostStatus, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
 
 EC = common.ErrorCode
 
@@ -76,13 +76,6 @@ class FakeMeta:
         await self._enter("getMetaDirInfo", addr)
         a = addr or self.c.leader
         return ServiceInfo("META", a, self.c.install_dir, (self.c.meta_paths[a],))
-
-    async def list_hosts(self, role: str) -> list[HostStatus]:
-        await self._enter("listHosts")
-        c = self.c
-        addrs = {"META": c.meta_addrs, "STORAGE": c.storage_addrs,
-                 "GRAPH": [HostAddr(a.host, 9669) for a in c.meta_addrs]}.get(role, [])
-        return [HostStatus(a, role, "ONLINE") for a in sorted(addrs)]
 
     async def list_spaces(self) -> dict[str, int]:
         await self._enter("listSpaces")
@@ -231,6 +224,23 @@ class FakeMeta:
         c.import_tables(tables, {str(a): str(b) for a, b in host_pairs})
         for f in files:  # RestoreProcessor.cpp unlinks what it ingested
             m.files.pop(m.norm(f), None)
+
+    async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]:
+        """listHosts: a daemon is ONLINE while metad accepts its heartbeats; a storaged does from the
+        moment it listens (it listens only once its heartbeat was accepted)."""
+        await self._enter("listHosts")
+        c = self.c
+        if role == "STORAGE":
+            addrs = list(c.storage_addrs)
+        elif role == "GRAPH":
+            addrs = [HostAddr(a.host, 9669) for a in c.meta_addrs]
+        elif role == "META":
+            addrs = list(c.meta_addrs)
+        else:
+            raise ValueError(f"unknown host role {role!r}")
+        svc = {"STORAGE": "storaged", "GRAPH": "graphd", "META": "metad"}[role]
+        return [ListedHost(a, role, "ONLINE" if c.service_listening(a.host, svc) else "OFFLINE")
+                for a in sorted(addrs)]
 
     async def close(self) -> None:
         self.closed = True

@@ -20,7 +20,7 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
 from brsm.workflows import common
-from brsm.workflows import catalog
+from brsm.workflows import catalog, services
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits, download_file, run_bounded
@@ -31,7 +31,7 @@ SERVICE_STARTED = "ServicesStarted"
 BATCH = 256
 FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
 FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
-WAIT_SECONDS = 90.0
+WAIT_SECONDS = services.DEFAULT_TIMEOUT  # per service start/stop (--service-timeout)
 CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
@@ -312,47 +312,49 @@ def _target(ctx: StepContext, m: dict[str, Any], key: str, pairs: list[tuple[str
 
 
 # -- STOPPED --------------------------------------------------------------------------------------
+ROLE_OF = {"metad": "meta", "storaged": "storage", "graphd": "graph"}
+
+
 def _hosts_by_role(ctx: StepContext) -> dict[str, list[str]]:
     topo = ctx.extra["topology"]
-    return {r: sorted({s["host"] for s in topo[k]}) for r, k in
-            (("graphd", "graph"), ("storaged", "storage"), ("metad", "meta"))}
+    return {svc: sorted({s["host"] for s in topo[ROLE_OF[svc]]}) for svc in ("graphd", "storaged", "metad")}
 
 
-async def _service_all(ctx: StepContext, action: str, svc: str, hosts: list[str]) -> None:
+def _targets(ctx: StepContext, svc: str) -> list[services.ServiceTarget]:
+    """Every host running ``svc``, its install dir (config) and the port it serves on (topology)."""
     p = _p(ctx)
+    seen: dict[str, services.ServiceTarget] = {}
+    for s in ctx.extra["topology"][ROLE_OF[svc]]:
+        if s["host"] not in seen:
+            seen[s["host"]] = services.ServiceTarget(s["host"], p.install_dir(s["host"]), HostAddr.parse(s["addr"]).port)
+    return [seen[h] for h in sorted(seen)]
 
-    async def one(h: str) -> None:
-        host = p.hosts.host(h)
-        r = await host.service(action, svc, install_dir=p.install_dir(h))
-        if action in ("start", "stop"):
-            want_running = action == "start"
-            deadline = time.monotonic() + WAIT_SECONDS
-            while True:
-                st = await host.service("status", svc, install_dir=p.install_dir(h))
-                if (st.exit_status == 0) == want_running:
-                    return
-                if time.monotonic() > deadline:
-                    raise OperationFailed(f"{svc} on {h} did not {action} within {WAIT_SECONDS:.0f} s: "
-                                          f"{(r.stdout + r.stderr).strip()[-300:]}",
-                                          hint=f"look at the service log on {h}")
-                await asyncio.sleep(0.3)
 
-    await asyncio.gather(*(one(h) for h in hosts))
+def _service_timeout(ctx: StepContext) -> float:
+    return float(ctx.params.get("service_timeout") or WAIT_SECONDS)
+
+
+async def _stop(ctx: StepContext, svc: str) -> None:
+    await services.stop(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
+
+
+async def _start(ctx: StepContext, svc: str) -> None:
+    await services.start(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
 
 
 async def stopped(ctx: StepContext) -> dict[str, Any]:
     roles = _hosts_by_role(ctx)
     for svc in ("graphd", "storaged", "metad"):
-        await _service_all(ctx, "stop", svc, roles[svc])
+        await _stop(ctx, svc)
     return {"stopped": roles}
 
 
 async def _start_all(ctx: StepContext) -> None:
-    roles = _hosts_by_role(ctx)
-    await _service_all(ctx, "start", "metad", roles["metad"])
+    await _start(ctx, "metad")
     await _wait_meta(ctx)
-    await _service_all(ctx, "start", "storaged", roles["storaged"])
-    await _service_all(ctx, "start", "graphd", roles["graphd"])
+    await _start(ctx, "storaged")
+    await _wait_storage_online(ctx)
+    await _start(ctx, "graphd")
 
 
 async def undo_stopped(ctx: StepContext) -> None:
@@ -360,8 +362,7 @@ async def undo_stopped(ctx: StepContext) -> None:
 
 
 async def _wait_meta(ctx: StepContext) -> None:
-    """metad answers (listCluster would not on a cluster without nebula-agent: ask for spaces)."""
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + _service_timeout(ctx)
     while True:
         try:
             await _p(ctx).meta.list_spaces()
@@ -370,6 +371,28 @@ async def _wait_meta(ctx: StepContext) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+async def _wait_storage_online(ctx: StepContext) -> list[str]:
+    """Until metad's listHosts counts every storaged of the topology ONLINE (its heartbeat accepted)."""
+    want = sorted({s["addr"] for s in ctx.extra["topology"]["storage"]})
+    timeout = _service_timeout(ctx)
+    t0, slept, pause = time.monotonic(), 0.0, 0.1
+    while True:
+        listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
+        missing = [a for a in want if not (a in listed and listed[a].online)]
+        if not missing:
+            return want
+        if max(time.monotonic() - t0, slept) >= timeout:
+            why = "; ".join(f"{a}: {listed[a].status if a in listed else 'not listed'}" for a in missing)
+            raise OperationFailed(
+                f"after the restore {len(missing)} of {len(want)} storaged are not ONLINE in metad's listHosts "
+                f"within {timeout:.0f} s: {why}",
+                hint="a storaged is ONLINE once metad accepts its heartbeats: check its host is registered "
+                     "(ADD HOSTS) and its <install>/cluster.id; look at the storaged and metad logs")
+        await asyncio.sleep(pause)
+        slept += pause
+        pause = min(1.0, pause * 2)
 
 
 # -- SET_ASIDE ------------------------------------------------------------------------------------
@@ -412,6 +435,66 @@ def _data_dirs(ctx: StepContext) -> list[tuple[str, str]]:
     return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in s["data_paths"]})
 
 
+# cluster.id: storaged keeps metad's cluster id in ``cluster.id`` under its working directory (the
+# install root, DirInfo.root); metad keeps its own in its data and makes a new one on fresh data. A
+# storaged whose file names another cluster is refused (E_WRONGCLUSTER) and never comes up, so the
+# files go aside with the data (as nebula-br's pkg/restore/restore.go does) and come back on rollback.
+CLUSTER_ID = "cluster.id"
+
+
+def _cluster_id_files(ctx: StepContext) -> list[tuple[str, str, str, str]]:
+    """(host, live file, set-aside file, "was absent" marker) for every storaged and graphd root.
+
+    >>> # root /usr/local/nebula, operation 7:
+    >>> # ("127.0.0.101", "/usr/local/nebula/cluster.id", "/usr/local/nebula/cluster.id.brsm_old_7",
+    >>> #  "/usr/local/nebula/.cluster.id.brsm_absent_7")
+    """
+    p = _p(ctx)
+    topo = ctx.extra["topology"]
+    roots = sorted({(s["host"], s.get("root") or p.install_dir(s["host"]))
+                    for role in ("storage", "graph") for s in topo[role]})
+    out = []
+    for host, root in roots:
+        live = posixpath.join(root, CLUSTER_ID)
+        out.append((host, live, f"{live}.brsm_old_{ctx.op_id}",
+                    posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ctx.op_id}")))
+    return out
+
+
+async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
+    p = _p(ctx)
+    out = []
+    for host, live, aside, marker in _cluster_id_files(ctx):
+        h = p.hosts.host(host)
+        if await h.exists(aside):
+            state = "moved"  # by an earlier attempt
+        elif await h.exists(marker):
+            state = "absent"
+        elif await h.exists(live):
+            await h.rename(live, aside)
+            state = "moved"
+        else:
+            await h.write_file(marker, _one(b"there was no cluster.id here before the restore\n"))
+            state = "absent"
+        out.append({"host": host, "path": live, "aside": aside if state == "moved" else marker, "state": state})
+    return out
+
+
+async def _put_back_cluster_ids(ctx: StepContext) -> None:
+    """Each root as before SET_ASIDE: the original file back, or none if there was none. Repeatable."""
+    p = _p(ctx)
+    for host, live, aside, marker in _cluster_id_files(ctx):
+        h = p.hosts.host(host)
+        if await h.exists(aside):
+            if await h.exists(live):
+                await h.remove_tree(live)  # written by the restored cluster
+            await h.rename(aside, live)
+        elif await h.exists(marker):
+            if await h.exists(live):
+                await h.remove_tree(live)
+            await h.remove_tree(marker)
+
+
 async def set_aside(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
     done = []
@@ -432,7 +515,8 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
             await h.run(["cp", "-a", src, tmp])
             await h.rename(tmp, dst)
         done.append(f"{host}:{src}")
-    return {"set_aside": done, "aside_name": aside_name(ctx)}
+    cluster_ids = await _set_aside_cluster_ids(ctx)
+    return {"set_aside": done, "aside_name": aside_name(ctx), "cluster_ids": cluster_ids}
 
 
 async def _one(data: bytes):
@@ -455,6 +539,7 @@ async def undo_set_aside(ctx: StepContext) -> None:
         d = posixpath.join(dp, aside_name(ctx))
         if await p.hosts.host(host).exists(d):
             await p.hosts.host(host).remove_tree(d)
+    await _put_back_cluster_ids(ctx)
 
 
 # -- DOWNLOADED -----------------------------------------------------------------------------------
@@ -531,8 +616,7 @@ async def undo_downloaded(ctx: StepContext) -> None:
 async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await _manifest(ctx)
-    roles = _hosts_by_role(ctx)
-    await _service_all(ctx, "start", "metad", roles["metad"])
+    await _start(ctx, "metad")
     await _wait_meta(ctx)
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in ctx.facts["pairs"]]
     for mh in ctx.extra["topology"]["meta"]:
@@ -551,19 +635,21 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
 
 
 async def undo_meta_restored(ctx: StepContext) -> None:
-    roles = _hosts_by_role(ctx)
-    await _service_all(ctx, "stop", "metad", roles["metad"])
+    await _stop(ctx, "metad")
 
 
 # -- STARTED --------------------------------------------------------------------------------------
 async def started(ctx: StepContext) -> dict[str, Any]:
+    """storaged, then graphd, each running and listening on every host; every storaged ONLINE in
+    listHosts; the restored spaces listed. Until all of that holds the step fails (and the run rolls
+    back): a storaged that does not come up is never reported as restored."""
     p = _p(ctx)
     m = await _manifest(ctx)
-    roles = _hosts_by_role(ctx)
-    await _service_all(ctx, "start", "storaged", roles["storaged"])
-    await _service_all(ctx, "start", "graphd", roles["graphd"])
+    await _start(ctx, "storaged")
+    await _start(ctx, "graphd")
+    online = await _wait_storage_online(ctx)
     want = set(m["spaces"].values())
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + _service_timeout(ctx)
     while True:
         have = set(await p.meta.list_spaces())
         if want <= have:
@@ -572,13 +658,12 @@ async def started(ctx: StepContext) -> dict[str, Any]:
             raise OperationFailed(f"after restore metad lists spaces {sorted(have)}, expected {sorted(want)}",
                                   hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
         await asyncio.sleep(0.5)
-    return {"spaces": sorted(want)}
+    return {"spaces": sorted(want), "storage_online": online}
 
 
 async def undo_started(ctx: StepContext) -> None:
-    roles = _hosts_by_role(ctx)
-    await _service_all(ctx, "stop", "graphd", roles["graphd"])
-    await _service_all(ctx, "stop", "storaged", roles["storaged"])
+    await _stop(ctx, "graphd")
+    await _stop(ctx, "storaged")
 
 
 # -- CLEANED --------------------------------------------------------------------------------------
@@ -596,6 +681,13 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
 
     # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each
     removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean, _data_dirs(ctx)) if r]
+    for host, _live, aside, marker in _cluster_id_files(ctx):
+        h = p.hosts.host(host)
+        if await h.exists(marker):
+            await h.remove_tree(marker)
+        if not ctx.params.get("keep_old") and await h.exists(aside):
+            await h.remove_tree(aside)
+            removed.append(f"{host}:{aside}")
     for mh in ctx.extra["topology"]["meta"]:
         d = meta_restore_dir(ctx, mh["data_paths"][0])
         if await p.hosts.host(mh["host"]).exists(d):

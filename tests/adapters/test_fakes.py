@@ -78,7 +78,7 @@ async def test_metad_down_and_leader_moves(c):
     c.faults.add("leader_change", "listSpaces", count=2)
     assert set(await meta.list_spaces()) == {"basketball", "soccer"}
     assert c.leader != leader
-    await hosts.host(c.leader.host).service("stop", "metad", install_dir=c.install_dir)
+    await hosts.host(c.leader.host).service("kill", "metad", install_dir=c.install_dir)
     with pytest.raises(MetaError, match="cannot reach"):
         await meta.list_spaces()
     await hosts.host(c.leader.host).service("start", "metad", install_dir=c.install_dir)
@@ -161,9 +161,73 @@ async def test_service_all_and_unknown(c):
     r = await h.service("status", "metad", install_dir=c.install_dir)
     assert r.exit_status == 1 and "not found" in r.stderr
     await h.service("stop", "all", install_dir=c.install_dir)
+    assert c.service_up(h.name, "storaged")  # stop returns at once; the process exits a little later
+    r = await h.service("status", "all", install_dir=c.install_dir)
+    assert (r.exit_status, r.stdout.strip().splitlines()[-1]) == (0, "[INFO] nebula-storaged(fake): Running as "
+                                                                     "10779, Listening on 9779")
+    r = await h.service("status", "all", install_dir=c.install_dir)
+    assert (r.exit_status, r.stdout.strip().splitlines()[-1]) == (0, "[INFO] nebula-storaged(fake): Exited")
     assert not c.service_up(h.name, "storaged")
     r = await h.run(["/opt/elsewhere/scripts/nebula.service", "start", "storaged"], check=False)
     assert r.exit_status == 127
+
+
+async def test_fake_nebula_service_follows_the_real_script(c):
+    """scripts/nebula.service: status always exits 0; start of a running daemon exits 1 (already
+    running); start and stop return before the daemon listens or exits; restart stops and starts."""
+    host = c.storage_addrs[0].host
+    h = FakeHosts(c).host(host)
+    probe = ("timeout", "5", "bash", "-c", 'exec 3<>"/dev/tcp/$1/$2"', "brsm-port-probe", host, "9779")
+    r = await h.service("start", "storaged", install_dir=c.install_dir)
+    pid = c.machine(host).pids["storaged"]
+    assert (r.exit_status, r.stderr) == (1, f"[ERROR] nebula-storaged already running: {pid}\n")
+    await h.service("stop", "storaged", install_dir=c.install_dir)
+    assert (await h.run(probe, check=False)).exit_status == 0  # the port still open, seen once
+    r = await h.service("status", "storaged", install_dir=c.install_dir)
+    assert (r.exit_status, r.stdout) == (0, "[INFO] nebula-storaged(fake): Exited\n")
+    assert (await h.run(probe, check=False)).exit_status == 1
+    r = await h.service("start", "storaged", install_dir=c.install_dir)
+    assert (r.exit_status, r.stdout) == (0, "[INFO] Starting nebula-storaged...\n[INFO] Done\n")
+    assert (await h.run(probe, check=False)).exit_status == 1  # forked, not listening yet
+    assert (await h.run(probe, check=False)).exit_status == 0
+    r = await h.service("restart", "storaged", install_dir=c.install_dir)
+    assert r.exit_status == 0 and "Stopping nebula-storaged" in r.stdout and "Starting nebula-storaged" in r.stdout
+    assert c.machine(host).pids["storaged"] == pid + 2
+
+
+async def test_fake_storaged_with_another_clusters_id_never_listens(c):
+    """HBProcessor: a storaged heartbeat with another non-zero cluster id gets E_WRONGCLUSTER; the
+    storaged keeps running and retrying but never listens, and listHosts shows it OFFLINE."""
+    from brsm.fakes.cluster import CLUSTER_ID_FILE, encode_cluster_id
+
+    meta = FakeMeta(c)
+    host = c.storage_addrs[1].host
+    h = FakeHosts(c).host(host)
+    await h.service("kill", "storaged", install_dir=c.install_dir)
+    c.machine(host).put(f"{c.install_dir}/{CLUSTER_ID_FILE}", encode_cluster_id(c.cluster_id + 1))
+    await h.service("start", "storaged", install_dir=c.install_dir)
+    for _ in range(3):
+        r = await h.service("status", "storaged", install_dir=c.install_dir)
+        assert r.exit_status == 0 and "Running as" in r.stdout and "ADD HOSTS" in r.stdout
+    offline = [x.addr.host for x in await meta.list_hosts() if not x.online]
+    assert offline == [host]
+    # without the file (restore moves it aside) storaged takes metad's id and comes up
+    await h.service("kill", "storaged", install_dir=c.install_dir)
+    c.machine(host).remove_tree(f"{c.install_dir}/{CLUSTER_ID_FILE}")
+    await h.service("start", "storaged", install_dir=c.install_dir)
+    await h.service("status", "storaged", install_dir=c.install_dir)
+    assert all(x.online for x in await meta.list_hosts())
+    assert c.machine(host).files[f"{c.install_dir}/{CLUSTER_ID_FILE}"] == encode_cluster_id(c.cluster_id)
+
+
+async def test_fake_metad_on_fresh_data_makes_a_new_cluster_id(c):
+    """MetaDaemonInit: no __meta_cluster_id_key__ in the data → a new random id."""
+    h = FakeHosts(c).host(c.leader.host)
+    old = c.cluster_id
+    await h.service("kill", "metad", install_dir=c.install_dir)
+    h.m.move(f"{c.meta_paths[c.leader]}/nebula", f"{c.meta_paths[c.leader]}/nebula_aside")
+    await h.service("start", "metad", install_dir=c.install_dir)
+    assert c.cluster_id not in (0, old)
 
 
 names = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="/"), min_size=1,

@@ -70,6 +70,16 @@ async def test_cluster_and_spaces(menv):
     assert {"space1", "space2"} <= set(await menv.meta.list_spaces())
 
 
+async def test_list_hosts(menv):
+    """listHosts(STORAGE): every storaged, ONLINE while metad accepts its heartbeats, as plain data."""
+    storage = sorted(s.addr for s in await menv.meta.list_cluster() if s.role == "STORAGE")
+    hosts = await menv.meta.list_hosts("STORAGE")
+    assert [h.addr for h in hosts] == storage
+    assert all(h.role == "STORAGE" and h.status == "ONLINE" and h.online for h in hosts)
+    with pytest.raises(ValueError):
+        await menv.meta.list_hosts("NOPE")
+
+
 async def test_backup_lifecycle(menv):
     m = menv.meta
     cb = await m.create_backup(None)

@@ -1,0 +1,242 @@
+"""Service control on the cluster's hosts, through Nebula's own ``<install>/scripts/nebula.service``.
+
+How that script behaves (vesoft-inc/nebula ``scripts/nebula.service`` and ``scripts/utils.sh``), and
+so what brsm must not assume:
+
+- ``status`` **always exits 0**. Only its text says whether a daemon runs:
+  ``[INFO] nebula-storaged(<git sha>): Running as 4242, Listening on 9779`` or ``…: Exited``.
+- ``start`` of a daemon that already runs prints ``[ERROR] nebula-storaged already running: 4242``
+  and **exits 1** (with ``all`` it exits at the first such daemon). Otherwise it returns as soon as
+  the daemon forked, long before it listens: a storaged listens only once metad accepted its
+  heartbeat (it is registered, ``ADD HOSTS``, and its ``cluster.id`` matches).
+- ``stop`` sends SIGTERM and **returns at once**; the process exits (and its port closes) later.
+
+So brsm reads the status text, never its exit code; takes "already running" on start as started;
+after ``stop`` waits until the process is gone **and** its port is closed; after ``start`` until it
+runs **and** its port is open. Every host at once, each wait bounded, and a failure names every host
+that did not get there and why.
+
+The parsing (``parse_status``, ``already_running``) and the port probe's argv (``port_probe_argv``)
+are pure; ``start``/``stop`` drive them over ``HostsPort``.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from brsm.errors import BrsmError, OperationFailed
+from brsm.ports import HostsPort, RunResult
+
+DEFAULT_TIMEOUT = 90.0
+FIRST_POLL = 0.05   # the first re-check after start/stop comes quickly …
+MAX_POLL = 1.0      # … then backs off to once a second
+EXITED_GRACE = 5.0  # a daemon seen "Exited" this long after a start that said nothing failing has died
+PORT_PROBE_SECONDS = 5
+# `timeout N bash -c SCRIPT NAME ADDRESS PORT`: the address and port are positional arguments of
+# the fixed script, never spliced into it.
+PORT_PROBE_SCRIPT = 'exec 3<>"/dev/tcp/$1/$2"'
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
+_STATUS = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+)\((?P<version>[^)]*)\):\s*"
+                     r"(?:Running as (?P<pid>\d+), Listening on (?P<port>\d+)|(?P<exited>Exited))")
+_ALREADY = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+) already running: (?P<pid>\d+)")
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One daemon as ``nebula.service status`` reports it."""
+
+    service: str
+    running: bool
+    pid: int | None = None
+    port: int | None = None  # the port of its config file, printed whether or not it listens
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """Where one daemon runs: the host (its service address, as HostsPort names hosts), the install
+    dir holding ``scripts/nebula.service``, and the port the daemon serves on (from the topology)."""
+
+    host: str
+    install_dir: str
+    port: int
+
+
+def strip_colors(text: str) -> str:
+    """The script colours its words when it runs on a terminal; the text without those codes."""
+    return _ANSI.sub("", text)
+
+
+def parse_status(text: str) -> dict[str, ServiceStatus]:
+    """``nebula.service status`` output → ``{service: ServiceStatus}``; lines it does not know (WARN
+    lines, the environment checks) are skipped.
+
+    >>> parse_status("[INFO] nebula-storaged(5d43e44): Running as 4242, Listening on 9779\\n"
+    ...              "[INFO] nebula-graphd(5d43e44): Exited\\n")["storaged"]
+    ServiceStatus(service='storaged', running=True, pid=4242, port=9779, version='5d43e44')
+    """
+    out: dict[str, ServiceStatus] = {}
+    for line in strip_colors(text).splitlines():
+        m = _STATUS.search(line)
+        if not m:
+            continue
+        svc = m["svc"]
+        if m["exited"]:
+            out[svc] = ServiceStatus(svc, False, version=m["version"])
+        else:
+            out[svc] = ServiceStatus(svc, True, int(m["pid"]), int(m["port"]), m["version"])
+    return out
+
+
+def already_running(text: str, svc: str) -> int | None:
+    """The pid in ``[ERROR] nebula-<svc> already running: <pid>`` (what ``start`` prints, exit 1,
+    for a daemon that runs), or None.
+
+    >>> already_running("[ERROR] nebula-metad already running: 77\\n", "metad")
+    77
+    """
+    for m in _ALREADY.finditer(strip_colors(text)):
+        if m["svc"] == svc:
+            return int(m["pid"])
+    return None
+
+
+def port_probe_argv(address: str, port: int) -> tuple[str, ...]:
+    """A command that exits 0 when ``address:port`` accepts a TCP connection, run on that host (the
+    service's own address, seen from its machine):
+    ``('timeout', '5', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'brsm-port-probe', '127.0.0.101', '9779')``."""
+    return ("timeout", str(PORT_PROBE_SECONDS), "bash", "-c", PORT_PROBE_SCRIPT, "brsm-port-probe", address,
+            str(int(port)))
+
+
+def _tail(r: RunResult, lines: int = 6) -> str:
+    text = strip_colors((r.stderr or "") + (r.stdout or "")).strip()
+    return " | ".join(text.splitlines()[-lines:])
+
+
+class _Stuck(Exception):
+    """One host did not get where it should; the message names why (collected per host)."""
+
+
+async def _status(hosts: HostsPort, t: ServiceTarget, svc: str) -> ServiceStatus:
+    r = await hosts.host(t.host).service("status", svc, install_dir=t.install_dir)
+    st = parse_status(r.stdout).get(svc)
+    if st is None:
+        raise _Stuck(f"`nebula.service status {svc}` said nothing about {svc} (exit {r.exit_status}: "
+                     f"{_tail(r) or 'no output'})")
+    return st
+
+
+async def _port_open(hosts: HostsPort, t: ServiceTarget) -> bool:
+    r = await hosts.host(t.host).run(port_probe_argv(t.host, t.port), check=False, timeout=PORT_PROBE_SECONDS + 25)
+    return r.exit_status == 0
+
+
+class _Clock:
+    """A bounded wait: over after ``timeout`` seconds of wall time, or of requested sleeps (so a
+    test that makes sleeps instant still ends)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.t0 = time.monotonic()
+        self.slept = 0.0
+        self.interval = FIRST_POLL
+
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.t0, self.slept)
+
+    def over(self) -> bool:
+        return self.elapsed() >= self.timeout
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.interval)
+        self.slept += self.interval
+        self.interval = min(MAX_POLL, self.interval * 2)
+
+
+async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float, action: str) -> None:
+    r = await hosts.host(t.host).service(action, svc, install_dir=t.install_dir)
+    if r.exit_status != 0:
+        raise _Stuck(f"`nebula.service {action} {svc}` exited with status {r.exit_status}: {_tail(r)}")
+    clock = _Clock(timeout)
+    while True:
+        st = await _status(hosts, t, svc)
+        if not st.running:
+            if not await _port_open(hosts, t):
+                return
+            why = f"the process is gone but port {t.port} still accepts connections"
+        else:
+            why = f"still running as pid {st.pid}"
+        if clock.over():
+            raise _Stuck(f"{svc} did not stop within {timeout:.0f} s: {why}")
+        await clock.sleep()
+
+
+async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float) -> None:
+    r = await hosts.host(t.host).service("start", svc, install_dir=t.install_dir)
+    if r.exit_status != 0 and already_running(r.stdout + r.stderr, svc) is None:
+        raise _Stuck(f"`nebula.service start {svc}` exited with status {r.exit_status}: {_tail(r)}")
+    clock = _Clock(timeout)
+    seen_running = False
+    while True:
+        st = await _status(hosts, t, svc)
+        if st.running:
+            seen_running = True
+            if await _port_open(hosts, t):
+                return
+            why = f"running as pid {st.pid} but not listening on port {t.port}"
+        else:
+            if seen_running or clock.elapsed() >= EXITED_GRACE:
+                raise _Stuck(f"{svc} exited after it was started (see its log under {t.install_dir}/logs)")
+            why = "not running"
+        if clock.over():
+            raise _Stuck(f"{svc} did not come up within {timeout:.0f} s: {why}")
+        await clock.sleep()
+
+
+def _hint(svc: str, action: str, hosts: list[str]) -> str:
+    where = ", ".join(hosts)
+    if action == "start" and svc == "storaged":
+        return (f"a storaged listens only once metad accepts its heartbeat: its host must be registered "
+                f"(ADD HOSTS) and <install>/cluster.id must hold this cluster's id (metad's log says "
+                f"E_MACHINE_NOT_FOUND or E_WRONGCLUSTER); look at the storaged log on {where}")
+    if action == "start":
+        return f"look at the {svc} log under <install>/logs on {where}"
+    return (f"stop it by hand on {where} (`nebula.service stop {svc}`, or `kill` if it hangs) and check "
+            f"that nothing else holds its port")
+
+
+async def _each(hosts: HostsPort, svc: str, action: str, targets: Sequence[ServiceTarget], work) -> None:
+    results = await asyncio.gather(*(work(t) for t in targets), return_exceptions=True)
+    stuck: list[tuple[str, str]] = []
+    for t, res in zip(targets, results):
+        if isinstance(res, _Stuck):
+            stuck.append((t.host, str(res)))
+        elif isinstance(res, BrsmError):
+            stuck.append((t.host, res.message[len(t.host) + 2:] if res.message.startswith(f"{t.host}: ")
+                          else res.message))
+        elif isinstance(res, BaseException):
+            raise res
+    if stuck:
+        names = [h for h, _ in stuck]
+        raise OperationFailed(f"{svc} did not {action} on {len(stuck)} of {len(targets)} host(s): "
+                              + "; ".join(f"{h}: {why}" for h, why in stuck), hint=_hint(svc, action, names))
+
+
+async def stop(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
+               timeout: float = DEFAULT_TIMEOUT, kill: bool = False) -> None:
+    """``nebula.service stop <svc>`` on every target at once, then wait (at most ``timeout``) until each
+    daemon is gone and its port closed. ``kill`` sends SIGKILL (``nebula.service kill``) instead."""
+    action = "kill" if kill else "stop"
+    await _each(hosts, svc, "stop", targets, lambda t: _stop_one(hosts, svc, t, timeout, action))
+
+
+async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
+                timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``nebula.service start <svc>`` on every target at once ("already running" counts as started),
+    then wait (at most ``timeout``) until each daemon runs and its port accepts connections."""
+    await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout))
