@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from journal.redact import scrub_text
 
 from brsm.errors import UsageError
 
@@ -50,6 +53,8 @@ class StorageDefaults:
     # multipart tuning for S3/OSS uploads (None: the backend's defaults, 8 MiB parts above 16 MiB)
     part_size: int | None = None
     multipart_threshold: int | None = None
+    # the store's smallest part, for S3-compatible stores that accept less than S3's 5 MiB (checks only)
+    min_part_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,11 +142,132 @@ def _size(c: _Collector, v: Any, where: str, key: str, section: str) -> int | No
     return n
 
 
+# What the stores accept (AWS S3 and Alibaba OSS documentation): every part but the last at least the
+# minimum, at most MAX_PART bytes, at most MAX_PARTS parts; one PUT (below multipart_threshold) at most
+# MAX_PUT bytes.
+MIN_PART = {"s3": 5 << 20, "oss": 100 << 10}
+MAX_PART = 5 << 30
+MAX_PUT = 5 << 30
+MAX_PARTS = 10_000
+
+
+def _scheme(uri: str | None) -> str | None:
+    return uri.split("://", 1)[0].lower() if uri and "://" in uri else None
+
+
+def part_size_problems(part_size: int | None, threshold: int | None, *, scheme: str | None,
+                       min_part_size: int | None = None) -> list[tuple[str, str]]:
+    """[(key, what is wrong)] for multipart sizes that cannot work on ``scheme``'s store (None: on S3
+    or OSS, whichever is picked later). ``min_part_size`` replaces the store's minimum (an
+    S3-compatible store that accepts smaller parts, such as the sandbox's stand-ins).
+
+        part_size_problems(1024, None, scheme="s3")
+        -> [("part_size", "1024 bytes is below S3's minimum part of 5 MiB: ...")]
+    """
+    out = []
+    if part_size is not None:
+        if min_part_size is not None:
+            floor, who = min_part_size, "storage.min_part_size"
+        elif scheme in MIN_PART:
+            floor, who = MIN_PART[scheme], f"{scheme.upper()}'s minimum part"
+        elif scheme is None:
+            floor, who = min(MIN_PART.values()), "the smallest part S3 or OSS accept"
+        else:  # local storage has no parts
+            floor, who = 1, ""
+        if part_size < floor:
+            out.append(("part_size", f"{_human(part_size)} is below {who} of {_human(floor)}: every part but the "
+                        "last must be at least that (S3 5 MiB, OSS 100 KiB; set storage.min_part_size only for "
+                        "a store that accepts smaller parts)"))
+        if part_size > MAX_PART:
+            out.append(("part_size", f"{_human(part_size)} is above the largest part S3 and OSS accept "
+                        f"({_human(MAX_PART)})"))
+    if threshold is not None and threshold > MAX_PUT:
+        out.append(("multipart_threshold", f"{_human(threshold)} is above the largest single upload S3 and OSS "
+                    f"accept ({_human(MAX_PUT)}): larger files must go up in parts"))
+    return out
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def _part_limits(c: _Collector, sizes: dict[str, int | None], default: str | None) -> None:
+    """At load time, not minutes into an upload: the part size against the minimum of the store the
+    config names (the smaller of S3's and OSS's when it names none; the storage a run opens is checked
+    again then) and the stores' maxima. A file that would need more than 10,000 parts gets a larger
+    part for itself (``choose_part_size``), so the part count needs no setting here."""
+    for key, msg in part_size_problems(sizes.get("part_size"), sizes.get("multipart_threshold"),
+                                       scheme=_scheme(default), min_part_size=sizes.get("min_part_size")):
+        c.err(f"storage.{key}", msg, key=key, section="storage")
+
+
+def _regular(c: _Collector, path: str | None, where: str, key: str, section: str, nth: int = 0) -> None:
+    """A path that exists must be a regular file (or a symlink to one); a missing one is reported
+    where it is used (known_hosts may be created by --accept-new-host-keys)."""
+    if not path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        c.err(where, f"{path} is {_kind(mode)}, not a file", key=key, section=section, nth=nth)
+
+
 def _expand(p: str | None, base: Path) -> str | None:
     if p is None:
         return None
     q = Path(os.path.expanduser(p))
     return str(q if q.is_absolute() else (base / q).resolve())
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(p: Path, *, what: str, limit: int, hint: str) -> str:
+    """The text of ``p`` if it is a regular file of at most ``limit`` bytes; else one UsageError at once.
+
+    Opened with O_NONBLOCK (a FIFO would otherwise block the open until a writer came) and checked
+    with fstat on that descriptor, so what is read is what was checked: /dev/zero, a FIFO or a
+    directory is refused without reading a byte."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {p}: {e.strerror or e}", hint=hint) from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"cannot read {what} {p}: it is {_kind(st.st_mode)}, not a file", hint=hint)
+        if st.st_size > limit:
+            raise UsageError(f"cannot read {what} {p}: {st.st_size} bytes is too large for a {what} "
+                             f"(at most {limit >> 10} KiB)", hint=hint)
+        data = b""
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {p}: {e.strerror or e}", hint=hint) from e
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UsageError(f"cannot read {what} {p}: it grew past {limit >> 10} KiB while read", hint=hint)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"cannot read {what} {p}: not UTF-8 text ({e.reason} at byte {e.start})", hint=hint) from e
 
 
 def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
@@ -150,10 +276,7 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
     if not path:
         raise UsageError("no cluster config given", hint="pass --config FILE or set BRSM_CONFIG")
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read config {p}: {e.strerror}", hint="check the path given to --config") from e
+    text = read_regular_file(p, what="config", limit=MAX_CONFIG_BYTES, hint="check the path given to --config")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -183,6 +306,11 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
     elif not isinstance(meta, list) or not all(_addr_ok(m) for m in meta):
         c.err("cluster.meta", f"must be a list of host:port strings, not {meta!r}", key="meta", section="cluster")
         meta = []
+
+    cluster_keys = ("name", "meta")
+    for k in cl:
+        if k not in cluster_keys:
+            c.err(f"cluster.{k}", f"unknown key (expected {', '.join(cluster_keys)})", key=k, section="cluster")
 
     s = data.get("ssh", {})
     if not isinstance(s, dict):
@@ -243,19 +371,45 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
                                        f"{where}.accept_new_host_keys", "accept_new_host_keys", "hosts", i),
         ))
 
+    lim = data.get("limits", {})
+    if not isinstance(lim, dict):
+        c.err("limits", "must be a table", key="limits")
+        lim = {}
+    for k in lim:  # the section is reserved: a limit written here would silently not apply
+        c.err(f"limits.{k}", "unknown key ([limits] takes no keys yet: give --concurrency, --per-host and "
+              "--rate-limit on the command line)", key=k, section="limits")
+
+    # SSH keys and known_hosts files are read whole: /dev/zero or a FIFO there would hang or fill memory
+    # at the first connection, and known_hosts = "/dev/null" would make every key a first contact.
+    _regular(c, sshd.identity, "ssh.identity", "identity", "ssh")
+    _regular(c, sshd.known_hosts, "ssh.known_hosts", "known_hosts", "ssh")
+    for i, h in enumerate(raw_hosts if isinstance(raw_hosts, list) else []):
+        if isinstance(h, dict):
+            for k in ("identity", "known_hosts"):
+                if isinstance(h.get(k), str):
+                    _regular(c, _expand(h[k], base), f"hosts[{i}].{k}", k, "hosts", i)
+
     st = data.get("storage", {})
     if not isinstance(st, dict):
         c.err("storage", "must be a table", key="storage")
         st = {}
-    storage_keys = ("default", "s3_endpoint", "s3_region", "oss_endpoint", "part_size", "multipart_threshold")
+    storage_keys = ("default", "s3_endpoint", "s3_region", "oss_endpoint", "part_size", "multipart_threshold",
+                    "min_part_size")
     for k in st:
         if k not in storage_keys:
             c.err(f"storage.{k}", f"unknown key (expected {', '.join(storage_keys)})", key=k, section="storage")
         elif re.search(r"secret|password|key_id|access_key", k, re.I):
             c.err(f"storage.{k}", "secrets do not belong in the config; use the environment", key=k, section="storage")
 
+    for k in ("default", "s3_endpoint", "s3_region", "oss_endpoint"):
+        v = st.get(k)
+        if isinstance(v, str) and scrub_text(v) != v:  # s3://KEY:SECRET@…, https://TOKEN@…, ?Signature=…
+            c.err(f"storage.{k}", f"{scrub_text(v)} carries a credential; credentials come from the environment",
+                  key=k, section="storage")
+
     sizes = {k: _size(c, st[k], f"storage.{k}", k, "storage") if k in st else None
-             for k in ("part_size", "multipart_threshold")}
+             for k in ("part_size", "multipart_threshold", "min_part_size")}
+    _part_limits(c, sizes, st.get("default") if isinstance(st.get("default"), str) else None)
 
     if c.errors:
         raise UsageError(

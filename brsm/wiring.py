@@ -10,7 +10,7 @@ from typing import Any
 
 from brsm.cli.output import Output
 from brsm.cli.progress import make_progress
-from brsm.config import ClusterConfig, load_config
+from brsm.config import ClusterConfig, load_config, part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr
@@ -40,11 +40,19 @@ def storage_uri(params: dict[str, Any], cfg: ClusterConfig | None) -> str:
 def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
     from brsm.adapters.storage import open_storage
 
+    uri = storage_uri(params, cfg)
     # [storage] part_size / multipart_threshold: given only when set, so the backends keep their defaults
     tuning = {k: getattr(cfg.storage, k) for k in ("part_size", "multipart_threshold")
               if cfg and getattr(cfg.storage, k) is not None}
+    if cfg:  # the config was checked against its own storage.default; this run may use another store
+        problems = part_size_problems(cfg.storage.part_size, cfg.storage.multipart_threshold,
+                                      scheme=uri.split("://", 1)[0].lower() if "://" in uri else "",
+                                      min_part_size=cfg.storage.min_part_size)
+        if problems:
+            key, what = problems[0]
+            raise UsageError(f"{cfg.path}: storage.{key}: {what}", hint=f"fix it in {cfg.path}")
     return open_storage(
-        storage_uri(params, cfg),
+        uri,
         s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None),
         s3_region=params.get("s3_region") or (cfg.storage.s3_region if cfg else None),
         oss_endpoint=params.get("oss_endpoint") or (cfg.storage.oss_endpoint if cfg else None),

@@ -89,7 +89,8 @@ class Sweeper:
         assert tables[-1] == "[storage]", f"expected [storage] last in the sandbox config, not {tables[-1]}"
         self.config = str(workdir / "sweep-cluster.toml")
         Path(self.config).write_text(text.rstrip() + f"\npart_size = {PART_SIZE}\n"
-                                     f"multipart_threshold = {MULTIPART_THRESHOLD}\n")
+                                     f"multipart_threshold = {MULTIPART_THRESHOLD}\n"
+                                     f"min_part_size = {PART_SIZE}\n")  # the stand-ins' lowered minimum
 
     def storage(self, kind: str) -> list[str]:
         self.n += 1

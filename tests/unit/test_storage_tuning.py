@@ -25,7 +25,8 @@ def test_sizes_reach_the_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("OSS_ACCESS_KEY_ID", "id")
     monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", "secret")
     p = tmp_path / "c.toml"
-    p.write_text(BASE + 'part_size = "256KiB"\nmultipart_threshold = 524288\noss_endpoint = "http://127.0.0.1:1"\n')
+    p.write_text(BASE + 'part_size = "256KiB"\nmultipart_threshold = 524288\noss_endpoint = "http://127.0.0.1:1"\n'
+                 'min_part_size = "256KiB"\n')  # below S3's 5 MiB: only for a store that says it accepts it
     cfg = load_config(p)
     assert (cfg.storage.part_size, cfg.storage.multipart_threshold) == (256 << 10, 512 << 10)
     s3 = _backend(cfg)
