@@ -130,7 +130,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
     """From the journal: operations that may still be resumed, and the backup names they use."""
     from brsm.engine import events as ev
     from brsm.engine.definitions import KINDS
-    from brsm.engine.fold import fold
+    from brsm.engine.fold import PHASE_FAILED, fold
     from brsm.workflows.maintenance import LiveOps
 
     live, names, known = set(), {}, set()
@@ -143,7 +143,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
             continue
         live.add(op.id)
         name = st.facts.get("backup_name") or st.params.get("name")
-        if name:
+        if name and not (st.phase == PHASE_FAILED and not st.started):  # refused before any step: holds nothing
             names[name] = op.id
     return LiveOps(frozenset(live), names, frozenset(known))
 

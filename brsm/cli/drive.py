@@ -25,14 +25,10 @@ def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:
 
 
 def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
-    """A failed step's hint says what to fix; add what happens next to the operation (unless it does)."""
-    if isinstance(e, OperationFailed) and not (e.hint and ("brsm resume" in e.hint or "brsm rollback" in e.hint)):
-        if st is not None and st.phase == PHASE_ROLLED_BACK:
-            nxt = f"operation {op_id} was rolled back; fix the cause and start again"
-        else:
-            nxt = f"fix the cause, then `brsm resume {op_id}` (or `brsm rollback {op_id}`)"
-        e.hint = nxt if e.hint is None else f"{e.hint}; {nxt}"
-    return e
+    """A failed step's hint says what to fix; what happens next comes from the folded state (brsm.cli.hints)."""
+    from brsm.cli.hints import with_next_step
+
+    return with_next_step(e, op_id, st)
 
 
 def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 from brsm.ports import HostAddr
 
@@ -9,6 +10,18 @@ MANIFEST = "brsm-manifest.json"
 
 
 IN_PROGRESS = "brsm-in-progress"
+
+# metad names backups BACKUP_YYYY_MM_DD_HH_MM_SS; brsm and nebula-br list every top-level BACKUP* entry
+_BACKUP_NAME = re.compile(r"BACKUP[A-Za-z0-9_.-]{0,200}")
+
+
+def bad_backup_name(name: str) -> str | None:
+    """Why ``name`` cannot be a backup's name (it is one directory of the storage and one snapshot of the
+    cluster), or None. ``bad_backup_name("../../etc")`` -> "not a backup name: '../../etc' (…)"."""
+    if isinstance(name, str) and _BACKUP_NAME.fullmatch(name):
+        return None
+    return (f"not a backup name: {name!r} (a backup's name is BACKUP followed by letters, digits, '_', '.' or '-'; "
+            "no '/', no '..')")
 
 
 def in_progress_key(name: str) -> str:

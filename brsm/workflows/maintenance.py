@@ -18,7 +18,7 @@ from brsm.errors import BrsmError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
 from brsm.workflows.lease import LeaseInfo, is_stale
-from brsm.workflows.layout import MANIFEST, in_progress_key, lease_path, manifest_key, meta_file_key
+from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
 REMOVED = "OrphanRemoved"
@@ -53,21 +53,48 @@ def name_time(name: str) -> float | None:
 
 
 # -- cleanup --------------------------------------------------------------------------------------
-async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
-    p: MaintenancePorts = ctx.ports
-    name = ctx.params["name"]
+def _refuse_in_use(p: MaintenancePorts, name: str) -> None:
     if name in p.live.names:
         raise UsageError(f"backup {name} is in use by operation {p.live.names[name]}, which has not finished",
                          hint=f"finish it (`brsm resume {p.live.names[name]}`) or roll it back first")
+
+
+async def cleanup_check(ctx: StepContext) -> dict[str, Any]:
+    """Every refusal before anything is deleted: then the operation has begun no step, and `brsm
+    rollback` closes it at once (a refusal inside CLEANED left one neither resume nor rollback could end)."""
+    p: MaintenancePorts = ctx.ports
+    name = ctx.params["name"]
+    why = bad_backup_name(name)
+    if why:  # the CLI refuses it first; a journaled one (edited, or from an older brsm) must not reach storage
+        raise UsageError(why, hint="backup names look like BACKUP_2026_11_24_15_23_34")
+    if p.storage is None and p.meta is None:
+        raise UsageError(f"nothing to delete {name} from: give --storage (or --config with a storage.default), "
+                         "and --config to drop its snapshot too",
+                         hint="e.g. brsm cleanup NAME --storage URI --config FILE")
+    _refuse_in_use(p, name)
+    if "CLEANED" in ctx.state.started:  # a resume: what is gone may be gone because of us
+        return {}
+    found = p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}
+    if not found and p.storage is not None:
+        found = bool(await p.storage.list(f"{name}/"))
+    if not found:
+        where = " or ".join(w for w in (p.storage.uri if p.storage is not None else None,
+                                        "the cluster's snapshots" if p.meta is not None else None) if w)
+        raise UsageError(f"no backup named {name} in {where}", hint="see `brsm show --storage URI`")
+    return {}
+
+
+async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
+    p: MaintenancePorts = ctx.ports
+    name = ctx.params["name"]
+    _refuse_in_use(p, name)
     dropped = []
     if p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}:
         await p.meta.drop_snapshots([name])
         dropped.append(name)
     deleted = 0
     if p.storage is not None:
-        objs = await p.storage.list(f"{name}/")
-        if not objs and not dropped:
-            raise UsageError(f"no backup named {name} in {p.storage.uri}", hint="see `brsm show --storage URI`")
+        # (whether it exists was checked before the step; on a resume, what is gone may be gone because of us)
         # The manifest goes first: a half-deleted backup then reads as incomplete, never as good.
         await p.storage.delete(manifest_key(name))
         await p.storage.delete(meta_file_key(name))
@@ -78,7 +105,7 @@ async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
 
 
 def cleanup_workflow() -> Workflow:
-    return Workflow(kind=CLEANUP, steps={"CLEANED": cleanup_step})
+    return Workflow(kind=CLEANUP, steps={"CLEANED": cleanup_step}, preflight=cleanup_check)
 
 
 # -- gc ---------------------------------------------------------------------------------------------
