@@ -5,14 +5,36 @@ Only the CLI catches these, prints ``message`` and ``hint`` on one line each and
 """
 from __future__ import annotations
 
+from journal.redact import scrub_text
+
 
 class BrsmError(Exception):
+    """``message`` and ``hint`` are scrubbed of credentials when set (a URI the user typed, an SDK's
+    error text): an error is printed, logged and journaled, and the journal cannot be edited."""
+
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
         self.message = message
+        super().__init__(self.message)
         self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = scrub_text(str(value))
+        self.args = (self._message,)
+
+    @property
+    def hint(self) -> str | None:
+        return self._hint
+
+    @hint.setter
+    def hint(self, value: str | None) -> None:
+        self._hint = None if value is None else scrub_text(str(value))
 
     def __str__(self) -> str:
         return self.message

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import traceback
@@ -58,10 +59,26 @@ def version(json_: JsonOpt = False) -> None:
 
 
 # -- start / resume / rollback ----------------------------------------------------------------
-def _drive(kind: str, params: dict[str, Any], *, target: str, json_: bool, auto_rollback: bool) -> None:
+def _start(kind: str, params: dict[str, Any], *, out: Output, auto_rollback: bool, report: bool = True):
+    """Every operation the CLI starts comes through here: its storage pinned and no credential in its
+    params (brsm.cli.inputs), or refused with exit 2 before anything is journaled."""
     from brsm.cli.drive import start_operation
+    from brsm.cli.inputs import prepare
 
-    start_operation(kind, params, target=target, out=Output(as_json=json_), auto_rollback=auto_rollback)
+    params, target = prepare(params)
+    return start_operation(kind, params, target=target, out=out, auto_rollback=auto_rollback, report=report)
+
+
+def _drive(kind: str, params: dict[str, Any], *, json_: bool, auto_rollback: bool) -> None:
+    _start(kind, params, out=Output(as_json=json_), auto_rollback=auto_rollback)
+
+
+def _limits(concurrency: int, per_host: int, rate_limit: str | None) -> None:
+    from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
+
+    in_range("--concurrency", concurrency, CONCURRENCY)
+    in_range("--per-host", per_host, PER_HOST)
+    check_rate_limit(rate_limit)
 
 
 @start_app.command("backup")
@@ -69,8 +86,8 @@ def start_backup(
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all.")] = 8,
-    per_host: Annotated[int, typer.Option(help="Files transferred at once from one host.")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")] = 8,
+    per_host: Annotated[int, typer.Option(help="Files transferred at once from one host (1-256).")] = 4,
     rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
     keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
     s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
@@ -80,6 +97,7 @@ def start_backup(
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
+    _limits(concurrency, per_host, rate_limit)
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
@@ -92,7 +110,7 @@ def start_backup(
         "oss_endpoint": oss_endpoint,
         "accept_new_host_keys": accept_new_host_keys,
     }
-    _drive("backup", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
+    _drive("backup", params, json_=json_, auto_rollback=not keep_on_failure)
 
 
 @start_app.command("restore")
@@ -103,8 +121,8 @@ def start_restore(
     host_map: Annotated[Optional[str], typer.Option(help="old=new,... host pairing (default: sorted order).")] = None,
     verify: Annotated[str, typer.Option(help="quick or full (re-hash every object first).")] = "quick",
     keep_old: Annotated[bool, typer.Option(help="Keep the set-aside data dirs after success.")] = False,
-    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all.")] = 8,
-    per_host: Annotated[int, typer.Option(help="Files transferred at once to one host.")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")] = 8,
+    per_host: Annotated[int, typer.Option(help="Files transferred at once to one host (1-256).")] = 4,
     rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
     keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
     service_timeout: Annotated[float, typer.Option(
@@ -120,6 +138,10 @@ def start_restore(
         raise UsageError(f"--verify must be quick or full, not {verify!r}")
     if not 1 <= service_timeout <= 86400:
         raise UsageError(f"--service-timeout must be 1 to 86400 seconds, not {service_timeout:g}")
+    from brsm.cli.inputs import check_backup_name
+
+    check_backup_name(name, "--name")
+    _limits(concurrency, per_host, rate_limit)
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
@@ -136,25 +158,71 @@ def start_restore(
         "oss_endpoint": oss_endpoint,
         "accept_new_host_keys": accept_new_host_keys,
     }
-    _drive("restore", params, target=storage or "", json_=json_, auto_rollback=not keep_on_failure)
+    _drive("restore", params, json_=json_, auto_rollback=not keep_on_failure)
+
+
+PinnedStorageOpt = Annotated[Optional[str], typer.Option(
+    "--storage", help="Only check: refuse unless this is the storage the operation was started with (it always "
+                      "continues on that one, whatever the config's storage.default says now).")]
+
+
+def _continue(op_id: int, mode: str, storage: str | None, accept_new_host_keys: bool, json_: bool) -> None:
+    from brsm.cli.drive import continue_operation
+
+    out = Output(as_json=json_)
+    _check_pinned_storage(op_id, mode, storage, out)
+    continue_operation(op_id, mode, out=out, accept_new_host_keys=accept_new_host_keys)
+
+
+def _check_pinned_storage(op_id: int, mode: str, storage: str | None, out: Output) -> None:
+    """An operation continues on the storage it was created with (brsm.cli.inputs pins it). Refuse a
+    --storage that names another; say so when the config's storage.default has moved since."""
+    from journal.redact import scrub_text
+
+    from brsm.cli.inputs import same_storage
+
+    j = _journal()
+    try:
+        op = j.operation(op_id)
+        pinned = (op.params.get("storage") if isinstance(op.params, dict) else None) or op.target or ""
+        differs = storage is not None and not same_storage(scrub_text(storage), pinned)
+        if differs and not j.verify(op_id).ok:
+            return  # an edited journal: continue_operation refuses it, with exit 6
+    finally:
+        j.close()
+    if differs:
+        raise UsageError(
+            f"refusing to {mode} operation {op_id} on {scrub_text(storage)}: it was started on "
+            + (pinned or "a storage it did not record (the config's storage.default when it started)"),
+            hint=f"run `brsm {mode} {op_id}` without --storage: it continues on the storage it started with" if pinned
+            else f"an older brsm did not pin it: without --storage, `brsm {mode} {op_id}` uses the config's "
+                 "storage.default as it is now; make sure that is where it started")
+    if storage is None and pinned and isinstance(op.params, dict) and op.params.get("config"):
+        from brsm.config import load_config
+
+        try:
+            now = load_config(op.params["config"]).storage.default
+        except UsageError:
+            return
+        if now and not same_storage(now, pinned):
+            out.line(f"note: {op.params['config']} now says storage.default = {now}; operation {op_id} "
+                     f"continues on {pinned}, where it started")
 
 
 @app.command()
 def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
-           accept_new_host_keys: AcceptNewOpt = False, json_: JsonOpt = False) -> None:
-    """Continue an interrupted or failed operation from its last completed step."""
-    from brsm.cli.drive import continue_operation
-
-    continue_operation(op_id, "resume", out=Output(as_json=json_), accept_new_host_keys=accept_new_host_keys)
+           storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
+           json_: JsonOpt = False) -> None:
+    """Continue an interrupted or failed operation from its last completed step, on the storage it started with."""
+    _continue(op_id, "resume", storage, accept_new_host_keys, json_)
 
 
 @app.command()
 def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
-             accept_new_host_keys: AcceptNewOpt = False, json_: JsonOpt = False) -> None:
+             storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
+             json_: JsonOpt = False) -> None:
     """Undo every step of an operation that may have taken effect, newest first. Safe to repeat."""
-    from brsm.cli.drive import continue_operation
-
-    continue_operation(op_id, "rollback", out=Output(as_json=json_), accept_new_host_keys=accept_new_host_keys)
+    _continue(op_id, "rollback", storage, accept_new_host_keys, json_)
 
 
 @app.command()
@@ -165,11 +233,12 @@ def cleanup(
     json_: JsonOpt = False,
 ) -> None:
     """Delete a backup from storage and drop its snapshot on the cluster; refuses one in use."""
-    from brsm.cli.drive import start_operation
+    from brsm.cli.inputs import check_backup_name
 
+    check_backup_name(name)
     out = Output(as_json=json_)
     params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG")}
-    st = start_operation("cleanup", params, target=storage or "", out=out, auto_rollback=False, report=False)
+    st = _start("cleanup", params, out=out, auto_rollback=False, report=False)
     f = st.facts
     out.result(f, text=f"deleted {name}: {f['objects_deleted']} object(s)"
                + ("; dropped its snapshot on the cluster" if f["snapshot_dropped"] else ""))
@@ -185,12 +254,10 @@ def gc(
     json_: JsonOpt = False,
 ) -> None:
     """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
-    from brsm.cli.drive import start_operation
-
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
               "confirm": confirm, "grace_seconds": _duration(grace), "accept_new_host_keys": accept_new_host_keys}
-    st = start_operation("gc", params, target=storage or "", out=out, auto_rollback=False, report=False)
+    st = _start("gc", params, out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:
         out.result({"orphans": orphans, "removed": st.facts.get("removed", 0), "dry_run": not confirm})
@@ -216,12 +283,14 @@ def _duration(text: str) -> float:
 @app.command()
 def ops(
     kind: Annotated[Optional[str], typer.Option(help="Only this kind (backup, restore, ...).")] = None,
-    limit: Annotated[int, typer.Option(help="Newest N operations.")] = 50,
+    limit: Annotated[int, typer.Option(help="Newest N operations (at least 1).")] = 50,
     json_: JsonOpt = False,
 ) -> None:
     """List operations: id, kind, state, started, finished, target."""
     from brsm.cli.views import check_chains, operations_rows
 
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}", hint="e.g. brsm ops --limit 10")
     out = Output(as_json=json_)
     j = _journal()
     try:
@@ -329,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         code = e.exit_code
         log.warning("%s: %s", type(e).__name__, e.message)
         if debug:
-            traceback.print_exc()
+            _print_trace()
     except _EXIT as e:
         code = e.exit_code
     except _CLICK_ERROR as e:
@@ -343,16 +412,30 @@ def main(argv: list[str] | None = None) -> int:
         out.error(msg, hint, code)
         log.error("unexpected: %s", msg, exc_info=True)
         if debug or code == 1:
-            traceback.print_exc()
+            _print_trace()
     log.info("exit %s", code)
     return code
 
 
+def _print_trace() -> None:
+    """The traceback of the exception being handled, credentials scrubbed (an SDK's message may hold one)."""
+    from journal.redact import scrub_text
+
+    sys.stderr.write(scrub_text(traceback.format_exc()))
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """brsm.log is kept and shared: every line, tracebacks included, has credentials scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from journal.redact import scrub_text
+
+        return scrub_text(super().format(record))
+
+
 def _open_log():
     """``$BRSM_HOME/logs/brsm.log`` (0600): one line per command and its exit, traces of surprises.
-    Messages only, never params: a secret must not reach it."""
-    import logging
-
+    Messages only, never params, and every line scrubbed: a secret must not reach it."""
     from brsm.home import logs_dir
 
     log = logging.getLogger("brsm")
@@ -365,16 +448,19 @@ def _open_log():
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
+        from brsm.home import ensure_home
+
+        ensure_home()  # 0700 when brsm makes it; not a directory: the command says so (exit 2), not the log
         d = logs_dir()
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        d.mkdir(exist_ok=True, mode=0o700)
         path = d / "brsm.log"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(fd)
         os.chmod(path, 0o600)
         h = logging.FileHandler(path)
-        h.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+        h.setFormatter(_ScrubbingFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         log.addHandler(h)
-    except OSError:
+    except (OSError, BrsmError):
         log.addHandler(logging.NullHandler())
     return log
 
@@ -390,9 +476,9 @@ def _map_foreign(e: Exception) -> tuple[int, str, str | None]:
         if isinstance(e, jr.UnknownOperation):
             return UsageError.exit_code, str(e), "see `brsm ops` for operation ids"
         if isinstance(e, jr.JournalCorrupt):
-            from brsm.home import journal_path
+            from brsm.home import brsm_home
 
-            p = journal_path()
+            p = brsm_home() / "journal.db"
             return (VerificationFailed.exit_code, f"the journal is damaged: {e}",
                     f"keep a copy for investigation, then move {p} and its -wal/-shm files aside: brsm starts "
                     "a new journal; `brsm gc` finds what unfinished operations left on the cluster and storage")

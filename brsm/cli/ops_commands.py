@@ -212,7 +212,7 @@ def verify(
     full: Annotated[bool, typer.Option("--full", help="Re-hash every object (SHA-256).")] = False,
     sample: Annotated[Optional[str], typer.Option(help="Re-hash a random share of the objects, e.g. 5%.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for --sample, to repeat the same pick.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Objects re-hashed at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Objects re-hashed at once (1-1024).")] = 4,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     oss_endpoint: OssEndpointOpt = None,
@@ -226,8 +226,10 @@ def verify(
         raise UsageError("choose one of --quick, --full and --sample", hint="e.g. brsm verify NAME --sample 5%")
     if seed is not None and sample is None:
         raise UsageError("--seed only applies to --sample", hint="e.g. --sample 5% --seed 42")
-    if concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    from brsm.cli.inputs import CONCURRENCY, check_backup_name, in_range
+
+    check_backup_name(name)
+    in_range("--concurrency", concurrency, CONCURRENCY)
     mode = FULL if full else SAMPLE if sample is not None else QUICK
     share = parse_sample(sample) if sample is not None else None
     out = Output(as_json=json_)

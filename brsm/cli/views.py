@@ -5,6 +5,8 @@ import json
 import sys
 from typing import Any
 
+from journal.redact import redact, scrub_text, suspect
+
 from brsm.cli.output import Output
 from brsm.engine import events as ev
 from brsm.engine.definitions import KINDS
@@ -12,6 +14,9 @@ from brsm.engine.fold import fold
 from brsm.errors import VerificationFailed
 
 _STATE_EVENTS = sorted(ev.ENGINE_EVENTS)
+# The per-file events (100,000 in a big run) hold keys, paths and hashes, never text from outside:
+# `audit` re-scrubs the others only (what an older brsm journaled unredacted is shown redacted).
+_BULK = frozenset({"FileCopied", "PartUploaded", "FileRestored"})
 
 
 def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, Any]]:
@@ -29,7 +34,8 @@ def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, A
             finished = evs[-1].time
         rows.append({
             "id": op.id, "kind": op.kind, "state": state, "started": op.created, "finished": finished,
-            "target": op.target, "who": op.who, "version": op.version,
+            # scrubbed again: a journal written by an older brsm may hold a credential here
+            "target": scrub_text(op.target), "who": op.who, "version": op.version,
         })
     return rows
 
@@ -121,10 +127,12 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
         if err is None:
             raise
         summary = {"steps": {}, "per_host": {}, "failures": []}  # edited events: the events say it all
+    # What an older brsm journaled unredacted is shown redacted (the rows stay as they are: hash-chained).
+    summary = redact(summary)
     if out.as_json:
         w = sys.stdout.write
         head = {"op_id": op.id, "kind": op.kind, "created": op.created, "who": op.who, "version": op.version,
-                "target": op.target, "params": op.params, "chain": chain, "summary": summary}
+                "target": scrub_text(op.target), "params": redact(op.params), "chain": chain, "summary": summary}
         if err is not None:  # still one document: the error rides in it
             head.update(error=err.message, hint=err.hint, exit_code=err.exit_code)
         # Stream a verified chain; read a tampered one whole first, so a row that no longer decodes
@@ -133,14 +141,18 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
         w(json.dumps(head, default=str, sort_keys=True)[:-1] + ', "events": [')
         first = True
         for e in events:
-            w(("" if first else ",") + json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": e.data},
-                                                   default=str, sort_keys=True))
+            doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": e.data}, default=str,
+                             sort_keys=True)
+            if e.type not in _BULK and suspect(doc):
+                doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": redact(e.data)}, default=str,
+                                 sort_keys=True)
+            w(("" if first else ",") + doc)
             first = False
         w("]}\n")
         return err
     # Plain lines, not a rich table: an audit of 100,000 events must print in well under 2 s.
     buf = [f"operation {op.id}: {op.kind} by {op.who} (brsm {op.version}) created {op.created}",
-           f"target: {op.target}", f"journal: {chain}", ""]
+           f"target: {scrub_text(op.target)}", f"journal: {chain}", ""]
     for step, st in summary["steps"].items():
         took = f"{st['seconds']:.2f} s" if "seconds" in st else "not completed"
         buf.append(f"step {step:<14} {took}")
@@ -150,7 +162,10 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
         buf.append(f"failed at event {f['seq']} in {f['step']}: {f['error']}" + (f" (hint: {f['hint']})" if f["hint"] else ""))
     buf.append("")
     for e in j.events(op_id):
-        buf.append(f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(e.data)}")
+        line = f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(e.data)}"
+        if e.type not in _BULK and suspect(line):
+            line = scrub_text(f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(redact(e.data))}")
+        buf.append(line)
         if len(buf) >= 5000:
             sys.stdout.write("\n".join(buf) + "\n")
             buf.clear()
