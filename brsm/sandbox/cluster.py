@@ -63,8 +63,13 @@ def _now() -> str:
 
 
 def _atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+    """Written with ``mode`` from its first byte (a new file, never a leftover's wider mode), then renamed."""
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.unlink(tmp)  # a leftover of a killed writer with this pid
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.chmod(tmp, mode)
@@ -99,7 +104,8 @@ def load_state(root: str) -> dict[str, Any] | None:
 
 
 def save_state(root: str, state: dict[str, Any]) -> None:
-    _atomic_write(state_path(root), json.dumps(state, indent=2, sort_keys=False) + "\n")
+    # 0600: it holds the stores' keys
+    _atomic_write(state_path(root), json.dumps(state, indent=2, sort_keys=False) + "\n", 0o600)
 
 
 def hosts_of(state: dict[str, Any]) -> list[Host]:
