@@ -101,4 +101,17 @@ class VerificationFailed(BrsmError):
 
 
 class Interrupted(BrsmError):
+    """A signal (SIGINT, SIGTERM) ended the run; its exit code is 128 + the signal's number."""
+
     exit_code = 130
+
+    def __init__(self, message: str, *, signal: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.signal = signal
+        if signal is not None:
+            import signal as _signal
+
+            try:
+                self.exit_code = 128 + _signal.Signals[signal].value
+            except KeyError:  # not a signal name: keep Ctrl-C's code
+                pass

@@ -93,6 +93,38 @@ class _Conn:
             pass
 
 
+class _InFlight:
+    """One call as the event loop sees it: abandoning it (the awaiting task was cancelled) shuts its
+    socket down so the worker thread returns now, instead of when metad answers (createBackup: never,
+    if metad hangs), and releases the client for the calls a rollback makes next."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: _Conn | None = None
+        self.abandoned = False
+        self.finished = threading.Event()
+
+    def sending(self, conn: _Conn) -> None:
+        with self.lock:
+            if self.abandoned:
+                raise MetaError("meta call abandoned before it was sent")
+            self.conn = conn
+
+    def abandon(self) -> None:
+        with self.lock:
+            self.abandoned = True
+            conn = self.conn
+        h = conn.sock.handle if conn is not None else None
+        if h is not None:
+            try:
+                h.shutdown(socket.SHUT_RDWR)  # wakes the worker's blocked recv at once
+            except OSError:
+                pass
+
+
+ABANDON_WAIT = 5.0  # seconds an abandoned call's worker gets to return before the loop stops waiting
+
+
 class _Refused(Exception):
     """Could not connect (nothing sent): safe to try another address."""
 
@@ -261,7 +293,14 @@ class ThriftMeta:
         raise MetaError("cannot reach any metad: " + "; ".join(errors),
                         hint="is metad running, and are the meta addresses (host:port of metad's Thrift port) right?")
 
-    def _call_sync(self, rpc: str, req: Any, addr: HostAddr | None) -> Any:
+    def _call_sync(self, rpc: str, req: Any, addr: HostAddr | None, call: _InFlight | None = None) -> Any:
+        try:
+            return self._call_locked(rpc, req, addr, call)
+        finally:
+            if call is not None:
+                call.finished.set()
+
+    def _call_locked(self, rpc: str, req: Any, addr: HostAddr | None, call: _InFlight | None) -> Any:
         with self._lock:
             target = addr or self._leader
             hops = 0
@@ -283,6 +322,8 @@ class ThriftMeta:
                 if long:
                     conn.sock.setTimeout(max(long, self.timeout) * 1000)
                 try:
+                    if call is not None:
+                        call.sending(conn)
                     resp = getattr(conn.client, rpc)(req)
                 except MetaError:
                     raise
@@ -317,7 +358,15 @@ class ThriftMeta:
                 return resp
 
     async def _call(self, rpc: str, req: Any, *, addr: HostAddr | None = None) -> Any:
-        return await asyncio.to_thread(self._call_sync, rpc, req, addr)
+        call = _InFlight()
+        try:
+            return await asyncio.to_thread(self._call_sync, rpc, req, addr, call)
+        except asyncio.CancelledError:
+            call.abandon()
+            deadline = time.monotonic() + ABANDON_WAIT
+            while not call.finished.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            raise
 
     # -- MetaPort ---------------------------------------------------------------------------------
     @staticmethod

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from brsm.cli.output import Output
 from brsm.engine import events as ev
-from brsm.engine.fold import PHASE_DONE, PHASE_ROLLED_BACK, OperationState
-from brsm.engine.runner import Runner, _error_facts, who
-from brsm.errors import BrsmError, OperationFailed
+from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
+from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who
+from brsm.errors import BrsmError, Interrupted, OperationFailed
 from brsm import wiring as registry
 
 
@@ -31,6 +34,99 @@ def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError
     return with_next_step(e, op_id, st)
 
 
+# -- signals ---------------------------------------------------------------------------------------
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Signals:
+    """SIGINT and SIGTERM while an operation is driven, handed to its runner (``Runner.interrupt``):
+    the run ends the way a failure does instead of dying where it stands. One that comes before the
+    runner exists (while the workflow is built) is handed over when it does."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.runner: Runner | None = None
+
+    def __call__(self, name: str) -> None:
+        self.received.append(name)
+        if self.runner is not None:
+            self.runner.interrupt(name)
+
+    def attach(self, runner: Runner) -> Runner:
+        self.runner = runner
+        for name in self.received:
+            runner.interrupt(name)
+        return runner
+
+
+@contextlib.contextmanager
+def _catching_signals() -> Iterator[_Signals]:
+    sigs = _Signals()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, sigs, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: signals stay as they are
+            pass
+    try:
+        yield sigs
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _first_failure(runner: Runner, op_id: int) -> dict[str, Any] | None:
+    fails = [e.data for e in runner.journal.events(op_id, types=[ev.OPERATION_FAILED])
+             if not e.data.get("during_rollback")]
+    return fails[-1] if fails else None
+
+
+def _interrupted(e: BrsmError, op_id: int, kind: str, mode: str, runner: Runner) -> BrsmError:
+    """One line for a run a signal ended: what happened, in which step, and what to do next, from the
+    folded state (rolled back, kept, or rolled back in part). Exit code: 128 + the first signal."""
+    if not runner.interrupts:
+        return e
+    first = runner.interrupts[0]
+    st = runner.state(op_id)
+    stopped = runner.rollback_stopped_at or (st.to_undo[0] if st.to_undo else "the rest")
+    last = runner.interrupts[-1]
+    if runner.interrupted_step is None:
+        if mode == "rollback":
+            text = (f"the rollback of operation {op_id} ({kind}) was stopped by {first} before {stopped} was "
+                    f"undone: `brsm rollback {op_id}` finishes it")
+        elif st.phase == PHASE_ROLLING_BACK:  # a failure, then a signal during its rollback
+            f = _first_failure(runner, op_id) or {}
+            text = (f"operation {op_id} ({kind}) failed during {f.get('step', '?')}: {f.get('error', e.message)}; "
+                    f"{first} stopped its rollback before {stopped} was undone: `brsm rollback {op_id}` finishes it")
+        else:
+            return e  # the signal came too late to change anything
+        return Interrupted(text, signal=first)
+    step = "preflight" if runner.interrupted_step == PREFLIGHT else runner.interrupted_step
+    what = f"operation {op_id} ({kind}) interrupted by {first} during {step}"
+    if st.phase == PHASE_ROLLED_BACK:
+        text = f"{what}, and rolled back: everything it did is undone; start a new {kind} when ready"
+    elif st.phase == PHASE_ROLLING_BACK:
+        if runner.rollback_stopped_at is not None:
+            again = "a second " + last if last == first else last
+            text = (f"{what}; {again} stopped its rollback before {stopped} was undone: "
+                    f"`brsm rollback {op_id}` finishes it")
+        else:
+            text = (f"{what}; the rollback that followed failed ({e.message}): fix the cause, then "
+                    f"`brsm rollback {op_id}`")
+    elif st.phase == PHASE_FAILED and not st.started:
+        text = (f"{what}, before it touched the cluster: `brsm resume {op_id}` runs it again, "
+                f"`brsm rollback {op_id}` closes it")
+    elif st.phase == PHASE_FAILED and st.kind.done_step in st.started:
+        text = f"{what}, in its final step: finish it with `brsm resume {op_id}`"
+    else:
+        kept = " (--keep-on-failure)" if mode == "run" else ""
+        text = (f"{what}; kept as it was{kept}: `brsm resume {op_id}` continues it, "
+                f"`brsm rollback {op_id}` undoes it")
+    return Interrupted(text, signal=first)
+
+
 def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
                     report: bool = True) -> OperationState:
     return asyncio.run(_start(kind, params, target=target, out=out, auto_rollback=auto_rollback, report=report))
@@ -42,24 +138,25 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
 
     j = _open_journal()
     try:
-        op = j.create_operation(kind=kind, params=params, who=who(), version=__version__, target=target)
-        with j.driver(op.id) as w:
-            w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})
-        try:
-            built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
-        except BaseException as e:
+        with _catching_signals() as sigs:
+            op = j.create_operation(kind=kind, params=params, who=who(), version=__version__, target=target)
             with j.driver(op.id) as w:
-                w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
-            raise
-        out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
-        runner = Runner(j, built.workflow, built.ports)
-        st = None
-        try:
-            st = await runner.run(op.id, auto_rollback=auto_rollback)
-        except BrsmError as e:
-            raise _with_hint(e, op.id, runner.state(op.id)) from e
-        finally:
-            await built.aclose()
+                w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})
+            try:
+                built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
+            except BaseException as e:
+                with j.driver(op.id) as w:
+                    w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                raise
+            out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
+            runner = sigs.attach(Runner(j, built.workflow, built.ports))
+            st = None
+            try:
+                st = await runner.run(op.id, auto_rollback=auto_rollback)
+            except BrsmError as e:
+                raise _with_hint(_interrupted(e, op.id, kind, "run", runner), op.id, runner.state(op.id)) from e
+            finally:
+                await built.aclose()
         if report:
             _report(out, op.id, kind, st)
         return st
@@ -93,23 +190,24 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
         from brsm.engine.runner import Workflow
 
         st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
-        if mode == "rollback" and st0 is not None and not st0.started and not st0.finished:
-            # Nothing ever took effect (it failed before its first step, e.g. a bad config): closing it
-            # needs no cluster and no storage, so a config that is gone or broken cannot block it.
-            st = await Runner(j, Workflow(kind=st0.kind, steps={})).rollback(op_id)
-            _report(out, op_id, op.kind, st)
-            return
-        built = await registry.build(op.kind, params, op_id=op_id, out=out, journal=j)
-        runner = Runner(j, built.workflow, built.ports)
-        try:
-            if mode == "rollback":
-                st = await runner.rollback(op_id)
-            else:
-                st = await runner.resume(op_id)
-        except BrsmError as e:
-            raise _with_hint(e, op_id, runner.state(op_id)) from e
-        finally:
-            await built.aclose()
+        with _catching_signals() as sigs:
+            if mode == "rollback" and st0 is not None and not st0.started and not st0.finished:
+                # Nothing ever took effect (it failed before its first step, e.g. a bad config): closing it
+                # needs no cluster and no storage, so a config that is gone or broken cannot block it.
+                st = await sigs.attach(Runner(j, Workflow(kind=st0.kind, steps={}))).rollback(op_id)
+                _report(out, op_id, op.kind, st)
+                return
+            built = await registry.build(op.kind, params, op_id=op_id, out=out, journal=j)
+            runner = sigs.attach(Runner(j, built.workflow, built.ports))
+            try:
+                if mode == "rollback":
+                    st = await runner.rollback(op_id)
+                else:
+                    st = await runner.resume(op_id)
+            except BrsmError as e:
+                raise _with_hint(_interrupted(e, op_id, op.kind, mode, runner), op_id, runner.state(op_id)) from e
+            finally:
+                await built.aclose()
         _report(out, op_id, op.kind, st)
     finally:
         j.close()

@@ -31,7 +31,7 @@ from brsm.engine.fold import (
     fold,
     new_state,
 )
-from brsm.errors import BrsmError, OperationFailed, UsageError
+from brsm.errors import BrsmError, Interrupted, OperationFailed, UsageError
 
 StepFn = Callable[["StepContext"], Awaitable[Mapping[str, Any] | None]]
 UndoFn = Callable[["StepContext"], Awaitable[None]]
@@ -143,6 +143,8 @@ def who() -> str:
 
 
 def _error_facts(step: str, exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, Interrupted):
+        return {"step": step, "error": exc.message, "error_type": "Interrupted", "hint": None, "signal": exc.signal}
     if isinstance(exc, BrsmError):
         return {"step": step, "error": exc.message, "error_type": type(exc).__name__, "hint": exc.hint}
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
@@ -157,6 +159,15 @@ class Runner:
         self.journal = journal
         self.workflow = workflow
         self.ports = ports
+        # Interruption (see interrupt()): what asked, where it landed, and what the drive is doing.
+        self.interrupts: list[str] = []
+        self.interrupted_step: str | None = None  # the step the first interruption stopped
+        self.rollback_stopped_at: str | None = None  # the compensation a later one stopped
+        self._task: asyncio.Task | None = None
+        self._stage = "idle"  # "steps", "rollback" (both interruptible), "closing" or "idle"
+        self._cancelled_stage: str | None = None
+        self._cancel_pending = False
+        self._seen = 0  # interruptions an earlier drive of this runner already answered
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
@@ -169,6 +180,51 @@ class Runner:
 
     def state(self, op_id: int) -> OperationState:
         return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.reducers)
+
+    # -- interruption -------------------------------------------------------------------------
+    def interrupt(self, reason: str) -> None:
+        """Stop the drive the way a failure would; ``reason`` names the cause (a signal: "SIGTERM").
+
+        Called on the event loop (the CLI's ``loop.add_signal_handler``). While steps run, the first
+        call cancels the current step (asyncio cancellation, so every ``finally`` runs); the runner
+        journals ``OperationFailed`` naming ``reason`` (``signal``) and rolls back when the drive
+        was asked to (``auto_rollback``), as after any failure. A call while a rollback runs (the one
+        after the first interruption, or ``brsm rollback``) stops the rollback: the compensation under
+        way is cancelled and journaled (``OperationFailed{during_rollback}``); it is idempotent and
+        its ``UndoStarted`` is durable, so ``brsm rollback`` runs it again. A call before the drive
+        starts is kept: the drive stops before its first step. One while it closes (detach) is only
+        recorded: closing is short and releases what the run holds.
+        """
+        self.interrupts.append(reason)
+        task = self._task
+        if task is None or task.done() or self._stage not in ("steps", "rollback"):
+            return  # kept: _check_interrupt stops a drive about to start
+        if self._cancelled_stage == self._stage:
+            return  # this stage is already being stopped
+        self._cancelled_stage = self._stage
+        self._cancel_pending = True
+        task.cancel()
+
+    def _interruption(self, exc: BaseException, *, rollback: bool = False) -> BaseException:
+        """The exception to journal and raise: an interruption we caused becomes ``Interrupted``."""
+        if not self._cancel_pending:
+            return exc
+        self._cancel_pending = False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # the cancellation was ours and is handled: later timeouts must work
+        reason = self.interrupts[-1]
+        text = f"rollback stopped by {reason}" if rollback else f"interrupted by {reason}"
+        err = Interrupted(text, signal=reason)
+        err.__cause__ = exc
+        return err
+
+    def _check_interrupt(self) -> None:
+        """An interruption that came while nothing could be cancelled stops the drive here."""
+        if len(self.interrupts) > self._seen and self._cancelled_stage is None:
+            self._cancelled_stage = self._stage
+            reason = self.interrupts[-1]
+            raise Interrupted(f"interrupted by {reason}", signal=reason)
 
     # -- driving --------------------------------------------------------------------------------
     async def run(self, op_id: int, *, auto_rollback: bool = False) -> OperationState:
@@ -183,6 +239,17 @@ class Runner:
 
     async def _drive(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
         self.journal.operation(op_id)  # UnknownOperation early, before taking the lock
+        self._task = asyncio.current_task()
+        try:
+            return await self._drive_locked(op_id, mode, auto_rollback=auto_rollback)
+        finally:
+            self._task = None
+            self._stage = "idle"
+            self._cancelled_stage = None
+            self._cancel_pending = False
+            self._seen = len(self.interrupts)
+
+    async def _drive_locked(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
         with self.journal.driver(op_id) as writer:
             st = new_state(self.workflow.kind)
             for e in self.journal.events(op_id):
@@ -207,9 +274,22 @@ class Runner:
                             "there is nothing to roll back safely",
                             hint=f"finish it with `brsm resume {op_id}`",
                         )
-                    if self.workflow.attach:
-                        await self.workflow.attach(ctx)
-                        attached = True
+                    try:
+                        self._stage = "rollback"
+                        self._check_interrupt()
+                        if self.workflow.attach:
+                            await self.workflow.attach(ctx)
+                            attached = True
+                    except BaseException as caught:  # before the first compensation: journal why it stopped
+                        exc = self._interruption(caught, rollback=True)
+                        if not isinstance(exc, Interrupted):
+                            raise
+                        self.rollback_stopped_at = st.to_undo[0] if st.to_undo else None
+                        self._append(ctx, ev.OPERATION_FAILED, {**_error_facts("rollback", exc),
+                                                                "during_rollback": True})
+                        if exc is not caught:
+                            raise exc from caught
+                        raise
                     await self._rollback(ctx, model)
                     return st
                 if st.phase == PHASE_DONE:
@@ -221,7 +301,9 @@ class Runner:
                         else f"finish it with `brsm rollback {op_id}`",
                     )
                 current = PREFLIGHT
+                self._stage = "steps"
                 try:
+                    self._check_interrupt()
                     if st.phase == PHASE_FAILED:
                         self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
                         await model.trigger(f"resume_to_{st.last_completed}")
@@ -234,27 +316,39 @@ class Runner:
                         await self._step(ctx, PREFLIGHT, self.workflow.preflight, journal_intent=False)
                     for step in st.remaining:
                         current = step
+                        self._check_interrupt()
                         await self._step(ctx, step, self.workflow.steps[step])
                         await model.trigger(f"complete_{step}")
                         failpoints.hit(f"after:{step}")
                     self._append(ctx, ev.OPERATION_FINISHED, ctx.journal_stats())
                     return st
-                except BaseException as exc:
+                except BaseException as caught:
                     failed_at = current
+                    exc = self._interruption(caught)
+                    if isinstance(exc, Interrupted):
+                        self.interrupted_step = failed_at
                     self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
                     if model.state not in ("FAILED",):
                         await model.trigger("fail")
-                    if auto_rollback and isinstance(exc, Exception) and st.started:
+                    # Not once the final step began: it discards what rollback needs (a restore's
+                    # originals, a backup's finished state); `brsm resume` finishes it instead.
+                    if (auto_rollback and isinstance(exc, Exception) and st.started
+                            and self.workflow.kind.done_step not in st.started):
                         try:
                             await self._rollback(ctx, model)
+                        except Interrupted:
+                            raise  # stopped by a further interruption: journaled, `brsm rollback` finishes it
                         except Exception as rb_exc:  # noqa: BLE001 - report both, keep the first
                             raise OperationFailed(
                                 f"{_error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
                                 f"{_error_facts('rollback', rb_exc)['error']}",
                                 hint=f"fix the cause, then run `brsm rollback {op_id}` again",
                             ) from exc
+                    if exc is not caught:
+                        raise exc from caught
                     raise
             finally:
+                self._stage = "closing"
                 if attached and self.workflow.detach:
                     await self.workflow.detach(ctx)
 
@@ -272,24 +366,31 @@ class Runner:
 
     async def _rollback(self, ctx: StepContext, model: mach.OperationModel) -> None:
         st = ctx.state
-        if st.phase != PHASE_ROLLING_BACK:
-            self._append(ctx, ev.ROLLBACK_STARTED, {"undo": st.to_undo})
-            await model.trigger("start_rollback")
-        for step in list(st.to_undo):
-            self._append(ctx, ev.UNDO_STARTED, {"step": step})
-            failpoints.hit(f"undo:{step}")
-            undo = self.workflow.undos.get(step)
-            try:
+        self._stage = "rollback"
+        step = st.to_undo[0] if st.to_undo else "rollback"
+        try:
+            if st.phase != PHASE_ROLLING_BACK:
+                self._append(ctx, ev.ROLLBACK_STARTED, {"undo": st.to_undo})
+                await model.trigger("start_rollback")
+            for step in list(st.to_undo):
+                self._append(ctx, ev.UNDO_STARTED, {"step": step})
+                failpoints.hit(f"undo:{step}")
+                undo = self.workflow.undos.get(step)
                 if undo is not None:
                     await undo(ctx)
-            except BaseException as exc:
-                facts = _error_facts(step, exc)
-                facts["during_rollback"] = True
-                self._append(ctx, ev.OPERATION_FAILED, facts)
-                raise
-            self._append(ctx, ev.UNDO_COMPLETED, {"step": step})
-        self._append(ctx, ev.ROLLED_BACK, {})
-        await model.trigger("finish_rollback")
+                self._append(ctx, ev.UNDO_COMPLETED, {"step": step})
+            self._append(ctx, ev.ROLLED_BACK, {})
+            await model.trigger("finish_rollback")
+        except BaseException as caught:
+            exc = self._interruption(caught, rollback=True)
+            if isinstance(exc, Interrupted):
+                self.rollback_stopped_at = step
+            facts = _error_facts(step, exc)
+            facts["during_rollback"] = True
+            self._append(ctx, ev.OPERATION_FAILED, facts)
+            if exc is not caught:
+                raise exc from caught
+            raise
 
     def _append(self, ctx: StepContext, type_: str, data: dict[str, Any]) -> None:
         ctx.record(type_, data)
