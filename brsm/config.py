@@ -20,6 +20,9 @@ from journal.redact import scrub_text
 from brsm.errors import UsageError
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
+# How long a backup waits for metad's createBackup (writes are blocked while it checkpoints): five
+# times the 60 s brsm gives any other meta call. [cluster] create_backup_timeout overrides it.
+DEFAULT_CREATE_BACKUP_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class ClusterConfig:
     ssh: SshDefaults
     hosts: tuple[HostConfig, ...]
     storage: StorageDefaults = field(default_factory=StorageDefaults)
+    create_backup_timeout: float = DEFAULT_CREATE_BACKUP_TIMEOUT
 
     def host(self, address: str) -> HostConfig:
         """The SSH endpoint for a service host; unknown hosts fall back to the SSH defaults."""
@@ -138,6 +142,21 @@ def _size(c: _Collector, v: Any, where: str, key: str, section: str) -> int | No
             n = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
     if n is None or n <= 0:
         c.err(where, f"must be a positive size in bytes or like \"8MiB\", not {v!r}", key=key, section=section)
+        return None
+    return n
+
+
+def _seconds(c: _Collector, v: Any, where: str, key: str, section: str) -> float | None:
+    """A duration: seconds as a number, or a string like "90s", "10m", "1h"."""
+    n = None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        n = float(v)
+    elif isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", v)
+        if m:
+            n = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if n is None or n <= 0:
+        c.err(where, f"must be a positive duration in seconds or like \"10m\", not {v!r}", key=key, section=section)
         return None
     return n
 
@@ -307,10 +326,13 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         c.err("cluster.meta", f"must be a list of host:port strings, not {meta!r}", key="meta", section="cluster")
         meta = []
 
-    cluster_keys = ("name", "meta")
+    cluster_keys = ("name", "meta", "create_backup_timeout")
     for k in cl:
         if k not in cluster_keys:
             c.err(f"cluster.{k}", f"unknown key (expected {', '.join(cluster_keys)})", key=k, section="cluster")
+
+    cbt = (_seconds(c, cl["create_backup_timeout"], "cluster.create_backup_timeout", "create_backup_timeout",
+                    "cluster") if "create_backup_timeout" in cl else None) or DEFAULT_CREATE_BACKUP_TIMEOUT
 
     s = data.get("ssh", {})
     if not isinstance(s, dict):
@@ -422,6 +444,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         meta=tuple(meta),
         ssh=sshd,
         hosts=tuple(hosts),
+        create_backup_timeout=cbt,
         storage=StorageDefaults(
             default=st.get("default"), s3_endpoint=st.get("s3_endpoint"), s3_region=st.get("s3_region"),
             oss_endpoint=st.get("oss_endpoint"), **sizes,

@@ -105,7 +105,8 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
     meta = open_meta(cfg)
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
     ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
-                        install_dir=lambda h: cfg.host(h).install_dir)
+                        install_dir=lambda h: cfg.host(h).install_dir,
+                        create_backup_timeout=cfg.create_backup_timeout)
     return Built(workflow(), ports, [storage, meta, hosts])
 
 

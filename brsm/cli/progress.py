@@ -1,4 +1,5 @@
-"""Progress for long transfers: rich bars on a terminal, JSON lines on stderr with --json, else quiet."""
+"""Progress for long transfers: rich bars on a terminal, JSON lines on stderr with --json, else quiet
+but for notes (a line each on stderr: a run waiting on metad says so even under systemd)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,17 @@ class NullProgress:
     def advance(self, task: str, amount: int) -> None: ...
     def done(self, task: str) -> None: ...
     def note(self, text: str) -> None: ...
+
+
+class QuietProgress(NullProgress):
+    """Off a terminal: no bars, but every note as one line on stderr."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def note(self, text: str) -> None:
+        self.stream.write(f"brsm: {text}\n")
+        self.stream.flush()
 
 
 class JsonProgress:
@@ -47,6 +59,7 @@ class JsonProgress:
 
     def note(self, text: str) -> None:
         self.stream.write(json.dumps({"note": text}) + "\n")
+        self.stream.flush()
 
 
 class RichProgress:
@@ -87,4 +100,4 @@ def make_progress(*, as_json: bool) -> Any:
         return JsonProgress()
     if sys.stderr.isatty():
         return RichProgress()
-    return NullProgress()
+    return QuietProgress()

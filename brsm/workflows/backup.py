@@ -5,6 +5,7 @@ makes resume run it again; each has a compensation for rollback, equally safe to
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -17,8 +18,8 @@ from typing import Any
 from brsm import __version__, failpoints
 from brsm.engine.definitions import BACKUP
 from brsm.engine.runner import StepContext, Workflow
-from brsm.errors import PreflightFailed, StorageError, UsageError
-from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage, UploadState
+from brsm.errors import MetaError, PreflightFailed, StorageError, UsageError
+from brsm.ports import CreatedBackup, HostAddr, HostsPort, MetaPort, Progress, Storage, UploadState
 from brsm.workflows import common, topology
 from brsm.workflows.layout import (data_key, in_progress_key, manifest_key, meta_checkpoint_dir, meta_file_key,
                                    meta_sst_key)
@@ -28,6 +29,7 @@ from brsm.workflows.transfer import FileJob, Limits, run_bounded, upload_file
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 SNAPSHOT_REQUESTED = "SnapshotRequested"
 SNAPSHOT_DROPPED = "SnapshotDropped"
+CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
 FILES_PLANNED = "FilesPlanned"
 FILE_COPIED = "FileCopied"
 PART_UPLOADED = "PartUploaded"
@@ -45,6 +47,8 @@ class BackupPorts:
     progress: Progress
     # where Nebula is installed on a host (its flagfiles), for clusters without nebula-agent
     install_dir: Callable[[str], str] = lambda host: DEFAULT_INSTALL_DIR
+    # seconds SNAPSHOTTED waits for metad's createBackup ([cluster] create_backup_timeout)
+    create_backup_timeout: float = 300.0
 
 
 # -- folding the file-level events ------------------------------------------------------------
@@ -65,6 +69,10 @@ def _reduce_snapshot_requested(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc["snapshots_before"] = d["existing"]
 
 
+def _reduce_abandoned(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc["create_backup_abandoned"] = d
+
+
 REDUCERS = {
     common.PREFLIGHT_PASSED: common.reduce_preflight,
     common.PROBE_WRITTEN: common.reduce_probe_written,
@@ -72,6 +80,7 @@ REDUCERS = {
     FILE_COPIED: _reduce_copied,
     PART_UPLOADED: _reduce_part,
     SNAPSHOT_REQUESTED: _reduce_snapshot_requested,
+    CREATE_BACKUP_ABANDONED: _reduce_abandoned,
 }
 
 
@@ -164,17 +173,77 @@ def _leaked(ctx: StepContext, current: list[str]) -> list[str]:
     return [n for n in current if n not in before and n.startswith("BACKUP_")]
 
 
+def _metad(ctx: StepContext) -> str:
+    addrs = [m["addr"] for m in ctx.extra.get("topology", {}).get("meta", [])]
+    return ("metad at " + addrs[0]) if len(addrs) == 1 else f"metad ({', '.join(addrs) or 'no address known'})"
+
+
+async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
+    """createBackup, bounded by create_backup_timeout, with a note every few seconds while it runs.
+    Given up on (the bound, or a signal), it is journaled (CreateBackupAbandoned): metad may still be
+    at work on it, which the rollback then waits out before it drops the snapshot (_snapshots_now)."""
+    bound = float(p.create_backup_timeout)
+    where = _metad(ctx)
+    t0 = time.monotonic()
+
+    def abandoned(why: str) -> None:
+        ctx.record(CREATE_BACKUP_ABANDONED, {"why": why, "after_seconds": round(time.monotonic() - t0, 1),
+                                             "bound_seconds": bound})
+
+    try:
+        return await common.wait_noting(
+            p.meta.create_backup(list(ctx.params.get("spaces") or []) or None), progress=p.progress, bound=bound,
+            note=lambda s: f"waiting on {where}: createBackup has not answered for {s:.0f} s (brsm gives it "
+                           f"{bound:.0f} s); it checkpoints every storaged, with writes blocked meanwhile")
+    except TimeoutError:
+        abandoned("timeout")
+        raise MetaError(
+            f"{where} did not answer createBackup within {bound:.0f} s ([cluster] create_backup_timeout)",
+            hint="check metad's log there and every storaged's (disk space, checkpoint errors, a hung process), "
+                 "and SHOW JOBS; metad keeps writes blocked while it is in createBackup. A snapshot it made is "
+                 "dropped by the rollback; one it makes later is listed by `brsm gc`. If checkpoints are only "
+                 "slow, raise create_backup_timeout") from None
+    except asyncio.CancelledError:
+        abandoned("interrupted")
+        raise
+
+
+async def _snapshots_now(ctx: StepContext, p: BackupPorts) -> tuple[list[str], list[str]]:
+    """The cluster's snapshots, and those of them that are ours though never recorded (_leaked).
+
+    After a createBackup brsm gave up on, metad may still be at work: its snapshot stays INVALID until
+    metad finishes and marks it VALID, so dropping it earlier would not stick. Such a snapshot is waited
+    for (at most create_backup_timeout more, with a note every few seconds) before it is dropped."""
+    snaps = await p.meta.list_snapshots()
+    if ctx.extra.get("create_backup_abandoned"):
+        bound = float(p.create_backup_timeout)
+        t0, last = time.monotonic(), None
+        while True:
+            busy = [s.name for s in snaps if s.status == "INVALID" and _leaked(ctx, [s.name])]
+            waited = time.monotonic() - t0
+            if not busy or waited >= bound:
+                break
+            if last is None or time.monotonic() - last >= common.NOTE_EVERY:
+                last = time.monotonic()
+                p.progress.note(f"{_metad(ctx)} is still making snapshot {', '.join(busy)} (INVALID) for the "
+                                f"createBackup brsm gave up on: waiting {waited:.0f} s of at most {bound:.0f} s "
+                                "for it to finish before dropping it")
+            await asyncio.sleep(1.0)
+            snaps = await p.meta.list_snapshots()
+    current = [s.name for s in snaps]
+    return current, _leaked(ctx, current)
+
+
 async def snapshotted(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
-    current = [s.name for s in await p.meta.list_snapshots()]
+    current, leaked = await _snapshots_now(ctx, p)
     if "snapshots_before" in ctx.extra:  # re-run after a crash: drop what the lost attempt made
-        leaked = _leaked(ctx, current)
         if leaked:
             await p.meta.drop_snapshots(leaked)
             ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it"})
             current = [n for n in current if n not in leaked]
     ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.params.get("spaces") or [])})
-    created = await p.meta.create_backup(list(ctx.params.get("spaces") or []) or None)
+    created = await _create_backup(ctx, p)
     return {
         "backup_name": created.name,
         "meta_b64": base64.b64encode(created.meta_bytes).decode(),
@@ -190,8 +259,8 @@ async def snapshotted(ctx: StepContext) -> dict[str, Any]:
 
 async def undo_snapshotted(ctx: StepContext) -> None:
     p = _ports(ctx)
-    current = [s.name for s in await p.meta.list_snapshots()]
-    names = set(_leaked(ctx, current))
+    current, leaked = await _snapshots_now(ctx, p)
+    names = set(leaked)
     if ctx.facts.get("backup_name") in current:
         names.add(ctx.facts["backup_name"])
     if names:

@@ -61,6 +61,39 @@ async def gather_bounded(limit: int, work: Callable[[Any], Awaitable[Any]], item
         raise
 
 
+NOTE_EVERY = 5.0  # seconds between "still waiting" notes
+
+
+async def wait_noting(aw: Awaitable[Any], *, progress: Any, note: Callable[[float], str],
+                      bound: float | None = None, every: float = NOTE_EVERY) -> Any:
+    """Await ``aw``, telling ``progress`` ``note(seconds waited)`` every ``every`` seconds, so a long
+    wait on the cluster is never silent. Past ``bound`` seconds ``aw`` is cancelled and
+    ``TimeoutError`` raised; cancelled itself, it cancels ``aw`` and waits for it to stop.
+
+        await wait_noting(meta.create_backup(None), progress=p, bound=300,
+                          note=lambda s: f"waiting on metad's createBackup: {s:.0f} s")
+        # every 5 s: "waiting on metad's createBackup: 5 s", "... 10 s", ...
+    """
+    task = asyncio.ensure_future(aw)
+    t0 = time.monotonic()
+    try:
+        while True:
+            waited = time.monotonic() - t0
+            left = None if bound is None else bound - waited
+            if left is not None and left <= 0:
+                raise TimeoutError(f"no answer within {bound:.0f} s")
+            done, _ = await asyncio.wait({task}, timeout=every if left is None else min(every, left))
+            if done:
+                return task.result()
+            waited = time.monotonic() - t0
+            if bound is None or waited < bound:
+                progress.note(note(waited))
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
     """Log in to every host at once; report every failing host, one line each."""
     names = sorted(set(names))

@@ -54,7 +54,7 @@ def test_a_full_data_path_stops_the_restore_at_checked(sandbox_on_small_disk, sm
     try:
         p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
         assert p.returncode == 4, p.stderr[-1500:]
-        first = p.stderr.strip().splitlines()[0]
+        first = next(ln for ln in p.stderr.splitlines() if ln.startswith("brsm: error: "))  # after any notes
         assert "free" in first.lower() and ("127." in first or "storage" in first), first
         assert "hint:" in p.stderr
         # nothing stopped, nothing moved, nothing left
@@ -76,7 +76,7 @@ def test_a_storage_host_down_stops_the_restore_at_checked(sandbox_on_small_disk,
     try:
         p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
         assert p.returncode == 4, p.stderr[-1500:]
-        assert "127." in p.stderr.splitlines()[0], p.stderr[-800:]
+        assert "127." in next(ln for ln in p.stderr.splitlines() if ln.startswith("brsm: error: ")), p.stderr[-800:]
     finally:
         cluster.host_up(str(env.root), "storage2")
     assert env.checksum() == before
