@@ -66,6 +66,7 @@ class ListedHost:
     addr: HostAddr
     role: str  # "STORAGE", "GRAPH", "META"
     status: str  # "ONLINE" or "OFFLINE"
+    version: str = ""  # the daemon's version string from its heartbeat, e.g. "3.8.0"
 
     @property
     def online(self) -> bool:

@@ -440,7 +440,8 @@ class ThriftMeta:
             raise ValueError(f"unknown host role {role!r} (one of {', '.join(LIST_HOST_TYPES)})")
         resp = await self._call("listHosts", meta.ListHostsReq(type=LIST_HOST_TYPES[role]))
         return sorted((ListedHost(HostAddr(text(h.hostAddr.host), int(h.hostAddr.port)),
-                                  ROLE_NAMES.get(h.role, str(h.role)), HOST_STATUS.get(h.status, str(h.status)))
+                                  ROLE_NAMES.get(h.role, str(h.role)), HOST_STATUS.get(h.status, str(h.status)),
+                                  text(h.version))
                        for h in resp.hosts or []), key=lambda h: h.addr)
 
     async def close(self) -> None:

@@ -234,6 +234,7 @@ class FakeCluster:
         self.write_blocked = False
         self.backup_running = False
         self.agents = True  # a nebula-agent on every host (listCluster works)
+        self.version = "3.8.0"  # what every daemon reports in its heartbeat
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
         m = self.machines.get(name)

@@ -239,7 +239,7 @@ class FakeMeta:
         else:
             raise ValueError(f"unknown host role {role!r}")
         svc = {"STORAGE": "storaged", "GRAPH": "graphd", "META": "metad"}[role]
-        return [ListedHost(a, role, "ONLINE" if c.service_listening(a.host, svc) else "OFFLINE")
+        return [ListedHost(a, role, "ONLINE" if c.service_listening(a.host, svc) else "OFFLINE", c.version)
                 for a in sorted(addrs)]
 
     async def close(self) -> None:

@@ -244,12 +244,15 @@ def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
 # storage discovery through the meta protocol
 
 
-SANDBOX_VERSION_PREFIX = "3.8.0-sandbox"
+NEBULA_VERSION = "3.8.0"  # the release the stand-ins claim to be
 
 
 def encode_version(ws_http_port: int) -> str:
-    """Heartbeat ``version`` string of the stand-ins: carries the admin HTTP port."""
-    return f"{SANDBOX_VERSION_PREFIX};ws_http_port={ws_http_port}"
+    """Heartbeat ``version`` of the stand-ins: a plain release string, as a real daemon sends
+    (``HBReq.version``, shown by listHosts). The admin HTTP port is Nebula's default relation
+    (``ws_http_port = port + 10000``), which every sandbox daemon keeps; a port that differs is
+    still carried after a ';' (real daemons never send one)."""
+    return NEBULA_VERSION
 
 
 def http_port_from_version(version: bytes | str | None, port: int) -> int:

@@ -19,7 +19,7 @@ from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
 from brsm.ports import HostAddr, HostsPort, MetaPort, Progress, Storage
-from brsm.workflows import common
+from brsm.workflows import common, topology
 from brsm.workflows import catalog, services
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.limits import TokenBucket, parse_rate
@@ -214,6 +214,9 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
                 f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
                 f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
     _check_keys(ctx.params["name"], m)
+    wrong = topology.version_mismatch((m.get("topology") or {}).get("nebula_version"), topo.get("nebula_version"))
+    if wrong:
+        raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")
     # Verify the backup before touching the cluster.
     present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}
     bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]

@@ -16,6 +16,7 @@ resolved to its canonical path on its host (checkpoints report resolved paths; h
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -115,7 +116,13 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
         storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal))
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
                    for g in sorted(graphs, key=lambda g: g.addr)]
-    topo = {"meta": metas, "storage": storage_items, "graph": graph_items, "source": source}
+    versions = sorted({h.version for h in await meta.list_hosts("STORAGE") if h.online and h.version})
+    topo = {"meta": metas, "storage": storage_items, "graph": graph_items, "source": source,
+            "nebula_version": versions[0] if len(versions) == 1 else ", ".join(versions)}
+    problem = unsupported_version(topo["nebula_version"])
+    if problem:
+        raise PreflightFailed(problem, hint="brsm backs up and restores Nebula Graph 3.x clusters only; use "
+                                            "Nebula's own BR of that release")
     await _canonical(hosts, topo)
     return topo
 
@@ -146,6 +153,41 @@ def data_path_index(storage: dict[str, Any], checkpoint_dp: str) -> int:
     raise PreflightFailed(f"checkpoint data path {checkpoint_dp} of {storage['addr']} is none of its data paths "
                           f"{storage['data_paths']} (canonically {real})",
                           hint="the storaged's --data_path changed since metad learned it; restart it and retry")
+
+
+def major(version: str | None) -> int | None:
+    """The major release of a daemon's version string ("3.8.0", "v3.4.1", "3.8.0-sandbox;…"), or None.
+
+    >>> major("3.8.0"), major("v2.6.2"), major(""), major("nightly")
+    (3, 2, None, None)
+    """
+    m = re.match(r"\s*v?(\d+)\.\d+", version or "")
+    return int(m.group(1)) if m else None
+
+
+def unsupported_version(version: str | None) -> str | None:
+    """Why brsm must not touch a cluster of this version (None: go on). Nebula 2.x differs on the
+    wire (BackupMeta.backup_info, CheckpointInfo{partition_info, path}) and in its layout."""
+    majors = {major(v) for v in (version or "").split(", ") if major(v) is not None}
+    if len(majors) > 1:
+        return f"the storage hosts run different major versions of Nebula ({version}): finish the upgrade first"
+    if majors and majors != {3}:
+        return f"the cluster runs Nebula {version}; brsm supports Nebula Graph 3.x only"
+    return None
+
+
+def version_mismatch(backup_version: str | None, cluster_version: str | None) -> str | None:
+    """A backup restores only onto the major release it was taken from (the meta tables and the
+    data layout change between majors). Unknown on either side (a nebula-br backup): allowed.
+
+    >>> version_mismatch("3.8.0", "3.6.0") is None, bool(version_mismatch("3.8.0", "4.0.0"))
+    (True, True)
+    """
+    b, c = major(backup_version), major(cluster_version)
+    if b is None or c is None or b == c:
+        return None
+    return f"the backup was taken on Nebula {backup_version}, the cluster runs {cluster_version}: a restore " \
+           "across major versions is refused"
 
 
 def meta_addr(item: dict[str, Any]) -> HostAddr:
