@@ -79,6 +79,10 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to answer.")] = 60.0,
     no_agents: Annotated[bool, typer.Option("--no-agents", help="Start no nebula-agent on the hosts (a 3.x "
                                             "deployment without agents: listCluster then fails).")] = False,
+    symlinked_data: Annotated[bool, typer.Option("--symlinked-data", help="Each storage data path is a symlink "
+                                                 "to a dir elsewhere (a disk mounted apart).")] = False,
+    wal_path: Annotated[bool, typer.Option("--wal-path", help="storaged keeps its WALs in a dir of their own "
+                                           "(--wal_path).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
@@ -87,7 +91,8 @@ def up(
     root = _dir(dir)
     t0 = time.monotonic()
     state, started = cluster.up(root, meta_hosts=meta_hosts, storage_hosts=storage_hosts, data_paths=data_paths,
-                                timeout=timeout, agents=not no_agents)
+                                timeout=timeout, agents=not no_agents, symlink_data=symlinked_data,
+                                wal_path=wal_path)
     summ = cluster.summary(state)
     summ["started"] = started
     summ["seconds"] = round(time.monotonic() - t0, 2)

@@ -448,7 +448,8 @@ def _wait_agents(state: dict[str, Any], timeout: float) -> None:
 
 
 def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: int = 1,
-       timeout: float = 60.0, min_part_size: int | None = None, agents: bool = True) -> tuple[dict[str, Any], bool]:
+       timeout: float = 60.0, min_part_size: int | None = None, agents: bool = True,
+       symlink_data: bool = False, wal_path: bool = False) -> tuple[dict[str, Any], bool]:
     """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there.
 
     ``agents=False`` starts no nebula-agent: a 3.x deployment that never installed them, where
@@ -474,9 +475,12 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                              "python": venv_python(), "agents": agents,
                              "topology": {"meta_hosts": meta_hosts,
                                                                    "storage_hosts": storage_hosts,
-                                                                   "data_paths": data_paths}}
+                                                                   "data_paths": data_paths,
+                                                                   "symlink_data": symlink_data,
+                                                                   "wal_path": wal_path}}
     try:
-        hosts = plan_hosts(root, k, meta_hosts, storage_hosts, data_paths, ssh_port)
+        hosts = plan_hosts(root, k, meta_hosts, storage_hosts, data_paths, ssh_port,
+                           symlink_data=symlink_data, wal_path=wal_path)
         meta_addrs = [f"{h.address}:{SERVICE_PORTS['metad'][0]}" for h in hosts if "meta" in h.roles]
         sshdir = os.path.join(root, "ssh")
         state.update({

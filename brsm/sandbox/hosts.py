@@ -212,6 +212,8 @@ class Host:
     ssh_port: int
     data_paths: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)   # metad / graphd / storaged
+    wal_path: str = ""                    # storaged --wal_path (3.4+), "" = WALs beside the data
+    disks: dict = field(default_factory=dict)  # data path -> the real dir it links to (symlinked variant)
 
     @property
     def install_dir(self) -> str:
@@ -274,7 +276,10 @@ class Host:
 
 
 def plan_hosts(root: str, k: int, meta_hosts: int, storage_hosts: int, data_paths: int,
-               ssh_port: int) -> list[Host]:
+               ssh_port: int, *, symlink_data: bool = False, wal_path: bool = False) -> list[Host]:
+    """``symlink_data``: each storage data path is a symlink to a dir under ``<host>/disk/`` (a data
+    path on another mount, reached through a link: heartbeats carry the link, checkpoints the
+    resolved path). ``wal_path``: storaged keeps its WALs under ``<host>/wal`` (``--wal_path``)."""
     hosts = []
     for i in range(1, meta_hosts + 1):
         name = f"meta{i}"
@@ -287,7 +292,9 @@ def plan_hosts(root: str, k: int, meta_hosts: int, storage_hosts: int, data_path
         name = f"storage{i}"
         hroot = os.path.join(root, "hosts", name)
         dps = [os.path.join(hroot, "data", f"storage{j}") for j in range(1, data_paths + 1)]
-        hosts.append(Host(name, f"127.{k}.0.{100 + i}", ["storage"], hroot, ssh_port, dps, ["storaged"]))
+        disks = {dp: os.path.join(hroot, "disk", f"storage{j}") for j, dp in enumerate(dps, 1)} if symlink_data else {}
+        hosts.append(Host(name, f"127.{k}.0.{100 + i}", ["storage"], hroot, ssh_port, dps, ["storaged"],
+                          wal_path=os.path.join(hroot, "wal") if wal_path else "", disks=disks))
     return hosts
 
 
@@ -301,7 +308,16 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str) -> None:
         os.makedirs(os.path.join(host.install_dir, d), exist_ok=True)
     os.makedirs(host.sshd_dir, exist_ok=True)
     for dp in host.data_paths:
-        os.makedirs(dp, exist_ok=True)
+        real = host.disks.get(dp)
+        if real:
+            os.makedirs(real, exist_ok=True)
+            os.makedirs(os.path.dirname(dp), exist_ok=True)
+            if not os.path.islink(dp):
+                os.symlink(real, dp)
+        else:
+            os.makedirs(dp, exist_ok=True)
+    if host.wal_path:
+        os.makedirs(host.wal_path, exist_ok=True)
     text = service_template().replace("@PYTHON@", python)
     with open(host.script, "w") as fh:
         fh.write(text)
@@ -321,6 +337,8 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str) -> None:
             lines += ["########## storage ##########", f"--data_path={host.data_paths[0]}"]
         elif svc == "storaged":
             lines += ["########## storage ##########", f"--data_path={','.join(host.data_paths)}"]
+            if host.wal_path:
+                lines.append(f"--wal_path={host.wal_path}")
         with open(host.conf(svc), "w") as fh:
             fh.write("\n".join(lines) + "\n")
 

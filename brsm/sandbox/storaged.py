@@ -176,6 +176,10 @@ class Storaged(layout.Service):
     def __init__(self, argv: list[str]) -> None:
         super().__init__(argv)
         self.data_paths = [os.path.abspath(p) for p in self.flags.list("data_path")]
+        # RocksEngine.cpp: with --wal_path a part's WAL is <wal_path>/nebula/<sid>/wal/<pid>, else
+        # beside the data under <data_path>/nebula/<sid>/wal/<pid>
+        wal = self.flags.get("wal_path")
+        self.wal_root = os.path.abspath(wal) if wal else None
         if not self.data_paths:
             raise SystemExit("storaged: --data_path is required")
         self.meta_addrs = [f"{h}:{p}" for h, p in map(parse_hostport, self.flags.list("meta_server_addrs"))]
@@ -212,6 +216,9 @@ class Storaged(layout.Service):
             self.route(method, path, fn)
 
     # -- lifecycle
+    def wal_dir(self, data_path: str, sid: int, pid: int | None = None) -> str:
+        return layout.space_wal_dir(self.wal_root or data_path, sid, pid)
+
     def dir_info(self) -> common.DirInfo:
         return common.DirInfo(root=install_root(self).encode(), data=[d.encode() for d in self.data_paths])
 
@@ -284,7 +291,7 @@ class Storaged(layout.Service):
             for idx, dp in enumerate(self.data_paths):
                 path = layout.space_data_dir(dp, sid)
                 os.makedirs(path, exist_ok=True)
-                os.makedirs(layout.space_wal_dir(dp, sid), exist_ok=True)
+                os.makedirs(self.wal_dir(dp, sid), exist_ok=True)
                 self.dbs[(sid, idx)] = rocksdict.Rdict(path, self._db_options())
             self.log.info("opened space %d on %d data path(s)", sid, len(self.data_paths))
 
@@ -310,7 +317,7 @@ class Storaged(layout.Service):
         w = self.wals.get((sid, pid))
         if w is None:
             dp = self.data_paths[layout.data_path_for_part(self.data_paths, pid)]
-            w = self.wals[(sid, pid)] = PartWal(layout.space_wal_dir(dp, sid, pid))
+            w = self.wals[(sid, pid)] = PartWal(self.wal_dir(dp, sid, pid))
         return w
 
     def _refresh_owned(self, sid: int) -> set[int]:
@@ -420,7 +427,7 @@ class Storaged(layout.Service):
                         w = self.wals.get((sid, pid))
                         if w:
                             w.flush()
-                        src = layout.space_wal_dir(dp, sid, pid)
+                        src = self.wal_dir(dp, sid, pid)
                         dst = os.path.join(ck, "wal", str(pid))
                         if os.path.isdir(src):
                             shutil.copytree(src, dst)
@@ -595,7 +602,7 @@ class Storaged(layout.Service):
             self.owned.pop(sid, None)
             for dp in self.data_paths:
                 shutil.rmtree(layout.space_data_dir(dp, sid), ignore_errors=True)
-                shutil.rmtree(layout.space_wal_dir(dp, sid), ignore_errors=True)
+                shutil.rmtree(self.wal_dir(dp, sid), ignore_errors=True)
         self.log.info("dropped space %d", sid)
         return {"dropped": sid}
 

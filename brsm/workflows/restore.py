@@ -311,6 +311,10 @@ def _target(ctx: StepContext, m: dict[str, Any], key: str, pairs: list[tuple[str
     new_addr = dict(pairs)[old_addr]
     svc = next(s for s in topo["storage"] if s["addr"] == new_addr)
     dp = svc["data_paths"][int(dp_name[4:])]
+    if rel.startswith("wal/") and svc.get("wal_path"):
+        # storaged --wal_path: WALs live at <wal_path>/nebula/<sid>/wal/<part> (RocksEngine.cpp);
+        # a checkpoint carries them beside its data, the restore puts them where storaged reads them
+        return svc["host"], posixpath.join(svc["wal_path"], "nebula", space, rel), svc["wal_path"]
     return svc["host"], posixpath.join(dp, "nebula", space, rel), dp
 
 
@@ -420,11 +424,11 @@ def _moves(ctx: StepContext) -> list[tuple[str, str, str, str]]:
         for role in ("storage", "meta"):
             for svc in topo[role]:
                 out.extend((svc["host"], posixpath.join(dp, "nebula"), posixpath.join(dp, aside), "move")
-                           for dp in svc["data_paths"])
+                           for dp in _storage_roots(svc))
     else:
         sids = sorted(str(k) for k in ctx.facts["spaces"])
         for svc in topo["storage"]:
-            for dp in svc["data_paths"]:
+            for dp in _storage_roots(svc):
                 out.extend((svc["host"], posixpath.join(dp, "nebula", sid), posixpath.join(dp, aside, sid), "move")
                            for sid in sids)
         for svc in topo["meta"]:
@@ -433,9 +437,14 @@ def _moves(ctx: StepContext) -> list[tuple[str, str, str, str]]:
     return sorted(set(out))
 
 
+def _storage_roots(svc: dict[str, Any]) -> list[str]:
+    """The dirs holding a service's ``nebula`` tree: its data paths, and storaged's --wal_path."""
+    return list(svc["data_paths"]) + ([svc["wal_path"]] if svc.get("wal_path") else [])
+
+
 def _data_dirs(ctx: StepContext) -> list[tuple[str, str]]:
     topo = ctx.extra["topology"]
-    return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in s["data_paths"]})
+    return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in _storage_roots(s)})
 
 
 # cluster.id: storaged keeps metad's cluster id in ``cluster.id`` under its working directory (the

@@ -58,9 +58,11 @@ class Env:
 
 @contextlib.contextmanager
 def running_sandbox(root: Path, home: Path, *, data_paths: int = 2, load: int = 12 << 20, seed: int = 1,
-                    meta_hosts: int = 1, agents: bool = True):
-    """A loaded sandbox (1 metad, 3 storage hosts) under ``root``, always brought down."""
-    state, _ = cluster.up(str(root), meta_hosts=meta_hosts, storage_hosts=3, data_paths=data_paths, agents=agents)
+                    meta_hosts: int = 1, agents: bool = True, **variants):
+    """A loaded sandbox (1 metad, 3 storage hosts) under ``root``, always brought down. ``variants``:
+    ``symlink_data``, ``wal_path`` (see brsm.sandbox.hosts.plan_hosts)."""
+    state, _ = cluster.up(str(root), meta_hosts=meta_hosts, storage_hosts=3, data_paths=data_paths, agents=agents,
+                          **variants)
     try:
         env = Env(root, cluster.summary(state), home)
         env.load(load, seed=seed)

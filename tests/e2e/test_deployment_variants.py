@@ -1,0 +1,60 @@
+"""Deployments a real 3.x cluster has (issue 12): data paths reached through symlinks (checkpoints
+report the resolved path, heartbeats the link: NebulaStore::createCheckpoint vs StorageDaemon.cpp)
+and storaged's WALs in a --wal_path of their own (RocksEngine.cpp). Round trips on every storage."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import running_sandbox
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory):
+    with running_sandbox(tmp_path_factory.mktemp("variants"), tmp_path_factory.mktemp("home"),
+                         symlink_data=True, wal_path=True, load=6 << 20, seed=21) as env:
+        yield env
+
+
+def storage_hosts(sb):
+    return [h for h in sb.info["hosts"] if "storage" in h["roles"]]
+
+
+def wal_files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.glob("nebula/*/wal/*/*") if p.is_file()}
+
+
+def test_the_variant_is_what_it_claims(sb):
+    for h in storage_hosts(sb):
+        for dp in h["data_paths"]:
+            assert os.path.islink(dp) and os.path.realpath(dp) != dp
+        wal = Path(h["install_dir"]).parent / "wal"
+        assert wal_files(wal), "WALs live under --wal_path"
+        assert not list(Path(h["data_paths"][0]).glob("nebula/*/wal/*/*.wal")), "and not beside the data"
+
+
+@pytest.mark.parametrize("store", ["local", "s3", "oss"])
+def test_round_trip(sb, tmp_path, store):
+    target = {"local": ["--storage", f"local://{tmp_path / 'b'}"], "s3": sb.s3(f"variants-{os.getpid()}"),
+              "oss": sb.oss(f"variants-{os.getpid()}")}[store]
+    before = sb.checksum()
+    wals_before = {h["name"]: wal_files(Path(h["install_dir"]).parent / "wal") for h in storage_hosts(sb)}
+    b = sb.ok("start", "backup", "--config", sb.config, *target)
+    name = b["facts"]["backup_name"]
+    sb.load(2 << 20, seed=31)
+    assert sb.checksum() != before
+    sb.ok("start", "restore", "--config", sb.config, *target, "--name", name)
+    assert sb.checksum() == before
+    for h in storage_hosts(sb):
+        wal = Path(h["install_dir"]).parent / "wal"
+        after = wal_files(wal)
+        # the WALs are the backup's, back under --wal_path (the later load's segments are gone)
+        assert after and after == wals_before[h["name"]]
+        assert not list(Path(h["data_paths"][0]).glob("nebula/*/wal/*/*.wal")), "no WAL restored beside the data"
+        assert not [p for p in wal.iterdir() if p.name.startswith("nebula_brsm_old")], "set-aside WALs removed"
+        for dp in h["data_paths"]:
+            assert os.path.islink(dp), "the restore renames inside the linked dir, never the link"
