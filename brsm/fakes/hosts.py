@@ -206,6 +206,21 @@ class FakeHost:
                     return err(f"cannot stat '{src}': No such file or directory")
                 m.put(posixpath.join(dest, posixpath.basename(src)), m.files[m.norm(src)])
             return ok
+        if cmd == "cp" and len(args) == 3 and args[0] == "-a":
+            src, dst = m.norm(args[1]), m.norm(args[2])
+            if not m.exists(src):
+                return err(f"cannot stat '{args[1]}': No such file or directory")
+            if m.exists(dst):
+                return err(f"'{args[2]}' exists (the fake copies into new paths only)")
+            if src in m.files:
+                m.put(dst, m.files[src])
+                return ok
+            m.mkdirs(dst)
+            for d in [d for d in m.dirs if d.startswith(src + "/")]:
+                m.mkdirs(dst + d[len(src):])
+            for f in m.under(src):
+                m.put(dst + f[len(src):], m.files[f])
+            return ok
         if cmd == "df":
             path = args[-1]
             if not m.exists(path):

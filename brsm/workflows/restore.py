@@ -26,6 +26,7 @@ from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits, download_file, run_bounded
 
 FILE_RESTORED = "FileRestored"
+SPACES_DROPPED = "SpacesDropped"
 SERVICE_STOPPED = "ServicesStopped"
 SERVICE_STARTED = "ServicesStarted"
 BATCH = 256
@@ -630,6 +631,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     m = await _manifest(ctx)
     await _start(ctx, "metad")
     await _wait_meta(ctx)
+    dropped = await _drop_chosen_spaces(ctx, m) if _partial(ctx) else []
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in ctx.facts["pairs"]]
     for mh in ctx.extra["topology"]["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
@@ -643,7 +645,26 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
         names = [posixpath.basename(f) for f in m["meta_files"]]
         await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
         await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
-    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]]}
+    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped}
+
+
+async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
+    """A backup of chosen spaces replaces those spaces' meta entries: drop them first, as nebula-br's
+    ``checkAndDropSpaces`` does, or what was added since the backup (tags, edges, indexes, roles of
+    that space) would survive beside the restored entries. Done while storaged is down (it never
+    sees the drop: the same space id is back before it starts) and after metad's data was copied
+    aside in SET_ASIDE, so a rollback brings the spaces back exactly. Safe to repeat: a space
+    already gone is skipped, and CHECKED made sure each name still has the backup's id."""
+    p = _p(ctx)
+    current = await p.meta.list_spaces()
+    dropped = []
+    for sid, name in sorted(m["spaces"].items()):
+        if current.get(name) == int(sid):
+            await p.meta.drop_space(name)
+            dropped.append(name)
+    if dropped:
+        ctx.record(SPACES_DROPPED, {"spaces": dropped, "why": "replaced by the backup's (restore of chosen spaces)"})
+    return dropped
 
 
 async def undo_meta_restored(ctx: StepContext) -> None:
