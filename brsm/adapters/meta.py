@@ -393,6 +393,16 @@ class ThriftMeta:
         resp = await self._call("listSpaces", meta.ListSpacesReq())
         return {text(s.name): int(s.id.get_space_id()) for s in resp.spaces or []}
 
+    async def list_ft_indexes(self) -> dict[str, int]:
+        resp = await self._call("listFTIndexes", meta.ListFTIndexesReq())
+        return {text(n): int(i.space_id) for n, i in (resp.indexes or {}).items()}
+
+    async def list_listeners(self, space_id: int) -> list[str]:
+        resp = await self._call("listListener", meta.ListListenerReq(space_id=space_id))
+        kinds = meta.ListenerType._VALUES_TO_NAMES
+        return sorted(f"{kinds.get(li.type, li.type)} {text(li.host.host)}:{li.host.port} part {li.part_id}"
+                      for li in resp.listeners or [])
+
     async def create_backup(self, spaces: Sequence[str] | None) -> CreatedBackup:
         req = meta.CreateBackupReq(spaces=[s.encode() for s in spaces] if spaces else None)
         resp = await self._call("createBackup", req)

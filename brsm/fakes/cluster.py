@@ -235,6 +235,8 @@ class FakeCluster:
         self.backup_running = False
         self.agents = True  # a nebula-agent on every host (listCluster works)
         self.version = "3.8.0"  # what every daemon reports in its heartbeat
+        self.ft_indexes: dict[str, int] = {}  # full-text index name -> space id
+        self.listeners: dict[int, list[str]] = {}
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
         m = self.machines.get(name)

@@ -81,6 +81,14 @@ class FakeMeta:
         await self._enter("listSpaces")
         return {s.name: s.id for s in self.c.spaces.values()}
 
+    async def list_ft_indexes(self) -> dict[str, int]:
+        await self._enter("listFTIndexes")
+        return dict(self.c.ft_indexes)
+
+    async def list_listeners(self, space_id: int) -> list[str]:
+        await self._enter("listListener")
+        return list(self.c.listeners.get(space_id, []))
+
     def _backup_name(self) -> str:
         while True:
             name = "BACKUP_" + time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime(self.c.clock))

@@ -47,6 +47,7 @@ T_ID = b"__id__"
 T_HOSTS = b"__hosts__"
 T_SNAPSHOTS = b"__snapshots__"
 T_LAST_UPDATE = b"__last_update_time__"
+T_FT_INDEX = b"__ft_index__"  # MetaKeyUtils.cpp: "ft_index" is never backed up
 K_CLUSTER_ID = b"__meta_cluster_id_key__"
 # What createBackup exports, as src/common/utils/MetaKeyUtils.cpp lists it (the stand-in keeps only
 # some of Nebula's tables): tableMaps (space tables, filtered by space; ``__index__`` is exported
@@ -428,6 +429,29 @@ class MetaHandler:
             return self._err(meta.GetPartsAllocResp, EC.E_SPACE_NOT_FOUND)
         parts = {pid: [control.host_addr(h) for h in hosts] for pid, hosts in self._parts(req.space_id).items()}
         return self._ok(meta.GetPartsAllocResp, parts=parts, terms={pid: 1 for pid in parts})
+
+    # -- full-text indexes and listeners (never in a backup: MetaKeyUtils.cpp skips ft_index and listener)
+    def createFTIndex(self, req: meta.CreateFTIndexReq) -> Any:
+        """FTIndexProcessor.cpp (CreateFTIndexProcessor), reduced: the stand-in keeps no schemas, so it
+        checks only that the space exists and the name is new."""
+        name = _b(req.fulltext_index_name or b"")
+        if not name or req.index is None or req.index.space_id not in self._spaces():
+            return self._err(meta.ExecResp, EC.E_INVALID_PARM if not name else EC.E_SPACE_NOT_FOUND)
+        if self._get(T_FT_INDEX + name) is not None:
+            return self._err(meta.ExecResp, EC.E_EXISTED)
+        self.db[T_FT_INDEX + name] = Serializer.serialize(_BIN, req.index)
+        return self._ok(meta.ExecResp)
+
+    def listFTIndexes(self, req: meta.ListFTIndexesReq) -> Any:
+        """FTIndexProcessor.cpp (ListFTIndexesProcessor): every full-text index by name."""
+        idx = {_s(k[len(T_FT_INDEX):]): Serializer.deserialize(_BIN, v, meta.FTIndex()) for k, v in self._prefix(T_FT_INDEX)}
+        return self._ok(meta.ListFTIndexesResp, indexes=idx)
+
+    def listListener(self, req: meta.ListListenerReq) -> Any:
+        """ListenerProcessor.cpp: the stand-in runs no listeners, so none are listed."""
+        if req.space_id not in self._spaces():
+            return self._err(meta.ListListenerResp, EC.E_SPACE_NOT_FOUND)
+        return self._ok(meta.ListListenerResp, listeners=[])
 
     # -- snapshots / backup
     def _put_snapshot(self, name: str, status: int, hosts: list[str]) -> None:

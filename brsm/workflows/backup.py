@@ -110,6 +110,9 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     if not spaces:
         raise PreflightFailed("the cluster has no graph spaces to back up", hint="create a space first")
     await common.check_paths(p.hosts, topo)
+    await common.as_preflight(common.warn_not_backed_up(
+        ctx, p.meta, [spaces[k] for k in (wanted or spaces)], p.progress,
+        "not in the backup (rebuild them after a restore)"))
     await common.probe_storage(ctx, p.storage)
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
 

@@ -25,6 +25,24 @@ async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Calla
     return await topology.discover(meta, hosts, install_dir, check_ssh=check_ssh)
 
 
+NOT_BACKED_UP = "NotBackedUp"
+
+
+async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterable[int], progress: Any,
+                             what: str) -> list[str]:
+    """Full-text indexes and listeners are never in a backup (MetaKeyUtils.cpp skips the ft_index and
+    listener tables, and listeners' data lives outside storaged's): name them, never hide them."""
+    ids = {int(i) for i in space_ids}
+    found = [f"full-text index {n} (space {sid})" for n, sid in sorted((await meta.list_ft_indexes()).items())
+             if sid in ids]
+    for sid in sorted(ids):
+        found += [f"listener {li} (space {sid})" for li in await meta.list_listeners(sid)]
+    if found:
+        ctx.record(NOT_BACKED_UP, {"items": found, "what": what})
+        progress.note(f"warning: {what}: " + "; ".join(found))
+    return found
+
+
 def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
     if "topology" in data:
         acc["topology"] = data["topology"]

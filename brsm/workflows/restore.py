@@ -162,7 +162,10 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     finally:
         common.record_host_keys(ctx, p.hosts)
     p.progress.note(f"topology from {topo['source']}")
-    await common.as_preflight(_manifest(ctx))
+    m = await common.as_preflight(_manifest(ctx))
+    await common.as_preflight(common.warn_not_backed_up(
+        ctx, p.meta, [int(k) for k in m.get("spaces", {})], p.progress,
+        "the restore does not bring these back (recreate them after it)"))
     return {"topology": topo}
 
 

@@ -78,3 +78,20 @@ def test_restore_onto_another_major_version_is_refused_before_anything(sb, tmp_p
         hosts = c.call("listHosts", meta.ListHostsReq(type=meta.ListHostType.STORAGE)).hosts
     assert all(h.status == meta.HostStatus.ONLINE for h in hosts)
     shutil.rmtree(store)
+
+
+def test_full_text_indexes_are_named_as_not_backed_up(sb, tmp_path):
+    """MetaKeyUtils.cpp never backs up the ft_index (nor listener) table: brsm says so, and journals it."""
+    with control.MetaClient(sb.meta) as c:
+        sid = {s.name: s.id.get_space_id() for s in c.call("listSpaces", meta.ListSpacesReq()).spaces}[b"space1"]
+        r = c.call("createFTIndex", meta.CreateFTIndexReq(fulltext_index_name=b"ft_names",
+                                                         index=meta.FTIndex(space_id=sid, fields=[b"name"])))
+        assert r.code == 0
+        assert list(c.call("listFTIndexes", meta.ListFTIndexesReq()).indexes) == [b"ft_names"]
+    p = sb.brsm("start", "backup", "--config", sb.config, "--storage", f"local://{tmp_path / 'b'}", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "full-text index ft_names" in p.stderr and "not in the backup" in p.stderr
+    op = json.loads(p.stdout)["op_id"]
+    events = sb.ok("audit", str(op))["events"]
+    [ev] = [e for e in events if e["type"] == "NotBackedUp"]
+    assert ev["data"]["items"] == [f"full-text index ft_names (space {sid})"]
