@@ -162,6 +162,8 @@ def load(
                                                  "so a backup's checkpoint holds ~N files.")] = None,
     partitions: Annotated[int, typer.Option("--partitions", help="Partitions of each space created (spaces that "
                                             "exist keep theirs).")] = 10,
+    replica_factor: Annotated[int, typer.Option("--replica-factor", help="Replicas of each part of the spaces "
+                                                "created (at most the number of storage hosts).")] = 1,
     while_writing: Annotated[float, typer.Option("--while-writing", help="Then keep writing small batches for "
                                                  "this many seconds.")] = 0.0,
     seed: Annotated[Optional[int], typer.Option(help="Random seed of the keys.")] = None,
@@ -177,7 +179,7 @@ def load(
         raise UsageError("--partitions must be between 1 and 1024")
     nbytes = parse_size(size) if size is not None else (files * 1024 if files else 200 * 2**20)
     rep = data.load(_meta_addr(root), spaces=spaces, size_bytes=nbytes, while_writing=while_writing > 0,
-                    seed=seed, files=files, partition_num=partitions)
+                    seed=seed, files=files, partition_num=partitions, replica_factor=replica_factor)
     bg = None
     if rep.writer is not None:
         time.sleep(while_writing)

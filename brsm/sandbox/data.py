@@ -18,7 +18,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +50,7 @@ class Topology:
     partition_num: int
     owners: dict[int, str]  # part -> "host:port" of its storaged
     http: dict[str, tuple[str, int]]  # "host:port" -> admin http address
+    replicas: dict[int, list[str]] = field(default_factory=dict)  # part -> every host holding it, leader first
 
 
 def _client(meta_addr: str, transport: str = "buffered") -> control.MetaClient:
@@ -71,14 +72,15 @@ def _friendly_errors(meta_addr: str) -> Iterator[None]:
                         hint="is every storaged running? (brsm sandbox status)") from exc
 
 
-def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: int = DEFAULT_PARTS) -> dict[str, int]:
+def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: int = DEFAULT_PARTS,
+                  replica_factor: int = 1) -> dict[str, int]:
     out = {}
     for name in names:
         resp = client.getSpace(meta.GetSpaceReq(space_name=name.encode()))
         if resp.code == control.ErrorCode.SUCCEEDED:
             out[name] = resp.item.space_id
             continue
-        desc = meta.SpaceDesc(space_name=name.encode(), partition_num=partition_num, replica_factor=1,
+        desc = meta.SpaceDesc(space_name=name.encode(), partition_num=partition_num, replica_factor=replica_factor,
                               charset_name=b"utf8", collate_name=b"utf8_bin",
                               vid_type=meta.ColumnTypeDef(type=7, type_length=8))
         resp = control.check(client.createSpace(meta.CreateSpaceReq(properties=desc, if_not_exists=True)),
@@ -90,11 +92,12 @@ def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: i
 def topology(client: control.MetaClient, space_id: int) -> Topology:
     resp = control.check(client.getPartsAlloc(meta.GetPartsAllocReq(space_id=space_id)), "getPartsAlloc")
     owners = {pid: control.fmt_addr(hosts[0]) for pid, hosts in resp.parts.items() if hosts}
+    replicas = {pid: [control.fmt_addr(h) for h in hosts] for pid, hosts in resp.parts.items() if hosts}
     http = control.storage_http_addrs(client)
-    missing = sorted({o for o in owners.values() if o not in http})
+    missing = sorted({o for rs in replicas.values() for o in rs if o not in http})
     if missing:
         raise DataError(f"storage hosts {missing} own parts of space {space_id} but are not registered")
-    return Topology(space_id, len(resp.parts), owners, http)
+    return Topology(space_id, len(resp.parts), owners, http, replicas)
 
 
 def _vertex_key(pid: int, vid: int) -> bytes:
@@ -147,12 +150,14 @@ def write_space(client: control.MetaClient, space_id: int, size_bytes: int, *, v
                 key = _vertex_key(pid, src)
             else:
                 key = _edge_key(pid, src, rng.randrange(2 * n))
-            owner = topo.owners[pid]
-            batches.setdefault(owner, []).append((key, os.urandom(value_size)))
-            sizes[owner] = sizes.get(owner, 0) + value_size + len(key)
-            if sizes[owner] >= BATCH_BYTES:
-                futs.append(pool.submit(_post_batch, topo, owner, batches.pop(owner), retry_timeout, counters, lock))
-                sizes[owner] = 0
+            value = os.urandom(value_size)
+            # every replica gets the write (what Raft replication does on a real cluster)
+            for owner in topo.replicas.get(pid) or [topo.owners[pid]]:
+                batches.setdefault(owner, []).append((key, value))
+                sizes[owner] = sizes.get(owner, 0) + value_size + len(key)
+                if sizes[owner] >= BATCH_BYTES:
+                    futs.append(pool.submit(_post_batch, topo, owner, batches.pop(owner), retry_timeout, counters, lock))
+                    sizes[owner] = 0
         for owner, items in batches.items():
             futs.append(pool.submit(_post_batch, topo, owner, items, retry_timeout, counters, lock))
         for f in futs:
@@ -218,7 +223,8 @@ class LoadReport:
 
 def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_writing: bool = False, *,
          value_size: int = DEFAULT_VALUE_SIZE, partition_num: int = DEFAULT_PARTS, seed: int | None = None,
-         transport: str = "buffered", retry_timeout: float = 120.0, files: int | None = None) -> LoadReport:
+         transport: str = "buffered", retry_timeout: float = 120.0, files: int | None = None,
+         replica_factor: int = 1) -> LoadReport:
     """Create ``spaces`` spaces (``space1``..) if absent and write ``size_bytes`` spread over them.
     With ``files``, write them as about that many small SST and WAL files instead (see
     :func:`ingest_space`). With ``while_writing`` a :class:`BackgroundWriter` is left running on the
@@ -227,7 +233,7 @@ def load(meta_addr: str, spaces: int = 2, size_bytes: int = 200 * 2**20, while_w
     rng = random.Random(seed)
     counters = {"batches": 0, "bytes": 0, "refused": 0}
     with _friendly_errors(meta_addr), _client(meta_addr, transport) as client:
-        ids = ensure_spaces(client, [space_name(i + 1) for i in range(spaces)], partition_num)
+        ids = ensure_spaces(client, [space_name(i + 1) for i in range(spaces)], partition_num, replica_factor)
         per_space = size_bytes // max(1, spaces)
         if files:
             files_per = dict(zip(ids, _spread(files, len(ids))))
@@ -254,15 +260,22 @@ def checksum(meta_addr: str, transport: str = "buffered") -> dict[str, str]:
             sid = item.id.get_space_id()
             topo = topology(client, sid)
             by_host: dict[str, list[int]] = {}
-            for pid, owner in topo.owners.items():
-                by_host.setdefault(owner, []).append(pid)
-            digests: dict[int, str] = {}
+            for pid, reps in topo.replicas.items():
+                for owner in reps:
+                    by_host.setdefault(owner, []).append(pid)
+            seen: dict[int, dict[str, str | None]] = {}
             for owner, pids in sorted(by_host.items()):
                 res = control.http_call(topo.http[owner], "POST", "/checksum", {"space_id": sid}, timeout=120)
                 for pid in pids:
-                    d = res["parts"].get(str(pid))
-                    if d:
-                        digests[pid] = d
+                    seen.setdefault(pid, {})[owner] = res["parts"].get(str(pid))
+            digests: dict[int, str] = {}
+            for pid, per_host in seen.items():
+                if len(set(per_host.values())) > 1:  # replicas must hold the same data
+                    raise DataError(f"replicas of part {pid} of space {item.name.decode()} differ: "
+                                    + ", ".join(f"{h}={(d or 'empty')[:12]}" for h, d in sorted(per_host.items())))
+                d = per_host[topo.owners[pid]]
+                if d:
+                    digests[pid] = d
             h = hashlib.sha256()
             for pid in sorted(digests):
                 h.update(f"{pid}:{digests[pid]}\n".encode())

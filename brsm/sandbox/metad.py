@@ -363,7 +363,12 @@ class MetaHandler:
                 return self._err(meta.ExecResp, EC.E_NO_HOSTS)
             if not props.partition_num or props.partition_num <= 0:
                 props.partition_num = 10
-            props.replica_factor = 1  # the stand-in keeps one replica per part
+            # CreateSpaceProcessor.cpp: replica_factor hosts per part, never more than there are
+            rf = props.replica_factor or 1
+            if rf > len(hosts):
+                self.svc.log.warning("createSpace: replica factor %d over %d hosts", rf, len(hosts))
+                return self._err(meta.ExecResp, EC.E_INVALID_PARM)
+            props.replica_factor = rf
             if props.vid_type is None:
                 props.vid_type = meta.ColumnTypeDef(type=common.PropertyType.FIXED_STRING, type_length=8)
             props.charset_name = props.charset_name or b"utf8"
@@ -374,7 +379,8 @@ class MetaHandler:
             wb.put(T_INDEX + b"\x01" + _b(props.space_name), _i32(sid))
             wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))  # LastUpdateTimeMan::update
             for pid in range(1, props.partition_num + 1):
-                wb.put(T_PARTS + _i32(sid) + _i32(pid), json.dumps([hosts[(pid - 1) % len(hosts)]]).encode())
+                wb.put(T_PARTS + _i32(sid) + _i32(pid),
+                       json.dumps([hosts[(pid - 1 + j) % len(hosts)] for j in range(rf)]).encode())
             self.db.write(wb)
         self.svc.log.info("created space %s id %d over %s", props.space_name, sid, hosts)
         return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
@@ -550,9 +556,10 @@ class MetaHandler:
                 for cp in results[addr]["spaces"].get(str(sid), []):
                     cps.append(common.CheckpointInfo(
                         space_id=sid, data_path=_b(cp["data_path"]),
-                        # NebulaStore::createCheckpoint fills only log_id and term_id of each part
+                        # NebulaStore::createCheckpoint fills only log_id and term_id, and only for the
+                        # parts this host leads (the stand-in's leader of a part: its first host)
                         parts={int(pid): common.LogInfo(log_id=li["log_id"], term_id=li["term_id"])
-                               for pid, li in cp["parts"].items()}))
+                               for pid, li in cp["parts"].items() if parts[sid].get(int(pid), [addr])[0] == addr}))
                 if cps:
                     host_backups.append(meta.HostBackupInfo(host=control.host_addr(addr), checkpoints=cps))
             space_backups[sid] = meta.SpaceBackupInfo(space=spaces[sid], host_backups=host_backups)

@@ -65,7 +65,8 @@ def running_sandbox(root: Path, home: Path, *, data_paths: int = 2, load: int = 
                           **variants)
     try:
         env = Env(root, cluster.summary(state), home)
-        env.load(load, seed=seed)
+        if load:
+            env.load(load, seed=seed)
         yield env
     finally:
         cluster.down(str(root), purge=False)

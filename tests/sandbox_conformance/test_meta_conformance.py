@@ -219,3 +219,29 @@ def test_agent_heartbeat_answers_the_services_on_its_host(sb):
     assert r.code == EC.SUCCEEDED
     assert [(s.role, [d.decode() for d in s.dir.data]) for s in r.service_list] == [(ROLE.STORAGE, h["data_paths"])]
     assert json.dumps(cluster.summary(cluster.load_state(str(root)))["hosts"])  # state file stays readable
+
+
+def test_replica_factor_places_each_part_on_that_many_hosts_and_log_ids_come_from_leaders(sb):
+    """CreateSpaceProcessor.cpp: replica_factor hosts per part (more than there are: refused);
+    NebulaStore::createCheckpoint reports LogInfo only for the parts a host leads."""
+    root, state = sb
+    from brsm.sandbox.data import ensure_spaces
+    with control.MetaClient(leader(state)) as c:
+        sid = ensure_spaces(c, ["rf3"], partition_num=6, replica_factor=3)["rf3"]
+        parts = c.call("getPartsAlloc", meta.GetPartsAllocReq(space_id=sid)).parts
+        assert len(parts) == 6 and all(len({control.fmt_addr(h) for h in hs}) == 3 for hs in parts.values())
+        bad = meta.SpaceDesc(space_name=b"rf4", partition_num=1, replica_factor=4,
+                             vid_type=meta.ColumnTypeDef(type=7, type_length=8))
+        assert c.call("createSpace", meta.CreateSpaceReq(properties=bad)).code == EC.E_INVALID_PARM
+    bm = _backup(state, [b"rf3"])
+    leaders = {pid: control.fmt_addr(hs[0]) for pid, hs in parts.items()}
+    seen = {}
+    for hb in bm.space_backups[sid].host_backups:
+        for cp in hb.checkpoints:
+            for pid in cp.parts or {}:
+                assert leaders[pid] == control.fmt_addr(hb.host)
+                seen[pid] = True
+    assert sorted(seen) == sorted(parts)
+    assert len(bm.space_backups[sid].host_backups) == 3
+    call(leader(state), "dropSnapshot", meta.DropSnapshotReq(names=[bm.backup_name]))
+    call(leader(state), "dropSpace", meta.DropSpaceReq(space_name=b"rf3", if_exists=True))
