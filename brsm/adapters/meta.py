@@ -393,6 +393,10 @@ class ThriftMeta:
         resp = await self._call("listSpaces", meta.ListSpacesReq())
         return {text(s.name): int(s.id.get_space_id()) for s in resp.spaces or []}
 
+    async def list_zones(self) -> dict[str, list[str]]:
+        resp = await self._call("listZones", meta.ListZonesReq())
+        return {text(z.zone_name): sorted(f"{text(h.host)}:{h.port}" for h in z.nodes or []) for z in resp.zones or []}
+
     async def list_ft_indexes(self) -> dict[str, int]:
         resp = await self._call("listFTIndexes", meta.ListFTIndexesReq())
         return {text(n): int(i.space_id) for n, i in (resp.indexes or {}).items()}

@@ -236,6 +236,7 @@ class FakeCluster:
         self.agents = True  # a nebula-agent on every host (listCluster works)
         self.version = "3.8.0"  # what every daemon reports in its heartbeat
         self.ft_indexes: dict[str, int] = {}  # full-text index name -> space id
+        self.zones: dict[str, list[str]] | None = None  # None: one default zone per storage host (ADD HOSTS)
         self.listeners: dict[int, list[str]] = {}
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:

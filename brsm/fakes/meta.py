@@ -81,6 +81,12 @@ class FakeMeta:
         await self._enter("listSpaces")
         return {s.name: s.id for s in self.c.spaces.values()}
 
+    async def list_zones(self) -> dict[str, list[str]]:
+        await self._enter("listZones")
+        c = self.c
+        return {k: list(v) for k, v in c.zones.items()} if c.zones is not None else \
+            {f"default_zone_{a.host}_{a.port}": [str(a)] for a in c.storage_addrs}
+
     async def list_ft_indexes(self) -> dict[str, int]:
         await self._enter("listFTIndexes")
         return dict(self.c.ft_indexes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import random
 import shutil
@@ -47,7 +48,8 @@ T_ID = b"__id__"
 T_HOSTS = b"__hosts__"
 T_SNAPSHOTS = b"__snapshots__"
 T_LAST_UPDATE = b"__last_update_time__"
-T_FT_INDEX = b"__ft_index__"  # MetaKeyUtils.cpp: "ft_index" is never backed up
+T_FT_INDEX = b"__ft_index__"
+T_ZONES = b"__zones__"  # zone name -> its hosts ("h:p, h:p"), MetaKeyUtils::zoneKey/zoneVal  # MetaKeyUtils.cpp: "ft_index" is never backed up
 K_CLUSTER_ID = b"__meta_cluster_id_key__"
 # What createBackup exports, as src/common/utils/MetaKeyUtils.cpp lists it (the stand-in keeps only
 # some of Nebula's tables): tableMaps (space tables, filtered by space; ``__index__`` is exported
@@ -55,7 +57,7 @@ K_CLUSTER_ID = b"__meta_cluster_id_key__"
 # systemInfoMaps (``__id__`` and ``__last_update_time__``: in EVERY backup). Never exported:
 # ``__hosts__``, ``__snapshots__``, ``__meta_cluster_id_key__``.
 SPACE_TABLES = (T_SPACES, T_PARTS)
-SYSTEM_TABLES = (T_MACHINES,)
+SYSTEM_TABLES = (T_MACHINES, T_ZONES)
 SYSTEM_INFO = (T_ID, T_LAST_UPDATE)
 HOST_OFFLINE_AFTER_MS = 5000
 AGENT_OFFLINE_AFTER_MS = 5000
@@ -265,6 +267,7 @@ class MetaHandler:
             self.db[T_HOSTS + _b(addr)] = json.dumps(info).encode()
             if req.role == meta.HostRole.STORAGE and self._get(T_MACHINES + _b(addr)) is None:
                 self.db[T_MACHINES + _b(addr)] = b""
+                self._add_default_zone(addr)
                 self.svc.log.info("registered storage host %s", addr)
         return self._ok(meta.HBResp, cluster_id=self.svc.cluster_id, last_update_time_in_ms=_now_ms(),
                         meta_version=3)
@@ -285,6 +288,38 @@ class MetaHandler:
             services.append(meta.ServiceInfo(dir=common.DirInfo(root=_b(oi["root"]), data=[_b(d) for d in oi["data"]]),
                                              addr=common.HostAddr(host=h, port=p), role=oi["role"]))
         return self._ok(meta.AgentHBResp, service_list=services)
+
+    # -- zones (src/meta/processors/zone/)
+    def _zones(self) -> dict[str, list[str]]:
+        return {_s(k[len(T_ZONES):]): [h.strip() for h in _s(v).split(",") if h.strip()]
+                for k, v in self._prefix(T_ZONES)}
+
+    def _add_default_zone(self, addr: str) -> None:
+        """AddHostsProcessor.cpp: every host added gets a zone of its own, default_zone_<ip>_<port>."""
+        host, port = parse_hostport(addr)
+        self.db[T_ZONES + _b(f"default_zone_{host}_{port}")] = _b(addr)
+
+    def listZones(self, req: meta.ListZonesReq) -> Any:
+        """ListZonesProcessor (zone/ListZonesProcessor.cpp): every zone with its hosts."""
+        zones = [meta.Zone(zone_name=_b(n), nodes=[control.host_addr(h) for h in hs])
+                 for n, hs in sorted(self._zones().items())]
+        return self._ok(meta.ListZonesResp, zones=zones)
+
+    def mergeZone(self, req: meta.MergeZoneReq) -> Any:
+        """MergeZoneProcessor.cpp, reduced to the zone table: the named zones become one zone holding
+        all their hosts (an operator's MERGE ZONE ... INTO ...)."""
+        zones = self._zones()
+        names = [_s(z) for z in req.zones or []]
+        if len(names) < 2 or any(n not in zones for n in names) or not req.zone_name:
+            return self._err(meta.ExecResp, EC.E_INVALID_PARM if len(names) < 2 else EC.E_ZONE_NOT_FOUND)
+        hosts = [h for n in names for h in zones[n]]
+        with self.lock:
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for n in names:
+                wb.delete(T_ZONES + _b(n))
+            wb.put(T_ZONES + _b(req.zone_name), _b(", ".join(hosts)))
+            self.db.write(wb)
+        return self._ok(meta.ExecResp)
 
     def listCluster(self, req: meta.ListClusterInfoReq) -> Any:
         """src/meta/processors/admin/ListClusterInfoProcessor.cpp: services from the hosts table
@@ -652,7 +687,9 @@ class MetaHandler:
             if not os.path.isfile(f):
                 self.svc.log.error("restoreMeta: no file %s", f)
                 return self._err(R, EC.E_RESTORE_FAILURE)
-        mapping = {control.fmt_addr(p.from_host): control.fmt_addr(p.to_host) for p in (req.hosts or [])}
+        # RestoreProcessor.cpp: pairs whose hosts are equal are skipped
+        mapping = {control.fmt_addr(p.from_host): control.fmt_addr(p.to_host) for p in (req.hosts or [])
+                   if control.fmt_addr(p.from_host) != control.fmt_addr(p.to_host)}
         with self.lock:
             try:
                 self.db.ingest_external_file(files)
@@ -665,6 +702,18 @@ class MetaHandler:
                 new = [mapping.get(h, h) for h in hosts]
                 if new != hosts:
                     wb.put(k, json.dumps(new).encode())
+            if mapping:
+                # RestoreProcessor::replaceHostInZone: CHECK_EQ(1, hosts.size()) on every zone: a zone
+                # of several hosts aborts metad (glog's CHECK failure, SIGABRT)
+                for zone, zhosts in sorted(self._zones().items()):
+                    if len(zhosts) != 1:
+                        self.svc.log.critical("Check failed: 1 == hosts.size() (1 vs. %d) zone %s", len(zhosts), zone)
+                        logging.shutdown()
+                        os.abort()
+                    if zhosts[0] in mapping:
+                        h, port = parse_hostport(mapping[zhosts[0]])
+                        wb.delete(T_ZONES + _b(zone))
+                        wb.put(T_ZONES + _b(f"default_zone_{h}_{port}"), _b(mapping[zhosts[0]]))
             old_machines = self._machines()
             for m in old_machines:
                 wb.delete(T_MACHINES + _b(m))

@@ -218,6 +218,15 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
                 f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
                 f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
     _check_keys(ctx.params["name"], m)
+    # zones restoreMeta will rewrite: the backup's for all spaces (its zone table is restored), the
+    # cluster's for chosen spaces (its own stays)
+    zones = (m.get("topology") or {}).get("zones") if m.get("all_spaces", True) else topo.get("zones")
+    if zones is None:
+        zones = topo.get("zones")  # a backup that did not record them: the cluster's are the best guess
+    crash = topology.zone_problem(zones, pairs)
+    if crash:
+        raise PreflightFailed(crash, hint="restore onto the hosts the backup was taken from (no --host-map), or "
+                                          "split the zone into one zone per host first")
     wrong = topology.version_mismatch((m.get("topology") or {}).get("nebula_version"), topo.get("nebula_version"))
     if wrong:
         raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")

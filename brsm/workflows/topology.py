@@ -118,7 +118,8 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
                    for g in sorted(graphs, key=lambda g: g.addr)]
     versions = sorted({h.version for h in await meta.list_hosts("STORAGE") if h.online and h.version})
     topo = {"meta": metas, "storage": storage_items, "graph": graph_items, "source": source,
-            "nebula_version": versions[0] if len(versions) == 1 else ", ".join(versions)}
+            "nebula_version": versions[0] if len(versions) == 1 else ", ".join(versions),
+            "zones": await meta.list_zones()}
     problem = unsupported_version(topo["nebula_version"])
     if problem:
         raise PreflightFailed(problem, hint="brsm backs up and restores Nebula Graph 3.x clusters only; use "
@@ -188,6 +189,28 @@ def version_mismatch(backup_version: str | None, cluster_version: str | None) ->
         return None
     return f"the backup was taken on Nebula {backup_version}, the cluster runs {cluster_version}: a restore " \
            "across major versions is refused"
+
+
+def zone_problem(zones: dict[str, list[str]] | None, pairs: list[tuple[str, str]]) -> str | None:
+    """Why restoreMeta would abort metad with these host pairs (None: it would not).
+
+    RestoreProcessor::replaceHostInZone does ``CHECK_EQ(1, hosts.size())`` on EVERY zone as soon as
+    one pair moves a host, so any zone of several hosts (MERGE ZONE) crashes metad mid-restore.
+
+    >>> zone_problem({"z": ["a:1", "b:1"]}, [("a:1", "a:1")]) is None
+    True
+    >>> zone_problem({"z": ["a:1", "b:1"]}, [("a:1", "c:1")])[:23]
+    'zone z holds 2 hosts (a'
+    """
+    if not any(o != n for o, n in pairs):
+        return None
+    big = sorted((z, hs) for z, hs in (zones or {}).items() if len(hs) != 1)
+    if not big:
+        return None
+    z, hs = big[0]
+    return (f"zone {z} holds {len(hs)} hosts ({', '.join(hs)}) and the restore moves hosts "
+            f"({', '.join(f'{o} → {n}' for o, n in pairs if o != n)}): metad's restoreMeta aborts on a zone of "
+            "more than one host when hosts move")
 
 
 def meta_addr(item: dict[str, Any]) -> HostAddr:

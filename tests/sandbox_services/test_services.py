@@ -152,7 +152,7 @@ def test_create_backup_list_and_drop(cluster, loaded, transport):
         assert sorted(s.space.space_name for s in bm.space_backups.values()) == [b"space1", b"space2"]
         assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == sorted(
             ["__spaces__.sst", "__index__.sst", "__parts__.sst", "__id__.sst", "__machines__.sst",
-             "__last_update_time__.sst"])
+             "__zones__.sst", "__last_update_time__.sst"])
         _check_backup_on_disk(cluster, bm)
         name = bm.backup_name
         snaps = {s.name: s for s in c.listSnapshots(meta.ListSnapshotsReq()).snapshots}
