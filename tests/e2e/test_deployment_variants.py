@@ -70,12 +70,13 @@ def test_replica_factor_three_round_trip(tmp_path_factory, tmp_path):
                          load=0) as env:
         load(env.meta, spaces=1, size_bytes=4 << 20, seed=41, replica_factor=3)
         before = env.checksum()
-        target = ["--storage", f"local://{tmp_path / 'b'}"]
-        b = env.ok("start", "backup", "--config", env.config, *target)
-        hosts = {k.split("/")[2] for k in (p.relative_to(tmp_path / "b").as_posix()
-                                           for p in (tmp_path / "b").rglob("*.sst")) if "/data/" in k}
-        assert len(hosts) == 3  # every storaged's replica went into the backup
-        load(env.meta, spaces=1, size_bytes=1 << 20, seed=43, replica_factor=3)
-        assert env.checksum() != before
-        env.ok("start", "restore", "--config", env.config, *target, "--name", b["facts"]["backup_name"])
-        assert env.checksum() == before
+        for i, target in enumerate([["--storage", f"local://{tmp_path / 'b'}"], env.s3("rf3"), env.oss("rf3")]):
+            b = env.ok("start", "backup", "--config", env.config, *target)
+            if i == 0:
+                hosts = {k.split("/")[2] for k in (p.relative_to(tmp_path / "b").as_posix()
+                                                   for p in (tmp_path / "b").rglob("*.sst")) if "/data/" in k}
+                assert len(hosts) == 3  # every storaged's replica went into the backup
+            load(env.meta, spaces=1, size_bytes=1 << 20, seed=43 + i, replica_factor=3)
+            assert env.checksum() != before
+            env.ok("start", "restore", "--config", env.config, *target, "--name", b["facts"]["backup_name"])
+            assert env.checksum() == before

@@ -22,23 +22,26 @@ def sb(tmp_path_factory):
         yield env
 
 
-def test_without_agents_listcluster_fails_and_brsm_round_trips(sb, tmp_path):
+@pytest.mark.parametrize("kind", ["local", "s3", "oss"])
+def test_without_agents_listcluster_fails_and_brsm_round_trips(sb, tmp_path, kind):
     with control.MetaClient(sb.meta) as c:
         assert c.call("listCluster", meta.ListClusterInfoReq()).code == -2072  # E_LIST_CLUSTER_NO_AGENT_FAILURE
-    store = f"local://{tmp_path / 'b'}"
+    target = {"local": ["--storage", f"local://{tmp_path / 'b'}"], "s3": sb.s3(f"noagents-{tmp_path.name}"),
+              "oss": sb.oss(f"noagents-{tmp_path.name}")}[kind]
     before = sb.checksum()
-    p = sb.brsm("start", "backup", "--config", sb.config, "--storage", store)
+    p = sb.brsm("start", "backup", "--config", sb.config, *target, "--json")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "listHosts + getMetaDirInfo + storaged flagfiles" in p.stdout + p.stderr  # says which way, once
-    name = next((tmp_path / "b").iterdir()).name
-    manifest = json.loads((tmp_path / "b" / name / "brsm-manifest.json").read_text())
-    assert manifest["topology"]["nebula_version"] == "3.8.0"
-    assert manifest["topology"]["source"].startswith("listHosts")
-    assert [len(s["data_paths"]) for s in manifest["topology"]["storage"]] == [2, 2, 2]
-    assert len(manifest["topology"]["meta"]) == 3 and all(m["root"] for m in manifest["topology"]["meta"])
+    assert "listHosts + getMetaDirInfo + storaged flagfiles" in p.stderr  # says which way, once
+    name = json.loads(p.stdout)["facts"]["backup_name"]
+    if kind == "local":
+        manifest = json.loads((tmp_path / "b" / name / "brsm-manifest.json").read_text())
+        assert manifest["topology"]["nebula_version"] == "3.8.0"
+        assert manifest["topology"]["source"].startswith("listHosts")
+        assert [len(s["data_paths"]) for s in manifest["topology"]["storage"]] == [2, 2, 2]
+        assert len(manifest["topology"]["meta"]) == 3 and all(m["root"] for m in manifest["topology"]["meta"])
     sb.load(2 << 20, seed=9)
     assert sb.checksum() != before
-    sb.ok("start", "restore", "--config", sb.config, "--storage", store, "--name", name)
+    sb.ok("start", "restore", "--config", sb.config, *target, "--name", name)
     assert sb.checksum() == before
 
 
