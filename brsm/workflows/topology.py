@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brsm.errors import MetaError, PreflightFailed
-from brsm.ports import HostAddr, HostsPort, MetaPort, ServiceInfo
+from brsm.ports import HostsPort, MetaPort, ServiceInfo
 
 # nebula's common.thrift ErrorCode (workflows import no Thrift module)
 E_LIST_CLUSTER_NO_AGENT_FAILURE = -2072
@@ -211,7 +211,3 @@ def zone_problem(zones: dict[str, list[str]] | None, pairs: list[tuple[str, str]
     return (f"zone {z} holds {len(hs)} hosts ({', '.join(hs)}) and the restore moves hosts "
             f"({', '.join(f'{o} → {n}' for o, n in pairs if o != n)}): metad's restoreMeta aborts on a zone of "
             "more than one host when hosts move")
-
-
-def meta_addr(item: dict[str, Any]) -> HostAddr:
-    return HostAddr.parse(item["addr"])
