@@ -329,6 +329,20 @@ def _wait_cluster(meta_addr: str, storage_addrs: list[str], timeout: float) -> N
     raise SandboxError(f"metad at {meta_addr} not ready within {timeout:.0f}s ({last})")
 
 
+def wait_listening(hosts: list[Host], timeout: float) -> None:
+    """Until every service of ``hosts`` runs and listens (nebula.service start returns before that)."""
+    pending = [(h, svc) for h in hosts for svc in h.services]
+
+    def ready() -> bool:
+        pending[:] = [(h, svc) for h, svc in pending if not h.service_up(svc)]
+        return not pending
+    if not wait_for(ready, timeout, 0.05):
+        what = ", ".join(f"{h.name}:{svc}" + ("" if h.service_pid(svc) else " (not running)") for h, svc in pending)
+        logs = "; ".join(f"{h.name}: {tail(os.path.join(h.install_dir, 'logs', f'nebula-{svc}.log'), 3)}"
+                         for h, svc in pending[:3])
+        raise SandboxError(f"services not listening within {timeout:.0f}s: {what}", hint=logs or None)
+
+
 def _toml_str(s: str) -> str:
     return json.dumps(s)
 
@@ -462,6 +476,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                 raise SandboxError(f"sshd of {h.name} did not start", hint=tail(h.sshd_log))
         storage_addrs = [f"{h.address}:{SERVICE_PORTS['storaged'][0]}" for h in hosts if "storage" in h.roles]
         _wait_cluster(meta_addrs[0], storage_addrs, timeout)
+        wait_listening(hosts, timeout)
         state["state"] = "up"
         state["started"] = _now()
         state["up_seconds"] = round(time.monotonic() - t0, 2)
@@ -482,6 +497,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
 
 
 def _stop_host_services(h: Host, hard: bool = False) -> None:
+    """nebula.service stop|kill all (which only signals), then wait for the pids (SIGKILL at the end)."""
     if os.path.exists(h.script):
         try:
             run_service(h, "kill" if hard else "stop", "all", timeout=30)
@@ -712,6 +728,11 @@ def host_up(root: str, host: str, *, services: bool = True, timeout: float = 60.
         if r.returncode != 0:
             save_state(root, state)
             raise SandboxError(f"services on {h.name} did not start", hint=(r.stderr or r.stdout).strip())
+        try:
+            wait_listening([h], timeout)  # the script returns once they forked
+        except SandboxError:
+            save_state(root, state)
+            raise
     hj["state"] = "up"
     save_state(root, state)
     return out

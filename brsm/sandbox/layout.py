@@ -115,7 +115,9 @@ class Service:
         try:
             with open(path) as fh:
                 old = int(fh.read().strip() or 0)
-            if old and old != os.getpid():
+            # ProcessUtils::isPidAvailable: kill(pid, 0) succeeding means "already existed" (here a
+            # zombie does not count: this machine's PID 1 does not reap orphans)
+            if old and old != os.getpid() and not _zombie(old):
                 try:
                     os.kill(old, 0)
                     raise SystemExit(f"{self.name}: pid file {path} names running process {old}")
@@ -194,6 +196,15 @@ class Service:
                 self.log.exception("shutdown failed")
             self._remove_pid_file()
             logging.shutdown()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0:1]
+    except OSError:
+        return False
+    return bool(state) and state[0] in (b"Z", b"X")
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
