@@ -2,7 +2,8 @@
 
 ``up`` lays out ``DIR`` (see :mod:`brsm.sandbox.hosts`), starts per host an sshd and the services
 (through the host's own ``install/scripts/nebula.service``, like an operator would), starts the S3
-and OSS stand-ins, waits until metad answers and every storaged is ONLINE, and writes
+and OSS stand-ins, registers the storage hosts with metad (``ADD HOSTS``: addHosts), waits until
+every storaged is ONLINE and every service listens, and writes
 ``DIR/cluster.toml``, ``DIR/sandbox.json`` and ``DIR/credentials.env``.
 
 ``sandbox.json`` is the single record of what runs; ``down`` stops everything it names, plus any
@@ -475,6 +476,9 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                     or not pid_alive(info["pid"]):
                 raise SandboxError(f"sshd of {h.name} did not start", hint=tail(h.sshd_log))
         storage_addrs = [f"{h.address}:{SERVICE_PORTS['storaged'][0]}" for h in hosts if "storage" in h.roles]
+        # as an operator does: storaged joins only once its host is a registered machine (ADD HOSTS)
+        from brsm.sandbox import control
+        control.add_hosts(meta_addrs[0], storage_addrs, timeout)
         _wait_cluster(meta_addrs[0], storage_addrs, timeout)
         wait_listening(hosts, timeout)
         state["state"] = "up"

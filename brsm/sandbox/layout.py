@@ -6,7 +6,7 @@ Paths (as Nebula lays them out):
   storaged  <dp>/nebula/<spaceId>/data                      RocksDB of that space on data path dp
             <dp>/nebula/<spaceId>/wal/<partId>/<first log id, 19 digits>.wal
             <dp>/nebula/<spaceId>/checkpoints/<BACKUP>/{data,wal/<partId>}
-            <dp>/../cluster.id                              identity learnt from metad (first data path)
+  storaged  <working dir>/cluster.id                       identity learnt from metad (--cluster_id_path)
 """
 from __future__ import annotations
 
@@ -168,7 +168,10 @@ class Service:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         try:
-            self.start()
+            self.start()  # may wait (storaged: until metad accepts its heartbeat); a SIGTERM ends it
+            if self.stop_event.is_set():
+                self.log.info("%s stopping before it served", self.name)
+                return 0
             if self.thrift_port_listener:
                 self._start_port_listener()
             self._start_http()
