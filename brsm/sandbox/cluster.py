@@ -2,7 +2,8 @@
 
 ``up`` lays out ``DIR`` (see :mod:`brsm.sandbox.hosts`), starts per host an sshd and the services
 (through the host's own ``install/scripts/nebula.service``, like an operator would), starts the S3
-and OSS stand-ins, waits until metad answers and every storaged is ONLINE, and writes
+and OSS stand-ins, registers the storage hosts with metad (``ADD HOSTS``: addHosts), waits until
+every storaged is ONLINE and every service listens, and writes
 ``DIR/cluster.toml``, ``DIR/sandbox.json`` and ``DIR/credentials.env``.
 
 ``sandbox.json`` is the single record of what runs; ``down`` stops everything it names, plus any
@@ -335,6 +336,20 @@ def _wait_cluster(meta_addr: str, storage_addrs: list[str], timeout: float) -> N
     raise SandboxError(f"metad at {meta_addr} not ready within {timeout:.0f}s ({last})")
 
 
+def wait_listening(hosts: list[Host], timeout: float) -> None:
+    """Until every service of ``hosts`` runs and listens (nebula.service start returns before that)."""
+    pending = [(h, svc) for h in hosts for svc in h.services]
+
+    def ready() -> bool:
+        pending[:] = [(h, svc) for h, svc in pending if not h.service_up(svc)]
+        return not pending
+    if not wait_for(ready, timeout, 0.05):
+        what = ", ".join(f"{h.name}:{svc}" + ("" if h.service_pid(svc) else " (not running)") for h, svc in pending)
+        logs = "; ".join(f"{h.name}: {tail(os.path.join(h.install_dir, 'logs', f'nebula-{svc}.log'), 3)}"
+                         for h, svc in pending[:3])
+        raise SandboxError(f"services not listening within {timeout:.0f}s: {what}", hint=logs or None)
+
+
 def _toml_str(s: str) -> str:
     return json.dumps(s)
 
@@ -526,7 +541,11 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                     or not pid_alive(info["pid"]):
                 raise SandboxError(f"sshd of {h.name} did not start", hint=tail(h.sshd_log))
         storage_addrs = [f"{h.address}:{SERVICE_PORTS['storaged'][0]}" for h in hosts if "storage" in h.roles]
+        # as an operator does: storaged joins only once its host is a registered machine (ADD HOSTS)
+        from brsm.sandbox import control
+        control.add_hosts(meta_addrs[0], storage_addrs, timeout)
         _wait_cluster(meta_addrs[0], storage_addrs, timeout)
+        wait_listening(hosts, timeout)
         for i in range(len(hosts)):
             start_agent(state, i)
         save_state(root, state)
@@ -551,6 +570,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
 
 
 def _stop_host_services(h: Host, hard: bool = False) -> None:
+    """nebula.service stop|kill all (which only signals), then wait for the pids (SIGKILL at the end)."""
     if os.path.exists(h.script):
         try:
             run_service(h, "kill" if hard else "stop", "all", timeout=30)
@@ -783,6 +803,11 @@ def host_up(root: str, host: str, *, services: bool = True, timeout: float = 60.
         if r.returncode != 0:
             save_state(root, state)
             raise SandboxError(f"services on {h.name} did not start", hint=(r.stderr or r.stdout).strip())
+        try:
+            wait_listening([h], timeout)  # the script returns once they forked
+        except SandboxError:
+            save_state(root, state)
+            raise
         start_agent(state, i)  # the agent starts at boot too
     hj["state"] = "up"
     save_state(root, state)

@@ -145,6 +145,24 @@ class MetaClient:
         return lambda req: self.call(method, req)
 
 
+def add_hosts(meta_addr: str | tuple[str, int], addrs: list[str], timeout: float = 30.0) -> None:
+    """``ADD HOSTS`` (metad's addHosts): what an operator does before storaged can join. Waits for
+    metad to answer; hosts already registered are fine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with MetaClient(meta_addr, timeout=5.0) as mc:
+                for a in addrs:  # one by one: E_EXISTED for one host must not refuse the others
+                    resp = mc.addHosts(meta.AddHostsReq(hosts=[host_addr(a)]))
+                    if resp.code not in (ErrorCode.SUCCEEDED, ErrorCode.E_EXISTED):
+                        check(resp, f"addHosts {a}")
+                return
+        except (OSError, TTransport.TTransportException) as exc:
+            if time.monotonic() > deadline:
+                raise SandboxControlError(f"metad at {meta_addr} did not answer addHosts within {timeout:.0f}s: {exc}")
+            time.sleep(0.1)
+
+
 def check(resp: Any, what: str) -> Any:
     code = getattr(resp, "code", 0)
     if code != ErrorCode.SUCCEEDED:

@@ -14,7 +14,7 @@ from nebula3.meta import ttypes as meta
 
 from brsm.sandbox import layout
 from brsm.sandbox.flags import parse_hostport
-from brsm.sandbox.storaged import heartbeat_once, install_root
+from brsm.sandbox.storaged import heartbeat_once, working_dir
 
 
 class Graphd(layout.Service):
@@ -35,10 +35,12 @@ class Graphd(layout.Service):
 
     def _heartbeat_loop(self) -> None:
         client = None
-        dir_info = common.DirInfo(root=install_root(self).encode(), data=[])
+        dir_info = common.DirInfo(root=working_dir().encode(), data=[])
         while not self.stop_event.is_set():
             try:
-                client = heartbeat_once(self, client, meta.HostRole.GRAPH, dir_info)
+                # role GRAPH: no cluster id is sent, checked or kept (MetaClient::heartbeat keeps
+                # cluster.id for STORAGE roles only)
+                client, _resp = heartbeat_once(self, client, meta.HostRole.GRAPH, dir_info)
             except Exception as exc:  # noqa: BLE001
                 self.log.debug("heartbeat failed: %s", exc)
                 if client:

@@ -6,7 +6,7 @@ Paths (as Nebula lays them out):
   storaged  <dp>/nebula/<spaceId>/data                      RocksDB of that space on data path dp
             <dp>/nebula/<spaceId>/wal/<partId>/<first log id, 19 digits>.wal
             <dp>/nebula/<spaceId>/checkpoints/<BACKUP>/{data,wal/<partId>}
-            <dp>/../cluster.id                              identity learnt from metad (first data path)
+  storaged  <working dir>/cluster.id                       identity learnt from metad (--cluster_id_path)
 """
 from __future__ import annotations
 
@@ -117,7 +117,9 @@ class Service:
         try:
             with open(path) as fh:
                 old = int(fh.read().strip() or 0)
-            if old and old != os.getpid():
+            # ProcessUtils::isPidAvailable: kill(pid, 0) succeeding means "already existed" (here a
+            # zombie does not count: this machine's PID 1 does not reap orphans)
+            if old and old != os.getpid() and not _zombie(old):
                 try:
                     os.kill(old, 0)
                     raise SystemExit(f"{self.name}: pid file {path} names running process {old}")
@@ -168,7 +170,10 @@ class Service:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         try:
-            self.start()
+            self.start()  # may wait (storaged: until metad accepts its heartbeat); a SIGTERM ends it
+            if self.stop_event.is_set():
+                self.log.info("%s stopping before it served", self.name)
+                return 0
             if self.thrift_port_listener:
                 self._start_port_listener()
             self._start_http()
@@ -196,6 +201,15 @@ class Service:
                 self.log.exception("shutdown failed")
             self._remove_pid_file()
             logging.shutdown()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0:1]
+    except OSError:
+        return False
+    return bool(state) and state[0] in (b"Z", b"X")
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):

@@ -10,7 +10,9 @@ One port accepts three transports, told apart by the first bytes of each connect
 
 State is a RocksDB (rocksdict, raw mode) at ``<data_path>/nebula/0/data`` with tables (key prefixes)
 ``__spaces__``, ``__index__``, ``__parts__``, ``__machines__``, ``__id__`` (exported by createBackup),
-``__hosts__`` (heartbeats), ``__snapshots__`` and ``__meta_cluster_id_key__`` (not exported).
+``__hosts__`` (heartbeats), ``__snapshots__`` and ``__meta_cluster_id_key__`` (not exported; a
+metad on fresh data makes a new random one, as MetaDaemonInit.cpp). Machines are registered by
+``addHosts`` (ADD HOSTS) only, never by a heartbeat.
 """
 from __future__ import annotations
 
@@ -254,6 +256,13 @@ class MetaHandler:
         return meta.GetMetaDirInfoResp(code=EC.SUCCEEDED, dir=self.svc.dir_info())
 
     def heartBeat(self, req: meta.HBReq) -> Any:
+        """As src/meta/processors/admin/HBProcessor.cpp (HBProcessor::process):
+        - a STORAGE heartbeat from a host that is not a registered machine (ADD HOSTS;
+          ActiveHostsMan::machineRegistered) gets E_MACHINE_NOT_FOUND, with the leader set, and
+          registers nothing;
+        - a STORAGE (or STORAGE_LISTENER) heartbeat with cluster_id 0 gets metad's cluster id back; one
+          with another non-zero id gets E_WRONGCLUSTER (no leader set) and is not recorded;
+        - otherwise the host's info (role, time, dirs) is recorded: listHosts counts it ONLINE."""
         addr = control.fmt_addr(req.host)
         info = {
             "role": req.role,
@@ -263,14 +272,48 @@ class MetaHandler:
             "http_port": control.http_port_from_version(req.version, req.host.port),
             "ts": _now_ms(),
         }
+        reply_id = 0
         with self.lock:
+            if req.role in (meta.HostRole.STORAGE, meta.HostRole.STORAGE_LISTENER):
+                if req.role == meta.HostRole.STORAGE and self._get(T_MACHINES + _b(addr)) is None:
+                    self.svc.log.info("Machine %s is not registered", addr)
+                    return self._err(meta.HBResp, EC.E_MACHINE_NOT_FOUND)
+                peer = req.cluster_id or 0
+                if peer == 0:
+                    self.svc.log.info("Set clusterId for new host %s", addr)
+                    reply_id = self.svc.cluster_id
+                elif peer != self.svc.cluster_id:
+                    self.svc.log.info("Reject wrong cluster host %s (cluster id %s)", addr, peer)
+                    return meta.HBResp(code=EC.E_WRONGCLUSTER)
             self.db[T_HOSTS + _b(addr)] = json.dumps(info).encode()
-            if req.role == meta.HostRole.STORAGE and self._get(T_MACHINES + _b(addr)) is None:
-                self.db[T_MACHINES + _b(addr)] = b""
-                self._add_default_zone(addr)
-                self.svc.log.info("registered storage host %s", addr)
-        return self._ok(meta.HBResp, cluster_id=self.svc.cluster_id, last_update_time_in_ms=_now_ms(),
-                        meta_version=3)
+        return self._ok(meta.HBResp, cluster_id=reply_id, last_update_time_in_ms=_now_ms(), meta_version=3)
+
+    def addHosts(self, req: meta.AddHostsReq) -> Any:
+        """ADD HOSTS, as src/meta/processors/zone/AddHostsProcessor.cpp: E_INVALID_PARM for an empty
+        list or (std::unique) a host given twice in a row; E_HOST_CAN_NOT_BE_ADDED for a host that
+        heartbeats lately in another role; E_EXISTED for a registered machine; else every machine key
+        is written (all or none). Each host added gets a zone of its own, default_zone_<ip>_<port>."""
+        hosts = [control.fmt_addr(h) for h in req.hosts or []]
+        if not hosts or any(a == b for a, b in zip(hosts, hosts[1:])):
+            return self._err(meta.ExecResp, EC.E_INVALID_PARM)
+        with self.lock:
+            known = self._hosts()
+            for addr in hosts:
+                info = known.get(addr)
+                if info and info["role"] != meta.HostRole.STORAGE and self._online(info):
+                    self.svc.log.error("The host %s is not storage", addr)
+                    return self._err(meta.ExecResp, EC.E_HOST_CAN_NOT_BE_ADDED)
+                if self._get(T_MACHINES + _b(addr)) is not None:
+                    self.svc.log.error("The host %s have existed!", addr)
+                    return self._err(meta.ExecResp, EC.E_EXISTED)
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for addr in hosts:
+                wb.put(T_MACHINES + _b(addr), b"")
+                host, port = parse_hostport(addr)
+                wb.put(T_ZONES + _b(f"default_zone_{host}_{port}"), _b(addr))  # one zone per host added
+            self.db.write(wb)
+        self.svc.log.info("added hosts %s", hosts)
+        return self._ok(meta.ExecResp)
 
     def agentHeartbeat(self, req: meta.AgentHBReq) -> Any:
         """src/meta/processors/admin/AgentHBProcessor.cpp: records the agent as a host of role
@@ -293,11 +336,6 @@ class MetaHandler:
     def _zones(self) -> dict[str, list[str]]:
         return {_s(k[len(T_ZONES):]): [h.strip() for h in _s(v).split(",") if h.strip()]
                 for k, v in self._prefix(T_ZONES)}
-
-    def _add_default_zone(self, addr: str) -> None:
-        """AddHostsProcessor.cpp: every host added gets a zone of its own, default_zone_<ip>_<port>."""
-        host, port = parse_hostport(addr)
-        self.db[T_ZONES + _b(f"default_zone_{host}_{port}")] = _b(addr)
 
     def listZones(self, req: meta.ListZonesReq) -> Any:
         """ListZonesProcessor (zone/ListZonesProcessor.cpp): every zone with its hosts."""
@@ -906,8 +944,8 @@ class MetaDaemon(layout.Service):
                                                  "machines": self.handler._machines()})
 
     def dir_info(self) -> common.DirInfo:
-        # GetMetaDirInfoProcessor.cpp: root is boost::filesystem::current_path() (nebula.service
-        # cds to the install root before starting a daemon), data the absolute --data_path
+        """GetMetaDirInfoProcessor.cpp: root = the working directory (boost current_path), which
+        nebula.service makes the install root."""
         return common.DirInfo(root=_b(os.getcwd()), data=[_b(self.data_path)])
 
     def status(self) -> dict[str, Any]:

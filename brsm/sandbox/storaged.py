@@ -3,8 +3,10 @@
     python -m brsm.sandbox.storaged --flagfile=F | --local_ip=.. --port=9779 --ws_http_port=19779
         --data_path=D1[,D2] --meta_server_addrs=IP:PORT[,..] --pid_file=P --log_dir=D
 
-* Registers with metad by ``heartBeat`` every second (role STORAGE, its ``local_ip:port``,
-  DirInfo{root, data}); the heartbeat ``version`` carries its admin HTTP port.
+* Heartbeats metad every ``--heartbeat_interval_secs`` (1 in the sandbox; role STORAGE, its
+  ``local_ip:port``, DirInfo{root = working dir, data}, the cluster id of ``--cluster_id_path``,
+  default ``cluster.id`` in the working dir); the heartbeat ``version`` carries its admin HTTP port.
+  Until metad accepts one (a registered machine, the right cluster id) it opens no port.
 * Per space and data path a RocksDB at ``<dp>/nebula/<spaceId>/data``; part p lives on data path
   ``p % len(data_paths)``; per part an append-only WAL under ``<dp>/nebula/<spaceId>/wal/<partId>/``.
 * Keys ``<partId u32 BE><type: 1 vertex, 2 edge><id bytes>``; the last applied log id and term of a
@@ -109,25 +111,46 @@ class HeartbeatClient:
 
 
 def heartbeat_once(svc: layout.Service, client: HeartbeatClient | None, role: int,
-                   dir_info: common.DirInfo, cluster_id: int = 0) -> HeartbeatClient:
+                   dir_info: common.DirInfo, cluster_id: int = 0) -> tuple[HeartbeatClient, Any]:
+    """One ``heartBeat``; returns the client (to reuse) and metad's answer, whatever its code.
+    ``svc.last_hb`` is the last answer that succeeded."""
     if client is None:
         client = HeartbeatClient(svc.meta_addrs)  # type: ignore[attr-defined]
     req = meta.HBReq(role=role, host=common.HostAddr(host=svc.local_ip, port=svc.port),
                      cluster_id=cluster_id, dir=dir_info, git_info_sha=b"sandbox",
                      version=control.encode_version(svc.ws_http_port).encode())
     resp = client.call("heartBeat", req)
-    svc.last_hb = resp  # type: ignore[attr-defined]
-    return client
+    if resp.code == common.ErrorCode.SUCCEEDED:
+        svc.last_hb = resp  # type: ignore[attr-defined]
+    return client, resp
 
 
-def install_root(svc: layout.Service) -> str:
-    root = svc.flags.get("install_root")
-    if root:
-        return os.path.abspath(root)
-    pid = svc.flags.get("pid_file")
-    if pid and os.path.basename(os.path.dirname(os.path.abspath(pid))) == "pids":
-        return os.path.dirname(os.path.dirname(os.path.abspath(pid)))
+def working_dir() -> str:
+    """DirInfo.root of a daemon: its working directory (MetaClientOptions.rootPath_ =
+    boost::filesystem::current_path() in StorageServer.cpp and GraphService.cpp), which
+    nebula.service makes the install root."""
     return os.getcwd()
+
+
+def read_cluster_id(path: str) -> int:
+    """FileBasedClusterIdMan::getClusterIdFromFile: the int64 in the machine's byte order; 0 when the
+    file is missing or not exactly 8 bytes."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(9)
+    except OSError:
+        return 0
+    return int.from_bytes(raw, sys.byteorder, signed=True) if len(raw) == 8 else 0
+
+
+def write_cluster_id(path: str, cluster_id: int) -> None:
+    """FileBasedClusterIdMan::persistInFile: make the directory, remove the old file, write 8 bytes."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(int(cluster_id).to_bytes(8, sys.byteorder, signed=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +220,8 @@ class Storaged(layout.Service):
         self.fault_lock = threading.Lock()
         self.stats = {"writes_ok": 0, "writes_refused": 0, "bytes_written": 0, "checkpoints": 0}
         self.cluster_id = 0
+        self.cluster_id_path = self.flags.str("cluster_id_path", "cluster.id")  # relative: to the working dir
+        self.heartbeat_interval = float(self.flags.str("heartbeat_interval_secs", "1"))
         self.meta_lock = threading.Lock()
         self.meta_client: HeartbeatClient | None = None
         self.last_hb = None
@@ -220,7 +245,7 @@ class Storaged(layout.Service):
         return layout.space_wal_dir(self.wal_root or data_path, sid, pid)
 
     def dir_info(self) -> common.DirInfo:
-        return common.DirInfo(root=install_root(self).encode(), data=[d.encode() for d in self.data_paths])
+        return common.DirInfo(root=working_dir().encode(), data=[d.encode() for d in self.data_paths])
 
     def status(self) -> dict[str, Any]:
         st = super().status()
@@ -229,6 +254,17 @@ class Storaged(layout.Service):
         return st
 
     def start(self) -> None:
+        """StorageServer::start: ``waitForMetadReady`` (heartbeat until metad accepts one, forever)
+        before the kvstore, the web service and the storage server: until then neither ``--port`` nor
+        the admin HTTP port listens. A storaged that is not a registered machine, or whose cluster.id
+        names another cluster, keeps trying and never listens."""
+        self._heartbeat_client = None
+        while not self.stop_event.is_set():
+            if self._beat():
+                break
+            self.stop_event.wait(self.heartbeat_interval)
+        if self.stop_event.is_set():
+            return
         for dp in self.data_paths:
             os.makedirs(dp, exist_ok=True)
             root = os.path.join(dp, "nebula")
@@ -237,39 +273,40 @@ class Storaged(layout.Service):
             for entry in sorted(os.listdir(root)):
                 if entry.isdigit() and int(entry) > 0 and os.path.isdir(layout.space_data_dir(dp, int(entry))):
                     self.ensure_space(int(entry))
-        cid_path = self._cluster_id_path()
-        if os.path.exists(cid_path):
-            try:
-                self.cluster_id = int(open(cid_path).read().strip() or 0)
-            except ValueError:
-                self.cluster_id = 0
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
 
-    def _cluster_id_path(self) -> str:
-        return os.path.join(os.path.dirname(self.data_paths[0]), "cluster.id")
+    def _beat(self) -> bool:
+        """MetaClient::heartbeat for role STORAGE: while its cluster id is 0 it reads ``--cluster_id_path``
+        (default ``cluster.id``, relative to the working directory) and sends that; once metad accepts
+        a heartbeat and the id is still 0, it persists the id metad answered. True if accepted."""
+        if not self.cluster_id:
+            self.cluster_id = read_cluster_id(self.cluster_id_path)
+        try:
+            self._heartbeat_client, resp = heartbeat_once(self, self._heartbeat_client, self.role, self.dir_info(),
+                                                          self.cluster_id)
+        except Exception as exc:  # noqa: BLE001
+            self.log.info("heartbeat failed: %s", exc)
+            if self._heartbeat_client:
+                self._heartbeat_client.close()
+            self._heartbeat_client = None
+            return False
+        if resp.code != common.ErrorCode.SUCCEEDED:
+            name = common.ErrorCode._VALUES_TO_NAMES.get(resp.code, str(resp.code))
+            self.log.error("Heartbeat failed, status: %s (%s)", name, resp.code)
+            return False
+        if not self.cluster_id:
+            self.log.info("Persist the cluster Id from metad %s", resp.cluster_id)
+            write_cluster_id(self.cluster_id_path, resp.cluster_id)
+            self.cluster_id = resp.cluster_id
+        return True
 
     def _heartbeat_loop(self) -> None:
-        client = None
         beats = 0
-        while not self.stop_event.is_set():
+        while not self.stop_event.wait(self.heartbeat_interval):
             beats += 1
             if beats % 5 == 0:
                 self.owned.clear()  # re-read part ownership from metad now and then (restoreMeta moves parts)
-            try:
-                client = heartbeat_once(self, client, self.role, self.dir_info(), self.cluster_id)
-                cid = getattr(self.last_hb, "cluster_id", 0) or 0
-                if cid and not self.cluster_id:
-                    self.cluster_id = cid
-                    with open(self._cluster_id_path(), "w") as fh:
-                        fh.write(f"{cid}\n")
-                elif cid and cid != self.cluster_id:
-                    self.log.warning("metad cluster id %s differs from ours %s", cid, self.cluster_id)
-            except Exception as exc:  # noqa: BLE001
-                self.log.debug("heartbeat failed: %s", exc)
-                if client:
-                    client.close()
-                client = None
-            self.stop_event.wait(1.0)
+            self._beat()
 
     def shutdown(self) -> None:
         with self.space_lock:

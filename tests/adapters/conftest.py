@@ -137,6 +137,7 @@ def meta_cluster(tmp_path_factory):
     c.add("meta2", "metad", 12, 9559, meta_addrs=f"{c.meta.addr},{c.ip(12)}:9559")
     try:
         c.start("meta1")
+        c.register()
         for n in ("storage1", "storage2", "meta2"):
             c.start(n, wait=False)
         for n in ("storage1", "storage2", "meta2"):

@@ -30,6 +30,8 @@ def test_exec_streams_and_exit_codes(sandbox):
     assert r.returncode == 0 and len(r.stdout) == 3000000
     assert sandbox.ssh("storage1", "exit 7").returncode == 7
     r = sandbox.ssh("storage1", sandbox.service_script("storage1"), "restart", "storaged", timeout=40)
+    assert r.returncode == 0 and b"Starting nebula-storaged" in r.stdout
+    r = sandbox.ssh("storage1", sandbox.service_script("storage1"), "status", "storaged")
     assert r.returncode == 0 and b"Running as" in r.stdout
 
 

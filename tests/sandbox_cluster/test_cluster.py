@@ -11,7 +11,7 @@ import tomllib
 import pytest
 
 from brsm.sandbox import control
-from brsm.sandbox.hosts import pid_alive, pids_mentioning, port_open, read_pid_file
+from brsm.sandbox.hosts import pid_alive, pids_mentioning, port_open, read_pid_file, wait_for
 
 from .conftest import brsm, brsm_json
 
@@ -132,18 +132,18 @@ def test_stop_and_start_storaged_over_ssh_keeps_data(sandbox):
     assert pid_alive(pid)
     r = sandbox.ssh("storage1", sandbox.service_script("storage1"), "stop", "storaged", timeout=20)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "[INFO] nebula-storaged(sandbox): Exited" in r.stdout.decode()
-    assert not pid_alive(pid)
-    assert not port_open(h["address"], 9779)
+    assert r.stdout.decode() == "[INFO] Stopping nebula-storaged...\n[INFO] Done\n"  # signals, does not wait
+    assert wait_for(lambda: not pid_alive(pid) and not port_open(h["address"], 9779), 15)
     assert not os.path.exists(pid_file)
     r = sandbox.ssh("storage1", sandbox.service_script("storage1"), "status", "storaged")
-    assert r.returncode != 0 and "Exited" in r.stdout.decode()
+    assert r.returncode == 0 and r.stdout.decode() == "[INFO] nebula-storaged(sandbox): Exited\n"
     st = brsm("sandbox", "status", "--dir", sandbox.dir, check=False)
     assert st.returncode == 1 and "DOWN" in st.stdout
     r = sandbox.ssh("storage1", sandbox.service_script("storage1"), "start", "storaged", timeout=40)
     assert r.returncode == 0, r.stdout + r.stderr
     new_pid = read_pid_file(pid_file)
-    assert pid_alive(new_pid) and new_pid != pid and port_open(h["address"], 9779)
+    assert pid_alive(new_pid) and new_pid != pid  # forked: listening comes later
+    assert wait_for(lambda: port_open(h["address"], 9779), 30)
     control.wait_running((h["address"], 19779))
     assert data.checksum(sandbox.info["meta"]) == before
 
@@ -154,7 +154,9 @@ def test_restart_over_ssh_returns_promptly(sandbox):
     r = sandbox.ssh("storage3", sandbox.service_script("storage3"), "restart", "storaged", timeout=40)
     assert r.returncode == 0, r.stdout + r.stderr
     assert time.monotonic() - t0 < 15
-    assert "Stopping nebula-storaged" in r.stdout.decode() and "Running as" in r.stdout.decode()
+    assert "Stopping nebula-storaged" in r.stdout.decode() and "Starting nebula-storaged" in r.stdout.decode()
+    h = sandbox.hosts["storage3"]
+    assert wait_for(lambda: port_open(h["address"], 9779), 30)
 
 
 def test_up_again_reports_running(sandbox):

@@ -115,10 +115,21 @@ class Cluster:
         for name in list(self.procs):
             self.stop(name)
 
+    def register(self, names: list[str] | None = None) -> None:
+        """ADD HOSTS on the leader metad for these storaged (default: every storaged): storaged opens
+        its ports only once metad accepts its heartbeat, which needs its host to be a machine."""
+        names = names if names is not None else [n for n in self.procs if self.procs[n].svc == "storaged"]
+        control.add_hosts(self.meta.addr, [self.procs[n].addr for n in names])
+
     def wait_registered(self, names: list[str], timeout: float = 20.0) -> None:
+        def registered(n: str) -> bool:
+            try:
+                return bool(control.status(self.procs[n].http).get("registered"))
+            except (OSError, control.SandboxControlError):
+                return False  # a storaged not yet accepted by metad has no HTTP port open
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(control.status(self.procs[n].http).get("registered") for n in names):
+            if all(registered(n) for n in names):
                 return
             time.sleep(0.1)
         raise AssertionError(f"{names} did not register with metad")
@@ -141,6 +152,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     c.add("graph1", "graphd", 31, 9669)
     try:
         c.start("meta1")
+        c.register()
         for i in range(1, 4):
             c.start(f"storage{i}", wait=False)
         c.start("graph1", wait=False)

@@ -27,6 +27,7 @@ def _make(base, n_storage=2):
 
 def _start(c):
     c.start("meta1")
+    c.register()
     names = [n for n in c.procs if n.startswith("storage")]
     for n in names:
         c.start(n)
@@ -76,7 +77,7 @@ def test_backup_restore_on_other_hosts(tmp_path):
                 meta.HostPair(from_host=control.host_addr(o), to_host=control.host_addr(n)) for o, n in pairs.items()]))
             assert resp.code == EC.SUCCEEDED
         for n in [n for n in dst.procs if n.startswith("storage")]:
-            dst.start(n)
+            dst.start(n)  # registered by restoreMeta (machine keys rewritten from the host pairs)
         dst.wait_registered([n for n in dst.procs if n.startswith("storage")])
         assert data.checksum(dst.meta.addr) == at_backup
         # the restored cluster takes writes again; log ids continue after the backup's
