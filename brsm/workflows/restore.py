@@ -153,6 +153,31 @@ async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | N
             "topology": {"storage": storage}, "files": files}
 
 
+# -- checksums ------------------------------------------------------------------------------------
+UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"
+UNVERIFIED_HINT = ("restore a backup with a brsm-manifest.json (see `brsm show`: `complete`, not `complete*`); "
+                   "only if you trust this one as it is, add --allow-unverified")
+
+
+def has_checksums(m: dict[str, Any]) -> bool:
+    """Every file of the manifest carries a SHA-256 (a brsm manifest does; one built from a nebula-br
+    ``.meta`` has none)."""
+    return all(f.get("sha256") for f in m["files"])
+
+
+def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | None:
+    """Why a restore of ``m`` must not go on without ``--allow-unverified`` (None when it may).
+
+    >>> unverified_refusal("BACKUP_1", {"files": [{"key": "k", "size": 1, "sha256": None}]}, False)[:49]
+    'backup BACKUP_1 has no checksums (no brsm-manifes'
+    """
+    if allowed or has_checksums(m):
+        return None
+    return (f"backup {name} has no checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose manifest "
+            f"was deleted): its {len(m['files'])} file(s) could be checked by size only, so changed bytes would "
+            "be restored unnoticed; refused")
+
+
 # -- preflight ------------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
@@ -161,7 +186,15 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     finally:
         common.record_host_keys(ctx, p.hosts)
     p.progress.note(f"topology from {topo['source']}")
-    await common.as_preflight(_manifest(ctx))
+    m = await common.as_preflight(_manifest(ctx))
+    unchecked = unverified_refusal(ctx.params["name"], m, bool(ctx.params.get("allow_unverified")))
+    if unchecked:
+        raise VerificationFailed(unchecked, hint=UNVERIFIED_HINT)
+    if not has_checksums(m):
+        p.progress.note(f"WARNING: restoring {ctx.params['name']} WITHOUT CHECKSUMS (--allow-unverified): its "
+                        f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
+                        "would be restored as they are")
+        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.params["name"], "files": len(m["files"])})
     return {"topology": topo}
 
 
