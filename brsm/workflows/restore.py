@@ -66,11 +66,11 @@ def _p(ctx: StepContext) -> RestorePorts:
 
 
 def aside_name(ctx: StepContext) -> str:
-    return f"nebula_brsm_old_{ctx.op_id}"
+    return f"nebula_brsm_old_{ctx.ref}"
 
 
 def meta_restore_dir(ctx: StepContext, meta_data_path: str) -> str:
-    return posixpath.join(meta_data_path, f"brsm_restore_{ctx.op_id}")
+    return posixpath.join(meta_data_path, f"brsm_restore_{ctx.ref}")
 
 
 async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> bytes:
@@ -492,8 +492,8 @@ def _cluster_id_files(ctx: StepContext) -> list[tuple[str, str, str, str]]:
     out = []
     for host, root in roots:
         live = posixpath.join(root, CLUSTER_ID)
-        out.append((host, live, f"{live}.brsm_old_{ctx.op_id}",
-                    posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ctx.op_id}")))
+        out.append((host, live, f"{live}.brsm_old_{ctx.ref}",
+                    posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ctx.ref}")))
     return out
 
 

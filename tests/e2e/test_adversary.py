@@ -8,7 +8,7 @@ from pathlib import Path
 
 from brsm.sandbox import control
 
-from .test_backup_restore import aside_dirs, leases
+from .test_backup_restore import aside_dirs, leases, snapshots
 
 
 def services_up(env) -> bool:
@@ -40,3 +40,70 @@ def test_a_backup_whose_manifest_was_deleted_and_a_file_changed_is_neither_ok_no
     assert "has no checksums" in p.stderr and "--allow-unverified" in p.stderr
     assert env.checksum() == before and services_up(env)
     assert aside_dirs(env) == [] and leases(env) == []
+
+
+# -- 2 and 3. operation ids across journals; gc and a live lease -------------------------------------------------
+def other_journal(env, home: Path):
+    import copy
+    other = copy.copy(env)
+    other.env = dict(env.env, BRSM_HOME=str(home))
+    return other
+
+
+def journal_id(env) -> str:
+    import sqlite3
+    con = sqlite3.connect(Path(env.env["BRSM_HOME"]) / "journal.db")
+    try:
+        return con.execute("SELECT value FROM journal_info WHERE key = 'journal_id'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_other_journals_neither_take_the_lease_nor_gc_what_a_live_backup_owns(sandbox, tmp_path):
+    """Journal A's backup (op 2) is cut in COPIED: it holds the cluster lease, its snapshot and an
+    incomplete upload. Journal C's op 2 is a restore: it took A's lease over as its own (same op id);
+    now it is refused (exit 3) and nothing is stopped. Journal B's `gc --grace 1s --confirm` dropped
+    A's snapshot and deleted its upload; now it leaves both (the lease is live) and also leaves a
+    set-aside dir named by another journal's ref and one named by a bare op id. A's resume finishes."""
+    a = other_journal(sandbox, tmp_path / "A")
+    b = other_journal(sandbox, tmp_path / "B")
+    c = other_journal(sandbox, tmp_path / "C")
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    done = a.ok("start", "backup", "--config", a.config, "--storage", f"local://{s1}")["facts"]["backup_name"]
+    p = a.brsm("start", "backup", "--config", a.config, "--storage", f"local://{s2}", failpoints="file:3=crash")
+    assert p.returncode == 86, p.stderr[-2000:]
+    (cut,) = [d.name for d in s2.iterdir()]
+    assert snapshots(a) == [cut] and len(leases(a)) == 1
+    holder = json.loads((Path(leases(a)[0]) / "holder.json").read_text())
+    assert holder["op_id"] == 2 and holder["ref"] == f"{journal_id(a)}-2"
+
+    # C: op 1 refused at preflight, op 2 a restore: the same op id as A's backup, another journal
+    c.brsm("cleanup", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
+    before = sandbox.checksum()
+    p = c.brsm("start", "restore", "--config", c.config, "--storage", f"local://{s1}", "--name", done)
+    assert p.returncode == 3 and "cluster is locked by operation 2 of journal" in p.stderr, p.stderr[-2000:]
+    assert json.loads((Path(leases(a)[0]) / "holder.json").read_text())["ref"] == holder["ref"]
+    assert services_up(sandbox) and sandbox.checksum() == before and aside_dirs(sandbox) == []
+
+    # B: gc from a journal whose op ids overlap A's (and whose "finished" ops include 1 and 2)
+    b.brsm("cleanup", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
+    host = next(h for h in b.info["hosts"] if "storage" in h["roles"])
+    foreign = Path(host["data_paths"][0]) / "nebula_brsm_old_0123456789ab-2"
+    legacy = Path(host["data_paths"][0]) / "nebula_brsm_old_1"
+    for d in (foreign, legacy):
+        d.mkdir()
+        (d / "keep").write_text("someone's original data")
+    try:
+        res = b.ok("gc", "--config", b.config, "--storage", f"local://{s2}", "--grace", "1s", "--confirm")
+        kinds = {(o["kind"], o.get("name") or o.get("path")) for o in res["orphans"]}
+        assert ("in_use", cut) in kinds and not any(k in ("snapshot", "incomplete_backup", "set_aside")
+                                                    for k, _ in kinds), res
+        assert ("set_aside_unknown", str(foreign)) in kinds and ("set_aside_unknown", str(legacy)) in kinds
+        assert snapshots(a) == [cut] and (s2 / cut).exists() and foreign.exists() and legacy.exists()
+    finally:
+        for d in (foreign, legacy):
+            (d / "keep").unlink()
+            d.rmdir()
+    a.ok("resume", "2")
+    assert a.brsm("verify", cut, "--storage", f"local://{s2}", "--full").returncode == 0
+    assert snapshots(a) == [] and leases(a) == []
