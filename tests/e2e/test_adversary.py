@@ -107,3 +107,51 @@ def test_other_journals_neither_take_the_lease_nor_gc_what_a_live_backup_owns(sa
     a.ok("resume", "2")
     assert a.brsm("verify", cut, "--storage", f"local://{s2}", "--full").returncode == 0
     assert snapshots(a) == [] and leases(a) == []
+
+
+# -- 1. a service started behind brsm's back during a restore ---------------------------------------------------
+def nebula_service(host: dict, action: str, svc: str) -> str:
+    import subprocess
+    p = subprocess.run([str(Path(host["install_dir"]) / "scripts" / "nebula.service"), action, svc],
+                       capture_output=True, text=True, timeout=120)
+    return p.stdout + p.stderr
+
+
+def test_a_storaged_started_behind_brsms_back_stops_resume_and_rollback_until_it_is_down(sandbox, tmp_path):
+    """A restore cut after DOWNLOADED (services stopped, originals aside, the backup's files in place);
+    then storaged is started on one host behind brsm's back. `brsm resume` finished CLEANED rc 0 and
+    deleted the originals; a rollback reported success over whatever that storaged had done. Now both
+    refuse (exit 5) naming the host and storaged, journal ServiceFoundRunning and touch nothing; once it
+    is stopped by hand, the rollback brings the original data back."""
+    env = sandbox
+    store = tmp_path / "b"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    env.load(1 << 20, seed=77)
+    before = env.checksum()
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+                 failpoints="after:DOWNLOADED=crash")
+    assert p.returncode == 86, p.stderr[-2000:]
+    op = str(env.ok("ops")[0]["id"])
+    host = next(h for h in env.info["hosts"] if "storage" in h["roles"])
+    nebula_service(host, "start", "storaged")
+    try:
+        assert "Running as" in nebula_service(host, "status", "storaged")
+        for mode in ("resume", "rollback"):
+            p = env.brsm(mode, op)
+            assert p.returncode == 5, (mode, p.returncode, p.stderr[-2000:])
+            assert "refusing to go on with" in p.stderr and "storaged is running as pid" in p.stderr, p.stderr
+            assert host["address"] in p.stderr if "address" in host else True
+            assert "nebula.service stop" in p.stderr  # the hint says what to do
+            assert aside_dirs(env), "the original data is still set aside, untouched"
+        found = [e for e in env.ok("audit", op)["events"] if e["type"] == "ServiceFoundRunning"]
+        assert found and all(e["data"]["service"] == "storaged" for e in found), found
+    finally:
+        nebula_service(host, "stop", "storaged")
+    import time
+    for _ in range(50):
+        if "Exited" in nebula_service(host, "status", "storaged"):
+            break
+        time.sleep(0.2)
+    env.ok("rollback", op)
+    assert env.checksum() == before and services_up(env)
+    assert aside_dirs(env) == [] and leases(env) == []
