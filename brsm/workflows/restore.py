@@ -371,11 +371,33 @@ def _service_timeout(ctx: StepContext) -> float:
 
 
 async def _stop(ctx: StepContext, svc: str) -> None:
-    await services.stop(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
+    targets = _targets(ctx, svc)
+    with _hosts_task(ctx, f"stop {svc}", len(targets)):
+        await services.stop(_p(ctx).hosts, svc, targets, timeout=_service_timeout(ctx))
 
 
 async def _start(ctx: StepContext, svc: str) -> None:
-    await services.start(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
+    targets = _targets(ctx, svc)
+    with _hosts_task(ctx, f"start {svc}", len(targets)):
+        await services.start(_p(ctx).hosts, svc, targets, timeout=_service_timeout(ctx))
+
+
+class _hosts_task:
+    """A progress task (rich on a terminal, a JSON line with --json) for a wait on every host at once:
+    started before it, advanced to the total and done once every host got there (issue 13: a restore
+    was silent for half its time while daemons stopped and started)."""
+
+    def __init__(self, ctx: StepContext, task: str, total: int, unit: str = "hosts") -> None:
+        self.progress, self.task, self.total, self.unit = _p(ctx).progress, task, total, unit
+
+    def __enter__(self) -> "_hosts_task":
+        self.progress.start(self.task, self.total, unit=self.unit)
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self.progress.advance(self.task, self.total)
+        self.progress.done(self.task)
 
 
 async def stopped(ctx: StepContext) -> dict[str, Any]:
@@ -829,8 +851,20 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
             return f"{host}:{aside}"
         return None
 
-    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each
-    removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean, _data_dirs(ctx)) if r]
+    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each, one progress step each
+    dirs = _data_dirs(ctx)
+    p.progress.start("remove set-aside data", len(dirs), unit="dirs")
+
+    async def clean_one(data_dir: tuple[str, str]) -> str | None:
+        try:
+            return await clean(data_dir)
+        finally:
+            p.progress.advance("remove set-aside data", 1)
+
+    try:
+        removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
+    finally:
+        p.progress.done("remove set-aside data")
     for host, _live, aside, marker in _cluster_id_files(ctx):
         h = p.hosts.host(host)
         if await h.exists(marker):

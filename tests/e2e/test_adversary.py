@@ -155,3 +155,17 @@ def test_a_storaged_started_behind_brsms_back_stops_resume_and_rollback_until_it
     env.ok("rollback", op)
     assert env.checksum() == before and services_up(env)
     assert aside_dirs(env) == [] and leases(env) == []
+
+
+# -- 6. progress while daemons stop and start and set-aside data is removed ---------------------------------------
+def test_restore_reports_progress_for_stops_starts_and_the_set_aside_removal(sandbox, tmp_path):
+    env = sandbox
+    store = tmp_path / "b"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name, "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
+    final = {d["progress"] for d in lines if d.get("final")}
+    for task in ("stop graphd", "stop storaged", "stop metad", "start metad", "start storaged", "start graphd",
+                 "re-hash restored files", "remove set-aside data"):
+        assert task in final, (task, sorted(final))
