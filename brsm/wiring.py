@@ -134,19 +134,25 @@ def live_operations(journal: Any, *, exclude: int | None = None):
     from brsm.engine.fold import PHASE_FAILED, fold
     from brsm.workflows.maintenance import LiveOps
 
-    live, names, known = set(), {}, set()
+    from brsm.engine.runner import op_ref
+
+    live, names, known, refs, known_refs = set(), {}, set(), set(), set()
     for op in journal.operations():
+        ref = op_ref((op.params or {}).get("journal_id"), op.id)
         known.add(op.id)
+        known_refs.add(ref)
         if op.id == exclude or op.kind not in KINDS:
             continue
         st = fold(KINDS[op.kind], journal.events(op.id, types=sorted(ev.ENGINE_EVENTS)))
         if st.finished:
             continue
         live.add(op.id)
+        refs.add(ref)
         name = st.facts.get("backup_name") or st.params.get("name")
         if name and not (st.phase == PHASE_FAILED and not st.started):  # refused before any step: holds nothing
             names[name] = op.id
-    return LiveOps(frozenset(live), names, frozenset(known))
+    return LiveOps(frozenset(live), names, frozenset(known), refs=frozenset(refs), known_refs=frozenset(known_refs),
+                   journal_id=getattr(journal, "journal_id", None))
 
 
 async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:

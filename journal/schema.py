@@ -42,6 +42,13 @@ _V2 = [
     "CREATE INDEX operations_by_kind ON operations (kind, id)",
 ]
 
+_V3 = [
+    # A random id made once per journal: with an operation's id it names what brsm leaves on a cluster
+    # or in storage (`<journal_id>-<op>`), so two journals' operation 38 are never taken for each other.
+    "CREATE TABLE journal_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "INSERT INTO journal_info (key, value) VALUES ('journal_id', lower(hex(randomblob(6))))",
+]
+
 
 def _steps(statements: list[str]) -> Callable[[sqlite3.Connection], None]:
     def apply(conn: sqlite3.Connection) -> None:
@@ -51,7 +58,7 @@ def _steps(statements: list[str]) -> Callable[[sqlite3.Connection], None]:
 
 
 # MIGRATIONS[i] takes a journal from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_steps(_V1), _steps(_V2)]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_steps(_V1), _steps(_V2), _steps(_V3)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -148,6 +148,12 @@ class Journal:
         with self._mutex, _sql("reading schema version"):
             return schema.user_version(self.conn)
 
+    @property
+    def journal_id(self) -> str:
+        """This journal's random id (12 hex digits), made once when the journal was created or migrated."""
+        with self._mutex, _sql("reading the journal id"):
+            return self.conn.execute("SELECT value FROM journal_info WHERE key = 'journal_id'").fetchone()[0]
+
     @contextmanager
     def _transaction(self, what: str, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; any failure rolls back and surfaces as JournalError.

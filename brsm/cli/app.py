@@ -121,6 +121,9 @@ def start_restore(
     host_map: Annotated[Optional[str], typer.Option(help="old=new,... host pairing (default: sorted order).")] = None,
     verify: Annotated[str, typer.Option(help="quick or full (re-hash every object first).")] = "quick",
     keep_old: Annotated[bool, typer.Option(help="Keep the set-aside data dirs after success.")] = False,
+    allow_unverified: Annotated[bool, typer.Option(
+        help="Restore a backup that records no checksums (nebula-br's, or one whose brsm-manifest.json is "
+             "gone): its files are checked by size only.")] = False,
     concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")] = 8,
     per_host: Annotated[int, typer.Option(help="Files transferred at once to one host (1-256).")] = 4,
     rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
@@ -149,6 +152,7 @@ def start_restore(
         "host_map": host_map,
         "verify": verify,
         "keep_old": keep_old,
+        "allow_unverified": allow_unverified,
         "concurrency": concurrency,
         "per_host": per_host,
         "rate_limit": rate_limit,

@@ -139,6 +139,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
     j = _open_journal()
     try:
         with _catching_signals() as sigs:
+            # the journal's id goes into the params: with the op id it names what this operation leaves
+            # on the cluster and in storage (brsm.engine.runner.op_ref)
+            params = {**params, "journal_id": j.journal_id}
             op = j.create_operation(kind=kind, params=params, who=who(), version=__version__, target=target)
             with j.driver(op.id) as w:
                 w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})

@@ -122,7 +122,8 @@ def _state(e: Any) -> str:
     return "complete*" if e.state == "complete" and not e.checksums else e.state
 
 
-NO_CHECKSUMS = "* complete, made by nebula-br: no checksums (verify checks its structure only)"
+NO_CHECKSUMS = ("* complete by structure, no checksums: made by nebula-br, or a brsm backup whose manifest was "
+                "deleted (verify checks its structure only; restore needs --allow-unverified)")
 
 
 def _table(out: Output, title: str | None, columns: list[str], rows: list[list[Any]], wrap: set[str]) -> None:
@@ -260,6 +261,12 @@ def verify(
             out.line(f"{name}: ok ({r.made_by}; {what})")
     if r.ok:
         out.result(data)
+        return
+    if all(p["problem"] == "unverifiable" for p in r.problems):
+        _fail(out, data, VerificationFailed(
+            f"backup {name} could not be verified: it records no checksums, so --{mode} re-hashed 0 objects; "
+            f"only its structure was checked ({r.checked} object(s) or host trees present)",
+            hint="a backup with a brsm-manifest.json can be re-hashed; restoring this one needs --allow-unverified"))
         return
     _fail(out, data, VerificationFailed(
         f"backup {name} failed verification: {len(r.problems)} problem(s)"

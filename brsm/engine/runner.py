@@ -62,6 +62,18 @@ class _Event:
     data: dict[str, Any]
 
 
+def op_ref(journal_id: str | None, op_id: int) -> str:
+    """The identity of an operation beyond its journal: what brsm puts on a cluster or in storage (lease
+    holder, ``nebula_brsm_old_<ref>``, staging dirs, probe keys) and judges ownership by.
+
+    >>> op_ref("3f9a0c12be47", 38)
+    '3f9a0c12be47-38'
+    >>> op_ref(None, 38)  # an operation created by a brsm without journal ids
+    '38'
+    """
+    return f"{journal_id}-{op_id}" if journal_id else str(op_id)
+
+
 class StepContext:
     """What a step sees: the operation's params and folded facts, the ports, and a way to journal."""
 
@@ -85,6 +97,11 @@ class StepContext:
     @property
     def params(self) -> dict[str, Any]:
         return self.state.params
+
+    @property
+    def ref(self) -> str:
+        """``<journal id>-<op id>`` (the bare op id for an operation an older brsm created)."""
+        return op_ref(self.params.get("journal_id"), self.op_id)
 
     @property
     def facts(self) -> dict[str, Any]:

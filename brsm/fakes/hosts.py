@@ -8,6 +8,7 @@ Errors look like SshHost's: ``RemoteError`` naming the host, with the exit statu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import posixpath
 import shlex
 from collections.abc import AsyncIterator, Sequence
@@ -237,6 +238,16 @@ class FakeHost:
             fmt = fmt.replace("\\0", "\0").replace("\\n", "\n")
             out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f) for f in files)
             return RunResult(0, out, "")
+        if cmd == "sha256sum" and args[:1] == ["--"]:
+            lines, missing = [], []
+            for f in args[1:]:
+                if m.norm(f) in m.files:
+                    lines.append(f"{hashlib.sha256(m.files[m.norm(f)]).hexdigest()}  {f}\n")
+                else:
+                    missing.append(f"sha256sum: {f}: No such file or directory\n")
+            return RunResult(1 if missing else 0, "".join(lines), "".join(missing))
+        if cmd == "find" and args[:1] == ["/proc"]:  # processes using a dir: the fake's daemons hold no files
+            return ok
         if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
             return await self._exec(m, tuple(args[1:]))
         if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:

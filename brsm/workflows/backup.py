@@ -335,7 +335,7 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
     name = ctx.facts["backup_name"]
     jobs = await _plan(ctx)
-    await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id}).encode())
+    await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
     ctx.record(FILES_PLANNED, {"files": len(jobs), "bytes": sum(j.size for j in jobs)})
     # Resume: a file journaled as copied counts only if the object is there with that size.
     present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
@@ -416,6 +416,7 @@ def build_manifest(ctx: StepContext) -> dict[str, Any]:
         "tool": "brsm",
         "brsm_version": __version__,
         "op_id": ctx.op_id,
+        "op_ref": ctx.ref,
         "backup_name": ctx.facts["backup_name"],
         "create_time_ms": ctx.facts["create_time_ms"],
         "spaces": ctx.facts["spaces"],

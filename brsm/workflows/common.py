@@ -176,7 +176,7 @@ async def probe_storage(ctx: StepContext, storage: Storage) -> None:
     (``ProbeRemoved``): a crash in between, or a storage that refuses the delete, leaves a journaled
     probe that rollback and CLEANED remove (``remove_probes``), never an unrecorded object.
     """
-    key = f".brsm-probe-{ctx.op_id}-{int(time.time())}"
+    key = f".brsm-probe-{ctx.ref}-{int(time.time())}"
     ctx.record(PROBE_WRITTEN, {"key": key})
     try:
         await storage.put_bytes(key, b"brsm probe")
@@ -218,9 +218,10 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
         targets = [(hosts.host(m["host"]), lease_path(m["root"])) for m in topo["meta"]]
 
         def took_over(host: str, holder: LeaseInfo) -> None:
-            ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id})
+            ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id,
+                                      "holder_ref": holder.owner})
 
-        lease = Lease(targets, op_id=ctx.op_id, kind=kind, who=who(), on_takeover=took_over,
+        lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
                       ttl=float(ctx.params.get("lease_ttl") or 300))
         ctx.runtime["lease"] = lease
     return lease

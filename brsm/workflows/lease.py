@@ -37,10 +37,20 @@ class LeaseInfo:
     machine: str
     pid: int
     expires: float
+    # <journal id>-<op id> (brsm.engine.runner.op_ref); "" in a holder.json an older brsm wrote
+    ref: str = ""
+
+    @property
+    def owner(self) -> str:
+        """Who holds it, across journals: the ref, or the bare op id an older brsm wrote. Operation 38
+        of one journal is never operation 38 of another."""
+        return self.ref or str(self.op_id)
 
     def describe(self) -> str:
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
-        return f"operation {self.op_id} ({self.kind}) by {self.who}, pid {self.pid} on {self.machine}, until {until}"
+        journal = f" of journal {self.ref.rsplit('-', 1)[0]}" if "-" in self.ref else ""
+        return (f"operation {self.op_id}{journal} ({self.kind}) by {self.who}, pid {self.pid} on {self.machine}, "
+                f"until {until}")
 
 
 @dataclass(frozen=True)
@@ -78,8 +88,10 @@ async def _read(host: HostPort, path: str) -> LeaseInfo | None:
         buf = b""
         async for chunk in host.open_read(f"{path}/holder.json"):
             buf += chunk
-        return LeaseInfo(**json.loads(buf))
-    except (ValueError, TypeError):
+        raw = json.loads(buf)
+        known = {f for f in LeaseInfo.__dataclass_fields__}
+        return LeaseInfo(**{k: v for k, v in raw.items() if k in known})
+    except (ValueError, TypeError, AttributeError):
         return None
     except (RemoteError, OSError):
         if await host.exists(f"{path}/holder.json"):  # raises in turn when the host is unreachable
@@ -98,10 +110,12 @@ async def _write(host: HostPort, path: str, info: LeaseInfo) -> None:
 
 class Lease:
     def __init__(self, hosts: Sequence[tuple[HostPort, str]], *, op_id: int, kind: str, who: str,
-                 ttl: float = TTL, on_takeover: Callable[[str, LeaseInfo], None] | None = None) -> None:
+                 ttl: float = TTL, on_takeover: Callable[[str, LeaseInfo], None] | None = None,
+                 ref: str | None = None) -> None:
         # Sorted by host name so two runs contend in the same order and cannot deadlock half-way.
         self.hosts = sorted(hosts, key=lambda hp: hp[0].name)
         self.op_id = op_id
+        self.ref = ref or str(op_id)  # what ownership is judged by (LeaseInfo.owner)
         self.kind = kind
         self.who = who
         self.ttl = ttl
@@ -109,7 +123,11 @@ class Lease:
         self._task: asyncio.Task | None = None
 
     def _info(self) -> LeaseInfo:
-        return LeaseInfo(self.op_id, self.kind, self.who, socket.gethostname(), os.getpid(), time.time() + self.ttl)
+        return LeaseInfo(self.op_id, self.kind, self.who, socket.gethostname(), os.getpid(), time.time() + self.ttl,
+                         ref=self.ref if self.ref != str(self.op_id) else "")
+
+    def mine(self, holder: LeaseInfo | None) -> bool:
+        return holder is not None and holder.owner == self.ref
 
     async def acquire(self) -> None:
         await self.stop_refresh()  # acquiring again (resume re-runs LOCKED) must not leak a refresher
@@ -142,7 +160,7 @@ class Lease:
             except RemoteError:
                 await asyncio.sleep(0.2)  # a dropped connection: one more look before deciding
                 holder = await _read(host, path)
-            if holder is not None and holder.op_id == self.op_id:
+            if self.mine(holder):
                 await _write(host, path, self._info())  # ours from a previous process: refresh
                 return
             if holder is None:
@@ -159,7 +177,7 @@ class Lease:
                             self.on_takeover(host.name, NoHolder(0, "", "", "", 0, 0.0))
                         await host.remove_tree(path)
                     continue  # gone (or removed above): mkdir again
-                if holder.op_id == self.op_id:
+                if self.mine(holder):
                     await _write(host, path, self._info())
                     return
             if not is_stale(holder):
@@ -177,7 +195,7 @@ class Lease:
             for host, path in self.hosts:
                 try:
                     holder = await _read(host, path)
-                    if holder is not None and holder.op_id == self.op_id:
+                    if self.mine(holder):
                         await _write(host, path, self._info())
                 except Exception:  # noqa: BLE001 - a missed refresh is retried; expiry has slack
                     pass
@@ -199,12 +217,12 @@ class Lease:
     async def _release_one(self, host: HostPort, path: str) -> None:
         """Remove the lease only when it names this operation: never someone else's."""
         holder = await _read(host, path)
-        if holder is not None and holder.op_id == self.op_id:
+        if self.mine(holder):
             await host.remove_tree(path)
 
     async def held_by_us(self) -> bool:
         for host, path in self.hosts:
             holder = await _read(host, path)
-            if holder is None or holder.op_id != self.op_id:
+            if not self.mine(holder):
                 return False
         return True

@@ -23,7 +23,7 @@ from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, le
 
 REMOVED = "OrphanRemoved"
 _NAME_TIME = re.compile(r"^BACKUP_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})")
-_ASIDE = re.compile(r"nebula_brsm_old_(\d+)$")
+_ASIDE = re.compile(r"nebula_brsm_old_((?:[0-9a-f]+-)?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,30 @@ class LiveOps:
     op_ids: frozenset[int] = frozenset()
     names: dict[str, int] = field(default_factory=dict)  # backup name -> op id
     known_ids: frozenset[int] = frozenset()  # every op id in this journal
+    # the same as refs (`<journal id>-<op id>`, brsm.engine.runner.op_ref): what is on a cluster is judged by these
+    refs: frozenset[str] = frozenset()
+    known_refs: frozenset[str] = frozenset()
+    journal_id: str | None = None
+
+
+def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """What gc may do with ``nebula_brsm_old_<token>``: ``("set_aside", why)`` (removable: a finished
+    restore of this journal), or ``("set_aside_unknown", why)`` (left alone), or ``("in_use", why)``.
+
+    >>> judge_set_aside("3f9a0c12be47-38", LiveOps(known_refs=frozenset({"3f9a0c12be47-38"})))[0]
+    'set_aside'
+    >>> judge_set_aside("38", LiveOps(known_ids=frozenset({38}), known_refs=frozenset({"38"})))[0]  # older brsm
+    'set_aside_unknown'
+    """
+    if token in live.refs or token in lease_owners:
+        return "in_use", f"restore {token} has not finished (or holds the cluster lease): never"
+    if token.isdigit():
+        return "set_aside_unknown", (f"named by a bare operation id ({token}, an older brsm): any journal's "
+                                     f"operation {token} could have made it, so it is left alone; remove it by "
+                                     "hand once you know whose it is")
+    if token in live.known_refs:
+        return "set_aside", f"restore {token} of this journal has finished"
+    return "set_aside_unknown", f"operation {token} is not in this journal: left alone"
 
 
 @dataclass
@@ -109,14 +133,62 @@ def cleanup_workflow() -> Workflow:
 
 
 # -- gc ---------------------------------------------------------------------------------------------
+async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
+    """The cluster leases held now by a live run (not stale) that is not this gc: what they own is not
+    gc's to judge from this journal, whatever it says (issue 13: a second journal's gc dropped a
+    running backup's snapshot and deleted its upload)."""
+    if p.hosts is None or topology is None:
+        return []
+    out = []
+    for m in topology["meta"]:
+        h = p.hosts.host(m["host"])
+        path = lease_path(m["root"])
+        if not await h.exists(path):
+            continue
+        info = await _holder(h, path)
+        if info is not None and not is_stale(info):
+            out.append(info)
+    return out
+
+
+async def _holder(h: Any, path: str) -> LeaseInfo | None:
+    buf = b""
+    try:
+        async for c in h.open_read(f"{path}/holder.json"):
+            buf += c
+        raw = json.loads(buf)
+        return LeaseInfo(**{k: v for k, v in raw.items() if k in LeaseInfo.__dataclass_fields__})
+    except (BrsmError, ValueError, TypeError, AttributeError):
+        return None
+
+
+async def _marker_owner(storage: Storage, name: str) -> str | None:
+    """The ref (or bare op id) in a backup's in-progress marker, None when it names none."""
+    try:
+        raw = json.loads(await storage.get_bytes(in_progress_key(name)))
+        return str(raw.get("op_ref") or raw["op_id"])
+    except (BrsmError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
     out: list[dict] = []
     now = time.time()
+    leases = await live_leases(p, topology)
+    owners = frozenset(i.owner for i in leases)
+    held_by = "; ".join(i.describe() for i in leases)
+    snapshots: set[str] = set()
     if p.meta is not None:
         for s in await p.meta.list_snapshots():
-            if s.name.startswith("BACKUP") and s.name not in p.live.names:
-                out.append({"kind": "snapshot", "name": s.name, "status": s.status,
-                            "why": "no unfinished brsm operation uses it"})
+            snapshots.add(s.name)
+            if not s.name.startswith("BACKUP") or s.name in p.live.names:
+                continue
+            if leases:
+                out.append({"kind": "in_use", "name": s.name, "status": s.status,
+                            "why": f"the cluster lease is held by {held_by}: a live run may own it; left alone"})
+                continue
+            out.append({"kind": "snapshot", "name": s.name, "status": s.status,
+                        "why": "no unfinished brsm operation uses it"})
     if p.storage is not None:
         for d in await p.storage.list_dirs(""):
             name = d.rstrip("/")
@@ -126,6 +198,15 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
             keys = {o.key for o in objs}
             if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
                 continue  # complete (brsm manifest, or nebula-br's .meta written last)
+            owner = await _marker_owner(p.storage, name) if in_progress_key(name) in keys else None
+            if owner is not None and (owner in owners or owner in p.live.refs):
+                out.append({"kind": "in_use", "name": name, "objects": len(objs),
+                            "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
+                continue
+            if leases and name in snapshots:
+                out.append({"kind": "in_use", "name": name, "objects": len(objs),
+                            "why": f"its snapshot is on the cluster and the lease is held by {held_by}"})
+                continue
             t = name_time(name)
             if t is not None and now - t < grace_seconds:
                 continue
@@ -142,28 +223,19 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
                         m = _ASIDE.search(line.strip())
                         if not m:
                             continue
-                        op = int(m.group(1))
-                        if op in p.live.op_ids:
+                        token = m.group(1)
+                        kind, why = judge_set_aside(token, p.live, owners)
+                        if kind == "in_use":
                             continue  # an unfinished restore's original data: never
-                        if op not in p.live.known_ids:
-                            out.append({"kind": "set_aside_unknown", "host": svc["host"], "path": line.strip(),
-                                        "why": f"operation {op} is not in this journal: left alone"})
-                            continue
-                        out.append({"kind": "set_aside", "host": svc["host"], "path": line.strip(), "op_id": op,
-                                    "why": f"restore {op} has finished"})
+                        out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": token,
+                                    "why": why})
         for m in topology["meta"]:
             h = p.hosts.host(m["host"])
             path = lease_path(m["root"])
             if not await h.exists(path):
                 continue
-            buf = b""
-            try:
-                async for c in h.open_read(f"{path}/holder.json"):
-                    buf += c
-                info = LeaseInfo(**json.loads(buf))
-            except (BrsmError, ValueError, TypeError):
-                info = None
-            if info is None or (is_stale(info) and info.op_id not in p.live.op_ids):
+            info = await _holder(h, path)
+            if info is None or (is_stale(info) and info.owner not in p.live.refs):
                 out.append({"kind": "stale_lease", "host": m["host"], "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})
@@ -190,7 +262,7 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
     n = 0
     for o in ctx.facts["orphans"]:
         ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] == "set_aside_unknown":
+        if ident in done or o["kind"] in ("set_aside_unknown", "in_use"):
             continue
         if o["kind"] == "snapshot":
             await p.meta.drop_snapshots([o["name"]])

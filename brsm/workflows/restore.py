@@ -67,11 +67,11 @@ def _p(ctx: StepContext) -> RestorePorts:
 
 
 def aside_name(ctx: StepContext) -> str:
-    return f"nebula_brsm_old_{ctx.op_id}"
+    return f"nebula_brsm_old_{ctx.ref}"
 
 
 def meta_restore_dir(ctx: StepContext, meta_data_path: str) -> str:
-    return posixpath.join(meta_data_path, f"brsm_restore_{ctx.op_id}")
+    return posixpath.join(meta_data_path, f"brsm_restore_{ctx.ref}")
 
 
 async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> bytes:
@@ -154,6 +154,31 @@ async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | N
             "topology": {"storage": storage}, "files": files}
 
 
+# -- checksums ------------------------------------------------------------------------------------
+UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"
+UNVERIFIED_HINT = ("restore a backup with a brsm-manifest.json (see `brsm show`: `complete`, not `complete*`); "
+                   "only if you trust this one as it is, add --allow-unverified")
+
+
+def has_checksums(m: dict[str, Any]) -> bool:
+    """Every file of the manifest carries a SHA-256 (a brsm manifest does; one built from a nebula-br
+    ``.meta`` has none)."""
+    return all(f.get("sha256") for f in m["files"])
+
+
+def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | None:
+    """Why a restore of ``m`` must not go on without ``--allow-unverified`` (None when it may).
+
+    >>> unverified_refusal("BACKUP_1", {"files": [{"key": "k", "size": 1, "sha256": None}]}, False)[:49]
+    'backup BACKUP_1 has no checksums (no brsm-manifes'
+    """
+    if allowed or has_checksums(m):
+        return None
+    return (f"backup {name} has no checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose manifest "
+            f"was deleted): its {len(m['files'])} file(s) could be checked by size only, so changed bytes would "
+            "be restored unnoticed; refused")
+
+
 # -- preflight ------------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
@@ -163,6 +188,14 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
         common.record_host_keys(ctx, p.hosts)
     p.progress.note(f"topology from {topo['source']}")
     m = await common.as_preflight(_manifest(ctx))
+    unchecked = unverified_refusal(ctx.params["name"], m, bool(ctx.params.get("allow_unverified")))
+    if unchecked:
+        raise VerificationFailed(unchecked, hint=UNVERIFIED_HINT)
+    if not has_checksums(m):
+        p.progress.note(f"WARNING: restoring {ctx.params['name']} WITHOUT CHECKSUMS (--allow-unverified): its "
+                        f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
+                        "would be restored as they are")
+        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.params["name"], "files": len(m["files"])})
     await common.as_preflight(common.warn_not_backed_up(
         ctx, p.meta, [int(k) for k in m.get("spaces", {})], p.progress,
         "the restore does not bring these back (recreate them after it)"))
@@ -355,11 +388,33 @@ def _service_timeout(ctx: StepContext) -> float:
 
 
 async def _stop(ctx: StepContext, svc: str) -> None:
-    await services.stop(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
+    targets = _targets(ctx, svc)
+    with _hosts_task(ctx, f"stop {svc}", len(targets)):
+        await services.stop(_p(ctx).hosts, svc, targets, timeout=_service_timeout(ctx))
 
 
 async def _start(ctx: StepContext, svc: str) -> None:
-    await services.start(_p(ctx).hosts, svc, _targets(ctx, svc), timeout=_service_timeout(ctx))
+    targets = _targets(ctx, svc)
+    with _hosts_task(ctx, f"start {svc}", len(targets)):
+        await services.start(_p(ctx).hosts, svc, targets, timeout=_service_timeout(ctx))
+
+
+class _hosts_task:
+    """A progress task (rich on a terminal, a JSON line with --json) for a wait on every host at once:
+    started before it, advanced to the total and done once every host got there (issue 13: a restore
+    was silent for half its time while daemons stopped and started)."""
+
+    def __init__(self, ctx: StepContext, task: str, total: int, unit: str = "hosts") -> None:
+        self.progress, self.task, self.total, self.unit = _p(ctx).progress, task, total, unit
+
+    def __enter__(self) -> "_hosts_task":
+        self.progress.start(self.task, self.total, unit=self.unit)
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self.progress.advance(self.task, self.total)
+        self.progress.done(self.task)
 
 
 async def stopped(ctx: StepContext) -> dict[str, Any]:
@@ -413,6 +468,111 @@ async def _wait_storage_online(ctx: StepContext) -> list[str]:
         await asyncio.sleep(pause)
         slept += pause
         pause = min(1.0, pause * 2)
+
+
+# -- still down? ----------------------------------------------------------------------------------
+# Issue 13: a storaged started behind brsm's back (an operator, a rebooted host) during DOWNLOADED
+# made the restore finish with data that was neither the backup's nor the original. Before every step
+# that renames, writes or starts (and every undo that renames data back) brsm checks again that the
+# daemons it stopped are down: no pid in `nebula.service status`, the port closed, no process using
+# the data dirs. Otherwise it journals ServiceFoundRunning and stops there (exit 5), touching nothing.
+SERVICE_FOUND_RUNNING = "ServiceFoundRunning"
+DATA_PROVED = "RestoredDataProved"
+ALL_DOWN = ("graphd", "storaged", "metad")
+STARTED_BY_US = ("graphd", "storaged")  # metad runs (ours) from META_RESTORED on
+
+
+class ServicesNotDown(OperationFailed):
+    """A daemon brsm stopped runs again (or its port or data dirs are in use): brsm will not act on a belief."""
+
+
+def _dirs_of(ctx: StepContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
+    topo = ctx.extra["topology"]
+    out: dict[str, list[str]] = {}
+    for svc in svcs:
+        role = ROLE_OF[svc]
+        if role == "graph":
+            continue
+        for s in topo[role]:
+            out.setdefault(s["host"], []).extend(dp for dp in s["data_paths"] if dp not in out.get(s["host"], []))
+    return out
+
+
+async def _ensure_down(ctx: StepContext, before: str, svcs: tuple[str, ...] = ALL_DOWN) -> None:
+    """Refuse to go on with ``before`` unless every daemon of ``svcs`` is down on every host and no
+    process uses their data dirs."""
+    p = _p(ctx)
+    p.progress.note(f"checking that {', '.join(svcs)} are still down before {before}")
+    found: list[tuple[str, str, str]] = []
+    for svc in svcs:
+        found += [(h, svc, why) for h, why in await services.find_running(p.hosts, svc, _targets(ctx, svc))]
+    if not found:
+        found += [(h, "data dir", why) for h, why in await services.find_dir_users(p.hosts, _dirs_of(ctx, svcs))]
+    if not found:
+        return
+    for host, svc, why in found:
+        ctx.record(SERVICE_FOUND_RUNNING, {"before": before, "host": host, "service": svc, "why": why})
+    text = "; ".join(f"{h}: {why}" for h, _svc, why in found)
+    where = ", ".join(sorted({h for h, _, _ in found}))
+    raise ServicesNotDown(
+        f"refusing to go on with {before}: what brsm stopped for this restore is not down any more on "
+        f"{len({h for h, _, _ in found})} host(s): {text}; stop it there (`nebula.service stop "
+        f"{found[0][1] if found[0][1] in ALL_DOWN else '<service>'}`) before brsm goes on",
+        hint=f"someone or something (a reboot, an operator, systemd) started it behind brsm's back: stop it on "
+             f"{where} (`<install>/scripts/nebula.service stop <service>`), find out why, then "
+             f"`brsm resume {ctx.op_id}` (continues) or `brsm rollback {ctx.op_id}` (puts the original data back)")
+
+
+async def _prove_restored(ctx: StepContext) -> dict[str, Any]:
+    """Re-hash on the hosts every restored file that has a SHA-256 in the manifest (sha256sum, all
+    hosts at once), right before anything is started on it: what starts is the backup, byte for byte."""
+    p = _p(ctx)
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for d in ctx.extra.get("restored", {}).values():
+        if d.get("sha256"):
+            by_host.setdefault(d["host"], []).append(d)
+    total = sum(d["size"] for ds in by_host.values() for d in ds)
+    p.progress.start("re-hash restored files", total)
+    bad: list[str] = []
+
+    async def one(host: str) -> None:
+        files = sorted(by_host[host], key=lambda d: d["dest"])
+        for i in range(0, len(files), 64):
+            batch = files[i:i + 64]
+            r = await p.hosts.host(host).run(["sha256sum", "--", *(d["dest"] for d in batch)], check=False,
+                                            timeout=3600)
+            got = parse_sha256sum(r.stdout)
+            for d in batch:
+                if got.get(d["dest"]) != d["sha256"]:
+                    bad.append(f"{host}:{d['dest']} ({'missing' if d['dest'] not in got else 'changed'})")
+            p.progress.advance("re-hash restored files", sum(d["size"] for d in batch))
+
+    try:
+        await asyncio.gather(*(one(h) for h in sorted(by_host)))
+    finally:
+        p.progress.done("re-hash restored files")
+    if bad:
+        raise VerificationFailed(
+            f"before starting the restored cluster, {len(bad)} restored file(s) differ from the backup's SHA-256, "
+            f"e.g. {bad[0]}: something wrote into the data dirs since they were downloaded",
+            hint=f"nothing was started on it; `brsm rollback {ctx.op_id}` puts the original data back")
+    facts = {"files": sum(len(v) for v in by_host.values()), "bytes": total, "hosts": sorted(by_host)}
+    ctx.record(DATA_PROVED, facts)
+    return facts
+
+
+def parse_sha256sum(stdout: str) -> dict[str, str]:
+    """``sha256sum`` output → ``{path: hex}`` (lines it cannot read are skipped).
+
+    >>> parse_sha256sum("ab" * 32 + "  /d/x.sst\n")
+    {'/d/x.sst': 'abababababababababababababababababababababababababababababababab'}
+    """
+    out = {}
+    for line in stdout.splitlines():
+        digest, sep, path = line.partition("  ")
+        if sep and len(digest) == 64 and not digest.startswith("\\"):
+            out[path] = digest
+    return out
 
 
 # -- SET_ASIDE ------------------------------------------------------------------------------------
@@ -481,8 +641,8 @@ def _cluster_id_files(ctx: StepContext) -> list[tuple[str, str, str, str]]:
     out = []
     for host, root in roots:
         live = posixpath.join(root, CLUSTER_ID)
-        out.append((host, live, f"{live}.brsm_old_{ctx.op_id}",
-                    posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ctx.op_id}")))
+        out.append((host, live, f"{live}.brsm_old_{ctx.ref}",
+                    posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ctx.ref}")))
     return out
 
 
@@ -522,6 +682,7 @@ async def _put_back_cluster_ids(ctx: StepContext) -> None:
 
 async def set_aside(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
+    await _ensure_down(ctx, "SET_ASIDE")
     done = []
     for host, src, dst, mode in _moves(ctx):
         h = p.hosts.host(host)
@@ -550,6 +711,7 @@ async def _one(data: bytes):
 
 async def undo_set_aside(ctx: StepContext) -> None:
     p = _p(ctx)
+    await _ensure_down(ctx, "putting the original data back (undo of SET_ASIDE)")
     for host, src, dst, _mode in _moves(ctx):
         h = p.hosts.host(host)
         if not await h.exists(dst):
@@ -570,6 +732,7 @@ async def undo_set_aside(ctx: StepContext) -> None:
 # -- DOWNLOADED -----------------------------------------------------------------------------------
 async def downloaded(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
+    await _ensure_down(ctx, "DOWNLOADED")
     m = await _manifest(ctx)
     topo = ctx.extra["topology"]
     pairs = [tuple(x) for x in ctx.facts["pairs"]]
@@ -626,6 +789,7 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
 
 async def undo_downloaded(ctx: StepContext) -> None:
     p = _p(ctx)
+    await _ensure_down(ctx, "removing the downloaded data (undo of DOWNLOADED)")
     for host, src, dst, mode in _moves(ctx):
         h = p.hosts.host(host)
         # Only where the original is safe aside may the restored dir go.
@@ -641,6 +805,8 @@ async def undo_downloaded(ctx: StepContext) -> None:
 async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await _manifest(ctx)
+    # on a resume metad may run already (started by an earlier attempt of this step); the others must not
+    await _ensure_down(ctx, "META_RESTORED", ALL_DOWN if ctx.mode == "run" else STARTED_BY_US)
     await _start(ctx, "metad")
     await _wait_meta(ctx)
     dropped = await _drop_chosen_spaces(ctx, m) if _partial(ctx) else []
@@ -690,6 +856,9 @@ async def started(ctx: StepContext) -> dict[str, Any]:
     back): a storaged that does not come up is never reported as restored."""
     p = _p(ctx)
     m = await _manifest(ctx)
+    await _ensure_down(ctx, "STARTED", STARTED_BY_US)
+    proved = await _prove_restored(ctx)
+    await _ensure_down(ctx, "STARTED", STARTED_BY_US)  # nothing started while the files were re-hashed
     await _start(ctx, "storaged")
     await _start(ctx, "graphd")
     online = await _wait_storage_online(ctx)
@@ -703,7 +872,7 @@ async def started(ctx: StepContext) -> dict[str, Any]:
             raise OperationFailed(f"after restore metad lists spaces {sorted(have)}, expected {sorted(want)}",
                                   hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
         await asyncio.sleep(0.5)
-    return {"spaces": sorted(want), "storage_online": online}
+    return {"spaces": sorted(want), "storage_online": online, "proved": proved}
 
 
 async def undo_started(ctx: StepContext) -> None:
@@ -724,8 +893,20 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
             return f"{host}:{aside}"
         return None
 
-    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each
-    removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean, _data_dirs(ctx)) if r]
+    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each, one progress step each
+    dirs = _data_dirs(ctx)
+    p.progress.start("remove set-aside data", len(dirs), unit="dirs")
+
+    async def clean_one(data_dir: tuple[str, str]) -> str | None:
+        try:
+            return await clean(data_dir)
+        finally:
+            p.progress.advance("remove set-aside data", 1)
+
+    try:
+        removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
+    finally:
+        p.progress.done("remove set-aside data")
     for host, _live, aside, marker in _cluster_id_files(ctx):
         h = p.hosts.host(host)
         if await h.exists(marker):

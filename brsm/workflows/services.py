@@ -240,3 +240,72 @@ async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
     """``nebula.service start <svc>`` on every target at once ("already running" counts as started),
     then wait (at most ``timeout``) until each daemon runs and its port accepts connections."""
     await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout))
+
+
+# -- still down? (issue 13: a daemon started behind brsm's back during a restore) -------------------------
+def _glob_escape(path: str) -> str:
+    return re.sub(r"([\[\]*?\\])", r"\\\1", path.rstrip("/") or "/")
+
+
+def dir_users_argv(dirs: Sequence[str]) -> tuple[str, ...]:
+    """A command listing the processes whose working directory or an open file is in one of ``dirs``
+    (``/proc/<pid>/cwd`` and ``/proc/<pid>/fd/*`` links, matched by ``find -lname``; no lsof needed):
+
+    >>> dir_users_argv(["/data/s1"])[:6]
+    ('find', '/proc', '-mindepth', '2', '-maxdepth', '3')
+    >>> dir_users_argv(["/data/s1"])[-7:]
+    ('(', '-lname', '/data/s1', '-o', '-lname', '/data/s1/*', ')')
+    """
+    match: list[str] = []
+    for d in dirs:
+        e = _glob_escape(d)
+        match += [*(["-o"] if match else []), "-lname", e, "-o", "-lname", f"{e}/*"]
+    return ("find", "/proc", "-mindepth", "2", "-maxdepth", "3", "(", "-path", "/proc/[0-9]*/cwd", "-o",
+            "-path", "/proc/[0-9]*/fd/*", ")", "(", *match, ")")
+
+
+def parse_dir_users(stdout: str) -> list[int]:
+    """``/proc/<pid>/fd/7`` lines (what :func:`dir_users_argv` prints) → the pids, sorted, once each.
+
+    >>> parse_dir_users("/proc/42/fd/7\\n/proc/42/cwd\\n/proc/9/fd/3\\n")
+    [9, 42]
+    """
+    pids = set()
+    for line in stdout.splitlines():
+        parts = line.strip().split("/")
+        if len(parts) >= 3 and parts[1] == "proc" and parts[2].isdigit():
+            pids.add(int(parts[2]))
+    return sorted(pids)
+
+
+async def find_running(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget]) -> list[tuple[str, str]]:
+    """(host, why) for every target where ``svc`` is not down: ``nebula.service status`` names a pid,
+    or its port accepts connections. Every host at once; empty when all are down."""
+
+    async def one(t: ServiceTarget) -> tuple[str, str] | None:
+        try:
+            st = await _status(hosts, t, svc)
+        except _Stuck as e:
+            return t.host, str(e)
+        if st.running:
+            return t.host, f"{svc} is running as pid {st.pid}"
+        if await _port_open(hosts, t):
+            return t.host, f"port {t.port} ({svc}'s) accepts connections"
+        return None
+
+    return [r for r in await asyncio.gather(*(one(t) for t in targets)) if r]
+
+
+async def find_dir_users(hosts: HostsPort, dirs_by_host: dict[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """(host, why) for every host where a process has its working directory or an open file in one of
+    its data dirs."""
+
+    async def one(host: str, dirs: Sequence[str]) -> tuple[str, str] | None:
+        r = await hosts.host(host).run(dir_users_argv(dirs), check=False, timeout=60)
+        pids = parse_dir_users(r.stdout)
+        if pids:
+            return host, f"process(es) {', '.join(map(str, pids))} use {', '.join(dirs)}"
+        return None
+
+    items = sorted(dirs_by_host.items())
+    return [r for r in await asyncio.gather(*(one(h, d) for h, d in items)) if r]

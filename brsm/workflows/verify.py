@@ -160,10 +160,15 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
         bad = catalog.structure_problems(name, e.meta, e.objects)
         r.problems.extend(bad)
         r.checked = len(e.meta.meta_files) + len(set(e.meta.storage_hosts) | set(e.meta.host_spaces))
-        r.notes.append("made by nebula-br: no checksums; checked that .meta decodes and that its meta files and "
+        r.notes.append("no brsm manifest (made by nebula-br, or its manifest was deleted): no checksums; checked that .meta decodes and that its meta files and "
                        "the data of every storage host it names exist")
         if mode != QUICK:
-            r.notes.append(f"--{mode} cannot re-hash a nebula-br backup (it records no hashes): nothing was re-hashed")
+            # asked to check the contents and could check none: never "ok" (issue 13)
+            r.problems.append({"key": manifest_key(name), "problem": "unverifiable",
+                               "detail": f"--{mode} asked to re-hash the contents, but the backup records no "
+                                         f"checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose "
+                                         "manifest was deleted): 0 objects re-hashed, changed bytes of the same "
+                                         "size cannot be found"})
         return r
 
     # brsm, with a readable manifest

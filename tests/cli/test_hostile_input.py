@@ -243,3 +243,20 @@ def test_storage_from_the_config_is_pinned_and_resume_refuses_another(home, tmp_
     code, out, err = run(capsys, "resume", str(op_id), "--storage", f"local://{a}/")
     assert code == 4, err  # the same storage: allowed
     assert not b.exists()
+
+
+# -- issue 13, class 4: a symlink named like a backup ---------------------------------------------------------
+def test_cleanup_of_a_symlink_named_like_a_backup_deletes_nothing_through_it(home, tmp_path, capsys):
+    """`cleanup` used to follow ``BACKUP_…`` → a directory outside the storage root and delete its files."""
+    store, victim = tmp_path / "b", tmp_path / "victim"
+    store.mkdir()
+    (victim / "data").mkdir(parents=True)
+    name = "BACKUP_2020_01_01_00_00_00"
+    for rel in ("brsm-manifest.json", f"{name}.meta", "data/x"):
+        (victim / rel).write_bytes(b"precious")
+    (store / name).symlink_to(victim, target_is_directory=True)
+    code, out, err = run(capsys, "show", "--storage", f"local://{store}", "--json")
+    assert code == 0 and name not in out, out  # `show` lists no such backup
+    code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
+    assert f"no backup named {name}" in one_error(code, out, err, 2)
+    assert sorted(p.name for p in victim.rglob("*") if p.is_file()) == [f"{name}.meta", "brsm-manifest.json", "x"]

@@ -160,6 +160,9 @@ def test_nebula_br_layout_backup_is_listed_and_restored(sandbox, tmp_path):
     assert entry["made_by"] == "nebula-br" and entry["state"] == "complete"
     env.load(2 << 20, seed=31)
     assert env.checksum() != backed
-    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    assert p.returncode == 6 and "--allow-unverified" in p.stderr, p.stderr[-800:]  # no checksums: asked for
+    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+                 "--allow-unverified")
     assert res["state"] == "CLEANED"
     assert env.checksum() == backed

@@ -28,7 +28,11 @@ def plant(env, tmp_path):
     env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")
     finished = env.ok("ops")[0]["id"]
     storage_host = next(h for h in env.info["hosts"] if "storage" in h["roles"])
-    aside = Path(storage_host["data_paths"][0]) / f"nebula_brsm_old_{finished}"
+    import sqlite3
+    con = sqlite3.connect(Path(env.env["BRSM_HOME"]) / "journal.db")
+    jid = con.execute("SELECT value FROM journal_info WHERE key = 'journal_id'").fetchone()[0]
+    con.close()
+    aside = Path(storage_host["data_paths"][0]) / f"nebula_brsm_old_{jid}-{finished}"  # <journal id>-<op>
     aside.mkdir()
     (aside / "keep").write_text("old")
     # 4. a stale lease: expired, its process gone

@@ -217,3 +217,28 @@ def test_storage_errors_surface_with_hints(capsys, local_uri, monkeypatch):
     assert (code, doc["error"], doc["hint"]) == (5, "bucket gone", "injected by the test")
     code, _, err = run(capsys, "prune", "--storage", local_uri, "--keep-last", "3")
     assert code == 5 and "brsm: error: bucket gone" in err and "hint: injected by the test" in err
+
+
+def test_verify_full_of_a_backup_whose_manifest_was_deleted_is_not_ok(capsys, local_uri):
+    """Issue 13: the manifest deleted and a file changed (same size): `verify --full` said
+    `ok … 0 object(s) re-hashed`, exit 0. It checked nothing: it says so and exits 6."""
+    b = backup(local_uri)
+
+    async def tamper(st):
+        await st.delete(manifest_key(b.name))
+        data = bytearray(await st.get_bytes(b.key(3)))
+        data[0] ^= 0xFF
+        await st.put_bytes(b.key(3), bytes(data))
+
+    on_storage(local_uri, tamper)
+    code, out, _ = run(capsys, "show", "--storage", local_uri)
+    assert "complete*" in out and "manifest was deleted" in out and "--allow-unverified" in out
+    code, out, err = run(capsys, "verify", b.name, "--storage", local_uri)  # quick: structure only, and says so
+    assert code == 0 and "no checksums" in out, (out, err)
+    for flags in (["--full"], ["--sample", "50%"]):
+        code, out, err = run(capsys, "verify", b.name, "--storage", local_uri, *flags)
+        assert code == 6 and f"{b.name}: ok" not in out, (out, err)
+        assert "could not be verified" in err and "re-hashed 0 objects" in err and "--allow-unverified" in err
+        code, doc = run_json(capsys, "verify", b.name, "--storage", local_uri, *flags)
+        assert code == 6 and not doc["ok"] and doc["hashed_files"] == 0
+        assert [p["problem"] for p in doc["problems"]] == ["unverifiable"]

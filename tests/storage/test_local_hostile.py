@@ -56,3 +56,37 @@ async def test_delete_prefix_removes_the_empty_directories_too(local, tmp_path):
     assert await local.delete_prefix("B/") == 1
     assert sorted(os.listdir(tmp_path / "store")) == ["C"]
     assert await local.get_bytes("C/keep") == b"k"
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """``BACKUP_2020_01_01_00_00_00`` in the storage root is a symlink to a directory outside it,
+    laid out like a backup (issue 13: `cleanup` followed it and deleted the files there)."""
+    outside = tmp_path / "victim"
+    (outside / "data").mkdir(parents=True)
+    for rel in ("brsm-manifest.json", "BACKUP_2020_01_01_00_00_00.meta", "data/x", "data/.brsm-tmp.y"):
+        (outside / rel).write_bytes(b"precious")
+    name = "BACKUP_2020_01_01_00_00_00"
+    (tmp_path / "store" / name).symlink_to(outside, target_is_directory=True)
+    return name, outside
+
+
+def _all_files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+async def test_a_top_level_symlink_named_like_a_backup_is_neither_listed_nor_deleted_through(local, planted):
+    name, outside = planted
+    before = _all_files(outside)
+    assert await local.list(f"{name}/") == []
+    assert await local.list("") == []
+    assert await local.list_dirs("") == []
+    for key in (f"{name}/brsm-manifest.json", f"{name}/{name}.meta", f"{name}/data/x"):
+        await local.delete(key)  # refused quietly: no object there
+        with pytest.raises(ObjectNotFound):
+            await local.stat(key)
+    assert await local.delete_prefix(f"{name}/") == 0
+    assert await local.abort_uploads(f"{name}/") == 0
+    assert await local.abort_uploads("") == 0
+    assert _all_files(outside) == before, "nothing outside the storage root was deleted"
+    assert (local.root / name).is_symlink(), "the planted link itself is left for its owner to judge"

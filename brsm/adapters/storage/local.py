@@ -209,6 +209,14 @@ class LocalStorage(BaseStorage):
         root = os.path.realpath(self.root)
         return os.path.realpath(path).startswith(root.rstrip("/") + "/")
 
+    def _dir_within(self, d: Path) -> bool:
+        """``d`` is the root or a real directory inside it: no symlink on the way leads out. A walk,
+        a listing or a delete starts only from such a directory (``os.walk`` follows a symlink given
+        as its start, and ``unlink`` follows symlinked parents)."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(d)
+        return real == root or real.startswith(root.rstrip("/") + "/")
+
     def _open_object(self, path: Path):
         """Open a stored file for reading. A symlink is no object: a backup directory holds regular
         files only, and following a planted link would read (and restore) whatever it points at."""
@@ -278,7 +286,9 @@ class LocalStorage(BaseStorage):
     def _list(self, prefix: str) -> list[ObjectInfo]:
         base, _, _ = prefix.rpartition("/")
         start = self.root / base if base else self.root
-        out = []
+        out: list[ObjectInfo] = []
+        if not self._dir_within(start):
+            return out  # a symlink named like a backup (or a path through one): no objects there
         for dirpath, dirnames, filenames in os.walk(start):
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
@@ -324,6 +334,8 @@ class LocalStorage(BaseStorage):
             raise _os_error(f"{key}: delete failed", e) from e
 
     def _delete_path(self, path: Path) -> None:
+        if not self._dir_within(path.parent):
+            return  # through a symlinked directory: not an object of this storage, never deleted
         try:
             path.unlink()
         except FileNotFoundError:
@@ -373,6 +385,8 @@ class LocalStorage(BaseStorage):
             base, _, _ = prefix.rpartition("/")
             start = self.root / base if base else self.root
             n = 0
+            if not self._dir_within(start):
+                return 0  # never sweep through a symlink out of the storage
             for dirpath, _dirs, files in os.walk(start):
                 rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
                 rel_dir = "" if rel_dir == "." else rel_dir + "/"
