@@ -1,8 +1,11 @@
 """HostsPort / HostPort over a ``FakeCluster``'s in-memory machines.
 
-``run`` understands the argv shapes built by ``brsm.adapters.remote_cmd`` (nebula.service, df, mv,
-rm -rf, mkdir, find) plus a few plain ones (true, false, echo, printf, test -e/-d/-f, cat, mkdir
-without -p, sleep); anything else exits 127 "command not found", as a shell would.
+``run`` understands the argv shapes built by ``brsm.adapters.remote_cmd`` (df, mv, rm -rf, mkdir,
+find), Nebula's ``scripts/nebula.service`` as that script behaves (status always exits 0, start of a
+running daemon exits 1, start/stop return before the daemon listens/exits), a TCP port probe
+(``timeout N bash -c 'exec 3<>/dev/tcp/$1/$2' NAME ADDRESS PORT``) and a few plain commands (true,
+false, echo, printf, test -e/-d/-f, cat, mkdir without -p, sleep); anything else exits 127 "command
+not found", as a shell would. Its service control shares no code with the SSH adapter's.
 Errors look like SshHost's: ``RemoteError`` naming the host, with the exit status or what dropped.
 """
 from __future__ import annotations

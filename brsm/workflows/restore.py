@@ -628,12 +628,9 @@ CLUSTER_ID = "cluster.id"
 
 
 def _cluster_id_files(ctx: StepContext) -> list[tuple[str, str, str, str]]:
-    """(host, live file, set-aside file, "was absent" marker) for every storaged and graphd root.
-
-    >>> # root /usr/local/nebula, operation 7:
-    >>> # ("127.0.0.101", "/usr/local/nebula/cluster.id", "/usr/local/nebula/cluster.id.brsm_old_7",
-    >>> #  "/usr/local/nebula/.cluster.id.brsm_absent_7")
-    """
+    """(host, live file, set-aside file, "was absent" marker) for every storaged and graphd root,
+    e.g. for root /usr/local/nebula in operation 7: ``("127.0.0.101", "/usr/local/nebula/cluster.id",
+    "/usr/local/nebula/cluster.id.brsm_old_7", "/usr/local/nebula/.cluster.id.brsm_absent_7")``."""
     p = _p(ctx)
     topo = ctx.extra["topology"]
     roots = sorted({(s["host"], s.get("root") or p.install_dir(s["host"]))
