@@ -210,6 +210,8 @@ class FakeMeta:
             return  # if_exists
         del c.spaces[sid]
         for addr in c.storage_addrs:
+            if not c.service_up(addr.host, "storaged"):
+                continue  # a stopped storaged is not told; it never removes that space's data
             m = c.host_of(addr)
             for dp in c.storage_paths[addr]:
                 for sub in ("data", "wal"):
