@@ -133,6 +133,17 @@ def cleanup_workflow() -> Workflow:
 
 
 # -- gc ---------------------------------------------------------------------------------------------
+
+async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(metad host, lease dir, its holder or None when unreadable) of every lease dir on the cluster."""
+    out = []
+    for m in topology["meta"]:
+        h = p.hosts.host(m["host"])
+        path = lease_path(m["root"])
+        if await h.exists(path):
+            out.append((m["host"], path, await _holder(h, path)))
+    return out
+
 async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
     """The cluster leases held now by a live run (not stale) that is not this gc: what they own is not
     gc's to judge from this journal, whatever it says (issue 13: a second journal's gc dropped a
@@ -140,12 +151,7 @@ async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> l
     if p.hosts is None or topology is None:
         return []
     out = []
-    for m in topology["meta"]:
-        h = p.hosts.host(m["host"])
-        path = lease_path(m["root"])
-        if not await h.exists(path):
-            continue
-        info = await _holder(h, path)
+    for _host, _path, info in await _leases(p, topology):
         if info is not None and not is_stale(info):
             out.append(info)
     return out
@@ -229,14 +235,9 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
                             continue  # an unfinished restore's original data: never
                         out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": token,
                                     "why": why})
-        for m in topology["meta"]:
-            h = p.hosts.host(m["host"])
-            path = lease_path(m["root"])
-            if not await h.exists(path):
-                continue
-            info = await _holder(h, path)
+        for host, path, info in await _leases(p, topology):
             if info is None or (is_stale(info) and info.owner not in p.live.refs):
-                out.append({"kind": "stale_lease", "host": m["host"], "path": path,
+                out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})
     return out
