@@ -208,6 +208,8 @@ def test_list_cluster_fails_without_an_agent_and_leaves_stale_services_out(sb):
     finally:
         run_service(h, "start", "storaged")
         cluster._wait_cluster(state["meta"][0], [f"{h.address}:9779"], 30)
+        # StorageServer::start heartbeats before its admin port listens: ONLINE is not yet ready
+        cluster.wait_listening([h], 30)
 
 
 def test_agent_heartbeat_answers_the_services_on_its_host(sb):
