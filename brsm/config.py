@@ -23,6 +23,11 @@ DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 # How long a backup waits for metad's createBackup (writes are blocked while it checkpoints): five
 # times the 60 s brsm gives any other meta call. [cluster] create_backup_timeout overrides it.
 DEFAULT_CREATE_BACKUP_TIMEOUT = 300.0
+# [cluster] lease_ttl: how long brsm's cluster lease lives unrefreshed (refreshed every ttl/5, at most
+# every 60 s). Short: a run stops sooner when its lease host is unreachable. Long: a dead run's lease
+# blocks others longer. Default 300 s.
+MIN_LEASE_TTL = 10.0
+MAX_LEASE_TTL = 86400.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ClusterConfig:
     hosts: tuple[HostConfig, ...]
     storage: StorageDefaults = field(default_factory=StorageDefaults)
     create_backup_timeout: float = DEFAULT_CREATE_BACKUP_TIMEOUT
+    lease_ttl: float | None = None
 
     def host(self, address: str) -> HostConfig:
         """The SSH endpoint for a service host; unknown hosts fall back to the SSH defaults."""
@@ -326,13 +332,18 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         c.err("cluster.meta", f"must be a list of host:port strings, not {meta!r}", key="meta", section="cluster")
         meta = []
 
-    cluster_keys = ("name", "meta", "create_backup_timeout")
+    cluster_keys = ("name", "meta", "create_backup_timeout", "lease_ttl")
     for k in cl:
         if k not in cluster_keys:
             c.err(f"cluster.{k}", f"unknown key (expected {', '.join(cluster_keys)})", key=k, section="cluster")
 
     cbt = (_seconds(c, cl["create_backup_timeout"], "cluster.create_backup_timeout", "create_backup_timeout",
                     "cluster") if "create_backup_timeout" in cl else None) or DEFAULT_CREATE_BACKUP_TIMEOUT
+    ttl = _seconds(c, cl["lease_ttl"], "cluster.lease_ttl", "lease_ttl", "cluster") if "lease_ttl" in cl else None
+    if ttl is not None and not MIN_LEASE_TTL <= ttl <= MAX_LEASE_TTL:
+        c.err("cluster.lease_ttl", f"must be between {MIN_LEASE_TTL:.0f} s and {MAX_LEASE_TTL / 3600:.0f} h, "
+                                   f"not {cl['lease_ttl']!r}", key="lease_ttl", section="cluster")
+        ttl = None
 
     s = data.get("ssh", {})
     if not isinstance(s, dict):
@@ -445,6 +456,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         ssh=sshd,
         hosts=tuple(hosts),
         create_backup_timeout=cbt,
+        lease_ttl=ttl,
         storage=StorageDefaults(
             default=st.get("default"), s3_endpoint=st.get("s3_endpoint"), s3_region=st.get("s3_region"),
             oss_endpoint=st.get("oss_endpoint"), **sizes,

@@ -52,6 +52,14 @@ class LockHeld(BrsmError):
     exit_code = 3
 
 
+class LeaseLost(LockHeld):
+    """The run's cluster lease was taken over, removed, or could not be refreshed before it would
+    expire: the run stopped where it was. Never rolled back by itself, because undoing touches the
+    cluster that another run may now hold; ``brsm resume``/``rollback`` take the lease back first."""
+
+    keeps_operation = True
+
+
 class PreflightFailed(BrsmError):
     """A check before any side effect failed: nothing on the cluster was touched."""
 

@@ -106,7 +106,7 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
     ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
                         install_dir=lambda h: cfg.host(h).install_dir,
-                        create_backup_timeout=cfg.create_backup_timeout)
+                        create_backup_timeout=cfg.create_backup_timeout, lease_ttl=cfg.lease_ttl)
     return Built(workflow(), ports, [storage, meta, hosts])
 
 
@@ -121,7 +121,7 @@ async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> B
 
     ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
                          install_dir=lambda h: cfg.host(h).install_dir,
-                         decode_meta=lambda b: created_backup(decode_backup_meta(b)))
+                         decode_meta=lambda b: created_backup(decode_backup_meta(b)), lease_ttl=cfg.lease_ttl)
     return Built(workflow(), ports, [storage, meta, hosts])
 
 

@@ -185,6 +185,7 @@ class Runner:
         self._cancelled_stage: str | None = None
         self._cancel_pending = False
         self._seen = 0  # interruptions an earlier drive of this runner already answered
+        self._abort: BrsmError | None = None  # what abort() asked the drive to fail with
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
@@ -213,6 +214,9 @@ class Runner:
         recorded: closing is short and releases what the run holds.
         """
         self.interrupts.append(reason)
+        self._cancel()
+
+    def _cancel(self) -> None:
         task = self._task
         if task is None or task.done() or self._stage not in ("steps", "rollback"):
             return  # kept: _check_interrupt stops a drive about to start
@@ -222,6 +226,14 @@ class Runner:
         self._cancel_pending = True
         task.cancel()
 
+    def abort(self, exc: BrsmError) -> None:
+        """Stop the drive with ``exc`` as its failure, the way ``interrupt`` does for a signal: the
+        step (or compensation) under way is cancelled and ``exc`` is journaled and raised. For what a
+        step cannot see for itself, such as the cluster lease lost while the step copies."""
+        if self._abort is None:
+            self._abort = exc
+        self._cancel()
+
     def _interruption(self, exc: BaseException, *, rollback: bool = False) -> BaseException:
         """The exception to journal and raise: an interruption we caused becomes ``Interrupted``."""
         if not self._cancel_pending:
@@ -230,6 +242,10 @@ class Runner:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()  # the cancellation was ours and is handled: later timeouts must work
+        if self._abort is not None:
+            err: BaseException = self._abort
+            err.__cause__ = exc
+            return err
         reason = self.interrupts[-1]
         text = f"rollback stopped by {reason}" if rollback else f"interrupted by {reason}"
         err = Interrupted(text, signal=reason)
@@ -238,6 +254,9 @@ class Runner:
 
     def _check_interrupt(self) -> None:
         """An interruption that came while nothing could be cancelled stops the drive here."""
+        if self._abort is not None and self._cancelled_stage is None:
+            self._cancelled_stage = self._stage
+            raise self._abort
         if len(self.interrupts) > self._seen and self._cancelled_stage is None:
             self._cancelled_stage = self._stage
             reason = self.interrupts[-1]
@@ -265,6 +284,7 @@ class Runner:
             self._cancelled_stage = None
             self._cancel_pending = False
             self._seen = len(self.interrupts)
+            self._abort = None
 
     async def _drive_locked(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
         with self.journal.driver(op_id) as writer:
@@ -273,6 +293,7 @@ class Runner:
                 apply(st, e, self.workflow.reducers)
             ctx = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
                               reducers=self.workflow.reducers)
+            ctx.runtime["abort"] = self.abort
             model = mach.build(self.workflow.kind, st.state)
             attached = False
             try:
@@ -350,6 +371,7 @@ class Runner:
                     # Not once the final step began: it discards what rollback needs (a restore's
                     # originals, a backup's finished state); `brsm resume` finishes it instead.
                     if (auto_rollback and isinstance(exc, Exception) and st.started
+                            and not getattr(exc, "keeps_operation", False)
                             and self.workflow.kind.done_step not in st.started):
                         try:
                             await self._rollback(ctx, model)

@@ -113,6 +113,7 @@ class Machine:
         self.pending: dict[str, tuple[str, int]] = {}  # service -> ("start"|"stop", observations left)
         self.pids: dict[str, int] = {s: 1000 + p for s, p in services.items()}
         self.capacity = free
+        self.clock_offset = 0.0  # seconds this host's clock is ahead of the operator machine's
 
     # -- file tree helpers (paths are absolute and normalised) --------------------------------
     @staticmethod

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import posixpath
 import shlex
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from brsm.adapters import remote_cmd
@@ -135,6 +136,8 @@ class FakeHost:
             return RunResult(0, " ".join(args) + "\n", "")
         if cmd == "printf":
             return RunResult(0, _printf(args[0], args[1:]) if args else "", "")
+        if cmd == "date" and args == ["+%s.%N"]:
+            return RunResult(0, f"{time.time() + m.clock_offset:.9f}\n", "")
         if cmd == "sleep":
             await asyncio.sleep(float(args[0]))
             return ok

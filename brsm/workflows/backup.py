@@ -49,6 +49,8 @@ class BackupPorts:
     install_dir: Callable[[str], str] = lambda host: DEFAULT_INSTALL_DIR
     # seconds SNAPSHOTTED waits for metad's createBackup ([cluster] create_backup_timeout)
     create_backup_timeout: float = 300.0
+    # seconds a lease lives unrefreshed ([cluster] lease_ttl); None: the operation's param or 300
+    lease_ttl: float | None = None
 
 
 # -- folding the file-level events ------------------------------------------------------------

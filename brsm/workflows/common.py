@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from brsm.engine.runner import StepContext, who
-from brsm.errors import BrsmError, PreflightFailed, StorageError, VerificationFailed
+from brsm.errors import BrsmError, LeaseLost, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows.lease import Lease, LeaseInfo
 from brsm.workflows.layout import lease_path
@@ -16,6 +16,7 @@ PREFLIGHT_PASSED = "PreflightPassed"
 HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
+LEASE_LOST = "LeaseLost"
 
 
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
@@ -221,10 +222,31 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
             ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id,
                                       "holder_ref": holder.owner})
 
+        def lost(host: str, holder: LeaseInfo | None, why: str) -> None:
+            ctx.record(LEASE_LOST, {"host": host, "why": why, "holder": holder.describe() if holder else None,
+                                    "holder_ref": holder.owner if holder else None})
+            abort = ctx.runtime.get("abort")
+            if abort is not None:
+                abort(lease_lost_error(ctx, host, holder, why))
+
+        ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.params.get("lease_ttl") or 300
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
-                      ttl=float(ctx.params.get("lease_ttl") or 300))
+                      on_lost=lost, ttl=float(ttl))
         ctx.runtime["lease"] = lease
     return lease
+
+
+def lease_lost_error(ctx: StepContext, host: str, holder: LeaseInfo | None, why: str) -> LeaseLost:
+    """The failure a lost lease ends the run with: who has the cluster now, and what to do."""
+    whom = f": now held by {holder.describe()}" if holder is not None else ""
+    if holder is not None:
+        hint = (f"let that run finish (or stop it), then `brsm resume {ctx.op_id}` or `brsm rollback {ctx.op_id}`, "
+                f"which take the lease back first")
+    else:
+        hint = (f"check that {host} is reachable and that nobody removes the lease dir by hand, then "
+                f"`brsm resume {ctx.op_id}` or `brsm rollback {ctx.op_id}`")
+    return LeaseLost(f"operation {ctx.op_id} lost its cluster lease on {host} ({why}){whom}; it stopped "
+                     f"where it was and was not rolled back", hint=hint)
 
 
 LEASE_STEP = {"backup": "LOCKED", "restore": "CHECKED"}

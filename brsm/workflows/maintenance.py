@@ -17,7 +17,7 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
-from brsm.workflows.lease import LeaseInfo, is_stale
+from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder
 from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
@@ -134,38 +134,26 @@ def cleanup_workflow() -> Workflow:
 
 # -- gc ---------------------------------------------------------------------------------------------
 
-async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(metad host, lease dir, its holder or None when unreadable) of every lease dir on the cluster."""
+async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple[str, str, LeaseInfo | None, float]]:
+    """(metad host, lease dir, its holder or None when it names none, that host's clock now) of every
+    lease dir on the cluster. A host that cannot be read raises: "could not look" is never "nobody"."""
     out = []
     for m in topology["meta"]:
         h = p.hosts.host(m["host"])
         path = lease_path(m["root"])
         if await h.exists(path):
-            out.append((m["host"], path, await _holder(h, path)))
+            out.append((m["host"], path, await read_holder(h, path), await host_clock(h)))
     return out
+
 
 async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
-    """The cluster leases held now by a live run (not stale) that is not this gc: what they own is not
-    gc's to judge from this journal, whatever it says (issue 13: a second journal's gc dropped a
-    running backup's snapshot and deleted its upload)."""
+    """The cluster leases held now by a live run (not stale, judged by the lease host's clock) that is
+    not this gc: what they own is not gc's to judge from this journal, whatever it says (issue 13: a
+    second journal's gc dropped a running backup's snapshot and deleted its upload)."""
     if p.hosts is None or topology is None:
         return []
-    out = []
-    for _host, _path, info in await _leases(p, topology):
-        if info is not None and not is_stale(info):
-            out.append(info)
-    return out
-
-
-async def _holder(h: Any, path: str) -> LeaseInfo | None:
-    buf = b""
-    try:
-        async for c in h.open_read(f"{path}/holder.json"):
-            buf += c
-        raw = json.loads(buf)
-        return LeaseInfo(**{k: v for k, v in raw.items() if k in LeaseInfo.__dataclass_fields__})
-    except (BrsmError, ValueError, TypeError, AttributeError):
-        return None
+    return [info for _host, _path, info, now in await _leases(p, topology)
+            if info is not None and not is_stale(info, now)]
 
 
 async def _marker_owner(storage: Storage, name: str) -> str | None:
@@ -235,8 +223,8 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
                             continue  # an unfinished restore's original data: never
                         out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": token,
                                     "why": why})
-        for host, path, info in await _leases(p, topology):
-            if info is None or (is_stale(info) and info.owner not in p.live.refs):
+        for host, path, info, now in await _leases(p, topology):
+            if info is None or (is_stale(info, now) and info.owner not in p.live.refs):
                 out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})

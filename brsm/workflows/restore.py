@@ -46,6 +46,7 @@ class RestorePorts:
     install_dir: Callable[[str], str]
     # `<NAME>.meta` bytes → CreatedBackup: restores nebula-br backups, which have no manifest.
     decode_meta: Callable[[bytes], Any] | None = None
+    lease_ttl: float | None = None  # as BackupPorts.lease_ttl
 
 
 def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:

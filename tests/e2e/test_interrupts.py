@@ -309,3 +309,107 @@ def test_createbackup_slower_than_the_bound_fails_and_its_late_snapshot_is_dropp
     time.sleep(1)
     assert_clean(env)
     assert checkpoint_dirs(env) == []
+
+
+# -- issue 14: a lost lease stops the run ------------------------------------------------------------
+def _short_lease_config(env, tmp_path: Path, ttl: int = 10) -> str:
+    """The sandbox's cluster.toml with `[cluster] lease_ttl`: refreshed every ttl/5 s."""
+    text = Path(env.config).read_text().replace("[cluster]\n", f"[cluster]\nlease_ttl = {ttl}\n", 1)
+    path = tmp_path / "short-lease.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _lost_line(p: subprocess.CompletedProcess) -> str:
+    """The one error line of a run that lost its lease; its hint says how to go on."""
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("brsm: error: ")]
+    assert len(errors) == 1 and "\nhint: " in p.stderr, p.stderr[-3000:]
+    return errors[0]
+
+
+def _take_over(env, who: str = "eve@elsewhere") -> Path:
+    """Another run's holder.json in brsm's lease dir (as a brsm that judged it stale would write)."""
+    lease = Path(leases(env)[0]) / "holder.json"
+    info = json.loads(lease.read_text())
+    info.update(op_id=999, ref="ffffffffffff-999", who=who, machine="elsewhere", pid=1, expires=time.time() + 3600)
+    tmp = lease.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(lease)
+    return lease.parent
+
+
+@pytest.mark.parametrize("how", ["taken_over", "expired"])
+def test_a_lost_lease_stops_a_backup_within_one_refresh_and_resume_finishes_it(sandbox, tmp_path, how):
+    """restic's rule: the run's lease taken over by another holder, or not refreshable until it would
+    expire (holder.json jammed: a directory in its place), stops the copy within one refresh period
+    (ttl 10 s: every 2 s), journals LeaseLost naming the holder, keeps the operation (never rolled back
+    by itself: the cluster may be another run's now), exits 3; resume after the holder is gone
+    finishes it and the backup verifies."""
+    env = sandbox
+    cfg = _short_lease_config(env, tmp_path)
+    store = f"local://{tmp_path / 'b'}"
+    run = started(env, "start", "backup", "--config", cfg, "--storage", store, *SLOW)
+    run.wait_for("StepStarted", "COPIED")
+    time.sleep(0.5)
+    run.sent = time.monotonic()
+    if how == "taken_over":
+        lease_dir = _take_over(env)
+    else:
+        lease_dir = Path(leases(env)[0])
+        (lease_dir / "holder.json").unlink()
+        (lease_dir / "holder.json").mkdir()
+    p = run.finish(timeout=30)
+    assert p.returncode == 3, p.stderr[-2000:]
+    line = _lost_line(p)
+    assert f"operation {run.op} lost its cluster lease" in line and "was not rolled back" in line
+    if how == "taken_over":
+        assert run.seconds < 2 + 3, run.seconds  # one refresh period, plus the exit
+        assert "operation 999 of journal ffffffffffff (backup) by eve@elsewhere" in line
+    else:
+        assert run.seconds < 10, run.seconds  # before the 10 s ttl ran out since the last good refresh
+        assert "not refreshed for" in line
+    events = audit(env, run.op)
+    lost = of_type(events, "LeaseLost")
+    assert len(lost) == 1 and (lost[0]["holder_ref"] == "ffffffffffff-999") == (how == "taken_over")
+    assert of_type(events, "OperationFailed")[-1]["error_type"] == "LeaseLost"
+    assert not of_type(events, "RollbackStarted") and state(env, run.op) == "FAILED"
+    copied_before = len(of_type(events, "FileCopied"))
+    time.sleep(3)  # nothing more is copied: the run is over
+    assert len(of_type(audit(env, run.op), "FileCopied")) == copied_before
+    # while the other holder is there, resume waits its turn
+    if how == "taken_over":
+        p = env.brsm("resume", str(run.op))
+        assert p.returncode == 3 and "locked by operation 999" in p.stderr, p.stderr[-1500:]
+    import shutil
+    shutil.rmtree(lease_dir)  # the other run is gone (or the jam cleared by hand)
+    done = env.ok("resume", str(run.op))
+    assert done["state"] == "CLEANED"
+    p = env.brsm("verify", done["facts"]["backup_name"], "--storage", store, "--full")
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert leases(env) == [] and snapshots(env) == []
+
+
+def test_a_lease_taken_over_during_a_restore_stops_it_and_rollback_puts_the_data_back(sandbox, tmp_path):
+    env = sandbox
+    cfg = _short_lease_config(env, tmp_path)
+    store = f"local://{tmp_path / 'b'}"
+    name = env.ok("start", "backup", "--config", cfg, "--storage", store)["facts"]["backup_name"]
+    env.load(1 << 20, seed=11)
+    before = env.checksum()
+    run = started(env, "start", "restore", "--config", cfg, "--storage", store, "--name", name, *SLOW)
+    run.wait_for("StepStarted", "DOWNLOADED")
+    time.sleep(1.0)
+    run.sent = time.monotonic()
+    lease_dir = _take_over(env)
+    p = run.finish(timeout=30)
+    assert p.returncode == 3 and run.seconds < 5, (run.seconds, p.stderr[-2000:])
+    assert f"operation {run.op} lost its cluster lease" in _lost_line(p)
+    events = audit(env, run.op)
+    assert of_type(events, "LeaseLost") and not of_type(events, "RollbackStarted")
+    import shutil
+    shutil.rmtree(lease_dir)
+    done = env.ok("rollback", str(run.op))
+    assert done["state"] == "ROLLED_BACK"
+    assert env.checksum() == before and aside_dirs(env) == [] and leases(env) == []
+    assert cluster.status(str(env.root))["all_up"]
