@@ -169,6 +169,36 @@ async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, ou
     return Built(wf, ports, [c for c in (storage, meta, hosts) if c is not None])
 
 
+def decode_meta_facts(data: bytes):
+    """``<NAME>.meta`` bytes → catalog.MetaFacts, for show/verify/prune (the Thrift codec stays out of
+    the workflows)."""
+    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
+    from brsm.workflows.catalog import MetaFacts
+
+    bm = decode_backup_meta(data)
+    cb = created_backup(bm, data)
+    return MetaFacts(
+        name=cb.name,
+        create_time_ms=cb.create_time_ms,
+        spaces=dict(cb.spaces),
+        all_spaces=cb.all_spaces,
+        full=True if bm.full is None else bool(bm.full),
+        meta_files=cb.meta_files,
+        storage_hosts=tuple(str(h) for h in cb.storage_hosts),
+        host_spaces={h: tuple(sorted({c[0] for c in cps})) for h, cps in cb.checkpoints.items()},
+    )
+
+
+async def build_prune(params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
+    from brsm.workflows.prune import PrunePorts, prune_workflow
+
+    cfg = load_config(params["config"]) if params.get("config") else None
+    storage = open_storage_for(params, cfg)
+    ports = PrunePorts(storage=storage, decode_meta=decode_meta_facts,
+                       in_use=dict(live_operations(journal, exclude=op_id).names))
+    return Built(prune_workflow(), ports, [storage])
+
+
 _BUILDERS = {"backup": build_backup, "restore": build_restore}
 
 
@@ -176,6 +206,8 @@ async def build(kind: str, params: dict[str, Any], *, op_id: int, out: Output, j
     """``resume``/``rollback`` only know an op id: its kind and params rebuild everything else."""
     if kind in ("cleanup", "gc"):
         return await build_maintenance(kind, params, op_id=op_id, out=out, journal=journal)
+    if kind == "prune":
+        return await build_prune(params, op_id=op_id, out=out, journal=journal)
     builder = _BUILDERS.get(kind)
     if builder is None:
         raise UsageError(f"no workflow for operations of kind {kind!r}")

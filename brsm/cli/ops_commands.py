@@ -41,22 +41,10 @@ def register(app: typer.Typer) -> None:
 
 # -- plumbing -------------------------------------------------------------------------------------
 def decode_meta(data: bytes):
-    """``<NAME>.meta`` bytes → catalog.MetaFacts (the Thrift codec stays out of the workflows)."""
-    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
-    from brsm.workflows.catalog import MetaFacts
+    """``<NAME>.meta`` bytes → catalog.MetaFacts (brsm.wiring.decode_meta_facts: one decoder)."""
+    from brsm.wiring import decode_meta_facts
 
-    bm = decode_backup_meta(data)
-    cb = created_backup(bm, data)
-    return MetaFacts(
-        name=cb.name,
-        create_time_ms=cb.create_time_ms,
-        spaces=dict(cb.spaces),
-        all_spaces=cb.all_spaces,
-        full=True if bm.full is None else bool(bm.full),
-        meta_files=cb.meta_files,
-        storage_hosts=tuple(str(h) for h in cb.storage_hosts),
-        host_spaces={h: tuple(sorted({c[0] for c in cps})) for h, cps in cb.checkpoints.items()},
-    )
+    return decode_meta_facts(data)
 
 
 def _params(storage: str | None, config: str | None, s3_endpoint: str | None, s3_region: str | None,
@@ -288,58 +276,63 @@ def prune(
 ) -> None:
     """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within."""
     from brsm.workflows.catalog import list_backups
-    from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, apply_prune, check_policy, parse_duration, plan_prune
+    from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, check_policy, parse_duration, plan_prune
 
     within = parse_duration(keep_within) if keep_within is not None else None
     check_policy(keep_last, within)
     out = Output(as_json=json_)
     params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
-    in_use = _in_use()
+    now = int(time.time() * 1000)
+    op_id = None
+    if confirm:  # a journaled operation: audit shows every deleted backup, resume finishes a killed one
+        from brsm.cli.app import _start
 
-    async def work(st):
-        entries = await list_backups(st, decode_meta=decode_meta)
-        plan = plan_prune(entries, keep_last=keep_last, keep_within=within, now_ms=int(time.time() * 1000),
-                          in_use=in_use)
-        results = await apply_prune(st, plan) if confirm else []
-        return st.uri, plan, results
+        cfg_path = config or os.environ.get("BRSM_CONFIG")
+        st = _start("prune", {**params, "config": os.path.abspath(cfg_path) if cfg_path else None,
+                              "keep_last": keep_last, "keep_within": within, "now_ms": now},
+                    out=out, auto_rollback=False, report=False)
+        uri, decisions = st.facts["storage"], st.facts["decisions"]
+        deleted, warnings, op_id = st.facts["deleted"], st.facts["warnings"], st.facts["op_id"]
+    else:  # a dry run reads only and is not journaled
+        in_use = _in_use()
 
-    uri, plan, results = _run_on_storage(params, cfg, work)
-    failed = [r for r in results if not r["deleted"]]
+        async def work(st):
+            entries = await list_backups(st, decode_meta=decode_meta)
+            return st.uri, plan_prune(entries, keep_last=keep_last, keep_within=within, now_ms=now, in_use=in_use)
+
+        uri, plan = _run_on_storage(params, cfg, work)
+        decisions, deleted, warnings = [d.to_dict() for d in plan.decisions], [], plan.warnings
+    of = {a: [d for d in decisions if d["action"] == a] for a in (KEEP, DELETE, SKIP)}
     data = {"storage": uri, "dry_run": not confirm, "keep_last": keep_last, "keep_within": keep_within,
-            "kept": [d.to_dict() for d in plan.of(KEEP)], "delete": [d.to_dict() for d in plan.of(DELETE)],
-            "skipped": [d.to_dict() for d in plan.of(SKIP)], "deleted": [r["name"] for r in results if r["deleted"]],
-            "failed": failed, "warnings": plan.warnings, "note": GC_NOTE}
-    if not json_:
-        if plan.decisions:
-            _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"],
-                   [[d.entry.name, _when(d.entry), _state(d.entry),
-                     ("deleted" if confirm and d.entry.name in data["deleted"] else
-                      "FAILED" if confirm and d.action == DELETE else
-                      "would delete" if d.action == DELETE else d.action), "; ".join(d.reasons)]
-                    for d in plan.decisions], wrap={"why"})
-        else:
-            out.line(f"no backups in {uri}")
-        if any(_state(d.entry) == "complete*" for d in plan.decisions):
-            out.line(NO_CHECKSUMS)
-        for w in plan.warnings:
-            out.line(f"warning: {w}")
-        if plan.of(SKIP):
-            out.line(f"note: {GC_NOTE}")
-        n = len(plan.of(DELETE))
-        if not confirm:
-            out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --confirm to delete them"
-                     if n else "nothing to delete")
-        else:
-            out.line(f"deleted {len(data['deleted'])} backup(s)" + (f", {len(failed)} failed" if failed else ""))
-            for f in failed:
-                out.line(f"{f['name']}: {f['error']}" + (f" (hint: {f['hint']})" if f.get("hint") else ""))
-    if failed:
-        _fail(out, data, StorageError(
-            f"{len(failed)} backup(s) could not be deleted, e.g. {failed[0]['name']}: {failed[0]['error']}",
-            hint=failed[0].get("hint") or "run prune again: what is half-deleted reads as incomplete and is skipped; "
-                                          "`brsm gc --confirm` removes it"))
+            "kept": of[KEEP], "delete": of[DELETE], "skipped": of[SKIP], "deleted": deleted,
+            "failed": [], "warnings": warnings, "note": GC_NOTE, "op_id": op_id}
+    if json_:
+        out.result(data)
         return
-    out.result(data)
+    if decisions:
+        _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"],
+               [[d["name"], (d["created"] or "")[:16].replace("T", " "), _state_of(d),
+                 ("deleted" if d["name"] in deleted else "kept (in use)" if confirm and d["action"] == DELETE
+                  else "would delete" if d["action"] == DELETE else d["action"]), d["why"]]
+                for d in decisions], wrap={"why"})
+    else:
+        out.line(f"no backups in {uri}")
+    if any(_state_of(d) == "complete*" for d in decisions):
+        out.line(NO_CHECKSUMS)
+    for w in warnings:
+        out.line(f"warning: {w}")
+    if of[SKIP]:
+        out.line(f"note: {GC_NOTE}")
+    n = len(of[DELETE])
+    if not confirm:
+        out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --confirm to delete them"
+                 if n else "nothing to delete")
+    else:
+        out.line(f"deleted {len(deleted)} backup(s) (operation {op_id}: brsm audit {op_id})")
+
+
+def _state_of(d: dict[str, Any]) -> str:
+    return "complete*" if d["state"] == "complete" and not d.get("checksums") else d["state"]
 
 
 # -- config check ---------------------------------------------------------------------------------

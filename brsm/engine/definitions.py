@@ -41,8 +41,9 @@ RESTORE = OperationKind(
 
 CLEANUP = OperationKind("cleanup", ("CLEANED",))
 GC = OperationKind("gc", ("SCANNED", "CLEANED"))
+PRUNE = OperationKind("prune", ("SCANNED", "CLEANED"))
 
-KINDS: dict[str, OperationKind] = {k.name: k for k in (BACKUP, RESTORE, CLEANUP, GC)}
+KINDS: dict[str, OperationKind] = {k.name: k for k in (BACKUP, RESTORE, CLEANUP, GC, PRUNE)}
 
 
 def register_kind(kind: OperationKind) -> OperationKind:

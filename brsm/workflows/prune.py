@@ -8,6 +8,12 @@ removing those is ``brsm gc``'s (incomplete) or ``brsm cleanup``'s (broken, afte
 Planning is pure (:func:`plan_prune`); :func:`apply_prune` deletes. Each deletion removes the
 manifest first, then the ``.meta``, then the rest, so a backup deleted halfway reads as incomplete,
 never as a good backup.
+
+``prune --confirm`` is a journaled operation (kind ``prune``): SCANNED journals the plan, CLEANED
+journals each deleted backup (``BackupDeleted``), so ``brsm audit`` shows who deleted what, and a
+prune killed halfway is finished by ``brsm resume`` (it deletes what the journaled plan still lists,
+skipping what was deleted and what an unfinished operation has started to use since). Deletions are
+not undone: there is nothing to roll back. A dry run reads only and is not journaled.
 """
 from __future__ import annotations
 
@@ -16,7 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from brsm.errors import BrsmError, UsageError
+from brsm.engine.definitions import PRUNE
+from brsm.engine.runner import StepContext, Workflow
+from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import Storage
 from brsm.workflows import catalog
 from brsm.workflows.layout import manifest_key, meta_file_key
@@ -43,7 +51,8 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         e = self.entry
         return {"name": e.name, "action": self.action, "why": "; ".join(self.reasons), "state": e.state,
-                "made_by": e.made_by, "created": e.created, "files": e.files, "bytes": e.bytes}
+                "checksums": e.checksums, "made_by": e.made_by, "created": e.created, "files": e.files,
+                "bytes": e.bytes}
 
 
 @dataclass
@@ -113,25 +122,73 @@ def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None,
     return PrunePlan(keep_last, keep_within, now_ms, decisions)
 
 
-async def delete_backup(storage: Storage, entry: catalog.BackupEntry) -> int:
-    """Commit markers first (manifest, then ``.meta``), then the rest of the prefix; returns objects deleted."""
-    name = entry.name
+async def delete_backup(storage: Storage, name: str) -> int:
+    """Commit markers first (manifest, then ``.meta``), then the rest of the prefix; returns objects
+    deleted. A marker already gone is fine: a resumed deletion starts over the same way."""
     n = 0
     for key in (manifest_key(name), meta_file_key(name)):
-        if key in entry.objects:
-            await storage.delete(key)
-            n += 1
+        try:
+            await storage.stat(key)
+        except ObjectNotFound:
+            continue
+        await storage.delete(key)
+        n += 1
     await storage.abort_uploads(f"{name}/")
     return n + await storage.delete_prefix(f"{name}/")
 
 
-async def apply_prune(storage: Storage, plan: PrunePlan) -> list[dict[str, Any]]:
-    """Delete what the plan says, one backup after another; a failure is recorded and the rest go on."""
-    results = []
-    for d in plan.of(DELETE):
+# -- the journaled operation (prune --confirm) -------------------------------------------------------
+BACKUP_DELETED = "BackupDeleted"
+BACKUP_DELETE_FAILED = "BackupDeleteFailed"
+PRUNE_SKIPPED = "PruneSkipped"
+
+
+@dataclass
+class PrunePorts:
+    storage: Storage
+    decode_meta: catalog.MetaDecoder
+    in_use: Mapping[str, int]  # backup name -> the unfinished operation using it (this journal)
+    progress: Any = None
+
+
+async def prune_scan(ctx: StepContext) -> dict[str, Any]:
+    """The plan, journaled: what CLEANED deletes (and a resume still deletes) is decided once."""
+    p: PrunePorts = ctx.ports
+    entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
+    plan = plan_prune(entries, keep_last=ctx.params.get("keep_last"), keep_within=ctx.params.get("keep_within"),
+                      now_ms=int(ctx.params["now_ms"]), in_use=p.in_use)
+    return {"storage": p.storage.uri, "decisions": [d.to_dict() for d in plan.decisions],
+            "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": plan.warnings}
+
+
+async def prune_delete(ctx: StepContext) -> dict[str, Any]:
+    """Each planned backup deleted and journaled; one that fails is journaled and the rest go on, then
+    the step fails naming it (``brsm resume`` tries what is left)."""
+    p: PrunePorts = ctx.ports
+    done = set(ctx.extra.get("deleted", {}))
+    failed: dict[str, dict[str, Any]] = {}
+    for name in ctx.facts["delete"]:
+        if name in done:
+            continue
+        if name in p.in_use:  # an operation started to use it after the plan was made
+            ctx.record(PRUNE_SKIPPED, {"name": name, "why": f"in use by unfinished operation {p.in_use[name]}"})
+            continue
         try:
-            n = await delete_backup(storage, d.entry)
-            results.append({"name": d.entry.name, "deleted": True, "objects": n})
+            n = await delete_backup(p.storage, name)
         except BrsmError as e:
-            results.append({"name": d.entry.name, "deleted": False, "error": e.message, "hint": e.hint})
-    return results
+            failed[name] = {"name": name, "error": e.message, "hint": e.hint}
+            ctx.record(BACKUP_DELETE_FAILED, failed[name])
+            continue
+        ctx.record(BACKUP_DELETED, {"name": name, "objects": n})
+    if failed:
+        first = next(iter(failed.values()))
+        raise StorageError(f"{len(failed)} backup(s) could not be deleted, e.g. {first['name']}: {first['error']}",
+                           hint=first.get("hint") or f"fix the cause, then `brsm resume {ctx.op_id}`: what is "
+                                                     "half-deleted reads as incomplete and is never restored")
+    deleted = ctx.extra.get("deleted", {})
+    return {"deleted": sorted(deleted), "objects": sum(d["objects"] for d in deleted.values()), "op_id": ctx.op_id}
+
+
+def prune_workflow() -> Workflow:
+    return Workflow(kind=PRUNE, steps={"SCANNED": prune_scan, "CLEANED": prune_delete},
+                    reducers={BACKUP_DELETED: lambda acc, d: acc.setdefault("deleted", {}).__setitem__(d["name"], d)})

@@ -137,6 +137,28 @@ def test_prune_dry_run_then_confirm(capsys, local_uri):
     assert left == {names[2], names[3], inc}
     assert keys() == {k for k in before if k.split("/")[0] in left}
     assert "secret" not in json.dumps(doc).lower()
+    # issue 14: the deletion is a journaled operation; ops lists it, audit names every deleted backup
+    op = doc["op_id"]
+    code, ops = run_json(capsys, "ops")
+    assert code == 0 and [(o["kind"], o["state"]) for o in ops if o["id"] == op] == [("prune", "CLEANED")]
+    code, audit = run_json(capsys, "audit", str(op))
+    assert code == 0
+    assert sorted(e["data"]["name"] for e in audit["events"] if e["type"] == "BackupDeleted") == sorted(names[:2])
+
+
+def test_a_prune_stopped_after_its_plan_is_finished_by_resume(capsys, local_uri, monkeypatch):
+    names = [backup(local_uri, age_days=a, seed=i, files_per_space=1).name for i, a in enumerate((9, 8, 1))]
+    monkeypatch.setenv("BRSM_FAILPOINTS", "after:SCANNED=raise")
+    code, _, err = run(capsys, "prune", "--storage", local_uri, "--keep-last", "1", "--confirm")
+    assert code == 5 and "failpoint after:SCANNED" in err and "brsm resume" in err, err
+    assert set(on_storage(local_uri, lambda st: st.list_dirs(""))) == set(names)  # nothing deleted yet
+    monkeypatch.delenv("BRSM_FAILPOINTS")
+    op = max(o["id"] for o in run_json(capsys, "ops")[1])
+    code, doc = run_json(capsys, "resume", str(op))
+    assert code == 0 and doc["state"] == "CLEANED", doc
+    assert set(on_storage(local_uri, lambda st: st.list_dirs(""))) == {names[2]}
+    code, audit = run_json(capsys, "audit", str(op))
+    assert sorted(e["data"]["name"] for e in audit["events"] if e["type"] == "BackupDeleted") == sorted(names[:2])
 
 
 def test_prune_needs_a_policy(capsys, local_uri):

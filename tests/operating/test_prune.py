@@ -1,10 +1,15 @@
-"""prune: keep-last, keep-within, both; incomplete and broken are neither counted nor deleted."""
+"""prune: keep-last, keep-within, both; incomplete and broken are neither counted nor deleted;
+``--confirm`` is a journaled operation (issue 14) that a resume finishes."""
 import pytest
 
-from brsm.errors import UsageError
+from brsm.engine.fold import PHASE_DONE, PHASE_FAILED
+from brsm.engine.runner import Runner
+from brsm.errors import StorageError, UsageError
 from brsm.workflows.catalog import list_backups
 from brsm.workflows.layout import manifest_key
-from brsm.workflows.prune import DELETE, KEEP, SKIP, apply_prune, parse_duration, plan_prune
+from brsm.workflows.prune import (BACKUP_DELETED, BACKUP_DELETE_FAILED, DELETE, KEEP, PRUNE_SKIPPED, SKIP, PrunePorts,
+                                  parse_duration, plan_prune, prune_workflow)
+from journal import Journal
 
 from .conftest import DAY_MS, decode_meta, make_backup, now_ms
 
@@ -12,6 +17,28 @@ from .conftest import DAY_MS, decode_meta, make_backup, now_ms
 async def _plan(storage, **kw):
     entries = await list_backups(storage, decode_meta=decode_meta)
     return plan_prune(entries, now_ms=now_ms(), **kw)
+
+
+async def apply_prune(storage, plan, tmp_path=None, *, in_use=None):
+    """``prune --confirm`` as the CLI runs it: a journaled operation over the same policy."""
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tmp_path or tempfile.mkdtemp())
+    j = Journal.open(d / "journal.db")
+    try:
+        r = Runner(j, prune_workflow(), PrunePorts(storage=storage, decode_meta=decode_meta, in_use=in_use or {}))
+        op = r.create({"keep_last": plan.keep_last, "keep_within": plan.keep_within, "now_ms": plan.now_ms})
+        try:
+            await r.run(op)
+        except StorageError:
+            pass
+        deleted = {e.data["name"]: e.data for e in j.events(op, types=[BACKUP_DELETED])}
+        failed = {e.data["name"]: e.data for e in j.events(op, types=[BACKUP_DELETE_FAILED])}
+        return [{"name": n, "deleted": True, **deleted[n]} if n in deleted else {"name": n, "deleted": False, **failed[n]}
+                for n in sorted({**deleted, **failed})]
+    finally:
+        j.close()
 
 
 def _names(plan, action):
@@ -102,3 +129,35 @@ def test_policy_is_required_and_sane():
     with pytest.raises(UsageError):
         parse_duration("thirty days")
     assert parse_duration("30d") == 30 * DAY_MS / 1000 and parse_duration("2w") == 14 * 86400
+
+
+async def test_a_failed_prune_is_journaled_and_resume_finishes_it(tmp_path):
+    """Every deleted backup is an event of the prune operation (what `brsm audit` shows); one that
+    could not be deleted fails the operation, and `brsm resume` deletes what the journaled plan still
+    lists, but not a backup an unfinished operation started to use meanwhile."""
+    from brsm.adapters.storage.memory import MemoryStorage
+
+    mem = MemoryStorage()
+    n = [(await make_backup(mem, age_days=a, seed=i, files_per_space=1)).name for i, a in enumerate((9, 8, 7, 1))]
+    j = Journal.open(tmp_path / "journal.db")
+    try:
+        wf = prune_workflow()
+        r = Runner(j, wf, PrunePorts(storage=mem, decode_meta=decode_meta, in_use={}))
+        op = r.create({"keep_last": 1, "keep_within": None, "now_ms": now_ms()})
+        mem.inject_fault("delete_prefix", count=1, permanent=True)
+        with pytest.raises(StorageError, match="1 backup"):
+            await r.run(op)
+        st = r.state(op)
+        assert st.phase == PHASE_FAILED and st.facts["delete"] == sorted(n[:3])
+        assert [e.data["name"] for e in j.events(op, types=[BACKUP_DELETE_FAILED])] == [n[0]]
+        assert sorted(e.data["name"] for e in j.events(op, types=[BACKUP_DELETED])) == sorted(n[1:3])
+        # meanwhile a restore of n[0] began: the resumed prune leaves it
+        r2 = Runner(j, wf, PrunePorts(storage=mem, decode_meta=decode_meta, in_use={n[0]: 99}))
+        st = await r2.resume(op)
+        assert st.phase == PHASE_DONE
+        assert [e.data for e in j.events(op, types=[PRUNE_SKIPPED])] == [
+            {"name": n[0], "why": "in use by unfinished operation 99"}]
+        left = {d.rstrip("/") for d in await mem.list_dirs("")}
+        assert left == {n[0], n[3]}
+    finally:
+        j.close()
