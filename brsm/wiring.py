@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from brsm.cli.output import Output
-from brsm.cli.progress import make_progress
+from brsm.console.output import Output
+from brsm.console.progress import make_progress
 from brsm.config import ClusterConfig, load_config, part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError

@@ -12,14 +12,11 @@ import click
 import typer
 
 from brsm import __version__
-from brsm.cli.output import Output
+from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
-AcceptNewOpt = Annotated[bool, typer.Option(
-    "--accept-new-host-keys",
-    help="First contact: accept the SSH host key of a host known_hosts has no entry for, add it there and "
-         "warn with its fingerprint. A changed key is refused regardless.")]
+from brsm.cli.options import (AcceptNewOpt, ConcurrencyOpt, JsonOpt, KeepOnFailureOpt, OssEndpointOpt,
+                              RateLimitOpt, S3EndpointOpt, S3RegionOpt)
 
 app = typer.Typer(
     name="brsm",
@@ -36,12 +33,16 @@ from brsm.cli.ops_commands import register as _register_ops  # noqa: E402
 
 _register_ops(app)
 
-try:  # the sandbox is optional: it needs the [sandbox] extra
+# The sandbox is optional: it needs the [sandbox] extra. Only that extra missing hides the command; any
+# other import error in the sandbox is a bug and is raised, never silently turned into "no sandbox".
+SANDBOX_EXTRA = ("rocksdict", "moto", "flask", "werkzeug")  # the [sandbox] extra and what moto[server] brings
+try:
     from brsm.sandbox.cli import sandbox_app
 
     app.add_typer(sandbox_app, name="sandbox")
-except ImportError:  # pragma: no cover - depends on the installation
-    pass
+except ModuleNotFoundError as _e:  # pragma: no cover - depends on the installation
+    if (_e.name or "").split(".")[0] not in SANDBOX_EXTRA:
+        raise
 
 
 def _journal():
@@ -86,13 +87,13 @@ def start_backup(
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")] = 8,
+    concurrency: ConcurrencyOpt = 8,
     per_host: Annotated[int, typer.Option(help="Files transferred at once from one host (1-256).")] = 4,
-    rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
-    keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
-    s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
-    s3_region: Annotated[Optional[str], typer.Option()] = None,
-    oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    rate_limit: RateLimitOpt = None,
+    keep_on_failure: KeepOnFailureOpt = False,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -124,15 +125,15 @@ def start_restore(
     allow_unverified: Annotated[bool, typer.Option(
         help="Restore a backup that records no checksums (nebula-br's, or one whose brsm-manifest.json is "
              "gone): its files are checked by size only.")] = False,
-    concurrency: Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")] = 8,
+    concurrency: ConcurrencyOpt = 8,
     per_host: Annotated[int, typer.Option(help="Files transferred at once to one host (1-256).")] = 4,
-    rate_limit: Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")] = None,
-    keep_on_failure: Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")] = False,
+    rate_limit: RateLimitOpt = None,
+    keep_on_failure: KeepOnFailureOpt = False,
     service_timeout: Annotated[float, typer.Option(
         help="Seconds each daemon may take to stop, or to start and listen (all hosts at once).")] = 90.0,
-    s3_endpoint: Annotated[Optional[str], typer.Option()] = None,
-    s3_region: Annotated[Optional[str], typer.Option()] = None,
-    oss_endpoint: Annotated[Optional[str], typer.Option()] = None,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -412,11 +413,16 @@ def main(argv: list[str] | None = None) -> int:
         out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)
         code = 130
     except Exception as e:  # noqa: BLE001 - the one place that turns any error into an exit code
-        code, msg, hint = _map_foreign(e)
-        out.error(msg, hint, code)
-        log.error("unexpected: %s", msg, exc_info=True)
-        if debug or code == 1:
-            _print_trace()
+        if _is_sandbox_failure(e):  # `brsm sandbox …`: the sandbox's own errors, printed like ours
+            code = e.exit_code
+            out.error(e.message, e.hint, code)
+            log.warning("%s: %s", type(e).__name__, e.message)
+        else:
+            code, msg, hint = _map_foreign(e)
+            out.error(msg, hint, code)
+            log.error("unexpected: %s", msg, exc_info=True)
+            if debug or code == 1:
+                _print_trace()
     log.info("exit %s", code)
     return code
 
@@ -467,6 +473,11 @@ def _open_log():
     except (OSError, BrsmError):
         log.addHandler(logging.NullHandler())
     return log
+
+
+def _is_sandbox_failure(e: Exception) -> bool:
+    errors = sys.modules.get("brsm.sandbox.errors")
+    return errors is not None and isinstance(e, errors.SandboxFailure)
 
 
 def _map_foreign(e: Exception) -> tuple[int, str, str | None]:

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from brsm.cli.output import Output
+from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who

@@ -16,17 +16,10 @@ from typing import Annotated, Any, Optional
 import click
 import typer
 
-from brsm.cli.output import Output
+from brsm.console.output import Output
 from brsm.errors import BrsmError, StorageError, UsageError, VerificationFailed
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
-StorageOpt = Annotated[Optional[str], typer.Option(
-    help="local:///path, s3://bucket/prefix or oss://bucket/prefix; default: storage.default of --config.")]
-ConfigOpt = Annotated[Optional[str], typer.Option(
-    help="Cluster config (TOML) for the storage default and endpoints; default $BRSM_CONFIG if set.")]
-S3EndpointOpt = Annotated[Optional[str], typer.Option(help="S3 endpoint URL (S3-compatible stores).")]
-S3RegionOpt = Annotated[Optional[str], typer.Option(help="S3 region.")]
-OssEndpointOpt = Annotated[Optional[str], typer.Option(help="OSS endpoint URL.")]
+from brsm.cli.options import ConfigOpt, JsonOpt, OssEndpointOpt, S3EndpointOpt, S3RegionOpt, StorageOpt
 
 config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True)
 
@@ -208,7 +201,7 @@ def verify(
     json_: JsonOpt = False,
 ) -> None:
     """Check a backup: objects present with their sizes (--quick), re-hashed (--full), or a share re-hashed (--sample)."""
-    from brsm.cli.progress import make_progress
+    from brsm.console.progress import make_progress
     from brsm.workflows.verify import FULL, QUICK, SAMPLE, parse_sample, verify_backup
 
     if sum([quick, full, sample is not None]) > 1:

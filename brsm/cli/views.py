@@ -7,7 +7,7 @@ from typing import Any
 
 from journal.redact import redact, scrub_text, suspect
 
-from brsm.cli.output import Output
+from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.definitions import KINDS
 from brsm.engine.fold import fold

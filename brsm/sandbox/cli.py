@@ -1,6 +1,6 @@
 """``brsm sandbox ...``: a Nebula Graph cluster of stand-ins on loopback addresses, for demos and tests.
 
-Mounted by ``brsm.cli.app`` as ``brsm sandbox``; errors are ``BrsmError``s, printed by that layer.
+Mounted by ``brsm.cli.app`` as ``brsm sandbox``; errors are ``SandboxFailure``s, printed by that layer.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from brsm.errors import UsageError
+from brsm.sandbox.errors import SandboxUsageError
 
 sandbox_app = typer.Typer(
     help="A local Nebula Graph sandbox: hosts with real sshd, metad/storaged/graphd stand-ins, S3 and OSS.",
@@ -35,7 +35,7 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb":
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise UsageError(f"bad size {text!r}", hint="e.g. 200MiB, 5MB, 1GiB, 4096")
+        raise SandboxUsageError(f"bad size {text!r}", hint="e.g. 200MiB, 5MB, 1GiB, 4096")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
@@ -44,7 +44,7 @@ def _dir(d: str | None, ctx: typer.Context | None = None) -> str:
         d = ctx.obj["dir"]
     d = d or os.environ.get("BRSM_SANDBOX_DIR")
     if not d:
-        raise UsageError("which sandbox? give --dir DIR", hint="or set BRSM_SANDBOX_DIR")
+        raise SandboxUsageError("which sandbox? give --dir DIR", hint="or set BRSM_SANDBOX_DIR")
     return os.path.abspath(d)
 
 
@@ -174,9 +174,9 @@ def load(
 
     root = _dir(dir)
     if files is not None and files < 1:
-        raise UsageError("--files must be at least 1")
+        raise SandboxUsageError("--files must be at least 1")
     if partitions < 1 or partitions > 1024:
-        raise UsageError("--partitions must be between 1 and 1024")
+        raise SandboxUsageError("--partitions must be between 1 and 1024")
     nbytes = parse_size(size) if size is not None else (files * 1024 if files else 200 * 2**20)
     rep = data.load(_meta_addr(root), spaces=spaces, size_bytes=nbytes, while_writing=while_writing > 0,
                     seed=seed, files=files, partition_num=partitions, replica_factor=replica_factor)
@@ -323,7 +323,7 @@ def fault_store(ctx: typer.Context,
     if quota:
         results.append(cluster.store_fault(root, store, kind="quota", bytes=parse_size(quota)))
     if not results:
-        raise UsageError("say which fault: --error STATUS, --reset, --throttle RATE, --quota SIZE or --clear")
+        raise SandboxUsageError("say which fault: --error STATUS, --reset, --throttle RATE, --quota SIZE or --clear")
     _emit(results[-1], json_, f"{store}: active faults {results[-1].get('active')}")
 
 

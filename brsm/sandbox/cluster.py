@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-from brsm.errors import BrsmError, UsageError
+from brsm.sandbox.errors import SandboxFailure, SandboxUsageError
 from brsm.sandbox import sshd as sshd_mod
 from brsm.sandbox.hosts import (
     SERVICE_PORTS,
@@ -55,7 +55,7 @@ SIDE_PORT_OFFSET = 10000          # sshd moves to port+10000 while a netfault pr
 CLAIMS_DIR = os.path.join(tempfile.gettempdir(), "brsm-sandbox-claims")
 
 
-class SandboxError(BrsmError):
+class SandboxError(SandboxFailure):
     """The sandbox could not be started, stopped or changed."""
 
 
@@ -118,13 +118,13 @@ def host_by_name(state: dict[str, Any], name: str) -> tuple[int, Host]:
         if h["name"] == name or h["address"] == name:
             return i, Host.from_json(h)
     names = ", ".join(h["name"] for h in state["hosts"])
-    raise UsageError(f"no sandbox host {name!r}", hint=f"hosts: {names}")
+    raise SandboxUsageError(f"no sandbox host {name!r}", hint=f"hosts: {names}")
 
 
 def require_state(root: str) -> dict[str, Any]:
     st = load_state(root)
     if st is None:
-        raise UsageError(f"no sandbox in {root} ({STATE_FILE} missing)", hint="start one: brsm sandbox up --dir DIR")
+        raise SandboxUsageError(f"no sandbox in {root} ({STATE_FILE} missing)", hint="start one: brsm sandbox up --dir DIR")
     return st
 
 
@@ -474,9 +474,9 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
     last; S3 5 MiB, OSS 100 KiB by default), for tests whose small files must span several parts."""
     root = os.path.abspath(root)
     if meta_hosts < 1 or storage_hosts < 1 or data_paths < 1:
-        raise UsageError("need at least 1 meta host, 1 storage host and 1 data path")
+        raise SandboxUsageError("need at least 1 meta host, 1 storage host and 1 data path")
     if meta_hosts > 9 or storage_hosts > 99 or data_paths > 8:
-        raise UsageError("at most 9 meta hosts, 99 storage hosts and 8 data paths")
+        raise SandboxUsageError("at most 9 meta hosts, 99 storage hosts and 8 data paths")
     old = load_state(root)
     if is_running(old):
         return old, False  # type: ignore[return-value]
@@ -729,16 +729,16 @@ def ssh_fault(root: str, host: str, mode: str, *, after_bytes: int = 0, rate: fl
     hj = state["hosts"][i]
     fault = dict(hj.get("fault") or {})
     if fault.get("down") and mode != "clear":
-        raise UsageError(f"host {h.name} is down", hint=f"brsm sandbox fault host-up {h.name}")
+        raise SandboxUsageError(f"host {h.name} is down", hint=f"brsm sandbox fault host-up {h.name}")
     if mode == "refuse":
         fault["deny"] = True
         hj["fault"] = fault
         _reconfigure_sshd(root, hj)
     elif mode in ("drop", "close", "hang", "slow"):
         if mode == "drop" and after_bytes <= 0:
-            raise UsageError("ssh drop needs --after-bytes N (N > 0)")
+            raise SandboxUsageError("ssh drop needs --after-bytes N (N > 0)")
         if mode == "slow" and rate <= 0:
-            raise UsageError("ssh slow needs --rate BYTES_PER_SECOND (> 0)")
+            raise SandboxUsageError("ssh slow needs --rate BYTES_PER_SECOND (> 0)")
         _stop_proxy(fault.get("proxy"))
         fault.pop("proxy", None)
         if not fault.get("side_port"):
@@ -756,7 +756,7 @@ def ssh_fault(root: str, host: str, mode: str, *, after_bytes: int = 0, rate: fl
         if not was_down:
             _reconfigure_sshd(root, hj)
     else:
-        raise UsageError(f"unknown ssh fault {mode!r}", hint="drop, close, hang, slow, refuse, clear")
+        raise SandboxUsageError(f"unknown ssh fault {mode!r}", hint="drop, close, hang, slow, refuse, clear")
     save_state(root, state)
     return {"host": h.name, "fault": {k: v for k, v in (hj.get("fault") or {}).items() if k != "proxy"}}
 
@@ -827,7 +827,7 @@ def storage_hosts(state: dict[str, Any], which: str | None = None) -> list[Host]
     if which and which != "all":
         hs = [h for h in hs if which in (h.name, h.address)]
         if not hs:
-            raise UsageError(f"no storage host {which!r}")
+            raise SandboxUsageError(f"no storage host {which!r}")
     return hs
 
 
@@ -848,7 +848,7 @@ def meta_fault(root: str, rpc: str, *, code: int | None = None, leader_changed: 
     if count is not None and count >= 0:
         body["count"] = count
     if len(body) == 1 or (len(body) == 2 and "count" in body):
-        raise UsageError("say what metad does: --code N, --leader-changed ADDR, --delay S or --hang")
+        raise SandboxUsageError("say what metad does: --code N, --leader-changed ADDR, --delay S or --hang")
     addrs = meta_http_addrs(state)
     if host:
         addrs = [Host.from_json(state["hosts"][host_by_name(state, host)[0]]).http_addr("metad")]
@@ -866,7 +866,7 @@ def store_endpoint(root: str, store: str) -> str:
     try:
         return state["stores"][store]["endpoint"]
     except KeyError:
-        raise UsageError(f"no store {store!r}", hint="s3 or oss") from None
+        raise SandboxUsageError(f"no store {store!r}", hint="s3 or oss") from None
 
 
 def store_fault(root: str, store: str, **fault: Any) -> dict[str, Any]:
@@ -887,7 +887,7 @@ def clear_faults(root: str) -> dict[str, Any]:
                 out["hosts"].append(host_up(root, hj["name"]))
             elif fault:
                 out["hosts"].append(ssh_fault(root, hj["name"], "clear"))
-        except BrsmError as exc:
+        except SandboxFailure as exc:
             out["errors"].append(f"{hj['name']}: {exc}")
     state = require_state(root)
     for a in meta_http_addrs(state):

@@ -39,13 +39,13 @@ from nebula3.fbthrift.transport import TSocket, TTransport
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
-from brsm.errors import BrsmError
+from brsm.sandbox.errors import SandboxFailure
 
 ErrorCode = common.ErrorCode
 TRANSPORTS = ("framed", "buffered", "header")
 
 
-class SandboxControlError(BrsmError):
+class SandboxControlError(SandboxFailure):
     pass
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from nebula3.fbthrift.transport import TTransport
 from nebula3.meta import ttypes as meta
 
-from brsm.errors import BrsmError
+from brsm.sandbox.errors import SandboxFailure
 from brsm.sandbox import control
 from brsm.sandbox.storaged import TYPE_EDGE, TYPE_VERTEX, encode_records
 
@@ -36,7 +36,7 @@ INGEST_RECORDS = 2000  # SST files per /ingest request
 _EPOCH_2020 = 1577836800
 
 
-class DataError(BrsmError):
+class DataError(SandboxFailure):
     pass
 
 
@@ -62,7 +62,7 @@ def _friendly_errors(meta_addr: str) -> Iterator[None]:
     """Turn transport failures into a :class:`DataError` that names the service."""
     try:
         yield
-    except BrsmError:
+    except SandboxFailure:
         raise
     except TTransport.TTransportException as exc:
         raise DataError(f"cannot talk to metad at {meta_addr}: {exc}",

@@ -18,13 +18,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from brsm.errors import BrsmError
+from brsm.sandbox.errors import SandboxFailure
 from brsm.sandbox.faultproxy import FAULT_PATH
 
 KINDS = ("error", "reset", "throttle", "quota", "clear")
 
 
-class StoreFaultError(BrsmError):
+class StoreFaultError(SandboxFailure):
     """The sandbox store refused or did not answer a fault-control request."""
 
 

@@ -6,14 +6,30 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBS = ("asyncssh", "aioboto3", "aiobotocore", "boto3", "botocore", "oss2", "nebula3", "rocksdict", "moto")
 
 
+def _package_of(path: Path) -> list[str]:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    return parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+
+
 def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, relative imports resolved (``from .base import x`` in
+    brsm/adapters/storage/s3.py is brsm.adapters.storage.base), at any depth (imports inside functions
+    count: a lazy import is still a dependency)."""
     tree = ast.parse(path.read_text(), str(path))
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            else:
+                pkg = _package_of(path)
+                pkg = pkg[: len(pkg) - (node.level - 1)] if node.level > 1 else pkg
+                base = ".".join(pkg + ([node.module] if node.module else []))
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)  # `from brsm import cli` imports brsm.cli
     return out
 
 
@@ -48,3 +64,59 @@ def test_nothing_below_the_cli_imports_it():
 
 def test_adapters_do_not_import_workflows_or_sandbox():
     assert offenders("brsm/adapters", ("brsm.workflows", "brsm.sandbox", "brsm.engine")) == []
+
+
+def test_relative_imports_are_resolved():
+    f = ROOT / "brsm/adapters/storage/s3.py"
+    assert "brsm.adapters.storage.base" in imports_of(f)
+
+
+def test_wiring_does_not_import_the_cli():
+    """The composition root sits below the CLI: what it hands the workflows (progress, output) lives
+    in brsm.console."""
+    bad = [m for m in imports_of(ROOT / "brsm/wiring.py") if m == "brsm.cli" or m.startswith("brsm.cli.")]
+    assert bad == []
+
+
+def test_console_imports_nothing_above_it():
+    assert offenders("brsm/console", ("brsm.cli", "brsm.wiring", "brsm.workflows", "brsm.adapters")) == []
+
+
+def test_the_sandbox_imports_nothing_of_brsm_but_itself():
+    """The sandbox is the oracle: it may not share a line with the tool it judges."""
+    bad = [f"{f.relative_to(ROOT)} imports {m}" for f in files("brsm/sandbox") for m in imports_of(f)
+           if (m == "brsm" or m.startswith("brsm.")) and not (m == "brsm.sandbox" or m.startswith("brsm.sandbox."))]
+    assert bad == []
+
+
+def test_fakes_do_not_share_the_adapters_error_mapping():
+    """In-process fakes implement the ports on their own: from the adapters they may take only the
+    wire formats they must produce (the .meta codec, the argv shapes they parse, the temp-file suffix),
+    never the error mapping or retry logic they are meant to test against."""
+    allowed = {"brsm.adapters", "brsm.adapters.meta_codec", "brsm.adapters.remote_cmd", "brsm.adapters.ssh"}
+    bad = []
+    for f in files("brsm/fakes"):
+        for m in imports_of(f):
+            if m.startswith("brsm.adapters") and m not in allowed and not any(
+                    m.startswith(a + ".") and a != "brsm.adapters" for a in allowed):
+                bad.append(f"{f.relative_to(ROOT)} imports {m}")
+    assert bad == []
+
+
+def test_a_broken_sandbox_import_is_raised_not_hidden(tmp_path):
+    """`brsm sandbox` is mounted unless the [sandbox] extra is missing; any other import error in the
+    sandbox (a bug) reaches the user instead of a CLI that quietly lacks the command."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, importlib.abc\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'brsm.sandbox.errors':\n"
+        "            raise ImportError('cannot import name X from brsm.sandbox.errors')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "import brsm.cli.app\n"
+    )
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode != 0 and "cannot import name X" in p.stderr

@@ -9,7 +9,7 @@ import pytest
 from brsm import wiring
 from brsm.cli import drive
 from brsm.cli.hints import with_next_step
-from brsm.cli.output import Output
+from brsm.console.output import Output
 from brsm.engine.definitions import OperationKind, register_kind
 from brsm.engine.fold import PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, new_state
 from brsm.engine.runner import Workflow

@@ -56,10 +56,6 @@ class Output:
         if not self.as_json:
             self.out.print(text, markup=False)
 
-    def progress_event(self, data: dict[str, Any]) -> None:
-        if self.as_json:
-            sys.stderr.write(_json(data) + "\n")
-
     def error(self, message: str, hint: str | None, code: int) -> None:
         if self.as_json:
             sys.stdout.write(_json({"error": message, "hint": hint, "exit_code": code}) + "\n")
