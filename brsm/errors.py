@@ -94,6 +94,7 @@ class StorageError(OperationFailed):
     def __init__(self, message: str, *, permanent: bool = False, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.permanent = permanent
+        self.exhausted = False  # set by the retry layer once it retried this as often as it may
 
 
 class ObjectNotFound(StorageError):

@@ -104,10 +104,6 @@ class RemoteFile:
     size: int
 
 
-class ByteSink(Protocol):
-    async def write(self, data: bytes) -> None: ...
-
-
 @runtime_checkable
 class HostPort(Protocol):
     """One cluster machine, reached over SSH. ``name`` is the service address (host part)."""

@@ -83,7 +83,3 @@ def parse_find_files(stdout: bytes | str) -> list[tuple[str, int]]:
         size, _, path = rec.partition(" ")
         out.append((path, int(size)))
     return out
-
-
-def exists_argv(path: str) -> tuple[str, ...]:
-    return ("test", "-e", checked_path(path))

@@ -11,6 +11,8 @@ UNDO_STARTED = "UndoStarted"
 UNDO_COMPLETED = "UndoCompleted"
 ROLLED_BACK = "RolledBack"
 OPERATION_FINISHED = "OperationFinished"
+# the preflight hook's facts (the engine journals them; workflows fold them with their reducers)
+PREFLIGHT_PASSED = "PreflightPassed"
 
 ENGINE_EVENTS = frozenset(
     {

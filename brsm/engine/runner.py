@@ -401,7 +401,7 @@ class Runner:
         if journal_intent:
             self._append(ctx, ev.STEP_COMPLETED, {"step": step, "facts": dict(facts or {})})
         else:
-            self._append(ctx, "PreflightPassed", dict(facts or {}))
+            self._append(ctx, ev.PREFLIGHT_PASSED, dict(facts or {}))
 
     async def _rollback(self, ctx: StepContext, model: mach.OperationModel) -> None:
         st = ctx.state

@@ -11,13 +11,23 @@ from collections.abc import Sequence
 from nebula3.common import ttypes as common
 from nebula3.meta import ttypes as meta
 
-from brsm.adapters.meta import HINTS, MAX_HOPS, error_name
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, make_backup_meta
 from brsm.errors import MetaError
 from brsm.fakes.cluster import FakeCluster, SnapshotModel
 from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
 
 EC = common.ErrorCode
+# The fake's own words for a failure, written apart from ThriftMeta's error mapping: a fake that shared
+# the adapter's mapping could not catch a mistake in it. Workflows only read ``code`` and show the hint.
+MAX_HOPS = 4
+_HINTS = {
+    EC.E_BACKUP_RUNNING_JOBS: "another job runs on the cluster (SHOW JOBS); retry when it ends",
+    EC.E_LEADER_CHANGED: "the meta leader kept changing; retry once the meta group is stable",
+}
+
+
+def _code_name(code: int) -> str:
+    return EC._VALUES_TO_NAMES.get(code) or f"error {code}"
 
 
 class FakeMeta:
@@ -32,8 +42,8 @@ class FakeMeta:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _fail(self, rpc: str, code: int, where: HostAddr | None = None) -> MetaError:
-        return MetaError(f"metad {where or self.c.leader}: {rpc} failed: {error_name(code)} ({code})", code=code,
-                         hint=HINTS.get(code))
+        return MetaError(f"metad {where or self.c.leader}: {rpc} failed: {_code_name(code)} ({code})", code=code,
+                         hint=_HINTS.get(code))
 
     async def _enter(self, rpc: str, addr: HostAddr | None = None) -> None:
         await asyncio.sleep(0)
@@ -44,7 +54,7 @@ class FakeMeta:
             hops += 1
             if hops > self.max_hops:
                 raise MetaError(f"{rpc}: meta leader changed {hops} times in a row (last answer from "
-                                f"{self.c.leader})", code=EC.E_LEADER_CHANGED, hint=HINTS[EC.E_LEADER_CHANGED])
+                                f"{self.c.leader})", code=EC.E_LEADER_CHANGED, hint=_HINTS[EC.E_LEADER_CHANGED])
             ring = self.c.meta_addrs  # the leadership moves to the next metad
             self.c.leader = ring[(ring.index(self.c.leader) + 1) % len(ring)]
             target = self.c.leader

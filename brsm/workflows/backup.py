@@ -24,7 +24,7 @@ from brsm.workflows import common, topology
 from brsm.workflows.layout import (data_key, in_progress_key, manifest_key, meta_checkpoint_dir, meta_file_key,
                                    meta_sst_key)
 from brsm.workflows.limits import TokenBucket, parse_rate
-from brsm.workflows.transfer import FileJob, Limits, run_bounded, upload_file
+from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 SNAPSHOT_REQUESTED = "SnapshotRequested"
@@ -33,9 +33,6 @@ CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
 FILES_PLANNED = "FilesPlanned"
 FILE_COPIED = "FileCopied"
 PART_UPLOADED = "PartUploaded"
-BATCH = 256
-FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
-FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 PLAN_WALKS = 32  # checkpoint dirs listed at once while planning the copy
 
 
@@ -93,10 +90,7 @@ def _ports(ctx: StepContext) -> BackupPorts:
 # -- preflight ----------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
-    try:
-        topo = await common.as_preflight(common.discover_topology(p.meta, p.hosts, p.install_dir))
-    finally:
-        common.record_host_keys(ctx, p.hosts)
+    topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     if not topo["storage"]:
         raise PreflightFailed("metad lists no storage hosts", hint="is --config pointing at the right metad?")
     if not topo["meta"]:
@@ -129,7 +123,7 @@ async def attach(ctx: StepContext) -> None:
         await _check_resumable(ctx)
     if ctx.mode == "rollback":
         await common.remove_probes(ctx, _ports(ctx).storage)
-    await common.reattach_lease(ctx, _ports(ctx).hosts, "backup")
+    await common.reattach_lease(ctx, _ports(ctx).hosts, "backup", lease_step="LOCKED")
 
 
 async def _check_resumable(ctx: StepContext) -> None:
@@ -345,17 +339,10 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
     todo = [j for j in jobs if not (j.key in done and done[j.key]["size"] == j.size and present.get(j.key) == j.size)]
     limits: Limits = ctx.runtime["limits"]
     p.progress.start("copy", sum(j.size for j in todo))
-    pending: list[tuple[str, dict[str, Any]]] = []
-    last_flush = [time.monotonic()]
+    events = EventBatcher(ctx.record_batch)
     sent = [0]  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
     count = 0
     parts_sent = 0
-
-    def flush() -> None:
-        last_flush[0] = time.monotonic()
-        batch = pending[:]
-        pending.clear()
-        ctx.record_batch(batch)
 
     async def one(job: FileJob) -> None:
         nonlocal count
@@ -385,16 +372,13 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         sent[0] += up.sent
         count += 1
         failpoints.hit(f"file:{count}")
-        pending.append((FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
-                                      "sha256": digest}))
-        if (len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS
-                or sum(d["size"] for _, d in pending) >= FLUSH_BYTES):
-            flush()
+        events.add(FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
+                                 "sha256": digest})
 
     try:
         await run_bounded(todo, lambda j: j.host, limits, one)
     finally:
-        flush()  # what finished is journaled even when another file failed
+        events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
     return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
             "bytes_sent": sent[0]}

@@ -6,13 +6,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from brsm.engine import events as ev
 from brsm.engine.runner import StepContext, who
 from brsm.errors import BrsmError, LeaseLost, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows.lease import Lease, LeaseInfo
 from brsm.workflows.layout import lease_path
 
-PREFLIGHT_PASSED = "PreflightPassed"
+PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
 HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
@@ -27,6 +28,16 @@ async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Calla
 
 
 NOT_BACKED_UP = "NotBackedUp"
+
+
+async def preflight_topology(ctx: StepContext, meta: MetaPort, hosts: HostsPort,
+                             install_dir: Callable[[str], str]) -> dict[str, Any]:
+    """The cluster's topology as a preflight failure when it cannot be read; the host keys seen while
+    reading it are journaled either way."""
+    try:
+        return await as_preflight(discover_topology(meta, hosts, install_dir))
+    finally:
+        record_host_keys(ctx, hosts)
 
 
 async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterable[int], progress: Any,
@@ -249,19 +260,15 @@ def lease_lost_error(ctx: StepContext, host: str, holder: LeaseInfo | None, why:
                      f"where it was and was not rolled back", hint=hint)
 
 
-LEASE_STEP = {"backup": "LOCKED", "restore": "CHECKED"}
-
-
-def lease_active(ctx: StepContext) -> bool:
-    """The lease may be held: the step that takes it began and was not undone."""
+def lease_active(ctx: StepContext, lease_step: str) -> bool:
+    """The lease may be held: ``lease_step`` (the workflow's step that takes it) began and was not undone."""
     st = ctx.state
-    step = LEASE_STEP[st.kind.name]
-    return step in st.started and step not in st.undone and "topology" in ctx.extra
+    return lease_step in st.started and lease_step not in st.undone and "topology" in ctx.extra
 
 
-async def reattach_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> None:
+async def reattach_lease(ctx: StepContext, hosts: HostsPort, kind: str, lease_step: str) -> None:
     """A resume or rollback in a new process takes its own (or a stale) lease back first."""
-    if lease_active(ctx) and not ctx.state.finished:
+    if lease_active(ctx, lease_step) and not ctx.state.finished:
         lease = make_lease(ctx, hosts, kind)
         await lease.acquire()
         ctx.record(LEASE_TAKEN, {"hosts": [h.name for h, _ in lease.hosts], "mode": ctx.mode})
@@ -271,7 +278,3 @@ async def detach_lease(ctx: StepContext) -> None:
     lease = ctx.runtime.get("lease")
     if lease is not None:
         await lease.stop_refresh()
-
-
-def meta_of(ctx: StepContext) -> MetaPort:
-    return ctx.ports.meta

@@ -47,10 +47,6 @@ def data_key(name: str, host: HostAddr, dp_index: int, space_id: int, rel: str) 
     return f"{name}/data/{host.host}:{host.port}/data{dp_index}/{space_id}/{rel}"
 
 
-def checkpoint_dir(data_path: str, space_id: int, name: str) -> str:
-    return posixpath.join(data_path, "nebula", str(space_id), "checkpoints", name)
-
-
 def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
     """Where metad exports its tables: ``<data_path>/nebula/0/checkpoints/<NAME>`` (the meta engine's
     root is ``<data_path>/nebula/0``)."""

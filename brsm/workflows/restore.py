@@ -23,15 +23,10 @@ from brsm.workflows import common, topology
 from brsm.workflows import catalog, services
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.limits import TokenBucket, parse_rate
-from brsm.workflows.transfer import Limits, download_file, run_bounded
+from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded
 
 FILE_RESTORED = "FileRestored"
 SPACES_DROPPED = "SpacesDropped"
-SERVICE_STOPPED = "ServicesStopped"
-SERVICE_STARTED = "ServicesStarted"
-BATCH = 256
-FLUSH_SECONDS = 1.0  # a crash loses at most ~1 s of finished files …
-FLUSH_BYTES = 8 << 20  # … and at most ~8 MiB of them: what a resume would copy again
 WAIT_SECONDS = services.DEFAULT_TIMEOUT  # per service start/stop (--service-timeout)
 CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
@@ -51,10 +46,6 @@ class RestorePorts:
 
 def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("restored", {})[d["dest"]] = d
-
-
-def _reduce_checked_manifest(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc["manifest_summary"] = d
 
 
 REDUCERS = {
@@ -183,10 +174,7 @@ def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | Non
 # -- preflight ------------------------------------------------------------------------------------
 async def preflight(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
-    try:
-        topo = await common.as_preflight(common.discover_topology(p.meta, p.hosts, p.install_dir))
-    finally:
-        common.record_host_keys(ctx, p.hosts)
+    topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     p.progress.note(f"topology from {topo['source']}")
     m = await common.as_preflight(_manifest(ctx))
     unchecked = unverified_refusal(ctx.params["name"], m, bool(ctx.params.get("allow_unverified")))
@@ -207,7 +195,7 @@ async def attach(ctx: StepContext) -> None:
     ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
                                    per_host=int(ctx.params.get("per_host") or 4),
                                    bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
-    await common.reattach_lease(ctx, _p(ctx).hosts, "restore")
+    await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
 
 
 async def detach(ctx: StepContext) -> None:
@@ -754,8 +742,7 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
         todo.append((host, dest, f))
     limits: Limits = ctx.runtime["limits"]
     p.progress.start("download", sum(f["size"] for _, _, f in todo))
-    pending: list[tuple[str, dict[str, Any]]] = []
-    last_flush = [time.monotonic()]
+    events = EventBatcher(ctx.record_batch)
     count = 0
 
     async def one(job: tuple[str, str, dict[str, Any]]) -> None:
@@ -766,20 +753,13 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
         await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
         count += 1
         failpoints.hit(f"file:{count}")
-        pending.append((FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
-                                        "sha256": f["sha256"]}))
-        if (len(pending) >= BATCH or time.monotonic() - last_flush[0] >= FLUSH_SECONDS
-                or sum(d["size"] for _, d in pending) >= FLUSH_BYTES):
-            last_flush[0] = time.monotonic()
-            batch = pending[:]
-            pending.clear()
-            ctx.record_batch(batch)
+        events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
+                                   "sha256": f["sha256"]})
 
     try:
         await run_bounded(todo, lambda j: j[0], limits, one)
     finally:
-        ctx.record_batch(pending[:])
-        pending.clear()
+        events.flush()  # what finished is journaled even when another file failed
         p.progress.done("download")
     return {"files": len(jobs), "skipped_on_resume": len(jobs) - len(todo),
             "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs})}

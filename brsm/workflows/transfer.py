@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,37 @@ from brsm.workflows.limits import TokenBucket
 
 ATTEMPTS = 3
 _HASH_IN_THREAD = 256 << 10
+
+
+
+class EventBatcher:
+    """Finished-file events (FileCopied, FileRestored) journaled in batches, one durable transaction
+    each: an fsync per file would cost more than small files take to copy. A crash loses at most the
+    last batch (``FLUSH_SECONDS`` of work, ``FLUSH_BYTES`` of data), which a resume copies again."""
+
+    BATCH = 256
+    FLUSH_SECONDS = 1.0
+    FLUSH_BYTES = 8 << 20
+
+    def __init__(self, record_batch: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> None:
+        self._record = record_batch
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self._bytes = 0
+        self._last = time.monotonic()
+
+    def add(self, type_: str, data: dict[str, Any]) -> None:
+        self.pending.append((type_, data))
+        self._bytes += int(data.get("size") or 0)
+        if (len(self.pending) >= self.BATCH or self._bytes >= self.FLUSH_BYTES
+                or time.monotonic() - self._last >= self.FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Journal what is pending (also when the step fails: what finished is not copied again)."""
+        self._last = time.monotonic()
+        batch, self.pending, self._bytes = self.pending, [], 0
+        if batch:
+            self._record(batch)
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,6 @@ class Limits:
     concurrency: int = 8
     per_host: int = 4
     bucket: TokenBucket = field(default_factory=lambda: TokenBucket(None))
-    _host_sems: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _global: asyncio.Semaphore | None = None
 
     def global_sem(self) -> asyncio.Semaphore:
@@ -41,15 +72,14 @@ class Limits:
             self._global = asyncio.Semaphore(max(1, self.concurrency))
         return self._global
 
-    def host_sem(self, host: str) -> asyncio.Semaphore:
-        if host not in self._host_sems:
-            self._host_sems[host] = asyncio.Semaphore(max(1, self.per_host))
-        return self._host_sems[host]
-
 
 def _transient(e: BaseException) -> bool:
+    """Worth sending the whole file again from a fresh source stream: a host-side drop (the host port
+    does not retry), or a storage error the storage's retry layer could not retry itself because the
+    stream it was sending was already consumed. One the retry layer already retried as often as it may
+    (``exhausted``) is final: retrying it here too multiplied the attempts (3 x 5)."""
     if isinstance(e, StorageError):
-        return not e.permanent
+        return not e.permanent and not e.exhausted
     return isinstance(e, (RemoteError, ConnectionError, asyncio.TimeoutError))
 
 

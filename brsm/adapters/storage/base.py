@@ -241,6 +241,21 @@ class ByteBudget:
             self._cond.notify_all()
 
 
+async def read_all(blocks: AsyncIterator[bytes]) -> bytes:
+    """A whole (small) object's stream as bytes: commit files, manifests."""
+    out = []
+    async for b in blocks:
+        out.append(b)
+    return b"".join(out)
+
+
+def transport_error(e: BaseException, what: str, where: str) -> StorageError | None:
+    """The failures below any SDK (socket, timeout, OS): transient for every backend."""
+    if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError)):
+        return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
+    return None
+
+
 async def reblock(chunks: AsyncIterator[bytes], block_size: int) -> AsyncIterator[bytes]:
     """Coalesce small pieces from a network stream into blocks of at least ``block_size``."""
     buf: list[bytes] = []
@@ -435,10 +450,7 @@ class BaseStorage(ABC):
             pass
 
     async def get_bytes(self, key: str) -> bytes:
-        out = []
-        async for b in self.get(key):
-            out.append(b)
-        return b"".join(out)
+        return await read_all(self.get(key))
 
     async def stat(self, key: str) -> ObjectInfo:
         return await self._stat_full(self.full_key(key))

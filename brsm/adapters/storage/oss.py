@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from brsm.errors import ObjectNotFound, StorageError, UsageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, content_md5, dir_prefix
+from .base import BaseStorage, check_prefix, content_md5, dir_prefix, transport_error
 
 T = TypeVar("T")
 ENV_ID = "OSS_ACCESS_KEY_ID"
@@ -91,8 +91,8 @@ class OssStorage(BaseStorage):
             if status >= 500 or status in (408, 429) or code in ("RequestTimeout", "InvalidDigest"):
                 return StorageError(msg, permanent=False)
             return StorageError(msg, permanent=True)
-        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
-            return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
+        if (te := transport_error(e, what, where)) is not None:
+            return te
         try:
             import requests
             if isinstance(e, requests.RequestException):

@@ -28,6 +28,14 @@ from brsm.ports import ObjectInfo, PutResult, UploadState, reopenable
 T = TypeVar("T")
 
 
+def _gave_up(e: StorageError, exhausted: bool) -> StorageError:
+    """Mark an error RetryStorage retried as often as it may: the one retry layer (issue 14) is this
+    one, so the transfer loop does not retry it again (brsm.workflows.transfer._transient)."""
+    if exhausted:
+        e.exhausted = True
+    return e
+
+
 class RetryStorage:
     """``RetryStorage(inner)`` is a Storage; every verb retries transient errors."""
 
@@ -73,7 +81,7 @@ class RetryStorage:
             except StorageError as e:
                 attempt += 1
                 if e.permanent or attempt >= self.attempts:
-                    raise
+                    raise _gave_up(e, attempt >= self.attempts)
                 await self._backoff(what, attempt, e)
 
     # -- verbs -----------------------------------------------------------------------------
@@ -98,7 +106,9 @@ class RetryStorage:
             except StorageError as e:
                 attempt += 1
                 if e.permanent or touched or attempt >= self.attempts:
-                    raise
+                    # a consumed stream cannot be sent again from here: the caller, who can open the
+                    # source anew, may retry (not exhausted); a spent budget is final (exhausted)
+                    raise _gave_up(e, not touched and attempt >= self.attempts)
                 await self._backoff(f"put {key}", attempt, e)
 
     async def _put_replayable(self, key: str, chunks: AsyncIterator[bytes], size: int,
@@ -143,14 +153,13 @@ class RetryStorage:
             except StorageError as e:
                 attempt += 1
                 if e.permanent or attempt >= self.attempts:
-                    raise
+                    raise _gave_up(e, attempt >= self.attempts)
                 await self._backoff(f"get {key}@{pos}", attempt, e)
 
     async def get_bytes(self, key: str) -> bytes:
-        out = []
-        async for b in self.get(key):
-            out.append(b)
-        return b"".join(out)
+        from .base import read_all
+
+        return await read_all(self.get(key))
 
     async def stat(self, key: str) -> ObjectInfo:
         return await self._run(f"stat {key}", lambda: self.inner.stat(key))

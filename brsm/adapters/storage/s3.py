@@ -21,7 +21,7 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, content_md5, dir_prefix, reblock
+from .base import BaseStorage, check_prefix, content_md5, dir_prefix, reblock, transport_error
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
@@ -113,8 +113,8 @@ class S3Storage(BaseStorage):
                           bx.HTTPClientError, bx.ChecksumError)):
             return StorageError(f"{what} {where}: {e}", permanent=False,
                                 hint="is the S3 endpoint reachable?" if isinstance(e, bx.EndpointConnectionError) else None)
-        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError)):
-            return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
+        if (te := transport_error(e, what, where)) is not None:
+            return te
         try:
             import aiohttp
             if isinstance(e, aiohttp.ClientError):
