@@ -24,6 +24,7 @@ from brsm.workflows import catalog, services
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded
+from brsm.workflows.verify import rehash
 
 FILE_RESTORED = "FileRestored"
 SPACES_DROPPED = "SpacesDropped"
@@ -311,23 +312,14 @@ async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> None:
 
 
 async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
+    """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
+    the one re-hash, bounded by --concurrency)."""
     p = _p(ctx)
-    p.progress.start("verify", sum(f["size"] for f in m["files"]))
-    bad: list[str] = []
-
-    async def one(f: dict[str, Any]) -> None:
-        h = hashlib.sha256()
-        async for b in p.storage.get(f["key"]):
-            h.update(b)
-            p.progress.advance("verify", len(b))
-        if f["sha256"] is not None and h.hexdigest() != f["sha256"]:
-            bad.append(f["key"])
-
-    await run_bounded(m["files"], lambda f: "storage", ctx.runtime["limits"], one)
-    p.progress.done("verify")
-    if bad:
-        raise VerificationFailed(f"backup {ctx.params['name']}: {len(bad)} file(s) do not match their SHA-256, "
-                                 f"e.g. {bad[0]}", hint="restore another backup")
+    files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
+    problems = await rehash(p.storage, files, concurrency=ctx.runtime["limits"].concurrency, progress=p.progress)
+    if problems:
+        raise VerificationFailed(f"backup {ctx.params['name']}: {len(problems)} file(s) do not match their SHA-256, "
+                                 f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")
 
 
 async def undo_checked(ctx: StepContext) -> None:
