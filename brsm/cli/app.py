@@ -407,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except _EXIT as e:
         code = e.exit_code
     except _CLICK_ERROR as e:
-        out.error(e.format_message(), "see `brsm --help`", 2)
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None and ctx.command_path else "brsm"
+        out.error(e.format_message(), f"see `{where} --help`", 2)  # the subcommand's own help
         code = 2
     except (*_ABORT, KeyboardInterrupt):
         out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)
