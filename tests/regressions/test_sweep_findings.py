@@ -129,7 +129,7 @@ def test_a_holder_written_late_is_respected_not_taken_over(world, monkeypatch):
     """The wait is what keeps a slow but live run's lease: its holder.json appears during it."""
     _kill_between_mkdir_and_holder(world)
     reads = {"n": 0}
-    real_read = lease_mod._read
+    real_read = lease_mod.read_holder
 
     async def read(host, path):
         reads["n"] += 1
@@ -140,7 +140,7 @@ def test_a_holder_written_late_is_respected_not_taken_over(world, monkeypatch):
                  "expires": time.time() + 300}).encode()
         return await real_read(host, path)
 
-    monkeypatch.setattr(lease_mod, "_read", read)
+    monkeypatch.setattr(lease_mod, "read_holder", read)
     op = world.backup_runner.create(BACKUP_PARAMS)
     with pytest.raises(BrsmError, match="locked by operation 77"):
         world.run(world.backup_runner.run(op))
