@@ -75,6 +75,7 @@ class ClusterConfig:
     storage: StorageDefaults = field(default_factory=StorageDefaults)
     create_backup_timeout: float = DEFAULT_CREATE_BACKUP_TIMEOUT
     lease_ttl: float | None = None
+    metrics_file: str | None = None  # [metrics] file: Prometheus textfile written after every operation
 
     def host(self, address: str) -> HostConfig:
         """The SSH endpoint for a service host; unknown hosts fall back to the SSH defaults."""
@@ -312,7 +313,7 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
 def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -> ClusterConfig:
     c = _Collector(path, text)
     base = Path(path).resolve().parent if path != "<config>" else Path.cwd()
-    known_top = {"cluster", "ssh", "hosts", "storage", "limits"}
+    known_top = {"cluster", "ssh", "hosts", "storage", "limits", "metrics"}
     for k in data:
         if k not in known_top:
             c.err(k, f"unknown section (expected one of {', '.join(sorted(known_top))})", key=k)
@@ -412,6 +413,20 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         c.err(f"limits.{k}", "unknown key ([limits] takes no keys yet: give --concurrency, --per-host and "
               "--rate-limit on the command line)", key=k, section="limits")
 
+    mt = data.get("metrics", {})
+    if not isinstance(mt, dict):
+        c.err("metrics", "must be a table", key="metrics")
+        mt = {}
+    for k in mt:
+        if k != "file":
+            c.err(f"metrics.{k}", "unknown key (expected file)", key=k, section="metrics")
+    metrics_file = mt.get("file")
+    if metrics_file is not None and (not isinstance(metrics_file, str) or not metrics_file.strip()):
+        c.err("metrics.file", f"must be a file path, not {metrics_file!r}", key="file", section="metrics")
+        metrics_file = None
+    elif metrics_file is not None:
+        metrics_file = _expand(metrics_file, base)
+
     # SSH keys and known_hosts files are read whole: /dev/zero or a FIFO there would hang or fill memory
     # at the first connection, and known_hosts = "/dev/null" would make every key a first contact.
     _regular(c, sshd.identity, "ssh.identity", "identity", "ssh")
@@ -457,6 +472,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         hosts=tuple(hosts),
         create_backup_timeout=cbt,
         lease_ttl=ttl,
+        metrics_file=metrics_file,
         storage=StorageDefaults(
             default=st.get("default"), s3_endpoint=st.get("s3_endpoint"), s3_region=st.get("s3_region"),
             oss_endpoint=st.get("oss_endpoint"), **sizes,

@@ -26,6 +26,20 @@ app = typer.Typer(
 )
 start_app = typer.Typer(help="Start a new backup or restore.", no_args_is_help=True)
 journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_help=True)
+
+
+@app.callback()
+def _global_options(
+    metrics_file: Annotated[Optional[str], typer.Option(
+        "--metrics-file", help="After every operation, write Prometheus textfile-collector metrics here "
+                               "(atomically); default $BRSM_METRICS_FILE, else the config's metrics.file.")] = None,
+) -> None:
+    """Backup and restore for Nebula Graph clusters: resumable, reversible, journaled."""
+    from brsm.cli import drive
+
+    drive.metrics_flag = os.path.abspath(metrics_file) if metrics_file else None
+
+
 app.add_typer(start_app, name="start")
 app.add_typer(journal_app, name="journal")
 
@@ -385,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BRSM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    from brsm.cli import drive
+
+    drive.metrics_flag = None  # set again by --metrics-file: one command's flag never leaks into the next
     out = Output(as_json="--json" in args)
     log = _open_log()
     words = []

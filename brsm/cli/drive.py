@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,6 +130,63 @@ def _interrupted(e: BrsmError, op_id: int, kind: str, mode: str, runner: Runner)
     return Interrupted(text, signal=first)
 
 
+# -- metrics --------------------------------------------------------------------------------------
+metrics_flag: str | None = None  # `brsm --metrics-file PATH …` (set by brsm.cli.app for one command)
+
+
+def metrics_path(params: dict[str, Any]) -> str | None:
+    """Where the Prometheus textfile goes: --metrics-file, else $BRSM_METRICS_FILE, else the config's
+    `[metrics] file`; None: no metrics."""
+    if metrics_flag:
+        return metrics_flag
+    if os.environ.get("BRSM_METRICS_FILE"):
+        return os.path.abspath(os.environ["BRSM_METRICS_FILE"])
+    if params.get("config"):
+        from brsm.config import load_config
+
+        try:
+            return load_config(params["config"]).metrics_file
+        except BrsmError:
+            return None
+    return None
+
+
+def write_metrics(j: Any, params: dict[str, Any]) -> None:
+    """After every operation (success or not): the metrics of the whole journal, atomically. A file that
+    cannot be written is one warning line; it never changes the command's outcome."""
+    path = metrics_path(params)
+    if not path:
+        return
+    from brsm.config import load_config
+    from brsm.console.metrics import journal_figures, render, write_atomic
+
+    names: dict[str, str] = {}
+
+    def cluster_of(p: dict[str, Any]) -> str:
+        cfg = p.get("config")
+        if not cfg:
+            return "-"
+        if cfg not in names:
+            try:
+                names[cfg] = load_config(cfg).name
+            except BrsmError:
+                names[cfg] = os.path.basename(cfg)
+        return names[cfg]
+
+    try:
+        write_atomic(path, render(journal_figures(j, cluster_of), time.time()))
+    except OSError as e:
+        sys.stderr.write(f"brsm: warning: could not write the metrics file {path}: {e.strerror or e}\n")
+
+
+def _metrics_after(j: Any, params: Any) -> None:
+    """write_metrics in a ``finally``: it must never replace the error the command is reporting."""
+    try:
+        write_metrics(j, params())
+    except Exception as e:  # noqa: BLE001 - metrics are a by-product
+        sys.stderr.write(f"brsm: warning: metrics not written: {type(e).__name__}: {e}\n")
+
+
 def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
                     report: bool = True) -> OperationState:
     return asyncio.run(_start(kind, params, target=target, out=out, auto_rollback=auto_rollback, report=report))
@@ -164,7 +224,10 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             _report(out, op.id, kind, st)
         return st
     finally:
-        j.close()
+        try:
+            _metrics_after(j, lambda: params)
+        finally:
+            j.close()
 
 
 def continue_operation(op_id: int, mode: str, *, out: Output, accept_new_host_keys: bool = False) -> None:
@@ -213,7 +276,10 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
                 await built.aclose()
         _report(out, op_id, op.kind, st)
     finally:
-        j.close()
+        try:
+            _metrics_after(j, lambda: dict(j.operation(op_id).params or {}))
+        finally:
+            j.close()
 
 
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:

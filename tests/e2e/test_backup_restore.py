@@ -37,11 +37,21 @@ def test_backup_to_local_then_restore_exactly(sandbox, tmp_path):
     env = sandbox
     before = env.checksum()
     target = tmp_path / "backups"
-    res = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")
+    prom = tmp_path / "brsm.prom"  # issue 17: what cron's node_exporter textfile collector would read
+    res = env.ok("--metrics-file", str(prom), "start", "backup", "--config", env.config, "--storage",
+                 f"local://{target}")
     assert res["state"] == "CLEANED"
     name = res["facts"]["backup_name"]
     root = target / name
     manifest = json.loads((root / "brsm-manifest.json").read_text())
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def metric(name_, **labels):
+        fams = {f.name: f.samples for f in text_string_to_metric_families(prom.read_text())}
+        (v,) = [s.value for s in fams[name_] if all(s.labels.get(k) == w for k, w in labels.items())]
+        return v
+    assert metric("brsm_last_files", kind="backup", cluster="sandbox") == len(manifest["files"])
+    assert metric("brsm_last_bytes", kind="backup", cluster="sandbox") == sum(f["size"] for f in manifest["files"])
     assert manifest["backup_name"] == name and manifest["files"]
     for f in manifest["files"]:
         assert (target / f["key"]).stat().st_size == f["size"]
@@ -62,10 +72,14 @@ def test_backup_to_local_then_restore_exactly(sandbox, tmp_path):
     env.load(4 << 20, seed=2)
     changed = env.checksum()
     assert changed != before
-    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    res = env.ok("--metrics-file", str(prom), "start", "restore", "--config", env.config, "--storage",
+                 f"local://{target}", "--name", name)
     assert res["state"] == "CLEANED"
     assert env.checksum() == before
     assert aside_dirs(env) == [] and leases(env) == []
+    downtime = metric("brsm_last_restore_downtime_seconds", cluster="sandbox")
+    assert 0 < downtime < metric("brsm_last_duration_seconds", kind="restore", cluster="sandbox")
+    assert metric("brsm_last_success_timestamp_seconds", kind="backup", cluster="sandbox") > 0  # still there
 
 
 @pytest.mark.parametrize("store", ["s3", "oss"])

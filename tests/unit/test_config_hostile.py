@@ -64,6 +64,7 @@ def test_a_huge_or_binary_config_is_refused(tmp_path):
     ("hosts", BASE + '[[hosts]]\naddress = "h"\nssh_prot = 2\n', "hosts[0].ssh_prot"),
     ("storage", BASE + '[storage]\ndefualt = "s3://b/p"\n', "storage.defualt"),
     ("limits", BASE + '[limits]\nconcurrency = 4\n', "limits.concurrency"),
+    ("metrics", BASE + '[metrics]\nfiel = "/tmp/x.prom"\n', "metrics.fiel"),
     ("top", BASE + '[clutser]\nname = "x"\n', "clutser"),
 ])
 def test_unknown_keys_are_errors_in_every_section(tmp_path, section, text, where):
@@ -130,3 +131,12 @@ def test_a_part_size_fit_for_the_default_store_is_checked_again_for_the_store_a_
         open_storage_for({"storage": "s3://other/p"}, cfg)
     assert ei.value.exit_code == 2
     open_storage_for({"storage": "local:///tmp/x"}, cfg)  # local storage has no parts
+
+
+def test_metrics_file_is_a_path_relative_to_the_config(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(BASE + '[metrics]\nfile = "textfile/brsm.prom"\n')
+    assert load_config(p).metrics_file == str(tmp_path / "textfile" / "brsm.prom")
+    p.write_text(BASE + '[metrics]\nfile = 7\n')
+    with pytest.raises(UsageError, match="metrics.file: must be a file path"):
+        load_config(p)
