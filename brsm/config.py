@@ -77,6 +77,10 @@ class ClusterConfig:
     lease_ttl: float | None = None
     metrics_file: str | None = None  # [metrics] file: Prometheus textfile written after every operation
 
+    def configured_install_dir(self, address: str) -> str | None:
+        """The install_dir a [[hosts]] entry names for this host; None when no entry does."""
+        return next((h.install_dir for h in self.hosts if h.address == address), None)
+
     def host(self, address: str) -> HostConfig:
         """The SSH endpoint for a service host; unknown hosts fall back to the SSH defaults."""
         for h in self.hosts:
@@ -310,9 +314,52 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
     return parse_config(data, str(p), text)
 
 
+# The flags that stand for config keys, as nebula-br users give them (`br backup full --meta …`), and
+# the key each one sets. Order of precedence: built-in defaults < config file (--config or
+# $BRSM_CONFIG) < these flags. A flag sets the [ssh] default: a [[hosts]] entry that names its own
+# user, port, identity or known_hosts keeps it (the more specific line wins).
+FLAG_KEYS = {"meta": ("cluster", "meta"), "ssh_user": ("ssh", "user"), "ssh_port": ("ssh", "port"),
+             "ssh_key": ("ssh", "identity"), "known_hosts": ("ssh", "known_hosts")}
+
+
+def cluster_flags(params: dict[str, Any]) -> dict[str, Any]:
+    """The config flags among an operation's params (those given)."""
+    return {k: params[k] for k in FLAG_KEYS if params.get(k) not in (None, "", [])}
+
+
+def load_cluster(path: str | os.PathLike[str] | None, flags: dict[str, Any] | None = None) -> ClusterConfig:
+    """The cluster's config: the file (--config, else $BRSM_CONFIG), overlaid with the flags; flags
+    alone (--meta at least) need no file. Checked as one document, with the same messages."""
+    flags = {k: v for k, v in (flags or {}).items() if v not in (None, "", [])}
+    if not flags:
+        return load_config(path)
+    path = path or os.environ.get("BRSM_CONFIG") or None
+    data: dict[str, Any] = {}
+    text = ""
+    if path:
+        p = Path(path)
+        text = read_regular_file(p, what="config", limit=MAX_CONFIG_BYTES, hint="check the path given to --config")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{p}: not valid TOML: {e}", hint="fix the syntax at the line named") from e
+    elif "meta" not in flags:
+        raise UsageError("no cluster given: --meta is needed without a config file",
+                         hint="e.g. --meta 10.0.0.1:9559,10.0.0.2:9559 --ssh-user nebula --ssh-key ~/.ssh/id_ed25519, "
+                              "or --config FILE")
+    for k, v in flags.items():
+        section, key = FLAG_KEYS[k]
+        if not isinstance(data.get(section, {}), dict):
+            continue  # the file's own error is reported by parse_config
+        if k in ("ssh_key", "known_hosts"):
+            v = os.path.abspath(os.path.expanduser(str(v)))  # a flag's path is relative to where it was typed
+        data.setdefault(section, {})[key] = v
+    return parse_config(data, str(path) if path else "<flags>", text)
+
+
 def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -> ClusterConfig:
     c = _Collector(path, text)
-    base = Path(path).resolve().parent if path != "<config>" else Path.cwd()
+    base = Path(path).resolve().parent if path not in ("<config>", "<flags>") else Path.cwd()
     known_top = {"cluster", "ssh", "hosts", "storage", "limits", "metrics"}
     for k in data:
         if k not in known_top:

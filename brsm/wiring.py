@@ -10,7 +10,7 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.console.progress import make_progress
-from brsm.config import ClusterConfig, load_config, part_size_problems
+from brsm.config import ClusterConfig, cluster_flags, load_cluster, load_config, part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr
@@ -100,7 +100,7 @@ def open_meta(cfg: ClusterConfig):
 async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
     from brsm.workflows.backup import BackupPorts, workflow
 
-    cfg = load_config(params.get("config"))
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
@@ -113,7 +113,7 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
 async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
     from brsm.workflows.restore import RestorePorts, workflow
 
-    cfg = load_config(params.get("config"))
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
     storage = open_storage_for(params, cfg)
     meta = open_meta(cfg)
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
@@ -121,7 +121,8 @@ async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> B
 
     ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
                          install_dir=lambda h: cfg.host(h).install_dir,
-                         decode_meta=lambda b: created_backup(decode_backup_meta(b)), lease_ttl=cfg.lease_ttl)
+                         decode_meta=lambda b: created_backup(decode_backup_meta(b)), lease_ttl=cfg.lease_ttl,
+                         configured_install_dir=cfg.configured_install_dir)
     return Built(workflow(), ports, [storage, meta, hosts])
 
 
@@ -158,7 +159,8 @@ def live_operations(journal: Any, *, exclude: int | None = None):
 async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
     from brsm.workflows.maintenance import MaintenancePorts, cleanup_workflow, gc_workflow
 
-    cfg = load_config(params["config"]) if params.get("config") else None
+    cfg = load_cluster(params.get("config"), cluster_flags(params)) \
+        if params.get("config") or cluster_flags(params) else None
     storage = open_storage_for(params, cfg) if (params.get("storage") or (cfg and cfg.storage.default)) else None
     meta = open_meta(cfg) if cfg else None
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out) if cfg else None
@@ -192,7 +194,8 @@ def decode_meta_facts(data: bytes):
 async def build_prune(params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
     from brsm.workflows.prune import PrunePorts, prune_workflow
 
-    cfg = load_config(params["config"]) if params.get("config") else None
+    cfg = load_cluster(params.get("config"), cluster_flags(params)) \
+        if params.get("config") or cluster_flags(params) else None
     storage = open_storage_for(params, cfg)
     ports = PrunePorts(storage=storage, decode_meta=decode_meta_facts,
                        in_use=dict(live_operations(journal, exclude=op_id).names))

@@ -15,8 +15,9 @@ from brsm import __version__
 from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
-from brsm.cli.options import (AcceptNewOpt, ConcurrencyOpt, JsonOpt, KeepOnFailureOpt, OssEndpointOpt,
-                              RateLimitOpt, S3EndpointOpt, S3RegionOpt)
+from brsm.cli.options import (AcceptNewOpt, ConcurrencyOpt, JsonOpt, KeepOnFailureOpt, KnownHostsOpt, MetaOpt,
+                              OssEndpointOpt, RateLimitOpt, S3EndpointOpt, S3RegionOpt, SshKeyOpt, SshPortOpt,
+                              SshUserOpt, flag_params)
 
 app = typer.Typer(
     name="brsm",
@@ -108,6 +109,11 @@ def start_backup(
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     oss_endpoint: OssEndpointOpt = None,
+    meta: MetaOpt = None,
+    ssh_user: SshUserOpt = None,
+    ssh_key: SshKeyOpt = None,
+    ssh_port: SshPortOpt = None,
+    known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -124,6 +130,7 @@ def start_backup(
         "s3_region": s3_region,
         "oss_endpoint": oss_endpoint,
         "accept_new_host_keys": accept_new_host_keys,
+        **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts),
     }
     _drive("backup", params, json_=json_, auto_rollback=not keep_on_failure)
 
@@ -148,6 +155,11 @@ def start_restore(
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     oss_endpoint: OssEndpointOpt = None,
+    meta: MetaOpt = None,
+    ssh_user: SshUserOpt = None,
+    ssh_key: SshKeyOpt = None,
+    ssh_port: SshPortOpt = None,
+    known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -176,6 +188,7 @@ def start_restore(
         "s3_region": s3_region,
         "oss_endpoint": oss_endpoint,
         "accept_new_host_keys": accept_new_host_keys,
+        **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts),
     }
     _drive("restore", params, json_=json_, auto_rollback=not keep_on_failure)
 
@@ -269,13 +282,19 @@ def gc(
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
     confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
     grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
+    meta: MetaOpt = None,
+    ssh_user: SshUserOpt = None,
+    ssh_key: SshKeyOpt = None,
+    ssh_port: SshPortOpt = None,
+    known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
-              "confirm": confirm, "grace_seconds": _duration(grace), "accept_new_host_keys": accept_new_host_keys}
+              "confirm": confirm, "grace_seconds": _duration(grace), "accept_new_host_keys": accept_new_host_keys,
+              **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts)}
     st = _start("gc", params, out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:

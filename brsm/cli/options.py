@@ -20,3 +20,33 @@ OssEndpointOpt = Annotated[Optional[str], typer.Option(help="OSS endpoint URL.")
 ConcurrencyOpt = Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")]
 RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")]
 KeepOnFailureOpt = Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")]
+
+# nebula-br's way of naming the cluster, without a config file (brsm.config.load_cluster: defaults <
+# file < these flags)
+MetaOpt = Annotated[Optional[str], typer.Option(
+    "--meta", help="metad addresses, host:port[,host:port]; with it no config file is needed (it overrides "
+                   "the config's cluster.meta).")]
+SshUserOpt = Annotated[Optional[str], typer.Option("--ssh-user", help="SSH user on every host (overrides [ssh] user).")]
+SshKeyOpt = Annotated[Optional[str], typer.Option("--ssh-key", help="SSH private key file (overrides [ssh] identity).")]
+SshPortOpt = Annotated[Optional[int], typer.Option("--ssh-port", help="SSH port on every host (overrides [ssh] port).")]
+KnownHostsOpt = Annotated[Optional[str], typer.Option(
+    "--known-hosts", help="known_hosts file to check host keys against (overrides [ssh] known_hosts).")]
+
+
+def flag_params(meta: str | None, ssh_user: str | None, ssh_key: str | None, ssh_port: int | None,
+                  known_hosts: str | None) -> dict:
+    """The given flags as operation params (journaled: a resume reaches the same cluster the same way)."""
+    import os
+
+    out: dict = {}
+    if meta:
+        out["meta"] = [m.strip() for m in meta.split(",") if m.strip()]
+    if ssh_user:
+        out["ssh_user"] = ssh_user
+    if ssh_key:
+        out["ssh_key"] = os.path.abspath(os.path.expanduser(ssh_key))
+    if ssh_port is not None:
+        out["ssh_port"] = ssh_port
+    if known_hosts:
+        out["known_hosts"] = os.path.abspath(os.path.expanduser(known_hosts))
+    return out

@@ -43,6 +43,9 @@ class RestorePorts:
     # `<NAME>.meta` bytes → CreatedBackup: restores nebula-br backups, which have no manifest.
     decode_meta: Callable[[bytes], Any] | None = None
     lease_ttl: float | None = None  # as BackupPorts.lease_ttl
+    # the install dir the config names for a host, None when it names none (flags only, or a host not
+    # listed): then the daemon's own root (its working dir: nebula.service starts it in the install dir)
+    configured_install_dir: Callable[[str], str | None] | None = None
 
 
 def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
@@ -360,8 +363,16 @@ def _targets(ctx: StepContext, svc: str) -> list[services.ServiceTarget]:
     seen: dict[str, services.ServiceTarget] = {}
     for s in ctx.extra["topology"][ROLE_OF[svc]]:
         if s["host"] not in seen:
-            seen[s["host"]] = services.ServiceTarget(s["host"], p.install_dir(s["host"]), HostAddr.parse(s["addr"]).port)
+            seen[s["host"]] = services.ServiceTarget(s["host"], _install_dir(p, s), HostAddr.parse(s["addr"]).port)
     return [seen[h] for h in sorted(seen)]
+
+
+def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
+    """Where nebula.service is for a service: the config's install_dir for its host, else (no config
+    line for the host) the daemon's root as metad reports it, else the default."""
+    if p.configured_install_dir is None:
+        return p.install_dir(svc["host"])
+    return p.configured_install_dir(svc["host"]) or svc.get("root") or p.install_dir(svc["host"])
 
 
 def _service_timeout(ctx: StepContext) -> float:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from brsm.adapters.meta_codec import decode_backup_meta, text
 from brsm.sandbox.control import MetaClient
+from tests.e2e.conftest import BRSM
 
 pytestmark = pytest.mark.sandbox
 
@@ -180,3 +182,35 @@ def test_nebula_br_layout_backup_is_listed_and_restored(sandbox, tmp_path):
                  "--allow-unverified")
     assert res["state"] == "CLEANED"
     assert env.checksum() == backed
+
+
+def test_backup_and_restore_by_nebula_br_style_flags_alone(sandbox, tmp_path):
+    """Issue 17: no config file at all, the cluster named as nebula-br users name it (--meta, plus the
+    SSH flags); the restore finds nebula.service under each daemon's own root (metad reports it) since
+    no config names an install dir. Round trip exact; a resume or audit needs no flags again."""
+    import tomllib
+
+    env = sandbox
+    cfg = tomllib.loads(Path(env.config).read_text())
+    ssh = cfg["ssh"]
+    flags = ["--meta", ",".join(cfg["cluster"]["meta"]), "--ssh-user", ssh["user"], "--ssh-key", ssh["identity"],
+             "--ssh-port", str(ssh["port"]), "--known-hosts", ssh["known_hosts"]]
+    assert not any(h.get("ssh_port", ssh["port"]) != ssh["port"] for h in cfg.get("hosts", []))
+    e = dict(env.env)
+    e.pop("BRSM_CONFIG", None)
+    before = env.checksum()
+    store = f"local://{tmp_path / 'b'}"
+    p = subprocess.run([*BRSM, "start", "backup", "--storage", store, *flags, "--json"], env=e, capture_output=True,
+                       text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-2000:]
+    name = json.loads(p.stdout)["facts"]["backup_name"]
+    env.load(1 << 20, seed=21)
+    assert env.checksum() != before
+    p = subprocess.run([*BRSM, "start", "restore", "--storage", store, "--name", name, *flags, "--json"], env=e,
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert env.checksum() == before and aside_dirs(env) == [] and leases(env) == []
+    # without --meta and without a config: one clear line
+    p = subprocess.run([*BRSM, "start", "backup", "--storage", store, "--ssh-user", "root"], env=e,
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "--meta is needed without a config file" in p.stderr, p.stderr[-1500:]
