@@ -202,6 +202,19 @@ async def build_prune(params: dict[str, Any], *, op_id: int, out: Output, journa
     return Built(prune_workflow(), ports, [storage])
 
 
+def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:
+    """`brsm check`'s ports (no operation, no journal) and what to close after."""
+    from brsm.workflows.check import CheckPorts
+
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
+    storage = open_storage_for(params, cfg) if (params.get("storage") or cfg.storage.default) else None
+    meta = open_meta(cfg)
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
+    ports = CheckPorts(meta=meta, hosts=hosts, install_dir=lambda h: cfg.host(h).install_dir,
+                       configured_install_dir=cfg.configured_install_dir, storage=storage)
+    return ports, [c for c in (storage, meta, hosts) if c is not None]
+
+
 _BUILDERS = {"backup": build_backup, "restore": build_restore}
 
 

@@ -36,7 +36,7 @@ ROLE_NAMES = meta.HostRole._VALUES_TO_NAMES
 SNAPSHOT_STATUS = meta.SnapshotStatus._VALUES_TO_NAMES
 HOST_STATUS = meta.HostStatus._VALUES_TO_NAMES
 LIST_HOST_TYPES = {"STORAGE": meta.ListHostType.STORAGE, "GRAPH": meta.ListHostType.GRAPH,
-                   "META": meta.ListHostType.META}
+                   "META": meta.ListHostType.META, "AGENT": meta.ListHostType.AGENT}
 # createBackup waits for every storaged to checkpoint: give it much longer than ordinary calls
 # safe to resend when a pooled connection turned out dead before anything came back
 IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "dropSpace", "restoreMeta",

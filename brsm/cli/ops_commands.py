@@ -19,7 +19,8 @@ import typer
 from brsm.console.output import Output
 from brsm.errors import BrsmError, StorageError, UsageError, VerificationFailed
 
-from brsm.cli.options import ConfigOpt, JsonOpt, OssEndpointOpt, S3EndpointOpt, S3RegionOpt, StorageOpt
+from brsm.cli.options import (AcceptNewOpt, ConfigOpt, JsonOpt, KnownHostsOpt, MetaOpt, OssEndpointOpt, S3EndpointOpt,
+                              S3RegionOpt, SshKeyOpt, SshPortOpt, SshUserOpt, StorageOpt, flag_params)
 
 config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True)
 
@@ -29,6 +30,7 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("verify")(verify)
     app.command("prune")(prune)
+    app.command("check")(check)
     app.add_typer(config_app, name="config")
 
 
@@ -326,6 +328,61 @@ def prune(
 
 def _state_of(d: dict[str, Any]) -> str:
     return "complete*" if d["state"] == "complete" and not d.get("checksums") else d["state"]
+
+
+# -- check ----------------------------------------------------------------------------------------
+def check(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    meta: MetaOpt = None,
+    ssh_user: SshUserOpt = None,
+    ssh_key: SshKeyOpt = None,
+    ssh_port: SshPortOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    oss_endpoint: OssEndpointOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Every preflight of a backup and a restore, changing nothing: metad, SSH and host keys, topology,
+    nebula.service, free space, the lease, the storage. Exit 0 only when all pass."""
+    from brsm.errors import PreflightFailed
+    from brsm.wiring import open_check
+    from brsm.workflows.check import run_checks
+
+    out = Output(as_json=json_)
+    cfg_path = config or os.environ.get("BRSM_CONFIG")
+    params = {"config": os.path.abspath(cfg_path) if cfg_path else None, "storage": storage,
+              "s3_endpoint": s3_endpoint, "s3_region": s3_region, "oss_endpoint": oss_endpoint,
+              "accept_new_host_keys": accept_new_host_keys,
+              **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts)}
+
+    async def go():
+        ports, closables = open_check(params, out=out)
+        try:
+            return await run_checks(ports)
+        finally:
+            for c in closables:
+                try:
+                    await c.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+
+    results = asyncio.run(go())
+    failed = [r for r in results if not r.ok]
+    data = {"ok": not failed, "checks": [r.to_dict() for r in results]}
+    if not json_:
+        for r in results:
+            out.line(f"{'ok  ' if r.ok else 'FAIL'}  {r.name}: {r.detail}" + (f" (hint: {r.hint})" if r.hint and not r.ok else ""))
+    if failed:
+        _fail(out, data, PreflightFailed(f"{len(failed)} of {len(results)} check(s) failed, e.g. {failed[0].name}: "
+                                         f"{failed[0].detail}", hint=failed[0].hint or "fix what the FAIL lines name"))
+        return
+    if json_:
+        out.result(data)
+    else:
+        out.line(f"all {len(results)} checks passed")
 
 
 # -- config check ---------------------------------------------------------------------------------

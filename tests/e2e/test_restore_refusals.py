@@ -2,6 +2,7 @@
 path (the sandbox lives on a small tmpfs of its own, really filled) and a storage host that is down."""
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -60,6 +61,12 @@ def test_a_full_data_path_stops_the_restore_at_checked(sandbox_on_small_disk, sm
         # nothing stopped, nothing moved, nothing left
         assert env.checksum() == before
         assert aside_dirs(env) == [] and leases(env) == []
+        # issue 17: `brsm check` names each full data path (and changes nothing)
+        p = env.brsm("check", "--config", env.config, "--json")
+        assert p.returncode == 4, p.stderr[-1500:]
+        full = [c for c in json.loads(p.stdout)["checks"] if c["check"].startswith("data path") and not c["ok"]]
+        assert full and all("MiB free" in c["detail"] for c in full), full
+        assert env.checksum() == before and leases(env) == []
     finally:
         filler.unlink()
     # with the space back, the same restore goes through
