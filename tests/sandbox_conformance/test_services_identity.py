@@ -139,7 +139,7 @@ def test_metad_keeps_its_id_in_its_data_and_makes_a_new_one_on_fresh_data(cl):
         cl.svc("meta1", "stop", "metad")
         cl.wait(lambda: not pid_alive(pid) and not port_open(meta1.address, 9559), 15, "metad exit")
         assert cl.svc("meta1", "start", "metad").returncode == 0
-        cl.wait(lambda: port_open(meta1.address, 9559), 15, "metad listening")
+        cl.wait(lambda: port_open(meta1.address, 9559) and port_open(*meta1.http_addr("metad")), 15, "metad listening")
 
     restart_metad()
     assert cluster_id(cl) == original  # kept in its data
@@ -152,7 +152,8 @@ def test_metad_keeps_its_id_in_its_data_and_makes_a_new_one_on_fresh_data(cl):
     os.rename(data, saved)
     try:
         assert cl.svc("meta1", "start", "metad").returncode == 0
-        cl.wait(lambda: port_open(meta1.address, 9559), 15, "metad listening on fresh data")
+        cl.wait(lambda: port_open(meta1.address, 9559) and port_open(*meta1.http_addr("metad")), 15,
+                "metad listening on fresh data")  # its status port opens after the Thrift one
         fresh = cluster_id(cl)
         assert fresh not in (0, original)
         with control.MetaClient(meta_addr(cl)) as mc:
@@ -168,7 +169,7 @@ def test_metad_keeps_its_id_in_its_data_and_makes_a_new_one_on_fresh_data(cl):
         shutil.rmtree(data)
         os.rename(saved, data)
         assert cl.svc("meta1", "start", "metad").returncode == 0
-        cl.wait(lambda: port_open(meta1.address, 9559), 15, "metad listening")
+        cl.wait(lambda: port_open(meta1.address, 9559) and port_open(*meta1.http_addr("metad")), 15, "metad listening")
     assert cluster_id(cl) == original
 
 
