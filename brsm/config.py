@@ -306,12 +306,16 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
     if not path:
         raise UsageError("no cluster config given", hint="pass --config FILE or set BRSM_CONFIG")
     p = Path(path)
+    data, text = _read_toml(p)
+    return parse_config(data, str(p), text)
+
+
+def _read_toml(p: Path) -> tuple[dict[str, Any], str]:
     text = read_regular_file(p, what="config", limit=MAX_CONFIG_BYTES, hint="check the path given to --config")
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: not valid TOML: {e}", hint="fix the syntax at the line named") from e
-    return parse_config(data, str(p), text)
 
 
 # The flags that stand for config keys, as nebula-br users give them (`br backup full --meta …`), and
@@ -337,12 +341,7 @@ def load_cluster(path: str | os.PathLike[str] | None, flags: dict[str, Any] | No
     data: dict[str, Any] = {}
     text = ""
     if path:
-        p = Path(path)
-        text = read_regular_file(p, what="config", limit=MAX_CONFIG_BYTES, hint="check the path given to --config")
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"{p}: not valid TOML: {e}", hint="fix the syntax at the line named") from e
+        data, text = _read_toml(Path(path))
     elif "meta" not in flags:
         raise UsageError("no cluster given: --meta is needed without a config file",
                          hint="e.g. --meta 10.0.0.1:9559,10.0.0.2:9559 --ssh-user nebula --ssh-key ~/.ssh/id_ed25519, "
