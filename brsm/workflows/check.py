@@ -94,7 +94,7 @@ async def _ssh(p: CheckPorts, host: str) -> CheckResult:
 
 async def _service(p: CheckPorts, svc: dict[str, Any], name: str) -> CheckResult:
     host = svc["host"]
-    install = p.configured_install_dir(host) or svc.get("root") or p.install_dir(host)
+    install = services.script_dir(svc, p.configured_install_dir, p.install_dir)
     what = f"nebula.service {name} on {host}"
     try:
         r = await p.hosts.host(host).service("status", name, install_dir=install)

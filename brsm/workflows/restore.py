@@ -368,11 +368,7 @@ def _targets(ctx: StepContext, svc: str) -> list[services.ServiceTarget]:
 
 
 def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
-    """Where nebula.service is for a service: the config's install_dir for its host, else (no config
-    line for the host) the daemon's root as metad reports it, else the default."""
-    if p.configured_install_dir is None:
-        return p.install_dir(svc["host"])
-    return p.configured_install_dir(svc["host"]) or svc.get("root") or p.install_dir(svc["host"])
+    return services.script_dir(svc, p.configured_install_dir, p.install_dir)
 
 
 def _service_timeout(ctx: StepContext) -> float:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostsPort, RunResult
@@ -103,6 +104,16 @@ def already_running(text: str, svc: str) -> int | None:
         if m["svc"] == svc:
             return int(m["pid"])
     return None
+
+
+def script_dir(svc: dict[str, Any], configured: Callable[[str], str | None] | None,
+               default: Callable[[str], str]) -> str:
+    """Where nebula.service is for a topology service: the config's install_dir for its host, else (no
+    config line for the host) the daemon's root as metad reports it (nebula.service starts a daemon in
+    its install dir), else the default. ``configured`` None: the config's answer (default included)."""
+    if configured is None:
+        return default(svc["host"])
+    return configured(svc["host"]) or svc.get("root") or default(svc["host"])
 
 
 def port_probe_argv(address: str, port: int) -> tuple[str, ...]:
