@@ -143,6 +143,9 @@ def start_restore(
     host_map: Annotated[Optional[str], typer.Option(help="old=new,... host pairing (default: sorted order).")] = None,
     verify: Annotated[str, typer.Option(help="quick or full (re-hash every object first).")] = "quick",
     keep_old: Annotated[bool, typer.Option(help="Keep the set-aside data dirs after success.")] = False,
+    offline: Annotated[bool, typer.Option(
+        help="Stop the cluster before the download instead of staging the files while it serves (for hosts "
+             "where two copies of the data cannot coexist; chosen by itself when staging does not fit).")] = False,
     allow_unverified: Annotated[bool, typer.Option(
         help="Restore a backup that records no checksums (nebula-br's, or one whose brsm-manifest.json is "
              "gone): its files are checked by size only.")] = False,
@@ -179,6 +182,7 @@ def start_restore(
         "host_map": host_map,
         "verify": verify,
         "keep_old": keep_old,
+        "offline": offline,
         "allow_unverified": allow_unverified,
         "concurrency": concurrency,
         "per_host": per_host,

@@ -285,7 +285,9 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:
     name = st.facts.get("backup_name")
     text = {
-        PHASE_DONE: f"operation {op_id}: {kind} finished ({st.state})" + (f": {name}" if name else ""),
+        PHASE_DONE: f"operation {op_id}: {kind} finished ({st.state})" + (f": {name}" if name else "")
+        + (f"; the cluster was down {st.facts['downtime_seconds']:.1f} s"
+           if isinstance(st.facts.get("downtime_seconds"), (int, float)) else ""),
         PHASE_ROLLED_BACK: f"operation {op_id}: {kind} rolled back",
     }.get(st.phase, f"operation {op_id}: {kind} is {st.state}")
     out.result(_summary(op_id, kind, st), text=text)

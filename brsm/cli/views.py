@@ -85,10 +85,13 @@ def summarize(j: Any, op_id: int) -> dict[str, Any]:
     steps: dict[str, dict[str, Any]] = {}
     per_host: dict[str, dict[str, int]] = {}
     failures = []
-    types = [ev.STEP_STARTED, ev.STEP_COMPLETED, ev.OPERATION_FAILED, "FileCopied", "FileRestored"]
+    downtime = None
+    types = [ev.STEP_STARTED, ev.STEP_COMPLETED, ev.OPERATION_FAILED, "FileCopied", "FileRestored", "DowntimeEnded"]
     for e in j.events(op_id, types=types):
         d = e.data
-        if e.type == ev.STEP_STARTED:
+        if e.type == "DowntimeEnded":
+            downtime = {"seconds": d.get("seconds"), "how": d.get("how")}
+        elif e.type == ev.STEP_STARTED:
             steps.setdefault(d["step"], {})["started"] = e.time
         elif e.type == ev.STEP_COMPLETED and d["step"] in steps:
             s = steps[d["step"]]
@@ -101,7 +104,10 @@ def summarize(j: Any, op_id: int) -> dict[str, Any]:
             h = per_host.setdefault(d.get("host", "?"), {"files": 0, "bytes": 0})
             h["files"] += 1
             h["bytes"] += int(d.get("size", 0))
-    return {"steps": steps, "per_host": per_host, "failures": failures}
+    out = {"steps": steps, "per_host": per_host, "failures": failures}
+    if downtime is not None:  # a restore: first service stopped → every storaged ONLINE
+        out["downtime"] = downtime
+    return out
 
 
 def chain_error(op_id: int, report: Any) -> VerificationFailed | None:
@@ -156,6 +162,9 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     for step, st in summary["steps"].items():
         took = f"{st['seconds']:.2f} s" if "seconds" in st else "not completed"
         buf.append(f"step {step:<14} {took}")
+    if summary.get("downtime"):
+        d = summary["downtime"]
+        buf.append(f"downtime {d['seconds']} s (first service stopped → every storaged ONLINE; {d['how']})")
     for host, h in sorted(summary["per_host"].items()):
         buf.append(f"host {host:<14} {h['files']} files, {h['bytes'] / 2**20:.1f} MiB")
     for f in summary["failures"]:

@@ -71,6 +71,10 @@ def figures(op: Any, events: Iterable[Any], cluster: str) -> OpFigures | None:
         size, files = facts.get(vol[1]), facts.get(vol[2])
     downtime = None
     if op.kind == "restore":
+        down = next((e.data for e in evs if e.type == "DowntimeEnded"), None)
+        if down is not None and down.get("how") == "restored":
+            downtime = float(down["seconds"])
+    if op.kind == "restore" and downtime is None:  # journaled before DowntimeEnded existed
         stopped = next((_ts(e.time) for e in evs if e.type == ev.STEP_STARTED and e.data.get("step") == "STOPPED"),
                        None)
         up = next((_ts(e.time) for e in evs if e.type == ev.STEP_COMPLETED and e.data.get("step") == "STARTED"),

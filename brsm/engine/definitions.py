@@ -36,7 +36,7 @@ class OperationKind:
 BACKUP = OperationKind("backup", ("LOCKED", "SNAPSHOTTED", "COPIED", "UPLOADED", "CLEANED"))
 RESTORE = OperationKind(
     "restore",
-    ("CHECKED", "STOPPED", "SET_ASIDE", "DOWNLOADED", "META_RESTORED", "STARTED", "CLEANED"),
+    ("CHECKED", "STAGED", "STOPPED", "SET_ASIDE", "DOWNLOADED", "META_RESTORED", "STARTED", "CLEANED"),
 )
 
 CLEANUP = OperationKind("cleanup", ("CLEANED",))

@@ -256,11 +256,30 @@ class FakeHost:
             return ok
         if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
             return await self._exec(m, tuple(args[1:]))
+        if cmd == "bash" and len(args) >= 2 and args[0] == "-c" and 'find "$d"' in args[1]:
+            return self._fingerprint(m, args[3:])
         if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:
             return self._port_probe(args[3], args[4])
         if cmd.endswith("/scripts/nebula.service"):
             return self._service(m, cmd, args)
         return RunResult(127, "", f"bash: {cmd}: command not found\n")
+
+    @staticmethod
+    def _fingerprint(m: Machine, dirs: list[str]) -> RunResult:
+        """The restore's fingerprint script: per dir a ``== DIR`` header, then one sorted line per file
+        below it (``ingest/`` skipped), or ``absent``. The fake has no mtimes or inodes: its line
+        carries the content's SHA-256 instead, so any write changes it as a real mtime would."""
+        out = []
+        for d in dirs:
+            out.append(f"== {d}")
+            if not m.is_dir(d):
+                out.append("absent")
+                continue
+            pre = m.norm(d).rstrip("/") + "/"
+            rels = sorted(f[len(pre):] for f in m.under(d))
+            out += [f"{r}\t{len(m.files[pre + r])}\t{hashlib.sha256(m.files[pre + r]).hexdigest()}"
+                    for r in rels if not r.startswith("ingest/")]
+        return RunResult(0, "\n".join(out) + "\n", "")
 
     def _port_probe(self, address: str, port: str) -> RunResult:
         """``bash -c 'exec 3<>/dev/tcp/$1/$2' NAME ADDRESS PORT``: connect to a service port."""

@@ -13,7 +13,7 @@ import pytest
 
 from brsm.errors import OperationFailed
 from brsm.fakes.cluster import CLUSTER_ID_FILE, decode_cluster_id, encode_cluster_id
-from brsm.workflows import restore as restore_wf
+from brsm.workflows.restore import swap as restore_swap
 from property_tests.campaign_support import World, all_files, fast_sleeps, space_data
 
 
@@ -71,7 +71,7 @@ def test_without_the_set_aside_the_storaged_never_comes_up_and_the_run_rolls_bac
     name = w.make_backup()
     c.write("basketball")
     before, before_data = all_files(c), space_data(c)
-    monkeypatch.setattr(restore_wf, "_set_aside_cluster_ids", leave_them)
+    monkeypatch.setattr(restore_swap, "_set_aside_cluster_ids", leave_them)
     op, st = restore(w, name)
     assert st.phase == "rolled_back"
     assert "STARTED" in st.undone and "CLEANED" not in st.started

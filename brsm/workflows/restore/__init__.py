@@ -1,0 +1,63 @@
+"""Restore: PLANNED → CHECKED → STAGED → STOPPED → SET_ASIDE → DOWNLOADED → META_RESTORED → STARTED → CLEANED.
+
+The rule that shapes every step: nothing of the cluster's original data is deleted before the
+restored cluster has started and answered. Existing data is renamed aside (same filesystem, no
+copy, no extra space), and only CLEANED removes it. Rollback renames it back.
+
+And the cluster is down only as long as it must be: the files stage beside the live data while it
+serves (STAGED), so the downtime is stop + renames + start, the same for 100 MB and 1 TB. With
+``--offline`` (or when staging does not fit) STAGED is empty and DOWNLOADED downloads in place.
+
+One module a phase: ``check`` (preflight, CHECKED), ``stage`` (STAGED, DOWNLOADED), ``swap``
+(STOPPED, SET_ASIDE), ``finish`` (META_RESTORED, STARTED, CLEANED); ``placement`` decides where
+everything goes (pure), ``source`` reads and trusts the backup, ``control`` stops, starts and checks
+services, ``proof`` shows that what starts is the backup.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from brsm.engine.definitions import RESTORE
+from brsm.engine.runner import Workflow
+from brsm.workflows import common
+from brsm.workflows.restore import check, finish, stage, swap
+from brsm.workflows.restore.context import DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, RestorePorts
+from brsm.workflows.restore.source import has_checksums, unverified_refusal
+
+__all__ = ["RestorePorts", "workflow", "has_checksums", "unverified_refusal"]
+
+
+def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("restored", {})[d["dest"]] = d
+
+
+def _reduce_downtime_began(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("downtime_began", d["at"])
+
+
+def _reduce_downtime_ended(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("downtime_seconds", d["seconds"])
+
+
+REDUCERS = {
+    common.PREFLIGHT_PASSED: common.reduce_preflight,
+    FILE_RESTORED: _reduce_restored,
+    DOWNTIME_BEGAN: _reduce_downtime_began,
+    DOWNTIME_ENDED: _reduce_downtime_ended,
+}
+
+
+def workflow() -> Workflow:
+    return Workflow(
+        kind=RESTORE,
+        steps={"CHECKED": check.checked, "STAGED": stage.staged_step, "STOPPED": swap.stopped,
+               "SET_ASIDE": swap.set_aside, "DOWNLOADED": stage.downloaded, "META_RESTORED": finish.meta_restored,
+               "STARTED": finish.started, "CLEANED": finish.cleaned},
+        undos={"CHECKED": check.undo_checked, "STAGED": stage.undo_staged, "STOPPED": swap.undo_stopped,
+               "SET_ASIDE": swap.undo_set_aside, "DOWNLOADED": stage.undo_downloaded,
+               "META_RESTORED": finish.undo_meta_restored, "STARTED": finish.undo_started},
+        reducers=REDUCERS,
+        preflight=check.preflight,
+        attach=check.attach,
+        detach=check.detach,
+    )

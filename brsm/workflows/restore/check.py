@@ -1,0 +1,150 @@
+"""The restore's preflight and CHECKED: everything is verified before the cluster is touched — the
+backup (manifest, ``.meta``, sizes, and with ``--verify full`` every SHA-256), the topology it goes
+onto, the free space — the mode chosen (staged or offline), and the cluster's lease taken."""
+from __future__ import annotations
+
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.errors import PreflightFailed, VerificationFailed
+from brsm.workflows import common, topology
+from brsm.workflows.limits import TokenBucket, parse_rate
+from brsm.workflows.restore import placement, source
+from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, ports as _p
+from brsm.workflows.transfer import Limits
+from brsm.workflows.verify import rehash
+
+
+async def preflight(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
+    p.progress.note(f"topology from {topo['source']}")
+    m = await common.as_preflight(source.manifest(ctx))
+    unchecked = source.unverified_refusal(ctx.params["name"], m, bool(ctx.params.get("allow_unverified")))
+    if unchecked:
+        raise VerificationFailed(unchecked, hint=source.UNVERIFIED_HINT)
+    if not source.has_checksums(m):
+        p.progress.note(f"WARNING: restoring {ctx.params['name']} WITHOUT CHECKSUMS (--allow-unverified): its "
+                        f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
+                        "would be restored as they are")
+        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.params["name"], "files": len(m["files"])})
+    await common.as_preflight(common.warn_not_backed_up(
+        ctx, p.meta, [int(k) for k in m.get("spaces", {})], p.progress,
+        "the restore does not bring these back (recreate them after it)"))
+    return {"topology": topo}
+
+
+async def attach(ctx: StepContext) -> None:
+    ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
+                                   per_host=int(ctx.params.get("per_host") or 4),
+                                   bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
+    await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
+
+
+async def detach(ctx: StepContext) -> None:
+    common.record_host_keys(ctx, _p(ctx).hosts)
+    await common.detach_lease(ctx)
+
+
+def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[str, str]]) -> None:
+    old_storage = {s["addr"]: s for s in m["topology"]["storage"]}
+    new_storage = {s["addr"]: s for s in topo["storage"]}
+    for old, new in pairs:
+        if len(old_storage[old]["data_paths"]) != len(new_storage[new]["data_paths"]):
+            raise PreflightFailed(
+                f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
+                f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
+    # zones restoreMeta will rewrite: the backup's for all spaces (its zone table is restored), the
+    # cluster's for chosen spaces (its own stays)
+    zones = (m.get("topology") or {}).get("zones") if m.get("all_spaces", True) else topo.get("zones")
+    if zones is None:
+        zones = topo.get("zones")  # a backup that did not record them: the cluster's are the best guess
+    crash = topology.zone_problem(zones, pairs)
+    if crash:
+        raise PreflightFailed(crash, hint="restore onto the hosts the backup was taken from (no --host-map), or "
+                                          "split the zone into one zone per host first")
+    wrong = topology.version_mismatch((m.get("topology") or {}).get("nebula_version"), topo.get("nebula_version"))
+    if wrong:
+        raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")
+
+
+def _pairs(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tuple[str, str]]:
+    old = [s["addr"] for s in m["topology"]["storage"]]
+    new = [s["addr"] for s in topo["storage"]]
+    if len(set(old)) != len(set(new)):
+        raise PreflightFailed(f"topology differs: the backup has {len(set(old))} storage hosts, the cluster "
+                              f"{len(set(new))}", hint="restore onto a cluster with the same number of storage hosts")
+    return placement.pair_hosts(sorted(set(old)), sorted(set(new)), ctx.params.get("host_map"))
+
+
+async def _choose_mode(ctx: StepContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
+    """Free space on every data path the files go to (the rename aside costs nothing), and whether
+    staging beside a serving cluster fits there."""
+    p, topo = _p(ctx), ctx.extra["topology"]
+    need: dict[tuple[str, str], int] = {}
+    for f in m["files"]:
+        tgt = placement.target(ctx.params["name"], f["key"], pairs, topo)
+        if tgt:
+            need[(tgt[0], tgt[2])] = need.get((tgt[0], tgt[2]), 0) + f["size"]
+    free = {(host, dp): await p.hosts.host(host).free_bytes(dp) for host, dp in sorted(need)}
+    choice = placement.choose_mode(need, free, bool(ctx.params.get("offline")))
+    if choice.mode is None:
+        raise PreflightFailed(choice.why, hint="free space on those data paths")
+    return choice
+
+
+async def checked(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await source.manifest(ctx)
+    topo = ctx.extra["topology"]
+    if not m.get("all_spaces", True):
+        await _check_space_ids(ctx, m)
+    pairs = _pairs(ctx, m, topo)
+    _check_topology(m, topo, pairs)
+    source.check_keys(ctx.params["name"], m)
+    # Verify the backup before touching the cluster.
+    present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}
+    bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]
+    if bad:
+        raise VerificationFailed(f"backup {ctx.params['name']} is damaged: {len(bad)} file(s) missing or of the "
+                                 f"wrong size, e.g. {bad[0]}", hint="restore another backup; see `brsm verify`")
+    if ctx.params.get("verify") == "full":
+        await _verify_full(ctx, m)
+    choice = await _choose_mode(ctx, m, pairs)
+    lease = common.make_lease(ctx, p.hosts, "restore")
+    await lease.acquire()
+    p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
+    p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
+    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
+            "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
+            "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why}
+
+
+async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> None:
+    """A backup of chosen spaces replaces only those: their ids must still be theirs in the cluster."""
+    current = await _p(ctx).meta.list_spaces()
+    by_id = {v: k for k, v in current.items()}
+    for sid, name in m["spaces"].items():
+        sid = int(sid)
+        if name in current and current[name] != sid:
+            raise PreflightFailed(f"space {name} has id {current[name]} in the cluster but {sid} in the backup",
+                                  hint="it was dropped and re-created since the backup; drop it, then restore")
+        if sid in by_id and by_id[sid] != name:
+            raise PreflightFailed(f"space id {sid} belongs to {by_id[sid]} in the cluster, to {name} in the backup",
+                                  hint="a restore of selected spaces cannot move a space to another id")
+
+
+async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
+    """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
+    the one re-hash, bounded by --concurrency)."""
+    p = _p(ctx)
+    files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
+    problems = await rehash(p.storage, files, concurrency=ctx.runtime["limits"].concurrency, progress=p.progress)
+    if problems:
+        raise VerificationFailed(f"backup {ctx.params['name']}: {len(problems)} file(s) do not match their SHA-256, "
+                                 f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")
+
+
+async def undo_checked(ctx: StepContext) -> None:
+    if "topology" in ctx.extra:
+        await common.make_lease(ctx, _p(ctx).hosts, "restore").release()

@@ -1,0 +1,178 @@
+"""Service control for a restore: which daemons run where, stopping and starting them through
+brsm.workflows.services with progress, waiting for metad and for every storaged ONLINE, and the
+"still down?" check before every step that renames, writes or starts.
+
+Issue 13: a storaged started behind brsm's back (an operator, a rebooted host) while the files were
+written made a restore finish with data that was neither the backup's nor the original. Before every
+step that renames, writes or starts (and every undo that renames data back) brsm checks again that
+the daemons it stopped are down: no pid in `nebula.service status`, the port closed, no process using
+the data dirs. Otherwise it journals ServiceFoundRunning and stops there (exit 5), touching nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.errors import BrsmError, OperationFailed
+from brsm.ports import HostAddr
+from brsm.workflows import services
+from brsm.workflows.restore.context import DOWNTIME_ENDED, SERVICE_FOUND_RUNNING, WAIT_SECONDS, RestorePorts, ports as _p
+
+ALL_DOWN = ("graphd", "storaged", "metad")
+STARTED_BY_US = ("graphd", "storaged")  # metad runs (ours) from META_RESTORED on
+
+ROLE_OF = {"metad": "meta", "storaged": "storage", "graphd": "graph"}
+
+
+def hosts_by_role(ctx: StepContext) -> dict[str, list[str]]:
+    topo = ctx.extra["topology"]
+    return {svc: sorted({s["host"] for s in topo[ROLE_OF[svc]]}) for svc in ("graphd", "storaged", "metad")}
+
+
+def targets(ctx: StepContext, svc: str) -> list[services.ServiceTarget]:
+    """Every host running ``svc``, its install dir (config) and the port it serves on (topology)."""
+    p = _p(ctx)
+    seen: dict[str, services.ServiceTarget] = {}
+    for s in ctx.extra["topology"][ROLE_OF[svc]]:
+        if s["host"] not in seen:
+            seen[s["host"]] = services.ServiceTarget(s["host"], _install_dir(p, s), HostAddr.parse(s["addr"]).port)
+    return [seen[h] for h in sorted(seen)]
+
+
+def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
+    return services.script_dir(svc, p.configured_install_dir, p.install_dir)
+
+
+def service_timeout(ctx: StepContext) -> float:
+    return float(ctx.params.get("service_timeout") or WAIT_SECONDS)
+
+
+async def stop(ctx: StepContext, svc: str) -> None:
+    ts = targets(ctx, svc)
+    with hosts_task(ctx, f"stop {svc}", len(ts)):
+        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+
+
+async def start(ctx: StepContext, svc: str) -> None:
+    ts = targets(ctx, svc)
+    with hosts_task(ctx, f"start {svc}", len(ts)):
+        await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+
+
+class hosts_task:
+    """A progress task (rich on a terminal, a JSON line with --json) for a wait on every host at once:
+    started before it, advanced to the total and done once every host got there (issue 13: a restore
+    was silent for half its time while daemons stopped and started)."""
+
+    def __init__(self, ctx: StepContext, task: str, total: int, unit: str = "hosts") -> None:
+        self.progress, self.task, self.total, self.unit = _p(ctx).progress, task, total, unit
+
+    def __enter__(self) -> "hosts_task":
+        self.progress.start(self.task, self.total, unit=self.unit)
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self.progress.advance(self.task, self.total)
+        self.progress.done(self.task)
+
+
+async def start_all(ctx: StepContext) -> None:
+    await start(ctx, "metad")
+    await wait_meta(ctx)
+    await start(ctx, "storaged")
+    await wait_storage_online(ctx)
+    await start(ctx, "graphd")
+
+
+
+def downtime_ended(ctx: StepContext, how: str) -> float | None:
+    """Journal the end of the cluster's downtime (every storaged ONLINE again: ``how`` "restored" or
+    "rolled back"), once; the seconds since DowntimeBegan, in the brsm machine's clock (both ends are
+    read by the run that journals them, or a resume's, whose clock may differ: a figure, not a proof)."""
+    began, ended = ctx.extra.get("downtime_began"), ctx.extra.get("downtime_seconds")
+    if began is None or ended is not None:
+        return ended
+    seconds = max(0.0, time.time() - began)
+    ctx.record(DOWNTIME_ENDED, {"at": time.time(), "seconds": round(seconds, 3), "how": how})
+    _p(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
+    return seconds
+
+
+async def wait_meta(ctx: StepContext) -> None:
+    deadline = time.monotonic() + service_timeout(ctx)
+    while True:
+        try:
+            await _p(ctx).meta.list_spaces()
+            return
+        except BrsmError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def wait_storage_online(ctx: StepContext) -> list[str]:
+    """Until metad's listHosts counts every storaged of the topology ONLINE (its heartbeat accepted)."""
+    want = sorted({s["addr"] for s in ctx.extra["topology"]["storage"]})
+    timeout = service_timeout(ctx)
+    t0, slept, pause = time.monotonic(), 0.0, 0.1
+    while True:
+        listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
+        missing = [a for a in want if not (a in listed and listed[a].online)]
+        if not missing:
+            return want
+        if max(time.monotonic() - t0, slept) >= timeout:
+            why = "; ".join(f"{a}: {listed[a].status if a in listed else 'not listed'}" for a in missing)
+            raise OperationFailed(
+                f"after the restore {len(missing)} of {len(want)} storaged are not ONLINE in metad's listHosts "
+                f"within {timeout:.0f} s: {why}",
+                hint="a storaged is ONLINE once metad accepts its heartbeats: check its host is registered "
+                     "(ADD HOSTS) and its <install>/cluster.id; look at the storaged and metad logs")
+        await asyncio.sleep(pause)
+        slept += pause
+        pause = min(1.0, pause * 2)
+
+
+class ServicesNotDown(OperationFailed):
+    """A daemon brsm stopped runs again (or its port or data dirs are in use): brsm will not act on a belief."""
+
+
+def dirs_of(ctx: StepContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
+    topo = ctx.extra["topology"]
+    out: dict[str, list[str]] = {}
+    for svc in svcs:
+        role = ROLE_OF[svc]
+        if role == "graph":
+            continue
+        for s in topo[role]:
+            out.setdefault(s["host"], []).extend(dp for dp in s["data_paths"] if dp not in out.get(s["host"], []))
+    return out
+
+
+async def ensure_down(ctx: StepContext, before: str, svcs: tuple[str, ...] = ALL_DOWN) -> None:
+    """Refuse to go on with ``before`` unless every daemon of ``svcs`` is down on every host and no
+    process uses their data dirs."""
+    p = _p(ctx)
+    p.progress.note(f"checking that {', '.join(svcs)} are still down before {before}")
+    found: list[tuple[str, str, str]] = []
+    for svc in svcs:
+        found += [(h, svc, why) for h, why in await services.find_running(p.hosts, svc, targets(ctx, svc))]
+    if not found:
+        found += [(h, "data dir", why) for h, why in await services.find_dir_users(p.hosts, dirs_of(ctx, svcs))]
+    if not found:
+        return
+    for host, svc, why in found:
+        ctx.record(SERVICE_FOUND_RUNNING, {"before": before, "host": host, "service": svc, "why": why})
+    text = "; ".join(f"{h}: {why}" for h, _svc, why in found)
+    where = ", ".join(sorted({h for h, _, _ in found}))
+    raise ServicesNotDown(
+        f"refusing to go on with {before}: what brsm stopped for this restore is not down any more on "
+        f"{len({h for h, _, _ in found})} host(s): {text}; stop it there (`nebula.service stop "
+        f"{found[0][1] if found[0][1] in ALL_DOWN else '<service>'}`) before brsm goes on",
+        hint=f"someone or something (a reboot, an operator, systemd) started it behind brsm's back: stop it on "
+             f"{where} (`<install>/scripts/nebula.service stop <service>`), find out why, then "
+             f"`brsm resume {ctx.op_id}` (continues) or `brsm rollback {ctx.op_id}` (puts the original data back)")
+
+

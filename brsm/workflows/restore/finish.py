@@ -1,0 +1,164 @@
+"""META_RESTORED, STARTED and CLEANED: the restored cluster comes up, proves itself, and the
+set-aside originals go."""
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import time
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.errors import OperationFailed, VerificationFailed
+from brsm.ports import HostAddr
+from brsm.workflows import common
+from brsm.workflows.restore import control, placement, proof, source, stage
+from brsm.workflows.restore.context import (DATA_PROVED, SPACES_DROPPED, chosen_spaces, partial, ports as _p,
+                                            root_of, staged)
+
+CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
+
+
+async def meta_restored(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    m = await source.manifest(ctx)
+    # on a resume metad may run already (started by an earlier attempt of this step); the others must not
+    await control.ensure_down(ctx, "META_RESTORED", control.ALL_DOWN if ctx.mode == "run" else control.STARTED_BY_US)
+    if staged(ctx):
+        await _check_fingerprints(ctx, meta_only=True)
+    await control.start(ctx, "metad")
+    await control.wait_meta(ctx)
+    dropped = await _drop_chosen_spaces(ctx, m) if partial(ctx) else []
+    pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in ctx.facts["pairs"]]
+    for mh in ctx.extra["topology"]["meta"]:
+        # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
+        # step can run again after a crash (ingesting the same tables twice changes nothing)
+        d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
+        ingest = posixpath.join(d, "ingest")
+        h = p.hosts.host(mh["host"])
+        if await h.exists(ingest):
+            await h.remove_tree(ingest)
+        await h.makedirs(ingest)
+        names = [posixpath.basename(f) for f in m["meta_files"]]
+        await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
+        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
+    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped}
+
+
+async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
+    """A backup of chosen spaces replaces those spaces' meta entries: drop them first, as nebula-br's
+    ``checkAndDropSpaces`` does, or what was added since the backup (tags, edges, indexes, roles of
+    that space) would survive beside the restored entries. Done while storaged is down (it never
+    sees the drop: the same space id is back before it starts) and after metad's data was copied
+    aside in SET_ASIDE, so a rollback brings the spaces back exactly. Safe to repeat: a space
+    already gone is skipped, and CHECKED made sure each name still has the backup's id."""
+    p = _p(ctx)
+    current = await p.meta.list_spaces()
+    dropped = []
+    for sid, name in sorted(m["spaces"].items()):
+        if current.get(name) == int(sid):
+            await p.meta.drop_space(name)
+            dropped.append(name)
+    if dropped:
+        ctx.record(SPACES_DROPPED, {"spaces": dropped, "why": "replaced by the backup's (restore of chosen spaces)"})
+    return dropped
+
+
+async def undo_meta_restored(ctx: StepContext) -> None:
+    await control.stop(ctx, "metad")
+
+
+async def _check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> dict[str, Any]:
+    """Staged: the trees in place (and the meta restore dirs) are the ones re-hashed in STAGED —
+    same files, sizes, mtimes and inodes. STAGED fingerprinted each tree at its staged path; the swap
+    renamed it to its live path (placement.swaps), a meta restore dir stays where it was."""
+    want: dict[str, str | None] = ctx.facts["fingerprints"]
+    now_at = {f"{h}:{d}": (h, d) for h, d in stage.meta_dirs(ctx)}
+    if not meta_only:
+        now_at.update({f"{h}:{s}": (h, live) for h, s, live in placement.swaps(ctx.extra["topology"], ctx.ref,
+                                                                                chosen_spaces(ctx))})
+    keys = sorted(k for k in want if k in now_at)
+    got = await proof.fingerprints(ctx, [now_at[k] for k in keys])
+    changed = proof.fingerprint_changes({k: want[k] for k in keys},
+                                        {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
+    if changed:
+        raise VerificationFailed(
+            f"before starting the restored cluster, {len(changed)} restored dir(s) are not as they were staged and "
+            f"re-hashed, e.g. {changed[0]}: something wrote into them since",
+            hint=f"nothing was started on them; `brsm rollback {ctx.op_id}` puts the original data back")
+    facts = {"dirs": len(keys), "how": "fingerprint of the staged, re-hashed trees (path, size, mtime, inode)"}
+    if not meta_only:
+        ctx.record(DATA_PROVED, facts)
+    return facts
+
+
+async def started(ctx: StepContext) -> dict[str, Any]:
+    """storaged, then graphd, each running and listening on every host; every storaged ONLINE in
+    listHosts; the restored spaces listed. Until all of that holds the step fails (and the run rolls
+    back): a storaged that does not come up is never reported as restored."""
+    p = _p(ctx)
+    m = await source.manifest(ctx)
+    await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
+    if staged(ctx):
+        proved = await _check_fingerprints(ctx)
+    else:
+        proved = await proof.rehash_restored(ctx)
+        await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)  # nothing started while the files were re-hashed
+    await control.start(ctx, "storaged")
+    await control.start(ctx, "graphd")
+    online = await control.wait_storage_online(ctx)
+    downtime = control.downtime_ended(ctx, "restored")
+    want = set(m["spaces"].values())
+    deadline = time.monotonic() + control.service_timeout(ctx)
+    while True:
+        have = set(await p.meta.list_spaces())
+        if want <= have:
+            break
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"after restore metad lists spaces {sorted(have)}, expected {sorted(want)}",
+                                  hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
+        await asyncio.sleep(0.5)
+    return {"spaces": sorted(want), "storage_online": online, "proved": proved, "downtime_seconds": downtime}
+
+
+async def undo_started(ctx: StepContext) -> None:
+    await control.stop(ctx, "graphd")
+    await control.stop(ctx, "storaged")
+
+
+async def cleaned(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    aside = placement.aside_name(ctx.ref)
+
+    async def clean(data_dir: tuple[str, str]) -> str | None:
+        host, dp = data_dir
+        h = p.hosts.host(host)
+        d = posixpath.join(dp, aside)
+        if not ctx.params.get("keep_old") and await h.exists(d):
+            await h.remove_tree(d)
+            return f"{host}:{d}"
+        return None
+
+    # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each, one progress step each
+    dirs = placement.data_dirs(ctx.extra["topology"])
+    p.progress.start("remove set-aside data", len(dirs), unit="dirs")
+
+    async def clean_one(data_dir: tuple[str, str]) -> str | None:
+        try:
+            return await clean(data_dir)
+        finally:
+            p.progress.advance("remove set-aside data", 1)
+
+    try:
+        removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
+    finally:
+        p.progress.done("remove set-aside data")
+    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+        h = p.hosts.host(c.host)
+        if await h.exists(c.absent_marker):
+            await h.remove_tree(c.absent_marker)
+        if not ctx.params.get("keep_old") and await h.exists(c.aside):
+            await h.remove_tree(c.aside)
+            removed.append(f"{c.host}:{c.aside}")
+    await stage.undo_staged(ctx)  # the meta restore dirs, and any staging dir left empty by the swap
+    await common.make_lease(ctx, p.hosts, "restore").release()
+    return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}

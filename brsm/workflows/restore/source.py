@@ -1,0 +1,135 @@
+"""Reading and trusting the backup a restore brings back: its manifest and ``.meta``, or, for a
+nebula-br backup without a manifest, a manifest built from its ``.meta`` and listing (sizes only).
+
+A manifest is data from storage, not trusted code: sizes are bounded before it is read, its keys
+must stay inside the backup, and its ``.meta`` must be the one it names.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
+from brsm.workflows import catalog
+from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
+from brsm.workflows.restore.context import TAMPERED, ports as _p
+
+async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> bytes:
+    """A manifest or ``.meta``: refused unread when its size is absurd (a hostile or garbage file)."""
+    st = _p(ctx).storage
+    big = catalog.too_big(what, (await st.stat(key)).size, limit)
+    if big:
+        raise VerificationFailed(f"backup {ctx.params['name']}: {big}", hint=TAMPERED)
+    return await st.get_bytes(key)
+
+
+async def manifest(ctx: StepContext) -> dict[str, Any]:
+    cached = ctx.runtime.get("manifest")
+    if cached is None:
+        name = ctx.params["name"]
+        try:
+            raw = await _read_checked(ctx, manifest_key(name), MANIFEST, catalog.MAX_MANIFEST_BYTES)
+        except ObjectNotFound as e:
+            cached = await _nebula_br_manifest(ctx, name)
+            if cached is None:
+                raise PreflightFailed(
+                    f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {_p(ctx).storage.uri}: "
+                    "it is incomplete", hint="see `brsm show --storage URI` for complete backups") from e
+        else:
+            try:
+                cached = catalog.parse_manifest(raw, name)
+            except ValueError as e:
+                raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
+            await _check_meta(ctx, cached)
+        ctx.runtime["manifest"] = cached
+    return cached
+
+
+async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:
+    """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
+    is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
+    p, name = _p(ctx), ctx.params["name"]
+    try:
+        raw = await _read_checked(ctx, meta_file_key(name), f"{name}.meta", catalog.MAX_META_BYTES)
+    except ObjectNotFound as e:
+        raise VerificationFailed(f"backup {name}: {name}.meta is missing", hint=TAMPERED) from e
+    changed = catalog.meta_hash_problem(m, hashlib.sha256(raw).hexdigest(), name)
+    if changed:
+        raise VerificationFailed(f"backup {name}: {changed}", hint=TAMPERED)
+    if p.decode_meta is not None:
+        try:
+            facts = p.decode_meta(raw)
+        except ValueError as e:
+            raise VerificationFailed(f"backup {name}: {name}.meta is unreadable: {e}", hint=TAMPERED) from e
+        if facts.name != name:
+            raise VerificationFailed(f"backup {name}: {name}.meta names backup {facts.name!r}", hint=TAMPERED)
+
+
+async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | None:
+    """A manifest built from a nebula-br backup's ``.meta`` and its listing. It has no checksums:
+    files are checked by size only (the journal and the output say so)."""
+    p = _p(ctx)
+    if p.decode_meta is None:
+        return None
+    objs = await p.storage.list(f"{name}/")
+    keys = {o.key for o in objs}
+    if f"{name}/{name}.meta" not in keys or in_progress_key(name) in keys:
+        return None
+    try:
+        facts = p.decode_meta(await p.storage.get_bytes(f"{name}/{name}.meta"))
+    except ValueError as e:
+        raise VerificationFailed(f"backup {name}: {name}.meta is unreadable: {e}", hint="restore another backup") from e
+    files = [{"key": o.key, "size": o.size, "sha256": None} for o in objs
+             if o.key.startswith((f"{name}/data/", f"{name}/meta/"))]
+    storage = []
+    for h in facts.storage_hosts:
+        addr = str(h)
+        idx = {int(k.split("/")[3][4:]) for k in (f["key"] for f in files)
+               if k.startswith(f"{name}/data/{addr}/") and k.split("/")[3][4:].isdigit()}
+        n = max(len({dp for _sid, dp, _c in facts.checkpoints.get(addr, ())}), (max(idx) + 1) if idx else 1)
+        storage.append({"addr": addr, "host": h.host, "data_paths": [f"data{i}" for i in range(n)]})
+    p.progress.note(f"{name} is a nebula-br backup without checksums: files are checked by size only")
+    return {"backup_name": name, "tool": "nebula-br", "all_spaces": facts.all_spaces,
+            "spaces": {str(k): v for k, v in facts.spaces.items()}, "meta_files": list(facts.meta_files),
+            "topology": {"storage": storage}, "files": files}
+
+
+# -- checksums -------------------------------------------------------------------------------
+UNVERIFIED_HINT = ("restore a backup with a brsm-manifest.json (see `brsm show`: `complete`, not `complete*`); "
+                   "only if you trust this one as it is, add --allow-unverified")
+
+
+def has_checksums(m: dict[str, Any]) -> bool:
+    """Every file of the manifest carries a SHA-256 (a brsm manifest does; one built from a nebula-br
+    ``.meta`` has none)."""
+    return all(f.get("sha256") for f in m["files"])
+
+
+def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | None:
+    """Why a restore of ``m`` must not go on without ``--allow-unverified`` (None when it may).
+
+    >>> unverified_refusal("BACKUP_1", {"files": [{"key": "k", "size": 1, "sha256": None}]}, False)[:49]
+    'backup BACKUP_1 has no checksums (no brsm-manifes'
+    """
+    if allowed or has_checksums(m):
+        return None
+    return (f"backup {name} has no checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose manifest "
+            f"was deleted): its {len(m['files'])} file(s) could be checked by size only, so changed bytes would "
+            "be restored unnoticed; refused")
+
+
+
+def check_keys(name: str, m: dict[str, Any]) -> None:
+    """A manifest is data from storage, not trusted code: every key must stay inside ``<NAME>/``
+    (no ``..``, no absolute or empty segments), so no download can land outside its data path."""
+    for f in m.get("files", []):
+        key = f.get("key", "")
+        parts = key.split("/")
+        if (not isinstance(key, str) or parts[0] != name or len(parts) < 3 or any(seg in ("", ".", "..") for seg in parts)
+                or "\x00" in key):
+            raise VerificationFailed(f"backup {name}: manifest names a file outside the backup: {key!r}",
+                                     hint="the manifest was tampered with; restore another backup")
+        if not isinstance(f.get("size"), int) or f["size"] < 0 or f["size"] > 1 << 44:
+            raise VerificationFailed(f"backup {name}: manifest claims an impossible size for {key!r}",
+                                     hint="the manifest was tampered with; restore another backup")

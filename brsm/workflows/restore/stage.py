@@ -1,0 +1,162 @@
+"""Getting the backup's files onto the hosts: STAGED and DOWNLOADED.
+
+Staged (the default): STAGED downloads every file, checked against its SHA-256, into
+``<root>/nebula_brsm_new_<op>`` beside the live data of each root (the same filesystem), and the meta
+SSTs into ``<meta data path>/brsm_restore_<op>``, **while the cluster serves**; then re-hashes them
+on the hosts and fingerprints the staged trees. DOWNLOADED, once the live data is aside, renames each
+staged tree into place: one rename per root (or per chosen space), no copy.
+
+Offline (``--offline``, or when staging does not fit): STAGED does nothing, and DOWNLOADED downloads
+every file straight into place once everything is stopped (what every restore did before staging).
+"""
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from brsm import failpoints
+from brsm.engine.runner import StepContext
+from brsm.errors import OperationFailed
+from brsm.workflows.restore import control, placement, proof, source
+from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
+from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded
+
+Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
+
+
+def _jobs(ctx: StepContext, m: dict[str, Any], *, into_staging: bool) -> list[Job]:
+    """Every file of the backup and where it goes: in place, or its staged path (meta SSTs go to the
+    meta restore dir of every metad either way: restoreMeta reads them from there)."""
+    topo, name = ctx.extra["topology"], ctx.params["name"]
+    jobs: list[Job] = []
+    for f in m["files"]:
+        tgt = placement.target(name, f["key"], pairs(ctx), topo)
+        if tgt:
+            host, dest, root = tgt
+            jobs.append((host, placement.staged_path(dest, root, ctx.ref) if into_staging else dest, f))
+        elif f["key"].startswith(f"{name}/meta/"):
+            for mh in topo["meta"]:
+                d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
+                jobs.append((mh["host"], posixpath.join(d, posixpath.basename(f["key"])), f))
+    return jobs
+
+
+async def _download(ctx: StepContext, jobs: list[Job], task: str) -> int:
+    """Download what a journaled FileRestored does not already cover (a resume skips those still
+    there); every finished file journaled, also when another one fails. Returns how many were skipped."""
+    p = _p(ctx)
+    done = ctx.extra.get("restored", {})
+    todo = []
+    for host, dest, f in jobs:
+        prev = done.get(dest)
+        if prev and prev["sha256"] == f["sha256"] and prev["size"] == f["size"] and await p.hosts.host(host).exists(dest):
+            continue
+        todo.append((host, dest, f))
+    limits: Limits = ctx.runtime["limits"]
+    p.progress.start(task, sum(f["size"] for _, _, f in todo))
+    events = EventBatcher(ctx.record_batch)
+    count = 0
+
+    async def one(job: Job) -> None:
+        nonlocal count
+        host, dest, f = job
+        h = p.hosts.host(host)
+        await h.makedirs(posixpath.dirname(dest))
+        await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
+        count += 1
+        failpoints.hit(f"file:{count}")
+        events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
+                                   "sha256": f["sha256"]})
+
+    try:
+        await run_bounded(todo, lambda j: j[0], limits, one)
+    finally:
+        events.flush()  # what finished is journaled even when another file failed
+        p.progress.done(task)
+    return len(jobs) - len(todo)
+
+
+def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+    return [(mh["host"], placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)) for mh in ctx.extra["topology"]["meta"]]
+
+
+def fingerprinted_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+    """What the staged proof covers: each staged tree (by its staged path) and each meta restore dir."""
+    return [(h, s) for h, s, _live in placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx))] + meta_dirs(ctx)
+
+
+# -- STAGED ---------------------------------------------------------------------------------------
+async def staged_step(ctx: StepContext) -> dict[str, Any]:
+    if not staged(ctx):
+        return {"staged": False}
+    m = await source.manifest(ctx)
+    jobs = _jobs(ctx, m, into_staging=True)
+    skipped = await _download(ctx, jobs, "download (staging; the cluster keeps serving)")
+    prints = await proof.fingerprints(ctx, fingerprinted_dirs(ctx))
+    proved = await proof.rehash_restored(ctx, staged=True)
+    return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
+            "fingerprints": prints}
+
+
+async def undo_staged(ctx: StepContext) -> None:
+    """The staging dirs and meta restore dirs go; the cluster (serving all along) is not touched."""
+    p = _p(ctx)
+    for host, root in placement.storage_dirs(ctx.extra["topology"]):
+        d = posixpath.join(root, placement.staging_name(ctx.ref))
+        if await p.hosts.host(host).exists(d):
+            await p.hosts.host(host).remove_tree(d)
+    for host, d in meta_dirs(ctx):
+        if await p.hosts.host(host).exists(d):
+            await p.hosts.host(host).remove_tree(d)
+
+
+# -- DOWNLOADED -----------------------------------------------------------------------------------
+async def downloaded(ctx: StepContext) -> dict[str, Any]:
+    await control.ensure_down(ctx, "DOWNLOADED")
+    if staged(ctx):
+        return await _swap_in(ctx)
+    m = await source.manifest(ctx)
+    jobs = _jobs(ctx, m, into_staging=False)
+    skipped = await _download(ctx, jobs, "download")
+    return {"files": len(jobs), "skipped_on_resume": skipped,
+            "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)})}
+
+
+async def _swap_in(ctx: StepContext) -> dict[str, Any]:
+    """Each staged tree renamed into place (the live one is aside since SET_ASIDE). Repeatable: a
+    tree already in place is skipped; a live tree that is not ours is never overwritten."""
+    p = _p(ctx)
+    moved, absent = [], []
+    for host, staged_dir, live in placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+        h = p.hosts.host(host)
+        if not await h.exists(staged_dir):
+            if not await h.exists(live):
+                absent.append(f"{host}:{live}")  # the backup has nothing for it (storaged creates it)
+            continue  # else renamed by an earlier attempt
+        if await h.exists(live):
+            raise OperationFailed(
+                f"{host}:{live} exists although the live data was set aside: something wrote it since; the "
+                f"staged tree {staged_dir} was not moved over it",
+                hint=f"look at what created it, move it away, then `brsm resume {ctx.op_id}`, or `brsm rollback "
+                     f"{ctx.op_id}` (puts the original data back)")
+        await h.makedirs(posixpath.dirname(live))
+        await h.rename(staged_dir, live)
+        failpoints.hit(f"swap:{len(moved) + 1}")
+        moved.append(f"{host}:{live}")
+    return {"swapped": moved, "nothing_staged_for": absent}
+
+
+async def undo_downloaded(ctx: StepContext) -> None:
+    """The restored data goes where the original is safe aside; staged trees not yet swapped in stay
+    for undo_staged."""
+    p = _p(ctx)
+    await control.ensure_down(ctx, "removing the downloaded data (undo of DOWNLOADED)")
+    for host, src, dst, mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+        h = p.hosts.host(host)
+        # Only where the original is safe aside may the restored dir go.
+        if mode == "move" and await h.exists(dst) and await h.exists(src):
+            await h.remove_tree(src)
+    if not staged(ctx):
+        for host, d in meta_dirs(ctx):
+            if await p.hosts.host(host).exists(d):
+                await p.hosts.host(host).remove_tree(d)

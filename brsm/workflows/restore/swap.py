@@ -1,0 +1,113 @@
+"""STOPPED and SET_ASIDE: the cluster's downtime begins, and the live data goes aside.
+
+Nothing of the cluster's original data is deleted before the restored cluster has started and
+answered: it is renamed aside (same filesystem, no copy, no extra space), with every storaged's and
+graphd's ``cluster.id``, and only CLEANED removes it. Rollback renames it back.
+"""
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.workflows.restore import control, placement
+from brsm.workflows.restore.context import DOWNTIME_BEGAN, chosen_spaces, ports as _p, root_of
+
+
+async def stopped(ctx: StepContext) -> dict[str, Any]:
+    roles = control.hosts_by_role(ctx)
+    if "downtime_began" not in ctx.extra:
+        ctx.record(DOWNTIME_BEGAN, {"at": time.time()})
+    for svc in ("graphd", "storaged", "metad"):
+        await control.stop(ctx, svc)
+    return {"stopped": roles}
+
+
+async def undo_stopped(ctx: StepContext) -> None:
+    await control.start_all(ctx)
+    control.downtime_ended(ctx, "rolled back")
+
+
+async def _one(data: bytes):
+    yield data
+
+
+async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
+    p = _p(ctx)
+    out = []
+    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+        h = p.hosts.host(c.host)
+        if await h.exists(c.aside):
+            state = "moved"  # by an earlier attempt
+        elif await h.exists(c.absent_marker):
+            state = "absent"
+        elif await h.exists(c.live):
+            await h.rename(c.live, c.aside)
+            state = "moved"
+        else:
+            await h.write_file(c.absent_marker, _one(b"there was no cluster.id here before the restore\n"))
+            state = "absent"
+        out.append({"host": c.host, "path": c.live, "aside": c.aside if state == "moved" else c.absent_marker,
+                    "state": state})
+    return out
+
+
+async def _put_back_cluster_ids(ctx: StepContext) -> None:
+    """Each root as before SET_ASIDE: the original file back, or none if there was none. Repeatable."""
+    p = _p(ctx)
+    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+        h = p.hosts.host(c.host)
+        if await h.exists(c.aside):
+            if await h.exists(c.live):
+                await h.remove_tree(c.live)  # written by the restored cluster
+            await h.rename(c.aside, c.live)
+        elif await h.exists(c.absent_marker):
+            if await h.exists(c.live):
+                await h.remove_tree(c.live)
+            await h.remove_tree(c.absent_marker)
+
+
+async def set_aside(ctx: StepContext) -> dict[str, Any]:
+    p = _p(ctx)
+    await control.ensure_down(ctx, "SET_ASIDE")
+    done = []
+    for host, src, dst, mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+        h = p.hosts.host(host)
+        if await h.exists(dst):
+            continue  # done by an earlier attempt
+        await h.makedirs(posixpath.dirname(dst))
+        if not await h.exists(src):
+            await h.makedirs(dst)  # nothing there: remember that, so rollback leaves nothing either
+            await h.write_file(posixpath.join(dst, placement.ABSENT), _one(b"absent"))
+        elif mode == "move":
+            await h.rename(src, dst)
+        else:
+            tmp = dst + ".brsm-tmp"
+            if await h.exists(tmp):
+                await h.remove_tree(tmp)  # a copy cut short by a crash
+            await h.run(["cp", "-a", src, tmp])
+            await h.rename(tmp, dst)
+        done.append(f"{host}:{src}")
+    cluster_ids = await _set_aside_cluster_ids(ctx)
+    return {"set_aside": done, "aside_name": placement.aside_name(ctx.ref), "cluster_ids": cluster_ids}
+
+
+async def undo_set_aside(ctx: StepContext) -> None:
+    p = _p(ctx)
+    await control.ensure_down(ctx, "putting the original data back (undo of SET_ASIDE)")
+    for host, src, dst, _mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+        h = p.hosts.host(host)
+        if not await h.exists(dst):
+            continue  # already moved back (or never moved)
+        if await h.exists(src):
+            await h.remove_tree(src)  # restored data only: the original is safe in dst
+        if await h.exists(posixpath.join(dst, placement.ABSENT)):
+            await h.remove_tree(dst)
+        else:
+            await h.rename(dst, src)
+    for host, dp in placement.data_dirs(ctx.extra["topology"]):  # the (now empty) parents of a chosen-spaces set-aside
+        d = posixpath.join(dp, placement.aside_name(ctx.ref))
+        if await p.hosts.host(host).exists(d):
+            await p.hosts.host(host).remove_tree(d)
+    await _put_back_cluster_ids(ctx)
