@@ -256,6 +256,8 @@ class FakeHost:
             return ok
         if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
             return await self._exec(m, tuple(args[1:]))
+        if cmd == "bash" and len(args) >= 4 and args[0] == "-c" and args[2] == "brsm-host-check":
+            return await self._host_check(m, args[3:])
         if cmd == "bash" and len(args) >= 2 and args[0] == "-c" and 'find "$d"' in args[1]:
             return self._fingerprint(m, args[3:])
         if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:
@@ -263,6 +265,22 @@ class FakeHost:
         if cmd.endswith("/scripts/nebula.service"):
             return self._service(m, cmd, args)
         return RunResult(127, "", f"bash: {cmd}: command not found\n")
+
+    async def _host_check(self, m: Machine, args: list[str]) -> RunResult:
+        """The restore's one-exec "is it down?": per (svc, install, address, port) the status text and
+        the port probe's verdict, then the processes using the data dirs (none: the fake's daemons
+        hold no files)."""
+        n, rest, out = int(args[0]), args[1:], []
+        for i in range(n):
+            svc, inst, addr, port = rest[4 * i:4 * i + 4]
+            out.append(f"== status {svc}")
+            r = self._service(m, f"{inst}/scripts/nebula.service", ["status", svc])
+            out.append((r.stdout + r.stderr).rstrip("\n"))
+            out.append(f"== port {svc} {'open' if self._port_probe(addr, port).exit_status == 0 else 'closed'}")
+        out.append("== users")
+        if rest[4 * n:]:
+            out.append((await self._exec(m, tuple(rest[4 * n:]))).stdout.rstrip("\n"))
+        return RunResult(0, "\n".join(x for x in out if x) + "\n", "")
 
     @staticmethod
     def _fingerprint(m: Machine, dirs: list[str]) -> RunResult:

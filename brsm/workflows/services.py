@@ -39,6 +39,18 @@ PORT_PROBE_SECONDS = 5
 # `timeout N bash -c SCRIPT NAME ADDRESS PORT`: the address and port are positional arguments of
 # the fixed script, never spliced into it.
 PORT_PROBE_SCRIPT = 'exec 3<>"/dev/tcp/$1/$2"'
+# "Is it down?" in one SSH exec per host: each daemon's `nebula.service status`, its port probe, and
+# the processes using the data dirs (issue 15: these checks run inside a restore's downtime, where
+# every round trip counts). `bash -c SCRIPT NAME N (SVC INSTALL ADDRESS PORT)*N [FIND ARGV...]`: every
+# value is a positional argument of the fixed script, never spliced into it.
+HOST_CHECK_SCRIPT = (
+    'n=$1; shift; '
+    'for ((i = 0; i < n; i++)); do svc=$1; inst=$2; addr=$3; port=$4; shift 4; '
+    'printf "== status %s\\n" "$svc"; "$inst/scripts/nebula.service" status "$svc" 2>&1; '
+    'if timeout ' + str(PORT_PROBE_SECONDS) + ' bash -c \'' + PORT_PROBE_SCRIPT + '\' brsm-port-probe "$addr" "$port" '
+    '2>/dev/null; then printf "== port %s open\\n" "$svc"; else printf "== port %s closed\\n" "$svc"; fi; done; '
+    'printf "== users\\n"; if [ $# -gt 0 ]; then "$@" 2>/dev/null; fi; true')
+HOST_CHECK_NAME = "brsm-host-check"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
 _STATUS = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+)\((?P<version>[^)]*)\):\s*"
@@ -133,18 +145,15 @@ class _Stuck(Exception):
     """One host did not get where it should; the message names why (collected per host)."""
 
 
-async def _status(hosts: HostsPort, t: ServiceTarget, svc: str) -> ServiceStatus:
-    r = await hosts.host(t.host).service("status", svc, install_dir=t.install_dir)
-    st = parse_status(r.stdout).get(svc)
+async def _probe(hosts: HostsPort, t: ServiceTarget, svc: str) -> tuple[ServiceStatus, bool]:
+    """``svc`` on ``t`` as ``nebula.service status`` reports it, and whether its port accepts
+    connections: one exec."""
+    checks, _users = await check_host(hosts, t.host, [(svc, t)], [])
+    st, port_open = checks.get(svc, (None, False))
     if st is None:
-        raise _Stuck(f"`nebula.service status {svc}` said nothing about {svc} (exit {r.exit_status}: "
-                     f"{_tail(r) or 'no output'})")
-    return st
-
-
-async def _port_open(hosts: HostsPort, t: ServiceTarget) -> bool:
-    r = await hosts.host(t.host).run(port_probe_argv(t.host, t.port), check=False, timeout=PORT_PROBE_SECONDS + 25)
-    return r.exit_status == 0
+        raise _Stuck(f"`nebula.service status {svc}` said nothing about {svc} (is {t.install_dir}/scripts/"
+                     "nebula.service there?)")
+    return st, port_open
 
 
 class _Clock:
@@ -175,9 +184,9 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
         raise _Stuck(f"`nebula.service {action} {svc}` exited with status {r.exit_status}: {_tail(r)}")
     clock = _Clock(timeout)
     while True:
-        st = await _status(hosts, t, svc)
+        st, port_open = await _probe(hosts, t, svc)
         if not st.running:
-            if not await _port_open(hosts, t):
+            if not port_open:
                 return
             why = f"the process is gone but port {t.port} still accepts connections"
         else:
@@ -194,10 +203,10 @@ async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: floa
     clock = _Clock(timeout)
     seen_running = False
     while True:
-        st = await _status(hosts, t, svc)
+        st, port_open = await _probe(hosts, t, svc)
         if st.running:
             seen_running = True
-            if await _port_open(hosts, t):
+            if port_open:
                 return
             why = f"running as pid {st.pid} but not listening on port {t.port}"
         else:
@@ -289,34 +298,75 @@ def parse_dir_users(stdout: str) -> list[int]:
     return sorted(pids)
 
 
-async def find_running(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget]) -> list[tuple[str, str]]:
-    """(host, why) for every target where ``svc`` is not down: ``nebula.service status`` names a pid,
-    or its port accepts connections. Every host at once; empty when all are down."""
+def host_check_argv(checks: Sequence[tuple[str, ServiceTarget]], dirs: Sequence[str]) -> tuple[str, ...]:
+    """The one command :func:`check_host` runs on a host.
 
-    async def one(t: ServiceTarget) -> tuple[str, str] | None:
-        try:
-            st = await _status(hosts, t, svc)
-        except _Stuck as e:
-            return t.host, str(e)
-        if st.running:
-            return t.host, f"{svc} is running as pid {st.pid}"
-        if await _port_open(hosts, t):
-            return t.host, f"port {t.port} ({svc}'s) accepts connections"
-        return None
-
-    return [r for r in await asyncio.gather(*(one(t) for t in targets)) if r]
+    >>> host_check_argv([("storaged", ServiceTarget("10.0.0.1", "/n", 9779))], [])[3:]
+    ('brsm-host-check', '1', 'storaged', '/n', '10.0.0.1', '9779')
+    """
+    argv = ["bash", "-c", HOST_CHECK_SCRIPT, HOST_CHECK_NAME, str(len(checks))]
+    for svc, t in checks:
+        argv += [svc, t.install_dir, t.host, str(int(t.port))]
+    if dirs:
+        argv += dir_users_argv(dirs)
+    return tuple(argv)
 
 
-async def find_dir_users(hosts: HostsPort, dirs_by_host: dict[str, Sequence[str]]) -> list[tuple[str, str]]:
-    """(host, why) for every host where a process has its working directory or an open file in one of
-    its data dirs."""
+def parse_host_check(stdout: str) -> tuple[dict[str, tuple[ServiceStatus | None, bool]], list[int]]:
+    """What :data:`HOST_CHECK_SCRIPT` printed → ``({svc: (status or None, port open)}, pids using the dirs)``.
 
-    async def one(host: str, dirs: Sequence[str]) -> tuple[str, str] | None:
-        r = await hosts.host(host).run(dir_users_argv(dirs), check=False, timeout=60)
-        pids = parse_dir_users(r.stdout)
-        if pids:
-            return host, f"process(es) {', '.join(map(str, pids))} use {', '.join(dirs)}"
-        return None
+    >>> parse_host_check("== status metad\\n[INFO] nebula-metad(x): Exited\\n== port metad closed\\n"
+    ...                  "== users\\n/proc/7/cwd\\n")
+    ({'metad': (ServiceStatus(service='metad', running=False, pid=None, port=None, version='x'), False)}, [7])
+    """
+    checks: dict[str, tuple[ServiceStatus | None, bool]] = {}
+    section, text, users = "", [], []
+    for line in stdout.splitlines():
+        if line.startswith("== status "):
+            section, text = "status", []
+        elif line.startswith("== port "):
+            name, _, state = line[len("== port "):].rpartition(" ")
+            checks[name] = (parse_status("\n".join(text)).get(name), state == "open")
+            section = "port"
+        elif line == "== users":
+            section = "users"
+        elif section == "status":
+            text.append(line)
+        elif section == "users":
+            users.append(line)
+    return checks, parse_dir_users("\n".join(users))
 
-    items = sorted(dirs_by_host.items())
-    return [r for r in await asyncio.gather(*(one(h, d) for h, d in items)) if r]
+
+async def check_host(hosts: HostsPort, host: str, checks: Sequence[tuple[str, ServiceTarget]],
+                     dirs: Sequence[str]) -> tuple[dict[str, tuple[ServiceStatus | None, bool]], list[int]]:
+    r = await hosts.host(host).run(host_check_argv(checks, dirs), check=False, timeout=60)
+    return parse_host_check(r.stdout)
+
+
+async def find_not_down(hosts: HostsPort, checks: Sequence[tuple[str, ServiceTarget]],
+                        dirs_by_host: dict[str, Sequence[str]]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Every (svc, target) and every host's data dirs, one exec per host, every host at once:
+    ``([(host, svc, why)] for each daemon not down — its status names a pid, or its port accepts
+    connections — , [(host, why)] for each host where a process uses its data dirs)``."""
+    by_host: dict[str, list[tuple[str, ServiceTarget]]] = {}
+    for svc, t in checks:
+        by_host.setdefault(t.host, []).append((svc, t))
+    hosts_all = sorted(set(by_host) | set(dirs_by_host))
+
+    async def one(host: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        mine, dirs = by_host.get(host, []), list(dirs_by_host.get(host, ()))
+        got, pids = await check_host(hosts, host, mine, dirs)
+        running = []
+        for svc, t in mine:
+            st, port_open = got.get(svc, (None, False))
+            if st is None:
+                running.append((host, svc, f"`nebula.service status {svc}` said nothing about {svc}"))
+            elif st.running:
+                running.append((host, svc, f"{svc} is running as pid {st.pid}"))
+            elif port_open:
+                running.append((host, svc, f"port {t.port} ({svc}'s) accepts connections"))
+        users = [(host, f"process(es) {', '.join(map(str, pids))} use {', '.join(dirs)}")] if pids else []
+        return running, users
+
+    results = await asyncio.gather(*(one(h) for h in hosts_all))
+    return [r for rs, _ in results for r in rs], [u for _, us in results for u in us]

@@ -21,6 +21,13 @@ from brsm.workflows import services
 from brsm.workflows.restore.context import DOWNTIME_ENDED, SERVICE_FOUND_RUNNING, WAIT_SECONDS, RestorePorts, ports as _p
 
 ALL_DOWN = ("graphd", "storaged", "metad")
+# A "still down" check this process passed less than FRESH_SECONDS ago, with no service started since,
+# is not repeated: the steps of a staged restore's downtime follow each other within milliseconds,
+# and the window such a check leaves open is no wider than the one between any check and the action
+# after it. A resume, or a step after a long one (the offline download), always checks again.
+FRESH_SECONDS = 2.0
+DIR_USERS_SETTLE = (0.5, 1.0, 2.0)  # re-checks of data-dir users before they count
+LAST_DOWN_CHECK = "last_down_check"
 STARTED_BY_US = ("graphd", "storaged")  # metad runs (ours) from META_RESTORED on
 
 ROLE_OF = {"metad": "meta", "storaged": "storage", "graphd": "graph"}
@@ -56,6 +63,7 @@ async def stop(ctx: StepContext, svc: str) -> None:
 
 
 async def start(ctx: StepContext, svc: str) -> None:
+    ctx.runtime.pop(LAST_DOWN_CHECK, None)
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"start {svc}", len(ts)):
         await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
@@ -95,8 +103,8 @@ def downtime_ended(ctx: StepContext, how: str) -> float | None:
     began, ended = ctx.extra.get("downtime_began"), ctx.extra.get("downtime_seconds")
     if began is None or ended is not None:
         return ended
-    seconds = max(0.0, time.time() - began)
-    ctx.record(DOWNTIME_ENDED, {"at": time.time(), "seconds": round(seconds, 3), "how": how})
+    seconds = round(max(0.0, time.time() - began), 3)
+    ctx.record(DOWNTIME_ENDED, {"at": time.time(), "seconds": seconds, "how": how})
     _p(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
     return seconds
 
@@ -155,13 +163,24 @@ async def ensure_down(ctx: StepContext, before: str, svcs: tuple[str, ...] = ALL
     """Refuse to go on with ``before`` unless every daemon of ``svcs`` is down on every host and no
     process uses their data dirs."""
     p = _p(ctx)
+    last = ctx.runtime.get(LAST_DOWN_CHECK)
+    if last is not None and time.monotonic() - last[0] < FRESH_SECONDS and set(svcs) <= last[1]:
+        return  # checked moments ago by this process, and nothing started since (start() forgets it)
     p.progress.note(f"checking that {', '.join(svcs)} are still down before {before}")
-    found: list[tuple[str, str, str]] = []
-    for svc in svcs:
-        found += [(h, svc, why) for h, why in await services.find_running(p.hosts, svc, targets(ctx, svc))]
+    # one exec per host, every host at once: this runs inside the cluster's downtime
+    checks, dirs = [(svc, t) for svc in svcs for t in targets(ctx, svc)], dirs_of(ctx, svcs)
+    found, users = await services.find_not_down(p.hosts, checks, dirs)
+    for pause in DIR_USERS_SETTLE if not found and users else ():
+        # a file handle of brsm's own transfer cut short a moment ago (the host's sftp-server closes
+        # it once the channel is gone) is not a daemon: only users that stay count
+        await asyncio.sleep(pause)
+        found, users = await services.find_not_down(p.hosts, checks, dirs)
+        if found or not users:
+            break
+    if not found:  # a daemon found running names itself; only without one do the data dirs' users count
+        found += [(h, "data dir", why) for h, why in users]
     if not found:
-        found += [(h, "data dir", why) for h, why in await services.find_dir_users(p.hosts, dirs_of(ctx, svcs))]
-    if not found:
+        ctx.runtime[LAST_DOWN_CHECK] = (time.monotonic(), set(svcs))
         return
     for host, svc, why in found:
         ctx.record(SERVICE_FOUND_RUNNING, {"before": before, "host": host, "service": svc, "why": why})

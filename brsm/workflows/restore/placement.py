@@ -37,6 +37,11 @@ def meta_restore_dir(meta_data_path: str, ref: str) -> str:
     return posixpath.join(meta_data_path, f"brsm_restore_{ref}")
 
 
+def meta_restore_dirs(topo: dict[str, Any], ref: str) -> list[tuple[str, str]]:
+    """(host, dir) where each metad's copy of the backup's meta SSTs goes (restoreMeta reads them there)."""
+    return [(mh["host"], meta_restore_dir(mh["data_paths"][0], ref)) for mh in topo["meta"]]
+
+
 def pair_hosts(old: list[str], new: list[str], spec: str | None) -> list[tuple[str, str]]:
     """Backup storage host → cluster storage host: by sorted address, or as ``--host-map old=new,…``.
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import VerificationFailed
-from brsm.workflows.restore.context import DATA_PROVED, ports as _p
+from brsm.workflows.restore import placement
+from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports as _p
 
 HASH_BATCH = 64
 # `bash -c SCRIPT NAME DIR...`: the dirs are positional arguments of the fixed script, never spliced
@@ -68,7 +69,8 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
             f"before starting the restored cluster, {len(bad)} restored file(s) differ from the backup's SHA-256, "
             f"e.g. {bad[0]}: something wrote into the data dirs since they were downloaded",
             hint=f"nothing was started on it; `brsm rollback {ctx.op_id}` puts the original data back")
-    facts = {"files": sum(len(v) for v in by_host.values()), "bytes": total, "hosts": sorted(by_host)}
+    facts = {"files": sum(len(v) for v in by_host.values()), "bytes": total, "hosts": sorted(by_host),
+             "how": "sha256sum of every " + ("staged file" if staged else "restored file in place")}
     ctx.record(DATA_PROVED, facts)
     return facts
 
@@ -144,3 +146,34 @@ def fingerprint_changes(before: dict[str, str | None], now: dict[str, str | None
         why = ("gone" if got is None else "appeared" if want is None else "a file was written, replaced, added or removed")
         out.append(f"{d} ({why})")
     return out
+
+
+def fingerprinted_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+    """What the staged proof covers: each staged tree (by its staged path) and each meta restore dir."""
+    topo = ctx.extra["topology"]
+    return ([(h, s) for h, s, _live in placement.swaps(topo, ctx.ref, chosen_spaces(ctx))]
+            + placement.meta_restore_dirs(topo, ctx.ref))
+
+
+async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> dict[str, Any]:
+    """Staged: the trees in place (and the meta restore dirs) are the ones re-hashed in STAGED —
+    same files, sizes, mtimes and inodes. STAGED fingerprinted each tree at its staged path; the swap
+    renamed it to its live path (placement.swaps), a meta restore dir stays where it was."""
+    want: dict[str, str | None] = ctx.facts["fingerprints"]
+    now_at = {f"{h}:{d}": (h, d) for h, d in placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)}
+    if not meta_only:
+        now_at.update({f"{h}:{s}": (h, live) for h, s, live in placement.swaps(ctx.extra["topology"], ctx.ref,
+                                                                                chosen_spaces(ctx))})
+    keys = sorted(k for k in want if k in now_at)
+    got = await fingerprints(ctx, [now_at[k] for k in keys])
+    changed = fingerprint_changes({k: want[k] for k in keys},
+                                        {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
+    if changed:
+        raise VerificationFailed(
+            f"before starting the restored cluster, {len(changed)} restored dir(s) are not as they were staged and "
+            f"re-hashed, e.g. {changed[0]}: something wrote into them since",
+            hint=f"nothing was started on them; `brsm rollback {ctx.op_id}` puts the original data back")
+    facts = {"dirs": len(keys), "how": "fingerprint of the staged, re-hashed trees (path, size, mtime, inode)"}
+    if not meta_only:
+        ctx.record(DATA_PROVED, facts)
+    return facts

@@ -17,6 +17,7 @@ from typing import Any
 from brsm import failpoints
 from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
+from brsm.workflows import common
 from brsm.workflows.restore import control, placement, proof, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
 from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded
@@ -77,12 +78,7 @@ async def _download(ctx: StepContext, jobs: list[Job], task: str) -> int:
 
 
 def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
-    return [(mh["host"], placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)) for mh in ctx.extra["topology"]["meta"]]
-
-
-def fingerprinted_dirs(ctx: StepContext) -> list[tuple[str, str]]:
-    """What the staged proof covers: each staged tree (by its staged path) and each meta restore dir."""
-    return [(h, s) for h, s, _live in placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx))] + meta_dirs(ctx)
+    return placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)
 
 
 # -- STAGED ---------------------------------------------------------------------------------------
@@ -92,7 +88,7 @@ async def staged_step(ctx: StepContext) -> dict[str, Any]:
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=True)
     skipped = await _download(ctx, jobs, "download (staging; the cluster keeps serving)")
-    prints = await proof.fingerprints(ctx, fingerprinted_dirs(ctx))
+    prints = await proof.fingerprints(ctx, proof.fingerprinted_dirs(ctx))
     proved = await proof.rehash_restored(ctx, staged=True)
     return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
             "fingerprints": prints}
@@ -112,9 +108,13 @@ async def undo_staged(ctx: StepContext) -> None:
 
 # -- DOWNLOADED -----------------------------------------------------------------------------------
 async def downloaded(ctx: StepContext) -> dict[str, Any]:
-    await control.ensure_down(ctx, "DOWNLOADED")
     if staged(ctx):
+        # the meta SSTs are checked here, beside the "still down" check, rather than in META_RESTORED:
+        # one round trip less in the downtime, and still before metad ingests them
+        await common.gather_bounded(2, lambda aw: aw, [control.ensure_down(ctx, "DOWNLOADED"),
+                                                       proof.check_fingerprints(ctx, meta_only=True)])
         return await _swap_in(ctx)
+    await control.ensure_down(ctx, "DOWNLOADED")
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=False)
     skipped = await _download(ctx, jobs, "download")
@@ -126,13 +126,16 @@ async def _swap_in(ctx: StepContext) -> dict[str, Any]:
     """Each staged tree renamed into place (the live one is aside since SET_ASIDE). Repeatable: a
     tree already in place is skipped; a live tree that is not ours is never overwritten."""
     p = _p(ctx)
-    moved, absent = [], []
-    for host, staged_dir, live in placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+    moved: list[str] = []
+    absent: list[str] = []
+
+    async def one(swap: tuple[str, str, str]) -> None:
+        host, staged_dir, live = swap
         h = p.hosts.host(host)
         if not await h.exists(staged_dir):
             if not await h.exists(live):
                 absent.append(f"{host}:{live}")  # the backup has nothing for it (storaged creates it)
-            continue  # else renamed by an earlier attempt
+            return  # else renamed by an earlier attempt
         if await h.exists(live):
             raise OperationFailed(
                 f"{host}:{live} exists although the live data was set aside: something wrote it since; the "
@@ -141,9 +144,11 @@ async def _swap_in(ctx: StepContext) -> dict[str, Any]:
                      f"{ctx.op_id}` (puts the original data back)")
         await h.makedirs(posixpath.dirname(live))
         await h.rename(staged_dir, live)
-        failpoints.hit(f"swap:{len(moved) + 1}")
         moved.append(f"{host}:{live}")
-    return {"swapped": moved, "nothing_staged_for": absent}
+        failpoints.hit(f"swap:{len(moved)}")
+
+    await common.each_host(placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)), lambda s: s[0], one)
+    return {"swapped": sorted(moved), "nothing_staged_for": sorted(absent)}
 
 
 async def undo_downloaded(ctx: StepContext) -> None:

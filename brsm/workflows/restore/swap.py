@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from brsm.engine.runner import StepContext
+from brsm.workflows import common
 from brsm.workflows.restore import control, placement
 from brsm.workflows.restore.context import DOWNTIME_BEGAN, chosen_spaces, ports as _p, root_of
 
@@ -19,8 +20,9 @@ async def stopped(ctx: StepContext) -> dict[str, Any]:
     roles = control.hosts_by_role(ctx)
     if "downtime_began" not in ctx.extra:
         ctx.record(DOWNTIME_BEGAN, {"at": time.time()})
-    for svc in ("graphd", "storaged", "metad"):
-        await control.stop(ctx, svc)
+    # all three at once, each waited for until its process is gone and its port closed (nebula.service
+    # `stop all` does not order them either: a storaged or graphd that loses metad first only logs it)
+    await common.gather_bounded(3, lambda svc: control.stop(ctx, svc), ["graphd", "storaged", "metad"])
     return {"stopped": roles}
 
 
@@ -35,8 +37,8 @@ async def _one(data: bytes):
 
 async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
     p = _p(ctx)
-    out = []
-    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+
+    async def one(c: placement.ClusterIdFile) -> dict[str, str]:
         h = p.hosts.host(c.host)
         if await h.exists(c.aside):
             state = "moved"  # by an earlier attempt
@@ -48,9 +50,11 @@ async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
         else:
             await h.write_file(c.absent_marker, _one(b"there was no cluster.id here before the restore\n"))
             state = "absent"
-        out.append({"host": c.host, "path": c.live, "aside": c.aside if state == "moved" else c.absent_marker,
-                    "state": state})
-    return out
+        return {"host": c.host, "path": c.live, "aside": c.aside if state == "moved" else c.absent_marker,
+                "state": state}
+
+    files = placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref)
+    return await common.each_host(files, lambda c: c.host, one)
 
 
 async def _put_back_cluster_ids(ctx: StepContext) -> None:
@@ -71,11 +75,12 @@ async def _put_back_cluster_ids(ctx: StepContext) -> None:
 async def set_aside(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
     await control.ensure_down(ctx, "SET_ASIDE")
-    done = []
-    for host, src, dst, mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+
+    async def one(move: tuple[str, str, str, str]) -> str | None:
+        host, src, dst, mode = move
         h = p.hosts.host(host)
         if await h.exists(dst):
-            continue  # done by an earlier attempt
+            return None  # done by an earlier attempt
         await h.makedirs(posixpath.dirname(dst))
         if not await h.exists(src):
             await h.makedirs(dst)  # nothing there: remember that, so rollback leaves nothing either
@@ -88,7 +93,10 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
                 await h.remove_tree(tmp)  # a copy cut short by a crash
             await h.run(["cp", "-a", src, tmp])
             await h.rename(tmp, dst)
-        done.append(f"{host}:{src}")
+        return f"{host}:{src}"
+
+    moves = placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx))
+    done = [d for d in await common.each_host(moves, lambda m: m[0], one) if d]
     cluster_ids = await _set_aside_cluster_ids(ctx)
     return {"set_aside": done, "aside_name": placement.aside_name(ctx.ref), "cluster_ids": cluster_ids}
 
