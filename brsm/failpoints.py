@@ -11,6 +11,7 @@ Points the engine and workflows announce:
 - ``event:N``     right after the N-th journal append of this process
 - ``file:N``      after the N-th file transfer of this process finished (before it is journaled)
 - ``part:N``      after the N-th multipart part this process uploaded was journaled (PartUploaded)
+- ``swap:N``      after a staged restore renamed its N-th staged tree into place (DOWNLOADED)
 
 Actions: ``crash`` ends the process at once with ``os._exit(CRASH_EXIT)`` (no cleanup, no finally,
 no buffered output: what a SIGKILL would do); ``raise`` raises :class:`FailpointHit`, an ordinary

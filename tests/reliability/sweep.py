@@ -35,7 +35,9 @@ def boundary_points(kind) -> list[str]:
 
 
 BACKUP_POINTS = boundary_points(BACKUP) + ["file:1", "file:3", "event:4", "event:12"]
-RESTORE_POINTS = boundary_points(RESTORE) + ["file:1", "file:3", "event:5", "event:14"]
+# file:N land in STAGED (the staged download, the cluster serving); swap:1 after the first staged tree
+# was renamed into place, the others still staged
+RESTORE_POINTS = boundary_points(RESTORE) + ["file:1", "file:3", "event:5", "event:14", "swap:1"]
 # inside multipart uploads (S3/OSS backups): the first part, a second one, one well into the copy
 OBJECT_STORE_EXTRA = ["part:1", "part:2", "part:9"]
 NOT_REACHED = "not reached"
@@ -343,6 +345,23 @@ class Sweeper:
             out.append("checkpoint dirs left")
         if aside_dirs(self.env):
             out.append("set-aside dirs left")
+        staging = [p for h in self.env.info["hosts"] for dp in h["data_paths"] for p in Path(dp).glob("nebula_brsm_new_*")]
+        if staging:
+            out.append("staging dirs left")
+        return out
+
+    def _untouched_while_staging(self, op: int, current: dict) -> list[str]:
+        """Issue 15: a restore killed before it stopped anything left the cluster serving, its data as
+        it was — checked at the crash, before any recovery runs."""
+        events = self.env.ok("audit", str(op))["events"]
+        if any(e["type"] == "StepStarted" and e["data"].get("step") == "STOPPED" for e in events):
+            return []
+        out = [f"killed before STOPPED but down: {', '.join(d)}" for d in [self._services_down()] if d]
+        try:
+            if self.env.checksum() != current:
+                out.append("killed before STOPPED but the data changed")
+        except Exception as e:  # noqa: BLE001 - a cluster that does not answer is the failure
+            out.append(f"killed before STOPPED but the cluster does not answer: {e}")
         return out
 
     def _services_down(self) -> list[str]:
@@ -384,6 +403,7 @@ class Sweeper:
         op, why = self._op_after_crash(before, delay)
         if op is None:
             return Outcome("restore", storage, label, recovery, delay is not None, why)
+        serving = self._untouched_while_staging(op, current)
         p = self.env.brsm(recovery, str(op), "--json")
         note = ""
         if recovery == "rollback" and p.returncode == 2 and "final step" in p.stdout + p.stderr:
@@ -394,7 +414,7 @@ class Sweeper:
             note = "finished before the crash: nothing to undo" if finished else ""
         if p.returncode != 0 and not finished:
             return Outcome("restore", storage, label, recovery, False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
-        problems = self._cluster_problems()
+        problems = serving + self._cluster_problems()
         down = self._services_down()
         if down:
             problems.append(f"services down: {', '.join(down)}")

@@ -62,7 +62,7 @@ def s3_backed_up(sweeper):
 
 
 @pytest.mark.parametrize("recovery", ["resume", "rollback"])
-@pytest.mark.parametrize("point", ["after:SET_ASIDE", "file:2", "after:META_RESTORED"])
+@pytest.mark.parametrize("point", ["after:SET_ASIDE", "file:2", "swap:1", "after:META_RESTORED"])
 def test_restore_crash_point(sweeper, backed_up, point, recovery):
     loc, name, backed = backed_up
     o = sweeper.restore_case(loc, name, backed, point, recovery, "local")
