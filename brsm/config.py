@@ -32,19 +32,22 @@ MAX_LEASE_TTL = 86400.0
 
 @dataclass(frozen=True)
 class SshDefaults:
-    user: str
-    port: int = 22
+    # None: not set here — the OpenSSH client config's value for the host, else the default (the
+    # local user, port 22): brsm's own settings win where they are given, as OpenSSH's flags do
+    user: str | None = None
+    port: int | None = None
     identity: str | None = None
     known_hosts: str | None = None
     accept_new_host_keys: bool = False  # first contact: accept (loudly) a key known_hosts has no entry for
+    config: str | None = None  # OpenSSH client config: None = ~/.ssh/config if it exists, "" = none
 
 
 @dataclass(frozen=True)
 class HostConfig:
     address: str  # the service address metad reports
     ssh_host: str
-    ssh_port: int
-    user: str
+    ssh_port: int | None  # None: the OpenSSH config's, else 22
+    user: str | None  # None: the OpenSSH config's, else the local user
     identity: str | None
     known_hosts: str | None
     install_dir: str
@@ -396,18 +399,22 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
     if not isinstance(s, dict):
         c.err("ssh", "must be a table", key="ssh")
         s = {}
-    user = s.get("user") or os.environ.get("USER") or "root"
+    cfg_file = s.get("config")
+    if cfg_file is not None and not isinstance(cfg_file, str):
+        c.err("ssh.config", "must be a path (\"\" = read no OpenSSH config)", key="config", section="ssh")
+        cfg_file = None
     sshd = SshDefaults(
-        user=str(user),
-        port=_port(c, s.get("port", 22), "ssh.port", "port", "ssh"),
+        user=str(s["user"]) if s.get("user") else None,
+        port=_port(c, s["port"], "ssh.port", "port", "ssh") if "port" in s else None,
+        config=(_expand(cfg_file, base) if cfg_file else cfg_file),
         identity=_expand(s.get("identity"), base),
         known_hosts=_expand(s.get("known_hosts"), base),
         accept_new_host_keys=_bool(c, s.get("accept_new_host_keys", False), "ssh.accept_new_host_keys",
                                    "accept_new_host_keys", "ssh"),
     )
     for k in s:
-        if k not in ("user", "port", "identity", "known_hosts", "accept_new_host_keys"):
-            c.err(f"ssh.{k}", "unknown key (expected user, port, identity, known_hosts, accept_new_host_keys)",
+        if k not in ("user", "port", "identity", "known_hosts", "accept_new_host_keys", "config"):
+            c.err(f"ssh.{k}", "unknown key (expected user, port, identity, known_hosts, accept_new_host_keys, config)",
                   key=k, section="ssh")
 
     hosts: list[HostConfig] = []
@@ -441,8 +448,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         hosts.append(HostConfig(
             address=addr,
             ssh_host=str(h.get("ssh_host", addr)),
-            ssh_port=_port(c, h.get("ssh_port", sshd.port), f"{where}.ssh_port", "ssh_port", "hosts", i),
-            user=str(h.get("user", sshd.user)),
+            ssh_port=(_port(c, h["ssh_port"], f"{where}.ssh_port", "ssh_port", "hosts", i) if "ssh_port" in h
+                      else sshd.port),
+            user=str(h["user"]) if h.get("user") else sshd.user,
             identity=_expand(h.get("identity"), base) or sshd.identity,
             known_hosts=_expand(h.get("known_hosts"), base) or sshd.known_hosts,
             install_dir=str(h.get("install_dir", DEFAULT_INSTALL_DIR)),

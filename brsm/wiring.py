@@ -72,7 +72,7 @@ def open_hosts(cfg: ClusterConfig, *, accept_new: bool = False, out: Output | No
         h = cfg.host(address)
         return SshTarget(name=address, host=h.ssh_host, port=h.ssh_port, user=h.user, identity=h.identity,
                          known_hosts=h.known_hosts, install_dir=h.install_dir,
-                         accept_new_host_keys=accept_new or h.accept_new_host_keys)
+                         accept_new_host_keys=accept_new or h.accept_new_host_keys, ssh_config=cfg.ssh.config)
 
     def warn(key) -> None:
         if out is not None:

@@ -1,6 +1,7 @@
 """brsm performance harness: brsm next to the tools a user would reach for instead, in one run.
 
 usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--big 4GiB] [--sweep 1,2,4,8]
+                     [--downtime 64MiB,1GiB,4GiB] [--only-downtime]
                      [--scale-hosts 3,12,32] [--scale-data-paths 2] [--scale-partitions 50]
                      [--profile] [--quick] [--out bench-results] [--workdir DIR] [--keep]
 
@@ -19,6 +20,8 @@ Ctrl-C). On the same checkpoint files it measures:
 - scale (--scale-hosts, a list allowed): backup and restore of a sandbox with that many storage
   hosts x --scale-data-paths x --scale-partitions (small data): time, steps, memory, journal events;
 - a resume after a crash half way (failpoint `file:N=crash`): its time and the bytes re-transferred;
+- restore downtime (--downtime 64MiB,1GiB,4GiB; --only-downtime for just this): a staged and an
+  --offline restore at each size while every metad/storaged/graphd port is polled from outside;
 - backup throughput vs --concurrency (PNG plot; matplotlib installed into .bench-plotlib/ if missing).
 The baselines copy the checkpoint dirs that metad's createBackup makes (one snapshot taken for them,
 dropped at the end). Every baseline runs one process per storage host, all hosts at once (brsm also
@@ -460,8 +463,9 @@ class Bench:
         rss_mb = round(r.rss_kb / 1000, 1) if r.rss_kb else None
         self.row("brsm_restore", "brsm restore <- local (whole command)", r.wall, nbytes, rss_mb=rss_mb, cpu_s=r.cpu_s,
                  steps=au["steps"])
-        self.row("brsm_restore_dl", "brsm restore <- local (DOWNLOADED step only)", au["steps"].get("DOWNLOADED", 0),
-                 nbytes)
+        # the download: STAGED (while the cluster serves; with its re-hash) or, offline, DOWNLOADED
+        self.row("brsm_restore_dl", "brsm restore <- local (STAGED+DOWNLOADED)",
+                 au["steps"].get("STAGED", 0) + au["steps"].get("DOWNLOADED", 0), nbytes)
         # cp -r the other way: the backup's files back onto a data disk, one cp per top-level entry
         dst = self.work / "restore-dst"
         shutil.rmtree(dst, ignore_errors=True)
@@ -758,6 +762,38 @@ class Bench:
         finally:
             self.down(Path(sb["dir"]))
 
+    # -- issue 15: downtime of a staged restore vs an offline one, measured from outside
+    def downtime(self, size: int) -> None:
+        """A sandbox loaded with ``size``, backed up to local, then restored twice while a thread polls
+        every metad/storaged/graphd port every 50 ms (tests/e2e/downtime.py): staged (the default) and
+        --offline. Reports the longest stretch any port was closed, brsm's own figure, and the wall."""
+        from tests.e2e.downtime import PortWatch, service_addrs
+
+        sb = self.up(f"downtime-{size // MiB}m", self.args.hosts)
+        try:
+            self.load(sb, size)
+            cfg = str(Path(sb["dir"]) / "cluster.toml")
+            store = self.work / f"store-downtime-{size // MiB}m"
+            _r, facts, _au = self.backup(sb, f"local://{store}")
+            out: dict[str, Any] = {"size": size, "bytes": int(facts["total_bytes"]), "files": int(facts["total_files"])}
+            for mode, extra in (("staged", ()), ("offline", ("--offline",))):
+                self.load(sb, 16 * MiB)  # the cluster moves on: the restore changes it back
+                os.sync()
+                with PortWatch(service_addrs(sb["dir"])) as watch:
+                    time.sleep(0.3)
+                    r = self.brsm("start", "restore", "--config", cfg, "--storage", f"local://{store}", "--name",
+                                  facts["backup_name"], "--json", *extra, env=sb["env"]).check(f"restore ({mode})")
+                    time.sleep(0.3)
+                doc = r.json()
+                out[mode] = {"outside_s": round(watch.longest(), 2), "windows": len(watch.windows()),
+                             "reported_s": doc["facts"].get("downtime_seconds"), "wall_s": round(r.wall, 2),
+                             "mode": doc["facts"].get("mode")}
+                log(f"downtime at {human(size)} ({mode}): {out[mode]}")
+            self.results.setdefault("downtime", []).append(out)
+        finally:
+            shutil.rmtree(self.work / f"store-downtime-{size // MiB}m", ignore_errors=True)
+            self.down(Path(sb["dir"]))
+
     # -- the whole run
     def main(self) -> int:
         a = self.args
@@ -786,6 +822,13 @@ class Bench:
             self.results["params"]["commit"] = head + ("+uncommitted changes" if dirty else "")
         else:
             self.results["params"]["commit"] = f"not this checkout (repo HEAD {head})"
+        for size in a.downtime_list:
+            self.downtime(size)
+        if a.only_downtime:
+            self.results["machine"]["loadavg_end"] = loadavg()
+            self.results["seconds"] = round(time.perf_counter() - t_start, 1)
+            self.report()
+            return 0
         sb = self.up("sb", a.hosts)
         self.load(sb, a.size_b)
         snap, dirs = self.snapshot(sb)
@@ -828,8 +871,9 @@ class Bench:
                  f"Python {m['python']}; brsm {res['params'].get('commit', '?')} ({res['params'].get('brsm_from')})",
                  f"load average at start / end: {m.get('loadavg_start')} / {m.get('loadavg_end')} (other jobs share "
                  f"these CPUs when it is above 0)",
-                 f"data: {human(res['checkpoint']['bytes'])} in {res['checkpoint']['files']} checkpoint files on "
-                 f"{res['checkpoint']['hosts']} storage hosts (+ meta SSTs for brsm); files in the page cache",
+                 (f"data: {human(res['checkpoint']['bytes'])} in {res['checkpoint']['files']} checkpoint files on "
+                  f"{res['checkpoint']['hosts']} storage hosts (+ meta SSTs for brsm); files in the page cache"
+                  if "checkpoint" in res else "data: the downtime sandboxes only (--only-downtime)"),
                  ""]
         bases = [k for k in ("cp", "scp", "tar_ssh", "rclone_sftp") if k in R]
         head = (f"{'what':<46} {'s':>7} {'MiB/s':>7} {'RSS MB':>7} {'CPU s/GiB':>9} "
@@ -910,7 +954,7 @@ class Bench:
         target("backup to local >= 1.2 x scp -r", ratio("brsm_local", "scp"), 1.2, ">=")
         target("  (COPIED step only) backup to local >= 1.2 x scp -r", ratio("brsm_local_copy", "scp"), 1.2, ">=")
         target("restore from local >= 0.85 x cp -r", ratio("brsm_restore", "cp_back"), 0.85, ">=")
-        target("  (DOWNLOADED step only) restore >= 0.85 x cp -r", ratio("brsm_restore_dl", "cp_back"), 0.85, ">=")
+        target("  (STAGED+DOWNLOADED steps) restore >= 0.85 x cp -r", ratio("brsm_restore_dl", "cp_back"), 0.85, ">=")
         target("backup to S3 >= 1.0 x rclone to the same endpoint", ratio("brsm_s3", "rclone_s3"), 1.0, ">=")
         target("  (COPIED step only) backup to S3 >= 1.0 x rclone", ratio("brsm_s3_copy", "rclone_s3"), 1.0, ">=")
         for k in ("brsm_local", "brsm_local_big", "brsm_s3", "brsm_oss", "brsm_restore"):
@@ -926,6 +970,22 @@ class Bench:
             target(f"listing the backup's {f['files']} objects (brsm verify --quick) < 5 s", f["verify"]["wall"], 5.0,
                    "<", " s")
             target(f"listing the backup's {f['files']} objects (brsm show) < 5 s", f["show"]["wall"], 5.0, "<", " s")
+        dts = res.get("downtime", [])
+        if dts:
+            lines.append("restore downtime, measured from outside (longest stretch in which any metad/storaged/graphd "
+                         "port refused a connection, polled every 50 ms) | brsm's figure | whole restore:")
+            for d in dts:
+                lines.append(f"  {human(d['bytes']):>10} ({d['files']} files): "
+                             + "; ".join(f"{m} {d[m]['outside_s']:.2f} s | {d[m]['reported_s']} s | {d[m]['wall_s']:.1f} s"
+                                         for m in ("staged", "offline")))
+            for d in dts:
+                target(f"staged restore of {human(d['bytes'])}: cluster down < 10 s (from outside)",
+                       d["staged"]["outside_s"], 10.0, "<", " s")
+            if len(dts) > 1:
+                by = sorted(dts, key=lambda d: d["bytes"])
+                target(f"staged downtime does not grow with the data: largest / smallest "
+                       f"({human(by[-1]['bytes'])} / {human(by[0]['bytes'])})",
+                       by[-1]["staged"]["outside_s"] / max(by[0]["staged"]["outside_s"], 0.01), 1.5, "<")
         for n in self.notes:
             lines.append(f"note: {n}")
         res["targets"] = targets
@@ -1001,6 +1061,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     ap.add_argument("--workdir", default=None, help="parent of the temp work dir (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (sandboxes are stopped anyway)")
+    ap.add_argument("--downtime", default="64MiB,1GiB,4GiB", help="sizes at which the downtime of a staged and "
+                    "an offline restore is measured from outside ('' = none)")
+    ap.add_argument("--only-downtime", action="store_true", help="only the downtime measurements")
     a = ap.parse_args()
     if a.quick:
         a.size, a.big, a.sweep, a.scale_hosts, a.repeat = "128MiB", None, "", "0", 1
@@ -1012,6 +1075,9 @@ def main() -> int:
     a.big_b = parse_size(a.big) if a.big else None
     a.scale_size_b = parse_size(a.scale_size)
     a.sweep_levels = [int(x) for x in a.sweep.split(",") if x.strip()]
+    if a.quick and a.downtime == ap.get_default("downtime"):
+        a.downtime = "64MiB"
+    a.downtime_list = [parse_size(x) for x in str(a.downtime).split(",") if x.strip()]
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

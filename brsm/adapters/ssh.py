@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from brsm.adapters import host_keys, remote_cmd
+from brsm.adapters import host_keys, remote_cmd, ssh_config
 from brsm.errors import RemoteError
 from brsm.ports import RemoteFile, RunResult
 
@@ -38,7 +38,7 @@ class SshTarget:
 
     name: str
     host: str
-    port: int = 22
+    port: int | None = None  # None: the OpenSSH config's Port for this host, else 22
     user: str | None = None
     identity: str | None = None  # private key file; None = asyncssh defaults (~/.ssh/id_*, agent)
     known_hosts: str | None = None  # None = ~/.ssh/known_hosts (never "accept anything")
@@ -46,11 +46,13 @@ class SshTarget:
     install_dir: str = "/usr/local/nebula"
     connect_timeout: float = 20.0
     keepalive_interval: float = 15.0
+    # OpenSSH client config: None = ~/.ssh/config when it exists, "" = none (brsm.adapters.ssh_config)
+    ssh_config: str | None = None
 
     @property
     def where(self) -> str:
         who = f"{self.user}@" if self.user else ""
-        return f"{who}{self.host}:{self.port}"
+        return f"{who}{self.host}:{self.port or 22}"
 
 
 def _cipher_order() -> list[str]:
@@ -115,6 +117,8 @@ class SshHost:
         self._host_key: host_keys.HostKeyCheck | None = None  # the last connection attempt's
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._jumps: list[asyncssh.SSHClientConnection] = []  # ProxyJump hops, first dialled first
+        self.route: ssh_config.Route | None = None
         self._lock = asyncio.Lock()
         self._sessions = asyncio.Semaphore(MAX_EXEC_SESSIONS)
 
@@ -122,9 +126,14 @@ class SshHost:
         return f"SshHost({self.name!r} via {self.target.where})"
 
     # -- connection ----------------------------------------------------------------------------
-    def _error(self, what: str, exc: BaseException) -> RemoteError:
+    def _error(self, what: str, exc: BaseException, ep: ssh_config.Endpoint | None = None) -> RemoteError:
         """Translate an asyncssh/OS error into a RemoteError naming the host and what to check."""
         t = self.target
+        if ep is None and self.route is not None:
+            ep = self.route.target
+        if ep is not None:  # what the connection really went to (the OpenSSH config may have said)
+            t = SshTarget(name=t.name, host=ep.host, port=ep.port, user=ep.user, identity=ep.identity,
+                          known_hosts=t.known_hosts)
         where = t.where
         kh = t.known_hosts or "~/.ssh/known_hosts"
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
@@ -132,8 +141,8 @@ class SshHost:
                 msg, hint = self._host_key.refusal(kh)
                 return RemoteError(msg, host=self.name, hint=hint)
             return RemoteError(
-                f"{self.name}: host key of {t.host}:{t.port} is not trusted ({exc.reason})", host=self.name,
-                hint=(f"if the host is genuine, add its key: ssh-keyscan -p {t.port} {t.host} >> {kh} "
+                f"{self.name}: host key of {t.host}:{t.port or 22} is not trusted ({exc.reason})", host=self.name,
+                hint=(f"if the host is genuine, add its key: ssh-keyscan -p {t.port or 22} {t.host} >> {kh} "
                       "(compare the fingerprint with the host's own first); a changed key can also mean "
                       "the host was reinstalled or someone is in the middle"))
         if isinstance(exc, asyncssh.PermissionDenied):
@@ -142,7 +151,7 @@ class SshHost:
                 hint=(f"check the user ({t.user or 'default'}) and identity file ({t.identity or '~/.ssh/id_*'}) "
                       "and that its public key is in the user's authorized_keys on the host"))
         if isinstance(exc, ConnectionRefusedError):
-            return RemoteError(f"{self.name}: {what}: connection to {t.host}:{t.port} refused", host=self.name,
+            return RemoteError(f"{self.name}: {what}: connection to {t.host}:{t.port or 22} refused", host=self.name,
                                hint="is sshd running on that host, and is the SSH port right?")
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not isinstance(exc, asyncssh.ProcessError):
             return RemoteError(f"{self.name}: {what}: timed out talking to {where}", host=self.name,
@@ -165,6 +174,9 @@ class SshHost:
         conn, self._conn, self._sftp = self._conn, None, None
         if conn is not None:
             conn.abort()
+        jumps, self._jumps = self._jumps, []
+        for j in reversed(jumps):
+            j.abort()
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         if not self._dead():
@@ -174,47 +186,68 @@ class SshHost:
                 return self._conn  # type: ignore[return-value]
             self._drop()
             t = self.target
-            kw: dict = {"port": t.port, "connect_timeout": t.connect_timeout,
-                        "keepalive_interval": t.keepalive_interval, "keepalive_count_max": 4}
-            if t.user:
-                kw["username"] = t.user
-            if t.identity:
-                kw["client_keys"] = [t.identity]
-                kw["agent_path"] = None
-            check = self._host_key = host_keys.HostKeyCheck(t.host, t.port, t.known_hosts,
-                                                             accept_new=t.accept_new_host_keys,
-                                                             on_accept=self._on_accept)
             try:
-                check.prepare()
-            except OSError as exc:
-                raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
-                                  host=self.name, hint="check the known_hosts path in the config") from exc
-            if check.missing_file():
-                kh = t.known_hosts or "~/.ssh/known_hosts"
-                raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "
-                                  "exist", host=self.name,
-                                  hint=f"create it with the hosts' keys (ssh-keyscan -p {t.port} {t.host} >> {kh}, "
-                                       "compare the fingerprints first), or run once with --accept-new-host-keys")
-            kw["known_hosts"] = check.path  # always a file: `known_hosts=None` (no checking) is never passed
-            kw["client_factory"] = check.client_factory()  # asked only about keys known_hosts does not trust
-            # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
-            # costs Python-side work per packet and was a third of a backup's CPU in the profile.
-            kw["encryption_algs"] = _CIPHERS
-            try:
-                self._conn = await asyncssh.connect(t.host, **kw)
-            except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-                raise self._error("connect", exc) from exc
-            except ValueError as exc:  # unreadable key / known_hosts file
-                raise RemoteError(f"{self.name}: SSH setup for {t.where} failed: {exc}", host=self.name,
-                                  hint="check the identity and known_hosts files in the config") from exc
-            try:
-                check.commit()  # the host proved the key it offered: an accepted first contact is written
-            except OSError as exc:
-                self._drop()
-                raise RemoteError(f"{self.name}: cannot add the host key of {t.host}:{t.port} to {check.path}: "
-                                  f"{exc.strerror or exc}", host=self.name,
-                                  hint="check that known_hosts file is writable") from exc
+                r = ssh_config.route(t.host, port=t.port, user=t.user, identity=t.identity, config=t.ssh_config)
+            except (ValueError, OSError) as exc:
+                raise RemoteError(f"{self.name}: cannot use the OpenSSH config for {t.host}: {exc}", host=self.name,
+                                  hint="fix ~/.ssh/config (or the file [ssh] config names), or set config = \"\" "
+                                       "in [ssh] to ignore it") from exc
+            self.route = r
+            tunnel = None
+            for hop in r.jumps:  # each jump host verified against known_hosts like any other host
+                tunnel = await self._open(hop, tunnel, f"connect to jump host {hop.where}")
+                self._jumps.append(tunnel)
+            self._conn = await self._open(r.target, tunnel, "connect")
             return self._conn
+
+    async def _open(self, ep: ssh_config.Endpoint, tunnel: asyncssh.SSHClientConnection | None,
+                    what: str) -> asyncssh.SSHClientConnection:
+        """One SSH connection to ``ep`` (through ``tunnel`` when given), its host key checked."""
+        t = self.target
+        kw: dict = {"port": ep.port, "connect_timeout": t.connect_timeout,
+                    "keepalive_interval": t.keepalive_interval, "keepalive_count_max": 4,
+                    "config": None}  # the route is settled: asyncssh must not re-read ~/.ssh/config
+        if tunnel is not None:
+            kw["tunnel"] = tunnel
+        if ep.user:
+            kw["username"] = ep.user
+        if ep.identity:
+            kw["client_keys"] = [ep.identity]
+            kw["agent_path"] = None
+        check = self._host_key = host_keys.HostKeyCheck(ep.host, ep.port, t.known_hosts,
+                                                         accept_new=t.accept_new_host_keys,
+                                                         on_accept=self._on_accept)
+        try:
+            check.prepare()
+        except OSError as exc:
+            raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
+                              host=self.name, hint="check the known_hosts path in the config") from exc
+        if check.missing_file():
+            kh = t.known_hosts or "~/.ssh/known_hosts"
+            raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "
+                              "exist", host=self.name,
+                              hint=f"create it with the hosts' keys (ssh-keyscan -p {ep.port} {ep.host} >> {kh}, "
+                                   "compare the fingerprints first), or run once with --accept-new-host-keys")
+        kw["known_hosts"] = check.path  # always a file: `known_hosts=None` (no checking) is never passed
+        kw["client_factory"] = check.client_factory()  # asked only about keys known_hosts does not trust
+        # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
+        # costs Python-side work per packet and was a third of a backup's CPU in the profile.
+        kw["encryption_algs"] = _CIPHERS
+        try:
+            conn = await asyncssh.connect(ep.host, **kw)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise self._error(what, exc, ep) from exc
+        except ValueError as exc:  # unreadable key / known_hosts file
+            raise RemoteError(f"{self.name}: SSH setup for {ep.where} failed: {exc}", host=self.name,
+                              hint="check the identity and known_hosts files in the config") from exc
+        try:
+            check.commit()  # the host proved the key it offered: an accepted first contact is written
+        except OSError as exc:
+            conn.abort()
+            raise RemoteError(f"{self.name}: cannot add the host key of {ep.host}:{ep.port} to {check.path}: "
+                              f"{exc.strerror or exc}", host=self.name,
+                              hint="check that known_hosts file is writable") from exc
+        return conn
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         conn = await self._connection()
@@ -233,6 +266,9 @@ class SshHost:
         conn, self._conn, self._sftp = self._conn, None, None
         if conn is not None:
             conn.close()
+        jumps, self._jumps = self._jumps, []
+        for j in reversed(jumps):
+            j.close()
             try:
                 await asyncio.wait_for(conn.wait_closed(), 5)
             except (asyncio.TimeoutError, OSError, asyncssh.Error):

@@ -416,7 +416,8 @@ def config_check(
     summary = {
         "ok": not errors, "file": file, "name": cfg.name, "meta": list(cfg.meta),
         "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "identity": cfg.ssh.identity,
-                "known_hosts": cfg.ssh.known_hosts, "accept_new_host_keys": cfg.ssh.accept_new_host_keys},
+                "known_hosts": cfg.ssh.known_hosts, "accept_new_host_keys": cfg.ssh.accept_new_host_keys,
+                "config": cfg.ssh.config},
         "hosts": [{"address": h.address, "ssh_host": h.ssh_host, "ssh_port": h.ssh_port, "user": h.user,
                    "install_dir": h.install_dir, "data_paths": list(h.data_paths)} for h in cfg.hosts],
         "storage": {"default": cfg.storage.default, "s3_endpoint": cfg.storage.s3_endpoint,
@@ -435,7 +436,8 @@ def config_check(
         return
     out.line(f"ok: {file}")
     out.line(f"cluster {cfg.name}: meta {', '.join(cfg.meta)}")
-    out.line(f"ssh defaults: user {cfg.ssh.user}, port {cfg.ssh.port}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else "")
+    out.line(f"ssh defaults: user {cfg.ssh.user or '(OpenSSH config, else local user)'}, port "
+             f"{cfg.ssh.port or '(OpenSSH config, else 22)'}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else "")
              + (", accept_new_host_keys = true (first contact accepts unknown host keys)"
                 if cfg.ssh.accept_new_host_keys else ""))
     if cfg.hosts:

@@ -23,7 +23,8 @@ from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, le
 
 REMOVED = "OrphanRemoved"
 _NAME_TIME = re.compile(r"^BACKUP_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})")
-_ASIDE = re.compile(r"nebula_brsm_old_((?:[0-9a-f]+-)?\d+)$")
+# a restore's set-aside original data (old) and its staged download (new, issue 15)
+_ASIDE = re.compile(r"nebula_brsm_(old|new)_((?:[0-9a-f]+-)?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -210,17 +211,20 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
         for role in ("storage", "meta"):
             for svc in topology[role]:
                 h = p.hosts.host(svc["host"])
-                for dp in svc["data_paths"]:
-                    r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                                     "-name", "nebula_brsm_old_*"], check=False)
+                for dp in list(svc["data_paths"]) + ([svc["wal_path"]] if svc.get("wal_path") else []):
+                    r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "(",
+                                     "-name", "nebula_brsm_old_*", "-o", "-name", "nebula_brsm_new_*", ")"],
+                                    check=False)
                     for line in r.stdout.splitlines():
                         m = _ASIDE.search(line.strip())
                         if not m:
                             continue
-                        token = m.group(1)
+                        token = m.group(2)
                         kind, why = judge_set_aside(token, p.live, owners)
                         if kind == "in_use":
-                            continue  # an unfinished restore's original data: never
+                            continue  # an unfinished restore's data, original or staged: never
+                        if m.group(1) == "new":  # a staged download its restore did not clean up
+                            kind = {"set_aside": "staging", "set_aside_unknown": "staging_unknown"}[kind]
                         out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": token,
                                     "why": why})
         for host, path, info, now in await _leases(p, topology):
@@ -251,14 +255,14 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
     n = 0
     for o in ctx.facts["orphans"]:
         ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] in ("set_aside_unknown", "in_use"):
+        if ident in done or o["kind"] in ("set_aside_unknown", "staging_unknown", "in_use"):
             continue
         if o["kind"] == "snapshot":
             await p.meta.drop_snapshots([o["name"]])
         elif o["kind"] == "incomplete_backup":
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
-        elif o["kind"] in ("set_aside", "stale_lease"):
+        elif o["kind"] in ("set_aside", "staging", "stale_lease"):
             await p.hosts.host(o["host"]).remove_tree(o["path"])
         ctx.record(REMOVED, {"kind": o["kind"], "name": o.get("name"), "path": o.get("path"), "host": o.get("host")})
         n += 1

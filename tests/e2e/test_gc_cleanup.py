@@ -35,27 +35,34 @@ def plant(env, tmp_path):
     aside = Path(storage_host["data_paths"][0]) / f"nebula_brsm_old_{jid}-{finished}"  # <journal id>-<op>
     aside.mkdir()
     (aside / "keep").write_text("old")
+    # 3b. the staging dir (issue 15) of that finished operation, and one of an operation of another journal
+    staging = Path(storage_host["data_paths"][0]) / f"nebula_brsm_new_{jid}-{finished}"
+    (staging / "nebula" / "1").mkdir(parents=True)
+    foreign = Path(storage_host["data_paths"][0]) / "nebula_brsm_new_0123456789ab-7"
+    foreign.mkdir()
     # 4. a stale lease: expired, its process gone
     meta_host = next(h for h in env.info["hosts"] if "meta" in h["roles"])
     lease = Path(meta_host["install_dir"]) / "brsm.lease"
     lease.mkdir()
     (lease / "holder.json").write_text(json.dumps({"op_id": 999, "kind": "backup", "who": "x@y", "machine": os.uname().nodename,
                                                    "pid": 2**22 - 7, "expires": time.time() - 60}))
-    return store, aside, lease
+    return store, aside, lease, staging, foreign
 
 
 def test_gc_dry_run_then_confirm(sandbox, tmp_path):
     env = sandbox
-    store, aside, lease = plant(env, tmp_path)
+    store, aside, lease, staging, foreign = plant(env, tmp_path)
     args = ["gc", "--config", env.config, "--storage", f"local://{store}"]
     dry = env.ok(*args)
     kinds = sorted(o["kind"] for o in dry["orphans"])
-    assert kinds == ["incomplete_backup", "set_aside", "snapshot", "stale_lease"], dry
+    assert kinds == ["incomplete_backup", "set_aside", "snapshot", "staging", "staging_unknown", "stale_lease"], dry
     assert dry["dry_run"] and dry["removed"] == 0
     assert snapshots(env) and aside.exists() and lease.exists() and (store / "BACKUP_2020_01_01_00_00_00").exists()
     done = env.ok(*args, "--confirm")
-    assert done["removed"] == 4
-    assert snapshots(env) == [] and not aside.exists() and not lease.exists()
+    assert done["removed"] == 5
+    assert snapshots(env) == [] and not aside.exists() and not lease.exists() and not staging.exists()
+    assert foreign.exists(), "another journal's staging dir is never removed"
+    foreign.rmdir()
     assert not (store / "BACKUP_2020_01_01_00_00_00").exists()
     assert env.ok(*args)["orphans"] == []
     ops = env.ok("ops", "--kind", "gc")
