@@ -42,9 +42,11 @@ def _jobs(ctx: StepContext, m: dict[str, Any], *, into_staging: bool) -> list[Jo
     return jobs
 
 
-async def _download(ctx: StepContext, jobs: list[Job], task: str) -> int:
+async def _download(ctx: StepContext, jobs: list[Job]) -> int:
     """Download what a journaled FileRestored does not already cover (a resume skips those still
-    there); every finished file journaled, also when another one fails. Returns how many were skipped."""
+    there); every finished file journaled, also when another one fails. Returns how many were skipped.
+    Progress goes to the "download" task, the one transfer.download_file advances."""
+    task = "download"
     p = _p(ctx)
     done = ctx.extra.get("restored", {})
     todo = []
@@ -87,7 +89,8 @@ async def staged_step(ctx: StepContext) -> dict[str, Any]:
         return {"staged": False}
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=True)
-    skipped = await _download(ctx, jobs, "download (staging; the cluster keeps serving)")
+    _p(ctx).progress.note(f"staging {len(jobs)} file(s) beside the live data; the cluster keeps serving")
+    skipped = await _download(ctx, jobs)
     prints = await proof.fingerprints(ctx, proof.fingerprinted_dirs(ctx))
     proved = await proof.rehash_restored(ctx, staged=True)
     return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
@@ -117,7 +120,7 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
     await control.ensure_down(ctx, "DOWNLOADED")
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=False)
-    skipped = await _download(ctx, jobs, "download")
+    skipped = await _download(ctx, jobs)
     return {"files": len(jobs), "skipped_on_resume": skipped,
             "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)})}
 
