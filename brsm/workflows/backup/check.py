@@ -1,0 +1,84 @@
+"""The backup's preflight, and LOCKED: the cluster's lease."""
+from __future__ import annotations
+
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.errors import PreflightFailed, UsageError
+from brsm.workflows import common
+from brsm.workflows.limits import TokenBucket, parse_rate
+from brsm.workflows.transfer import Limits
+from brsm.workflows.backup.context import _ports
+
+
+# -- preflight ----------------------------------------------------------------------------------
+async def preflight(ctx: StepContext) -> dict[str, Any]:
+    p = _ports(ctx)
+    topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
+    if not topo["storage"]:
+        raise PreflightFailed("metad lists no storage hosts", hint="is --config pointing at the right metad?")
+    if not topo["meta"]:
+        raise PreflightFailed("metad lists no meta hosts", hint="is --config pointing at the right metad?")
+    p.progress.note(f"topology from {topo['source']}")
+    spaces = await common.as_preflight(p.meta.list_spaces())
+    wanted = list(ctx.params.get("spaces") or [])
+    missing = [s for s in wanted if s not in spaces]
+    if missing:
+        raise PreflightFailed(
+            f"space(s) not found: {', '.join(missing)}; the cluster has: {', '.join(sorted(spaces)) or 'none'}",
+            hint="check --spaces (names are case-sensitive)")
+    if not spaces:
+        raise PreflightFailed("the cluster has no graph spaces to back up", hint="create a space first")
+    await common.check_paths(p.hosts, topo)
+    await common.as_preflight(common.warn_not_backed_up(
+        ctx, p.meta, [spaces[k] for k in (wanted or spaces)], p.progress,
+        "not in the backup (rebuild them after a restore)"))
+    await common.probe_storage(ctx, p.storage)
+    return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
+
+
+async def attach(ctx: StepContext) -> None:
+    ctx.runtime["limits"] = Limits(
+        concurrency=int(ctx.params.get("concurrency") or 8),
+        per_host=int(ctx.params.get("per_host") or 4),
+        bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))),
+    )
+    if ctx.mode == "resume":
+        await _check_resumable(ctx)
+    if ctx.mode == "rollback":
+        await common.remove_probes(ctx, _ports(ctx).storage)
+    await common.reattach_lease(ctx, _ports(ctx).hosts, "backup", lease_step="LOCKED")
+
+
+async def _check_resumable(ctx: StepContext) -> None:
+    """pgBackRest's rule: refuse to resume onto something that changed, and say why."""
+    p, st = _ports(ctx), ctx.state
+    if "topology" in ctx.extra:
+        now = await common.discover_topology(p.meta, p.hosts, p.install_dir)
+        was = ctx.extra["topology"]
+        shape = lambda t: sorted((s["addr"], tuple(s["data_paths"])) for s in t["storage"])  # noqa: E731
+        if shape(now) != shape(was):
+            raise UsageError(f"cannot resume operation {ctx.op_id}: the cluster's storage hosts changed since it "
+                             f"started", hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
+    name = ctx.facts.get("backup_name")
+    if name and "CLEANED" not in st.started:
+        if name not in {s.name for s in await p.meta.list_snapshots()}:
+            raise UsageError(f"cannot resume operation {ctx.op_id}: its snapshot {name} is gone from the cluster",
+                             hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
+
+
+async def detach(ctx: StepContext) -> None:
+    common.record_host_keys(ctx, _ports(ctx).hosts)
+    await common.detach_lease(ctx)
+
+
+# -- LOCKED ---------------------------------------------------------------------------------------
+async def locked(ctx: StepContext) -> dict[str, Any]:
+    lease = common.make_lease(ctx, _ports(ctx).hosts, "backup")
+    await lease.acquire()
+    return {"lease_hosts": [h.name for h, _ in lease.hosts]}
+
+
+async def undo_locked(ctx: StepContext) -> None:
+    if "topology" in ctx.extra:
+        await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()

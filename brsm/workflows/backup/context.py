@@ -1,0 +1,34 @@
+"""What every backup step shares: its ports and the journal's event names."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from brsm.engine.runner import StepContext
+from brsm.ports import HostsPort, MetaPort, Progress, Storage
+
+DEFAULT_INSTALL_DIR = "/usr/local/nebula"
+SNAPSHOT_REQUESTED = "SnapshotRequested"
+SNAPSHOT_DROPPED = "SnapshotDropped"
+CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
+FILES_PLANNED = "FilesPlanned"
+FILE_COPIED = "FileCopied"
+PART_UPLOADED = "PartUploaded"
+PLAN_WALKS = 32  # checkpoint dirs listed at once while planning the copy
+
+
+@dataclass
+class BackupPorts:
+    meta: MetaPort
+    hosts: HostsPort
+    storage: Storage
+    progress: Progress
+    # where Nebula is installed on a host (its flagfiles), for clusters without nebula-agent
+    install_dir: Callable[[str], str] = lambda host: DEFAULT_INSTALL_DIR
+    # seconds SNAPSHOTTED waits for metad's createBackup ([cluster] create_backup_timeout)
+    create_backup_timeout: float = 300.0
+    # seconds a lease lives unrefreshed ([cluster] lease_ttl); None: the operation's param or 300
+    lease_ttl: float | None = None
+
+def _ports(ctx: StepContext) -> BackupPorts:
+    return ctx.ports
