@@ -167,71 +167,92 @@ async def _marker_owner(storage: Storage, name: str) -> str | None:
 
 
 async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
-    out: list[dict] = []
-    now = time.time()
     leases = await live_leases(p, topology)
     owners = frozenset(i.owner for i in leases)
     held_by = "; ".join(i.describe() for i in leases)
     snapshots: set[str] = set()
+    out: list[dict] = []
     if p.meta is not None:
-        for s in await p.meta.list_snapshots():
-            snapshots.add(s.name)
-            if not s.name.startswith("BACKUP") or s.name in p.live.names:
-                continue
-            if leases:
-                out.append({"kind": "in_use", "name": s.name, "status": s.status,
-                            "why": f"the cluster lease is held by {held_by}: a live run may own it; left alone"})
-                continue
-            out.append({"kind": "snapshot", "name": s.name, "status": s.status,
-                        "why": "no unfinished brsm operation uses it"})
+        listed = await p.meta.list_snapshots()
+        snapshots = {s.name for s in listed}
+        out += _orphan_snapshots(p.live, listed, held_by if leases else None)
     if p.storage is not None:
-        for d in await p.storage.list_dirs(""):
-            name = d.rstrip("/")
-            if not name.startswith("BACKUP") or name in p.live.names:
-                continue
-            objs = await p.storage.list(f"{name}/")
-            keys = {o.key for o in objs}
-            if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
-                continue  # complete (brsm manifest, or nebula-br's .meta written last)
-            owner = await _marker_owner(p.storage, name) if in_progress_key(name) in keys else None
-            if owner is not None and (owner in owners or owner in p.live.refs):
-                out.append({"kind": "in_use", "name": name, "objects": len(objs),
-                            "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
-                continue
-            if leases and name in snapshots:
-                out.append({"kind": "in_use", "name": name, "objects": len(objs),
-                            "why": f"its snapshot is on the cluster and the lease is held by {held_by}"})
-                continue
-            t = name_time(name)
-            if t is not None and now - t < grace_seconds:
-                continue
-            out.append({"kind": "incomplete_backup", "name": name, "objects": len(objs),
-                        "bytes": sum(o.size for o in objs), "why": f"no {MANIFEST} and older than the grace period"})
+        out += await _orphan_backups(p, owners, held_by if leases else None, snapshots, grace_seconds)
     if p.hosts is not None and topology is not None:
-        for role in ("storage", "meta"):
-            for svc in topology[role]:
-                h = p.hosts.host(svc["host"])
-                for dp in list(svc["data_paths"]) + ([svc["wal_path"]] if svc.get("wal_path") else []):
-                    r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "(",
-                                     "-name", "nebula_brsm_old_*", "-o", "-name", "nebula_brsm_new_*", ")"],
-                                    check=False)
-                    for line in r.stdout.splitlines():
-                        m = _ASIDE.search(line.strip())
-                        if not m:
-                            continue
-                        token = m.group(2)
-                        kind, why = judge_set_aside(token, p.live, owners)
-                        if kind == "in_use":
-                            continue  # an unfinished restore's data, original or staged: never
-                        if m.group(1) == "new":  # a staged download its restore did not clean up
-                            kind = {"set_aside": "staging", "set_aside_unknown": "staging_unknown"}[kind]
-                        out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": token,
-                                    "why": why})
+        out += await _orphan_restore_dirs(p, topology, owners)
         for host, path, info, now in await _leases(p, topology):
             if info is None or (is_stale(info, now) and info.owner not in p.live.refs):
                 out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})
+    return out
+
+
+def _orphan_snapshots(live: LiveOps, listed: list[Any], held_by: str | None) -> list[dict]:
+    """``BACKUP*`` snapshots no unfinished operation of this journal uses (while a lease is held: in use)."""
+    out = []
+    for s in listed:
+        if not s.name.startswith("BACKUP") or s.name in live.names:
+            continue
+        if held_by is not None:
+            out.append({"kind": "in_use", "name": s.name, "status": s.status,
+                        "why": f"the cluster lease is held by {held_by}: a live run may own it; left alone"})
+            continue
+        out.append({"kind": "snapshot", "name": s.name, "status": s.status,
+                    "why": "no unfinished brsm operation uses it"})
+    return out
+
+
+async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: str | None, snapshots: set[str],
+                          grace_seconds: float) -> list[dict]:
+    """Backups in storage without a manifest (nor a finished nebula-br ``.meta``), past the grace period."""
+    out, now = [], time.time()
+    for d in await p.storage.list_dirs(""):
+        name = d.rstrip("/")
+        if not name.startswith("BACKUP") or name in p.live.names:
+            continue
+        objs = await p.storage.list(f"{name}/")
+        keys = {o.key for o in objs}
+        if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
+            continue  # complete (brsm manifest, or nebula-br's .meta written last)
+        owner = await _marker_owner(p.storage, name) if in_progress_key(name) in keys else None
+        if owner is not None and (owner in owners or owner in p.live.refs):
+            out.append({"kind": "in_use", "name": name, "objects": len(objs),
+                        "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
+            continue
+        if held_by is not None and name in snapshots:
+            out.append({"kind": "in_use", "name": name, "objects": len(objs),
+                        "why": f"its snapshot is on the cluster and the lease is held by {held_by}"})
+            continue
+        t = name_time(name)
+        if t is not None and now - t < grace_seconds:
+            continue
+        out.append({"kind": "incomplete_backup", "name": name, "objects": len(objs),
+                    "bytes": sum(o.size for o in objs), "why": f"no {MANIFEST} and older than the grace period"})
+    return out
+
+
+async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], owners: frozenset[str]) -> list[dict]:
+    """Set-aside (``nebula_brsm_old_<op>``) and staging (``nebula_brsm_new_<op>``) dirs of restores that
+    finished, on every data path and --wal_path; an unfinished restore's are never listed."""
+    out = []
+    for role in ("storage", "meta"):
+        for svc in topology[role]:
+            h = p.hosts.host(svc["host"])
+            for dp in list(svc["data_paths"]) + ([svc["wal_path"]] if svc.get("wal_path") else []):
+                r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "(",
+                                 "-name", "nebula_brsm_old_*", "-o", "-name", "nebula_brsm_new_*", ")"], check=False)
+                for line in r.stdout.splitlines():
+                    m = _ASIDE.search(line.strip())
+                    if not m:
+                        continue
+                    kind, why = judge_set_aside(m.group(2), p.live, owners)
+                    if kind == "in_use":
+                        continue  # an unfinished restore's data, original or staged: never
+                    if m.group(1) == "new":  # a staged download its restore did not clean up
+                        kind = {"set_aside": "staging", "set_aside_unknown": "staging_unknown"}[kind]
+                    out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": m.group(2),
+                                "why": why})
     return out
 
 
