@@ -123,6 +123,29 @@ async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: 
     return sorted(problems, key=lambda p: p["key"])
 
 
+def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
+    """A backup without a brsm manifest: its ``.meta`` decodes, names it, and every file and storage
+    host it names is there; no checksums, so --full/--sample cannot pass (issue 13)."""
+    if e.meta is None:
+        r.problems.append({"key": meta_file_key(name), "problem": "unreadable", "detail": "; ".join(e.problems)})
+        return
+    if e.meta.name != name:
+        r.problems.append({"key": meta_file_key(name), "problem": "inconsistent",
+                           "detail": f"it names backup {e.meta.name!r}"})
+    bad = catalog.structure_problems(name, e.meta, e.objects)
+    r.problems.extend(bad)
+    r.checked = len(e.meta.meta_files) + len(set(e.meta.storage_hosts) | set(e.meta.host_spaces))
+    r.notes.append("no brsm manifest (made by nebula-br, or its manifest was deleted): no checksums; checked that .meta decodes and that its meta files and "
+                   "the data of every storage host it names exist")
+    if mode != QUICK:
+        # asked to check the contents and could check none: never "ok" (issue 13)
+        r.problems.append({"key": manifest_key(name), "problem": "unverifiable",
+                           "detail": f"--{mode} asked to re-hash the contents, but the backup records no "
+                                     f"checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose "
+                                     "manifest was deleted): 0 objects re-hashed, changed bytes of the same "
+                                     "size cannot be found"})
+
+
 async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.MetaDecoder, mode: str = QUICK,
                         sample: float | None = None, seed: int | None = None, concurrency: int = 4,
                         progress: Progress | None = None) -> VerifyReport:
@@ -151,24 +174,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
                                      "written, or abandoned: `brsm gc` removes those)"})
         return r
     if e.made_by == catalog.BY_NEBULA_BR:
-        if e.meta is None:
-            r.problems.append({"key": meta_file_key(name), "problem": "unreadable", "detail": "; ".join(e.problems)})
-            return r
-        if e.meta.name != name:
-            r.problems.append({"key": meta_file_key(name), "problem": "inconsistent",
-                               "detail": f"it names backup {e.meta.name!r}"})
-        bad = catalog.structure_problems(name, e.meta, e.objects)
-        r.problems.extend(bad)
-        r.checked = len(e.meta.meta_files) + len(set(e.meta.storage_hosts) | set(e.meta.host_spaces))
-        r.notes.append("no brsm manifest (made by nebula-br, or its manifest was deleted): no checksums; checked that .meta decodes and that its meta files and "
-                       "the data of every storage host it names exist")
-        if mode != QUICK:
-            # asked to check the contents and could check none: never "ok" (issue 13)
-            r.problems.append({"key": manifest_key(name), "problem": "unverifiable",
-                               "detail": f"--{mode} asked to re-hash the contents, but the backup records no "
-                                         f"checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose "
-                                         "manifest was deleted): 0 objects re-hashed, changed bytes of the same "
-                                         "size cannot be found"})
+        _verify_nebula_br(r, e, name, mode)
         return r
 
     # brsm, with a readable manifest
