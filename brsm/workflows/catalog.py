@@ -243,78 +243,16 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
     objs = {o.key: o.size for o in (objects if objects is not None else await storage.list(f"{name}/"))}
     e = BackupEntry(name=name, state=INCOMPLETE, made_by=BY_UNKNOWN, objects=objs)
     mkey, metakey = manifest_key(name), meta_file_key(name)
-    facts, meta_error = None, None
-    if metakey in objs:
-        meta_error = too_big(f"{name}.meta", objs[metakey], MAX_META_BYTES)
-        try:
-            if meta_error is None:
-                raw = await storage.get_bytes(metakey)
-                e.meta_sha256 = hashlib.sha256(raw).hexdigest()
-                facts = decode_meta(raw)
-        except ObjectNotFound:
-            meta_error = f"{name}.meta disappeared while it was read"
-        except ValueError as err:
-            meta_error = f"{name}.meta is unreadable: {err}"
-        e.meta = facts
+    meta_error = await _read_meta(storage, e, decode_meta) if metakey in objs else None
     if mkey in objs:
-        e.made_by = BY_BRSM
-        e.checksums = True
-        try:
-            big = too_big(MANIFEST, objs[mkey], MAX_MANIFEST_BYTES)
-            if big:
-                raise ValueError(big)
-            m = parse_manifest(await storage.get_bytes(mkey), name)
-        except ObjectNotFound:
-            m, e.state = None, INCOMPLETE  # deleted under us (prune, cleanup): reads as incomplete
-            e.problems.append(f"{MANIFEST} disappeared while it was read")
-        except ValueError as err:
-            m, e.state = None, BROKEN
-            e.problems.append(str(err))
-        if m is not None:
-            e.manifest = m
-            e.created_ms, e.created_from = m["create_time_ms"], "manifest"
-            sp = m.get("spaces", {})
-            e.spaces = [str(sp[k]) for k in sorted(sp, key=lambda k: (len(str(k)), str(k)))]
-            e.all_spaces = bool(m.get("all_spaces", True))
-            e.full = bool(m.get("full", True))
-            e.files = len(m["files"])
-            e.bytes = sum(f["size"] for f in m["files"])
-            if meta_error:
-                e.problems.append(meta_error)
-            elif metakey not in objs:
-                e.problems.append(f"{name}.meta is missing")
-            else:
-                e.problems.extend(meta_disagreements(m, facts, name))
-                changed = meta_hash_problem(m, e.meta_sha256, name)
-                if changed:
-                    e.problems.append(changed)
-            bad = file_problems(m, objs)
-            if bad:
-                e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
-                                  f"e.g. {bad[0]['key']}")
-            e.state = BROKEN if e.problems else COMPLETE
+        await _classify_brsm(storage, e, meta_error)
     elif metakey in objs and in_progress_key(name) in objs:
         e.made_by = BY_BRSM  # brsm wrote .meta but crashed before its manifest: resumable, not complete
         e.state = INCOMPLETE
         e.files, e.bytes = len(objs), sum(objs.values())
         e.problems.append(f"brsm is still writing it (or crashed): no {MANIFEST} yet")
     elif metakey in objs:
-        e.made_by = BY_NEBULA_BR
-        if meta_error:
-            e.state = BROKEN
-            e.problems.append(meta_error)
-        else:
-            e.created_ms, e.created_from = (facts.create_time_ms, "meta") if facts.create_time_ms else (None, "none")
-            e.spaces = [facts.spaces[k] for k in sorted(facts.spaces)]
-            e.all_spaces, e.full = facts.all_spaces, facts.full
-            data = {k: s for k, s in objs.items() if k != metakey}
-            e.files, e.bytes = len(data), sum(data.values())
-            if facts.name != name:
-                e.problems.append(f"{name}.meta names backup {facts.name!r}")
-            bad = structure_problems(name, facts, objs)
-            if bad:
-                e.problems.append(f"{len(bad)} part(s) named by {name}.meta are missing, e.g. {bad[0]['key']}")
-            e.state = BROKEN if e.problems else COMPLETE
+        _classify_nebula_br(e, meta_error)
     else:
         e.files, e.bytes = len(objs), sum(objs.values())
     if e.created_ms is None:
@@ -322,6 +260,87 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
         if t is not None:
             e.created_ms, e.created_from = int(t * 1000), "name"
     return e
+
+
+async def _read_meta(storage: Storage, e: BackupEntry, decode_meta: MetaDecoder) -> str | None:
+    """``e.meta`` (and its SHA-256) from ``<NAME>.meta``; returns why it could not be read, or None."""
+    name, metakey = e.name, meta_file_key(e.name)
+    meta_error = too_big(f"{name}.meta", e.objects[metakey], MAX_META_BYTES)
+    try:
+        if meta_error is None:
+            raw = await storage.get_bytes(metakey)
+            e.meta_sha256 = hashlib.sha256(raw).hexdigest()
+            e.meta = decode_meta(raw)
+    except ObjectNotFound:
+        meta_error = f"{name}.meta disappeared while it was read"
+    except ValueError as err:
+        meta_error = f"{name}.meta is unreadable: {err}"
+    return meta_error
+
+
+async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | None) -> None:
+    """A backup with a brsm manifest: complete when the manifest reads, its ``.meta`` agrees with it,
+    and every file it lists is there with its size."""
+    name, objs, mkey, metakey = e.name, e.objects, manifest_key(e.name), meta_file_key(e.name)
+    e.made_by = BY_BRSM
+    e.checksums = True
+    try:
+        big = too_big(MANIFEST, objs[mkey], MAX_MANIFEST_BYTES)
+        if big:
+            raise ValueError(big)
+        m = parse_manifest(await storage.get_bytes(mkey), name)
+    except ObjectNotFound:
+        e.state = INCOMPLETE  # deleted under us (prune, cleanup): reads as incomplete
+        e.problems.append(f"{MANIFEST} disappeared while it was read")
+        return
+    except ValueError as err:
+        e.state = BROKEN
+        e.problems.append(str(err))
+        return
+    e.manifest = m
+    e.created_ms, e.created_from = m["create_time_ms"], "manifest"
+    sp = m.get("spaces", {})
+    e.spaces = [str(sp[k]) for k in sorted(sp, key=lambda k: (len(str(k)), str(k)))]
+    e.all_spaces = bool(m.get("all_spaces", True))
+    e.full = bool(m.get("full", True))
+    e.files = len(m["files"])
+    e.bytes = sum(f["size"] for f in m["files"])
+    if meta_error:
+        e.problems.append(meta_error)
+    elif metakey not in objs:
+        e.problems.append(f"{name}.meta is missing")
+    else:
+        e.problems.extend(meta_disagreements(m, e.meta, name))
+        changed = meta_hash_problem(m, e.meta_sha256, name)
+        if changed:
+            e.problems.append(changed)
+    bad = file_problems(m, objs)
+    if bad:
+        e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
+                          f"e.g. {bad[0]['key']}")
+    e.state = BROKEN if e.problems else COMPLETE
+
+
+def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
+    """A backup with only a ``.meta`` (nebula-br's): complete when it reads, names this backup, and
+    every part it names is there."""
+    name, objs, facts = e.name, e.objects, e.meta
+    e.made_by = BY_NEBULA_BR
+    if meta_error:
+        e.state = BROKEN
+        e.problems.append(meta_error)
+        return
+    e.created_ms, e.created_from = (facts.create_time_ms, "meta") if facts.create_time_ms else (None, "none")
+    e.spaces = [facts.spaces[k] for k in sorted(facts.spaces)]
+    e.all_spaces, e.full = facts.all_spaces, facts.full
+    data = {k: s for k, s in objs.items() if k != meta_file_key(name)}
+    e.files, e.bytes = len(data), sum(data.values())
+    if facts.name != name:
+        e.problems.append(f"{name}.meta names backup {facts.name!r}")
+    bad = structure_problems(name, facts, objs)
+    if bad:
+        e.problems.append(f"{len(bad)} part(s) named by {name}.meta are missing, e.g. {bad[0]['key']}")
+    e.state = BROKEN if e.problems else COMPLETE
 
 
 # -- the whole storage ---------------------------------------------------------------------------------
