@@ -146,6 +146,20 @@ def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
                                      "size cannot be found"})
 
 
+def _meta_problems(e: Any, name: str) -> list[dict[str, Any]]:
+    """A brsm backup's ``.meta``: there, readable, in agreement with the manifest, unchanged since."""
+    key = meta_file_key(name)
+    if key not in e.objects:
+        return [{"key": key, "problem": "missing", "expected": None, "actual": None}]
+    if e.meta is None:
+        return [{"key": key, "problem": "unreadable", "detail": "; ".join(p for p in e.problems if ".meta" in p)}]
+    out = [{"key": key, "problem": "inconsistent", "detail": d} for d in catalog.meta_disagreements(e.manifest, e.meta, name)]
+    changed = catalog.meta_hash_problem(e.manifest, e.meta_sha256, name)
+    if changed:
+        out.append({"key": key, "problem": "changed", "detail": changed})
+    return out
+
+
 async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.MetaDecoder, mode: str = QUICK,
                         sample: float | None = None, seed: int | None = None, concurrency: int = 4,
                         progress: Progress | None = None) -> VerifyReport:
@@ -179,18 +193,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
 
     # brsm, with a readable manifest
     m = e.manifest
-    meta = e.meta
-    if meta_file_key(name) not in e.objects:
-        r.problems.append({"key": meta_file_key(name), "problem": "missing", "expected": None, "actual": None})
-    elif meta is None:
-        r.problems.append({"key": meta_file_key(name), "problem": "unreadable",
-                           "detail": "; ".join(p for p in e.problems if ".meta" in p)})
-    else:
-        for d in catalog.meta_disagreements(m, meta, name):
-            r.problems.append({"key": meta_file_key(name), "problem": "inconsistent", "detail": d})
-        changed = catalog.meta_hash_problem(m, e.meta_sha256, name)
-        if changed:
-            r.problems.append({"key": meta_file_key(name), "problem": "changed", "detail": changed})
+    r.problems.extend(_meta_problems(e, name))
     quick = catalog.file_problems(m, e.objects)
     r.problems.extend(quick)
     r.checked = len(m["files"])
