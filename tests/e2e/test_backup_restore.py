@@ -120,7 +120,8 @@ def test_backup_of_one_space_restores_only_that_space(sandbox, tmp_path, store):
     env.load(3 << 20, seed=11)
     newer = env.checksum()
     assert newer["space1"] != before["space1"] and newer["space2"] != before["space2"]
-    env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
+    done = env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
+    assert done["facts"]["mode"] == "staged"  # issue 15: only space1's files were staged, then swapped in
     after = env.checksum()
     assert after["space1"] == before["space1"], "the restored space is exactly as backed up"
     assert after["space2"] == newer["space2"], "the other space keeps its newer data"

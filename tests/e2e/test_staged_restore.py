@@ -138,19 +138,3 @@ def test_a_staged_tree_changed_after_its_proof_is_never_started(sandbox, tmp_pat
     assert env.checksum() == before
     assert staging_dirs(env) == [] and aside_dirs(env) == [] and leases(env) == []
     assert cluster.status(str(env.root))["all_up"]
-
-
-@pytest.mark.parametrize("store", ["s3", "oss"])
-def test_a_staged_restore_of_one_space_from_an_object_store_is_exact(sandbox, tmp_path, store):
-    env = sandbox
-    loc = env.s3(f"staged-{tmp_path.name}") if store == "s3" else env.oss(f"staged-{tmp_path.name}")
-    res = env.ok("start", "backup", "--config", env.config, *loc, "--spaces", "space1")
-    name = res["facts"]["backup_name"]
-    backed = env.checksum()
-    env.load(1 << 20, seed=25)
-    moved_on = env.checksum()
-    done = env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
-    assert done["facts"]["mode"] == "staged"
-    got = env.checksum()
-    assert got["space1"] == backed["space1"] and got["space2"] == moved_on["space2"]
-    assert staging_dirs(env) == [] and aside_dirs(env) == []
