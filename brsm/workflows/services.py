@@ -33,7 +33,7 @@ from brsm.ports import HostsPort, RunResult
 
 DEFAULT_TIMEOUT = 90.0
 FIRST_POLL = 0.05   # the first re-check after start/stop comes quickly …
-MAX_POLL = 1.0      # … then backs off to once a second
+MAX_POLL = 0.5      # … then backs off to twice a second (each poll is one exec; this wait is downtime)
 EXITED_GRACE = 5.0  # a daemon seen "Exited" this long after a start that said nothing failing has died
 PORT_PROBE_SECONDS = 5
 # `timeout N bash -c SCRIPT NAME ADDRESS PORT`: the address and port are positional arguments of

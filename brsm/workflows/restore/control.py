@@ -140,7 +140,7 @@ async def wait_storage_online(ctx: StepContext) -> list[str]:
                      "(ADD HOSTS) and its <install>/cluster.id; look at the storaged and metad logs")
         await asyncio.sleep(pause)
         slept += pause
-        pause = min(1.0, pause * 2)
+        pause = min(0.5, pause * 2)
 
 
 class ServicesNotDown(OperationFailed):
