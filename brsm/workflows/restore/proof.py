@@ -26,6 +26,7 @@ FINGERPRINT_SCRIPT = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -d "$d" ];
                       'find "$d" -path "$d/ingest" -prune -o -type f -printf "%P\\t%s\\t%T@\\t%i\\n" | LC_ALL=C sort; '
                       'else echo absent; fi; done')
 
+
 async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str, Any]:
     """Re-hash on the hosts every restored file that has a SHA-256 in the manifest (sha256sum, all
     hosts at once): offline right before anything is started on it, staged at the end of STAGED.
@@ -37,7 +38,7 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
             by_host.setdefault(d["host"], []).append(d)
     total = sum(d["size"] for ds in by_host.values() for d in ds)
     p.progress.start("re-hash restored files", total)
-    bad: list[str] = []
+    bad: list[tuple[str, str, str]] = []  # (host, path, "missing" or "changed")
 
     async def one(host: str) -> None:
         files = sorted(by_host[host], key=lambda d: d["dest"])
@@ -48,26 +49,26 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
             got = parse_sha256sum(r.stdout)
             for d in batch:
                 if got.get(d["dest"]) != d["sha256"]:
-                    bad.append(f"{host}:{d['dest']} ({'missing' if d['dest'] not in got else 'changed'})")
+                    bad.append((host, d["dest"], "missing" if d["dest"] not in got else "changed"))
             p.progress.advance("re-hash restored files", sum(d["size"] for d in batch))
 
     try:
         await asyncio.gather(*(one(h) for h in sorted(by_host)))
     finally:
         p.progress.done("re-hash restored files")
+    first = f"{bad[0][0]}:{bad[0][1]} ({bad[0][2]})" if bad else ""
     if bad and staged:
-        for item in bad:
-            host, _, rest = item.partition(":")
-            await p.hosts.host(host).remove_tree(rest.rsplit(" (", 1)[0])
+        for host, path, _why in bad:
+            await p.hosts.host(host).remove_tree(path)
         raise VerificationFailed(
-            f"{len(bad)} staged file(s) differ from the backup's SHA-256 once written, e.g. {bad[0]}: something "
+            f"{len(bad)} staged file(s) differ from the backup's SHA-256 once written, e.g. {first}: something "
             "wrote into the staging dirs (or the disk returned other bytes); they were removed",
             hint=f"the cluster was not touched; find what writes there, then `brsm resume {ctx.op_id}` (downloads "
                  f"them again) or `brsm rollback {ctx.op_id}`")
     if bad:
         raise VerificationFailed(
             f"before starting the restored cluster, {len(bad)} restored file(s) differ from the backup's SHA-256, "
-            f"e.g. {bad[0]}: something wrote into the data dirs since they were downloaded",
+            f"e.g. {first}: something wrote into the data dirs since they were downloaded",
             hint=f"nothing was started on it; `brsm rollback {ctx.op_id}` puts the original data back")
     facts = {"files": sum(len(v) for v in by_host.values()), "bytes": total, "hosts": sorted(by_host),
              "how": "sha256sum of every " + ("staged file" if staged else "restored file in place")}
@@ -87,8 +88,6 @@ def parse_sha256sum(stdout: str) -> dict[str, str]:
         if sep and len(digest) == 64 and not digest.startswith("\\"):
             out[path] = digest
     return out
-
-
 
 
 def parse_fingerprints(stdout: str) -> dict[str, str | None]:
@@ -167,7 +166,7 @@ async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> di
     keys = sorted(k for k in want if k in now_at)
     got = await fingerprints(ctx, [now_at[k] for k in keys])
     changed = fingerprint_changes({k: want[k] for k in keys},
-                                        {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
+                                  {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
     if changed:
         raise VerificationFailed(
             f"before starting the restored cluster, {len(changed)} restored dir(s) are not as they were staged and "
