@@ -138,3 +138,32 @@ def test_a_staged_tree_changed_after_its_proof_is_never_started(sandbox, tmp_pat
     assert env.checksum() == before
     assert staging_dirs(env) == [] and aside_dirs(env) == [] and leases(env) == []
     assert cluster.status(str(env.root))["all_up"]
+
+
+@pytest.mark.parametrize("recovery", ["resume", "rollback"])
+def test_a_restore_killed_after_it_started_the_daemons_resumes_or_rolls_back(sandbox, tmp_path, recovery):
+    """Found by the sweep (a random kill in STARTED): the daemons the killed run started write into
+    the restored data, as they must. The resume must neither re-prove that data (a false "not as
+    staged", exit 6, the cluster left down) nor take its own daemons for ones started behind its back;
+    the rollback must stop them and bring the original data back."""
+    env = sandbox
+    store = f"local://{tmp_path / 'b'}"
+    name = _backup(env, store)
+    backed = env.checksum()
+    env.load(1 << 20, seed=25)
+    before = env.checksum()
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name,
+                 failpoints="started:1=crash")
+    assert p.returncode == 86, p.stderr[-2000:]
+    op = str(env.ok("ops")[0]["id"])
+    assert of_type(audit(env, int(op)), "RestoredServicesStarting")
+    done = env.ok(recovery, op)
+    if recovery == "resume":
+        assert done["state"] == "CLEANED"
+        assert env.checksum() == backed
+        assert done["facts"]["proved"]["how"].startswith("proved before the first start")
+    else:
+        assert done["state"] == "ROLLED_BACK"
+        assert env.checksum() == before
+    assert staging_dirs(env) == [] and aside_dirs(env) == [] and leases(env) == []
+    assert cluster.status(str(env.root))["all_up"]

@@ -36,8 +36,9 @@ def boundary_points(kind) -> list[str]:
 
 BACKUP_POINTS = boundary_points(BACKUP) + ["file:1", "file:3", "event:4", "event:12"]
 # file:N land in STAGED (the staged download, the cluster serving); swap:1 after the first staged tree
-# was renamed into place, the others still staged
-RESTORE_POINTS = boundary_points(RESTORE) + ["file:1", "file:3", "event:5", "event:14", "swap:1"]
+# was renamed into place, the others still staged; started:1 inside STARTED once storaged and graphd
+# were started on the restored data (a random kill found a resume from there re-proving that data)
+RESTORE_POINTS = boundary_points(RESTORE) + ["file:1", "file:3", "event:5", "event:14", "swap:1", "started:1"]
 # inside multipart uploads (S3/OSS backups): the first part, a second one, one well into the copy
 OBJECT_STORE_EXTRA = ["part:1", "part:2", "part:9"]
 NOT_REACHED = "not reached"
@@ -118,10 +119,16 @@ class Sweeper:
         return ops[0]["id"], ""
 
     def reset(self) -> None:
-        """After a failed case: remove what it left (brsm gc, then any lease dir), so one failure does
-        not fail every case after it."""
+        """After a failed case: end what it left open (rollback, or resume once rollback is refused in
+        the final step), then remove what is left (brsm gc, then any lease dir), so one failure does not
+        fail every case after it (a resume that stopped with the cluster down did, once)."""
         from tests.e2e.test_backup_restore import leases
 
+        ops = json.loads(self.env.brsm("ops", "--limit", "1", "--json").stdout or "[]")
+        if isinstance(ops, list) and ops and not ops[0].get("finished"):
+            op = str(ops[0]["id"])
+            if self.env.brsm("rollback", op, "--json").returncode == 2:
+                self.env.brsm("resume", op, "--json")
         self.env.brsm("gc", "--config", self.config, "--confirm", "--grace", "0s", "--json")
         for path in leases(self.env):
             shutil.rmtree(path, ignore_errors=True)

@@ -21,7 +21,8 @@ from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import Workflow
 from brsm.workflows import common
 from brsm.workflows.restore import check, finish, stage, swap
-from brsm.workflows.restore.context import DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, RestorePorts
+from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, SERVICES_STARTING,
+                                            RestorePorts)
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
 
 __all__ = ["RestorePorts", "workflow", "has_checksums", "unverified_refusal"]
@@ -39,11 +40,16 @@ def _reduce_downtime_ended(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("downtime_seconds", d["seconds"])
 
 
+def _reduce_services_starting(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc.setdefault("services_starting", d)
+
+
 REDUCERS = {
     common.PREFLIGHT_PASSED: common.reduce_preflight,
     FILE_RESTORED: _reduce_restored,
     DOWNTIME_BEGAN: _reduce_downtime_began,
     DOWNTIME_ENDED: _reduce_downtime_ended,
+    SERVICES_STARTING: _reduce_services_starting,
 }
 
 

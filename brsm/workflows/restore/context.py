@@ -14,6 +14,10 @@ FILE_RESTORED = "FileRestored"  # a file downloaded and checked (into the stagin
 SPACES_DROPPED = "SpacesDropped"
 SERVICE_FOUND_RUNNING = "ServiceFoundRunning"
 DATA_PROVED = "RestoredDataProved"
+# journaled by STARTED right before it starts storaged and graphd on the proved data: a resume of a
+# STARTED cut after that point must not prove the data again (the daemons have written into it since,
+# as they must) nor take the daemons it started itself for ones started behind its back
+SERVICES_STARTING = "RestoredServicesStarting"
 DOWNTIME_BEGAN = "DowntimeBegan"  # just before the first service is stopped
 DOWNTIME_ENDED = "DowntimeEnded"  # every storaged ONLINE again (restored, or put back by a rollback)
 UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"

@@ -7,12 +7,14 @@ import posixpath
 import time
 from typing import Any
 
+from brsm import failpoints
 from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import common
 from brsm.workflows.restore import control, placement, proof, source, stage
-from brsm.workflows.restore.context import SPACES_DROPPED, pairs as pairs_of, partial, ports as _p, root_of, staged
+from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
+                                            root_of, staged)
 
 CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 
@@ -70,15 +72,11 @@ async def started(ctx: StepContext) -> dict[str, Any]:
     back): a storaged that does not come up is never reported as restored."""
     p = _p(ctx)
     m = await source.manifest(ctx)
-    if staged(ctx):
-        _, proved = await common.gather_bounded(2, lambda aw: aw, [
-            control.ensure_down(ctx, "STARTED", control.STARTED_BY_US), proof.check_fingerprints(ctx)])
-    else:
-        await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
-        proved = await proof.rehash_restored(ctx)
-        await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)  # nothing started while the files were re-hashed
-    # storaged and graphd at once (graphd needs only metad, which runs): the downtime is the slower one
+    proved = await _prove_before_start(ctx)
+    # storaged and graphd at once (graphd needs only metad, which runs): the downtime is the slower one;
+    # a daemon an earlier attempt started answers "already running", which counts as started
     await common.gather_bounded(2, lambda svc: control.start(ctx, svc), ["storaged", "graphd"])
+    failpoints.hit("started:1")
     online = await control.wait_storage_online(ctx)
     downtime = control.downtime_ended(ctx, "restored")
     want = set(m["spaces"].values())
@@ -92,6 +90,25 @@ async def started(ctx: StepContext) -> dict[str, Any]:
                                   hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
         await asyncio.sleep(0.5)
     return {"spaces": sorted(want), "storage_online": online, "proved": proved, "downtime_seconds": downtime}
+
+
+async def _prove_before_start(ctx: StepContext) -> dict[str, Any]:
+    """Down, and the data the backup's, right before the first start; journaled as done once the
+    starts are issued. The sweep found a resume of a STARTED killed after its starts re-proving data
+    the daemons had written into since (a false "not as staged", exit 6, the cluster left down): what
+    was proved before the journaled start is not proved again, and the daemons then running are ours."""
+    if "services_starting" in ctx.extra:
+        return {"how": "proved before the first start, which an earlier attempt of this step journaled",
+                "starting": ctx.extra["services_starting"]}
+    if staged(ctx):
+        _, proved = await common.gather_bounded(2, lambda aw: aw, [
+            control.ensure_down(ctx, "STARTED", control.STARTED_BY_US), proof.check_fingerprints(ctx)])
+    else:
+        await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
+        proved = await proof.rehash_restored(ctx)
+        await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)  # nothing started while the files were re-hashed
+    ctx.record(SERVICES_STARTING, {"at": time.time(), "services": ["storaged", "graphd"]})
+    return proved
 
 
 async def undo_started(ctx: StepContext) -> None:
