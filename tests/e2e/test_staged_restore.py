@@ -99,7 +99,7 @@ def test_a_signal_while_staging_leaves_the_cluster_serving_and_rollback_removes_
         run.kill(signal.SIGTERM)
         p = run.finish(timeout=30)
     assert p.returncode == 143, p.stderr[-2000:]
-    assert f"interrupted by SIGTERM during STAGED, and rolled back" in error_line(p)
+    assert "interrupted by SIGTERM during STAGED, and rolled back" in error_line(p)
     assert watch.windows() == [], "nothing was ever stopped"
     assert env.checksum() == before
     assert staging_dirs(env) == [] and aside_dirs(env) == [] and leases(env) == []

@@ -139,3 +139,26 @@ async def test_oss_calls_do_not_block_the_event_loop(request, tmp_path, cloud_en
 
 async def _one(data: bytes):
     yield data
+
+
+def test_one_decision_table_for_every_store():
+    """S3 and OSS share classify_reply (the statuses are the same, only codes and hints differ)."""
+    from brsm.adapters.storage.base import ReplyRules, classify_reply
+    from brsm.errors import ObjectNotFound
+
+    r = ReplyRules("no bucket", {"BadKey": "check the key id"}, "check access", frozenset({"SlowDown"}))
+
+    def c(status: int, code: str = "", **kw):
+        e = classify_reply("msg", status, code, r, **kw)
+        return type(e).__name__, e.permanent, e.hint
+
+    assert c(404, "NoSuchKey", missing_key="k")[0] == ObjectNotFound.__name__
+    assert c(404, "NoSuchUpload") == ("StorageError", False, None)
+    assert c(404, "NoSuchBucket") == ("StorageError", True, "no bucket")
+    assert c(403, "BadKey") == ("StorageError", True, "check the key id")
+    assert c(403, "Other") == ("StorageError", True, "check access")
+    assert c(507)[1:] == (True, "the storage is full: free space or raise its quota")
+    assert c(400, "QuotaExceeded")[1] is True
+    for transient in (c(500), c(503), c(429), c(408), c(0), c(400, "SlowDown")):
+        assert transient == ("StorageError", False, None)
+    assert c(400, "InvalidArgument") == ("StorageError", True, None)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from brsm.errors import ObjectNotFound, StorageError, UsageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, content_md5, dir_prefix, transport_error
+from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, transport_error
 
 T = TypeVar("T")
 ENV_ID = "OSS_ACCESS_KEY_ID"
@@ -56,6 +56,12 @@ class OssStorage(BaseStorage):
             raise UsageError(f"bad OSS bucket name {bucket!r}", hint="OSS bucket names: 3-63 of a-z, 0-9, '-'") from e
 
     # -- plumbing --------------------------------------------------------------------------
+    def _rules(self) -> ReplyRules:
+        return ReplyRules(f"bucket {self.bucket_name!r} does not exist: check the URI and --oss-endpoint",
+                          {"InvalidAccessKeyId": f"check {ENV_ID}", "SignatureDoesNotMatch": f"check {ENV_SECRET}"},
+                          f"check {ENV_ID}/{ENV_SECRET} and the key's permissions on the bucket",
+                          frozenset({"RequestTimeout", "InvalidDigest"}))
+
     def _error(self, what: str, e: BaseException, key: str | None = None) -> StorageError:
         import oss2.exceptions as ox
         where = f"oss://{self.bucket_name}" + (f"/{self.prefix}{key}" if key is not None else "")
@@ -72,25 +78,9 @@ class OssStorage(BaseStorage):
                     return StorageError(f"{what} {where}: CRC-64 mismatch, data damaged in transit", permanent=False)
                 return StorageError(f"{what} {where}: {body[:300]}", permanent=True)
             msg = f"{what} {where}: {status} {code} {e.message or ''}".rstrip()
-            if key is not None and (code == "NoSuchKey" or (status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"))):
-                return ObjectNotFound(key)
-            if code == "NoSuchUpload":  # aborted under us: a put with the state starts over
-                return StorageError(msg, permanent=False)
-            if code == "NoSuchBucket":
-                return StorageError(msg, permanent=True,
-                                    hint=f"bucket {self.bucket_name!r} does not exist: check the URI and --oss-endpoint")
-            if code == "InvalidAccessKeyId":
-                return StorageError(msg, permanent=True, hint=f"check {ENV_ID}")
-            if code == "SignatureDoesNotMatch":
-                return StorageError(msg, permanent=True, hint=f"check {ENV_SECRET}")
-            if status in (401, 403):
-                return StorageError(msg, permanent=True,
-                                    hint=f"check {ENV_ID}/{ENV_SECRET} and the key's permissions on the bucket")
-            if status == 507 or code in ("InsufficientStorage", "QuotaExceeded"):
-                return StorageError(msg, permanent=True, hint="the storage is full: free space or raise its quota")
-            if status >= 500 or status in (408, 429) or code in ("RequestTimeout", "InvalidDigest"):
-                return StorageError(msg, permanent=False)
-            return StorageError(msg, permanent=True)
+            missing = key if key is not None and (
+                code == "NoSuchKey" or (status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"))) else None
+            return classify_reply(msg, status, code, self._rules(), missing_key=missing)
         if (te := transport_error(e, what, where)) is not None:
             return te
         try:

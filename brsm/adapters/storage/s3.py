@@ -21,11 +21,11 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, content_md5, dir_prefix, reblock, transport_error
+from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, reblock, transport_error
 
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
-                    "OperationAborted", "BadDigest", "IncompleteBody", "XAmzContentSHA256Mismatch"}
+                    "OperationAborted", "BadDigest", "IncompleteBody", "XAmzContentSHA256Mismatch"})
 _CRED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken",
                "TokenRefreshRequired", "AllAccessDisabled", "InvalidClientTokenId"}
 _CRED_HINT = ("check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
@@ -77,6 +77,10 @@ class S3Storage(BaseStorage):
                 self._stack = stack
         return self._client
 
+    def _rules(self) -> ReplyRules:
+        return ReplyRules(f"bucket {self.bucket!r} does not exist: check the URI and --s3-endpoint/region",
+                          {c: _CRED_HINT for c in _CRED_CODES}, _CRED_HINT, _TRANSIENT_CODES)
+
     def _error(self, what: str, e: BaseException, key: str | None = None) -> StorageError:
         """Translate an SDK/transport error (never include credentials: botocore messages don't)."""
         from botocore import exceptions as bx
@@ -88,20 +92,8 @@ class S3Storage(BaseStorage):
             code = str(err.get("Code", ""))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             msg = f"{what} {where}: {code or status} {err.get('Message', '')}".rstrip()
-            if key is not None and code in ("NoSuchKey", "NotFound", "404"):
-                return ObjectNotFound(key)
-            if code == "NoSuchUpload":  # aborted under us: a put with the state starts over
-                return StorageError(msg, permanent=False)
-            if code == "NoSuchBucket":
-                return StorageError(msg, permanent=True,
-                                    hint=f"bucket {self.bucket!r} does not exist: check the URI and --s3-endpoint/region")
-            if code in _CRED_CODES or status in (401, 403):
-                return StorageError(msg, permanent=True, hint=_CRED_HINT)
-            if status == 507 or code in ("InsufficientStorage", "QuotaExceeded"):
-                return StorageError(msg, permanent=True, hint="the storage is full: free space or raise its quota")
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429 or status == 0:
-                return StorageError(msg, permanent=False)
-            return StorageError(msg, permanent=True)
+            missing = key if key is not None and code in ("NoSuchKey", "NotFound", "404") else None
+            return classify_reply(msg, status, code, self._rules(), missing_key=missing)
         if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageError(f"{what} {where}: no AWS credentials found", permanent=True, hint=_CRED_HINT)
         if isinstance(e, bx.NoRegionError):
