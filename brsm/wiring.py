@@ -10,7 +10,7 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.console.progress import make_progress
-from brsm.config import ClusterConfig, cluster_flags, load_cluster, load_config, part_size_problems
+from brsm.config import ClusterConfig, cluster_flags, load_cluster, part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr
@@ -97,35 +97,44 @@ def open_meta(cfg: ClusterConfig):
     return ThriftMeta([HostAddr.parse(a) for a in cfg.meta])
 
 
+@dataclass
+class ClusterParts:
+    """What a backup and a restore open alike: the config, the storage, metad and the hosts."""
+    cfg: ClusterConfig
+    storage: Any
+    meta: Any
+    hosts: Any
+    progress: Any
+
+    def ports(self, ports_cls: Any, **kw: Any) -> Any:
+        return ports_cls(meta=self.meta, hosts=self.hosts, storage=self.storage, progress=self.progress,
+                         install_dir=lambda h: self.cfg.host(h).install_dir, lease_ttl=self.cfg.lease_ttl, **kw)
+
+
+def open_cluster_parts(params: dict[str, Any], out: Output) -> ClusterParts:
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
+    storage = open_storage_for(params, cfg)
+    meta = open_meta(cfg)
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
+    return ClusterParts(cfg, storage, meta, hosts, make_progress(as_json=out.as_json))
+
+
 async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
     from brsm.workflows.backup import BackupPorts, workflow
 
-    cfg = load_cluster(params.get("config"), cluster_flags(params))
-    storage = open_storage_for(params, cfg)
-    meta = open_meta(cfg)
-    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
-    ports = BackupPorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
-                        install_dir=lambda h: cfg.host(h).install_dir,
-                        create_backup_timeout=cfg.create_backup_timeout, lease_ttl=cfg.lease_ttl)
-    return Built(workflow(), ports, [storage, meta, hosts])
+    c = open_cluster_parts(params, out)
+    ports = c.ports(BackupPorts, create_backup_timeout=c.cfg.create_backup_timeout)
+    return Built(workflow(), ports, [c.storage, c.meta, c.hosts])
 
 
 async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
     from brsm.workflows.restore import RestorePorts, workflow
 
-    cfg = load_cluster(params.get("config"), cluster_flags(params))
-    storage = open_storage_for(params, cfg)
-    meta = open_meta(cfg)
-    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
-    from brsm.adapters.meta_codec import created_backup, decode_backup_meta
-
-    ports = RestorePorts(meta=meta, hosts=hosts, storage=storage, progress=make_progress(as_json=out.as_json),
-                         install_dir=lambda h: cfg.host(h).install_dir,
-                         decode_meta=lambda b: created_backup(decode_backup_meta(b)), lease_ttl=cfg.lease_ttl,
-                         configured_install_dir=cfg.configured_install_dir)
-    return Built(workflow(), ports, [storage, meta, hosts])
-
-
+    c = open_cluster_parts(params, out)
+    ports = c.ports(RestorePorts, decode_meta=lambda b: created_backup(decode_backup_meta(b)),
+                    configured_install_dir=c.cfg.configured_install_dir)
+    return Built(workflow(), ports, [c.storage, c.meta, c.hosts])
 
 
 def live_operations(journal: Any, *, exclude: int | None = None):

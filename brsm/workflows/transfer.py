@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError
 from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.workflows.limits import TokenBucket
+
+T = TypeVar("T")
 
 ATTEMPTS = 3
 _HASH_IN_THREAD = 256 << 10
@@ -148,45 +150,63 @@ class _HostFile:
         return self._meter.wrap(self._host.open_read(self._path, offset=offset))
 
 
+class _Redo(Exception):
+    """An attempt whose result is wrong although nothing failed (the target holds another size): tried
+    again at once, from the start."""
+
+    def __init__(self, error: BrsmError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _attempts(what: str, once: Callable[[_Meter], Awaitable[T]], meter: Callable[[], _Meter]) -> T:
+    """The one transfer-level retry loop, for uploads and downloads alike: what :func:`_transient`
+    says storage could not retry itself, ATTEMPTS times; each failed attempt's bytes leave the progress
+    total. A permanent error ends it at once."""
+    last: BaseException | None = None
+    for attempt in range(ATTEMPTS):
+        m = meter()
+        try:
+            return await once(m)
+        except _Redo as r:
+            m.undo()
+            last = r.error
+        except BrsmError as e:
+            m.undo()
+            last = e
+            if not (_transient(e) and attempt + 1 < ATTEMPTS):
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    assert last is not None
+    raise OperationFailed(f"{what} failed {ATTEMPTS} times: {last}", hint=getattr(last, "hint", None)) from last
+
+
 async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,
                       *, state: UploadState | None, on_part: Callable[[UploadState], None] | None) -> Uploaded:
     """Stream one host file into storage; returns its SHA-256 once the target confirmed it."""
-    last: BaseException | None = None
     sent = 0
-    for attempt in range(ATTEMPTS):
-        meter = _Meter(limits, progress, "copy", hash=False)
+
+    async def once(meter: _Meter) -> Uploaded:
+        nonlocal sent, state
         try:
-            try:
-                res = await storage.put(job.key, _HostFile(host, job.path, meter), job.size, state=state,
-                                        on_part=on_part)
-            finally:
-                sent += meter.bytes
-        except BrsmError as e:
-            meter.undo()
-            last = e
-            if _transient(e) and attempt + 1 < ATTEMPTS:
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            raise
+            res = await storage.put(job.key, _HostFile(host, job.path, meter), job.size, state=state, on_part=on_part)
+        finally:
+            sent += meter.bytes
         if res.size != job.size or len(res.sha256) != 64:
-            meter.undo()
-            last = StorageError(f"{job.key}: target has {res.size} bytes, source {job.size} bytes")
             state = None  # start the object over
-            continue
+            raise _Redo(StorageError(f"{job.key}: target has {res.size} bytes, source {job.size} bytes"))
         return Uploaded(res.sha256, sent)
-    assert last is not None
-    raise OperationFailed(f"copying {job.host}:{job.path} failed {ATTEMPTS} times: {last}",
-                          hint=getattr(last, "hint", None)) from last
+
+    return await _attempts(f"copying {job.host}:{job.path}", once,
+                           lambda: _Meter(limits, progress, "copy", hash=False))
 
 
 async def download_file(key: str, expected_sha: str | None, size: int, storage: Storage, host: HostPort, dest: str,
                         limits: Limits, progress: Progress) -> None:
     """Stream one object to a host (temp name + rename by the host port), hash checked on arrival
     (size only for a nebula-br backup, which records no checksums)."""
-    last: BaseException | None = None
-    for attempt in range(ATTEMPTS):
-        meter = _Meter(limits, progress, "download")
 
+    async def once(meter: _Meter) -> None:
         async def checked() -> AsyncIterator[bytes]:
             async for block in meter.wrap(storage.get(key)):
                 yield block
@@ -195,18 +215,9 @@ async def download_file(key: str, expected_sha: str | None, size: int, storage: 
                 raise StorageError(f"{key}: downloaded {meter.bytes} bytes sha256 {meter.hexdigest()[:12]}…, "
                                    f"manifest says {size} bytes {(expected_sha or 'no checksum')[:12]}…")
 
-        try:
-            await host.write_file(dest, checked())
-            return
-        except BrsmError as e:
-            meter.undo()
-            last = e
-            if _transient(e) and attempt + 1 < ATTEMPTS:
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            raise
-    assert last is not None
-    raise OperationFailed(f"downloading {key} to {host.name}:{dest} failed {ATTEMPTS} times: {last}") from last
+        await host.write_file(dest, checked())
+
+    await _attempts(f"downloading {key} to {host.name}:{dest}", once, lambda: _Meter(limits, progress, "download"))
 
 
 async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Limits,
