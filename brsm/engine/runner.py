@@ -12,7 +12,7 @@ import asyncio
 import getpass
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,18 @@ class Workflow:
     # outcome: reacquire and release what does not survive a process (leases, connections).
     attach: HookFn | None = None
     detach: HookFn | None = None
+
+    @classmethod
+    def of_phases(cls, kind: OperationKind, phases: Sequence[tuple[str, StepFn, UndoFn | None]], *,
+                  reducers: Mapping[str, Reducer], entry: Any) -> "Workflow":
+        """From a table of (step, what does it, what undoes it or None), in the kind's order, and the
+        module whose ``preflight``/``attach``/``detach`` take over a driver: a workflow reads as its table."""
+        names = [name for name, _, _ in phases]
+        if names != list(kind.steps):
+            raise ValueError(f"{kind.name}: phases {names} are not the kind's steps {list(kind.steps)}")
+        return cls(kind=kind, steps={n: do for n, do, _ in phases},
+                   undos={n: undo for n, _, undo in phases if undo is not None}, reducers=reducers,
+                   preflight=entry.preflight, attach=entry.attach, detach=entry.detach)
 
 
 @dataclass

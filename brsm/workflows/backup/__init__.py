@@ -53,15 +53,15 @@ REDUCERS = {
 }
 
 
+# step, what does it, what undoes it (CLEANED is final: nothing after it to undo)
+PHASES = [
+    ("LOCKED", check.locked, check.undo_locked),
+    ("SNAPSHOTTED", snapshot.snapshotted, snapshot.undo_snapshotted),
+    ("COPIED", copy.copied, copy.undo_copied),
+    ("UPLOADED", finish.uploaded, finish.undo_uploaded),
+    ("CLEANED", finish.cleaned, None),
+]
+
+
 def workflow() -> Workflow:
-    return Workflow(
-        kind=BACKUP,
-        steps={"LOCKED": check.locked, "SNAPSHOTTED": snapshot.snapshotted, "COPIED": copy.copied,
-               "UPLOADED": finish.uploaded, "CLEANED": finish.cleaned},
-        undos={"LOCKED": check.undo_locked, "SNAPSHOTTED": snapshot.undo_snapshotted, "COPIED": copy.undo_copied,
-               "UPLOADED": finish.undo_uploaded},
-        reducers=REDUCERS,
-        preflight=check.preflight,
-        attach=check.attach,
-        detach=check.detach,
-    )
+    return Workflow.of_phases(BACKUP, PHASES, reducers=REDUCERS, entry=check)

@@ -53,17 +53,18 @@ REDUCERS = {
 }
 
 
+# step, what does it, what undoes it (CLEANED is final: nothing after it to undo)
+PHASES = [
+    ("CHECKED", check.checked, check.undo_checked),
+    ("STAGED", stage.staged_step, stage.undo_staged),
+    ("STOPPED", swap.stopped, swap.undo_stopped),
+    ("SET_ASIDE", swap.set_aside, swap.undo_set_aside),
+    ("DOWNLOADED", stage.downloaded, stage.undo_downloaded),
+    ("META_RESTORED", finish.meta_restored, finish.undo_meta_restored),
+    ("STARTED", finish.started, finish.undo_started),
+    ("CLEANED", finish.cleaned, None),
+]
+
+
 def workflow() -> Workflow:
-    return Workflow(
-        kind=RESTORE,
-        steps={"CHECKED": check.checked, "STAGED": stage.staged_step, "STOPPED": swap.stopped,
-               "SET_ASIDE": swap.set_aside, "DOWNLOADED": stage.downloaded, "META_RESTORED": finish.meta_restored,
-               "STARTED": finish.started, "CLEANED": finish.cleaned},
-        undos={"CHECKED": check.undo_checked, "STAGED": stage.undo_staged, "STOPPED": swap.undo_stopped,
-               "SET_ASIDE": swap.undo_set_aside, "DOWNLOADED": stage.undo_downloaded,
-               "META_RESTORED": finish.undo_meta_restored, "STARTED": finish.undo_started},
-        reducers=REDUCERS,
-        preflight=check.preflight,
-        attach=check.attach,
-        detach=check.detach,
-    )
+    return Workflow.of_phases(RESTORE, PHASES, reducers=REDUCERS, entry=check)
