@@ -1,7 +1,6 @@
 """The `brsm` command. Only this layer catches BrsmError, prints it and picks the exit code."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -15,9 +14,8 @@ from brsm import __version__
 from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
-from brsm.cli.options import (AcceptNewOpt, ConcurrencyOpt, JsonOpt, KeepOnFailureOpt, KnownHostsOpt, MetaOpt,
-                              OssEndpointOpt, RateLimitOpt, S3EndpointOpt, S3RegionOpt, SshKeyOpt, SshPortOpt,
-                              SshUserOpt, flag_params)
+from brsm.cli.options import (AcceptNewOpt, JsonOpt, KnownHostsOpt, MetaOpt, RunOptions, SshKeyOpt, SshPortOpt,
+                              SshUserOpt, flag_params, with_run_options)
 
 app = typer.Typer(
     name="brsm",
@@ -89,54 +87,29 @@ def _drive(kind: str, params: dict[str, Any], *, json_: bool, auto_rollback: boo
     _start(kind, params, out=Output(as_json=json_), auto_rollback=auto_rollback)
 
 
-def _limits(concurrency: int, per_host: int, rate_limit: str | None) -> None:
-    from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
-
-    in_range("--concurrency", concurrency, CONCURRENCY)
-    in_range("--per-host", per_host, PER_HOST)
-    check_rate_limit(rate_limit)
-
-
 @start_app.command("backup")
+@with_run_options
 def start_backup(
+    run: RunOptions,
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
-    concurrency: ConcurrencyOpt = 8,
-    per_host: Annotated[int, typer.Option(help="Files transferred at once from one host (1-256).")] = 4,
-    rate_limit: RateLimitOpt = None,
-    keep_on_failure: KeepOnFailureOpt = False,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
-    meta: MetaOpt = None,
-    ssh_user: SshUserOpt = None,
-    ssh_key: SshKeyOpt = None,
-    ssh_port: SshPortOpt = None,
-    known_hosts: KnownHostsOpt = None,
-    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
-    _limits(concurrency, per_host, rate_limit)
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
         "spaces": [s for s in (spaces or "").split(",") if s],
-        "concurrency": concurrency,
-        "per_host": per_host,
-        "rate_limit": rate_limit,
-        "s3_endpoint": s3_endpoint,
-        "s3_region": s3_region,
-        "oss_endpoint": oss_endpoint,
-        "accept_new_host_keys": accept_new_host_keys,
-        **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts),
+        **run.params(),
     }
-    _drive("backup", params, json_=json_, auto_rollback=not keep_on_failure)
+    _drive("backup", params, json_=json_, auto_rollback=not run.keep_on_failure)
 
 
 @start_app.command("restore")
+@with_run_options
 def start_restore(
+    run: RunOptions,
     name: Annotated[str, typer.Option(help="The backup to restore (BACKUP_...).")],
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
@@ -149,21 +122,8 @@ def start_restore(
     allow_unverified: Annotated[bool, typer.Option(
         help="Restore a backup that records no checksums (nebula-br's, or one whose brsm-manifest.json is "
              "gone): its files are checked by size only.")] = False,
-    concurrency: ConcurrencyOpt = 8,
-    per_host: Annotated[int, typer.Option(help="Files transferred at once to one host (1-256).")] = 4,
-    rate_limit: RateLimitOpt = None,
-    keep_on_failure: KeepOnFailureOpt = False,
     service_timeout: Annotated[float, typer.Option(
         help="Seconds each daemon may take to stop, or to start and listen (all hosts at once).")] = 90.0,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
-    meta: MetaOpt = None,
-    ssh_user: SshUserOpt = None,
-    ssh_key: SshKeyOpt = None,
-    ssh_port: SshPortOpt = None,
-    known_hosts: KnownHostsOpt = None,
-    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Restore backup --name from --storage onto the cluster."""
@@ -174,7 +134,6 @@ def start_restore(
     from brsm.cli.inputs import check_backup_name
 
     check_backup_name(name, "--name")
-    _limits(concurrency, per_host, rate_limit)
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
@@ -184,17 +143,10 @@ def start_restore(
         "keep_old": keep_old,
         "offline": offline,
         "allow_unverified": allow_unverified,
-        "concurrency": concurrency,
-        "per_host": per_host,
-        "rate_limit": rate_limit,
         "service_timeout": service_timeout,
-        "s3_endpoint": s3_endpoint,
-        "s3_region": s3_region,
-        "oss_endpoint": oss_endpoint,
-        "accept_new_host_keys": accept_new_host_keys,
-        **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts),
+        **run.params(),
     }
-    _drive("restore", params, json_=json_, auto_rollback=not keep_on_failure)
+    _drive("restore", params, json_=json_, auto_rollback=not run.keep_on_failure)
 
 
 PinnedStorageOpt = Annotated[Optional[str], typer.Option(

@@ -1,7 +1,11 @@
 """The options several commands share, defined once (their help text is the CLI reference's)."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -18,6 +22,7 @@ S3EndpointOpt = Annotated[Optional[str], typer.Option(help="S3 endpoint URL (S3-
 S3RegionOpt = Annotated[Optional[str], typer.Option(help="S3 region.")]
 OssEndpointOpt = Annotated[Optional[str], typer.Option(help="OSS endpoint URL.")]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")]
+PerHostOpt = Annotated[int, typer.Option(help="Files transferred at once to or from one host (1-256).")]
 RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")]
 KeepOnFailureOpt = Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")]
 
@@ -50,3 +55,60 @@ def flag_params(meta: str | None, ssh_user: str | None, ssh_key: str | None, ssh
     if known_hosts:
         out["known_hosts"] = os.path.abspath(os.path.expanduser(known_hosts))
     return out
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options ``start backup`` and ``start restore`` share (how to reach the cluster and the
+    storage, how fast to move the bytes, what to do on failure), declared once: :func:`with_run_options`
+    adds them to both commands. Field order is the order ``--help`` shows them in."""
+    concurrency: ConcurrencyOpt = 8
+    per_host: PerHostOpt = 4
+    rate_limit: RateLimitOpt = None
+    keep_on_failure: KeepOnFailureOpt = False
+    s3_endpoint: S3EndpointOpt = None
+    s3_region: S3RegionOpt = None
+    oss_endpoint: OssEndpointOpt = None
+    meta: MetaOpt = None
+    ssh_user: SshUserOpt = None
+    ssh_key: SshKeyOpt = None
+    ssh_port: SshPortOpt = None
+    known_hosts: KnownHostsOpt = None
+    accept_new_host_keys: AcceptNewOpt = False
+
+    def params(self) -> dict:
+        """As operation params (journaled); the limits checked first (exit 2 before anything starts)."""
+        from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
+
+        in_range("--concurrency", self.concurrency, CONCURRENCY)
+        in_range("--per-host", self.per_host, PER_HOST)
+        check_rate_limit(self.rate_limit)
+        return {"concurrency": self.concurrency, "per_host": self.per_host, "rate_limit": self.rate_limit,
+                "s3_endpoint": self.s3_endpoint, "s3_region": self.s3_region, "oss_endpoint": self.oss_endpoint,
+                "accept_new_host_keys": self.accept_new_host_keys,
+                **flag_params(self.meta, self.ssh_user, self.ssh_key, self.ssh_port, self.known_hosts)}
+
+
+def with_run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A command ``fn(run: RunOptions, ...its own options..., json_)`` as typer sees it: its own
+    options, then RunOptions' fields, then ``--json`` (typer reads the signature; all keyword-only)."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    hints = {f.name: f for f in fields(RunOptions)}
+    shared = [inspect.Parameter(n, kw, default=f.default, annotation=_resolved(f.type)) for n, f in hints.items()]
+    tail = [p.replace(kind=kw) for p in own if p.name == "json_"]
+    head = [p.replace(kind=kw) for p in own if p.name != "json_"]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        run = RunOptions(**{n: kwargs.pop(n) for n in hints})
+        return fn(run=run, **kwargs)
+
+    command.__signature__ = inspect.Signature(head + shared + tail)  # type: ignore[attr-defined]
+    del command.__wrapped__  # typer must see this signature, not fn's
+    return command
+
+
+def _resolved(annotation: Any) -> Any:
+    """A field's annotation as an object (this module postpones annotations: they are strings)."""
+    return eval(annotation, globals()) if isinstance(annotation, str) else annotation  # noqa: S307 - our own names
