@@ -291,8 +291,19 @@ def classify_reply(msg: str, status: int, code: str, rules: ReplyRules, *,
     return StorageError(msg, permanent=True)
 
 
-def transport_error(e: BaseException, what: str, where: str) -> StorageError | None:
-    """The failures below any SDK (socket, timeout, OS): transient for every backend."""
+def transport_error(e: BaseException, what: str, where: str, http_module: str = "") -> StorageError | None:
+    """The failures below any SDK (socket, timeout, OS, and the HTTP client library the SDK uses,
+    ``http_module``'s own exception classes when it is installed): transient for every backend."""
+    if http_module:
+        import importlib
+
+        try:
+            mod = importlib.import_module(http_module)
+        except ImportError:  # pragma: no cover - the SDK needs it
+            mod = None
+        base = {"requests": "RequestException", "aiohttp": "ClientError"}[http_module]
+        if mod is not None and isinstance(e, getattr(mod, base)):
+            return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
     if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError)):
         return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
     return None

@@ -81,14 +81,8 @@ class OssStorage(BaseStorage):
             missing = key if key is not None and (
                 code == "NoSuchKey" or (status == 404 and code not in ("NoSuchBucket", "NoSuchUpload"))) else None
             return classify_reply(msg, status, code, self._rules(), missing_key=missing)
-        if (te := transport_error(e, what, where)) is not None:
+        if (te := transport_error(e, what, where, "requests")) is not None:
             return te
-        try:
-            import requests
-            if isinstance(e, requests.RequestException):
-                return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
-        except ImportError:  # pragma: no cover
-            pass
         raise e
 
     async def _run(self, what: str, fn: Callable[..., T], *args: Any, key: str | None = None, **kw: Any) -> T:

@@ -105,14 +105,8 @@ class S3Storage(BaseStorage):
                           bx.HTTPClientError, bx.ChecksumError)):
             return StorageError(f"{what} {where}: {e}", permanent=False,
                                 hint="is the S3 endpoint reachable?" if isinstance(e, bx.EndpointConnectionError) else None)
-        if (te := transport_error(e, what, where)) is not None:
+        if (te := transport_error(e, what, where, "aiohttp")) is not None:
             return te
-        try:
-            import aiohttp
-            if isinstance(e, aiohttp.ClientError):
-                return StorageError(f"{what} {where}: {type(e).__name__}: {e}", permanent=False)
-        except ImportError:  # pragma: no cover
-            pass
         if isinstance(e, bx.BotoCoreError):
             return StorageError(f"{what} {where}: {e}", permanent=True)
         raise e
