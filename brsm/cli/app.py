@@ -14,8 +14,7 @@ from brsm import __version__
 from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
-from brsm.cli.options import (AcceptNewOpt, JsonOpt, KnownHostsOpt, MetaOpt, RunOptions, SshKeyOpt, SshPortOpt,
-                              SshUserOpt, flag_params, with_run_options)
+from brsm.cli.options import AcceptNewOpt, ClusterFlags, JsonOpt, StoreFlags, TransferFlags, with_options
 
 app = typer.Typer(
     name="brsm",
@@ -88,9 +87,11 @@ def _drive(kind: str, params: dict[str, Any], *, json_: bool, auto_rollback: boo
 
 
 @start_app.command("backup")
-@with_run_options
+@with_options(run=TransferFlags, store=StoreFlags, cluster=ClusterFlags)
 def start_backup(
-    run: RunOptions,
+    run: TransferFlags,
+    store: StoreFlags,
+    cluster: ClusterFlags,
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
@@ -101,15 +102,17 @@ def start_backup(
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
         "spaces": [s for s in (spaces or "").split(",") if s],
-        **run.params(),
+        **run.params(), **store.params(), **cluster.params(),
     }
     _drive("backup", params, json_=json_, auto_rollback=not run.keep_on_failure)
 
 
 @start_app.command("restore")
-@with_run_options
+@with_options(run=TransferFlags, store=StoreFlags, cluster=ClusterFlags)
 def start_restore(
-    run: RunOptions,
+    run: TransferFlags,
+    store: StoreFlags,
+    cluster: ClusterFlags,
     name: Annotated[str, typer.Option(help="The backup to restore (BACKUP_...).")],
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
@@ -144,7 +147,7 @@ def start_restore(
         "offline": offline,
         "allow_unverified": allow_unverified,
         "service_timeout": service_timeout,
-        **run.params(),
+        **run.params(), **store.params(), **cluster.params(),
     }
     _drive("restore", params, json_=json_, auto_rollback=not run.keep_on_failure)
 
@@ -233,24 +236,19 @@ def cleanup(
 
 
 @app.command()
+@with_options(cluster=ClusterFlags)
 def gc(
+    cluster: ClusterFlags,
     config: Annotated[Optional[str], typer.Option(help="Cluster config (snapshots, set-aside dirs, leases).")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
     confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
     grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
-    meta: MetaOpt = None,
-    ssh_user: SshUserOpt = None,
-    ssh_key: SshKeyOpt = None,
-    ssh_port: SshPortOpt = None,
-    known_hosts: KnownHostsOpt = None,
-    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
-              "confirm": confirm, "grace_seconds": _duration(grace), "accept_new_host_keys": accept_new_host_keys,
-              **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts)}
+              "confirm": confirm, "grace_seconds": _duration(grace), **cluster.params()}
     st = _start("gc", params, out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:

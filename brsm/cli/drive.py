@@ -14,7 +14,7 @@ from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who
-from brsm.errors import BrsmError, Interrupted, OperationFailed
+from brsm.errors import BrsmError, Interrupted
 from brsm import wiring as registry
 
 

@@ -17,10 +17,9 @@ import click
 import typer
 
 from brsm.console.output import Output
-from brsm.errors import BrsmError, StorageError, UsageError, VerificationFailed
+from brsm.errors import BrsmError, UsageError, VerificationFailed
 
-from brsm.cli.options import (AcceptNewOpt, ConfigOpt, JsonOpt, KnownHostsOpt, MetaOpt, OssEndpointOpt, S3EndpointOpt,
-                              S3RegionOpt, SshKeyOpt, SshPortOpt, SshUserOpt, StorageOpt, flag_params)
+from brsm.cli.options import ClusterFlags, ConfigOpt, JsonOpt, StoreFlags, StorageOpt, with_options
 
 config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True)
 
@@ -42,13 +41,12 @@ def decode_meta(data: bytes):
     return decode_meta_facts(data)
 
 
-def _params(storage: str | None, config: str | None, s3_endpoint: str | None, s3_region: str | None,
-            oss_endpoint: str | None) -> tuple[dict[str, Any], Any]:
+def _params(storage: str | None, config: str | None, store: StoreFlags) -> tuple[dict[str, Any], Any]:
     from brsm.config import load_config
 
     config = config or os.environ.get("BRSM_CONFIG")
     cfg = load_config(config) if config else None
-    params = {"storage": storage, "s3_endpoint": s3_endpoint, "s3_region": s3_region, "oss_endpoint": oss_endpoint}
+    params = {"storage": storage, **store.params()}
     return params, cfg
 
 
@@ -143,19 +141,18 @@ def _in_use() -> dict[str, int]:
 
 
 # -- show -----------------------------------------------------------------------------------------
+@with_options(store=StoreFlags)
 def show(
+    store: StoreFlags,
     storage: StorageOpt = None,
     config: ConfigOpt = None,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """List the backups in a storage: created, spaces, size, state (complete, incomplete, broken), made by."""
     from brsm.workflows.catalog import list_backups
 
     out = Output(as_json=json_)
-    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    params, cfg = _params(storage, config, store)
     uri_holder: dict[str, str] = {}
 
     async def work(st):
@@ -188,7 +185,9 @@ def show(
 
 
 # -- verify ---------------------------------------------------------------------------------------
+@with_options(store=StoreFlags)
 def verify(
+    store: StoreFlags,
     name: Annotated[str, typer.Argument(help="The backup to check (BACKUP_...).")],
     storage: StorageOpt = None,
     config: ConfigOpt = None,
@@ -197,9 +196,6 @@ def verify(
     sample: Annotated[Optional[str], typer.Option(help="Re-hash a random share of the objects, e.g. 5%.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for --sample, to repeat the same pick.")] = None,
     concurrency: Annotated[int, typer.Option(help="Objects re-hashed at once (1-1024).")] = 4,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Check a backup: objects present with their sizes (--quick), re-hashed (--full), or a share re-hashed (--sample)."""
@@ -217,7 +213,7 @@ def verify(
     mode = FULL if full else SAMPLE if sample is not None else QUICK
     share = parse_sample(sample) if sample is not None else None
     out = Output(as_json=json_)
-    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    params, cfg = _params(storage, config, store)
     progress = make_progress(as_json=json_) if mode != QUICK else None
 
     async def work(st):
@@ -258,15 +254,14 @@ def verify(
 
 
 # -- prune ----------------------------------------------------------------------------------------
+@with_options(store=StoreFlags)
 def prune(
+    store: StoreFlags,
     storage: StorageOpt = None,
     config: ConfigOpt = None,
     keep_last: Annotated[Optional[int], typer.Option(help="Keep the N newest complete backups.")] = None,
     keep_within: Annotated[Optional[str], typer.Option(help="Keep complete backups created within this, e.g. 30d.")] = None,
     confirm: Annotated[bool, typer.Option(help="Delete (default: only show what would be deleted).")] = False,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within."""
@@ -276,7 +271,7 @@ def prune(
     within = parse_duration(keep_within) if keep_within is not None else None
     check_policy(keep_last, within)
     out = Output(as_json=json_)
-    params, cfg = _params(storage, config, s3_endpoint, s3_region, oss_endpoint)
+    params, cfg = _params(storage, config, store)
     now = int(time.time() * 1000)
     op_id = None
     if confirm:  # a journaled operation: audit shows every deleted backup, resume finishes a killed one
@@ -331,18 +326,12 @@ def _state_of(d: dict[str, Any]) -> str:
 
 
 # -- check ----------------------------------------------------------------------------------------
+@with_options(store=StoreFlags, cluster=ClusterFlags)
 def check(
+    store: StoreFlags,
+    cluster: ClusterFlags,
     config: ConfigOpt = None,
     storage: StorageOpt = None,
-    meta: MetaOpt = None,
-    ssh_user: SshUserOpt = None,
-    ssh_key: SshKeyOpt = None,
-    ssh_port: SshPortOpt = None,
-    known_hosts: KnownHostsOpt = None,
-    s3_endpoint: S3EndpointOpt = None,
-    s3_region: S3RegionOpt = None,
-    oss_endpoint: OssEndpointOpt = None,
-    accept_new_host_keys: AcceptNewOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Every preflight of a backup and a restore, changing nothing: metad, SSH and host keys, topology,
@@ -354,9 +343,7 @@ def check(
     out = Output(as_json=json_)
     cfg_path = config or os.environ.get("BRSM_CONFIG")
     params = {"config": os.path.abspath(cfg_path) if cfg_path else None, "storage": storage,
-              "s3_endpoint": s3_endpoint, "s3_region": s3_region, "oss_endpoint": oss_endpoint,
-              "accept_new_host_keys": accept_new_host_keys,
-              **flag_params(meta, ssh_user, ssh_key, ssh_port, known_hosts)}
+              **store.params(), **cluster.params()}
 
     async def go():
         ports, closables = open_check(params, out=out)

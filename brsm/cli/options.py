@@ -57,18 +57,41 @@ def flag_params(meta: str | None, ssh_user: str | None, ssh_key: str | None, ssh
     return out
 
 
+# Option groups: the options several commands share, declared once as a dataclass each; a command
+# takes the group as one parameter and :func:`with_options` shows its fields as options (typer reads
+# the signature). Field order is the order ``--help`` shows them in.
 @dataclass(frozen=True)
-class RunOptions:
-    """The options ``start backup`` and ``start restore`` share (how to reach the cluster and the
-    storage, how fast to move the bytes, what to do on failure), declared once: :func:`with_run_options`
-    adds them to both commands. Field order is the order ``--help`` shows them in."""
+class TransferFlags:
+    """How fast to move the bytes, and what to do when a step fails (start backup / restore)."""
     concurrency: ConcurrencyOpt = 8
     per_host: PerHostOpt = 4
     rate_limit: RateLimitOpt = None
     keep_on_failure: KeepOnFailureOpt = False
+
+    def params(self) -> dict:
+        """As operation params; the limits checked first (exit 2 before anything starts)."""
+        from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
+
+        in_range("--concurrency", self.concurrency, CONCURRENCY)
+        in_range("--per-host", self.per_host, PER_HOST)
+        check_rate_limit(self.rate_limit)
+        return {"concurrency": self.concurrency, "per_host": self.per_host, "rate_limit": self.rate_limit}
+
+
+@dataclass(frozen=True)
+class StoreFlags:
+    """The object store's endpoint and region, when the config does not name them."""
     s3_endpoint: S3EndpointOpt = None
     s3_region: S3RegionOpt = None
     oss_endpoint: OssEndpointOpt = None
+
+    def params(self) -> dict:
+        return {"s3_endpoint": self.s3_endpoint, "s3_region": self.s3_region, "oss_endpoint": self.oss_endpoint}
+
+
+@dataclass(frozen=True)
+class ClusterFlags:
+    """nebula-br's way of naming the cluster without a config file, and the first-contact host-key rule."""
     meta: MetaOpt = None
     ssh_user: SshUserOpt = None
     ssh_key: SshKeyOpt = None
@@ -77,36 +100,35 @@ class RunOptions:
     accept_new_host_keys: AcceptNewOpt = False
 
     def params(self) -> dict:
-        """As operation params (journaled); the limits checked first (exit 2 before anything starts)."""
-        from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
-
-        in_range("--concurrency", self.concurrency, CONCURRENCY)
-        in_range("--per-host", self.per_host, PER_HOST)
-        check_rate_limit(self.rate_limit)
-        return {"concurrency": self.concurrency, "per_host": self.per_host, "rate_limit": self.rate_limit,
-                "s3_endpoint": self.s3_endpoint, "s3_region": self.s3_region, "oss_endpoint": self.oss_endpoint,
-                "accept_new_host_keys": self.accept_new_host_keys,
+        """As operation params (journaled: a resume reaches the same cluster the same way)."""
+        return {"accept_new_host_keys": self.accept_new_host_keys,
                 **flag_params(self.meta, self.ssh_user, self.ssh_key, self.ssh_port, self.known_hosts)}
 
 
-def with_run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A command ``fn(run: RunOptions, ...its own options..., json_)`` as typer sees it: its own
-    options, then RunOptions' fields, then ``--json`` (typer reads the signature; all keyword-only)."""
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "run"]
-    kw = inspect.Parameter.KEYWORD_ONLY
-    hints = {f.name: f for f in fields(RunOptions)}
-    shared = [inspect.Parameter(n, kw, default=f.default, annotation=_resolved(f.type)) for n, f in hints.items()]
-    tail = [p.replace(kind=kw) for p in own if p.name == "json_"]
-    head = [p.replace(kind=kw) for p in own if p.name != "json_"]
+def with_options(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@with_options(store=StoreFlags)`` on ``fn(store: StoreFlags, ...own options..., json_)``: the
+    command typer sees takes its own options, then each group's fields, then ``--json`` (all keyword-only)
+    and calls ``fn`` with each group built from them."""
 
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        run = RunOptions(**{n: kwargs.pop(n) for n in hints})
-        return fn(run=run, **kwargs)
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=kw) for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.name not in groups]
+        members = {g: [f.name for f in fields(cls)] for g, cls in groups.items()}
+        shared = [inspect.Parameter(f.name, kw, default=f.default, annotation=_resolved(f.type))
+                  for cls in groups.values() for f in fields(cls)]
 
-    command.__signature__ = inspect.Signature(head + shared + tail)  # type: ignore[attr-defined]
-    del command.__wrapped__  # typer must see this signature, not fn's
-    return command
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            built = {g: cls(**{n: kwargs.pop(n) for n in members[g]}) for g, cls in groups.items()}
+            return fn(**built, **kwargs)
+
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p for p in own if p.name != "json_"] + shared + [p for p in own if p.name == "json_"])
+        del command.__wrapped__  # typer must see this signature, not fn's
+        return command
+
+    return wrap
 
 
 def _resolved(annotation: Any) -> Any:
