@@ -170,13 +170,15 @@ class SshHost:
     def _dead(self) -> bool:
         return self._conn is None or self._conn.is_closed()
 
-    def _drop(self) -> None:
+    def _take(self) -> list[asyncssh.SSHClientConnection]:
+        """The connection and the jump hosts it goes through, innermost first, forgotten by this host."""
         conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.abort()
         jumps, self._jumps = self._jumps, []
-        for j in reversed(jumps):
-            j.abort()
+        return ([conn] if conn is not None else []) + list(reversed(jumps))
+
+    def _drop(self) -> None:
+        for c in self._take():
+            c.abort()
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         if not self._dead():
@@ -263,16 +265,14 @@ class SshHost:
             return self._sftp
 
     async def close(self) -> None:
-        conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-        jumps, self._jumps = self._jumps, []
-        for j in reversed(jumps):
-            j.close()
+        """Each connection closed and waited for (5 s at most, then aborted), the innermost first: a
+        jump host's tunnel outlives the connection through it."""
+        for c in self._take():
+            c.close()
             try:
-                await asyncio.wait_for(conn.wait_closed(), 5)
+                await asyncio.wait_for(c.wait_closed(), 5)
             except (asyncio.TimeoutError, OSError, asyncssh.Error):
-                conn.abort()
+                c.abort()
 
     async def _guard(self, what: str, coro):
         """Run an SFTP/exec coroutine, translating errors; a dropped connection is forgotten."""
