@@ -45,6 +45,8 @@ from typing import Callable, Iterator
 from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
 
+from brsm.sandbox.served import ServedInThread
+
 CONTROL_PREFIX = "/_sandbox/"
 FAULT_PATH = "/_sandbox/fault"
 CHUNK = 64 * 1024
@@ -564,47 +566,25 @@ class _ProxyHTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class FaultProxy:
+class FaultProxy(ServedInThread):
     """``FaultProxy(host, port, upstream_host, upstream_port, flavor)``; ``start()``/``stop()``.
 
     ``current_bytes``: called when a quota is set, returns the bytes already stored upstream.
     ``check_auth(headers, path, method)``: returns ``(code, message)`` to reject a request with 403, or None.
     """
 
+    thread_name = "faultproxy"
+
     def __init__(self, host: str, port: int, upstream_host: str, upstream_port: int,
                  flavor: str = "s3", current_bytes: Callable[[], int] | None = None,
                  check_auth: Callable | None = None) -> None:
         self.state = FaultState(flavor)
-        self._server = _ProxyHTTPServer((host, port), _ProxyHandler)
-        self._server.state = self.state
-        self._server.upstream = (upstream_host, upstream_port)
-        self._server.current_bytes = current_bytes
-        self._server.check_auth = check_auth
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
-
-    @property
-    def endpoint(self) -> str:
-        h, p = self.address
-        return f"http://{h}:{p}"
-
-    def start(self) -> "FaultProxy":
-        self._thread = threading.Thread(target=self.serve_forever, name="faultproxy",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.05)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        httpd = _ProxyHTTPServer((host, port), _ProxyHandler)
+        httpd.state = self.state
+        httpd.upstream = (upstream_host, upstream_port)
+        httpd.current_bytes = current_bytes
+        httpd.check_auth = check_auth
+        super().__init__(httpd)
 
 
 def url_quote_path(p: str) -> str:

@@ -18,11 +18,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from brsm.sandbox.layout import port_open  # noqa: F401 - the orchestrator's too
 
 SERVICE_PORTS = {  # svc -> (port, ws_http_port), as Nebula's defaults
     "metad": (9559, 19559),
@@ -60,14 +61,6 @@ def read_pid_file(path: str) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
-
-
-def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def can_bind(host: str, port: int) -> bool:
@@ -215,37 +208,15 @@ class Host:
     wal_path: str = ""                    # storaged --wal_path (3.4+), "" = WALs beside the data
     disks: dict = field(default_factory=dict)  # data path -> the real dir it links to (symlinked variant)
 
-    @property
-    def install_dir(self) -> str:
-        return os.path.join(self.root, "install")
-
-    @property
-    def script(self) -> str:
-        return os.path.join(self.install_dir, "scripts", "nebula.service")
-
-    @property
-    def sshd_dir(self) -> str:
-        return os.path.join(self.root, "sshd")
-
-    @property
-    def sshd_config(self) -> str:
-        return os.path.join(self.sshd_dir, "sshd_config")
-
-    @property
-    def host_key(self) -> str:
-        return os.path.join(self.sshd_dir, "ssh_host_ed25519_key")
-
-    @property
-    def authorized_keys(self) -> str:
-        return os.path.join(self.sshd_dir, "authorized_keys")
-
-    @property
-    def deny_file(self) -> str:
-        return os.path.join(self.sshd_dir, "deny")
-
-    @property
-    def sshd_log(self) -> str:
-        return os.path.join(self.sshd_dir, "sshd.log")
+    # where each host keeps its install and its sshd's files
+    install_dir = property(lambda self: os.path.join(self.root, "install"))
+    script = property(lambda self: os.path.join(self.install_dir, "scripts", "nebula.service"))
+    sshd_dir = property(lambda self: os.path.join(self.root, "sshd"))
+    sshd_config = property(lambda self: os.path.join(self.sshd_dir, "sshd_config"))
+    host_key = property(lambda self: os.path.join(self.sshd_dir, "ssh_host_ed25519_key"))
+    authorized_keys = property(lambda self: os.path.join(self.sshd_dir, "authorized_keys"))
+    deny_file = property(lambda self: os.path.join(self.sshd_dir, "deny"))
+    sshd_log = property(lambda self: os.path.join(self.sshd_dir, "sshd.log"))
 
     def conf(self, svc: str) -> str:
         return os.path.join(self.install_dir, "etc", f"nebula-{svc}.conf")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import calendar
 import email.utils
 import hashlib
 import hmac
@@ -57,6 +56,7 @@ from xml.sax.saxutils import escape
 from oss2.auth import ProviderAuth
 from oss2.utils import Crc64
 
+from brsm.sandbox.served import ServedInThread
 from brsm.sandbox.faultproxy import (CHUNK, BodyReader, FaultState, _abort, error_xml,
                                      handle_control, is_control_request, new_request_id,
                                      virtual_host_bucket,
@@ -240,8 +240,10 @@ class Store:
         shutil.rmtree(self.mpu_dir / up.upload_id, ignore_errors=True)
 
 
-class OssServer:
+class OssServer(ServedInThread):
     """In-process OSS endpoint: ``OssServer(host, port, data_dir, bucket, key_id, key_secret)``."""
+
+    thread_name = "oss-server"
 
     def __init__(self, host: str, port: int, data_dir: str | os.PathLike, bucket: str,
                  key_id: str, key_secret: str, *, min_part_size: int = MIN_PART_SIZE) -> None:
@@ -253,34 +255,9 @@ class OssServer:
         self.min_part_size = min_part_size
         self.store = Store(Path(data_dir), bucket)
         self.faults = FaultState("oss")
-        self._httpd = _OssHTTPServer((host, port), _OssHandler)
-        self._httpd.oss = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._httpd.server_address[:2]
-
-    @property
-    def endpoint(self) -> str:
-        h, p = self.address
-        return f"http://{h}:{p}"
-
-    def start(self) -> "OssServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="oss-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever(poll_interval=0.05)
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        httpd = _OssHTTPServer((host, port), _OssHandler)
+        httpd.oss = self
+        super().__init__(httpd)
 
     def __enter__(self) -> "OssServer":
         return self.start()

@@ -146,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     announce(host, port, args)
 
     def stop() -> None:
-        proxy._server.shutdown()
+        proxy.shutdown()
 
     try:
         run_until_signal(proxy.serve_forever, stop, args)
     finally:
-        proxy._server.server_close()
+        proxy.close()
         # moto runs in a daemon thread holding only memory and temp files: it ends with the
         # process (moto.stop() would cost its 0.5 s poll interval for nothing)
     return 0
