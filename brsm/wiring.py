@@ -146,10 +146,9 @@ def live_operations(journal: Any, *, exclude: int | None = None):
 
     from brsm.engine.runner import op_ref
 
-    live, names, known, refs, known_refs = set(), {}, set(), set(), set()
+    live, names, refs, known_refs = set(), {}, set(), set()
     for op in journal.operations():
         ref = op_ref((op.params or {}).get("journal_id"), op.id)
-        known.add(op.id)
         known_refs.add(ref)
         if op.id == exclude or op.kind not in KINDS:
             continue
@@ -161,7 +160,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
         name = st.facts.get("backup_name") or st.params.get("name")
         if name and not (st.phase == PHASE_FAILED and not st.started):  # refused before any step: holds nothing
             names[name] = op.id
-    return LiveOps(frozenset(live), names, frozenset(known), refs=frozenset(refs), known_refs=frozenset(known_refs),
+    return LiveOps(frozenset(live), names, refs=frozenset(refs), known_refs=frozenset(known_refs),
                    journal_id=getattr(journal, "journal_id", None))
 
 

@@ -294,10 +294,3 @@ class Lease:
         holder = await read_holder(host, path)
         if self.mine(holder):
             await host.remove_tree(path)
-
-    async def held_by_us(self) -> bool:
-        for host, path in self.hosts:
-            holder = await read_holder(host, path)
-            if not self.mine(holder):
-                return False
-        return True

@@ -33,7 +33,6 @@ class LiveOps:
 
     op_ids: frozenset[int] = frozenset()
     names: dict[str, int] = field(default_factory=dict)  # backup name -> op id
-    known_ids: frozenset[int] = frozenset()  # every op id in this journal
     # the same as refs (`<journal id>-<op id>`, brsm.engine.runner.op_ref): what is on a cluster is judged by these
     refs: frozenset[str] = frozenset()
     known_refs: frozenset[str] = frozenset()
@@ -46,7 +45,7 @@ def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = fr
 
     >>> judge_set_aside("3f9a0c12be47-38", LiveOps(known_refs=frozenset({"3f9a0c12be47-38"})))[0]
     'set_aside'
-    >>> judge_set_aside("38", LiveOps(known_ids=frozenset({38}), known_refs=frozenset({"38"})))[0]  # older brsm
+    >>> judge_set_aside("38", LiveOps(known_refs=frozenset({"38"})))[0]  # older brsm
     'set_aside_unknown'
     """
     if token in live.refs or token in lease_owners:

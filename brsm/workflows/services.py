@@ -16,8 +16,8 @@ after ``stop`` waits until the process is gone **and** its port is closed; after
 runs **and** its port is open. Every host at once, each wait bounded, and a failure names every host
 that did not get there and why.
 
-The parsing (``parse_status``, ``already_running``) and the port probe's argv (``port_probe_argv``)
-are pure; ``start``/``stop`` drive them over ``HostsPort``.
+The parsing (``parse_status``, ``already_running``, ``parse_host_check``) and the host check's argv
+(``host_check_argv``) are pure; ``start``/``stop`` drive them over ``HostsPort``.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ FIRST_POLL = 0.05   # the first re-check after start/stop comes quickly …
 MAX_POLL = 0.5      # … then backs off to twice a second (each poll is one exec; this wait is downtime)
 EXITED_GRACE = 5.0  # a daemon seen "Exited" this long after a start that said nothing failing has died
 PORT_PROBE_SECONDS = 5
-# `timeout N bash -c SCRIPT NAME ADDRESS PORT`: the address and port are positional arguments of
-# the fixed script, never spliced into it.
+# the port probe inside HOST_CHECK_SCRIPT: `timeout N bash -c SCRIPT NAME ADDRESS PORT`, the address
+# and port positional arguments of the fixed script, never spliced into it
 PORT_PROBE_SCRIPT = 'exec 3<>"/dev/tcp/$1/$2"'
 # "Is it down?" in one SSH exec per host: each daemon's `nebula.service status`, its port probe, and
 # the processes using the data dirs (issue 15: these checks run inside a restore's downtime, where
@@ -126,14 +126,6 @@ def script_dir(svc: dict[str, Any], configured: Callable[[str], str | None] | No
     if configured is None:
         return default(svc["host"])
     return configured(svc["host"]) or svc.get("root") or default(svc["host"])
-
-
-def port_probe_argv(address: str, port: int) -> tuple[str, ...]:
-    """A command that exits 0 when ``address:port`` accepts a TCP connection, run on that host (the
-    service's own address, seen from its machine):
-    ``('timeout', '5', 'bash', '-c', 'exec 3<>"/dev/tcp/$1/$2"', 'brsm-port-probe', '127.0.0.101', '9779')``."""
-    return ("timeout", str(PORT_PROBE_SECONDS), "bash", "-c", PORT_PROBE_SCRIPT, "brsm-port-probe", address,
-            str(int(port)))
 
 
 def _tail(r: RunResult, lines: int = 6) -> str:

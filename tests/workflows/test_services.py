@@ -10,7 +10,7 @@ from brsm.errors import OperationFailed
 from brsm.fakes import FakeCluster, FakeHosts
 from brsm.fakes.cluster import CLUSTER_ID_FILE, encode_cluster_id
 from brsm.workflows import services
-from brsm.workflows.services import ServiceStatus, ServiceTarget, already_running, parse_status, port_probe_argv
+from brsm.workflows.services import ServiceStatus, ServiceTarget, already_running, host_check_argv, parse_status
 
 # What the real script prints (status_daemon, start_daemon, stop_daemon): no tty, so no colours.
 REAL_STATUS_ALL = """\
@@ -55,10 +55,12 @@ def test_already_running():
     assert already_running("[INFO] Starting nebula-metad...\n[INFO] Done\n", "metad") is None
 
 
-def test_port_probe_argv_keeps_address_and_port_out_of_the_script():
-    argv = port_probe_argv("127.0.0.101", 9779)
-    assert argv == ("timeout", "5", "bash", "-c", 'exec 3<>"/dev/tcp/$1/$2"', "brsm-port-probe", "127.0.0.101", "9779")
-    assert port_probe_argv("a'b; rm -rf /", 1)[-2] == "a'b; rm -rf /"  # an argument, never code
+def test_the_host_check_keeps_every_value_out_of_its_script():
+    hostile = "a'b; rm -rf /"
+    argv = host_check_argv([("storaged", ServiceTarget(hostile, "/opt/x y", 9779))], ["/data/$(reboot)"])
+    assert argv[:2] == ("bash", "-c") and hostile not in argv[2] and "$(reboot)" not in argv[2]
+    assert argv[3:9] == ("brsm-host-check", "1", "storaged", "/opt/x y", hostile, "9779")  # arguments, never code
+    assert "/data/$(reboot)" in argv[9:]
 
 
 def test_doctests():
