@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,24 +41,62 @@ _SIGV4_RE = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeader
                        r"Signature=([0-9a-f]+)")
 
 
-def sigv4_signature(secret: str, method: str, path: str, headers, signed: list[str], scope: str) -> str:
-    """The SigV4 signature S3 computes for a header-signed request (AWS's algorithm, S3 flavour:
-    the path as sent, query pairs sorted as sent, the payload hash from x-amz-content-sha256)."""
+def sigv4_signature(secret: str, method: str, path: str, headers, signed: list[str], scope: str, *,
+                    amz_date: str | None = None, payload: str | None = None) -> str:
+    """The SigV4 signature S3 computes (AWS's algorithm, S3 flavour: the path as sent, query pairs
+    sorted as sent, X-Amz-Signature left out). Header-signed: the date from x-amz-date and the payload
+    hash from x-amz-content-sha256; presigned: both given (X-Amz-Date, UNSIGNED-PAYLOAD)."""
     import hashlib
     import hmac
 
     parts = urlsplit(path)
-    query = "&".join(f"{k}={v}" for k, v in sorted(p.partition("=")[::2] for p in parts.query.split("&") if p))
+    pairs = sorted(p.partition("=")[::2] for p in parts.query.split("&") if p)
+    query = "&".join(f"{k}={v}" for k, v in pairs if k != "X-Amz-Signature")
     canon_headers = "".join(f"{h}:{','.join(' '.join(v.split()) for v in headers.get_all(h, []))}\n"
                             for h in signed)
-    payload = headers.get("x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
+    payload = payload or headers.get("x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
     canonical = "\n".join([method, parts.path or "/", query, canon_headers, ";".join(signed), payload])
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", headers.get("x-amz-date", ""), scope,
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date or headers.get("x-amz-date", ""), scope,
                          hashlib.sha256(canonical.encode()).hexdigest()])
     key = ("AWS4" + secret).encode()
     for part in scope.split("/"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+PRESIGN_MAX_EXPIRES = 604800  # seven days: S3 refuses a longer X-Amz-Expires
+_MISMATCH = ("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you "
+             "provided. Check your key and signing method.")
+
+
+def presigned_refusal(secret: str, method: str, path: str, headers, q: dict[str, list[str]],
+                      now: float | None = None) -> tuple[str, str] | None:
+    """S3's answer to a SigV4 presigned URL (query authentication), or None to let it through: the
+    signature over method, path, the query without X-Amz-Signature, the signed headers and
+    UNSIGNED-PAYLOAD must match, then X-Amz-Date + X-Amz-Expires must not have passed."""
+    import calendar
+    import hmac
+
+    one = {k: v[0] for k, v in q.items()}
+    try:
+        signed_at = calendar.timegm(time.strptime(one["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+        expires = int(one["X-Amz-Expires"])
+        scope = one["X-Amz-Credential"].split("/", 1)[1]
+        signed = one["X-Amz-SignedHeaders"].split(";")
+    except (KeyError, ValueError, IndexError):
+        return ("AuthorizationQueryParametersError", "Query-string authentication version 4 requires the "
+                "X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
+                "X-Amz-Expires parameters.")
+    if not 1 <= expires <= PRESIGN_MAX_EXPIRES:
+        return ("AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800")
+    want = sigv4_signature(secret, method, path, headers, signed, scope, amz_date=one["X-Amz-Date"],
+                           payload="UNSIGNED-PAYLOAD")
+    if not hmac.compare_digest(want, one.get("X-Amz-Signature", "")):
+        return _MISMATCH
+    if (time.time() if now is None else now) > signed_at + expires:
+        return ("AccessDenied", "Request has expired")
+    return None
 
 
 def make_auth_check(key_id: str, secret: str | None = None):
@@ -72,9 +111,7 @@ def make_auth_check(key_id: str, secret: str | None = None):
                 scope = sig.group(1).split("/", 1)[1]
                 want = sigv4_signature(secret, method, path, headers, sig.group(2).split(";"), scope)
                 if want != sig.group(3):
-                    return ("SignatureDoesNotMatch",
-                            "The request signature we calculated does not match the signature you provided. "
-                            "Check your key and signing method.")
+                    return _MISMATCH
         elif auth.startswith("AWS "):
             found = auth[4:].split(":", 1)[0]
         elif path:
@@ -82,6 +119,10 @@ def make_auth_check(key_id: str, secret: str | None = None):
             cred = (q.get("X-Amz-Credential") or q.get("AWSAccessKeyId") or [None])[0]
             if cred:
                 found = cred.split("/", 1)[0]
+            if found == key_id and secret is not None and method is not None and "X-Amz-Signature" in q:
+                refused = presigned_refusal(secret, method, path, headers, q)
+                if refused:
+                    return refused
         if found is None:
             return ("AccessDenied", "Anonymous access is not allowed by the sandbox.")
         if found != key_id:
