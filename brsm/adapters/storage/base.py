@@ -573,6 +573,32 @@ class BaseStorage(ABC):
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         raise NotImplementedError
 
+    # -- signed URLs: the direct data path (issue 16) ----------------------------------------
+    # A store that signs URLs (S3, OSS) lets a host move a file's bytes itself, with brsm handing it a
+    # short-lived URL per part. The URLs carry a signature: never journaled, logged or printed.
+    signs_urls = False
+
+    async def begin_upload(self, key: str) -> str:
+        return await self._mp_create(self.full_key(key))
+
+    async def uploaded_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        return await self._mp_list_parts(self.full_key(key), upload_id)
+
+    async def finish_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        """``parts``: [{"n", "etag", "size"}] in order, as the host reported them."""
+        await self._mp_complete(self.full_key(key), upload_id, parts)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self._mp_abort(self.full_key(key), upload_id)
+
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
+        """A URL that lets its holder PUT part ``n`` (with exactly that Content-MD5) for ``expires`` s."""
+        raise NotImplementedError(f"{self.scheme} storage signs no URLs")
+
+    async def get_url(self, key: str, expires: int) -> str:
+        """A URL that lets its holder GET (ranges of) the object for ``expires`` s."""
+        raise NotImplementedError(f"{self.scheme} storage signs no URLs")
+
 
 async def probe(storage: Any) -> None:
     """Backup preflight: write a small probe object, read it back, delete it (any Storage)."""

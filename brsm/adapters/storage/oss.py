@@ -250,6 +250,18 @@ class OssStorage(BaseStorage):
         await self._run("complete_upload", self._bucket.complete_multipart_upload, full, upload_id, infos,
                         key=self.rel_key(full))
 
+    # -- signed URLs (OSS V1 URL signatures, computed locally: no request) --------------------
+    signs_urls = True
+
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
+        # the V1 signature covers Content-MD5 and Content-Type: the host sends exactly these
+        return self._bucket.sign_url("PUT", self.full_key(key), int(expires), slash_safe=True,
+                                     headers={"Content-MD5": md5, "Content-Type": "application/octet-stream"},
+                                     params={"partNumber": str(int(n)), "uploadId": upload_id})
+
+    async def get_url(self, key: str, expires: int) -> str:
+        return self._bucket.sign_url("GET", self.full_key(key), int(expires), slash_safe=True)
+
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         import oss2.exceptions as ox
         try:

@@ -66,6 +66,7 @@ class S3Storage(BaseStorage):
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                     s3={"addressing_style": "path"} if self.endpoint else None,
+                    signature_version="s3v4",  # also for presigned URLs (the direct data path)
                 )
                 stack = AsyncExitStack()
                 try:
@@ -286,6 +287,20 @@ class S3Storage(BaseStorage):
         await self._call("complete_upload", "complete_multipart_upload", self.rel_key(full), Key=full,
                          UploadId=upload_id,
                          MultipartUpload={"Parts": [{"PartNumber": p["n"], "ETag": f'"{p["etag"]}"'} for p in parts]})
+
+    # -- signed URLs (SigV4 query signing, computed locally: no request) ----------------------
+    signs_urls = True
+
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
+        c = await self._c()
+        return await c.generate_presigned_url("upload_part", ExpiresIn=int(expires), Params={
+            "Bucket": self.bucket, "Key": self.full_key(key), "UploadId": upload_id, "PartNumber": int(n),
+            "ContentMD5": md5})
+
+    async def get_url(self, key: str, expires: int) -> str:
+        c = await self._c()
+        return await c.generate_presigned_url("get_object", ExpiresIn=int(expires),
+                                              Params={"Bucket": self.bucket, "Key": self.full_key(key)})
 
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         try:
