@@ -127,6 +127,24 @@ class HostPort(Protocol):
 
 
 @runtime_checkable
+class HelperChannel(Protocol):
+    """The direct data path's helper running on a host (brsm.adapters.direct_helper documents its
+    messages): JSON objects both ways. Closing it, or losing the connection, ends its input, and the
+    helper stops at once."""
+
+    async def send(self, msg: dict[str, Any]) -> None: ...
+    async def receive(self) -> dict[str, Any] | None: ...  # None: the helper ended
+    async def close(self) -> int | None: ...  # its exit status, if it gave one
+
+
+@runtime_checkable
+class RunsHelper(Protocol):
+    """A host that can run the direct data path's helper (the SSH hosts; the fakes cannot)."""
+
+    async def start_helper(self) -> HelperChannel: ...
+
+
+@runtime_checkable
 class HostsPort(Protocol):
     """All hosts of the cluster, pooled: one SSH connection per host, opened on first use."""
 

@@ -18,6 +18,9 @@ OSS's V1 signature covers): JSON lines both ways, one file at a time.
     brsm -> helper   {"url": "https://..."}
     helper -> brsm   {"file": P, "size": S, "sha256": H}     (written to P.brsm-tmp, checked, fsynced, renamed)
 
+    brsm -> helper   {"op": "probe", "url": U, "data": "..."}   (preflight: can this host reach the store?)
+    helper -> brsm   {"probe": true}  or  {"probe": false, "error": {...}}
+
 ``skip``: parts an earlier run stored (journaled by brsm): read for the whole file's SHA-256, not sent.
 A failed request is {"error": {...}, "n": k} without the URL (it carries a signature); brsm answers with
 a new URL for the same part (a retry, or a renewal after expiry) or aborts the file. ``rate`` (bytes/s)
@@ -228,6 +231,22 @@ def get(q, cmd, pace):
     out({"file": path, "size": size, "sha256": whole.hexdigest()})
 
 
+def probe(cmd):
+    """Can this host reach the store? One signed PUT of a few known bytes (a part brsm aborts)."""
+    data = cmd["data"].encode()
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    try:
+        status, _h, body = request("PUT", cmd["url"], data, {
+            "Content-Length": str(len(data)), "Content-MD5": md5, "Content-Type": "application/octet-stream"})
+    except (OSError, http.client.HTTPException) as e:
+        out({"probe": False, "error": {"status": 0, "code": type(e).__name__, "message": str(e)[:300]}})
+        return
+    if 200 <= status < 300:
+        out({"probe": True})
+    else:
+        out({"probe": False, "error": error_of(status, body)})
+
+
 def main():
     q = queue.Queue()
     t = threading.Thread(target=reader, args=(q,))
@@ -243,6 +262,8 @@ def main():
                 put(q, cmd, pace)
             elif op == "get":
                 get(q, cmd, pace)
+            elif op == "probe":
+                probe(cmd)
             elif op == "exit":
                 return
         except (OSError, ValueError) as e:

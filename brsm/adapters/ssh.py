@@ -312,6 +312,19 @@ class SshHost:
             return proc.exit_status
         return 128 + 9 if proc.exit_signal else 255
 
+    async def start_helper(self) -> "HelperProcess":
+        """The direct data path's helper (brsm.adapters.direct_helper), run by the host's own python3:
+        one SSH channel, held until the helper is closed; it ends with the channel."""
+        conn = await self._connection()
+        await self._sessions.acquire()
+        try:
+            proc = await self._guard("start the direct-path helper", conn.create_process(
+                shlex.join(["python3", "-c", direct_helper_source()]), encoding="utf-8"))
+        except BaseException:
+            self._sessions.release()
+            raise
+        return HelperProcess(self.name, proc, self._sessions.release)
+
     async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult:
         proc = await self._exec(argv, timeout, "utf-8")
         res = RunResult(self._status(proc), proc.stdout or "", proc.stderr or "")
@@ -506,3 +519,68 @@ class SshHosts:
     async def close(self) -> None:
         hosts, self._hosts = list(self._hosts.values()), {}
         await asyncio.gather(*(h.close() for h in hosts), return_exceptions=True)
+
+
+def direct_helper_source() -> str:
+    """The helper's program text, as sent to the hosts (read once)."""
+    global _HELPER_SOURCE
+    if _HELPER_SOURCE is None:
+        import pathlib
+
+        _HELPER_SOURCE = (pathlib.Path(__file__).parent / "direct_helper.py").read_text()
+    return _HELPER_SOURCE
+
+
+_HELPER_SOURCE: str | None = None
+
+
+class HelperProcess:
+    """brsm.ports.HelperChannel over one SSH channel. What the helper writes to stderr is kept (the
+    tail) for the error that ends it; it never holds a URL (the helper reports errors without them)."""
+
+    def __init__(self, host: str, proc: asyncssh.SSHClientProcess, release: Callable[[], None]) -> None:
+        self.host, self._p, self._release = host, proc, release
+        self._closed = False
+
+    async def send(self, msg: dict) -> None:
+        import json
+
+        try:
+            self._p.stdin.write(json.dumps(msg) + "\n")
+            await self._p.stdin.drain()
+        except (asyncssh.Error, OSError, BrokenPipeError) as e:
+            raise RemoteError(f"{self.host}: the direct-path helper stopped taking input: {type(e).__name__}",
+                              host=self.host) from e
+
+    async def receive(self) -> dict | None:
+        import json
+
+        try:
+            line = await self._p.stdout.readline()
+        except (asyncssh.Error, OSError) as e:
+            raise RemoteError(f"{self.host}: lost the direct-path helper: {type(e).__name__}: {e}",
+                              host=self.host) from e
+        if not line:
+            return None
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"error": {"status": 0, "code": "BadHelperOutput", "message": line[:200]}, "n": 0, "fatal": True}
+
+    async def close(self) -> int | None:
+        if self._closed:
+            return self._p.exit_status
+        self._closed = True
+        try:
+            try:
+                self._p.stdin.write('{"op": "exit"}\n')
+                self._p.stdin.write_eof()
+            except (asyncssh.Error, OSError):
+                pass
+            try:
+                await asyncio.wait_for(self._p.wait_closed(), 10)
+            except (asyncio.TimeoutError, asyncssh.Error, OSError):
+                self._p.close()
+            return self._p.exit_status
+        finally:
+            self._release()

@@ -58,6 +58,8 @@ async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterab
 def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
     if "topology" in data:
         acc["topology"] = data["topology"]
+    if "data_path" in data:  # the backup's choice (issue 16), kept for COPIED and every resume
+        acc["data_path"], acc["data_path_why"] = data["data_path"], data.get("data_path_why", "")
 
 
 async def as_preflight(aw: Awaitable[Any]) -> Any:

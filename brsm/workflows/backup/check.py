@@ -5,7 +5,7 @@ from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, UsageError
-from brsm.workflows import common
+from brsm.workflows import common, direct
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits
 from brsm.workflows.backup.context import _ports
@@ -34,7 +34,11 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
         ctx, p.meta, [spaces[k] for k in (wanted or spaces)], p.progress,
         "not in the backup (rebuild them after a restore)"))
     await common.probe_storage(ctx, p.storage)
-    return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))}}
+    names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
+    path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
+                               p.storage, p.progress)
+    return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))},
+            "data_path": path.mode, "data_path_why": path.why}
 
 
 async def attach(ctx: StepContext) -> None:

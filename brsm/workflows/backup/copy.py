@@ -1,17 +1,18 @@
 """COPIED: every checkpoint file (and metad's SSTs) streamed into storage, each journaled."""
 from __future__ import annotations
 
+import asyncio
 import json
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import PreflightFailed, StorageError
+from brsm.errors import PreflightFailed, RemoteError, StorageError
 from brsm.ports import HostAddr, UploadState
-from brsm.workflows import common, topology
+from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
-from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file
+from brsm.workflows.transfer import ATTEMPTS, EventBatcher, FileJob, Limits, run_bounded, upload_file
 from brsm.workflows.backup.context import FILES_PLANNED, FILE_COPIED, PART_UPLOADED, PLAN_WALKS, _ports
 
 
@@ -114,10 +115,13 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
                 parts_sent += 1
                 failpoints.hit(f"part:{parts_sent}")
 
-        up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
-                               state=state, on_part=on_part)
-        digest = up.sha256
-        sent[0] += up.sent
+        if ctx.extra.get("data_path") == direct.DIRECT:
+            digest = await _send_direct(ctx, job, state, on_part)
+        else:
+            up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
+                                   state=state, on_part=on_part)
+            digest = up.sha256
+            sent[0] += up.sent
         count += 1
         failpoints.hit(f"file:{count}")
         events.add(FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
@@ -129,7 +133,31 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
     return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
-            "bytes_sent": sent[0]}
+            "bytes_sent": sent[0], "data_path": ctx.extra.get("data_path", direct.VIA_BRSM),
+            "data_path_why": ctx.extra.get("data_path_why", "")}
+
+
+async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_part) -> str:
+    """The host sends the file itself (issue 16); a dropped helper or a store error is tried again
+    from the parts journaled so far (ATTEMPTS times, as on the path through brsm)."""
+    p, limits = _ports(ctx), ctx.runtime["limits"]
+    latest = [state]
+
+    def journal(s: UploadState) -> None:
+        latest[0] = s
+        on_part(s)
+
+    rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
+    for attempt in range(ATTEMPTS):
+        try:
+            moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage,
+                                        p.progress, state=latest[0], on_part=journal, rate=rate)
+            return moved.sha256
+        except (RemoteError, StorageError) as e:
+            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def undo_copied(ctx: StepContext) -> None:

@@ -1,0 +1,201 @@
+"""The direct data path (issue 16): every host moves its own bytes to and from S3/OSS; brsm signs,
+orchestrates and journals, and no file byte crosses it.
+
+brsm runs a small helper on each host (``HostPort.start_helper``, see brsm.adapters.direct_helper for
+its messages) and answers each of its "I need a URL for part n" with a URL signed for that part and its
+Content-MD5, valid URL_SECONDS. The URL is handed over and forgotten: it carries a signature, so it is
+never journaled, logged or put in an error. Parts are journaled as the hosts report them (the same
+``PartUploaded`` events as the path through brsm), so a resume continues after the last stored part and
+a rollback aborts the open upload, exactly as today.
+
+Chosen per run by :func:`choose`: "direct" when the store signs URLs and every host runs the helper
+(python3 >= 3.6) and reaches the store with a signed probe; else "via-brsm" with the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from brsm.errors import OperationFailed, PreflightFailed, RemoteError, StorageError
+from brsm.ports import HelperChannel, HostPort, Progress, RunsHelper, UploadState
+
+DIRECT, VIA_BRSM, AUTO = "direct", "via-brsm", "auto"
+MODES = (AUTO, DIRECT, VIA_BRSM)
+URL_SECONDS = 900  # a part's URL is signed when the host asks for it: minutes are plenty
+PART_ATTEMPTS = 5
+MIN_PYTHON = (3, 6)
+PROBE_PREFIX = ".brsm-direct-probe-"
+
+
+@dataclass(frozen=True)
+class Choice:
+    mode: str  # DIRECT or VIA_BRSM
+    why: str
+
+
+def decide(asked: str, signs_urls: bool, refusals: Sequence[str]) -> Choice:
+    """The data path for a run (pure): ``refusals`` are "host: why" for hosts that cannot go direct.
+
+    >>> decide("auto", True, []).mode, decide("auto", True, ["h1: no python3"]).why
+    ('direct', 'h1: no python3; the bytes go through brsm')
+    >>> decide("via-brsm", True, []).mode
+    'via-brsm'
+    """
+    if asked == VIA_BRSM:
+        return Choice(VIA_BRSM, "--data-path via-brsm")
+    if not signs_urls:
+        return Choice(VIA_BRSM, "the storage signs no URLs (local storage): the bytes go through brsm")
+    if refusals:
+        return Choice(VIA_BRSM, f"{'; '.join(refusals)}; the bytes go through brsm")
+    return Choice(DIRECT, "every host runs the helper and reaches the store: each host moves its own bytes")
+
+
+def python_refusal(hello: dict[str, Any] | None) -> str | None:
+    """Why a helper's greeting rules the host out, or None.
+
+    >>> python_refusal({"hello": 1, "python": "3.6.8"}), python_refusal({"hello": 1, "python": "3.5.2"})
+    (None, 'python3 is 3.5.2, the helper needs 3.6 or newer')
+    """
+    if not hello or "hello" not in hello:
+        return "python3 did not run the helper"
+    try:
+        version = tuple(int(x) for x in str(hello.get("python", "0")).split(".")[:2])
+    except ValueError:
+        return f"python3 says it is {hello.get('python')!r}"
+    if version < MIN_PYTHON:
+        return f"python3 is {hello.get('python')}, the helper needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer"
+    return None
+
+
+async def _start(host: HostPort) -> HelperChannel:
+    if not isinstance(host, RunsHelper):
+        raise RemoteError(f"{host.name}: this host cannot run the direct-path helper", host=host.name)
+    helper = await host.start_helper()
+    why = python_refusal(await helper.receive())
+    if why:
+        status = await helper.close()
+        raise RemoteError(f"{host.name}: {why}" + (f" (exit {status})" if status not in (None, 0) else ""),
+                          host=host.name, hint="install python3 (3.6+) there, or use --data-path via-brsm")
+    return helper
+
+
+async def probe_host(host: HostPort, storage: Any) -> str | None:
+    """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None."""
+    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    data = f"brsm direct probe from {host.name}"
+    try:
+        helper = await _start(host)
+    except RemoteError as e:
+        return e.message.split(": ", 1)[-1] if e.message.startswith(f"{host.name}: ") else e.message
+    upload = await storage.begin_upload(key)
+    try:
+        md5 = _b64md5(data.encode())
+        await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
+        got = await helper.receive()
+        if not got or not got.get("probe"):
+            err = (got or {}).get("error") or {}
+            return f"cannot reach the store: {err.get('code') or err.get('status') or 'no answer'}"
+        return None
+    finally:
+        await helper.close()
+        await storage.abort_upload(key, upload)
+
+
+async def choose(asked: str, hosts: Sequence[HostPort], storage: Any, progress: Progress) -> Choice:
+    """Preflight: try every host at once unless the choice is already made."""
+    signs = bool(getattr(storage, "signs_urls", False))
+    if asked == VIA_BRSM or not signs:
+        c = decide(asked, signs, [])
+    else:
+        whys = await asyncio.gather(*(probe_host(h, storage) for h in hosts))
+        c = decide(asked, signs, [f"{h.name}: {w}" for h, w in zip(hosts, whys) if w])
+    if asked == DIRECT and c.mode != DIRECT:
+        raise PreflightFailed(f"--data-path direct is not possible: {c.why.removesuffix('; the bytes go through brsm')}",
+                              hint="fix that host, or let brsm choose (--data-path auto)")
+    progress.note(f"data path: {c.mode} ({c.why})")
+    return c
+
+
+def _b64md5(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+@dataclass(frozen=True)
+class Moved:
+    sha256: str
+    size: int
+
+
+async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, progress: Progress, *,
+                 state: UploadState, on_part: Callable[[UploadState], None], rate: int | None = None) -> Moved:
+    """One host file into one object by the host itself, part by part; resumes after the journaled
+    parts the store still has. Returns the whole file's SHA-256 as the host read it."""
+    if size == 0:  # nothing to move: no helper, no multipart upload of nothing
+        await storage.put_bytes(key, b"")
+        return Moved(hashlib.sha256(b"").hexdigest(), 0)
+    part_size = state.part_size or storage.part_size
+    upload_id, keep = await _resumable(key, storage, state, part_size)
+    parts = list(keep)
+    progress.advance("copy", sum(p["size"] for p in keep))
+    helper = await _start(host)
+    try:
+        await helper.send({"op": "put", "path": path, "size": size, "part_size": part_size, "skip": len(keep),
+                           "rate": rate})
+        tries: dict[int, int] = {}
+        last: dict[int, str] = {}  # each part's last error, without its URL (the helper never reports one)
+        while True:
+            m = await helper.receive()
+            if m is None:
+                raise RemoteError(f"{host.name}: the direct-path helper ended while sending {path}", host=host.name)
+            if "want" in m:
+                if tries.get(m["n"], 0) >= PART_ATTEMPTS:
+                    await helper.send({"op": "abort"})
+                    e = StorageError(f"{key}: part {m['n']} failed {PART_ATTEMPTS} times from {host.name}: "
+                                     f"{last.get(m['n'], '')}", permanent=False)
+                    e.exhausted = True  # retried here as often as it may: the transfer loop must not again
+                    raise e
+                await helper.send({"url": await storage.part_url(key, upload_id, m["n"], m["md5"], URL_SECONDS)})
+            elif "part" in m:
+                parts.append({"n": int(m["part"]), "etag": str(m["etag"]).strip('"'), "size": int(m["size"])})
+                parts.sort(key=lambda p: p["n"])
+                on_part(UploadState(upload_id, list(parts), part_size))
+                progress.advance("copy", int(m["size"]))
+            elif "error" in m:
+                err = m["error"]
+                what = f"{err.get('status')} {err.get('code')}".strip()
+                if m.get("fatal"):
+                    raise OperationFailed(f"{host.name}:{path}: {what}: {err.get('message', '')[:200]}",
+                                          hint="a checkpoint file changed or vanished while it was copied?")
+                tries[m["n"]] = tries.get(m["n"], 0) + 1
+                last[m["n"]] = what
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
+            elif "file" in m:
+                if int(m["size"]) != size or [p["n"] for p in parts] != list(range(1, len(parts) + 1)):
+                    raise OperationFailed(f"{host.name}:{path}: the helper sent {m['size']} bytes in parts "
+                                          f"{[p['n'] for p in parts]}, the file has {size}")
+                await storage.finish_upload(key, upload_id, parts)
+                return Moved(str(m["sha256"]), size)
+    finally:
+        await helper.close()
+
+
+async def _resumable(key: str, storage: Any, state: UploadState, part_size: int) -> tuple[str, list[dict]]:
+    """The upload to continue and the journaled parts it still holds (1..k in order, each whole), or
+    a new upload when there is none to continue."""
+    if state.upload_id:
+        stored = await storage.uploaded_parts(key, state.upload_id)
+        if stored is not None:
+            keep = []
+            for p in sorted(state.parts, key=lambda p: p["n"]):
+                s = stored.get(p["n"])
+                if p["n"] != len(keep) + 1 or not s or s.get("etag") != p["etag"] or p["size"] != part_size:
+                    break
+                keep.append({"n": p["n"], "etag": p["etag"], "size": p["size"]})
+            return state.upload_id, keep
+    return await storage.begin_upload(key), []
