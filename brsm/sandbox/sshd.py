@@ -94,7 +94,11 @@ def write_openssh_config(path: str, *, address: str, port: int, host_key: str, a
         "MaxStartups 100:30:200",
         "MaxSessions 64",
         "LogLevel INFO",
-        f"SetEnv PATH={session_path(venv_bin)} BRSM_SANDBOX_DIR={sandbox_dir}",
+        # SHLVL=1: bash, run by sshd, sources ~/.bashrc unless SHLVL says it is nested. The sandbox's
+        # hosts share this machine's root and its ~/.bashrc, whose `pyenv init` rehashes under a lock:
+        # an SSH session cut mid-rehash (every kill test cuts some) left the lock behind and made every
+        # later command on every host wait 60 s for it. A real host's rc files are its own business.
+        f"SetEnv PATH={session_path(venv_bin)} BRSM_SANDBOX_DIR={sandbox_dir} SHLVL=1",
         "Subsystem sftp internal-sftp",
     ]
     if deny_all:

@@ -3,8 +3,13 @@ brsm signs per part — on the sandbox's real sshd, python3 and object stores.""
 from __future__ import annotations
 
 import json
+import signal
+import time
+from pathlib import Path
 
 import pytest
+
+from .test_interrupts import SLOW, started
 
 pytestmark = pytest.mark.sandbox
 
@@ -39,3 +44,61 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     env.load(1 << 20, seed=31)
     env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--verify", "full")
     assert env.checksum() == before
+
+
+HELPER_MARK = b"dies with its SSH channel"  # a phrase of the helper's source, on its command line
+
+
+def helpers_running() -> list[int]:
+    """The direct-path helpers alive on this machine (every sandbox host is a loopback address here)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"python3\0-c\0") and HELPER_MARK in cmd:
+                out.append(int(d.name))
+    return out
+
+
+def _s3_state(env, prefix: str) -> tuple[list[str], list[str]]:
+    import boto3
+
+    s3 = env.info["s3"]
+    c = boto3.client("s3", endpoint_url=s3["endpoint"], aws_access_key_id=s3["access_key_id"],
+                     aws_secret_access_key=s3["secret_access_key"], region_name="us-east-1")
+    objects = [o["Key"] for o in c.list_objects_v2(Bucket=s3["bucket"], Prefix=prefix).get("Contents", [])]
+    uploads = [u["Key"] for u in c.list_multipart_uploads(Bucket=s3["bucket"], Prefix=prefix).get("Uploads", [])]
+    return objects, uploads
+
+
+@pytest.mark.parametrize("recovery", ["resume", "rollback"])
+def test_a_killed_direct_backup_leaves_no_helper_and_resumes_or_rolls_back(sandbox, recovery):
+    """SIGKILL brsm while the hosts are sending parts: every helper ends with its SSH channel (no host
+    goes on uploading), the resume continues from the journaled parts and verifies, the rollback
+    leaves no object and no open upload."""
+    env = sandbox
+    prefix = f"direct-kill-{recovery}"
+    loc = env.s3(prefix)
+    run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", *SLOW)
+    run.wait_for("PartUploaded", timeout=120)
+    assert helpers_running(), "the hosts' helpers are sending"
+    run.kill(signal.SIGKILL)
+    run.finish()
+    deadline = time.monotonic() + 5
+    while helpers_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert helpers_running() == [], "a helper outlived brsm"
+    done = env.ok(recovery, str(run.op))
+    if recovery == "resume":
+        name = done["facts"]["backup_name"]
+        assert done["facts"]["data_path"] == "direct"
+        assert env.ok("verify", name, "--config", env.config, *loc, "--full")["ok"]
+        skipped = [d for t, d in run.events() if t == "PartUploaded"]
+        assert skipped, "the parts stored before the kill were journaled"
+    else:
+        assert done["state"] == "ROLLED_BACK"
+        assert _s3_state(env, prefix + "/") == ([], [])
+    assert helpers_running() == []
