@@ -16,6 +16,8 @@ OSS's V1 signature covers): JSON lines both ways, one file at a time.
     brsm -> helper   {"op": "get", "path": P, "size": S, "sha256": H, "part_size": N}
     helper -> brsm   {"want": "url", "n": 1, "offset": 0, "size": 8388608}
     brsm -> helper   {"url": "https://..."}
+    helper -> brsm   {"got": 1, "size": 8388608}
+                     ... one range after another ...
     helper -> brsm   {"file": P, "size": S, "sha256": H}     (written to P.brsm-tmp, checked, fsynced, renamed)
 
     brsm -> helper   {"op": "probe", "url": U, "data": "..."}   (preflight: can this host reach the store?)
@@ -209,6 +211,7 @@ def get(q, cmd, pace):
                 f.write(data)
                 whole.update(data)
                 done += length
+                out({"got": n, "size": length})
             f.flush()
             os.fsync(f.fileno())
             ok = not want or whole.hexdigest() == want

@@ -95,21 +95,13 @@ def start_backup(
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
-    data_path: Annotated[str, typer.Option(
-        help="via-brsm: every byte through brsm (the default); direct: each host sends its own files to S3/OSS "
-             "with URLs brsm signs per part (needs python3 >= 3.6 on every host); auto: direct when every host "
-             "can, else via brsm, with one line saying why.")] = "via-brsm",
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
-    if data_path not in ("auto", "direct", "via-brsm"):
-        raise UsageError(f"--data-path must be auto, direct or via-brsm, not {data_path!r}",
-                         hint="e.g. --data-path auto")
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
         "spaces": [s for s in (spaces or "").split(",") if s],
-        "data_path": data_path,
         **run.params(), **store.params(), **cluster.params(),
     }
     _drive("backup", params, json_=json_, auto_rollback=not run.keep_on_failure)

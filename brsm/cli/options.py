@@ -25,6 +25,11 @@ ConcurrencyOpt = Annotated[int, typer.Option(help="Files transferred at once, in
 PerHostOpt = Annotated[int, typer.Option(help="Files transferred at once to or from one host (1-256).")]
 RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")]
 KeepOnFailureOpt = Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")]
+DATA_PATHS = ("via-brsm", "direct", "auto")
+DataPathOpt = Annotated[str, typer.Option(
+    help="via-brsm: every byte through brsm (the default); direct: each host moves its own files to or from "
+         "S3/OSS with URLs brsm signs per part (python3 >= 3.6 on every host); auto: direct when every host "
+         "can, else via brsm, with one line saying why.")]
 
 # nebula-br's way of naming the cluster, without a config file (brsm.config.load_cluster: defaults <
 # file < these flags)
@@ -67,15 +72,21 @@ class TransferFlags:
     per_host: PerHostOpt = 4
     rate_limit: RateLimitOpt = None
     keep_on_failure: KeepOnFailureOpt = False
+    data_path: DataPathOpt = "via-brsm"
 
     def params(self) -> dict:
         """As operation params; the limits checked first (exit 2 before anything starts)."""
         from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
+        from brsm.errors import UsageError
 
         in_range("--concurrency", self.concurrency, CONCURRENCY)
         in_range("--per-host", self.per_host, PER_HOST)
         check_rate_limit(self.rate_limit)
-        return {"concurrency": self.concurrency, "per_host": self.per_host, "rate_limit": self.rate_limit}
+        if self.data_path not in DATA_PATHS:
+            raise UsageError(f"--data-path must be {', '.join(DATA_PATHS)}, not {self.data_path!r}",
+                             hint="e.g. --data-path auto")
+        return {"concurrency": self.concurrency, "per_host": self.per_host, "rate_limit": self.rate_limit,
+                "data_path": self.data_path}
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ async def _service(p: CheckPorts, svc: dict[str, Any], name: str) -> CheckResult
                            "set the host's install_dir in the config ([[hosts]] install_dir)")
     if not st.running:
         return CheckResult(what, False, f"{name} is not running", "start it before a backup")
-    return CheckResult(what, True, f"running as pid {st.pid}" + (f", port {st.port}" if st.port else ""))
+    return CheckResult(what, True, f"running as pid {st.pid or '?'}" + (f", port {st.port}" if st.port else ""))
 
 
 async def _space(p: CheckPorts, svc: dict[str, Any]) -> list[CheckResult]:

@@ -199,3 +199,50 @@ async def _resumable(key: str, storage: Any, state: UploadState, part_size: int)
                 keep.append({"n": p["n"], "etag": p["etag"], "size": p["size"]})
             return state.upload_id, keep
     return await storage.begin_upload(key), []
+
+
+GET_RANGE = 16 << 20  # bytes per ranged GET (the helper holds one range in memory)
+
+
+async def download(key: str, sha256: str | None, size: int, host: HostPort, storage: Any, progress: Progress,
+                   dest: str, *, rate: int | None = None, task: str = "download") -> None:
+    """One object onto a host by the host itself: ranged GETs into ``dest.brsm-tmp``, the whole file's
+    SHA-256 checked against the manifest there, fsynced, renamed into place; a file that does not
+    match is removed and never renamed."""
+    helper = await _start(host)
+    try:
+        await helper.send({"op": "get", "path": dest, "size": size, "sha256": sha256, "part_size": GET_RANGE,
+                           "rate": rate})
+        tries: dict[int, int] = {}
+        last: dict[int, str] = {}
+        while True:
+            m = await helper.receive()
+            if m is None:
+                raise RemoteError(f"{host.name}: the direct-path helper ended while writing {dest}", host=host.name)
+            if "want" in m:
+                if tries.get(m["n"], 0) >= PART_ATTEMPTS:
+                    await helper.send({"op": "abort"})
+                    e = StorageError(f"{key}: range {m['n']} failed {PART_ATTEMPTS} times on {host.name}: "
+                                     f"{last.get(m['n'], '')}", permanent=False)
+                    e.exhausted = True
+                    raise e
+                await helper.send({"url": await storage.get_url(key, URL_SECONDS)})
+            elif "got" in m:
+                progress.advance(task, int(m["size"]))
+            elif "error" in m:
+                err = m["error"]
+                what = f"{err.get('status')} {err.get('code')}".strip()
+                if m.get("fatal"):
+                    raise StorageError(f"{key} onto {host.name}:{dest}: {what}: {err.get('message', '')[:200]}",
+                                       permanent=err.get("code") == "ChecksumMismatch",
+                                       hint="the file was removed on the host; nothing else was touched")
+                tries[m["n"]] = tries.get(m["n"], 0) + 1
+                last[m["n"]] = what
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
+            elif "file" in m:
+                if int(m["size"]) != size or (sha256 and m["sha256"] != sha256):
+                    raise StorageError(f"{key}: the helper wrote {m['size']} bytes sha256 {m['sha256'][:12]}…, the "
+                                       f"manifest says {size}", permanent=True)
+                return
+    finally:
+        await helper.close()

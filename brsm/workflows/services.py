@@ -54,7 +54,7 @@ HOST_CHECK_NAME = "brsm-host-check"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
 _STATUS = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+)\((?P<version>[^)]*)\):\s*"
-                     r"(?:Running as (?P<pid>\d+), Listening on (?P<port>\d+)|(?P<exited>Exited))")
+                     r"(?:Running as (?P<pid>\d*), Listening on (?P<port>\d+)|(?P<exited>Exited))")
 _ALREADY = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+) already running: (?P<pid>\d+)")
 
 
@@ -101,7 +101,10 @@ def parse_status(text: str) -> dict[str, ServiceStatus]:
         if m["exited"]:
             out[svc] = ServiceStatus(svc, False, version=m["version"])
         else:
-            out[svc] = ServiceStatus(svc, True, int(m["pid"]), int(m["port"]), m["version"])
+            # "Running as , Listening on N": the pid file went between the script's check and its
+            # `cat` of it (a daemon exiting right then, as the status poll after a stop meets it):
+            # running, pid unknown; the next poll tells
+            out[svc] = ServiceStatus(svc, True, int(m["pid"]) if m["pid"] else None, int(m["port"]), m["version"])
     return out
 
 
@@ -182,7 +185,7 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
                 return
             why = f"the process is gone but port {t.port} still accepts connections"
         else:
-            why = f"still running as pid {st.pid}"
+            why = f"still running as pid {st.pid or '?'}"
         if clock.over():
             raise _Stuck(f"{svc} did not stop within {timeout:.0f} s: {why}")
         await clock.sleep()
@@ -200,7 +203,7 @@ async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: floa
             seen_running = True
             if port_open:
                 return
-            why = f"running as pid {st.pid} but not listening on port {t.port}"
+            why = f"running as pid {st.pid or '?'} but not listening on port {t.port}"
         else:
             if seen_running or clock.elapsed() >= EXITED_GRACE:
                 raise _Stuck(f"{svc} exited after it was started (see its log under {t.install_dir}/logs)")
@@ -354,7 +357,7 @@ async def find_not_down(hosts: HostsPort, checks: Sequence[tuple[str, ServiceTar
             if st is None:
                 running.append((host, svc, f"`nebula.service status {svc}` said nothing about {svc}"))
             elif st.running:
-                running.append((host, svc, f"{svc} is running as pid {st.pid}"))
+                running.append((host, svc, f"{svc} is running as pid {st.pid or '?'}"))
             elif port_open:
                 running.append((host, svc, f"port {t.port} ({svc}'s) accepts connections"))
         users = [(host, f"process(es) {', '.join(map(str, pids))} use {', '.join(dirs)}")] if pids else []

@@ -42,8 +42,13 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     checked = env.ok("verify", name, "--config", env.config, *loc, "--full")  # every object re-hashed against the manifest
     assert checked["ok"] and checked["hashed_files"] == len(copied), checked
     env.load(1 << 20, seed=31)
-    env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--verify", "full")
+    back = env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--verify", "full",
+                  "--data-path", "direct")
+    assert back["facts"]["data_path"] == "direct", back["facts"].get("data_path_why")
     assert env.checksum() == before
+    restored = [e for e in env.ok("audit", str(back["op_id"]))["events"] if e["type"] == "FileRestored"]
+    assert len(restored) >= len(copied), "every file came down by its host"
+    assert helpers_running() == []
 
 
 HELPER_MARK = b"dies with its SSH channel"  # a phrase of the helper's source, on its command line

@@ -55,6 +55,14 @@ def test_already_running():
     assert already_running("[INFO] Starting nebula-metad...\n[INFO] Done\n", "metad") is None
 
 
+def test_a_status_line_without_a_pid_is_a_daemon_on_its_way_out_not_silence():
+    """nebula.service's status_daemon (scripts/utils.sh) checks the pid file, then prints it again:
+    a daemon exiting in between leaves "Running as , Listening on 9779". It was read as "status said
+    nothing" and failed the stop step once sessions got fast enough to poll inside that window."""
+    st = parse_status("[INFO] nebula-storaged(sandbox): Running as , Listening on 9779\n")["storaged"]
+    assert st.running and st.pid is None and st.port == 9779
+
+
 def test_the_host_check_keeps_every_value_out_of_its_script():
     hostile = "a'b; rm -rf /"
     argv = host_check_argv([("storaged", ServiceTarget(hostile, "/opt/x y", 9779))], ["/data/$(reboot)"])

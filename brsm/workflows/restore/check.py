@@ -7,7 +7,7 @@ from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
-from brsm.workflows import common, topology
+from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import placement, source
 from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, ports as _p
@@ -31,7 +31,10 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     await common.as_preflight(common.warn_not_backed_up(
         ctx, p.meta, [int(k) for k in m.get("spaces", {})], p.progress,
         "the restore does not bring these back (recreate them after it)"))
-    return {"topology": topo}
+    names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
+    path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
+                               p.storage, p.progress)
+    return {"topology": topo, "data_path": path.mode, "data_path_why": path.why}
 
 
 async def attach(ctx: StepContext) -> None:

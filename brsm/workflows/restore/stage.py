@@ -11,16 +11,17 @@ every file straight into place once everything is stopped (what every restore di
 """
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import OperationFailed
-from brsm.workflows import common
+from brsm.errors import OperationFailed, RemoteError, StorageError
+from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
-from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded
+from brsm.workflows.transfer import ATTEMPTS, EventBatcher, Limits, download_file, run_bounded
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 
@@ -65,7 +66,10 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
         host, dest, f = job
         h = p.hosts.host(host)
         await h.makedirs(posixpath.dirname(dest))
-        await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
+        if ctx.extra.get("data_path") == direct.DIRECT:
+            await _fetch_direct(ctx, f, h, dest)
+        else:
+            await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
         count += 1
         failpoints.hit(f"file:{count}")
         events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
@@ -77,6 +81,21 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
         events.flush()  # what finished is journaled even when another file failed
         p.progress.done(task)
     return len(jobs) - len(todo)
+
+
+async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: str) -> None:
+    """The host fetches the object itself (issue 16), checked against the manifest's SHA-256 there;
+    a dropped helper or a store error is tried again (ATTEMPTS times, as on the path through brsm)."""
+    p, limits = _p(ctx), ctx.runtime["limits"]
+    rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
+    for attempt in range(ATTEMPTS):
+        try:
+            return await direct.download(f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest,
+                                         rate=rate)
+        except (RemoteError, StorageError) as e:
+            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
 
 
 def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
@@ -94,7 +113,7 @@ async def staged_step(ctx: StepContext) -> dict[str, Any]:
     prints = await proof.fingerprints(ctx, proof.fingerprinted_dirs(ctx))
     proved = await proof.rehash_restored(ctx, staged=True)
     return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
-            "fingerprints": prints}
+            "fingerprints": prints, **_data_path(ctx)}
 
 
 async def undo_staged(ctx: StepContext) -> None:
@@ -122,7 +141,11 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
     jobs = _jobs(ctx, m, into_staging=False)
     skipped = await _download(ctx, jobs)
     return {"files": len(jobs), "skipped_on_resume": skipped,
-            "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)})}
+            "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)}), **_data_path(ctx)}
+
+
+def _data_path(ctx: StepContext) -> dict[str, str]:
+    return {"data_path": ctx.extra.get("data_path", direct.VIA_BRSM), "data_path_why": ctx.extra.get("data_path_why", "")}
 
 
 async def _swap_in(ctx: StepContext) -> dict[str, Any]:
