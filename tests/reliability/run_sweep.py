@@ -141,8 +141,10 @@ def write_doc(path: Path, body: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--storages", default="local,s3,oss", help="backup sweeps: which storages")
-    ap.add_argument("--restore-storages", default="local,s3,oss", help="restore sweeps: which storages")
+    ap.add_argument("--storages", default="local,s3,oss,s3-direct,oss-direct",
+                    help="backup sweeps: which storages (X-direct: store X on the direct data path)")
+    ap.add_argument("--restore-storages", default="local,s3,oss,s3-direct,oss-direct",
+                    help="restore sweeps: which storages")
     ap.add_argument("--kills", type=int, default=4, help="random-instant kills per operation, storage and recovery")
     ap.add_argument("--only", help="regex on 'operation storage point' (e.g. 'backup s3 part:'): run those cases only")
     ap.add_argument("--out", default="docs/reliability.md", help="doc to update ('-' for none)")

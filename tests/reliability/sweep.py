@@ -96,10 +96,14 @@ class Sweeper:
                                      f"min_part_size = {PART_SIZE}\n")  # the stand-ins' lowered minimum
 
     def storage(self, kind: str) -> list[str]:
+        """The storage arguments of a case; "s3-direct"/"oss-direct": that store on the direct data path
+        (issue 16: the hosts move the bytes, brsm signs and journals)."""
         self.n += 1
-        if kind == "local":
+        store, _, path = kind.partition("-")
+        if store == "local":
             return ["--storage", f"local://{self.workdir / f'b{self.n}'}"]
-        return self.env.s3(f"sweep{self.n}") if kind == "s3" else self.env.oss(f"sweep{self.n}")
+        loc = self.env.s3(f"sweep{self.n}") if store == "s3" else self.env.oss(f"sweep{self.n}")
+        return loc + (["--data-path", "direct"] if path == "direct" else [])
 
     def _last_op(self) -> int:
         ops = self.env.ok("ops", "--limit", "1")
@@ -171,12 +175,12 @@ class Sweeper:
         return self._manifest(loc, res["facts"]["backup_name"]), time.monotonic() - t0
 
     def _manifest(self, loc: list[str], name: str) -> dict:
-        p = self.env.brsm("verify", name, *loc, "--full", "--config", self.config, "--json")
+        p = self.env.brsm("verify", name, *loc[:2], "--full", "--config", self.config, "--json")
         assert p.returncode == 0, f"verify --full failed: {p.stdout[-500:]} {p.stderr[-500:]}"
         uri = loc[1]
         if uri.startswith("local://"):
             return json.loads((Path(uri[len("local://"):]) / name / "brsm-manifest.json").read_text())
-        show = self.env.ok("show", *loc, "--config", self.config)
+        show = self.env.ok("show", *loc[:2], "--config", self.config)
         entry = next(b for b in show["backups"] if b["name"] == name)
         return {"backup_name": name, "files": entry.get("manifest", {}).get("files", [])} if "manifest" in entry \
             else {"backup_name": name, "files": [{"key": k, "size": v} for k, v in entry.get("objects", {}).items()
@@ -280,7 +284,7 @@ class Sweeper:
         if uri.startswith("local://"):
             root = Path(uri[len("local://"):])
             return [str(p) for p in root.rglob("*") if p.is_file()] if root.exists() else []
-        show = self.env.ok("show", *loc, "--config", self.config)
+        show = self.env.ok("show", *loc[:2], "--config", self.config)
         return [b["name"] for b in show["backups"]] + self._raw_keys(loc)
 
     # -- object stores, looked at directly (not through brsm) ---------------------------------------
