@@ -256,6 +256,17 @@ def fault_ssh(ctx: typer.Context, host: HostArg,
     _emit(r, json_, f"{r['host']}: ssh {mode} ({r['fault'] or 'no fault'})")
 
 
+@fault_app.command("direct")
+def fault_direct(ctx: typer.Context, host: HostArg,
+                 kind: Annotated[str, typer.Argument(help="no-python3 | no-store | clear")],
+                 dir: DirOpt = None, json_: JsonOpt = False) -> None:
+    """What the direct data path meets on one host: no python3 on it, or no route to the object
+    stores (its python3 is refused their addresses); or clear."""
+    from brsm.sandbox import cluster
+    r = cluster.direct_fault(_dir(dir, ctx), host, kind)
+    _emit(r, json_, f"{r['host']}: direct-path faults {r['direct'] or 'none'}")
+
+
 @fault_app.command("meta")
 def fault_meta(ctx: typer.Context,
                rpc: Annotated[str, typer.Argument(help="RPC name (createBackup, listCluster, ...) or '*'.")],

@@ -253,7 +253,7 @@ def _gen_keys(root: str, hosts: list[Host]) -> dict[str, str]:
 def write_sshd_config(root: str, h: Host, *, port: int | None = None, deny: bool = False) -> None:
     sshd_mod.write_openssh_config(h.sshd_config, address=h.address, port=port or h.ssh_port, host_key=h.host_key,
                                   authorized_keys=h.authorized_keys, venv_bin=venv_bin(), deny_all=deny,
-                                  sandbox_dir=root)
+                                  sandbox_dir=root, host_bin=h.bin_dir)
     if deny:
         open(h.deny_file, "w").close()
     else:
@@ -263,13 +263,62 @@ def write_sshd_config(root: str, h: Host, *, port: int | None = None, deny: bool
             pass
 
 
+# A host's `python3` (what the direct data path's helper runs on): the venv's, unless a fault file says
+# the host has none, or cannot reach the object stores (issue 16's "a host that cannot reach the store").
+DIRECT_FAULTS = ("no-python3", "no-store")
+_PYTHON_WRAPPER = """#!/bin/bash
+# brsm sandbox: this host's python3 (faults: {faults}/no-python3, {faults}/no-store)
+if [ -e {faults}/no-python3 ]; then echo "bash: python3: command not found" >&2; exit 127; fi
+if [ -e {faults}/no-store ]; then export PYTHONPATH={faults}/site${{PYTHONPATH:+:$PYTHONPATH}}; fi
+exec {python} "$@"
+"""
+_NO_STORE_SITE = """# brsm sandbox: this host cannot reach the object stores (fault no-store)
+import json, os, socket
+_state = json.load(open(os.path.join(os.environ.get("BRSM_SANDBOX_DIR", ""), "sandbox.json")))
+_blocked = set()
+for _s in (_state.get("stores") or {{}}).values():
+    _h, _, _p = _s["endpoint"].split("://", 1)[1].partition(":")
+    _blocked.add((_h, int(_p.rstrip("/") or 80)))
+_real = socket.create_connection
+def _refuse(address, *a, **kw):
+    if (address[0], int(address[1])) in _blocked:
+        raise ConnectionRefusedError(111, "Connection refused (sandbox fault no-store on {name})")
+    return _real(address, *a, **kw)
+socket.create_connection = _refuse
+"""
+
+
+def write_host_python(h: Host, python: str) -> None:
+    os.makedirs(h.bin_dir, exist_ok=True)
+    os.makedirs(os.path.join(h.faults_dir, "site"), exist_ok=True)
+    _atomic_write(os.path.join(h.bin_dir, "python3"), _PYTHON_WRAPPER.format(faults=h.faults_dir, python=python),
+                  mode=0o755)
+    _atomic_write(os.path.join(h.faults_dir, "site", "sitecustomize.py"), _NO_STORE_SITE.format(name=h.name))
+
+
+def direct_fault(root: str, name: str, kind: str) -> dict[str, Any]:
+    """``kind``: no-python3, no-store (this host only), or clear (both off)."""
+    state = require_state(os.path.abspath(root))
+    _, h = host_by_name(state, name)
+    if kind not in (*DIRECT_FAULTS, "clear"):
+        raise SandboxUsageError(f"direct fault must be {', '.join(DIRECT_FAULTS)} or clear, not {kind!r}")
+    for f in DIRECT_FAULTS:
+        path = os.path.join(h.faults_dir, f)
+        if f == kind:
+            open(path, "w").close()
+        elif os.path.exists(path):
+            os.unlink(path)
+    return {"host": name, "direct": [f for f in DIRECT_FAULTS if os.path.exists(os.path.join(h.faults_dir, f))]}
+
+
 def start_sshd(root: str, h: Host, kind: str | None = None) -> dict[str, Any]:
     """``kind``: "openssh" / "asyncssh" (keep what the sandbox was started with), None = best available."""
     binary = None if kind == "asyncssh" else sshd_mod.sshd_binary()
     if binary:
         sshd_mod.ensure_privsep_dir()
     argv = sshd_mod.sshd_argv(binary, h.sshd_config, address=h.address, port=h.ssh_port, host_key=h.host_key,
-                              authorized_keys=h.authorized_keys, deny_file=h.deny_file, venv_bin=venv_bin())
+                              authorized_keys=h.authorized_keys, deny_file=h.deny_file, venv_bin=venv_bin(),
+                              host_bin=h.bin_dir)
     pid = spawn_detached(argv, h.sshd_log)
     return {"pid": pid, "kind": "openssh" if binary else "asyncssh", "argv": argv, "config": h.sshd_config,
             "log": h.sshd_log, "port": h.ssh_port}
@@ -509,6 +558,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         save_state(root, state)
         for h in hosts:
             write_host_files(h, meta_addrs, venv_python())
+            write_host_python(h, venv_python())
         _gen_keys(root, hosts)
         s3_key, s3_secret = "SANDBOXS3" + secrets.token_hex(6).upper(), secrets.token_hex(20)
         oss_key, oss_secret = "SANDBOXOSS" + secrets.token_hex(6).upper(), secrets.token_hex(20)
@@ -895,6 +945,8 @@ def clear_faults(root: str) -> dict[str, Any]:
             control.clear_faults(a)
         except Exception as exc:  # noqa: BLE001
             out["errors"].append(f"metad {a[0]}:{a[1]}: {exc}")
+    for hj in state["hosts"]:
+        direct_fault(root, hj["name"], "clear")
     for h in storage_hosts(state):
         try:
             control.clear_faults(h.http_addr("storaged"))

@@ -217,6 +217,8 @@ class Host:
     authorized_keys = property(lambda self: os.path.join(self.sshd_dir, "authorized_keys"))
     deny_file = property(lambda self: os.path.join(self.sshd_dir, "deny"))
     sshd_log = property(lambda self: os.path.join(self.sshd_dir, "sshd.log"))
+    bin_dir = property(lambda self: os.path.join(self.root, "bin"))  # first on its sessions' PATH
+    faults_dir = property(lambda self: os.path.join(self.root, "faults"))
 
     def conf(self, svc: str) -> str:
         return os.path.join(self.install_dir, "etc", f"nebula-{svc}.conf")

@@ -107,3 +107,24 @@ def test_a_killed_direct_backup_leaves_no_helper_and_resumes_or_rolls_back(sandb
         assert done["state"] == "ROLLED_BACK"
         assert _s3_state(env, prefix + "/") == ([], [])
     assert helpers_running() == []
+
+
+@pytest.mark.parametrize("fault,why", [("no-python3", "python3 did not run the helper"),
+                                       ("no-store", "cannot reach the store")])
+def test_a_host_that_cannot_go_direct_is_named_auto_falls_back_and_direct_is_refused(sandbox, fault, why):
+    env = sandbox
+    host = next(h for h in env.info["hosts"] if "storage" in h["roles"])
+    assert env.brsm("sandbox", "fault", "--dir", str(env.root), "direct", host["name"], fault).returncode == 0
+    try:
+        loc = env.s3(f"direct-fault-{fault}")
+        p = env.brsm("start", "backup", "--config", env.config, *loc, "--data-path", "direct", "--json")
+        assert p.returncode == 4, p.stdout[-2000:]
+        err = json.loads(p.stdout.strip().splitlines()[-1])
+        assert host["address"] in err["error"] and why in err["error"], err
+        res = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "auto")
+        assert res["facts"]["data_path"] == "via-brsm"
+        assert host["address"] in res["facts"]["data_path_why"] and why in res["facts"]["data_path_why"]
+        assert res["facts"]["bytes_sent"] > 0
+    finally:
+        env.brsm("sandbox", "fault", "--dir", str(env.root), "direct", host["name"], "clear")
+    assert helpers_running() == []
