@@ -63,7 +63,7 @@ def helpers_running() -> list[int]:
                 cmd = (d / "cmdline").read_bytes()
             except OSError:
                 continue
-            if cmd.startswith(b"python3\0-c\0") and HELPER_MARK in cmd:
+            if b"\0-c\0" in cmd[:300] and b"python" in cmd.split(b"\0", 1)[0] and HELPER_MARK in cmd:
                 out.append(int(d.name))
     return out
 
@@ -128,3 +128,23 @@ def test_a_host_that_cannot_go_direct_is_named_auto_falls_back_and_direct_is_ref
     finally:
         env.brsm("sandbox", "fault", "--dir", str(env.root), "direct", host["name"], "clear")
     assert helpers_running() == []
+
+
+def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exactly(sandbox):
+    env = sandbox
+    loc = env.s3("direct-restore-kill")
+    before = env.checksum()
+    name = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "direct")["facts"]["backup_name"]
+    env.load(1 << 20, seed=33)
+    run = started(env, "start", "restore", "--config", env.config, *loc, "--name", name, "--data-path", "direct",
+                  *SLOW)
+    run.wait_for("FileRestored", timeout=120)
+    run.kill(signal.SIGKILL)
+    run.finish()
+    deadline = time.monotonic() + 5
+    while helpers_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert helpers_running() == [], "a helper outlived brsm"
+    done = env.ok("resume", str(run.op))
+    assert done["state"] == "CLEANED" and done["facts"]["data_path"] == "direct"
+    assert env.checksum() == before
