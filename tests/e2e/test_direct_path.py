@@ -148,3 +148,24 @@ def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exac
     done = env.ok("resume", str(run.op))
     assert done["state"] == "CLEANED" and done["facts"]["data_path"] == "direct"
     assert env.checksum() == before
+
+
+def test_store_errors_during_a_direct_backup_are_retried_with_new_urls(sandbox):
+    """Once the hosts are sending, the store answers 503 to the next PUTs: each failed part is asked
+    for again (a fresh URL) and the backup completes with every object whole."""
+    env = sandbox
+    loc = env.s3("direct-503")
+    run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", "--json", *SLOW)
+    run.wait_for("PartUploaded", timeout=120)
+    assert env.brsm("sandbox", "fault", "--dir", str(env.root), "store", "s3", "--error", "503", "--count", "4",
+                    "--methods", "PUT").returncode == 0
+    try:
+        p = run.finish(timeout=300)
+    finally:
+        shown = env.brsm("sandbox", "fault", "--dir", str(env.root), "show", "--json").stdout
+        env.brsm("sandbox", "fault", "--dir", str(env.root), "store", "s3", "--clear")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(shown)["stores"]["s3"]["counters"]["errors_injected"] == 4, "the hosts met the 503s"
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["facts"]["data_path"] == "direct"
+    assert env.ok("verify", res["facts"]["backup_name"], "--config", env.config, *loc, "--full")["ok"]
