@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,40 +147,25 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
     try:
         await helper.send({"op": "put", "path": path, "size": size, "part_size": part_size, "skip": len(keep),
                            "rate": rate})
-        tries: dict[int, int] = {}
-        last: dict[int, str] = {}  # each part's last error, without its URL (the helper never reports one)
-        while True:
-            m = await helper.receive()
-            if m is None:
-                raise RemoteError(f"{host.name}: the direct-path helper ended while sending {path}", host=host.name)
-            if "want" in m:
-                if tries.get(m["n"], 0) >= PART_ATTEMPTS:
-                    await helper.send({"op": "abort"})
-                    e = StorageError(f"{key}: part {m['n']} failed {PART_ATTEMPTS} times from {host.name}: "
-                                     f"{last.get(m['n'], '')}", permanent=False)
-                    e.exhausted = True  # retried here as often as it may: the transfer loop must not again
-                    raise e
-                await helper.send({"url": await storage.part_url(key, upload_id, m["n"], m["md5"], URL_SECONDS)})
-            elif "part" in m:
-                parts.append({"n": int(m["part"]), "etag": str(m["etag"]).strip('"'), "size": int(m["size"])})
-                parts.sort(key=lambda p: p["n"])
-                on_part(UploadState(upload_id, list(parts), part_size))
-                progress.advance("copy", int(m["size"]))
-            elif "error" in m:
-                err = m["error"]
-                what = f"{err.get('status')} {err.get('code')}".strip()
-                if m.get("fatal"):
-                    raise OperationFailed(f"{host.name}:{path}: {what}: {err.get('message', '')[:200]}",
-                                          hint="a checkpoint file changed or vanished while it was copied?")
-                tries[m["n"]] = tries.get(m["n"], 0) + 1
-                last[m["n"]] = what
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
-            elif "file" in m:
-                if int(m["size"]) != size or [p["n"] for p in parts] != list(range(1, len(parts) + 1)):
-                    raise OperationFailed(f"{host.name}:{path}: the helper sent {m['size']} bytes in parts "
-                                          f"{[p['n'] for p in parts]}, the file has {size}")
-                await storage.finish_upload(key, upload_id, parts)
-                return Moved(str(m["sha256"]), size)
+
+        def stored(m: dict[str, Any]) -> None:
+            parts.append({"n": int(m["part"]), "etag": str(m["etag"]).strip('"'), "size": int(m["size"])})
+            parts.sort(key=lambda p: p["n"])
+            on_part(UploadState(upload_id, list(parts), part_size))
+            progress.advance("copy", int(m["size"]))
+
+        def fatal(what: str, m: dict[str, Any]) -> Exception:
+            return OperationFailed(f"{host.name}:{path}: {what}: {m['error'].get('message', '')[:200]}",
+                                   hint="a checkpoint file changed or vanished while it was copied?")
+
+        done = await _converse(helper, host, key, f"sending {path}",
+                               lambda m: storage.part_url(key, upload_id, m["n"], m["md5"], URL_SECONDS),
+                               stored, fatal)
+        if int(done["size"]) != size or [p["n"] for p in parts] != list(range(1, len(parts) + 1)):
+            raise OperationFailed(f"{host.name}:{path}: the helper sent {done['size']} bytes in parts "
+                                  f"{[p['n'] for p in parts]}, the file has {size}")
+        await storage.finish_upload(key, upload_id, parts)
+        return Moved(str(done["sha256"]), size)
     finally:
         await helper.close()
 
@@ -213,36 +198,49 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
     try:
         await helper.send({"op": "get", "path": dest, "size": size, "sha256": sha256, "part_size": GET_RANGE,
                            "rate": rate})
-        tries: dict[int, int] = {}
-        last: dict[int, str] = {}
-        while True:
-            m = await helper.receive()
-            if m is None:
-                raise RemoteError(f"{host.name}: the direct-path helper ended while writing {dest}", host=host.name)
-            if "want" in m:
-                if tries.get(m["n"], 0) >= PART_ATTEMPTS:
-                    await helper.send({"op": "abort"})
-                    e = StorageError(f"{key}: range {m['n']} failed {PART_ATTEMPTS} times on {host.name}: "
-                                     f"{last.get(m['n'], '')}", permanent=False)
-                    e.exhausted = True
-                    raise e
-                await helper.send({"url": await storage.get_url(key, URL_SECONDS)})
-            elif "got" in m:
-                progress.advance(task, int(m["size"]))
-            elif "error" in m:
-                err = m["error"]
-                what = f"{err.get('status')} {err.get('code')}".strip()
-                if m.get("fatal"):
-                    raise StorageError(f"{key} onto {host.name}:{dest}: {what}: {err.get('message', '')[:200]}",
-                                       permanent=err.get("code") == "ChecksumMismatch",
-                                       hint="the file was removed on the host; nothing else was touched")
-                tries[m["n"]] = tries.get(m["n"], 0) + 1
-                last[m["n"]] = what
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
-            elif "file" in m:
-                if int(m["size"]) != size or (sha256 and m["sha256"] != sha256):
-                    raise StorageError(f"{key}: the helper wrote {m['size']} bytes sha256 {m['sha256'][:12]}…, the "
-                                       f"manifest says {size}", permanent=True)
-                return
+        def fatal(what: str, m: dict[str, Any]) -> Exception:
+            return StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
+                                permanent=m["error"].get("code") == "ChecksumMismatch",
+                                hint="the file was removed on the host; nothing else was touched")
+
+        done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),
+                               lambda m: progress.advance(task, int(m["size"])), fatal)
+        if int(done["size"]) != size or (sha256 and done["sha256"] != sha256):
+            raise StorageError(f"{key}: the helper wrote {done['size']} bytes sha256 {done['sha256'][:12]}…, the "
+                               f"manifest says {size}", permanent=True)
     finally:
         await helper.close()
+
+
+async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
+                    sign: Callable[[dict[str, Any]], Awaitable[str]], moved: Callable[[dict[str, Any]], None],
+                    fatal: Callable[[str, dict[str, Any]], Exception]) -> dict[str, Any]:
+    """brsm's side of one file's conversation with a helper, up to its final ``{"file": …}``: a URL
+    signed for each part it asks for (handed over, never kept), its progress passed on, a failed part
+    asked for again (a fresh URL) PART_ATTEMPTS times at most, a fatal error raised as ``fatal`` says."""
+    tries: dict[int, int] = {}
+    last: dict[int, str] = {}  # each part's last error, without its URL (the helper never reports one)
+    while True:
+        m = await helper.receive()
+        if m is None:
+            raise RemoteError(f"{host.name}: the direct-path helper ended while {doing}", host=host.name)
+        if "want" in m:
+            if tries.get(m["n"], 0) >= PART_ATTEMPTS:
+                await helper.send({"op": "abort"})
+                e = StorageError(f"{key}: part {m['n']} failed {PART_ATTEMPTS} times on {host.name}: "
+                                 f"{last.get(m['n'], '')}", permanent=False)
+                e.exhausted = True  # retried here as often as it may: the transfer loop must not again
+                raise e
+            await helper.send({"url": await sign(m)})
+        elif "part" in m or "got" in m:
+            moved(m)
+        elif "error" in m:
+            what = f"{m['error'].get('status')} {m['error'].get('code')}".strip()
+            if m.get("fatal"):
+                raise fatal(what, m)
+            tries[m["n"]] = tries.get(m["n"], 0) + 1
+            last[m["n"]] = what
+            await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
+        elif "file" in m:
+            return m
+

@@ -68,6 +68,13 @@ def helpers_running() -> list[int]:
     return out
 
 
+def no_helper_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while helpers_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return helpers_running() == []
+
+
 def _s3_state(env, prefix: str) -> tuple[list[str], list[str]]:
     import boto3
 
@@ -92,10 +99,7 @@ def test_a_killed_direct_backup_leaves_no_helper_and_resumes_or_rolls_back(sandb
     assert helpers_running(), "the hosts' helpers are sending"
     run.kill(signal.SIGKILL)
     run.finish()
-    deadline = time.monotonic() + 5
-    while helpers_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert helpers_running() == [], "a helper outlived brsm"
+    assert no_helper_within(5), "a helper outlived brsm"
     done = env.ok(recovery, str(run.op))
     if recovery == "resume":
         name = done["facts"]["backup_name"]
@@ -141,10 +145,7 @@ def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exac
     run.wait_for("FileRestored", timeout=120)
     run.kill(signal.SIGKILL)
     run.finish()
-    deadline = time.monotonic() + 5
-    while helpers_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert helpers_running() == [], "a helper outlived brsm"
+    assert no_helper_within(5), "a helper outlived brsm"
     done = env.ok("resume", str(run.op))
     assert done["state"] == "CLEANED" and done["facts"]["data_path"] == "direct"
     assert env.checksum() == before

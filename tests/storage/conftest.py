@@ -113,3 +113,16 @@ async def backend(request, tmp_path, cloud_env):
 @pytest.fixture
 def storage(backend):
     return backend.open()
+
+
+@pytest.fixture(params=["s3", "oss"])
+async def remote(request, tmp_path, cloud_env):
+    """The two object stores only (their faults cleared afterwards)."""
+    b = Backend(request.param, request, tmp_path)
+    try:
+        yield b
+    finally:
+        for s in b.opened:
+            await s.close()
+        from brsm.sandbox import store_faults
+        store_faults.clear(b.endpoint)

@@ -19,14 +19,6 @@ def _no_secret(e: BaseException, *secrets: str) -> None:
         assert s not in text
 
 
-@pytest.fixture(params=["s3", "oss"])
-async def remote(request, tmp_path, cloud_env):
-    b = Backend(request.param, request, tmp_path)
-    try:
-        yield b
-    finally:
-        for s in b.opened:
-            await s.close()
 
 
 async def test_unknown_key_id_is_permanent_with_a_hint(remote, cloud_env):

@@ -150,17 +150,6 @@ async def test_memory_quota_is_permanent():
 
 # -- against the sandbox object stores --------------------------------------------------------
 
-@pytest.fixture(params=["s3", "oss"])
-async def remote(request, tmp_path, cloud_env):
-    from .conftest import Backend
-    b = Backend(request.param, request, tmp_path)
-    try:
-        yield b
-    finally:
-        for s in b.opened:
-            await s.close()
-        from brsm.sandbox import store_faults
-        store_faults.clear(b.endpoint)
 
 
 @pytest.mark.parametrize("op", ["stat", "put_bytes", "put", "put_multipart", "get_bytes", "list", "delete"])

@@ -31,14 +31,6 @@ def _put_part(url: str, data: bytes) -> tuple[int, bytes, str]:
         return r.status, r.read(), r.headers["ETag"]
 
 
-@pytest.fixture(params=["s3", "oss"])
-async def remote(request, tmp_path, cloud_env):
-    b = Backend(request.param, request, tmp_path)
-    try:
-        yield b
-    finally:
-        for s in b.opened:
-            await s.close()
 
 
 async def test_a_host_uploads_parts_and_reads_ranges_with_signed_urls_alone(remote):
