@@ -20,6 +20,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     if not topo["meta"]:
         raise PreflightFailed("metad lists no meta hosts", hint="is --config pointing at the right metad?")
     p.progress.note(f"topology from {topo['source']}")
+    await _every_storaged_online(p.meta)
     spaces = await common.as_preflight(p.meta.list_spaces())
     wanted = list(ctx.params.get("spaces") or [])
     missing = [s for s in wanted if s not in spaces]
@@ -39,6 +40,23 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
                                p.storage, p.progress)
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))},
             "data_path": path.mode, "data_path_why": path.why}
+
+
+async def _every_storaged_online(meta) -> None:
+    """A backup cannot succeed with a storaged down: metad blocks writes on every host that holds the
+    spaces' partitions and fails with E_BLOCK_WRITE_FAILURE when one does not answer
+    (src/meta/processors/admin/SnapShot.cpp, ``blockingWrites``), and checkpoints only the active ones
+    (CreateBackupProcessor.cpp, ``ActiveHostsMan::getActiveHosts``). Say so before anything is touched,
+    naming the host: listCluster leaves a storaged whose heartbeat went stale out of the topology, so
+    without this check a host that was down was found only by createBackup (exit 5, after the lease
+    and a write block)."""
+    hosts = await common.as_preflight(meta.list_hosts("STORAGE"))
+    down = sorted(f"{h.addr} ({h.status})" for h in hosts if not h.online)
+    if down:
+        raise PreflightFailed(f"{len(down)} storaged not ONLINE in metad's listHosts: {', '.join(down)}; "
+                              "a backup needs every one (createBackup checkpoints them all)",
+                              hint="start it (`nebula.service start storaged` on that host) or remove it from "
+                                   "the cluster (DROP HOSTS), then back up")
 
 
 async def attach(ctx: StepContext) -> None:
