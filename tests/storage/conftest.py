@@ -97,8 +97,8 @@ class Backend:
         return st
 
 
-@pytest.fixture(params=BACKENDS)
-async def backend(request, tmp_path, cloud_env):
+async def _opened(request, tmp_path):
+    """A Backend for ``request.param``; at teardown every storage it opened closed, its faults cleared."""
     b = Backend(request.param, request, tmp_path)
     try:
         yield b
@@ -110,6 +110,12 @@ async def backend(request, tmp_path, cloud_env):
             store_faults.clear(b.endpoint)
 
 
+@pytest.fixture(params=BACKENDS)
+async def backend(request, tmp_path, cloud_env):
+    async for b in _opened(request, tmp_path):
+        yield b
+
+
 @pytest.fixture
 def storage(backend):
     return backend.open()
@@ -117,12 +123,6 @@ def storage(backend):
 
 @pytest.fixture(params=["s3", "oss"])
 async def remote(request, tmp_path, cloud_env):
-    """The two object stores only (their faults cleared afterwards)."""
-    b = Backend(request.param, request, tmp_path)
-    try:
+    """The two object stores only."""
+    async for b in _opened(request, tmp_path):
         yield b
-    finally:
-        for s in b.opened:
-            await s.close()
-        from brsm.sandbox import store_faults
-        store_faults.clear(b.endpoint)
