@@ -56,7 +56,7 @@ def test_already_running():
 
 
 def test_a_status_line_without_a_pid_is_a_daemon_on_its_way_out_not_silence():
-    """nebula.service's status_daemon (scripts/utils.sh) checks the pid file, then prints it again:
+    """nebula.service's status_daemon (vesoft-inc/nebula scripts/nebula.service) checks the pid file, then prints it again:
     a daemon exiting in between leaves "Running as , Listening on 9779". It was read as "status said
     nothing" and failed the stop step once sessions got fast enough to poll inside that window."""
     st = parse_status("[INFO] nebula-storaged(sandbox): Running as , Listening on 9779\n")["storaged"]
