@@ -75,7 +75,11 @@ async def _start(host: HostPort) -> HelperChannel:
     if not isinstance(host, RunsHelper):
         raise RemoteError(f"{host.name}: this host cannot run the direct-path helper", host=host.name)
     helper = await host.start_helper()
-    why = python_refusal(await helper.receive())
+    try:
+        why = python_refusal(await helper.receive())
+    except BaseException:
+        await helper.close()  # cancelled or lost while it said hello: no helper outlives its channel
+        raise
     if why:
         status = await helper.close()
         raise RemoteError(f"{host.name}: {why}" + (f" (exit {status})" if status not in (None, 0) else ""),
@@ -91,7 +95,11 @@ async def probe_host(host: HostPort, storage: Any) -> str | None:
         helper = await _start(host)
     except RemoteError as e:
         return e.message.split(": ", 1)[-1] if e.message.startswith(f"{host.name}: ") else e.message
-    upload = await storage.begin_upload(key)
+    try:
+        upload = await storage.begin_upload(key)
+    except BaseException:
+        await helper.close()
+        raise
     try:
         md5 = _b64md5(data.encode())
         await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})

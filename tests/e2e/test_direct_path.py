@@ -48,31 +48,36 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     assert env.checksum() == before
     restored = [e for e in env.ok("audit", str(back["op_id"]))["events"] if e["type"] == "FileRestored"]
     assert len(restored) >= len(copied), "every file came down by its host"
-    assert helpers_running() == []
+    assert helpers_running(env) == []
 
 
 HELPER_MARK = b"dies with its SSH channel"  # a phrase of the helper's source, on its command line
 
 
-def helpers_running() -> list[int]:
-    """The direct-path helpers alive on this machine (every sandbox host is a loopback address here)."""
+def helpers_running(env) -> list[int]:
+    """The direct-path helpers alive on this sandbox's hosts (every sandbox host is a loopback address
+    here; the suite runs two workers, so another module's sandbox may have helpers of its own: ours are
+    the ones whose SSH session carries this sandbox's directory, which its sshd sets)."""
+    mine = f"BRSM_SANDBOX_DIR={env.root}".encode()
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 cmd = (d / "cmdline").read_bytes()
+                if not (b"\0-c\0" in cmd[:300] and b"python" in cmd.split(b"\0", 1)[0] and HELPER_MARK in cmd):
+                    continue
+                if mine in (d / "environ").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
             except OSError:
                 continue
-            if b"\0-c\0" in cmd[:300] and b"python" in cmd.split(b"\0", 1)[0] and HELPER_MARK in cmd:
-                out.append(int(d.name))
     return out
 
 
-def no_helper_within(seconds: float) -> bool:
+def no_helper_within(env, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while helpers_running() and time.monotonic() < deadline:
+    while helpers_running(env) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return helpers_running() == []
+    return helpers_running(env) == []
 
 
 def _s3_state(env, prefix: str) -> tuple[list[str], list[str]]:
@@ -96,10 +101,10 @@ def test_a_killed_direct_backup_leaves_no_helper_and_resumes_or_rolls_back(sandb
     loc = env.s3(prefix)
     run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", *SLOW)
     run.wait_for("PartUploaded", timeout=120)
-    assert helpers_running(), "the hosts' helpers are sending"
+    assert helpers_running(env), "the hosts' helpers are sending"
     run.kill(signal.SIGKILL)
     run.finish()
-    assert no_helper_within(5), "a helper outlived brsm"
+    assert no_helper_within(env, 5), "a helper outlived brsm"
     done = env.ok(recovery, str(run.op))
     if recovery == "resume":
         name = done["facts"]["backup_name"]
@@ -110,7 +115,7 @@ def test_a_killed_direct_backup_leaves_no_helper_and_resumes_or_rolls_back(sandb
     else:
         assert done["state"] == "ROLLED_BACK"
         assert _s3_state(env, prefix + "/") == ([], [])
-    assert helpers_running() == []
+    assert helpers_running(env) == []
 
 
 @pytest.mark.parametrize("fault,why", [("no-python3", "python3 did not run the helper"),
@@ -131,7 +136,7 @@ def test_a_host_that_cannot_go_direct_is_named_auto_falls_back_and_direct_is_ref
         assert res["facts"]["bytes_sent"] > 0
     finally:
         env.brsm("sandbox", "fault", "--dir", str(env.root), "direct", host["name"], "clear")
-    assert helpers_running() == []
+    assert helpers_running(env) == []
 
 
 def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exactly(sandbox):
@@ -145,7 +150,7 @@ def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exac
     run.wait_for("FileRestored", timeout=120)
     run.kill(signal.SIGKILL)
     run.finish()
-    assert no_helper_within(5), "a helper outlived brsm"
+    assert no_helper_within(env, 5), "a helper outlived brsm"
     done = env.ok("resume", str(run.op))
     assert done["state"] == "CLEANED" and done["facts"]["data_path"] == "direct"
     assert env.checksum() == before

@@ -1,0 +1,98 @@
+"""The direct data path's decisions (brsm.workflows.direct), and its rule that no helper outlives the
+step that started it, whatever ends the step: checked against an in-process helper, not SSH."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from brsm.errors import RemoteError, StorageError
+from brsm.workflows import direct
+
+
+@pytest.mark.parametrize("asked, signs, refusals, mode, why", [
+    ("auto", True, [], "direct", "every host runs the helper"),
+    ("direct", True, [], "direct", "every host runs the helper"),
+    ("auto", True, ["h1: no python3"], "via-brsm", "h1: no python3; the bytes go through brsm"),
+    ("auto", False, [], "via-brsm", "signs no URLs"),
+    ("direct", False, [], "via-brsm", "signs no URLs"),
+    ("via-brsm", True, [], "via-brsm", "--data-path via-brsm"),
+])
+def test_decide(asked, signs, refusals, mode, why):
+    c = direct.decide(asked, signs, refusals)
+    assert c.mode == mode and why in c.why
+
+
+@pytest.mark.parametrize("hello, refusal", [
+    ({"hello": 1, "python": "3.6.8"}, None),
+    ({"hello": 1, "python": "3.12.1"}, None),
+    ({"hello": 1, "python": "3.5.2"}, "python3 is 3.5.2, the helper needs 3.6 or newer"),
+    ({"hello": 1, "python": "2.7.18"}, "python3 is 2.7.18"),
+    ({"hello": 1, "python": "three"}, "python3 says it is 'three'"),
+    (None, "python3 did not run the helper"),
+    ({"error": {"code": "X"}}, "python3 did not run the helper"),
+])
+def test_python_refusal(hello, refusal):
+    got = direct.python_refusal(hello)
+    assert (got is None) if refusal is None else (got is not None and got.startswith(refusal))
+
+
+class Helper:
+    def __init__(self, hello):
+        self.hello, self.closed = hello, 0
+
+    async def send(self, msg):
+        pass
+
+    async def receive(self):
+        if isinstance(self.hello, BaseException):
+            raise self.hello
+        if self.hello == "hang":
+            await asyncio.sleep(3600)
+        return self.hello
+
+    async def close(self):
+        self.closed += 1
+        return 0
+
+
+class Host:
+    name = "h1"
+
+    def __init__(self, hello):
+        self.helper = Helper(hello)
+
+    async def start_helper(self):
+        return self.helper
+
+
+class NoUploads:
+    signs_urls = True
+
+    async def begin_upload(self, key):
+        raise StorageError("s3: 403 AccessDenied on create_multipart_upload")
+
+
+@pytest.mark.parametrize("hello", [RemoteError("h1: lost the direct-path helper", host="h1"),
+                                   {"hello": 1, "python": "3.5.0"}])
+async def test_a_helper_that_fails_its_greeting_is_closed(hello):
+    host = Host(hello)
+    why = await direct.probe_host(host, NoUploads())
+    assert why and host.helper.closed == 1
+
+
+async def test_a_helper_cancelled_while_greeting_is_closed():
+    host = Host("hang")
+    task = asyncio.ensure_future(direct.probe_host(host, NoUploads()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert host.helper.closed == 1
+
+
+async def test_a_store_that_refuses_the_probe_upload_still_closes_the_helper():
+    host = Host({"hello": 1, "python": "3.11.0"})
+    with pytest.raises(StorageError):
+        await direct.probe_host(host, NoUploads())
+    assert host.helper.closed == 1
