@@ -2,6 +2,7 @@
 
 usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--big 4GiB] [--sweep 1,2,4,8]
                      [--downtime 64MiB,1GiB,4GiB] [--only-downtime]
+                     [--direct-hosts 3,6,12] [--direct-size 1GiB] [--only-direct]
                      [--scale-hosts 3,12,32] [--scale-data-paths 2] [--scale-partitions 50]
                      [--profile] [--quick] [--out bench-results] [--workdir DIR] [--keep]
 
@@ -22,6 +23,9 @@ Ctrl-C). On the same checkpoint files it measures:
 - a resume after a crash half way (failpoint `file:N=crash`): its time and the bytes re-transferred;
 - restore downtime (--downtime 64MiB,1GiB,4GiB; --only-downtime for just this): a staged and an
   --offline restore at each size while every metad/storaged/graphd port is polled from outside;
+- the direct data path (issue 16; --direct-hosts 3,6,12, --direct-size 1GiB, --only-direct): backups to
+  S3 (and OSS) through brsm and direct, restores both ways, with the bytes across brsm's sockets and the
+  hosts' sshds counted by `ss`, and the CPU of brsm, the hosts and the store (scripts/bench_direct.py);
 - backup throughput vs --concurrency (PNG plot; matplotlib installed into .bench-plotlib/ if missing).
 The baselines copy the checkpoint dirs that metad's createBackup makes (one snapshot taken for them,
 dropped at the end). Every baseline runs one process per storage host, all hosts at once (brsm also
@@ -44,6 +48,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import bench_direct
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -231,6 +237,7 @@ class Bench:
         self.results: dict[str, Any] = {"rows": {}, "notes": []}
         self.rows = self.results["rows"]
         self.notes: list[str] = self.results["notes"]
+        self.python, self.log, self.machine_cpu_seconds = PY, log, machine_cpu_seconds  # for bench_direct
 
     # -- brsm and the sandbox
     def brsm(self, *argv: str, env: dict[str, str] | None = None, rss: bool = False) -> Run:
@@ -822,9 +829,11 @@ class Bench:
             self.results["params"]["commit"] = head + ("+uncommitted changes" if dirty else "")
         else:
             self.results["params"]["commit"] = f"not this checkout (repo HEAD {head})"
-        for size in a.downtime_list:
+        for size in [] if a.only_direct else a.downtime_list:
             self.downtime(size)
-        if a.only_downtime:
+        if a.direct_list:
+            bench_direct.run_direct(self, a.direct_list, a.direct_size_b)
+        if a.only_downtime or a.only_direct:
             self.results["machine"]["loadavg_end"] = loadavg()
             self.results["seconds"] = round(time.perf_counter() - t_start, 1)
             self.report()
@@ -986,6 +995,13 @@ class Bench:
                 target(f"staged downtime does not grow with the data: largest / smallest "
                        f"({human(by[-1]['bytes'])} / {human(by[0]['bytes'])})",
                        by[-1]["staged"]["outside_s"] / max(by[0]["staged"]["outside_s"], 0.01), 1.5, "<")
+        lines += bench_direct.report_lines(res.get("direct", []))
+        for r in res.get("direct", []):
+            if r["mode"] == "direct":
+                target(f"{r['op']} on {r['hosts']} hosts via {r['store'].upper()}, direct: bytes across brsm's sockets "
+                       f"< 5 % of the bytes moved", r["brsm_socket_pct"], 5.0, "<", " %")
+                target(f"{r['op']} on {r['hosts']} hosts via {r['store'].upper()}, direct: bytes across the hosts' "
+                       f"sshds < 5 % of the bytes moved", r["sshd_socket_pct"], 5.0, "<", " %")
         for n in self.notes:
             lines.append(f"note: {n}")
         res["targets"] = targets
@@ -1064,6 +1080,9 @@ def main() -> int:
     ap.add_argument("--downtime", default="64MiB,1GiB,4GiB", help="sizes at which the downtime of a staged and "
                     "an offline restore is measured from outside ('' = none)")
     ap.add_argument("--only-downtime", action="store_true", help="only the downtime measurements")
+    ap.add_argument("--direct-hosts", default="3,6,12", help="storage hosts of the direct-path runs, a list ('' = none)")
+    ap.add_argument("--direct-size", default="1GiB", help="data loaded for the direct-path runs (default 1GiB)")
+    ap.add_argument("--only-direct", action="store_true", help="only the direct-path measurements")
     a = ap.parse_args()
     if a.quick:
         a.size, a.big, a.sweep, a.scale_hosts, a.repeat = "128MiB", None, "", "0", 1
@@ -1078,6 +1097,10 @@ def main() -> int:
     if a.quick and a.downtime == ap.get_default("downtime"):
         a.downtime = "64MiB"
     a.downtime_list = [parse_size(x) for x in str(a.downtime).split(",") if x.strip()]
+    if a.quick and a.direct_hosts == ap.get_default("direct_hosts"):
+        a.direct_hosts, a.direct_size = "3", "128MiB"
+    a.direct_list = [int(x) for x in str(a.direct_hosts).split(",") if x.strip() and int(x) > 0]
+    a.direct_size_b = parse_size(a.direct_size)
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -14,9 +14,10 @@ Chosen per run by :func:`choose`: "direct" when the store signs URLs and every h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,64 @@ async def _start(host: HostPort) -> HelperChannel:
     return helper
 
 
+KEEP_PER_HOST = 4  # idle helpers kept per host (the default --per-host); see Helpers
+
+
+class Helpers:
+    """The helpers of one step, lent file by file: a worker's next file goes to the helper its last
+    file finished on, so a host starts python3 once per worker, not once per file (a start costs
+    ~0.1 s of the host's CPU: at 60 files it was most of the hosts' CPU). Only a helper whose file
+    finished cleanly is kept; any error closes it. At most KEEP_PER_HOST are kept per host, fewer than
+    a host's SSH connection has sessions, so a worker waiting for a session is never stuck behind idle
+    helpers. Every kept helper is closed by :meth:`close` at the step's end, and dies with its SSH
+    channel if brsm dies first."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[HelperChannel]] = {}
+        self._live: dict[str, int] = {}
+        self._closed = False
+        self.started = 0
+
+    @contextlib.asynccontextmanager
+    async def lend(self, host: HostPort) -> AsyncIterator[HelperChannel]:
+        idle = self._idle.get(host.name)
+        if idle:
+            helper = idle.pop()
+        else:
+            helper = await _start(host)
+            self.started += 1
+            self._live[host.name] = self._live.get(host.name, 0) + 1
+        clean = False
+        try:
+            yield helper
+            clean = True
+        finally:
+            if clean and not self._closed and self._live[host.name] <= KEEP_PER_HOST:
+                self._idle.setdefault(host.name, []).append(helper)
+            else:
+                self._live[host.name] -= 1
+                await helper.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle = [h for hs in self._idle.values() for h in hs]
+        self._idle.clear()
+        await asyncio.gather(*(h.close() for h in idle), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _lent(helpers: Helpers | None, host: HostPort) -> AsyncIterator[HelperChannel]:
+    """A helper from the step's pool, or one of its own when the caller keeps none."""
+    own = helpers is None
+    pool = Helpers() if own else helpers
+    try:
+        async with pool.lend(host) as helper:
+            yield helper
+    finally:
+        if own:
+            await pool.close()
+
+
 async def probe_host(host: HostPort, storage: Any) -> str | None:
     """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
@@ -141,7 +200,8 @@ class Moved:
 
 
 async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, progress: Progress, *,
-                 state: UploadState, on_part: Callable[[UploadState], None], rate: int | None = None) -> Moved:
+                 state: UploadState, on_part: Callable[[UploadState], None], rate: int | None = None,
+                 helpers: Helpers | None = None) -> Moved:
     """One host file into one object by the host itself, part by part; resumes after the journaled
     parts the store still has. Returns the whole file's SHA-256 as the host read it."""
     if size == 0:  # nothing to move: no helper, no multipart upload of nothing
@@ -151,8 +211,7 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
     upload_id, keep = await _resumable(key, storage, state, part_size)
     parts = list(keep)
     progress.advance("copy", sum(p["size"] for p in keep))
-    helper = await _start(host)
-    try:
+    async with _lent(helpers, host) as helper:
         await helper.send({"op": "put", "path": path, "size": size, "part_size": part_size, "skip": len(keep),
                            "rate": rate})
 
@@ -172,10 +231,8 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
         if int(done["size"]) != size or [p["n"] for p in parts] != list(range(1, len(parts) + 1)):
             raise OperationFailed(f"{host.name}:{path}: the helper sent {done['size']} bytes in parts "
                                   f"{[p['n'] for p in parts]}, the file has {size}")
-        await storage.finish_upload(key, upload_id, parts)
-        return Moved(str(done["sha256"]), size)
-    finally:
-        await helper.close()
+    await storage.finish_upload(key, upload_id, parts)
+    return Moved(str(done["sha256"]), size)
 
 
 async def _resumable(key: str, storage: Any, state: UploadState, part_size: int) -> tuple[str, list[dict]]:
@@ -198,12 +255,11 @@ GET_RANGE = 16 << 20  # bytes per ranged GET (the helper holds one range in memo
 
 
 async def download(key: str, sha256: str | None, size: int, host: HostPort, storage: Any, progress: Progress,
-                   dest: str, *, rate: int | None = None, task: str = "download") -> None:
+                   dest: str, *, rate: int | None = None, task: str = "download", helpers: Helpers | None = None) -> None:
     """One object onto a host by the host itself: ranged GETs into ``dest.brsm-tmp``, the whole file's
     SHA-256 checked against the manifest there, fsynced, renamed into place; a file that does not
     match is removed and never renamed."""
-    helper = await _start(host)
-    try:
+    async with _lent(helpers, host) as helper:
         await helper.send({"op": "get", "path": dest, "size": size, "sha256": sha256, "part_size": GET_RANGE,
                            "rate": rate})
         def fatal(what: str, m: dict[str, Any]) -> Exception:
@@ -213,11 +269,9 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
 
         done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),
                                lambda m: progress.advance(task, int(m["size"])), fatal)
-        if int(done["size"]) != size or (sha256 and done["sha256"] != sha256):
-            raise StorageError(f"{key}: the helper wrote {done['size']} bytes sha256 {done['sha256'][:12]}…, the "
-                               f"manifest says {size}", permanent=True)
-    finally:
-        await helper.close()
+    if int(done["size"]) != size or (sha256 and done["sha256"] != sha256):
+        raise StorageError(f"{key}: the helper wrote {done['size']} bytes sha256 {done['sha256'][:12]}…, the "
+                           f"manifest says {size}", permanent=True)
 
 
 async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,

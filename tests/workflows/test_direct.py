@@ -96,3 +96,73 @@ async def test_a_store_that_refuses_the_probe_upload_still_closes_the_helper():
     with pytest.raises(StorageError):
         await direct.probe_host(host, NoUploads())
     assert host.helper.closed == 1
+
+
+class Counting:
+    """A host whose every helper start is counted."""
+    name = "h1"
+
+    def __init__(self):
+        self.helpers: list[Helper] = []
+
+    async def start_helper(self):
+        self.helpers.append(Helper({"hello": 1, "python": "3.11.0"}))
+        return self.helpers[-1]
+
+
+async def test_a_helper_whose_file_finished_is_lent_again_and_closed_with_the_pool():
+    host, pool = Counting(), direct.Helpers()
+    for _ in range(5):
+        async with pool.lend(host) as h:
+            assert h is host.helpers[0]
+    assert len(host.helpers) == 1 and host.helpers[0].closed == 0
+    await pool.close()
+    assert host.helpers[0].closed == 1
+
+
+async def test_a_helper_whose_file_failed_is_closed_not_lent_again():
+    host, pool = Counting(), direct.Helpers()
+    with pytest.raises(StorageError):
+        async with pool.lend(host):
+            raise StorageError("503")
+    assert host.helpers[0].closed == 1
+    async with pool.lend(host) as h:
+        assert h is host.helpers[1]
+    await pool.close()
+    assert [h.closed for h in host.helpers] == [1, 1]
+
+
+async def test_the_pool_keeps_at_most_its_share_of_a_hosts_sessions():
+    host, pool = Counting(), direct.Helpers()
+    n = direct.KEEP_PER_HOST + 3
+    gate = asyncio.Event()
+
+    async def one():
+        async with pool.lend(host):
+            await gate.wait()
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert len(host.helpers) == n
+    assert sum(h.closed for h in host.helpers) == n - direct.KEEP_PER_HOST, "the extra ones closed at once"
+    await pool.close()
+    assert all(h.closed == 1 for h in host.helpers)
+
+
+async def test_a_cancelled_worker_closes_its_helper():
+    host, pool = Counting(), direct.Helpers()
+
+    async def one():
+        async with pool.lend(host):
+            await asyncio.sleep(3600)
+
+    t = asyncio.ensure_future(one())
+    await asyncio.sleep(0.01)
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    assert host.helpers[0].closed == 1
+    await pool.close()
+    assert host.helpers[0].closed == 1

@@ -115,8 +115,8 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
                 parts_sent += 1
                 failpoints.hit(f"part:{parts_sent}")
 
-        if ctx.extra.get("data_path") == direct.DIRECT:
-            digest = await _send_direct(ctx, job, state, on_part)
+        if helpers is not None:
+            digest = await _send_direct(ctx, job, state, on_part, helpers)
         else:
             up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
                                    state=state, on_part=on_part)
@@ -127,17 +127,20 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         events.add(FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
                                  "sha256": digest})
 
+    helpers = direct.Helpers() if ctx.extra.get("data_path") == direct.DIRECT else None
     try:
         await run_bounded(todo, lambda j: j.host, limits, one)
     finally:
         events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
+        if helpers is not None:
+            await helpers.close()
     return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
             "bytes_sent": sent[0], "data_path": ctx.extra.get("data_path", direct.VIA_BRSM),
             "data_path_why": ctx.extra.get("data_path_why", "")}
 
 
-async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_part) -> str:
+async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
     """The host sends the file itself (issue 16); a dropped helper or a store error is tried again
     from the parts journaled so far (ATTEMPTS times, as on the path through brsm)."""
     p, limits = _ports(ctx), ctx.runtime["limits"]
@@ -151,7 +154,7 @@ async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_pa
     for attempt in range(ATTEMPTS):
         try:
             moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage,
-                                        p.progress, state=latest[0], on_part=journal, rate=rate)
+                                        p.progress, state=latest[0], on_part=journal, rate=rate, helpers=helpers)
             return moved.sha256
         except (RemoteError, StorageError) as e:
             if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):

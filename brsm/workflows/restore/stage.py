@@ -66,8 +66,8 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
         host, dest, f = job
         h = p.hosts.host(host)
         await h.makedirs(posixpath.dirname(dest))
-        if ctx.extra.get("data_path") == direct.DIRECT:
-            await _fetch_direct(ctx, f, h, dest)
+        if helpers is not None:
+            await _fetch_direct(ctx, f, h, dest, helpers)
         else:
             await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
         count += 1
@@ -75,15 +75,18 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
         events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
                                    "sha256": f["sha256"]})
 
+    helpers = direct.Helpers() if ctx.extra.get("data_path") == direct.DIRECT else None
     try:
         await run_bounded(todo, lambda j: j[0], limits, one)
     finally:
         events.flush()  # what finished is journaled even when another file failed
         p.progress.done(task)
+        if helpers is not None:
+            await helpers.close()
     return len(jobs) - len(todo)
 
 
-async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: str) -> None:
+async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: str, helpers: direct.Helpers) -> None:
     """The host fetches the object itself (issue 16), checked against the manifest's SHA-256 there;
     a dropped helper or a store error is tried again (ATTEMPTS times, as on the path through brsm)."""
     p, limits = _p(ctx), ctx.runtime["limits"]
@@ -91,7 +94,7 @@ async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: st
     for attempt in range(ATTEMPTS):
         try:
             return await direct.download(f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest,
-                                         rate=rate)
+                                         rate=rate, helpers=helpers)
         except (RemoteError, StorageError) as e:
             if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
                 raise
