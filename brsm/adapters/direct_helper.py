@@ -114,12 +114,18 @@ def request(method, url, body=None, headers=None, sink=None, pace=None):
         conn.close()
 
 
+def element(text, name):
+    start, end = "<%s>" % name, "</%s>" % name
+    return text.split(start, 1)[1].split(end, 1)[0] if start in text and end in text else ""
+
+
 def error_of(status, body):
-    text = (body or b"")[:2000].decode("utf-8", "replace")
-    code = ""
-    if "<Code>" in text:
-        code = text.split("<Code>", 1)[1].split("</Code>", 1)[0]
-    return {"status": status, "code": code, "message": text[:300]}
+    """The store's error as code and message only: S3's SignatureDoesNotMatch body also carries the
+    canonical request (the URL's query, the key id in it), which brsm must not get to print."""
+    text = (body or b"")[:4000].decode("utf-8", "replace")
+    code = element(text, "Code")
+    message = element(text, "Message") if code else text[:300]
+    return {"status": status, "code": code, "message": message[:300]}
 
 
 def next_url(q, n):

@@ -313,9 +313,11 @@ def fault_store(ctx: typer.Context,
                 skip: Annotated[int, typer.Option(help="Let the first N matching requests through.")] = 0,
                 throttle: Annotated[Optional[str], typer.Option(help="Limit the endpoint to this rate, e.g. 5MiB.")] = None,
                 quota: Annotated[Optional[str], typer.Option(help="Writes beyond this many stored bytes fail (507).")] = None,
+                late: Annotated[Optional[float], typer.Option(help="The next --count presigned requests are judged this "
+                                                              "many seconds later (an expired URL).")] = None,
                 clear: Annotated[bool, typer.Option(help="Remove every fault of this store.")] = False,
                 json_: JsonOpt = False) -> None:
-    """S3/OSS faults: HTTP errors or resets for N requests, throttling, a quota; or clear."""
+    """S3/OSS faults: HTTP errors or resets for N requests, throttling, a quota, expired presigned URLs; or clear."""
     from brsm.sandbox import cluster
     root = _dir(dir, ctx)
     results = []
@@ -333,8 +335,11 @@ def fault_store(ctx: typer.Context,
         results.append(cluster.store_fault(root, store, kind="throttle", bytes_per_second=parse_size(throttle)))
     if quota:
         results.append(cluster.store_fault(root, store, kind="quota", bytes=parse_size(quota)))
+    if late is not None:
+        results.append(cluster.store_fault(root, store, kind="late", count=count, seconds=late))
     if not results:
-        raise SandboxUsageError("say which fault: --error STATUS, --reset, --throttle RATE, --quota SIZE or --clear")
+        raise SandboxUsageError("say which fault: --error STATUS, --reset, --throttle RATE, --quota SIZE, --late "
+                                "SECONDS or --clear")
     _emit(results[-1], json_, f"{store}: active faults {results[-1].get('active')}")
 
 

@@ -17,6 +17,10 @@ Both sandbox stores answer the same control interface:
   - ``{"kind": "quota", "bytes": N}``: a write whose body would bring the bytes stored beyond
     N fails with HTTP 507 ``InsufficientStorage`` (body drained first, so SDKs see the error
     response, not a broken pipe; 507 is not retried by botocore or oss2).
+  - ``{"kind": "late", "count": N, "seconds": 3600}``: the next N requests made with a presigned URL
+    are judged as if they arrived ``seconds`` later (a URL used after it expired: a slow host, a long
+    queue, a clock ahead); the store's own expiry check answers, as it would (S3: 403 AccessDenied
+    "Request has expired"; OSS the same). Requests signed in a header are not counted.
   - ``{"kind": "clear"}``: remove every fault (``{"kind": "clear", "what": "throttle"}``
     removes one kind).
 
@@ -129,7 +133,8 @@ class FaultState:
         self._throttle: TokenBucket | None = None
         self._throttle_spec: dict | None = None
         self._quota: dict | None = None
-        self.counters = {"errors_injected": 0, "resets_injected": 0, "quota_rejections": 0}
+        self._late: dict | None = None
+        self.counters = {"errors_injected": 0, "resets_injected": 0, "quota_rejections": 0, "late_requests": 0}
 
     # -- control ---------------------------------------------------------------------------
     def apply(self, spec: dict, *, current_bytes: Callable[[], int] | None = None) -> dict:
@@ -161,6 +166,11 @@ class FaultState:
                 if limit < 0:
                     raise FaultSpecError("bytes must be >= 0")
                 self._quota = {"kind": "quota", "bytes": limit, "used_at_start": 0, "written": 0}
+            elif kind == "late":
+                count, seconds = int(spec.get("count", 1)), float(spec.get("seconds", 3600))
+                if seconds <= 0:
+                    raise FaultSpecError("seconds must be > 0")
+                self._late = {"kind": "late", "count": count, "seconds": seconds}
             elif kind == "clear":
                 what = spec.get("what")
                 if what in (None, "all", "error", "reset"):
@@ -170,8 +180,10 @@ class FaultState:
                     self._throttle_spec = None
                 if what in (None, "all", "quota"):
                     self._quota = None
+                if what in (None, "all", "late"):
+                    self._late = None
             else:
-                raise FaultSpecError(f"unknown fault kind {kind!r} (error, reset, throttle, quota, clear)")
+                raise FaultSpecError(f"unknown fault kind {kind!r} (error, reset, throttle, quota, late, clear)")
         if kind == "quota" and current_bytes is not None:
             used = int(current_bytes())
             with self._lock:
@@ -186,6 +198,8 @@ class FaultState:
                 active.append(dict(self._error))
             if self._throttle_spec:
                 active.append(dict(self._throttle_spec))
+            if self._late:
+                active.append(dict(self._late))
             if self._quota:
                 q = dict(self._quota)
                 q["used"] = q["used_at_start"] + q["written"]
@@ -193,6 +207,20 @@ class FaultState:
             return {"flavor": self.flavor, "active": active, "counters": dict(self.counters)}
 
     # -- data path -------------------------------------------------------------------------
+    def now_for_presigned(self) -> float:
+        """The time a presigned request is judged at: now, or later while a ``late`` fault lasts
+        (consumes one count)."""
+        with self._lock:
+            e = self._late
+            if not e or e["count"] == 0:
+                return time.time()
+            if e["count"] > 0:
+                e["count"] -= 1
+            self.counters["late_requests"] += 1
+            if e["count"] == 0:
+                self._late = None
+            return time.time() + e["seconds"]
+
     def take_error(self, method: str) -> dict | None:
         """The error/reset to inject for this request, if any (consumes one count)."""
         with self._lock:
@@ -433,7 +461,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         body = BodyReader(self.rfile, self.headers, state)
         if self.server.check_auth is not None:
-            denied = self.server.check_auth(self.headers, self.path, self.command)
+            denied = self.server.check_auth(self.headers, self.path, self.command, state.now_for_presigned)
             if denied:
                 self._send_error_xml(403, denied[0], denied[1], body)
                 return
@@ -459,7 +487,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self._forward(body, incoming)
 
     def _forward(self, body: BodyReader, incoming: int) -> None:
-        state = self.server.state
         host, port = self.server.upstream
         # one upstream connection per request: no stale keep-alive connections to recover from
         conn = http.client.HTTPConnection(host, port, timeout=300)
@@ -570,7 +597,7 @@ class FaultProxy(ServedInThread):
     """``FaultProxy(host, port, upstream_host, upstream_port, flavor)``; ``start()``/``stop()``.
 
     ``current_bytes``: called when a quota is set, returns the bytes already stored upstream.
-    ``check_auth(headers, path, method)``: returns ``(code, message)`` to reject a request with 403, or None.
+    ``check_auth(headers, path, method, now)``: returns ``(code, message)`` to reject a request with 403, or None.
     """
 
     thread_name = "faultproxy"

@@ -417,7 +417,7 @@ class _OssHandler(BaseHTTPRequestHandler):
         key_id = params["OSSAccessKeyId"]
         self._check_key_id(key_id)
         expires = params.get("Expires", "")
-        if not expires.isdigit() or int(expires) < time.time():
+        if not expires.isdigit() or int(expires) < self.server.oss.faults.now_for_presigned():
             raise OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
         sts = self._v1_string_to_sign(bucket, key, params, date=expires)
         want = base64.b64encode(hmac.new(self.server.oss.key_secret.encode(), sts,

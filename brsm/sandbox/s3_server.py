@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from brsm.sandbox.faultproxy import FaultProxy
@@ -100,7 +101,8 @@ def presigned_refusal(secret: str, method: str, path: str, headers, q: dict[str,
 
 
 def make_auth_check(key_id: str, secret: str | None = None):
-    def check(headers, path: str = "", method: str | None = None) -> tuple[str, str] | None:
+    def check(headers, path: str = "", method: str | None = None,
+              now: Callable[[], float] = time.time) -> tuple[str, str] | None:
         auth = headers.get("Authorization") or ""
         found = None
         m = _CRED_RE.search(auth)
@@ -120,7 +122,7 @@ def make_auth_check(key_id: str, secret: str | None = None):
             if cred:
                 found = cred.split("/", 1)[0]
             if found == key_id and secret is not None and method is not None and "X-Amz-Signature" in q:
-                refused = presigned_refusal(secret, method, path, headers, q)
+                refused = presigned_refusal(secret, method, path, headers, q, now=now())
                 if refused:
                     return refused
         if found is None:

@@ -21,7 +21,7 @@ from typing import Any
 from brsm.sandbox.errors import SandboxFailure
 from brsm.sandbox.faultproxy import FAULT_PATH
 
-KINDS = ("error", "reset", "throttle", "quota", "clear")
+KINDS = ("error", "reset", "throttle", "quota", "late", "clear")
 
 
 class StoreFaultError(SandboxFailure):

@@ -164,12 +164,29 @@ async def probe_host(host: HostPort, storage: Any) -> str | None:
         await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
         got = await helper.receive()
         if not got or not got.get("probe"):
-            err = (got or {}).get("error") or {}
-            return f"cannot reach the store: {err.get('code') or err.get('status') or 'no answer'}"
+            return probe_refusal((got or {}).get("error") or {})
         return None
     finally:
         await helper.close()
         await storage.abort_upload(key, upload)
+
+
+def probe_refusal(err: dict[str, Any]) -> str:
+    """Why a host's signed probe failed, in words an operator can act on (pure; no URL in it: the
+    helper reports none). An HTTP answer means the store was reached and refused the URL, most often
+    because it took the URL for expired: the clocks of brsm's machine and the store differ.
+
+    >>> probe_refusal({"status": 0, "code": "ConnectionRefusedError"})
+    'cannot reach the store: ConnectionRefusedError'
+    """
+    status, code = int(err.get("status") or 0), err.get("code") or ""
+    if not status:
+        return f"cannot reach the store: {code or 'no answer'}"
+    message = str(err.get("message") or "")[:120]
+    why = f"the store refused its signed probe: {status} {code}".rstrip() + (f" ({message})" if message else "")
+    if "expired" in message.lower() or code == "RequestTimeTooSkewed":
+        why += "; is this machine's clock right?"
+    return why
 
 
 async def choose(asked: str, hosts: Sequence[HostPort], storage: Any, progress: Progress) -> Choice:

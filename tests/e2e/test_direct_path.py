@@ -3,6 +3,7 @@ brsm signs per part — on the sandbox's real sshd, python3 and object stores.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -175,3 +176,71 @@ def test_store_errors_during_a_direct_backup_are_retried_with_new_urls(sandbox):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["facts"]["data_path"] == "direct"
     assert env.ok("verify", res["facts"]["backup_name"], "--config", env.config, *loc, "--full")["ok"]
+
+
+def _fault(env, *args: str) -> None:
+    p = env.brsm("sandbox", "fault", "--dir", str(env.root), *args)
+    assert p.returncode == 0, p.stderr[-1000:]
+
+
+def _counters(env, store: str) -> dict:
+    shown = env.brsm("sandbox", "fault", "--dir", str(env.root), "show", "--json").stdout
+    return json.loads(shown)["stores"][store]["counters"]
+
+
+@pytest.mark.parametrize("store", ["s3", "oss"])
+def test_urls_that_expire_in_flight_are_signed_again(sandbox, store):
+    """Issue 16's "a URL that expires": once the hosts are sending, the store judges the next presigned
+    requests an hour late, and its own expiry check refuses them (403 "Request has expired"): each
+    part is asked for again with a fresh URL and the backup completes, every object whole."""
+    env = sandbox
+    loc = env.s3("direct-late") if store == "s3" else env.oss("direct-late")
+    run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", "--json", *SLOW)
+    run.wait_for("PartUploaded", timeout=120)
+    _fault(env, "store", store, "--late", "3600", "--count", "3")
+    try:
+        p = run.finish(timeout=300)
+        late = _counters(env, store)["late_requests"]
+    finally:
+        _fault(env, "store", store, "--clear")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert late == 3, "the hosts used URLs the store took for expired"
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["facts"]["data_path"] == "direct"
+    assert env.ok("verify", res["facts"]["backup_name"], "--config", env.config, *loc, "--full")["ok"]
+
+
+def test_a_store_that_takes_every_url_for_expired_is_named_and_auto_goes_through_brsm(sandbox):
+    """brsm's clock far behind the store's: every presigned URL is expired on arrival. The preflight's
+    signed probe finds it; auto names it and takes the path through brsm (whose requests are signed in
+    a header and are not affected); --data-path direct refuses with exit 4."""
+    env = sandbox
+    loc = env.s3("direct-expired")
+    _fault(env, "store", "s3", "--late", "3600", "--count", "-1")
+    try:
+        p = env.brsm("start", "backup", "--config", env.config, *loc, "--data-path", "direct", "--json")
+        assert p.returncode == 4, p.stdout[-2000:]
+        assert "AccessDenied" in json.loads(p.stdout.strip().splitlines()[-1])["error"]
+        res = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "auto")
+    finally:
+        _fault(env, "store", "s3", "--clear")
+    assert res["facts"]["data_path"] == "via-brsm" and "AccessDenied" in res["facts"]["data_path_why"]
+    assert helpers_running(env) == []
+
+
+def test_a_helper_killed_on_its_host_is_replaced_and_the_backup_completes(sandbox):
+    """SIGKILL one host's helper mid-file (an OOM killer, an operator's pkill): brsm sees its channel
+    end, starts a new one, and the file resumes from its journaled parts; the backup verifies."""
+    env = sandbox
+    loc = env.s3("direct-helper-kill")
+    run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", "--json", *SLOW)
+    run.wait_for("PartUploaded", timeout=120)
+    victims = helpers_running(env)
+    assert victims
+    os.kill(victims[0], signal.SIGKILL)
+    p = run.finish(timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["facts"]["data_path"] == "direct"
+    assert env.ok("verify", res["facts"]["backup_name"], "--config", env.config, *loc, "--full")["ok"]
+    assert victims[0] not in helpers_running(env)

@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+from brsm.sandbox import store_faults
+
 from .conftest import BUCKET, KEY_ID, SECRET, boto3_client
 
 
@@ -88,3 +90,25 @@ def test_oss_signed_urls_are_checked(bucket):
     status, body = _send(late, "PUT", b"late")
     assert status == 403 and b"AccessDenied" in body and b"expired" in body.lower(), body
     assert _send(bucket.sign_url("GET", "p/o", 300)) == (200, b"oss"), "nothing was overwritten"
+
+
+def test_s3_a_late_fault_makes_the_next_presigned_request_expired(s3_endpoint):
+    """The ``late`` fault (issue 16's "a URL that expires"): the store's own expiry check refuses the
+    next presigned request as if it came an hour later; header-signed requests do not count."""
+    c = _s3(s3_endpoint)
+    store_faults.inject(s3_endpoint, kind="late", count=1)
+    c.put_object(Bucket=BUCKET, Key="p/h", Body=b"header-signed")  # not counted, not refused
+    url = c.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "p/l"}, ExpiresIn=300)
+    status, body = _send(url, "PUT", b"late")
+    assert status == 403 and b"Request has expired" in body, body
+    assert _send(url, "PUT", b"in time")[0] == 200, "the fault was used up: the same URL is valid again"
+    assert store_faults.status(s3_endpoint)["counters"]["late_requests"] == 1
+
+
+def test_oss_a_late_fault_makes_the_next_signed_url_expired(bucket, oss_server):
+    store_faults.inject(oss_server.endpoint, kind="late", count=1, seconds=301)
+    put = bucket.sign_url("PUT", "p/l", 300, headers=OCTETS)
+    status, body = _send(put, "PUT", b"late")
+    assert status == 403 and b"expired" in body.lower(), body
+    assert _send(put, "PUT", b"in time")[0] == 200
+    assert store_faults.status(oss_server.endpoint)["counters"]["late_requests"] == 1

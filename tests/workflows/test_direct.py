@@ -166,3 +166,26 @@ async def test_a_cancelled_worker_closes_its_helper():
     assert host.helpers[0].closed == 1
     await pool.close()
     assert host.helpers[0].closed == 1
+
+
+@pytest.mark.parametrize("err, said", [
+    ({"status": 0, "code": "ConnectionRefusedError"}, "cannot reach the store: ConnectionRefusedError"),
+    ({"status": 0, "code": ""}, "cannot reach the store: no answer"),
+    ({"status": 403, "code": "AccessDenied", "message": "Request has expired"},
+     "the store refused its signed probe: 403 AccessDenied (Request has expired); is this machine's clock right?"),
+    ({"status": 403, "code": "SignatureDoesNotMatch", "message": "The request signature we calculated does not match"},
+     "the store refused its signed probe: 403 SignatureDoesNotMatch (The request signature we calculated does not match)"),
+])
+def test_probe_refusal(err, said):
+    assert direct.probe_refusal(err) == said
+
+
+def test_the_helper_keeps_only_the_code_and_message_of_a_store_error():
+    from brsm.adapters.direct_helper import error_of
+    body = (b"<?xml version='1.0'?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we "
+            b"calculated does not match</Message><StringToSign>AWS4-HMAC-SHA256...</StringToSign><CanonicalRequest>"
+            b"PUT /b/k X-Amz-Credential=AKIDEXAMPLE%2F20261203</CanonicalRequest></Error>")
+    err = error_of(403, body)
+    assert err == {"status": 403, "code": "SignatureDoesNotMatch",
+                   "message": "The request signature we calculated does not match"}
+    assert error_of(502, b"<html>Bad Gateway</html>") == {"status": 502, "code": "", "message": "<html>Bad Gateway</html>"}
