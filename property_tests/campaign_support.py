@@ -310,6 +310,7 @@ class World:
         self.journal = CrashingJournal(self.inner)
         self.cluster = make_cluster(seed)
         self.storage = make_storage(**storage_options)
+        mem(self.storage).signs_urls = True  # the direct data path's campaigns (brsm.fakes.helper)
         self.meta = FakeMeta(self.cluster)
         self.hosts = FakeHosts(self.cluster)
         self.backup_wf, self.backup_box = capture(backup_wf.workflow())

@@ -64,6 +64,8 @@ RUNS = {"examples": 0, "drives": 0, "crashes": 0}
 
 
 class BackupCampaign(RuleBasedStateMachine):
+    PARAMS = BACKUP_PARAMS
+
     def __init__(self) -> None:
         super().__init__()
         RUNS["examples"] += 1
@@ -72,7 +74,7 @@ class BackupCampaign(RuleBasedStateMachine):
         self.runner = self.w.backup_runner
         self.original = all_files(self.c)
         self.original_data = space_data(self.c)
-        self.op = self.runner.create(BACKUP_PARAMS)
+        self.op = self.runner.create(self.PARAMS)
         self.first = True
         self.finish = "resume"
         self.log: list[str] = []
@@ -245,7 +247,25 @@ class BackupCampaign(RuleBasedStateMachine):
             self.w.close()
 
 
+class DirectBackupCampaign(BackupCampaign):
+    """The same campaign on the direct data path: each fake host's helper (brsm.fakes.helper) sends
+    its files to the memory store with the URLs brsm signs; host drops and store faults hit it."""
+    PARAMS = {**BACKUP_PARAMS, "data_path": "direct"}
+
+    def finish_operation(self) -> None:
+        super().finish_operation()
+        st_ = self.state()
+        if st_.phase == "done":
+            assert st_.facts["data_path"] == "direct" and st_.facts["bytes_sent"] == 0, st_.facts
+
+
 def test_backup_campaign():
     with fast_sleeps():
         run_state_machine_as_test(BackupCampaign, settings=settings())  # the loaded profile
     print(f"BackupCampaign: {RUNS}")
+
+
+def test_backup_campaign_on_the_direct_path():
+    with fast_sleeps():
+        run_state_machine_as_test(DirectBackupCampaign, settings=settings())
+    print(f"DirectBackupCampaign: {RUNS}")

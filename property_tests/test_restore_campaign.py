@@ -69,6 +69,8 @@ RUNS = {"examples": 0, "drives": 0, "crashes": 0}
 
 
 class RestoreCampaign(RuleBasedStateMachine):
+    PARAMS: dict = {"verify": "quick"}
+
     def __init__(self) -> None:
         super().__init__()
         RUNS["examples"] += 1
@@ -89,7 +91,7 @@ class RestoreCampaign(RuleBasedStateMachine):
         self.pre_all = all_files(c)
         self.pre_data = space_data(c)
         self.runner = self.w.restore_runner
-        self.op = self.runner.create({"name": self.name, "verify": "quick"})
+        self.op = self.runner.create({"name": self.name, **self.PARAMS})
         self.aside = f"nebula_brsm_old_{self.op}"
         self.first = True
         self.finish = "resume"
@@ -250,3 +252,21 @@ def test_restore_campaign():
     with fast_sleeps():
         run_state_machine_as_test(RestoreCampaign, settings=settings())  # the loaded profile
     print(f"RestoreCampaign: {RUNS}")
+
+
+class DirectRestoreCampaign(RestoreCampaign):
+    """The same campaign on the direct data path: each fake host's helper (brsm.fakes.helper) fetches
+    its files from the memory store with the URLs brsm signs; host drops and store faults hit it."""
+    PARAMS = {"verify": "quick", "data_path": "direct"}
+
+    def finish_operation(self) -> None:
+        super().finish_operation()
+        st_ = self.state()
+        if st_.phase == "done":
+            assert st_.facts["data_path"] == "direct", st_.facts
+
+
+def test_restore_campaign_on_the_direct_path():
+    with fast_sleeps():
+        run_state_machine_as_test(DirectRestoreCampaign, settings=settings())
+    print(f"DirectRestoreCampaign: {RUNS}")

@@ -16,12 +16,16 @@ import posixpath
 import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import RemoteError
 from brsm.fakes.cluster import FakeCluster, Machine
 from brsm.ports import RemoteFile, RunResult
+
+if TYPE_CHECKING:
+    from brsm.fakes.helper import FakeHelper
 
 
 def _printf(fmt: str, args: list[str]) -> str:
@@ -67,6 +71,7 @@ class FakeHost:
         self.name = name
         self.commands: list[tuple[str, ...]] = []
         self.closed = False
+        self.helpers: list = []  # every helper started, for close()
 
     @property
     def m(self) -> Machine:
@@ -462,8 +467,20 @@ class FakeHost:
         script = posixpath.join(install_dir or self.c.install_dir, "scripts", "nebula.service")
         return await self.run((script, action, name), check=False)
 
+    async def start_helper(self) -> "FakeHelper":
+        """The direct data path's helper (brsm.fakes.helper); it ends with this host's connection."""
+        from brsm.fakes.helper import FakeHelper
+
+        await self._enter("start the direct-path helper")
+        helper = FakeHelper(self)
+        self.helpers.append(helper)
+        return helper
+
     async def close(self) -> None:
         self.closed = True
+        helpers, self.helpers = self.helpers, []
+        for h in helpers:
+            await h.close()
 
 
 class FakeHosts:

@@ -16,11 +16,15 @@ call starts (for ``get``: at the first iteration), before any byte of a stream i
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
@@ -233,3 +237,64 @@ class MemoryStorage(BaseStorage):
         self._fault("abort_upload")
         self.requests["abort_upload"] += 1
         self.uploads.pop(upload_id, None)
+
+    # -- signed URLs (issue 16), for the fake hosts' helpers ----------------------------------
+    # Off unless a test turns it on (``signs_urls = True``). A URL names this store by a token, the
+    # request, and its expiry; brsm.fakes.helper "sends" it with :meth:`signed_request`, the way a
+    # host's helper sends a presigned URL over HTTP. Faults by verb apply: upload_part, get.
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
+        return self._sign("PUT", key, expires, upload=upload_id, part=str(n), md5=md5)
+
+    async def get_url(self, key: str, expires: int) -> str:
+        return self._sign("GET", key, expires)
+
+    def _sign(self, method: str, key: str, expires: int, **q: str) -> str:
+        if not self.signs_urls:
+            raise NotImplementedError("memory storage signs no URLs unless signs_urls is set")
+        token = getattr(self, "_url_token", None)
+        if token is None:
+            token = self._url_token = uuid.uuid4().hex
+            _SIGNERS[token] = self
+        query = urlencode(dict(q, method=method, expires=str(int(time.time() + expires))))
+        return f"memory-signed://{token}/{quote(self.full_key(key))}?{query}"
+
+    @staticmethod
+    def signed_request(url: str, method: str, data: bytes = b"", *, offset: int = 0,
+                       length: int | None = None) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, {"etag"} or {"data"} or {"code", "message"}) for one request with a URL of
+        :meth:`part_url` / :meth:`get_url`: refused as a real store would (expired, wrong method,
+        a body whose MD5 is not the signed one), faults by verb as injected."""
+        u = urlsplit(url)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        store = _SIGNERS.get(u.netloc)
+        if store is None or store.closed:
+            return 0, {"code": "ConnectionRefusedError", "message": "no such store"}
+        if q.get("method") != method:
+            return 403, {"code": "SignatureDoesNotMatch", "message": f"signed for {q.get('method')}"}
+        if time.time() > int(q.get("expires", "0")):
+            return 403, {"code": "AccessDenied", "message": "Request has expired"}
+        full = unquote(u.path.lstrip("/"))
+        try:
+            if method == "PUT":
+                if base64.b64encode(hashlib.md5(data).digest()).decode() != q.get("md5"):
+                    return 400, {"code": "BadDigest", "message": "The Content-MD5 you specified did not match"}
+                store._fault("upload_part")
+                store.requests["upload_part"] += 1
+                up = store.uploads.get(q.get("upload", ""))
+                if up is None or up.key != full:
+                    return 404, {"code": "NoSuchUpload", "message": "The specified upload does not exist"}
+                store._room(store.rel_key(full), len(data), len(up.parts.get(int(q["part"]), b"")))
+                up.parts[int(q["part"])] = bytes(data)
+                return 200, {"etag": hashlib.md5(data).hexdigest()}
+            store._fault("get")
+            store.requests["get_object"] += 1
+            obj = store.objects.get(full)
+            if obj is None:
+                return 404, {"code": "NoSuchKey", "message": "The specified key does not exist."}
+            end = len(obj) if length is None else min(len(obj), offset + length)
+            return 206, {"data": obj[offset:end]}
+        except StorageError as e:
+            return (507 if "quota" in e.message else 503), {"code": "ServiceUnavailable", "message": e.message[:200]}
+
+
+_SIGNERS: weakref.WeakValueDictionary[str, MemoryStorage] = weakref.WeakValueDictionary()  # URL token -> store
