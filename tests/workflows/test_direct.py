@@ -189,3 +189,72 @@ def test_the_helper_keeps_only_the_code_and_message_of_a_store_error():
     assert err == {"status": 403, "code": "SignatureDoesNotMatch",
                    "message": "The request signature we calculated does not match"}
     assert error_of(502, b"<html>Bad Gateway</html>") == {"status": 502, "code": "", "message": "<html>Bad Gateway</html>"}
+
+
+# -- direct.upload / download end to end on the fakes: a FakeHost's helper and the memory store ----
+def _fake_world(part_size: int = 1000):
+    from brsm.adapters.storage.memory import MemoryStorage
+    from brsm.fakes.cluster import FakeCluster
+    from brsm.fakes.hosts import FakeHosts
+
+    c = FakeCluster(metas=1, storages=1, data_paths=1)
+    name = sorted(c.machines)[-1]
+    store = MemoryStorage("memory://b", part_size=part_size, multipart_threshold=part_size)
+    store.signs_urls = True
+    return c, FakeHosts(c).host(name), store
+
+
+async def test_a_file_goes_up_and_comes_back_through_the_fake_helper_and_resumes_after_its_parts():
+    import hashlib
+    import os as _os
+
+    from brsm.console.progress import NullProgress
+    from brsm.ports import UploadState
+
+    c, host, store = _fake_world()
+    data = _os.urandom(4500)
+    host.m.put("/data/f.sst", data)
+    seen: list[UploadState] = []
+    store.inject_fault("upload_part", count=1, permanent=True, skip=2)  # part 3 refused once: asked for again
+    moved = await direct.upload("b/f.sst", "/data/f.sst", len(data), host, store, NullProgress(),
+                                state=UploadState(), on_part=seen.append)
+    assert moved.sha256 == hashlib.sha256(data).hexdigest() and store.objects[store.full_key("b/f.sst")] == data
+    assert [p["n"] for p in seen[-1].parts] == [1, 2, 3, 4, 5]
+    # a resume with parts 1-2 journaled (and stored) sends parts 3-5 only, and hashes the whole file
+    from brsm.adapters.storage.memory import MemoryStorage
+    up = await store.begin_upload("b/g.sst")
+    parts = []
+    for n in (1, 2):
+        chunk = data[(n - 1) * 1000:n * 1000]
+        url = await store.part_url("b/g.sst", up, n, direct._b64md5(chunk), 60)
+        status, body = MemoryStorage.signed_request(url, "PUT", chunk)
+        assert status == 200
+        parts.append({"n": n, "etag": body["etag"], "size": 1000})
+    before = store.requests["upload_part"]
+    again = await direct.upload("b/g.sst", "/data/f.sst", len(data), host, store, NullProgress(),
+                                state=UploadState(up, parts, 1000), on_part=seen.append)
+    assert again.sha256 == moved.sha256 and store.requests["upload_part"] - before == 3
+    assert store.objects[store.full_key("b/g.sst")] == data
+    await direct.download("b/f.sst", moved.sha256, len(data), host, store, NullProgress(), "/restore/f.sst")
+    assert host.m.files["/restore/f.sst"] == data and "/restore/f.sst.brsm-tmp" not in host.m.files
+    with pytest.raises(StorageError, match="ChecksumMismatch"):
+        await direct.download("b/f.sst", "0" * 64, len(data), host, store, NullProgress(), "/restore/x.sst")
+    assert not [f for f in host.m.files if f.startswith("/restore/x.sst")], "a file that does not match is removed"
+
+
+async def test_the_memory_store_refuses_signed_requests_as_a_store_would():
+    import base64
+    import hashlib
+
+    from brsm.adapters.storage.memory import MemoryStorage
+
+    _c, _host, store = _fake_world()
+    up = await store.begin_upload("k")
+    md5 = base64.b64encode(hashlib.md5(b"abc").digest()).decode()
+    url = await store.part_url("k", up, 1, md5, 60)
+    assert MemoryStorage.signed_request(url, "PUT", b"abd")[0] == 400, "a body other than the signed MD5"
+    assert MemoryStorage.signed_request(url, "GET")[0] == 403, "signed for PUT"
+    late = await store.part_url("k", up, 1, md5, -1)
+    assert MemoryStorage.signed_request(late, "PUT", b"abc") == (403, {"code": "AccessDenied",
+                                                                        "message": "Request has expired"})
+    assert MemoryStorage.signed_request(url, "PUT", b"abc")[0] == 200
