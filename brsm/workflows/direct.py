@@ -291,6 +291,37 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
                            f"manifest says {size}", permanent=True)
 
 
+RETRY, RESTART, STOP = "retry", "restart", "stop"
+
+
+def _full(err: dict[str, Any]) -> bool:
+    return int(err.get("status") or 0) == 507 or err.get("code") in ("InsufficientStorage", "QuotaExceeded")
+
+
+def part_failure(err: dict[str, Any]) -> str:
+    """What a part the store refused calls for (pure): RETRY it with a fresh URL (the store was busy or
+    unreachable, the URL expired, the bytes were damaged on the way), RESTART the file (its upload is
+    gone: aborted under us), or STOP (the store is full; it refuses the credentials or the signature:
+    asking again cannot help).
+
+    >>> [part_failure(e) for e in ({"status": 503}, {"status": 403, "code": "AccessDenied", "message": "Request has expired"},
+    ...                            {"status": 404, "code": "NoSuchUpload"}, {"status": 507}, {"status": 403, "code": "SignatureDoesNotMatch"})]
+    ['retry', 'retry', 'restart', 'stop', 'stop']
+    """
+    status, code = int(err.get("status") or 0), str(err.get("code") or "")
+    message = str(err.get("message") or "").lower()
+    if code == "NoSuchUpload":
+        return RESTART
+    if _full(err):
+        return STOP
+    if status in (0, 408, 429) or status >= 500 or code in ("SlowDown", "RequestTimeout", "BadDigest", "InvalidDigest",
+                                                          "ShortRead", "IncompleteBody"):
+        return RETRY
+    if status == 403 and "expired" in message:
+        return RETRY
+    return STOP
+
+
 async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
                     sign: Callable[[dict[str, Any]], Awaitable[str]], moved: Callable[[dict[str, Any]], None],
                     fatal: Callable[[str, dict[str, Any]], Exception]) -> dict[str, Any]:
@@ -317,6 +348,14 @@ async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
             what = f"{m['error'].get('status')} {m['error'].get('code')}".strip()
             if m.get("fatal"):
                 raise fatal(what, m)
+            verdict = part_failure(m["error"])
+            if verdict != RETRY:
+                await helper.send({"op": "abort"})
+                message = str(m["error"].get("message") or "")[:160]
+                raise StorageError(f"{key}: part {m['n']} on {host.name}: {what}" + (f" ({message})" if message else ""),
+                                   permanent=verdict == STOP,
+                                   hint="the storage is full: free space or raise its quota" if verdict == STOP and
+                                   _full(m["error"]) else None)
             tries[m["n"]] = tries.get(m["n"], 0) + 1
             last[m["n"]] = what
             await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))

@@ -258,3 +258,55 @@ async def test_the_memory_store_refuses_signed_requests_as_a_store_would():
     assert MemoryStorage.signed_request(late, "PUT", b"abc") == (403, {"code": "AccessDenied",
                                                                         "message": "Request has expired"})
     assert MemoryStorage.signed_request(url, "PUT", b"abc")[0] == 200
+
+
+@pytest.mark.parametrize("err, verdict", [
+    ({"status": 0, "code": "ConnectionResetError"}, "retry"),
+    ({"status": 503, "code": "SlowDown"}, "retry"),
+    ({"status": 500, "code": "InternalError"}, "retry"),
+    ({"status": 429}, "retry"),
+    ({"status": 400, "code": "BadDigest"}, "retry"),
+    ({"status": 403, "code": "AccessDenied", "message": "Request has expired"}, "retry"),
+    ({"status": 403, "code": "AccessDenied", "message": "Request has expired."}, "retry"),  # OSS
+    ({"status": 404, "code": "NoSuchUpload"}, "restart"),
+    ({"status": 507, "code": "InsufficientStorage"}, "stop"),
+    ({"status": 403, "code": "QuotaExceeded"}, "stop"),
+    ({"status": 403, "code": "SignatureDoesNotMatch"}, "stop"),
+    ({"status": 403, "code": "AccessDenied", "message": "Access Denied"}, "stop"),
+    ({"status": 404, "code": "NoSuchBucket"}, "stop"),
+])
+def test_part_failure(err, verdict):
+    assert direct.part_failure(err) == verdict
+
+
+async def test_a_full_store_stops_the_file_at_once_and_an_aborted_upload_starts_it_over():
+    import os as _os
+
+    from brsm.console.progress import NullProgress
+    from brsm.ports import UploadState
+
+    _c, host, store = _fake_world()
+    data = _os.urandom(3000)
+    host.m.put("/data/q.sst", data)
+    store.quota = 1500
+    with pytest.raises(StorageError) as e:
+        await direct.upload("q", "/data/q.sst", len(data), host, store, NullProgress(), state=UploadState(),
+                            on_part=lambda s: None)
+    assert e.value.permanent and "full" in (e.value.hint or "")
+    assert store.requests["upload_part"] == 2, "no part asked for again once the store said it is full"
+    # an upload aborted under the file (another brsm's cleanup): the file fails retryably, and the next
+    # attempt with the journaled state begins a new upload and sends every part
+    store.quota = None
+    latest = [UploadState()]
+
+    def abort_after_first(s: UploadState) -> None:
+        latest[0] = s
+        store.uploads.clear()
+
+    with pytest.raises(StorageError) as e:
+        await direct.upload("q", "/data/q.sst", len(data), host, store, NullProgress(), state=UploadState(),
+                            on_part=abort_after_first)
+    assert not e.value.permanent and "NoSuchUpload" in e.value.message
+    moved = await direct.upload("q", "/data/q.sst", len(data), host, store, NullProgress(), state=latest[0],
+                                on_part=lambda s: None)
+    assert store.objects[store.full_key("q")] == data and moved.size == len(data)
