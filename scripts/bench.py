@@ -882,7 +882,7 @@ class Bench:
                  f"these CPUs when it is above 0)",
                  (f"data: {human(res['checkpoint']['bytes'])} in {res['checkpoint']['files']} checkpoint files on "
                   f"{res['checkpoint']['hosts']} storage hosts (+ meta SSTs for brsm); files in the page cache"
-                  if "checkpoint" in res else "data: the downtime sandboxes only (--only-downtime)"),
+                  if "checkpoint" in res else "data: only the sandboxes of --only-downtime / --only-direct (sizes below)"),
                  ""]
         bases = [k for k in ("cp", "scp", "tar_ssh", "rclone_sftp") if k in R]
         head = (f"{'what':<46} {'s':>7} {'MiB/s':>7} {'RSS MB':>7} {'CPU s/GiB':>9} "
