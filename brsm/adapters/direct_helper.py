@@ -38,6 +38,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -114,6 +115,12 @@ def request(method, url, body=None, headers=None, sink=None, pace=None):
         conn.close()
 
 
+def scrub(text):
+    """An exception's text without any URL query (http.client's InvalidURL quotes the whole URL, and a
+    presigned URL's query holds its signature): brsm must never get a signature back in an error."""
+    return re.sub(r"\?[^\s'\"]*", "?...", text)
+
+
 def element(text, name):
     start, end = "<%s>" % name, "</%s>" % name
     return text.split(start, 1)[1].split(end, 1)[0] if start in text and end in text else ""
@@ -125,7 +132,7 @@ def error_of(status, body):
     text = (body or b"")[:4000].decode("utf-8", "replace")
     code = element(text, "Code")
     message = element(text, "Message") if code else text[:300]
-    return {"status": status, "code": code, "message": message[:300]}
+    return {"status": status, "code": code, "message": scrub(message)[:300]}
 
 
 def next_url(q, n):
@@ -165,7 +172,7 @@ def put(q, cmd, pace):
                         "Content-Length": str(len(data)), "Content-MD5": md5,
                         "Content-Type": "application/octet-stream"}, pace=pace)
                 except (OSError, http.client.HTTPException) as e:
-                    out({"error": {"status": 0, "code": type(e).__name__, "message": str(e)[:300]}, "n": n})
+                    out({"error": {"status": 0, "code": type(e).__name__, "message": scrub(str(e))[:300]}, "n": n})
                     continue
                 if 200 <= status < 300:
                     etag = {k.lower(): v for k, v in headers.items()}.get("etag", "")
@@ -206,7 +213,7 @@ def get(q, cmd, pace):
                         status, _h, body = request("GET", url, headers={
                             "Range": "bytes=%d-%d" % (done, done + length - 1)}, sink=got.append, pace=pace)
                     except (OSError, http.client.HTTPException) as e:
-                        out({"error": {"status": 0, "code": type(e).__name__, "message": str(e)[:300]}, "n": n})
+                        out({"error": {"status": 0, "code": type(e).__name__, "message": scrub(str(e))[:300]}, "n": n})
                         continue
                     data = b"".join(got)
                     if 200 <= status < 300 and len(data) == length:
@@ -248,7 +255,7 @@ def probe(cmd):
         status, _h, body = request("PUT", cmd["url"], data, {
             "Content-Length": str(len(data)), "Content-MD5": md5, "Content-Type": "application/octet-stream"})
     except (OSError, http.client.HTTPException) as e:
-        out({"probe": False, "error": {"status": 0, "code": type(e).__name__, "message": str(e)[:300]}})
+        out({"probe": False, "error": {"status": 0, "code": type(e).__name__, "message": scrub(str(e))[:300]}})
         return
     if 200 <= status < 300:
         out({"probe": True})
@@ -276,7 +283,7 @@ def main():
             elif op == "exit":
                 return
         except (OSError, ValueError) as e:
-            out({"error": {"status": 0, "code": type(e).__name__, "message": str(e)[:300]}, "n": 0, "fatal": True})
+            out({"error": {"status": 0, "code": type(e).__name__, "message": scrub(str(e))[:300]}, "n": 0, "fatal": True})
 
 
 if __name__ == "__main__":

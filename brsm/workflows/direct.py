@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ async def probe_host(host: HostPort, storage: Any) -> str | None:
     try:
         md5 = _b64md5(data.encode())
         await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
-        got = await helper.receive()
+        got = scrubbed(await helper.receive())
         if not got or not got.get("probe"):
             return probe_refusal((got or {}).get("error") or {})
         return None
@@ -292,6 +293,19 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
 
 
 RETRY, RESTART, STOP = "retry", "restart", "stop"
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def scrubbed(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A helper's message with any URL query cut from its error text (pure). The helper reports no URL
+    and scrubs its own errors; this is brsm's own guard, since an error's text goes into the journal.
+
+    >>> scrubbed({"error": {"message": "URL can't contain control characters. '/b/k?X-Amz-Signature=ab cd'"}})
+    {'error': {'message': "URL can't contain control characters. '/b/k?... cd'"}}
+    """
+    if m and isinstance(m.get("error"), dict) and m["error"].get("message"):
+        m["error"]["message"] = _QUERY.sub("?...", str(m["error"]["message"]))
+    return m
 
 
 def _full(err: dict[str, Any]) -> bool:
@@ -331,7 +345,7 @@ async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
     tries: dict[int, int] = {}
     last: dict[int, str] = {}  # each part's last error, without its URL (the helper never reports one)
     while True:
-        m = await helper.receive()
+        m = scrubbed(await helper.receive())
         if m is None:
             raise RemoteError(f"{host.name}: the direct-path helper ended while {doing}", host=host.name)
         if "want" in m:

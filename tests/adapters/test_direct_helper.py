@@ -224,3 +224,26 @@ def test_the_helper_runs_on_the_oldest_python_the_issue_names():
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)], "f-strings: keep the helper plain"
     assert os.path.basename(direct_helper.__file__) == "direct_helper.py"
     assert signal  # the helper needs no signal handling: end of input is its signal
+
+
+def test_an_error_about_a_url_never_carries_its_signature(tmp_path):
+    """http.client quotes the whole URL when it refuses one (a control character in it): the helper
+    scrubs every error text of URL queries, so no signature comes back to brsm."""
+    f = _file(tmp_path, 1000)
+    h = Helper()
+    try:
+        h.send({"op": "put", "path": str(f), "size": 1000, "part_size": 1000})
+        want = h.read()
+        assert want["want"] == "url"
+        h.send({"url": "http://127.0.0.1:9/b/k x?X-Amz-Signature=deadbeefsecret&X-Amz-Credential=AKID"})
+        err = h.read()
+        assert err["error"]["code"] == "InvalidURL", err  # refused before any connection: the text quotes the URL
+        assert "error" in err and "deadbeef" not in json.dumps(err) and "AKID" not in json.dumps(err), err
+        h.send({"op": "abort"})
+    finally:
+        assert h.close() == 0
+
+
+def test_the_helper_scrubs_store_error_messages():
+    body = b"<Error><Code>InvalidArgument</Code><Message>bad /b/k?X-Amz-Signature=abc</Message></Error>"
+    assert "abc" not in direct_helper.error_of(400, body)["message"]

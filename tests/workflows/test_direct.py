@@ -310,3 +310,9 @@ async def test_a_full_store_stops_the_file_at_once_and_an_aborted_upload_starts_
     moved = await direct.upload("q", "/data/q.sst", len(data), host, store, NullProgress(), state=latest[0],
                                 on_part=lambda s: None)
     assert store.objects[store.full_key("q")] == data and moved.size == len(data)
+
+
+def test_brsm_scrubs_what_a_helper_reports_of_a_url():
+    m = direct.scrubbed({"error": {"status": 0, "message": "bad URL '/b/k?X-Amz-Signature=abc&Signature=def'"}, "n": 1})
+    assert "abc" not in m["error"]["message"] and "def" not in m["error"]["message"]
+    assert direct.scrubbed(None) is None and direct.scrubbed({"part": 1}) == {"part": 1}
