@@ -27,9 +27,9 @@ RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, 
 KeepOnFailureOpt = Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")]
 DATA_PATHS = ("via-brsm", "direct", "auto")
 DataPathOpt = Annotated[str, typer.Option(
-    help="via-brsm: every byte through brsm (the default); direct: each host moves its own files to or from "
-         "S3/OSS with URLs brsm signs per part (python3 >= 3.6 on every host); auto: direct when every host "
-         "can, else via brsm, with one line saying why.")]
+    help="auto (the default): direct when the storage is S3/OSS and every host can, else via brsm, with one "
+         "line saying why; direct: each host moves its own files to or from S3/OSS with URLs brsm signs per "
+         "part (python3 >= 3.6 on every host), refused when a host cannot; via-brsm: every byte through brsm.")]
 
 # nebula-br's way of naming the cluster, without a config file (brsm.config.load_cluster: defaults <
 # file < these flags)
@@ -72,7 +72,7 @@ class TransferFlags:
     per_host: PerHostOpt = 4
     rate_limit: RateLimitOpt = None
     keep_on_failure: KeepOnFailureOpt = False
-    data_path: DataPathOpt = "via-brsm"
+    data_path: DataPathOpt = "auto"
 
     def params(self) -> dict:
         """As operation params; the limits checked first (exit 2 before anything starts)."""

@@ -147,29 +147,47 @@ async def _lent(helpers: Helpers | None, host: HostPort) -> AsyncIterator[Helper
             await pool.close()
 
 
+PROBE_ATTEMPTS = 3
+
+
 async def probe_host(host: HostPort, storage: Any) -> str | None:
-    """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None."""
+    """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None. A busy
+    store (a 503, a reset) is asked again, PROBE_ATTEMPTS times in all, so one transient error does not
+    decide the data path of a whole run."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     data = f"brsm direct probe from {host.name}"
     try:
         helper = await _start(host)
     except RemoteError as e:
         return e.message.split(": ", 1)[-1] if e.message.startswith(f"{host.name}: ") else e.message
-    try:
-        upload = await storage.begin_upload(key)
-    except BaseException:
-        await helper.close()
-        raise
+    upload = None
     try:
         md5 = _b64md5(data.encode())
-        await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
-        got = scrubbed(await helper.receive())
-        if not got or not got.get("probe"):
-            return probe_refusal((got or {}).get("error") or {})
-        return None
+        why = "cannot reach the store: no answer"
+        for attempt in range(PROBE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.5 * attempt)
+            if upload is None:
+                try:
+                    upload = await storage.begin_upload(key)
+                except StorageError as e:
+                    if e.permanent:
+                        raise
+                    why = f"the store did not open the probe's upload: {e.message[:160]}"
+                    continue
+            await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
+            got = scrubbed(await helper.receive())
+            if got and got.get("probe"):
+                return None
+            err = (got or {}).get("error") or {}
+            why = probe_refusal(err)
+            if got is None or part_failure(err) != RETRY or "expired" in str(err.get("message", "")).lower():
+                return why  # an expired probe URL, signed a moment ago, means the clocks differ: asking again cannot help
+        return why
     finally:
         await helper.close()
-        await storage.abort_upload(key, upload)
+        if upload is not None:
+            await storage.abort_upload(key, upload)
 
 
 def probe_refusal(err: dict[str, Any]) -> str:

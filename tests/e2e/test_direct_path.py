@@ -20,7 +20,7 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     env = sandbox
     loc = env.s3(f"direct-{store}") if store == "s3" else env.oss(f"direct-{store}")
     before = env.checksum()
-    via = env.ok("start", "backup", "--config", env.config, *loc)
+    via = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "via-brsm")
     res = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "direct")
     f = res["facts"]
     assert f["data_path"] == "direct", f.get("data_path_why")

@@ -97,13 +97,14 @@ class Sweeper:
 
     def storage(self, kind: str) -> list[str]:
         """The storage arguments of a case; "s3-direct"/"oss-direct": that store on the direct data path
-        (issue 16: the hosts move the bytes, brsm signs and journals)."""
+        (issue 16: the hosts move the bytes, brsm signs and journals), "s3"/"oss": through brsm (named,
+        since the default, auto, would go direct on the sandbox)."""
         self.n += 1
         store, _, path = kind.partition("-")
         if store == "local":
             return ["--storage", f"local://{self.workdir / f'b{self.n}'}"]
         loc = self.env.s3(f"sweep{self.n}") if store == "s3" else self.env.oss(f"sweep{self.n}")
-        return loc + (["--data-path", "direct"] if path == "direct" else [])
+        return loc + ["--data-path", "direct" if path == "direct" else "via-brsm"]
 
     def _last_op(self) -> int:
         ops = self.env.ok("ops", "--limit", "1")

@@ -69,8 +69,13 @@ class Host:
 class NoUploads:
     signs_urls = True
 
+    def __init__(self, permanent: bool = True):
+        self.permanent, self.calls = permanent, 0
+
     async def begin_upload(self, key):
-        raise StorageError("s3: 403 AccessDenied on create_multipart_upload")
+        self.calls += 1
+        raise StorageError("s3: 403 AccessDenied on create_multipart_upload" if self.permanent else "s3: 503 SlowDown",
+                           permanent=self.permanent)
 
 
 @pytest.mark.parametrize("hello", [RemoteError("h1: lost the direct-path helper", host="h1"),
@@ -96,6 +101,22 @@ async def test_a_store_that_refuses_the_probe_upload_still_closes_the_helper():
     with pytest.raises(StorageError):
         await direct.probe_host(host, NoUploads())
     assert host.helper.closed == 1
+
+
+async def test_a_busy_store_is_probed_again_then_named():
+    host, store = Host({"hello": 1, "python": "3.11.0"}), NoUploads(permanent=False)
+    why = await direct.probe_host(host, store)
+    assert store.calls == direct.PROBE_ATTEMPTS and "503 SlowDown" in why and host.helper.closed == 1
+
+
+async def test_one_503_on_the_probe_does_not_decide_the_data_path():
+    from brsm.console.progress import NullProgress
+
+    c, host, store = _fake_world()
+    store.inject_fault("upload_part", count=1)
+    choice = await direct.choose("auto", [host], store, NullProgress())
+    assert choice.mode == "direct", choice.why
+    assert store.uploads == {}, "the probe's upload aborted"
 
 
 class Counting:
