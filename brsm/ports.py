@@ -134,7 +134,9 @@ class HelperChannel(Protocol):
 
     async def send(self, msg: dict[str, Any]) -> None: ...
     async def receive(self) -> dict[str, Any] | None: ...  # None: the helper ended
-    async def close(self) -> int | None: ...  # its exit status, if it gave one
+    async def close(self, *, at_once: bool = False) -> int | None: ...  # its exit status, if it gave one
+    # at_once: end its input without saying "exit", so it stops in the middle of a request (a file
+    # given up on: no part of it is sent after brsm let it go)
 
 
 @runtime_checkable

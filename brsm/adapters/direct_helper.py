@@ -136,12 +136,17 @@ def error_of(status, body):
 
 
 def next_url(q, n):
-    """The URL for part n from brsm, or None when brsm aborts the file."""
+    """The URL for part n from brsm, or None when brsm aborts the file, or closes the helper in the
+    middle of it (a cancelled run): its "exit" is put back for the main loop, which then ends, so no
+    helper is left waiting for a URL that will never come."""
     while True:
         cmd = q.get()
         if "url" in cmd:
             return cmd["url"]
         if cmd.get("op") == "abort":
+            return None
+        if cmd.get("op") == "exit":
+            q.put(cmd)
             return None
 
 

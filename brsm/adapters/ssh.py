@@ -567,13 +567,14 @@ class HelperProcess:
         except ValueError:
             return {"error": {"status": 0, "code": "BadHelperOutput", "message": line[:200]}, "n": 0, "fatal": True}
 
-    async def close(self) -> int | None:
+    async def close(self, *, at_once: bool = False) -> int | None:
         if self._closed:
             return self._p.exit_status
         self._closed = True
         try:
             try:
-                self._p.stdin.write('{"op": "exit"}\n')
+                if not at_once:
+                    self._p.stdin.write('{"op": "exit"}\n')
                 self._p.stdin.write_eof()
             except (asyncssh.Error, OSError):
                 pass

@@ -51,7 +51,7 @@ class FakeHelper:
             return get.result()
         return self._out.get_nowait() if not self._out.empty() else None
 
-    async def close(self) -> int | None:
+    async def close(self, *, at_once: bool = False) -> int | None:
         if not self._task.done():
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -123,9 +123,9 @@ class Helpers:
         finally:
             if clean and not self._closed and self._live[host.name] <= KEEP_PER_HOST:
                 self._idle.setdefault(host.name, []).append(helper)
-            else:
+            else:  # a file given up on (an error, a cancelled run): the helper stops mid-request
                 self._live[host.name] -= 1
-                await helper.close()
+                await helper.close(at_once=not clean)
 
     async def close(self) -> None:
         self._closed = True

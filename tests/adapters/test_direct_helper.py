@@ -247,3 +247,16 @@ def test_an_error_about_a_url_never_carries_its_signature(tmp_path):
 def test_the_helper_scrubs_store_error_messages():
     body = b"<Error><Code>InvalidArgument</Code><Message>bad /b/k?X-Amz-Signature=abc</Message></Error>"
     assert "abc" not in direct_helper.error_of(400, body)["message"]
+
+
+def test_a_helper_closed_in_the_middle_of_a_file_exits(tmp_path):
+    """brsm cancels a file (SIGTERM, another file's failure) and closes the helper while the helper
+    waits for a part's URL: the helper must end, not wait for a URL that never comes (after brsm's
+    own wait it would be left running on the host)."""
+    f = _file(tmp_path, 1000)
+    h = Helper()
+    h.send({"op": "put", "path": str(f), "size": 1000, "part_size": 500})
+    assert h.read()["want"] == "url"
+    t0 = time.monotonic()
+    assert h.close() == 0
+    assert time.monotonic() - t0 < 5

@@ -244,3 +244,20 @@ def test_a_helper_killed_on_its_host_is_replaced_and_the_backup_completes(sandbo
     assert res["facts"]["data_path"] == "direct"
     assert env.ok("verify", res["facts"]["backup_name"], "--config", env.config, *loc, "--full")["ok"]
     assert victims[0] not in helpers_running(env)
+
+
+def test_sigterm_during_a_direct_backup_rolls_back_and_stops_every_helper_at_once(sandbox):
+    """SIGTERM while the hosts are sending: brsm gives the files up, ends each helper's input without
+    "exit" (so none finishes its part after brsm let it go), rolls back, and exits 143; no object, no
+    open upload and no helper are left."""
+    env = sandbox
+    prefix = "direct-sigterm"
+    loc = env.s3(prefix)
+    run = started(env, "start", "backup", "--config", env.config, *loc, "--data-path", "direct", *SLOW)
+    run.wait_for("PartUploaded", timeout=120)
+    run.kill(signal.SIGTERM)
+    p = run.finish(timeout=60)
+    assert p.returncode == 143, p.stderr[-2000:]
+    assert "interrupted by SIGTERM during COPIED, and rolled back" in p.stderr, p.stderr[-2000:]
+    assert no_helper_within(env, 5), "a helper outlived the run"
+    assert _s3_state(env, prefix + "/") == ([], [])

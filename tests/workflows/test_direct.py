@@ -51,8 +51,9 @@ class Helper:
             await asyncio.sleep(3600)
         return self.hello
 
-    async def close(self):
+    async def close(self, *, at_once=False):
         self.closed += 1
+        self.at_once = at_once
         return 0
 
 
@@ -146,11 +147,11 @@ async def test_a_helper_whose_file_failed_is_closed_not_lent_again():
     with pytest.raises(StorageError):
         async with pool.lend(host):
             raise StorageError("503")
-    assert host.helpers[0].closed == 1
+    assert host.helpers[0].closed == 1 and host.helpers[0].at_once, "a file given up on: stopped mid-request"
     async with pool.lend(host) as h:
         assert h is host.helpers[1]
     await pool.close()
-    assert [h.closed for h in host.helpers] == [1, 1]
+    assert [h.closed for h in host.helpers] == [1, 1] and not host.helpers[1].at_once, "an idle one told to exit"
 
 
 async def test_the_pool_keeps_at_most_its_share_of_a_hosts_sessions():
