@@ -40,7 +40,12 @@ class Helper:
     def close(self) -> int:
         self.send({"op": "exit"})
         self.p.stdin.close()
-        return self.p.wait(10)
+        try:
+            return self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()  # a helper that did not exit fails its test, and is not left running
+            self.p.wait()
+            raise
 
 
 def _file(tmp_path: Path, size: int, seed: int = 1) -> Path:

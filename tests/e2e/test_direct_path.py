@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from pathlib import Path
 
 import pytest
 
+from .direct_helpers import helpers_running, no_helper_within
 from .test_interrupts import SLOW, started
 
 pytestmark = pytest.mark.sandbox
@@ -50,35 +49,6 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     restored = [e for e in env.ok("audit", str(back["op_id"]))["events"] if e["type"] == "FileRestored"]
     assert len(restored) >= len(copied), "every file came down by its host"
     assert helpers_running(env) == []
-
-
-HELPER_MARK = b"dies with its SSH channel"  # a phrase of the helper's source, on its command line
-
-
-def helpers_running(env) -> list[int]:
-    """The direct-path helpers alive on this sandbox's hosts (every sandbox host is a loopback address
-    here; the suite runs two workers, so another module's sandbox may have helpers of its own: ours are
-    the ones whose SSH session carries this sandbox's directory, which its sshd sets)."""
-    mine = f"BRSM_SANDBOX_DIR={env.root}".encode()
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-                if not (b"\0-c\0" in cmd[:300] and b"python" in cmd.split(b"\0", 1)[0] and HELPER_MARK in cmd):
-                    continue
-                if mine in (d / "environ").read_bytes().split(b"\0"):
-                    out.append(int(d.name))
-            except OSError:
-                continue
-    return out
-
-
-def no_helper_within(env, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while helpers_running(env) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return helpers_running(env) == []
 
 
 def _s3_state(env, prefix: str) -> tuple[list[str], list[str]]:

@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -149,6 +150,12 @@ def main() -> int:
     ap.add_argument("--only", help="regex on 'operation storage point' (e.g. 'backup s3 part:'): run those cases only")
     ap.add_argument("--out", default="docs/reliability.md", help="doc to update ('-' for none)")
     a = ap.parse_args()
+
+    def on_term(signum: int, _frame) -> None:  # SIGTERM/SIGHUP: unwind, so the sandbox is stopped
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     only = re.compile(a.only) if a.only else None
     rng = random.Random(20261124)
     outcomes: list[Outcome] = []
