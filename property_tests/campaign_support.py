@@ -24,6 +24,7 @@ from typing import Any
 from journal import Journal
 
 from brsm.adapters.storage import open_storage
+from brsm.adapters.storage.memory import MemoryStorage
 from brsm.engine.fold import fold
 from brsm.engine.machine import replay
 from brsm.engine.runner import Runner, StepContext, Workflow
@@ -311,6 +312,7 @@ class World:
         self.cluster = make_cluster(seed)
         self.storage = make_storage(**storage_options)
         mem(self.storage).signs_urls = True  # the direct data path's campaigns (brsm.fakes.helper)
+        self.cluster.signed_http = MemoryStorage.signed_request  # how the fake hosts' helpers reach the store
         self.meta = FakeMeta(self.cluster)
         self.hosts = FakeHosts(self.cluster)
         self.backup_wf, self.backup_box = capture(backup_wf.workflow())

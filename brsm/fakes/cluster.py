@@ -12,7 +12,7 @@ import json
 import posixpath
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from brsm.ports import HostAddr
 
@@ -211,6 +211,9 @@ class FakeCluster:
         self.install_dir = install_dir
         self.service_lag = service_lag
         self.faults = Faults()
+        # what the hosts' direct-path helpers "send" a signed URL with (brsm.fakes.helper): a test wires
+        # in its store's (MemoryStorage.signed_request); None, and no store answers a host
+        self.signed_http: Callable[..., tuple[int, dict[str, Any]]] | None = None
         self.rng = random.Random(seed)
         self.clock = EPOCH
         self.machines: dict[str, Machine] = {}

@@ -2,8 +2,8 @@
 property campaigns can drive ``--data-path direct`` through crashes and faults.
 
 It speaks the JSON messages brsm.adapters.direct_helper documents, as a task on brsm's own event loop,
-and shares no code with that helper. Its "HTTP" is MemoryStorage.signed_request on the URLs that
-store signed. It reads and writes the FakeCluster's machine files and meets the cluster's faults:
+and shares no code with that helper. Its "HTTP" is the cluster's ``signed_http`` (what the test
+wires in: MemoryStorage.signed_request, for the URLs that store signed; unset, no store answers). It reads and writes the FakeCluster's machine files and meets the cluster's faults:
 ``host_down`` (the channel ends; brsm sees the helper end), ``disconnect`` (the same, mid-file). It
 dies with its channel: :meth:`close` or a dead brsm process (the campaigns cancel every task) ends it
 between two steps, never leaving a part half-stored.
@@ -14,8 +14,6 @@ import asyncio
 import base64
 import hashlib
 from typing import Any
-
-from brsm.adapters.storage.memory import MemoryStorage
 
 TMP = ".brsm-tmp"  # what the real helper names its temp files
 
@@ -58,6 +56,12 @@ class FakeHelper:
         return 0 if not self._task.cancelled() else None
 
     # -- the host side ---------------------------------------------------------------------------
+    def _http(self, url: str, method: str, data: bytes = b"", **kw: Any) -> tuple[int, dict[str, Any]]:
+        send = self.host.c.signed_http
+        if send is None:
+            return 0, {"code": "ConnectionRefusedError", "message": "no store reachable from this host"}
+        return send(url, method, data, **kw)
+
     def _gone(self) -> bool:
         """The host or the connection went away: the helper ends (its channel with it)."""
         c, name = self.host.c, self.host.name
@@ -84,7 +88,7 @@ class FakeHelper:
             if op == "get" and not await self._get(cmd):
                 return
             if op == "probe":
-                status, body = MemoryStorage.signed_request(cmd["url"], "PUT", cmd["data"].encode())
+                status, body = self._http(cmd["url"], "PUT", cmd["data"].encode())
                 self._out.put_nowait({"probe": True} if status == 200 else
                                      {"probe": False, "error": {"status": status, **body}})
 
@@ -108,7 +112,7 @@ class FakeHelper:
                 url = await self._url({"want": "url", "n": n, "size": len(chunk), "md5": md5})
                 if url is None:
                     return True
-                status, body = MemoryStorage.signed_request(url, "PUT", chunk)
+                status, body = self._http(url, "PUT", chunk)
                 if status == 200:
                     self._out.put_nowait({"part": n, "etag": body["etag"], "size": len(chunk)})
                     break
@@ -132,7 +136,7 @@ class FakeHelper:
                 if url is None:
                     m.files.pop(tmp, None)
                     return True
-                status, body = MemoryStorage.signed_request(url, "GET", offset=pos, length=length)
+                status, body = self._http(url, "GET", offset=pos, length=length)
                 if status in (200, 206) and len(body["data"]) == length:
                     break
                 err = {"status": status, **body} if "data" not in body else \

@@ -220,6 +220,7 @@ def _fake_world(part_size: int = 1000):
     from brsm.fakes.hosts import FakeHosts
 
     c = FakeCluster(metas=1, storages=1, data_paths=1)
+    c.signed_http = MemoryStorage.signed_request
     name = sorted(c.machines)[-1]
     store = MemoryStorage("memory://b", part_size=part_size, multipart_threshold=part_size)
     store.signs_urls = True
