@@ -189,7 +189,7 @@ PROBE_REMOVED = "ProbeRemoved"
 
 
 def reduce_probe_written(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("probes", {})[d["key"]] = True
+    acc.setdefault("probes", {})[d["key"]] = "upload" if d.get("upload") else "object"
 
 
 def reduce_probe_removed(acc: dict[str, Any], d: dict[str, Any]) -> None:
@@ -233,10 +233,22 @@ async def probe_storage(ctx: StepContext, storage: Storage) -> None:
 
 
 async def remove_probes(ctx: StepContext, storage: Storage) -> None:
-    """Delete the probe objects an earlier attempt of this operation left (journaled, not removed)."""
-    for key in list(ctx.extra.get("probes", {})):
-        await storage.delete(key)  # a missing one is fine
+    """Remove what an earlier attempt of this operation's probes left (journaled, not removed): the
+    storage probe's object, or the direct path's probe upload (a multipart upload: aborted)."""
+    for key, kind in list(ctx.extra.get("probes", {}).items()):
+        if kind == "upload":
+            await storage.abort_uploads(key)  # every upload of that key; none left is fine
+        else:
+            await storage.delete(key)  # a missing one is fine
         ctx.record(PROBE_REMOVED, {"key": key})
+
+
+def probe_journal(ctx: StepContext) -> Callable[[str, bool], None]:
+    """For direct.choose: each direct-path probe upload journaled before it is opened and once it is
+    aborted, so one the store would not abort is removed by CLEANED or the rollback (remove_probes)."""
+    def note(key: str, gone: bool) -> None:
+        ctx.record(PROBE_REMOVED if gone else PROBE_WRITTEN, {"key": key} if gone else {"key": key, "upload": True})
+    return note
 
 
 def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:

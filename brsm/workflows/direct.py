@@ -150,11 +150,14 @@ async def _lent(helpers: Helpers | None, host: HostPort) -> AsyncIterator[Helper
 PROBE_ATTEMPTS = 3
 
 
-async def probe_host(host: HostPort, storage: Any) -> str | None:
+async def probe_host(host: HostPort, storage: Any, journal: Callable[[str, bool], None] | None = None) -> str | None:
     """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None. A busy
     store (a 503, a reset) is asked again, PROBE_ATTEMPTS times in all, so one transient error does not
-    decide the data path of a whole run."""
+    decide the data path of a whole run. ``journal(key, gone)``: the probe's upload is journaled before
+    it is opened and once aborted; one the store would not abort stays journaled, and the operation's
+    cleanup or rollback aborts it (never an upload left unrecorded in the user's bucket)."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    note = journal or (lambda _key, _gone: None)
     data = f"brsm direct probe from {host.name}"
     try:
         helper = await _start(host)
@@ -168,6 +171,8 @@ async def probe_host(host: HostPort, storage: Any) -> str | None:
             if attempt:
                 await asyncio.sleep(0.5 * attempt)
             if upload is None:
+                if attempt == 0:
+                    note(key, False)
                 try:
                     upload = await storage.begin_upload(key)
                 except StorageError as e:
@@ -187,7 +192,14 @@ async def probe_host(host: HostPort, storage: Any) -> str | None:
     finally:
         await helper.close()
         if upload is not None:
-            await storage.abort_upload(key, upload)
+            try:
+                await storage.abort_upload(key, upload)
+            except StorageError:
+                pass  # journaled and not removed: the operation's cleanup or rollback aborts it
+            else:
+                note(key, True)
+        elif journal is not None:
+            note(key, True)  # never opened: nothing to remove
 
 
 def probe_refusal(err: dict[str, Any]) -> str:
@@ -208,13 +220,14 @@ def probe_refusal(err: dict[str, Any]) -> str:
     return why
 
 
-async def choose(asked: str, hosts: Sequence[HostPort], storage: Any, progress: Progress) -> Choice:
-    """Preflight: try every host at once unless the choice is already made."""
+async def choose(asked: str, hosts: Sequence[HostPort], storage: Any, progress: Progress,
+                 journal: Callable[[str, bool], None] | None = None) -> Choice:
+    """Preflight: try every host at once unless the choice is already made (``journal``: see probe_host)."""
     signs = bool(getattr(storage, "signs_urls", False))
     if asked == VIA_BRSM or not signs:
         c = decide(asked, signs, [])
     else:
-        whys = await asyncio.gather(*(probe_host(h, storage) for h in hosts))
+        whys = await asyncio.gather(*(probe_host(h, storage, journal) for h in hosts))
         c = decide(asked, signs, [f"{h.name}: {w}" for h, w in zip(hosts, whys) if w])
     if asked == DIRECT and c.mode != DIRECT:
         raise PreflightFailed(f"--data-path direct is not possible: {c.why.removesuffix('; the bytes go through brsm')}",

@@ -158,3 +158,35 @@ def test_a_probe_the_storage_refused_to_delete_is_removed_by_rollback_or_resume(
     st = world.run(world.backup_runner.rollback(op) if finish == "rollback" else world.backup_runner.resume(op))
     assert st.phase == ("rolled_back" if finish == "rollback" else "done")
     assert [k for k in mem(world.storage).objects if ".brsm-probe-" in k] == []
+
+
+# Found by the direct-path campaign (session 8), fixed: brsm/workflows/direct.py probe_host: the
+# preflight's probe upload (a multipart upload of a few bytes under `.brsm-direct-probe-`) was aborted
+# once; a store that refused that abort left it open in the user's bucket for good, unrecorded. Fix: the
+# probe upload is journaled (ProbeWritten, upload) before it is opened and ProbeRemoved once aborted;
+# CLEANED and the rollback abort what is still journaled.
+@pytest.mark.parametrize("finish", ["resume", "rollback"])
+def test_a_direct_probe_upload_the_store_would_not_abort_is_aborted_later(world, finish):
+    mem(world.storage).inject_fault("abort_upload", 1)
+    op = world.backup_runner.create({**BACKUP_PARAMS, "data_path": "direct"})
+    if finish == "rollback":
+        world.journal.arm(PROBE_EVENTS + 12)  # well after the preflight: a crash, then a rollback
+        with pytest.raises(SimulatedCrash):
+            world.run(world.backup_runner.run(op))
+        world.process_died()
+        world.journal.arm(None)
+        st = world.run(world.backup_runner.rollback(op))
+        assert st.phase == "rolled_back"
+    else:
+        st = world.run(world.backup_runner.run(op))
+        assert st.phase == "done" and st.facts["data_path"] == "direct"
+    assert mem(world.storage).uploads == {}
+
+
+def test_a_direct_restores_probe_upload_the_store_would_not_abort_is_aborted_by_cleaned(world):
+    name = world.make_backup()
+    mem(world.storage).inject_fault("abort_upload", 1)
+    op = world.restore_runner.create({"name": name, "verify": "quick", "data_path": "direct"})
+    st = world.run(world.restore_runner.run(op))
+    assert st.phase == "done" and st.facts["data_path"] == "direct"
+    assert mem(world.storage).uploads == {}

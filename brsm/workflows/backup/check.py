@@ -37,7 +37,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     await common.probe_storage(ctx, p.storage)
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
     path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
-                               p.storage, p.progress)
+                               p.storage, p.progress, common.probe_journal(ctx))
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))},
             "data_path": path.mode, "data_path_why": path.why}
 

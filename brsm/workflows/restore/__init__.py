@@ -46,6 +46,8 @@ def _reduce_services_starting(acc: dict[str, Any], d: dict[str, Any]) -> None:
 
 REDUCERS = {
     common.PREFLIGHT_PASSED: common.reduce_preflight,
+    common.PROBE_WRITTEN: common.reduce_probe_written,
+    common.PROBE_REMOVED: common.reduce_probe_removed,
     FILE_RESTORED: _reduce_restored,
     DOWNTIME_BEGAN: _reduce_downtime_began,
     DOWNTIME_ENDED: _reduce_downtime_ended,

@@ -33,7 +33,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
         "the restore does not bring these back (recreate them after it)"))
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
     path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
-                               p.storage, p.progress)
+                               p.storage, p.progress, common.probe_journal(ctx))
     return {"topology": topo, "data_path": path.mode, "data_path_why": path.why}
 
 
@@ -41,6 +41,8 @@ async def attach(ctx: StepContext) -> None:
     ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
                                    per_host=int(ctx.params.get("per_host") or 4),
                                    bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
+    if ctx.mode == "rollback":
+        await common.remove_probes(ctx, _p(ctx).storage)
     await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
 
 

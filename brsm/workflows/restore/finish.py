@@ -151,5 +151,6 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
             await h.remove_tree(c.aside)
             removed.append(f"{c.host}:{c.aside}")
     await stage.undo_staged(ctx)  # the meta restore dirs, and any staging dir left empty by the swap
+    await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "restore").release()
     return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}
