@@ -256,10 +256,14 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
         from brsm.engine.runner import Workflow
 
         st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
+        from brsm.workflows.common import PROBE_REMOVED, PROBE_WRITTEN, unremoved_probes
+        probes = unremoved_probes(j.events(op_id, types=[PROBE_WRITTEN, PROBE_REMOVED]))
         with _catching_signals() as sigs:
-            if mode == "rollback" and st0 is not None and not st0.started and not st0.finished:
+            if mode == "rollback" and st0 is not None and not st0.started and not st0.finished and not probes:
                 # Nothing ever took effect (it failed before its first step, e.g. a bad config): closing it
-                # needs no cluster and no storage, so a config that is gone or broken cannot block it.
+                # needs no cluster and no storage, so a config that is gone or broken cannot block it. A
+                # preflight probe left in the storage (an object, a direct-path probe upload: journaled,
+                # never removed) did take effect: the full rollback removes it.
                 st = await sigs.attach(Runner(j, Workflow(kind=st0.kind, steps={}))).rollback(op_id)
                 _report(out, op_id, op.kind, st)
                 return

@@ -243,6 +243,18 @@ async def remove_probes(ctx: StepContext, storage: Storage) -> None:
         ctx.record(PROBE_REMOVED, {"key": key})
 
 
+def unremoved_probes(events: Iterable[Any]) -> list[str]:
+    """The probe keys an operation journaled as written and never as removed (pure, over its
+    ProbeWritten/ProbeRemoved events): what its rollback must still remove from the storage."""
+    left: dict[str, None] = {}
+    for e in events:
+        if e.type == PROBE_WRITTEN:
+            left[e.data["key"]] = None
+        elif e.type == PROBE_REMOVED:
+            left.pop(e.data["key"], None)
+    return list(left)
+
+
 def probe_journal(ctx: StepContext) -> Callable[[str, bool], None]:
     """For direct.choose: each direct-path probe upload journaled before it is opened and once it is
     aborted, so one the store would not abort is removed by CLEANED or the rollback (remove_probes)."""

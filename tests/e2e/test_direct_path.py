@@ -231,3 +231,26 @@ def test_sigterm_during_a_direct_backup_rolls_back_and_stops_every_helper_at_onc
     assert "interrupted by SIGTERM during COPIED, and rolled back" in p.stderr, p.stderr[-2000:]
     assert no_helper_within(env, 5), "a helper outlived the run"
     assert _s3_state(env, prefix + "/") == ([], [])
+
+
+@pytest.mark.parametrize("point", ["event:3", "event:4"])
+def test_a_run_killed_while_probing_the_hosts_rolls_back_its_probe_uploads(sandbox, point):
+    """Found by the sweep (backup s3-direct event:4 rollback): brsm killed in the preflight, after it had
+    journaled and opened the hosts' probe uploads. `brsm rollback` took the operation for one that "never
+    took effect" (no step begun) and closed it without the storage, leaving the probe uploads open in the
+    bucket. A journaled, unremoved probe now sends the rollback the full way, which aborts them."""
+    env = sandbox
+    prefix = f"direct-probe-kill-{point.replace(':', '')}"
+    loc = env.s3(prefix)
+    ops = env.ok("ops", "--limit", "1")
+    before = ops[0]["id"] if ops else 0
+    p = env.brsm("start", "backup", "--config", env.config, *loc, "--data-path", "direct", failpoints=f"{point}=crash")
+    assert p.returncode != 0
+    op = env.ok("ops", "--limit", "1")[0]["id"]
+    assert op > before
+    events = env.ok("audit", str(op))["events"]
+    assert any(e["type"] == "ProbeWritten" and e["data"].get("upload") for e in events), [e["type"] for e in events]
+    done = env.ok("rollback", str(op))
+    assert done["state"] == "ROLLED_BACK"
+    assert _s3_state(env, prefix + "/") == ([], []), "no probe object, no open probe upload"
+    assert no_helper_within(env, 5)

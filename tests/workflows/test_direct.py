@@ -339,3 +339,12 @@ def test_brsm_scrubs_what_a_helper_reports_of_a_url():
     m = direct.scrubbed({"error": {"status": 0, "message": "bad URL '/b/k?X-Amz-Signature=abc&Signature=def'"}, "n": 1})
     assert "abc" not in m["error"]["message"] and "def" not in m["error"]["message"]
     assert direct.scrubbed(None) is None and direct.scrubbed({"part": 1}) == {"part": 1}
+
+
+def test_unremoved_probes():
+    from types import SimpleNamespace as E
+
+    from brsm.workflows.common import unremoved_probes
+    evs = [E(type="ProbeWritten", data={"key": "a"}), E(type="ProbeRemoved", data={"key": "a"}),
+           E(type="ProbeWritten", data={"key": "b", "upload": True}), E(type="ProbeWritten", data={"key": "c"})]
+    assert unremoved_probes(evs) == ["b", "c"] and unremoved_probes(evs[:2]) == []
