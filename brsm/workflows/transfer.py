@@ -74,11 +74,6 @@ class Limits:
             self._global = asyncio.Semaphore(max(1, self.concurrency))
         return self._global
 
-    def per_file_rate(self) -> int | None:
-        """The rate one file may use where brsm cannot meter the bytes itself (a host's direct-path
-        helper): the whole cap split evenly over the files in flight; None when there is no cap."""
-        return int(self.bucket.rate / max(1, self.concurrency)) if self.bucket.rate else None
-
 
 def _transient(e: BaseException) -> bool:
     """Worth sending the whole file again from a fresh source stream: a host-side drop (the host port
@@ -184,19 +179,6 @@ async def _attempts(what: str, once: Callable[[_Meter], Awaitable[T]], meter: Ca
             await asyncio.sleep(0.5 * (attempt + 1))
     assert last is not None
     raise OperationFailed(f"{what} failed {ATTEMPTS} times: {last}", hint=getattr(last, "hint", None)) from last
-
-
-class _Unmetered:
-    """For work whose bytes brsm does not see (the direct path: the hosts move them)."""
-
-    def undo(self) -> None:
-        pass
-
-
-async def attempts(what: str, once: Callable[[], Awaitable[T]]) -> T:
-    """:func:`_attempts` for work that meters nothing here: a direct-path file, whose helper may drop
-    or whose store may fail, is tried again by the same rule and as often as a file through brsm."""
-    return await _attempts(what, lambda _meter: once(), _Unmetered)  # type: ignore[arg-type]
 
 
 async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,

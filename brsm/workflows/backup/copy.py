@@ -1,17 +1,18 @@
 """COPIED: every checkpoint file (and metad's SSTs) streamed into storage, each journaled."""
 from __future__ import annotations
 
+import asyncio
 import json
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import PreflightFailed, StorageError
+from brsm.errors import PreflightFailed, RemoteError, StorageError
 from brsm.ports import HostAddr, UploadState
 from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
-from brsm.workflows.transfer import EventBatcher, FileJob, Limits, attempts, run_bounded, upload_file
+from brsm.workflows.transfer import ATTEMPTS, EventBatcher, FileJob, Limits, run_bounded, upload_file
 from brsm.workflows.backup.context import FILES_PLANNED, FILE_COPIED, PART_UPLOADED, PLAN_WALKS, _ports
 
 
@@ -149,12 +150,17 @@ async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_pa
         latest[0] = s
         on_part(s)
 
-    async def once() -> str:
-        moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage, p.progress,
-                                    state=latest[0], on_part=journal, rate=limits.per_file_rate(), helpers=helpers)
-        return moved.sha256
-
-    return await attempts(f"sending {job.host}:{job.path} directly", once)
+    rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
+    for attempt in range(ATTEMPTS):
+        try:
+            moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage,
+                                        p.progress, state=latest[0], on_part=journal, rate=rate, helpers=helpers)
+            return moved.sha256
+        except (RemoteError, StorageError) as e:
+            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def undo_copied(ctx: StepContext) -> None:

@@ -11,16 +11,17 @@ every file straight into place once everything is stopped (what every restore di
 """
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import OperationFailed
+from brsm.errors import OperationFailed, RemoteError, StorageError
 from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
-from brsm.workflows.transfer import EventBatcher, Limits, attempts, download_file, run_bounded
+from brsm.workflows.transfer import ATTEMPTS, EventBatcher, Limits, download_file, run_bounded
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 
@@ -89,9 +90,15 @@ async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: st
     """The host fetches the object itself (issue 16), checked against the manifest's SHA-256 there;
     a dropped helper or a store error is tried again (ATTEMPTS times, as on the path through brsm)."""
     p, limits = _p(ctx), ctx.runtime["limits"]
-    await attempts(f"fetching {f['key']} onto {host.name}:{dest} directly", lambda: direct.download(
-        f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest, rate=limits.per_file_rate(),
-        helpers=helpers))
+    rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
+    for attempt in range(ATTEMPTS):
+        try:
+            return await direct.download(f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest,
+                                         rate=rate, helpers=helpers)
+        except (RemoteError, StorageError) as e:
+            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
 
 
 def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
