@@ -335,7 +335,8 @@ def check(
     json_: JsonOpt = False,
 ) -> None:
     """Every preflight of a backup and a restore, changing nothing: metad, SSH and host keys, topology,
-    nebula.service, free space, the lease, the storage. Exit 0 only when all pass."""
+    nebula.service, free space, the lease, the storage, and with S3/OSS each host's direct data path. Exit 0
+    only when all pass."""
     from brsm.errors import PreflightFailed
     from brsm.wiring import open_check
     from brsm.workflows.check import run_checks

@@ -3,7 +3,9 @@
 hide a full disk on another: an operator fixes everything in one round, before 3 a.m.
 
 Nothing on the cluster changes (no lease, no snapshot, no service touched: ``nebula.service status``
-only); on the storage, the probe object a backup's preflight writes is written, read back and deleted.
+only); on the storage, the probe object a backup's preflight writes is written, read back and deleted,
+and with S3/OSS every host sends the same signed probe part the direct data path's preflight sends
+(its upload aborted at once).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from brsm.errors import BrsmError, MetaError
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows import services, topology
+from brsm.workflows import direct, services, topology
 from brsm.workflows.common import discover_topology
 from brsm.workflows.layout import lease_path
 from brsm.workflows.lease import host_clock, is_stale, read_holder
@@ -183,7 +185,42 @@ async def run_checks(p: CheckPorts) -> list[CheckResult]:
     results.extend(await _lease(p, topo))
     if p.storage is not None:
         results.append(await _probe(p.storage))
+        results.extend(await _direct(p, topo))
     return results
+
+
+async def _direct(p: CheckPorts, topo: dict[str, Any]) -> list[CheckResult]:
+    """The direct data path's preflight, host by host (the same signed probe ``--data-path auto``
+    sends): a host that cannot go direct does not stop a backup (auto goes through brsm), but it makes
+    every run slower and moves the bytes across this machine, so check names it rather than passing."""
+    storage = p.storage
+    if storage is None or not getattr(storage, "signs_urls", False):
+        return []
+    names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
+    still_open: dict[str, bool] = {}
+
+    def note(key: str, gone: bool) -> None:
+        if gone:
+            still_open.pop(key, None)
+        else:
+            still_open[key] = True
+
+    whys = await asyncio.gather(*(direct.probe_host(p.hosts.host(n), storage, note) for n in names))
+    out = []
+    for name, why in zip(names, whys):
+        what = f"direct data path {name}"
+        if why is None:
+            out.append(CheckResult(what, True, "the host sends and fetches its own bytes (signed probe ok)"))
+        else:
+            out.append(CheckResult(what, False, why, "backups and restores still run, through brsm (the bytes cross "
+                                                     "this machine); fix this host for the direct path, or pass "
+                                                     "--data-path via-brsm to runs to choose that"))
+    if still_open:
+        out.append(CheckResult(f"storage {storage.uri}", False,
+                               f"the store would not abort the probe upload(s) {', '.join(sorted(still_open))}",
+                               "abort those multipart uploads in the store's console (brsm must be able to abort "
+                               "uploads: rollback and cleanup do)"))
+    return out
 
 
 async def _probe(storage: Storage) -> CheckResult:

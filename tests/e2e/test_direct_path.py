@@ -105,9 +105,19 @@ def test_a_host_that_cannot_go_direct_is_named_auto_falls_back_and_direct_is_ref
         assert res["facts"]["data_path"] == "via-brsm"
         assert host["address"] in res["facts"]["data_path_why"] and why in res["facts"]["data_path_why"]
         assert res["facts"]["bytes_sent"] > 0
+        # `brsm check` names the same host, rather than "all checks passed" before a run that goes through brsm
+        p = env.brsm("check", "--config", env.config, *loc, "--json")
+        assert p.returncode != 0, p.stdout[-2000:]
+        checks = {c["check"]: c for c in json.loads(p.stdout)["checks"]}
+        bad = checks[f"direct data path {host['address']}"]
+        assert not bad["ok"] and why in bad["detail"] and "through brsm" in bad["hint"], bad
+        others = [c for n, c in checks.items() if n.startswith("direct data path ") and host["address"] not in n]
+        assert others and all(c["ok"] for c in others), others
     finally:
         env.brsm("sandbox", "fault", "--dir", str(env.root), "direct", host["name"], "clear")
     assert helpers_running(env) == []
+    doc = env.ok("check", "--config", env.config, *env.s3("direct-fault-check"))
+    assert any(c["check"].startswith("direct data path ") for c in doc["checks"]) and doc["ok"], doc
 
 
 def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exactly(sandbox):
