@@ -1,7 +1,11 @@
 """`brsm prune`: retention over the complete backups in a storage.
 
-A complete backup is kept when it is among the ``keep_last`` newest complete ones, OR was created
-within ``keep_within`` seconds, OR an unfinished brsm operation uses it; every other complete backup
+Policies apply per space set, as restic's ``forget`` groups snapshots by host and paths: a nightly
+backup of all spaces and a one-off ``--spaces space1`` backup are two series, and ``--keep-last 14``
+keeps the 14 newest of each, so a one-off never pushes a full backup out. A complete backup is kept
+when it is among the ``keep_last`` newest complete ones of its space set, OR was created within
+``keep_within`` seconds, OR an unfinished brsm operation uses it, OR it is the newest complete backup
+holding one of its spaces (prune never leaves a space without a backup); every other complete backup
 is deleted. Incomplete and broken backups never count as kept ones and are never deleted here:
 removing those is ``brsm gc``'s (incomplete) or ``brsm cleanup``'s (broken, after a look) job.
 
@@ -85,6 +89,13 @@ def check_policy(keep_last: int | None, keep_within: float | None) -> None:
         raise UsageError("--keep-within must be a positive duration", hint="e.g. 30d")
 
 
+def space_set(e: catalog.BackupEntry) -> str:
+    """The series a backup belongs to for retention: all spaces, or exactly these spaces."""
+    if e.all_spaces:
+        return "all spaces"
+    return "spaces " + ",".join(sorted(e.spaces)) if e.spaces else "no spaces named"
+
+
 def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None, keep_within: float | None,
                now_ms: int, in_use: Mapping[str, int] | None = None) -> PrunePlan:
     check_policy(keep_last, keep_within)
@@ -92,7 +103,14 @@ def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None,
     entries = list(entries)
     complete = sorted((e for e in entries if e.state == catalog.COMPLETE),
                       key=lambda e: (e.created_ms is not None, e.created_ms or 0, e.name), reverse=True)
-    newest = {e.name for e in complete[:keep_last]} if keep_last else set()
+    series: dict[str, list[catalog.BackupEntry]] = {}
+    for e in complete:
+        series.setdefault(space_set(e), []).append(e)
+    newest = {e.name for group in series.values() for e in group[:keep_last]} if keep_last else set()
+    last_of_space: dict[str, list[str]] = {}  # backup -> the spaces whose newest backup it is
+    for sp in sorted({sp for e in complete for sp in e.spaces}):
+        holder = next(e for e in complete if sp in e.spaces)
+        last_of_space.setdefault(holder.name, []).append(sp)
     decisions: list[Decision] = []
     for e in entries:
         if e.state != catalog.COMPLETE:
@@ -102,19 +120,21 @@ def plan_prune(entries: Iterable[catalog.BackupEntry], *, keep_last: int | None,
             continue
         reasons = []
         if e.name in newest:
-            reasons.append(f"among the {keep_last} newest complete")
+            reasons.append(f"among the {keep_last} newest complete of {space_set(e)}")
         if keep_within is not None and e.created_ms is not None and e.created_ms >= now_ms - keep_within * 1000:
             reasons.append("created within the window")
         if e.created_ms is None:
             reasons.append("creation time unknown")
         if e.name in in_use:
             reasons.append(f"in use by unfinished operation {in_use[e.name]}")
+        if e.name in last_of_space and not reasons:
+            reasons.append(f"the newest backup of {', '.join(last_of_space[e.name])}")
         if reasons:
             decisions.append(Decision(e, KEEP, reasons))
         else:
             parts = []
             if keep_last:
-                parts.append(f"not among the {keep_last} newest complete")
+                parts.append(f"not among the {keep_last} newest complete of {space_set(e)}")
             if keep_within is not None:
                 parts.append("older than the window")
             decisions.append(Decision(e, DELETE, parts))

@@ -67,7 +67,7 @@ async def test_both_is_a_union(storage):
     plan = await _plan(storage, keep_last=1, keep_within=45 * 86400)
     assert _names(plan, KEEP) == sorted(n[1:]) and _names(plan, DELETE) == [n[0]]
     why = {d.entry.name: d.reasons for d in plan.decisions}
-    assert why[n[2]] == ["among the 1 newest complete", "created within the window"]
+    assert why[n[2]] == ["among the 1 newest complete of all spaces", "created within the window"]
     assert why[n[1]] == ["created within the window"]
 
 
@@ -81,11 +81,12 @@ async def test_incomplete_and_broken_never_count_and_are_never_deleted(storage):
     assert _names(plan, SKIP) == sorted([inc, broken.name])
     assert _names(plan, DELETE) == [old[0]]
     plan = await _plan(storage, keep_last=None, keep_within=5 * 86400)
-    assert _names(plan, DELETE) == sorted(old) and plan.warnings  # every complete backup would go
+    # both are older than the window, but the newest complete one is the last backup of its spaces
+    assert _names(plan, DELETE) == [old[0]] and _names(plan, KEEP) == [old[1]] and not plan.warnings
     results = await apply_prune(storage, plan)
-    assert [r["name"] for r in results if r["deleted"]] == sorted(old)
+    assert [r["name"] for r in results if r["deleted"]] == [old[0]]
     left = {d.rstrip("/") for d in await storage.list_dirs("")}
-    assert left == {inc, broken.name}
+    assert left == {old[1], inc, broken.name}
 
 
 async def test_nebula_br_backups_take_part_and_in_use_ones_stay(storage):
@@ -161,3 +162,34 @@ async def test_a_failed_prune_is_journaled_and_resume_finishes_it(tmp_path):
         assert left == {n[0], n[3]}
     finally:
         j.close()
+
+
+def _entry(name: str, days_old: float, spaces: list[str], all_spaces: bool):
+    from brsm.workflows.catalog import COMPLETE, BackupEntry
+
+    return BackupEntry(name=name, state=COMPLETE, made_by="brsm", checksums=True,
+                       created_ms=now_ms() - int(days_old * DAY_MS), spaces=spaces, all_spaces=all_spaces)
+
+
+def test_keep_last_counts_each_space_set_apart():
+    """A one-off `--spaces space1` backup is a series of its own: it neither pushes a nightly full backup
+    out nor is pushed out by them (keep-last 2 kept 1 full backup and the one-off before)."""
+    full = [_entry(f"BACKUP_F{i}", 10 - i, ["space1", "space2"], True) for i in range(4)]
+    oneoff = _entry("BACKUP_ONEOFF", 0.5, ["space1"], False)
+    plan = plan_prune([*full, oneoff], keep_last=2, keep_within=None, now_ms=now_ms())
+    assert _names(plan, KEEP) == ["BACKUP_F2", "BACKUP_F3", "BACKUP_ONEOFF"]
+    assert _names(plan, DELETE) == ["BACKUP_F0", "BACKUP_F1"]
+    why = {d.entry.name: d.reasons for d in plan.decisions}
+    assert why["BACKUP_ONEOFF"] == ["among the 2 newest complete of spaces space1"]
+    assert why["BACKUP_F0"] == ["not among the 2 newest complete of all spaces"]
+
+
+def test_prune_never_leaves_a_space_without_its_newest_backup():
+    """A policy that would delete every backup holding a space keeps the newest of them."""
+    old_space3 = _entry("BACKUP_S3", 40, ["space3"], False)
+    full = [_entry(f"BACKUP_F{i}", 30 - i, ["space1", "space2"], True) for i in range(3)]
+    plan = plan_prune([old_space3, *full], keep_last=None, keep_within=7 * 86400, now_ms=now_ms())
+    assert _names(plan, KEEP) == ["BACKUP_F2", "BACKUP_S3"]
+    why = {d.entry.name: d.reasons for d in plan.decisions}
+    assert why["BACKUP_S3"] == ["the newest backup of space3"]
+    assert why["BACKUP_F2"] == ["the newest backup of space1, space2"]
