@@ -25,7 +25,12 @@ async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> by
 
 
 async def manifest(ctx: StepContext) -> dict[str, Any]:
+    """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled``),
+    never read from storage again once it is; before that (preflight, CHECKED, or a restore
+    journaled by an older brsm) read and checked from storage."""
     cached = ctx.runtime.get("manifest")
+    if cached is None and ctx.extra.get("manifest") is not None:
+        cached = ctx.runtime["manifest"] = ctx.extra["manifest"]
     if cached is None:
         name = ctx.params["name"]
         try:
