@@ -38,6 +38,10 @@ class Ctx:
     def extra(self):
         return self.state.extra
 
+    @property
+    def params(self):
+        return self.state.params
+
 
 class Notes:
     def __init__(self) -> None:
@@ -143,3 +147,36 @@ def test_data_a_restore_kept_with_keep_old_is_never_gc_s():
     live = LiveOps(known_refs=frozenset({"aaaaaaaaaaaa-2", "aaaaaaaaaaaa-4"}), kept_old=frozenset({"aaaaaaaaaaaa-4"}))
     assert judge_set_aside("aaaaaaaaaaaa-4", live)[0] == "kept_old"
     assert judge_set_aside("aaaaaaaaaaaa-2", live)[0] == "set_aside"
+
+
+async def test_gc_counts_and_journals_only_what_is_gone():
+    from brsm.engine.definitions import GC
+    from brsm.workflows import maintenance
+
+    class Meta:  # Nebula 3.0-3.2 metad: dropSnapshot with a list answers SUCCEEDED and drops nothing
+        def __init__(self, really: bool) -> None:
+            self.names, self.really = {"BACKUP_2020_01_01_00_00_00", "BACKUP_2020_01_02_00_00_00"}, really
+
+        async def drop_snapshots(self, names):
+            if self.really:
+                self.names -= set(names)
+
+        async def list_snapshots(self):
+            return [SimpleNamespace(name=n) for n in self.names]
+
+    for really in (False, True):
+        st = new_state(GC)
+        st.params["confirm"] = True
+        st.facts["orphans"] = [{"kind": "snapshot", "name": "BACKUP_2020_01_01_00_00_00", "why": "x"}]
+        ctx = Ctx(state=st, ports=maintenance.MaintenancePorts(meta=Meta(really), hosts=None, storage=None,
+                                                               live=LiveOps()))
+        ctx.record = lambda t, d, ctx=ctx: (ctx.events.append((t, dict(d))),
+                                            maintenance.gc_workflow().reducers.get(t, lambda a, b: None)(ctx.extra, d))
+        if really:
+            assert (await maintenance.gc_remove(ctx))["removed"] == 1
+            assert [t for t, _ in ctx.events] == [maintenance.REMOVED]
+        else:
+            with pytest.raises(OperationFailed) as e:
+                await maintenance.gc_remove(ctx)
+            assert "BACKUP_2020_01_01_00_00_00" in e.value.message and "still there" in e.value.message
+            assert [t for t, _ in ctx.events] == [maintenance.NOT_REMOVED]
