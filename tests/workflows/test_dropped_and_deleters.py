@@ -180,3 +180,9 @@ async def test_gc_counts_and_journals_only_what_is_gone():
                 await maintenance.gc_remove(ctx)
             assert "BACKUP_2020_01_01_00_00_00" in e.value.message and "still there" in e.value.message
             assert [t for t, _ in ctx.events] == [maintenance.NOT_REMOVED]
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    assert doctest.testmod(source).failed == 0

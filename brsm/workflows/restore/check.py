@@ -128,7 +128,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
     if "manifest" not in ctx.extra:  # what every later step needs of the backup, kept in the journal
-        ctx.record(MANIFEST_JOURNALED, {"manifest": m})
+        ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(m)})
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
             "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why,

@@ -51,6 +51,21 @@ async def manifest(ctx: StepContext) -> dict[str, Any]:
     return cached
 
 
+JOURNALED_KEYS = ("backup_name", "tool", "all_spaces", "spaces", "meta_files", "topology")
+
+
+def for_journal(m: dict[str, Any]) -> dict[str, Any]:
+    """What the steps after CHECKED read of a verified manifest, to journal: its spaces, meta files,
+    topology, and each file's key, size and SHA-256 (not the host and path it was copied from).
+
+    >>> for_journal({"backup_name": "B", "op_ref": "x", "files": [{"key": "B/k", "size": 1, "sha256": None, "host": "h"}]})
+    {'backup_name': 'B', 'files': [{'key': 'B/k', 'size': 1, 'sha256': None}]}
+    """
+    out = {k: m[k] for k in JOURNALED_KEYS if k in m}
+    out["files"] = [{"key": f["key"], "size": f["size"], "sha256": f.get("sha256")} for f in m.get("files", [])]
+    return out
+
+
 async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:
     """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
     is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
