@@ -30,6 +30,8 @@ from brsm.workflows import catalog, common
 from brsm.workflows.layout import manifest_key, meta_file_key
 
 KEEP, DELETE, SKIP = "keep", "delete", "skip"
+NO_LEASE_CHECK = ("no cluster config (--config or BRSM_CONFIG): the cluster lease was not checked, so a restore run "
+                  "from another journal that uses one of these backups could not be seen")
 GC_NOTE = ("incomplete and broken backups are neither counted nor deleted by prune: `brsm gc` removes "
            "abandoned incomplete ones, `brsm cleanup NAME` a broken one")
 
@@ -176,8 +178,11 @@ async def prune_scan(ctx: StepContext) -> dict[str, Any]:
     entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
     plan = plan_prune(entries, keep_last=ctx.params.get("keep_last"), keep_within=ctx.params.get("keep_within"),
                       now_ms=int(ctx.params["now_ms"]), in_use=p.in_use)
+    warnings = list(plan.warnings)
+    if p.meta is None and plan.of(DELETE):
+        warnings.append(NO_LEASE_CHECK)
     return {"storage": p.storage.uri, "decisions": [d.to_dict() for d in plan.decisions],
-            "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": plan.warnings}
+            "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": warnings}
 
 
 async def prune_delete(ctx: StepContext) -> dict[str, Any]:
