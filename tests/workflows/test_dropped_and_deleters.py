@@ -186,3 +186,28 @@ def test_the_examples_in_the_docstrings_hold():
     import doctest
 
     assert doctest.testmod(source).failed == 0
+
+
+@pytest.mark.parametrize("started", [["CHECKED", "STAGED"], ["CHECKED", "STAGED", "STOPPED"]])
+async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_cluster_serves(started):
+    """A restore journaled before CHECKED kept the manifest: its resume journals it while the cluster
+    still serves; once STOPPED has begun nothing is read or written up front (the steps read storage
+    as before, and a failure names `brsm rollback N`)."""
+    from brsm.adapters.storage import open_storage
+    from brsm.workflows.restore import check
+    from tests.operating.conftest import make_backup
+
+    storage = open_storage("memory://older-restore")
+    made = await make_backup(storage)
+    st = new_state(RESTORE)
+    st.params["name"] = made.name
+    st.started, st.completed = list(started), ["CHECKED"]
+    ctx = Ctx(state=st, mode="resume", ports=SimpleNamespace(storage=storage, hosts=None, decode_meta=None,
+                                                             progress=Notes()))
+    await check.attach(ctx)
+    journaled = [d["manifest"] for t, d in ctx.events if t == context.MANIFEST_JOURNALED]
+    if "STOPPED" in started:
+        assert journaled == []
+    else:
+        assert [f["key"] for f in journaled[0]["files"]] == [f["key"] for f in made.files]
+        assert set(journaled[0]["files"][0]) == {"key", "size", "sha256"}

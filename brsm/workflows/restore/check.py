@@ -47,6 +47,12 @@ async def attach(ctx: StepContext) -> None:
         if ctx.mode == "rollback":
             await common.remove_probes(ctx, _p(ctx).storage)
         await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
+        st = ctx.state
+        if (ctx.mode == "resume" and "CHECKED" in st.completed and "STOPPED" not in st.started
+                and "manifest" not in ctx.extra):
+            # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
+            # manifest now, so no step after STOPPED needs the backup's manifest in storage
+            ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(await source.manifest(ctx))})
     except BaseException as e:  # a resume that cannot start while the cluster is down says how to bring it up
         out = down_error(ctx, e) if ctx.mode != "rollback" else e
         if out is e:
