@@ -231,9 +231,10 @@ async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: 
             out.append({"kind": "in_use", "name": name, "objects": len(objs),
                         "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
             continue
-        if held_by is not None and name in snapshots:
+        if held_by is not None:  # a live run of any journal may use it (its lease does not say which backup)
             out.append({"kind": "in_use", "name": name, "objects": len(objs),
-                        "why": f"its snapshot is on the cluster and the lease is held by {held_by}"})
+                        "why": (f"its snapshot is on the cluster and the lease is held by {held_by}" if name in snapshots
+                                else f"the cluster lease is held by {held_by}: a live run may use it; left alone")})
             continue
         t = name_time(name)
         if t is not None and now - t < grace_seconds:
@@ -326,10 +327,18 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
         return {"removed": 0, "dry_run": True}
     done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.extra.get("removed", [])}
     left: list[str] = []
+    held: list[LeaseInfo] | None = None
     for o in ctx.facts["orphans"]:
         ident = (o["kind"], o.get("name") or o.get("path"))
         if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease"):
             continue
+        if o["kind"] in ("snapshot", "incomplete_backup"):
+            if held is None:  # once, right before the first deletion: a run may have taken the lease since the scan
+                held = await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref) or []
+            if held:
+                ctx.record(NOT_REMOVED, {**_where(o), "why": "the cluster lease was taken since the scan by "
+                                                             + "; ".join(h.describe() for h in held)})
+                continue  # left alone, as the scan would have
         if o["kind"] == "snapshot":
             await p.meta.drop_snapshots([o["name"]])
         elif o["kind"] == "incomplete_backup":

@@ -211,3 +211,19 @@ async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_clus
     else:
         assert [f["key"] for f in journaled[0]["files"]] == [f["key"] for f in made.files]
         assert set(journaled[0]["files"][0]) == {"key", "size", "sha256"}
+
+
+async def test_gc_leaves_every_incomplete_backup_while_another_run_holds_the_lease():
+    from brsm.adapters.storage import open_storage
+    from brsm.workflows import maintenance
+    from tests.operating.conftest import make_backup
+
+    storage = open_storage("memory://gc-under-lease")
+    made = await make_backup(storage, kind="incomplete", age_days=30)
+    p = maintenance.MaintenancePorts(meta=None, hosts=None, storage=storage, live=LiveOps())
+    free = await maintenance._orphan_backups(p, frozenset(), None, set(), grace_seconds=3600)
+    assert [(o["kind"], o["name"]) for o in free] == [("incomplete_backup", made.name)]
+    held = await maintenance._orphan_backups(p, frozenset(), "operation 3 of journal bbbbbbbbbbbb (restore)", set(),
+                                             grace_seconds=3600)
+    assert [(o["kind"], o["name"]) for o in held] == [("in_use", made.name)]
+    assert "operation 3 of journal bbbbbbbbbbbb (restore)" in held[0]["why"]
