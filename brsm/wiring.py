@@ -146,10 +146,12 @@ def live_operations(journal: Any, *, exclude: int | None = None):
 
     from brsm.engine.runner import op_ref
 
-    live, names, refs, known_refs = set(), {}, set(), set()
+    live, names, refs, known_refs, kept_old = set(), {}, set(), set(), set()
     for op in journal.operations():
         ref = op_ref((op.params or {}).get("journal_id"), op.id)
         known_refs.add(ref)
+        if op.kind == "restore" and (op.params or {}).get("keep_old"):
+            kept_old.add(ref)  # its set-aside original data is kept on purpose: never gc's
         if op.id == exclude or op.kind not in KINDS:
             continue
         st = fold(KINDS[op.kind], journal.events(op.id, types=sorted(ev.ENGINE_EVENTS)))
@@ -161,7 +163,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
         if name and not (st.phase == PHASE_FAILED and not st.started):  # refused before any step: holds nothing
             names[name] = op.id
     return LiveOps(frozenset(live), names, refs=frozenset(refs), known_refs=frozenset(known_refs),
-                   journal_id=getattr(journal, "journal_id", None))
+                   journal_id=getattr(journal, "journal_id", None), kept_old=frozenset(kept_old))
 
 
 async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
@@ -205,9 +207,13 @@ async def build_prune(params: dict[str, Any], *, op_id: int, out: Output, journa
     cfg = load_cluster(params.get("config"), cluster_flags(params)) \
         if params.get("config") or cluster_flags(params) else None
     storage = open_storage_for(params, cfg)
+    # with a cluster config, the cluster's lease is checked before anything is deleted
+    meta = open_meta(cfg) if cfg else None
+    hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out) if cfg else None
     ports = PrunePorts(storage=storage, decode_meta=decode_meta_facts,
-                       in_use=dict(live_operations(journal, exclude=op_id).names))
-    return Built(prune_workflow(), ports, [storage])
+                       in_use=dict(live_operations(journal, exclude=op_id).names), meta=meta, hosts=hosts,
+                       install_dir=(lambda h: cfg.host(h).install_dir) if cfg else None)
+    return Built(prune_workflow(), ports, [c for c in (storage, meta, hosts) if c is not None])
 
 
 def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:

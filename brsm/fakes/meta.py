@@ -103,6 +103,8 @@ class FakeMeta:
 
     async def list_listeners(self, space_id: int) -> list[str]:
         await self._enter("listListener")
+        if space_id not in self.c.spaces:  # CHECK_SPACE_ID_AND_RETURN (ListenerProcessor.cpp)
+            raise self._fail("listListener", EC.E_SPACE_NOT_FOUND)
         return list(self.c.listeners.get(space_id, []))
 
     def _backup_name(self) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 
 from brsm.engine import events as ev
 from brsm.engine.runner import StepContext, who
-from brsm.errors import BrsmError, LeaseLost, PreflightFailed, StorageError, VerificationFailed
+from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows.lease import Lease, LeaseInfo
+from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder
 from brsm.workflows.layout import lease_path
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
@@ -40,19 +40,39 @@ async def preflight_topology(ctx: StepContext, meta: MetaPort, hosts: HostsPort,
         record_host_keys(ctx, hosts)
 
 
-async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterable[int], progress: Any,
+E_SPACE_NOT_FOUND = -5  # ErrorCode.E_SPACE_NOT_FOUND (common.thrift)
+
+
+async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterable[int] | None, progress: Any,
                              what: str) -> list[str]:
     """Full-text indexes and listeners are never in a backup (MetaKeyUtils.cpp skips the ft_index and
-    listener tables, and listeners' data lives outside storaged's): name them, never hide them."""
-    ids = {int(i) for i in space_ids}
+    listener tables, and listeners' data lives outside storaged's): name them, never hide them.
+
+    ``space_ids`` None: every space the cluster has now (a full restore replaces all of meta). Only
+    spaces that exist now are asked about: a backup's space may have been dropped, or re-created
+    under another id, since it was taken (listListener answers E_SPACE_NOT_FOUND for an id metad
+    does not know, ListenerProcessor.cpp), and a space dropped between the listing and the question
+    has no listeners left either."""
+    current = set((await meta.list_spaces()).values())
+    ids = current if space_ids is None else {int(i) for i in space_ids} & current
     found = [f"full-text index {n} (space {sid})" for n, sid in sorted((await meta.list_ft_indexes()).items())
              if sid in ids]
     for sid in sorted(ids):
-        found += [f"listener {li} (space {sid})" for li in await meta.list_listeners(sid)]
+        found += [f"listener {li} (space {sid})" for li in await listeners_if_space(meta, sid)]
     if found:
         ctx.record(NOT_BACKED_UP, {"items": found, "what": what})
         progress.note(f"warning: {what}: " + "; ".join(found))
     return found
+
+
+async def listeners_if_space(meta: MetaPort, space_id: int) -> list[str]:
+    """A space's listeners; none when metad no longer knows the space (dropped since it was listed)."""
+    try:
+        return await meta.list_listeners(space_id)
+    except MetaError as e:
+        if e.code == E_SPACE_NOT_FOUND:
+            return []
+        raise
 
 
 def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
@@ -318,3 +338,38 @@ async def detach_lease(ctx: StepContext) -> None:
     lease = ctx.runtime.get("lease")
     if lease is not None:
         await lease.stop_refresh()
+
+
+# -- deleters and the lease ---------------------------------------------------------------------
+async def held_leases(meta: MetaPort | None, hosts: HostsPort | None, install_dir: Callable[[str], str] | None, *,
+                      mine: str | None = None, topology: dict[str, Any] | None = None) -> list[LeaseInfo] | None:
+    """Who holds the cluster lease now, whichever journal or machine it was taken from: the live
+    (not stale, judged by each lease host's clock) holders other than ``mine``. None when there is
+    no cluster to look at (no config). A host that cannot be read raises: "could not look" is never
+    "nobody holds it"."""
+    if meta is None or hosts is None:
+        return None
+    topo = topology or await discover_topology(meta, hosts, install_dir or (lambda h: "/usr/local/nebula"))
+    found: dict[str, LeaseInfo] = {}
+    for m in topo["meta"]:
+        h = hosts.host(m["host"])
+        path = lease_path(m["root"])
+        holder = await read_holder(h, path) if await h.exists(path) else None
+        if holder is None or holder.owner == mine or is_stale(holder, await host_clock(h)):
+            continue
+        found.setdefault(holder.owner, holder)
+    return list(found.values())
+
+
+def refuse_while_leased(what: str, holders: list[LeaseInfo] | None) -> None:
+    """Nothing deletes a backup while another run holds the cluster lease: a restore there may be
+    using it (its lease does not say which backup), a backup may be writing one. One line naming
+    every holder, and how to go on."""
+    if not holders:
+        return
+    names = "; ".join(h.describe() for h in holders)
+    ops = ", ".join(str(h.op_id) for h in holders)
+    raise LockHeld(f"{what} refused: the cluster lease is held by {names}, which may be using a backup in this "
+                   f"storage; nothing was deleted",
+                   hint=f"let that run finish, then run this again; if its process died, resume or roll back "
+                        f"operation {ops} from its own journal (BRSM_HOME), or wait until its lease expires")

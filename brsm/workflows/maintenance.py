@@ -14,7 +14,7 @@ from typing import Any
 
 from brsm.engine.definitions import CLEANUP, GC
 from brsm.engine.runner import StepContext, Workflow
-from brsm.errors import BrsmError, UsageError
+from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
 from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder
@@ -25,6 +25,8 @@ REMOVED = "OrphanRemoved"
 _NAME_TIME = re.compile(r"^BACKUP_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})")
 # a restore's set-aside original data (old) and its staged download (new, issue 15)
 _ASIDE = re.compile(r"nebula_brsm_(old|new)_((?:[0-9a-f]+-)?\d+)$")
+# a restore's set-aside cluster.id of a storaged or graphd root, or its marker that there was none
+_CLUSTER_ID_ASIDE = re.compile(r"/\.?cluster\.id\.brsm_(?:old|absent)_((?:[0-9a-f]+-)?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class LiveOps:
     refs: frozenset[str] = frozenset()
     known_refs: frozenset[str] = frozenset()
     journal_id: str | None = None
+    # finished restores of this journal run with --keep-old: their set-aside data is the user's, kept
+    kept_old: frozenset[str] = frozenset()
 
 
 def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = frozenset()) -> tuple[str, str]:
@@ -54,6 +58,9 @@ def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = fr
         return "set_aside_unknown", (f"named by a bare operation id ({token}, an older brsm): any journal's "
                                      f"operation {token} could have made it, so it is left alone; remove it by "
                                      "hand once you know whose it is")
+    if token in live.kept_old:
+        return "kept_old", (f"restore {token} kept the original data on purpose (--keep-old): never removed by gc; "
+                            "remove it by hand once it is no longer needed")
     if token in live.known_refs:
         return "set_aside", f"restore {token} of this journal has finished"
     return "set_aside_unknown", f"operation {token} is not in this journal: left alone"
@@ -96,6 +103,8 @@ async def cleanup_check(ctx: StepContext) -> dict[str, Any]:
                          "and --config to drop its snapshot too",
                          hint="e.g. brsm cleanup NAME --storage URI --config FILE")
     _refuse_in_use(p, name)
+    common.refuse_while_leased(f"cleanup of {name}", await common.as_preflight(
+        common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref)))
     if "CLEANED" in ctx.state.started:  # a resume: what is gone may be gone because of us
         return {}
     found = p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}
@@ -112,6 +121,9 @@ async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
     p: MaintenancePorts = ctx.ports
     name = ctx.params["name"]
     _refuse_in_use(p, name)
+    # again, right before deleting: another journal's run may have taken the lease since the check
+    common.refuse_while_leased(f"cleanup of {name}", await common.held_leases(p.meta, p.hosts, p.install_dir,
+                                                                              mine=ctx.ref))
     dropped = []
     if p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}:
         await p.meta.drop_snapshots([name])
@@ -219,9 +231,10 @@ async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: 
             out.append({"kind": "in_use", "name": name, "objects": len(objs),
                         "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
             continue
-        if held_by is not None and name in snapshots:
+        if held_by is not None:  # a live run of any journal may use it (its lease does not say which backup)
             out.append({"kind": "in_use", "name": name, "objects": len(objs),
-                        "why": f"its snapshot is on the cluster and the lease is held by {held_by}"})
+                        "why": (f"its snapshot is on the cluster and the lease is held by {held_by}" if name in snapshots
+                                else f"the cluster lease is held by {held_by}: a live run may use it; left alone")})
             continue
         t = name_time(name)
         if t is not None and now - t < grace_seconds:
@@ -249,9 +262,35 @@ async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], ow
                     if kind == "in_use":
                         continue  # an unfinished restore's data, original or staged: never
                     if m.group(1) == "new":  # a staged download its restore did not clean up
-                        kind = {"set_aside": "staging", "set_aside_unknown": "staging_unknown"}[kind]
+                        kind = {"set_aside": "staging", "set_aside_unknown": "staging_unknown",
+                                "kept_old": "staging"}[kind]
                     out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": m.group(2),
                                 "why": why})
+    out += await _orphan_cluster_ids(p, topology, owners)
+    return out
+
+
+async def _orphan_cluster_ids(p: MaintenancePorts, topology: dict[str, Any], owners: frozenset[str]) -> list[dict]:
+    """The ``cluster.id`` files a restore set aside (``cluster.id.brsm_old_<op>``) or the markers that
+    there was none (``.cluster.id.brsm_absent_<op>``), in every storaged and graphd root: judged as
+    that restore's set-aside data dirs are (judge_set_aside)."""
+    out = []
+    roots = sorted({(s["host"], s.get("root") or (p.install_dir(s["host"]) if p.install_dir else None))
+                    for role in ("storage", "graph") for s in topology.get(role, [])})
+    for host, root in roots:
+        if not root:
+            continue
+        r = await p.hosts.host(host).run(["find", root, "-mindepth", "1", "-maxdepth", "1", "(", "-name",
+                                         "cluster.id.brsm_old_*", "-o", "-name", ".cluster.id.brsm_absent_*", ")"],
+                                        check=False)
+        for line in r.stdout.splitlines():
+            m = _CLUSTER_ID_ASIDE.search(line.strip())
+            if not m:
+                continue
+            kind, why = judge_set_aside(m.group(1), p.live, owners)
+            if kind == "in_use":
+                continue
+            out.append({"kind": kind, "host": host, "path": line.strip(), "op_ref": m.group(1), "why": why})
     return out
 
 
@@ -267,26 +306,67 @@ async def gc_scan(ctx: StepContext) -> dict[str, Any]:
     return {"orphans": orphans}
 
 
+NOT_REMOVED = "OrphanNotRemoved"
+
+
+async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
+    """After a removal: is the orphan still there? (metad may answer SUCCEEDED to a dropSnapshot it did
+    not carry out, and a tree can survive `rm -rf` in part.)"""
+    if o["kind"] == "snapshot":
+        return o["name"] in {s.name for s in await p.meta.list_snapshots()}
+    if o["kind"] == "incomplete_backup":
+        return bool(await p.storage.list(f"{o['name']}/"))
+    return await p.hosts.host(o["host"]).exists(o["path"])
+
+
 async def gc_remove(ctx: StepContext) -> dict[str, Any]:
+    """Each orphan removed, then looked for again: only one that is gone is journaled ``OrphanRemoved``
+    and counted; one still there is journaled ``OrphanNotRemoved`` and fails the step, naming it."""
     p: MaintenancePorts = ctx.ports
     if not ctx.params.get("confirm"):
         return {"removed": 0, "dry_run": True}
     done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.extra.get("removed", [])}
-    n = 0
+    left: list[str] = []
+    held: list[LeaseInfo] | None = None
     for o in ctx.facts["orphans"]:
         ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] in ("set_aside_unknown", "staging_unknown", "in_use"):
+        if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease"):
             continue
+        if o["kind"] in ("snapshot", "incomplete_backup"):
+            if held is None:  # once, right before the first deletion: a run may have taken the lease since the scan
+                held = await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref) or []
+            if held:
+                ctx.record(NOT_REMOVED, {**_where(o), "why": "the cluster lease was taken since the scan by "
+                                                             + "; ".join(h.describe() for h in held)})
+                continue  # left alone, as the scan would have
         if o["kind"] == "snapshot":
             await p.meta.drop_snapshots([o["name"]])
         elif o["kind"] == "incomplete_backup":
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
-        elif o["kind"] in ("set_aside", "staging", "stale_lease"):
+        elif o["kind"] == "stale_lease":
+            holder = await read_holder(p.hosts.host(o["host"]), o["path"])
+            if holder is not None and not is_stale(holder, await host_clock(p.hosts.host(o["host"]))):
+                ctx.record(NOT_REMOVED, {**_where(o), "why": f"taken since the scan by {holder.describe()}"})
+                continue  # a live run took it since the scan: its lease, not an orphan
             await p.hosts.host(o["host"]).remove_tree(o["path"])
-        ctx.record(REMOVED, {"kind": o["kind"], "name": o.get("name"), "path": o.get("path"), "host": o.get("host")})
-        n += 1
-    return {"removed": n, "dry_run": False}
+        else:
+            await p.hosts.host(o["host"]).remove_tree(o["path"])
+        if await _still_there(p, o):
+            ctx.record(NOT_REMOVED, {**_where(o), "why": "still there after its removal"})
+            left.append(str(o.get("name") or f"{o['host']}:{o['path']}"))
+            continue
+        ctx.record(REMOVED, _where(o))
+    removed = len(ctx.extra.get("removed", []))
+    if left:
+        raise OperationFailed(f"gc removed {removed} orphan(s) but {len(left)} are still there: {', '.join(left)}",
+                              hint="see `brsm audit` of this gc for why; remove them by hand, or fix the cause and "
+                                   "run gc again")
+    return {"removed": removed, "dry_run": False}
+
+
+def _where(o: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": o["kind"], "name": o.get("name"), "path": o.get("path"), "host": o.get("host")}
 
 
 def gc_workflow() -> Workflow:

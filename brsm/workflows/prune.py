@@ -22,18 +22,20 @@ not undone: there is nothing to roll back. A dry run reads only and is not journ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
-from brsm.ports import Storage
-from brsm.workflows import catalog
+from brsm.ports import HostsPort, MetaPort, Storage
+from brsm.workflows import catalog, common
 from brsm.workflows.layout import manifest_key, meta_file_key
 
 KEEP, DELETE, SKIP = "keep", "delete", "skip"
+NO_LEASE_CHECK = ("no cluster config (--config or BRSM_CONFIG): the cluster lease was not checked, so a restore run "
+                  "from another journal that uses one of these backups could not be seen")
 GC_NOTE = ("incomplete and broken backups are neither counted nor deleted by prune: `brsm gc` removes "
            "abandoned incomplete ones, `brsm cleanup NAME` a broken one")
 
@@ -169,6 +171,25 @@ class PrunePorts:
     decode_meta: catalog.MetaDecoder
     in_use: Mapping[str, int]  # backup name -> the unfinished operation using it (this journal)
     progress: Any = None
+    # the cluster (from --config): its lease is checked before anything is deleted, whichever journal
+    # holds it (operations of other journals are not in ``in_use``)
+    meta: MetaPort | None = None
+    hosts: HostsPort | None = None
+    install_dir: Callable[[str], str] | None = None
+
+
+async def _refuse_while_leased(ctx: StepContext) -> None:
+    p: PrunePorts = ctx.ports
+    common.refuse_while_leased("prune", await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref))
+
+
+async def prune_check(ctx: StepContext) -> dict[str, Any]:
+    """Before the plan: refused while another run holds the cluster lease (when there is a cluster
+    to look at: --config), so nothing is planned for deletion under a live restore or backup."""
+    p: PrunePorts = ctx.ports
+    common.refuse_while_leased("prune", await common.as_preflight(
+        common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref)))
+    return {}
 
 
 async def prune_scan(ctx: StepContext) -> dict[str, Any]:
@@ -177,14 +198,18 @@ async def prune_scan(ctx: StepContext) -> dict[str, Any]:
     entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
     plan = plan_prune(entries, keep_last=ctx.params.get("keep_last"), keep_within=ctx.params.get("keep_within"),
                       now_ms=int(ctx.params["now_ms"]), in_use=p.in_use)
+    warnings = list(plan.warnings)
+    if p.meta is None and plan.of(DELETE):
+        warnings.append(NO_LEASE_CHECK)
     return {"storage": p.storage.uri, "decisions": [d.to_dict() for d in plan.decisions],
-            "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": plan.warnings}
+            "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": warnings}
 
 
 async def prune_delete(ctx: StepContext) -> dict[str, Any]:
     """Each planned backup deleted and journaled; one that fails is journaled and the rest go on, then
     the step fails naming it (``brsm resume`` tries what is left)."""
     p: PrunePorts = ctx.ports
+    await _refuse_while_leased(ctx)  # again: a run may have taken it since the plan was made
     done = set(ctx.extra.get("deleted", {}))
     failed: dict[str, dict[str, Any]] = {}
     for name in ctx.facts["delete"]:
@@ -210,5 +235,5 @@ async def prune_delete(ctx: StepContext) -> dict[str, Any]:
 
 
 def prune_workflow() -> Workflow:
-    return Workflow(kind=PRUNE, steps={"SCANNED": prune_scan, "CLEANED": prune_delete},
+    return Workflow(kind=PRUNE, steps={"SCANNED": prune_scan, "CLEANED": prune_delete}, preflight=prune_check,
                     reducers={BACKUP_DELETED: lambda acc, d: acc.setdefault("deleted", {}).__setitem__(d["name"], d)})

@@ -193,3 +193,41 @@ def test_prune_never_leaves_a_space_without_its_newest_backup():
     why = {d.entry.name: d.reasons for d in plan.decisions}
     assert why["BACKUP_S3"] == ["the newest backup of space3"]
     assert why["BACKUP_F2"] == ["the newest backup of space1, space2"]
+
+
+async def test_a_prune_refuses_while_another_journal_holds_the_cluster_lease(storage, tmp_path):
+    """A live restore of another journal may use any of these backups (its lease does not say which):
+    prune deletes nothing and names the holder; without a cluster config it says it could not look."""
+    from brsm.errors import LockHeld
+    from brsm.fakes.cluster import FakeCluster
+    from brsm.fakes.hosts import FakeHosts
+    from brsm.fakes.meta import FakeMeta
+    from brsm.workflows import common
+    from brsm.workflows.lease import Lease
+    from brsm.workflows.prune import NO_LEASE_CHECK
+
+    names = await _ages(storage, 5, 4, 3)
+    c = FakeCluster(metas=1, storages=1)
+    hosts, meta = FakeHosts(c), FakeMeta(c)
+    topo = await common.discover_topology(meta, hosts, lambda h: c.install_dir)
+    m = topo["meta"][0]
+    theirs = Lease([(hosts.host(m["host"]), f"{m['root']}/brsm.lease")], op_id=1, ref="bbbbbbbbbbbb-1",
+                   kind="restore", who="other@box")
+    params = {"keep_last": 1, "keep_within": None, "now_ms": now_ms()}
+    await theirs.acquire()
+    try:
+        with Journal.open(tmp_path / "a.db") as j:
+            r = Runner(j, prune_workflow(), PrunePorts(storage=storage, decode_meta=decode_meta, in_use={}, meta=meta,
+                                                       hosts=hosts, install_dir=lambda h: c.install_dir))
+            op = r.create(params)
+            with pytest.raises(LockHeld) as e:
+                await r.run(op)
+            assert "operation 1 of journal bbbbbbbbbbbb (restore) by other@box" in e.value.message
+            assert not list(j.events(op, types=[BACKUP_DELETED]))
+        assert sorted(b.name for b in await list_backups(storage, decode_meta=decode_meta)) == sorted(names)
+    finally:
+        await theirs.release()
+    with Journal.open(tmp_path / "b.db") as j:
+        r = Runner(j, prune_workflow(), PrunePorts(storage=storage, decode_meta=decode_meta, in_use={}))
+        st = await r.run(r.create(params))
+        assert NO_LEASE_CHECK in st.facts["warnings"] and len(st.facts["deleted"]) == 2

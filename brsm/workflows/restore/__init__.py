@@ -15,14 +15,16 @@ services, ``proof`` shows that what starts is the backup.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brsm.engine.definitions import RESTORE
-from brsm.engine.runner import Workflow
+from brsm.engine.runner import StepContext, Workflow
 from brsm.workflows import common
 from brsm.workflows.restore import check, finish, stage, swap
-from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, SERVICES_STARTING,
-                                            RestorePorts)
+from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, MANIFEST_JOURNALED,
+                                            SERVICES_STARTING, RestorePorts, down_error)
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
 
 __all__ = ["RestorePorts", "workflow", "has_checksums", "unverified_refusal"]
@@ -44,6 +46,10 @@ def _reduce_services_starting(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("services_starting", d)
 
 
+def _reduce_manifest(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    acc["manifest"] = d["manifest"]
+
+
 REDUCERS = {
     common.PREFLIGHT_PASSED: common.reduce_preflight,
     common.PROBE_WRITTEN: common.reduce_probe_written,
@@ -52,18 +58,34 @@ REDUCERS = {
     DOWNTIME_BEGAN: _reduce_downtime_began,
     DOWNTIME_ENDED: _reduce_downtime_ended,
     SERVICES_STARTING: _reduce_services_starting,
+    MANIFEST_JOURNALED: _reduce_manifest,
 }
+
+
+def _down_hint(step: Callable[[StepContext], Awaitable[Any]]) -> Callable[[StepContext], Awaitable[Any]]:
+    """A step that runs while the cluster may be down: its failure names `brsm rollback N`
+    (context.down_error)."""
+    @functools.wraps(step)
+    async def run(ctx: StepContext) -> Any:
+        try:
+            return await step(ctx)
+        except BaseException as e:
+            out = down_error(ctx, e)
+            if out is e:
+                raise
+            raise out from e
+    return run
 
 
 # step, what does it, what undoes it (CLEANED is final: nothing after it to undo)
 PHASES = [
     ("CHECKED", check.checked, check.undo_checked),
     ("STAGED", stage.staged_step, stage.undo_staged),
-    ("STOPPED", swap.stopped, swap.undo_stopped),
-    ("SET_ASIDE", swap.set_aside, swap.undo_set_aside),
-    ("DOWNLOADED", stage.downloaded, stage.undo_downloaded),
-    ("META_RESTORED", finish.meta_restored, finish.undo_meta_restored),
-    ("STARTED", finish.started, finish.undo_started),
+    ("STOPPED", _down_hint(swap.stopped), swap.undo_stopped),
+    ("SET_ASIDE", _down_hint(swap.set_aside), swap.undo_set_aside),
+    ("DOWNLOADED", _down_hint(stage.downloaded), stage.undo_downloaded),
+    ("META_RESTORED", _down_hint(finish.meta_restored), finish.undo_meta_restored),
+    ("STARTED", _down_hint(finish.started), finish.undo_started),
     ("CLEANED", finish.cleaned, None),
 ]
 

@@ -10,7 +10,7 @@ from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import placement, source
-from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, ports as _p
+from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
 
@@ -28,8 +28,10 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
                         f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
                         "would be restored as they are")
         ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.params["name"], "files": len(m["files"])})
+    # a full restore replaces all of meta: every space's listeners go; a restore of chosen spaces
+    # replaces those (whichever of them still exist: the backup's spaces may be gone since)
     await common.as_preflight(common.warn_not_backed_up(
-        ctx, p.meta, [int(k) for k in m.get("spaces", {})], p.progress,
+        ctx, p.meta, [int(k) for k in m.get("spaces", {})] if not m.get("all_spaces", True) else None, p.progress,
         "the restore does not bring these back (recreate them after it)"))
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
     path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
@@ -41,9 +43,21 @@ async def attach(ctx: StepContext) -> None:
     ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
                                    per_host=int(ctx.params.get("per_host") or 4),
                                    bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
-    if ctx.mode == "rollback":
-        await common.remove_probes(ctx, _p(ctx).storage)
-    await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
+    try:
+        if ctx.mode == "rollback":
+            await common.remove_probes(ctx, _p(ctx).storage)
+        await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
+        st = ctx.state
+        if (ctx.mode == "resume" and "CHECKED" in st.completed and "STOPPED" not in st.started
+                and "manifest" not in ctx.extra):
+            # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
+            # manifest now, so no step after STOPPED needs the backup's manifest in storage
+            ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(await source.manifest(ctx))})
+    except BaseException as e:  # a resume that cannot start while the cluster is down says how to bring it up
+        out = down_error(ctx, e) if ctx.mode != "rollback" else e
+        if out is e:
+            raise
+        raise out from e
 
 
 async def detach(ctx: StepContext) -> None:
@@ -102,8 +116,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await source.manifest(ctx)
     topo = ctx.extra["topology"]
-    if not m.get("all_spaces", True):
-        await _check_space_ids(ctx, m)
+    replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
     pairs = _pairs(ctx, m, topo)
     _check_topology(m, topo, pairs)
     source.check_keys(ctx.params["name"], m)
@@ -120,23 +133,37 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     await lease.acquire()
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
+    if "manifest" not in ctx.extra:  # what every later step needs of the backup, kept in the journal
+        ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(m)})
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
-            "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why}
+            "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why,
+            "replaced_spaces": replaced}
 
 
-async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> None:
-    """A backup of chosen spaces replaces only those: their ids must still be theirs in the cluster."""
+async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> dict[str, str]:
+    """A backup of chosen spaces replaces only those, each under the id it has in the backup. A space
+    of the backup dropped since is simply brought back; one dropped and re-created since (same name,
+    another id) is replaced: returned as {its current id: name}, so SET_ASIDE moves its data aside
+    (a rollback brings it back) and META_RESTORED drops it, as nebula-br's ``checkAndDropSpaces``
+    drops the spaces it restores. A backup id now held by a space of another name is refused: that
+    space is not the backup's to replace."""
     current = await _p(ctx).meta.list_spaces()
     by_id = {v: k for k, v in current.items()}
+    replaced = {}
     for sid, name in m["spaces"].items():
         sid = int(sid)
-        if name in current and current[name] != sid:
-            raise PreflightFailed(f"space {name} has id {current[name]} in the cluster but {sid} in the backup",
-                                  hint="it was dropped and re-created since the backup; drop it, then restore")
         if sid in by_id and by_id[sid] != name:
             raise PreflightFailed(f"space id {sid} belongs to {by_id[sid]} in the cluster, to {name} in the backup",
-                                  hint="a restore of selected spaces cannot move a space to another id")
+                                  hint=f"a restore of selected spaces cannot move a space to another id; restore a "
+                                       f"backup of all spaces, or drop {by_id[sid]} first if it may go")
+        if name in current and current[name] != sid:
+            replaced[str(current[name])] = name
+    if replaced:
+        _p(ctx).progress.note("re-created since the backup, replaced by the backup's: " + ", ".join(
+            f"{n} (id {i} now, {next(k for k, v in m['spaces'].items() if v == n)} in the backup)"
+            for i, n in sorted(replaced.items())))
+    return replaced
 
 
 async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.engine.runner import StepContext
+from brsm.errors import BrsmError, Interrupted, OperationFailed, PreflightFailed
 from brsm.ports import MetaPort, HostsPort, Progress, Storage
 from brsm.workflows import services
 from brsm.workflows.restore import placement
@@ -21,6 +22,9 @@ SERVICES_STARTING = "RestoredServicesStarting"
 DOWNTIME_BEGAN = "DowntimeBegan"  # just before the first service is stopped
 DOWNTIME_ENDED = "DowntimeEnded"  # every storaged ONLINE again (restored, or put back by a rollback)
 UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"
+# journaled by CHECKED: the manifest it verified, so no step after it reads the backup's manifest
+# again (a backup deleted or changed in storage meanwhile cannot strand a stopped cluster)
+MANIFEST_JOURNALED = "RestoreManifestJournaled"
 WAIT_SECONDS = services.DEFAULT_TIMEOUT  # per service start/stop (--service-timeout)
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
@@ -53,6 +57,16 @@ def chosen_spaces(ctx: StepContext) -> list[str] | None:
     return sorted(str(k) for k in ctx.facts["spaces"]) if partial(ctx) else None
 
 
+def set_aside_spaces(ctx: StepContext) -> list[str] | None:
+    """The space dirs SET_ASIDE moves away (None: whole roots): the chosen spaces, and the spaces
+    re-created since the backup under another id that the restore replaces (CHECKED's
+    ``replaced_spaces``; none in a journal from before it existed)."""
+    chosen = chosen_spaces(ctx)
+    if chosen is None:
+        return None
+    return sorted(set(chosen) | {str(k) for k in ctx.facts.get("replaced_spaces") or {}})
+
+
 def staged(ctx: StepContext) -> bool:
     """This run stages (CHECKED chose it); an operation journaled before staging existed did not."""
     return ctx.facts.get("mode") == placement.STAGED
@@ -66,3 +80,31 @@ def root_of(ctx: StepContext) -> Callable[[dict[str, Any]], str]:
     """A storaged's or graphd's root (where its cluster.id is): metad's word, else the config's."""
     p = ports(ctx)
     return lambda s: s.get("root") or p.install_dir(s["host"])
+
+
+def cluster_down(ctx: StepContext) -> bool:
+    """STOPPED began and was not undone, and the restored cluster has not come up (STARTED not
+    completed): the cluster may be down until this restore goes on or is rolled back."""
+    st = ctx.state
+    return "STOPPED" in st.started and "STOPPED" not in st.undone and "STARTED" not in st.completed
+
+
+def down_error(ctx: StepContext, e: BaseException) -> BaseException:
+    """A failure while the cluster may be down, as the CLI must show it: never a preflight failure
+    (exit 4 says nothing was touched), and a hint that names the exact command that brings the
+    cluster back up. An interruption is left as it is (the CLI words those from the journal)."""
+    if isinstance(e, Interrupted) or not isinstance(e, Exception) or not cluster_down(ctx):
+        return e
+    back = (f"the cluster's services may be down: `brsm rollback {ctx.op_id}` brings it back up with its original "
+            f"data (or fix the cause, then `brsm resume {ctx.op_id}`)")
+    if not isinstance(e, BrsmError):
+        out: BrsmError = OperationFailed(f"{type(e).__name__}: {e}", hint=back)
+        out.__cause__ = e
+        return out
+    if isinstance(e, PreflightFailed):
+        out = OperationFailed(e.message, hint=e.hint)
+        out.__cause__ = e
+        e = out
+    if f"brsm rollback {ctx.op_id}`" not in (e.hint or ""):
+        e.hint = "; ".join(h for h in (e.hint, back) if h)
+    return e

@@ -48,15 +48,24 @@ async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
     ``checkAndDropSpaces`` does, or what was added since the backup (tags, edges, indexes, roles of
     that space) would survive beside the restored entries. Done while storaged is down (it never
     sees the drop: the same space id is back before it starts) and after metad's data was copied
-    aside in SET_ASIDE, so a rollback brings the spaces back exactly. Safe to repeat: a space
-    already gone is skipped, and CHECKED made sure each name still has the backup's id."""
+    aside in SET_ASIDE, so a rollback brings the spaces back exactly. A space of the backup's name
+    re-created since under another id (CHECKED's ``replaced_spaces``, its data set aside) is dropped
+    too. Safe to repeat: a space already gone is skipped. A name that has got yet another id since
+    CHECKED is refused: its data was not set aside."""
     p = _p(ctx)
     current = await p.meta.list_spaces()
+    replaced = {int(k) for k in ctx.facts.get("replaced_spaces") or {}}
     dropped = []
     for sid, name in sorted(m["spaces"].items()):
-        if current.get(name) == int(sid):
-            await p.meta.drop_space(name)
-            dropped.append(name)
+        now = current.get(name)
+        if now is None:
+            continue
+        if now != int(sid) and now not in replaced:
+            raise OperationFailed(
+                f"space {name} was re-created (id {now}) after the restore's checks: its data was not set aside, "
+                f"so it is not dropped", hint=f"`brsm rollback {ctx.op_id}` brings the cluster back up as it was")
+        await p.meta.drop_space(name)
+        dropped.append(name)
     if dropped:
         ctx.record(SPACES_DROPPED, {"spaces": dropped, "why": "replaced by the backup's (restore of chosen spaces)"})
     return dropped

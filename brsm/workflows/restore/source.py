@@ -25,7 +25,12 @@ async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> by
 
 
 async def manifest(ctx: StepContext) -> dict[str, Any]:
+    """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled``),
+    never read from storage again once it is; before that (preflight, CHECKED, or a restore
+    journaled by an older brsm) read and checked from storage."""
     cached = ctx.runtime.get("manifest")
+    if cached is None and ctx.extra.get("manifest") is not None:
+        cached = ctx.runtime["manifest"] = ctx.extra["manifest"]
     if cached is None:
         name = ctx.params["name"]
         try:
@@ -44,6 +49,21 @@ async def manifest(ctx: StepContext) -> dict[str, Any]:
             await _check_meta(ctx, cached)
         ctx.runtime["manifest"] = cached
     return cached
+
+
+JOURNALED_KEYS = ("backup_name", "tool", "all_spaces", "spaces", "meta_files", "topology")
+
+
+def for_journal(m: dict[str, Any]) -> dict[str, Any]:
+    """What the steps after CHECKED read of a verified manifest, to journal: its spaces, meta files,
+    topology, and each file's key, size and SHA-256 (not the host and path it was copied from).
+
+    >>> for_journal({"backup_name": "B", "op_ref": "x", "files": [{"key": "B/k", "size": 1, "sha256": None, "host": "h"}]})
+    {'backup_name': 'B', 'files': [{'key': 'B/k', 'size': 1, 'sha256': None}]}
+    """
+    out = {k: m[k] for k in JOURNALED_KEYS if k in m}
+    out["files"] = [{"key": f["key"], "size": f["size"], "sha256": f.get("sha256")} for f in m.get("files", [])]
+    return out
 
 
 async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from brsm.engine.runner import StepContext
 from brsm.workflows import common
 from brsm.workflows.restore import control, placement
-from brsm.workflows.restore.context import DOWNTIME_BEGAN, chosen_spaces, ports as _p, root_of
+from brsm.workflows.restore.context import DOWNTIME_BEGAN, ports as _p, root_of, set_aside_spaces
 
 
 async def stopped(ctx: StepContext) -> dict[str, Any]:
@@ -95,7 +95,7 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
             await h.rename(tmp, dst)
         return f"{host}:{src}"
 
-    moves = placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx))
+    moves = placement.moves(ctx.extra["topology"], ctx.ref, set_aside_spaces(ctx))
     done = [d for d in await common.each_host(moves, lambda m: m[0], one) if d]
     cluster_ids = await _set_aside_cluster_ids(ctx)
     return {"set_aside": done, "aside_name": placement.aside_name(ctx.ref), "cluster_ids": cluster_ids}
@@ -104,7 +104,7 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
 async def undo_set_aside(ctx: StepContext) -> None:
     p = _p(ctx)
     await control.ensure_down(ctx, "putting the original data back (undo of SET_ASIDE)")
-    for host, src, dst, _mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+    for host, src, dst, _mode in placement.moves(ctx.extra["topology"], ctx.ref, set_aside_spaces(ctx)):
         h = p.hosts.host(host)
         if not await h.exists(dst):
             continue  # already moved back (or never moved)
