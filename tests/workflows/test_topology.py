@@ -27,9 +27,12 @@ def test_data_path_index_matches_the_resolved_path_and_refuses_strangers():
         topology.data_path_index(s, "/elsewhere")
 
 
-@pytest.mark.parametrize("version,refused", [("3.8.0", False), ("3.4.1", False), ("", False),
+@pytest.mark.parametrize("version,refused", [("3.8.0", False), ("3.4.1", False), ("3.6.0", False),
+                                             ("3.2.1", False), ("3.0.0", False), ("3.8.0, 3.8.1", False),
+                                             ("", True), ("2024.01.01-nightly", True), (", 3.8.0", True),
+                                             ("3.9.0", True), ("3.3.0", True), ("3.1.0", True),
                                              ("2.6.2", True), ("v2.5.0", True), ("4.0.0", True),
-                                             ("3.8.0, 2.6.2", True)])
+                                             ("3.8.0, 2.6.2", True), ("3.2.0, 3.8.0", True)])
 def test_unsupported_versions(version, refused):
     assert bool(topology.unsupported_version(version)) is refused
 
