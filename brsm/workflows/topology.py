@@ -56,6 +56,16 @@ def absolute(path: str, root: str) -> str:
     return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(root, path))
 
 
+def cluster_id_path(flags: dict[str, str], root: str) -> str:
+    """Where storaged keeps metad's cluster id: ``--cluster_id_path`` (MetaClient.cpp, default
+    "cluster.id"), relative to its working directory (the install root, as nebula.service runs it).
+
+    >>> cluster_id_path({}, "/n"), cluster_id_path({"cluster_id_path": "/ids/c.id"}, "/n")
+    ('/n/cluster.id', '/ids/c.id')
+    """
+    return absolute(flags.get("cluster_id_path") or "cluster.id", root)
+
+
 def flagfile_path(install_dir: str, svc: str) -> str:
     return posixpath.join(install_dir, "etc", f"nebula-{svc}.conf")
 
@@ -113,7 +123,8 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
                     hint="install nebula-agent on every host, or set the host's install_dir in the config")
             dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
         wal = absolute(flags["wal_path"], root) if flags.get("wal_path") else ""
-        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal))
+        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal,
+                                   cluster_id_path=cluster_id_path(flags, root)))
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
                    for g in sorted(graphs, key=lambda g: g.addr)]
     # metad's own release (listHosts META: every peer with the answering metad's getOriginVersion(),
