@@ -84,9 +84,9 @@ def up(
     wal_path: Annotated[bool, typer.Option("--wal-path", help="storaged keeps its WALs in a dir of their own "
                                            "(--wal_path).")] = False,
     nebula_version: Annotated[Optional[str], typer.Option(
-        "--nebula-version", metavar="3.0|3.2|3.4|3.6|3.8",
-        help="The Nebula release the daemons play: its meta Thrift where it differs (DropSnapshotReq, "
-             "restoreMeta's answer) and the version they report. Default 3.8.")] = None,
+        "--nebula-version", metavar="X.Y",
+        help="The Nebula release the daemons play (3.0, 3.2, 3.4, 3.6 or 3.8; default 3.8): its meta Thrift "
+             "where it differs (DropSnapshotReq, restoreMeta's answer) and the version they report.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
