@@ -76,7 +76,8 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
         await p.meta.drop_snapshots([name])
     left = await common.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)  # run again: idempotent
     if listed or left["removed"] or left["left"]:
-        ctx.record(SNAPSHOT_DROPPED, {"names": [name], "why": "backup complete", "meta_checkpoints": left})
+        ctx.record(SNAPSHOT_DROPPED, {"names": [name] if listed else [], "why": "backup complete",
+                                      "meta_checkpoints": left})
     await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "backup").release()
     return {"completed": True}

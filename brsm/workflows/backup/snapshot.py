@@ -118,10 +118,11 @@ async def undo_snapshotted(ctx: StepContext) -> None:
     names = set(leaked)
     if ctx.facts.get("backup_name") in current:
         names.add(ctx.facts["backup_name"])
-    if names:
-        await p.meta.drop_snapshots(sorted(names))
+    dropped = sorted(names)
+    if dropped:
+        await p.meta.drop_snapshots(dropped)
     # also when the snapshot was already gone (a rollback run again): a former meta leader's copy stays
-    names |= {n for n in [ctx.facts.get("backup_name")] if n}
-    left = await common.remove_meta_checkpoints(p.meta, p.hosts, names, p.progress) if names else {}
-    if names and (left.get("removed") or left.get("left") or set(names) & set(current)):
-        ctx.record(SNAPSHOT_DROPPED, {"names": sorted(names), "why": "rollback", "meta_checkpoints": left})
+    gone = set(dropped) | {n for n in [ctx.facts.get("backup_name")] if n}
+    left = await common.remove_meta_checkpoints(p.meta, p.hosts, gone, p.progress)
+    if dropped or left["removed"] or left["left"]:
+        ctx.record(SNAPSHOT_DROPPED, {"names": dropped, "why": "rollback", "meta_checkpoints": left})
