@@ -24,7 +24,7 @@ from nebula3.fbthrift.transport import TSocket, TTransport
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
-from brsm.adapters.meta_codec import created_backup, encode_backup_meta, text
+from brsm.adapters.meta_codec import created_backup, drop_snapshot_req, encode_backup_meta, release, text
 from brsm.errors import MetaError
 from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
 
@@ -153,6 +153,7 @@ class ThriftMeta:
         self._lock = threading.Lock()
         self._conn: _Conn | None = None
         self._leader: HostAddr = self.addrs[0]
+        self._metad_version: str | None = None
 
     # -- connection (worker thread, under the lock) -------------------------------------------------
     def _not_meta(self, addr: HostAddr, detail: str, *, http: bool = False) -> MetaError:
@@ -426,15 +427,41 @@ class ThriftMeta:
         return [Snapshot(text(s.name), SNAPSHOT_STATUS.get(s.status, str(s.status)), text(s.hosts))
                 for s in resp.snapshots or []]
 
+    async def metad_version(self) -> str:
+        """The release metad reports for itself: listHosts(META) answers every meta peer with the
+        answering metad's own getOriginVersion() (ListHostsProcessor::allMetaHostsStatus), e.g.
+        "3.2.0"; "" for a build without a version. Asked once per adapter."""
+        if self._metad_version is None:
+            versions = sorted({h.version for h in await self.list_hosts("META") if h.version})
+            self._metad_version = versions[0] if versions else ""
+        return self._metad_version
+
     async def drop_snapshots(self, names: Sequence[str]) -> None:
         """One call per name: metad drops only the first name of a request and silently keeps the
-        others (DropSnapshotProcessor.cpp). A name already gone (E_SNAPSHOT_NOT_FOUND) is done."""
+        others (DropSnapshotProcessor.cpp). A name already gone (E_SNAPSHOT_NOT_FOUND) is done.
+
+        The request is the one metad's release reads (meta.thrift: ``1: binary name`` before 3.3.0,
+        ``1: list<binary> names`` after). And SUCCEEDED is not taken on trust: before 3.4.0 metad
+        answers it for a name it does not have (or could not decode), and 3.0.x answers it while
+        keeping a snapshot it failed to drop (INVALID), so ``listSnapshots`` must no longer list
+        any of ``names`` afterwards, on every release."""
+        if not names:
+            return
+        rel = release(await self.metad_version())
         for n in names:
             try:
-                await self._call("dropSnapshot", meta.DropSnapshotReq(names=[n.encode()]))
+                await self._call("dropSnapshot", drop_snapshot_req(n, rel))
             except MetaError as e:
                 if e.code != EC.E_SNAPSHOT_NOT_FOUND:
                     raise
+        left = [s for s in await self.list_snapshots() if s.name in set(names)]
+        if left:
+            shown = ", ".join(f"{s.name} ({s.status})" for s in left)
+            raise MetaError(
+                f"dropSnapshot answered SUCCEEDED but metad still lists {shown} (Nebula "
+                f"{self._metad_version or 'of unknown version'})",
+                hint="look at metad's and storaged's logs (a checkpoint it could not remove keeps the snapshot), "
+                     "then DROP SNAPSHOT it in nebula-console or run `brsm gc --confirm`")
 
     async def drop_space(self, name: str) -> None:
         await self._call("dropSpace", meta.DropSpaceReq(space_name=name.encode(), if_exists=True))

@@ -13,12 +13,14 @@ import struct
 
 from nebula3.common import ttypes as common
 from nebula3.fbthrift.protocol import TBinaryProtocol
+from nebula3.fbthrift.Thrift import TType
 from nebula3.fbthrift.transport import TTransport
 from nebula3.meta import ttypes as meta
 
 from brsm.ports import CreatedBackup, HostAddr
 
-__all__ = ["encode_backup_meta", "decode_backup_meta", "created_backup", "BackupMetaDecodeError", "text"]
+__all__ = ["encode_backup_meta", "decode_backup_meta", "created_backup", "BackupMetaDecodeError", "text",
+           "release", "drop_snapshot_req", "DropSnapshotReqV30"]
 
 MAX_META_BYTES = 256 << 20
 
@@ -136,3 +138,53 @@ def make_backup_meta(*, name: str, spaces: dict[int, tuple[meta.SpaceDesc, dict[
                            full=True, all_spaces=all_spaces, create_time=create_time_ms,
                            storage_hosts=[common.HostAddr(host=h.host, port=h.port) for h in storage_hosts],
                            cluster_id=cluster_id)
+
+
+# -- the meta wire of older releases (nebula3-python generates only the latest) ------------------------
+_RELEASE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def release(version: str | bytes | None) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of the version a daemon reports, or None when it names no release.
+
+    >>> release("3.2.0"), release("v3.8"), release("2024.01.01-nightly"), release("")
+    ((3, 2, 0), (3, 8, 0), None, None)
+    """
+    m = _RELEASE.match(text(version))
+    if not m or int(m.group(1)) > 99:  # a nightly's date is no release
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+class DropSnapshotReqV30:
+    """``struct DropSnapshotReq { 1: binary name }`` of meta.thrift v3.0.0–v3.2.x (3.3.0 made it
+    ``1: list<binary> names``). A 3.0–3.2 metad given the list skips the mistyped field, reads an
+    empty name and answers SUCCEEDED having dropped nothing, so to it brsm must send this one.
+    Written through the generated ``dropSnapshot_args`` (plain binary protocol calls ``write``)."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+
+    def write(self, oprot: TBinaryProtocol.TBinaryProtocol) -> None:
+        oprot.writeStructBegin("DropSnapshotReq")
+        oprot.writeFieldBegin("name", TType.STRING, 1)
+        oprot.writeString(self.name)
+        oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def __repr__(self) -> str:
+        return f"DropSnapshotReqV30(name={self.name!r})"
+
+
+def drop_snapshot_req(name: str, version: tuple[int, int, int] | None) -> meta.DropSnapshotReq | DropSnapshotReqV30:
+    """The ``dropSnapshot`` request metad of ``version`` reads (the latest when it is not known).
+
+    >>> drop_snapshot_req("B", (3, 2, 1))
+    DropSnapshotReqV30(name=b'B')
+    >>> drop_snapshot_req("B", (3, 8, 0)).names
+    [b'B']
+    """
+    if version is not None and version[:2] < (3, 3):
+        return DropSnapshotReqV30(_raw(name))
+    return meta.DropSnapshotReq(names=[_raw(name)])

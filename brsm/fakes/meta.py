@@ -209,8 +209,9 @@ class FakeMeta:
                                     if f"/checkpoints/{n}/" in f} | {
                             d.split("/checkpoints/")[0] for d in m.dirs if d.endswith(f"/checkpoints/{n}")}:
                         m.remove_tree(f"{sid_dir}/checkpoints/{n}")
-            for a in c.meta_addrs:
-                c.host_of(a).remove_tree(posixpath.join(c.meta_paths[a], "nebula", "0", "checkpoints", n))
+            # DropSnapshotProcessor.cpp removes the meta checkpoint only on the metad that leads now
+            # ("need remove meta checkpoint from slave hosts"): a former leader keeps its own
+            c.host_of(c.leader).remove_tree(posixpath.join(c.meta_paths[c.leader], "nebula", "0", "checkpoints", n))
             del c.snapshots[n]
 
     async def drop_space(self, name: str) -> None:

@@ -83,6 +83,10 @@ def up(
                                                  "to a dir elsewhere (a disk mounted apart).")] = False,
     wal_path: Annotated[bool, typer.Option("--wal-path", help="storaged keeps its WALs in a dir of their own "
                                            "(--wal_path).")] = False,
+    nebula_version: Annotated[Optional[str], typer.Option(
+        "--nebula-version", metavar="X.Y",
+        help="The Nebula release the daemons play (3.0, 3.2, 3.4, 3.6 or 3.8; default 3.8): its meta Thrift "
+             "where it differs (DropSnapshotReq, restoreMeta's answer) and the version they report.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
@@ -92,7 +96,7 @@ def up(
     t0 = time.monotonic()
     state, started = cluster.up(root, meta_hosts=meta_hosts, storage_hosts=storage_hosts, data_paths=data_paths,
                                 timeout=timeout, agents=not no_agents, symlink_data=symlinked_data,
-                                wal_path=wal_path)
+                                wal_path=wal_path, nebula_version=nebula_version)
     summ = cluster.summary(state)
     summ["started"] = started
     summ["seconds"] = round(time.monotonic() - t0, 2)

@@ -438,6 +438,7 @@ def summary(state: dict[str, Any]) -> dict[str, Any]:
         "dir": state["dir"],
         "meta": state["meta"][0],
         "meta_addrs": state["meta"],
+        "nebula_version": state.get("nebula_version") or "3.8.0",
         "config": os.path.join(state["dir"], CONFIG_FILE),
         "credentials": os.path.join(state["dir"], CREDS_FILE),
         "ssh": state["ssh"],
@@ -511,10 +512,28 @@ def _wait_agents(state: dict[str, Any], timeout: float) -> None:
         raise SandboxError(f"listCluster did not succeed within {timeout:.0f}s (agents): {last}")
 
 
+NEBULA_VERSIONS = ("3.0", "3.2", "3.4", "3.6", "3.8")  # the releases whose meta wire the stand-ins were read against
+
+
+def nebula_release(version: str) -> str:
+    """``--nebula-version`` → the release string the daemons report: "3.2" → "3.2.0". Any 3.x is
+    taken (its wire follows the rules read at the releases in NEBULA_VERSIONS: a 3.9 speaks 3.8's)."""
+    v = version.strip().lstrip("v")
+    parts = v.split(".")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts) or parts[0] != "3":
+        raise SandboxUsageError(f"--nebula-version {version!r}: the stand-ins play Nebula 3.x releases only",
+                                hint=f"one of {', '.join(NEBULA_VERSIONS)}")
+    return ".".join(parts + ["0"] * (3 - len(parts)))
+
+
 def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: int = 1,
        timeout: float = 60.0, min_part_size: int | None = None, agents: bool = True,
-       symlink_data: bool = False, wal_path: bool = False) -> tuple[dict[str, Any], bool]:
+       symlink_data: bool = False, wal_path: bool = False,
+       nebula_version: str | None = None) -> tuple[dict[str, Any], bool]:
     """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there.
+
+    ``nebula_version`` ("3.2"): the release every daemon plays, its meta wire and the version it
+    reports (default 3.8).
 
     ``agents=False`` starts no nebula-agent: a 3.x deployment that never installed them, where
     listCluster fails with E_LIST_CLUSTER_NO_AGENT_FAILURE.
@@ -526,6 +545,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         raise SandboxUsageError("need at least 1 meta host, 1 storage host and 1 data path")
     if meta_hosts > 9 or storage_hosts > 99 or data_paths > 8:
         raise SandboxUsageError("at most 9 meta hosts, 99 storage hosts and 8 data paths")
+    release = nebula_release(nebula_version) if nebula_version else None
     old = load_state(root)
     if is_running(old):
         return old, False  # type: ignore[return-value]
@@ -536,7 +556,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
     ssh_port = choose_ssh_port()
     k = choose_k(root, meta_hosts, storage_hosts, ssh_port)
     state: dict[str, Any] = {"version": 1, "dir": root, "state": "starting", "k": k, "created": _now(),
-                             "python": venv_python(), "agents": agents,
+                             "python": venv_python(), "agents": agents, "nebula_version": release,
                              "topology": {"meta_hosts": meta_hosts,
                                                                    "storage_hosts": storage_hosts,
                                                                    "data_paths": data_paths,
@@ -557,7 +577,7 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
         })
         save_state(root, state)
         for h in hosts:
-            write_host_files(h, meta_addrs, venv_python())
+            write_host_files(h, meta_addrs, venv_python(), nebula_version=release)
             write_host_python(h, venv_python())
         _gen_keys(root, hosts)
         s3_key, s3_secret = "SANDBOXS3" + secrets.token_hex(6).upper(), secrets.token_hex(20)

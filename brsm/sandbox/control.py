@@ -262,15 +262,23 @@ def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
 # storage discovery through the meta protocol
 
 
-NEBULA_VERSION = "3.8.0"  # the release the stand-ins claim to be
+NEBULA_VERSION = "3.8.0"  # the release the stand-ins claim to be unless told another
+# sandbox-only flag in every stand-in's flagfile: the release that "binary" was built as (a real
+# daemon has it compiled in: getOriginVersion(), src/version/Version.cpp.in, NEBULA_BUILD_VERSION)
+VERSION_FLAG = "sandbox_nebula_version"
 
 
-def encode_version(ws_http_port: int) -> str:
-    """Heartbeat ``version`` of the stand-ins: a plain release string, as a real daemon sends
-    (``HBReq.version``, shown by listHosts). The admin HTTP port is Nebula's default relation
+def build_version(flags: Any) -> str:
+    """The release a stand-in plays (``--sandbox_nebula_version``, default 3.8.0)."""
+    return flags.get(VERSION_FLAG) or NEBULA_VERSION
+
+
+def encode_version(ws_http_port: int, version: str = NEBULA_VERSION) -> str:
+    """Heartbeat ``version`` of the stand-ins: a plain release string, as a real daemon reports
+    (its getOriginVersion(), shown by listHosts). The admin HTTP port is Nebula's default relation
     (``ws_http_port = port + 10000``), which every sandbox daemon keeps; a port that differs is
     still carried after a ';' (real daemons never send one)."""
-    return NEBULA_VERSION
+    return version
 
 
 def http_port_from_version(version: bytes | str | None, port: int) -> int:

@@ -275,8 +275,9 @@ def service_template() -> str:
     return (Path(__file__).with_name("nebula.service")).read_text()
 
 
-def write_host_files(host: Host, meta_addrs: list[str], python: str) -> None:
-    """Directories, nebula.service and the flagfiles of every service of ``host``."""
+def write_host_files(host: Host, meta_addrs: list[str], python: str, *, nebula_version: str | None = None) -> None:
+    """Directories, nebula.service and the flagfiles of every service of ``host``; ``nebula_version``
+    (e.g. "3.2.0") is the release its daemons play (``--sandbox_nebula_version``; default 3.8.0)."""
     for d in ("scripts", "etc", "pids", "logs"):
         os.makedirs(os.path.join(host.install_dir, d), exist_ok=True)
     os.makedirs(host.sshd_dir, exist_ok=True)
@@ -306,6 +307,8 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str) -> None:
                  f"--local_ip={host.address}",
                  f"--port={port}",
                  f"--ws_http_port={http_port}"]
+        if nebula_version:
+            lines.append(f"--sandbox_nebula_version={nebula_version}")
         if svc == "metad":
             lines += ["########## storage ##########", f"--data_path={host.data_paths[0]}"]
         elif svc == "storaged":

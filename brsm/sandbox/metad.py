@@ -34,7 +34,9 @@ from nebula3.common import ttypes as common
 from nebula3.fbthrift.protocol import TBinaryProtocol, THeaderProtocol
 from nebula3.fbthrift.transport import TTransport
 from nebula3.fbthrift.transport.THeaderTransport import CLIENT_TYPE, THeaderTransport
+from nebula3.fbthrift.Thrift import TApplicationException, TType
 from nebula3.fbthrift.util import Serializer
+from nebula3.fbthrift.util.Decorators import process_method as thrift_process_method
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
@@ -161,6 +163,118 @@ class Faults:
                             self._faults.remove(f)
                     return f
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# what differs on the wire between releases (src/interface/meta.thrift at each tag)
+
+
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of a release string: "3.2.0" → (3, 2)."""
+    major, minor = version.strip().lstrip("v").split(".")[:2]
+    return int(major), int(minor.split("-")[0])
+
+
+class Wire:
+    """The meta wire of one release, as far as the stand-in serves it.
+
+    - ``DropSnapshotReq`` is ``1: binary name`` before 3.3.0 and ``1: list<binary> names`` from
+      3.3.0 (meta.thrift v3.2.0 / v3.3.0);
+    - a name that is not there: SUCCEEDED with nothing dropped before 3.4.0, E_SNAPSHOT_NOT_FOUND
+      from 3.4.0 (DropSnapshotProcessor::process, "does not exist or already dropped");
+    - 3.0.x keeps the snapshot, marked INVALID, when dropping a checkpoint fails and still answers
+      SUCCEEDED (v3.0.0 DropSnapshotProcessor: handleErrorCode(putRet) of the INVALID put); 3.1+
+      removes the record whatever failed;
+    - ``restoreMeta`` answers ``ExecResp`` before 3.3.0 and ``RestoreMetaResp`` from 3.3.0."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        rel = release(version)
+        self.drop_by_name = rel < (3, 3)
+        self.drop_unknown_succeeds = rel < (3, 4)
+        self.drop_failure_keeps_invalid = rel < (3, 1)
+        self.restore_meta_exec_resp = rel < (3, 3)
+
+
+class DropSnapshotReqV30:
+    """``struct DropSnapshotReq { 1: binary name }`` (meta.thrift v3.0.0–v3.2.x), read as fbthrift's
+    generated reader does: a field 1 of another type (a 3.3+ client's ``list<binary> names``) is
+    skipped, so the name stays empty."""
+
+    def __init__(self) -> None:
+        self.name = b""
+
+    def read(self, iprot: Any) -> None:
+        iprot.readStructBegin()
+        while True:
+            _fname, ftype, fid = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1 and ftype == TType.STRING:
+                self.name = iprot.readString()
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+
+class _DropSnapshotArgsV30:
+    def __init__(self) -> None:
+        self.req: DropSnapshotReqV30 | None = None
+
+    def read(self, iprot: Any) -> None:
+        iprot.readStructBegin()
+        while True:
+            _fname, ftype, fid = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1 and ftype == TType.STRUCT:
+                self.req = DropSnapshotReqV30()
+                self.req.read(iprot)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+
+class _ExecRespResult:
+    """``<rpc>_result`` whose success is an ``ExecResp`` (restoreMeta before 3.3.0)."""
+
+    def __init__(self, success: Any = None) -> None:
+        self.success = success
+
+    def write(self, oprot: Any) -> None:
+        oprot.writeStructBegin("restoreMeta_result")
+        if self.success is not None:
+            oprot.writeFieldBegin("success", TType.STRUCT, 0)
+            self.success.write(oprot)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+
+def _process(rpc: str, args_cls: type, result: Any) -> Any:
+    """A Processor entry (as the generated ``process_<rpc>``) reading ``args_cls`` and answering
+    what ``result(response)`` wraps."""
+    def fn(self: Any, args: Any, handler_ctx: Any) -> Any:
+        try:
+            return result(getattr(self._handler, rpc)(args.req))
+        except Exception as exc:  # noqa: BLE001 - as the generated code: an application exception
+            self._event_handler.handlerError(handler_ctx, rpc, exc)
+            return TApplicationException(message=repr(exc))
+    fn.__name__ = f"process_{rpc}"  # the decorator names the reply after it
+    return thrift_process_method(args_cls, oneway=False)(fn)
+
+
+def install_wire(processor: Any, wire: Wire) -> None:
+    """Make the generated (3.x-latest) Processor read and answer as ``wire``'s release does."""
+    if wire.drop_by_name:
+        def dropped(resp: Any) -> Any:
+            return MetaService.dropSnapshot_result(success=resp)
+        processor._processMap["dropSnapshot"] = _process("dropSnapshot", _DropSnapshotArgsV30, dropped)
+    if wire.restore_meta_exec_resp:
+        processor._processMap["restoreMeta"] = _process("restoreMeta", MetaService.restoreMeta_args,
+                                                        _ExecRespResult)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +517,7 @@ class MetaHandler:
         if meta.HostRole.META in want:
             # ListHostsProcessor::allMetaHostsStatus: the meta Raft peers, not heartbeats
             hosts.update({a: {"role": meta.HostRole.META, "ts": _now_ms(),
-                              "version": control.encode_version(self.svc.ws_http_port)}
+                              "version": control.encode_version(self.svc.ws_http_port, self.svc.wire.version)}
                           for a in self.svc.meta_addrs})
         addrs = set(hosts)
         if meta.HostRole.STORAGE in want:
@@ -689,7 +803,10 @@ class MetaHandler:
         """src/meta/processors/admin/DropSnapshotProcessor.cpp: only the FIRST name is dropped
         ("only the first one will be dropped"); the others are silently kept. No name:
         E_SNAPSHOT_FAILURE; an unknown name: E_SNAPSHOT_NOT_FOUND. Checkpoints are dropped on the
-        hosts the snapshot record names; failures there are only logged."""
+        hosts the snapshot record names; failures there are only logged. Before 3.4.0 see
+        ``_drop_snapshot_before_3_4``."""
+        if self.svc.wire.drop_by_name or self.svc.wire.drop_unknown_succeeds:
+            return self._drop_snapshot_before_3_4(req)
         names = [_s(n) for n in (req.names or [])]
         if not names:
             return self._err(meta.ExecResp, EC.E_SNAPSHOT_FAILURE)
@@ -700,12 +817,35 @@ class MetaHandler:
         snaps = self._snapshots()
         if name not in snaps:
             return self._err(meta.ExecResp, EC.E_SNAPSHOT_NOT_FOUND)
-        hosts = [h.strip() for h in snaps[name]["hosts"].split(",") if h.strip()]
+        return self._drop_snapshot(name, snaps[name])
+
+    def _drop_snapshot_before_3_4(self, req: Any) -> Any:
+        """DropSnapshotProcessor::process of v3.0.0–v3.2.x (``req.get_name()``, one binary name) and
+        v3.3.0 (``names[0]``): a snapshot that is not there (or the empty name a 3.3+ client's list
+        decodes to on a 3.0–3.2 metad, which skips the mistyped field) is "does not exist or already
+        dropped": SUCCEEDED, nothing dropped."""
+        name = _s(req.name or b"") if self.svc.wire.drop_by_name else _s((req.names or [b""])[0])
+        snaps = self._snapshots()
+        if name not in snaps:
+            self.svc.log.info("Snapshot %s does not exist or already dropped.", name)
+            return self._ok(meta.ExecResp)
+        return self._drop_snapshot(name, snaps[name])
+
+    def _drop_snapshot(self, name: str, rec: dict[str, Any]) -> Any:
+        hosts = [h.strip() for h in rec["hosts"].split(",") if h.strip()]
+        failed = False
         for addr in sorted(set(hosts)):
             try:
                 self._storage_call(addr, "/drop_checkpoint", {"name": name}, timeout=60)
             except Exception as exc:  # noqa: BLE001 - as Nebula: log and go on
+                failed = True
                 self.svc.log.warning("drop checkpoint %s on %s failed: %s", name, addr, exc)
+        if failed and self.svc.wire.drop_failure_keeps_invalid:
+            # v3.0.x: the record stays, INVALID, and the answer is the code of that put: SUCCEEDED
+            self.svc.log.error("Drop snapshot error on storage engine")
+            self._put_snapshot(name, meta.SnapshotStatus.INVALID, hosts)
+            return self._ok(meta.ExecResp)
+        # "TODO sky : need remove meta checkpoint from slave hosts": only this metad's is removed
         shutil.rmtree(layout.meta_checkpoint_dir(self.svc.data_path, name), ignore_errors=True)
         self.db.delete(T_SNAPSHOTS + _b(name))
         self.svc.log.info("dropped snapshot %s", name)
@@ -717,7 +857,8 @@ class MetaHandler:
         return self._ok(meta.ListSnapshotsResp, snapshots=snaps)
 
     def restoreMeta(self, req: meta.RestoreMetaReq) -> Any:
-        R = meta.RestoreMetaResp
+        # RestoreProcessor is a BaseProcessor<cpp2::ExecResp> before 3.3.0 (RestoreProcessor.h)
+        R = meta.ExecResp if self.svc.wire.restore_meta_exec_resp else meta.RestoreMetaResp
         files = [_s(f) for f in (req.files or [])]
         if not files:
             return self._err(R, EC.E_RESTORE_FAILURE)
@@ -774,6 +915,8 @@ class MetaHandler:
             part_hosts[sid] = [meta.PartInfo(part_id=pid, hosts=[control.host_addr(h) for h in hs])
                                for pid, hs in sorted(self._parts(sid).items())]
         self.svc.log.info("restoreMeta: ingested %s, host map %s", files, mapping)
+        if R is meta.ExecResp:
+            return self._ok(R)
         return self._ok(R, part_hosts=part_hosts)
 
 
@@ -884,6 +1027,7 @@ class _ThriftServer(socketserver.ThreadingTCPServer):
 
 def make_thrift_server(svc: "MetaDaemon") -> _ThriftServer:
     processor = MetaService.Processor(HandlerProxy(svc, svc.handler))
+    install_wire(processor, svc.wire)
 
     class Conn(socketserver.BaseRequestHandler):
         def handle(self) -> None:
@@ -937,6 +1081,7 @@ class MetaDaemon(layout.Service):
         self.addr = f"{self.local_ip}:{self.port}"
         self.is_leader = self.addr == self.leader
         self.faults = Faults()
+        self.wire = Wire(control.build_version(self.flags))
         self.db: rocksdict.Rdict | None = None
         self.route("GET", "/fault", lambda b, q: {"faults": self.faults.list()})
         self.route("POST", "/fault", lambda b, q: self.faults.add(layout.json_body(b)))
@@ -951,7 +1096,7 @@ class MetaDaemon(layout.Service):
     def status(self) -> dict[str, Any]:
         st = super().status()
         st.update({"leader": self.leader, "is_leader": self.is_leader, "data_path": self.data_path,
-                   "cluster_id": self.cluster_id})
+                   "cluster_id": self.cluster_id, "nebula_version": self.wire.version})
         return st
 
     def start(self) -> None:

@@ -118,7 +118,7 @@ def heartbeat_once(svc: layout.Service, client: HeartbeatClient | None, role: in
         client = HeartbeatClient(svc.meta_addrs)  # type: ignore[attr-defined]
     req = meta.HBReq(role=role, host=common.HostAddr(host=svc.local_ip, port=svc.port),
                      cluster_id=cluster_id, dir=dir_info, git_info_sha=b"sandbox",
-                     version=control.encode_version(svc.ws_http_port).encode())
+                     version=control.encode_version(svc.ws_http_port, control.build_version(svc.flags)).encode())
     resp = client.call("heartBeat", req)
     if resp.code == common.ErrorCode.SUCCEEDED:
         svc.last_hb = resp  # type: ignore[attr-defined]

@@ -128,6 +128,8 @@ async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
     if p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}:
         await p.meta.drop_snapshots([name])
         dropped.append(name)
+    if p.meta is not None and p.hosts is not None:  # a former meta leader keeps its copy (run again: idempotent)
+        await common.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)
     deleted = 0
     if p.storage is not None:
         # (whether it exists was checked before the step; on a resume, what is gone may be gone because of us)
@@ -341,6 +343,8 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
                 continue  # left alone, as the scan would have
         if o["kind"] == "snapshot":
             await p.meta.drop_snapshots([o["name"]])
+            if p.hosts is not None:
+                await common.remove_meta_checkpoints(p.meta, p.hosts, [o["name"]], p.progress)
         elif o["kind"] == "incomplete_backup":
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")

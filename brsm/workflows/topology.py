@@ -56,6 +56,16 @@ def absolute(path: str, root: str) -> str:
     return posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(root, path))
 
 
+def cluster_id_path(flags: dict[str, str], root: str) -> str:
+    """Where storaged keeps metad's cluster id: ``--cluster_id_path`` (MetaClient.cpp, default
+    "cluster.id"), relative to its working directory (the install root, as nebula.service runs it).
+
+    >>> cluster_id_path({}, "/n"), cluster_id_path({"cluster_id_path": "/ids/c.id"}, "/n")
+    ('/n/cluster.id', '/ids/c.id')
+    """
+    return absolute(flags.get("cluster_id_path") or "cluster.id", root)
+
+
 def flagfile_path(install_dir: str, svc: str) -> str:
     return posixpath.join(install_dir, "etc", f"nebula-{svc}.conf")
 
@@ -113,17 +123,20 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
                     hint="install nebula-agent on every host, or set the host's install_dir in the config")
             dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
         wal = absolute(flags["wal_path"], root) if flags.get("wal_path") else ""
-        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal))
+        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal,
+                                   cluster_id_path=cluster_id_path(flags, root)))
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
                    for g in sorted(graphs, key=lambda g: g.addr)]
-    versions = sorted({h.version for h in await meta.list_hosts("STORAGE") if h.online and h.version})
+    # metad's own release (listHosts META: every peer with the answering metad's getOriginVersion(),
+    # "" for a build without one) decides the meta wire; the storaged's must be the same release line
+    versions = sorted({h.version for h in await meta.list_hosts("META")}
+                      | {h.version for h in await meta.list_hosts("STORAGE") if h.online and h.version})
     topo = {"meta": metas, "storage": storage_items, "graph": graph_items, "source": source,
             "nebula_version": versions[0] if len(versions) == 1 else ", ".join(versions),
             "zones": await meta.list_zones()}
     problem = unsupported_version(topo["nebula_version"])
     if problem:
-        raise PreflightFailed(problem, hint="brsm backs up and restores Nebula Graph 3.x clusters only; use "
-                                            "Nebula's own BR of that release")
+        raise PreflightFailed(problem, hint=VERSION_HINT)
     await _canonical(hosts, topo)
     return topo
 
@@ -166,14 +179,45 @@ def major(version: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# The release lines brsm was proven against: the sandbox plays each (``--nebula-version``) with the
+# meta wire read in Nebula's source at its tag, and the e2e tests back up and restore on them.
+PROVEN = ((3, 0), (3, 2), (3, 4), (3, 6), (3, 8))
+PROVEN_TEXT = ", ".join(f"{a}.{b}" for a, b in PROVEN)
+VERSION_HINT = ("brsm backs up and restores only the Nebula releases it was proven against (" + PROVEN_TEXT
+                + ".x); use Nebula's own BR for another, or upgrade brsm")
+
+
+def release(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a daemon's version string, or None when it names no release.
+
+    >>> release("3.2.0"), release("v3.8.1"), release("2024.01.01-nightly"), release("")
+    ((3, 2), (3, 8), None, None)
+    """
+    m = re.match(r"\s*v?(\d+)\.(\d+)", version or "")
+    if not m or int(m.group(1)) > 99:  # a nightly's date is no release
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
 def unsupported_version(version: str | None) -> str | None:
-    """Why brsm must not touch a cluster of this version (None: go on). Nebula 2.x differs on the
-    wire (BackupMeta.backup_info, CheckpointInfo{partition_info, path}) and in its layout."""
-    majors = {major(v) for v in (version or "").split(", ") if major(v) is not None}
-    if len(majors) > 1:
-        return f"the storage hosts run different major versions of Nebula ({version}): finish the upgrade first"
-    if majors and majors != {3}:
-        return f"the cluster runs Nebula {version}; brsm supports Nebula Graph 3.x only"
+    """Why brsm must not touch a cluster of this version (None: go on). Only a release brsm was
+    proven against is run: the meta wire differs between releases (DropSnapshotReq before 3.3,
+    restoreMeta's answer), 2.x in BackupMeta and its layout, and a release not read may differ in
+    ways nobody looked at. Unknown is not proven either.
+
+    >>> unsupported_version("3.2.0") is None, unsupported_version("3.9.0")[:26]
+    (True, 'the cluster runs Nebula 3.')
+    """
+    vs = [v for v in (version or "").split(", ")]
+    rels = {release(v) for v in vs}
+    if not version or None in rels:
+        return (f"metad reports no Nebula release (version {version or 'empty'!r}), so brsm cannot tell "
+                "which meta protocol it speaks")
+    if len(rels) > 1:
+        return f"the cluster runs several Nebula releases ({version}): finish the upgrade first"
+    (rel,) = rels
+    if rel not in PROVEN:
+        return f"the cluster runs Nebula {version}, a release brsm was not proven against"
     return None
 
 

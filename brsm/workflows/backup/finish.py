@@ -71,9 +71,13 @@ async def undo_uploaded(ctx: StepContext) -> None:
 async def cleaned(ctx: StepContext) -> dict[str, Any]:
     p = _ports(ctx)
     name = ctx.facts["backup_name"]
-    if name in {s.name for s in await p.meta.list_snapshots()}:
+    listed = name in {s.name for s in await p.meta.list_snapshots()}
+    if listed:
         await p.meta.drop_snapshots([name])
-        ctx.record(SNAPSHOT_DROPPED, {"names": [name], "why": "backup complete"})
+    left = await common.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)  # run again: idempotent
+    if listed or left["removed"] or left["left"]:
+        ctx.record(SNAPSHOT_DROPPED, {"names": [name] if listed else [], "why": "backup complete",
+                                      "meta_checkpoints": left})
     await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "backup").release()
     return {"completed": True}

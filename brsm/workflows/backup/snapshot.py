@@ -93,7 +93,9 @@ async def snapshotted(ctx: StepContext) -> dict[str, Any]:
     if "snapshots_before" in ctx.extra:  # re-run after a crash: drop what the lost attempt made
         if leaked:
             await p.meta.drop_snapshots(leaked)
-            ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it"})
+            left = await common.remove_meta_checkpoints(p.meta, p.hosts, leaked, p.progress)
+            ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it",
+                                          "meta_checkpoints": left})
             current = [n for n in current if n not in leaked]
     ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.params.get("spaces") or [])})
     created = await _create_backup(ctx, p)
@@ -116,6 +118,11 @@ async def undo_snapshotted(ctx: StepContext) -> None:
     names = set(leaked)
     if ctx.facts.get("backup_name") in current:
         names.add(ctx.facts["backup_name"])
-    if names:
-        await p.meta.drop_snapshots(sorted(names))
-        ctx.record(SNAPSHOT_DROPPED, {"names": sorted(names), "why": "rollback"})
+    dropped = sorted(names)
+    if dropped:
+        await p.meta.drop_snapshots(dropped)
+    # also when the snapshot was already gone (a rollback run again): a former meta leader's copy stays
+    gone = set(dropped) | {n for n in [ctx.facts.get("backup_name")] if n}
+    left = await common.remove_meta_checkpoints(p.meta, p.hosts, gone, p.progress)
+    if dropped or left["removed"] or left["left"]:
+        ctx.record(SNAPSHOT_DROPPED, {"names": dropped, "why": "rollback", "meta_checkpoints": left})

@@ -172,11 +172,16 @@ def cluster_id_files(topo: dict[str, Any], root_of: Callable[[dict[str, Any]], s
 
     >>> cluster_id_files({"storage": [{"host": "h", "root": "/n"}], "graph": []}, lambda s: s["root"], "7")
     [ClusterIdFile(host='h', live='/n/cluster.id', aside='/n/cluster.id.brsm_old_7', absent_marker='/n/.cluster.id.brsm_absent_7')]
+    >>> cluster_id_files({"storage": [{"host": "h", "root": "/n", "cluster_id_path": "/i/c.id"}], "graph": []},
+    ...                  lambda s: s["root"], "7")[0].absent_marker
+    '/i/.c.id.brsm_absent_7'
     """
-    roots = sorted({(s["host"], root_of(s)) for role in ("storage", "graph") for s in topo[role]})
-    return [ClusterIdFile(host, posixpath.join(root, CLUSTER_ID), posixpath.join(root, CLUSTER_ID) + f".brsm_old_{ref}",
-                          posixpath.join(root, f".{CLUSTER_ID}.brsm_absent_{ref}"))
-            for host, root in roots]
+    # a storaged's ``--cluster_id_path`` (topology: read from its flagfile) moves it elsewhere
+    lives = sorted({(s["host"], s.get("cluster_id_path") or posixpath.join(root_of(s), CLUSTER_ID))
+                    for role in ("storage", "graph") for s in topo[role]})
+    return [ClusterIdFile(host, live, live + f".brsm_old_{ref}",
+                          posixpath.join(posixpath.dirname(live), f".{posixpath.basename(live)}.brsm_absent_{ref}"))
+            for host, live in lives]
 
 
 # -- free space and the restore's mode ----------------------------------------------------------------
