@@ -502,10 +502,12 @@ def _open_log():
         h = logging.FileHandler(path)
         h.setFormatter(_ScrubbingFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         log.addHandler(h)
-        warned = logging.getLogger("py.warnings")  # library warnings: here, never on stderr (brsm.cli)
-        for old in [x for x in warned.handlers if isinstance(x, logging.FileHandler)]:
-            warned.removeHandler(old)
-        warned.addHandler(h)
+        # library warnings and what libraries log at WARNING or above: here, never on stderr (brsm.cli)
+        for other in (logging.getLogger("py.warnings"), logging.getLogger()):
+            for old in [x for x in other.handlers if isinstance(x, logging.FileHandler)
+                        and isinstance(x.formatter, _ScrubbingFormatter)]:
+                other.removeHandler(old)
+            other.addHandler(h)
     except (OSError, BrsmError):
         log.addHandler(logging.NullHandler())
     return log

@@ -110,3 +110,18 @@ def test_a_fragment_in_the_configs_storage_default_is_refused_the_same_way(home,
 def test_a_grace_beyond_a_float_is_one_usage_error(home):
     r = brsm("gc", "--meta", "127.0.0.1:1", "--grace", "9" * 400, home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--grace" in r.stderr, r.stderr
+
+
+def test_what_a_library_logs_goes_to_the_log_not_stderr(home):
+    """asyncio and aiohttp log "Unclosed client session" and the like at ERROR: with no handler configured
+    Python's last resort prints them on stderr, where cron mails them."""
+    code = ("import logging, sys\n"
+            "from brsm.cli.app import main\n"
+            "rc = main(['version'])\n"
+            "logging.getLogger('asyncio').error('Unclosed client session')\n"
+            "sys.exit(rc)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRSM_")}
+    env["BRSM_HOME"] = str(home)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "Unclosed client session" in (home / "logs" / "brsm.log").read_text()
