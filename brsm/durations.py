@@ -14,9 +14,9 @@ import math
 import re
 
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# The largest duration anything accepts unless it says otherwise: a year. A longer timeout is no
-# timeout, and an age beyond it is one no backup has.
-MAX_SECONDS = 366 * 86400.0
+# The largest duration anything accepts unless it says otherwise: a century, for ages (--keep-within
+# 730d is a real retention policy). A timeout passes its own, smaller maximum.
+MAX_SECONDS = 100 * 366 * 86400.0
 FORMS = "90s, 10m, 12h, 30d or 2w (a bare number is seconds)"
 
 

@@ -43,6 +43,7 @@ def _global_options(
     """Backup and restore for Nebula Graph clusters: resumable, reversible, journaled."""
     from brsm.cli import drive
 
+    del quiet  # shown here for --help; main() takes it from anywhere on the line (brsm.console.output.QUIET)
     drive.metrics_flag = os.path.abspath(metrics_file) if metrics_file else None
 
 

@@ -31,6 +31,7 @@ def test_durations_that_do_not(bad):
 
 def test_zero_only_where_allowed_and_a_maximum():
     assert parse_duration("0s", allow_zero=True) == 0
+    assert keep_within("730d") == 730 * 86400  # two years of retention is a real policy
     with pytest.raises(DurationError, match="at most 1d"):
         parse_duration("2d", maximum=86400)
 
