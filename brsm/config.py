@@ -507,6 +507,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         if isinstance(v, str) and scrub_text(v) != v:  # s3://KEY:SECRET@…, https://TOKEN@…, ?Signature=…
             c.err(f"storage.{k}", f"{scrub_text(v)} carries a credential; credentials come from the environment",
                   key=k, section="storage")
+        elif k.endswith("_endpoint") and isinstance(v, str) and re.search(r"[?#\s\x00-\x1f\x7f]", v):
+            c.err(f"storage.{k}", "is not an endpoint URL: no '?', '#', spaces or control characters "
+                                  "(e.g. \"https://s3.example.com:9000\")", key=k, section="storage")
 
     sizes = {k: _size(c, st[k], f"storage.{k}", k, "storage") if k in st else None
              for k in ("part_size", "multipart_threshold", "min_part_size")}

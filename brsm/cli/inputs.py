@@ -88,7 +88,23 @@ def prepare(params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     params = dict(params)
     pin_storage(params)
     check_storage_uri(params.get("storage"))
+    for key in ("s3_endpoint", "oss_endpoint"):
+        check_endpoint(FLAGS[key], params.get(key))
     return params, params.get("storage") or ""
+
+
+def check_endpoint(flag: str, url: str | None) -> None:
+    """An endpoint is journaled with the operation and used by every resume: one with a '?', a '#', a
+    space or a control character is refused before the operation exists (the SDKs would fail on it, or
+    quietly drop the part after '#', later)."""
+    if not url:
+        return
+    import re
+
+    if re.search(r"[?#\s\x00-\x1f\x7f]", url):
+        shown = re.split(r"[?#\s\x00-\x1f\x7f]", url, maxsplit=1)[0] + "…"
+        raise UsageError(f"{flag}: {shown!r} is not an endpoint URL: no '?', '#', spaces or control characters",
+                         hint=f"e.g. {flag} https://s3.example.com:9000")
 
 
 def check_storage_uri(uri: str | None) -> None:

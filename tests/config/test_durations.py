@@ -52,3 +52,4 @@ def test_a_create_backup_timeout_within_bounds_still_loads():
 def test_keep_within_is_the_same_parser(bad):
     with pytest.raises(UsageError):
         keep_within(bad)
+
