@@ -118,5 +118,5 @@ class Output:
             sys.stdout.write(_json({"error": message, "hint": hint, "exit_code": code}) + "\n")
             return
         self.err.print(f"brsm: error: {message}", markup=False)
-        if hint:
-            self.err.print(f"hint: {hint}", markup=False)
+        if hint:  # one line, always: a newline in a name inside it is written out
+            self.err.print(f"hint: {shown(hint)}", markup=False)
