@@ -93,3 +93,11 @@ def test_ops_at_80_columns_shows_whole_times_and_the_backup_name(capsys, local_u
     code, doc = run_json(capsys, "ops")
     assert code == 0 and doc[0]["name"] == b.name and doc[0]["started"].endswith("Z")
     assert json.dumps(doc)
+
+
+def test_an_error_keeps_brsms_own_lines_and_its_hint_stays_one_line(capsys):
+    from brsm.console.output import Output
+
+    Output(as_json=False).error("2 problem(s) in the config:\n  a\x1b[2J\n  b", "fix space 'x\nhint: fake'", 2)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["brsm: error: 2 problem(s) in the config:", "  a\\x1b[2J", "  b", "hint: fix space 'x\\nhint: fake'"]
