@@ -17,12 +17,14 @@ from typing import Any
 
 from journal.redact import scrub_text
 
+from brsm.durations import MAX_SECONDS, DurationError, parse_duration
 from brsm.errors import UsageError
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 # How long a backup waits for metad's createBackup (writes are blocked while it checkpoints): five
 # times the 60 s brsm gives any other meta call. [cluster] create_backup_timeout overrides it.
 DEFAULT_CREATE_BACKUP_TIMEOUT = 300.0
+MAX_CREATE_BACKUP_TIMEOUT = 86400.0  # a day of blocked writes is already no timeout at all
 # [cluster] lease_ttl: how long brsm's cluster lease lives unrefreshed (refreshed every ttl/5, at most
 # every 60 s). Short: a run stops sooner when its lease host is unreachable. Long: a dead run's lease
 # blocks others longer. Default 300 s.
@@ -160,19 +162,15 @@ def _size(c: _Collector, v: Any, where: str, key: str, section: str) -> int | No
     return n
 
 
-def _seconds(c: _Collector, v: Any, where: str, key: str, section: str) -> float | None:
-    """A duration: seconds as a number, or a string like "90s", "10m", "1h"."""
-    n = None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        n = float(v)
-    elif isinstance(v, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", v)
-        if m:
-            n = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-    if n is None or n <= 0:
-        c.err(where, f"must be a positive duration in seconds or like \"10m\", not {v!r}", key=key, section=section)
+def _seconds(c: _Collector, v: Any, where: str, key: str, section: str, *,
+             maximum: float = MAX_SECONDS) -> float | None:
+    """A duration: seconds as a number, or a string like "90s", "10m", "1h" (brsm.durations: finite,
+    above zero, at most ``maximum``: TOML's ``inf`` and ``nan`` are numbers too)."""
+    try:
+        return parse_duration(v, maximum=maximum)
+    except DurationError as e:
+        c.err(where, str(e), key=key, section=section)
         return None
-    return n
 
 
 # What the stores accept (AWS S3 and Alibaba OSS documentation): every part but the last at least the
@@ -388,7 +386,8 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
             c.err(f"cluster.{k}", f"unknown key (expected {', '.join(cluster_keys)})", key=k, section="cluster")
 
     cbt = (_seconds(c, cl["create_backup_timeout"], "cluster.create_backup_timeout", "create_backup_timeout",
-                    "cluster") if "create_backup_timeout" in cl else None) or DEFAULT_CREATE_BACKUP_TIMEOUT
+                    "cluster", maximum=MAX_CREATE_BACKUP_TIMEOUT)
+           if "create_backup_timeout" in cl else None) or DEFAULT_CREATE_BACKUP_TIMEOUT
     ttl = _seconds(c, cl["lease_ttl"], "cluster.lease_ttl", "lease_ttl", "cluster") if "lease_ttl" in cl else None
     if ttl is not None and not MIN_LEASE_TTL <= ttl <= MAX_LEASE_TTL:
         c.err("cluster.lease_ttl", f"must be between {MIN_LEASE_TTL:.0f} s and {MAX_LEASE_TTL / 3600:.0f} h, "
@@ -508,6 +507,9 @@ def parse_config(data: dict[str, Any], path: str = "<config>", text: str = "") -
         if isinstance(v, str) and scrub_text(v) != v:  # s3://KEY:SECRET@…, https://TOKEN@…, ?Signature=…
             c.err(f"storage.{k}", f"{scrub_text(v)} carries a credential; credentials come from the environment",
                   key=k, section="storage")
+        elif k.endswith("_endpoint") and isinstance(v, str) and re.search(r"[?#\s\x00-\x1f\x7f]", v):
+            c.err(f"storage.{k}", "is not an endpoint URL: no '?', '#', spaces or control characters "
+                                  "(e.g. \"https://s3.example.com:9000\")", key=k, section="storage")
 
     sizes = {k: _size(c, st[k], f"storage.{k}", k, "storage") if k in st else None
              for k in ("part_size", "multipart_threshold", "min_part_size")}

@@ -31,6 +31,10 @@ are for and how they fit together, read `docs/user-guide.md`; for exit codes, `d
 Global behaviour, not shown by `--help`:
 
 - `--debug` anywhere on the command line (or `BRSM_DEBUG=1`) prints the Python traceback of an error.
+- `--quiet` anywhere on the command line prints errors and warnings only (for cron); `--json` output
+  is printed as ever. Library warnings never reach stderr: they go to `$BRSM_HOME/logs/brsm.log`.
+- Names that come from the cluster or the storage are printed with control characters written out
+  (`\x1b`, `\n`): a terminal never obeys them. `--json` carries them exactly.
 - `--json` (on every command that has it): exactly one JSON document on stdout; an error is
   `{"error": …, "hint": …, "exit_code": N}`. Progress of long transfers goes to stderr as JSON lines.
 - Environment: `BRSM_CONFIG` (default `--config`), `BRSM_HOME` (journal directory, default

@@ -131,6 +131,27 @@ class HostKeyCheck:
             self.on_accept(accepted)
         return accepted
 
+    def trusts_only_a_ca(self) -> bool:
+        """known_hosts names a certificate authority (``@cert-authority``) for this host and no key of
+        its own. asyncssh then offers the host certificate key types only, so a host without a
+        certificate signed by that CA has no host key type in common with brsm: the connection ends in
+        the key exchange, before any key is offered (``validate_host_public_key`` is never asked)."""
+        if not os.path.exists(self.path):
+            return False
+        trusted, cas, *_ = asyncssh.match_known_hosts(self.path, self.host, self.host,
+                                                      None if self.port == 22 else self.port)
+        return bool(cas) and not trusted
+
+    def ca_refusal(self, display: str) -> tuple[str, str]:
+        """(message, hint) for a connection that ended in the key exchange under a CA-only entry."""
+        where = f"{self.host}:{self.port}"
+        return (f"no host key of {where} can be verified: {display} trusts only a certificate authority "
+                f"(@cert-authority) for it, and the host presents no host certificate signed by it (the "
+                "connection ended in the key exchange)",
+                f"give the host a host certificate signed by that CA (ssh-keygen -s CA_KEY -h, and HostCertificate "
+                f"in its sshd_config), or trust its own key: ssh-keyscan -p {self.port} {self.host} >> {display} "
+                "(compare the fingerprint with the host's own first); retrying does not help")
+
     def refusal(self, display: str) -> tuple[str, str]:
         """(message, hint) for a key that was not accepted; ``display`` names the known_hosts file."""
         where = f"{self.host}:{self.port}"

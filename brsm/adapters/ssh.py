@@ -156,10 +156,22 @@ class SshHost:
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not isinstance(exc, asyncssh.ProcessError):
             return RemoteError(f"{self.name}: {what}: timed out talking to {where}", host=self.name,
                                hint="is the host up and reachable (firewall, address, port)?")
+        check = self._host_key
+        if (what.startswith("connect") and isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError,
+                                                            ConnectionResetError, BrokenPipeError))
+                and check is not None and check.offered is None and check.trusts_only_a_ca()):
+            msg, hint = check.ca_refusal(kh)  # not "dropped ... retry": no retry fixes it
+            return RemoteError(f"{self.name}: {msg}", host=self.name, hint=hint)
         if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.SFTPConnectionLost,
                             asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)):
             return RemoteError(f"{self.name}: {what}: SSH connection to {where} dropped ({exc})", host=self.name,
                                hint="the host or its sshd went away; retry (the connection is reopened)")
+        if isinstance(exc, asyncssh.SFTPFailure) and what.startswith(("write", "close", "create", "chmod")):
+            # OpenSSH's sftp-server answers ENOSPC and EDQUOT with the generic SSH_FX_FAILURE: "Failure"
+            return RemoteError(f"{self.name}: {what}: {exc.reason or 'Failure'} (the SFTP server names no cause; "
+                               "for a write this is almost always a full file system or a quota reached)",
+                               host=self.name, hint=f"check the free space and quota of that path on {self.name} "
+                                                    "(df -h, quota -s) and free some")
         if isinstance(exc, asyncssh.SFTPError):
             return RemoteError(f"{self.name}: {what}: {exc.reason or type(exc).__name__}", host=self.name)
         if isinstance(exc, OSError):

@@ -53,11 +53,37 @@ def config_path(configured: str | None) -> str | None:
     return default if os.path.isfile(default) else None
 
 
+# OpenSSH's own bound on nested Include (readconf.c, READCONF_MAX_DEPTH): a file that includes itself,
+# directly or through others, is an error there, not an endless descent.
+MAX_INCLUDE_DEPTH = 16
+
+
+def _bounded_include(self: "_Config", option: str, args: list[str]) -> None:
+    if self._include_depth >= MAX_INCLUDE_DEPTH:
+        self._error(f"Include nested more than {MAX_INCLUDE_DEPTH} deep: the files include each other in a loop")
+    self._include_depth += 1
+    try:
+        SSHClientConfig._include(self, option, args)
+    finally:
+        self._include_depth -= 1
+
+
+class _Config(SSHClientConfig):
+    """asyncssh's reader, with Include nesting bounded as OpenSSH bounds it (asyncssh recurses until
+    Python's RecursionError, a traceback of thousands of lines)."""
+
+    _include_depth = 0
+    _handlers = {**SSHClientConfig._handlers, "include": ("Include", _bounded_include)}
+
+
 def _lookup(path: str | None, host: str, port: int | None, user: str | None) -> SSHClientConfig | None:
     if path is None:
         return None
-    return SSHClientConfig.load(None, [path], False, False, False, getpass.getuser(),
-                                user if user else (), host, port if port else ())
+    try:
+        return _Config.load(None, [path], False, False, False, getpass.getuser(),
+                            user if user else (), host, port if port else ())
+    except RecursionError as exc:  # another way to nest without end: still one line, never a traceback
+        raise ValueError(f"{path}: nested too deep to read ({exc})") from None
 
 
 def _endpoint(cfg: SSHClientConfig | None, host: str, port: int | None, user: str | None,

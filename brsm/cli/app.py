@@ -14,28 +14,45 @@ from brsm import __version__
 from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
-from brsm.cli.options import AcceptNewOpt, ClusterFlags, JsonOpt, StoreFlags, TransferFlags, with_options
+from brsm.cli.options import (AcceptNewOpt, ClusterFlags, JsonOpt, MetricsFileOpt, StoreFlags, TransferFlags,
+                              with_options)
 
+# rich_markup_mode=None: click's own help layout. Typer's rich panels squeezed every help text into a
+# column of about 20 characters at 80 columns, and read "[ssh] user" in a help text as markup.
 app = typer.Typer(
     name="brsm",
     help="Backup and restore for Nebula Graph clusters: resumable, reversible, journaled.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-start_app = typer.Typer(help="Start a new backup or restore.", no_args_is_help=True)
-journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_help=True)
+start_app = typer.Typer(help="Start a new backup or restore.", no_args_is_help=True, rich_markup_mode=None)
+journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.callback()
 def _global_options(
     metrics_file: Annotated[Optional[str], typer.Option(
         "--metrics-file", help="After every operation, write Prometheus textfile-collector metrics here "
-                               "(atomically); default $BRSM_METRICS_FILE, else the config's metrics.file.")] = None,
+                               "(atomically); default $BRSM_METRICS_FILE, else the config's metrics.file. "
+                               "The commands that run an operation take it too.")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", help="Print errors and warnings only (for cron); --json output is printed as ever. "
+                        "Taken anywhere on the command line.")] = False,
 ) -> None:
     """Backup and restore for Nebula Graph clusters: resumable, reversible, journaled."""
     from brsm.cli import drive
 
+    del quiet  # shown here for --help; main() takes it from anywhere on the line (brsm.console.output.QUIET)
     drive.metrics_flag = os.path.abspath(metrics_file) if metrics_file else None
+
+
+def _metrics_file(path: str | None) -> None:
+    """`--metrics-file` given after the command (where a user puts it) wins over one before it."""
+    if path:
+        from brsm.cli import drive
+
+        drive.metrics_flag = os.path.abspath(path)
 
 
 app.add_typer(start_app, name="start")
@@ -95,9 +112,11 @@ def start_backup(
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
+    metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
+    _metrics_file(metrics_file)
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
@@ -127,9 +146,11 @@ def start_restore(
              "gone): its files are checked by size only.")] = False,
     service_timeout: Annotated[float, typer.Option(
         help="Seconds each daemon may take to stop, or to start and listen (all hosts at once).")] = 90.0,
+    metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Restore backup --name from --storage onto the cluster."""
+    _metrics_file(metrics_file)
     if verify not in ("quick", "full"):
         raise UsageError(f"--verify must be quick or full, not {verify!r}")
     if not 1 <= service_timeout <= 86400:
@@ -203,16 +224,18 @@ def _check_pinned_storage(op_id: int, mode: str, storage: str | None, out: Outpu
 @app.command()
 def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
            storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
-           json_: JsonOpt = False) -> None:
+           metrics_file: MetricsFileOpt = None, json_: JsonOpt = False) -> None:
     """Continue an interrupted or failed operation from its last completed step, on the storage it started with."""
+    _metrics_file(metrics_file)
     _continue(op_id, "resume", storage, accept_new_host_keys, json_)
 
 
 @app.command()
 def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
              storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
-             json_: JsonOpt = False) -> None:
+             metrics_file: MetricsFileOpt = None, json_: JsonOpt = False) -> None:
     """Undo every step of an operation that may have taken effect, newest first. Safe to repeat."""
+    _metrics_file(metrics_file)
     _continue(op_id, "rollback", storage, accept_new_host_keys, json_)
 
 
@@ -221,9 +244,11 @@ def cleanup(
     name: Annotated[str, typer.Argument(help="The backup to delete (BACKUP_...).")],
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
     config: Annotated[Optional[str], typer.Option(help="Cluster config: also drop the snapshot there.")] = None,
+    metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Delete a backup from storage and drop its snapshot on the cluster; refuses one in use."""
+    _metrics_file(metrics_file)
     from brsm.cli.inputs import check_backup_name
 
     check_backup_name(name)
@@ -243,9 +268,11 @@ def gc(
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
     confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
     grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
+    metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
+    _metrics_file(metrics_file)
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
               "confirm": confirm, "grace_seconds": _duration(grace), **cluster.params()}
@@ -262,13 +289,13 @@ def gc(
     out.line(f"removed {st.facts.get('removed', 0)}" if confirm else "dry run: nothing removed; add --confirm to remove them")
 
 
-def _duration(text: str) -> float:
-    import re
+def _duration(text: str, flag: str = "--grace") -> float:
+    from brsm.durations import FORMS, DurationError, parse_duration
 
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip())
-    if not m:
-        raise UsageError(f"not a duration: {text!r}", hint="write it like 90s, 30m, 12h, 30d or 2w")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    try:
+        return parse_duration(text, allow_zero=True)
+    except DurationError as e:
+        raise UsageError(f"{flag}: {e}", hint=f"write it like {FORMS}") from None
 
 
 # -- reading the journal ------------------------------------------------------------------------
@@ -296,8 +323,15 @@ def ops(
             raise click.exceptions.Exit(err.exit_code)
         out.result(rows)
         return
-    out.table(None, ["id", "kind", "state", "started", "finished", "target", "by"],
-              [[r["id"], r["kind"], r["state"], r["started"], r["finished"] or "", r["target"], r["who"]] for r in rows])
+    from brsm.cli.ops_commands import _table
+    from brsm.cli.views import short_time
+
+    cols = ["id", "kind", "state", "started (UTC)", "finished", "backup", "target", "by"]
+    table = [[r["id"], r["kind"], r["state"], short_time(r["started"]), short_time(r["finished"], since=r["started"]),
+              r["name"] or "", r["target"], r["who"]] for r in rows]
+    if out.out.width < 120:  # a narrow terminal: whole times and names, not the target and user (--json has them)
+        cols, table = cols[:6], [t[:6] for t in table]
+    _table(out, None, cols, table, wrap={"target"})
     if not checked:
         out.line("note: too many events to re-check the hash chains here; run `brsm journal verify`")
     if err is not None:
@@ -372,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("BRSM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    # --quiet anywhere, as --debug: cron lines put it after the command as often as before it
+    from brsm.console import output as _output
+
+    cut = args.index("--") if "--" in args else len(args)
+    _output.QUIET = "--quiet" in args[:cut]
+    if _output.QUIET:  # moved to where the app's own option is (it shows in `brsm --help`)
+        args = ["--quiet"] + [a for a in args[:cut] if a != "--quiet"] + args[cut:]
     from brsm.cli import drive
 
     drive.metrics_flag = None  # set again by --metrics-file: one command's flag never leaks into the next
@@ -462,6 +503,12 @@ def _open_log():
         h = logging.FileHandler(path)
         h.setFormatter(_ScrubbingFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         log.addHandler(h)
+        # library warnings and what libraries log at WARNING or above: here, never on stderr (brsm.cli)
+        for other in (logging.getLogger("py.warnings"), logging.getLogger()):
+            for old in [x for x in other.handlers if isinstance(x, logging.FileHandler)
+                        and isinstance(x.formatter, _ScrubbingFormatter)]:
+                other.removeHandler(old)
+            other.addHandler(h)
     except (OSError, BrsmError):
         log.addHandler(logging.NullHandler())
     return log

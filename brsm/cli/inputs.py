@@ -40,7 +40,7 @@ def check_rate_limit(text: str | None) -> None:
         parse_rate(text)
     except UsageError as e:
         raise UsageError(f"--rate-limit: {e.message}" if not e.message.startswith("--rate-limit") else e.message,
-                         hint="write it like 100MiB/s or 50MB/s") from None
+                         hint="write it like 100MiB/s or 512KiB/s (powers of 1024, as progress shows them)") from None
 
 
 def check_backup_name(name: str, flag: str = "NAME") -> str:
@@ -87,7 +87,36 @@ def prepare(params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     refuse_credentials(params)
     params = dict(params)
     pin_storage(params)
+    check_storage_uri(params.get("storage"))
+    for key in ("s3_endpoint", "oss_endpoint"):
+        check_endpoint(FLAGS[key], params.get(key))
     return params, params.get("storage") or ""
+
+
+def check_endpoint(flag: str, url: str | None) -> None:
+    """An endpoint is journaled with the operation and used by every resume: one with a '?', a '#', a
+    space or a control character is refused before the operation exists (the SDKs would fail on it, or
+    quietly drop the part after '#', later)."""
+    if not url:
+        return
+    import re
+
+    if re.search(r"[?#\s\x00-\x1f\x7f]", url):
+        shown = re.split(r"[?#\s\x00-\x1f\x7f]", url, maxsplit=1)[0] + "…"
+        raise UsageError(f"{flag}: {shown!r} is not an endpoint URL: no '?', '#', spaces or control characters",
+                         hint=f"e.g. {flag} https://s3.example.com:9000")
+
+
+def check_storage_uri(uri: str | None) -> None:
+    """The storage URI is journaled as the operation's target and replayed by every resume: one
+    ``open_storage`` would refuse (``#fragment``, ``?query``, a relative local path, no bucket) is
+    refused here, before the operation exists. (A config whose storage.default is bad is the
+    config's error, named by the same rule.)"""
+    if not uri:
+        return
+    from brsm.adapters.storage import parse_uri
+
+    parse_uri(uri)
 
 
 def same_storage(a: str, b: str) -> bool:

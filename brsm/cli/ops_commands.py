@@ -19,9 +19,9 @@ import typer
 from brsm.console.output import Output
 from brsm.errors import BrsmError, UsageError, VerificationFailed
 
-from brsm.cli.options import ClusterFlags, ConfigOpt, JsonOpt, StoreFlags, StorageOpt, with_options
+from brsm.cli.options import ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt, with_options
 
-config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def register(app: typer.Typer) -> None:
@@ -112,14 +112,17 @@ def _table(out: Output, title: str | None, columns: list[str], rows: list[list[A
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, show_lines=False, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False,
-              title_justify="left")
+    from brsm.console.output import cell
+
+    cells = [[cell(v) for v in r] for r in rows]
+    t = Table(title=None if title is None else cell(title), show_lines=False, box=box.SIMPLE_HEAD,
+              collapse_padding=True, pad_edge=False, title_justify="left")
     for i, c in enumerate(columns):
-        widest = max([len(c)] + [len(str(r[i])) for r in rows]) if c not in wrap else None
+        widest = max([len(c)] + [len(r[i].plain) for r in cells]) if c not in wrap else None
         t.add_column(c, no_wrap=c not in wrap, overflow="fold", ratio=1 if c in wrap else None,
                      min_width=widest)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+    for r in cells:
+        t.add_row(*r)
     out.out.print(t)
 
 
@@ -169,8 +172,8 @@ def show(
         return
     cols = ["name", "created (UTC)", "state", "by", "spaces", "files", "size"]
     rows = [[e.name, _when(e), _state(e), e.made_by, _spaces_text(e), e.files, human(e.bytes)] for e in entries]
-    if out.out.width < 100:  # a narrow terminal: the essentials (--json has everything)
-        keep = [0, 1, 2, 5, 6]
+    if out.out.width < 100:  # a narrow terminal: the essentials, spaces among them (--json has everything)
+        keep = [0, 1, 2, 4, 6]
         cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
     _table(out, f"backups in {uri}", cols, rows, wrap={"spaces"})
     if any(_state(e) == "complete*" for e in entries):
@@ -262,9 +265,13 @@ def prune(
     keep_last: Annotated[Optional[int], typer.Option(help="Keep the N newest complete backups.")] = None,
     keep_within: Annotated[Optional[str], typer.Option(help="Keep complete backups created within this, e.g. 30d.")] = None,
     confirm: Annotated[bool, typer.Option(help="Delete (default: only show what would be deleted).")] = False,
+    metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within."""
+    from brsm.cli.app import _metrics_file
+
+    _metrics_file(metrics_file)
     from brsm.workflows.catalog import list_backups
     from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, check_policy, parse_duration, plan_prune
 
@@ -299,12 +306,17 @@ def prune(
     if json_:
         out.result(data)
         return
-    if decisions:
-        _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"],
-               [[d["name"], (d["created"] or "")[:16].replace("T", " "), _state_of(d),
-                 ("deleted" if d["name"] in deleted else "kept (in use)" if confirm and d["action"] == DELETE
-                  else "would delete" if d["action"] == DELETE else d["action"]), d["why"]]
-                for d in decisions], wrap={"why"})
+    rows = [[d["name"], (d["created"] or "")[:16].replace("T", " "), _state_of(d),
+             ("deleted" if d["name"] in deleted else "kept (in use)" if confirm and d["action"] == DELETE
+              else "would delete" if d["action"] == DELETE else d["action"]), d["why"]]
+            for d in decisions]
+    if decisions and out.out.width < 120:
+        # narrow: the table would leave `why` a column of one word per line; a line per backup instead
+        out.line(f"prune {uri}:")
+        for name, created, state, action, why in rows:
+            out.line(f"  {action:<12} {name} ({state}, {created}): {why}")
+    elif decisions:
+        _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"], rows, wrap={"why"})
     else:
         out.line(f"no backups in {uri}")
     if any(_state_of(d) == "complete*" for d in decisions):
@@ -428,10 +440,11 @@ def config_check(
              f"{cfg.ssh.port or '(OpenSSH config, else 22)'}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else "")
              + (", accept_new_host_keys = true (first contact accepts unknown host keys)"
                 if cfg.ssh.accept_new_host_keys else ""))
-    if cfg.hosts:
-        out.table(None, ["address", "ssh user", "ssh host", "ssh port", "install dir", "data paths"],
-                  [[h["address"], h["user"], h["ssh_host"], h["ssh_port"], h["install_dir"], ", ".join(h["data_paths"])]
-                   for h in summary["hosts"]])
+    if cfg.hosts:  # a line per host, never a table: at 80 columns a table cut the addresses
+        for h in summary["hosts"]:
+            ssh = (f"{h['user']}@" if h["user"] else "") + h["ssh_host"] + (f":{h['ssh_port']}" if h["ssh_port"] else "")
+            out.line(f"host {h['address']}: ssh {ssh}, install_dir {h['install_dir']}"
+                     + (f", data_paths {', '.join(h['data_paths'])}" if h["data_paths"] else ""))
     else:
         out.line("hosts: none listed (every host metad reports uses the ssh defaults)")
     if cfg.storage.default:

@@ -25,6 +25,9 @@ ConcurrencyOpt = Annotated[int, typer.Option(help="Files transferred at once, in
 PerHostOpt = Annotated[int, typer.Option(help="Files transferred at once to or from one host (1-256).")]
 RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")]
 KeepOnFailureOpt = Annotated[bool, typer.Option(help="Do not roll back by itself when a step fails.")]
+MetricsFileOpt = Annotated[Optional[str], typer.Option(
+    "--metrics-file", help="After the operation, write Prometheus textfile-collector metrics here (atomically); "
+                           "default $BRSM_METRICS_FILE, else the config's metrics.file.")]
 DATA_PATHS = ("via-brsm", "direct", "auto")
 DataPathOpt = Annotated[str, typer.Option(
     help="auto (the default): direct when the storage is S3/OSS and every host can, else via brsm, with one "

@@ -7,7 +7,7 @@ from typing import Any
 
 from journal.redact import redact, scrub_text, suspect
 
-from brsm.console.output import Output
+from brsm.console.output import Output, visible
 from brsm.engine import events as ev
 from brsm.engine.definitions import KINDS
 from brsm.engine.fold import fold
@@ -25,8 +25,10 @@ def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, A
         okind = KINDS.get(op.kind)
         # Only engine events decide the state: skip the (possibly 100k) file events.
         evs = list(j.events(op.id, types=_STATE_EVENTS))
+        facts: dict[str, Any] = {}
         try:
-            state = fold(okind, evs).state if okind else "?"
+            folded = fold(okind, evs) if okind else None
+            state, facts = (folded.state, folded.facts) if folded else ("?", {})
         except Exception:  # noqa: BLE001 - events edited into nonsense: the chain check names them
             state = "?"
         finished = None
@@ -36,8 +38,33 @@ def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, A
             "id": op.id, "kind": op.kind, "state": state, "started": op.created, "finished": finished,
             # scrubbed again: a journal written by an older brsm may hold a credential here
             "target": scrub_text(op.target), "who": op.who, "version": op.version,
+            "name": backup_name(facts, op.params),
         })
     return rows
+
+
+def backup_name(facts: Any, params: Any) -> str | None:
+    """The backup an operation made (a backup's folded facts) or used (restore, cleanup: its params)."""
+    for d, key in ((facts, "backup_name"), (params, "name")):
+        v = d.get(key) if isinstance(d, dict) else None
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def short_time(t: str | None, *, since: str | None = None) -> str:
+    """A journal time for a table: ``2026-12-07 05:14:45`` (to the second, UTC), or only
+    ``05:20:01`` when ``since`` is the same day.
+
+    >>> short_time("2026-12-07T05:20:01.123456Z", since="2026-12-07T05:14:45.000001Z")
+    '05:20:01'
+    """
+    if not t:
+        return ""
+    whole = t[:19].replace("T", " ")
+    if since and since[:10] == t[:10]:
+        return whole[11:]
+    return whole
 
 
 # `brsm ops` re-walks the hash chains of the operations it lists when they hold at most this many
@@ -157,24 +184,25 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
         w("]}\n")
         return err
     # Plain lines, not a rich table: an audit of 100,000 events must print in well under 2 s.
-    buf = [f"operation {op.id}: {op.kind} by {op.who} (brsm {op.version}) created {op.created}",
-           f"target: {scrub_text(op.target)}", f"journal: {chain}", ""]
+    buf = [visible(f"operation {op.id}: {op.kind} by {op.who} (brsm {op.version}) created {op.created}"),
+           visible(f"target: {scrub_text(op.target)}"), f"journal: {chain}", ""]
     for step, st in summary["steps"].items():
         took = f"{st['seconds']:.2f} s" if "seconds" in st else "not completed"
-        buf.append(f"step {step:<14} {took}")
+        buf.append(visible(f"step {step:<14} {took}"))
     if summary.get("downtime"):
         d = summary["downtime"]
         buf.append(f"downtime {d['seconds']} s (first service stopped → every storaged ONLINE; {d['how']})")
     for host, h in sorted(summary["per_host"].items()):
-        buf.append(f"host {host:<14} {h['files']} files, {h['bytes'] / 2**20:.1f} MiB")
+        buf.append(visible(f"host {host:<14} {h['files']} files, {h['bytes'] / 2**20:.1f} MiB"))
     for f in summary["failures"]:
-        buf.append(f"failed at event {f['seq']} in {f['step']}: {f['error']}" + (f" (hint: {f['hint']})" if f["hint"] else ""))
+        buf.append(visible(f"failed at event {f['seq']} in {f['step']}: {f['error']}"
+                           + (f" (hint: {f['hint']})" if f["hint"] else "")))
     buf.append("")
     for e in j.events(op_id):
         line = f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(e.data)}"
         if e.type not in _BULK and suspect(line):
             line = scrub_text(f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(redact(e.data))}")
-        buf.append(line)
+        buf.append(visible(line))
         if len(buf) >= 5000:
             sys.stdout.write("\n".join(buf) + "\n")
             buf.clear()

@@ -22,7 +22,9 @@ class QuietProgress(NullProgress):
         self.stream = stream or sys.stderr
 
     def note(self, text: str) -> None:
-        self.stream.write(f"brsm: {text}\n")
+        from brsm.console.output import shown
+
+        self.stream.write(f"brsm: {shown(text)}\n")
         self.stream.flush()
 
 
@@ -62,13 +64,40 @@ class JsonProgress:
         self.stream.flush()
 
 
+def binary_rate(bytes_per_second: float | None) -> str:
+    """A speed in the units --rate-limit takes (KiB/s, MiB/s, GiB/s: powers of 1024), never rich's
+    decimal MB/s beside a flag in MiB/s.
+
+    >>> binary_rate(40 * 2**20), binary_rate(None)
+    ('40.0 MiB/s', '?')
+    """
+    if bytes_per_second is None:
+        return "?"
+    v = float(bytes_per_second)
+    for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
+        if v < 1024 or unit == "GiB/s":
+            return f"{v:.0f} {unit}" if unit == "B/s" else f"{v:.1f} {unit}"
+        v /= 1024
+    return "?"  # pragma: no cover
+
+
+def _speed_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(binary_rate(task.finished_speed or task.speed), style="progress.data.speed")
+
+    return BinarySpeedColumn()
+
+
 class RichProgress:
     def __init__(self) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                          TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+                          _speed_column(), TimeRemainingColumn(), transient=False,
                           console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True))
         self.ids: dict[str, Any] = {}
         self.running = False
@@ -92,12 +121,31 @@ class RichProgress:
             self.running = False
 
     def note(self, text: str) -> None:
-        self.p.console.print(text, markup=False)
+        from brsm.console.output import shown
+
+        self.p.console.print(shown(text), markup=False)
+
+
+class WarningsOnly(NullProgress):
+    """--quiet: no bars and no notes, but a warning still goes to stderr."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.notes = QuietProgress(stream)
+
+    def note(self, text: str) -> None:
+        from brsm.console.output import is_warning
+
+        if is_warning(text):
+            self.notes.note(text)
 
 
 def make_progress(*, as_json: bool) -> Any:
+    from brsm.console import output
+
     if as_json:
         return JsonProgress()
+    if output.QUIET:
+        return WarningsOnly()
     if sys.stderr.isatty():
         return RichProgress()
     return QuietProgress()

@@ -21,7 +21,6 @@ not undone: there is nothing to roll back. A dry run reads only and is not journ
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +40,14 @@ GC_NOTE = ("incomplete and broken backups are neither counted nor deleted by pru
 
 
 def parse_duration(text: str) -> float:
-    """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (a bare number is seconds) → seconds."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", (text or "").strip())
-    if not m:
-        raise UsageError(f"not a duration: {text!r}", hint="write it like 90s, 30m, 12h, 30d or 2w")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (a bare number is seconds) → seconds (brsm.durations:
+    finite, at most a year)."""
+    from brsm.durations import FORMS, DurationError, parse_duration as parse
+
+    try:
+        return parse(text, allow_zero=True)
+    except DurationError as e:
+        raise UsageError(f"--keep-within: {e}", hint=f"write it like {FORMS}") from None
 
 
 @dataclass

@@ -72,3 +72,21 @@ async def test_a_missing_known_hosts_file_is_named(sshd, tmp_path):
         await hosts.host(sshd.ip).run(["true"])
     assert "--accept-new-host-keys" in ei.value.hint and not os.path.exists(tmp_path / "nope")
     await hosts.close()
+
+
+async def test_a_known_hosts_that_trusts_only_a_certificate_authority_is_named_not_a_dropped_connection(sshd, tmp_path):
+    """known_hosts with only `@cert-authority` for the host: asyncssh then offers certificate host key
+    types only, the host (no certificate) has none, and the key exchange fails. That was reported as
+    "SSH connection … dropped …; retry", which no retry fixes."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca")], check=True)
+    ca = (tmp_path / "ca.pub").read_text().split()
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"@cert-authority [{sshd.ip}]:{sshd.port} {ca[0]} {ca[1]}\n")
+    hosts = SshHosts({sshd.ip: sshd.target(known_hosts=str(kh))})
+    with pytest.raises(RemoteError) as ei:
+        await hosts.host(sshd.ip).run(["true"])
+    text = f"{ei.value} {ei.value.hint}"
+    assert "dropped" not in text and "retry (the connection is reopened)" not in text, text
+    assert "@cert-authority" in text and "certificate" in str(ei.value)
+    assert "ssh-keyscan" in ei.value.hint  # the other way out: trust the host's own key
+    await hosts.close()

@@ -249,3 +249,16 @@ async def test_default_known_hosts_is_verified_too(sshd, tmp_path, monkeypatch):
     hosts = SshHosts({sshd.ip: sshd.target(known_hosts=None)})
     assert (await hosts.host(sshd.ip).run(["echo", "ok"])).stdout == "ok\n"
     await hosts.close()
+
+
+def test_a_generic_sftp_failure_on_a_write_names_a_full_disk():
+    """sftp-server reports ENOSPC as SSH_FX_FAILURE, "Failure": the error said only "write …: Failure"."""
+    import asyncssh
+
+    from brsm.adapters.ssh import SshHost, SshTarget
+
+    h = SshHost(SshTarget(name="10.0.0.7", host="10.0.0.7"))
+    e = h._error("write /data/nebula/x.sst.brsm-tmp", asyncssh.SFTPFailure("Failure"))
+    assert "full file system" in e.message and "df -h" in e.hint
+    other = h._error("stat /data/x", asyncssh.SFTPFailure("Failure"))  # not a write: as before
+    assert "full" not in other.message

@@ -79,3 +79,28 @@ def test_which_file_is_read(tmp_path, monkeypatch):
 
 def test_the_examples_in_the_docstrings_hold():
     assert doctest.testmod(sc).failed == 0
+
+
+@pytest.mark.parametrize("shape", ["self", "pair"])
+def test_an_include_loop_is_one_error_not_a_recursion(tmp_path, monkeypatch, shape):
+    """asyncssh follows Include until Python's RecursionError (a 2,000-line traceback and a FAILED
+    operation); OpenSSH stops at 16 levels. One ValueError naming the loop, which brsm.adapters.ssh turns
+    into one RemoteError line."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    a, b = tmp_path / "a.conf", tmp_path / "b.conf"
+    a.write_text(f"Include {a if shape == 'self' else b}\nHost x\n  Port 2200\n")
+    b.write_text(f"Include {a}\n")
+    with pytest.raises(ValueError) as e:
+        sc.route("x", port=None, user=None, identity=None, config=str(a))
+    assert not isinstance(e.value, RecursionError)
+    assert "Include" in str(e.value) and "loop" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_includes_nested_within_the_bound_still_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    files = [tmp_path / f"c{i}.conf" for i in range(10)]
+    for i, f in enumerate(files[:-1]):
+        f.write_text(f"Include {files[i + 1]}\n")
+    files[-1].write_text("Host deep\n  Port 2201\n")
+    assert sc.route("deep", port=None, user=None, identity=None, config=str(files[0])).target.port == 2201

@@ -260,3 +260,13 @@ def test_cleanup_of_a_symlink_named_like_a_backup_deletes_nothing_through_it(hom
     code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
     assert f"no backup named {name}" in one_error(code, out, err, 2)
     assert sorted(p.name for p in victim.rglob("*") if p.is_file()) == [f"{name}.meta", "brsm-manifest.json", "x"]
+
+
+@pytest.mark.parametrize("flag", ["--s3-endpoint", "--oss-endpoint"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000#tok3n", "http://127.0.0.1:9000/?tok3n=1", "http://h\x1b[2J:9000"])
+def test_an_endpoint_that_is_not_a_url_is_refused_before_anything(home, tmp_path, capsys, flag, url):
+    code, out, err = run(capsys, "start", "backup", "--meta", "127.0.0.1:1", "--storage", f"local://{tmp_path}/s",
+                         flag, url)
+    msg = one_error(code, out, err, 2)
+    assert flag in msg and "tok3n" not in err and "\x1b" not in err
+    assert operations(home) == []

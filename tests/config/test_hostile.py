@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from brsm.config import load_config
+from brsm.config import load_config, parse_config
 from brsm.errors import UsageError
 from brsm.wiring import open_storage_for
 
@@ -140,3 +140,13 @@ def test_metrics_file_is_a_path_relative_to_the_config(tmp_path):
     p.write_text(BASE + '[metrics]\nfile = 7\n')
     with pytest.raises(UsageError, match="metrics.file: must be a file path"):
         load_config(p)
+
+
+@pytest.mark.parametrize("key", ["s3_endpoint", "oss_endpoint"])
+def test_an_endpoint_in_the_config_with_a_fragment_or_control_characters_is_a_config_error(key):
+    for bad in ("http://127.0.0.1:9000#x", "http://h\x1b:9000", "http://h:9000/?a=b"):
+        with pytest.raises(UsageError) as e:
+            parse_config({"cluster": {"meta": ["127.0.0.1:9559"]}, "storage": {key: bad}})
+        assert f"storage.{key}" in e.value.message
+    ok = parse_config({"cluster": {"meta": ["127.0.0.1:9559"]}, "storage": {key: "http://127.0.0.1:9000"}})
+    assert getattr(ok.storage, key) == "http://127.0.0.1:9000"

@@ -59,9 +59,13 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
     scheme = parts.scheme.lower()
     if scheme not in _REGISTRY:
         raise UsageError(f"unknown storage scheme {parts.scheme!r} in {uri!r}", hint=_HINT)
-    if parts.query or parts.fragment:
-        raise UsageError(f"bad storage URI {uri!r}: no '?' or '#' allowed", hint=_HINT)
+    if parts.query or parts.fragment or uri.rstrip().endswith(("?", "#")):
+        # shown without what follows the '?' or '#': it may be a token, and errors are logged
+        shown = uri.split("?", 1)[0].split("#", 1)[0] + ("?…" if "?" in uri.split("#", 1)[0] else "#…")
+        raise UsageError(f"bad storage URI {shown!r}: no '?' or '#' allowed", hint=_HINT)
     bucket, path = parts.netloc, parts.path
+    if scheme == "local" and (bucket or not path.startswith("/") or path == "/"):
+        _local(uri, bucket, path, {})  # raises the error that names the fix
     if scheme in ("s3", "oss"):
         if not bucket:
             raise UsageError(f"bad storage URI {uri!r}: no bucket", hint=_HINT)
