@@ -142,6 +142,7 @@ def test_the_install_and_nightly_recipes_run_as_written(tmp_path):
         p = subprocess.run(["/bin/sh", "-c", moved(cron_command(text))], env=bare_env(PATH=CRON_PATH),
                            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert p.returncode == 0, f"cron line -> {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+        assert p.stdout == "" and p.stderr == "", "a healthy nightly run mails nothing from cron"
 
         home = moved.map["/var/lib/brsm"]
         assert (home / "journal.db").exists(), "BRSM_HOME from the recipe was not used"
