@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=args, prog_name="brsm", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except BrsmError as e:
-        out.error(e.message, e.hint, e.exit_code)
+        out.error(e.message, e.hint, e.exit_code,
+                  **({"op_id": e.op_id, "state": e.state} if e.op_id is not None else {}))
         code = e.exit_code
         log.warning("%s: %s", type(e).__name__, e.message)
         if debug:

@@ -34,7 +34,13 @@ def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError
     """A failed step's hint says what to fix; what happens next comes from the folded state (brsm.cli.hints)."""
     from brsm.cli.hints import with_next_step
 
-    return with_next_step(e, op_id, st)
+    return _tagged(with_next_step(e, op_id, st), op_id, st.state if st is not None else None)
+
+
+def _tagged(e: BrsmError, op_id: int, state: str | None) -> BrsmError:
+    """The operation an error ended and its state, for scripts (``--json`` errors carry both)."""
+    e.op_id, e.state = op_id, state
+    return e
 
 
 # -- signals ---------------------------------------------------------------------------------------
@@ -208,8 +214,12 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             try:
                 built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
             except BaseException as e:
+                # Nothing was done yet (the ports are being opened): a refusal ends the operation REFUSED.
+                refused = isinstance(e, BrsmError) and not isinstance(e, Interrupted)
                 with j.driver(op.id) as w:
-                    w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                    w.append(ev.OPERATION_REFUSED if refused else ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                if refused:
+                    raise _tagged(e, op.id, "REFUSED")
                 raise
             out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
             runner = sigs.attach(Runner(j, built.workflow, built.ports))

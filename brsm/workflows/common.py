@@ -281,8 +281,10 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
                 abort(lease_lost_error(ctx, host, holder, why))
 
         ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.params.get("lease_ttl") or 300
+        from brsm.home import brsm_home
+
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
-                      on_lost=lost, ttl=float(ttl))
+                      on_lost=lost, ttl=float(ttl), home=str(brsm_home()))
         ctx.runtime["lease"] = lease
     return lease
 

@@ -17,7 +17,8 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
-from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder
+from brsm.errors import InvalidLease
+from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder, too_far_ahead
 from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
@@ -142,8 +143,31 @@ async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple
         h = p.hosts.host(m["host"])
         path = lease_path(m["root"])
         if await h.exists(path):
-            out.append((m["host"], path, await read_holder(h, path), await host_clock(h)))
+            out.append((m["host"], path, await _holder_or_invalid(h, path), await host_clock(h)))
     return out
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    """A lease whose holder.json brsm cannot judge: held (nobody can say its run is dead), listed by gc
+    as ``invalid_lease`` and removed only with --confirm."""
+    why: str
+
+    def describe(self) -> str:
+        return f"an invalid holder.json ({self.why})"
+
+
+async def _holder_or_invalid(h: Any, path: str) -> Any:
+    try:
+        return await read_holder(h, path)
+    except InvalidLease as e:
+        return _Invalid(e.message)
+
+
+def _lease_problem(info: Any, now: float) -> str | None:
+    if isinstance(info, _Invalid):
+        return info.why
+    return too_far_ahead(info, now) if info is not None else None
 
 
 async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
@@ -153,7 +177,7 @@ async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> l
     if p.hosts is None or topology is None:
         return []
     return [info for _host, _path, info, now in await _leases(p, topology)
-            if info is not None and not is_stale(info, now)]
+            if info is not None and (_lease_problem(info, now) is not None or not is_stale(info, now))]
 
 
 async def _marker_owner(storage: Storage, name: str) -> str | None:
@@ -167,7 +191,7 @@ async def _marker_owner(storage: Storage, name: str) -> str | None:
 
 async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
     leases = await live_leases(p, topology)
-    owners = frozenset(i.owner for i in leases)
+    owners = frozenset(i.owner for i in leases if isinstance(i, LeaseInfo))
     held_by = "; ".join(i.describe() for i in leases)
     snapshots: set[str] = set()
     out: list[dict] = []
@@ -180,6 +204,11 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
         for host, path, info, now in await _leases(p, topology):
+            bad = _lease_problem(info, now)
+            if bad is not None:
+                out.append({"kind": "invalid_lease", "host": host, "path": path, "holder": info.describe(),
+                            "why": f"{bad}: nobody can tell whether its run lives; removed only with --confirm"})
+                continue
             if info is None or (is_stale(info, now) and info.owner not in p.live.refs):
                 out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
@@ -282,7 +311,7 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
         elif o["kind"] == "incomplete_backup":
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
-        elif o["kind"] in ("set_aside", "staging", "stale_lease"):
+        elif o["kind"] in ("set_aside", "staging", "stale_lease", "invalid_lease"):
             await p.hosts.host(o["host"]).remove_tree(o["path"])
         ctx.record(REMOVED, {"kind": o["kind"], "name": o.get("name"), "path": o.get("path"), "host": o.get("host")})
         n += 1
