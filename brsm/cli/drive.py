@@ -12,7 +12,8 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.engine import events as ev
-from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
+from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
+                              OperationState)
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who
 from brsm.errors import BrsmError, Interrupted
 from brsm import wiring as registry
@@ -204,6 +205,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
 
     j = _open_journal()
     try:
+        from brsm.cli.unfinished import warn_unfinished
+
+        warn_unfinished(params.get("config"), journal=j)  # before anything else can fail
         with _catching_signals() as sigs:
             # the journal's id goes into the params: with the op id it names what this operation leaves
             # on the cluster and in storage (brsm.engine.runner.op_ref)
@@ -266,6 +270,16 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
         from brsm.engine.runner import Workflow
 
         st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
+        if st0 is not None and (st0.phase == PHASE_REFUSED or (mode == "resume" and st0.phase == PHASE_DONE)):
+            # Finished: no cluster, no storage, no lease is touched (operation N of this journal is not the
+            # operation N another journal's lock message names)
+            last = list(j.events(op_id, types=sorted(ev.ENGINE_EVENTS)))[-1]
+            out.result({**_summary(op_id, op.kind, st0), "nothing_to_do": True},
+                       text=nothing_to_do(op_id, op.kind, st0, last.time, mode))
+            return
+        from brsm.cli.unfinished import warn_unfinished
+
+        warn_unfinished(params.get("config"), exclude=op_id, journal=j)
         from brsm.workflows.common import PROBE_REMOVED, PROBE_WRITTEN, unremoved_probes
         probes = unremoved_probes(j.events(op_id, types=[PROBE_WRITTEN, PROBE_REMOVED]))
         with _catching_signals() as sigs:
@@ -294,6 +308,23 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
             _metrics_after(j, lambda: dict(j.operation(op_id).params or {}))
         finally:
             j.close()
+
+
+def nothing_to_do(op_id: int, kind: str, st: OperationState, when: str, mode: str) -> str:
+    """What `brsm resume`/`rollback` of a finished operation says (never "finished" again, as if it ran).
+
+    >>> from brsm.engine.fold import new_state
+    >>> st = new_state("backup"); st.phase = PHASE_REFUSED; st.failure = {"error": "cluster is locked"}
+    >>> nothing_to_do(3, "backup", st, "2026-12-07T05:00:00Z", "resume")
+    'operation 3 (backup) was refused at 2026-12-07T05:00:00Z before it did anything (cluster is locked): nothing to resume'
+    """
+    verb = "roll back" if mode == "rollback" else mode
+    if st.phase == PHASE_REFUSED:
+        why = f" ({(st.failure or {}).get('error')})" if (st.failure or {}).get("error") else ""
+        return f"operation {op_id} ({kind}) was refused at {when} before it did anything{why}: nothing to {verb}"
+    name = st.facts.get("backup_name")
+    return (f"operation {op_id} ({kind}) finished at {when}" + (f" ({name})" if name else "")
+            + f": nothing to {verb}")
 
 
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:

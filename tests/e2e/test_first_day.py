@@ -1,0 +1,128 @@
+"""An operator's first day and a 3 a.m. night, run through the CLI against the sandbox.
+
+- A restore killed (SIGKILL: a crash failpoint) in SET_ASIDE leaves the cluster down: `brsm check` and
+  `brsm start backup` name the unfinished operation and the command that brings the cluster back
+  before anything else, and `brsm rollback N` does bring it back.
+- A second journal (another BRSM_HOME) locked out by the first's run is told where that run's journal
+  is (user@host:BRSM_HOME); the run is REFUSED (finished, nothing to do), not ROLLED_BACK; its own
+  `resume 1` says "nothing to do" and touches nothing; JSON errors carry op_id and state.
+- A FIFO at the lease's holder.json never hangs brsm: an invalid lease, exit 3, with how to clear it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from brsm.failpoints import CRASH_EXIT
+from tests.e2e.test_backup_restore import leases
+from tests.e2e.test_bad_input import run
+
+pytestmark = pytest.mark.sandbox
+
+
+def _first_line(p) -> str:
+    return next(ln for ln in p.stderr.splitlines() if ln.strip())
+
+
+def _meta_lease_dir(env) -> Path:
+    meta_host = env.meta.rsplit(":", 1)[0]
+    root = next(Path(h["install_dir"]) for h in env.info["hosts"] if h["address"] == meta_host)
+    return root / "brsm.lease"
+
+
+def test_a_restore_killed_in_set_aside_is_named_first_and_rollback_brings_the_cluster_back(sandbox, tmp_path):
+    env = sandbox
+    before = env.checksum()
+    store = f"local://{tmp_path / 'b'}"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", store)["facts"]["backup_name"]
+    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name,
+                 failpoints="before:SET_ASIDE=crash")
+    assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
+    op = env.ok("ops", "--limit", "1")[0]
+    assert op["kind"] == "restore" and op["backup"] == name
+    want = f"operation {op['id']} (restore) unfinished at SET_ASIDE since "
+    fix = f"the cluster is down; `brsm rollback {op['id']}` brings it back"
+
+    c = run(env, "check", "--config", env.config)
+    assert c.returncode != 0
+    assert _first_line(c).startswith(f"brsm: {want}") and _first_line(c).endswith(fix), c.stderr[-2000:]
+
+    b = run(env, "start", "backup", "--config", env.config, "--storage", store, "--json")
+    assert b.returncode != 0
+    assert _first_line(b).startswith(f"brsm: {want}") and fix in _first_line(b), b.stderr[-2000:]
+    doc = json.loads(b.stdout)  # still one JSON document on stdout, naming the refused operation
+    assert doc["op_id"] == op["id"] + 1 and doc["state"] in ("REFUSED", "FAILED", "ROLLED_BACK"), doc
+
+    assert env.ok("rollback", str(op["id"]))["state"] == "ROLLED_BACK"
+    assert env.checksum() == before
+    again = run(env, "check", "--config", env.config)
+    assert again.returncode == 0 and "unfinished" not in again.stderr, again.stdout + again.stderr
+    assert leases(env) == []
+
+
+def test_a_second_journal_is_told_where_the_lease_holder_is_and_its_own_resume_is_refused(sandbox, tmp_path):
+    env = sandbox
+    first_home, second_home = tmp_path / "alice", tmp_path / "bob"
+    store = f"local://{tmp_path / 'b'}"
+    # bob's own operation 1: a finished backup
+    p = run(env, "start", "backup", "--config", env.config, "--storage", store, "--json", home=second_home)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # alice's backup, killed with its lease held (live until its expiry, ttl 300 s from now)
+    p = run(env, "start", "backup", "--config", env.config, "--storage", store, "--json", home=first_home,
+            extra={"BRSM_FAILPOINTS": "after:LOCKED=crash"})
+    assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
+    holder_file = _meta_lease_dir(env) / "holder.json"
+    holder = json.loads(holder_file.read_text())
+    assert holder["home"] == str(first_home) and holder["ref"].endswith("-1")
+    locked = run(env, "start", "backup", "--config", env.config, "--storage", store, "--json",
+                 home=second_home)
+    assert locked.returncode == 3, locked.stdout + locked.stderr[-2000:]
+    doc = json.loads(locked.stdout)
+    assert f"{holder['who']}:{first_home}" in doc["error"], doc
+    assert f"BRSM_HOME={first_home}" in doc["hint"] and "brsm resume 1" in doc["hint"], doc
+    assert doc["op_id"] == 2 and doc["state"] == "REFUSED", doc
+    ops = json.loads(run(env, "ops", "--json", home=second_home).stdout)
+    assert ops[0]["state"] == "REFUSED" and ops[0]["finished"], ops[0]
+    # following the hint in the wrong journal: its operation 1 finished long ago
+    again = run(env, "resume", "1", "--json", home=second_home)
+    assert again.returncode == 0, again.stderr[-2000:]
+    res = json.loads(again.stdout)
+    assert res["nothing_to_do"] is True and res["state"] == "CLEANED"
+    txt = run(env, "resume", "1", home=second_home)
+    assert "finished at" in txt.stdout and "nothing to resume" in txt.stdout, txt.stdout
+    assert json.loads(holder_file.read_text()) == holder, "the other journal's lease is untouched"
+    # the refused run needs nothing: resume and rollback say so
+    rb = run(env, "rollback", "2", home=second_home)
+    assert rb.returncode == 0 and "was refused" in rb.stdout and "nothing to roll back" in rb.stdout, rb.stdout
+    # alice closes her own run from her own journal
+    done = run(env, "rollback", "1", "--json", home=first_home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert leases(env) == []
+
+
+def test_a_fifo_at_holder_json_is_an_invalid_lease_not_a_hang(sandbox, tmp_path):
+    env = sandbox
+    lease = _meta_lease_dir(env)
+    lease.mkdir()
+    os.mkfifo(lease / "holder.json")
+    try:
+        t0 = time.monotonic()
+        p = run(env, "start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
+                "--json", timeout=120)
+        assert time.monotonic() - t0 < 60
+        assert p.returncode == 3, p.stdout + p.stderr[-2000:]
+        doc = json.loads(p.stdout)
+        assert "is invalid" in doc["error"] and "not a regular file" in doc["error"], doc
+        assert f"rm -r {lease}" in doc["hint"], doc
+        assert doc["state"] == "REFUSED"
+        gc = run(env, "gc", "--config", env.config, "--json")
+        assert gc.returncode == 0, gc.stderr[-2000:]
+        kinds = [o["kind"] for o in json.loads(gc.stdout)["orphans"]]
+        assert "invalid_lease" in kinds
+    finally:
+        shutil.rmtree(lease)
