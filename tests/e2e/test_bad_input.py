@@ -142,7 +142,7 @@ def journal_with_failed_op(sandbox, tmp_path_factory):
             "--spaces", "nope", home=d / "home")
     assert p.returncode == 4, p.stderr[-2000:]
     op = last_op(env, d / "home")
-    assert op["state"] == "FAILED"
+    assert op["state"] == "REFUSED"  # refused by its preflight: finished, nothing to resume
     con = sqlite3.connect(d / "home" / "journal.db")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole journal in one file, to copy
     con.close()
@@ -480,7 +480,7 @@ def test_restore_refuses_a_damaged_backup_before_touching_the_cluster(sandbox, d
     assert env.checksum() == data, "the cluster's data changed"
     cluster_clean(env)
     assert tree(store) == before
-    assert last_op(env)["state"] in ("FAILED", "ROLLED_BACK")
+    assert last_op(env)["state"] == "REFUSED"  # refused before it touched anything: needs no action
 
 
 # -- a meta address that is not metad ----------------------------------------------------------------
@@ -658,8 +658,8 @@ def test_malformed_or_wrong_storage_uri(sandbox, uri):
     modes = JSON if list(URIS).index(uri) % 2 else TEXT
     fails(env, "start", "backup", "--config", env.config, "--storage", uri, code=code, says=(says,),
           hint="s3://bucket/prefix" if code == 2 else "check the URI", modes=modes)
-    if uri == "ftp://x/y":  # (once) journaled as an attempt that never began a step
-        assert last_op(env)["state"] == "FAILED"
+    if uri == "ftp://x/y":  # (once) journaled as an attempt refused before any step
+        assert last_op(env)["state"] == "REFUSED"
     cluster_clean(env)
 
 
@@ -771,5 +771,5 @@ def test_expired_lease_of_a_live_process_is_still_refused(sandbox, tmp_path):
         import shutil
 
         shutil.rmtree(lease)
-    assert last_op(env)["state"] == "ROLLED_BACK"
+    assert last_op(env)["state"] == "REFUSED"  # a lock refusal did nothing: nothing was rolled back
     cluster_clean(env)
