@@ -111,3 +111,15 @@ def test_an_old_journal_failed_before_any_step_still_folds_failed():
     st = fold("backup", [E(1, ev.OPERATION_CREATED, {"params": {}}),
                          E(2, ev.OPERATION_FAILED, {"step": "PREFLIGHT", "error": "x"})])
     assert st.phase == PHASE_FAILED and not st.finished
+
+
+async def test_a_refused_run_counts_as_a_failure_in_the_metrics(journal):
+    """A cron backup refused (locked, SSH down) is a backup that did not happen: monitoring must see it."""
+    from brsm.console.metrics import journal_figures
+
+    r = Runner(journal, _refusing(World(), "LOCKED", LockHeld("locked")))
+    op = r.create({})
+    with pytest.raises(LockHeld):
+        await r.run(op)
+    (fig,) = journal_figures(journal, lambda p: "-")
+    assert fig.state == REFUSED and fig.outcome == "failure" and fig.ended is not None
