@@ -43,6 +43,8 @@ class CheckPorts:
     install_dir: Callable[[str], str]
     configured_install_dir: Callable[[str], str | None]
     storage: Storage | None = None
+    # the config's metad hosts: where the lease is looked for when metad does not answer
+    meta_hosts: tuple[str, ...] = ()
 
 
 def _fail(name: str, e: BaseException) -> CheckResult:
@@ -147,7 +149,7 @@ async def _lease(p: CheckPorts, topo: dict[str, Any]) -> list[CheckResult]:
             out.append(_fail(what, e))
             continue
         if holder is not None and not is_stale(holder, now):
-            out.append(CheckResult(what, False, f"held by {holder.describe()}", "wait for that run to finish"))
+            out.append(CheckResult(what, False, f"held by {holder.describe()}", holder.where_to_continue()))
         else:
             out.append(CheckResult(what, True, "stale (the next run takes it over)" if holder else
                                    "a dir without holder (taken over by the next run)"))
@@ -160,7 +162,10 @@ async def run_checks(p: CheckPorts) -> list[CheckResult]:
         hosts = await _addresses(p)
         results.append(CheckResult("metad", True, f"answers; {len(hosts)} host(s) listed"))
     except BrsmError as e:
-        return [_fail("metad", e)]  # nothing else can be known without metad
+        # Nothing else can be known without metad but the lease (over SSH, at each configured metad's
+        # install dir): a run that stopped the cluster and died still names itself there.
+        guess = {"meta": [{"host": h, "root": p.install_dir(h)} for h in p.meta_hosts]}
+        return [_fail("metad", e), *await _lease(p, guess)]
     results.extend(await asyncio.gather(*(_ssh(p, h) for h in sorted(hosts))))
     results.append(await _agents(p, hosts))
     try:

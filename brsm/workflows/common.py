@@ -10,7 +10,7 @@ from brsm.engine import events as ev
 from brsm.engine.runner import StepContext, who
 from brsm.errors import BrsmError, LeaseLost, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows.lease import Lease, LeaseInfo
+from brsm.workflows.lease import Lease, LeaseInfo, takeover_note
 from brsm.workflows.layout import lease_path
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
@@ -272,6 +272,9 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
         def took_over(host: str, holder: LeaseInfo) -> None:
             ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id,
                                       "holder_ref": holder.owner})
+            progress = getattr(ctx.ports, "progress", None)
+            if progress is not None:  # said, not only journaled: what the dead run left is now nobody's
+                progress.note(takeover_note(host, holder, ctx.params.get("journal_id"), ctx.params.get("config")))
 
         def lost(host: str, holder: LeaseInfo | None, why: str) -> None:
             ctx.record(LEASE_LOST, {"host": host, "why": why, "holder": holder.describe() if holder else None,

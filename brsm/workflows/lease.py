@@ -163,6 +163,31 @@ def invalid_lease(host: str, path: str, why: str) -> InvalidLease:
              f"(or `brsm gc --config FILE --confirm`, which removes invalid leases)")
 
 
+def takeover_note(host: str, holder: LeaseInfo, own_journal: str | None, config: str | None) -> str:
+    """What a run says when it takes a dead run's lease over: who it was, what such a run leaves (its
+    snapshot on every storaged, a partial backup; a restore: set-aside data), and what removes it.
+
+    >>> h = LeaseInfo(4, "backup", "alice@ops1", "ops1", 77, 0.0, ref="db53aa00ffee-4", home="/srv/brsm")
+    >>> takeover_note("m1", h, "db53aa00ffee", "/c.toml")  # doctest: +ELLIPSIS
+    'took over the cluster lease on m1 from operation 4 ... its run is gone and may have left its snapshot ... `brsm rollback 4` removes them'
+    """
+    if isinstance(holder, NoHolder):
+        return (f"took over the cluster lease on {host} from {holder.describe()}; it began no snapshot under it")
+    left = ("its snapshot on every storaged (BACKUP_…) and a partial backup in its storage" if holder.kind == "backup"
+            else "a stopped cluster, set-aside data (nebula_brsm_old_…) and staged downloads"
+            if holder.kind == "restore" else "what it was removing, half removed")
+    journal = holder.ref.rsplit("-", 1)[0] if "-" in holder.ref else None
+    if journal is not None and journal == own_journal:
+        todo = f"`brsm rollback {holder.op_id}` removes them"
+    else:
+        where = f" on {holder.machine} with BRSM_HOME={holder.home}" if holder.home else f" on {holder.machine}"
+        gc = f"`brsm gc --config {config}`" if config else "`brsm gc --config FILE`"
+        todo = (f"`brsm rollback {holder.op_id}`{where} removes them, or {gc} lists them and --confirm "
+                f"removes them")
+    return (f"took over the cluster lease on {host} from {holder.describe()}: its run is gone and may have "
+            f"left {left}; {todo}")
+
+
 def _pid_alive(pid: int) -> bool:
     if pid < 1:  # kill(0) and kill(-1) signal groups: never a sign that one process lives
         return False

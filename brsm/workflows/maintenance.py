@@ -38,6 +38,9 @@ class LiveOps:
     refs: frozenset[str] = frozenset()
     known_refs: frozenset[str] = frozenset()
     journal_id: str | None = None
+    # backup name -> (op id, ref, the op that broke its lease): unfinished operations whose run is dead
+    # (another run of this journal took their lease over), so what they left is nobody's until rolled back
+    dead: dict[str, tuple[int, str, int]] = field(default_factory=dict)
 
 
 def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = frozenset()) -> tuple[str, str]:
@@ -201,6 +204,7 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
         out += _orphan_snapshots(p.live, listed, held_by if leases else None)
     if p.storage is not None:
         out += await _orphan_backups(p, owners, held_by if leases else None, snapshots, grace_seconds)
+    out += await dead_run_leftovers(p, owners, snapshots)
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
         for host, path, info, now in await _leases(p, topology):
@@ -213,6 +217,26 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
                 out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})
+    return out
+
+
+async def dead_run_leftovers(p: MaintenancePorts, owners: frozenset[str], snapshots: set[str]) -> list[dict]:
+    """The snapshot and partial backup of an unfinished backup whose lease a later run took over: its
+    run is dead (a live one stops within one refresh of losing its lease), so they are listed, and
+    --confirm removes them, unless that operation holds the lease again (resumed since)."""
+    out: list[dict] = []
+    for name, (op_id, ref, by) in sorted(p.live.dead.items()):
+        if ref in owners:
+            continue
+        why = (f"left by operation {op_id}, whose run is dead (operation {by} took its lease over); "
+               f"`brsm rollback {op_id}` undoes it all, --confirm removes this")
+        if name in snapshots:
+            out.append({"kind": "dead_run_snapshot", "name": name, "op_id": op_id, "why": why})
+        if p.storage is not None:
+            objs = await p.storage.list(f"{name}/")
+            if objs and manifest_key(name) not in {o.key for o in objs}:
+                out.append({"kind": "dead_run_backup", "name": name, "op_id": op_id, "objects": len(objs),
+                            "bytes": sum(o.size for o in objs), "why": why})
     return out
 
 
@@ -306,9 +330,9 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
         ident = (o["kind"], o.get("name") or o.get("path"))
         if ident in done or o["kind"] in ("set_aside_unknown", "staging_unknown", "in_use"):
             continue
-        if o["kind"] == "snapshot":
+        if o["kind"] in ("snapshot", "dead_run_snapshot"):
             await p.meta.drop_snapshots([o["name"]])
-        elif o["kind"] == "incomplete_backup":
+        elif o["kind"] in ("incomplete_backup", "dead_run_backup"):
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
         elif o["kind"] in ("set_aside", "staging", "stale_lease", "invalid_lease"):

@@ -57,6 +57,10 @@ def test_a_restore_killed_in_set_aside_is_named_first_and_rollback_brings_the_cl
     c = run(env, "check", "--config", env.config)
     assert c.returncode != 0
     assert _first_line(c).startswith(f"brsm: {want}") and _first_line(c).endswith(fix), c.stderr[-2000:]
+    # metad is down, and the lease (whichever journal holds it) still names the restore and its journal
+    lease_line = next(ln for ln in c.stdout.splitlines() if " lease on " in ln)
+    assert f"operation {op['id']} of journal " in lease_line and "(restore)" in lease_line, c.stdout
+    assert f":{env.env['BRSM_HOME']}" in lease_line, lease_line
 
     b = run(env, "start", "backup", "--config", env.config, "--storage", store, "--json")
     assert b.returncode != 0
@@ -132,3 +136,36 @@ def test_a_fifo_at_holder_json_is_an_invalid_lease_not_a_hang(sandbox, tmp_path)
         assert "invalid_lease" in kinds
     finally:
         shutil.rmtree(lease)
+
+
+def test_a_dead_runs_lease_taken_over_says_what_it_left_and_gc_removes_it(sandbox, tmp_path):
+    env = sandbox
+    store = tmp_path / "b"
+    p = env.brsm("start", "backup", "--config", env.config, "--storage", f"local://{store}",
+                 failpoints="after:COPIED=crash")
+    assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
+    dead = env.ok("ops", "--limit", "1")[0]
+    name = dead["backup"]
+    assert name and (store / name).exists()
+    holder_file = _meta_lease_dir(env) / "holder.json"
+    holder = json.loads(holder_file.read_text())
+    holder["expires"] = time.time() - 5  # its process is gone (SIGKILL) and now its lease has expired
+    holder_file.write_text(json.dumps(holder))
+
+    p = run(env, "start", "backup", "--config", env.config, "--storage", f"local://{store}", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    note = next(ln for ln in p.stderr.splitlines() if "took over the cluster lease" in ln)
+    assert f"operation {dead['id']}" in note and "its snapshot" in note and "partial backup" in note, note
+    assert f"`brsm rollback {dead['id']}` removes them" in note, note
+
+    gc = env.ok("gc", "--config", env.config, "--storage", f"local://{store}")
+    found = {(o["kind"], o["name"]) for o in gc["orphans"] if o.get("name") == name}
+    assert found == {("dead_run_snapshot", name), ("dead_run_backup", name)}, gc["orphans"]
+    gone = env.ok("gc", "--config", env.config, "--storage", f"local://{store}", "--confirm")
+    assert gone["removed"] >= 2
+    assert not (store / name).exists() or not any((store / name).rglob("*"))
+    from tests.e2e.test_backup_restore import snapshots
+
+    assert name not in snapshots(env)
+    assert env.ok("rollback", str(dead["id"]))["state"] == "ROLLED_BACK"
+    assert leases(env) == []
