@@ -127,3 +127,32 @@ async def test_the_lock_hint_names_where_the_holders_journal_is():
     assert "alice@ops1:/home/alice/.brsm" in e.value.message
     assert "BRSM_HOME=/home/alice/.brsm" in e.value.hint and "brsm resume 1" in e.value.hint
     await theirs.release()
+
+
+async def test_the_release_a_rollback_makes_is_bounded_too(monkeypatch):
+    """SIGTERM starts a rollback, whose undo of LOCKED releases the lease: on a hung mount that look is
+    bounded as well (a RemoteError the rollback reports), never a second hang."""
+    c, m, h, path = _one_host()
+    lease = Lease([(h, path)], op_id=1, ref="j-1", kind="backup", who="a@b")
+    await lease.acquire()
+    await lease.stop_refresh()
+    monkeypatch.setattr(lease_mod, "REMOTE_TIMEOUT", 0.3)
+    real_run = h.run
+
+    async def hung_run(argv, *, check=True, timeout=None):
+        try:
+            await asyncio.wait_for(asyncio.sleep(3600), timeout)
+        except asyncio.TimeoutError:
+            raise RemoteError(f"{h.name}: `{argv[0]}` did not finish within {timeout}s", host=h.name) from None
+        return await real_run(argv, check=check, timeout=timeout)
+
+    async def hung_read(path, **kw):
+        await asyncio.sleep(3600)
+        yield b""
+
+    monkeypatch.setattr(h, "run", hung_run)
+    monkeypatch.setattr(h, "open_read", hung_read)  # every look hangs: `test` and the SFTP read alike
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError):
+        await asyncio.wait_for(lease.release(), 10)  # (without the bounds: a TimeoutError here)
+    assert time.monotonic() - t0 < 5
