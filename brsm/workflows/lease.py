@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -121,7 +122,7 @@ def holder_problem(raw: object) -> str | None:
     if not integer(raw["op_id"]) or raw["op_id"] < 1:
         return f"op_id is {raw['op_id']!r:.40}, not an operation id"
     for key in ("kind", "who", "machine"):
-        if not isinstance(raw[key], str) or not raw[key] or len(raw[key]) > 256:
+        if not isinstance(raw[key], str) or not raw[key] or len(raw[key]) > 256 or _control(raw[key]):
             return f"{key} is {raw[key]!r:.40}, not a name"
     if not integer(raw["pid"]) or not 1 <= raw["pid"] < 2**31:
         return f"pid is {raw['pid']!r:.40}, not a process id"
@@ -132,9 +133,14 @@ def holder_problem(raw: object) -> str | None:
     if not isinstance(ref, str) or (ref and not _REF.match(ref)):
         return f"ref is {ref!r:.40}, not <journal id>-<operation id>"
     home = raw.get("home", "")
-    if not isinstance(home, str) or len(home) > 4096:
+    if not isinstance(home, str) or len(home) > 4096 or _control(home):
         return f"home is {home!r:.40}, not a path"
     return None
+
+
+def _control(text: str) -> bool:
+    """Control characters (a terminal escape, a newline) in a name brsm prints: never brsm's own."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def holder_from(raw: object) -> LeaseInfo:
@@ -159,7 +165,7 @@ def too_far_ahead(info: LeaseInfo, now: float) -> str | None:
 def invalid_lease(host: str, path: str, why: str) -> InvalidLease:
     return InvalidLease(
         f"the cluster lease {host}:{path} is invalid: {why}; brsm cannot tell who holds it",
-        hint=f"make sure no brsm run is using the cluster, then remove it: `ssh {host} rm -r {path}` "
+        hint=f"make sure no brsm run is using the cluster, then remove it: `ssh {host} {shlex.join(['rm', '-r', path])}` "
              f"(or `brsm gc --config FILE --confirm`, which removes invalid leases)")
 
 

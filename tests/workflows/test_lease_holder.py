@@ -40,6 +40,7 @@ async def _plant(h, path, body: bytes):
     ({"ref": 7}, "ref"), ({"ref": "x y"}, "ref"), ({"pid": 0}, "pid"), ({"pid": -1}, "pid"),
     ({"pid": True}, "pid"), ({"pid": "12"}, "pid"), ({"op_id": "7"}, "op_id"), ({"op_id": 0}, "op_id"),
     ({"who": ["a"]}, "who"), ({"machine": ""}, "machine"), ({"home": 3}, "home"),
+    ({"who": "eve\x1b[2J@x"}, "who"), ({"home": "/a\nb"}, "home"),
 ])
 def test_every_field_is_checked(change, word):
     assert word in holder_problem({**GOOD, **change})
