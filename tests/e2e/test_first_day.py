@@ -169,3 +169,28 @@ def test_a_dead_runs_lease_taken_over_says_what_it_left_and_gc_removes_it(sandbo
     assert name not in snapshots(env)
     assert env.ok("rollback", str(dead["id"]))["state"] == "ROLLED_BACK"
     assert leases(env) == []
+
+
+def test_a_restore_of_a_damaged_backup_says_so_and_exits_6(sandbox, tmp_path):
+    """Bytes changed in storage (same size: `verify --quick` and the restore's size check pass): the
+    download's SHA-256 check finds it, the staged restore is undone before the cluster stops, and the
+    error says which file is damaged and where to pick another backup, never "fix the cause"."""
+    env = sandbox
+    before = env.checksum()
+    store = tmp_path / "b"
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    victim = max((p for p in (store / name).rglob("*.sst") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    p = run(env, "start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+            "--json", timeout=300)
+    assert p.returncode == 6, p.stdout + p.stderr[-2000:]
+    doc = json.loads(p.stdout)
+    key = str(victim.relative_to(store))
+    assert doc["error"].startswith(f"this backup is damaged: file {key} "), doc
+    assert doc["hint"] == f"restore another one: `brsm show --storage local://{store}`", doc
+    assert "fix the cause" not in p.stdout + p.stderr
+    assert doc["state"] == "ROLLED_BACK"
+    assert env.checksum() == before
+    assert leases(env) == []
