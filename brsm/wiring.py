@@ -233,6 +233,22 @@ def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:
     return ports, [c for c in (storage, meta, hosts) if c is not None]
 
 
+async def lease_report(params: dict[str, Any], *, out: Output) -> list[str]:
+    """The cluster lease (held, stale or invalid) at each configured metad's install dir, read over SSH
+    without metad: what a run refused because metad does not answer says about who has the cluster."""
+    from brsm.workflows.check import lease_results
+
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
+    hosts = open_hosts(cfg, accept_new=False, out=out)
+    try:
+        metas = sorted({str(m).rsplit(":", 1)[0] for m in cfg.meta})
+        results = await lease_results(hosts, [(h, cfg.host(h).install_dir) for h in metas])
+    finally:
+        await hosts.close()
+    return [f"{r.name}: {r.detail}" + (f" ({r.hint})" if r.hint else "")
+            for r in results if r.detail.startswith(("held by", "stale:", "the cluster lease"))]
+
+
 _BUILDERS = {"backup": build_backup, "restore": build_restore}
 
 

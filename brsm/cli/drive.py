@@ -231,6 +231,7 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             try:
                 st = await runner.run(op.id, auto_rollback=auto_rollback)
             except BrsmError as e:
+                await _lease_when_metad_is_down(e, params, runner.state(op.id), out)
                 raise _with_hint(_interrupted(e, op.id, kind, "run", runner), op.id, runner.state(op.id)) from e
             finally:
                 await built.aclose()
@@ -325,6 +326,31 @@ def nothing_to_do(op_id: int, kind: str, st: OperationState, when: str, mode: st
     name = st.facts.get("backup_name")
     return (f"operation {op_id} ({kind}) finished at {when}" + (f" ({name})" if name else "")
             + f": nothing to {verb}")
+
+
+def _metad_unreachable(e: BaseException) -> bool:
+    from brsm.errors import MetaError
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, MetaError) and e.code is None:  # no answer at all (a code is metad answering)
+            return True
+        e, seen = e.__cause__, seen + 1
+    return False
+
+
+async def _lease_when_metad_is_down(e: BrsmError, params: dict[str, Any], st: OperationState, out: Output) -> None:
+    """A run refused because metad does not answer: what the cluster lease says (a restore of any journal
+    that stopped the cluster and died still names itself there), on stderr, before the error."""
+    if st.phase != PHASE_REFUSED or not _metad_unreachable(e):
+        return
+    try:
+        lines = await asyncio.wait_for(registry.lease_report(params, out=out), 60)
+    except Exception:  # noqa: BLE001 - the refusal itself is what the command reports
+        return
+    for line in lines:
+        sys.stderr.write(f"brsm: {line}\n")
+    sys.stderr.flush()
 
 
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:

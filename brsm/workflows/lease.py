@@ -287,6 +287,11 @@ async def _write(host: HostPort, path: str, info: LeaseInfo) -> None:
     await bounded(host.write_file(f"{path}/holder.json", one(), mode=0o600), host, f"writing {path}/holder.json")
 
 
+async def lease_exists(host: HostPort, path: str) -> bool:
+    """Whether a lease dir is there (`test -e` under the timeout: a hung mount never hangs the look)."""
+    return await _exists(host, path)
+
+
 async def _exists(host: HostPort, path: str) -> bool:
     r = await host.run(["test", "-e", path], check=False, timeout=REMOTE_TIMEOUT)
     return r.exit_status == 0

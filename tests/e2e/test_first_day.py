@@ -68,6 +68,14 @@ def test_a_restore_killed_in_set_aside_is_named_first_and_rollback_brings_the_cl
     doc = json.loads(b.stdout)  # still one JSON document on stdout, naming the refused operation
     assert doc["op_id"] == op["id"] + 1 and doc["state"] in ("REFUSED", "FAILED", "ROLLED_BACK"), doc
 
+    # another operator's journal knows nothing of it: the cluster lease still names it, and its journal
+    other = run(env, "start", "backup", "--config", env.config, "--storage", store, home=tmp_path / "other")
+    assert other.returncode == 4, other.stderr[-2000:]
+    lease_said = next(ln for ln in other.stderr.splitlines() if ln.startswith("brsm: lease on "))
+    assert f"operation {op['id']} of journal " in lease_said and "(restore)" in lease_said, other.stderr
+    assert f":{env.env['BRSM_HOME']}" in lease_said and f"brsm rollback {op['id']}" in lease_said, lease_said
+    assert "unfinished" not in other.stderr  # nothing unfinished in that journal
+
     assert env.ok("rollback", str(op["id"]))["state"] == "ROLLED_BACK"
     assert env.checksum() == before
     again = run(env, "check", "--config", env.config)
