@@ -55,6 +55,10 @@ def _fits(clause: str, op_id: int, can: frozenset[str]) -> bool:
 
 def with_next_step(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
     """``e`` with a hint that fits the operation's state (see the module's docstring)."""
+    if st is not None and st.phase == PHASE_REFUSED:
+        # Refused before it did anything: its hint speaks of the fix or of another run (the lock holder's
+        # `brsm resume 1` is operation 1 of *its* journal, whatever this one's id), never of this operation.
+        return e
     can = allowed(st)
     clauses = [c for c in (e.hint or "").split("; ") if c.strip()]
     kept = [c for c in clauses if _fits(c, op_id, can)]
