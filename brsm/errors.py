@@ -10,9 +10,17 @@ from journal.redact import scrub_text
 
 class BrsmError(Exception):
     """``message`` and ``hint`` are scrubbed of credentials when set (a URI the user typed, an SDK's
-    error text): an error is printed, logged and journaled, and the journal cannot be edited."""
+    error text): an error is printed, logged and journaled, and the journal cannot be edited.
+
+    ``refusal``: the error refuses to begin (a check failed, bad input, the cluster is another run's);
+    raised before an operation's first effect, it ends the operation REFUSED (brsm.engine.runner.is_refusal).
+    ``op_id``/``state``: the operation it ended and that operation's state, when there is one (set by the
+    CLI's driver; JSON errors carry them)."""
 
     exit_code = 1
+    refusal = False
+    op_id: int | None = None
+    state: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
@@ -44,12 +52,20 @@ class UsageError(BrsmError):
     """Bad flags, a bad config file, an unknown operation id."""
 
     exit_code = 2
+    refusal = True
 
 
 class LockHeld(BrsmError):
     """Another process drives this operation, or another run holds the cluster lease."""
 
     exit_code = 3
+    refusal = True
+
+
+class InvalidLease(LockHeld):
+    """The cluster's lease names no holder brsm can judge (holder.json not JSON, a field of the wrong type
+    or out of range, not a regular file): nobody can say whether its run lives, so it is never taken
+    over silently; the hint says how to clear it."""
 
 
 class LeaseLost(LockHeld):
@@ -58,12 +74,14 @@ class LeaseLost(LockHeld):
     cluster that another run may now hold; ``brsm resume``/``rollback`` take the lease back first."""
 
     keeps_operation = True
+    refusal = False  # the run had the lease and worked under it
 
 
 class PreflightFailed(BrsmError):
     """A check before any side effect failed: nothing on the cluster was touched."""
 
     exit_code = 4
+    refusal = True
 
 
 class OperationFailed(BrsmError):
@@ -107,6 +125,7 @@ class VerificationFailed(BrsmError):
     """A backup or journal failed its check: hashes differ, files missing, chain broken."""
 
     exit_code = 6
+    refusal = True
 
 
 class Interrupted(BrsmError):

@@ -147,7 +147,14 @@ def live_operations(journal: Any, *, exclude: int | None = None):
     from brsm.engine.runner import op_ref
 
     live, names, refs, known_refs, kept_old = set(), {}, set(), set(), set()
-    for op in journal.operations():
+    ops = list(journal.operations())
+    broken: dict[str, int] = {}  # a ref whose lease a later run of this journal took over -> that run
+    for op in ops:
+        for e in journal.events(op.id, types=["LeaseBroken"]):
+            if isinstance(e.data.get("holder_ref"), str):
+                broken.setdefault(e.data["holder_ref"], op.id)
+    dead: dict[str, tuple[int, str, int]] = {}
+    for op in ops:
         ref = op_ref((op.params or {}).get("journal_id"), op.id)
         known_refs.add(ref)
         if op.kind == "restore" and (op.params or {}).get("keep_old"):
@@ -162,8 +169,10 @@ def live_operations(journal: Any, *, exclude: int | None = None):
         name = st.facts.get("backup_name") or st.params.get("name")
         if name and not (st.phase == PHASE_FAILED and not st.started):  # refused before any step: holds nothing
             names[name] = op.id
+            if ref in broken and broken[ref] != op.id:
+                dead[name] = (op.id, ref, broken[ref])
     return LiveOps(frozenset(live), names, refs=frozenset(refs), known_refs=frozenset(known_refs),
-                   journal_id=getattr(journal, "journal_id", None), kept_old=frozenset(kept_old))
+                   journal_id=getattr(journal, "journal_id", None), kept_old=frozenset(kept_old), dead=dead)
 
 
 async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
@@ -225,8 +234,25 @@ def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:
     meta = open_meta(cfg)
     hosts = open_hosts(cfg, accept_new=bool(params.get("accept_new_host_keys")), out=out)
     ports = CheckPorts(meta=meta, hosts=hosts, install_dir=lambda h: cfg.host(h).install_dir,
-                       configured_install_dir=cfg.configured_install_dir, storage=storage)
+                       configured_install_dir=cfg.configured_install_dir, storage=storage,
+                       meta_hosts=tuple(sorted({str(m).rsplit(":", 1)[0] for m in cfg.meta})))
     return ports, [c for c in (storage, meta, hosts) if c is not None]
+
+
+async def lease_report(params: dict[str, Any], *, out: Output) -> list[str]:
+    """The cluster lease (held, stale or invalid) at each configured metad's install dir, read over SSH
+    without metad: what a run refused because metad does not answer says about who has the cluster."""
+    from brsm.workflows.check import lease_results
+
+    cfg = load_cluster(params.get("config"), cluster_flags(params))
+    hosts = open_hosts(cfg, accept_new=False, out=out)
+    try:
+        metas = sorted({str(m).rsplit(":", 1)[0] for m in cfg.meta})
+        results = await lease_results(hosts, [(h, cfg.host(h).install_dir) for h in metas])
+    finally:
+        await hosts.close()
+    return [f"{r.name}: {r.detail}" + (f" ({r.hint})" if r.hint else "")
+            for r in results if r.detail.startswith(("held by", "stale:", "the cluster lease"))]
 
 
 _BUILDERS = {"backup": build_backup, "restore": build_restore}

@@ -30,8 +30,16 @@ start_app = typer.Typer(help="Start a new backup or restore.", no_args_is_help=T
 journal_app = typer.Typer(help="Inspect the operations journal.", no_args_is_help=True, rich_markup_mode=None)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"brsm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
+    version_: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                           help="Print brsm's version and exit.")] = False,
     metrics_file: Annotated[Optional[str], typer.Option(
         "--metrics-file", help="After every operation, write Prometheus textfile-collector metrics here "
                                "(atomically); default $BRSM_METRICS_FILE, else the config's metrics.file. "
@@ -216,7 +224,8 @@ def _check_pinned_storage(op_id: int, mode: str, storage: str | None, out: Outpu
             now = load_config(op.params["config"]).storage.default
         except UsageError:
             return
-        if now and not same_storage(now, pinned):
+        was = op.params.get("storage_default")  # None: an operation an older brsm journaled
+        if now and not same_storage(now, pinned) and (was is None or not same_storage(now, was)):
             out.line(f"note: {op.params['config']} now says storage.default = {now}; operation {op_id} "
                      f"continues on {pinned}, where it started")
 
@@ -430,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=args, prog_name="brsm", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except BrsmError as e:
-        out.error(e.message, e.hint, e.exit_code)
+        out.error(e.message, e.hint, e.exit_code,
+                  **({"op_id": e.op_id, "state": e.state} if e.op_id is not None else {}))
         code = e.exit_code
         log.warning("%s: %s", type(e).__name__, e.message)
         if debug:

@@ -12,7 +12,8 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.engine import events as ev
-from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
+from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
+                              OperationState)
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who
 from brsm.errors import BrsmError, Interrupted
 from brsm import wiring as registry
@@ -34,7 +35,13 @@ def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError
     """A failed step's hint says what to fix; what happens next comes from the folded state (brsm.cli.hints)."""
     from brsm.cli.hints import with_next_step
 
-    return with_next_step(e, op_id, st)
+    return _tagged(with_next_step(e, op_id, st), op_id, st.state if st is not None else None)
+
+
+def _tagged(e: BrsmError, op_id: int, state: str | None) -> BrsmError:
+    """The operation an error ended and its state, for scripts (``--json`` errors carry both)."""
+    e.op_id, e.state = op_id, state
+    return e
 
 
 # -- signals ---------------------------------------------------------------------------------------
@@ -198,6 +205,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
 
     j = _open_journal()
     try:
+        from brsm.cli.unfinished import warn_unfinished
+
+        warn_unfinished(params.get("config"), journal=j)  # before anything else can fail
         with _catching_signals() as sigs:
             # the journal's id goes into the params: with the op id it names what this operation leaves
             # on the cluster and in storage (brsm.engine.runner.op_ref)
@@ -208,8 +218,12 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             try:
                 built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
             except BaseException as e:
+                # Nothing was done yet (the ports are being opened): a refusal ends the operation REFUSED.
+                refused = isinstance(e, BrsmError) and not isinstance(e, Interrupted)
                 with j.driver(op.id) as w:
-                    w.append(ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                    w.append(ev.OPERATION_REFUSED if refused else ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                if refused:
+                    raise _tagged(e, op.id, "REFUSED")
                 raise
             out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
             runner = sigs.attach(Runner(j, built.workflow, built.ports))
@@ -217,6 +231,7 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             try:
                 st = await runner.run(op.id, auto_rollback=auto_rollback)
             except BrsmError as e:
+                await _lease_when_metad_is_down(e, params, runner.state(op.id), out)
                 raise _with_hint(_interrupted(e, op.id, kind, "run", runner), op.id, runner.state(op.id)) from e
             finally:
                 await built.aclose()
@@ -256,6 +271,16 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
         from brsm.engine.runner import Workflow
 
         st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
+        if st0 is not None and (st0.phase == PHASE_REFUSED or (mode == "resume" and st0.phase == PHASE_DONE)):
+            # Finished: no cluster, no storage, no lease is touched (operation N of this journal is not the
+            # operation N another journal's lock message names)
+            last = list(j.events(op_id, types=sorted(ev.ENGINE_EVENTS)))[-1]
+            out.result({**_summary(op_id, op.kind, st0), "nothing_to_do": True},
+                       text=nothing_to_do(op_id, op.kind, st0, last.time, mode))
+            return
+        from brsm.cli.unfinished import warn_unfinished
+
+        warn_unfinished(params.get("config"), exclude=op_id, journal=j)
         from brsm.workflows.common import PROBE_REMOVED, PROBE_WRITTEN, unremoved_probes
         probes = unremoved_probes(j.events(op_id, types=[PROBE_WRITTEN, PROBE_REMOVED]))
         with _catching_signals() as sigs:
@@ -284,6 +309,48 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
             _metrics_after(j, lambda: dict(j.operation(op_id).params or {}))
         finally:
             j.close()
+
+
+def nothing_to_do(op_id: int, kind: str, st: OperationState, when: str, mode: str) -> str:
+    """What `brsm resume`/`rollback` of a finished operation says (never "finished" again, as if it ran).
+
+    >>> from brsm.engine.fold import new_state
+    >>> st = new_state("backup"); st.phase = PHASE_REFUSED; st.failure = {"error": "cluster is locked"}
+    >>> nothing_to_do(3, "backup", st, "2026-12-07T05:00:00Z", "resume")
+    'operation 3 (backup) was refused at 2026-12-07T05:00:00Z before it did anything (cluster is locked): nothing to resume'
+    """
+    verb = "roll back" if mode == "rollback" else mode
+    if st.phase == PHASE_REFUSED:
+        why = f" ({(st.failure or {}).get('error')})" if (st.failure or {}).get("error") else ""
+        return f"operation {op_id} ({kind}) was refused at {when} before it did anything{why}: nothing to {verb}"
+    name = st.facts.get("backup_name")
+    return (f"operation {op_id} ({kind}) finished at {when}" + (f" ({name})" if name else "")
+            + f": nothing to {verb}")
+
+
+def _metad_unreachable(e: BaseException) -> bool:
+    from brsm.errors import MetaError
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, MetaError) and e.code is None:  # no answer at all (a code is metad answering)
+            return True
+        e, seen = e.__cause__, seen + 1
+    return False
+
+
+async def _lease_when_metad_is_down(e: BrsmError, params: dict[str, Any], st: OperationState, out: Output) -> None:
+    """A run refused because metad does not answer: what the cluster lease says (a restore of any journal
+    that stopped the cluster and died still names itself there), on stderr, before the error."""
+    if st.phase != PHASE_REFUSED or not _metad_unreachable(e):
+        return
+    try:
+        lines = await asyncio.wait_for(registry.lease_report(params, out=out), 60)
+    except Exception:  # noqa: BLE001 - the refusal itself is what the command reports
+        return
+    for line in lines:
+        sys.stderr.write(f"brsm: {line}\n")
+    sys.stderr.flush()
 
 
 def _report(out: Output, op_id: int, kind: str, st: OperationState) -> None:

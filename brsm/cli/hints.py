@@ -10,12 +10,13 @@ only commands the state allows, and adds the next step the state allows:
     ROLLING_BACK (a rollback failed)    ->  "fix the cause, then `brsm rollback 7` again"
     ROLLED_BACK                         ->  "operation 7 was rolled back: there is nothing to resume; fix the
                                              cause and start again"
+    REFUSED (nothing took effect)       ->  the error's own hint only: nothing to resume or roll back
 """
 from __future__ import annotations
 
 import re
 
-from brsm.engine.fold import PHASE_DONE, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
+from brsm.engine.fold import PHASE_DONE, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, OperationState
 from brsm.errors import BrsmError, OperationFailed
 
 _COMMAND = re.compile(r"brsm (resume|rollback) (\d+)")
@@ -25,7 +26,7 @@ def allowed(st: OperationState | None) -> frozenset[str]:
     """The commands that can move this operation on: resume, rollback, both or neither."""
     if st is None:
         return frozenset({"resume", "rollback"})
-    if st.phase in (PHASE_DONE, PHASE_ROLLED_BACK):
+    if st.phase in (PHASE_DONE, PHASE_ROLLED_BACK, PHASE_REFUSED):
         return frozenset()
     if st.phase == PHASE_ROLLING_BACK:
         return frozenset({"rollback"})
@@ -37,7 +38,7 @@ def allowed(st: OperationState | None) -> frozenset[str]:
 def next_step(op_id: int, st: OperationState | None) -> str | None:
     if st is not None and st.phase == PHASE_ROLLED_BACK:
         return f"operation {op_id} was rolled back: there is nothing to resume; fix the cause and start again"
-    if st is not None and st.phase == PHASE_DONE:
+    if st is not None and st.phase in (PHASE_DONE, PHASE_REFUSED):
         return None
     can = allowed(st)
     if can == {"rollback"}:
@@ -54,6 +55,10 @@ def _fits(clause: str, op_id: int, can: frozenset[str]) -> bool:
 
 def with_next_step(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
     """``e`` with a hint that fits the operation's state (see the module's docstring)."""
+    if st is not None and st.phase == PHASE_REFUSED:
+        # Refused before it did anything: its hint speaks of the fix or of another run (the lock holder's
+        # `brsm resume 1` is operation 1 of *its* journal, whatever this one's id), never of this operation.
+        return e
     can = allowed(st)
     clauses = [c for c in (e.hint or "").split("; ") if c.strip()]
     kept = [c for c in clauses if _fits(c, op_id, can)]

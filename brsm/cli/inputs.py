@@ -70,7 +70,7 @@ def pin_storage(params: dict[str, Any]) -> None:
     """Put the storage URI the operation will use into ``params["storage"]``: ``--storage``, else the
     config's ``storage.default``. A config that does not load is left for the operation to report, as
     before (it is journaled as an attempt that failed before its first step)."""
-    if params.get("storage") or not params.get("config"):
+    if not params.get("config"):
         return
     from brsm.config import load_config
 
@@ -78,7 +78,9 @@ def pin_storage(params: dict[str, Any]) -> None:
         cfg = load_config(params["config"])
     except UsageError:
         return
-    if cfg.storage.default:
+    # what the config said when the operation started: resume/rollback note a change only when there is one
+    params["storage_default"] = cfg.storage.default or ""
+    if cfg.storage.default and not params.get("storage"):
         params["storage"] = cfg.storage.default
 
 

@@ -358,6 +358,10 @@ def check(
     params = {"config": os.path.abspath(cfg_path) if cfg_path else None, "storage": storage,
               **store.params(), **cluster.params()}
 
+    from brsm.cli.unfinished import warn_unfinished
+
+    warn_unfinished(params["config"])  # a restore that left the cluster down: said before metad is asked
+
     async def go():
         ports, closables = open_check(params, out=out)
         try:

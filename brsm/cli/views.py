@@ -20,6 +20,11 @@ _BULK = frozenset({"FileCopied", "PartUploaded", "FileRestored"})
 
 
 def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, Any]]:
+    if kind is not None and kind not in KINDS:
+        from brsm.errors import UsageError
+
+        raise UsageError(f"no operation kind {kind!r}; the kinds are {', '.join(sorted(KINDS))}",
+                         hint=f"e.g. brsm ops --kind {'backup' if 'backup' in kind else sorted(KINDS)[0]}")
     rows = []
     for op in j.operations(kind=kind, limit=limit):
         okind = KINDS.get(op.kind)
@@ -32,7 +37,7 @@ def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, A
         except Exception:  # noqa: BLE001 - events edited into nonsense: the chain check names them
             state = "?"
         finished = None
-        if evs and evs[-1].type in (ev.OPERATION_FINISHED, ev.ROLLED_BACK):
+        if evs and evs[-1].type in (ev.OPERATION_FINISHED, ev.ROLLED_BACK, ev.OPERATION_REFUSED):
             finished = evs[-1].time
         rows.append({
             "id": op.id, "kind": op.kind, "state": state, "started": op.created, "finished": finished,
@@ -113,7 +118,8 @@ def summarize(j: Any, op_id: int) -> dict[str, Any]:
     per_host: dict[str, dict[str, int]] = {}
     failures = []
     downtime = None
-    types = [ev.STEP_STARTED, ev.STEP_COMPLETED, ev.OPERATION_FAILED, "FileCopied", "FileRestored", "DowntimeEnded"]
+    types = [ev.STEP_STARTED, ev.STEP_COMPLETED, ev.OPERATION_FAILED, ev.OPERATION_REFUSED, "FileCopied",
+             "FileRestored", "DowntimeEnded"]
     for e in j.events(op_id, types=types):
         d = e.data
         if e.type == "DowntimeEnded":
@@ -124,9 +130,9 @@ def summarize(j: Any, op_id: int) -> dict[str, Any]:
             s = steps[d["step"]]
             s["completed"] = e.time
             s["seconds"] = round(_ts(e.time) - _ts(s["started"]), 3)
-        elif e.type == ev.OPERATION_FAILED:
+        elif e.type in (ev.OPERATION_FAILED, ev.OPERATION_REFUSED):
             failures.append({"seq": e.seq, "time": e.time, "step": d.get("step"), "error": d.get("error"),
-                             "hint": d.get("hint")})
+                             "hint": d.get("hint"), "refused": e.type == ev.OPERATION_REFUSED})
         else:
             h = per_host.setdefault(d.get("host", "?"), {"files": 0, "bytes": 0})
             h["files"] += 1
@@ -148,6 +154,14 @@ def chain_error(op_id: int, report: Any) -> VerificationFailed | None:
              "every problem)")
 
 
+def _audit_backup_name(j: Any, op: Any) -> str | None:
+    try:
+        st = fold(KINDS[op.kind], j.events(op.id, types=_STATE_EVENTS))
+        return backup_name(st.facts, st.params)
+    except Exception:  # noqa: BLE001 - an unknown kind or edited events: the events say it all
+        return None
+
+
 def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     """Print every event; returns the chain's error (the caller exits 6 with it) when it does not verify."""
     op = j.operation(op_id)
@@ -165,6 +179,7 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     if out.as_json:
         w = sys.stdout.write
         head = {"op_id": op.id, "kind": op.kind, "created": op.created, "who": op.who, "version": op.version,
+                "backup": _audit_backup_name(j, op),
                 "target": scrub_text(op.target), "params": redact(op.params), "chain": chain, "summary": summary}
         if err is not None:  # still one document: the error rides in it
             head.update(error=err.message, hint=err.hint, exit_code=err.exit_code)
@@ -186,6 +201,9 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     # Plain lines, not a rich table: an audit of 100,000 events must print in well under 2 s.
     buf = [visible(f"operation {op.id}: {op.kind} by {op.who} (brsm {op.version}) created {op.created}"),
            visible(f"target: {scrub_text(op.target)}"), f"journal: {chain}", ""]
+    name = _audit_backup_name(j, op)
+    if name:
+        buf.insert(2, visible(f"backup: {name}"))
     for step, st in summary["steps"].items():
         took = f"{st['seconds']:.2f} s" if "seconds" in st else "not completed"
         buf.append(visible(f"step {step:<14} {took}"))
@@ -195,8 +213,8 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     for host, h in sorted(summary["per_host"].items()):
         buf.append(visible(f"host {host:<14} {h['files']} files, {h['bytes'] / 2**20:.1f} MiB"))
     for f in summary["failures"]:
-        buf.append(visible(f"failed at event {f['seq']} in {f['step']}: {f['error']}"
-                           + (f" (hint: {f['hint']})" if f["hint"] else "")))
+        buf.append(visible(f"{'refused' if f.get('refused') else 'failed'} at event {f['seq']} in {f['step']}: "
+                           f"{f['error']}" + (f" (hint: {f['hint']})" if f["hint"] else "")))
     buf.append("")
     for e in j.events(op_id):
         line = f"{e.seq:>6}  {e.time}  {e.type:<18} {_facts_text(e.data)}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from brsm.engine import events as ev
 from brsm.engine.definitions import KINDS
-from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, fold
+from brsm.engine.fold import PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, fold
 
 # what moved, by kind: (step whose facts hold it, bytes fact, files fact)
 _VOLUME = {"backup": ("COPIED", "bytes", "files"), "restore": ("CHECKED", "bytes", "files")}
@@ -55,8 +55,8 @@ def figures(op: Any, events: Iterable[Any], cluster: str) -> OpFigures | None:
     ended = None
     if st.phase == PHASE_DONE:
         outcome = "success"
-    elif st.phase in (PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK):
-        outcome = "failure"
+    elif st.phase in (PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, PHASE_REFUSED):
+        outcome = "failure"  # a refused backup is a backup that did not happen: alert on it too
     else:
         outcome = "running"
     if outcome != "running" and evs:

@@ -113,9 +113,10 @@ class Output:
             else:
                 self.out.print(shown(text), markup=False)
 
-    def error(self, message: str, hint: str | None, code: int) -> None:
+    def error(self, message: str, hint: str | None, code: int, **about: object) -> None:
+        """``about``: what the error concerns (``op_id``, ``state``), in the JSON document only."""
         if self.as_json:
-            sys.stdout.write(_json({"error": message, "hint": hint, "exit_code": code}) + "\n")
+            sys.stdout.write(_json({"error": message, "hint": hint, "exit_code": code, **about}) + "\n")
             return
         self.err.print(f"brsm: error: {message}", markup=False)
         if hint:  # one line, always: a newline in a name inside it is written out

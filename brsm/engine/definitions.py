@@ -11,6 +11,7 @@ PLANNED = "PLANNED"
 FAILED = "FAILED"
 ROLLING_BACK = "ROLLING_BACK"
 ROLLED_BACK = "ROLLED_BACK"
+REFUSED = "REFUSED"  # refused before any side effect: finished, needs no action
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class OperationKind:
 
     @property
     def states(self) -> tuple[str, ...]:
-        return (PLANNED, *self.steps, FAILED, ROLLING_BACK, ROLLED_BACK)
+        return (PLANNED, *self.steps, FAILED, ROLLING_BACK, ROLLED_BACK, REFUSED)
 
     @property
     def done_step(self) -> str:

@@ -11,6 +11,9 @@ UNDO_STARTED = "UndoStarted"
 UNDO_COMPLETED = "UndoCompleted"
 ROLLED_BACK = "RolledBack"
 OPERATION_FINISHED = "OperationFinished"
+# A run refused before anything took effect (credentials, SSH, the cluster locked by another run):
+# finished, nothing to resume or roll back. Journals written before it have OperationFailed there.
+OPERATION_REFUSED = "OperationRefused"
 # the preflight hook's facts (the engine journals them; workflows fold them with their reducers)
 PREFLIGHT_PASSED = "PreflightPassed"
 
@@ -27,5 +30,6 @@ ENGINE_EVENTS = frozenset(
         UNDO_COMPLETED,
         ROLLED_BACK,
         OPERATION_FINISHED,
+        OPERATION_REFUSED,
     }
 )

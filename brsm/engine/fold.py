@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from brsm.engine import events as ev
-from brsm.engine.definitions import FAILED, KINDS, PLANNED, ROLLED_BACK, ROLLING_BACK, OperationKind
+from brsm.engine.definitions import FAILED, KINDS, PLANNED, REFUSED, ROLLED_BACK, ROLLING_BACK, OperationKind
 
 RUNNING = "running"
 PHASE_FAILED = "failed"
 PHASE_ROLLING_BACK = "rolling_back"
 PHASE_ROLLED_BACK = "rolled_back"
 PHASE_DONE = "done"
+PHASE_REFUSED = "refused"  # refused before any side effect (OperationRefused): finished, nothing to undo
 
 
 class EventLike(Protocol):
@@ -56,6 +57,8 @@ class OperationState:
             return self.kind.done_step
         if self.phase == PHASE_ROLLED_BACK:
             return ROLLED_BACK
+        if self.phase == PHASE_REFUSED:
+            return REFUSED
         if self.phase == PHASE_ROLLING_BACK:
             return ROLLING_BACK
         if self.phase == PHASE_FAILED:
@@ -69,11 +72,13 @@ class OperationState:
     @property
     def to_undo(self) -> list[str]:
         """Steps that may have taken effect and are not yet compensated, newest first."""
+        if self.phase == PHASE_REFUSED:
+            return []  # the step that refused took no effect
         return [s for s in reversed(self.started) if s not in self.undone]
 
     @property
     def finished(self) -> bool:
-        return self.phase in (PHASE_DONE, PHASE_ROLLED_BACK)
+        return self.phase in (PHASE_DONE, PHASE_ROLLED_BACK, PHASE_REFUSED)
 
 
 def new_state(kind: OperationKind | str) -> OperationState:
@@ -118,6 +123,10 @@ def apply(st: OperationState, e: EventLike, reducers: Mapping[str, Reducer] | No
         st.failure = dict(d)
         if t == ev.OPERATION_FAILED and st.phase != PHASE_ROLLING_BACK:
             st.phase = PHASE_FAILED
+    elif t == ev.OPERATION_REFUSED:
+        st.failure = dict(d)
+        st.pending = None
+        st.phase = PHASE_REFUSED
     elif t == ev.RESUME_STARTED:
         st.phase = RUNNING
         st.failure = None

@@ -15,7 +15,7 @@ from transitions import MachineError
 from transitions.extensions.asyncio import AsyncMachine
 
 from brsm.engine import events as ev
-from brsm.engine.definitions import FAILED, PLANNED, ROLLED_BACK, ROLLING_BACK, OperationKind
+from brsm.engine.definitions import FAILED, PLANNED, REFUSED, ROLLED_BACK, ROLLING_BACK, OperationKind
 from brsm.engine.fold import EventLike
 
 
@@ -34,6 +34,7 @@ def _transitions(kind: OperationKind) -> list[dict]:
         out.append({"trigger": f"complete_{step}", "source": prev, "dest": step})
         prev = step
     out.append({"trigger": "fail", "source": active, "dest": FAILED})
+    out.append({"trigger": "refuse", "source": active, "dest": REFUSED})
     for step in active:
         out.append({"trigger": f"resume_to_{step}", "source": FAILED, "dest": step})
     out.append({"trigger": "start_rollback", "source": [*active, FAILED, ROLLING_BACK], "dest": ROLLING_BACK})
@@ -68,6 +69,8 @@ def trigger_for(event: EventLike, completed: list[str]) -> str | None:
         return "start_rollback"
     if event.type == ev.ROLLED_BACK:
         return "finish_rollback"
+    if event.type == ev.OPERATION_REFUSED:
+        return "refuse"
     return None
 
 

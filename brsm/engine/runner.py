@@ -23,6 +23,7 @@ from brsm.engine.definitions import OperationKind
 from brsm.engine.fold import (
     PHASE_DONE,
     PHASE_FAILED,
+    PHASE_REFUSED,
     PHASE_ROLLED_BACK,
     PHASE_ROLLING_BACK,
     OperationState,
@@ -181,6 +182,32 @@ def _error_facts(step: str, exc: BaseException) -> dict[str, Any]:
     return {"step": step, "error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__, "hint": None}
 
 
+def is_refusal(st: OperationState, failed_at: str, exc: BaseException) -> bool:
+    """Whether a failure took no effect, so the operation ends REFUSED (finished, nothing to resume or
+    roll back) rather than FAILED. Only an error that says it refused (``refusal``: a preflight check,
+    bad input, the cluster locked by another run) counts, and only where nothing can have been done:
+    in the preflight with no step ever begun, or in the first step the operation ever began, on its
+    first attempt (the step's own checks come before its effect, as the lease is the last thing a
+    first step takes and gives back when refused). A preflight probe still journaled as left in the
+    storage (``probes`` in the folded extras) is an effect: that operation fails, and rollback removes it.
+
+    >>> from brsm.engine.fold import new_state
+    >>> from brsm.errors import LockHeld, RemoteError
+    >>> st = new_state("backup"); st.started, st.attempts = ["LOCKED"], 1
+    >>> is_refusal(st, "LOCKED", LockHeld("locked")), is_refusal(st, "LOCKED", RemoteError("ssh dropped"))
+    (True, False)
+    >>> st.started = ["LOCKED", "SNAPSHOTTED"]; is_refusal(st, "SNAPSHOTTED", LockHeld("locked"))
+    False
+    """
+    if not isinstance(exc, BrsmError) or isinstance(exc, Interrupted) or not getattr(exc, "refusal", False):
+        return False
+    if st.extra.get("probes") or st.completed or st.undone:
+        return False
+    if failed_at == PREFLIGHT:
+        return not st.started
+    return st.started == [failed_at] and st.attempts == 1
+
+
 class Runner:
     """Creates, runs, resumes and rolls back operations of one workflow against one journal."""
 
@@ -310,7 +337,7 @@ class Runner:
             attached = False
             try:
                 if mode == "rollback":
-                    if st.phase == PHASE_ROLLED_BACK:
+                    if st.phase in (PHASE_ROLLED_BACK, PHASE_REFUSED):
                         return st
                     if st.phase == PHASE_DONE:
                         raise UsageError(
@@ -342,7 +369,7 @@ class Runner:
                         raise
                     await self._rollback(ctx, model)
                     return st
-                if st.phase == PHASE_DONE:
+                if st.phase in (PHASE_DONE, PHASE_REFUSED):
                     return st
                 if st.phase in (PHASE_ROLLED_BACK, PHASE_ROLLING_BACK):
                     raise UsageError(
@@ -377,6 +404,12 @@ class Runner:
                     exc = self._interruption(caught)
                     if isinstance(exc, Interrupted):
                         self.interrupted_step = failed_at
+                    if is_refusal(st, failed_at, exc):
+                        self._append(ctx, ev.OPERATION_REFUSED, _error_facts(failed_at, exc))
+                        await model.trigger("refuse")
+                        if exc is not caught:
+                            raise exc from caught
+                        raise
                     self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
                     if model.state not in ("FAILED",):
                         await model.trigger("fail")

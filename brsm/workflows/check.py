@@ -20,7 +20,8 @@ from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import direct, services, topology
 from brsm.workflows.common import discover_topology
 from brsm.workflows.layout import lease_path
-from brsm.workflows.lease import host_clock, is_stale, read_holder
+from brsm.errors import InvalidLease
+from brsm.workflows.lease import host_clock, invalid_lease, is_stale, lease_exists, read_holder, too_far_ahead
 
 # a data path with less free space than this is reported full (a checkpoint alone needs room)
 FULL_BELOW = 1 << 30
@@ -45,6 +46,8 @@ class CheckPorts:
     install_dir: Callable[[str], str]
     configured_install_dir: Callable[[str], str | None]
     storage: Storage | None = None
+    # the config's metad hosts: where the lease is looked for when metad does not answer
+    meta_hosts: tuple[str, ...] = ()
 
 
 def _fail(name: str, e: BaseException) -> CheckResult:
@@ -134,25 +137,43 @@ async def _space(p: CheckPorts, svc: dict[str, Any]) -> list[CheckResult]:
 
 
 async def _lease(p: CheckPorts, topo: dict[str, Any]) -> list[CheckResult]:
+    return await lease_results(p.hosts, [(m["host"], m["root"]) for m in topo["meta"]])
+
+
+async def lease_results(hosts: HostsPort, metas: list[tuple[str, str]]) -> list[CheckResult]:
+    """The lease at each (metad host, its root): free, held (by whom, and where that run's journal is),
+    stale (whose run is gone, and what brings back a cluster its restore stopped) or invalid."""
     out = []
-    for m in topo["meta"]:
-        h = p.hosts.host(m["host"])
-        path = lease_path(m["root"])
-        what = f"lease on {m['host']}"
+    for host, root in metas:
+        h = hosts.host(host)
+        path = lease_path(root)
+        what = f"lease on {host}"
         try:
-            if not await h.exists(path):
+            if not await lease_exists(h, path):
                 out.append(CheckResult(what, True, "free"))
                 continue
             holder = await read_holder(h, path)
             now = await host_clock(h)
+        except InvalidLease as e:
+            bad = invalid_lease(host, path, e.message)
+            out.append(CheckResult(what, False, bad.message, bad.hint))
+            continue
         except BrsmError as e:
             out.append(_fail(what, e))
             continue
-        if holder is not None and not is_stale(holder, now):
-            out.append(CheckResult(what, False, f"held by {holder.describe()}", "wait for that run to finish"))
+        far = too_far_ahead(holder, now) if holder is not None else None
+        if far is not None:
+            bad = invalid_lease(host, path, far)
+            out.append(CheckResult(what, False, bad.message, bad.hint))
+        elif holder is not None and not is_stale(holder, now):
+            out.append(CheckResult(what, False, f"held by {holder.describe()}", holder.where_to_continue()))
+        elif holder is not None:
+            back = (f"; if that restore stopped the cluster, `brsm rollback {holder.op_id}` in its journal "
+                    f"({holder.journal}) brings it back" if holder.kind == "restore" else "")
+            out.append(CheckResult(what, True, f"stale: {holder.describe()}, whose run is gone (the next run "
+                                               f"takes it over){back}"))
         else:
-            out.append(CheckResult(what, True, "stale (the next run takes it over)" if holder else
-                                   "a dir without holder (taken over by the next run)"))
+            out.append(CheckResult(what, True, "a dir without holder (taken over by the next run)"))
     return out
 
 
@@ -162,7 +183,10 @@ async def run_checks(p: CheckPorts) -> list[CheckResult]:
         hosts = await _addresses(p)
         results.append(CheckResult("metad", True, f"answers; {len(hosts)} host(s) listed"))
     except BrsmError as e:
-        return [_fail("metad", e)]  # nothing else can be known without metad
+        # Nothing else can be known without metad but the lease (over SSH, at each configured metad's
+        # install dir): a run that stopped the cluster and died still names itself there.
+        guess = {"meta": [{"host": h, "root": p.install_dir(h)} for h in p.meta_hosts]}
+        return [_fail("metad", e), *await _lease(p, guess)]
     results.extend(await asyncio.gather(*(_ssh(p, h) for h in sorted(hosts))))
     results.append(await _agents(p, hosts))
     try:

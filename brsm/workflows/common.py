@@ -11,7 +11,7 @@ from brsm.engine import events as ev
 from brsm.engine.runner import StepContext, who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder
+from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
 from brsm.workflows.layout import lease_path
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
@@ -335,6 +335,9 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
         def took_over(host: str, holder: LeaseInfo) -> None:
             ctx.record(LEASE_BROKEN, {"host": host, "holder": holder.describe(), "holder_op": holder.op_id,
                                       "holder_ref": holder.owner})
+            progress = getattr(ctx.ports, "progress", None)
+            if progress is not None:  # said, not only journaled: what the dead run left is now nobody's
+                progress.note(takeover_note(host, holder, ctx.params.get("journal_id"), ctx.params.get("config")))
 
         def lost(host: str, holder: LeaseInfo | None, why: str) -> None:
             ctx.record(LEASE_LOST, {"host": host, "why": why, "holder": holder.describe() if holder else None,
@@ -344,8 +347,10 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
                 abort(lease_lost_error(ctx, host, holder, why))
 
         ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.params.get("lease_ttl") or 300
+        from brsm.home import brsm_home
+
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
-                      on_lost=lost, ttl=float(ttl))
+                      on_lost=lost, ttl=float(ttl), home=str(brsm_home()))
         ctx.runtime["lease"] = lease
     return lease
 

@@ -23,19 +23,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import re
+import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from brsm.errors import LockHeld, RemoteError
+from brsm.errors import InvalidLease, LockHeld, RemoteError
 from brsm.ports import HostPort
 
 TTL = 300.0
 REFRESH_EVERY = 60.0
 ABANDONED_AFTER = 10.0  # seconds a lease dir may show no holder.json before it counts as abandoned
 _POLL = 0.2
+# Every look at a lease on a host is bounded: a FIFO at holder.json, or a dead NFS mount under the
+# metad root, would otherwise hang brsm (and the rollback a signal starts) for ever.
+REMOTE_TIMEOUT = 30.0
+# The longest lease brsm writes (brsm.config MAX_LEASE_TTL), and the clock skew a holder may have on
+# top: an expiry further ahead than that was not written by a brsm and would never go stale.
+MAX_AHEAD = 86400.0 + 3600.0
+_REF = re.compile(r"^(?:[0-9A-Za-z]{1,64}-)?[0-9]{1,18}$")
+_HOLDER_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class LeaseInfo:
     expires: float
     # <journal id>-<op id> (brsm.engine.runner.op_ref); "" in a holder.json an older brsm wrote
     ref: str = ""
+    # BRSM_HOME of the journal that holds it ("" in a holder.json an older brsm wrote): with ``who``
+    # (user@host) it says where `brsm resume N` must run, since operation N of another journal is not it
+    home: str = ""
 
     @property
     def owner(self) -> str:
@@ -55,11 +69,25 @@ class LeaseInfo:
         of one journal is never operation 38 of another."""
         return self.ref or str(self.op_id)
 
+    @property
+    def journal(self) -> str:
+        """Where the holder's journal is: ``user@host:BRSM_HOME`` (``user@host`` from an older brsm)."""
+        return f"{self.who}:{self.home}" if self.home else self.who
+
     def describe(self) -> str:
-        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+        try:
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+        except (OverflowError, ValueError, OSError):  # an expiry no clock reaches (too_far_ahead)
+            until = f"{self.expires:.6g}"
         journal = f" of journal {self.ref.rsplit('-', 1)[0]}" if "-" in self.ref else ""
-        return (f"operation {self.op_id}{journal} ({self.kind}) by {self.who}, pid {self.pid} on {self.machine}, "
+        return (f"operation {self.op_id}{journal} ({self.kind}) by {self.journal}, pid {self.pid} on {self.machine}, "
                 f"until {until}")
+
+    def where_to_continue(self) -> str:
+        """The hint that sends an operator to the holder's own journal, never to their operation N."""
+        at = f" on {self.machine}" + (f" with BRSM_HOME={self.home}" if self.home else " (in that user's BRSM_HOME)")
+        return (f"wait for it to finish; if that process died, `brsm resume {self.op_id}` or "
+                f"`brsm rollback {self.op_id}`, run{at} (its journal), takes its lease back at once")
 
 
 @dataclass(frozen=True)
@@ -71,7 +99,104 @@ class NoHolder(LeaseInfo):
                "killed between creating it and writing its holder)"
 
 
+def holder_problem(raw: object) -> str | None:
+    """Why a decoded ``holder.json`` is not a lease brsm wrote (None: it is). Every field is checked:
+    a pid of 0 or -1 is "alive" to ``kill(pid, 0)``, an expiry of 1e300 never passes, a ref that is not
+    a string breaks every comparison. Keys brsm does not know are ignored (a newer brsm's).
+
+    >>> holder_problem({"op_id": 3, "kind": "backup", "who": "a@b", "machine": "b", "pid": 7, "expires": 1.5e9})
+    >>> holder_problem({"op_id": 3, "kind": "backup", "who": "a@b", "machine": "b", "pid": 0, "expires": 1.5e9})
+    'pid is 0, not a process id'
+    >>> holder_problem({"op_id": 3, "kind": "backup", "who": "a@b", "machine": "b", "pid": 7, "expires": "soon"})
+    "expires is 'soon', not a time"
+    """
+    if not isinstance(raw, dict):
+        return f"it holds {type(raw).__name__} JSON, not an object"
+
+    def integer(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("op_id", "kind", "who", "machine", "pid", "expires"):
+        if key not in raw:
+            return f"it has no {key}"
+    if not integer(raw["op_id"]) or raw["op_id"] < 1:
+        return f"op_id is {raw['op_id']!r:.40}, not an operation id"
+    for key in ("kind", "who", "machine"):
+        if not isinstance(raw[key], str) or not raw[key] or len(raw[key]) > 256 or _control(raw[key]):
+            return f"{key} is {raw[key]!r:.40}, not a name"
+    if not integer(raw["pid"]) or not 1 <= raw["pid"] < 2**31:
+        return f"pid is {raw['pid']!r:.40}, not a process id"
+    e = raw["expires"]
+    if not (integer(e) or isinstance(e, float)) or not math.isfinite(e) or e <= 0:
+        return f"expires is {e!r:.40}, not a time"
+    ref = raw.get("ref", "")
+    if not isinstance(ref, str) or (ref and not _REF.match(ref)):
+        return f"ref is {ref!r:.40}, not <journal id>-<operation id>"
+    home = raw.get("home", "")
+    if not isinstance(home, str) or len(home) > 4096 or _control(home):
+        return f"home is {home!r:.40}, not a path"
+    return None
+
+
+def _control(text: str) -> bool:
+    """Control characters (a terminal escape, a newline) in a name brsm prints: never brsm's own."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def holder_from(raw: object) -> LeaseInfo:
+    """The holder a decoded ``holder.json`` names; ``InvalidLease`` when it is not one brsm wrote."""
+    why = holder_problem(raw)
+    if why is not None:
+        raise InvalidLease(f"holder.json {why}")
+    assert isinstance(raw, dict)
+    known = set(LeaseInfo.__dataclass_fields__)
+    info = LeaseInfo(**{k: v for k, v in raw.items() if k in known})
+    return LeaseInfo(**{**asdict(info), "expires": float(info.expires)})
+
+
+def too_far_ahead(info: LeaseInfo, now: float) -> str | None:
+    """An expiry no brsm writes (further ahead than the longest lease): never stale, so invalid."""
+    if info.expires > now + MAX_AHEAD:
+        return (f"expires {info.expires:.6g}, {(info.expires - now) / 86400:.0f} days ahead of the host's clock "
+                f"(a brsm lease lives at most {(MAX_AHEAD - 3600) / 3600:.0f} h)")
+    return None
+
+
+def invalid_lease(host: str, path: str, why: str) -> InvalidLease:
+    return InvalidLease(
+        f"the cluster lease {host}:{path} is invalid: {why}; brsm cannot tell who holds it",
+        hint=f"make sure no brsm run is using the cluster, then remove it: `ssh {host} {shlex.join(['rm', '-r', path])}` "
+             f"(or `brsm gc --config FILE --confirm`, which removes invalid leases)")
+
+
+def takeover_note(host: str, holder: LeaseInfo, own_journal: str | None, config: str | None) -> str:
+    """What a run says when it takes a dead run's lease over: who it was, what such a run leaves (its
+    snapshot on every storaged, a partial backup; a restore: set-aside data), and what removes it.
+
+    >>> h = LeaseInfo(4, "backup", "alice@ops1", "ops1", 77, 0.0, ref="db53aa00ffee-4", home="/srv/brsm")
+    >>> takeover_note("m1", h, "db53aa00ffee", "/c.toml")  # doctest: +ELLIPSIS
+    'took over the cluster lease on m1 from operation 4 ... its run is gone and may have left its snapshot ... `brsm rollback 4` removes them'
+    """
+    if isinstance(holder, NoHolder):
+        return (f"took over the cluster lease on {host} from {holder.describe()}; it began no snapshot under it")
+    left = ("its snapshot on every storaged (BACKUP_…) and a partial backup in its storage" if holder.kind == "backup"
+            else "a stopped cluster, set-aside data (nebula_brsm_old_…) and staged downloads"
+            if holder.kind == "restore" else "what it was removing, half removed")
+    journal = holder.ref.rsplit("-", 1)[0] if "-" in holder.ref else None
+    if journal is not None and journal == own_journal:
+        todo = f"`brsm rollback {holder.op_id}` removes them"
+    else:
+        where = f" on {holder.machine} with BRSM_HOME={holder.home}" if holder.home else f" on {holder.machine}"
+        gc = f"`brsm gc --config {config}`" if config else "`brsm gc --config FILE`"
+        todo = (f"`brsm rollback {holder.op_id}`{where} removes them, or {gc} lists them and --confirm "
+                f"removes them")
+    return (f"took over the cluster lease on {host} from {holder.describe()}: its run is gone and may have "
+            f"left {left}; {todo}")
+
+
 def _pid_alive(pid: int) -> bool:
+    if pid < 1:  # kill(0) and kill(-1) signal groups: never a sign that one process lives
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,37 +210,95 @@ def is_stale(info: LeaseInfo, now: float | None = None) -> bool:
     """``now`` in the lease host's clock (``Lease`` passes it); this machine's clock when not given."""
     now = time.time() if now is None else now
     if info.expires > now:
-        return False
+        return False  # an expiry too far ahead (too_far_ahead) is never stale either: it is invalid
     if info.machine == socket.gethostname():
         return not _pid_alive(info.pid)
     return True
 
 
-async def read_holder(host: HostPort, path: str) -> LeaseInfo | None:
-    """The holder, or None when there is none (no file, or an unreadable one). A host we cannot
-    reach raises: "could not look" must never pass for "nobody holds it"."""
+async def bounded(aw, host: HostPort, what: str, timeout: float | None = None):
+    """``await aw``, given up after ``REMOTE_TIMEOUT`` s as a RemoteError (a hung mount, a FIFO)."""
+    limit = REMOTE_TIMEOUT if timeout is None else timeout
     try:
-        buf = b""
-        async for chunk in host.open_read(f"{path}/holder.json"):
-            buf += chunk
-        raw = json.loads(buf)
-        known = {f for f in LeaseInfo.__dataclass_fields__}
-        return LeaseInfo(**{k: v for k, v in raw.items() if k in known})
-    except (ValueError, TypeError, AttributeError):
+        return await asyncio.wait_for(aw, limit)
+    except asyncio.TimeoutError:
+        raise RemoteError(f"{host.name}: {what} did not answer within {limit:.0f} s",
+                          host=host.name, hint="a hung mount (NFS) or a FIFO where brsm's lease is? "
+                                               "check that path on the host") from None
+
+
+async def _kind_of(host: HostPort, path: str) -> str:
+    """"file", "none" or "other" (a FIFO, a directory, a device: never opened, an open of a FIFO blocks),
+    asked with `test` over SSH under a timeout, so a hung mount cannot hang brsm."""
+    for flag, kind in (("-f", "file"), ("-e", "other")):
+        r = await host.run(["test", flag, path], check=False, timeout=REMOTE_TIMEOUT)
+        if r.exit_status == 0:
+            return kind
+    return "none"
+
+
+async def _read_small(host: HostPort, path: str) -> bytes:
+    buf = b""
+    async for chunk in host.open_read(path):
+        buf += chunk
+        if len(buf) > _HOLDER_MAX:
+            break
+    return buf
+
+
+async def read_holder(host: HostPort, path: str) -> LeaseInfo | None:
+    """The holder, or None when there is none (no file). A holder.json brsm did not write (not JSON, a
+    field of the wrong type or out of range, a FIFO or a directory in its place) raises ``InvalidLease``:
+    it is reported, never guessed at. A host we cannot reach raises, and so does one that does not answer
+    within ``REMOTE_TIMEOUT``: "could not look" must never pass for "nobody holds it".
+
+    The file's type is asked first (`test` over SSH, under a timeout): SFTP's open of a FIFO blocks the
+    host's sftp-server, and every later file operation of this run on that host with it."""
+    file = f"{path}/holder.json"
+    kind = await _kind_of(host, file)
+    if kind == "none":
         return None
+    if kind == "other":
+        raise InvalidLease("holder.json is not a regular file (a FIFO, a directory?)")
+    try:
+        buf = await bounded(_read_small(host, file), host, f"reading {file}")
     except (RemoteError, OSError):
-        if await host.exists(f"{path}/holder.json"):  # raises in turn when the host is unreachable
-            raise
-        return None
+        if await _kind_of(host, file) == "none":  # removed since (released, taken over); raises when unreachable
+            return None
+        raise
+    if len(buf) > _HOLDER_MAX:
+        raise InvalidLease(f"holder.json is larger than {_HOLDER_MAX >> 10} KiB")
+    try:
+        raw = json.loads(buf)
+    except ValueError:
+        raise InvalidLease("holder.json is not JSON") from None
+    return holder_from(raw)
 
 
 async def _write(host: HostPort, path: str, info: LeaseInfo) -> None:
-    data = json.dumps(asdict(info)).encode()
+    raw = asdict(info)
+    if not raw["home"]:
+        del raw["home"]  # as an older brsm wrote it: nothing to add
+    data = json.dumps(raw).encode()
 
     async def one():
         yield data
 
-    await host.write_file(f"{path}/holder.json", one(), mode=0o600)
+    await bounded(host.write_file(f"{path}/holder.json", one(), mode=0o600), host, f"writing {path}/holder.json")
+
+
+async def lease_exists(host: HostPort, path: str) -> bool:
+    """Whether a lease dir is there (`test -e` under the timeout: a hung mount never hangs the look)."""
+    return await _exists(host, path)
+
+
+async def _exists(host: HostPort, path: str) -> bool:
+    r = await host.run(["test", "-e", path], check=False, timeout=REMOTE_TIMEOUT)
+    return r.exit_status == 0
+
+
+async def _remove(host: HostPort, path: str) -> None:
+    await bounded(host.remove_tree(path), host, f"removing {path}")
 
 
 def lost_by_silence(since_ok: float, period: float, ttl: float) -> bool:
@@ -142,7 +325,7 @@ def parse_remote_clock(text: str) -> float:
 
 async def host_clock(host: HostPort) -> float:
     """The host's clock now (``date`` over SSH): what a lease on that host is judged by."""
-    r = await host.run(["date", "+%s.%N"], check=False)
+    r = await host.run(["date", "+%s.%N"], check=False, timeout=REMOTE_TIMEOUT)
     try:
         return parse_remote_clock(r.stdout)
     except ValueError:
@@ -157,13 +340,14 @@ LostCallback = Callable[[str, "LeaseInfo | None", str], None]
 class Lease:
     def __init__(self, hosts: Sequence[tuple[HostPort, str]], *, op_id: int, kind: str, who: str,
                  ttl: float = TTL, on_takeover: Callable[[str, LeaseInfo], None] | None = None,
-                 ref: str | None = None, on_lost: LostCallback | None = None) -> None:
+                 ref: str | None = None, on_lost: LostCallback | None = None, home: str = "") -> None:
         # Sorted by host name so two runs contend in the same order and cannot deadlock half-way.
         self.hosts = sorted(hosts, key=lambda hp: hp[0].name)
         self.op_id = op_id
         self.ref = ref or str(op_id)  # what ownership is judged by (LeaseInfo.owner)
         self.kind = kind
         self.who = who
+        self.home = home  # BRSM_HOME of this journal: another journal's operator is told where we run
         self.ttl = ttl
         self.on_takeover = on_takeover
         self.on_lost = on_lost
@@ -182,10 +366,18 @@ class Lease:
 
     def _info(self, host: HostPort) -> LeaseInfo:
         return LeaseInfo(self.op_id, self.kind, self.who, socket.gethostname(), os.getpid(),
-                         self.now_on(host) + self.ttl, ref=self.ref if self.ref != str(self.op_id) else "")
+                         self.now_on(host) + self.ttl, ref=self.ref if self.ref != str(self.op_id) else "",
+                         home=self.home)
 
     def mine(self, holder: LeaseInfo | None) -> bool:
         return holder is not None and holder.owner == self.ref
+
+    async def _holder(self, host: HostPort, path: str) -> LeaseInfo | None:
+        """read_holder, with an invalid holder.json reported as the whole lease being invalid."""
+        try:
+            return await read_holder(host, path)
+        except InvalidLease as e:
+            raise invalid_lease(host.name, path, e.message) from None
 
     async def acquire(self) -> None:
         await self.stop_refresh()  # acquiring again (resume re-runs LOCKED) must not leak a refresher
@@ -203,22 +395,22 @@ class Lease:
     async def _acquire_one(self, host: HostPort, path: str) -> None:
         await self._measure_clock(host)
         for _ in range(3):
-            r = await host.run(["mkdir", path], check=False)
+            r = await host.run(["mkdir", path], check=False, timeout=REMOTE_TIMEOUT)
             if r.exit_status == 0:
                 try:
                     await _write(host, path, self._info(host))
                 except BaseException:
                     try:  # ours and empty: do not leave a lease nobody can name
-                        await host.remove_tree(path)
+                        await _remove(host, path)
                     except Exception:  # noqa: BLE001 - the original error matters more
                         pass
                     raise
                 return
             try:
-                holder = await read_holder(host, path)
+                holder = await self._holder(host, path)
             except RemoteError:
                 await asyncio.sleep(0.2)  # a dropped connection: one more look before deciding
-                holder = await read_holder(host, path)
+                holder = await self._holder(host, path)
             if self.mine(holder):
                 await _write(host, path, self._info(host))  # ours from a previous process: refresh
                 return
@@ -227,25 +419,26 @@ class Lease:
                 # stays without a holder for ABANDONED_AFTER s was left by a run killed in between.
                 for _ in range(int(ABANDONED_AFTER / _POLL)):
                     await asyncio.sleep(_POLL)
-                    holder = await read_holder(host, path)
-                    if holder is not None or not await host.exists(path):
+                    holder = await self._holder(host, path)
+                    if holder is not None or not await _exists(host, path):
                         break
                 if holder is None:
-                    if await host.exists(path):
+                    if await _exists(host, path):
                         if self.on_takeover:
                             self.on_takeover(host.name, NoHolder(0, "", "", "", 0, 0.0))
-                        await host.remove_tree(path)
+                        await _remove(host, path)
                     continue  # gone (or removed above): mkdir again
                 if self.mine(holder):
                     await _write(host, path, self._info(host))
                     return
+            far = too_far_ahead(holder, self.now_on(host))
+            if far is not None:
+                raise invalid_lease(host.name, path, far)
             if not is_stale(holder, self.now_on(host)):
-                raise LockHeld(f"cluster is locked by {holder.describe()}",
-                               hint=f"wait for it to finish; if that process died, `brsm resume {holder.op_id}` or "
-                                    f"`brsm rollback {holder.op_id}` takes its lease back at once (from its journal)")
+                raise LockHeld(f"cluster is locked by {holder.describe()}", hint=holder.where_to_continue())
             if self.on_takeover:
                 self.on_takeover(host.name, holder)
-            await host.remove_tree(path)
+            await _remove(host, path)
         raise LockHeld(f"could not take the cluster lease on {host.name}: it keeps changing hands")
 
     async def _refresh_loop(self) -> None:
@@ -258,7 +451,7 @@ class Lease:
                     holder = await read_holder(host, path)
                     if not self.mine(holder):
                         why = "taken over" if holder is not None else "removed"
-                        if holder is None and await host.exists(path):
+                        if holder is None and await _exists(host, path):
                             why = "left without a holder"
                         self._lost(host, holder, why)
                         return
@@ -291,6 +484,9 @@ class Lease:
 
     async def _release_one(self, host: HostPort, path: str) -> None:
         """Remove the lease only when it names this operation: never someone else's."""
-        holder = await read_holder(host, path)
+        try:
+            holder = await read_holder(host, path)
+        except InvalidLease:
+            return  # not a holder this operation wrote: not ours to remove
         if self.mine(holder):
-            await host.remove_tree(path)
+            await _remove(host, path)

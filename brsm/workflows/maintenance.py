@@ -17,7 +17,8 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
-from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder
+from brsm.errors import InvalidLease
+from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder, too_far_ahead
 from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
@@ -41,6 +42,9 @@ class LiveOps:
     journal_id: str | None = None
     # finished restores of this journal run with --keep-old: their set-aside data is the user's, kept
     kept_old: frozenset[str] = frozenset()
+    # backup name -> (op id, ref, the op that broke its lease): unfinished operations whose run is dead
+    # (another run of this journal took their lease over), so what they left is nobody's until rolled back
+    dead: dict[str, tuple[int, str, int]] = field(default_factory=dict)
 
 
 def judge_set_aside(token: str, live: LiveOps, lease_owners: frozenset[str] = frozenset()) -> tuple[str, str]:
@@ -156,8 +160,31 @@ async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple
         h = p.hosts.host(m["host"])
         path = lease_path(m["root"])
         if await h.exists(path):
-            out.append((m["host"], path, await read_holder(h, path), await host_clock(h)))
+            out.append((m["host"], path, await _holder_or_invalid(h, path), await host_clock(h)))
     return out
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    """A lease whose holder.json brsm cannot judge: held (nobody can say its run is dead), listed by gc
+    as ``invalid_lease`` and removed only with --confirm."""
+    why: str
+
+    def describe(self) -> str:
+        return f"an invalid holder.json ({self.why})"
+
+
+async def _holder_or_invalid(h: Any, path: str) -> Any:
+    try:
+        return await read_holder(h, path)
+    except InvalidLease as e:
+        return _Invalid(e.message)
+
+
+def _lease_problem(info: Any, now: float) -> str | None:
+    if isinstance(info, _Invalid):
+        return info.why
+    return too_far_ahead(info, now) if info is not None else None
 
 
 async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
@@ -167,7 +194,7 @@ async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> l
     if p.hosts is None or topology is None:
         return []
     return [info for _host, _path, info, now in await _leases(p, topology)
-            if info is not None and not is_stale(info, now)]
+            if info is not None and (_lease_problem(info, now) is not None or not is_stale(info, now))]
 
 
 async def _marker_owner(storage: Storage, name: str) -> str | None:
@@ -181,7 +208,7 @@ async def _marker_owner(storage: Storage, name: str) -> str | None:
 
 async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
     leases = await live_leases(p, topology)
-    owners = frozenset(i.owner for i in leases)
+    owners = frozenset(i.owner for i in leases if isinstance(i, LeaseInfo))
     held_by = "; ".join(i.describe() for i in leases)
     snapshots: set[str] = set()
     out: list[dict] = []
@@ -191,13 +218,39 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
         out += _orphan_snapshots(p.live, listed, held_by if leases else None)
     if p.storage is not None:
         out += await _orphan_backups(p, owners, held_by if leases else None, snapshots, grace_seconds)
+    out += await dead_run_leftovers(p, owners, snapshots)
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
         for host, path, info, now in await _leases(p, topology):
+            bad = _lease_problem(info, now)
+            if bad is not None:
+                out.append({"kind": "invalid_lease", "host": host, "path": path, "holder": info.describe(),
+                            "why": f"{bad}: nobody can tell whether its run lives; removed only with --confirm"})
+                continue
             if info is None or (is_stale(info, now) and info.owner not in p.live.refs):
                 out.append({"kind": "stale_lease", "host": host, "path": path,
                             "holder": info.describe() if info else "unreadable",
                             "why": "expired and its process is gone" if info else "no holder recorded"})
+    return out
+
+
+async def dead_run_leftovers(p: MaintenancePorts, owners: frozenset[str], snapshots: set[str]) -> list[dict]:
+    """The snapshot and partial backup of an unfinished backup whose lease a later run took over: its
+    run is dead (a live one stops within one refresh of losing its lease), so they are listed, and
+    --confirm removes them, unless that operation holds the lease again (resumed since)."""
+    out: list[dict] = []
+    for name, (op_id, ref, by) in sorted(p.live.dead.items()):
+        if ref in owners:
+            continue
+        why = (f"left by operation {op_id}, whose run is dead (operation {by} took its lease over); "
+               f"`brsm rollback {op_id}` undoes it all, --confirm removes this")
+        if name in snapshots:
+            out.append({"kind": "dead_run_snapshot", "name": name, "op_id": op_id, "why": why})
+        if p.storage is not None:
+            objs = await p.storage.list(f"{name}/")
+            if objs and manifest_key(name) not in {o.key for o in objs}:
+                out.append({"kind": "dead_run_backup", "name": name, "op_id": op_id, "objects": len(objs),
+                            "bytes": sum(o.size for o in objs), "why": why})
     return out
 
 
@@ -314,9 +367,9 @@ NOT_REMOVED = "OrphanNotRemoved"
 async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
     """After a removal: is the orphan still there? (metad may answer SUCCEEDED to a dropSnapshot it did
     not carry out, and a tree can survive `rm -rf` in part.)"""
-    if o["kind"] == "snapshot":
+    if o["kind"] in ("snapshot", "dead_run_snapshot"):
         return o["name"] in {s.name for s in await p.meta.list_snapshots()}
-    if o["kind"] == "incomplete_backup":
+    if o["kind"] in ("incomplete_backup", "dead_run_backup"):
         return bool(await p.storage.list(f"{o['name']}/"))
     return await p.hosts.host(o["host"]).exists(o["path"])
 
@@ -332,7 +385,8 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
     held: list[LeaseInfo] | None = None
     for o in ctx.facts["orphans"]:
         ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease"):
+        if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
+                                              "invalid_lease", "dead_run_snapshot", "dead_run_backup"):
             continue
         if o["kind"] in ("snapshot", "incomplete_backup"):
             if held is None:  # once, right before the first deletion: a run may have taken the lease since the scan
@@ -341,11 +395,11 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
                 ctx.record(NOT_REMOVED, {**_where(o), "why": "the cluster lease was taken since the scan by "
                                                              + "; ".join(h.describe() for h in held)})
                 continue  # left alone, as the scan would have
-        if o["kind"] == "snapshot":
+        if o["kind"] in ("snapshot", "dead_run_snapshot"):
             await p.meta.drop_snapshots([o["name"]])
             if p.hosts is not None:
                 await common.remove_meta_checkpoints(p.meta, p.hosts, [o["name"]], p.progress)
-        elif o["kind"] == "incomplete_backup":
+        elif o["kind"] in ("incomplete_backup", "dead_run_backup"):
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
         elif o["kind"] == "stale_lease":

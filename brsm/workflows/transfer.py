@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError
+from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, VerificationFailed
 from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.workflows.limits import TokenBucket
 
@@ -178,6 +178,8 @@ async def _attempts(what: str, once: Callable[[_Meter], Awaitable[T]], meter: Ca
                 raise
             await asyncio.sleep(0.5 * (attempt + 1))
     assert last is not None
+    if isinstance(last, VerificationFailed):
+        raise last  # the same wrong bytes every time: what is stored is damaged, not the way there
     raise OperationFailed(f"{what} failed {ATTEMPTS} times: {last}", hint=getattr(last, "hint", None)) from last
 
 
@@ -211,9 +213,13 @@ async def download_file(key: str, expected_sha: str | None, size: int, storage: 
             async for block in meter.wrap(storage.get(key)):
                 yield block
             # Raised inside the stream, so the host port drops its temp file and nothing is renamed.
+            # Tried again (bytes can be damaged on the way); the same mismatch every time is a damaged
+            # backup (exit 6), and restoring another one is the way out, not starting this one again.
             if meter.bytes != size or (expected_sha is not None and meter.hexdigest() != expected_sha):
-                raise StorageError(f"{key}: downloaded {meter.bytes} bytes sha256 {meter.hexdigest()[:12]}…, "
-                                   f"manifest says {size} bytes {(expected_sha or 'no checksum')[:12]}…")
+                raise _Redo(VerificationFailed(
+                    f"this backup is damaged: file {key} reads {meter.bytes} bytes sha256 "
+                    f"{meter.hexdigest()[:12]}…, its manifest says {size} bytes {(expected_sha or 'no checksum')[:12]}…",
+                    hint=f"restore another one: `brsm show --storage {storage.uri}`"))
 
         await host.write_file(dest, checked())
 

@@ -98,3 +98,17 @@ def test_resume_and_rollback_never_point_at_each_other(toy_world):
     with pytest.raises(UsageError) as ei:
         drive.continue_operation(1, "rollback", out=Output(as_json=False))
     assert "brsm rollback" not in ei.value.hint and "brsm resume 1" in ei.value.hint
+
+
+def test_a_refused_operations_hint_about_another_journals_operation_is_kept():
+    """Operation 1 of this journal refused because operation 1 of another journal holds the lease: the
+    hint naming `brsm resume 1` (there) must not be taken for this operation and dropped."""
+    from brsm.cli.hints import with_next_step
+    from brsm.engine.fold import PHASE_REFUSED, new_state
+    from brsm.errors import LockHeld
+
+    st = new_state("backup")
+    st.phase = PHASE_REFUSED
+    hint = "wait for it to finish; if that process died, `brsm resume 1` or `brsm rollback 1`, run on ops1 with BRSM_HOME=/a (its journal), takes its lease back at once"
+    e = with_next_step(LockHeld("cluster is locked by operation 1 of journal db53", hint=hint), 1, st)
+    assert e.hint == hint

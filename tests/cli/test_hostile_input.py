@@ -213,10 +213,11 @@ def test_a_cleanup_of_a_missing_backup_is_refused_before_its_step_and_rollback_c
     assert f"no backup named {name}" in one_error(code, out, err, 2)
     (op_id, kind, params, target), = operations(home)
     assert kind == "cleanup" and target == f"local://{store}"
-    code, out, err = run(capsys, "resume", str(op_id))
-    assert f"no backup named {name}" in one_error(code, out, err, 2)
-    code, out, err = run(capsys, "rollback", str(op_id))
-    assert code == 0 and "rolled back" in out, err
+    # refused before its step: finished, so resume and rollback have nothing to do (and say so)
+    for mode, verb in (("resume", "resume"), ("rollback", "roll back")):
+        code, out, err = run(capsys, mode, str(op_id))
+        assert code == 0 and f"was refused" in out and f"no backup named {name}" in out, (out, err)
+        assert f"nothing to {verb}" in out
     # a refusal before any step holds the name for nothing: the next cleanup is not "in use" by it
     code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
     assert "in use" not in one_error(code, out, err, 2)
@@ -238,11 +239,27 @@ def test_storage_from_the_config_is_pinned_and_resume_refuses_another(home, tmp_
         code, out, err = run(capsys, mode, str(op_id), "--storage", f"local://{b}")
         msg = one_error(code, out, err, 2)
         assert f"refusing to {mode} operation {op_id} on local://{b}: it was started on local://{a}" in msg
-    code, out, err = run(capsys, "resume", str(op_id))  # runs on A again (and fails its preflight again)
-    assert code == 4 and f"now says storage.default = local://{b}" in out and f"continues on local://{a}" in out
+    code, out, err = run(capsys, "resume", str(op_id))  # refused at its start: nothing to resume, on A
+    assert code == 0 and f"now says storage.default = local://{b}" in out and f"continues on local://{a}" in out
+    assert "nothing to resume" in out
     code, out, err = run(capsys, "resume", str(op_id), "--storage", f"local://{a}/")
-    assert code == 4, err  # the same storage: allowed
+    assert code == 0, err  # the same storage: allowed
     assert not b.exists()
+
+
+def test_the_storage_default_note_appears_only_when_the_config_changed(home, tmp_path, capsys):
+    """Started with --storage B while the config said A: the config did not change since, so no note."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(UNREACHABLE + f'[storage]\ndefault = "local://{a}"\n')
+    run(capsys, "start", "backup", "--config", str(cfg), "--storage", f"local://{b}")
+    (op_id, _, params, target), = operations(home)
+    assert target == f"local://{b}" and json.loads(params)["storage_default"] == f"local://{a}"
+    code, out, err = run(capsys, "resume", str(op_id))
+    assert code == 0 and "storage.default" not in out, out
+    cfg.write_text(UNREACHABLE + f'[storage]\ndefault = "local://{tmp_path / "C"}"\n')  # now it did change
+    code, out, err = run(capsys, "resume", str(op_id))
+    assert code == 0 and f"now says storage.default = local://{tmp_path / 'C'}" in out, out
 
 
 # -- issue 13, class 4: a symlink named like a backup ---------------------------------------------------------

@@ -89,6 +89,7 @@ def test_an_operation_that_never_started_can_be_closed_without_its_config(tmp_pa
     capsys.readouterr()
     assert main(["ops", "--json"]) == 0
     op = json.loads(capsys.readouterr().out)[0]
-    assert op["state"] == "FAILED"
+    assert op["state"] == "REFUSED" and op["finished"]  # refused before anything: finished, no action needed
     assert main(["rollback", str(op["id"]), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["state"] == "ROLLED_BACK"
+    res = json.loads(capsys.readouterr().out)
+    assert res["state"] == "REFUSED" and res["nothing_to_do"] is True

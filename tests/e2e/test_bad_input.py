@@ -142,7 +142,7 @@ def journal_with_failed_op(sandbox, tmp_path_factory):
             "--spaces", "nope", home=d / "home")
     assert p.returncode == 4, p.stderr[-2000:]
     op = last_op(env, d / "home")
-    assert op["state"] == "FAILED"
+    assert op["state"] == "REFUSED"  # refused by its preflight: finished, nothing to resume
     con = sqlite3.connect(d / "home" / "journal.db")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole journal in one file, to copy
     con.close()
@@ -480,7 +480,7 @@ def test_restore_refuses_a_damaged_backup_before_touching_the_cluster(sandbox, d
     assert env.checksum() == data, "the cluster's data changed"
     cluster_clean(env)
     assert tree(store) == before
-    assert last_op(env)["state"] in ("FAILED", "ROLLED_BACK")
+    assert last_op(env)["state"] == "REFUSED"  # refused before it touched anything: needs no action
 
 
 # -- a meta address that is not metad ----------------------------------------------------------------
@@ -780,5 +780,5 @@ def test_expired_lease_of_a_live_process_is_still_refused(sandbox, tmp_path):
         import shutil
 
         shutil.rmtree(lease)
-    assert last_op(env)["state"] == "ROLLED_BACK"
+    assert last_op(env)["state"] == "REFUSED"  # a lock refusal did nothing: nothing was rolled back
     cluster_clean(env)

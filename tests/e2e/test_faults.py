@@ -103,7 +103,7 @@ def test_host_down_is_a_preflight_failure(sandbox, tmp_path):
         cluster.host_up(str(env.root), "storage3")
     assert snapshots(env) == [] and leases(env) == []
     op = env.ok("ops")[0]
-    assert op["state"] == "FAILED"  # the attempt is journaled: PLANNED -> FAILED with the cause
+    assert op["state"] == "REFUSED"  # the attempt is journaled: PLANNED -> REFUSED with the cause
 
 
 def test_second_run_is_refused_while_the_lease_is_held(sandbox, tmp_path):

@@ -24,6 +24,28 @@ async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> by
     return await st.get_bytes(key)
 
 
+def closest(name: str, names: list[str]) -> list[str]:
+    """The backup names nearest a mistyped one (a digit off in the timestamp, a case slip).
+
+    >>> closest("BACKUP_2026_11_24_15_23_35", ["BACKUP_2026_11_24_15_23_34", "BACKUP_2025_01_01_00_00_00"])
+    ['BACKUP_2026_11_24_15_23_34']
+    """
+    import difflib
+
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.8)
+
+
+async def _refuse_absent(ctx: StepContext, name: str) -> None:
+    """No object at all under ``<name>/``: there is no such backup (not an incomplete one)."""
+    st = _p(ctx).storage
+    if await st.list(f"{name}/"):
+        return
+    names = [d.rstrip("/") for d in await st.list_dirs("")]
+    near = closest(name, names)
+    raise PreflightFailed(f"no backup named {name} in {st.uri}" + (f" (closest: {', '.join(near)})" if near else ""),
+                          hint=f"see `brsm show --storage {st.uri}` for the backups there")
+
+
 async def manifest(ctx: StepContext) -> dict[str, Any]:
     """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled``),
     never read from storage again once it is; before that (preflight, CHECKED, or a restore
@@ -38,9 +60,11 @@ async def manifest(ctx: StepContext) -> dict[str, Any]:
         except ObjectNotFound as e:
             cached = await _nebula_br_manifest(ctx, name)
             if cached is None:
+                await _refuse_absent(ctx, name)
                 raise PreflightFailed(
                     f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {_p(ctx).storage.uri}: "
-                    "it is incomplete", hint="see `brsm show --storage URI` for complete backups") from e
+                    "it is incomplete", hint=f"see `brsm show --storage {_p(ctx).storage.uri}` for complete "
+                                             "backups") from e
         else:
             try:
                 cached = catalog.parse_manifest(raw, name)
