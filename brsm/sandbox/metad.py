@@ -38,7 +38,7 @@ from nebula3.fbthrift.util import Serializer
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
-from brsm.sandbox import control, layout
+from brsm.sandbox import control, layout, schema
 from brsm.sandbox.flags import parse_hostport
 
 EC = common.ErrorCode
@@ -70,7 +70,8 @@ _BIN = TBinaryProtocol.TBinaryProtocolFactory()
 
 
 def _i32(n: int) -> bytes:
-    return n.to_bytes(4, "big", signed=True)
+    """An id as MetaKeyUtils appends it: its bytes in the machine's order (reinterpret_cast)."""
+    return schema.i32(n)
 
 
 def _now_ms() -> int:
@@ -167,7 +168,7 @@ class Faults:
 # the handler
 
 
-class MetaHandler:
+class MetaHandler(schema.SchemaRPCs):
     """Implements the RPCs. Every method takes the request struct and returns the response."""
 
     def __init__(self, svc: "MetaDaemon") -> None:
@@ -188,6 +189,10 @@ class MetaHandler:
     def _get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
 
+    def _batch(self) -> Any:
+        """A batch of writes for ``self.db.write`` (replicated by the meta Raft when there are peers)."""
+        return rocksdict.WriteBatch(raw_mode=True)
+
     def _leader(self) -> common.HostAddr:
         return control.host_addr(self.svc.leader)
 
@@ -207,16 +212,16 @@ class MetaHandler:
         out = {}
         for k, v in self._prefix(T_SPACES):
             desc = Serializer.deserialize(_BIN, v, meta.SpaceDesc())
-            out[int.from_bytes(k[len(T_SPACES):], "big", signed=True)] = desc
+            out[schema.from_i32(k[len(T_SPACES):])] = desc
         return out
 
     def _space_id(self, name: bytes) -> int | None:
         v = self._get(T_INDEX + b"\x01" + _b(name))
-        return None if v is None else int.from_bytes(v, "big", signed=True)
+        return None if v is None else schema.from_i32(v)
 
     def _parts(self, space_id: int) -> dict[int, list[str]]:
         prefix = T_PARTS + _i32(space_id)
-        return {int.from_bytes(k[len(prefix):], "big", signed=True): json.loads(v)
+        return {schema.from_i32(k[len(prefix):]): json.loads(v)
                 for k, v in self._prefix(prefix)}
 
     def _hosts(self) -> dict[str, dict[str, Any]]:
@@ -231,7 +236,7 @@ class MetaHandler:
 
     def _next_id(self) -> int:
         raw = self._get(T_ID)
-        nxt = (int.from_bytes(raw, "big") if raw else 0) + 1
+        nxt = (schema.from_i32(raw) if raw else 0) + 1
         self.db[T_ID] = _i32(nxt)
         return nxt
 
@@ -306,7 +311,7 @@ class MetaHandler:
                 if self._get(T_MACHINES + _b(addr)) is not None:
                     self.svc.log.error("The host %s have existed!", addr)
                     return self._err(meta.ExecResp, EC.E_EXISTED)
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             for addr in hosts:
                 wb.put(T_MACHINES + _b(addr), b"")
                 host, port = parse_hostport(addr)
@@ -352,7 +357,7 @@ class MetaHandler:
             return self._err(meta.ExecResp, EC.E_INVALID_PARM if len(names) < 2 else EC.E_ZONE_NOT_FOUND)
         hosts = [h for n in names for h in zones[n]]
         with self.lock:
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             for n in names:
                 wb.delete(T_ZONES + _b(n))
             wb.put(T_ZONES + _b(req.zone_name), _b(", ".join(hosts)))
@@ -447,7 +452,7 @@ class MetaHandler:
             props.charset_name = props.charset_name or b"utf8"
             props.collate_name = props.collate_name or b"utf8_bin"
             sid = self._next_id()
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             wb.put(T_SPACES + _i32(sid), Serializer.serialize(_BIN, props))
             wb.put(T_INDEX + b"\x01" + _b(props.space_name), _i32(sid))
             wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))  # LastUpdateTimeMan::update
@@ -471,37 +476,23 @@ class MetaHandler:
         return self._ok(meta.ListSpacesResp, spaces=items)
 
     def dropSpace(self, req: meta.DropSpaceReq) -> Any:
+        """src/meta/processors/parts/DropSpaceProcessor.cpp: removes the space's meta keys
+        (schema.drop_space_keys: tags, edges, indexes and their name keys stay behind) and never calls a
+        storaged: each running storaged notices the space is gone and removes its dir itself
+        (NebulaStore::removeSpace under ``auto_remove_invalid_space``)."""
         with self.lock:
             sid = self._space_id(req.space_name)
             if sid is None:
                 if req.if_exists:
                     return self._ok(meta.ExecResp)
                 return self._err(meta.ExecResp, EC.E_SPACE_NOT_FOUND)
-            owners = sorted({h for hs in self._parts(sid).values() for h in hs})
-            wb = rocksdict.WriteBatch(raw_mode=True)
-            wb.delete(T_SPACES + _i32(sid))
-            wb.delete(T_INDEX + b"\x01" + _b(req.space_name))
-            for k, _ in self._prefix(T_PARTS + _i32(sid)):
+            wb = self._batch()
+            for k in schema.drop_space_keys(self._prefix, sid, _b(req.space_name)):
                 wb.delete(k)
             wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))
             self.db.write(wb)
-        for addr in owners:
-            try:
-                self._storage_call(addr, "/drop_space", {"space_id": sid}, timeout=30)
-            except Exception as exc:  # noqa: BLE001 - storaged cleans up what it can
-                self.svc.log.warning("drop_space %d on %s failed: %s", sid, addr, exc)
-        self.svc.log.info("dropped space %s id %d", req.space_name, sid)
+        self.svc.log.info("Drop space %s, id %d", _s(req.space_name), sid)
         return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
-
-    def listTags(self, req: meta.ListTagsReq) -> Any:  # the stand-in keeps no schemas
-        if req.space_id not in self._spaces():
-            return self._err(meta.ListTagsResp, EC.E_SPACE_NOT_FOUND)
-        return self._ok(meta.ListTagsResp, tags=[])
-
-    def listEdges(self, req: meta.ListEdgesReq) -> Any:
-        if req.space_id not in self._spaces():
-            return self._err(meta.ListEdgesResp, EC.E_SPACE_NOT_FOUND)
-        return self._ok(meta.ListEdgesResp, edges=[])
 
     def getPartsAlloc(self, req: meta.GetPartsAllocReq) -> Any:
         if req.space_id not in self._spaces():
@@ -666,14 +657,17 @@ class MetaHandler:
         wanted = {_i32(s) for s in space_ids}
         names = {sid: self._spaces()[sid].space_name for sid in space_ids}
         files = []
-        tables = SPACE_TABLES + (SYSTEM_TABLES if all_spaces else ()) + SYSTEM_INFO + (T_INDEX,)
+        tables = SPACE_TABLES + schema.SCHEMA_TABLES + (SYSTEM_TABLES if all_spaces else ()) + SYSTEM_INFO + (T_INDEX,)
         for table in tables:
             rows = self._prefix(table)
-            if table in (T_SPACES, T_PARTS):
+            if table in SPACE_TABLES + schema.SCHEMA_TABLES:
                 rows = [(k, v) for k, v in rows if k[len(table):len(table) + 4] in wanted]
             elif table == T_INDEX:
+                # MetaServiceUtils::backupIndexTable: the chosen spaces' name keys, and the tag, edge
+                # and index name keys of those spaces
                 idx_names = {T_INDEX + b"\x01" + _b(n) for n in names.values()}
-                rows = [(k, v) for k, v in rows if k in idx_names]
+                rows = [(k, v) for k, v in rows
+                        if k in idx_names or (k[len(T_INDEX)] != schema.SPACE and schema.index_entry_space(k)[1] in space_ids)]
             if not rows:
                 continue  # E_BACKUP_EMPTY_TABLE: an empty table is skipped
             fname = f"{_s(table)}.sst"
@@ -734,7 +728,7 @@ class MetaHandler:
             except Exception as exc:  # noqa: BLE001
                 self.svc.log.error("restoreMeta: ingest failed: %s", exc)
                 return self._err(R, EC.E_RESTORE_FAILURE)
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = rocksdict.WriteBatch(raw_mode=True)  # local: restoreMeta bypasses Raft
             for k, v in self._prefix(T_PARTS):
                 hosts = json.loads(v)
                 new = [mapping.get(h, h) for h in hosts]
@@ -757,9 +751,7 @@ class MetaHandler:
                 wb.delete(T_MACHINES + _b(m))
             for m in old_machines:
                 wb.put(T_MACHINES + _b(mapping.get(m, m)), b"")
-            for addr, info in self._hosts().items():
-                if addr in mapping and info["role"] == meta.HostRole.STORAGE:
-                    wb.delete(T_HOSTS + _b(addr))  # the new host re-registers by heartbeat
+            # RestoreProcessor.cpp rewrites parts, zones and machines; it never touches __hosts__
             self.db.write(wb)
             self.db.flush()
         # RestoreProcessor.cpp: after a successful ingest every input file is unlink()ed, so the

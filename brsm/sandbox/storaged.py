@@ -307,6 +307,25 @@ class Storaged(layout.Service):
             if beats % 5 == 0:
                 self.owned.clear()  # re-read part ownership from metad now and then (restoreMeta moves parts)
             self._beat()
+            self._remove_invalid_spaces()
+
+    def _remove_invalid_spaces(self) -> None:
+        """NebulaStore::removeSpace, which MetaClient's cache refresh calls for a space metad no longer
+        has: with ``--auto_remove_invalid_space`` (default true) the space's dirs go. metad's
+        dropSpace never calls a storaged; this is how a dropped space leaves the disk."""
+        if self.flags.str("auto_remove_invalid_space", "true").lower() in ("false", "0", "no"):
+            return
+        with self.space_lock:
+            sids = sorted({sid for sid, _ in self.dbs})
+        for sid in sids:
+            try:
+                self._refresh_owned(sid)
+            except layout.HTTPError as exc:
+                if exc.body.get("code") == common.ErrorCode.E_SPACE_NOT_FOUND:
+                    self.log.info("space %d is gone from metad: removing its data", sid)
+                    self._drop_space({"space_id": sid})
+            except Exception as exc:  # noqa: BLE001 - metad unreachable: try again next beat
+                self.log.debug("space %d check failed: %s", sid, exc)
 
     def shutdown(self) -> None:
         with self.space_lock:
@@ -640,6 +659,7 @@ class Storaged(layout.Service):
             for dp in self.data_paths:
                 shutil.rmtree(layout.space_data_dir(dp, sid), ignore_errors=True)
                 shutil.rmtree(self.wal_dir(dp, sid), ignore_errors=True)
+                shutil.rmtree(layout.space_dir(dp, sid), ignore_errors=True)  # NebulaStore::removeSpaceDir: the engine's root
         self.log.info("dropped space %d", sid)
         return {"dropped": sid}
 
