@@ -38,7 +38,7 @@ from nebula3.fbthrift.util import Serializer
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
-from brsm.sandbox import control, layout, schema
+from brsm.sandbox import control, layout, raft, schema
 from brsm.sandbox.flags import parse_hostport
 
 EC = common.ErrorCode
@@ -191,7 +191,7 @@ class MetaHandler(schema.SchemaRPCs):
 
     def _batch(self) -> Any:
         """A batch of writes for ``self.db.write`` (replicated by the meta Raft when there are peers)."""
-        return rocksdict.WriteBatch(raw_mode=True)
+        return raft.Batch() if self.svc.raft is not None else rocksdict.WriteBatch(raw_mode=True)
 
     def _leader(self) -> common.HostAddr:
         return control.host_addr(self.svc.leader)
@@ -801,7 +801,11 @@ class HandlerProxy:
             if impl is None:
                 self._svc.log.warning("unsupported RPC %s", rpc)
                 return self._h._err(cls, getattr(EC, "E_UNSUPPORTED", EC.E_INVALID_OPERATION))
-            return impl(req)
+            try:
+                return impl(req)
+            except raft.RaftError as exc:  # the write did not reach a majority (or leadership went)
+                self._svc.log.warning("%s: %s", rpc, exc)
+                return self._h._err(cls, EC.E_LEADER_CHANGED)
 
         return call
 
@@ -930,10 +934,25 @@ class MetaDaemon(layout.Service):
         self.is_leader = self.addr == self.leader
         self.faults = Faults()
         self.db: rocksdict.Rdict | None = None
+        self.raft: raft.MetaRaft | None = None
+        self._raft_routes()
         self.route("GET", "/fault", lambda b, q: {"faults": self.faults.list()})
         self.route("POST", "/fault", lambda b, q: self.faults.add(layout.json_body(b)))
         self.route("GET", "/hosts", lambda b, q: {"hosts": self.handler._hosts(),
                                                  "machines": self.handler._machines()})
+
+    def _raft_routes(self) -> None:
+        """The meta Raft's messages between metads (brsm.sandbox.raft), and the leader-change fault."""
+        def need() -> raft.MetaRaft:
+            if self.raft is None:
+                raise layout.HTTPError(409, "this metad runs without Raft peers")
+            return self.raft
+        self.route("GET", "/raft/state", lambda b, q: need().state())
+        self.route("POST", "/raft/append", lambda b, q: need().on_append(layout.json_body(b)))
+        self.route("POST", "/raft/snapshot", lambda b, q: need().on_snapshot(layout.json_body(b)))
+        self.route("POST", "/raft/vote", lambda b, q: need().on_vote(layout.json_body(b)))
+        self.route("POST", "/raft/step_down",
+                   lambda b, q: need().step_down(float(layout.json_body(b).get("seconds", 30))))
 
     def dir_info(self) -> common.DirInfo:
         """GetMetaDirInfoProcessor.cpp: root = the working directory (boost current_path), which
@@ -953,17 +972,26 @@ class MetaDaemon(layout.Service):
         opts.create_if_missing(True)
         self.db = rocksdict.Rdict(path, opts)
         raw = self.db.get(K_CLUSTER_ID)
-        if raw is None:
+        if raw is None and (len(self.meta_addrs) == 1 or self.is_leader):
+            # MetaDaemonInit.cpp: the leader makes the id (with peers it then replicates it); a follower
+            # on fresh data has none until the leader's log or snapshot brings it
             self.cluster_id = random.randint(1, 2**62)
             self.db[K_CLUSTER_ID] = self.cluster_id.to_bytes(8, "big")
         else:
-            self.cluster_id = int.from_bytes(raw, "big")
+            self.cluster_id = int.from_bytes(raw, "big") if raw else 0
+        if len(self.meta_addrs) > 1:
+            hb = float(self.flags.str("raft_heartbeat_interval_secs", "2"))
+            self.raft = raft.MetaRaft(self, self.db, self.meta_addrs, self.addr, self.data_path, hb)
+            self.db = raft.ReplicatedDB(self.db, self.raft)
+            self.raft.start()
         self.handler = MetaHandler(self)
         srv = make_thrift_server(self)
         self.serve_in_thread(srv, "thrift")
 
     def shutdown(self) -> None:
         self.faults.clear()
+        if self.raft is not None:
+            self.raft.stop.set()
         if self.db is not None:
             self.db.close()
             self.db = None
