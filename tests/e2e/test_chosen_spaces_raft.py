@@ -166,3 +166,4 @@ def test_chosen_spaces_restore_refuses_to_move_a_host_of_the_cluster(raft3, tmp_
     assert p.returncode == 4, p.stderr[-1500:]
     assert "cannot move a storage host of this cluster" in p.stderr
     assert env.checksum() == before
+

@@ -48,8 +48,20 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
             names = [posixpath.basename(f) for f in m["meta_files"]]
             await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
         await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
+    leftovers = await partial_meta.leftover_keys(ctx, m, own_sst) if own_sst is not None else set()
+    if leftovers:  # tombstones only, no host pairs: the parts were mapped by the first ingest
+        blob = p.meta_sst.write({}, leftovers)
+        for mh in ctx.extra["topology"]["meta"]:
+            ingest = posixpath.join(placement.meta_restore_dir(mh["data_paths"][0], ctx.ref), "ingest")
+            path = posixpath.join(ingest, partial_meta.LEFTOVERS_NAME)
+            h = p.hosts.host(mh["host"])
+            if await h.exists(path):
+                await h.remove_tree(path)
+            await h.write_file(path, _chunks(blob))
+            await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [path], [])
     return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped,
-            **({"meta_ingested": "the chosen spaces' keys only (brsm's SST)"} if own_sst is not None else {})}
+            **({"meta_ingested": "the chosen spaces' keys only (brsm's SST)",
+                "leftover_schema_removed": len(leftovers)} if own_sst is not None else {})}
 
 
 async def _chunks(blob: bytes):

@@ -24,6 +24,7 @@ from brsm.workflows.restore.context import ports as _p
 
 META_INGEST_BUILT = "MetaIngestBuilt"  # the SST built for the chosen spaces (base64), reused by a resume
 INGEST_NAME = "brsm_chosen_spaces.sst"
+LEFTOVERS_NAME = "brsm_leftover_schema.sst"
 # RaftPart.cpp: a follower applies a committed entry when the next heartbeat carries the commit id
 # (--raft_heartbeat_interval_secs, 5 s by default); nebula-br sleeps 10 s before restoreMeta for the same reason
 SETTLE_SECONDS = 10.0
@@ -99,3 +100,15 @@ async def build(ctx: StepContext, m: dict[str, Any]) -> bytes:
 
 def reduce_built(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("meta_ingest", d)
+
+
+async def leftover_keys(ctx: StepContext, m: dict[str, Any], ingested: bytes) -> set[bytes]:
+    """Schema keys a restored space lists that the ingested SST does not hold: what a space dropped
+    since the backup left behind (DropSpaceProcessor keeps tags, edges and indexes), which no listing
+    could show while the space was gone and which reappear with it."""
+    p = _p(ctx)
+    want = set(p.meta_sst.read([ingested]))
+    extra: set[bytes] = set()
+    for sid in sorted(int(s) for s in m["spaces"]):
+        extra |= meta_ingest.live_keys(sid, await p.meta.list_schema(sid)) - want
+    return extra

@@ -73,3 +73,22 @@ def test_a_host_of_the_cluster_maps_to_itself_or_the_restore_is_refused():
     why = refusal([("a:9779", "b:9779"), ("b:9779", "a:9779")], cluster)
     assert why and "a:9779 → b:9779" in why and "every space" in why
     assert moved_cluster_hosts([("a:9779", "c:9779")], cluster) == [("a:9779", "c:9779")]
+
+
+async def test_schema_a_dropped_space_left_behind_is_found_after_the_ingest():
+    """A space dropped since the backup: its leftover schema (DropSpaceProcessor keeps it) could not be
+    listed before the ingest; once the space is back, what it lists beyond the ingested SST is found."""
+    from types import SimpleNamespace
+
+    from brsm.workflows.restore.partial_meta import leftover_keys
+
+    class Meta:
+        async def list_schema(self, sid: int) -> SpaceSchema:
+            return SpaceSchema(tags=((6, "t", 0), (20, "made_then_dropped", 0)), edges=((7, "e", 0),),
+                               indexes=((8, "i"),))
+
+    codec = RocksMetaSst()
+    p = mi.plan(backup_rows(), {5: "s"}, {}, {}, now_ms=1)  # the space was not live: nothing listed
+    ctx = SimpleNamespace(ports=SimpleNamespace(meta=Meta(), meta_sst=codec))
+    extra = await leftover_keys(ctx, {"spaces": {"5": "s"}}, codec.write(p.puts, p.deletes))
+    assert extra == {mi.tag_key(5, 20, 0), mi.name_key(mi.TAG, 5, "made_then_dropped")}
