@@ -73,6 +73,23 @@ class ListedHost:
         return self.status == "ONLINE"
 
 
+@dataclass(frozen=True)
+class SpaceSchema:
+    """A space's schema as metad lists it (listTags, listEdges, listTagIndexes, listEdgeIndexes)."""
+
+    tags: tuple[tuple[int, str, int], ...] = ()  # (tag id, name, version)
+    edges: tuple[tuple[int, str, int], ...] = ()  # (edge type, name, version)
+    indexes: tuple[tuple[int, str], ...] = ()  # (index id, name), tag and edge indexes
+
+
+@runtime_checkable
+class MetaSstCodec(Protocol):
+    """Reads and writes the SST files metad exports and ingests (RocksDB's table format)."""
+
+    def read(self, blobs: Sequence[bytes]) -> dict[bytes, bytes]: ...
+    def write(self, puts: dict[bytes, bytes], deletes: set[bytes]) -> bytes: ...
+
+
 @runtime_checkable
 class MetaPort(Protocol):
     async def list_cluster(self) -> list[ServiceInfo]: ...
@@ -85,6 +102,7 @@ class MetaPort(Protocol):
     async def list_snapshots(self) -> list[Snapshot]: ...
     async def drop_snapshots(self, names: Sequence[str]) -> None: ...  # one call per name; a missing one is fine
     async def drop_space(self, name: str) -> None: ...
+    async def list_schema(self, space_id: int) -> SpaceSchema: ...
     async def restore_meta(self, addr: HostAddr, files: Sequence[str], host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None: ...
     async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]: ...
     async def close(self) -> None: ...

@@ -129,11 +129,12 @@ async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Bu
 
 async def build_restore(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
     from brsm.adapters.meta_codec import created_backup, decode_backup_meta
+    from brsm.adapters.meta_sst import RocksMetaSst
     from brsm.workflows.restore import RestorePorts, workflow
 
     c = open_cluster_parts(params, out)
     ports = c.ports(RestorePorts, decode_meta=lambda b: created_backup(decode_backup_meta(b)),
-                    configured_install_dir=c.cfg.configured_install_dir)
+                    configured_install_dir=c.cfg.configured_install_dir, meta_sst=RocksMetaSst())
     return Built(workflow(), ports, [c.storage, c.meta, c.hosts])
 
 

@@ -26,7 +26,7 @@ from nebula3.meta import ttypes as meta
 
 from brsm.adapters.meta_codec import created_backup, drop_snapshot_req, encode_backup_meta, release, text
 from brsm.errors import MetaError
-from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot, SpaceSchema
 
 __all__ = ["ThriftMeta", "error_name"]
 
@@ -465,6 +465,16 @@ class ThriftMeta:
 
     async def drop_space(self, name: str) -> None:
         await self._call("dropSpace", meta.DropSpaceReq(space_name=name.encode(), if_exists=True))
+
+    async def list_schema(self, space_id: int) -> SpaceSchema:
+        tags = await self._call("listTags", meta.ListTagsReq(space_id=space_id))
+        edges = await self._call("listEdges", meta.ListEdgesReq(space_id=space_id))
+        tag_idx = await self._call("listTagIndexes", meta.ListTagIndexesReq(space_id=space_id))
+        edge_idx = await self._call("listEdgeIndexes", meta.ListEdgeIndexesReq(space_id=space_id))
+        return SpaceSchema(
+            tags=tuple((int(t.tag_id), text(t.tag_name), int(t.version or 0)) for t in tags.tags or []),
+            edges=tuple((int(e.edge_type), text(e.edge_name), int(e.version or 0)) for e in edges.edges or []),
+            indexes=tuple((int(i.index_id), text(i.index_name)) for i in (tag_idx.items or []) + (edge_idx.items or [])))
 
     async def restore_meta(self, addr: HostAddr, files: Sequence[str],
                            host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None:

@@ -14,7 +14,7 @@ from nebula3.meta import ttypes as meta
 from brsm.adapters.meta_codec import created_backup, encode_backup_meta, make_backup_meta
 from brsm.errors import MetaError
 from brsm.fakes.cluster import FakeCluster, SnapshotModel
-from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot
+from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot, SpaceSchema
 
 EC = common.ErrorCode
 # The fake's own words for a failure, written apart from ThriftMeta's error mapping: a fake that shared
@@ -229,6 +229,13 @@ class FakeMeta:
             for dp in c.storage_paths[addr]:
                 for sub in ("data", "wal"):
                     m.remove_tree(f"{dp}/nebula/{sid}/{sub}")
+
+    async def list_schema(self, space_id: int) -> SpaceSchema:
+        """The fake cluster keeps no schemas."""
+        await self._enter("listTags")
+        if space_id not in self.c.spaces:
+            raise self._fail("listTags", EC.E_SPACE_NOT_FOUND)
+        return SpaceSchema()
 
     async def restore_meta(self, addr: HostAddr, files: Sequence[str],
                            host_pairs: Sequence[tuple[HostAddr, HostAddr]]) -> None:

@@ -290,6 +290,24 @@ def fault_meta(ctx: typer.Context,
     _emit({"metad": r}, json_, f"metad fault set on {len(r)} metad: {rpc}")
 
 
+@fault_app.command("meta-leader")
+def fault_meta_leader(ctx: typer.Context, dir: DirOpt = None,
+                      hold: Annotated[float, typer.Option(help="Seconds the old leader stands for no election.")] = 30.0,
+                      json_: JsonOpt = False) -> None:
+    """Force a meta Raft leader change: the leader steps down, a follower is elected with what its log holds."""
+    from brsm.sandbox import cluster, meta_raft_faults
+    r = meta_raft_faults.force_leader_change(cluster.require_state(_dir(dir, ctx)), hold=hold)
+    _emit(r, json_, f"meta leader {r['old_leader']} -> {r['new_leader']}")
+
+
+@fault_app.command("meta-stop")
+def fault_meta_stop(ctx: typer.Context, host: HostArg, dir: DirOpt = None, json_: JsonOpt = False) -> None:
+    """Stop one metad (nebula.service stop metad); with peers left a majority elects a leader."""
+    from brsm.sandbox import cluster, meta_raft_faults
+    r = meta_raft_faults.stop_metad(cluster.require_state(_dir(dir, ctx)), host)
+    _emit(r, json_, f"{host}: metad {'stopped' if r['stopped'] else 'not stopped: ' + r['output']}")
+
+
 @fault_app.command("checkpoint")
 def fault_checkpoint(ctx: typer.Context,
                      host: Annotated[str, typer.Argument(help="Storage host name, or 'all'.")] = "all",

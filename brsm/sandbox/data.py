@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Any
 
+from nebula3.fbthrift.protocol import TBinaryProtocol
 from nebula3.fbthrift.transport import TTransport
+from nebula3.fbthrift.util import Serializer
+from nebula3.common import ttypes as common
 from nebula3.meta import ttypes as meta
 
 from brsm.sandbox.errors import SandboxFailure
@@ -86,7 +89,47 @@ def ensure_spaces(client: control.MetaClient, names: list[str], partition_num: i
         resp = control.check(client.createSpace(meta.CreateSpaceReq(properties=desc, if_not_exists=True)),
                              f"createSpace {name}")
         out[name] = resp.id.get_space_id()
+    for sid in out.values():
+        ensure_schema(client, sid)
     return out
+
+
+# what ``sandbox load`` defines in each space, as an application would (CREATE TAG / EDGE / TAG INDEX)
+SCHEMA = {"tags": {b"person": [b"name", b"age"], b"company": [b"name"]}, "edges": {b"follow": [b"degree"]},
+          "tag_indexes": {b"i_person_name": (b"person", [b"name"])}}
+
+
+def _columns(names: list[bytes]) -> meta.Schema:
+    return meta.Schema(columns=[meta.ColumnDef(name=n, type=meta.ColumnTypeDef(type=common.PropertyType.STRING))
+                                for n in names])
+
+
+def ensure_schema(client: control.MetaClient, sid: int) -> None:
+    """The sandbox schema in one space (``if_not_exists``: a second load keeps what is there)."""
+    for name, cols in SCHEMA["tags"].items():
+        control.check(client.createTag(meta.CreateTagReq(space_id=sid, tag_name=name, schema=_columns(cols),
+                                                         if_not_exists=True)), f"createTag {name!r}")
+    for name, cols in SCHEMA["edges"].items():
+        control.check(client.createEdge(meta.CreateEdgeReq(space_id=sid, edge_name=name, schema=_columns(cols),
+                                                           if_not_exists=True)), f"createEdge {name!r}")
+    for name, (tag, fields) in SCHEMA["tag_indexes"].items():
+        control.check(client.createTagIndex(meta.CreateTagIndexReq(
+            space_id=sid, index_name=name, tag_name=tag, fields=[meta.IndexFieldDef(name=f) for f in fields],
+            if_not_exists=True)), f"createTagIndex {name!r}")
+
+
+def schema_digest(client: control.MetaClient, sid: int) -> str:
+    """A digest of a space's schema as metad lists it: tags, edges, tag and edge indexes with their ids."""
+    proto = TBinaryProtocol.TBinaryProtocolFactory()
+    h = hashlib.sha256()
+    for rpc, req, field in (("listTags", meta.ListTagsReq(space_id=sid), "tags"),
+                            ("listEdges", meta.ListEdgesReq(space_id=sid), "edges"),
+                            ("listTagIndexes", meta.ListTagIndexesReq(space_id=sid), "items"),
+                            ("listEdgeIndexes", meta.ListEdgeIndexesReq(space_id=sid), "items")):
+        resp = control.check(client.call(rpc, req), rpc)
+        for blob in sorted(Serializer.serialize(proto, item) for item in getattr(resp, field) or []):
+            h.update(rpc.encode() + len(blob).to_bytes(4, "big") + blob)
+    return h.hexdigest()
 
 
 def topology(client: control.MetaClient, space_id: int) -> Topology:
@@ -277,6 +320,7 @@ def checksum(meta_addr: str, transport: str = "buffered") -> dict[str, str]:
                 if d:
                     digests[pid] = d
             h = hashlib.sha256()
+            h.update(f"schema:{schema_digest(client, sid)}\n".encode())  # the schema is part of the space
             for pid in sorted(digests):
                 h.update(f"{pid}:{digests[pid]}\n".encode())
             out[item.name.decode()] = h.hexdigest()

@@ -40,7 +40,7 @@ from nebula3.fbthrift.util.Decorators import process_method as thrift_process_me
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
-from brsm.sandbox import control, layout
+from brsm.sandbox import control, layout, raft, schema
 from brsm.sandbox.flags import parse_hostport
 
 EC = common.ErrorCode
@@ -72,7 +72,8 @@ _BIN = TBinaryProtocol.TBinaryProtocolFactory()
 
 
 def _i32(n: int) -> bytes:
-    return n.to_bytes(4, "big", signed=True)
+    """An id as MetaKeyUtils appends it: its bytes in the machine's order (reinterpret_cast)."""
+    return schema.i32(n)
 
 
 def _now_ms() -> int:
@@ -281,7 +282,7 @@ def install_wire(processor: Any, wire: Wire) -> None:
 # the handler
 
 
-class MetaHandler:
+class MetaHandler(schema.SchemaRPCs):
     """Implements the RPCs. Every method takes the request struct and returns the response."""
 
     def __init__(self, svc: "MetaDaemon") -> None:
@@ -302,6 +303,10 @@ class MetaHandler:
     def _get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
 
+    def _batch(self) -> Any:
+        """A batch of writes for ``self.db.write`` (replicated by the meta Raft when there are peers)."""
+        return raft.Batch() if self.svc.raft is not None else rocksdict.WriteBatch(raw_mode=True)
+
     def _leader(self) -> common.HostAddr:
         return control.host_addr(self.svc.leader)
 
@@ -321,16 +326,16 @@ class MetaHandler:
         out = {}
         for k, v in self._prefix(T_SPACES):
             desc = Serializer.deserialize(_BIN, v, meta.SpaceDesc())
-            out[int.from_bytes(k[len(T_SPACES):], "big", signed=True)] = desc
+            out[schema.from_i32(k[len(T_SPACES):])] = desc
         return out
 
     def _space_id(self, name: bytes) -> int | None:
         v = self._get(T_INDEX + b"\x01" + _b(name))
-        return None if v is None else int.from_bytes(v, "big", signed=True)
+        return None if v is None else schema.from_i32(v)
 
     def _parts(self, space_id: int) -> dict[int, list[str]]:
         prefix = T_PARTS + _i32(space_id)
-        return {int.from_bytes(k[len(prefix):], "big", signed=True): json.loads(v)
+        return {schema.from_i32(k[len(prefix):]): json.loads(v)
                 for k, v in self._prefix(prefix)}
 
     def _hosts(self) -> dict[str, dict[str, Any]]:
@@ -345,7 +350,7 @@ class MetaHandler:
 
     def _next_id(self) -> int:
         raw = self._get(T_ID)
-        nxt = (int.from_bytes(raw, "big") if raw else 0) + 1
+        nxt = (schema.from_i32(raw) if raw else 0) + 1
         self.db[T_ID] = _i32(nxt)
         return nxt
 
@@ -420,7 +425,7 @@ class MetaHandler:
                 if self._get(T_MACHINES + _b(addr)) is not None:
                     self.svc.log.error("The host %s have existed!", addr)
                     return self._err(meta.ExecResp, EC.E_EXISTED)
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             for addr in hosts:
                 wb.put(T_MACHINES + _b(addr), b"")
                 host, port = parse_hostport(addr)
@@ -466,7 +471,7 @@ class MetaHandler:
             return self._err(meta.ExecResp, EC.E_INVALID_PARM if len(names) < 2 else EC.E_ZONE_NOT_FOUND)
         hosts = [h for n in names for h in zones[n]]
         with self.lock:
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             for n in names:
                 wb.delete(T_ZONES + _b(n))
             wb.put(T_ZONES + _b(req.zone_name), _b(", ".join(hosts)))
@@ -561,7 +566,7 @@ class MetaHandler:
             props.charset_name = props.charset_name or b"utf8"
             props.collate_name = props.collate_name or b"utf8_bin"
             sid = self._next_id()
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = self._batch()
             wb.put(T_SPACES + _i32(sid), Serializer.serialize(_BIN, props))
             wb.put(T_INDEX + b"\x01" + _b(props.space_name), _i32(sid))
             wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))  # LastUpdateTimeMan::update
@@ -585,37 +590,23 @@ class MetaHandler:
         return self._ok(meta.ListSpacesResp, spaces=items)
 
     def dropSpace(self, req: meta.DropSpaceReq) -> Any:
+        """src/meta/processors/parts/DropSpaceProcessor.cpp: removes the space's meta keys
+        (schema.drop_space_keys: tags, edges, indexes and their name keys stay behind) and never calls a
+        storaged: each running storaged notices the space is gone and removes its dir itself
+        (NebulaStore::removeSpace under ``auto_remove_invalid_space``)."""
         with self.lock:
             sid = self._space_id(req.space_name)
             if sid is None:
                 if req.if_exists:
                     return self._ok(meta.ExecResp)
                 return self._err(meta.ExecResp, EC.E_SPACE_NOT_FOUND)
-            owners = sorted({h for hs in self._parts(sid).values() for h in hs})
-            wb = rocksdict.WriteBatch(raw_mode=True)
-            wb.delete(T_SPACES + _i32(sid))
-            wb.delete(T_INDEX + b"\x01" + _b(req.space_name))
-            for k, _ in self._prefix(T_PARTS + _i32(sid)):
+            wb = self._batch()
+            for k in schema.drop_space_keys(self._prefix, sid, _b(req.space_name)):
                 wb.delete(k)
             wb.put(T_LAST_UPDATE, _now_ms().to_bytes(8, "little", signed=True))
             self.db.write(wb)
-        for addr in owners:
-            try:
-                self._storage_call(addr, "/drop_space", {"space_id": sid}, timeout=30)
-            except Exception as exc:  # noqa: BLE001 - storaged cleans up what it can
-                self.svc.log.warning("drop_space %d on %s failed: %s", sid, addr, exc)
-        self.svc.log.info("dropped space %s id %d", req.space_name, sid)
+        self.svc.log.info("Drop space %s, id %d", _s(req.space_name), sid)
         return self._ok(meta.ExecResp, id=meta.ID(space_id=sid))
-
-    def listTags(self, req: meta.ListTagsReq) -> Any:  # the stand-in keeps no schemas
-        if req.space_id not in self._spaces():
-            return self._err(meta.ListTagsResp, EC.E_SPACE_NOT_FOUND)
-        return self._ok(meta.ListTagsResp, tags=[])
-
-    def listEdges(self, req: meta.ListEdgesReq) -> Any:
-        if req.space_id not in self._spaces():
-            return self._err(meta.ListEdgesResp, EC.E_SPACE_NOT_FOUND)
-        return self._ok(meta.ListEdgesResp, edges=[])
 
     def getPartsAlloc(self, req: meta.GetPartsAllocReq) -> Any:
         if req.space_id not in self._spaces():
@@ -780,14 +771,17 @@ class MetaHandler:
         wanted = {_i32(s) for s in space_ids}
         names = {sid: self._spaces()[sid].space_name for sid in space_ids}
         files = []
-        tables = SPACE_TABLES + (SYSTEM_TABLES if all_spaces else ()) + SYSTEM_INFO + (T_INDEX,)
+        tables = SPACE_TABLES + schema.SCHEMA_TABLES + (SYSTEM_TABLES if all_spaces else ()) + SYSTEM_INFO + (T_INDEX,)
         for table in tables:
             rows = self._prefix(table)
-            if table in (T_SPACES, T_PARTS):
+            if table in SPACE_TABLES + schema.SCHEMA_TABLES:
                 rows = [(k, v) for k, v in rows if k[len(table):len(table) + 4] in wanted]
             elif table == T_INDEX:
+                # MetaServiceUtils::backupIndexTable: the chosen spaces' name keys, and the tag, edge
+                # and index name keys of those spaces
                 idx_names = {T_INDEX + b"\x01" + _b(n) for n in names.values()}
-                rows = [(k, v) for k, v in rows if k in idx_names]
+                rows = [(k, v) for k, v in rows
+                        if k in idx_names or (k[len(T_INDEX)] != schema.SPACE and schema.index_entry_space(k)[1] in space_ids)]
             if not rows:
                 continue  # E_BACKUP_EMPTY_TABLE: an empty table is skipped
             fname = f"{_s(table)}.sst"
@@ -875,7 +869,7 @@ class MetaHandler:
             except Exception as exc:  # noqa: BLE001
                 self.svc.log.error("restoreMeta: ingest failed: %s", exc)
                 return self._err(R, EC.E_RESTORE_FAILURE)
-            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb = rocksdict.WriteBatch(raw_mode=True)  # local: restoreMeta bypasses Raft
             for k, v in self._prefix(T_PARTS):
                 hosts = json.loads(v)
                 new = [mapping.get(h, h) for h in hosts]
@@ -898,9 +892,7 @@ class MetaHandler:
                 wb.delete(T_MACHINES + _b(m))
             for m in old_machines:
                 wb.put(T_MACHINES + _b(mapping.get(m, m)), b"")
-            for addr, info in self._hosts().items():
-                if addr in mapping and info["role"] == meta.HostRole.STORAGE:
-                    wb.delete(T_HOSTS + _b(addr))  # the new host re-registers by heartbeat
+            # RestoreProcessor.cpp rewrites parts, zones and machines; it never touches __hosts__
             self.db.write(wb)
             self.db.flush()
         # RestoreProcessor.cpp: after a successful ingest every input file is unlink()ed, so the
@@ -952,7 +944,11 @@ class HandlerProxy:
             if impl is None:
                 self._svc.log.warning("unsupported RPC %s", rpc)
                 return self._h._err(cls, getattr(EC, "E_UNSUPPORTED", EC.E_INVALID_OPERATION))
-            return impl(req)
+            try:
+                return impl(req)
+            except raft.RaftError as exc:  # the write did not reach a majority (or leadership went)
+                self._svc.log.warning("%s: %s", rpc, exc)
+                return self._h._err(cls, EC.E_LEADER_CHANGED)
 
         return call
 
@@ -1083,10 +1079,25 @@ class MetaDaemon(layout.Service):
         self.faults = Faults()
         self.wire = Wire(control.build_version(self.flags))
         self.db: rocksdict.Rdict | None = None
+        self.raft: raft.MetaRaft | None = None
+        self._raft_routes()
         self.route("GET", "/fault", lambda b, q: {"faults": self.faults.list()})
         self.route("POST", "/fault", lambda b, q: self.faults.add(layout.json_body(b)))
         self.route("GET", "/hosts", lambda b, q: {"hosts": self.handler._hosts(),
                                                  "machines": self.handler._machines()})
+
+    def _raft_routes(self) -> None:
+        """The meta Raft's messages between metads (brsm.sandbox.raft), and the leader-change fault."""
+        def need() -> raft.MetaRaft:
+            if self.raft is None:
+                raise layout.HTTPError(409, "this metad runs without Raft peers")
+            return self.raft
+        self.route("GET", "/raft/state", lambda b, q: need().state())
+        self.route("POST", "/raft/append", lambda b, q: need().on_append(layout.json_body(b)))
+        self.route("POST", "/raft/snapshot", lambda b, q: need().on_snapshot(layout.json_body(b)))
+        self.route("POST", "/raft/vote", lambda b, q: need().on_vote(layout.json_body(b)))
+        self.route("POST", "/raft/step_down",
+                   lambda b, q: need().step_down(float(layout.json_body(b).get("seconds", 30))))
 
     def dir_info(self) -> common.DirInfo:
         """GetMetaDirInfoProcessor.cpp: root = the working directory (boost current_path), which
@@ -1106,17 +1117,26 @@ class MetaDaemon(layout.Service):
         opts.create_if_missing(True)
         self.db = rocksdict.Rdict(path, opts)
         raw = self.db.get(K_CLUSTER_ID)
-        if raw is None:
+        if raw is None and (len(self.meta_addrs) == 1 or self.is_leader):
+            # MetaDaemonInit.cpp: the leader makes the id (with peers it then replicates it); a follower
+            # on fresh data has none until the leader's log or snapshot brings it
             self.cluster_id = random.randint(1, 2**62)
             self.db[K_CLUSTER_ID] = self.cluster_id.to_bytes(8, "big")
         else:
-            self.cluster_id = int.from_bytes(raw, "big")
+            self.cluster_id = int.from_bytes(raw, "big") if raw else 0
+        if len(self.meta_addrs) > 1:
+            hb = float(self.flags.str("raft_heartbeat_interval_secs", "2"))
+            self.raft = raft.MetaRaft(self, self.db, self.meta_addrs, self.addr, self.data_path, hb)
+            self.db = raft.ReplicatedDB(self.db, self.raft)
+            self.raft.start()
         self.handler = MetaHandler(self)
         srv = make_thrift_server(self)
         self.serve_in_thread(srv, "thrift")
 
     def shutdown(self) -> None:
         self.faults.clear()
+        if self.raft is not None:
+            self.raft.stop.set()
         if self.db is not None:
             self.db.close()
             self.db = None

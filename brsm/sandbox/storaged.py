@@ -35,7 +35,7 @@ import rocksdict
 from nebula3.common import ttypes as common
 from nebula3.meta import ttypes as meta
 
-from brsm.sandbox import control, layout
+from brsm.sandbox import control, layout, part_cleanup
 from brsm.sandbox.flags import parse_hostport
 
 TYPE_VERTEX = 1
@@ -273,7 +273,41 @@ class Storaged(layout.Service):
             for entry in sorted(os.listdir(root)):
                 if entry.isdigit() and int(entry) > 0 and os.path.isdir(layout.space_data_dir(dp, int(entry))):
                     self.ensure_space(int(entry))
+        self._remove_unassigned_parts()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def _remove_unassigned_parts(self) -> None:
+        """NebulaStore::loadPartFromDataPath: every part found on disk that meta no longer assigns to
+        this host is removed (RocksEngine::removePart: its system keys, here the part's commit key;
+        its data keys stay in RocksDB); a space meta no longer has is removed with its dir
+        (``auto_remove_invalid_space``)."""
+        with self.space_lock:
+            sids = sorted({sid for sid, _ in self.dbs})
+        for sid in sids:
+            try:
+                resp = HeartbeatClient(self.meta_addrs).call("getPartsAlloc", meta.GetPartsAllocReq(space_id=sid))
+            except Exception as exc:  # noqa: BLE001 - metad unreachable: nothing is removed on a guess
+                self.log.warning("space %d: parts not checked against metad: %s", sid, exc)
+                continue
+            if resp.code == common.ErrorCode.E_SPACE_NOT_FOUND:
+                if self.flags.str("auto_remove_invalid_space", "true").lower() not in ("false", "0", "no"):
+                    self.log.info("space %d does not exist in meta any more: removing its data", sid)
+                    self._drop_space({"space_id": sid})
+                continue
+            if resp.code != common.ErrorCode.SUCCEEDED:
+                continue
+            assigned = {pid for pid, hosts in (resp.parts or {}).items()
+                        if any(control.fmt_addr(h) == self.addr for h in hosts)}
+            for pid in part_cleanup.unassigned(self._local_parts(sid, resp.parts or {}), assigned):
+                self.log.info("Part %d of space %d is not in balancing and does not exist in meta any more, "
+                              "will remove it!", pid, sid)
+                self.db_for(sid, pid).delete(commit_key(pid))
+                self.part_state.pop((sid, pid), None)
+
+    def _local_parts(self, sid: int, meta_parts: dict[int, Any]) -> set[int]:
+        """RocksEngine::allParts: the parts with a system key on this host's engines."""
+        top = max([int(p) for p in meta_parts] + [0])
+        return {pid for pid in range(1, top + 1) if self.db_for(sid, pid).get(commit_key(pid)) is not None}
 
     def _beat(self) -> bool:
         """MetaClient::heartbeat for role STORAGE: while its cluster id is 0 it reads ``--cluster_id_path``
@@ -307,6 +341,25 @@ class Storaged(layout.Service):
             if beats % 5 == 0:
                 self.owned.clear()  # re-read part ownership from metad now and then (restoreMeta moves parts)
             self._beat()
+            self._remove_invalid_spaces()
+
+    def _remove_invalid_spaces(self) -> None:
+        """NebulaStore::removeSpace, which MetaClient's cache refresh calls for a space metad no longer
+        has: with ``--auto_remove_invalid_space`` (default true) the space's dirs go. metad's
+        dropSpace never calls a storaged; this is how a dropped space leaves the disk."""
+        if self.flags.str("auto_remove_invalid_space", "true").lower() in ("false", "0", "no"):
+            return
+        with self.space_lock:
+            sids = sorted({sid for sid, _ in self.dbs})
+        for sid in sids:
+            try:
+                self._refresh_owned(sid)
+            except layout.HTTPError as exc:
+                if exc.body.get("code") == common.ErrorCode.E_SPACE_NOT_FOUND:
+                    self.log.info("space %d is gone from metad: removing its data", sid)
+                    self._drop_space({"space_id": sid})
+            except Exception as exc:  # noqa: BLE001 - metad unreachable: try again next beat
+                self.log.debug("space %d check failed: %s", sid, exc)
 
     def shutdown(self) -> None:
         with self.space_lock:
@@ -640,6 +693,7 @@ class Storaged(layout.Service):
             for dp in self.data_paths:
                 shutil.rmtree(layout.space_data_dir(dp, sid), ignore_errors=True)
                 shutil.rmtree(self.wal_dir(dp, sid), ignore_errors=True)
+                shutil.rmtree(layout.space_dir(dp, sid), ignore_errors=True)  # NebulaStore::removeSpaceDir: the engine's root
         self.log.info("dropped space %d", sid)
         return {"dropped": sid}
 

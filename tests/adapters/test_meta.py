@@ -272,3 +272,14 @@ async def test_pooled_connection_survives_metad_restart(cluster, tmp_path):
         if cluster.procs["meta2"].popen is None:
             cluster.start("meta2")
         await m.close()
+
+
+async def test_list_schema(cluster, mc):
+    """listTags, listEdges, listTagIndexes and listEdgeIndexes of one space, as ids, names, versions."""
+    data.load(cluster.meta.addr, spaces=1, size_bytes=1 << 16, seed=4)
+    sid = (await mc.list_spaces())["space1"]
+    s = await mc.list_schema(sid)
+    assert {n for _, n, _ in s.tags} >= {"person", "company"} and {n for _, n, _ in s.edges} >= {"follow"}
+    assert "i_person_name" in {n for _, n in s.indexes}
+    ids = [i for i, _, _ in s.tags] + [i for i, _, _ in s.edges] + [i for i, _ in s.indexes]
+    assert len(ids) == len(set(ids)) and all(v == 0 for _, _, v in s.tags)

@@ -152,7 +152,9 @@ def test_create_backup_list_and_drop(cluster, loaded, transport):
         assert sorted(s.space.space_name for s in bm.space_backups.values()) == [b"space1", b"space2"]
         assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == sorted(
             ["__spaces__.sst", "__index__.sst", "__parts__.sst", "__id__.sst", "__machines__.sst",
-             "__zones__.sst", "__last_update_time__.sst"])
+             "__zones__.sst", "__last_update_time__.sst",
+             # the schema `sandbox load` creates in each space (MetaKeyUtils' space tables)
+             "__tags__.sst", "__edges__.sst", "__indexes__.sst", "__local_id__.sst"])
         _check_backup_on_disk(cluster, bm)
         name = bm.backup_name
         snaps = {s.name: s for s in c.listSnapshots(meta.ListSnapshotsReq()).snapshots}
@@ -178,7 +180,8 @@ def test_partial_backup_and_unknown_space(cluster, loaded):
         assert [s.space.space_name for s in bm.space_backups.values()] == [b"space2"]
         # MetaKeyUtils.cpp: __id__ and __last_update_time__ go into every backup, system tables only into all-spaces ones
         assert sorted(os.path.basename(f.decode()) for f in bm.meta_files) == [
-            "__id__.sst", "__index__.sst", "__last_update_time__.sst", "__parts__.sst", "__spaces__.sst"]
+            "__edges__.sst", "__id__.sst", "__index__.sst", "__indexes__.sst", "__last_update_time__.sst",
+            "__local_id__.sst", "__parts__.sst", "__spaces__.sst", "__tags__.sst"]
         _check_backup_on_disk(cluster, bm)
         # the exported SST holds only space2
         sst = os.path.join(layout.meta_checkpoint_dir(str(cluster.meta.data_paths[0]), bm.backup_name.decode()),
@@ -186,7 +189,10 @@ def test_partial_backup_and_unknown_space(cluster, loaded):
         tmp = str(cluster.base / "sstcheck")
         db = rocksdict.Rdict(tmp, rocksdict.Options(raw_mode=True))
         db.ingest_external_file([sst])
-        assert [k for k in db.keys()] == [b"__index__\x01space2"]
+        sid2 = resp.meta.space_backups and next(iter(bm.space_backups))
+        keys = list(db.keys())  # space2's name key and the name keys of its tags, edges and indexes
+        assert b"__index__\x01space2" in keys and b"__index__\x01space1" not in keys
+        assert all(k[9] == 1 or int.from_bytes(k[10:14], "little") == sid2 for k in keys)
         db.close()
         shutil.rmtree(tmp)
         assert c.dropSnapshot(meta.DropSnapshotReq(names=[bm.backup_name])).code == EC.SUCCEEDED
@@ -317,6 +323,11 @@ def test_drop_space_removes_storage_data(cluster, loaded):
         assert all(os.path.isdir(d) for d in dirs)
         assert c.dropSpace(meta.DropSpaceReq(space_name=b"space3")).code == EC.SUCCEEDED
         assert c.getSpace(meta.GetSpaceReq(space_name=b"space3")).code == EC.E_SPACE_NOT_FOUND
+        # metad never calls storaged (DropSpaceProcessor.cpp): each storaged notices the space is gone
+        # and removes its dir itself (NebulaStore::removeSpace), about a heartbeat later
+        deadline = time.monotonic() + 15
+        while any(os.path.exists(d) for d in dirs) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert not any(os.path.exists(d) for d in dirs)
         assert c.dropSpace(meta.DropSpaceReq(space_name=b"space3")).code == EC.E_SPACE_NOT_FOUND
         assert c.dropSpace(meta.DropSpaceReq(space_name=b"space3", if_exists=True)).code == EC.SUCCEEDED

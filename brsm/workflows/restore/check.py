@@ -9,7 +9,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
-from brsm.workflows.restore import placement, source
+from brsm.workflows.restore import partial_meta, placement, source
 from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
@@ -119,6 +119,8 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
     pairs = _pairs(ctx, m, topo)
     _check_topology(m, topo, pairs)
+    if not m.get("all_spaces", True):
+        await partial_meta.check(ctx, pairs, topo)
     source.check_keys(ctx.params["name"], m)
     # Verify the backup before touching the cluster.
     present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}

@@ -7,7 +7,7 @@ from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, Interrupted, OperationFailed, PreflightFailed
-from brsm.ports import MetaPort, HostsPort, Progress, Storage
+from brsm.ports import MetaPort, MetaSstCodec, HostsPort, Progress, Storage
 from brsm.workflows import services
 from brsm.workflows.restore import placement
 
@@ -42,6 +42,9 @@ class RestorePorts:
     # the install dir the config names for a host, None when it names none (flags only, or a host not
     # listed): then the daemon's own root (its working dir: nebula.service starts it in the install dir)
     configured_install_dir: Callable[[str], str | None] | None = None
+    # writes the meta SST a restore of chosen spaces ingests (restore.partial_meta); None: the older way,
+    # drop the chosen spaces and ingest the backup's tables (the in-process fakes keep no SSTs)
+    meta_sst: MetaSstCodec | None = None
 
 
 def ports(ctx: StepContext) -> RestorePorts:

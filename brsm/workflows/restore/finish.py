@@ -12,7 +12,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import common
-from brsm.workflows.restore import control, placement, proof, source, stage
+from brsm.workflows.restore import control, partial_meta, placement, proof, source, stage
 from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
 
@@ -26,7 +26,11 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     await control.ensure_down(ctx, "META_RESTORED", control.ALL_DOWN if ctx.mode == "run" else control.STARTED_BY_US)
     await control.start(ctx, "metad")
     await control.wait_meta(ctx)
-    dropped = await _drop_chosen_spaces(ctx, m) if partial(ctx) else []
+    own_sst = None
+    if partial(ctx) and p.meta_sst is not None:
+        await partial_meta.settle(ctx)
+        own_sst = await partial_meta.build(ctx, m)  # exactly the chosen spaces' keys: nothing is dropped
+    dropped = await _drop_chosen_spaces(ctx, m) if partial(ctx) and own_sst is None else []
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs_of(ctx)]
     for mh in ctx.extra["topology"]["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
@@ -37,10 +41,31 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
         if await h.exists(ingest):
             await h.remove_tree(ingest)
         await h.makedirs(ingest)
-        names = [posixpath.basename(f) for f in m["meta_files"]]
-        await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
+        if own_sst is not None:
+            names = [partial_meta.INGEST_NAME]
+            await h.write_file(posixpath.join(ingest, names[0]), _chunks(own_sst))
+        else:
+            names = [posixpath.basename(f) for f in m["meta_files"]]
+            await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
         await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
-    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped}
+    leftovers = await partial_meta.leftover_keys(ctx, m, own_sst) if own_sst is not None else set()
+    if leftovers:  # tombstones only, no host pairs: the parts were mapped by the first ingest
+        blob = p.meta_sst.write({}, leftovers)
+        for mh in ctx.extra["topology"]["meta"]:
+            ingest = posixpath.join(placement.meta_restore_dir(mh["data_paths"][0], ctx.ref), "ingest")
+            path = posixpath.join(ingest, partial_meta.LEFTOVERS_NAME)
+            h = p.hosts.host(mh["host"])
+            if await h.exists(path):
+                await h.remove_tree(path)
+            await h.write_file(path, _chunks(blob))
+            await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [path], [])
+    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped,
+            **({"meta_ingested": "the chosen spaces' keys only (brsm's SST)",
+                "leftover_schema_removed": len(leftovers)} if own_sst is not None else {})}
+
+
+async def _chunks(blob: bytes):
+    yield blob
 
 
 async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
