@@ -7,6 +7,7 @@ import time
 
 import pytest
 import rocksdict
+from nebula3.common.ttypes import ErrorCode
 from nebula3.meta import ttypes as meta
 
 from brsm.sandbox import cluster, control, layout, meta_raft_faults
@@ -145,10 +146,18 @@ def test_chosen_spaces_restore_survives_leader_change_and_restart(raft3, tmp_pat
     assert spaces_now == spaces_before
     new_tag = create_tag(env, "space1", f"after_{int(host_map)}")
     assert new_tag not in ids_now[sid_of(env, "space1")] and new_tag > late_tag
-    with client(env) as c:
-        r = control.check(c.createSpace(meta.CreateSpaceReq(properties=meta.SpaceDesc(
-            space_name=f"after_{int(host_map)}".encode(), partition_num=1, replica_factor=1,
-            vid_type=meta.ColumnTypeDef(type=7, type_length=8)))), "createSpace")
+    # after a restart of every metad, createSpace answers E_NO_HOSTS until the storageds' heartbeats
+    # reach the new leader (CreateSpaceProcessor asks ActiveHostsMan): wait for them as an operator would
+    deadline = time.monotonic() + 60
+    while True:
+        with client(env) as c:
+            r = c.createSpace(meta.CreateSpaceReq(properties=meta.SpaceDesc(
+                space_name=f"after_{int(host_map)}".encode(), partition_num=1, replica_factor=1,
+                vid_type=meta.ColumnTypeDef(type=7, type_length=8))))
+        if r.code != ErrorCode.E_NO_HOSTS or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    control.check(r, "createSpace")
     assert r.id.get_space_id() not in spaces_now
 
 

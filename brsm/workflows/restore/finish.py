@@ -27,10 +27,17 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     await control.start(ctx, "metad")
     await control.wait_meta(ctx)
     own_sst = None
+    dropped: list[str] = []
     if partial(ctx) and p.meta_sst is not None:
+        # a space of the backup's name re-created since under another id is not the backup's space: it
+        # goes as Nebula drops a space (its data was set aside in SET_ASIDE), and the schema that
+        # DropSpaceProcessor leaves behind goes in the same SST as the chosen spaces' keys
+        orphaned = await partial_meta.replaced_schema_keys(ctx)
+        dropped = await _drop_chosen_spaces(ctx, m, only_replaced=True)
         await partial_meta.settle(ctx)
-        own_sst = await partial_meta.build(ctx, m)  # exactly the chosen spaces' keys: nothing is dropped
-    dropped = await _drop_chosen_spaces(ctx, m) if partial(ctx) and own_sst is None else []
+        own_sst = await partial_meta.build(ctx, m, also_delete=orphaned)  # the chosen spaces' keys exactly
+    elif partial(ctx):
+        dropped = await _drop_chosen_spaces(ctx, m)
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs_of(ctx)]
     for mh in ctx.extra["topology"]["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
@@ -68,7 +75,7 @@ async def _chunks(blob: bytes):
     yield blob
 
 
-async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
+async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any], *, only_replaced: bool = False) -> list[str]:
     """A backup of chosen spaces replaces those spaces' meta entries: drop them first, as nebula-br's
     ``checkAndDropSpaces`` does, or what was added since the backup (tags, edges, indexes, roles of
     that space) would survive beside the restored entries. Done while storaged is down (it never
@@ -76,7 +83,8 @@ async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
     aside in SET_ASIDE, so a rollback brings the spaces back exactly. A space of the backup's name
     re-created since under another id (CHECKED's ``replaced_spaces``, its data set aside) is dropped
     too. Safe to repeat: a space already gone is skipped. A name that has got yet another id since
-    CHECKED is refused: its data was not set aside."""
+    CHECKED is refused: its data was not set aside. ``only_replaced``: drop only those re-created
+    spaces (the chosen spaces themselves are replaced by brsm's own SST)."""
     p = _p(ctx)
     current = await p.meta.list_spaces()
     replaced = {int(k) for k in ctx.facts.get("replaced_spaces") or {}}
@@ -89,6 +97,8 @@ async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any]) -> list[str]:
             raise OperationFailed(
                 f"space {name} was re-created (id {now}) after the restore's checks: its data was not set aside, "
                 f"so it is not dropped", hint=f"`brsm rollback {ctx.op_id}` brings the cluster back up as it was")
+        if only_replaced and now == int(sid):
+            continue
         await p.meta.drop_space(name)
         dropped.append(name)
     if dropped:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from brsm.engine.runner import StepContext
-from brsm.errors import PreflightFailed
+from brsm.errors import MetaError, PreflightFailed
 from brsm.workflows.restore import meta_ingest, placement
 from brsm.workflows.restore.context import ports as _p
 
@@ -81,7 +81,21 @@ async def _backup_rows(ctx: StepContext, m: dict[str, Any]) -> dict[bytes, bytes
     return p.meta_sst.read(blobs)
 
 
-async def build(ctx: StepContext, m: dict[str, Any]) -> bytes:
+async def replaced_schema_keys(ctx: StepContext) -> set[bytes]:
+    """The schema keys of the spaces CHECKED found re-created under another id (``replaced_spaces``),
+    read while they still exist: their dropSpace leaves these behind, under an id that a later space
+    could be given. A space already gone (a resume after the drop) lists nothing."""
+    p = _p(ctx)
+    keys: set[bytes] = set()
+    for sid in sorted(int(k) for k in ctx.facts.get("replaced_spaces") or {}):
+        try:
+            keys |= meta_ingest.live_keys(sid, await p.meta.list_schema(sid))
+        except MetaError:
+            continue
+    return keys
+
+
+async def build(ctx: StepContext, m: dict[str, Any], *, also_delete: set[bytes] = frozenset()) -> bytes:
     """The SST for this restore: built once (journaled), the same bytes for every metad and every resume."""
     done = ctx.extra.get("meta_ingest")
     if done:
@@ -92,7 +106,7 @@ async def build(ctx: StepContext, m: dict[str, Any]) -> bytes:
     live = await p.meta.list_spaces()
     schema = {sid: await p.meta.list_schema(sid) for sid in sorted(live.values())}
     plan = meta_ingest.plan(rows, chosen, live, schema, int(time.time() * 1000))
-    blob = p.meta_sst.write(plan.puts, plan.deletes)
+    blob = p.meta_sst.write(plan.puts, plan.deletes | (set(also_delete) - set(plan.puts)))
     ctx.record(META_INGEST_BUILT, {"sst": base64.b64encode(blob).decode(), "sha256": hashlib.sha256(blob).hexdigest(),
                                    **plan.summary()})
     return blob
