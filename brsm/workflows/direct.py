@@ -312,8 +312,13 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
         await helper.send({"op": "get", "path": dest, "size": size, "sha256": sha256, "part_size": GET_RANGE,
                            "rate": rate})
         def fatal(what: str, m: dict[str, Any]) -> Exception:
+            code = m["error"].get("code")
+            if code == "NotOurs":  # something not made by brsm sits at the temp name: never written through
+                return OperationFailed(f"{host.name}: {m['error'].get('message', '')[:300]}",  # no retry helps
+                                       hint="something other than brsm put it there: look at it, remove it, then run "
+                                            "the command again (brsm never writes through a name it did not just create)")
             return StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
-                                permanent=m["error"].get("code") == "ChecksumMismatch",
+                                permanent=code == "ChecksumMismatch",
                                 hint="the file was removed on the host; nothing else was touched")
 
         done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),
