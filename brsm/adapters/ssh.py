@@ -513,9 +513,10 @@ class SshHost:
         """Create exactly ``path`` (mkdir(2): never an existing name, never through a link at it), its
         parent's components checked with lstat first and the result's after."""
         path = remote_cmd.checked_path(path, what="mkdir of")
-        parent = posixpath.dirname(path)
-        if await self.lstat_dir(parent) is None:
-            raise RemoteError(f"{self.name}: cannot create {path}: {parent} does not exist", host=self.name)
+        if await self.lstat_dir(path) is not None:  # (its components above are checked on the way)
+            raise RemoteError(f"{self.name}: cannot create {path}: it exists already", host=self.name,
+                              hint="a name already there was not made by brsm in this operation: look at it, "
+                                   "remove it, then run the command again")
         r = await self.run(remote_cmd.make_dir_argv(path), check=False, timeout=60)
         if r.exit_status != 0:
             raise RemoteError(f"{self.name}: cannot create {path}: {_tail(r.stderr) or 'mkdir failed'}",

@@ -482,15 +482,14 @@ class FakeHost:
     async def make_dir(self, path: str) -> DirStat:
         """Exactly ``path``, never an existing one; its parent must exist (mkdir(2))."""
         path = remote_cmd.checked_path(path, what="mkdir of")
-        parent = posixpath.dirname(path)
-        if await self.lstat_dir(parent) is None:
-            raise RemoteError(f"{self.name}: cannot create {path}: {parent} does not exist", host=self.name)
-        m = await self._enter(f"mkdir {path}")
-        if m.exists(path):
-            raise RemoteError(f"{self.name}: cannot create {path}: mkdir: cannot create directory '{path}': "
-                              "File exists", host=self.name,
+        if await self.lstat_dir(path) is not None:
+            raise RemoteError(f"{self.name}: cannot create {path}: it exists already", host=self.name,
                               hint="a name already there was not made by brsm in this operation: look at it, "
                                    "remove it, then run the command again")
+        m = await self._enter(f"mkdir {path}")
+        if m.exists(path) or not m.is_dir(posixpath.dirname(path)):
+            raise RemoteError(f"{self.name}: cannot create {path}: mkdir: cannot create directory '{path}': "
+                              + ("File exists" if m.exists(path) else "No such file or directory"), host=self.name)
         m.mkdirs(path)
         made = await self.lstat_dir(path)
         assert made is not None

@@ -262,5 +262,5 @@ async def test_make_dir_is_exclusive_and_lstat_dir_tells_identity(env):
     env.put(j(env.base, "file"), b"x")
     with pytest.raises(RemoteError, match="refusing .*not a directory"):
         await env.host.lstat_dir(j(env.base, "file", "below"))
-    with pytest.raises(RemoteError, match="does not exist"):
+    with pytest.raises(RemoteError, match="No such file or directory"):
         await env.host.make_dir(j(env.base, "no", "parent"))

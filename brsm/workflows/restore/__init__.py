@@ -20,7 +20,7 @@ from typing import Any
 from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import Workflow
 from brsm.workflows import common
-from brsm.workflows.restore import check, finish, stage, swap
+from brsm.workflows.restore import check, finish, scratch, stage, swap
 from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, SERVICES_STARTING,
                                             RestorePorts)
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
@@ -52,6 +52,7 @@ REDUCERS = {
     DOWNTIME_BEGAN: _reduce_downtime_began,
     DOWNTIME_ENDED: _reduce_downtime_ended,
     SERVICES_STARTING: _reduce_services_starting,
+    **scratch.REDUCERS,
 }
 
 

@@ -12,7 +12,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import common
-from brsm.workflows.restore import control, placement, proof, source, stage
+from brsm.workflows.restore import control, placement, proof, scratch, source, stage
 from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
 
@@ -28,6 +28,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     await control.wait_meta(ctx)
     dropped = await _drop_chosen_spaces(ctx, m) if partial(ctx) else []
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs_of(ctx)]
+    await scratch.verify(ctx, placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref))  # what metad ingests
     for mh in ctx.extra["topology"]["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
         # step can run again after a crash (ingesting the same tables twice changes nothing)
