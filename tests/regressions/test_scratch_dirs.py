@@ -97,3 +97,23 @@ def test_a_scratch_dir_replaced_after_it_was_made_is_refused(world):
     with pytest.raises(BrsmError, match="is not the directory brsm created"):
         world.run(world.restore_runner.run(rop))
     assert swapped
+
+
+def test_an_operation_staged_by_an_older_brsm_still_resumes(world, monkeypatch):
+    """Journaled before scratch dirs were (no scratch event, files restored into dirs made on the way):
+    the resume takes those dirs back once, journals them, and finishes."""
+    name = _backup(world)
+
+    async def old_ensure(ctx, where):  # what an older brsm did: nothing (makedirs on the way)
+        return None
+
+    monkeypatch.setattr(scratch, "ensure", old_ensure)
+    monkeypatch.setenv("BRSM_FAILPOINTS", "file:2=raise")
+    rop = world.restore_runner.create({"name": name, "verify": "quick"})
+    with pytest.raises(BrsmError, match="failpoint"):
+        world.run(world.restore_runner.run(rop))
+    assert not _events(world, rop, scratch.SCRATCH_MADE) and _events(world, rop, "FileRestored")
+    monkeypatch.undo()
+    st = world.run(world.restore_runner.resume(rop))
+    assert st.phase == "done", st
+    assert _events(world, rop, scratch.SCRATCH_MADE), "the dirs found are journaled from then on"

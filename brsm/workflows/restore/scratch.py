@@ -11,8 +11,8 @@ A resume after a crash between the mkdir and the journaling finds a dir with no 
 ``ScratchDirMaking`` (journaled before the mkdir) says brsm was making it, and a dir the connecting
 user owns and that is still empty (nothing is written into it before its identity is journaled) is
 taken as that one. An operation journaled before scratch dirs were journaled at all (it has restored
-files in them and no scratch event) takes its dirs as they are, once, if the connecting user owns
-them: from then on they are checked like any other.
+files and no scratch event) takes its dirs as they are, once, if the connecting user owns them: from
+then on they are checked like any other.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import ports as _p
 
 SCRATCH_MAKING = "ScratchDirMaking"  # {host, path}: journaled right before the mkdir
-SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino}: the dir brsm made (or took back, see above)
+SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm made (or took back: taken
+# "resumed" after a crash right after its mkdir, "legacy" from an operation an older brsm staged)
 
 
 def reduce_making(acc: dict[str, Any], d: dict[str, Any]) -> None:
@@ -34,6 +35,8 @@ def reduce_making(acc: dict[str, Any], d: dict[str, Any]) -> None:
 
 def reduce_made(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("scratch", {})[f"{d['host']}:{d['path']}"] = [int(d["dev"]), int(d["ino"])]
+    if d.get("taken") == "legacy":
+        acc["scratch_legacy"] = True
 
 
 REDUCERS = {SCRATCH_MAKING: reduce_making, SCRATCH_MADE: reduce_made}
@@ -76,14 +79,14 @@ def verdict(made: list[int] | None, making: bool, legacy: bool, st: Any) -> str:
     return "refuse"
 
 
-def _legacy(ctx: StepContext, host: str, path: str) -> bool:
-    """The operation was journaled before scratch dirs were: files restored into this dir, and no
-    scratch event at all."""
+def _legacy(ctx: StepContext) -> bool:
+    """The operation was journaled before scratch dirs were: files restored, and no scratch event at
+    all (this brsm journals ScratchDirMaking before it downloads a byte)."""
+    if ctx.extra.get("scratch_legacy"):
+        return True  # its first dirs were taken back already: so are the others
     if ctx.extra.get("scratch") or ctx.extra.get("scratch_making"):
         return False
-    pre = path.rstrip("/") + "/"
-    return any(d.get("host") == host and str(d.get("dest", "")).startswith(pre)
-               for d in ctx.extra.get("restored", {}).values())
+    return bool(ctx.extra.get("restored"))
 
 
 def _refusal(ctx: StepContext, host: str, path: str, why: str) -> VerificationFailed:
@@ -102,17 +105,21 @@ async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
         h = p.hosts.host(host)
         st = await h.lstat_dir(path)
         made = ctx.extra.get("scratch", {}).get(key)
-        v = verdict(made, bool(ctx.extra.get("scratch_making", {}).get(key)), _legacy(ctx, host, path), st)
+        v = verdict(made, bool(ctx.extra.get("scratch_making", {}).get(key)), _legacy(ctx), st)
         if v == "ok":
             continue
         if v == "refuse":
             why = ("is not the directory brsm created (another one took its place)" if made is not None else
                    "exists, and brsm did not create it")
             raise _refusal(ctx, host, path, why)
+        taken = None
         if v in ("make", "remake"):
             ctx.record(SCRATCH_MAKING, {"host": host, "path": path})
             st = await h.make_dir(path)
-        ctx.record(SCRATCH_MADE, {"host": host, "path": path, "dev": st.dev, "ino": st.ino})
+        else:  # "adopt": after a crash right after its mkdir, or made by an older brsm
+            taken = "legacy" if made is None and not ctx.extra.get("scratch_making", {}).get(key) else "resumed"
+        ctx.record(SCRATCH_MADE, {"host": host, "path": path, "dev": st.dev, "ino": st.ino,
+                                  **({"taken": taken} if taken else {})})
 
 
 async def verify(ctx: StepContext, where: list[tuple[str, str]]) -> None:
@@ -139,4 +146,4 @@ async def ours(ctx: StepContext, host: str, path: str) -> bool:
         return False
     key = f"{host}:{path}"
     return verdict(ctx.extra.get("scratch", {}).get(key), bool(ctx.extra.get("scratch_making", {}).get(key)),
-                   _legacy(ctx, host, path), st) in ("ok", "adopt")
+                   _legacy(ctx), st) in ("ok", "adopt")
