@@ -290,8 +290,9 @@ class FakeHost:
     @staticmethod
     def _fingerprint(m: Machine, script: str, dirs: list[str]) -> RunResult:
         """The restore's fingerprint script: per dir a ``== DIR`` header, then one sorted line per file
-        below it (``ingest/`` skipped), or ``absent``. The fake has no mtimes or inodes: its line
-        carries the content's SHA-256 instead, so any write changes it as a real mtime would."""
+        below it (and, for format 2, which lists every entry by type, per dir), ``ingest/`` skipped,
+        or ``absent``. The fake has no mtimes, ctimes or inodes: a file's line carries the content's
+        SHA-256 instead, so any write changes it as a real ctime would. It has no links either."""
         out = []
         for d in dirs:
             out.append(f"== {d}")
