@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
-from brsm.errors import RemoteError
+from brsm.errors import PathRefused, RemoteError
 from brsm.ports import DirStat, RemoteFile, RunResult
 
 __all__ = ["SshTarget", "SshHost", "SshHosts", "TMP_SUFFIX"]
@@ -505,7 +505,7 @@ class SshHost:
         try:
             return remote_cmd.parse_lstat_dir(r.stdout, path)
         except ValueError as e:
-            raise RemoteError(f"{self.name}: refusing {path}: {e}", host=self.name,
+            raise PathRefused(f"{self.name}: refusing {path}: {e}", host=self.name,
                               hint="brsm works only in directories it made, reached through real directories; "
                                    "look at what put that there") from e
 

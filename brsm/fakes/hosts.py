@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
-from brsm.errors import RemoteError
+from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import FakeCluster, Machine
 from brsm.ports import DirStat, RemoteFile, RunResult
 
@@ -472,7 +472,7 @@ class FakeHost:
         for i in range(len(parts)):
             comp = "/" + "/".join(parts[:i + 1])
             if comp in m.files:
-                raise RemoteError(f"{self.name}: refusing {path}: {comp} is a regular file, not a directory",
+                raise PathRefused(f"{self.name}: refusing {path}: {comp} is a regular file, not a directory",
                                   host=self.name, hint="look at what put that there")
             if not m.is_dir(comp):
                 return None

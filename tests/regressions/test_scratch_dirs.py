@@ -71,7 +71,7 @@ def test_a_crash_between_the_mkdir_and_its_journaling_resumes(world, monkeypatch
     world.process_died()
     world.clear_faults()
     assert made and not _events(world, rop, scratch.SCRATCH_MADE)
-    assert [e["path"] for e in _events(world, rop, scratch.SCRATCH_MAKING)] == made
+    assert made[0] in [e["path"] for e in _events(world, rop, scratch.SCRATCH_MAKING)]
     st = world.run(world.restore_runner.resume(rop))
     assert st.phase == "done", st
     assert made[0] in [e["path"] for e in _events(world, rop, scratch.SCRATCH_MADE)], "taken back, and journaled"

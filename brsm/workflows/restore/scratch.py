@@ -20,7 +20,8 @@ import posixpath
 from typing import Any
 
 from brsm.engine.runner import StepContext
-from brsm.errors import RemoteError, VerificationFailed
+from brsm.errors import PathRefused, VerificationFailed
+from brsm.workflows import common
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import ports as _p
 
@@ -100,14 +101,17 @@ async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir made (exclusively, its identity journaled) or found to be the one made
     earlier in this operation; anything else refused before a byte is written into it."""
     p = _p(ctx)
-    for host, path in where:
+    legacy = _legacy(ctx)  # decided once: what this call journals must not change it for the others
+
+    async def one(item: tuple[str, str]) -> None:
+        host, path = item
         key = f"{host}:{path}"
         h = p.hosts.host(host)
         st = await h.lstat_dir(path)
         made = ctx.extra.get("scratch", {}).get(key)
-        v = verdict(made, bool(ctx.extra.get("scratch_making", {}).get(key)), _legacy(ctx), st)
+        v = verdict(made, bool(ctx.extra.get("scratch_making", {}).get(key)), legacy, st)
         if v == "ok":
-            continue
+            return
         if v == "refuse":
             why = ("is not the directory brsm created (another one took its place)" if made is not None else
                    "exists, and brsm did not create it")
@@ -121,18 +125,24 @@ async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
         ctx.record(SCRATCH_MADE, {"host": host, "path": path, "dev": st.dev, "ino": st.ino,
                                   **({"taken": taken} if taken else {})})
 
+    await common.each_host(where, lambda item: item[0], one)  # every host at once, one dir after another
+
 
 async def verify(ctx: StepContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir with an identity journaled is still that dir, reached through real dirs
     (a missing one is left for the caller: its own checks say what is missing)."""
     p = _p(ctx)
-    for host, path in where:
+
+    async def one(item: tuple[str, str]) -> None:
+        host, path = item
         made = ctx.extra.get("scratch", {}).get(f"{host}:{path}")
         if made is None:
-            continue
+            return
         st = await p.hosts.host(host).lstat_dir(path)
         if st is not None and list(st.identity) != list(made):
             raise _refusal(ctx, host, path, "is not the directory brsm created (another one took its place)")
+
+    await common.each_host(where, lambda item: item[0], one)  # every host at once (this runs in the downtime)
 
 
 async def ours(ctx: StepContext, host: str, path: str) -> bool:
@@ -140,7 +150,7 @@ async def ours(ctx: StepContext, host: str, path: str) -> bool:
     a dir planted at the name, which a step refused, is left where it is (and a link is not a dir)."""
     try:
         st = await _p(ctx).hosts.host(host).lstat_dir(path)
-    except RemoteError:
+    except PathRefused:  # (a host that cannot be reached fails the undo: it is tried again)
         return False
     if st is None:
         return False
