@@ -106,6 +106,12 @@ class RemoteError(OperationFailed):
         self.host = host
 
 
+class PathRefused(RemoteError):
+    """A path on a host is not what brsm may work in (a symlink or another non-directory where a
+    directory brsm made should be): the host answered, and what it said is a refusal, not a failure
+    a retry could mend."""
+
+
 class StorageError(OperationFailed):
     """The backup storage failed. ``permanent`` says whether a retry can help."""
 

@@ -122,6 +122,22 @@ class RemoteFile:
     size: int
 
 
+@dataclass(frozen=True)
+class DirStat:
+    """A directory as lstat saw it: its identity (device, inode), whether the connecting user owns
+    it, and whether it is empty. Every component of its path was a real directory (a symbolic link
+    is accepted above it only when root owns the link: no one else can have made it)."""
+
+    dev: int
+    ino: int
+    mine: bool = True
+    empty: bool = True
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+
 @runtime_checkable
 class HostPort(Protocol):
     """One cluster machine, reached over SSH. ``name`` is the service address (host part)."""
@@ -137,6 +153,11 @@ class HostPort(Protocol):
     async def makedirs(self, path: str) -> None: ...
     async def remove_tree(self, path: str) -> None: ...
     async def free_bytes(self, path: str) -> int: ...
+    # A scratch dir: ``make_dir`` creates exactly ``path`` (never an existing one, never through a
+    # link; its parent must exist); ``lstat_dir`` is None for a missing path, and raises RemoteError
+    # when the path or a component above it is not a real directory.
+    async def make_dir(self, path: str) -> DirStat: ...
+    async def lstat_dir(self, path: str) -> DirStat | None: ...
     # ``<install_dir>/scripts/nebula.service <action> <name>``; returns whatever it printed and its exit
     # status, never raising on a non-zero one (that script's exit status says little: see
     # brsm.workflows.services). A host that cannot be reached still raises.

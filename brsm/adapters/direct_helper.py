@@ -39,6 +39,7 @@ import json
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import time
@@ -193,6 +194,33 @@ def put(q, cmd, pace):
     out({"file": path, "size": size, "sha256": whole.hexdigest()})
 
 
+KINDS = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+         (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def create_exclusive(tmp):
+    """The temp file, created exclusively and without following a link (O_CREAT|O_EXCL|O_NOFOLLOW), or
+    None once the refusal is reported. A name already taken is looked at with lstat: a regular file
+    (a temp an interrupted get left) is removed and the create tried again; anything else (a symlink, a
+    directory, a FIFO) brsm did not create, and writing through it would put the backup's bytes where
+    it points: refused, and left as it is."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(3):
+        try:
+            return os.open(tmp, flags, 0o644)
+        except FileExistsError:
+            st = os.lstat(tmp)
+            kind = next((w for test, w in KINDS if test(st.st_mode)), None)
+            if kind is not None or not stat.S_ISREG(st.st_mode):
+                out({"error": {"status": 0, "code": "NotOurs",
+                               "message": "refusing to write %s: a %s brsm did not create is in the way"
+                                          % (tmp, kind or "non-regular file")}, "n": 0, "fatal": True})
+                return None
+            os.unlink(tmp)  # unlink never follows a link
+    out({"error": {"status": 0, "code": "NotOurs", "message": "%s keeps reappearing" % tmp}, "n": 0, "fatal": True})
+    return None
+
+
 def get(q, cmd, pace):
     path, size, want = cmd["path"], int(cmd["size"]), cmd.get("sha256")
     part_size = int(cmd["part_size"])
@@ -200,9 +228,12 @@ def get(q, cmd, pace):
     d = os.path.dirname(path)
     if d and not os.path.isdir(d):
         os.makedirs(d)
+    fd = create_exclusive(tmp)
+    if fd is None:
+        return
     whole = hashlib.sha256()
     ok, done = False, 0
-    with open(tmp, "wb") as f:
+    with os.fdopen(fd, "wb") as f:
         try:
             n = 0
             while done < size:

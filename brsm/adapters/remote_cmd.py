@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 
 from brsm.errors import RemoteError
+from brsm.ports import DirStat
 
 SERVICES = ("metad", "storaged", "graphd", "all")
 SERVICE_ACTIONS = ("start", "stop", "restart", "kill", "status")
@@ -29,6 +30,24 @@ def checked_path(path: str, *, what: str = "path") -> str:
         raise RemoteError(f"refusing {what} {path!r}: that is the root directory",
                           hint="this is a bug in brsm: it must never remove or move '/'")
     return norm
+
+
+def file_kind(st_mode: int | None) -> str:
+    """What an lstat's mode says a name is, in words ("regular file", "symbolic link", ...).
+
+    >>> file_kind(0o100644), file_kind(0o120777), file_kind(0o040755), file_kind(None)
+    ('regular file', 'symbolic link', 'directory', 'unknown file')
+    """
+    import stat
+
+    if st_mode is None:
+        return "unknown file"
+    for test, word in ((stat.S_ISREG, "regular file"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(st_mode):
+            return word
+    return "unknown file"
 
 
 def service_argv(install_dir: str, action: str, svc: str) -> tuple[str, ...]:
@@ -83,3 +102,67 @@ def parse_find_files(stdout: bytes | str) -> list[tuple[str, int]]:
         size, _, path = rec.partition(" ")
         out.append((path, int(size)))
     return out
+
+
+def make_dir_argv(path: str) -> tuple[str, ...]:
+    """Create exactly ``path``: mkdir(2) fails on any name already there (a symlink included, which it
+    never follows), unlike ``mkdir -p``; the parent must exist."""
+    return ("mkdir", "--", checked_path(path, what="mkdir of"))
+
+
+def components(path: str) -> list[str]:
+    """Every path from the first component down to ``path`` itself.
+
+    >>> components("/d/a b/c")
+    ['/d', '/d/a b', '/d/a b/c']
+    """
+    parts = checked_path(path, what="lstat of").strip("/").split("/")
+    return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
+
+
+# `bash -c SCRIPT NAME COMPONENT...`: our uid, then each component's lstat (stat without -L) as
+# "uid dev inode type", stopping at the first missing one; then "entry" if the last is not empty.
+LSTAT_SCRIPT = ('id -u; for p in "$@"; do stat -c "%u %d %i %F" -- "$p" 2>/dev/null || { echo missing; exit 0; }; '
+                'done; find "$p" -mindepth 1 -maxdepth 1 -printf "entry\\n" -quit')
+
+
+def lstat_dir_argv(path: str) -> tuple[str, ...]:
+    return ("bash", "-c", LSTAT_SCRIPT, "brsm-lstat", *components(path))
+
+
+def parse_lstat_dir(stdout: str, path: str) -> DirStat | None:
+    """What :data:`LSTAT_SCRIPT` printed for ``path`` → its DirStat, or None when it (or a component
+    above it) does not exist. Raises ValueError naming the first component that is not a directory:
+    a symbolic link is accepted above the path only when root owns it (no one else can have made it,
+    and root can do anything anyway); the path itself must be a directory, never a link to one.
+
+    >>> parse_lstat_dir("1000\\n0 2049 2 directory\\n1000 2049 77 directory\\n", "/d/x")
+    DirStat(dev=2049, ino=77, mine=True, empty=True)
+    >>> parse_lstat_dir("1000\\n0 2049 2 directory\\nmissing\\n", "/d/x") is None
+    True
+    >>> parse_lstat_dir("1000\\n0 2049 2 directory\\n1000 2049 77 symbolic link\\n", "/d/x")
+    Traceback (most recent call last):
+    ...
+    ValueError: /d/x is a symbolic link, not a directory
+    """
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError("the host printed nothing for lstat")
+    me, rest = int(lines[0]), lines[1:]
+    comps = components(path)
+    last: tuple[int, int, int] | None = None
+    for i, comp in enumerate(comps):
+        line = rest[i] if i < len(rest) else "missing"
+        if line == "missing":
+            return None
+        uid, dev, ino, kind = line.split(" ", 3)
+        final = i == len(comps) - 1
+        if kind != "directory":
+            if kind == "symbolic link" and not final and int(uid) == 0:
+                continue
+            owner = " not owned by root" if kind == "symbolic link" and not final else ""
+            raise ValueError(f"{comp} is a {kind}{owner}, not a directory")
+        last = (int(uid), int(dev), int(ino))
+    assert last is not None
+    uid, dev, ino = last
+    return DirStat(dev=dev, ino=ino, mine=uid == me, empty="entry" not in rest[len(comps):])

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
-from brsm.errors import RemoteError
-from brsm.ports import RemoteFile, RunResult
+from brsm.errors import PathRefused, RemoteError
+from brsm.ports import DirStat, RemoteFile, RunResult
 
 __all__ = ["SshTarget", "SshHost", "SshHosts", "TMP_SUFFIX"]
 
@@ -409,16 +409,14 @@ class SshHost:
 
     async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int:
         """Write to ``path + '.brsm-tmp'``, then rename over ``path``: readers never see a partial file.
-        If ``chunks`` raises, the temp file is removed and the exception propagates unchanged."""
+        If ``chunks`` raises, the temp file is removed and the exception propagates unchanged.
+
+        The temp file is created exclusively (O_CREAT|O_EXCL, which never follows a symlink): whatever
+        sits at that name was not made by this write, so writing through it could put the backup's
+        bytes (and a chmod) into any file a link points at (see :meth:`_create_tmp`)."""
         sftp = await self._sftp_client()
         tmp = path + TMP_SUFFIX
-        try:
-            f = await sftp.open(tmp, "wb")
-        except asyncssh.SFTPNoSuchFile:
-            await self.makedirs(posixpath.dirname(path))
-            f = await self._guard(f"create {tmp}", sftp.open(tmp, "wb"))
-        except (asyncssh.Error, OSError) as exc:
-            raise self._translate(f"create {tmp}", exc) from exc
+        f = await self._create_tmp(sftp, tmp, mode)
         written = 0
         pending: list[asyncio.Task] = []
         ok = False
@@ -461,6 +459,36 @@ class SshHost:
                     except (asyncssh.Error, OSError):
                         pass
 
+    async def _create_tmp(self, sftp: asyncssh.SFTPClient, tmp: str, mode: int) -> asyncssh.SFTPClientFile:
+        """``tmp`` created exclusively. A name already taken is looked at with lstat: a regular file
+        (a temp an interrupted write left) is removed and the create tried once more; anything else
+        (a symlink, a directory, a FIFO) is refused and left as it is. A missing parent is made."""
+        attrs = asyncssh.SFTPAttrs(permissions=mode & 0o777)
+        for attempt in range(3):
+            try:
+                return await sftp.open(tmp, "xb", attrs)
+            except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists) as exc:
+                try:
+                    st = await sftp.lstat(tmp)
+                except asyncssh.SFTPNoSuchFile:
+                    if attempt == 0 and isinstance(exc, asyncssh.SFTPNoSuchFile):
+                        await self.makedirs(posixpath.dirname(tmp))
+                        continue
+                    raise self._translate(f"create {tmp}", exc) from exc
+                except (asyncssh.Error, OSError) as exc2:
+                    raise self._translate(f"lstat {tmp}", exc2) from exc2
+                kind = remote_cmd.file_kind(st.permissions)
+                if kind != "regular file" or attempt == 2:
+                    raise RemoteError(
+                        f"{self.name}: refusing to write {tmp}: a {kind} brsm did not create is in the way",
+                        host=self.name,
+                        hint="something other than brsm put it there: look at it, remove it, then run the "
+                             "command again (brsm never writes through a name it did not just create)") from exc
+                await self._guard(f"remove the stale {tmp}", sftp.remove(tmp))  # unlink: never follows a link
+            except (asyncssh.Error, OSError) as exc:
+                raise self._translate(f"create {tmp}", exc) from exc
+        raise AssertionError("unreachable")
+
     async def _replace(self, sftp: asyncssh.SFTPClient, src: str, dst: str) -> None:
         try:
             await sftp.posix_rename(src, dst)
@@ -481,6 +509,36 @@ class SshHost:
 
     async def remove_tree(self, path: str) -> None:
         await self.run(remote_cmd.rm_rf_argv(path))
+
+    async def lstat_dir(self, path: str) -> DirStat | None:
+        """``path`` and every component above it looked at with lstat, in one command (see
+        remote_cmd.parse_lstat_dir): None when missing; a RemoteError when one is not a directory."""
+        r = await self.run(remote_cmd.lstat_dir_argv(path), check=False, timeout=60)
+        try:
+            return remote_cmd.parse_lstat_dir(r.stdout, path)
+        except ValueError as e:
+            raise PathRefused(f"{self.name}: refusing {path}: {e}", host=self.name,
+                              hint="brsm works only in directories it made, reached through real directories; "
+                                   "look at what put that there") from e
+
+    async def make_dir(self, path: str) -> DirStat:
+        """Create exactly ``path`` (mkdir(2): never an existing name, never through a link at it), its
+        parent's components checked with lstat first and the result's after."""
+        path = remote_cmd.checked_path(path, what="mkdir of")
+        if await self.lstat_dir(path) is not None:  # (its components above are checked on the way)
+            raise RemoteError(f"{self.name}: cannot create {path}: it exists already", host=self.name,
+                              hint="a name already there was not made by brsm in this operation: look at it, "
+                                   "remove it, then run the command again")
+        r = await self.run(remote_cmd.make_dir_argv(path), check=False, timeout=60)
+        if r.exit_status != 0:
+            raise RemoteError(f"{self.name}: cannot create {path}: {_tail(r.stderr) or 'mkdir failed'}",
+                              host=self.name,
+                              hint="a name already there was not made by brsm in this operation: look at it, "
+                                   "remove it, then run the command again")
+        made = await self.lstat_dir(path)
+        if made is None:
+            raise RemoteError(f"{self.name}: {path} vanished right after brsm created it", host=self.name)
+        return made
 
     async def free_bytes(self, path: str) -> int:
         sftp = await self._sftp_client()

@@ -507,9 +507,12 @@ def _open_log():
         d = logs_dir()
         d.mkdir(exist_ok=True, mode=0o700)
         path = d / "brsm.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
+        # never through a link planted at the name (it would be chmodded and written): ELOOP, no log
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         h = logging.FileHandler(path)
         h.setFormatter(_ScrubbingFormatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         log.addHandler(h)

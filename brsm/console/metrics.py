@@ -12,6 +12,7 @@ The file is replaced atomically (written beside it, then renamed), so the collec
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,15 +151,24 @@ def render(figs: Iterable[OpFigures], now: float) -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Written beside ``path`` and renamed over it: a reader sees the old file or the new one."""
+    """Written beside ``path`` and renamed over it: a reader sees the old file or the new one. The
+    temp file is made by ``mkstemp`` (O_CREAT|O_EXCL, a random name): a name planted beside the
+    metrics file (a symlink, say) is never written through, nor chmodded."""
     d = os.path.dirname(os.path.abspath(path)) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def journal_figures(j: Any, cluster_of: Callable[[dict[str, Any]], str]) -> list[OpFigures]:

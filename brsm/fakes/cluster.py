@@ -107,6 +107,8 @@ class Machine:
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, int] = {}
         self.dirs: set[str] = {"/"}
+        self.inodes: dict[str, int] = {}  # a dir's inode, given when first asked for; a move keeps it
+        self._next_inode = 100
         self.services = dict(services)  # service -> port
         self.running: dict[str, bool] = {s: True for s in services}
         self.listening: dict[str, bool] = {s: True for s in services}
@@ -139,6 +141,13 @@ class Machine:
             self.dirs.add(path)
             path = posixpath.dirname(path)
 
+    def inode(self, path: str) -> int:
+        path = self.norm(path)
+        if path not in self.inodes:
+            self._next_inode += 1
+            self.inodes[path] = self._next_inode
+        return self.inodes[path]
+
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         path = self.norm(path)
         self.mkdirs(posixpath.dirname(path))
@@ -158,6 +167,7 @@ class Machine:
             del self.files[f]
             self.modes.pop(f, None)
         self.dirs = {d for d in self.dirs if d != path and not d.startswith(pre)} | {"/"}
+        self.inodes = {d: i for d, i in self.inodes.items() if d != path and not d.startswith(pre)}
 
     def move(self, src: str, dst: str) -> None:
         src, dst = self.norm(src), self.norm(dst)
@@ -180,6 +190,13 @@ class Machine:
             self.modes[dst + f[len(src):]] = self.modes.pop(f, 0o644)
         moved = {d for d in self.dirs if d == src or d.startswith(pre)}
         self.dirs = (self.dirs - moved) | {dst + d[len(src):] for d in moved} | {dst}
+        inodes: dict[str, int] = {}
+        for d, i in self.inodes.items():  # a rename keeps the moved dirs' inodes; the replaced target's go
+            if d == src or d.startswith(pre):
+                inodes[dst + d[len(src):]] = i
+            elif d != dst and not d.startswith(dst + "/"):
+                inodes[d] = i
+        self.inodes = inodes
 
     def used(self) -> int:
         return sum(len(v) for v in self.files.values())

@@ -125,6 +125,10 @@ class FakeHelper:
         path, size, want, part_size = cmd["path"], int(cmd["size"]), cmd.get("sha256"), int(cmd["part_size"])
         tmp = m.norm(path + TMP)
         got = bytearray()
+        if m.is_dir(tmp):  # a name taken by something not a regular file is refused, as the real helper does
+            self._out.put_nowait({"error": {"status": 0, "code": "NotOurs", "message": f"refusing to write {tmp}: "
+                                            "a directory brsm did not create is in the way"}, "n": 0, "fatal": True})
+            return True
         m.put(tmp, b"")  # a helper that dies leaves its temp file behind, as the real one does
         for n, pos in enumerate(range(0, size, part_size), start=1):
             length = min(part_size, size - pos)

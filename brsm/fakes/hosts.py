@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
-from brsm.errors import RemoteError
+from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import FakeCluster, Machine
-from brsm.ports import RemoteFile, RunResult
+from brsm.ports import DirStat, RemoteFile, RunResult
 
 if TYPE_CHECKING:
     from brsm.fakes.helper import FakeHelper
@@ -264,7 +264,7 @@ class FakeHost:
         if cmd == "bash" and len(args) >= 4 and args[0] == "-c" and args[2] == "brsm-host-check":
             return await self._host_check(m, args[3:])
         if cmd == "bash" and len(args) >= 2 and args[0] == "-c" and 'find "$d"' in args[1]:
-            return self._fingerprint(m, args[3:])
+            return self._fingerprint(m, args[1], args[3:])
         if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:
             return self._port_probe(args[3], args[4])
         if cmd.endswith("/scripts/nebula.service"):
@@ -288,10 +288,11 @@ class FakeHost:
         return RunResult(0, "\n".join(x for x in out if x) + "\n", "")
 
     @staticmethod
-    def _fingerprint(m: Machine, dirs: list[str]) -> RunResult:
+    def _fingerprint(m: Machine, script: str, dirs: list[str]) -> RunResult:
         """The restore's fingerprint script: per dir a ``== DIR`` header, then one sorted line per file
-        below it (``ingest/`` skipped), or ``absent``. The fake has no mtimes or inodes: its line
-        carries the content's SHA-256 instead, so any write changes it as a real mtime would."""
+        below it (and, for format 2, which lists every entry by type, per dir), ``ingest/`` skipped,
+        or ``absent``. The fake has no mtimes, ctimes or inodes: a file's line carries the content's
+        SHA-256 instead, so any write changes it as a real ctime would. It has no links either."""
         out = []
         for d in dirs:
             out.append(f"== {d}")
@@ -300,8 +301,13 @@ class FakeHost:
                 continue
             pre = m.norm(d).rstrip("/") + "/"
             rels = sorted(f[len(pre):] for f in m.under(d))
-            out += [f"{r}\t{len(m.files[pre + r])}\t{hashlib.sha256(m.files[pre + r]).hexdigest()}"
-                    for r in rels if not r.startswith("ingest/")]
+            lines = [f"{r}\tf\t{len(m.files[pre + r])}\t{hashlib.sha256(m.files[pre + r]).hexdigest()}"
+                     for r in rels if not r.startswith("ingest/")]
+            # every entry, not only files (format 2 lists each by type): the fake's only other kind is a dir
+            if "%y" in script:
+                lines += [f"{x[len(pre):]}\td" for x in m.dirs if x.startswith(pre) and x[len(pre):] != "ingest"
+                          and not x[len(pre):].startswith("ingest/")]
+            out += sorted(lines)
         return RunResult(0, "\n".join(out) + "\n", "")
 
     def _port_probe(self, address: str, port: str) -> RunResult:
@@ -402,7 +408,10 @@ class FakeHost:
         written = 0
         buf = bytearray()
         ok = False
-        m.put(tmp, b"", mode)
+        if m.is_dir(tmp):  # the fake's only name that is not a regular file: never written through
+            raise RemoteError(f"{self.name}: refusing to write {tmp}: a directory brsm did not create is in the way",
+                              host=self.name, hint="remove it, then run the command again")
+        m.put(tmp, b"", mode)  # a stale regular temp file is replaced, as SshHost removes it after lstat
         try:
             async for chunk in chunks:
                 if self.c.faults.peek("host_down", self.name):
@@ -454,6 +463,38 @@ class FakeHost:
 
     async def remove_tree(self, path: str) -> None:
         await self.run(remote_cmd.rm_rf_argv(path))
+
+    async def lstat_dir(self, path: str) -> DirStat | None:
+        """As SshHost's: None when missing, refused when a component is a file (the fake has no links)."""
+        path = remote_cmd.checked_path(path, what="lstat of")
+        m = await self._enter(f"lstat {path}")
+        parts = path.strip("/").split("/")
+        for i in range(len(parts)):
+            comp = "/" + "/".join(parts[:i + 1])
+            if comp in m.files:
+                raise PathRefused(f"{self.name}: refusing {path}: {comp} is a regular file, not a directory",
+                                  host=self.name, hint="look at what put that there")
+            if not m.is_dir(comp):
+                return None
+        pre = path + "/"
+        empty = not any(f.startswith(pre) for f in m.files) and not any(d.startswith(pre) for d in m.dirs)
+        return DirStat(dev=1, ino=m.inode(path), mine=True, empty=empty)
+
+    async def make_dir(self, path: str) -> DirStat:
+        """Exactly ``path``, never an existing one; its parent must exist (mkdir(2))."""
+        path = remote_cmd.checked_path(path, what="mkdir of")
+        if await self.lstat_dir(path) is not None:
+            raise RemoteError(f"{self.name}: cannot create {path}: it exists already", host=self.name,
+                              hint="a name already there was not made by brsm in this operation: look at it, "
+                                   "remove it, then run the command again")
+        m = await self._enter(f"mkdir {path}")
+        if m.exists(path) or not m.is_dir(posixpath.dirname(path)):
+            raise RemoteError(f"{self.name}: cannot create {path}: mkdir: cannot create directory '{path}': "
+                              + ("File exists" if m.exists(path) else "No such file or directory"), host=self.name)
+        m.mkdirs(path)
+        made = await self.lstat_dir(path)
+        assert made is not None
+        return made
 
     async def free_bytes(self, path: str) -> int:
         return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)

@@ -264,8 +264,18 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
         await helper.send({"op": "put", "path": path, "size": size, "part_size": part_size, "skip": len(keep),
                            "rate": rate})
 
+        signed: dict[int, tuple[str, int]] = {}  # part -> (Content-MD5, size) its URL was signed for
+
+        def sign(m: dict[str, Any]) -> Awaitable[str]:
+            signed[int(m["n"])] = (str(m["md5"]), int(m["size"]))
+            return storage.part_url(key, upload_id, m["n"], m["md5"], URL_SECONDS)
+
         def stored(m: dict[str, Any]) -> None:
-            parts.append({"n": int(m["part"]), "etag": str(m["etag"]).strip('"'), "size": int(m["size"])})
+            n = int(m["part"])
+            if signed.get(n, ("", -1))[1] != int(m["size"]):
+                raise _lying(host, path, [f"part {n}: reported stored with {m['size']} bytes, but brsm signed "
+                                          f"{'no URL for it' if n not in signed else f'its URL for {signed[n][1]}'}"])
+            parts.append({"n": n, "etag": str(m["etag"]).strip('"'), "size": int(m["size"])})
             parts.sort(key=lambda p: p["n"])
             on_part(UploadState(upload_id, list(parts), part_size))
             progress.advance("copy", int(m["size"]))
@@ -274,14 +284,75 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
             return OperationFailed(f"{host.name}:{path}: {what}: {m['error'].get('message', '')[:200]}",
                                    hint="a checkpoint file changed or vanished while it was copied?")
 
-        done = await _converse(helper, host, key, f"sending {path}",
-                               lambda m: storage.part_url(key, upload_id, m["n"], m["md5"], URL_SECONDS),
-                               stored, fatal)
+        done = await _converse(helper, host, key, f"sending {path}", sign, stored, fatal)
         if int(done["size"]) != size or [p["n"] for p in parts] != list(range(1, len(parts) + 1)):
             raise OperationFailed(f"{host.name}:{path}: the helper sent {done['size']} bytes in parts "
                                   f"{[p['n'] for p in parts]}, the file has {size}")
+    # The host's SHA-256 is its word; what the store itself holds is checked against what it claimed.
+    problems = attest(parts, {n: md5 for n, (md5, _) in signed.items()}, await storage.uploaded_parts(key, upload_id),
+                      part_size, size)
+    if problems:
+        raise _lying(host, path, problems)
     await storage.finish_upload(key, upload_id, parts)
+    info = await storage.stat(key)
+    if info.size != size:
+        raise _lying(host, path, [f"the stored object has {info.size} bytes, the file {size}"])
     return Moved(str(done["sha256"]), size)
+
+
+def _lying(host: HostPort, path: str, problems: list[str]) -> StorageError:
+    return StorageError(f"{host.name}:{path}: what the store holds is not what the host reported: "
+                        f"{'; '.join(problems[:3])}" + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
+                        permanent=True,
+                        hint="the backup is not trusted; check that host (its python3, its helper, its clock) "
+                             "or take the backup with --data-path via-brsm")
+
+
+def _md5_hex(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
+
+
+def attest(parts: list[dict[str, Any]], signed: dict[int, str], listed: dict[int, dict[str, Any]] | None,
+           part_size: int, size: int) -> list[str]:
+    """What the store attests against what the host claimed (pure): every part it reported is
+    stored, with the ETag and size it reported; a part sent in this run has as its ETag the MD5 brsm
+    signed its URL for (the store checks a PUT's Content-MD5; an ETag that is no plain MD5, e.g.
+    under SSE-KMS, is not compared); every part but the last is whole, and they add up to the file.
+
+    >>> import base64, hashlib
+    >>> md5 = base64.b64encode(hashlib.md5(b"ab").digest()).decode()
+    >>> p = [{"n": 1, "etag": hashlib.md5(b"ab").hexdigest(), "size": 2}]
+    >>> attest(p, {1: md5}, {1: {"etag": p[0]["etag"], "size": 2}}, 2, 2)
+    []
+    >>> attest(p, {1: md5}, {1: {"etag": p[0]["etag"], "size": 1}}, 2, 3)
+    ['part 1: the store holds 1 bytes, the host reported 2', 'the parts hold 2 bytes, the file has 3']
+    >>> attest(p, {1: md5}, {}, 2, 2)
+    ['part 1: the store has no such part']
+    """
+    import base64
+
+    if listed is None:
+        return ["the store no longer has the upload"]
+    out: list[str] = []
+    for p in parts:
+        n = p["n"]
+        s = listed.get(n)
+        if s is None:
+            out.append(f"part {n}: the store has no such part")
+            continue
+        etag = str(s.get("etag", "")).strip('"').lower()
+        if etag != str(p["etag"]).strip('"').lower():
+            out.append(f"part {n}: the store's ETag {etag} is not the {p['etag']} the host reported")
+        if "size" in s and int(s["size"]) != int(p["size"]):
+            out.append(f"part {n}: the store holds {s['size']} bytes, the host reported {p['size']}")
+        if n in signed and _md5_hex(etag) and etag != base64.b64decode(signed[n]).hex():
+            out.append(f"part {n}: the store's ETag {etag} is not the MD5 its URL was signed for")
+    sizes = [int(p["size"]) for p in parts]
+    if any(x != part_size for x in sizes[:-1]):
+        out.append(f"parts of other sizes than {part_size} bytes: {sorted(set(sizes[:-1]))}")
+    if sum(sizes) != size:
+        out.append(f"the parts hold {sum(sizes)} bytes, the file has {size}")
+    return out
 
 
 async def _resumable(key: str, storage: Any, state: UploadState, part_size: int) -> tuple[str, list[dict]]:
@@ -312,8 +383,13 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
         await helper.send({"op": "get", "path": dest, "size": size, "sha256": sha256, "part_size": GET_RANGE,
                            "rate": rate})
         def fatal(what: str, m: dict[str, Any]) -> Exception:
+            code = m["error"].get("code")
+            if code == "NotOurs":  # something not made by brsm sits at the temp name: never written through
+                return OperationFailed(f"{host.name}: {m['error'].get('message', '')[:300]}",  # no retry helps
+                                       hint="something other than brsm put it there: look at it, remove it, then run "
+                                            "the command again (brsm never writes through a name it did not just create)")
             return StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
-                                permanent=m["error"].get("code") == "ChecksumMismatch",
+                                permanent=code == "ChecksumMismatch",
                                 hint="the file was removed on the host; nothing else was touched")
 
         done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),

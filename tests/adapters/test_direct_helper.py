@@ -265,3 +265,28 @@ def test_a_helper_closed_in_the_middle_of_a_file_exits(tmp_path):
     t0 = time.monotonic()
     assert h.close() == 0
     assert time.monotonic() - t0 < 5
+
+
+def test_get_never_writes_through_a_symlink_at_the_temp_name(tmp_path):
+    """A symlink planted at ``<file>.brsm-tmp`` is refused before any byte is fetched (O_EXCL|O_NOFOLLOW),
+    its target keeps its bytes and mode; a stale regular temp file is replaced."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    victim.chmod(0o600)
+    dest = tmp_path / "got.sst"
+    (tmp_path / ("got.sst" + direct_helper.TMP_SUFFIX)).symlink_to(victim)
+    empty = hashlib.sha256(b"").hexdigest()
+    h = Helper()
+    try:
+        h.send({"op": "get", "path": str(dest), "size": 0, "sha256": empty, "part_size": PART})
+        m = h.read()
+        assert m.get("fatal") and m["error"]["code"] == "NotOurs" and "symbolic link" in m["error"]["message"], m
+        assert victim.read_bytes() == b"precious" and victim.stat().st_mode & 0o777 == 0o600 and not dest.exists()
+        stale = tmp_path / "two.sst"
+        (tmp_path / ("two.sst" + direct_helper.TMP_SUFFIX)).write_bytes(b"stale")
+        h.send({"op": "get", "path": str(stale), "size": 0, "sha256": empty, "part_size": PART})
+        m = h.read()
+        assert m.get("file") == str(stale) and stale.read_bytes() == b"", m
+        assert not (tmp_path / ("two.sst" + direct_helper.TMP_SUFFIX)).exists()
+    finally:
+        assert h.close() == 0

@@ -173,6 +173,20 @@ async def test_write_file_is_atomic(env):
     assert env.get(j(env.base, "w", "zero")) == b""
 
 
+async def test_write_file_refuses_a_temp_name_it_did_not_create(env):
+    """Something other than a regular file at the temp name (here a directory) is refused and left as
+    it is; a stale regular temp file (an interrupted write's) is replaced."""
+    dest = j(env.base, "t", "out.sst")
+    env.put(j(dest + TMP_SUFFIX, "inner"), b"keep")
+    with pytest.raises(RemoteError, match="refusing to write .*directory brsm did not create"):
+        await env.host.write_file(dest, gen([b"x" * 10]))
+    assert env.get(j(dest + TMP_SUFFIX, "inner")) == b"keep" and env.get(dest) is None
+    stale = j(env.base, "t", "two.sst")
+    env.put(stale + TMP_SUFFIX, b"stale bytes")
+    assert await env.host.write_file(stale, gen([b"new"])) == 3
+    assert env.get(stale) == b"new" and env.get(stale + TMP_SUFFIX) is None
+
+
 async def test_exists_rename_makedirs(env):
     d = j(env.base, "m", "a b", "c")
     await env.host.makedirs(d)
@@ -229,3 +243,24 @@ async def test_service(env):
     assert r.exit_status == 1 and f"nebula-{svc} already running" in r.stderr
     with pytest.raises(ValueError):
         await h.service("explode", svc, install_dir=inst)
+
+
+async def test_make_dir_is_exclusive_and_lstat_dir_tells_identity(env):
+    d = j(env.base, "scratch")
+    assert await env.host.lstat_dir(d) is None
+    made = await env.host.make_dir(d)
+    again = await env.host.lstat_dir(d)
+    assert again is not None and again.identity == made.identity and again.mine and again.empty
+    with pytest.raises(RemoteError, match="cannot create"):
+        await env.host.make_dir(d)  # never an existing name
+    env.put(j(d, "f"), b"x")
+    assert not (await env.host.lstat_dir(d)).empty
+    await env.host.rename(d, j(env.base, "moved"))
+    await env.host.make_dir(d)
+    assert (await env.host.lstat_dir(d)).identity != made.identity  # another dir at the name: told apart
+    assert (await env.host.lstat_dir(j(env.base, "moved"))).identity == made.identity  # a rename keeps it
+    env.put(j(env.base, "file"), b"x")
+    with pytest.raises(RemoteError, match="refusing .*not a directory"):
+        await env.host.lstat_dir(j(env.base, "file", "below"))
+    with pytest.raises(RemoteError, match="No such file or directory"):
+        await env.host.make_dir(j(env.base, "no", "parent"))

@@ -54,3 +54,17 @@ def test_parsers():
     out = b"3 /d/a b\x0010 /d/x\ny\x000 /d/empty\x00"
     assert rc.parse_find_files(out) == [("/d/a b", 3), ("/d/x\ny", 10), ("/d/empty", 0)]
     assert rc.parse_find_files(b"") == []
+
+
+def test_parse_lstat_dir_trusts_only_root_owned_links_above_the_dir():
+    from brsm.adapters import remote_cmd as rc
+
+    root_link = "1000\n0 1 2 symbolic link\n1000 1 3 directory\n"
+    assert rc.parse_lstat_dir(root_link, "/d/x").identity == (1, 3)
+    with pytest.raises(ValueError, match="/d is a symbolic link not owned by root"):
+        rc.parse_lstat_dir("1000\n1000 1 2 symbolic link\n1000 1 3 directory\n", "/d/x")
+    with pytest.raises(ValueError, match="/d/x is a fifo"):
+        rc.parse_lstat_dir("1000\n0 1 2 directory\n1000 1 3 fifo\n", "/d/x")
+    got = rc.parse_lstat_dir("1000\n0 1 2 directory\n0 1 3 directory\nentry\n", "/d/x")
+    assert not got.mine and not got.empty
+    assert rc.lstat_dir_argv("/d/a b")[3:] == ("brsm-lstat", "/d", "/d/a b")

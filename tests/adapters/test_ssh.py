@@ -181,6 +181,27 @@ async def test_write_file_atomic(host, remote_dir):
     assert os.listdir(remote_dir / "new dir") == ["out.sst"]
 
 
+async def test_write_file_never_writes_through_a_symlink_at_the_temp_name(host, remote_dir):
+    """A symlink planted at ``<file>.brsm-tmp`` once made a restore write the backup's bytes into its
+    target and chmod it: now the temp file is created exclusively, the link is refused and left, and
+    its target keeps its bytes and mode."""
+    victim = remote_dir / "victim"
+    victim.write_bytes(b"precious")
+    victim.chmod(0o600)
+    dest = remote_dir / "d" / "out.sst"
+    dest.parent.mkdir()
+    (remote_dir / "d" / ("out.sst" + TMP_SUFFIX)).symlink_to(victim)
+    with pytest.raises(RemoteError, match="refusing to write .*symbolic link brsm did not create"):
+        await host.write_file(str(dest), gen([b"backup bytes"]), mode=0o644)
+    assert victim.read_bytes() == b"precious" and victim.stat().st_mode & 0o777 == 0o600
+    assert (remote_dir / "d" / ("out.sst" + TMP_SUFFIX)).is_symlink() and not dest.exists()
+    # a dangling link (its target does not exist yet) is not followed into creating the target either
+    (remote_dir / "d" / ("two" + TMP_SUFFIX)).symlink_to(remote_dir / "created-through-link")
+    with pytest.raises(RemoteError, match="refusing"):
+        await host.write_file(str(remote_dir / "d" / "two"), gen([b"x"]))
+    assert not (remote_dir / "created-through-link").exists()
+
+
 async def test_exists_rename_makedirs_remove_tree(host, remote_dir):
     d = remote_dir / "a b" / "c"
     await host.makedirs(str(d))
@@ -262,3 +283,28 @@ def test_a_generic_sftp_failure_on_a_write_names_a_full_disk():
     assert "full file system" in e.message and "df -h" in e.hint
     other = h._error("stat /data/x", asyncssh.SFTPFailure("Failure"))  # not a write: as before
     assert "full" not in other.message
+
+
+async def test_lstat_dir_and_make_dir_refuse_a_symlink_at_or_above_the_dir(host, remote_dir):
+    """A scratch dir planted as a symlink (or reached through one the connecting user could have made)
+    is refused; mkdir never creates through a link at the name."""
+    elsewhere = remote_dir / "elsewhere"
+    elsewhere.mkdir()
+    (remote_dir / "brsm_restore_1").symlink_to(elsewhere)
+    with pytest.raises(RemoteError, match="symbolic link, not a directory"):
+        await host.lstat_dir(str(remote_dir / "brsm_restore_1"))
+    with pytest.raises(RemoteError, match="symbolic link, not a directory"):
+        await host.make_dir(str(remote_dir / "brsm_restore_1"))
+    (remote_dir / "via").symlink_to(elsewhere)
+    if os.getuid() != 0:  # a link above it the connecting user could have made (root's own links are trusted)
+        with pytest.raises(RemoteError, match="via is a symbolic link not owned by root"):
+            await host.make_dir(str(remote_dir / "via" / "nebula_brsm_new_1"))
+        assert list(elsewhere.iterdir()) == []
+    else:  # a data path that is root's own link (a deployment variant) works
+        made = await host.make_dir(str(remote_dir / "via" / "nebula_brsm_new_1"))
+        assert (elsewhere / "nebula_brsm_new_1").is_dir() and made.empty
+        (elsewhere / "nebula_brsm_new_1").rmdir()
+    assert list(elsewhere.iterdir()) == []
+    st = os.lstat(remote_dir)
+    got = await host.lstat_dir(str(remote_dir))
+    assert got.identity == (st.st_dev, st.st_ino)

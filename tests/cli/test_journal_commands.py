@@ -93,3 +93,16 @@ def test_an_operation_that_never_started_can_be_closed_without_its_config(tmp_pa
     assert main(["rollback", str(op["id"]), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["state"] == "REFUSED" and res["nothing_to_do"] is True
+
+
+def test_the_log_file_is_never_opened_through_a_planted_link(tmp_path, monkeypatch, capsys):
+    """A symlink at logs/brsm.log made brsm chmod its target 0600 and append its log there."""
+    monkeypatch.setenv("BRSM_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    (tmp_path / "home" / "logs" / "brsm.log").symlink_to(victim)
+    assert main(["ops", "--json"]) == 0
+    capsys.readouterr()
+    assert victim.read_text() == "precious\n" and victim.stat().st_mode & 0o777 == 0o644

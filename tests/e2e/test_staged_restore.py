@@ -60,7 +60,8 @@ def test_the_cluster_serves_while_the_files_stage_and_is_down_only_for_the_swap(
     assert of_type(events, "DowntimeEnded")[0]["how"] == "restored"
     proofs = [d["how"] for d in of_type(events, "RestoredDataProved")]
     assert proofs == ["sha256sum of every staged file",
-                      "fingerprint of the staged, re-hashed trees (path, size, mtime, inode)"], proofs
+                      "fingerprint of the staged, re-hashed trees (every entry: path, type, size, mtime, ctime, "
+                      "inode)"], proofs
     assert staging_dirs(env) == [] and aside_dirs(env) == [] and leases(env) == []
     text = env.brsm("audit", str(run.op)).stdout
     assert f"downtime {reported} s" in text
@@ -106,7 +107,7 @@ def test_a_signal_while_staging_leaves_the_cluster_serving_and_rollback_removes_
     assert not of_type(audit(env, run.op), "DowntimeBegan")
 
 
-@pytest.mark.parametrize("tamper", ["append", "new file"])
+@pytest.mark.parametrize("tamper", ["append", "new file", "symlink", "byte with mtime put back"])
 def test_a_staged_tree_changed_after_its_proof_is_never_started(sandbox, tmp_path, tamper):
     """Killed right after STAGED; someone writes into the staged tree; the resume swaps it in and
     refuses to start it (fingerprint differs, exit 6); the rollback brings the original data back."""
@@ -124,8 +125,20 @@ def test_a_staged_tree_changed_after_its_proof_is_never_started(sandbox, tmp_pat
     if tamper == "append":
         with open(staged[0], "ab") as f:
             f.write(b"x")
-    else:
+    elif tamper == "new file":
         (staged[0].parent / "000999.sst").write_bytes(b"not from the backup")
+    elif tamper == "symlink":  # only regular files were fingerprinted: a link passed
+        (staged[0].parent / "000998.sst").symlink_to(staged[0])
+    else:  # same size, same mtime, same inode: only the ctime tells
+        import os
+
+        st = staged[0].stat()
+        with open(staged[0], "r+b") as f:
+            f.seek(st.st_size // 2)
+            b = f.read(1)
+            f.seek(st.st_size // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+        os.utime(staged[0], ns=(st.st_atime_ns, st.st_mtime_ns))
     p = env.brsm("resume", op)
     assert p.returncode == 6, p.stderr[-2000:]
     assert "not as they were staged and re-hashed" in p.stderr

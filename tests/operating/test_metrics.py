@@ -86,3 +86,20 @@ def test_an_unwritable_metrics_file_is_a_warning_not_a_failure(home, capsys, loc
                          local_uri, "--keep-last", "1", "--confirm"])
     err = capsys.readouterr().err
     assert code == 0 and "could not write the metrics file" in err
+
+
+def test_the_metrics_temp_file_is_never_written_through_a_planted_link(tmp_path):
+    """The temp name was once predictable (``.<name>.<pid>.tmp``): a symlink planted there made brsm
+    write the metrics into its target and chmod it 0644. It is created exclusively now (mkstemp)."""
+    from brsm.console.metrics import write_atomic
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    path = tmp_path / "brsm.prom"
+    (tmp_path / f".brsm.prom.{os.getpid()}.tmp").symlink_to(victim)
+    write_atomic(str(path), "brsm_up 1\n")
+    assert path.read_text() == "brsm_up 1\n" and not path.is_symlink()
+    assert victim.read_text() == "precious" and victim.stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["victim", "brsm.prom", f".brsm.prom.{os.getpid()}.tmp"])

@@ -348,3 +348,38 @@ def test_unremoved_probes():
     evs = [E(type="ProbeWritten", data={"key": "a"}), E(type="ProbeRemoved", data={"key": "a"}),
            E(type="ProbeWritten", data={"key": "b", "upload": True}), E(type="ProbeWritten", data={"key": "c"})]
     assert unremoved_probes(evs) == ["b", "c"] and unremoved_probes(evs[:2]) == []
+
+
+async def test_a_host_that_stores_less_than_it_reports_gets_no_backup(monkeypatch):
+    """A lying host: each part's URL asked for with the MD5 of what it really sends (one byte short of
+    part 2), the full size and the true file's SHA-256 reported. The store accepted every PUT and the
+    completion (ETags agree), so the backup took the host's word, with exit 0. Now the store's own
+    account of the parts (their sizes, their ETags = the MD5s brsm signed) is checked: refused."""
+    import hashlib
+
+    from brsm.console.progress import NullProgress
+    from brsm.fakes.helper import FakeHelper
+    from brsm.ports import UploadState
+
+    async def lying_put(self, cmd):
+        data = self.host.m.files[cmd["path"]]
+        size, part = int(cmd["size"]), int(cmd["part_size"])
+        for n, pos in enumerate(range(0, size, part), start=1):
+            chunk = data[pos:pos + part]
+            sent = chunk[:-1] if n == 2 else chunk
+            url = await self._url({"want": "url", "n": n, "size": len(chunk), "md5": direct._b64md5(sent)})
+            status, body = self._http(url, "PUT", sent)
+            assert status == 200, body
+            self._out.put_nowait({"part": n, "etag": body["etag"], "size": len(chunk)})
+        self._out.put_nowait({"file": cmd["path"], "size": size, "sha256": hashlib.sha256(data).hexdigest()})
+        return True
+
+    monkeypatch.setattr(FakeHelper, "_put", lying_put)
+    c, host, store = _fake_world()
+    data = bytes(range(256)) * 12
+    host.m.put("/data/f.sst", data)
+    with pytest.raises(StorageError, match="part 2: the store holds 999 bytes, the host reported 1000") as e:
+        await direct.upload("b/f.sst", "/data/f.sst", len(data), host, store, NullProgress(),
+                            state=UploadState(), on_part=lambda s: None)
+    assert e.value.permanent
+    assert store.full_key("b/f.sst") not in store.objects, "never completed"

@@ -89,8 +89,8 @@ class LocalStorage(BaseStorage):
                 await asyncio.to_thread(os.lseek, fd, offset, os.SEEK_SET)
             else:
                 tmp, offset, prefix = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}", 0, None
-                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                             0o644)
+                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                             | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise _os_error(f"{key}: cannot create a temp file", e) from e
         src = Source(key, stream_of(chunks, offset), size, defer_hash=True, start=offset,
@@ -176,18 +176,26 @@ class LocalStorage(BaseStorage):
                     st = os.lstat(tmp)
                 if not stat.S_ISREG(st.st_mode) or st.st_size < offset:
                     return None
-                h = hashlib.sha256()
-                with open(tmp, "rb", buffering=0) as f:
+                # read and cut through one descriptor that never follows a link: the name is not
+                # trusted again after the lstat (a link swapped in would be cut to length)
+                fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    fst = os.fstat(fd)
+                    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                        return None
+                    h = hashlib.sha256()
                     left = offset
                     while left:
-                        data = f.read(min(4 << 20, left))
+                        data = os.read(fd, min(4 << 20, left))
                         if not data:
                             return None
                         h.update(data)
                         left -= len(data)
-                if h.hexdigest() != want:
-                    return None
-                os.truncate(tmp, offset)
+                    if h.hexdigest() != want:
+                        return None
+                    os.ftruncate(fd, offset)
+                finally:
+                    os.close(fd)
                 return h
             except OSError:
                 return None
@@ -428,7 +436,7 @@ class _ReadBack:
                     views[0] = views[0][n:]
                     n = 0
         self.offset += total
-        rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        rfd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # the temp file, never a link
         try:
             pos = start
             for p in pieces:

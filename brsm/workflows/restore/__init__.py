@@ -22,7 +22,7 @@ from typing import Any
 from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import StepContext, Workflow
 from brsm.workflows import common
-from brsm.workflows.restore import check, finish, partial_meta, stage, swap
+from brsm.workflows.restore import check, finish, partial_meta, scratch, stage, swap
 from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, MANIFEST_JOURNALED,
                                             SERVICES_STARTING, RestorePorts, down_error)
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
@@ -60,6 +60,7 @@ REDUCERS = {
     SERVICES_STARTING: _reduce_services_starting,
     MANIFEST_JOURNALED: _reduce_manifest,
     partial_meta.META_INGEST_BUILT: partial_meta.reduce_built,
+    **scratch.REDUCERS,
 }
 
 

@@ -12,7 +12,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import common
-from brsm.workflows.restore import control, partial_meta, placement, proof, source, stage
+from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
 from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
 
@@ -26,6 +26,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     await control.ensure_down(ctx, "META_RESTORED", control.ALL_DOWN if ctx.mode == "run" else control.STARTED_BY_US)
     await control.start(ctx, "metad")
     await control.wait_meta(ctx)
+    await scratch.verify(ctx, placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref))  # what metad ingests
     own_sst = None
     dropped: list[str] = []
     if partial(ctx) and p.meta_sst is not None:

@@ -2,8 +2,9 @@
 
 Offline: every restored file re-hashed on its host (``sha256sum``) right before anything starts on it.
 Staged: the staged files re-hashed while the cluster still serves (no downtime), with a fingerprint
-of every staged tree taken first — each file's relative path, size, mtime and inode. The swap is a
-rename, which keeps all of those; so right before the start, the live trees' fingerprints must equal
+of every staged tree taken first — each entry's relative path, type, size, mtime, ctime and inode
+(ctime: a write with the mtime set back still changes it). The swap is a rename, which keeps all of
+those for every entry below the renamed dir; so right before the start, the live trees' fingerprints must equal
 the staged ones: a listing (seconds, whatever the size) instead of a re-hash (minutes per 100 GB).
 A file written, replaced, added or removed since it was hashed changes the fingerprint.
 """
@@ -22,9 +23,21 @@ from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports as 
 HASH_BATCH = 64
 # `bash -c SCRIPT NAME DIR...`: the dirs are positional arguments of the fixed script, never spliced
 # into it. A missing dir prints its header and nothing else; `ingest` (restoreMeta's copies) is skipped.
-FINGERPRINT_SCRIPT = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -d "$d" ]; then '
-                      'find "$d" -path "$d/ingest" -prune -o -type f -printf "%P\\t%s\\t%T@\\t%i\\n" | LC_ALL=C sort; '
+# Format 1 (journals written before format 2): regular files only, by path, size, mtime and inode.
+FINGERPRINT_SCRIPT_V1 = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -d "$d" ]; then '
+                         'find "$d" -path "$d/ingest" -prune -o -type f -printf "%P\\t%s\\t%T@\\t%i\\n" | LC_ALL=C sort; '
+                         'else echo absent; fi; done')
+# Format 2: every entry below the dir whatever its type (a symlink, FIFO or dir added is seen), with
+# its ctime, which utime cannot set back (a byte flipped with the mtime put back is seen). The dir
+# itself is not listed (the swap's rename changes its own ctime, never its entries'); a dir that is
+# itself a symlink says so, and is refused (it would list nothing, before and after alike).
+FINGERPRINT_SCRIPT = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -L "$d" ]; then echo symlink; '
+                      'elif [ -d "$d" ]; then find "$d" -mindepth 1 -path "$d/ingest" -prune -o '
+                      '-printf "%P\\t%y\\t%s\\t%T@\\t%C@\\t%i\\n" | LC_ALL=C sort; '
                       'else echo absent; fi; done')
+FORMAT = 2
+SCRIPTS = {1: FINGERPRINT_SCRIPT_V1, 2: FINGERPRINT_SCRIPT}
+SYMLINK = "symlink"  # what parse_fingerprints says of a dir that is a symbolic link
 
 
 async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str, Any]:
@@ -99,6 +112,7 @@ def parse_fingerprints(stdout: str) -> dict[str, str | None]:
     (['/a', '/b'], None, 64)
     """
     listing: dict[str, list[str] | None] = {}
+    links: set[str] = set()
     cur = None
     for line in stdout.splitlines():
         if line.startswith("== "):
@@ -106,21 +120,26 @@ def parse_fingerprints(stdout: str) -> dict[str, str | None]:
             listing[cur] = []
         elif cur is not None and line == "absent" and listing[cur] == []:
             listing[cur] = None
+        elif cur is not None and line == SYMLINK and listing[cur] == []:
+            links.add(cur)
         elif cur is not None and listing[cur] is not None:
             listing[cur].append(line)
-    return {d: (None if lines is None else hashlib.sha256("\n".join(lines).encode()).hexdigest())
+    return {d: (SYMLINK if d in links else None if lines is None else hashlib.sha256("\n".join(lines).encode()).hexdigest())
             for d, lines in listing.items()}
 
 
-async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]]) -> dict[str, str | None]:
-    """``{"host:dir": fingerprint}`` for every (host, dir), one command per host, every host at once."""
+async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]], *,
+                       fmt: int = FORMAT) -> dict[str, str | None]:
+    """``{"host:dir": fingerprint}`` for every (host, dir), one command per host, every host at once
+    (``fmt``: the format the fingerprints compared against were taken in). A dir that is a symlink
+    is refused: its listing would be empty whatever it points at."""
     p = _p(ctx)
     by_host: dict[str, list[str]] = {}
     for host, d in dirs:
         by_host.setdefault(host, []).append(d)
 
     async def one(host: str) -> dict[str, str | None]:
-        r = await p.hosts.host(host).run(["bash", "-c", FINGERPRINT_SCRIPT, "brsm-fingerprint", *by_host[host]],
+        r = await p.hosts.host(host).run(["bash", "-c", SCRIPTS[fmt], "brsm-fingerprint", *by_host[host]],
                                         timeout=3600)
         got = parse_fingerprints(r.stdout)
         return {f"{host}:{d}": got.get(d) for d in by_host[host]}
@@ -128,6 +147,13 @@ async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]]) -> dic
     out: dict[str, str | None] = {}
     for part in await asyncio.gather(*(one(h) for h in sorted(by_host))):
         out.update(part)
+    links = sorted(d for d, v in out.items() if v == SYMLINK)
+    if links:
+        raise VerificationFailed(
+            f"{links[0]} is a symbolic link, not the directory brsm made" + (f" (and {len(links) - 1} more)" if
+                                                                            len(links) > 1 else "")
+            + ": what is staged there is not where brsm put it",
+            hint=f"nothing was started on it; look at what made the link, then `brsm rollback {ctx.op_id}`")
     return out
 
 
@@ -164,7 +190,7 @@ async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> di
         now_at.update({f"{h}:{s}": (h, live) for h, s, live in placement.swaps(ctx.extra["topology"], ctx.ref,
                                                                                 chosen_spaces(ctx))})
     keys = sorted(k for k in want if k in now_at)
-    got = await fingerprints(ctx, [now_at[k] for k in keys])
+    got = await fingerprints(ctx, [now_at[k] for k in keys], fmt=int(ctx.facts.get("fingerprint_format", 1)))
     changed = fingerprint_changes({k: want[k] for k in keys},
                                   {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
     if changed:
@@ -172,7 +198,9 @@ async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> di
             f"before starting the restored cluster, {len(changed)} restored dir(s) are not as they were staged and "
             f"re-hashed, e.g. {changed[0]}: something wrote into them since",
             hint=f"nothing was started on them; `brsm rollback {ctx.op_id}` puts the original data back")
-    facts = {"dirs": len(keys), "how": "fingerprint of the staged, re-hashed trees (path, size, mtime, inode)"}
+    how = ("(path, size, mtime, inode)" if int(ctx.facts.get("fingerprint_format", 1)) == 1 else
+           "(every entry: path, type, size, mtime, ctime, inode)")
+    facts = {"dirs": len(keys), "how": f"fingerprint of the staged, re-hashed trees {how}"}
     if not meta_only:
         ctx.record(DATA_PROVED, facts)
     return facts

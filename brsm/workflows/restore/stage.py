@@ -19,7 +19,7 @@ from brsm import failpoints
 from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed, RemoteError, StorageError
 from brsm.workflows import common, direct
-from brsm.workflows.restore import control, placement, proof, source
+from brsm.workflows.restore import control, placement, proof, scratch, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
 from brsm.workflows.transfer import ATTEMPTS, EventBatcher, Limits, download_file, run_bounded
 
@@ -112,22 +112,20 @@ async def staged_step(ctx: StepContext) -> dict[str, Any]:
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=True)
     _p(ctx).progress.note(f"staging {len(jobs)} file(s) beside the live data; the cluster keeps serving")
+    await scratch.ensure(ctx, scratch.dirs(ctx, staged=True))  # made here, or the ones made before
     skipped = await _download(ctx, jobs)
+    await scratch.verify(ctx, scratch.dirs(ctx, staged=True))
     prints = await proof.fingerprints(ctx, proof.fingerprinted_dirs(ctx))
     proved = await proof.rehash_restored(ctx, staged=True)
     return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
-            "fingerprints": prints, **_data_path(ctx)}
+            "fingerprints": prints, "fingerprint_format": proof.FORMAT, **_data_path(ctx)}
 
 
 async def undo_staged(ctx: StepContext) -> None:
     """The staging dirs and meta restore dirs go; the cluster (serving all along) is not touched."""
     p = _p(ctx)
-    for host, root in placement.storage_dirs(ctx.extra["topology"]):
-        d = posixpath.join(root, placement.staging_name(ctx.ref))
-        if await p.hosts.host(host).exists(d):
-            await p.hosts.host(host).remove_tree(d)
-    for host, d in meta_dirs(ctx):
-        if await p.hosts.host(host).exists(d):
+    for host, d in scratch.dirs(ctx, staged=True):  # only the ones this operation made: a planted one stays
+        if await scratch.ours(ctx, host, d):
             await p.hosts.host(host).remove_tree(d)
 
 
@@ -138,11 +136,14 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
         # one round trip less in the downtime, and still before metad ingests them
         await common.gather_bounded(2, lambda aw: aw, [control.ensure_down(ctx, "DOWNLOADED"),
                                                        proof.check_fingerprints(ctx, meta_only=True)])
+        await scratch.verify(ctx, scratch.dirs(ctx, staged=True))  # the trees about to be renamed into place
         return await _swap_in(ctx)
     await control.ensure_down(ctx, "DOWNLOADED")
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=False)
+    await scratch.ensure(ctx, scratch.dirs(ctx, staged=False))
     skipped = await _download(ctx, jobs)
+    await scratch.verify(ctx, scratch.dirs(ctx, staged=False))
     return {"files": len(jobs), "skipped_on_resume": skipped,
             "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)}), **_data_path(ctx)}
 
@@ -192,5 +193,5 @@ async def undo_downloaded(ctx: StepContext) -> None:
             await h.remove_tree(src)
     if not staged(ctx):
         for host, d in meta_dirs(ctx):
-            if await p.hosts.host(host).exists(d):
+            if await scratch.ours(ctx, host, d):
                 await p.hosts.host(host).remove_tree(d)
