@@ -83,6 +83,8 @@ def up(
                                                  "to a dir elsewhere (a disk mounted apart).")] = False,
     wal_path: Annotated[bool, typer.Option("--wal-path", help="storaged keeps its WALs in a dir of their own "
                                            "(--wal_path).")] = False,
+    rocksdb_wal_dir: Annotated[bool, typer.Option("--rocksdb-wal-dir", help="storaged keeps RocksDB's own WAL "
+                                                  "in a dir of its own (--rocksdb_wal_dir).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
@@ -92,7 +94,7 @@ def up(
     t0 = time.monotonic()
     state, started = cluster.up(root, meta_hosts=meta_hosts, storage_hosts=storage_hosts, data_paths=data_paths,
                                 timeout=timeout, agents=not no_agents, symlink_data=symlinked_data,
-                                wal_path=wal_path)
+                                wal_path=wal_path, rocksdb_wal_dir=rocksdb_wal_dir)
     summ = cluster.summary(state)
     summ["started"] = started
     summ["seconds"] = round(time.monotonic() - t0, 2)

@@ -6,6 +6,8 @@ Paths (as Nebula lays them out):
   storaged  <dp>/nebula/<spaceId>/data                      RocksDB of that space on data path dp
             <dp>/nebula/<spaceId>/wal/<partId>/<first log id, 19 digits>.wal
             <dp>/nebula/<spaceId>/checkpoints/<BACKUP>/{data,wal/<partId>}
+            <wal_path>/nebula/<spaceId>/wal/<partId>/...        with --wal_path (RocksEngine.cpp)
+            <rocksdb_wal_dir>/rocksdb_wal/<spaceId>/*.log      RocksDB's WAL, with --rocksdb_wal_dir
   storaged  <working dir>/cluster.id                       identity learnt from metad (--cluster_id_path)
 """
 from __future__ import annotations
@@ -50,6 +52,11 @@ def space_data_dir(data_path: str, space_id: int) -> str:
 def space_wal_dir(data_path: str, space_id: int, part_id: int | None = None) -> str:
     d = os.path.join(space_dir(data_path, space_id), "wal")
     return d if part_id is None else os.path.join(d, str(part_id))
+
+
+def rocksdb_wal_dir(rocksdb_wal_dir: str, space_id: int) -> str:
+    """RocksEngineConfig.cpp: RocksDB's own WAL of a space with ``--rocksdb_wal_dir``."""
+    return os.path.join(rocksdb_wal_dir, "rocksdb_wal", str(space_id))
 
 
 def space_checkpoint_dir(data_path: str, space_id: int, name: str) -> str:
