@@ -230,6 +230,9 @@ class FakeCluster:
             self.storage_paths[a] = [f"{data_root}/storage{i + 1}" for i in range(data_paths)]
             for dp in self.storage_paths[a]:
                 m.mkdirs(f"{dp}/nebula")
+            # storaged's flagfile, which brsm reads for --wal_path, --rocksdb_wal_dir, --minimum_reserved_bytes
+            m.put(f"{install_dir}/etc/nebula-storaged.conf",
+                  f"--data_path={','.join(self.storage_paths[a])}\n--port={STORAGE_PORT}\n".encode())
             m.put(f"{install_dir}/{CLUSTER_ID_FILE}", encode_cluster_id(INITIAL_CLUSTER_ID))
         self.leader = self.meta_addrs[0]
         self.spaces: dict[int, SpaceModel] = {}

@@ -148,7 +148,7 @@ class FakeHost:
             return ok
         if cmd == "cat":
             out = []
-            for p in args:
+            for p in (args[1:] if args[:1] == ["--"] else args):  # `cat -- PATH`, as brsm runs it
                 if m.norm(p) not in m.files:
                     return err(f"{p}: No such file or directory")
                 out.append(m.files[m.norm(p)].decode("utf-8", "replace"))

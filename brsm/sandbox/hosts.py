@@ -249,6 +249,9 @@ class Host:
         return self.service_pid(svc) is not None and port_open(*self.service_addr(svc))
 
 
+SANDBOX_RESERVED_BYTES = 16 << 20
+
+
 def plan_hosts(root: str, k: int, meta_hosts: int, storage_hosts: int, data_paths: int,
                ssh_port: int, *, symlink_data: bool = False, wal_path: bool = False,
                rocksdb_wal_dir: bool = False) -> list[Host]:
@@ -319,6 +322,9 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str) -> None:
                 lines.append(f"--wal_path={host.wal_path}")
             if host.rocksdb_wal_dir:
                 lines.append(f"--rocksdb_wal_dir={host.rocksdb_wal_dir}")
+            # a sandbox's disks are small (a test may put them on a tmpfs of 160 MiB): its operator lowered
+            # the reserve below which storaged refuses writes (DiskManager.cpp, default 1 GiB)
+            lines.append(f"--minimum_reserved_bytes={SANDBOX_RESERVED_BYTES}")
         with open(host.conf(svc), "w") as fh:
             fh.write("\n".join(lines) + "\n")
 
