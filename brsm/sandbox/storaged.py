@@ -291,6 +291,9 @@ class Storaged(layout.Service):
             self.stop_event.wait(self.heartbeat_interval)
         if self.stop_event.is_set():
             return
+        # MetaClient::waitForMetadReady registers the heartbeat task before StorageServer::start loads
+        # the kvstore: a storaged loading its parts is ONLINE in listHosts with its ports still closed
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         for dp in self.data_paths:
             os.makedirs(dp, exist_ok=True)
             root = os.path.join(dp, "nebula")
@@ -304,7 +307,6 @@ class Storaged(layout.Service):
             if self.stop_event.wait(self.load_parts_secs):
                 return
         self.refresh_free_bytes()
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
 
     def _beat(self) -> bool:
         """MetaClient::heartbeat for role STORAGE: while its cluster id is 0 it reads ``--cluster_id_path``

@@ -9,8 +9,10 @@
 - src/kvstore/DiskManager.cpp (DiskManager::hasEnoughSpace, refresh) and FileBasedWal::appendLog: a
   data path with less than ``--minimum_reserved_bytes`` (default 1 GiB) available takes no writes
   (RaftPart answers E_RAFT_WAL_FAIL);
-- src/storage/StorageServer.cpp (StorageServer::start): the ports open only after the kvstore has
-  loaded every part (the sandbox's ``--sandbox_load_parts_secs`` stands for a slow load).
+- src/storage/StorageServer.cpp (StorageServer::start) and src/clients/meta/MetaClient.cpp
+  (waitForMetadReady): the ports open only after the kvstore has loaded every part (the sandbox's
+  ``--sandbox_load_parts_secs`` stands for a slow load), while the heartbeats, registered before the
+  load, keep the storaged ONLINE in listHosts.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from nebula3.common import ttypes as common
+from nebula3.meta import ttypes as meta
 
 from brsm.sandbox import control, data
 from brsm.sandbox.hosts import pid_alive, port_open, set_flag
@@ -116,6 +119,10 @@ def test_the_port_opens_only_after_the_parts_are_loaded(st):
     st.wait(lambda: st.pid("storage1", "storaged") and pid_alive(st.pid("storage1", "storaged")), what="running")
     time.sleep(1.5)
     assert not port_open(host(st).address, 9779), "still loading: the port is closed, the process alive"
+    with control.MetaClient(st.meta_addrs[0]) as mc:  # and its heartbeats go on: ONLINE while it loads
+        hosts = mc.listHosts(meta.ListHostsReq(type=meta.ListHostType.STORAGE)).hosts
+    assert [h.status for h in hosts if control.fmt_addr(h.hostAddr) == f"{host(st).address}:9779"] == [
+        meta.HostStatus.ONLINE]
     st.wait(lambda: port_open(host(st).address, 9779), timeout=20, what="storaged listening")
     assert time.monotonic() - t0 >= 2.5
     restart(st, sandbox_load_parts_secs=None)
