@@ -163,6 +163,35 @@ def storage_flag_facts(flags: dict[str, str] | None, root: str, addr: str, where
             "minimum_reserved_bytes": reserve}
 
 
+async def wal_link_problem(hosts: HostsPort, topo: dict[str, Any]) -> str | None:
+    """What to say when createBackup failed and a storaged keeps its WALs in a --wal_path: a checkpoint
+    HARD-LINKS every part's WAL files into ``<data_path>/nebula/<sid>/checkpoints/<name>/wal``
+    (NebulaStore::createCheckpoint, FileBasedWal::linkCurrentWAL: ``link()``), which fails with EXDEV
+    when the --wal_path is on another filesystem than the data path. The filesystems are compared on
+    each host (``stat -c %d``); None when no storaged has a --wal_path."""
+    lines, apart = [], []
+    for s in topo.get("storage", []):
+        if not s.get("wal_path"):
+            continue
+        paths = [*s["data_paths"], s["wal_path"]]
+        r = await hosts.host(s["host"]).run(["stat", "-L", "-c", "%d", "--", *paths], check=False, timeout=30)
+        devs = r.stdout.split()
+        if r.exit_status == 0 and len(devs) == len(paths):
+            other = [dp for dp, d in zip(s["data_paths"], devs) if d != devs[-1]]
+            if other:
+                apart.append(f"storaged {s['addr']}: --wal_path {s['wal_path']} is on another filesystem than its "
+                             f"data path {other[0]}")
+                continue
+        lines.append(f"storaged {s['addr']} keeps its WALs in --wal_path {s['wal_path']}")
+    if apart:
+        return ("; ".join(apart) + ": Nebula's checkpoint hard-links the WAL files into the data path (link() fails "
+                "with EXDEV across filesystems), so createBackup cannot succeed while the WALs are there")
+    if lines:
+        return ("; ".join(lines) + ": a checkpoint hard-links those WAL files into the data path, and link() fails "
+                "(EXDEV, storaged's log says 'Create link failed') when they are on different filesystems")
+    return None
+
+
 async def _canonical(hosts: HostsPort, topo: dict[str, Any]) -> None:
     """Each storage data path's canonical (symlink-free) path on its host, as ``real_paths``."""
     for s in topo["storage"]:
