@@ -245,6 +245,9 @@ class FakeCluster:
         self.ft_indexes: dict[str, int] = {}  # full-text index name -> space id
         self.zones: dict[str, list[str]] | None = None  # None: one default zone per storage host (ADD HOSTS)
         self.listeners: dict[int, list[str]] = {}
+        # hosts whose storaged, once metad accepts its heartbeat, is still loading its parts: it runs and
+        # is ONLINE but opens no port until the host leaves this set (StorageServer::start)
+        self.loading: set[str] = set()
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
         m = self.machines.get(name)
@@ -270,6 +273,13 @@ class FakeCluster:
         """The daemon's process is alive (it may not listen yet)."""
         m = self.machines.get(host)
         return bool(m and m.running.get(svc)) and self.faults.peek("host_down", host) is None
+
+    def storaged_online(self, host: str) -> bool:
+        """ONLINE in listHosts: listening, or accepted by metad and still loading its parts."""
+        if self.service_listening(host, "storaged"):
+            return True
+        m = self.machines.get(host)
+        return host in self.loading and self.service_up(host, "storaged") and bool(m and self._storaged_accepted(m))
 
     def service_listening(self, host: str, svc: str) -> bool:
         m = self.machines.get(host)
@@ -331,7 +341,7 @@ class FakeCluster:
         if kind == "stop":
             m.running[svc] = m.listening[svc] = False
             del m.pending[svc]
-        elif svc != "storaged" or self._storaged_accepted(m):
+        elif svc != "storaged" or (self._storaged_accepted(m) and m.name not in self.loading):
             m.listening[svc] = True
             del m.pending[svc]
         # else: a storaged whose heartbeat metad refuses keeps retrying, never listening
