@@ -101,10 +101,12 @@ async def _still_loading(ctx: StepContext, e: services.NotListeningYet) -> None:
     if addrs and all(a in listed and listed[a].online for a in addrs):
         raise StillLoading(
             f"storaged {', '.join(addrs)} runs and is ONLINE in metad but has not opened its port after "
-            f"{service_timeout(ctx):.0f} s: it is still loading its parts; the restore is kept as it is, not rolled back "
-            f"({e.message})",
+            f"{service_timeout(ctx):.0f} s: it is still loading its parts; "
+            + ("the rollback stops here" if ctx.mode == "rollback" else "the restore is kept as it is, not rolled back")
+            + f" ({e.message})",
             hint=f"wait until `nebula.service status storaged` says it listens on {', '.join(e.hosts)}, then "
-                 f"`brsm resume {ctx.op_id}` finishes the restore") from e
+                 + (f"`brsm rollback {ctx.op_id}` goes on with the rollback" if ctx.mode == "rollback" else
+                    f"`brsm resume {ctx.op_id}` finishes the restore")) from e
 
 
 class hosts_task:
