@@ -244,6 +244,7 @@ class Storaged(layout.Service):
         self.inflight = 0
         self.faults: dict[str, Any] = {}
         self.fault_lock = threading.Lock()
+        self.unclosed: list[rocksdict.Rdict] = []  # dbs left open at exit (see shutdown)
         self.stats = {"writes_ok": 0, "writes_refused": 0, "bytes_written": 0, "checkpoints": 0}
         self.cluster_id = 0
         self.cluster_id_path = self.flags.str("cluster_id_path", "cluster.id")  # relative: to the working dir
@@ -342,12 +343,22 @@ class Storaged(layout.Service):
             self._beat()
 
     def shutdown(self) -> None:
+        """RocksDB closes without flushing its memtables while its own WAL is on (Nebula's default,
+        ``--rocksdb_disable_wal=false``, RocksEngineConfig.cpp; DBImpl::CloseHelper flushes only
+        unpersisted, WAL-less data): what was written since the last flush stays in RocksDB's WAL and
+        is replayed at the next open. rocksdict's close flushes, so the WAL is synced and the process
+        ends without closing the dbs (main: ``os._exit``)."""
         with self.space_lock:
             for wal in self.wals.values():
                 wal.close()
+            keep_wal = not self.flags.bool("rocksdb_disable_wal", False)
             for db in self.dbs.values():
                 try:
-                    db.close()
+                    if keep_wal:
+                        db.flush_wal(True)
+                        self.unclosed.append(db)
+                    else:
+                        db.close()
                 except Exception:  # noqa: BLE001
                     pass
             self.dbs.clear()
@@ -735,7 +746,13 @@ class Storaged(layout.Service):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return Storaged(list(sys.argv[1:] if argv is None else argv)).run()
+    svc = Storaged(list(sys.argv[1:] if argv is None else argv))
+    rc = svc.run()
+    if svc.unclosed:  # dropping a rocksdict db flushes it: end as a process does, its dbs unclosed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 if __name__ == "__main__":

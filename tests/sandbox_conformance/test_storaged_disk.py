@@ -5,7 +5,8 @@
   ``checkpoints/<name>/wal/<part>`` after closing the current file; a failed link (EXDEV for a
   --wal_path on another filesystem) fails the checkpoint with E_FAILED_TO_CHECKPOINT;
 - src/kvstore/RocksEngineConfig.cpp (initRocksdbOptions): ``--rocksdb_wal_dir`` puts RocksDB's own WAL
-  of space S at ``<dir>/rocksdb_wal/S``;
+  of space S at ``<dir>/rocksdb_wal/S``; with ``--rocksdb_disable_wal=false`` (the default there) RocksDB
+  closes without flushing its memtables, so unflushed writes stay in that WAL for the next open;
 - src/kvstore/DiskManager.cpp (DiskManager::hasEnoughSpace, refresh) and FileBasedWal::appendLog: a
   data path with less than ``--minimum_reserved_bytes`` (default 1 GiB) available takes no writes
   (RaftPart answers E_RAFT_WAL_FAIL);
@@ -139,5 +140,14 @@ def test_rocksdb_wal_dir_holds_rocksdbs_own_wal(st, tmp_path):
     logs = list((rwal / "rocksdb_wal" / str(st.sid)).glob("*.log"))
     assert logs and any(f.stat().st_size for f in logs), "RocksDB's WAL is under <dir>/rocksdb_wal/<sid>"
     assert {f.name: f.stat().st_size for f in data_dir.glob("*.log")} == before, "and not in the db dir"
+    # closed without a flush while RocksDB's WAL is on: the writes stay in that WAL, replayed at the next open
+    sums = data.checksum(st.meta_addrs[0])
+    old = st.pid("storage1", "storaged")
+    st.svc("storage1", "stop", "storaged")
+    st.wait(lambda: not (old and pid_alive(old)), what="storaged stopped")
+    assert any(f.stat().st_size for f in (rwal / "rocksdb_wal" / str(st.sid)).glob("*.log")), "unflushed at close"
+    assert st.svc("storage1", "start", "storaged").returncode == 0
+    st.wait(lambda: port_open(host(st).address, 9779), what="storaged listening")
+    assert data.checksum(st.meta_addrs[0]) == sums, "replayed from RocksDB's WAL at open"
     restart(st, rocksdb_wal_dir=None)
     st.wait(lambda: port_open(host(st).address, 9779), what="storaged listening")
