@@ -181,9 +181,11 @@ class Service:
             if self.stop_event.is_set():
                 self.log.info("%s stopping before it served", self.name)
                 return 0
+            # StorageServer::start and GraphDaemon.cpp start the web service before the Thrift server: once
+            # the service port accepts connections, the admin HTTP port does too
+            self._start_http()
             if self.thrift_port_listener:
                 self._start_port_listener()
-            self._start_http()
             self.log.info("%s serving on %s:%d (http %d)", self.name, self.local_ip, self.port,
                           self.ws_http_port)
             while not self.stop_event.wait(0.5):

@@ -125,6 +125,7 @@ def test_the_port_opens_only_after_the_parts_are_loaded(st):
     assert [h.status for h in hosts if control.fmt_addr(h.hostAddr) == f"{host(st).address}:9779"] == [
         meta.HostStatus.ONLINE]
     st.wait(lambda: port_open(host(st).address, 9779), timeout=20, what="storaged listening")
+    assert port_open(*host(st).http_addr("storaged")), "the web service starts before the storage server"
     assert time.monotonic() - t0 >= 2.5
     restart(st, sandbox_load_parts_secs=None)
     st.wait(lambda: port_open(host(st).address, 9779), what="storaged listening")
