@@ -152,8 +152,11 @@ def start_restore(
     allow_unverified: Annotated[bool, typer.Option(
         help="Restore a backup that records no checksums (nebula-br's, or one whose brsm-manifest.json is "
              "gone): its files are checked by size only.")] = False,
-    service_timeout: Annotated[float, typer.Option(
-        help="Seconds each daemon may take to stop, or to start and listen (all hosts at once).")] = 90.0,
+    service_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds each daemon may take to stop, or to start and listen (all hosts at once). Default: 300, or "
+             "2 s per GiB of a storage host's share of the backup if longer (a storaged opens its port only once "
+             "it has loaded its data). A storaged still loading when it runs out is not rolled back: `brsm resume`.",
+        show_default=False)] = None,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -161,7 +164,7 @@ def start_restore(
     _metrics_file(metrics_file)
     if verify not in ("quick", "full"):
         raise UsageError(f"--verify must be quick or full, not {verify!r}")
-    if not 1 <= service_timeout <= 86400:
+    if service_timeout is not None and not 1 <= service_timeout <= 86400:
         raise UsageError(f"--service-timeout must be 1 to 86400 seconds, not {service_timeout:g}")
     from brsm.cli.inputs import check_backup_name
 

@@ -247,6 +247,9 @@ class FakeCluster:
             self.storage_paths[a] = [f"{data_root}/storage{i + 1}" for i in range(data_paths)]
             for dp in self.storage_paths[a]:
                 m.mkdirs(f"{dp}/nebula")
+            # storaged's flagfile, which brsm reads for --wal_path, --rocksdb_wal_dir, --minimum_reserved_bytes
+            m.put(f"{install_dir}/etc/nebula-storaged.conf",
+                  f"--data_path={','.join(self.storage_paths[a])}\n--port={STORAGE_PORT}\n".encode())
             m.put(f"{install_dir}/{CLUSTER_ID_FILE}", encode_cluster_id(INITIAL_CLUSTER_ID))
         self.leader = self.meta_addrs[0]
         self.spaces: dict[int, SpaceModel] = {}
@@ -259,6 +262,9 @@ class FakeCluster:
         self.ft_indexes: dict[str, int] = {}  # full-text index name -> space id
         self.zones: dict[str, list[str]] | None = None  # None: one default zone per storage host (ADD HOSTS)
         self.listeners: dict[int, list[str]] = {}
+        # hosts whose storaged, once metad accepts its heartbeat, is still loading its parts: it runs and
+        # is ONLINE but opens no port until the host leaves this set (StorageServer::start)
+        self.loading: set[str] = set()
 
     def _machine(self, name: str, services: dict[str, int], free: int) -> Machine:
         m = self.machines.get(name)
@@ -284,6 +290,13 @@ class FakeCluster:
         """The daemon's process is alive (it may not listen yet)."""
         m = self.machines.get(host)
         return bool(m and m.running.get(svc)) and self.faults.peek("host_down", host) is None
+
+    def storaged_online(self, host: str) -> bool:
+        """ONLINE in listHosts: listening, or accepted by metad and still loading its parts."""
+        if self.service_listening(host, "storaged"):
+            return True
+        m = self.machines.get(host)
+        return host in self.loading and self.service_up(host, "storaged") and bool(m and self._storaged_accepted(m))
 
     def service_listening(self, host: str, svc: str) -> bool:
         m = self.machines.get(host)
@@ -345,7 +358,7 @@ class FakeCluster:
         if kind == "stop":
             m.running[svc] = m.listening[svc] = False
             del m.pending[svc]
-        elif svc != "storaged" or self._storaged_accepted(m):
+        elif svc != "storaged" or (self._storaged_accepted(m) and m.name not in self.loading):
             m.listening[svc] = True
             del m.pending[svc]
         # else: a storaged whose heartbeat metad refuses keeps retrying, never listening

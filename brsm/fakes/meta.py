@@ -263,7 +263,7 @@ class FakeMeta:
 
     async def list_hosts(self, role: str = "STORAGE") -> list[ListedHost]:
         """listHosts: a daemon is ONLINE while metad accepts its heartbeats; a storaged does from the
-        moment it listens (it listens only once its heartbeat was accepted)."""
+        moment its heartbeat is accepted, which is before it listens while it loads its parts."""
         await self._enter("listHosts")
         c = self.c
         if role == "STORAGE":
@@ -275,8 +275,9 @@ class FakeMeta:
         else:
             raise ValueError(f"unknown host role {role!r}")
         svc = {"STORAGE": "storaged", "GRAPH": "graphd", "META": "metad"}[role]
-        return [ListedHost(a, role, "ONLINE" if c.service_listening(a.host, svc) else "OFFLINE", c.version)
-                for a in sorted(addrs)]
+        def online(a: HostAddr) -> bool:
+            return c.storaged_online(a.host) if svc == "storaged" else c.service_listening(a.host, svc)
+        return [ListedHost(a, role, "ONLINE" if online(a) else "OFFLINE", c.version) for a in sorted(addrs)]
 
     async def close(self) -> None:
         self.closed = True

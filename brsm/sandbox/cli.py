@@ -87,6 +87,8 @@ def up(
         "--nebula-version", metavar="X.Y",
         help="The Nebula release the daemons play (3.0, 3.2, 3.4, 3.6 or 3.8; default 3.8): its meta Thrift "
              "where it differs (DropSnapshotReq, restoreMeta's answer) and the version they report.")] = None,
+    rocksdb_wal_dir: Annotated[bool, typer.Option("--rocksdb-wal-dir", help="storaged keeps RocksDB's own WAL "
+                                                  "in a dir of its own (--rocksdb_wal_dir).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Start a sandbox cluster in DIR (or report the one already running there)."""
@@ -96,7 +98,7 @@ def up(
     t0 = time.monotonic()
     state, started = cluster.up(root, meta_hosts=meta_hosts, storage_hosts=storage_hosts, data_paths=data_paths,
                                 timeout=timeout, agents=not no_agents, symlink_data=symlinked_data,
-                                wal_path=wal_path, nebula_version=nebula_version)
+                                wal_path=wal_path, nebula_version=nebula_version, rocksdb_wal_dir=rocksdb_wal_dir)
     summ = cluster.summary(state)
     summ["started"] = started
     summ["seconds"] = round(time.monotonic() - t0, 2)

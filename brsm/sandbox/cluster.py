@@ -529,7 +529,7 @@ def nebula_release(version: str) -> str:
 def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: int = 1,
        timeout: float = 60.0, min_part_size: int | None = None, agents: bool = True,
        symlink_data: bool = False, wal_path: bool = False,
-       nebula_version: str | None = None) -> tuple[dict[str, Any], bool]:
+       nebula_version: str | None = None, rocksdb_wal_dir: bool = False) -> tuple[dict[str, Any], bool]:
     """Start a sandbox in ``root``. Returns (state, started); started is False when one runs there.
 
     ``nebula_version`` ("3.2"): the release every daemon plays, its meta wire and the version it
@@ -561,10 +561,11 @@ def up(root: str, *, meta_hosts: int = 1, storage_hosts: int = 3, data_paths: in
                                                                    "storage_hosts": storage_hosts,
                                                                    "data_paths": data_paths,
                                                                    "symlink_data": symlink_data,
-                                                                   "wal_path": wal_path}}
+                                                                   "wal_path": wal_path,
+                                                                   "rocksdb_wal_dir": rocksdb_wal_dir}}
     try:
         hosts = plan_hosts(root, k, meta_hosts, storage_hosts, data_paths, ssh_port,
-                           symlink_data=symlink_data, wal_path=wal_path)
+                           symlink_data=symlink_data, wal_path=wal_path, rocksdb_wal_dir=rocksdb_wal_dir)
         meta_addrs = [f"{h.address}:{SERVICE_PORTS['metad'][0]}" for h in hosts if "meta" in h.roles]
         sshdir = os.path.join(root, "ssh")
         state.update({

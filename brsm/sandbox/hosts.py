@@ -206,6 +206,7 @@ class Host:
     data_paths: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)   # metad / graphd / storaged
     wal_path: str = ""                    # storaged --wal_path (3.4+), "" = WALs beside the data
+    rocksdb_wal_dir: str = ""             # storaged --rocksdb_wal_dir, "" = RocksDB's WAL in its db dir
     disks: dict = field(default_factory=dict)  # data path -> the real dir it links to (symlinked variant)
 
     # where each host keeps its install and its sshd's files
@@ -248,11 +249,16 @@ class Host:
         return self.service_pid(svc) is not None and port_open(*self.service_addr(svc))
 
 
+SANDBOX_RESERVED_BYTES = 16 << 20
+
+
 def plan_hosts(root: str, k: int, meta_hosts: int, storage_hosts: int, data_paths: int,
-               ssh_port: int, *, symlink_data: bool = False, wal_path: bool = False) -> list[Host]:
+               ssh_port: int, *, symlink_data: bool = False, wal_path: bool = False,
+               rocksdb_wal_dir: bool = False) -> list[Host]:
     """``symlink_data``: each storage data path is a symlink to a dir under ``<host>/disk/`` (a data
     path on another mount, reached through a link: heartbeats carry the link, checkpoints the
-    resolved path). ``wal_path``: storaged keeps its WALs under ``<host>/wal`` (``--wal_path``)."""
+    resolved path). ``wal_path``: storaged keeps its WALs under ``<host>/wal`` (``--wal_path``).
+    ``rocksdb_wal_dir``: RocksDB's own WAL under ``<host>/rocksdb-wal/rocksdb_wal/<sid>``."""
     hosts = []
     for i in range(1, meta_hosts + 1):
         name = f"meta{i}"
@@ -267,7 +273,8 @@ def plan_hosts(root: str, k: int, meta_hosts: int, storage_hosts: int, data_path
         dps = [os.path.join(hroot, "data", f"storage{j}") for j in range(1, data_paths + 1)]
         disks = {dp: os.path.join(hroot, "disk", f"storage{j}") for j, dp in enumerate(dps, 1)} if symlink_data else {}
         hosts.append(Host(name, f"127.{k}.0.{100 + i}", ["storage"], hroot, ssh_port, dps, ["storaged"],
-                          wal_path=os.path.join(hroot, "wal") if wal_path else "", disks=disks))
+                          wal_path=os.path.join(hroot, "wal") if wal_path else "", disks=disks,
+                          rocksdb_wal_dir=os.path.join(hroot, "rocksdb-wal") if rocksdb_wal_dir else ""))
     return hosts
 
 
@@ -290,8 +297,9 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str, *, nebula_v
                 os.symlink(real, dp)
         else:
             os.makedirs(dp, exist_ok=True)
-    if host.wal_path:
-        os.makedirs(host.wal_path, exist_ok=True)
+    for d in (host.wal_path, host.rocksdb_wal_dir):
+        if d:
+            os.makedirs(d, exist_ok=True)
     text = service_template().replace("@PYTHON@", python)
     with open(host.script, "w") as fh:
         fh.write(text)
@@ -315,8 +323,25 @@ def write_host_files(host: Host, meta_addrs: list[str], python: str, *, nebula_v
             lines += ["########## storage ##########", f"--data_path={','.join(host.data_paths)}"]
             if host.wal_path:
                 lines.append(f"--wal_path={host.wal_path}")
+            if host.rocksdb_wal_dir:
+                lines.append(f"--rocksdb_wal_dir={host.rocksdb_wal_dir}")
+            # a sandbox's disks are small (a test may put them on a tmpfs of 160 MiB): its operator lowered
+            # the reserve below which storaged refuses writes (DiskManager.cpp, default 1 GiB)
+            lines.append(f"--minimum_reserved_bytes={SANDBOX_RESERVED_BYTES}")
         with open(host.conf(svc), "w") as fh:
             fh.write("\n".join(lines) + "\n")
+
+
+def set_flag(host: Host, svc: str, key: str, value: str | None) -> None:
+    """Set (or, with None, remove) ``--key`` in ``svc``'s flagfile on ``host``, as an operator edits
+    nebula-<svc>.conf: it takes effect when the daemon next starts (gflags are read at start)."""
+    path = host.conf(svc)
+    with open(path) as fh:
+        lines = [ln for ln in fh.read().splitlines() if not ln.strip().startswith(f"--{key}=")]
+    if value is not None:
+        lines.append(f"--{key}={value}")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 def run_service(host: Host, action: str, svc: str = "all", timeout: float = 60.0,

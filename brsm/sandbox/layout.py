@@ -6,6 +6,8 @@ Paths (as Nebula lays them out):
   storaged  <dp>/nebula/<spaceId>/data                      RocksDB of that space on data path dp
             <dp>/nebula/<spaceId>/wal/<partId>/<first log id, 19 digits>.wal
             <dp>/nebula/<spaceId>/checkpoints/<BACKUP>/{data,wal/<partId>}
+            <wal_path>/nebula/<spaceId>/wal/<partId>/...        with --wal_path (RocksEngine.cpp)
+            <rocksdb_wal_dir>/rocksdb_wal/<spaceId>/*.log      RocksDB's WAL, with --rocksdb_wal_dir
   storaged  <working dir>/cluster.id                       identity learnt from metad (--cluster_id_path)
 """
 from __future__ import annotations
@@ -50,6 +52,11 @@ def space_data_dir(data_path: str, space_id: int) -> str:
 def space_wal_dir(data_path: str, space_id: int, part_id: int | None = None) -> str:
     d = os.path.join(space_dir(data_path, space_id), "wal")
     return d if part_id is None else os.path.join(d, str(part_id))
+
+
+def rocksdb_wal_dir(rocksdb_wal_dir: str, space_id: int) -> str:
+    """RocksEngineConfig.cpp: RocksDB's own WAL of a space with ``--rocksdb_wal_dir``."""
+    return os.path.join(rocksdb_wal_dir, "rocksdb_wal", str(space_id))
 
 
 def space_checkpoint_dir(data_path: str, space_id: int, name: str) -> str:
@@ -174,9 +181,11 @@ class Service:
             if self.stop_event.is_set():
                 self.log.info("%s stopping before it served", self.name)
                 return 0
+            # StorageServer::start and GraphDaemon.cpp start the web service before the Thrift server: once
+            # the service port accepts connections, the admin HTTP port does too
+            self._start_http()
             if self.thrift_port_listener:
                 self._start_port_listener()
-            self._start_http()
             self.log.info("%s serving on %s:%d (http %d)", self.name, self.local_ip, self.port,
                           self.ws_http_port)
             while not self.stop_event.wait(0.5):

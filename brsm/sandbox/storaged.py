@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -164,11 +165,15 @@ class PartWal:
         os.makedirs(directory, exist_ok=True)
         self.fh = None
         self.size = 0
+        self.sealed = False
 
     def append(self, log_id: int, term: int, payload: bytes, *, new_segment: bool = False) -> None:
         """Append one log entry; ``new_segment`` starts a new file with it (as a full file would)."""
         if new_segment or self.fh is None or self.size >= WAL_FILE_SIZE:
-            reopen_last = self.fh is None and not new_segment  # after a restart: go on in the last file
+            # after a restart: go on in the last file (FileBasedWal's ctor opens it O_APPEND); not
+            # after a checkpoint linked it
+            reopen_last = self.fh is None and not new_segment and not self.sealed
+            self.sealed = False
             if self.fh is not None:
                 self.fh.close()
             existing = sorted(f for f in os.listdir(self.dir) if f.endswith(".wal")) if reopen_last else []
@@ -185,6 +190,14 @@ class PartWal:
     def flush(self) -> None:
         if self.fh is not None:
             self.fh.flush()
+
+    def seal(self) -> None:
+        """FileBasedWal::closeCurrFile before a checkpoint links the files: the next log goes to a
+        new file, so a linked file never grows after the checkpoint."""
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        self.sealed = True
 
     def close(self) -> None:
         if self.fh is not None:
@@ -203,6 +216,19 @@ class Storaged(layout.Service):
         # beside the data under <data_path>/nebula/<sid>/wal/<pid>
         wal = self.flags.get("wal_path")
         self.wal_root = os.path.abspath(wal) if wal else None
+        # RocksEngineConfig.cpp: with --rocksdb_wal_dir RocksDB's own WAL of space S is
+        # <rocksdb_wal_dir>/rocksdb_wal/S (every data path's engine of S points there)
+        rwal = self.flags.get("rocksdb_wal_dir")
+        self.rocksdb_wal_dir = os.path.abspath(rwal) if rwal else None
+        # DiskManager.cpp: a data path with less than --minimum_reserved_bytes available (statvfs,
+        # refreshed every --disk_check_interval_secs) takes no more writes
+        self.minimum_reserved_bytes = self.flags.int("minimum_reserved_bytes", 1 << 30)
+        self.disk_check_interval = float(self.flags.str("disk_check_interval_secs", "10"))
+        self.free_bytes: list[int] = []
+        self.free_checked = 0.0
+        # not a Nebula flag: the seconds this stand-in takes to load its parts before it listens, as
+        # a storaged holding much data does (StorageServer::start opens its ports after the kvstore)
+        self.load_parts_secs = float(self.flags.str("sandbox_load_parts_secs", "0"))
         if not self.data_paths:
             raise SystemExit("storaged: --data_path is required")
         self.meta_addrs = [f"{h}:{p}" for h, p in map(parse_hostport, self.flags.list("meta_server_addrs"))]
@@ -218,6 +244,7 @@ class Storaged(layout.Service):
         self.inflight = 0
         self.faults: dict[str, Any] = {}
         self.fault_lock = threading.Lock()
+        self.unclosed: list[rocksdict.Rdict] = []  # dbs left open at exit (see shutdown)
         self.stats = {"writes_ok": 0, "writes_refused": 0, "bytes_written": 0, "checkpoints": 0}
         self.cluster_id = 0
         self.cluster_id_path = self.flags.str("cluster_id_path", "cluster.id")  # relative: to the working dir
@@ -265,6 +292,9 @@ class Storaged(layout.Service):
             self.stop_event.wait(self.heartbeat_interval)
         if self.stop_event.is_set():
             return
+        # MetaClient::waitForMetadReady registers the heartbeat task before StorageServer::start loads
+        # the kvstore: a storaged loading its parts is ONLINE in listHosts with its ports still closed
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         for dp in self.data_paths:
             os.makedirs(dp, exist_ok=True)
             root = os.path.join(dp, "nebula")
@@ -274,7 +304,11 @@ class Storaged(layout.Service):
                 if entry.isdigit() and int(entry) > 0 and os.path.isdir(layout.space_data_dir(dp, int(entry))):
                     self.ensure_space(int(entry))
         self._remove_unassigned_parts()
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        if self.load_parts_secs > 0:
+            self.log.info("loading parts: %.1f s before the ports open", self.load_parts_secs)
+            if self.stop_event.wait(self.load_parts_secs):
+                return
+        self.refresh_free_bytes()
 
     def _remove_unassigned_parts(self) -> None:
         """NebulaStore::loadPartFromDataPath: every part found on disk that meta no longer assigns to
@@ -362,12 +396,22 @@ class Storaged(layout.Service):
                 self.log.debug("space %d check failed: %s", sid, exc)
 
     def shutdown(self) -> None:
+        """RocksDB closes without flushing its memtables while its own WAL is on (Nebula's default,
+        ``--rocksdb_disable_wal=false``, RocksEngineConfig.cpp; DBImpl::CloseHelper flushes only
+        unpersisted, WAL-less data): what was written since the last flush stays in RocksDB's WAL and
+        is replayed at the next open. rocksdict's close flushes, so the WAL is synced and the process
+        ends without closing the dbs (main: ``os._exit``)."""
         with self.space_lock:
             for wal in self.wals.values():
                 wal.close()
+            keep_wal = not self.flags.bool("rocksdb_disable_wal", False)
             for db in self.dbs.values():
                 try:
-                    db.close()
+                    if keep_wal:
+                        db.flush_wal(True)
+                        self.unclosed.append(db)
+                    else:
+                        db.close()
                 except Exception:  # noqa: BLE001
                     pass
             self.dbs.clear()
@@ -382,15 +426,54 @@ class Storaged(layout.Service):
                 path = layout.space_data_dir(dp, sid)
                 os.makedirs(path, exist_ok=True)
                 os.makedirs(self.wal_dir(dp, sid), exist_ok=True)
-                self.dbs[(sid, idx)] = rocksdict.Rdict(path, self._db_options())
+                self.dbs[(sid, idx)] = rocksdict.Rdict(path, self._db_options(self.rocksdb_wal(sid)))
             self.log.info("opened space %d on %d data path(s)", sid, len(self.data_paths))
 
+    def rocksdb_wal(self, sid: int) -> str | None:
+        """RocksEngineConfig.cpp (initRocksdbOptions): ``<rocksdb_wal_dir>/rocksdb_wal/<spaceId>``,
+        made if missing, or None (RocksDB keeps its WAL in the db dir)."""
+        if not self.rocksdb_wal_dir:
+            return None
+        d = layout.rocksdb_wal_dir(self.rocksdb_wal_dir, sid)
+        os.makedirs(d, exist_ok=True)
+        return d
+
     @staticmethod
-    def _db_options() -> rocksdict.Options:
+    def _db_options(wal_dir: str | None = None) -> rocksdict.Options:
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_max_open_files(MAX_OPEN_FILES)
+        if wal_dir:
+            opts.set_wal_dir(wal_dir)
         return opts
+
+    # -- disk space (DiskManager.cpp)
+    def refresh_free_bytes(self) -> list[int]:
+        """DiskManager::refresh: the available bytes (statvfs f_bavail * f_frsize, boost's
+        ``space().available``) of each data path."""
+        out = []
+        for dp in self.data_paths:
+            st = os.statvfs(dp)
+            out.append(st.f_bavail * st.f_frsize)
+        self.free_bytes, self.free_checked = out, time.monotonic()
+        return out
+
+    def has_enough_space(self, pid: int) -> bool:
+        """DiskManager::hasEnoughSpace: the part's data path has at least --minimum_reserved_bytes
+        available (as of the last refresh)."""
+        if not self.free_bytes or time.monotonic() - self.free_checked >= self.disk_check_interval:
+            self.refresh_free_bytes()
+        return self.free_bytes[layout.data_path_for_part(self.data_paths, pid)] >= self.minimum_reserved_bytes
+
+    def _check_space(self, sid: int, pids) -> None:
+        """FileBasedWal::appendLog refuses a log when the disk is short; RaftPart answers the write
+        E_RAFT_WAL_FAIL."""
+        short = sorted(p for p in pids if not self.has_enough_space(p))
+        if short:
+            self.stats["writes_refused"] += 1
+            raise layout.HTTPError(507, f"parts {short} of space {sid}: less than --minimum_reserved_bytes="
+                                        f"{self.minimum_reserved_bytes} available on their data path",
+                                   code=common.ErrorCode.E_RAFT_WAL_FAIL)
 
     def db_for(self, sid: int, pid: int) -> rocksdict.Rdict:
         return self.dbs[(sid, layout.data_path_for_part(self.data_paths, pid))]
@@ -441,12 +524,13 @@ class Storaged(layout.Service):
                 if count is not None and (not isinstance(count, int) or count < 1):
                     raise layout.HTTPError(400, "count must be an integer >= 1 (leave it out for 'until cleared')")
                 known = False
-                for key in ("fail_checkpoint", "checkpoint_delay", "fail_writes"):
+                for key in ("fail_checkpoint", "checkpoint_delay", "fail_writes", "wal_link_exdev"):
                     if key in spec:
                         known = True
                         self.faults[key] = {"value": spec[key], "remaining": count}
                 if not known:
-                    raise layout.HTTPError(400, "fault needs fail_checkpoint, checkpoint_delay, fail_writes or clear")
+                    raise layout.HTTPError(400, "fault needs fail_checkpoint, checkpoint_delay, fail_writes, "
+                                                "wal_link_exdev or clear")
             return {"faults": dict(self.faults)}
 
     def _take_fault(self, key: str) -> Any:
@@ -516,13 +600,14 @@ class Storaged(layout.Service):
                     with lock:
                         w = self.wals.get((sid, pid))
                         if w:
-                            w.flush()
-                        src = self.wal_dir(dp, sid, pid)
-                        dst = os.path.join(ck, "wal", str(pid))
-                        if os.path.isdir(src):
-                            shutil.copytree(src, dst)
-                        else:
-                            os.makedirs(dst)
+                            w.seal()
+                        try:
+                            self._link_wal(self.wal_dir(dp, sid, pid), os.path.join(ck, "wal", str(pid)))
+                        except OSError as exc:
+                            self.log.error("checkpoint %s: link of part %d's WAL failed: %s", name, pid, exc)
+                            raise layout.HTTPError(500, f"checkpoint {name}: cannot hard-link the WAL of part "
+                                                        f"{pid}: {exc}", code=common.ErrorCode.E_FAILED_TO_CHECKPOINT,
+                                                   errno=exc.errno) from exc
                         log_id, term = self._state(sid, pid)
                     parts[str(pid)] = {"log_id": log_id, "term_id": term, "commit_log_id": log_id,
                                        "checkpoint_path": ck}
@@ -533,6 +618,20 @@ class Storaged(layout.Service):
         self.stats["checkpoints"] += 1
         self.log.info("checkpoint %s done: %s", name, {k: len(v) for k, v in result.items()})
         return {"spaces": result}
+
+    def _link_wal(self, src: str, dst: str) -> None:
+        """FileBasedWal::linkCurrentWAL: the part's WAL files hard-linked (``link()``, so EXDEV when
+        the WAL is on another filesystem than the checkpoint) under their own names; the current
+        file was closed first (the next log starts a new one). Fault ``wal_link_exdev``: link()
+        fails with EXDEV as it does for a --wal_path on another disk."""
+        os.makedirs(dst)
+        if not os.path.isdir(src):
+            return
+        for f in sorted(os.listdir(src)):
+            if f.endswith(".wal"):
+                if self._take_fault("wal_link_exdev"):
+                    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), os.path.join(src, f))
+                os.link(os.path.join(src, f), os.path.join(dst, f))
 
     def _drop_checkpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("name")
@@ -595,6 +694,7 @@ class Storaged(layout.Service):
         by_part = self._by_owned_part(sid, records)
         if self._take_fault("fail_writes"):
             raise layout.HTTPError(500, "injected write failure")
+        self._check_space(sid, by_part)
         with self._admitted(len(body)):
             self.ensure_space(sid)
             for pid, items in sorted(by_part.items()):
@@ -623,6 +723,7 @@ class Storaged(layout.Service):
             raise layout.HTTPError(400, "wal_segments must be >= 0")
         by_part = self._by_owned_part(sid, decode_records(body))
         ssts = wal_files = 0
+        self._check_space(sid, by_part)
         with self._admitted(len(body)):
             self.ensure_space(sid)
             for pid, items in sorted(by_part.items()):
@@ -699,7 +800,13 @@ class Storaged(layout.Service):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return Storaged(list(sys.argv[1:] if argv is None else argv)).run()
+    svc = Storaged(list(sys.argv[1:] if argv is None else argv))
+    rc = svc.run()
+    if svc.unclosed:  # dropping a rocksdict db flushes it: end as a process does, its dbs unclosed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 if __name__ == "__main__":

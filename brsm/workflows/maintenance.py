@@ -301,12 +301,12 @@ async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: 
 
 async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], owners: frozenset[str]) -> list[dict]:
     """Set-aside (``nebula_brsm_old_<op>``) and staging (``nebula_brsm_new_<op>``) dirs of restores that
-    finished, on every data path and --wal_path; an unfinished restore's are never listed."""
+    finished, on every data path, --wal_path and --rocksdb_wal_dir; an unfinished restore's are never listed."""
     out = []
     for role in ("storage", "meta"):
         for svc in topology[role]:
             h = p.hosts.host(svc["host"])
-            for dp in list(svc["data_paths"]) + ([svc["wal_path"]] if svc.get("wal_path") else []):
+            for dp in list(svc["data_paths"]) + [svc[k] for k in ("wal_path", "rocksdb_wal_dir") if svc.get(k)]:
                 r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "(",
                                  "-name", "nebula_brsm_old_*", "-o", "-name", "nebula_brsm_new_*", ")"], check=False)
                 for line in r.stdout.splitlines():

@@ -32,6 +32,11 @@ from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostsPort, RunResult
 
 DEFAULT_TIMEOUT = 90.0
+# A storaged opens its ports only once it has loaded every part (StorageServer::start), which on a
+# large data set takes minutes: the wait for one that runs and loads is scaled to its data, from at
+# least START_FLOOR seconds (brsm once waited a fixed DEFAULT_TIMEOUT and rolled back a good restore).
+START_FLOOR = 300.0
+START_SECONDS_PER_GIB = 2.0
 FIRST_POLL = 0.05   # the first re-check after start/stop comes quickly …
 MAX_POLL = 0.5      # … then backs off to twice a second (each poll is one exec; this wait is downtime)
 EXITED_GRACE = 5.0  # a daemon seen "Exited" this long after a start that said nothing failing has died
@@ -137,7 +142,32 @@ def _tail(r: RunResult, lines: int = 6) -> str:
 
 
 class _Stuck(Exception):
-    """One host did not get where it should; the message names why (collected per host)."""
+    """One host did not get where it should; the message names why (collected per host). ``loading``:
+    the daemon runs (its pid alive) and has not opened its port yet: it may still be loading."""
+
+    def __init__(self, message: str, *, loading: bool = False) -> None:
+        super().__init__(message)
+        self.loading = loading
+
+
+class NotListeningYet(OperationFailed):
+    """Every daemon that did not start in time runs and has not opened its port yet (``hosts``): it may
+    be loading its data still, which is no reason to undo anything."""
+
+    def __init__(self, message: str, *, hint: str | None = None, hosts: Sequence[str] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.hosts = list(hosts)
+
+
+def start_timeout(data_bytes: int, hosts: int) -> float:
+    """How long a start may take when no --service-timeout was given: :data:`START_FLOOR`, or
+    :data:`START_SECONDS_PER_GIB` per GiB of one host's share of ``data_bytes`` if that is longer.
+
+    >>> start_timeout(0, 3), start_timeout(3 << 40, 3)
+    (300.0, 2138.0)
+    """
+    per_host = data_bytes / max(1, hosts)
+    return max(START_FLOOR, DEFAULT_TIMEOUT + START_SECONDS_PER_GIB * per_host / (1 << 30))
 
 
 async def _probe(hosts: HostsPort, t: ServiceTarget, svc: str) -> tuple[ServiceStatus, bool]:
@@ -209,7 +239,7 @@ async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: floa
                 raise _Stuck(f"{svc} exited after it was started (see its log under {t.install_dir}/logs)")
             why = "not running"
         if clock.over():
-            raise _Stuck(f"{svc} did not come up within {timeout:.0f} s: {why}")
+            raise _Stuck(f"{svc} did not come up within {timeout:.0f} s: {why}", loading=st.running)
         await clock.sleep()
 
 
@@ -238,6 +268,11 @@ async def _each(hosts: HostsPort, svc: str, action: str, targets: Sequence[Servi
             raise res
     if stuck:
         names = [h for h, _ in stuck]
+        loading = {t.host for t, res in zip(targets, results) if isinstance(res, _Stuck) and res.loading}
+        if action == "start" and set(names) <= loading:
+            raise NotListeningYet(f"{svc} did not {action} on {len(stuck)} of {len(targets)} host(s): "
+                                  + "; ".join(f"{h}: {why}" for h, why in stuck), hint=_hint(svc, action, names),
+                                  hosts=names)
         raise OperationFailed(f"{svc} did not {action} on {len(stuck)} of {len(targets)} host(s): "
                               + "; ".join(f"{h}: {why}" for h, why in stuck), hint=_hint(svc, action, names))
 

@@ -122,8 +122,9 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
                     f"{flagfile_path(root, 'storaged')} on {s.addr.host} is missing or sets no --data_path",
                     hint="install nebula-agent on every host, or set the host's install_dir in the config")
             dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
-        wal = absolute(flags["wal_path"], root) if flags.get("wal_path") else ""
-        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), wal_path=wal,
+        facts = storage_flag_facts(flags if text is not None else None, root, str(s.addr),
+                                   f"{s.addr.host}:{flagfile_path(root, 'storaged')}")
+        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), **facts,
                                    cluster_id_path=cluster_id_path(flags, root)))
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
                    for g in sorted(graphs, key=lambda g: g.addr)]
@@ -139,6 +140,69 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
         raise PreflightFailed(problem, hint=VERSION_HINT)
     await _canonical(hosts, topo)
     return topo
+
+
+DEFAULT_MINIMUM_RESERVED_BYTES = 1 << 30  # DiskManager.cpp: DEFINE_uint64(minimum_reserved_bytes, 1UL << 30, …)
+
+
+def storage_flag_facts(flags: dict[str, str] | None, root: str, addr: str, where: str) -> dict[str, Any]:
+    """What storaged's flagfile says about where it writes besides its data paths, and the free space
+    it keeps: ``wal_path`` (Raft WALs at ``<wal_path>/nebula/<sid>/wal/<part>``, RocksEngine.cpp),
+    ``rocksdb_wal_dir`` (RocksDB's WAL at ``<dir>/rocksdb_wal/<sid>``, RocksEngineConfig.cpp), both
+    absolute ("" when unset), and ``minimum_reserved_bytes`` (DiskManager.cpp: below it storaged
+    refuses writes). ``flags`` None (the flagfile could not be read): brsm cannot tell whether a live
+    WAL lives elsewhere, and a restore that left one beside the restored data would have it replayed
+    past the restored commit (RaftPart::start), so the run stops.
+
+    >>> storage_flag_facts({"wal_path": "wal", "minimum_reserved_bytes": "2048"}, "/n", "a:1", "h:/f")
+    {'wal_path': '/n/wal', 'rocksdb_wal_dir': '', 'minimum_reserved_bytes': 2048}
+    """
+    if flags is None:
+        raise PreflightFailed(
+            f"cannot tell where storaged {addr} keeps its WALs (--wal_path, --rocksdb_wal_dir) nor its disk reserve "
+            f"(--minimum_reserved_bytes): its flagfile {where} is missing or unreadable",
+            hint="brsm reads <install>/etc/nebula-storaged.conf over SSH: set the host's install_dir in the config to "
+                 "the dir storaged runs from, and make the file readable by the SSH user")
+    raw = flags.get("minimum_reserved_bytes", "").strip()
+    try:
+        reserve = int(raw) if raw else DEFAULT_MINIMUM_RESERVED_BYTES
+        if reserve < 0:
+            raise ValueError(raw)
+    except ValueError:
+        raise PreflightFailed(f"storaged {addr}: --minimum_reserved_bytes={raw!r} in {where} is not a byte count",
+                              hint="fix the flagfile (an unsigned integer, e.g. 1073741824)") from None
+    return {"wal_path": absolute(flags["wal_path"], root) if flags.get("wal_path") else "",
+            "rocksdb_wal_dir": absolute(flags["rocksdb_wal_dir"], root) if flags.get("rocksdb_wal_dir") else "",
+            "minimum_reserved_bytes": reserve}
+
+
+async def wal_link_problem(hosts: HostsPort, topo: dict[str, Any]) -> str | None:
+    """What to say when createBackup failed and a storaged keeps its WALs in a --wal_path: a checkpoint
+    HARD-LINKS every part's WAL files into ``<data_path>/nebula/<sid>/checkpoints/<name>/wal``
+    (NebulaStore::createCheckpoint, FileBasedWal::linkCurrentWAL: ``link()``), which fails with EXDEV
+    when the --wal_path is on another filesystem than the data path. The filesystems are compared on
+    each host (``stat -c %d``); None when no storaged has a --wal_path."""
+    lines, apart = [], []
+    for s in topo.get("storage", []):
+        if not s.get("wal_path"):
+            continue
+        paths = [*s["data_paths"], s["wal_path"]]
+        r = await hosts.host(s["host"]).run(["stat", "-L", "-c", "%d", "--", *paths], check=False, timeout=30)
+        devs = r.stdout.split()
+        if r.exit_status == 0 and len(devs) == len(paths):
+            other = [dp for dp, d in zip(s["data_paths"], devs) if d != devs[-1]]
+            if other:
+                apart.append(f"storaged {s['addr']}: --wal_path {s['wal_path']} is on another filesystem than its "
+                             f"data path {other[0]}")
+                continue
+        lines.append(f"storaged {s['addr']} keeps its WALs in --wal_path {s['wal_path']}")
+    if apart:
+        return ("; ".join(apart) + ": Nebula's checkpoint hard-links the WAL files into the data path (link() fails "
+                "with EXDEV across filesystems), so createBackup cannot succeed while the WALs are there")
+    if lines:
+        return ("; ".join(lines) + ": a checkpoint hard-links those WAL files into the data path, and link() fails "
+                "(EXDEV, storaged's log says 'Create link failed') when they are on different filesystems")
+    return None
 
 
 async def _canonical(hosts: HostsPort, topo: dict[str, Any]) -> None:

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from brsm.engine.runner import StepContext
-from brsm.errors import MetaError
+from brsm.errors import BrsmError, MetaError
 from brsm.ports import CreatedBackup
-from brsm.workflows import common
+from brsm.workflows import common, topology
 from brsm.workflows.backup.context import (CREATE_BACKUP_ABANDONED, SNAPSHOT_DROPPED, SNAPSHOT_REQUESTED, BackupPorts,
                                            _ports)
 
@@ -59,6 +59,16 @@ async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
     except asyncio.CancelledError:
         abandoned("interrupted")
         raise
+    except MetaError as e:
+        try:  # a failed link() of a --wal_path on another filesystem (EXDEV) is the likely cause
+            note = await topology.wal_link_problem(p.hosts, ctx.extra.get("topology") or {})
+        except BrsmError:
+            note = None
+        if note is None:
+            raise
+        raise MetaError(f"{e.message}; {note}", code=e.code,
+                        hint="put --wal_path on the same filesystem as the data paths (or leave it unset) and "
+                             f"restart storaged; {e.hint or ''}".rstrip("; ")) from e
 
 
 async def _snapshots_now(ctx: StepContext, p: BackupPorts) -> tuple[list[str], list[str]]:

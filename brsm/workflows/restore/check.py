@@ -9,7 +9,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
-from brsm.workflows.restore import partial_meta, placement, source
+from brsm.workflows.restore import disk, partial_meta, placement, source
 from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
@@ -106,6 +106,7 @@ async def _choose_mode(ctx: StepContext, m: dict[str, Any], pairs: list[tuple[st
         if tgt:
             need[(tgt[0], tgt[2])] = need.get((tgt[0], tgt[2]), 0) + f["size"]
     free = {(host, dp): await p.hosts.host(host).free_bytes(dp) for host, dp in sorted(need)}
+    free = disk.usable(need, free, topo)  # Nebula's reserve stays free, or the restore stops here
     choice = placement.choose_mode(need, free, bool(ctx.params.get("offline")))
     if choice.mode is None:
         raise PreflightFailed(choice.why, hint="free space on those data paths")

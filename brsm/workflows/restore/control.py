@@ -53,7 +53,22 @@ def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
 
 
 def service_timeout(ctx: StepContext) -> float:
-    return float(ctx.params.get("service_timeout") or WAIT_SECONDS)
+    """--service-timeout, or (not given) a wait scaled to the data each storaged loads before it
+    listens (services.start_timeout); a journal from before that default always holds a number."""
+    given = ctx.params.get("service_timeout")
+    if given:
+        return float(given)
+    topo = ctx.extra.get("topology") or {}
+    return services.start_timeout(int(ctx.extra.get("bytes") or 0), len({s["host"] for s in topo.get("storage", [])}))
+
+
+class StillLoading(OperationFailed):
+    """Every storaged that did not open its port in time runs and is ONLINE in metad (its heartbeat
+    accepted, so it is loading its parts: StorageServer::start opens the ports after the kvstore):
+    nothing is wrong with the restored data, so the operation is kept as it is for ``brsm resume``,
+    never rolled back."""
+
+    keeps_operation = True
 
 
 async def stop(ctx: StepContext, svc: str) -> None:
@@ -66,7 +81,32 @@ async def start(ctx: StepContext, svc: str) -> None:
     ctx.runtime.pop(LAST_DOWN_CHECK, None)
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"start {svc}", len(ts)):
-        await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+        try:
+            await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+        except services.NotListeningYet as e:
+            if svc == "storaged":
+                await _still_loading(ctx, e)
+            raise
+
+
+async def _still_loading(ctx: StepContext, e: services.NotListeningYet) -> None:
+    """Raise StillLoading if every storaged that runs without listening is ONLINE in metad's listHosts
+    (loading its parts); otherwise return, and the start fails as it is (a storaged metad refuses:
+    unregistered, another cluster's id)."""
+    addrs = sorted(s["addr"] for s in ctx.extra["topology"]["storage"] if s["host"] in set(e.hosts))
+    try:
+        listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
+    except BrsmError:
+        return
+    if addrs and all(a in listed and listed[a].online for a in addrs):
+        raise StillLoading(
+            f"storaged {', '.join(addrs)} runs and is ONLINE in metad but has not opened its port after "
+            f"{service_timeout(ctx):.0f} s: it is still loading its parts; "
+            + ("the rollback stops here" if ctx.mode == "rollback" else "the restore is kept as it is, not rolled back")
+            + f" ({e.message})",
+            hint=f"wait until `nebula.service status storaged` says it listens on {', '.join(e.hosts)}, then "
+                 + (f"`brsm rollback {ctx.op_id}` goes on with the rollback" if ctx.mode == "rollback" else
+                    f"`brsm resume {ctx.op_id}` finishes the restore")) from e
 
 
 class hosts_task:

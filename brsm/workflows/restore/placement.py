@@ -102,8 +102,53 @@ def staged_path(dest: str, root: str, ref: str) -> str:
 
 
 def data_dirs(topo: dict[str, Any]) -> list[tuple[str, str]]:
-    """(host, root) of every storaged and metad root (data paths and --wal_path)."""
-    return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in storage_roots(s)})
+    """(host, root) of every storaged and metad root (data paths and --wal_path), and every storaged's
+    --rocksdb_wal_dir (whose ``rocksdb_wal`` tree goes aside under the same name)."""
+    return sorted({(s["host"], dp) for role in ("storage", "meta") for s in topo[role] for dp in storage_roots(s)}
+                  | {(s["host"], s["rocksdb_wal_dir"]) for s in topo["storage"] if s.get("rocksdb_wal_dir")})
+
+
+ROCKSDB_WAL = "rocksdb_wal"
+
+
+def rocksdb_wal_moves(topo: dict[str, Any], ref: str, space_ids: list[str] | None) -> list[tuple[str, str, str, str]]:
+    """RocksDB's own WAL of a storaged with --rocksdb_wal_dir (``<dir>/rocksdb_wal/<sid>``,
+    RocksEngineConfig.cpp) goes aside with the data: left in place, RocksDB would replay its logs,
+    written after the backup, into the restored data when storaged opens it. Nothing is restored
+    there: a checkpoint flushes the memtable, so the restored data needs no WAL; storaged makes the
+    dir again when it starts.
+
+    >>> rocksdb_wal_moves({"storage": [{"host": "h", "rocksdb_wal_dir": "/w"}]}, "7", ["3"])
+    [('h', '/w/rocksdb_wal/3', '/w/nebula_brsm_old_7/3', 'move')]
+    """
+    aside = aside_name(ref)
+    out = []
+    for svc in topo["storage"]:
+        d = svc.get("rocksdb_wal_dir")
+        if not d:
+            continue
+        live = posixpath.join(d, ROCKSDB_WAL)
+        if space_ids is None:
+            out.append((svc["host"], live, posixpath.join(d, aside), "move"))
+        else:
+            out.extend((svc["host"], posixpath.join(live, str(sid)), posixpath.join(d, aside, str(sid)), "move")
+                       for sid in sorted(map(str, space_ids)))
+    return out
+
+
+def rocksdb_wal_dir_problem(topo: dict[str, Any]) -> str | None:
+    """Why brsm cannot set a storaged's --rocksdb_wal_dir aside on its own (None: it can): the dir is
+    also one of its roots (a data path or --wal_path), whose set-aside dir has the same name.
+
+    >>> rocksdb_wal_dir_problem({"storage": [{"addr": "a", "data_paths": ["/d"], "rocksdb_wal_dir": "/d"}]})[:22]
+    'storaged a: --rocksdb_'
+    """
+    for svc in topo["storage"]:
+        d = svc.get("rocksdb_wal_dir")
+        if d and d.rstrip("/") in {r.rstrip("/") for r in storage_roots(svc)}:
+            return (f"storaged {svc['addr']}: --rocksdb_wal_dir {d} is also one of its data paths or its --wal_path; "
+                    "brsm sets each of them aside under the same name and cannot restore it")
+    return None
 
 
 def storage_dirs(topo: dict[str, Any]) -> list[tuple[str, str]]:
@@ -124,6 +169,7 @@ def moves(topo: dict[str, Any], ref: str, space_ids: list[str] | None) -> list[t
             for svc in topo[role]:
                 out.extend((svc["host"], posixpath.join(dp, "nebula"), posixpath.join(dp, aside), "move")
                            for dp in storage_roots(svc))
+        out.extend(rocksdb_wal_moves(topo, ref, None))
     else:
         sids = sorted(str(k) for k in space_ids)
         for svc in topo["storage"]:
@@ -133,6 +179,7 @@ def moves(topo: dict[str, Any], ref: str, space_ids: list[str] | None) -> list[t
         for svc in topo["meta"]:
             out.extend((svc["host"], posixpath.join(dp, "nebula"), posixpath.join(dp, aside), "copy")
                        for dp in svc["data_paths"])
+        out.extend(rocksdb_wal_moves(topo, ref, sids))
     return sorted(set(out))
 
 
