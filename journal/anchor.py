@@ -185,9 +185,9 @@ def _check_one(a: Anchor, journal_id: str, chains: Mapping[int, tuple[dict[int, 
         h = hashes[seq]
         full.append((seq, h))
         if h[:PREFIX_HEX] != prefix:
-            span = "its operation row" if seq == 0 else f"its operation row or events 1..{seq}"
-            problems.append(Problem(op_id, seq, f"{span} changed since the anchor was taken (the recomputed "
-                                                "chain differs from the anchored one)"))
+            span = "the operation row" if seq == 0 else "the operation row or an event up to this one"
+            problems.append(Problem(op_id, seq, f"{span} changed since the anchor was taken (the chain "
+                                                "recomputed from the content differs from the anchored one)"))
     if not problems and digest_of(journal_id, full) != a.digest:
         problems.append(Problem(0, 0, "the anchor's digest does not match the journal: the journal or the "
                                       "anchor was changed"))

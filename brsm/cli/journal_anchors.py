@@ -81,7 +81,8 @@ def print_against(out: Output, r: dict[str, Any]) -> VerificationFailed | None:
     if not out.as_json:
         out.line(f"against {r['storage']}: {len(rows)} anchor(s) of journal {r['journal_id']}")
         for row in rows:
-            what = f"taken {row['taken']}, {row['operations']} operations" if row["taken"] else "unreadable"
+            n = row["operations"]
+            what = f"taken {row['taken']}, {n} operation{'' if n == 1 else 's'}" if row["taken"] else "unreadable"
             verdict = "matches" if row["ok"] else "; ".join(_text(p) for p in row["problems"])
             out.line(f"  {row['source']} ({what}): {verdict}")
         for u in r["unreadable"]:  # whose it is cannot be told: shown, not held against this journal
