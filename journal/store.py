@@ -153,6 +153,11 @@ class Journal:
         p = Path(path).expanduser().absolute()
         try:
             if not os.path.lexists(p):
+                wal = p.with_name(p.name + "-wal")
+                if os.path.lexists(wal) and os.lstat(wal).st_size > 0:
+                    # SQLite would replay the old journal's WAL onto a new file: a mix of both
+                    raise _refuse_unusable(p, f"is missing but its WAL {wal.name} is not (the journal was deleted "
+                                              "or moved without it)")
                 _create_new(p)
             st = p.stat()
             if st.st_mode & 0o077 and st.st_uid == os.getuid():

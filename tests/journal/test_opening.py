@@ -83,3 +83,33 @@ def test_a_journal_created_meanwhile_by_another_process_is_used_not_replaced(jpa
     assert j.journal_id == theirs["id"]
     j.close()
     assert leftovers(jpath.parent) == []
+
+
+def test_a_journal_missing_beside_its_wal_is_refused_not_recreated(jpath):
+    """SQLite would replay the left-over WAL onto a new file: refused, and nothing is created."""
+    j = Journal.open(jpath)
+    op = j.create_operation(kind="backup", who="w", version="v")
+    with j.driver(op.id) as w:
+        w.append("A", {})
+    wal = jpath.with_name("journal.db-wal")
+    assert wal.stat().st_size > 0  # still open: the events are in the WAL
+    os.unlink(jpath)
+    with pytest.raises(JournalCorrupt, match="is missing but its WAL journal.db-wal is not"):
+        Journal.open(jpath)
+    j.close()
+    assert not jpath.exists()
+
+
+def test_a_truncated_journal_is_refused_when_read_never_replaced(jpath):
+    j = Journal.open(jpath)
+    for _ in range(200):
+        op = j.create_operation(kind="backup", params={"pad": "x" * 500}, who="w", version="v")
+        with j.driver(op.id) as w:
+            w.append("A", {"pad": "y" * 500})
+    j.close()
+    size = jpath.stat().st_size
+    assert size > 64 * 1024
+    os.truncate(jpath, 8192)
+    with pytest.raises(JournalCorrupt):
+        Journal.open(jpath).verify()
+    assert jpath.stat().st_size == 8192
