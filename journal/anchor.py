@@ -110,9 +110,10 @@ def take(conn: sqlite3.Connection, journal_id: str) -> Anchor:
                   digest_of(journal_id, full))
 
 
-def _recompute(conn: sqlite3.Connection, op_id: int, seqs: set[int]) -> tuple[dict[int, str], int] | None:
-    """The chain hash at each wanted seq, recomputed from the content alone; and the last seq reached
-    without a gap. None when the operation row is gone."""
+def _recompute(conn: sqlite3.Connection, op_id: int, seqs: set[int]) -> tuple[dict[int, str], int, bool] | None:
+    """The chain hash at each wanted seq, recomputed from the content alone; the last seq reached
+    without a gap; and whether the chain stopped at a gap (a later event exists). None when the
+    operation row is gone."""
     row = conn.execute("SELECT id, kind, created, params, who, version, target FROM operations WHERE id = ?",
                        (op_id,)).fetchone()
     if row is None:
@@ -123,12 +124,13 @@ def _recompute(conn: sqlite3.Connection, op_id: int, seqs: set[int]) -> tuple[di
         h = "malformed operation row"
     found: dict[int, str] = {0: h} if 0 in seqs else {}
     upto = max(seqs)
-    reached = 0
+    reached, gap = 0, False
     cur = conn.execute("SELECT seq, time, type, version, data FROM events WHERE op_id = ? AND seq <= ? "
                        "ORDER BY seq", (op_id, upto))
     for seq, time, type_, version, data in cur:
         if seq != reached + 1:
-            break  # a gap: nothing after it can match what was anchored
+            gap = True  # nothing after it can match what was anchored
+            break
         try:
             h = event_hash(h, op_id, seq, time, type_, version, data)
         except (TypeError, ValueError, UnicodeError):
@@ -136,7 +138,7 @@ def _recompute(conn: sqlite3.Connection, op_id: int, seqs: set[int]) -> tuple[di
         reached = seq
         if seq in seqs:
             found[seq] = h
-    return found, reached
+    return found, reached, gap
 
 
 def check(conn: sqlite3.Connection, journal_id: str, anchors: Iterable[Anchor]) -> list[list[Problem]]:
@@ -154,7 +156,7 @@ def check(conn: sqlite3.Connection, journal_id: str, anchors: Iterable[Anchor]) 
     return [_check_one(a, journal_id, chains, present) for a in anchors]
 
 
-def _check_one(a: Anchor, journal_id: str, chains: Mapping[int, tuple[dict[int, str], int] | None],
+def _check_one(a: Anchor, journal_id: str, chains: Mapping[int, tuple[dict[int, str], int, bool] | None],
                present: set[int]) -> list[Problem]:
     if a.journal_id != journal_id:
         return [Problem(0, 0, f"the anchor is of journal {a.journal_id}, not of this journal ({journal_id})")]
@@ -174,10 +176,10 @@ def _check_one(a: Anchor, journal_id: str, chains: Mapping[int, tuple[dict[int, 
                                               f"event {seq})"))
             full.append((seq, "deleted"))
             continue
-        hashes, reached = chain
+        hashes, reached, gap = chain
         if reached < seq:
             first = reached + 1
-            what = f"event {first}" if first == seq else f"events {first}..{seq}"
+            what = f"event {first}" if first == seq or gap else f"events {first}..{seq}"
             problems.append(Problem(op_id, first, f"{what} missing: deleted (the anchor recorded events up to "
                                                   f"{seq})"))
             full.append((seq, "deleted"))

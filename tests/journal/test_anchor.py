@@ -171,3 +171,12 @@ def test_a_journal_with_a_malformed_head_cannot_be_anchored(three):
     raw.execute("UPDATE operations SET head_hash = 'x' WHERE id = 1")
     with pytest.raises(JournalCorrupt, match="malformed head"):
         j.anchor()
+
+
+def test_an_event_deleted_inside_what_was_anchored_is_named(three):
+    j, raw = three
+    a = j.anchor()
+    raw.execute("DELETE FROM events WHERE op_id = 1 AND seq = 2")
+    ps = problems(j, a)
+    assert [(p.op_id, p.seq) for p in ps] == [(1, 2)]
+    assert ps[0].reason.startswith("event 2 missing: deleted")
