@@ -355,6 +355,9 @@ def journal_verify(
         )
     else:
         out.line(f"verified: {report.checked} events, hash chain intact")
+        if against is None:  # the claim's limit, said where it is made
+            out.line("note: the chain alone cannot show a rewrite with the hashes recomputed; "
+                     "--against STORAGE checks it against the anchors your backups and restores left there")
     if against_r is not None:
         doc["against"] = against_r
         anchor_err = print_against(out, against_r)

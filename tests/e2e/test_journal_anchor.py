@@ -73,6 +73,7 @@ def test_an_edit_with_the_chain_recomputed_is_caught_by_the_anchors(anchored, tm
     raw.close()
     plain = verify(env, e)
     assert plain.returncode == 0 and "hash chain intact" in plain.stdout  # the unkeyed chain cannot tell
+    assert "--against STORAGE" in plain.stdout  # and says so
     p = verify(env, e, "--against", f"local://{store}")
     assert p.returncode == 6, p.stdout + p.stderr
     assert "does not match 2 of 2 anchors" in p.stderr
