@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.engine.runner import StepContext
-from brsm.errors import BrsmError, ObjectNotFound
+from brsm.errors import BrsmError, ObjectNotFound, StorageError
 from brsm.ports import Storage
 from brsm.workflows.layout import MANIFEST, manifest_key
 
@@ -74,6 +74,10 @@ async def _read_json(storage: Storage, key: str, size: int | None) -> Any:
 
 
 def _why(e: Exception) -> str:
+    """What makes a stored anchor unreadable. A storage failure that may pass (after the retries) is
+    not that: it is raised, so a flaky store never reads as a damaged anchor."""
+    if isinstance(e, StorageError) and not e.permanent:
+        raise e
     return e.message if isinstance(e, BrsmError) else str(e)
 
 

@@ -123,3 +123,20 @@ def test_the_step_context_takes_the_anchor_from_the_driving_journal(journal):
     bare = StepContext(op_id=1, mode="run", state=new_state(KINDS["restore"]), ports=None,
                        writer=SimpleNamespace(append=None), reducers={})
     assert bare.journal_anchor() is None
+
+
+def test_a_storage_failure_is_raised_not_reported_as_a_damaged_anchor(journal, tmp_path):
+    st = open_storage(f"local://{tmp_path / 'store'}", retry=False)
+    run(st.put_bytes(f"brsm-journal-anchors/{journal.journal_id}/restore-1.json",
+                     json.dumps({"journal_anchor": journal.anchor().to_dict()}).encode()))
+
+    class Flaky:
+        def __getattr__(self, name):
+            return getattr(st, name)
+
+        async def get_bytes(self, key):
+            raise StorageError("connection reset")
+
+    with pytest.raises(StorageError, match="connection reset"):
+        run(anchors.find_anchors(Flaky()))
+    run(st.close())
