@@ -72,7 +72,11 @@ def check_against(j: Any, uri: str, config: str | None, store: dict[str, Any], o
         row["problems"] = [{"op_id": p.op_id, "seq": p.seq, "reason": p.reason} for p in problems
                            if op_id is None or p.op_id in (0, op_id)]
         row["ok"] = not row["problems"]
-    return {"storage": uri, "journal_id": jid, "anchors": rows, "other_journals": others, "unreadable": unknown}
+    newest = j.operations(limit=1)
+    top = newest[0].id if newest else 0
+    covered = max((a.operations for _, a in parsed), default=0)
+    return {"storage": uri, "journal_id": jid, "anchors": rows, "other_journals": others, "unreadable": unknown,
+            "not_covered": [covered + 1, top] if top > covered else None}
 
 
 def print_against(out: Output, r: dict[str, Any]) -> VerificationFailed | None:
@@ -87,6 +91,10 @@ def print_against(out: Output, r: dict[str, Any]) -> VerificationFailed | None:
             out.line(f"  {row['source']} ({what}): {verdict}")
         for u in r["unreadable"]:  # whose it is cannot be told: shown, not held against this journal
             out.line(f"  note: {u['source']}: {u['error']}")
+        if r["not_covered"] and rows:
+            lo, hi = r["not_covered"]
+            ops = f"operation {lo}" if lo == hi else f"operations {lo}..{hi}"
+            out.line(f"  note: {ops} came after the newest anchor here: no anchor vouches for them yet")
     bad = [row for row in rows if not row["ok"]]
     if not rows:
         others = r["other_journals"]

@@ -42,9 +42,21 @@ def test_every_anchor_matches_an_intact_journal(setup, capsys):
     assert main(["journal", "verify", "--against", uri]) == 0
     out = capsys.readouterr().out
     assert "hash chain intact" in out and f"2 anchor(s) of journal {jid}" in out and out.count(": matches") == 2
+    assert "came after the newest anchor" not in out
     assert main(["journal", "verify", "--against", uri, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] and [a["operations"] for a in doc["against"]["anchors"]] == [1, 2]
+    assert doc["against"]["not_covered"] is None
+
+
+def test_operations_after_the_newest_anchor_are_said_to_be_unvouched(setup, capsys):
+    root, uri, _, _ = setup
+    j = Journal.open(root / "home" / "journal.db")
+    for _ in range(2):
+        j.create_operation(kind="gc", params={}, who="w", version="v")
+    j.close()
+    assert main(["journal", "verify", "--against", uri]) == 0
+    assert "note: operations 3..4 came after the newest anchor here" in capsys.readouterr().out
 
 
 def test_a_recomputed_edit_fails_only_the_anchors_that_covered_it(setup, capsys):
