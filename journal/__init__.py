@@ -11,11 +11,11 @@ from typing import Any
 from .errors import JournalCorrupt, JournalError, JournalLocked, UnknownOperation
 
 __all__ = [
-    "Journal", "Writer", "Event", "Operation", "VerifyReport", "Problem",
+    "Journal", "Writer", "Anchor", "Event", "Operation", "VerifyReport", "Problem",
     "JournalError", "JournalCorrupt", "JournalLocked", "UnknownOperation", "SCHEMA_VERSION",
 ]
 
-_LAZY = {"Journal": "store", "Writer": "store", "Event": "model", "Operation": "model", "Problem": "model",
+_LAZY = {"Journal": "store", "Writer": "store", "Anchor": "anchor", "Event": "model", "Operation": "model", "Problem": "model",
          "VerifyReport": "model", "SCHEMA_VERSION": "schema"}
 
 

@@ -66,6 +66,10 @@ def user_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
+def has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[0] > 0
+
+
 def check_not_newer(found: int, path: object) -> None:
     if found > SCHEMA_VERSION:
         raise JournalError(
@@ -89,8 +93,7 @@ def migrate(conn: sqlite3.Connection, path: object, target: int = SCHEMA_VERSION
         found = user_version(conn)
         check_not_newer(found, path)
         if found == 0:
-            others = conn.execute("SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchone()[0]
-            if others:
+            if has_tables(conn):
                 raise JournalError(f"{path} is an SQLite database but not a journal (it has tables, no version)")
         for version in range(found, target):
             MIGRATIONS[version](conn)

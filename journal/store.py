@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +18,9 @@ from typing import Any
 
 import sqlite_utils
 
+from . import anchor as anchors
 from . import schema
+from .anchor import Anchor
 from .chain import canonical_json, check_operation, event_hash, genesis_hash, utc_now
 from .errors import JournalCorrupt, JournalError, UnknownOperation
 from .lock import OperationLock
@@ -68,22 +71,73 @@ def _sql(what: str) -> Iterator[None]:
         raise _error(what, e) from e
 
 
-def _create_private(path: Path) -> None:
-    """Create the file 0600 (and its directory 0700) before SQLite does, since SQLite would use the umask."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(parent, 0o700)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
+def _fsync_dir(parent: Path) -> None:
     dfd = os.open(parent, os.O_RDONLY)
     try:
         os.fsync(dfd)  # the new name itself must survive a crash
     finally:
         os.close(dfd)
+
+
+def _private_dir(parent: Path) -> None:
+    """The journal's directory, 0700 when brsm makes it (SQLite would use the umask for the files)."""
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)
+
+
+def _configure(conn: sqlite3.Connection, p: Path) -> None:
+    db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+    db.enable_wal()
+    if db.journal_mode != "wal":
+        raise JournalError(f"journal {p}: cannot switch to WAL mode (journal_mode={db.journal_mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _create_new(path: Path) -> None:
+    """Make a complete, empty journal at ``path`` atomically: initialised (0600) under a temporary name,
+    then linked into place. A crash leaves either no journal or a whole one, never the 0-byte or
+    table-less file that ``Journal.open`` refuses; two processes creating it at once both end up using
+    the one that was linked first."""
+    _private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, timeout=30.0, isolation_level=None)
+        try:
+            _configure(conn, tmp)
+            schema.migrate(conn, tmp)
+        finally:
+            conn.close()  # checkpoints the WAL into the file and removes it
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # never replaces: a journal made meanwhile by another process wins
+        except FileExistsError:
+            pass
+        except OSError:
+            # a file system without hard links: rename, which would replace, so only onto nothing
+            if not os.path.lexists(path):
+                os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
+
+
+def _refuse_unusable(p: Path, what: str) -> JournalCorrupt:
+    return JournalCorrupt(
+        f"journal {p} {what}; brsm will not start a new journal over it (that would hide what it held): put "
+        f"back a copy of it (with its -wal file) if you have one, or move {p.name} and its -wal/-shm files "
+        "aside to start afresh")
 
 
 class Journal:
@@ -98,22 +152,31 @@ class Journal:
     def open(cls, path: str | os.PathLike[str]) -> Journal:
         p = Path(path).expanduser().absolute()
         try:
-            _create_private(p)
+            if not os.path.lexists(p):
+                wal = p.with_name(p.name + "-wal")
+                if os.path.lexists(wal) and os.lstat(wal).st_size > 0:
+                    # SQLite would replay the old journal's WAL onto a new file: a mix of both
+                    raise _refuse_unusable(p, f"is missing but its WAL {wal.name} is not (the journal was deleted "
+                                              "or moved without it)")
+                _create_new(p)
             st = p.stat()
             if st.st_mode & 0o077 and st.st_uid == os.getuid():
                 os.chmod(p, 0o600)  # SQLite gives -wal/-shm the main file's mode, so fix it first
         except OSError as e:
             raise JournalError(f"cannot create journal {p}: {e}") from e
+        except sqlite3.Error as e:
+            raise _error(f"cannot create journal {p}", e) from e
+        if st.st_size == 0:
+            raise _refuse_unusable(p, "is empty (0 bytes): truncated, or made by something other than brsm")
         conn = None
         try:
             conn = sqlite3.connect(p, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-            schema.check_not_newer(schema.user_version(conn), p)  # before WAL: don't touch a newer file
-            db.enable_wal()
-            if db.journal_mode != "wal":
-                raise JournalError(f"journal {p}: cannot switch to WAL mode (journal_mode={db.journal_mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            found = schema.user_version(conn)
+            schema.check_not_newer(found, p)  # before WAL: don't touch a newer file
+            if found == 0 and not schema.has_tables(conn):
+                raise _refuse_unusable(p, "holds no journal (an SQLite file without a schema): damaged or "
+                                          "truncated")
+            _configure(conn, p)
             schema.migrate(conn, p)
         except sqlite3.Error as e:
             if conn is not None:
@@ -303,6 +366,31 @@ class Journal:
                     conn.execute("COMMIT")
             except sqlite3.Error as e:
                 raise _error("verifying the journal", e) from e
+
+    def anchor(self) -> Anchor:
+        """Every operation's head now (see journal.anchor): for the caller to keep outside this file."""
+        return self._read("taking an anchor of the journal", lambda conn: anchors.take(conn, self.journal_id))
+
+    def check_anchors(self, taken: Iterable[Anchor]) -> list[list[Problem]]:
+        """For each anchor, what no longer matches it (an empty list: everything it covered is intact)."""
+        taken = list(taken)
+        return self._read("checking the journal against its anchors",
+                          lambda conn: anchors.check(conn, self.journal_id, taken))
+
+    def _read(self, what: str, fn: Any) -> Any:
+        """``fn(conn)`` inside one read snapshot."""
+        with self._mutex:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise _error(what, e) from e
+            except ValueError as e:
+                raise JournalCorrupt(f"{what}: {e}") from e
 
     def _verify(self, conn: sqlite3.Connection, op_id: int | None) -> VerifyReport:
         ev_sql = "SELECT seq, time, type, version, data, prev_hash, hash FROM events WHERE op_id = ? ORDER BY seq"

@@ -367,31 +367,53 @@ def audit(op_id: Annotated[int, typer.Argument()], json_: JsonOpt = False) -> No
 
 
 @journal_app.command("verify")
+@with_options(store=StoreFlags)
 def journal_verify(
+    store: StoreFlags,
     op_id: Annotated[Optional[int], typer.Argument(help="One operation; default all.")] = None,
+    against: Annotated[Optional[str], typer.Option(
+        help="Also check the journal against the anchors its backups and restores left in this storage "
+             "(local:///path, s3://bucket/prefix or oss://bucket/prefix).")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        help="Cluster config (TOML) for the storage endpoints of --against; default $BRSM_CONFIG if set.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Walk the hash chain; name the first edited, deleted, inserted or reordered event."""
+    """Walk the hash chain; name the first edited, deleted, inserted or reordered event. With
+    --against, also name what changed since each anchor in that storage was taken."""
+    from brsm.cli.journal_anchors import check_against, print_against
+
     out = Output(as_json=json_)
     j = _journal()
     try:
         report = j.verify(op_id)
+        against_r = check_against(j, against, config, store.params(), op_id) if against else None
     finally:
         j.close()
     problems = [{"op_id": p.op_id, "seq": p.seq, "reason": p.reason} for p in report.problems]
-    if report.ok:
-        out.result({"ok": True, "checked": report.checked, "problems": []},
-                   text=f"verified: {report.checked} events, hash chain intact")
+    doc = {"ok": report.ok, "checked": report.checked, "problems": problems}
+    err = None
+    if not report.ok:
+        first = report.problems[0]
+        err = VerificationFailed(
+            f"journal tampered at operation {first.op_id} event {first.seq}: {first.reason}"
+            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+            hint="the journal was edited outside brsm; keep a copy for investigation",
+        )
+    else:
+        out.line(f"verified: {report.checked} events, hash chain intact")
+        if against is None:  # the claim's limit, said where it is made
+            out.line("note: the chain alone cannot show a rewrite with the hashes recomputed; "
+                     "--against STORAGE checks it against the anchors your backups and restores left there")
+    if against_r is not None:
+        doc["against"] = against_r
+        anchor_err = print_against(out, against_r)
+        err = err or anchor_err
+        doc["ok"] = doc["ok"] and anchor_err is None
+    if err is None:
+        out.result(doc)
         return
-    first = report.problems[0]
-    err = VerificationFailed(
-        f"journal tampered at operation {first.op_id} event {first.seq}: {first.reason}"
-        + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
-        hint="the journal was edited outside brsm; keep a copy for investigation",
-    )
     if json_:  # exactly one JSON document, the error inside it
-        out.result({"ok": False, "checked": report.checked, "problems": problems, "error": err.message,
-                    "hint": err.hint, "exit_code": err.exit_code})
+        out.result({**doc, "error": err.message, "hint": err.hint, "exit_code": err.exit_code})
         raise click.exceptions.Exit(err.exit_code)
     raise err
 

@@ -143,6 +143,13 @@ class StepContext:
             apply(self.state, _Event(e.seq, t, dict(d)), self._reducers)
         failpoints.hit(f"event:{_count_event()}")
 
+    def journal_anchor(self) -> dict[str, Any] | None:
+        """The journal's anchor now (``journal.anchor``: every operation's head seq and chain hash), for
+        a step to keep in storage, where `brsm journal verify --against` later finds it. Workflows never
+        touch the journal; this is their one way to anchor it. None when the journal takes no anchors."""
+        take = getattr(getattr(self._writer, "journal", None), "anchor", None)
+        return take().to_dict() if callable(take) else None
+
     def _timed(self, t0: float, events: int) -> None:
         """Account one append transaction that started at ``t0`` (for journal_stats)."""
         self.journal_seconds += time.perf_counter() - t0

@@ -53,6 +53,9 @@ async def uploaded(ctx: StepContext) -> dict[str, Any]:
     await p.storage.abort_uploads(f"{name}/")
     await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.facts["meta_b64"]))
     manifest = build_manifest(ctx)
+    anchor = ctx.journal_anchor()
+    if anchor is not None:  # the journal's state now, kept with the backup (`brsm journal verify --against`)
+        manifest["journal_anchor"] = anchor
     # Written last: a backup without its manifest is incomplete, never mistaken for a good one.
     await p.storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
     await p.storage.delete(in_progress_key(name))

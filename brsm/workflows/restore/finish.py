@@ -11,7 +11,7 @@ from brsm import failpoints
 from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
-from brsm.workflows import common
+from brsm.workflows import anchors, common
 from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
 from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
@@ -196,6 +196,7 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
             await h.remove_tree(c.aside)
             removed.append(f"{c.host}:{c.aside}")
     await stage.undo_staged(ctx)  # the meta restore dirs, and any staging dir left empty by the swap
+    await anchors.write_anchor(ctx, p.storage, "restore")  # the journal as it is now, kept in the storage
     await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "restore").release()
     return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}
