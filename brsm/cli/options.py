@@ -34,6 +34,13 @@ DataPathOpt = Annotated[str, typer.Option(
          "line saying why; direct: each host moves its own files to or from S3/OSS with URLs brsm signs per "
          "part (python3 >= 3.6 on every host), refused when a host cannot; via-brsm: every byte through brsm.")]
 
+# the one confirmation rule of the commands that delete or take the cluster down (brsm.cli.confirm)
+YES_HELP = ("Do it without asking (needed off a terminal: cron, scripts); on a terminal brsm shows what it "
+            "will do and asks first.")
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help=YES_HELP)]
+# prune and gc had --confirm first: both spellings, one flag
+YesOrConfirmOpt = Annotated[bool, typer.Option("--yes", "--confirm", "-y", help=YES_HELP + " --confirm is the same.")]
+
 # nebula-br's way of naming the cluster, without a config file (brsm.config.load_cluster: defaults <
 # file < these flags)
 MetaOpt = Annotated[Optional[str], typer.Option(

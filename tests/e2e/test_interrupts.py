@@ -210,7 +210,7 @@ def test_signal_during_restore_download_puts_the_original_data_back(sandbox, tmp
     env.load(1 << 20, seed=7)  # the cluster moves on: a restore would change it back
     before = env.checksum()
     # --offline: the download happens with every service stopped (a staged one: test_staged_restore.py)
-    run = started(env, "start", "restore", "--config", env.config, "--storage", store, "--name", name, *SLOW,
+    run = started(env, "start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name, *SLOW,
                   "--offline")
     run.wait_for("StepStarted", "DOWNLOADED")
     time.sleep(1.0)
@@ -399,7 +399,7 @@ def test_a_lease_taken_over_during_a_restore_stops_it_and_rollback_puts_the_data
     name = env.ok("start", "backup", "--config", cfg, "--storage", store)["facts"]["backup_name"]
     env.load(1 << 20, seed=11)
     before = env.checksum()
-    run = started(env, "start", "restore", "--config", cfg, "--storage", store, "--name", name, *SLOW, "--offline")
+    run = started(env, "start", "restore", "--yes", "--config", cfg, "--storage", store, "--name", name, *SLOW, "--offline")
     run.wait_for("StepStarted", "DOWNLOADED")
     time.sleep(1.0)
     run.sent = time.monotonic()
