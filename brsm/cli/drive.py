@@ -107,6 +107,10 @@ def _interrupted(e: BrsmError, op_id: int, kind: str, mode: str, runner: Runner)
             return e  # the signal came too late to change anything
         return Interrupted(text, signal=first)
     step = "preflight" if runner.interrupted_step == PREFLIGHT else runner.interrupted_step
+    if runner.kept_interrupted:  # Ctrl-C of a backup's upload: kept for a resume (brsm.cli.interrupts)
+        from brsm.cli.interrupts import kept_message
+
+        return Interrupted(kept_message(op_id, kind, first, step, st), signal=first)
     what = f"operation {op_id} ({kind}) interrupted by {first} during {step}"
     if st.phase == PHASE_ROLLED_BACK:
         text = f"{what}, and rolled back: everything it did is undone; start a new {kind} when ready"
@@ -213,6 +217,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
                 raise
             out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
             runner = sigs.attach(Runner(j, built.workflow, built.ports))
+            from brsm.cli.interrupts import policy
+
+            runner.keep_interrupted = policy(kind)
             st = None
             try:
                 st = await runner.run(op.id, auto_rollback=auto_rollback)

@@ -19,6 +19,7 @@ HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
 LEASE_LOST = "LeaseLost"
+LEASE_RELEASED = "LeaseReleased"  # let go by a run kept for a resume (the backup's detach)
 
 
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:

@@ -92,6 +92,11 @@ async def _check_resumable(ctx: StepContext) -> None:
 async def detach(ctx: StepContext) -> None:
     common.record_host_keys(ctx, _ports(ctx).hosts)
     await common.detach_lease(ctx)
+    if ctx.runtime.get("release_lease") and common.lease_active(ctx, "LOCKED"):
+        # kept for a resume after Ctrl-C (the runner's keep_interrupted): the cluster is let go now,
+        # not at the lease's expiry; `brsm resume` takes the lease again (reattach_lease)
+        await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()
+        ctx.record(common.LEASE_RELEASED, {"why": "kept for a resume after an interruption"})
 
 
 # -- LOCKED ---------------------------------------------------------------------------------------
