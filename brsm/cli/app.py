@@ -273,10 +273,14 @@ def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm 
 
 
 @app.command()
+@with_options(store=StoreFlags, cluster=ClusterFlags)
 def cleanup(
+    store: StoreFlags,
+    cluster: ClusterFlags,
     name: Annotated[str, typer.Argument(help="The backup to delete (BACKUP_...).")],
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
-    config: Annotated[Optional[str], typer.Option(help="Cluster config: also drop the snapshot there.")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        help="Cluster config: also drop the snapshot there (or name the cluster with --meta).")] = None,
     yes: YesOpt = False,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
@@ -288,7 +292,8 @@ def cleanup(
 
     check_backup_name(name)
     out = Output(as_json=json_)
-    params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG")}
+    params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
+              **store.params(), **cluster.params()}
 
     def confirm(p: dict[str, Any]) -> None:
         from brsm.cli.confirm import require
@@ -296,8 +301,8 @@ def cleanup(
         require(yes, json_=json_, command="cleanup", what=f"deletes backup {name}",
                 lines=[f"delete {name} from {p.get('storage') or '(the config has no storage.default)'}: every "
                        "object of it, for good",
-                       f"and drop its snapshot on {_cluster_label(p)} if it is still there" if p.get("config")
-                       else "(no cluster config: a snapshot of it on the cluster stays)"])
+                       f"and drop its snapshot on {_cluster_label(p)} if it is still there" if p.get("config") or p.get("meta")
+                       else "(no --config or --meta: a snapshot of it on the cluster stays)"])
 
     st = _start("cleanup", params, out=out, auto_rollback=False, report=False, confirm=confirm)
     f = st.facts
@@ -306,8 +311,9 @@ def cleanup(
 
 
 @app.command()
-@with_options(cluster=ClusterFlags)
+@with_options(store=StoreFlags, cluster=ClusterFlags)
 def gc(
+    store: StoreFlags,
     cluster: ClusterFlags,
     config: Annotated[Optional[str], typer.Option(help="Cluster config (snapshots, set-aside dirs, leases).")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
@@ -321,7 +327,7 @@ def gc(
     _metrics_file(metrics_file)
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
-              "confirm": confirm, "grace_seconds": _duration(grace), **cluster.params()}
+              "confirm": confirm, "grace_seconds": _duration(grace), **store.params(), **cluster.params()}
     st = _start("gc", params, out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:
@@ -340,7 +346,7 @@ def gc(
     if wanted(False, json_=json_, question=f"remove these {len(orphans)} orphan(s)?"):
         from dataclasses import asdict
 
-        gc(**asdict(cluster), config=config, storage=storage, confirm=True, grace=grace, metrics_file=metrics_file,
+        gc(**asdict(store), **asdict(cluster), config=config, storage=storage, confirm=True, grace=grace, metrics_file=metrics_file,
            json_=json_)
         return
     out.line("dry run: nothing removed; add --yes to remove them")

@@ -32,9 +32,10 @@ def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:
 
 def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
     """A failed step's hint says what to fix; what happens next comes from the folded state (brsm.cli.hints)."""
-    from brsm.cli.hints import with_next_step
+    from brsm.cli.hints import allowed, with_next_step
+    from brsm.cli.reach import with_reach_hint
 
-    return with_next_step(e, op_id, st)
+    return with_reach_hint(with_next_step(e, op_id, st), op_id, st, allowed(st))
 
 
 # -- signals ---------------------------------------------------------------------------------------
