@@ -503,7 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     except _CLICK_ERROR as e:
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None and ctx.command_path else "brsm"
-        out.error(e.format_message(), f"see `{where} --help`", 2)  # the subcommand's own help
+        from brsm.cli.habits import suggest, without_click_guess
+
+        habit = suggest(args)  # a nebula-br command line: say the brsm one instead of click's guess
+        out.error(without_click_guess(e.format_message()) if habit else e.format_message(),
+                  habit or f"see `{where} --help`", 2)  # the subcommand's own help
         code = 2
     except (*_ABORT, KeyboardInterrupt):
         out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)
