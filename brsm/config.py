@@ -305,7 +305,9 @@ def load_config(path: str | os.PathLike[str] | None) -> ClusterConfig:
     if path is None:
         path = os.environ.get("BRSM_CONFIG")
     if not path:
-        raise UsageError("no cluster config given", hint="pass --config FILE or set BRSM_CONFIG")
+        raise UsageError("no cluster config given, and no --meta",
+                         hint="pass --config FILE, set BRSM_CONFIG, or name the cluster as nebula-br does: --meta "
+                              "HOST:PORT of metad (with --ssh-user, --ssh-key if needed)")
     p = Path(path)
     data, text = _read_toml(p)
     return parse_config(data, str(p), text)

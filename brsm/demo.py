@@ -111,7 +111,7 @@ def main() -> int:
         assert changed != before, "loading more data should have changed the checksum"
         say("data changed after the backup; now restoring it")
         t = time.monotonic()
-        sh([*brsm, "start", "restore", "--config", cfg, "--storage", storage, "--name", name], env)
+        sh([*brsm, "start", "restore", "--yes", "--config", cfg, "--storage", storage, "--name", name], env)
         restore_s = time.monotonic() - t
         after = json.loads(sh([*brsm, "sandbox", "checksum", "--dir", str(d), "--json"], env, capture=True))
         if after != before:

@@ -5,6 +5,8 @@ import adapters; tests build the same workflows with fakes instead of calling th
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,15 @@ def storage_uri(params: dict[str, Any], cfg: ClusterConfig | None) -> str:
     return uri
 
 
+def s3_env_endpoint(environ: Any = None) -> str | None:
+    """``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (botocore's order), when neither --s3-endpoint nor the
+    config names one. Passed on as the endpoint, not left to botocore, so a MinIO or Ceph named this way
+    gets path-style addressing as a given endpoint does. Read from the environment by every run, resumes
+    included: never journaled."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
 def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
     from brsm.adapters.storage import open_storage
 
@@ -53,7 +64,7 @@ def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
             raise UsageError(f"{cfg.path}: storage.{key}: {what}", hint=f"fix it in {cfg.path}")
     return open_storage(
         uri,
-        s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None),
+        s3_endpoint=params.get("s3_endpoint") or (cfg.storage.s3_endpoint if cfg else None) or s3_env_endpoint(),
         s3_region=params.get("s3_region") or (cfg.storage.s3_region if cfg else None),
         oss_endpoint=params.get("oss_endpoint") or (cfg.storage.oss_endpoint if cfg else None),
         **tuning,

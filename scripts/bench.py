@@ -463,7 +463,7 @@ class Bench:
 
     def restore_local(self, sb: dict[str, Any], name: str, store: Path, nbytes: int) -> None:
         os.sync()
-        r = self.brsm("start", "restore", "--config", str(Path(sb["dir"]) / "cluster.toml"), "--storage",
+        r = self.brsm("start", "restore", "--yes", "--config", str(Path(sb["dir"]) / "cluster.toml"), "--storage",
                       f"local://{store}", "--name", name, "--json", env=sb["env"], rss=True).check("restore")
         doc = r.json()
         au = self.audit(int(doc["op_id"]))
@@ -501,7 +501,7 @@ class Bench:
             self.row(f"brsm_{kind}_copy", f"brsm backup -> sandbox {kind.upper()} (COPIED step only)",
                      au["steps"].get("COPIED", 0), nbytes)
             # free the store (moto keeps S3 objects in memory)
-            self.brsm("cleanup", facts["backup_name"], "--storage", f"{kind}://{st['bucket']}/bench", "--config",
+            self.brsm("cleanup", "--yes", facts["backup_name"], "--storage", f"{kind}://{st['bucket']}/bench", "--config",
                       str(Path(sb["dir"]) / "cluster.toml"), env=sb["env"])
 
     def resume(self, sb: dict[str, Any], total_files: int, total_bytes: int) -> None:
@@ -704,7 +704,7 @@ class Bench:
             r, facts, au = self.backup(sb, f"local://{store}")
             name = facts["backup_name"]
             manifest = store / facts["manifest"] if facts.get("manifest") else None
-            rr = self.brsm("start", "restore", "--config", str(Path(sb["dir"]) / "cluster.toml"), "--storage",
+            rr = self.brsm("start", "restore", "--yes", "--config", str(Path(sb["dir"]) / "cluster.toml"), "--storage",
                            f"local://{store}", "--name", name, "--json", env=sb["env"], rss=True).check("restore")
             rau = self.audit(int(rr.json()["op_id"]))
             same = self.checksum(sb) == before
@@ -788,7 +788,7 @@ class Bench:
                 os.sync()
                 with PortWatch(service_addrs(sb["dir"])) as watch:
                     time.sleep(0.3)
-                    r = self.brsm("start", "restore", "--config", cfg, "--storage", f"local://{store}", "--name",
+                    r = self.brsm("start", "restore", "--yes", "--config", cfg, "--storage", f"local://{store}", "--name",
                                   facts["backup_name"], "--json", *extra, env=sb["env"]).check(f"restore ({mode})")
                     time.sleep(0.3)
                 doc = r.json()

@@ -218,12 +218,12 @@ def run_direct(bench: Any, counts: list[int], size: int) -> list[dict[str, Any]]
                 if i == 0 and kind == "s3":
                     for mode in ("via-brsm", "direct"):
                         bench.load(sb, 16 * MiB)  # the cluster moved on: the restore changes it back
-                        rec = measured(bench, sb, ["start", "restore", "--config", cfg, *loc, "--name", names[mode],
+                        rec = measured(bench, sb, ["start", "restore", "--yes", "--config", cfg, *loc, "--name", names[mode],
                                                    "--json", "--data-path", mode],
                                        f"restore {n} hosts <- {kind.upper()} ({mode})")
                         rows.append(dict(rec, hosts=n, store=kind, op="restore", mode=mode))
                 for name in names.values():  # free the store (moto keeps objects in memory)
-                    bench.brsm("cleanup", name, *loc, "--config", cfg, env=sb["env"])
+                    bench.brsm("cleanup", "--yes", name, *loc, "--config", cfg, env=sb["env"])
         finally:
             bench.down(Path(sb["dir"]))
     return rows

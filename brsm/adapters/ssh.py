@@ -235,7 +235,9 @@ class SshHost:
             check.prepare()
         except OSError as exc:
             raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
-                              host=self.name, hint="check the known_hosts path in the config") from exc
+                              host=self.name,
+                              hint="check the known_hosts path (--known-hosts, or [ssh] known_hosts in the config)"
+                              ) from exc
         if check.missing_file():
             kh = t.known_hosts or "~/.ssh/known_hosts"
             raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "

@@ -15,7 +15,7 @@ from brsm.console.output import Output
 from brsm.errors import BrsmError, LockHeld, UsageError, VerificationFailed
 
 from brsm.cli.options import (AcceptNewOpt, ClusterFlags, JsonOpt, MetricsFileOpt, StoreFlags, TransferFlags,
-                              with_options)
+                              YesOpt, YesOrConfirmOpt, with_options)
 
 # rich_markup_mode=None: click's own help layout. Typer's rich panels squeezed every help text into a
 # column of about 20 characters at 80 columns, and read "[ssh] user" in a help text as markup.
@@ -97,18 +97,35 @@ def version(json_: JsonOpt = False) -> None:
 
 
 # -- start / resume / rollback ----------------------------------------------------------------
-def _start(kind: str, params: dict[str, Any], *, out: Output, auto_rollback: bool, report: bool = True):
+def _start(kind: str, params: dict[str, Any], *, out: Output, auto_rollback: bool, report: bool = True,
+           confirm: Any = None):
     """Every operation the CLI starts comes through here: its storage pinned and no credential in its
-    params (brsm.cli.inputs), or refused with exit 2 before anything is journaled."""
+    params (brsm.cli.inputs), or refused with exit 2 before anything is journaled. ``confirm(params)``,
+    when given, asks (brsm.cli.confirm) once the inputs are known good, and refuses before anything exists."""
     from brsm.cli.drive import start_operation
     from brsm.cli.inputs import prepare
 
     params, target = prepare(params)
+    if confirm is not None:
+        confirm(params)
     return start_operation(kind, params, target=target, out=out, auto_rollback=auto_rollback, report=report)
 
 
-def _drive(kind: str, params: dict[str, Any], *, json_: bool, auto_rollback: bool) -> None:
-    _start(kind, params, out=Output(as_json=json_), auto_rollback=auto_rollback)
+def _drive(kind: str, params: dict[str, Any], *, json_: bool, auto_rollback: bool, confirm: Any = None) -> None:
+    _start(kind, params, out=Output(as_json=json_), auto_rollback=auto_rollback, confirm=confirm)
+
+
+def _cluster_label(params: dict[str, Any]) -> str:
+    if params.get("meta"):
+        return "the cluster of metad " + ",".join(params["meta"])
+    if params.get("config"):
+        from brsm.config import load_config
+
+        try:
+            return f"cluster {load_config(params['config']).name} ({params['config']})"
+        except BrsmError:
+            return f"the cluster of {params['config']}"
+    return "the cluster"
 
 
 @start_app.command("backup")
@@ -157,10 +174,12 @@ def start_restore(
              "2 s per GiB of a storage host's share of the backup if longer (a storaged opens its port only once "
              "it has loaded its data). A storaged still loading when it runs out is not rolled back: `brsm resume`.",
         show_default=False)] = None,
+    yes: YesOpt = False,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Restore backup --name from --storage onto the cluster."""
+    """Restore backup --name from --storage onto the cluster: its data is replaced and its services are
+    stopped for a while. Asks first on a terminal; --yes in scripts."""
     _metrics_file(metrics_file)
     if verify not in ("quick", "full"):
         raise UsageError(f"--verify must be quick or full, not {verify!r}")
@@ -181,7 +200,21 @@ def start_restore(
         "service_timeout": service_timeout,
         **run.params(), **store.params(), **cluster.params(),
     }
-    _drive("restore", params, json_=json_, auto_rollback=not run.keep_on_failure)
+
+    def confirm(p: dict[str, Any]) -> None:
+        from brsm.cli.confirm import require
+
+        down = ("stops graphd, storaged and metad on every host before the download (--offline)" if offline
+                else "stages the files while the cluster serves, then stops graphd, storaged and metad on every "
+                     "host for the swap (or before the download, when staging does not fit)")
+        require(yes, json_=json_, command="start restore", what="replaces the cluster's data and stops it",
+                lines=[f"restore {name} from {p.get('storage') or '(the config has no storage.default)'}",
+                       f"onto {_cluster_label(p)}: every space's data is replaced by the backup's;",
+                       f"it {down};",
+                       "the data it has now is set aside: `brsm rollback ID` puts it back until the restore "
+                       "finishes" + (", and --keep-old keeps it after" if not keep_old else " (--keep-old keeps it after)")])
+
+    _drive("restore", params, json_=json_, auto_rollback=not run.keep_on_failure, confirm=confirm)
 
 
 PinnedStorageOpt = Annotated[Optional[str], typer.Option(
@@ -252,42 +285,61 @@ def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm 
 
 
 @app.command()
+@with_options(store=StoreFlags, cluster=ClusterFlags)
 def cleanup(
+    store: StoreFlags,
+    cluster: ClusterFlags,
     name: Annotated[str, typer.Argument(help="The backup to delete (BACKUP_...).")],
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
-    config: Annotated[Optional[str], typer.Option(help="Cluster config: also drop the snapshot there.")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        help="Cluster config: also drop the snapshot there (or name the cluster with --meta).")] = None,
+    yes: YesOpt = False,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Delete a backup from storage and drop its snapshot on the cluster; refuses one in use."""
+    """Delete a backup from storage and drop its snapshot on the cluster; refuses one in use. Asks first on a
+    terminal; --yes in scripts."""
     _metrics_file(metrics_file)
     from brsm.cli.inputs import check_backup_name
 
     check_backup_name(name)
     out = Output(as_json=json_)
-    params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG")}
-    st = _start("cleanup", params, out=out, auto_rollback=False, report=False)
+    params = {"name": name, "storage": storage, "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
+              **store.params(), **cluster.params()}
+
+    def confirm(p: dict[str, Any]) -> None:
+        from brsm.cli.confirm import require
+
+        require(yes, json_=json_, command="cleanup", what=f"deletes backup {name}",
+                lines=[f"delete {name} from {p.get('storage') or '(the config has no storage.default)'}: every "
+                       "object of it, for good",
+                       f"and drop its snapshot on {_cluster_label(p)} if it is still there" if p.get("config") or p.get("meta")
+                       else "(no --config or --meta: a snapshot of it on the cluster stays)"])
+
+    st = _start("cleanup", params, out=out, auto_rollback=False, report=False, confirm=confirm)
     f = st.facts
     out.result(f, text=f"deleted {name}: {f['objects_deleted']} object(s)"
                + ("; dropped its snapshot on the cluster" if f["snapshot_dropped"] else ""))
 
 
 @app.command()
-@with_options(cluster=ClusterFlags)
+@with_options(store=StoreFlags, cluster=ClusterFlags)
 def gc(
+    store: StoreFlags,
     cluster: ClusterFlags,
     config: Annotated[Optional[str], typer.Option(help="Cluster config (snapshots, set-aside dirs, leases).")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Storage to scan for incomplete backups.")] = None,
-    confirm: Annotated[bool, typer.Option(help="Remove what was found (default: only show it).")] = False,
+    confirm: YesOrConfirmOpt = False,
     grace: Annotated[str, typer.Option(help="Incomplete backups younger than this are left alone, e.g. 1h, 2d.")] = "1h",
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --confirm."""
+    """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --yes (or
+    --confirm), or when you answer y on a terminal."""
     _metrics_file(metrics_file)
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
-              "confirm": confirm, "grace_seconds": _duration(grace), **cluster.params()}
+              "confirm": confirm, "grace_seconds": _duration(grace), **store.params(), **cluster.params()}
     st = _start("gc", params, out=out, auto_rollback=False, report=False)
     orphans = st.facts.get("orphans", [])
     if json_:
@@ -298,7 +350,18 @@ def gc(
         return
     out.table("orphans", ["kind", "where", "why"],
               [[o["kind"], o.get("name") or f"{o.get('host')}:{o.get('path')}", o["why"]] for o in orphans])
-    out.line(f"removed {st.facts.get('removed', 0)}" if confirm else "dry run: nothing removed; add --confirm to remove them")
+    if confirm:
+        out.line(f"removed {st.facts.get('removed', 0)}")
+        return
+    from brsm.cli.confirm import wanted
+
+    if wanted(False, json_=json_, question=f"remove these {len(orphans)} orphan(s)?"):
+        from dataclasses import asdict
+
+        gc(**asdict(store), **asdict(cluster), config=config, storage=storage, confirm=True, grace=grace, metrics_file=metrics_file,
+           json_=json_)
+        return
+    out.line("dry run: nothing removed; add --yes to remove them")
 
 
 def _duration(text: str, flag: str = "--grace") -> float:
@@ -475,7 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     except _CLICK_ERROR as e:
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None and ctx.command_path else "brsm"
-        out.error(e.format_message(), f"see `{where} --help`", 2)  # the subcommand's own help
+        from brsm.cli.habits import suggest, without_click_guess
+
+        habit = suggest(args)  # a nebula-br command line: say the brsm one instead of click's guess
+        out.error(without_click_guess(e.format_message()) if habit else e.format_message(),
+                  habit or f"see `{where} --help`", 2)  # the subcommand's own help
         code = 2
     except (*_ABORT, KeyboardInterrupt):
         out.error("interrupted", "the journal records where it stopped; see `brsm ops`", 130)

@@ -33,9 +33,11 @@ def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:
 
 def _with_hint(e: BrsmError, op_id: int, st: OperationState | None) -> BrsmError:
     """A failed step's hint says what to fix; what happens next comes from the folded state (brsm.cli.hints)."""
-    from brsm.cli.hints import with_next_step
+    from brsm.cli.hints import allowed, with_next_step
+    from brsm.cli.reach import with_reach_hint
 
-    return _tagged(with_next_step(e, op_id, st), op_id, st.state if st is not None else None)
+    return _tagged(with_reach_hint(with_next_step(e, op_id, st), op_id, st, allowed(st)), op_id,
+                   st.state if st is not None else None)
 
 
 def _tagged(e: BrsmError, op_id: int, state: str | None) -> BrsmError:
@@ -114,6 +116,10 @@ def _interrupted(e: BrsmError, op_id: int, kind: str, mode: str, runner: Runner)
             return e  # the signal came too late to change anything
         return Interrupted(text, signal=first)
     step = "preflight" if runner.interrupted_step == PREFLIGHT else runner.interrupted_step
+    if runner.kept_interrupted:  # Ctrl-C of a backup's upload: kept for a resume (brsm.cli.interrupts)
+        from brsm.cli.interrupts import kept_message
+
+        return Interrupted(kept_message(op_id, kind, first, step, st), signal=first)
     what = f"operation {op_id} ({kind}) interrupted by {first} during {step}"
     if st.phase == PHASE_ROLLED_BACK:
         text = f"{what}, and rolled back: everything it did is undone; start a new {kind} when ready"
@@ -227,6 +233,9 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
                 raise
             out.line(f"operation {op.id}: {kind} started (journal: brsm audit {op.id})")
             runner = sigs.attach(Runner(j, built.workflow, built.ports))
+            from brsm.cli.interrupts import policy
+
+            runner.keep_interrupted = policy(kind)
             st = None
             try:
                 st = await runner.run(op.id, auto_rollback=auto_rollback)

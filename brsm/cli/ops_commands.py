@@ -19,7 +19,8 @@ import typer
 from brsm.console.output import Output
 from brsm.errors import BrsmError, UsageError, VerificationFailed
 
-from brsm.cli.options import ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt, with_options
+from brsm.cli.options import (ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt,
+                              YesOrConfirmOpt, with_options)
 
 config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -264,11 +265,12 @@ def prune(
     config: ConfigOpt = None,
     keep_last: Annotated[Optional[int], typer.Option(help="Keep the N newest complete backups.")] = None,
     keep_within: Annotated[Optional[str], typer.Option(help="Keep complete backups created within this, e.g. 30d.")] = None,
-    confirm: Annotated[bool, typer.Option(help="Delete (default: only show what would be deleted).")] = False,
+    confirm: YesOrConfirmOpt = False,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within."""
+    """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within.
+    Shows what it would delete; deletes with --yes (or --confirm), or when you answer y on a terminal."""
     from brsm.cli.app import _metrics_file
 
     _metrics_file(metrics_file)
@@ -327,7 +329,15 @@ def prune(
         out.line(f"note: {GC_NOTE}")
     n = len(of[DELETE])
     if not confirm:
-        out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --confirm to delete them"
+        from brsm.cli.confirm import wanted
+
+        if n and wanted(False, json_=json_, question=f"delete these {n} backup(s)?"):
+            from dataclasses import asdict
+
+            prune(**asdict(store), storage=storage, config=config, keep_last=keep_last, keep_within=keep_within,
+                  confirm=True, metrics_file=metrics_file, json_=json_)
+            return
+        out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --yes to delete them"
                  if n else "nothing to delete")
     else:
         out.line(f"deleted {len(deleted)} backup(s) (operation {op_id}: brsm audit {op_id})")

@@ -18,9 +18,13 @@ StorageOpt = Annotated[Optional[str], typer.Option(
     help="local:///path, s3://bucket/prefix or oss://bucket/prefix; default: storage.default of --config.")]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     help="Cluster config (TOML) for the storage default and endpoints; default $BRSM_CONFIG if set.")]
-S3EndpointOpt = Annotated[Optional[str], typer.Option(help="S3 endpoint URL (S3-compatible stores).")]
-S3RegionOpt = Annotated[Optional[str], typer.Option(help="S3 region.")]
-OssEndpointOpt = Annotated[Optional[str], typer.Option(help="OSS endpoint URL.")]
+S3EndpointOpt = Annotated[Optional[str], typer.Option(
+    help="S3 endpoint URL (MinIO, Ceph and other S3-compatible stores); default the config's [storage] "
+         "s3_endpoint, else $AWS_ENDPOINT_URL, else AWS. Journaled: a resume uses it again.")]
+S3RegionOpt = Annotated[Optional[str], typer.Option(
+    help="S3 region; default [storage] s3_region, else the AWS config or $AWS_REGION, else us-east-1.")]
+OssEndpointOpt = Annotated[Optional[str], typer.Option(
+    help="OSS endpoint URL; default the config's [storage] oss_endpoint, else $OSS_ENDPOINT.")]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Files transferred at once, in all (1-1024).")]
 PerHostOpt = Annotated[int, typer.Option(help="Files transferred at once to or from one host (1-256).")]
 RateLimitOpt = Annotated[Optional[str], typer.Option(help="Total bandwidth cap, e.g. 100MiB/s.")]
@@ -33,6 +37,13 @@ DataPathOpt = Annotated[str, typer.Option(
     help="auto (the default): direct when the storage is S3/OSS and every host can, else via brsm, with one "
          "line saying why; direct: each host moves its own files to or from S3/OSS with URLs brsm signs per "
          "part (python3 >= 3.6 on every host), refused when a host cannot; via-brsm: every byte through brsm.")]
+
+# the one confirmation rule of the commands that delete or take the cluster down (brsm.cli.confirm)
+YES_HELP = ("Do it without asking (needed off a terminal: cron, scripts); on a terminal brsm shows what it "
+            "will do and asks first.")
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help=YES_HELP)]
+# prune and gc had --confirm first: both spellings, one flag
+YesOrConfirmOpt = Annotated[bool, typer.Option("--yes", "--confirm", "-y", help=YES_HELP + " --confirm is the same.")]
 
 # nebula-br's way of naming the cluster, without a config file (brsm.config.load_cluster: defaults <
 # file < these flags)

@@ -232,6 +232,12 @@ class Runner:
         self._cancel_pending = False
         self._seen = 0  # interruptions an earlier drive of this runner already answered
         self._abort: BrsmError | None = None  # what abort() asked the drive to fail with
+        # keep_interrupted(signal, step, state) -> True: a run that signal stopped in that step is kept for
+        # a resume instead of rolled back (the CLI's rule, brsm.cli.interrupts); the drive then sets
+        # ctx.runtime["release_lease"] so the workflow's detach lets the cluster go. kept_interrupted says
+        # it happened.
+        self.keep_interrupted: Callable[[str, str, OperationState], bool] | None = None
+        self.kept_interrupted = False
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
@@ -420,9 +426,14 @@ class Runner:
                     self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
                     if model.state not in ("FAILED",):
                         await model.trigger("fail")
+                    keep = (auto_rollback and isinstance(exc, Interrupted) and self.keep_interrupted is not None
+                            and self.keep_interrupted(exc.signal or "", failed_at, st))
+                    if keep:
+                        self.kept_interrupted = True
+                        ctx.runtime["release_lease"] = True
                     # Not once the final step began: it discards what rollback needs (a restore's
                     # originals, a backup's finished state); `brsm resume` finishes it instead.
-                    if (auto_rollback and isinstance(exc, Exception) and st.started
+                    if (auto_rollback and not keep and isinstance(exc, Exception) and st.started
                             and not getattr(exc, "keeps_operation", False)
                             and self.workflow.kind.done_step not in st.started):
                         try:

@@ -153,6 +153,11 @@ class FakeHost:
                     return err(f"{p}: No such file or directory")
                 out.append(m.files[m.norm(p)].decode("utf-8", "replace"))
             return RunResult(0, "".join(out), "")
+        if cmd == "stat" and len(args) == 3 and args[:2] == ["--printf=%F", "--"]:
+            p = args[2]
+            if not m.exists(p):
+                return RunResult(1, "", f"stat: cannot statx '{p}': No such file or directory")
+            return RunResult(0, "regular file" if m.norm(p) in m.files else "directory", "")
         if cmd == "test" and len(args) == 2:
             flag, p = args
             hit = {"-e": m.exists(p), "-d": m.is_dir(p), "-f": m.norm(p) in m.files}.get(flag)

@@ -19,6 +19,7 @@ HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
 LEASE_LOST = "LeaseLost"
+LEASE_RELEASED = "LeaseReleased"  # let go by a run kept for a resume (the backup's detach)
 
 
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
@@ -215,15 +216,37 @@ async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
             msg = e.message[len(name) + 2:] if e.message.startswith(f"{name}: ") else e.message
             return f"{name}: {msg}", e.hint
 
-    problems = [p for p in await asyncio.gather(*(one(n) for n in names)) if p]
-    if problems:
-        hints = list(dict.fromkeys(h for _, h in problems if h))
-        if len(hints) == 1:  # one cause (often one host): its own hint
-            text, hint = "; ".join(m for m, _ in problems), hints[0]
+    failed = [(n, p) for n, p in zip(names, await asyncio.gather(*(one(n) for n in names))) if p]
+    if failed:
+        groups = ssh_failure_groups([(n, m[len(n) + 2:] if m.startswith(f"{n}: ") else m, h)
+                                     for n, (m, h) in failed])
+        if len(groups) == 1:  # one cause (a missing known_hosts file, a wrong key): said once, for every host
+            (hosts_, msg, hint), = groups
+            text = f"{', '.join(hosts_)}: {msg}" if len(failed) > 1 else f"{hosts_[0]}: {msg}"
         else:
-            text = "; ".join(m + (f" ({h})" if h else "") for m, h in problems)
-            hint = "check the [ssh]/[[hosts]] settings in the config and that the host keys are in known_hosts"
-        raise PreflightFailed(f"SSH to {len(problems)} of {len(names)} host(s) failed: {text}", hint=hint)
+            text = "; ".join(f"{', '.join(hs)}: {m}" + (f" ({h})" if h else "") for hs, m, h in groups)
+            hint = ("check the SSH settings (--ssh-user, --ssh-key, --ssh-port, --known-hosts, or the config's [ssh] "
+                    "and [[hosts]]) and that the host keys are in known_hosts")
+        raise PreflightFailed(f"SSH to {len(failed)} of {len(names)} host(s) failed: {text}", hint=hint)
+
+
+def ssh_failure_groups(failures: list[tuple[str, str, str | None]]) -> list[tuple[list[str], str, str | None]]:
+    """Per-host SSH failures (host, message, hint) grouped by cause: messages and hints equal once each
+    host's name is taken out. A group's hint names all its hosts where one host's hint named that one
+    (``ssh-keyscan -p 22 h1 h2 h3 >> known_hosts``: ssh-keyscan takes several).
+
+    >>> ssh_failure_groups([("a", "no known_hosts", "ssh-keyscan a >> kh"), ("b", "no known_hosts", "ssh-keyscan b >> kh")])
+    [(['a', 'b'], 'no known_hosts', 'ssh-keyscan a b >> kh')]
+    """
+    import re
+
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for host, msg, hint in failures:
+        mark = re.compile(rf"(?<![\w.-]){re.escape(host)}(?![\w.-])")
+        key = (mark.sub("\0", msg), mark.sub("\0", hint) if hint else hint)
+        groups.setdefault(key, []).append(host)
+    return [(hosts, msg.replace("\0", " ".join(hosts)), hint.replace("\0", " ".join(hosts)) if hint else hint)
+            for (msg, hint), hosts in groups.items()]
 
 
 def record_host_keys(ctx: StepContext, hosts: HostsPort | None) -> None:

@@ -227,14 +227,35 @@ async def bounded(aw, host: HostPort, what: str, timeout: float | None = None):
                                                "check that path on the host") from None
 
 
+def stat_kind_argv(path: str) -> list[str]:
+    """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened)."""
+    return ["stat", "--printf=%F", "--", path]
+
+
+def stat_kind(exit_status: int, out: str, err: str, path: str) -> str:
+    """"file", "none" or "other" from ``stat --printf=%F``'s answer; anything else (a failure that is not
+    "No such file or directory") raises: a look that failed must never pass for "nobody holds it",
+    and a `test` that failed for any reason did (exit 1 reads as false).
+
+    >>> stat_kind(0, "regular file", "", "/l"), stat_kind(0, "fifo", "", "/l")
+    ('file', 'other')
+    >>> stat_kind(1, "", "stat: cannot statx '/l': No such file or directory", "/l")
+    'none'
+    """
+    if exit_status == 0:
+        return "file" if out.strip() in ("regular file", "regular empty file") else "other"
+    if "No such file or directory" in err:
+        return "none"
+    raise RemoteError(f"could not look at {path}: stat exited with status {exit_status}: "
+                      f"{(err or out).strip()[:200] or 'no message'}",
+                      hint="check the host (permissions, a hung mount), then run brsm again")
+
+
 async def _kind_of(host: HostPort, path: str) -> str:
     """"file", "none" or "other" (a FIFO, a directory, a device: never opened, an open of a FIFO blocks),
-    asked with `test` over SSH under a timeout, so a hung mount cannot hang brsm."""
-    for flag, kind in (("-f", "file"), ("-e", "other")):
-        r = await host.run(["test", flag, path], check=False, timeout=REMOTE_TIMEOUT)
-        if r.exit_status == 0:
-            return kind
-    return "none"
+    asked with `stat` over SSH under a timeout, so a hung mount cannot hang brsm."""
+    r = await host.run(stat_kind_argv(path), check=False, timeout=REMOTE_TIMEOUT)
+    return stat_kind(r.exit_status, r.stdout, r.stderr, path)
 
 
 async def _read_small(host: HostPort, path: str) -> bytes:
@@ -293,8 +314,7 @@ async def lease_exists(host: HostPort, path: str) -> bool:
 
 
 async def _exists(host: HostPort, path: str) -> bool:
-    r = await host.run(["test", "-e", path], check=False, timeout=REMOTE_TIMEOUT)
-    return r.exit_status == 0
+    return await _kind_of(host, path) != "none"
 
 
 async def _remove(host: HostPort, path: str) -> None:

@@ -70,12 +70,12 @@ CRED_FORMS = {
 }
 COMMANDS = {  # tag: argv with {uri} where the credential goes, and the flag the error names
     "backup": (["start", "backup", "--config", "{cfg}", "--storage", "{uri}"], "--storage"),
-    "restore": (["start", "restore", "--config", "{cfg}", "--storage", "{uri}", "--name", "BACKUP_1"], "--storage"),
-    "cleanup": (["cleanup", "BACKUP_1", "--storage", "{uri}"], "--storage"),
+    "restore": (["start", "restore", "--yes", "--config", "{cfg}", "--storage", "{uri}", "--name", "BACKUP_1"], "--storage"),
+    "cleanup": (["cleanup", "--yes", "BACKUP_1", "--storage", "{uri}"], "--storage"),
     "gc": (["gc", "--storage", "{uri}"], "--storage"),
     "s3_endpoint": (["start", "backup", "--config", "{cfg}", "--storage", "local:///tmp/x", "--s3-endpoint", "{uri}"],
                     "--s3-endpoint"),
-    "oss_endpoint": (["start", "restore", "--config", "{cfg}", "--storage", "local:///tmp/x", "--name", "BACKUP_1",
+    "oss_endpoint": (["start", "restore", "--yes", "--config", "{cfg}", "--storage", "local:///tmp/x", "--name", "BACKUP_1",
                       "--oss-endpoint", "{uri}"], "--oss-endpoint"),
     "show": (["show", "--storage", "{uri}"], None),  # reads only: no operation, but it must not echo it either
 }
@@ -172,8 +172,8 @@ def test_brsm_home_that_is_not_a_directory_is_one_line(tmp_path, monkeypatch, ca
     (["start", "backup", "--concurrency", "-5"], "--concurrency must be between 1 and 1024, not -5"),
     (["start", "backup", "--concurrency", "100000"], "--concurrency must be between 1 and 1024, not 100000"),
     (["start", "backup", "--per-host", "0"], "--per-host must be between 1 and 256, not 0"),
-    (["start", "restore", "--name", "BACKUP_1", "--per-host", "-1"], "--per-host must be between 1 and 256, not -1"),
-    (["start", "restore", "--name", "BACKUP_1", "--concurrency", "0"], "--concurrency must be between 1 and 1024"),
+    (["start", "restore", "--yes", "--name", "BACKUP_1", "--per-host", "-1"], "--per-host must be between 1 and 256, not -1"),
+    (["start", "restore", "--yes", "--name", "BACKUP_1", "--concurrency", "0"], "--concurrency must be between 1 and 1024"),
     (["start", "backup", "--rate-limit", "fast"], "--rate-limit: not a size: 'fast'"),
     (["start", "backup", "--rate-limit", "0"], "--rate-limit must be positive"),
     (["verify", "BACKUP_1", "--concurrency", "0"], "--concurrency must be between 1 and 1024, not 0"),
@@ -195,8 +195,8 @@ def test_invalid_backup_names_create_no_operation(home, tmp_path, capsys, name):
     store.mkdir()
     cfg = tmp_path / "c.toml"
     cfg.write_text(UNREACHABLE)
-    for argv in (["cleanup", name, "--storage", f"local://{store}"],
-                 ["start", "restore", "--config", str(cfg), "--storage", f"local://{store}", "--name", name],
+    for argv in (["cleanup", "--yes", name, "--storage", f"local://{store}"],
+                 ["start", "restore", "--yes", "--config", str(cfg), "--storage", f"local://{store}", "--name", name],
                  ["verify", name, "--storage", f"local://{store}"]):
         code, out, err = run(capsys, *argv)
         assert "not a backup name" in one_error(code, out, err, 2), argv
@@ -209,7 +209,7 @@ def test_a_cleanup_of_a_missing_backup_is_refused_before_its_step_and_rollback_c
     store = tmp_path / "b"
     store.mkdir()
     name = "BACKUP_2099_01_01_00_00_00"
-    code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
+    code, out, err = run(capsys, "cleanup", "--yes", name, "--storage", f"local://{store}")
     assert f"no backup named {name}" in one_error(code, out, err, 2)
     (op_id, kind, params, target), = operations(home)
     assert kind == "cleanup" and target == f"local://{store}"
@@ -219,7 +219,7 @@ def test_a_cleanup_of_a_missing_backup_is_refused_before_its_step_and_rollback_c
         assert code == 0 and f"was refused" in out and f"no backup named {name}" in out, (out, err)
         assert f"nothing to {verb}" in out
     # a refusal before any step holds the name for nothing: the next cleanup is not "in use" by it
-    code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
+    code, out, err = run(capsys, "cleanup", "--yes", name, "--storage", f"local://{store}")
     assert "in use" not in one_error(code, out, err, 2)
 
 
@@ -274,7 +274,7 @@ def test_cleanup_of_a_symlink_named_like_a_backup_deletes_nothing_through_it(hom
     (store / name).symlink_to(victim, target_is_directory=True)
     code, out, err = run(capsys, "show", "--storage", f"local://{store}", "--json")
     assert code == 0 and name not in out, out  # `show` lists no such backup
-    code, out, err = run(capsys, "cleanup", name, "--storage", f"local://{store}")
+    code, out, err = run(capsys, "cleanup", "--yes", name, "--storage", f"local://{store}")
     assert f"no backup named {name}" in one_error(code, out, err, 2)
     assert sorted(p.name for p in victim.rglob("*") if p.is_file()) == [f"{name}.meta", "brsm-manifest.json", "x"]
 

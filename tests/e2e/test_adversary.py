@@ -35,7 +35,7 @@ def test_a_backup_whose_manifest_was_deleted_and_a_file_changed_is_neither_ok_no
     assert p.returncode == 6 and f"{name}: ok" not in p.stdout, (p.stdout, p.stderr)
     assert "re-hashed 0 objects" in p.stderr and "no checksums" in p.stdout
     before = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name)
     assert p.returncode == 6, (p.returncode, p.stderr[-2000:])
     assert "has no checksums" in p.stderr and "--allow-unverified" in p.stderr
     assert env.checksum() == before and services_up(env)
@@ -78,15 +78,15 @@ def test_other_journals_neither_take_the_lease_nor_gc_what_a_live_backup_owns(sa
     assert holder["op_id"] == 2 and holder["ref"] == f"{journal_id(a)}-2"
 
     # C: op 1 refused at preflight, op 2 a restore: the same op id as A's backup, another journal
-    c.brsm("cleanup", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
+    c.brsm("cleanup", "--yes", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
     before = sandbox.checksum()
-    p = c.brsm("start", "restore", "--config", c.config, "--storage", f"local://{s1}", "--name", done)
+    p = c.brsm("start", "restore", "--yes", "--config", c.config, "--storage", f"local://{s1}", "--name", done)
     assert p.returncode == 3 and "cluster is locked by operation 2 of journal" in p.stderr, p.stderr[-2000:]
     assert json.loads((Path(leases(a)[0]) / "holder.json").read_text())["ref"] == holder["ref"]
     assert services_up(sandbox) and sandbox.checksum() == before and aside_dirs(sandbox) == []
 
     # B: gc from a journal whose op ids overlap A's (and whose "finished" ops include 1 and 2)
-    b.brsm("cleanup", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
+    b.brsm("cleanup", "--yes", "BACKUP_2000_01_01_00_00_00", "--storage", f"local://{s1}")
     host = next(h for h in b.info["hosts"] if "storage" in h["roles"])
     foreign = Path(host["data_paths"][0]) / "nebula_brsm_old_0123456789ab-2"
     legacy = Path(host["data_paths"][0]) / "nebula_brsm_old_1"
@@ -128,7 +128,7 @@ def test_a_storaged_started_behind_brsms_back_stops_resume_and_rollback_until_it
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
     env.load(1 << 20, seed=77)
     before = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name,
                  failpoints="after:DOWNLOADED=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = str(env.ok("ops")[0]["id"])
@@ -162,7 +162,7 @@ def test_restore_reports_progress_for_stops_starts_and_the_set_aside_removal(san
     env = sandbox
     store = tmp_path / "b"
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name, "--json")
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name, "--json")
     assert p.returncode == 0, p.stderr[-2000:]
     lines = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
     final = {d["progress"] for d in lines if d.get("final")}

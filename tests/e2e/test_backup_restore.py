@@ -74,7 +74,7 @@ def test_backup_to_local_then_restore_exactly(sandbox, tmp_path):
     env.load(4 << 20, seed=2)
     changed = env.checksum()
     assert changed != before
-    res = env.ok("--metrics-file", str(prom), "start", "restore", "--config", env.config, "--storage",
+    res = env.ok("--metrics-file", str(prom), "start", "restore", "--yes", "--config", env.config, "--storage",
                  f"local://{target}", "--name", name)
     assert res["state"] == "CLEANED"
     assert env.checksum() == before
@@ -94,7 +94,7 @@ def test_backup_to_object_store_and_restore(sandbox, store):
     assert res["facts"]["total_files"] > 0
     env.load(2 << 20, seed=3)
     assert env.checksum() != before
-    env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--verify", "full")
+    env.ok("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--verify", "full")
     assert env.checksum() == before
 
 
@@ -120,7 +120,7 @@ def test_backup_of_one_space_restores_only_that_space(sandbox, tmp_path, store):
     env.load(3 << 20, seed=11)
     newer = env.checksum()
     assert newer["space1"] != before["space1"] and newer["space2"] != before["space2"]
-    done = env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
+    done = env.ok("start", "restore", "--yes", "--config", env.config, *loc, "--name", name)
     assert done["facts"]["mode"] == "staged"  # issue 15: only space1's files were staged, then swapped in
     after = env.checksum()
     assert after["space1"] == before["space1"], "the restored space is exactly as backed up"
@@ -140,7 +140,7 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name,
                  "--verify", "full")
     assert p.returncode == 6 and "SHA-256" in p.stderr, p.stderr[-800:]
     data[len(data) // 2] ^= 0xFF
@@ -148,12 +148,12 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     # 2. a tampered manifest (a size that no longer matches the object)
     m["files"][0]["size"] += 1
     manifest.write_text(json.dumps(m))
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "damaged" in p.stderr, p.stderr[-800:]
     # 3. a missing manifest and .meta (a backup that never finished)
     manifest.unlink()
     (target / name / f"{name}.meta").unlink()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 4 and "incomplete" in p.stderr, p.stderr[-800:]
     # nothing was stopped or moved: same data, services up, no set-aside dirs, no lease
     assert env.checksum() == current
@@ -176,9 +176,9 @@ def test_nebula_br_layout_backup_is_listed_and_restored(sandbox, tmp_path):
     assert entry["made_by"] == "nebula-br" and entry["state"] == "complete"
     env.load(2 << 20, seed=31)
     assert env.checksum() != backed
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "--allow-unverified" in p.stderr, p.stderr[-800:]  # no checksums: asked for
-    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+    res = env.ok("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name,
                  "--allow-unverified")
     assert res["state"] == "CLEANED"
     assert env.checksum() == backed
@@ -206,7 +206,7 @@ def test_backup_and_restore_by_nebula_br_style_flags_alone(sandbox, tmp_path):
     name = json.loads(p.stdout)["facts"]["backup_name"]
     env.load(1 << 20, seed=21)
     assert env.checksum() != before
-    p = subprocess.run([*BRSM, "start", "restore", "--storage", store, "--name", name, *flags, "--json"], env=e,
+    p = subprocess.run([*BRSM, "start", "restore", "--yes", "--storage", store, "--name", name, *flags, "--json"], env=e,
                        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr[-2000:]
     assert env.checksum() == before and aside_dirs(env) == [] and leases(env) == []

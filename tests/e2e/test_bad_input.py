@@ -475,7 +475,7 @@ def test_restore_refuses_a_damaged_backup_before_touching_the_cluster(sandbox, d
     name = names[tag]
     data = env.checksum()
     modes = JSON if RESTORED.index(tag) % 2 else TEXT
-    fails(env, "start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+    fails(env, "start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name,
           code=6, says=(f"backup {name}", DAMAGES[tag][3]), hint="restore another backup", modes=modes)
     assert env.checksum() == data, "the cluster's data changed"
     cluster_clean(env)

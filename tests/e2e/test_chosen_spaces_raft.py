@@ -126,7 +126,7 @@ def test_chosen_spaces_restore_survives_leader_change_and_restart(raft3, tmp_pat
     assert newer["space1"] != backed["space1"] and newer["space2"] != backed["space2"]
     want = dict(newer, space1=backed["space1"])
     spaces_before, ids_before = live_ids(env)
-    args = ["start", "restore", "--config", env.config, *loc, "--name", name]
+    args = ["start", "restore", "--yes", "--config", env.config, *loc, "--name", name]
     if host_map:
         storage = sorted(f"{h['address']}:9779" for h in env.info["hosts"] if "storage" in h["roles"])
         args += ["--host-map", ",".join(f"{a}={a}" for a in storage)]
@@ -170,7 +170,7 @@ def test_chosen_spaces_restore_refuses_to_move_a_host_of_the_cluster(raft3, tmp_
     before = env.checksum()
     storage = sorted(f"{h['address']}:9779" for h in env.info["hosts"] if "storage" in h["roles"])
     swap = [(storage[0], storage[1]), (storage[1], storage[0]), (storage[2], storage[2])]
-    p = env.brsm("start", "restore", "--config", env.config, *loc, "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, *loc, "--name", name,
                  "--host-map", ",".join(f"{o}={n}" for o, n in swap))
     assert p.returncode == 4, p.stderr[-1500:]
     assert "cannot move a storage host of this cluster" in p.stderr

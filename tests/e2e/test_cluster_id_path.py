@@ -59,7 +59,7 @@ def test_restore_sets_aside_the_cluster_id_where_the_flagfile_puts_it(tmp_path_f
         name = res["facts"]["backup_name"]
         at_backup = env.checksum()
         env.load(1 << 20, seed=8)
-        res = env.ok("start", "restore", "--config", env.config, "--storage", target, "--name", name,
+        res = env.ok("start", "restore", "--yes", "--config", env.config, "--storage", target, "--name", name,
                      "--service-timeout", "60")
         assert res["state"] == "CLEANED" and env.checksum() == at_backup
         id_after = control.status((meta1["address"], 19559))["cluster_id"]

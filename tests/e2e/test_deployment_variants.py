@@ -47,7 +47,7 @@ def test_round_trip(sb, tmp_path, store):
     name = b["facts"]["backup_name"]
     sb.load(2 << 20, seed=31)
     assert sb.checksum() != before
-    sb.ok("start", "restore", "--config", sb.config, *target, "--name", name)
+    sb.ok("start", "restore", "--yes", "--config", sb.config, *target, "--name", name)
     assert sb.checksum() == before
     for h in storage_hosts(sb):
         wal = Path(h["install_dir"]).parent / "wal"
@@ -78,5 +78,5 @@ def test_replica_factor_three_round_trip(tmp_path_factory, tmp_path):
                 assert len(hosts) == 3  # every storaged's replica went into the backup
             load(env.meta, spaces=1, size_bytes=1 << 20, seed=43 + i, replica_factor=3)
             assert env.checksum() != before
-            env.ok("start", "restore", "--config", env.config, *target, "--name", b["facts"]["backup_name"])
+            env.ok("start", "restore", "--yes", "--config", env.config, *target, "--name", b["facts"]["backup_name"])
             assert env.checksum() == before

@@ -42,7 +42,7 @@ def test_a_direct_backup_equals_one_through_brsm_and_restores(sandbox, store):
     checked = env.ok("verify", name, "--config", env.config, *loc, "--full")  # every object re-hashed against the manifest
     assert checked["ok"] and checked["hashed_files"] == len(copied), checked
     env.load(1 << 20, seed=31)
-    back = env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--verify", "full",
+    back = env.ok("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--verify", "full",
                   "--data-path", "direct")
     assert back["facts"]["data_path"] == "direct", back["facts"].get("data_path_why")
     assert env.checksum() == before
@@ -126,7 +126,7 @@ def test_a_direct_restore_killed_while_staging_leaves_no_helper_and_resumes_exac
     before = env.checksum()
     name = env.ok("start", "backup", "--config", env.config, *loc, "--data-path", "direct")["facts"]["backup_name"]
     env.load(1 << 20, seed=33)
-    run = started(env, "start", "restore", "--config", env.config, *loc, "--name", name, "--data-path", "direct",
+    run = started(env, "start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--data-path", "direct",
                   *SLOW)
     run.wait_for("FileRestored", timeout=120)
     run.kill(signal.SIGKILL)

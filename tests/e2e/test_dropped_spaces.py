@@ -24,7 +24,7 @@ def drop_space(env, name: str) -> None:
 
 
 def restore(env, loc, name):
-    return env.ok("start", "restore", "--config", env.config, *loc, "--name", name)
+    return env.ok("start", "restore", "--yes", "--config", env.config, *loc, "--name", name)
 
 
 def test_drop_a_space_then_restore_a_full_backup(sandbox, tmp_path):
@@ -103,11 +103,11 @@ def test_a_second_journal_cannot_delete_a_backup_a_live_restore_uses(sandbox, tm
     env.load(1 << 20, seed=31)
     newer = env.ok("start", "backup", "--config", env.config, *loc)["facts"]["backup_name"]
     assert newer != name
-    p = env.brsm("start", "restore", "--config", env.config, *loc, "--name", name, failpoints="after:STAGED=crash")
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, failpoints="after:STAGED=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = env.ok("ops")[0]["id"]
     for args in (["prune", *loc, "--config", other.config, "--keep-last", "1", "--confirm"],
-                 ["cleanup", name, *loc, "--config", other.config]):
+                 ["cleanup", "--yes", name, *loc, "--config", other.config]):
         q = other.brsm(*args)
         assert q.returncode == 3, (args, q.stdout, q.stderr[-2000:])
         assert f"the cluster lease is held by operation {op} of journal" in q.stderr and "(restore)" in q.stderr, q.stderr
@@ -129,7 +129,7 @@ def test_a_staged_restore_stopped_needs_no_backup_to_finish(sandbox, tmp_path):
     before = env.checksum()
     name = env.ok("start", "backup", "--config", env.config, *loc)["facts"]["backup_name"]
     env.load(1 << 20, seed=32)
-    p = env.brsm("start", "restore", "--config", env.config, *loc, "--name", name, failpoints="after:STOPPED=crash")
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, failpoints="after:STOPPED=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = env.ok("ops")[0]["id"]
     shutil.rmtree(store / name)
@@ -146,7 +146,7 @@ def test_an_offline_restore_whose_backup_went_names_rollback_and_rollback_brings
     name = env.ok("start", "backup", "--config", env.config, *loc)["facts"]["backup_name"]
     env.load(1 << 20, seed=33)
     current = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, *loc, "--name", name, "--offline",
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--offline",
                  failpoints="after:SET_ASIDE=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = env.ok("ops")[0]["id"]
@@ -168,7 +168,7 @@ def test_gc_never_removes_what_a_restore_kept_with_keep_old(sandbox, tmp_path):
     loc = ["--storage", f"local://{store}"]
     before = env.checksum()
     name = env.ok("start", "backup", "--config", env.config, *loc)["facts"]["backup_name"]
-    res = env.ok("start", "restore", "--config", env.config, *loc, "--name", name, "--keep-old")
+    res = env.ok("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--keep-old")
     assert env.checksum() == before
     kept = aside_dirs(env)
     ids = [str(p) for h in env.info["hosts"] for p in Path(h["install_dir"]).glob("cluster.id.brsm_old_*")]

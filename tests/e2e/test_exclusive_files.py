@@ -41,7 +41,7 @@ def test_a_symlink_planted_at_a_scratch_dir_is_refused_and_left(sandbox, tmp_pat
     link = Path(host["data_paths"][0]) / f"{prefix}{ref}"
     link.symlink_to(elsewhere)
     try:
-        p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name)
+        p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name)
         assert p.returncode != 0, p.stderr[-3000:]
         assert f"{link} is a symbolic link, not a directory" in p.stderr, p.stderr[-3000:]
         assert link.is_symlink() and list(elsewhere.iterdir()) == [], "nothing written through it, nor removed"
@@ -79,7 +79,7 @@ def test_a_symlink_at_a_temp_name_is_never_written_through(sandbox, tmp_path, da
     victim.write_bytes(b"precious")
     victim.chmod(0o600)
     ref = next_ref(env)
-    p = env.brsm("start", "restore", "--config", env.config, *loc, "--name", name, "--data-path", data_path,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, *loc, "--name", name, "--data-path", data_path,
                  "--concurrency", "1", failpoints="file:1=crash")
     assert p.returncode == 86, p.stderr[-3000:]
     op = ref.rsplit("-", 1)[1]

@@ -41,12 +41,12 @@ def test_a_restore_killed_in_set_aside_is_named_first_and_rollback_brings_the_cl
     store = f"local://{tmp_path / 'b'}"
     name = env.ok("start", "backup", "--config", env.config, "--storage", store)["facts"]["backup_name"]
     typo = name[:-1] + ("0" if name[-1] != "0" else "1")
-    p = run(env, "start", "restore", "--config", env.config, "--storage", store, "--name", typo, "--json")
+    p = run(env, "start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", typo, "--json")
     assert p.returncode == 4, p.stdout + p.stderr[-2000:]
     doc = json.loads(p.stdout)
     assert doc["error"] == f"no backup named {typo} in {store} (closest: {name})", doc
     assert doc["hint"] == f"see `brsm show --storage {store}` for the backups there" and doc["state"] == "REFUSED"
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name,
                  failpoints="before:SET_ASIDE=crash")
     assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
     op = env.ok("ops", "--limit", "1")[0]
@@ -191,7 +191,7 @@ def test_a_restore_of_a_damaged_backup_says_so_and_exits_6(sandbox, tmp_path):
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    p = run(env, "start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+    p = run(env, "start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name,
             "--json", timeout=300)
     assert p.returncode == 6, p.stdout + p.stderr[-2000:]
     doc = json.loads(p.stdout)

@@ -73,7 +73,7 @@ def test_cleanup_deletes_one_backup_and_refuses_one_in_use(sandbox, tmp_path):
     env = sandbox
     store = tmp_path / "store"
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
-    res = env.ok("cleanup", name, "--storage", f"local://{store}", "--config", env.config)
+    res = env.ok("cleanup", "--yes", name, "--storage", f"local://{store}", "--config", env.config)
     assert res["objects_deleted"] > 0 and not (store / name).exists()
     # an unfinished backup (crashed after COPIED) is in use: cleanup refuses, nothing is deleted
     p = env.brsm("start", "backup", "--config", env.config, "--storage", f"local://{store}",
@@ -83,7 +83,7 @@ def test_cleanup_deletes_one_backup_and_refuses_one_in_use(sandbox, tmp_path):
     live = env.ok("audit", str(op["id"]))
     name2 = next(e["data"]["facts"]["backup_name"] for e in live["events"]
                  if e["type"] == "StepCompleted" and e["data"]["step"] == "SNAPSHOTTED")
-    p = env.brsm("cleanup", name2, "--storage", f"local://{store}", "--config", env.config)
+    p = env.brsm("cleanup", "--yes", name2, "--storage", f"local://{store}", "--config", env.config)
     assert p.returncode == 2 and f"operation {op['id']}" in p.stderr, p.stderr[-600:]
     assert (store / name2).exists()
     assert env.ok("rollback", str(op["id"]))["state"] == "ROLLED_BACK"

@@ -25,7 +25,7 @@ def test_manifest_keys_outside_the_backup_are_refused(sandbox, tmp_path, evil):
     m["files"].append({"key": evil.format(name=name, h=h), "size": 1, "sha256": "0" * 64, "host": "x", "path": "/x"})
     mpath.write_text(json.dumps(m))
     before = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "outside the backup" in p.stderr, p.stderr[-600:]
     assert not Path("/tmp/brsm-pwned").exists() and not Path("/etc/brsm-pwned").exists()
     assert env.checksum() == before and aside_dirs(env) == [] and leases(env) == []
@@ -41,7 +41,7 @@ def test_no_secret_in_journal_output_or_files(sandbox, tmp_path):
         assert p.returncode == 0, p.stderr[-600:]
         printed += [p.stdout, p.stderr]
         name = json.loads(p.stdout)["facts"]["backup_name"]
-        p = env.brsm("start", "restore", "--config", env.config, *store, "--name", name)
+        p = env.brsm("start", "restore", "--yes", "--config", env.config, *store, "--name", name)
         printed += [p.stdout, p.stderr]
         assert p.returncode == 0
     # and a failing one: wrong secret in the environment, the error must not echo it
@@ -62,8 +62,8 @@ def test_no_secret_in_journal_output_or_files(sandbox, tmp_path):
              f"s3://b/x?X-Amz-Signature={canary}", f"oss://b/x?Expires=1&Signature={canary}", f"s3://b/x?sig={canary}"]
     for i, uri in enumerate(forms):
         for argv in (["start", "backup", "--config", env.config, "--storage", uri],
-                     ["start", "restore", "--config", env.config, "--storage", uri, "--name", "BACKUP_1"],
-                     ["cleanup", "BACKUP_1", "--storage", uri], ["gc", "--config", env.config, "--storage", uri],
+                     ["start", "restore", "--yes", "--config", env.config, "--storage", uri, "--name", "BACKUP_1"],
+                     ["cleanup", "--yes", "BACKUP_1", "--storage", uri], ["gc", "--config", env.config, "--storage", uri],
                      ["start", "backup", "--config", env.config, *env.s3("canary3"), "--s3-endpoint", uri]):
             p = env.brsm(*argv, *(["--json"] if i % 2 else []))
             assert p.returncode == 2 and "carries a credential" in p.stdout + p.stderr, p.stderr[-600:]

@@ -128,8 +128,11 @@ def next_backup_starts_at_once(env, target: Path) -> None:
     assert json.loads(p.stdout)["state"] == "CLEANED"
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143)])
 def test_signal_during_backup_copy_rolls_back_and_frees_the_cluster(sandbox, tmp_path, sig, code):
+    """SIGTERM (systemd stop, kill: nobody at a terminal to resume) during the copy rolls back. Ctrl-C
+    keeps what was uploaded (next test); before anything is uploaded it rolls back too
+    (tests/cli/test_interrupt_policy.py, and the SIGINT during createBackup below)."""
     env = sandbox
     run = backup(env, tmp_path / "b", *SLOW)
     run.wait_for("FilesPlanned")
@@ -147,6 +150,43 @@ def test_signal_during_backup_copy_rolls_back_and_frees_the_cluster(sandbox, tmp
     assert not any((tmp_path / "b").glob("BACKUP_*/*")), "the rollback deletes what was copied"
     assert_clean(env)
     next_backup_starts_at_once(env, tmp_path / "next")
+
+
+def test_ctrl_c_during_backup_copy_keeps_the_uploads_frees_the_cluster_and_resume_finishes(sandbox, tmp_path):
+    """Ctrl-C three hours into a backup used to roll back and delete every uploaded file. Now the lease is
+    released (another run can start at once) and the uploads, journaled parts and the snapshot they came
+    from stay: `brsm resume` continues from there and the backup verifies in full."""
+    env = sandbox
+    store = tmp_path / "b"
+    run = backup(env, store, *SLOW)
+    deadline = time.monotonic() + 90
+    while not [t for t, _ in run.events() if t in ("FileCopied", "PartUploaded")]:
+        assert time.monotonic() < deadline and run.p.poll() is None, "nothing uploaded"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    run.kill(signal.SIGINT)
+    p = run.finish()
+    op = run.op
+    assert p.returncode == 130, p.stderr[-2000:]
+    line = error_line(p)
+    assert f"operation {op} (backup) interrupted by SIGINT during COPIED: the cluster is released; " in line, line
+    assert (f"already uploaded are kept, with snapshot" in line and f"`brsm resume {op}` continues from there, "
+            f"`brsm rollback {op}` removes them and drops the snapshot") in line, line
+    events = audit(env, op)
+    assert of_type(events, "RolledBack") == [] and state(env, op) == "FAILED"
+    assert of_type(events, "LeaseReleased") == [{"why": "kept for a resume after an interruption"}]
+    assert not leases(env), "the cluster lease is released at once"
+    assert len(snapshots(env)) == 1, "the snapshot the uploads came from stays for the resume"
+    kept = [f for f in store.rglob("*") if f.is_file() and "data" in f.parts]
+    assert kept, "what was uploaded is still there"
+    next_backup_starts_at_once(env, tmp_path / "next")  # the cluster is free for another run meanwhile
+    done = env.ok("resume", str(op))
+    assert done["state"] == "CLEANED"
+    copied = next(d for d in of_type(audit(env, op), "StepCompleted") if d["step"] == "COPIED")["facts"]
+    assert copied["skipped_on_resume"] > 0 or copied["bytes_sent"] < copied["bytes"], copied
+    p = env.brsm("verify", done["facts"]["backup_name"], "--storage", f"local://{store}", "--full")
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert_clean(env)
 
 
 def test_sigint_in_createbackup_drops_the_snapshot_metad_finishes_after(sandbox, tmp_path):
@@ -210,7 +250,7 @@ def test_signal_during_restore_download_puts_the_original_data_back(sandbox, tmp
     env.load(1 << 20, seed=7)  # the cluster moves on: a restore would change it back
     before = env.checksum()
     # --offline: the download happens with every service stopped (a staged one: test_staged_restore.py)
-    run = started(env, "start", "restore", "--config", env.config, "--storage", store, "--name", name, *SLOW,
+    run = started(env, "start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name, *SLOW,
                   "--offline")
     run.wait_for("StepStarted", "DOWNLOADED")
     time.sleep(1.0)
@@ -399,7 +439,7 @@ def test_a_lease_taken_over_during_a_restore_stops_it_and_rollback_puts_the_data
     name = env.ok("start", "backup", "--config", cfg, "--storage", store)["facts"]["backup_name"]
     env.load(1 << 20, seed=11)
     before = env.checksum()
-    run = started(env, "start", "restore", "--config", cfg, "--storage", store, "--name", name, *SLOW, "--offline")
+    run = started(env, "start", "restore", "--yes", "--config", cfg, "--storage", store, "--name", name, *SLOW, "--offline")
     run.wait_for("StepStarted", "DOWNLOADED")
     time.sleep(1.0)
     run.sent = time.monotonic()

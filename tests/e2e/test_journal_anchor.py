@@ -22,7 +22,7 @@ def anchored(sandbox, tmp_path_factory):
     env = sandbox
     store = tmp_path_factory.mktemp("anchored") / "store"
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
-    env.ok("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+    env.ok("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name)
     return env, store, name
 
 

@@ -41,7 +41,7 @@ def test_without_agents_listcluster_fails_and_brsm_round_trips(sb, tmp_path, kin
         assert len(manifest["topology"]["meta"]) == 3 and all(m["root"] for m in manifest["topology"]["meta"])
     sb.load(2 << 20, seed=9)
     assert sb.checksum() != before
-    sb.ok("start", "restore", "--config", sb.config, *target, "--name", name)
+    sb.ok("start", "restore", "--yes", "--config", sb.config, *target, "--name", name)
     assert sb.checksum() == before
 
 
@@ -57,7 +57,7 @@ def test_a_nebula_br_backup_restores_exactly(sb, tmp_path):
     bm = decode_backup_meta((store / name / f"{name}.meta").read_bytes())
     assert not bm.storage_hosts and all(b"/" not in f for f in bm.meta_files)
     sb.load(2 << 20, seed=11)
-    p = sb.brsm("start", "restore", "--config", sb.config, "--storage", f"local://{store}", "--name", name,
+    p = sb.brsm("start", "restore", "--yes", "--config", sb.config, "--storage", f"local://{store}", "--name", name,
                 "--allow-unverified", "--json")
     assert p.returncode == 0, p.stderr[-3000:]
     assert sb.checksum() == before
@@ -72,7 +72,7 @@ def test_restore_onto_another_major_version_is_refused_before_anything(sb, tmp_p
     m["topology"]["nebula_version"] = "4.0.0"
     mf.write_text(json.dumps(m))
     before = sb.checksum()
-    p = sb.brsm("start", "restore", "--config", sb.config, "--storage", f"local://{store}", "--name", name)
+    p = sb.brsm("start", "restore", "--yes", "--config", sb.config, "--storage", f"local://{store}", "--name", name)
     assert p.returncode == 4, (p.returncode, p.stderr[-2000:])
     assert "across major versions" in p.stderr
     assert sb.checksum() == before

@@ -47,7 +47,7 @@ def test_backup_and_restore_on_3_2_leave_no_snapshot(v32, tmp_path):
 
     env.load(2 << 20, seed=4)
     assert env.checksum() != before
-    res = env.ok("start", "restore", "--config", env.config, "--storage", target, "--name", name)
+    res = env.ok("start", "restore", "--yes", "--config", env.config, "--storage", target, "--name", name)
     assert res["state"] == "CLEANED"
     assert env.checksum() == before
     assert snapshots(env) == [] and checkpoints_anywhere(env) == [] and leases(env) == [] and aside_dirs(env) == []

@@ -51,7 +51,7 @@ def test_restore_onto_other_hosts(sandbox, second, tmp_path, mapping):
         extra = ["--host-map", ",".join(f"{o}={n}" for o, n in pairs)]
     dst.load(1 << 20, seed=len(mapping))  # whatever the second cluster held, make it differ
     assert dst.checksum() != expected
-    res = dst.ok("start", "restore", "--config", dst.config, "--storage", f"local://{target}", "--name", name, *extra)
+    res = dst.ok("start", "restore", "--yes", "--config", dst.config, "--storage", f"local://{target}", "--name", name, *extra)
     assert res["state"] == "CLEANED"
     want_pairs = [list(p) for p in (pairs if mapping == "host-map" else zip(old, new))]
     assert sorted(res["facts"]["pairs"]) == sorted(want_pairs)
@@ -69,7 +69,7 @@ def test_wrong_topology_and_host_down_stop_before_anything(sandbox, second, tmp_
         small = Env(root, cluster.summary(state), tmp_path / "home-small")
         small.load(1 << 20, seed=5)
         before = small.checksum()
-        p = small.brsm("start", "restore", "--config", small.config, "--storage", f"local://{target}", "--name", name)
+        p = small.brsm("start", "restore", "--yes", "--config", small.config, "--storage", f"local://{target}", "--name", name)
         assert p.returncode == 4 and "topology differs" in p.stderr and "3 storage hosts" in p.stderr, p.stderr[-600:]
         assert small.checksum() == before
     finally:
@@ -79,7 +79,7 @@ def test_wrong_topology_and_host_down_stop_before_anything(sandbox, second, tmp_
     before = dst.checksum()
     cluster.host_down(str(dst.root), "storage2")
     try:
-        p = dst.brsm("start", "restore", "--config", dst.config, "--storage", f"local://{target}", "--name", name)
+        p = dst.brsm("start", "restore", "--yes", "--config", dst.config, "--storage", f"local://{target}", "--name", name)
         assert p.returncode == 4 and "SSH" in p.stderr, p.stderr[-600:]
     finally:
         cluster.host_up(str(dst.root), "storage2")

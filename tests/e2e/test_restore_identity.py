@@ -84,7 +84,7 @@ def test_after_a_restore_every_storaged_is_online_with_metads_cluster_id(sandbox
     env.load(2 << 20, seed=11)
     assert env.checksum() != at_backup
 
-    res = env.ok("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+    res = env.ok("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name,
                  "--service-timeout", "60")
     assert res["state"] == "CLEANED"
     assert env.checksum() == at_backup
@@ -111,7 +111,7 @@ def test_a_storaged_that_cannot_come_up_fails_started_and_the_rollback_brings_th
     id_before = metad_cluster_id(env)
     s1 = storage_hosts(env)[0]
     # the run dies right before STARTED: data, meta and cluster.id files are in place for the restored cluster
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{target}", "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name,
                  "--service-timeout", "10", failpoints="before:STARTED=crash")
     assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
     op = env.ok("ops")[0]

@@ -53,7 +53,7 @@ def test_a_full_data_path_stops_the_restore_at_checked(sandbox_on_small_disk, sm
             except OSError:
                 break
     try:
-        p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+        p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name)
         assert p.returncode == 4, p.stderr[-1500:]
         first = next(ln for ln in p.stderr.splitlines() if ln.startswith("brsm: error: "))  # after any notes
         assert "free" in first.lower() and ("127." in first or "storage" in first), first
@@ -70,7 +70,7 @@ def test_a_full_data_path_stops_the_restore_at_checked(sandbox_on_small_disk, sm
     finally:
         filler.unlink()
     # with the space back, the same restore goes through
-    env.ok("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+    env.ok("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name)
     assert env.checksum() == before
 
 
@@ -81,7 +81,7 @@ def test_a_storage_host_down_stops_the_restore_at_checked(sandbox_on_small_disk,
     before = env.checksum()
     cluster.host_down(str(env.root), "storage2")
     try:
-        p = env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{store}", "--name", name)
+        p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name)
         assert p.returncode == 4, p.stderr[-1500:]
         assert "127." in next(ln for ln in p.stderr.splitlines() if ln.startswith("brsm: error: ")), p.stderr[-800:]
     finally:

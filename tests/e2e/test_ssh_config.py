@@ -72,6 +72,6 @@ def test_a_backup_and_a_restore_through_a_jump_host_named_only_in_the_openssh_co
     assert _accepted(bastion) - before_logins >= 1 + len(storage_hosts)
     name = json.loads(p.stdout)["facts"]["backup_name"]
     env.load(1 << 20, seed=31)
-    p = _run(env, home, "start", "restore", "--storage", store, "--name", name)
+    p = _run(env, home, "start", "restore", "--yes", "--storage", store, "--name", name)
     assert p.returncode == 0, p.stderr[-2000:]
     assert env.checksum() == backed and aside_dirs(env) == [] and leases(env) == []

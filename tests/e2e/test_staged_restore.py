@@ -33,7 +33,7 @@ def test_the_cluster_serves_while_the_files_stage_and_is_down_only_for_the_swap(
     env.load(1 << 20, seed=21)  # the cluster moves on
     with PortWatch(service_addrs(str(env.root))) as watch:
         time.sleep(0.3)
-        run = started(env, "start", "restore", "--config", env.config, "--storage", store, "--name", name,
+        run = started(env, "start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name,
                       "--json", *SLOW)
         run.wait_for("StepStarted", "STAGED")
         staging_began = time.monotonic()
@@ -73,7 +73,7 @@ def test_an_offline_restore_stops_everything_first_and_reports_its_downtime(sand
     name = _backup(env, store)
     backed = env.checksum()
     env.load(1 << 20, seed=22)
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name, "--offline")
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name, "--offline")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "restore mode: offline (--offline" in p.stderr
     assert "the cluster was down" in p.stdout + p.stderr
@@ -94,7 +94,7 @@ def test_a_signal_while_staging_leaves_the_cluster_serving_and_rollback_removes_
     env.load(1 << 20, seed=23)
     before = env.checksum()
     with PortWatch(service_addrs(str(env.root))) as watch:
-        run = started(env, "start", "restore", "--config", env.config, "--storage", store, "--name", name, *SLOW)
+        run = started(env, "start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name, *SLOW)
         run.wait_for("FileRestored", timeout=60)
         assert staging_dirs(env), "files are staged beside the live data"
         run.kill(signal.SIGTERM)
@@ -116,7 +116,7 @@ def test_a_staged_tree_changed_after_its_proof_is_never_started(sandbox, tmp_pat
     name = _backup(env, store)
     env.load(1 << 20, seed=24)
     before = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name,
                  failpoints="after:STAGED=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = str(env.ok("ops")[0]["id"])
@@ -165,7 +165,7 @@ def test_a_restore_killed_after_it_started_the_daemons_resumes_or_rolls_back(san
     backed = env.checksum()
     env.load(1 << 20, seed=25)
     before = env.checksum()
-    p = env.brsm("start", "restore", "--config", env.config, "--storage", store, "--name", name,
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", store, "--name", name,
                  failpoints="started:1=crash")
     assert p.returncode == 86, p.stderr[-2000:]
     op = str(env.ok("ops")[0]["id"])

@@ -51,7 +51,7 @@ def backup(env, tmp_path) -> str:
 
 
 def restore(env, tmp_path, name: str, *extra: str):
-    return env.brsm("start", "restore", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
+    return env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
                     "--name", name, *extra, timeout=900)
 
 

@@ -50,13 +50,13 @@ def test_a_restore_that_moves_hosts_across_a_merged_zone_is_refused_before_anyth
     name = sb.ok("start", "backup", "--config", sb.config, *store)["facts"]["backup_name"]
     before = sb.checksum()
     swap = f"{a}={b},{b}={a},{c}={c}"
-    p = sb.brsm("start", "restore", "--config", sb.config, *store, "--name", name, "--host-map", swap)
+    p = sb.brsm("start", "restore", "--yes", "--config", sb.config, *store, "--name", name, "--host-map", swap)
     assert p.returncode == 4, (p.returncode, p.stderr[-1500:])
     assert "zone rack1 holds 2 hosts" in p.stderr
     assert sb.checksum() == before  # nothing was stopped or moved
     # restoring onto the same hosts moves none: allowed, and exact
     sb.load(1 << 20, seed=53)
-    sb.ok("start", "restore", "--config", sb.config, *store, "--name", name)
+    sb.ok("start", "restore", "--yes", "--config", sb.config, *store, "--name", name)
     assert sb.checksum() == before
 
 

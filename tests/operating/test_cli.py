@@ -129,7 +129,7 @@ def test_prune_dry_run_then_confirm(capsys, local_uri):
     assert [d["name"] for d in doc["skipped"]] == [inc] and "gc" in doc["note"]
     assert keys() == before  # dry run: nothing deleted
     code, out, _ = run(capsys, "prune", "--storage", local_uri, "--keep-last", "1", "--keep-within", "30d")
-    assert code == 0 and "would delete" in out and "--confirm" in out and "brsm gc" in out
+    assert code == 0 and "would delete" in out and "add --yes" in out and "brsm gc" in out
     code, doc = run_json(capsys, "prune", "--storage", local_uri, "--keep-last", "1", "--keep-within", "30d",
                          "--confirm")
     assert code == 0 and doc["dry_run"] is False and sorted(doc["deleted"]) == sorted(names[:2])

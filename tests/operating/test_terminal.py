@@ -82,7 +82,7 @@ def test_prune_at_80_columns_does_not_wrap_why_one_word_per_line(capsys, local_u
 
 def test_ops_at_80_columns_shows_whole_times_and_the_backup_name(capsys, local_uri, monkeypatch):
     b = backup(local_uri, seed=1)
-    run(capsys, "cleanup", b.name, "--storage", local_uri)
+    run(capsys, "cleanup", "--yes", b.name, "--storage", local_uri)
     monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = run(capsys, "ops")
     assert code == 0 and b.name in out, out

@@ -387,7 +387,7 @@ class Sweeper:
 
     # -- restore -----------------------------------------------------------------------------------
     def restore_args(self, loc: list[str], name: str) -> list[str]:
-        return ["start", "restore", "--config", self.config, *loc, "--name", name]
+        return ["start", "restore", "--yes", "--config", self.config, *loc, "--name", name]
 
     def backed_up(self, storage: str, *, timed: bool = True) -> tuple[list[str], str, dict, float]:
         """A backup to restore from: (storage args, name, the cluster's checksum at backup time,

@@ -97,5 +97,5 @@ def test_load_files_puts_them_in_the_checkpoint_and_brsm_round_trips_them(small,
     store = f"local://{tmp_path / 'store'}"
     b = run("start", "backup", "--config", cfg, "--storage", store)
     assert b["facts"]["total_files"] >= FILES
-    run("start", "restore", "--config", cfg, "--storage", store, "--name", b["facts"]["backup_name"])
+    run("start", "restore", "--yes", "--config", cfg, "--storage", store, "--name", b["facts"]["backup_name"])
     assert brsm_json("sandbox", "checksum", "--dir", small.dir)["spaces"] == before

@@ -97,7 +97,7 @@ async def test_a_host_that_does_not_answer_fails_within_the_timeout(monkeypatch)
     real_run = h.run
 
     async def hung_run(argv, *, check=True, timeout=None):
-        if argv[0] == "test":
+        if argv[0] in ("test", "stat"):
             try:
                 await asyncio.wait_for(asyncio.sleep(3600), timeout)
             except asyncio.TimeoutError:
@@ -157,3 +157,19 @@ async def test_the_release_a_rollback_makes_is_bounded_too(monkeypatch):
     with pytest.raises(RemoteError):
         await asyncio.wait_for(lease.release(), 10)  # (without the bounds: a TimeoutError here)
     assert time.monotonic() - t0 < 5
+
+
+async def test_a_failed_look_at_the_lease_never_reads_as_no_lease():
+    """Found by the direct backup campaign: a `test -f` that failed once (exit 1, as `test` says "false")
+    read as "not a regular file" and the release left this run's own lease behind, while the rollback
+    said ROLLED_BACK. A look that fails for any reason but "No such file" now raises, and the next
+    release removes the lease."""
+    c, m, h, path = _one_host()
+    ours = Lease([(h, path)], op_id=1, ref="j-1", kind="backup", who="a@b")
+    await ours.acquire()
+    c.faults.add("run_fail", h.name, 1, argv0="stat")
+    with pytest.raises(RemoteError, match="could not look at"):
+        await ours.release()
+    assert m.exists(f"{path}/holder.json")
+    await ours.release()
+    assert not m.exists(path)

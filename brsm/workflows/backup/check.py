@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from brsm.engine.runner import StepContext
-from brsm.errors import PreflightFailed, UsageError
+from brsm.errors import BrsmError, PreflightFailed, UsageError
 from brsm.workflows import common, direct
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits
@@ -92,6 +92,16 @@ async def _check_resumable(ctx: StepContext) -> None:
 async def detach(ctx: StepContext) -> None:
     common.record_host_keys(ctx, _ports(ctx).hosts)
     await common.detach_lease(ctx)
+    if ctx.runtime.get("release_lease") and common.lease_active(ctx, "LOCKED"):
+        # kept for a resume after Ctrl-C (the runner's keep_interrupted): the cluster is let go now,
+        # not at the lease's expiry; `brsm resume` takes the lease again (reattach_lease)
+        try:
+            await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()
+        except BrsmError as e:  # best effort: the interruption stays what the run reports
+            _ports(ctx).progress.note(f"could not release the cluster lease ({e.message}); it expires by itself "
+                                      "within its ttl (5 minutes), or `brsm resume`/`brsm rollback` takes it back")
+            return
+        ctx.record(common.LEASE_RELEASED, {"why": "kept for a resume after an interruption"})
 
 
 # -- LOCKED ---------------------------------------------------------------------------------------
