@@ -56,7 +56,7 @@ CLUSTER_FAULT = st.one_of(
     st.builds(lambda h, n: ("host_down", h, n, {}), st.sampled_from(META_HOSTS + STORAGE_HOSTS), st.integers(1, 6)),
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(META_HOSTS), st.integers(1, 2)),
     st.builds(lambda h, a, n: ("run_fail", h, n, {"argv0": a}), st.sampled_from(META_HOSTS + STORAGE_HOSTS),
-              st.sampled_from(["find", "mkdir", "rm", "true", "df", "test", "stat"]), st.integers(1, 3)),
+              st.sampled_from(["find", "mkdir", "rm", "true", "df", "test", "env"]), st.integers(1, 3)),
 )
 
 

@@ -61,7 +61,7 @@ CLUSTER_FAULT = st.one_of(
     st.builds(lambda h, n: ("host_down", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 6)),
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 3)),
     st.builds(lambda h, a, n: ("run_fail", h, n, {"argv0": a}), st.sampled_from(HOSTS),
-              st.sampled_from([SERVICE, "mkdir", "rm", "true", "df", "find", "stat"]), st.integers(1, 3)),
+              st.sampled_from([SERVICE, "mkdir", "rm", "true", "df", "find", "env"]), st.integers(1, 3)),
 )
 
 

@@ -264,6 +264,8 @@ class FakeHost:
             return RunResult(1 if missing else 0, "".join(lines), "".join(missing))
         if cmd == "find" and args[:1] == ["/proc"]:  # processes using a dir: the fake's daemons hold no files
             return ok
+        if cmd == "env" and len(args) >= 2 and args[0] == "LC_ALL=C":  # the fake speaks only the C locale
+            return await self._exec(m, tuple(args[1:]))
         if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
             return await self._exec(m, tuple(args[1:]))
         if cmd == "bash" and len(args) >= 4 and args[0] == "-c" and args[2] == "brsm-host-check":

@@ -228,8 +228,9 @@ async def bounded(aw, host: HostPort, what: str, timeout: float | None = None):
 
 
 def stat_kind_argv(path: str) -> list[str]:
-    """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened)."""
-    return ["stat", "--printf=%F", "--", path]
+    """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened), in the C
+    locale: its "No such file or directory" is what tells an absent lease from a failed look."""
+    return ["env", "LC_ALL=C", "stat", "--printf=%F", "--", path]
 
 
 def stat_kind(exit_status: int, out: str, err: str, path: str) -> str:

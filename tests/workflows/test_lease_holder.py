@@ -97,7 +97,7 @@ async def test_a_host_that_does_not_answer_fails_within_the_timeout(monkeypatch)
     real_run = h.run
 
     async def hung_run(argv, *, check=True, timeout=None):
-        if argv[0] in ("test", "stat"):
+        if argv[0] in ("test", "stat", "env"):
             try:
                 await asyncio.wait_for(asyncio.sleep(3600), timeout)
             except asyncio.TimeoutError:
@@ -167,7 +167,7 @@ async def test_a_failed_look_at_the_lease_never_reads_as_no_lease():
     c, m, h, path = _one_host()
     ours = Lease([(h, path)], op_id=1, ref="j-1", kind="backup", who="a@b")
     await ours.acquire()
-    c.faults.add("run_fail", h.name, 1, argv0="stat")
+    c.faults.add("run_fail", h.name, 1, argv0="env")
     with pytest.raises(RemoteError, match="could not look at"):
         await ours.release()
     assert m.exists(f"{path}/holder.json")
