@@ -14,6 +14,8 @@ from nebula3.meta import ttypes as meta
 
 from brsm.sandbox import cluster, control, layout, meta_raft_faults, raft
 from brsm.sandbox.hosts import Host, run_service
+from brsm.sandbox.metad import K_CLUSTER_ID
+from brsm.sandbox.storaged import read_cluster_id
 
 pytestmark = pytest.mark.sandbox
 EC = common.ErrorCode
@@ -70,6 +72,21 @@ def test_pure_rules():
     assert not raft.grants_vote(2, (2, 5), None, 3, (2, 4), "b", False)
     assert not raft.grants_vote(3, (2, 5), "a", 3, (2, 5), "b", False)
     assert not raft.grants_vote(2, (2, 5), None, 3, (2, 5), "b", True)
+
+
+def test_every_metad_serves_with_the_cluster_id_the_leader_wrote_through_raft(sb):
+    """MetaDaemonInit.cpp initKV (v3.8.0): before it serves, a metad waits for a leader; the leader
+    creates the cluster id and writes it through Raft (ClusterIdMan::persistInKV), a follower waits
+    until it has come through Raft. So every metad, and any follower elected later, holds the id the
+    storaged learnt, and HBProcessor accepts that storaged's heartbeats whoever leads."""
+    root, state = sb
+    storage = Host.from_json(next(h for h in state["hosts"] if h["name"] == "storage1"))
+    learnt = read_cluster_id(os.path.join(storage.install_dir, "cluster.id"))
+    assert learnt
+    for n in ("meta1", "meta2", "meta3"):
+        h = next(h for h in state["hosts"] if h["name"] == n)
+        assert control.status((h["address"], 19559))["cluster_id"] == learnt, n  # what it answers heartbeats with
+        assert int.from_bytes(raw(state, n)[K_CLUSTER_ID], "big") == learnt, n  # the replicated key
 
 
 def test_followers_apply_a_write_only_when_a_later_append_carries_the_commit(sb):
