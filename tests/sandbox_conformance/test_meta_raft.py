@@ -95,9 +95,12 @@ def test_followers_apply_a_write_only_when_a_later_append_carries_the_commit(sb)
     root, state = sb
     leader = meta_raft_faults.wait_leader(state)
     sid = create_space(state, b"raft_one")
-    lead = rstate(state, name_of(state, leader))
+    # one sweep over the three metads (not one per metad): the next heartbeat, at most 2 s away, carries
+    # the commit, and on a loaded machine nine sequential status calls could straddle it
+    states = meta_raft_faults.raft_states(state)
+    lead = states[name_of(state, leader)]
     followers = [n for n in ("meta1", "meta2", "meta3") if f"{next(h['address'] for h in state['hosts'] if h['name'] == n)}:9559" != leader]
-    now = {n: rstate(state, n) for n in followers}
+    now = {n: states[n] for n in followers}
     assert all(s["last_id"] >= lead["committed"] for s in now.values()), (lead, now)  # they hold it
     assert any(s["applied"] < lead["committed"] for s in now.values()), (lead, now)  # not yet applied
     key = b"__spaces__" + raft_i32(sid)
