@@ -197,7 +197,8 @@ def _addresses_free(k: int, meta_hosts: int, storage_hosts: int, ssh_port: int) 
     checks: list[tuple[str, int]] = [(f"127.{k}.0.{S3_ADDR_SUFFIX}", 0), (f"127.{k}.0.{OSS_ADDR_SUFFIX}", 0)]
     for i in range(1, meta_hosts + 1):
         a = f"127.{k}.0.{10 + i}"
-        checks += [(a, ssh_port), (a, ssh_port + SIDE_PORT_OFFSET), (a, 9559), (a, 19559), (a, 9669), (a, 19669)]
+        checks += [(a, ssh_port), (a, ssh_port + SIDE_PORT_OFFSET), (a, 9559), (a, 9560), (a, 19559), (a, 9669),
+                   (a, 19669)]  # 9560: metad's Raft port (meta port + 1)
     for i in range(1, storage_hosts + 1):
         a = f"127.{k}.0.{100 + i}"
         checks += [(a, ssh_port), (a, ssh_port + SIDE_PORT_OFFSET), (a, 9779), (a, 19779)]

@@ -22,6 +22,7 @@ import socket
 import socketserver
 import sys
 import threading
+import types
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -231,6 +232,13 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 128
+
+
+def http_server(addr: tuple[str, int], routes: dict[tuple[str, str], Callable[[bytes, dict[str, str]], Any]],
+                log: logging.Logger) -> socketserver.BaseServer:
+    """A JSON-over-HTTP server of ``routes`` only, beside the admin port (metad's Raft port)."""
+    owner = types.SimpleNamespace(routes=routes, log=log)
+    return _HTTPServer(addr, _make_http_handler(owner))  # type: ignore[arg-type]
 
 
 class HTTPError(Exception):

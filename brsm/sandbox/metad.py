@@ -1080,6 +1080,7 @@ class MetaDaemon(layout.Service):
         self.wire = Wire(control.build_version(self.flags))
         self.db: rocksdict.Rdict | None = None
         self.raft: raft.MetaRaft | None = None
+        self.cluster_id = 0  # set by start(): MetaDaemonInit's initKV
         self._raft_routes()
         self.route("GET", "/fault", lambda b, q: {"faults": self.faults.list()})
         self.route("POST", "/fault", lambda b, q: self.faults.add(layout.json_body(b)))
@@ -1087,15 +1088,13 @@ class MetaDaemon(layout.Service):
                                                  "machines": self.handler._machines()})
 
     def _raft_routes(self) -> None:
-        """The meta Raft's messages between metads (brsm.sandbox.raft), and the leader-change fault."""
+        """The meta Raft's state and the leader-change fault (the messages between metads go to the
+        Raft port, brsm.sandbox.raft.raft_addr)."""
         def need() -> raft.MetaRaft:
             if self.raft is None:
                 raise layout.HTTPError(409, "this metad runs without Raft peers")
             return self.raft
         self.route("GET", "/raft/state", lambda b, q: need().state())
-        self.route("POST", "/raft/append", lambda b, q: need().on_append(layout.json_body(b)))
-        self.route("POST", "/raft/snapshot", lambda b, q: need().on_snapshot(layout.json_body(b)))
-        self.route("POST", "/raft/vote", lambda b, q: need().on_vote(layout.json_body(b)))
         self.route("POST", "/raft/step_down",
                    lambda b, q: need().step_down(float(layout.json_body(b).get("seconds", 30))))
 
@@ -1116,22 +1115,58 @@ class MetaDaemon(layout.Service):
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
         self.db = rocksdict.Rdict(path, opts)
-        raw = self.db.get(K_CLUSTER_ID)
-        if raw is None and (len(self.meta_addrs) == 1 or self.is_leader):
-            # MetaDaemonInit.cpp: the leader makes the id (with peers it then replicates it); a follower
-            # on fresh data has none until the leader's log or snapshot brings it
-            self.cluster_id = random.randint(1, 2**62)
-            self.db[K_CLUSTER_ID] = self.cluster_id.to_bytes(8, "big")
-        else:
-            self.cluster_id = int.from_bytes(raw, "big") if raw else 0
         if len(self.meta_addrs) > 1:
             hb = float(self.flags.str("raft_heartbeat_interval_secs", "2"))
             self.raft = raft.MetaRaft(self, self.db, self.meta_addrs, self.addr, self.data_path, hb)
             self.db = raft.ReplicatedDB(self.db, self.raft)
+            self.serve_in_thread(layout.http_server(raft.raft_addr(self.addr), self.raft.routes(), self.log),
+                                 "raft-port")
             self.raft.start()
+        cluster_id = self._init_cluster_id()
+        if cluster_id is None:  # stopped while it waited: run() says so and serves nothing
+            return
+        self.cluster_id = cluster_id
         self.handler = MetaHandler(self)
         srv = make_thrift_server(self)
         self.serve_in_thread(srv, "thrift")
+
+    def _init_cluster_id(self) -> int | None:
+        """MetaDaemonInit.cpp initKV, before anything serves: wait for a leader; the id in the local
+        store if there is one; else the leader creates it (ClusterIdMan::create) and writes it through
+        Raft (persistInKV), and a follower waits until the leader's id has come through Raft. So every
+        metad's id is the replicated one, and a follower elected leader later has it.
+
+        Simplified: Nebula's leader retries the append until a majority holds it and exits if it loses
+        leadership meanwhile; here the leader retries the same id each second, and one that lost
+        leadership waits as a follower does."""
+        if self.raft is None:  # a single metad: its store is its own
+            raw = self.db.get(K_CLUSTER_ID)
+            if raw:
+                return int.from_bytes(raw, "big")
+            cid = random.randint(1, 2**62)
+            self.db[K_CLUSTER_ID] = cid.to_bytes(8, "big")
+            return cid
+        created: int | None = None
+        while not self.stop_event.is_set():
+            leader = self.raft.leader()
+            raw = self.db.get(K_CLUSTER_ID)
+            if leader and raw:
+                return int.from_bytes(raw, "big")
+            if not leader:
+                self.log.info("Leader has not been elected, sleep 1s")
+            elif leader == self.addr:
+                if created is None:
+                    created = random.randint(1, 2**62)
+                    self.log.info("I am leader, create cluster Id %d", created)
+                try:
+                    self.db[K_CLUSTER_ID] = created.to_bytes(8, "big")  # through Raft
+                    return created
+                except raft.RaftError as exc:
+                    self.log.info("Put of the cluster id failed (%s), retry", exc)
+            else:
+                self.log.info("I am follower, wait for the leader's clusterId")
+            self.stop_event.wait(1.0)
+        return None
 
     def shutdown(self) -> None:
         self.faults.clear()

@@ -12,8 +12,11 @@ What it copies from ``src/kvstore/raftex/RaftPart.cpp`` (Nebula v3.8.0):
 - ``restoreMeta`` writes each metad's RocksDB locally, without Raft (RestoreProcessor.cpp ingests
   into the local engine), so it is not in the log and is never replicated.
 
-What it simplifies: one entry per write (no batching of logs), entries travel over the admin HTTP
-port as JSON, a follower missing entries the leader no longer holds gets the leader's whole state
+The metads' Raft messages travel on the Raft port, the meta port + 1 (NebulaStore::getRaftAddr), which
+serves before the metad's Thrift and web services do: MetaDaemonInit.cpp's initKV blocks until the
+cluster id has come through Raft, so the Raft port must already answer.
+
+What it simplifies: one entry per write (no batching of logs), entries travel as JSON over HTTP, a follower missing entries the leader no longer holds gets the leader's whole state
 (InstallSnapshot), a leader does not step down when it loses its majority (its writes then fail), and the
 log lives in ``<data_path>/nebula/0/raft.json`` (the WAL of a real metad).
 """
@@ -29,10 +32,9 @@ from typing import Any
 
 import rocksdict
 
-from brsm.sandbox import control
+from brsm.sandbox import control, layout
 from brsm.sandbox.flags import parse_hostport
 
-K_CLUSTER_ID = b"__meta_cluster_id_key__"
 PUT, DEL = "p", "d"
 
 
@@ -59,6 +61,12 @@ def encode_ops(ops: list[tuple[str, bytes, bytes]]) -> list[list[str]]:
 
 def decode_ops(ops: list[list[str]]) -> list[tuple[str, bytes, bytes]]:
     return [(op, bytes.fromhex(k), bytes.fromhex(v)) for op, k, v in ops]
+
+
+def raft_addr(meta_addr: str) -> tuple[str, int]:
+    """NebulaStore::getRaftAddr: a metad's Raft service listens on its meta port + 1."""
+    host, port = parse_hostport(meta_addr)
+    return host, port + 1
 
 
 def follower_commit(last_matched: int, leader_committed: int) -> int:
@@ -106,7 +114,6 @@ class MetaRaft:
         self.last_heard = time.monotonic()
         self.no_candidacy_until = 0.0
         self.stop = threading.Event()
-        self.id_replicated = False
 
     # -- persistence (the WAL)
     def _load(self, first: str) -> State:
@@ -161,10 +168,6 @@ class MetaRaft:
         self.st.log = []
         self.match = {p: None for p in self.peers}
         self._save()
-        raw = self.db.get(K_CLUSTER_ID)
-        if raw:
-            self.svc.cluster_id = int.from_bytes(raw, "big")
-        self.id_replicated = False
         self.svc.log.info("raft: %s leads term %d at log %d", self.me, term, self.st.last_id)
 
     # -- leader: writes
@@ -194,8 +197,17 @@ class MetaRaft:
             self.st.log = [e for e in self.st.log if e["id"] > lowest]
 
     def _peer_http(self, peer: str) -> tuple[str, int]:
-        host, port = parse_hostport(peer)
-        return host, port + 10000
+        return raft_addr(peer)
+
+    def routes(self) -> dict[tuple[str, str], Any]:
+        """What the Raft port answers: the peers' messages (RaftexService)."""
+        return {("POST", "/raft/append"): lambda b, q: self.on_append(layout.json_body(b)),
+                ("POST", "/raft/snapshot"): lambda b, q: self.on_snapshot(layout.json_body(b)),
+                ("POST", "/raft/vote"): lambda b, q: self.on_vote(layout.json_body(b))}
+
+    def leader(self) -> str:
+        with self.mu:
+            return self.st.leader
 
     def _replicate(self, peer: str) -> bool:
         """One append (or heartbeat) to ``peer`` carrying the entries it lacks and the commit id."""
@@ -310,13 +322,6 @@ class MetaRaft:
             try:
                 if self.is_leader:
                     with self.mu:
-                        if not self.id_replicated and self.db.get(K_CLUSTER_ID):
-                            # MetaDaemonInit: the leader writes the cluster id through Raft
-                            try:
-                                self.write([(PUT, K_CLUSTER_ID, self.db.get(K_CLUSTER_ID))])
-                                self.id_replicated = True
-                            except RaftError:
-                                pass
                         for p in self.peers:
                             self._replicate(p)
                         self._trim()
@@ -373,4 +378,4 @@ class ReplicatedDB:
         return getattr(self._db, name)
 
 
-__all__ = ["MetaRaft", "ReplicatedDB", "Batch", "RaftError", "follower_commit", "grants_vote"]
+__all__ = ["MetaRaft", "ReplicatedDB", "Batch", "RaftError", "follower_commit", "grants_vote", "raft_addr"]

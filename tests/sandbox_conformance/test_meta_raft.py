@@ -14,6 +14,8 @@ from nebula3.meta import ttypes as meta
 
 from brsm.sandbox import cluster, control, layout, meta_raft_faults, raft
 from brsm.sandbox.hosts import Host, run_service
+from brsm.sandbox.metad import K_CLUSTER_ID
+from brsm.sandbox.storaged import read_cluster_id
 
 pytestmark = pytest.mark.sandbox
 EC = common.ErrorCode
@@ -72,15 +74,33 @@ def test_pure_rules():
     assert not raft.grants_vote(2, (2, 5), None, 3, (2, 5), "b", True)
 
 
+def test_every_metad_serves_with_the_cluster_id_the_leader_wrote_through_raft(sb):
+    """MetaDaemonInit.cpp initKV (v3.8.0): before it serves, a metad waits for a leader; the leader
+    creates the cluster id and writes it through Raft (ClusterIdMan::persistInKV), a follower waits
+    until it has come through Raft. So every metad, and any follower elected later, holds the id the
+    storaged learnt, and HBProcessor accepts that storaged's heartbeats whoever leads."""
+    root, state = sb
+    storage = Host.from_json(next(h for h in state["hosts"] if h["name"] == "storage1"))
+    learnt = read_cluster_id(os.path.join(storage.install_dir, "cluster.id"))
+    assert learnt
+    for n in ("meta1", "meta2", "meta3"):
+        h = next(h for h in state["hosts"] if h["name"] == n)
+        assert control.status((h["address"], 19559))["cluster_id"] == learnt, n  # what it answers heartbeats with
+        assert int.from_bytes(raw(state, n)[K_CLUSTER_ID], "big") == learnt, n  # the replicated key
+
+
 def test_followers_apply_a_write_only_when_a_later_append_carries_the_commit(sb):
     """The leader replicates every write and applies it once a majority holds it; a follower holds the
     entry and applies it only when the next append or heartbeat carries the commit id (~2 s later)."""
     root, state = sb
     leader = meta_raft_faults.wait_leader(state)
     sid = create_space(state, b"raft_one")
-    lead = rstate(state, name_of(state, leader))
+    # one sweep over the three metads (not one per metad): the next heartbeat, at most 2 s away, carries
+    # the commit, and on a loaded machine nine sequential status calls could straddle it
+    states = meta_raft_faults.raft_states(state)
+    lead = states[name_of(state, leader)]
     followers = [n for n in ("meta1", "meta2", "meta3") if f"{next(h['address'] for h in state['hosts'] if h['name'] == n)}:9559" != leader]
-    now = {n: rstate(state, n) for n in followers}
+    now = {n: states[n] for n in followers}
     assert all(s["last_id"] >= lead["committed"] for s in now.values()), (lead, now)  # they hold it
     assert any(s["applied"] < lead["committed"] for s in now.values()), (lead, now)  # not yet applied
     key = b"__spaces__" + raft_i32(sid)
