@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from brsm.errors import OperationFailed, PreflightFailed, RemoteError, StorageError
+from brsm.errors import OperationFailed, PreflightFailed, RemoteError, StorageError, VerificationFailed
 from brsm.ports import HelperChannel, HostPort, Progress, RunsHelper, UploadState
 
 DIRECT, VIA_BRSM, AUTO = "direct", "via-brsm", "auto"
@@ -388,15 +388,23 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
                 return OperationFailed(f"{host.name}: {m['error'].get('message', '')[:300]}",  # no retry helps
                                        hint="something other than brsm put it there: look at it, remove it, then run "
                                             "the command again (brsm never writes through a name it did not just create)")
+            if code == "ChecksumMismatch":  # exit 6, as on the path through brsm: the stored bytes are wrong
+                return damaged(key, storage, f"onto {host.name}: {m['error'].get('message', '')[:200]}")
             return StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
-                                permanent=code == "ChecksumMismatch",
                                 hint="the file was removed on the host; nothing else was touched")
 
         done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),
                                lambda m: progress.advance(task, int(m["size"])), fatal)
     if int(done["size"]) != size or (sha256 and done["sha256"] != sha256):
-        raise StorageError(f"{key}: the helper wrote {done['size']} bytes sha256 {done['sha256'][:12]}…, the "
-                           f"manifest says {size}", permanent=True)
+        raise damaged(key, storage, f"the helper wrote {done['size']} bytes sha256 {done['sha256'][:12]}…, its "
+                                    f"manifest says {size} bytes {(sha256 or 'no checksum')[:12]}…")
+
+
+def damaged(key: str, storage: Any, how: str) -> VerificationFailed:
+    """A fetched object that does not match its manifest: the backup is damaged (exit 6), and the way
+    out is another backup, not this one again (the file was removed on the host, never renamed)."""
+    return VerificationFailed(f"this backup is damaged: file {key} {how}",
+                              hint=f"restore another one: `brsm show --storage {storage.uri}`")
 
 
 RETRY, RESTART, STOP = "retry", "restart", "stop"

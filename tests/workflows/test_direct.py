@@ -260,8 +260,11 @@ async def test_a_file_goes_up_and_comes_back_through_the_fake_helper_and_resumes
     assert store.objects[store.full_key("b/g.sst")] == data
     await direct.download("b/f.sst", moved.sha256, len(data), host, store, NullProgress(), "/restore/f.sst")
     assert host.m.files["/restore/f.sst"] == data and "/restore/f.sst.brsm-tmp" not in host.m.files
-    with pytest.raises(StorageError, match="ChecksumMismatch"):
+    from brsm.errors import VerificationFailed
+
+    with pytest.raises(VerificationFailed, match="this backup is damaged: file b/f.sst") as e:
         await direct.download("b/f.sst", "0" * 64, len(data), host, store, NullProgress(), "/restore/x.sst")
+    assert e.value.exit_code == 6 and "brsm show --storage" in e.value.hint  # as on the path through brsm
     assert not [f for f in host.m.files if f.startswith("/restore/x.sst")], "a file that does not match is removed"
 
 

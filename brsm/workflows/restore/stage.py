@@ -17,7 +17,7 @@ from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import OperationFailed, RemoteError, StorageError
+from brsm.errors import OperationFailed, RemoteError, StorageError, VerificationFailed
 from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, scratch, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
@@ -95,7 +95,9 @@ async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: st
         try:
             return await direct.download(f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest,
                                          rate=rate, helpers=helpers)
-        except (RemoteError, StorageError) as e:
+        except (RemoteError, StorageError, VerificationFailed) as e:
+            # a mismatch is tried again (bytes can be damaged on the way); the same one every time is a
+            # damaged backup, raised as such (exit 6), as on the path through brsm
             if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
                 raise
             await asyncio.sleep(0.5 * (attempt + 1))
