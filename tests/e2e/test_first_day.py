@@ -50,7 +50,7 @@ def test_a_restore_killed_in_set_aside_is_named_first_and_rollback_brings_the_cl
                  failpoints="before:SET_ASIDE=crash")
     assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
     op = env.ok("ops", "--limit", "1")[0]
-    assert op["kind"] == "restore" and op["backup"] == name
+    assert op["kind"] == "restore" and op["name"] == name
     want = f"operation {op['id']} (restore) unfinished at SET_ASIDE since "
     fix = f"the cluster is down; `brsm rollback {op['id']}` brings it back"
 
@@ -153,7 +153,7 @@ def test_a_dead_runs_lease_taken_over_says_what_it_left_and_gc_removes_it(sandbo
                  failpoints="after:COPIED=crash")
     assert p.returncode == CRASH_EXIT, p.stderr[-2000:]
     dead = env.ok("ops", "--limit", "1")[0]
-    name = dead["backup"]
+    name = dead["name"]
     assert name and (store / name).exists()
     holder_file = _meta_lease_dir(env) / "holder.json"
     holder = json.loads(holder_file.read_text())
