@@ -237,9 +237,16 @@ with j.driver(int(sys.argv[2])):
 """
 
 
-def test_journal_locked_by_another_process_names_it(sandbox, failed_op):
+def test_journal_locked_by_another_process_names_it(sandbox, tmp_path):
+    """A resumable operation (kept FAILED after LOCKED) whose journal another process drives: resume and
+    rollback name that process. (A refused operation has nothing to resume: it never asks for the lock.)"""
     env = sandbox
-    home, op = failed_op
+    home = tmp_path / "home"
+    p = run(env, "start", "backup", "--config", env.config, "--storage", f"local://{tmp_path / 'b'}",
+            "--keep-on-failure", home=home, extra={"BRSM_FAILPOINTS": "after:LOCKED=raise"})
+    assert p.returncode != 0, p.stderr[-2000:]
+    op = last_op(env, home)["id"]
+    assert last_op(env, home)["state"] == "FAILED"
     before = events_of(home, op)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home / "journal.db"), str(op)],
                               stdout=subprocess.PIPE, text=True, env=env.env)
@@ -255,6 +262,7 @@ def test_journal_locked_by_another_process_names_it(sandbox, failed_op):
         holder.kill()
         holder.wait()
     assert events_of(home, op) == before
+    assert run(env, "rollback", str(op), home=home).returncode == 0  # frees the lease it kept
     cluster_clean(env)
 
 

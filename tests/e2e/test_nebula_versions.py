@@ -93,7 +93,7 @@ def test_unproven_release_is_refused_in_preflight(v33, tmp_path):
     assert len(ops) == 1 and ops[0]["kind"] == "backup"
     events = env.ok("audit", str(ops[0]["id"]))["events"]
     kinds = {e["type"] for e in events}
-    assert "OperationFailed" in kinds
+    assert "OperationRefused" in kinds  # refused before any side effect
     assert not kinds & {"SnapshotRequested", "LeaseTaken", "StepCompleted", "SnapshotDropped"}, kinds
     started = [e for e in events if e["type"] == "StepStarted"]
     assert all(e["data"].get("step") in (None, "PREFLIGHT", "preflight") for e in started), started
