@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from brsm.errors import PreflightFailed
 
 __all__ = ["RocksMetaSst", "available"]
-HINT = "install RocksDB's bindings beside brsm (pip install 'brsm[sandbox]', which brings rocksdict)"
+HINT = "reinstall brsm with its dependencies (pip install brsm brings rocksdict, RocksDB's bindings)"
 
 
 def available() -> bool:
