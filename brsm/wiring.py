@@ -5,8 +5,9 @@ import adapters; tests build the same workflows with fakes instead of calling th
 """
 from __future__ import annotations
 
+import asyncio
 import os
-
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,3 +281,19 @@ async def build(kind: str, params: dict[str, Any], *, op_id: int, out: Output, j
     if builder is None:
         raise UsageError(f"no workflow for operations of kind {kind!r}")
     return await builder(params, op_id=op_id, out=out)
+
+
+def run_on_storage(params: dict[str, Any], cfg: Any, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Open the storage, run ``await work(storage)``, close it: a read-only command's one asyncio.run."""
+    storage = open_storage_for(params, cfg)
+
+    async def go() -> Any:
+        try:
+            return await work(storage)
+        finally:
+            try:
+                await storage.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    return asyncio.run(go())

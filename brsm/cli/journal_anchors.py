@@ -7,7 +7,6 @@ matches is named with what changed.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -16,21 +15,13 @@ from brsm.errors import VerificationFailed
 
 
 def _find(params: dict[str, Any], cfg: Any) -> tuple[str, list[Any]]:
-    from brsm.wiring import open_storage_for
+    from brsm.wiring import run_on_storage
     from brsm.workflows.anchors import find_anchors
 
-    storage = open_storage_for(params, cfg)
+    async def work(storage: Any) -> tuple[str, list[Any]]:
+        return storage.uri, await find_anchors(storage)
 
-    async def go() -> tuple[str, list[Any]]:
-        try:
-            return storage.uri, await find_anchors(storage)
-        finally:
-            try:
-                await storage.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-
-    return asyncio.run(go())
+    return run_on_storage(params, cfg, work)
 
 
 def _text(p: dict[str, Any]) -> str:

@@ -52,21 +52,9 @@ def _params(storage: str | None, config: str | None, store: StoreFlags) -> tuple
 
 
 def _run_on_storage(params: dict[str, Any], cfg: Any, work) -> Any:
-    """Open the storage, run ``await work(storage)``, close it: the command's one asyncio.run."""
-    from brsm.wiring import open_storage_for
+    from brsm.wiring import run_on_storage
 
-    storage = open_storage_for(params, cfg)
-
-    async def go():
-        try:
-            return await work(storage)
-        finally:
-            try:
-                await storage.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-
-    return asyncio.run(go())
+    return run_on_storage(params, cfg, work)
 
 
 def _fail(out: Output, data: dict[str, Any], err: BrsmError) -> None:
