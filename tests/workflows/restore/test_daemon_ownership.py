@@ -199,3 +199,81 @@ def test_the_rollback_refuses_a_metad_started_by_hand_before_its_start(world, mo
     st = w.run(w.restore_runner.rollback(op))
     assert st.phase == "rolled_back", st.failure
     assert space_data(c) == before
+
+
+def test_a_journal_from_before_pids_were_journaled_still_resumes_as_it_did(world, monkeypatch):
+    """An operation whose earlier attempts ran before this change (DowntimeBegan without tracks_starts,
+    no pids journaled): its resume cannot tell an earlier attempt's daemon from another, so it takes a
+    running one as started, as brsm always did, and finishes."""
+    import types
+
+    from brsm.workflows.restore import control, swap
+    w, c = world, world.cluster
+    name = w.make_backup()
+    at_backup = space_data(c)
+    c.write("basketball")
+    op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
+    monkeypatch.setattr(swap, "ownership", types.SimpleNamespace(TRACKS_STARTS="old_brsm_knew_no_such_key"))
+    monkeypatch.setattr(control, "start_watch", lambda ctx, svc: None)  # the old code journaled no pid
+    monkeypatch.setenv("BRSM_FAILPOINTS", "started:1=raise")
+    with pytest.raises(OperationFailed):
+        w.run(w.restore_runner.run(op))
+    monkeypatch.undo()
+    assert not events(w, op, ownership.DAEMON_STARTED)
+    behind = c.storage_addrs[-1].host
+    c.stop_service(behind, "storaged", kill=True)
+    c.start_service(behind, "storaged")
+    st = w.run(w.restore_runner.resume(op, auto_rollback=True))
+    assert st.phase == "done", st.failure
+    assert space_data(c) == at_backup
+
+
+def _at_started_1(monkeypatch, action):
+    from brsm.workflows.restore import finish
+    real = finish.failpoints.hit
+
+    def hit(point: str) -> None:
+        if point == "started:1":
+            action()
+        real(point)
+
+    monkeypatch.setattr(finish.failpoints, "hit", hit)
+
+
+def test_the_wait_for_online_names_a_storaged_replaced_by_hand_not_add_hosts(world, monkeypatch):
+    """brsm's storaged came up; before it was ONLINE someone restarted it by hand with another cluster's
+    id: it never comes ONLINE. The failure named ADD HOSTS and cluster.id; now it names the pid brsm
+    did not start, exits 5, and keeps the operation (no rollback stops that daemon)."""
+    from brsm.fakes.cluster import CLUSTER_ID_FILE, encode_cluster_id
+    w, c = world, world.cluster
+    name = w.make_backup()
+    c.write("basketball")
+    behind = c.storage_addrs[0].host
+
+    def replace() -> None:
+        c.stop_service(behind, "storaged", kill=True)
+        c.machine(behind).put(f"{c.install_dir}/{CLUSTER_ID_FILE}", encode_cluster_id(123456789))
+        c.start_service(behind, "storaged")
+
+    _at_started_1(monkeypatch, replace)
+    op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
+    with pytest.raises(services.ForeignDaemon) as e:
+        w.run(w.restore_runner.run(op, auto_rollback=True))
+    pid = c.machine(behind).pids["storaged"]
+    assert e.value.message.startswith(f"storaged on {behind} is running as pid {pid}, not started by this restore")
+    assert "not ONLINE" in e.value.hint
+    st = w.restore_runner.state(op)
+    assert st.phase == "failed" and not st.undone and c.machine(behind).pids["storaged"] == pid
+
+
+def test_the_wait_for_online_names_a_storaged_that_exited_not_add_hosts(world, monkeypatch):
+    w, c = world, world.cluster
+    name = w.make_backup()
+    c.write("basketball")
+    gone = c.storage_addrs[0].host
+    _at_started_1(monkeypatch, lambda: c.stop_service(gone, "storaged", kill=True))
+    op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
+    with pytest.raises(OperationFailed) as e:
+        w.run(w.restore_runner.run(op))
+    assert f"storaged on {gone} is not running (it exited: see its log under" in e.value.message
+    assert "ADD HOSTS" not in e.value.hint.split("; the cluster's services may be down")[0]
