@@ -241,6 +241,39 @@ async def _offline_causes(ctx: StepContext, addrs: list[str]) -> list[tuple[str,
     return [c for c in await asyncio.gather(*(one(h) for h in hosts)) if c]
 
 
+async def refuse_foreign(ctx: StepContext, svcs: tuple[str, ...]) -> None:
+    """Before a resumed step starts several daemons at once (STARTED: storaged and graphd): refuse if one
+    of them runs as a pid this operation did not start, before any start is issued, so nothing starts
+    beside it either. One exec per host, every host at once; a daemon that is down, or runs as the
+    operation's own pid (or one it cannot judge), passes."""
+    checks = [(svc, t) for svc in svcs for t in targets(ctx, svc)]
+    by_host: dict[str, list[tuple[str, services.ServiceTarget]]] = {}
+    for svc, t in checks:
+        by_host.setdefault(t.host, []).append((svc, t))
+
+    async def one(host: str) -> list[tuple[str, services.ServiceTarget, int]]:
+        got, _ = await services.check_host(_p(ctx).hosts, host, by_host[host], [])
+        out = []
+        for svc, t in by_host[host]:
+            st, _open = got.get(svc, (None, False))
+            if st is not None and st.running and st.pid is not None and \
+                    ownership.judge(st.pid, ctx.extra, host, svc, issued_now=False) == ownership.FOREIGN:
+                out.append((svc, t, st.pid))
+        return out
+
+    found = [f for fs in await asyncio.gather(*(one(h) for h in sorted(by_host))) for f in fs]
+    for svc, t, pid in found:
+        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
+                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
+                                           "foreign_pid": pid})
+    if found:
+        raise services.ForeignDaemon(
+            "; ".join(ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
+                      for svc, t, pid in found),
+            hint="brsm starts nothing on top of a daemon it did not start, and undoes nothing by itself",
+            found=[(t.host, pid) for _, t, pid in found])
+
+
 class ServicesNotDown(OperationFailed):
     """A daemon brsm stopped runs again (or its port or data dirs are in use): brsm will not act on a belief."""
 

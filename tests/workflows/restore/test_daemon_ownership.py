@@ -156,6 +156,7 @@ def test_a_storaged_restarted_by_hand_after_the_starts_stops_the_resume_until_it
     c.start_service(behind, "storaged")
     foreign = c.machine(behind).pids["storaged"]
     assert foreign != ours[behind]
+    c.stop_service(c.leader.host, "graphd", kill=True)  # down: the resume would start it beside the foreign one
     for _ in range(2):  # the refusal holds on every resume while it runs
         with pytest.raises(services.ForeignDaemon) as e:
             w.run(w.restore_runner.resume(op, auto_rollback=True))
@@ -167,6 +168,7 @@ def test_a_storaged_restarted_by_hand_after_the_starts_stops_the_resume_until_it
         st = w.restore_runner.state(op)
         assert st.phase == "failed" and not st.undone, "nothing rolled back"
         assert c.machine(behind).pids["storaged"] == foreign, "nothing started on top of it, nor stopped"
+        assert not c.service_up(c.leader.host, "graphd"), "nothing started beside it either"
     found = events(w, op, "ServiceFoundRunning")
     assert found and all(d["host"] == behind and d["foreign_pid"] == foreign for d in found)
     c.stop_service(behind, "storaged", kill=True)
