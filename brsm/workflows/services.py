@@ -159,12 +159,12 @@ class _Foreign(_Stuck):
 @dataclass(frozen=True)
 class StartWatch:
     """What the caller of :func:`start` knows about the daemons it started (a restore journals them):
-    ``issued(target)`` right before ``nebula.service start``; ``started(target, pid)`` once the pid that
+    ``issued(targets)`` once, right before ``nebula.service start`` on each of them; ``started(target, pid)`` once the pid that
     runs after brsm's own start is known (None: the start failed, nothing of brsm's runs);
     ``foreign(target, pid)`` for a daemon found "already running": a one-line refusal if that pid is
     not the caller's, else None (then it counts as started, and ``started`` is called with it)."""
 
-    issued: Callable[[ServiceTarget], None]
+    issued: Callable[[Sequence[ServiceTarget]], None]
     started: Callable[[ServiceTarget, int | None], None]
     foreign: Callable[[ServiceTarget, int], str | None]
 
@@ -234,7 +234,8 @@ class _Clock:
         self.interval = min(MAX_POLL, self.interval * 2)
 
 
-async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float, action: str) -> None:
+async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float, action: str,
+                    on_down: Callable[[ServiceTarget], None] | None = None) -> None:
     r = await hosts.host(t.host).service(action, svc, install_dir=t.install_dir)
     if r.exit_status != 0:
         raise _Stuck(f"`nebula.service {action} {svc}` exited with status {r.exit_status}: {_tail(r)}")
@@ -243,6 +244,8 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
         st, port_open = await _probe(hosts, t, svc)
         if not st.running:
             if not port_open:
+                if on_down is not None:
+                    on_down(t)
                 return
             why = f"the process is gone but port {t.port} still accepts connections"
         else:
@@ -254,8 +257,6 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
 
 async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float,
                      watch: StartWatch | None = None) -> None:
-    if watch is not None:
-        watch.issued(t)
     r = await hosts.host(t.host).service("start", svc, install_dir=t.install_dir)
     found = already_running(r.stdout + r.stderr, svc)
     if r.exit_status != 0 and found is None:
@@ -338,11 +339,13 @@ async def _each(hosts: HostsPort, svc: str, action: str, targets: Sequence[Servi
 
 
 async def stop(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
-               timeout: float = DEFAULT_TIMEOUT, kill: bool = False) -> None:
+               timeout: float = DEFAULT_TIMEOUT, kill: bool = False,
+               on_down: Callable[[ServiceTarget], None] | None = None) -> None:
     """``nebula.service stop <svc>`` on every target at once, then wait (at most ``timeout``) until each
-    daemon is gone and its port closed. ``kill`` sends SIGKILL (``nebula.service kill``) instead."""
+    daemon is gone and its port closed. ``kill`` sends SIGKILL (``nebula.service kill``) instead.
+    ``on_down(target)`` once each is seen down."""
     action = "kill" if kill else "stop"
-    await _each(hosts, svc, "stop", targets, lambda t: _stop_one(hosts, svc, t, timeout, action))
+    await _each(hosts, svc, "stop", targets, lambda t: _stop_one(hosts, svc, t, timeout, action, on_down))
 
 
 async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
@@ -350,6 +353,8 @@ async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
     """``nebula.service start <svc>`` on every target at once ("already running" counts as started,
     unless ``watch`` says that pid is not the caller's: :class:`ForeignDaemon`), then wait (at most
     ``timeout``) until each daemon runs and its port accepts connections."""
+    if watch is not None:
+        watch.issued(list(targets))
     await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout, watch))
 
 

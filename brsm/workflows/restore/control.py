@@ -75,18 +75,22 @@ class StillLoading(OperationFailed):
 async def stop(ctx: StepContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"stop {svc}", len(ts)):
-        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
+            ownership.DAEMON_STOPPED, {"host": t.host, "service": svc}, durable=False))  # lost: judges nothing
 
 
 def start_watch(ctx: StepContext, svc: str) -> services.StartWatch:
     """Journal every start this operation issues and the pid it then sees (ownership), and judge a
     daemon found "already running" by those pids: one started behind brsm's back is refused."""
 
-    def issued(t: services.ServiceTarget) -> None:
-        ctx.record(ownership.DAEMON_START_ISSUED, {"host": t.host, "service": svc})
+    def issued(ts) -> None:
+        # durable, one fsync for every host: a start this forgot would make its daemon a stranger
+        ctx.record_batch([(ownership.DAEMON_START_ISSUED, {"host": t.host, "service": svc}) for t in ts])
 
     def started(t: services.ServiceTarget, pid: int | None) -> None:
-        ctx.record(ownership.DAEMON_STARTED, {"host": t.host, "service": svc, "pid": pid, "at": time.time()})
+        # not fsynced (this runs in the downtime): lost, the start stays unresolved, which judges nothing
+        ctx.record(ownership.DAEMON_STARTED, {"host": t.host, "service": svc, "pid": pid, "at": time.time()},
+                   durable=False)
 
     def foreign(t: services.ServiceTarget, pid: int) -> str | None:
         if ownership.judge(pid, ctx.extra, t.host, svc) != ownership.FOREIGN:

@@ -10,8 +10,9 @@ restore's only if its pid is one of those.
 
 A journal from before this (its ``DowntimeBegan`` has no ``tracks_starts``) knows no pid: there a
 daemon found running is taken as started, as it always was. So is one whose start an earlier attempt
-issued without learning its pid (killed in between): brsm cannot tell, and never calls a daemon
-foreign on a guess.
+issued without learning its pid (killed in between), and one brsm never saw down after its own stop
+(a stop that failed leaves the cluster's original daemon running: it is no stranger): brsm cannot
+tell, and never calls a daemon foreign on a guess.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 
 DAEMON_STARTED = "RestoreDaemonStarted"  # {host, service, pid}: the pid that runs right after brsm's start
 DAEMON_START_ISSUED = "RestoreDaemonStartIssued"  # {host, service}: journaled before `nebula.service start`
+DAEMON_STOPPED = "RestoreDaemonStopped"  # {host, service}: brsm saw it down after its own stop
 TRACKS_STARTS = "tracks_starts"  # optional key of DowntimeBegan: this operation journals the pids it starts
 
 OURS, FOREIGN, UNKNOWN = "ours", "foreign", "unknown"
@@ -36,6 +38,11 @@ def reduce_started(acc: dict[str, Any], d: dict[str, Any]) -> None:
     rec["pending"] = 0  # the start issued before it learnt its pid
 
 
+def reduce_stopped(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+    rec["down_seen"] = True
+
+
 def reduce_issued(acc: dict[str, Any], d: dict[str, Any]) -> None:
     rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
     rec["pending"] = rec.get("pending", 0) + 1
@@ -49,7 +56,7 @@ def reduce_found_running(acc: dict[str, Any], d: dict[str, Any]) -> None:
         rec["pending"] = 0
 
 
-REDUCERS = {DAEMON_STARTED: reduce_started, DAEMON_START_ISSUED: reduce_issued}
+REDUCERS = {DAEMON_STARTED: reduce_started, DAEMON_START_ISSUED: reduce_issued, DAEMON_STOPPED: reduce_stopped}
 
 
 def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *, issued_now: bool = True) -> str:
@@ -58,7 +65,7 @@ def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *,
     ``issued_now``: this attempt journaled a start intent for it just before asking (it is counted in
     ``pending`` and must not make the answer "unknown" by itself).
 
-    >>> ex = {"tracks_starts": True, "own_daemons": {"storaged@h": {"pids": [42], "pending": 1}}}
+    >>> ex = {"tracks_starts": True, "own_daemons": {"storaged@h": {"pids": [42], "pending": 1, "down_seen": True}}}
     >>> judge(42, ex, "h", "storaged"), judge(7, ex, "h", "storaged"), judge(7, {}, "h", "storaged")
     ('ours', 'foreign', 'unknown')
     """
@@ -67,6 +74,8 @@ def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *,
         return OURS
     if not extra.get(TRACKS_STARTS):
         return UNKNOWN  # a journal from before pids were journaled: as brsm always did
+    if not rec.get("down_seen"):
+        return UNKNOWN  # brsm never saw it down: it may be the daemon that ran before brsm's stop
     if rec.get("pending", 0) > (1 if issued_now else 0):
         return UNKNOWN  # an earlier attempt issued a start and was cut before it saw the pid
     if pid is None:

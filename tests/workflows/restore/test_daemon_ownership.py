@@ -19,8 +19,11 @@ from property_tests.campaign_support import World, fast_sleeps, space_data
 
 
 # -- the pure decision --------------------------------------------------------------------------------------
-def folded(*events: tuple[str, dict], tracks: bool = True) -> dict:
+def folded(*events: tuple[str, dict], tracks: bool = True, stopped: tuple[str, ...] = ("h1", "h2")) -> dict:
     acc: dict = {ownership.TRACKS_STARTS: tracks}
+    for h in stopped:  # STOPPED saw every daemon down
+        for svc in ("metad", "storaged", "graphd"):
+            ownership.reduce_stopped(acc, {"host": h, "service": svc})
     for t, d in events:
         {**ownership.REDUCERS, "ServiceFoundRunning": ownership.reduce_found_running}[t](acc, d)
     return acc
@@ -47,6 +50,13 @@ def test_another_pid_is_foreign_and_so_is_one_on_another_host_or_service():
 def test_a_journal_from_before_pids_were_journaled_takes_a_running_daemon_as_started():
     assert judge(43, folded((ISSUED, {"host": "h1", "service": "storaged"}), tracks=False), "h1", "storaged") == UNKNOWN
     assert judge(43, {}, "h1", "storaged") == UNKNOWN
+
+
+def test_a_daemon_brsm_never_saw_down_is_the_original_never_foreign():
+    # STOPPED's `nebula.service stop graphd` failed on h1: the graphd running there is the cluster's own
+    ex = folded((ISSUED, {"host": "h1", "service": "graphd"}), stopped=("h2",))
+    assert judge(77, ex, "h1", "graphd") == UNKNOWN
+    assert judge(77, folded((ISSUED, {"host": "h2", "service": "graphd"}), stopped=("h2",)), "h2", "graphd") == FOREIGN
 
 
 def test_a_start_cut_before_its_pid_was_seen_is_unknown_never_foreign():
@@ -86,7 +96,7 @@ async def test_start_journals_the_pids_it_starts_and_refuses_a_daemon_it_did_not
     seen: dict[str, int | None] = {}
     mine: set[int] = set()
     watch = services.StartWatch(
-        issued=lambda t: None,
+        issued=lambda ts: None,
         started=lambda t, pid: (seen.__setitem__(t.host, pid), mine.add(pid)),
         foreign=lambda t, pid: None if pid in mine else f"{t.host} runs {pid}, not ours")
     await services.stop(hosts, "storaged", storages(c))
@@ -279,3 +289,24 @@ def test_the_wait_for_online_names_a_storaged_that_exited_not_add_hosts(world, m
         w.run(w.restore_runner.run(op))
     assert f"storaged on {gone} is not running (it exited: see its log under" in e.value.message
     assert "ADD HOSTS" not in e.value.hint.split("; the cluster's services may be down")[0]
+
+
+def test_a_daemon_whose_stop_failed_is_the_clusters_own_and_the_rollback_starts_around_it(world):
+    """STOPPED's `nebula.service stop` failed on one host (exit 1): that graphd never stopped, its pid is
+    the cluster's original. The rollback's start finds it "already running"; brsm never saw it down, so
+    it is no stranger (a campaign found the rollback refusing it as foreign) and the rollback finishes."""
+    w, c = world, world.cluster
+    name = w.make_backup()
+    c.write("football")
+    before = space_data(c)
+    host = c.leader.host
+    w.restore_box["at_step"]["STOPPED"] = [lambda: c.faults.add(
+        "run_fail", host, count=1, argv0=f"{c.install_dir}/scripts/nebula.service")]
+    op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
+    with pytest.raises(OperationFailed, match="did not stop"):
+        w.run(w.restore_runner.run(op))
+    running = [s for s in ("graphd", "storaged", "metad") if c.service_up(host, s)]
+    assert running, "one daemon brsm did not stop"
+    st = w.run(w.restore_runner.rollback(op))
+    assert st.phase == "rolled_back", st.failure
+    assert space_data(c) == before
