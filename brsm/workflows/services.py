@@ -11,7 +11,8 @@ so what brsm must not assume:
   heartbeat (it is registered, ``ADD HOSTS``, and its ``cluster.id`` matches).
 - ``stop`` sends SIGTERM and **returns at once**; the process exits (and its port closes) later.
 
-So brsm reads the status text, never its exit code; takes "already running" on start as started;
+So brsm reads the status text, never its exit code; takes "already running" on start as started
+(unless the caller's :class:`StartWatch` knows the pid is not one it started: then it stops there);
 after ``stop`` waits until the process is gone **and** its port is closed; after ``start`` until it
 runs **and** its port is open. Every host at once, each wait bounded, and a failure names every host
 that did not get there and why.
@@ -145,9 +146,39 @@ class _Stuck(Exception):
     """One host did not get where it should; the message names why (collected per host). ``loading``:
     the daemon runs (its pid alive) and has not opened its port yet: it may still be loading."""
 
-    def __init__(self, message: str, *, loading: bool = False) -> None:
+    def __init__(self, message: str, *, loading: bool = False, exited: bool = False) -> None:
         super().__init__(message)
         self.loading = loading
+        self.exited = exited
+
+
+class _Foreign(_Stuck):
+    """The daemon a start found "already running" is not one this operation started."""
+
+
+@dataclass(frozen=True)
+class StartWatch:
+    """What the caller of :func:`start` knows about the daemons it started (a restore journals them):
+    ``issued(targets)`` once, right before ``nebula.service start`` on each of them; ``started(target, pid)`` once the pid that
+    runs after brsm's own start is known (None: the start failed, nothing of brsm's runs);
+    ``foreign(target, pid)`` for a daemon found "already running": a one-line refusal if that pid is
+    not the caller's, else None (then it counts as started, and ``started`` is called with it)."""
+
+    issued: Callable[[Sequence[ServiceTarget]], None]
+    started: Callable[[ServiceTarget, int | None], None]
+    foreign: Callable[[ServiceTarget, int], str | None]
+
+
+class ForeignDaemon(OperationFailed):
+    """A start found the daemon running as a pid the operation did not start (someone started it behind
+    brsm's back): brsm stops there, starts nothing on top of it and undoes nothing by itself (an
+    automatic rollback would stop that daemon and rename data under whoever started it)."""
+
+    keeps_operation = True
+
+    def __init__(self, message: str, *, hint: str | None = None, found: Sequence[tuple[str, int]] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.found = list(found)
 
 
 class NotListeningYet(OperationFailed):
@@ -203,7 +234,8 @@ class _Clock:
         self.interval = min(MAX_POLL, self.interval * 2)
 
 
-async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float, action: str) -> None:
+async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float, action: str,
+                    on_down: Callable[[ServiceTarget], None] | None = None) -> None:
     r = await hosts.host(t.host).service(action, svc, install_dir=t.install_dir)
     if r.exit_status != 0:
         raise _Stuck(f"`nebula.service {action} {svc}` exited with status {r.exit_status}: {_tail(r)}")
@@ -212,6 +244,8 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
         st, port_open = await _probe(hosts, t, svc)
         if not st.running:
             if not port_open:
+                if on_down is not None:
+                    on_down(t)
                 return
             why = f"the process is gone but port {t.port} still accepts connections"
         else:
@@ -221,30 +255,50 @@ async def _stop_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float
         await clock.sleep()
 
 
-async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float) -> None:
+async def _start_one(hosts: HostsPort, svc: str, t: ServiceTarget, timeout: float,
+                     watch: StartWatch | None = None) -> None:
     r = await hosts.host(t.host).service("start", svc, install_dir=t.install_dir)
-    if r.exit_status != 0 and already_running(r.stdout + r.stderr, svc) is None:
+    found = already_running(r.stdout + r.stderr, svc)
+    if r.exit_status != 0 and found is None:
+        if watch is not None:
+            watch.started(t, None)
         raise _Stuck(f"`nebula.service start {svc}` exited with status {r.exit_status}: {_tail(r)}")
+    known = False  # the pid that runs is journaled (or not to be)
+    if found is not None and watch is not None:
+        refusal = watch.foreign(t, found)
+        if refusal is not None:
+            raise _Foreign(refusal)
+        watch.started(t, found)
+        known = True
     clock = _Clock(timeout)
     seen_running = False
     while True:
         st, port_open = await _probe(hosts, t, svc)
         if st.running:
             seen_running = True
+            if watch is not None and not known and st.pid is not None:
+                watch.started(t, st.pid)
+                known = True
             if port_open:
                 return
             why = f"running as pid {st.pid or '?'} but not listening on port {t.port}"
         else:
             if seen_running or clock.elapsed() >= EXITED_GRACE:
-                raise _Stuck(f"{svc} exited after it was started (see its log under {t.install_dir}/logs)")
+                if watch is not None and not known:
+                    watch.started(t, None)
+                raise _Stuck(f"{svc} exited after it was started (see its log under {t.install_dir}/logs)",
+                             exited=True)
             why = "not running"
         if clock.over():
             raise _Stuck(f"{svc} did not come up within {timeout:.0f} s: {why}", loading=st.running)
         await clock.sleep()
 
 
-def _hint(svc: str, action: str, hosts: list[str]) -> str:
+def _hint(svc: str, action: str, hosts: list[str], *, all_exited: bool = False) -> str:
     where = ", ".join(hosts)
+    if action == "start" and all_exited:
+        # it died: its log says why; ADD HOSTS and cluster.id keep a storaged running, never kill it
+        return f"{svc} exited after brsm started it: its log under <install>/logs on {where} says why"
     if action == "start" and svc == "storaged":
         return (f"a storaged listens only once metad accepts its heartbeat: its host must be registered "
                 f"(ADD HOSTS) and <install>/cluster.id must hold this cluster's id (metad's log says "
@@ -266,6 +320,11 @@ async def _each(hosts: HostsPort, svc: str, action: str, targets: Sequence[Servi
                           else res.message))
         elif isinstance(res, BaseException):
             raise res
+    foreign = [(t.host, str(res)) for t, res in zip(targets, results) if isinstance(res, _Foreign)]
+    if foreign:
+        pids = [(h, int(m[1])) for h, why in foreign if (m := re.search(r"running as pid (\d+)", why))]
+        raise ForeignDaemon("; ".join(why for _, why in foreign), found=pids,
+                            hint="brsm starts nothing on top of a daemon it did not start, and undoes nothing by itself")
     if stuck:
         names = [h for h, _ in stuck]
         loading = {t.host for t, res in zip(targets, results) if isinstance(res, _Stuck) and res.loading}
@@ -273,23 +332,30 @@ async def _each(hosts: HostsPort, svc: str, action: str, targets: Sequence[Servi
             raise NotListeningYet(f"{svc} did not {action} on {len(stuck)} of {len(targets)} host(s): "
                                   + "; ".join(f"{h}: {why}" for h, why in stuck), hint=_hint(svc, action, names),
                                   hosts=names)
+        exited = {t.host for t, res in zip(targets, results) if isinstance(res, _Stuck) and res.exited}
         raise OperationFailed(f"{svc} did not {action} on {len(stuck)} of {len(targets)} host(s): "
-                              + "; ".join(f"{h}: {why}" for h, why in stuck), hint=_hint(svc, action, names))
+                              + "; ".join(f"{h}: {why}" for h, why in stuck),
+                              hint=_hint(svc, action, names, all_exited=set(names) <= exited))
 
 
 async def stop(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
-               timeout: float = DEFAULT_TIMEOUT, kill: bool = False) -> None:
+               timeout: float = DEFAULT_TIMEOUT, kill: bool = False,
+               on_down: Callable[[ServiceTarget], None] | None = None) -> None:
     """``nebula.service stop <svc>`` on every target at once, then wait (at most ``timeout``) until each
-    daemon is gone and its port closed. ``kill`` sends SIGKILL (``nebula.service kill``) instead."""
+    daemon is gone and its port closed. ``kill`` sends SIGKILL (``nebula.service kill``) instead.
+    ``on_down(target)`` once each is seen down."""
     action = "kill" if kill else "stop"
-    await _each(hosts, svc, "stop", targets, lambda t: _stop_one(hosts, svc, t, timeout, action))
+    await _each(hosts, svc, "stop", targets, lambda t: _stop_one(hosts, svc, t, timeout, action, on_down))
 
 
 async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
-                timeout: float = DEFAULT_TIMEOUT) -> None:
-    """``nebula.service start <svc>`` on every target at once ("already running" counts as started),
-    then wait (at most ``timeout``) until each daemon runs and its port accepts connections."""
-    await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout))
+                timeout: float = DEFAULT_TIMEOUT, watch: StartWatch | None = None) -> None:
+    """``nebula.service start <svc>`` on every target at once ("already running" counts as started,
+    unless ``watch`` says that pid is not the caller's: :class:`ForeignDaemon`), then wait (at most
+    ``timeout``) until each daemon runs and its port accepts connections."""
+    if watch is not None:
+        watch.issued(list(targets))
+    await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout, watch))
 
 
 # -- still down? (issue 13: a daemon started behind brsm's back during a restore) -------------------------

@@ -157,6 +157,64 @@ def test_a_storaged_started_behind_brsms_back_stops_resume_and_rollback_until_it
     assert aside_dirs(env) == [] and leases(env) == []
 
 
+def status_pid(host: dict, svc: str) -> int | None:
+    import re
+    m = re.search(r"Running as (\d+)", nebula_service(host, "status", svc))
+    return int(m[1]) if m else None
+
+
+def stop_by_hand(host: dict, svc: str) -> None:
+    import time
+    nebula_service(host, "stop", svc)
+    for _ in range(100):
+        if "Exited" in nebula_service(host, "status", svc):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{svc} on {host['address']} did not stop")
+
+
+def test_a_storaged_restarted_by_hand_during_started_is_named_and_refused(sandbox, tmp_path):
+    """A restore cut in STARTED right after its starts (`started:1`); then storaged is restarted by hand
+    on one host (another pid). `brsm resume` took `already running: P` as its own start, and a storaged
+    that never came ONLINE was blamed on ADD HOSTS. Now the resume names that daemon (host, pid, how to
+    stop it), exits 5, journals ServiceFoundRunning with its pid and starts nothing on top of it; once
+    it is stopped by hand, the resume finishes and the data is the backup's exactly."""
+    env = sandbox
+    store = tmp_path / "b"
+    at_backup = env.checksum()
+    name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    env.load(1 << 20, seed=78)
+    p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{store}", "--name", name,
+                 failpoints="started:1=crash")
+    assert p.returncode == 86, p.stderr[-2000:]
+    op = str(env.ok("ops")[0]["id"])
+    ours = {(e["data"]["host"], e["data"]["pid"]) for e in env.ok("audit", op)["events"]
+            if e["type"] == "RestoreDaemonStarted" and e["data"]["service"] == "storaged"}
+    host = next(h for h in env.info["hosts"] if "storage" in h["roles"])
+    assert (host["address"], status_pid(host, "storaged")) in ours, ours
+    stop_by_hand(host, "storaged")
+    nebula_service(host, "start", "storaged")  # an operator, while brsm is not running
+    foreign = status_pid(host, "storaged")
+    assert foreign is not None and (host["address"], foreign) not in ours
+    try:
+        p = env.brsm("resume", op)
+        assert p.returncode == 5, (p.returncode, p.stderr[-2000:])
+        assert (f"storaged on {host['address']} is running as pid {foreign}, not started by this restore "
+                "(someone started it while the cluster was down): stop it (`") in p.stderr, p.stderr
+        assert f"scripts/nebula.service stop storaged` on {host['address']}), then `brsm resume {op}` / " \
+               f"`brsm rollback {op}`" in p.stderr, p.stderr
+        assert "ADD HOSTS" not in p.stderr
+        assert status_pid(host, "storaged") == foreign, "nothing started on top of it, nor stopped"
+        assert aside_dirs(env), "not rolled back: the originals are still set aside"
+        found = [e["data"] for e in env.ok("audit", op)["events"] if e["type"] == "ServiceFoundRunning"]
+        assert any(d.get("foreign_pid") == foreign and d["host"] == host["address"] for d in found), found
+    finally:
+        stop_by_hand(host, "storaged")
+    env.ok("resume", op)
+    assert env.checksum() == at_backup and services_up(env)
+    assert aside_dirs(env) == [] and leases(env) == []
+
+
 # -- 6. progress while daemons stop and start and set-aside data is removed ---------------------------------------
 def test_restore_reports_progress_for_stops_starts_and_the_set_aside_removal(sandbox, tmp_path):
     env = sandbox

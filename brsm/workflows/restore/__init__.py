@@ -22,8 +22,8 @@ from typing import Any
 from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import StepContext, Workflow
 from brsm.workflows import common
-from brsm.workflows.restore import check, finish, partial_meta, scratch, stage, swap
-from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, MANIFEST_JOURNALED,
+from brsm.workflows.restore import check, finish, ownership, partial_meta, scratch, stage, swap
+from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, MANIFEST_JOURNALED, SERVICE_FOUND_RUNNING,
                                             SERVICES_STARTING, RestorePorts, down_error)
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
 
@@ -36,6 +36,7 @@ def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
 
 def _reduce_downtime_began(acc: dict[str, Any], d: dict[str, Any]) -> None:
     acc.setdefault("downtime_began", d["at"])
+    acc.setdefault(ownership.TRACKS_STARTS, bool(d.get(ownership.TRACKS_STARTS)))
 
 
 def _reduce_downtime_ended(acc: dict[str, Any], d: dict[str, Any]) -> None:
@@ -60,6 +61,8 @@ REDUCERS = {
     SERVICES_STARTING: _reduce_services_starting,
     MANIFEST_JOURNALED: _reduce_manifest,
     partial_meta.META_INGEST_BUILT: partial_meta.reduce_built,
+    SERVICE_FOUND_RUNNING: ownership.reduce_found_running,
+    **ownership.REDUCERS,
     **scratch.REDUCERS,
 }
 

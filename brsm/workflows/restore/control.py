@@ -18,6 +18,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import services
+from brsm.workflows.restore import ownership
 from brsm.workflows.restore.context import DOWNTIME_ENDED, SERVICE_FOUND_RUNNING, WAIT_SECONDS, RestorePorts, ports as _p
 
 ALL_DOWN = ("graphd", "storaged", "metad")
@@ -74,7 +75,33 @@ class StillLoading(OperationFailed):
 async def stop(ctx: StepContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"stop {svc}", len(ts)):
-        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
+            ownership.DAEMON_STOPPED, {"host": t.host, "service": svc}, durable=False))  # lost: judges nothing
+
+
+def start_watch(ctx: StepContext, svc: str) -> services.StartWatch:
+    """Journal every start this operation issues and the pid it then sees (ownership), and judge a
+    daemon found "already running" by those pids: one started behind brsm's back is refused."""
+
+    def issued(ts) -> None:
+        # durable, one fsync for every host: a start this forgot would make its daemon a stranger
+        ctx.record_batch([(ownership.DAEMON_START_ISSUED, {"host": t.host, "service": svc}) for t in ts])
+
+    def started(t: services.ServiceTarget, pid: int | None) -> None:
+        # not fsynced (this runs in the downtime): lost, the start stays unresolved, which judges nothing
+        ctx.record(ownership.DAEMON_STARTED, {"host": t.host, "service": svc, "pid": pid, "at": time.time()},
+                   durable=False)
+
+    def foreign(t: services.ServiceTarget, pid: int) -> str | None:
+        if ownership.judge(pid, ctx.extra, t.host, svc) != ownership.FOREIGN:
+            return None
+        msg = ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
+        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
+                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
+                                           "foreign_pid": pid})
+        return msg
+
+    return services.StartWatch(issued, started, foreign)
 
 
 async def start(ctx: StepContext, svc: str) -> None:
@@ -82,7 +109,7 @@ async def start(ctx: StepContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"start {svc}", len(ts)):
         try:
-            await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx))
+            await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), watch=start_watch(ctx, svc))
         except services.NotListeningYet as e:
             if svc == "storaged":
                 await _still_loading(ctx, e)
@@ -173,14 +200,82 @@ async def wait_storage_online(ctx: StepContext) -> list[str]:
             return want
         if max(time.monotonic() - t0, slept) >= timeout:
             why = "; ".join(f"{a}: {listed[a].status if a in listed else 'not listed'}" for a in missing)
+            causes = await _offline_causes(ctx, missing)
+            if any(kind == ownership.FOREIGN for kind, _ in causes):
+                raise services.ForeignDaemon("; ".join(text for kind, text in causes if kind == ownership.FOREIGN),
+                                             hint=f"{len(missing)} of {len(want)} storaged are not ONLINE in "
+                                                  f"metad's listHosts within {timeout:.0f} s: {why}")
+            known = [text for _, text in causes]
             raise OperationFailed(
                 f"after the restore {len(missing)} of {len(want)} storaged are not ONLINE in metad's listHosts "
-                f"within {timeout:.0f} s: {why}",
-                hint="a storaged is ONLINE once metad accepts its heartbeats: check its host is registered "
-                     "(ADD HOSTS) and its <install>/cluster.id; look at the storaged and metad logs")
+                f"within {timeout:.0f} s: {why}" + (f"; {'; '.join(known)}" if known else ""),
+                hint=("look at the storaged log under <install>/logs on the host(s) named" if known and len(known) == len(missing)
+                      else "a storaged is ONLINE once metad accepts its heartbeats: check its host is registered "
+                           "(ADD HOSTS) and its <install>/cluster.id; look at the storaged and metad logs"))
         await asyncio.sleep(pause)
         slept += pause
         pause = min(0.5, pause * 2)
+
+
+async def _offline_causes(ctx: StepContext, addrs: list[str]) -> list[tuple[str, str]]:
+    """Why the storaged at ``addrs`` are not ONLINE, where brsm can tell: ``(FOREIGN, line)`` for one that
+    runs as a pid this operation did not start, ``("exited", line)`` for one that does not run. A
+    storaged that runs as brsm's own (or its status says nothing) adds nothing: then the cause is
+    metad's refusal (ADD HOSTS, cluster.id), as the hint says."""
+    by_addr = {s["addr"]: s["host"] for s in ctx.extra["topology"]["storage"]}
+    ts = {t.host: t for t in targets(ctx, "storaged")}
+    hosts = sorted({by_addr[a] for a in addrs if by_addr.get(a) in ts})
+
+    async def one(host: str) -> tuple[str, str] | None:
+        t = ts[host]
+        try:
+            got, _ = await services.check_host(_p(ctx).hosts, host, [("storaged", t)], [])
+        except BrsmError:
+            return None
+        st, _open = got.get("storaged", (None, False))
+        if st is None:
+            return None
+        if not st.running:
+            return ("exited", f"storaged on {host} is not running (it exited: see its log under {t.install_dir}/logs)")
+        if st.pid is not None and ownership.judge(st.pid, ctx.extra, host, "storaged", issued_now=False) == ownership.FOREIGN:
+            return (ownership.FOREIGN, ownership.foreign_message("storaged", host, st.pid, t.install_dir,
+                                                                  ctx.op_id, ctx.mode))
+        return None
+
+    return [c for c in await asyncio.gather(*(one(h) for h in hosts)) if c]
+
+
+async def refuse_foreign(ctx: StepContext, svcs: tuple[str, ...]) -> None:
+    """Before a resumed step starts several daemons at once (STARTED: storaged and graphd): refuse if one
+    of them runs as a pid this operation did not start, before any start is issued, so nothing starts
+    beside it either. One exec per host, every host at once; a daemon that is down, or runs as the
+    operation's own pid (or one it cannot judge), passes."""
+    checks = [(svc, t) for svc in svcs for t in targets(ctx, svc)]
+    by_host: dict[str, list[tuple[str, services.ServiceTarget]]] = {}
+    for svc, t in checks:
+        by_host.setdefault(t.host, []).append((svc, t))
+
+    async def one(host: str) -> list[tuple[str, services.ServiceTarget, int]]:
+        got, _ = await services.check_host(_p(ctx).hosts, host, by_host[host], [])
+        out = []
+        for svc, t in by_host[host]:
+            st, _open = got.get(svc, (None, False))
+            if st is not None and st.running and st.pid is not None and \
+                    ownership.judge(st.pid, ctx.extra, host, svc, issued_now=False) == ownership.FOREIGN:
+                out.append((svc, t, st.pid))
+        return out
+
+    found = [f for fs in await asyncio.gather(*(one(h) for h in sorted(by_host))) for f in fs]
+    for svc, t, pid in found:
+        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
+                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
+                                           "foreign_pid": pid})
+    if found:
+        raise services.ForeignDaemon(
+            "; ".join(ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
+                      for svc, t, pid in found),
+            hint="brsm starts nothing on top of a daemon it did not start, and undoes nothing by itself",
+            found=[(t.host, pid) for _, t, pid in found])
 
 
 class ServicesNotDown(OperationFailed):

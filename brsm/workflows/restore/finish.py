@@ -143,6 +143,8 @@ async def _prove_before_start(ctx: StepContext) -> dict[str, Any]:
     the daemons had written into since (a false "not as staged", exit 6, the cluster left down): what
     was proved before the journaled start is not proved again, and the daemons then running are ours."""
     if "services_starting" in ctx.extra:
+        # the daemons running now may be an earlier attempt's (ours) or someone else's: judged by pid
+        await control.refuse_foreign(ctx, control.STARTED_BY_US)
         return {"how": "proved before the first start, which an earlier attempt of this step journaled",
                 "starting": ctx.extra["services_starting"]}
     if staged(ctx):

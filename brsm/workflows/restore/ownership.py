@@ -1,0 +1,91 @@
+"""Which running daemons a restore started itself.
+
+``nebula.service start`` of a daemon that already runs answers ``already running: <pid>`` (exit 1),
+and brsm takes that as started: on a resume the daemon an earlier attempt started answers so. But a
+daemon an operator (or a supervisor) started by hand while the cluster was down answers the same,
+and brsm then waited for a storaged that never came ONLINE (another cluster's id, data brsm did not
+put there) and blamed ADD HOSTS. So every pid a restore sees right after its own start is journaled
+(:data:`DAEMON_STARTED`, per host and service), and a daemon found "already running" counts as the
+restore's only if its pid is one of those.
+
+A journal from before this (its ``DowntimeBegan`` has no ``tracks_starts``) knows no pid: there a
+daemon found running is taken as started, as it always was. So is one whose start an earlier attempt
+issued without learning its pid (killed in between), and one brsm never saw down after its own stop
+(a stop that failed leaves the cluster's original daemon running: it is no stranger): brsm cannot
+tell, and never calls a daemon foreign on a guess.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DAEMON_STARTED = "RestoreDaemonStarted"  # {host, service, pid}: the pid that runs right after brsm's start
+DAEMON_START_ISSUED = "RestoreDaemonStartIssued"  # {host, service}: journaled before `nebula.service start`
+DAEMON_STOPPED = "RestoreDaemonStopped"  # {host, service}: brsm saw it down after its own stop
+TRACKS_STARTS = "tracks_starts"  # optional key of DowntimeBegan: this operation journals the pids it starts
+
+OURS, FOREIGN, UNKNOWN = "ours", "foreign", "unknown"
+
+
+def key(host: str, service: str) -> str:
+    return f"{service}@{host}"
+
+
+def reduce_started(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+    if d.get("pid") is not None and int(d["pid"]) not in rec["pids"]:
+        rec["pids"].append(int(d["pid"]))
+    rec["pending"] = 0  # the start issued before it learnt its pid
+
+
+def reduce_stopped(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+    rec["down_seen"] = True
+
+
+def reduce_issued(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+    rec["pending"] = rec.get("pending", 0) + 1
+
+
+def reduce_found_running(acc: dict[str, Any], d: dict[str, Any]) -> None:
+    """ServiceFoundRunning with ``foreign_pid`` (optional key): the start this attempt issued found
+    someone else's daemon and started nothing, so it leaves no start of brsm's unresolved."""
+    if d.get("foreign_pid") is not None:
+        rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+        rec["pending"] = 0
+
+
+REDUCERS = {DAEMON_STARTED: reduce_started, DAEMON_START_ISSUED: reduce_issued, DAEMON_STOPPED: reduce_stopped}
+
+
+def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *, issued_now: bool = True) -> str:
+    """Whose is the daemon ``service`` on ``host`` that runs as ``pid`` (what ``start`` answered
+    "already running", or what status shows)? ``extra``: the operation's folded journal.
+    ``issued_now``: this attempt journaled a start intent for it just before asking (it is counted in
+    ``pending`` and must not make the answer "unknown" by itself).
+
+    >>> ex = {"tracks_starts": True, "own_daemons": {"storaged@h": {"pids": [42], "pending": 1, "down_seen": True}}}
+    >>> judge(42, ex, "h", "storaged"), judge(7, ex, "h", "storaged"), judge(7, {}, "h", "storaged")
+    ('ours', 'foreign', 'unknown')
+    """
+    rec = (extra.get("own_daemons") or {}).get(key(host, service)) or {"pids": [], "pending": 0}
+    if pid is not None and pid in rec["pids"]:
+        return OURS
+    if not extra.get(TRACKS_STARTS):
+        return UNKNOWN  # a journal from before pids were journaled: as brsm always did
+    if not rec.get("down_seen"):
+        return UNKNOWN  # brsm never saw it down: it may be the daemon that ran before brsm's stop
+    if rec.get("pending", 0) > (1 if issued_now else 0):
+        return UNKNOWN  # an earlier attempt issued a start and was cut before it saw the pid
+    if pid is None:
+        return UNKNOWN
+    return FOREIGN
+
+
+def foreign_message(service: str, host: str, pid: int, install_dir: str, op_id: int, mode: str) -> str:
+    """The one line a restore stops with when ``service`` on ``host`` runs as a pid it did not start."""
+    what = "rollback" if mode == "rollback" else "restore"
+    return (f"{service} on {host} is running as pid {pid}, not started by this {what} (someone started it "
+            f"while the cluster was down): stop it (`{install_dir}/scripts/nebula.service stop {service}` on "
+            f"{host}), then `brsm resume {op_id}` / `brsm rollback {op_id}`")
