@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -152,7 +153,10 @@ def render_chosen(outcomes: list[Outcome], a: argparse.Namespace, seconds: float
     failed = sum(not o.ok for o in outcomes)
     na = sum(cell(o) == "n/a" for o in outcomes)
     kills = ", ".join(o.point[len("kill@"):] + f" ({o.recovery})" for o in outcomes if _is_kill(o))
-    cmd = "scripts/sweep" + (f" --only '{a.only}'" if a.only else "") + (f" --chosen-spaces-kills {a.chosen_spaces_kills}" if a.chosen_spaces_kills != 2 else "")
+    cmd = "`scripts/sweep" + (f" --only '{a.only}'" if a.only else "") \
+        + (f" --chosen-spaces-kills {a.chosen_spaces_kills}" if a.chosen_spaces_kills != 2 else "") + "`"
+    if getattr(a, "runs", None):  # written from the outcome files of runs side by side
+        cmd = " and ".join(f"`scripts/sweep {shlex.join(argv)}`" for argv in a.runs) + ", side by side"
     stopped = (f"\n**Stopped before the end** ({interrupted}): the counts are of the cases that ran.\n"
                if interrupted else "")
     return f"""{CHOSEN_BEGIN}
@@ -169,7 +173,7 @@ in the sweep above, and random SIGKILLs — and recovers it:
 After every case the cluster holds no snapshot, lease, checkpoint, set-aside or staging dir; a case
 killed before STOPPED must have left the cluster serving its data unchanged.
 
-Run with `{cmd}`. Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.
+Run with {cmd}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.
 Run took {seconds:.0f} s: {len(outcomes)} cases, {len(outcomes) - failed - na} passed, {failed} failed, {na} not reached.
 {stopped}
 {counts(outcomes)}
@@ -297,9 +301,11 @@ def main() -> int:
     if a.from_outcomes:
         rows = [json.loads(line) for f in a.from_outcomes.split(",") for line in open(f) if line.strip()]
         outcomes += [Outcome(**r["outcome"]) for r in rows if "outcome" in r]
+        a.runs = [[x for i, x in enumerate(r["argv"]) if x not in ("--outcomes", "--out")
+                   and (i == 0 or r["argv"][i - 1] not in ("--outcomes", "--out"))] for r in rows if "started" in r]
         main_wanted = chosen_wanted = False
         # the wall time from the first run's start to the last case's end
-        t0 -= max(r["at"] for r in rows) - min(r["started"] for r in rows if "started" in r)
+        t0 -= max(r.get("at", 0) for r in rows) - min(r["started"] for r in rows if "started" in r)
         chosen_t0 = t0
     try:
         if main_wanted:
@@ -324,7 +330,9 @@ def main() -> int:
     seconds = time.monotonic() - t0
     failed = [o for o in outcomes if not o.ok]
     main_outcomes = [o for o in outcomes if o.kind != CHOSEN]
-    chosen_outcomes = [o for o in outcomes if o.kind == CHOSEN]
+    # in the restore's order (runs side by side each wrote a part of the points)
+    chosen_outcomes = sorted((o for o in outcomes if o.kind == CHOSEN),
+                             key=lambda o: RESTORE_POINTS.index(o.point) if o.point in RESTORE_POINTS else len(RESTORE_POINTS))
     if a.out != "-" and main_outcomes and not interrupted:
         write_doc(Path(a.out), render(main_outcomes, a, seconds))
     if a.out != "-" and chosen_outcomes:
