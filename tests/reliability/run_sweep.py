@@ -1,15 +1,21 @@
 """scripts/sweep: run the whole crash-point sweep and write its part of docs/reliability.md.
 
 The sweep's part is the top of the file, between the ``sweep:begin``/``sweep:end`` markers; every
-section after it (campaigns, bad input, ...) is kept as it is.
+section after it (campaigns, bad input, ...) is kept as it is. The chosen-spaces family (a
+``--spaces space1`` backup restored on a sandbox of three metads, operation ``chosen-spaces``,
+storage ``local-3metad``) runs on its own sandbox and writes its own section, the last of the file,
+between the ``sweep-chosen-spaces`` markers: ``--only chosen-spaces`` runs that family alone.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import random
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -17,10 +23,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.reliability.sweep import (BACKUP_POINTS, MULTIPART_THRESHOLD, OBJECT_STORE_EXTRA, PART_SIZE,
-                                     RESTORE_POINTS, Outcome, Sweeper, cell, sweep_sandbox)
+from tests.reliability.sweep import (BACKUP_POINTS, CHOSEN, CHOSEN_STORAGE, MULTIPART_THRESHOLD, OBJECT_STORE_EXTRA,
+                                     PART_SIZE, RESTORE_POINTS, ChosenSpacesSweeper, Outcome, Sweeper, cell,
+                                     raft_sandbox, sweep_sandbox)
 
 BEGIN, END = "<!-- sweep:begin (written by scripts/sweep) -->", "<!-- sweep:end -->"
+CHOSEN_BEGIN = "<!-- sweep-chosen-spaces:begin (written by scripts/sweep) -->"
+CHOSEN_END = "<!-- sweep-chosen-spaces:end -->"
 KILL = "random kill (SIGKILL)"
 
 
@@ -140,6 +149,52 @@ def write_doc(path: Path, body: str) -> None:
     path.write_text(head + body + ("\n" + tail if tail else ""))
 
 
+def render_chosen(outcomes: list[Outcome], a: argparse.Namespace, seconds: float, interrupted: str | None) -> str:
+    failed = sum(not o.ok for o in outcomes)
+    na = sum(cell(o) == "n/a" for o in outcomes)
+    kills = ", ".join(o.point[len("kill@"):] + f" ({o.recovery})" for o in outcomes if _is_kill(o))
+    cmd = "`scripts/sweep" + (f" --only '{a.only}'" if a.only else "") \
+        + (f" --chosen-spaces-kills {a.chosen_spaces_kills}" if a.chosen_spaces_kills != 2 else "") + "`"
+    if getattr(a, "runs", None):  # written from the outcome files of runs side by side
+        cmd = " and ".join(f"`scripts/sweep {shlex.join(argv)}`" for argv in a.runs) + ", side by side"
+    stopped = (f"\n**Stopped before the end** ({interrupted}): the counts are of the cases that ran.\n"
+               if interrupted else "")
+    return f"""{CHOSEN_BEGIN}
+## The sweep: a restore of chosen spaces on three metads
+
+A backup of `--spaces space1` restored on its own sandbox of three metads (the meta Raft; 3 storage
+hosts, one data path, local storage). After the backup, every case first adds a tag to space1 and one
+to space2 and loads new data, then runs the restore killed at one point — every restore failpoint, as
+in the sweep above, and random SIGKILLs — and recovers it:
+- **resume**: space1's data checksum and schema (its tags, edges and tag indexes with their ids) as
+  backed up, every other space's as just before the restore, every service up, and the three metads'
+  raw meta keys (spaces, parts, tags, edges, indexes, ids; read from each metad's RocksDB) equal.
+- **rollback**: data checksum, schema and every metad's raw meta keys as just before the restore.
+After every case the cluster holds no snapshot, lease, checkpoint, set-aside or staging dir; a case
+killed before STOPPED must have left the cluster serving its data unchanged.
+
+Run with {cmd}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.
+Run took {seconds:.0f} s: {len(outcomes)} cases, {len(outcomes) - failed - na} passed, {failed} failed, {na} not reached.
+{stopped}
+{counts(outcomes)}
+
+{table(outcomes)}
+
+Random-kill instants (seconds after start): {kills or "none"}.
+{CHOSEN_END}
+"""
+
+
+def write_chosen_doc(path: Path, body: str) -> None:
+    """Replace the chosen-spaces section (between its markers) or append it at the end."""
+    old = path.read_text() if path.exists() else ""
+    if CHOSEN_BEGIN in old and CHOSEN_END in old:
+        head, rest = old.split(CHOSEN_BEGIN, 1)
+        path.write_text(head + body.rstrip("\n") + rest.split(CHOSEN_END, 1)[1])
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + body)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--storages", default="local,s3,oss,s3-direct,oss-direct",
@@ -147,7 +202,14 @@ def main() -> int:
     ap.add_argument("--restore-storages", default="local,s3,oss,s3-direct,oss-direct",
                     help="restore sweeps: which storages")
     ap.add_argument("--kills", type=int, default=4, help="random-instant kills per operation, storage and recovery")
-    ap.add_argument("--only", help="regex on 'operation storage point' (e.g. 'backup s3 part:'): run those cases only")
+    ap.add_argument("--only", help="regex on 'operation storage point' (e.g. 'backup s3 part:'): run those cases only; "
+                    f"'{CHOSEN}' runs the family 'a restore of chosen spaces on three metads' alone "
+                    f"(operation {CHOSEN}, storage {CHOSEN_STORAGE}, its own sandbox)")
+    ap.add_argument("--chosen-spaces-kills", type=int, default=2,
+                    help=f"random-instant kills per recovery in the {CHOSEN} family")
+    ap.add_argument("--outcomes", help="also append every case's outcome to this file (JSON lines)")
+    ap.add_argument("--from-outcomes", help="run nothing: write the doc from these outcome files (comma-separated; "
+                    "runs of parts of the sweep side by side, each with --outcomes)")
     ap.add_argument("--out", default="docs/reliability.md", help="doc to update ('-' for none)")
     a = ap.parse_args()
 
@@ -166,6 +228,9 @@ def main() -> int:
 
     def record(o: Outcome) -> None:
         outcomes.append(o)
+        if a.outcomes:
+            with open(a.outcomes, "a") as f:
+                f.write(json.dumps({"outcome": dataclasses.asdict(o), "at": time.time()}) + "\n")
         print(f"{'pass' if o.ok else 'FAIL'}  {o.kind:<7} {o.storage:<5} {o.point:<22} {o.recovery:<8} {o.detail}",
               flush=True)
         if not o.ok:
@@ -197,12 +262,12 @@ def main() -> int:
             delay = rng.uniform(lo, hi)
         return o
 
-    def sweep(kind: str, storage: str, points: list[str], prepare, case) -> None:
+    def sweep(kind: str, storage: str, points: list[str], prepare, case, n_kills: int | None = None) -> None:
         """Every failpoint of one operation on one storage, then the random kills, each recovered
         both ways. ``prepare()`` gives (what the cases compare against, seconds of an uninterrupted
         run); ``case(ref, point, recovery, delay)`` runs one case (``point`` None: a timed kill)."""
         points = [p for p in points if want(kind, storage, p)]
-        kills = a.kills if want(kind, storage, "kill") else 0
+        kills = (a.kills if n_kills is None else n_kills) if want(kind, storage, "kill") else 0
         if not points and not kills:
             return
         try:
@@ -223,19 +288,55 @@ def main() -> int:
         loc, name, backed, secs = sw.backed_up(storage)
         return (loc, name, backed), secs
 
-    with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
-        sw = Sweeper(env, Path(d) / "work")
-        for storage in filter(None, a.storages.split(",")):
-            sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if storage != "local" else []),
-                  lambda: sw.reference_backup(storage),
-                  lambda ref, point, recovery, delay: sw.backup_case(storage, point, recovery, ref, delay=delay))
-        for storage in filter(None, a.restore_storages.split(",")):
-            sweep("restore", storage, RESTORE_POINTS, lambda: restore_reference(storage),
-                  lambda ref, point, recovery, delay: sw.restore_case(*ref, point, recovery, storage, delay=delay))
+    storages = [s for s in a.storages.split(",") if s]
+    restore_storages = [s for s in a.restore_storages.split(",") if s]
+    main_wanted = any(want("backup", s, p) for s in storages for p in [*BACKUP_POINTS, *OBJECT_STORE_EXTRA, "kill"]) \
+        or any(want("restore", s, p) for s in restore_storages for p in [*RESTORE_POINTS, "kill"])
+    chosen_wanted = any(want(CHOSEN, CHOSEN_STORAGE, p) for p in [*RESTORE_POINTS, "kill"])
+    interrupted = None
+    chosen_t0 = None
+    if a.outcomes:
+        with open(a.outcomes, "a") as f:
+            f.write(json.dumps({"started": time.time(), "argv": sys.argv[1:]}) + "\n")
+    if a.from_outcomes:
+        rows = [json.loads(line) for f in a.from_outcomes.split(",") for line in open(f) if line.strip()]
+        outcomes += [Outcome(**r["outcome"]) for r in rows if "outcome" in r]
+        a.runs = [[x for i, x in enumerate(r["argv"]) if x not in ("--outcomes", "--out")
+                   and (i == 0 or r["argv"][i - 1] not in ("--outcomes", "--out"))] for r in rows if "started" in r]
+        main_wanted = chosen_wanted = False
+        # the wall time from the first run's start to the last case's end
+        t0 -= max(r.get("at", 0) for r in rows) - min(r["started"] for r in rows if "started" in r)
+        chosen_t0 = t0
+    try:
+        if main_wanted:
+            with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
+                sw = Sweeper(env, Path(d) / "work")
+                for storage in storages:
+                    sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if storage != "local" else []),
+                          lambda: sw.reference_backup(storage),
+                          lambda ref, point, recovery, delay: sw.backup_case(storage, point, recovery, ref, delay=delay))
+                for storage in restore_storages:
+                    sweep("restore", storage, RESTORE_POINTS, lambda: restore_reference(storage),
+                          lambda ref, point, recovery, delay: sw.restore_case(*ref, point, recovery, storage, delay=delay))
+        if chosen_wanted:
+            chosen_t0 = time.monotonic()
+            with tempfile.TemporaryDirectory() as d, raft_sandbox(Path(d)) as env:
+                sw = ChosenSpacesSweeper(env, Path(d) / "work")
+                sweep(CHOSEN, CHOSEN_STORAGE, RESTORE_POINTS, sw.chosen_backed_up,
+                      lambda ref, point, recovery, delay: sw.chosen_case(*ref, point, recovery, delay=delay),
+                      n_kills=a.chosen_spaces_kills)
+    except KeyboardInterrupt as e:  # SIGTERM/SIGHUP: the sandbox is down; write what ran, marked so
+        interrupted = f"stopped by {e}"
     seconds = time.monotonic() - t0
     failed = [o for o in outcomes if not o.ok]
-    if a.out != "-":
-        write_doc(Path(a.out), render(outcomes, a, seconds))
+    main_outcomes = [o for o in outcomes if o.kind != CHOSEN]
+    # in the restore's order (runs side by side each wrote a part of the points)
+    chosen_outcomes = sorted((o for o in outcomes if o.kind == CHOSEN),
+                             key=lambda o: RESTORE_POINTS.index(o.point) if o.point in RESTORE_POINTS else len(RESTORE_POINTS))
+    if a.out != "-" and main_outcomes and not interrupted:
+        write_doc(Path(a.out), render(main_outcomes, a, seconds))
+    if a.out != "-" and chosen_outcomes:
+        write_chosen_doc(Path(a.out), render_chosen(chosen_outcomes, a, time.monotonic() - (chosen_t0 or t0), interrupted))
     print(f"\n{len(outcomes)} cases, {len(failed)} failed, {seconds:.0f} s"
           + (f"; written to {a.out}" if a.out != "-" else ""))
     for o in failed:
