@@ -216,6 +216,8 @@ def backup_names(text: str) -> list[str]:
 _NUM_UNIT = re.compile(r"\b\d+(?:\.\d+)?\s?(?:B|KiB|MiB|GiB|TiB|s|ms)(?:/s)?\b")
 _DIGITS = re.compile(r"(?<![0-9a-zA-Z_.])\d+(?:\.\d+)?(?![0-9a-zA-Z_])")
 _HASH = re.compile(r"\b[0-9a-f]{64}\b")
+# notes a slow machine adds and a fast one does not (brsm repeats them every 5 s while it waits)
+_SLOW_NOTE = re.compile(r"^brsm: waiting on ")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"  # not digits: those are blurred below
 
 
@@ -225,6 +227,8 @@ def comparable(text: str) -> str:
     lines = []
     hashes: dict[str, str] = {}
     for line in text.splitlines():
+        if _SLOW_NOTE.match(line):
+            continue
         line = _HASH.sub(lambda m: hashes.setdefault(m.group(0), f"<sha256-{_LETTERS[len(hashes) % 26]}>"), line)
         line = _ISO.sub("<time>", line)
         line = _BACKUP.sub("BACKUP_<time>", line)
