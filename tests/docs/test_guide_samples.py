@@ -74,6 +74,8 @@ def test_comparable_ignores_what_a_slower_run_changes_and_nothing_else():
     assert gs.comparable(a) == gs.comparable(b)
     assert gs.comparable(a) != gs.comparable(a.replace("CLEANED", "FAILED"))
     assert gs.comparable("sandbox up in 1.7s") == gs.comparable("sandbox up in 12.25s")
+    cut = '     1  2026-11-24T15:23:17.720472Z  OperationCreated   kind=backup params={"config":"/tmp/sb/cluster.toml",'
+    assert gs.comparable(cut + '"hosts":["/tmp/gx1/sb/hosts/...') == gs.comparable(cut + '"hosts":["/tmp/gx2/sb/hos...')
     slow = "a\nbrsm: waiting on metad at 127.79.0.11:9559: createBackup has not answered for 5 s\nb"
     assert gs.comparable(slow) == gs.comparable("a\nb")
     # equal checksums stay equal, different ones stay different (a restore that changed data shows)
