@@ -3,7 +3,10 @@ one sandbox (scripts/guide_samples.py) and compared with the guide after the sam
 change of output that was not regenerated into the guide fails here."""
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -106,3 +109,42 @@ def test_guide_samples_are_what_brsm_prints_now():
     sums = [ln for ln in quick.splitlines() if ln.startswith("space1 ")]
     assert len(sums) == 2 and sums[0] == sums[1], quick
     assert "restore finished (CLEANED)" in quick and "brsm: error" not in "".join(bodies.values())
+
+
+# -- what the guide quotes by hand, against the code that prints or uses it ----------------------------
+
+
+def test_the_guides_ssh_keyscan_appends_to_the_file_brsm_reads():
+    from brsm.adapters.host_keys import known_hosts_path
+
+    text = GUIDE.read_text()
+    # the instruction (a command line of its own), not the hint quoted from a run with [ssh] known_hosts set
+    targets = re.findall(r"^\s*ssh-keyscan [^\n>]*>> (\S+)", text, flags=re.M)
+    assert targets, "the guide shows how to add a host key"
+    for t in targets:
+        assert os.path.expanduser(t) == known_hosts_path(None), t
+
+
+def test_the_guides_lock_message_is_the_one_brsm_prints():
+    from brsm.workflows.lease import LeaseInfo
+
+    until = dt.datetime(2026, 11, 24, 15, 25, 43, tzinfo=dt.timezone.utc).timestamp()
+    holder = LeaseInfo(op_id=12, kind="backup", who="root@vm", machine="vm", pid=6615, expires=until,
+                       ref="5e0c3f1a9b2d-12", home="/var/lib/brsm")
+    text = GUIDE.read_text()
+    assert f"brsm: error: cluster is locked by {holder.describe()}\nhint: {holder.where_to_continue()}\n" in text
+
+
+def test_the_guides_scratch_dir_names_are_the_ones_a_restore_makes():
+    from brsm.engine.runner import op_ref
+    from brsm.workflows.restore import placement
+
+    text = GUIDE.read_text()
+    ref = op_ref("3f9a0c12be47", 19)
+    made = {"nebula_brsm_new": placement.staging_name(ref), "nebula_brsm_old": placement.aside_name(ref),
+            "brsm_restore": placement.meta_restore_dir("/m", ref).rsplit("/", 1)[1]}
+    shown = re.findall(r"\b(nebula_brsm_new|nebula_brsm_old|brsm_restore)_(<[^`)]*?>)(?=[`)/ ])", text)
+    assert {k for k, _ in shown} == set(made), shown
+    for kind, placeholder in shown:
+        assert placeholder == "<journal id>-<op>", (kind, placeholder)
+        assert made[kind] == f"{kind}_{ref}"
