@@ -28,6 +28,8 @@ HEADER = """\
 Everything here comes from the code (`brsm COMMAND --help` shows the same). For what the commands
 are for and how they fit together, read `docs/user-guide.md`; for exit codes, `docs/exit-codes.md`.
 
+Usage lines are `--help`'s: `{ARG}` is a required argument, `[ARG]` an optional one.
+
 Global behaviour, not shown by `--help`:
 
 - `--debug` anywhere on the command line (or `BRSM_DEBUG=1`) prints the Python traceback of an error.
@@ -115,17 +117,8 @@ def _default(p: Any) -> str:
 
 
 def _usage(path: list[str], cmd: Any, ctx: Any) -> str:
-    parts = [" ".join(path)]
-    params = [p for p in cmd.get_params(ctx) if not getattr(p, "hidden", False)]
-    if any(p.param_type_name == "option" for p in params):
-        parts.append("[OPTIONS]")
-    for p in params:
-        if p.param_type_name == "argument":
-            n = p.name.upper()
-            parts.append(n if p.required else f"[{n}]")
-    if _is_group(cmd):
-        parts.append("COMMAND [ARGS]...")
-    return " ".join(parts)
+    """The usage line exactly as ``--help`` prints it: click's own pieces, so the two cannot differ."""
+    return " ".join([" ".join(path), *cmd.collect_usage_pieces(ctx)])
 
 
 def _section(path: list[str], cmd: Any, ctx: Any) -> str:
@@ -140,7 +133,7 @@ def _section(path: list[str], cmd: Any, ctx: Any) -> str:
     if args:
         lines += ["| argument | type | default | description |", "|---|---|---|---|"]
         for p in args:
-            lines.append(f"| `{p.name.upper()}` | {_type(p, ctx)} | {_default(p)} | {_md(p.help or '')} |")
+            lines.append(f"| `{p.metavar or p.name.upper()}` | {_type(p, ctx)} | {_default(p)} | {_md(p.help or '')} |")
         lines.append("")
     if opts:
         lines += ["| option | type | default | description |", "|---|---|---|---|"]

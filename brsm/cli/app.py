@@ -267,7 +267,7 @@ def _check_pinned_storage(op_id: int, mode: str, storage: str | None, out: Outpu
 
 
 @app.command()
-def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
+def resume(op_id: Annotated[int, typer.Argument(metavar="OP_ID", help="Operation id (see `brsm ops`).")],
            storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
            metrics_file: MetricsFileOpt = None, json_: JsonOpt = False) -> None:
     """Continue an interrupted or failed operation from its last completed step, on the storage it started with."""
@@ -276,7 +276,7 @@ def resume(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm op
 
 
 @app.command()
-def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm ops`).")],
+def rollback(op_id: Annotated[int, typer.Argument(metavar="OP_ID", help="Operation id (see `brsm ops`).")],
              storage: PinnedStorageOpt = None, accept_new_host_keys: AcceptNewOpt = False,
              metrics_file: MetricsFileOpt = None, json_: JsonOpt = False) -> None:
     """Undo every step of an operation that may have taken effect, newest first. Safe to repeat."""
@@ -289,7 +289,7 @@ def rollback(op_id: Annotated[int, typer.Argument(help="Operation id (see `brsm 
 def cleanup(
     store: StoreFlags,
     cluster: ClusterFlags,
-    name: Annotated[str, typer.Argument(help="The backup to delete (BACKUP_...).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The backup to delete (BACKUP_...).")],
     storage: Annotated[Optional[str], typer.Option(help="Where the backup is.")] = None,
     config: Annotated[Optional[str], typer.Option(
         help="Cluster config: also drop the snapshot there (or name the cluster with --meta).")] = None,
@@ -414,7 +414,7 @@ def ops(
 
 
 @app.command()
-def audit(op_id: Annotated[int, typer.Argument()], json_: JsonOpt = False) -> None:
+def audit(op_id: Annotated[int, typer.Argument(metavar="OP_ID")], json_: JsonOpt = False) -> None:
     """Every event of one operation: time, type, facts; and whether its hash chain verifies."""
     from brsm.cli.views import print_audit
 
@@ -433,7 +433,7 @@ def audit(op_id: Annotated[int, typer.Argument()], json_: JsonOpt = False) -> No
 @with_options(store=StoreFlags)
 def journal_verify(
     store: StoreFlags,
-    op_id: Annotated[Optional[int], typer.Argument(help="One operation; default all.")] = None,
+    op_id: Annotated[Optional[int], typer.Argument(metavar="OP_ID", help="One operation; default all.")] = None,
     against: Annotated[Optional[str], typer.Option(
         help="Also check the journal against the anchors its backups and restores left in this storage "
              "(local:///path, s3://bucket/prefix or oss://bucket/prefix).")] = None,

@@ -180,7 +180,7 @@ def show(
 @with_options(store=StoreFlags)
 def verify(
     store: StoreFlags,
-    name: Annotated[str, typer.Argument(help="The backup to check (BACKUP_...).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The backup to check (BACKUP_...).")],
     storage: StorageOpt = None,
     config: ConfigOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Every object exists with its size (default).")] = False,
@@ -390,7 +390,7 @@ def check(
 # -- config check ---------------------------------------------------------------------------------
 @config_app.command("check")
 def config_check(
-    file: Annotated[str, typer.Argument(help="The cluster config (TOML) to check.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The cluster config (TOML) to check.")],
     json_: JsonOpt = False,
 ) -> None:
     """Load a cluster config and print a summary, or every problem in it (exit 2)."""

@@ -223,7 +223,7 @@ def _fault_group(ctx: typer.Context, dir: DirOpt = None) -> None:
     ctx.obj = {"dir": dir}
 
 
-HostArg = Annotated[str, typer.Argument(help="Host name (meta1, storage2, ...) or its address.")]
+HostArg = Annotated[str, typer.Argument(metavar="HOST", help="Host name (meta1, storage2, ...) or its address.")]
 
 
 @fault_app.command("host-down")
@@ -248,7 +248,7 @@ def fault_host_up(ctx: typer.Context, host: HostArg, dir: DirOpt = None,
 
 @fault_app.command("ssh")
 def fault_ssh(ctx: typer.Context, host: HostArg,
-              mode: Annotated[str, typer.Argument(help="drop | close | hang | slow | refuse | clear")],
+              mode: Annotated[str, typer.Argument(metavar="MODE", help="drop | close | hang | slow | refuse | clear")],
               dir: DirOpt = None,
               after_bytes: Annotated[int, typer.Option("--after-bytes", help="drop: cut each connection after "
                                                        "this many bytes (both directions).")] = 0,
@@ -264,7 +264,7 @@ def fault_ssh(ctx: typer.Context, host: HostArg,
 
 @fault_app.command("direct")
 def fault_direct(ctx: typer.Context, host: HostArg,
-                 kind: Annotated[str, typer.Argument(help="no-python3 | no-store | clear")],
+                 kind: Annotated[str, typer.Argument(metavar="KIND", help="no-python3 | no-store | clear")],
                  dir: DirOpt = None, json_: JsonOpt = False) -> None:
     """What the direct data path meets on one host: no python3 on it, or no route to the object
     stores (its python3 is refused their addresses); or clear."""
@@ -275,7 +275,7 @@ def fault_direct(ctx: typer.Context, host: HostArg,
 
 @fault_app.command("meta")
 def fault_meta(ctx: typer.Context,
-               rpc: Annotated[str, typer.Argument(help="RPC name (createBackup, listCluster, ...) or '*'.")],
+               rpc: Annotated[str, typer.Argument(metavar="RPC", help="RPC name (createBackup, listCluster, ...) or '*'.")],
                dir: DirOpt = None,
                code: Annotated[Optional[int], typer.Option(help="Answer with this error code (e.g. -24).")] = None,
                leader_changed: Annotated[Optional[str], typer.Option("--leader-changed",
@@ -312,7 +312,7 @@ def fault_meta_stop(ctx: typer.Context, host: HostArg, dir: DirOpt = None, json_
 
 @fault_app.command("checkpoint")
 def fault_checkpoint(ctx: typer.Context,
-                     host: Annotated[str, typer.Argument(help="Storage host name, or 'all'.")] = "all",
+                     host: Annotated[str, typer.Argument(metavar="HOST", help="Storage host name, or 'all'.")] = "all",
                      dir: DirOpt = None,
                      count: Annotated[int, typer.Option(help="Next N checkpoints fail; -1 = until cleared.")] = 1,
                      delay: Annotated[Optional[float], typer.Option(help="Instead: checkpoints take this long.")] = None,
@@ -328,7 +328,7 @@ def fault_checkpoint(ctx: typer.Context,
 
 @fault_app.command("store")
 def fault_store(ctx: typer.Context,
-                store: Annotated[str, typer.Argument(help="s3 or oss")],
+                store: Annotated[str, typer.Argument(metavar="STORE", help="s3 or oss")],
                 dir: DirOpt = None,
                 error: Annotated[Optional[int], typer.Option(help="Answer HTTP status (500, 503, ...).")] = None,
                 reset: Annotated[bool, typer.Option(help="Close connections without answering.")] = False,

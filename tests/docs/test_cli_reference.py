@@ -52,3 +52,21 @@ def test_every_option_is_documented():
 def test_check_mode_passes_on_the_committed_file():
     r = subprocess.run([sys.executable, str(GEN), "--check"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_each_usage_line_is_the_one_help_prints():
+    """The reference's usage lines and `brsm … --help`'s name the arguments alike (it once read `OP_ID`
+    where help said `{op_id}`)."""
+    from typer.testing import CliRunner
+
+    from brsm.cli.app import app
+
+    text = REF.read_text()
+    runner = CliRunner()
+    for path in ("brsm resume", "brsm rollback", "brsm audit", "brsm cleanup", "brsm verify",
+                 "brsm journal verify", "brsm config check"):
+        r = runner.invoke(app, [*path.split()[1:], "--help"], prog_name="brsm", env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        usage = next(ln for ln in r.output.splitlines() if ln.startswith("Usage: ")).removeprefix("Usage: ")
+        assert f"```\n{usage.strip()}\n```" in text, (path, usage)
+        assert usage.split()[-1].strip("{}[]").isupper(), usage
