@@ -1115,7 +1115,9 @@ class MetaDaemon(layout.Service):
         opts = rocksdict.Options(raw_mode=True)
         opts.create_if_missing(True)
         self.db = rocksdict.Rdict(path, opts)
-        if len(self.meta_addrs) > 1:
+        # --sandbox_meta_raft=false (not a Nebula flag): a metad that only follows the first address
+        # as a fixed leader, without Raft; the adapter tests use one to see E_LEADER_CHANGED followed
+        if len(self.meta_addrs) > 1 and self.flags.bool("sandbox_meta_raft", True):
             hb = float(self.flags.str("raft_heartbeat_interval_secs", "2"))
             self.raft = raft.MetaRaft(self, self.db, self.meta_addrs, self.addr, self.data_path, hb)
             self.db = raft.ReplicatedDB(self.db, self.raft)

@@ -134,7 +134,9 @@ def meta_cluster(tmp_path_factory):
     c.add("meta1", "metad", 11, 9559)
     for i in (1, 2):
         c.add(f"storage{i}", "storaged", 20 + i, 9779, data_paths=2)
-    c.add("meta2", "metad", 12, 9559, meta_addrs=f"{c.meta.addr},{c.ip(12)}:9559")
+    m2 = c.add("meta2", "metad", 12, 9559, meta_addrs=f"{c.meta.addr},{c.ip(12)}:9559")
+    with m2.flagfile.open("a") as fh:  # a follower of meta1 without Raft: meta1 knows nothing of it
+        fh.write("--sandbox_meta_raft=false\n")
     try:
         c.start("meta1")
         c.register()

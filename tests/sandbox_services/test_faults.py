@@ -32,6 +32,8 @@ def _clear(cluster):
 def follower(cluster):
     leader = cluster.meta.addr
     p = cluster.add("meta2", "metad", 12, 9559, meta_addrs=f"{leader},{cluster.ip(12)}:9559")
+    with p.flagfile.open("a") as fh:  # a follower of the leader without Raft: the leader knows nothing of it
+        fh.write("--sandbox_meta_raft=false\n")
     cluster.start("meta2")
     yield p
     cluster.stop("meta2")
