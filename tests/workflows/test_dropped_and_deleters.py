@@ -119,6 +119,17 @@ def test_re_created_spaces_are_set_aside_with_the_chosen_ones():
     assert context.set_aside_spaces(Ctx(state=st)) is None
 
 
+def test_chosen_spaces_are_ids_also_in_a_journal_whose_started_journaled_names():
+    st = new_state(RESTORE)
+    st.facts.update({"all_spaces": False, "spaces": {"3": "space1"}})
+    assert context.chosen_spaces(Ctx(state=st)) == ["3"]
+    # before STARTED journaled them as spaces_listed, its names replaced CHECKED's ids in the fold
+    st.facts["spaces"] = ["space1"]
+    st.extra["manifest"] = {"all_spaces": False, "spaces": {"3": "space1"}}
+    assert context.chosen_spaces(Ctx(state=st)) == ["3"]
+    assert context.set_aside_spaces(Ctx(state=st)) == ["3"]
+
+
 async def test_deleters_see_a_lease_of_any_journal_and_refuse_naming_it():
     c = FakeCluster(metas=1, storages=1)
     hosts, meta = FakeHosts(c), FakeMeta(c)

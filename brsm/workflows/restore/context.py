@@ -57,7 +57,23 @@ def partial(ctx: StepContext) -> bool:
 
 
 def chosen_spaces(ctx: StepContext) -> list[str] | None:
-    return sorted(str(k) for k in ctx.facts["spaces"]) if partial(ctx) else None
+    """The ids of the chosen spaces (each one's dirs are ``<root>/nebula/<id>``), from CHECKED's
+    ``spaces`` fact ({id: name}). A journal written before STARTED journaled its listed names as
+    ``spaces_listed`` holds them as ``spaces`` after STARTED (a later step's fact replaces an earlier
+    one in the fold): names there would make every undo look for ``nebula/<name>``, find nothing to
+    put back, and the set-aside originals be lost. Then the ids come from the manifest CHECKED
+    journaled, which nothing replaces."""
+    if not partial(ctx):
+        return None
+    spaces = ctx.facts["spaces"]
+    if not isinstance(spaces, dict):
+        spaces = (ctx.extra.get("manifest") or {}).get("spaces")
+        if not isinstance(spaces, dict):
+            raise OperationFailed("the journal names the chosen spaces by name only, not by id: brsm cannot tell "
+                                  "which space dirs this restore set aside",
+                                  hint="look under <data path>/nebula_brsm_old_<op> on every storage host for the "
+                                       "original space dirs; nothing was moved or deleted by this step")
+    return sorted(str(k) for k in spaces)
 
 
 def set_aside_spaces(ctx: StepContext) -> list[str] | None:

@@ -134,7 +134,8 @@ async def started(ctx: StepContext) -> dict[str, Any]:
             raise OperationFailed(f"after restore metad lists spaces {sorted(have)}, expected {sorted(want)}",
                                   hint=f"`brsm rollback {ctx.op_id}` brings the old data back")
         await asyncio.sleep(0.5)
-    return {"spaces": sorted(want), "storage_online": online, "proved": proved, "downtime_seconds": downtime}
+    # not "spaces": that fact is CHECKED's {id: name}, which every undo reads (context.chosen_spaces)
+    return {"spaces_listed": sorted(want), "storage_online": online, "proved": proved, "downtime_seconds": downtime}
 
 
 async def _prove_before_start(ctx: StepContext) -> dict[str, Any]:

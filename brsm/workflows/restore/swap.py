@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from brsm.engine.runner import StepContext
+from brsm.errors import OperationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import control, ownership, placement
 from brsm.workflows.restore.context import DOWNTIME_BEGAN, ports as _p, root_of, set_aside_spaces
@@ -117,6 +118,15 @@ async def undo_set_aside(ctx: StepContext) -> None:
             await h.rename(dst, src)
     for host, dp in placement.data_dirs(ctx.extra["topology"]):  # the (now empty) parents of a chosen-spaces set-aside
         d = posixpath.join(dp, placement.aside_name(ctx.ref))
-        if await p.hosts.host(host).exists(d):
-            await p.hosts.host(host).remove_tree(d)
+        h = p.hosts.host(host)
+        if await h.exists(d):
+            # only an empty one goes: a file still in it is original data this undo did not put back
+            left = await h.walk(d)
+            if left:
+                raise OperationFailed(
+                    f"{host}:{d} still holds {len(left)} file(s) (e.g. {left[0].path}) after the original data "
+                    "was put back: that is set-aside data this rollback did not move back; brsm deletes none of it",
+                    hint=f"move what is there back under {posixpath.join(dp, 'nebula')} by hand (the cluster is "
+                         f"down), then `brsm rollback {ctx.op_id}` again")
+            await h.remove_tree(d)
     await _put_back_cluster_ids(ctx)
