@@ -118,7 +118,9 @@ class StorageError(OperationFailed):
     def __init__(self, message: str, *, permanent: bool = False, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.permanent = permanent
-        self.exhausted = False  # set by the retry layer once it retried this as often as it may
+        # the store layer could not retry this one: the bytes must come again from their source (a
+        # stream it had consumed, an upload the store dropped); only whoever can reopen that may
+        self.resend = False
 
 
 class ObjectNotFound(StorageError):

@@ -240,12 +240,32 @@ class PutResult:
     sha256: str
 
 
+@dataclass(frozen=True)
+class StorageProperties:
+    """What a store can do, asked once instead of probed (restic's ``Backend.Properties()``).
+
+    ``multipart``: the upload verbs work (``begin_upload`` … ``abort_upload``); ``signs_urls``: so do
+    ``part_url`` and ``get_url``, and a host may move its own bytes (the direct data path). A verb the
+    store cannot do raises NotImplementedError. Part sizes in bytes; 0 where there are no parts.
+    """
+
+    multipart: bool = False
+    signs_urls: bool = False
+    part_size: int = 0  # what a new upload's parts get (the configured size; a huge object gets bigger ones)
+    min_part_size: int = 0  # every part but the last at least this
+    max_part_size: int = 0
+    max_parts: int = 0
+    server_side_copy: bool = False  # no store offers it to brsm yet
+
+
 @runtime_checkable
 class Storage(Protocol):
-    """restic's few verbs. Keys are relative to the storage root, with '/' separators."""
+    """restic's few verbs, and the direct data path's upload and signing verbs. Keys are relative to
+    the storage root, with '/' separators."""
 
     uri: str
 
+    def properties(self) -> StorageProperties: ...
     async def put(self, key: str, chunks: AsyncIterator[bytes] | ByteSource, size: int, *,
                   state: UploadState | None = None, on_part: Any = None) -> PutResult: ...
     async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
@@ -257,6 +277,15 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None: ...  # missing is fine
     async def delete_prefix(self, prefix: str) -> int: ...
     async def abort_uploads(self, prefix: str) -> int: ...
+    # -- a multipart upload whose parts someone else sends (``properties().multipart``) --
+    async def begin_upload(self, key: str) -> str: ...  # the upload id
+    # {n: {"etag", "size", …}} of the parts the store holds, or None when the upload is gone
+    async def uploaded_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]] | None: ...
+    async def finish_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None: ...
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...  # a gone upload is fine
+    # -- signed URLs (``properties().signs_urls``): they carry a signature, never journal or log one --
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str: ...
+    async def get_url(self, key: str, expires: int) -> str: ...
     async def close(self) -> None: ...
 
 

@@ -218,7 +218,7 @@ async def _direct(p: CheckPorts, topo: dict[str, Any]) -> list[CheckResult]:
     sends): a host that cannot go direct does not stop a backup (auto goes through brsm), but it makes
     every run slower and moves the bytes across this machine, so check names it rather than passing."""
     storage = p.storage
-    if storage is None or not getattr(storage, "signs_urls", False):
+    if storage is None or not storage.properties().signs_urls:
         return []
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
     still_open: dict[str, bool] = {}

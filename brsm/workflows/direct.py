@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.errors import OperationFailed, PreflightFailed, RemoteError, StorageError, VerificationFailed
-from brsm.ports import HelperChannel, HostPort, Progress, RunsHelper, UploadState
+from brsm.ports import HelperChannel, HostPort, Progress, RunsHelper, Storage, UploadState
+from brsm.retries import HOST_PART, PROBE
 
 DIRECT, VIA_BRSM, AUTO = "direct", "via-brsm", "auto"
-MODES = (AUTO, DIRECT, VIA_BRSM)
 URL_SECONDS = 900  # a part's URL is signed when the host asks for it: minutes are plenty
-PART_ATTEMPTS = 5
 MIN_PYTHON = (3, 6)
 PROBE_PREFIX = ".brsm-direct-probe-"
 
@@ -147,15 +146,14 @@ async def _lent(helpers: Helpers | None, host: HostPort) -> AsyncIterator[Helper
             await pool.close()
 
 
-PROBE_ATTEMPTS = 3
-
-
-async def probe_host(host: HostPort, storage: Any, journal: Callable[[str, bool], None] | None = None) -> str | None:
-    """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None. A busy
-    store (a 503, a reset) is asked again, PROBE_ATTEMPTS times in all, so one transient error does not
-    decide the data path of a whole run. ``journal(key, gone)``: the probe's upload is journaled before
-    it is opened and once aborted; one the store would not abort stays journaled, and the operation's
-    cleanup or rollback aborts it (never an upload left unrecorded in the user's bucket)."""
+async def probe_host(host: HostPort, storage: Storage, journal: Callable[[str, bool], None] | None = None) -> str | None:
+    """Why ``host`` cannot go direct (no python3, too old, cannot reach the store), or None. The host's
+    signed PUT that a busy store (a 503, a reset) refuses is sent again, as ``retries.PROBE`` says, so
+    one transient error does not decide the data path of a whole run (brsm's own requests, opening and
+    aborting the probe's upload, are retried by the storage). ``journal(key, gone)``: the probe's
+    upload is journaled before it is opened and once aborted; one the store would not abort stays
+    journaled, and the operation's cleanup or rollback aborts it (never an upload left unrecorded in
+    the user's bucket)."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     note = journal or (lambda _key, _gone: None)
     data = f"brsm direct probe from {host.name}"
@@ -166,20 +164,17 @@ async def probe_host(host: HostPort, storage: Any, journal: Callable[[str, bool]
     upload = None
     try:
         md5 = _b64md5(data.encode())
+        note(key, False)
+        try:
+            upload = await storage.begin_upload(key)
+        except StorageError as e:
+            if e.permanent:
+                raise
+            return f"the store did not open the probe's upload: {e.message[:160]}"
         why = "cannot reach the store: no answer"
-        for attempt in range(PROBE_ATTEMPTS):
+        for attempt in range(PROBE.attempts):
             if attempt:
-                await asyncio.sleep(0.5 * attempt)
-            if upload is None:
-                if attempt == 0:
-                    note(key, False)
-                try:
-                    upload = await storage.begin_upload(key)
-                except StorageError as e:
-                    if e.permanent:
-                        raise
-                    why = f"the store did not open the probe's upload: {e.message[:160]}"
-                    continue
+                await asyncio.sleep(PROBE.delay(attempt))
             await helper.send({"op": "probe", "url": await storage.part_url(key, upload, 1, md5, 120), "data": data})
             got = scrubbed(await helper.receive())
             if got and got.get("probe"):
@@ -220,10 +215,10 @@ def probe_refusal(err: dict[str, Any]) -> str:
     return why
 
 
-async def choose(asked: str, hosts: Sequence[HostPort], storage: Any, progress: Progress,
+async def choose(asked: str, hosts: Sequence[HostPort], storage: Storage, progress: Progress,
                  journal: Callable[[str, bool], None] | None = None) -> Choice:
     """Preflight: try every host at once unless the choice is already made (``journal``: see probe_host)."""
-    signs = bool(getattr(storage, "signs_urls", False))
+    signs = storage.properties().signs_urls
     if asked == VIA_BRSM or not signs:
         c = decide(asked, signs, [])
     else:
@@ -248,7 +243,7 @@ class Moved:
     size: int
 
 
-async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, progress: Progress, *,
+async def upload(key: str, path: str, size: int, host: HostPort, storage: Storage, progress: Progress, *,
                  state: UploadState, on_part: Callable[[UploadState], None], rate: int | None = None,
                  helpers: Helpers | None = None) -> Moved:
     """One host file into one object by the host itself, part by part; resumes after the journaled
@@ -256,7 +251,7 @@ async def upload(key: str, path: str, size: int, host: HostPort, storage: Any, p
     if size == 0:  # nothing to move: no helper, no multipart upload of nothing
         await storage.put_bytes(key, b"")
         return Moved(hashlib.sha256(b"").hexdigest(), 0)
-    part_size = state.part_size or storage.part_size
+    part_size = state.part_size or storage.properties().part_size
     upload_id, keep = await _resumable(key, storage, state, part_size)
     parts = list(keep)
     progress.advance("copy", sum(p["size"] for p in keep))
@@ -355,7 +350,7 @@ def attest(parts: list[dict[str, Any]], signed: dict[int, str], listed: dict[int
     return out
 
 
-async def _resumable(key: str, storage: Any, state: UploadState, part_size: int) -> tuple[str, list[dict]]:
+async def _resumable(key: str, storage: Storage, state: UploadState, part_size: int) -> tuple[str, list[dict]]:
     """The upload to continue and the journaled parts it still holds (1..k in order, each whole), or
     a new upload when there is none to continue."""
     if state.upload_id:
@@ -374,7 +369,7 @@ async def _resumable(key: str, storage: Any, state: UploadState, part_size: int)
 GET_RANGE = 16 << 20  # bytes per ranged GET (the helper holds one range in memory)
 
 
-async def download(key: str, sha256: str | None, size: int, host: HostPort, storage: Any, progress: Progress,
+async def download(key: str, sha256: str | None, size: int, host: HostPort, storage: Storage, progress: Progress,
                    dest: str, *, rate: int | None = None, task: str = "download", helpers: Helpers | None = None) -> None:
     """One object onto a host by the host itself: ranged GETs into ``dest.brsm-tmp``, the whole file's
     SHA-256 checked against the manifest there, fsynced, renamed into place; a file that does not
@@ -390,8 +385,10 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
                                             "the command again (brsm never writes through a name it did not just create)")
             if code == "ChecksumMismatch":  # exit 6, as on the path through brsm: the stored bytes are wrong
                 return damaged(key, storage, f"onto {host.name}: {m['error'].get('message', '')[:200]}")
-            return StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
-                                hint="the file was removed on the host; nothing else was touched")
+            e = StorageError(f"{key} onto {host.name}:{dest}: {what}: {m['error'].get('message', '')[:200]}",
+                             hint="the file was removed on the host; nothing else was touched")
+            e.resend = True  # the host gave the file up: fetched again whole, it may go through
+            return e
 
         done = await _converse(helper, host, key, f"writing {dest}", lambda m: storage.get_url(key, URL_SECONDS),
                                lambda m: progress.advance(task, int(m["size"])), fatal)
@@ -400,7 +397,7 @@ async def download(key: str, sha256: str | None, size: int, host: HostPort, stor
                                     f"manifest says {size} bytes {(sha256 or 'no checksum')[:12]}…")
 
 
-def damaged(key: str, storage: Any, how: str) -> VerificationFailed:
+def damaged(key: str, storage: Storage, how: str) -> VerificationFailed:
     """A fetched object that does not match its manifest: the backup is damaged (exit 6), and the way
     out is another backup, not this one again (the file was removed on the host, never renamed)."""
     return VerificationFailed(f"this backup is damaged: file {key} {how}",
@@ -456,7 +453,10 @@ async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
                     fatal: Callable[[str, dict[str, Any]], Exception]) -> dict[str, Any]:
     """brsm's side of one file's conversation with a helper, up to its final ``{"file": …}``: a URL
     signed for each part it asks for (handed over, never kept), its progress passed on, a failed part
-    asked for again (a fresh URL) PART_ATTEMPTS times at most, a fatal error raised as ``fatal`` says."""
+    asked for again (a fresh URL) as ``retries.HOST_PART`` says, a fatal error raised as ``fatal`` says.
+
+    This is the retry of a request the host makes, not brsm: the storage's retry layer never sees it,
+    and can do nothing for it but sign a fresh URL, which is what happens here."""
     tries: dict[int, int] = {}
     last: dict[int, str] = {}  # each part's last error, without its URL (the helper never reports one)
     while True:
@@ -464,12 +464,10 @@ async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
         if m is None:
             raise RemoteError(f"{host.name}: the direct-path helper ended while {doing}", host=host.name)
         if "want" in m:
-            if tries.get(m["n"], 0) >= PART_ATTEMPTS:
+            if tries.get(m["n"], 0) >= HOST_PART.attempts:
                 await helper.send({"op": "abort"})
-                e = StorageError(f"{key}: part {m['n']} failed {PART_ATTEMPTS} times on {host.name}: "
-                                 f"{last.get(m['n'], '')}", permanent=False)
-                e.exhausted = True  # retried here as often as it may: the transfer loop must not again
-                raise e
+                raise StorageError(f"{key}: part {m['n']} failed {HOST_PART.attempts} times on {host.name}: "
+                                   f"{last.get(m['n'], '')}", permanent=False)
             await helper.send({"url": await sign(m)})
         elif "part" in m or "got" in m:
             moved(m)
@@ -481,13 +479,15 @@ async def _converse(helper: HelperChannel, host: HostPort, key: str, doing: str,
             if verdict != RETRY:
                 await helper.send({"op": "abort"})
                 message = str(m["error"].get("message") or "")[:160]
-                raise StorageError(f"{key}: part {m['n']} on {host.name}: {what}" + (f" ({message})" if message else ""),
-                                   permanent=verdict == STOP,
-                                   hint="the storage is full: free space or raise its quota" if verdict == STOP and
-                                   _full(m["error"]) else None)
+                e = StorageError(f"{key}: part {m['n']} on {host.name}: {what}" + (f" ({message})" if message else ""),
+                                 permanent=verdict == STOP,
+                                 hint="the storage is full: free space or raise its quota" if verdict == STOP and
+                                 _full(m["error"]) else None)
+                e.resend = verdict == RESTART  # the upload is gone: only the whole file again helps
+                raise e
             tries[m["n"]] = tries.get(m["n"], 0) + 1
             last[m["n"]] = what
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** tries[m["n"]]))
+            await asyncio.sleep(HOST_PART.delay(tries[m["n"]]))
         elif "file" in m:
             return m
 

@@ -15,13 +15,12 @@ from typing import Any, TypeVar
 
 from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, VerificationFailed
 from brsm.ports import HostPort, Progress, Storage, UploadState
+from brsm.retries import WHOLE_FILE
 from brsm.workflows.limits import TokenBucket
 
 T = TypeVar("T")
 
-ATTEMPTS = 3
 _HASH_IN_THREAD = 256 << 10
-
 
 
 class EventBatcher:
@@ -76,12 +75,13 @@ class Limits:
 
 
 def _transient(e: BaseException) -> bool:
-    """Worth sending the whole file again from a fresh source stream: a host-side drop (the host port
-    does not retry), or a storage error the storage's retry layer could not retry itself because the
-    stream it was sending was already consumed. One the retry layer already retried as often as it may
-    (``exhausted``) is final: retrying it here too multiplied the attempts (3 x 5)."""
+    """Worth moving the whole file again: a host-side drop (the host port does not retry; the helper
+    died), or a storage error that asks for the bytes again (``resend``: the stream the storage was
+    sending was already consumed, the store dropped the upload). Any other storage error was retried
+    by the storage's own layer as often as it may, and retrying it here too would multiply the
+    attempts (3 x 5)."""
     if isinstance(e, StorageError):
-        return not e.permanent and not e.exhausted
+        return not e.permanent and e.resend
     return isinstance(e, (RemoteError, ConnectionError, asyncio.TimeoutError))
 
 
@@ -159,28 +159,44 @@ class _Redo(Exception):
         self.error = error
 
 
-async def _attempts(what: str, once: Callable[[_Meter], Awaitable[T]], meter: Callable[[], _Meter]) -> T:
-    """The one transfer-level retry loop, for uploads and downloads alike: what :func:`_transient`
-    says storage could not retry itself, ATTEMPTS times; each failed attempt's bytes leave the progress
-    total. A permanent error ends it at once."""
+async def whole_file(what: str, once: Callable[[], Awaitable[T]], *, undo: Callable[[], None] = lambda: None) -> T:
+    """The one file-level retry loop, for every way a file moves (through brsm or by the host itself,
+    up or down): ``once`` again, as ``retries.WHOLE_FILE`` says, after what :func:`_transient` says
+    the storage could not retry itself, or at once after a result that came out wrong (:class:`_Redo`;
+    a VerificationFailed, the bytes did not match, is one too). Not a storage retry: what it mends is
+    on the way from or to the host, so the bytes must be read from their source again. ``undo``
+    after each failed attempt (its bytes leave the progress total). A permanent error ends it at once."""
     last: BaseException | None = None
-    for attempt in range(ATTEMPTS):
-        m = meter()
+    for attempt in range(WHOLE_FILE.attempts):
         try:
-            return await once(m)
+            return await once()
         except _Redo as r:
-            m.undo()
+            undo()
             last = r.error
-        except BrsmError as e:
-            m.undo()
+        except VerificationFailed as e:  # the bytes a host fetched itself did not match
+            undo()
             last = e
-            if not (_transient(e) and attempt + 1 < ATTEMPTS):
+        except BrsmError as e:
+            undo()
+            last = e
+            if not (_transient(e) and attempt + 1 < WHOLE_FILE.attempts):
                 raise
-            await asyncio.sleep(0.5 * (attempt + 1))
+            await asyncio.sleep(WHOLE_FILE.delay(attempt + 1))
     assert last is not None
     if isinstance(last, VerificationFailed):
         raise last  # the same wrong bytes every time: what is stored is damaged, not the way there
-    raise OperationFailed(f"{what} failed {ATTEMPTS} times: {last}", hint=getattr(last, "hint", None)) from last
+    raise OperationFailed(f"{what} failed {WHOLE_FILE.attempts} times: {last}", hint=getattr(last, "hint", None)) from last
+
+
+async def _metered(what: str, once: Callable[[_Meter], Awaitable[T]], meter: Callable[[], _Meter]) -> T:
+    """:func:`whole_file` with a fresh meter per attempt, a failed one's bytes taken off the progress."""
+    current: list[_Meter] = []
+
+    async def attempt() -> T:
+        current[:] = [meter()]
+        return await once(current[0])
+
+    return await whole_file(what, attempt, undo=lambda: current[0].undo())
 
 
 async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Limits, progress: Progress,
@@ -199,8 +215,8 @@ async def upload_file(job: FileJob, host: HostPort, storage: Storage, limits: Li
             raise _Redo(StorageError(f"{job.key}: target has {res.size} bytes, source {job.size} bytes"))
         return Uploaded(res.sha256, sent)
 
-    return await _attempts(f"copying {job.host}:{job.path}", once,
-                           lambda: _Meter(limits, progress, "copy", hash=False))
+    return await _metered(f"copying {job.host}:{job.path}", once,
+                          lambda: _Meter(limits, progress, "copy", hash=False))
 
 
 async def download_file(key: str, expected_sha: str | None, size: int, storage: Storage, host: HostPort, dest: str,
@@ -223,7 +239,7 @@ async def download_file(key: str, expected_sha: str | None, size: int, storage: 
 
         await host.write_file(dest, checked())
 
-    await _attempts(f"downloading {key} to {host.name}:{dest}", once, lambda: _Meter(limits, progress, "download"))
+    await _metered(f"downloading {key} to {host.name}:{dest}", once, lambda: _Meter(limits, progress, "download"))
 
 
 async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Limits,

@@ -89,4 +89,4 @@ async def test_a_top_level_symlink_named_like_a_backup_is_neither_listed_nor_del
     assert await local.abort_uploads(f"{name}/") == 0
     assert await local.abort_uploads("") == 0
     assert _all_files(outside) == before, "nothing outside the storage root was deleted"
-    assert (local.root / name).is_symlink(), "the planted link itself is left for its owner to judge"
+    assert (local.inner.root / name).is_symlink(), "the planted link itself is left for its owner to judge"

@@ -71,10 +71,12 @@ async def test_gives_up_after_the_attempts():
     with pytest.raises(StorageError) as ei:
         await r.list("")
     assert not ei.value.permanent and r.retries == 3 and len(sleeps) == 3
-    # issue 14, one retry layer: spent, it is final; the transfer loop does not retry it again
+    # one retry layer: spent, it is final; the file-level loop does not retry it again
     from brsm.workflows.transfer import _transient
-    assert ei.value.exhausted and not _transient(ei.value)
-    assert _transient(StorageError("a dropped connection nobody retried yet"))
+    assert not ei.value.resend and not _transient(ei.value)
+    again = StorageError("the bytes must come again from their source")
+    again.resend = True
+    assert _transient(again)
 
 
 async def test_small_put_is_replayed_after_the_stream_was_consumed():
@@ -100,7 +102,7 @@ async def test_big_put_retried_only_before_the_stream_is_touched():
     with pytest.raises(StorageError) as ei:
         await r.put("k2", stream(data), len(data), state=state)
     assert not ei.value.permanent and r.retries == 1
-    assert not ei.value.exhausted  # the caller, who can reopen the source, retries it (the transfer loop)
+    assert ei.value.resend  # the caller, who can reopen the source, retries it (the transfer loop)
     landed = {p["n"] for p in state.parts}
     assert {1, 2} <= landed and 3 not in landed
     m.requests.clear()

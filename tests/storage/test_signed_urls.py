@@ -35,7 +35,7 @@ def _put_part(url: str, data: bytes) -> tuple[int, bytes, str]:
 
 async def test_a_host_uploads_parts_and_reads_ranges_with_signed_urls_alone(remote):
     st = remote.open(retry=True)
-    assert st.signs_urls
+    assert st.properties().signs_urls
     parts_data = [bytes([i]) * (128 * 1024) for i in (1, 2)] + [b"tail"]
     up = await st.begin_upload("d/x.sst")
     parts = []
@@ -72,7 +72,7 @@ async def test_local_and_memory_storage_sign_nothing(name, tmp_path, cloud_env, 
     b = Backend(name, request, tmp_path)
     st = b.open(retry=True)
     try:
-        assert not st.signs_urls
+        assert not st.properties().signs_urls
         with pytest.raises(NotImplementedError):
             await st.get_url("x", 60)
     finally:

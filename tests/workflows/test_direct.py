@@ -68,8 +68,6 @@ class Host:
 
 
 class NoUploads:
-    signs_urls = True
-
     def __init__(self, permanent: bool = True):
         self.permanent, self.calls = permanent, 0
 
@@ -104,10 +102,18 @@ async def test_a_store_that_refuses_the_probe_upload_still_closes_the_helper():
     assert host.helper.closed == 1
 
 
-async def test_a_busy_store_is_probed_again_then_named():
+async def test_a_busy_store_is_asked_again_by_the_storage_then_named():
+    """Opening the probe's upload is brsm's own request: the storage's retry layer asks again (its
+    attempts, not a second loop of the probe's), then the probe names the store's answer."""
+    from brsm.adapters.storage.retry import RetryStorage
+    from brsm.retries import STORE_REQUEST
+
+    async def no_wait(_d):
+        pass
+
     host, store = Host({"hello": 1, "python": "3.11.0"}), NoUploads(permanent=False)
-    why = await direct.probe_host(host, store)
-    assert store.calls == direct.PROBE_ATTEMPTS and "503 SlowDown" in why and host.helper.closed == 1
+    why = await direct.probe_host(host, RetryStorage(store, sleep=no_wait))
+    assert store.calls == STORE_REQUEST.attempts and "503 SlowDown" in why and host.helper.closed == 1
 
 
 async def test_one_503_on_the_probe_does_not_decide_the_data_path():
@@ -222,8 +228,7 @@ def _fake_world(part_size: int = 1000):
     c = FakeCluster(metas=1, storages=1, data_paths=1)
     c.signed_http = MemoryStorage.signed_request
     name = sorted(c.machines)[-1]
-    store = MemoryStorage("memory://b", part_size=part_size, multipart_threshold=part_size)
-    store.signs_urls = True
+    store = MemoryStorage("memory://b", part_size=part_size, multipart_threshold=part_size, signs_urls=True)
     return c, FakeHosts(c).host(name), store
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
-from brsm.ports import ObjectInfo, PutResult, UploadState, stream_of
+from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, stream_of
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -250,6 +250,14 @@ async def read_all(blocks: AsyncIterator[bytes]) -> bytes:
     return b"".join(out)
 
 
+def upload_gone(msg: str) -> StorageError:
+    """The store no longer has the upload (aborted under us, expired): asking again cannot bring it
+    back; only sending the bytes again, in a new upload, can (``resend``)."""
+    e = StorageError(msg, permanent=False)
+    e.resend = True
+    return e
+
+
 @dataclass(frozen=True)
 class ReplyRules:
     """One object store's words for the failures every store has: S3 and OSS answer with the same
@@ -277,7 +285,7 @@ def classify_reply(msg: str, status: int, code: str, rules: ReplyRules, *,
     if missing_key is not None:
         return ObjectNotFound(missing_key)
     if code == "NoSuchUpload":  # aborted under us: a put with the state starts over
-        return StorageError(msg, permanent=False)
+        return upload_gone(msg)
     if code == "NoSuchBucket":
         return StorageError(msg, permanent=True, hint=rules.bucket_hint)
     if code in rules.credential_hints:
@@ -573,22 +581,43 @@ class BaseStorage(ABC):
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         raise NotImplementedError
 
-    # -- signed URLs: the direct data path (issue 16) ----------------------------------------
-    # A store that signs URLs (S3, OSS) lets a host move a file's bytes itself, with brsm handing it a
-    # short-lived URL per part. The URLs carry a signature: never journaled, logged or printed.
+    # -- capabilities ----------------------------------------------------------------------
+    # A store's own limits (its documentation): every part but the last at least MIN_PART_SIZE, at
+    # most MAX_PART_SIZE, at most MAX_PARTS parts. A backend without multipart uploads sets
+    # ``multipart = False``; one that signs URLs (S3, OSS) sets ``signs_urls = True``.
+    multipart = True
     signs_urls = False
+    MIN_PART_SIZE = 1
+    MAX_PART_SIZE = 5 << 30
 
+    def properties(self) -> StorageProperties:
+        if not self.multipart:
+            return StorageProperties()
+        return StorageProperties(multipart=True, signs_urls=self.signs_urls, part_size=self.part_size,
+                                 min_part_size=self.MIN_PART_SIZE, max_part_size=self.MAX_PART_SIZE,
+                                 max_parts=MAX_PARTS)
+
+    def _refuse(self, what: str) -> None:
+        if not self.multipart:
+            raise NotImplementedError(f"{self.scheme} storage has no multipart uploads: no {what}")
+
+    # -- an upload whose parts a host sends, on URLs brsm signs: the direct data path ----------
+    # The URLs carry a signature: never journaled, logged or printed.
     async def begin_upload(self, key: str) -> str:
+        self._refuse("begin_upload")
         return await self._mp_create(self.full_key(key))
 
     async def uploaded_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        self._refuse("uploaded_parts")
         return await self._mp_list_parts(self.full_key(key), upload_id)
 
     async def finish_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
         """``parts``: [{"n", "etag", "size"}] in order, as the host reported them."""
+        self._refuse("finish_upload")
         await self._mp_complete(self.full_key(key), upload_id, parts)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
+        self._refuse("abort_upload")
         await self._mp_abort(self.full_key(key), upload_id)
 
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:

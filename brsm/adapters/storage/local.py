@@ -50,6 +50,7 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalStorage(BaseStorage):
     scheme = "local"
+    multipart = False  # a temp file renamed into place, resumed by offset: no parts for a host to send
 
     def __init__(self, root: str | os.PathLike, *, uri: str | None = None, **options: Any) -> None:
         root = Path(root)

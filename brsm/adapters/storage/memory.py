@@ -54,8 +54,9 @@ class MemoryStorage(BaseStorage):
     scheme = "memory"
 
     def __init__(self, uri: str = "memory://test", prefix: str = "", *, quota: int | None = None,
-                 **options: Any) -> None:
+                 signs_urls: bool = False, **options: Any) -> None:
         super().__init__(uri, prefix, **options)
+        self.signs_urls = signs_urls
         self.objects: dict[str, bytes] = {}
         self.uploads: dict[str, _Upload] = {}
         self.quota = quota
@@ -201,7 +202,9 @@ class MemoryStorage(BaseStorage):
     def _upload(self, full: str, upload_id: str) -> _Upload:
         u = self.uploads.get(upload_id)
         if u is None or u.key != full:
-            raise StorageError(f"{self.rel_key(full)}: NoSuchUpload {upload_id}", permanent=False)
+            e = StorageError(f"{self.rel_key(full)}: NoSuchUpload {upload_id}", permanent=False)
+            e.resend = True  # as a store says it (NoSuchUpload): only a new upload helps
+            raise e
         return u
 
     async def _mp_upload_part(self, full: str, upload_id: str, n: int, data: bytes) -> dict[str, Any]:
@@ -239,7 +242,7 @@ class MemoryStorage(BaseStorage):
         self.uploads.pop(upload_id, None)
 
     # -- signed URLs (issue 16), for the fake hosts' helpers ----------------------------------
-    # Off unless a test turns it on (``signs_urls = True``). A URL names this store by a token, the
+    # Off unless a test turns it on (``signs_urls=True``, or the attribute set later). A URL names this store by a token, the
     # request, and its expiry; brsm.fakes.helper "sends" it with :meth:`signed_request`, the way a
     # host's helper sends a presigned URL over HTTP. Faults by verb apply: upload_part, get.
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:

@@ -252,6 +252,7 @@ class OssStorage(BaseStorage):
 
     # -- signed URLs (OSS V1 URL signatures, computed locally: no request) --------------------
     signs_urls = True
+    MIN_PART_SIZE = 100 << 10  # Alibaba: 100 KiB
 
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
         # the V1 signature covers Content-MD5 and Content-Type: the host sends exactly these

@@ -1,8 +1,16 @@
-"""Retries as a wrapper, applied once around a backend (restic's ``backend/retry``).
+"""Retries as a wrapper, applied once around a backend (restic's ``backend/retry``): the one rule for
+a request brsm makes of the store.
 
 Transient ``StorageError`` (permanent=False) is retried with capped exponential backoff and
 jitter; permanent ones (auth, missing bucket, ObjectNotFound, quota) are raised at once. The
-SDKs' own retries are switched off in the adapters, so there is exactly one retry layer.
+SDKs' own retries are switched off in the adapters, so there is exactly one retry layer. Every
+verb of :class:`brsm.ports.Storage` is implemented here, one by one: a verb added to the port and
+not here fails the contract suite rather than going through unretried. What a test needs of the
+backend beneath (``requests``, ``inject_fault``) it reaches through ``inner``.
+
+A transient error that comes out of this wrapper was retried as often as it may be, with one
+exception, marked ``resend``: a failure this layer could not retry because the bytes must come
+from their source again (see ``put``). Only the caller who can open the source anew retries that.
 
 Streams are the subtle part:
 * ``get`` resumes after a mid-stream failure from the byte it reached (a new range request);
@@ -10,61 +18,55 @@ Streams are the subtle part:
   the journaled ``UploadState`` so stored parts are kept;
 * ``put`` of a plain stream can only be retried if the stream can be replayed: objects up to ``replay_limit``
   bytes are teed into memory as they pass and replayed; for bigger ones the call is retried
-  only if it failed before the stream was touched. Otherwise the error reaches the caller,
-  which re-runs ``put`` with a fresh stream and the journaled ``UploadState`` (parts already
+  only if it failed before the stream was touched. Otherwise the error reaches the caller marked
+  ``resend``, who re-runs ``put`` with a fresh stream and the journaled ``UploadState`` (parts already
   stored are not sent again).
 """
 from __future__ import annotations
 
 import asyncio
-import random
 from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from brsm.errors import StorageError
-from brsm.ports import ObjectInfo, PutResult, UploadState, reopenable
+from brsm.retries import STORE_REQUEST, Backoff
+from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, reopenable
 
 T = TypeVar("T")
-
-
-def _gave_up(e: StorageError, exhausted: bool) -> StorageError:
-    """Mark an error RetryStorage retried as often as it may: the one retry layer (issue 14) is this
-    one, so the transfer loop does not retry it again (brsm.workflows.transfer._transient)."""
-    if exhausted:
-        e.exhausted = True
-    return e
 
 
 class RetryStorage:
     """``RetryStorage(inner)`` is a Storage; every verb retries transient errors."""
 
-    def __init__(self, inner: Any, *, attempts: int = 5, base_delay: float = 0.25, max_delay: float = 8.0,
-                 replay_limit: int = 16 << 20, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    def __init__(self, inner: Any, *, attempts: int = STORE_REQUEST.attempts, base_delay: float = STORE_REQUEST.first,
+                 max_delay: float = STORE_REQUEST.cap, replay_limit: int = 16 << 20,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_retry: Callable[[str, int, StorageError, float], None] | None = None) -> None:
-        self.inner = inner
-        self.attempts = max(1, attempts)
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.inner = inner  # the backend itself: what tests ask of it (requests, inject_fault) goes here
+        self.rule = Backoff(max(1, attempts), base_delay, max_delay, jitter=True)
         self.replay_limit = replay_limit
         self._sleep = sleep
         self.on_retry = on_retry
         self.retries = 0  # total retries done: for tests and diagnostics
 
     @property
+    def attempts(self) -> int:
+        return self.rule.attempts
+
+    @property
     def uri(self) -> str:
         return self.inner.uri
 
-    def __getattr__(self, name: str) -> Any:  # backend extras (requests, inject_fault, ...)
-        return getattr(self.inner, name)
+    def properties(self) -> StorageProperties:
+        return self.inner.properties()
 
     def __repr__(self) -> str:
         return f"<RetryStorage {self.inner!r}>"
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based): full jitter in the upper half."""
-        d = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        return d * (0.5 + random.random() / 2)
+        return self.rule.delay(attempt)
 
     async def _backoff(self, what: str, attempt: int, e: StorageError) -> None:
         d = self.delay(attempt)
@@ -73,15 +75,18 @@ class RetryStorage:
             self.on_retry(what, attempt, e, d)
         await self._sleep(d)
 
-    async def _run(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _run(self, what: str, fn: Callable[[], Awaitable[T]], *, reopens: bool = False) -> T:
+        """``fn`` until it succeeds, fails for good, or its attempts are spent. An error that asks for
+        the bytes again (``resend``: the store dropped the upload) is retried only by a call that
+        sends them again itself (``reopens``: a put); for any other the same request cannot help."""
         attempt = 0
         while True:
             try:
                 return await fn()
             except StorageError as e:
                 attempt += 1
-                if e.permanent or attempt >= self.attempts:
-                    raise _gave_up(e, attempt >= self.attempts)
+                if e.permanent or (e.resend and not reopens) or attempt >= self.attempts:
+                    raise
                 await self._backoff(what, attempt, e)
 
     # -- verbs -----------------------------------------------------------------------------
@@ -89,7 +94,7 @@ class RetryStorage:
                   state: UploadState | None = None, on_part: Any = None) -> PutResult:
         if reopenable(chunks):  # a ByteSource: every attempt opens the file anew (no tee)
             return await self._run(f"put {key}", lambda: self.inner.put(key, chunks, size, state=state,
-                                                                       on_part=on_part))
+                                                                       on_part=on_part), reopens=True)
         if size <= self.replay_limit:
             return await self._put_replayable(key, chunks, size, state, on_part)
         touched = False
@@ -107,31 +112,33 @@ class RetryStorage:
                 attempt += 1
                 if e.permanent or touched or attempt >= self.attempts:
                     # a consumed stream cannot be sent again from here: the caller, who can open the
-                    # source anew, may retry (not exhausted); a spent budget is final (exhausted)
-                    raise _gave_up(e, not touched and attempt >= self.attempts)
+                    # source anew, may (resend); a spent budget is final
+                    if touched and not e.permanent:
+                        e.resend = True
+                    raise
                 await self._backoff(f"put {key}", attempt, e)
 
     async def _put_replayable(self, key: str, chunks: AsyncIterator[bytes], size: int,
                               state: UploadState | None, on_part: Any) -> PutResult:
         seen: list[bytes] = []
         it = chunks.__aiter__()
-        exhausted = False
+        ended = False
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal exhausted
+            nonlocal ended
             for c in list(seen):  # replay what an earlier attempt consumed
                 yield c
-            while not exhausted:
+            while not ended:
                 try:
                     c = await it.__anext__()
                 except StopAsyncIteration:
-                    exhausted = True
+                    ended = True
                     return
                 c = bytes(c)
                 seen.append(c)
                 yield c
         return await self._run(f"put {key}", lambda: self.inner.put(key, stream(), size, state=state,
-                                                                   on_part=on_part))
+                                                                   on_part=on_part), reopens=True)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         return await self._run(f"put_bytes {key}", lambda: self.inner.put_bytes(key, data))
@@ -153,7 +160,7 @@ class RetryStorage:
             except StorageError as e:
                 attempt += 1
                 if e.permanent or attempt >= self.attempts:
-                    raise _gave_up(e, attempt >= self.attempts)
+                    raise
                 await self._backoff(f"get {key}@{pos}", attempt, e)
 
     async def get_bytes(self, key: str) -> bytes:
@@ -179,6 +186,26 @@ class RetryStorage:
 
     async def abort_uploads(self, prefix: str) -> int:
         return await self._run(f"abort_uploads {prefix}", lambda: self.inner.abort_uploads(prefix))
+
+    # -- an upload whose parts a host sends (the direct data path) ---------------------------
+    async def begin_upload(self, key: str) -> str:
+        return await self._run(f"begin_upload {key}", lambda: self.inner.begin_upload(key))
+
+    async def uploaded_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]] | None:
+        return await self._run(f"uploaded_parts {key}", lambda: self.inner.uploaded_parts(key, upload_id))
+
+    async def finish_upload(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        return await self._run(f"finish_upload {key}", lambda: self.inner.finish_upload(key, upload_id, parts))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        return await self._run(f"abort_upload {key}", lambda: self.inner.abort_upload(key, upload_id))
+
+    # Signing is computed locally; only opening the SDK's client on first use can fail transiently.
+    async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
+        return await self._run(f"part_url {key}", lambda: self.inner.part_url(key, upload_id, n, md5, expires))
+
+    async def get_url(self, key: str, expires: int) -> str:
+        return await self._run(f"get_url {key}", lambda: self.inner.get_url(key, expires))
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object (backup preflight), with retries."""

@@ -290,6 +290,7 @@ class S3Storage(BaseStorage):
 
     # -- signed URLs (SigV4 query signing, computed locally: no request) ----------------------
     signs_urls = True
+    MIN_PART_SIZE = 5 << 20  # AWS: 5 MiB
 
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
         c = await self._c()

@@ -1,18 +1,17 @@
 """COPIED: every checkpoint file (and metad's SSTs) streamed into storage, each journaled."""
 from __future__ import annotations
 
-import asyncio
 import json
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import PreflightFailed, RemoteError, StorageError
+from brsm.errors import PreflightFailed, StorageError
 from brsm.ports import HostAddr, UploadState
 from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
-from brsm.workflows.transfer import ATTEMPTS, EventBatcher, FileJob, Limits, run_bounded, upload_file
+from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file, whole_file
 from brsm.workflows.backup.context import FILES_PLANNED, FILE_COPIED, PART_UPLOADED, PLAN_WALKS, _ports
 
 
@@ -141,8 +140,8 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
 
 
 async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
-    """The host sends the file itself (issue 16); a dropped helper or a store error is tried again
-    from the parts journaled so far (ATTEMPTS times, as on the path through brsm)."""
+    """The host sends the file itself; a dropped helper or an upload the store dropped is tried again
+    from the parts journaled so far, by the same file-level rule as on the path through brsm."""
     p, limits = _ports(ctx), ctx.runtime["limits"]
     latest = [state]
 
@@ -151,16 +150,13 @@ async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_pa
         on_part(s)
 
     rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
-    for attempt in range(ATTEMPTS):
-        try:
-            moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage,
-                                        p.progress, state=latest[0], on_part=journal, rate=rate, helpers=helpers)
-            return moved.sha256
-        except (RemoteError, StorageError) as e:
-            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
-                raise
-            await asyncio.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+
+    async def once() -> str:
+        moved = await direct.upload(job.key, job.path, job.size, p.hosts.host(job.host), p.storage,
+                                    p.progress, state=latest[0], on_part=journal, rate=rate, helpers=helpers)
+        return moved.sha256
+
+    return await whole_file(f"copying {job.host}:{job.path}", once)
 
 
 async def undo_copied(ctx: StepContext) -> None:

@@ -11,17 +11,16 @@ every file straight into place once everything is stopped (what every restore di
 """
 from __future__ import annotations
 
-import asyncio
 import posixpath
 from typing import Any
 
 from brsm import failpoints
 from brsm.engine.runner import StepContext
-from brsm.errors import OperationFailed, RemoteError, StorageError, VerificationFailed
+from brsm.errors import OperationFailed
 from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, scratch, source
 from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
-from brsm.workflows.transfer import ATTEMPTS, EventBatcher, Limits, download_file, run_bounded
+from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded, whole_file
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 
@@ -87,20 +86,13 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
 
 
 async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: str, helpers: direct.Helpers) -> None:
-    """The host fetches the object itself (issue 16), checked against the manifest's SHA-256 there;
-    a dropped helper or a store error is tried again (ATTEMPTS times, as on the path through brsm)."""
+    """The host fetches the object itself, checked against the manifest's SHA-256 there; a dropped
+    helper or a mismatch is tried again by the same file-level rule as on the path through brsm (bytes
+    can be damaged on the way; the same mismatch every time is a damaged backup, exit 6)."""
     p, limits = _p(ctx), ctx.runtime["limits"]
     rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
-    for attempt in range(ATTEMPTS):
-        try:
-            return await direct.download(f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest,
-                                         rate=rate, helpers=helpers)
-        except (RemoteError, StorageError, VerificationFailed) as e:
-            # a mismatch is tried again (bytes can be damaged on the way); the same one every time is a
-            # damaged backup, raised as such (exit 6), as on the path through brsm
-            if attempt + 1 >= ATTEMPTS or (isinstance(e, StorageError) and (e.permanent or e.exhausted)):
-                raise
-            await asyncio.sleep(0.5 * (attempt + 1))
+    await whole_file(f"downloading {f['key']} to {host.name}:{dest}", lambda: direct.download(
+        f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest, rate=rate, helpers=helpers))
 
 
 def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
