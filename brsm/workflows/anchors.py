@@ -9,15 +9,16 @@ reads them all back and checks the journal against each.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, ObjectNotFound, StorageError
 from brsm.ports import Storage
+from brsm.workflows import common
 from brsm.workflows.layout import MANIFEST, manifest_key
 
 ANCHORS_DIR = "brsm-journal-anchors"
@@ -86,17 +87,15 @@ async def find_anchors(storage: Storage, *, concurrency: int = 8) -> list[FoundA
     backups, then the records under ``brsm-journal-anchors/``. A manifest without one (an older
     brsm's; nebula-br's backups have none) is left out. A record that cannot be read is returned with
     its error: an anchor someone damaged is reported, never skipped."""
-    sem = asyncio.Semaphore(concurrency)
 
     async def manifest(name: str) -> FoundAnchor | None:
         key = manifest_key(name)
-        async with sem:
-            try:
-                m = await _read_json(storage, key, None)
-            except ObjectNotFound:
-                return None  # no manifest: not a finished brsm backup, nothing anchored
-            except (ValueError, BrsmError) as e:
-                return FoundAnchor(key, None, None, f"{MANIFEST} unreadable: {_why(e)}")
+        try:
+            m = await _read_json(storage, key, None)
+        except ObjectNotFound:
+            return None  # no manifest: not a finished brsm backup, nothing anchored
+        except (ValueError, BrsmError) as e:
+            return FoundAnchor(key, None, None, f"{MANIFEST} unreadable: {_why(e)}")
         a = m.get("journal_anchor") if isinstance(m, dict) else None
         if a is None:
             return None
@@ -108,13 +107,12 @@ async def find_anchors(storage: Storage, *, concurrency: int = 8) -> list[FoundA
     async def record(key: str, size: int) -> FoundAnchor | None:
         parts = key.split("/")
         place = parts[1] if len(parts) == 3 else None
-        async with sem:
-            try:
-                rec = await _read_json(storage, key, size)
-            except ObjectNotFound:
-                return None  # removed while we listed
-            except (ValueError, BrsmError) as e:
-                return FoundAnchor(key, place, None, f"unreadable: {_why(e)}")
+        try:
+            rec = await _read_json(storage, key, size)
+        except ObjectNotFound:
+            return None  # removed while we listed
+        except (ValueError, BrsmError) as e:
+            return FoundAnchor(key, place, None, f"unreadable: {_why(e)}")
         a = rec.get("journal_anchor") if isinstance(rec, dict) else None
         if not isinstance(a, dict) or a.get("journal_id") != place:
             return FoundAnchor(key, place, None, "not an anchor record of the journal its place names")
@@ -122,5 +120,6 @@ async def find_anchors(storage: Storage, *, concurrency: int = 8) -> list[FoundA
 
     names = sorted(d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP"))
     objs = sorted(await storage.list(f"{ANCHORS_DIR}/"), key=lambda o: o.key)
-    found = await asyncio.gather(*(manifest(n) for n in names), *(record(o.key, o.size) for o in objs))
+    reads = [partial(manifest, n) for n in names] + [partial(record, o.key, o.size) for o in objs]
+    found = await common.gather_bounded(concurrency, lambda read: read(), reads)
     return [f for f in found if f is not None]

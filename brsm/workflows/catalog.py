@@ -15,7 +15,6 @@ States (``BackupEntry.state``):
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import posixpath
@@ -26,6 +25,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound
 from brsm.ports import ObjectInfo, Storage
+from brsm.workflows import common
 from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
 
@@ -347,11 +347,6 @@ def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
 async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrency: int = 8) -> list[BackupEntry]:
     """Every top-level entry whose name starts with ``BACKUP`` (as ``br show``), oldest first."""
     names = [d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP")]
-    sem = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(n: str) -> BackupEntry:
-        async with sem:
-            return await inspect_backup(storage, n, decode_meta=decode_meta)
-
-    entries = await asyncio.gather(*(one(n) for n in names))
+    entries = await common.gather_bounded(concurrency, lambda n: inspect_backup(storage, n, decode_meta=decode_meta),
+                                          names)
     return sorted(entries, key=lambda e: (e.created_ms is None, e.created_ms or 0, e.name))
