@@ -19,6 +19,7 @@ from journal.redact import scrub_text
 
 from brsm.durations import MAX_SECONDS, DurationError, parse_duration
 from brsm.errors import UsageError
+from brsm.sizes import exact_size_text
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 # How long a backup waits for metad's createBackup (writes are blocked while it checkpoints): five
@@ -206,23 +207,16 @@ def part_size_problems(part_size: int | None, threshold: int | None, *, scheme: 
         else:  # local storage has no parts
             floor, who = 1, ""
         if part_size < floor:
-            out.append(("part_size", f"{_human(part_size)} is below {who} of {_human(floor)}: every part but the "
+            out.append(("part_size", f"{exact_size_text(part_size)} is below {who} of {exact_size_text(floor)}: every part but the "
                         "last must be at least that (S3 5 MiB, OSS 100 KiB; set storage.min_part_size only for "
                         "a store that accepts smaller parts)"))
         if part_size > MAX_PART:
-            out.append(("part_size", f"{_human(part_size)} is above the largest part S3 and OSS accept "
-                        f"({_human(MAX_PART)})"))
+            out.append(("part_size", f"{exact_size_text(part_size)} is above the largest part S3 and OSS accept "
+                        f"({exact_size_text(MAX_PART)})"))
     if threshold is not None and threshold > MAX_PUT:
-        out.append(("multipart_threshold", f"{_human(threshold)} is above the largest single upload S3 and OSS "
-                    f"accept ({_human(MAX_PUT)}): larger files must go up in parts"))
+        out.append(("multipart_threshold", f"{exact_size_text(threshold)} is above the largest single upload S3 and OSS "
+                    f"accept ({exact_size_text(MAX_PUT)}): larger files must go up in parts"))
     return out
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} bytes"
 
 
 def _part_limits(c: _Collector, sizes: dict[str, int | None], default: str | None) -> None:

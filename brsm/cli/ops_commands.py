@@ -18,6 +18,7 @@ import typer
 
 from brsm.console.output import Output
 from brsm.errors import BrsmError, UsageError, VerificationFailed
+from brsm.sizes import size_text
 
 from brsm.cli.options import (ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt,
                               YesOrConfirmOpt, with_options)
@@ -67,14 +68,7 @@ def _fail(out: Output, data: dict[str, Any], err: BrsmError) -> None:
 
 
 def human(n: int | None) -> str:
-    if n is None:
-        return ""
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if v < 1024 or unit == "TiB":
-            return f"{int(v)} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{n} B"  # pragma: no cover
+    return "" if n is None else size_text(n)
 
 
 def _spaces_text(e: Any) -> str:

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from brsm.sizes import size_text
+
 
 class NullProgress:
     def start(self, task: str, total: int | None, unit: str = "B") -> None: ...
@@ -71,14 +73,7 @@ def binary_rate(bytes_per_second: float | None) -> str:
     >>> binary_rate(40 * 2**20), binary_rate(None)
     ('40.0 MiB/s', '?')
     """
-    if bytes_per_second is None:
-        return "?"
-    v = float(bytes_per_second)
-    for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
-        if v < 1024 or unit == "GiB/s":
-            return f"{v:.0f} {unit}" if unit == "B/s" else f"{v:.1f} {unit}"
-        v /= 1024
-    return "?"  # pragma: no cover
+    return "?" if bytes_per_second is None else f"{size_text(bytes_per_second)}/s"
 
 
 def _speed_column() -> Any:

@@ -271,3 +271,18 @@ async def test_an_upload_the_store_dropped_is_not_asked_for_again():
     with pytest.raises(StorageError) as ei:
         await r.finish_upload("d/k", up, [])
     assert ei.value.resend and not ei.value.permanent and r.retries == 0 and sleeps == []
+
+
+def test_the_retry_rules_keep_their_waits():
+    """The waits users saw before the rules moved to brsm.retries: 0.5 s then 1 s between tries of a
+    file or a probe, 0.4 s doubling to a 5 s cap between tries of a part a host sends."""
+    import doctest
+
+    from brsm import retries as rules
+
+    assert doctest.testmod(rules).failed == 0
+    assert [rules.WHOLE_FILE.delay(n) for n in (1, 2)] == [0.5, 1.0]
+    assert [rules.PROBE.delay(n) for n in (1, 2)] == [0.5, 1.0]
+    assert [rules.HOST_PART.delay(n) for n in range(1, 6)] == [0.4, 0.8, 1.6, 3.2, 5.0]
+    assert (rules.WHOLE_FILE.attempts, rules.PROBE.attempts, rules.HOST_PART.attempts,
+            rules.STORE_REQUEST.attempts) == (3, 3, 5, 5)
