@@ -16,7 +16,7 @@ from brsm.console.progress import make_progress
 from brsm.config import ClusterConfig, cluster_flags, load_cluster, part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
-from brsm.ports import HostAddr
+from brsm.ports import HostAddr, Storage
 
 
 @dataclass
@@ -49,7 +49,7 @@ def s3_env_endpoint(environ: Any = None) -> str | None:
     return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 
 
-def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None):
+def open_storage_for(params: dict[str, Any], cfg: ClusterConfig | None) -> Storage:
     from brsm.adapters.storage import open_storage
 
     uri = storage_uri(params, cfg)
@@ -113,7 +113,7 @@ def open_meta(cfg: ClusterConfig):
 class ClusterParts:
     """What a backup and a restore open alike: the config, the storage, metad and the hosts."""
     cfg: ClusterConfig
-    storage: Any
+    storage: Storage
     meta: Any
     hosts: Any
     progress: Any

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from brsm.errors import BrsmError, UsageError
+from brsm.ports import Storage
 
 FORMS = "local:///absolute/path, s3://bucket/prefix or oss://bucket/prefix"
 _HINT = f"--storage takes one of: {FORMS}"
@@ -79,7 +80,7 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
 
 def open_storage(uri: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
                  oss_endpoint: str | None = None, retry: bool = True, retry_options: dict[str, Any] | None = None,
-                 **options: Any):
+                 **options: Any) -> Storage:
     """Open the backend for ``uri``. ``options`` go to the backend (block_size, part_size,
     multipart_threshold, part_concurrency, list_page_size)."""
     scheme, bucket, path = parse_uri(uri)
