@@ -1,4 +1,4 @@
-"""The direct data path (issue 16): every host moves its own bytes to and from S3/OSS; brsm signs,
+"""The direct data path: every host moves its own bytes to and from S3/OSS; brsm signs,
 orchestrates and journals, and no file byte crosses it.
 
 brsm runs a small helper on each host (``HostPort.start_helper``, see brsm.adapters.direct_helper for

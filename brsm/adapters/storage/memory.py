@@ -241,10 +241,11 @@ class MemoryStorage(BaseStorage):
         self.requests["abort_upload"] += 1
         self.uploads.pop(upload_id, None)
 
-    # -- signed URLs (issue 16), for the fake hosts' helpers ----------------------------------
-    # Off unless a test turns it on (``signs_urls=True``, or the attribute set later). A URL names this store by a token, the
-    # request, and its expiry; brsm.fakes.helper "sends" it with :meth:`signed_request`, the way a
-    # host's helper sends a presigned URL over HTTP. Faults by verb apply: upload_part, get.
+    # -- signed URLs, for the fake hosts' helpers ----------------------------------------------
+    # Off unless a test turns it on (``signs_urls=True``, or the attribute set later; properties()
+    # says which). A URL names this store by a token, the request, and its expiry; brsm.fakes.helper
+    # "sends" it with :meth:`signed_request`, the way a host's helper sends a presigned URL over HTTP.
+    # Faults by verb apply: upload_part, get.
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
         return self._sign("PUT", key, expires, upload=upload_id, part=str(n), md5=md5)
 
