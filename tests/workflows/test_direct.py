@@ -391,3 +391,57 @@ async def test_a_host_that_stores_less_than_it_reports_gets_no_backup(monkeypatc
                             state=UploadState(), on_part=lambda s: None)
     assert e.value.permanent
     assert store.full_key("b/f.sst") not in store.objects, "never completed"
+
+
+# -- one retry rule per kind of work: the file-level loop does not multiply the storage's tries -----
+async def _no_wait(_d):
+    pass
+
+
+async def test_a_store_request_is_tried_as_often_as_the_storage_says_not_times_the_file_tries():
+    import os as _os
+
+    from brsm.adapters.storage.retry import RetryStorage
+    from brsm.console.progress import NullProgress
+    from brsm.ports import UploadState
+    from brsm.retries import STORE_REQUEST
+    from brsm.workflows.transfer import whole_file
+
+    _c, host, mem = _fake_world()
+    store = RetryStorage(mem, sleep=_no_wait)
+    data = _os.urandom(2500)
+    host.m.put("/data/r.sst", data)
+    mem.inject_fault("complete_upload", count=-1)  # a store that never finishes an upload
+    with pytest.raises(StorageError) as e:
+        await whole_file("copying", lambda: direct.upload("r", "/data/r.sst", len(data), host, store, NullProgress(),
+                                                          state=UploadState(), on_part=lambda s: None))
+    assert not e.value.permanent and not e.value.resend
+    assert store.retries == STORE_REQUEST.attempts - 1, "5 tries of the request, not 3 x 5"
+    assert mem.requests["upload_part"] == 3 and mem.requests["create_upload"] == 1, "the file went once"
+
+
+async def test_an_upload_the_store_dropped_sends_the_file_again():
+    import os as _os
+
+    from brsm.adapters.storage.retry import RetryStorage
+    from brsm.console.progress import NullProgress
+    from brsm.ports import UploadState
+    from brsm.workflows.transfer import whole_file
+
+    _c, host, mem = _fake_world()
+    store = RetryStorage(mem, sleep=_no_wait)
+    data = _os.urandom(2500)
+    host.m.put("/data/d.sst", data)
+    latest = [UploadState()]
+    dropped = []
+
+    def drop_once(s: UploadState) -> None:
+        latest[0] = s
+        if not dropped:
+            dropped.append(s.upload_id)
+            mem.uploads.clear()  # another brsm's cleanup aborted it under this file
+
+    moved = await whole_file("copying", lambda: direct.upload("d", "/data/d.sst", len(data), host, store,
+                                                              NullProgress(), state=latest[0], on_part=drop_once))
+    assert mem.objects[mem.full_key("d")] == data and moved.size == len(data)
+    assert mem.requests["create_upload"] == 2, "a new upload for the second try"
