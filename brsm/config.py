@@ -20,6 +20,7 @@ from journal.redact import scrub_text
 from brsm.durations import MAX_SECONDS, DurationError, parse_duration
 from brsm.errors import UsageError
 from brsm.sizes import exact_size_text
+from brsm.store_limits import MAX_PART, MAX_PUT, MIN_PART
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 # How long a backup waits for metad's createBackup (writes are blocked while it checkpoints): five
@@ -174,13 +175,6 @@ def _seconds(c: _Collector, v: Any, where: str, key: str, section: str, *,
         return None
 
 
-# What the stores accept (AWS S3 and Alibaba OSS documentation): every part but the last at least the
-# minimum, at most MAX_PART bytes, at most MAX_PARTS parts; one PUT (below multipart_threshold) at most
-# MAX_PUT bytes.
-MIN_PART = {"s3": 5 << 20, "oss": 100 << 10}
-MAX_PART = 5 << 30
-MAX_PUT = 5 << 30
-MAX_PARTS = 10_000
 
 
 def _scheme(uri: str | None) -> str | None:

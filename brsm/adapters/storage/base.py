@@ -20,6 +20,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, stream_of
+from brsm.store_limits import MAX_PART, MAX_PARTS
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -28,7 +29,6 @@ DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
-MAX_PARTS = 10_000
 PROBE_PREFIX = ".brsm-probe-"
 # hashing a block this large in a worker thread (hashlib drops the GIL) beats blocking the loop
 _HASH_IN_THREAD = 256 * KiB
@@ -582,19 +582,18 @@ class BaseStorage(ABC):
         raise NotImplementedError
 
     # -- capabilities ----------------------------------------------------------------------
-    # A store's own limits (its documentation): every part but the last at least MIN_PART_SIZE, at
-    # most MAX_PART_SIZE, at most MAX_PARTS parts. A backend without multipart uploads sets
+    # A store's own limits (brsm.store_limits): every part but the last at least MIN_PART_SIZE, at
+    # most MAX_PART, at most MAX_PARTS parts. A backend without multipart uploads sets
     # ``multipart = False``; one that signs URLs (S3, OSS) sets ``signs_urls = True``.
     multipart = True
     signs_urls = False
     MIN_PART_SIZE = 1
-    MAX_PART_SIZE = 5 << 30
 
     def properties(self) -> StorageProperties:
         if not self.multipart:
             return StorageProperties()
         return StorageProperties(multipart=True, signs_urls=self.signs_urls, part_size=self.part_size,
-                                 min_part_size=self.MIN_PART_SIZE, max_part_size=self.MAX_PART_SIZE,
+                                 min_part_size=self.MIN_PART_SIZE, max_part_size=MAX_PART,
                                  max_parts=MAX_PARTS)
 
     def _refuse(self, what: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from brsm.errors import ObjectNotFound, StorageError, UsageError
 from brsm.ports import ObjectInfo
+from brsm.store_limits import MIN_PART
 
 from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, transport_error
 
@@ -252,7 +253,7 @@ class OssStorage(BaseStorage):
 
     # -- signed URLs (OSS V1 URL signatures, computed locally: no request) --------------------
     signs_urls = True
-    MIN_PART_SIZE = 100 << 10  # Alibaba: 100 KiB
+    MIN_PART_SIZE = MIN_PART["oss"]
 
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
         # the V1 signature covers Content-MD5 and Content-Type: the host sends exactly these

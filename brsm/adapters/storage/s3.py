@@ -20,6 +20,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
+from brsm.store_limits import MIN_PART
 
 from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, reblock, transport_error
 
@@ -290,7 +291,7 @@ class S3Storage(BaseStorage):
 
     # -- signed URLs (SigV4 query signing, computed locally: no request) ----------------------
     signs_urls = True
-    MIN_PART_SIZE = 5 << 20  # AWS: 5 MiB
+    MIN_PART_SIZE = MIN_PART["s3"]
 
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str:
         c = await self._c()
