@@ -5,7 +5,7 @@ port is a plain dataclass defined here, so fakes and real adapters are interchan
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -267,7 +267,8 @@ class Storage(Protocol):
 
     def properties(self) -> StorageProperties: ...
     async def put(self, key: str, chunks: AsyncIterator[bytes] | ByteSource, size: int, *,
-                  state: UploadState | None = None, on_part: Any = None) -> PutResult: ...
+                  state: UploadState | None = None,
+                  on_part: Callable[[UploadState], Any] | None = None) -> PutResult: ...  # on_part: journal a part
     async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
     async def get_bytes(self, key: str) -> bytes: ...

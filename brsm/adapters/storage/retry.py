@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from brsm.errors import StorageError
 from brsm.retries import STORE_REQUEST, Backoff
-from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, reopenable
+from brsm.ports import ObjectInfo, PutResult, Storage, StorageProperties, UploadState, reopenable
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ T = TypeVar("T")
 class RetryStorage:
     """``RetryStorage(inner)`` is a Storage; every verb retries transient errors."""
 
-    def __init__(self, inner: Any, *, attempts: int = STORE_REQUEST.attempts, base_delay: float = STORE_REQUEST.first,
+    def __init__(self, inner: Storage, *, attempts: int = STORE_REQUEST.attempts, base_delay: float = STORE_REQUEST.first,
                  max_delay: float = STORE_REQUEST.cap, replay_limit: int = 16 << 20,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_retry: Callable[[str, int, StorageError, float], None] | None = None) -> None:
