@@ -49,7 +49,6 @@ STORAGE_HOSTS = ["127.0.0.101", "127.0.0.102"]
 HOSTS = META_HOSTS + STORAGE_HOSTS
 RPCS = ["listCluster", "listSpaces", "restoreMeta"]
 CODES = [-2, -8, -24, -2003, -2021]
-SERVICE = "/usr/local/nebula/scripts/nebula.service"
 STORAGE_VERBS = ["get", "get_bytes", "list", "stat"]
 
 CLUSTER_FAULT = st.one_of(
@@ -60,8 +59,9 @@ CLUSTER_FAULT = st.one_of(
               st.sampled_from(HOSTS), st.integers(0, 1200), st.integers(1, 4)),
     st.builds(lambda h, n: ("host_down", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 6)),
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 3)),
-    st.builds(lambda h, a, n: ("run_fail", h, n, {"argv0": a}), st.sampled_from(HOSTS),
-              st.sampled_from([SERVICE, "mkdir", "rm", "true", "df", "find", "env"]), st.integers(1, 3)),
+    st.builds(lambda h, v, n: ("verb_fail", h, n, {"verb": v}), st.sampled_from(HOSTS),
+              st.sampled_from(["service", "claim_dir", "remove_tree", "check_login", "free_bytes", "walk",
+                               "path_kind"]), st.integers(1, 3)),
 )
 
 

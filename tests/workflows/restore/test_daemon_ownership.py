@@ -301,7 +301,7 @@ def test_a_daemon_whose_stop_failed_is_the_clusters_own_and_the_rollback_starts_
     before = space_data(c)
     host = c.leader.host
     w.restore_box["at_step"]["STOPPED"] = [lambda: c.faults.add(
-        "run_fail", host, count=1, argv0=f"{c.install_dir}/scripts/nebula.service")]
+        "verb_fail", host, count=1, verb="service")]
     op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
     with pytest.raises(OperationFailed, match="did not stop"):
         w.run(w.restore_runner.run(op))
