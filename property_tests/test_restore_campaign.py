@@ -61,7 +61,8 @@ CLUSTER_FAULT = st.one_of(
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 3)),
     st.builds(lambda h, v, n: ("verb_fail", h, n, {"verb": v}), st.sampled_from(HOSTS),
               st.sampled_from(["service", "claim_dir", "remove_tree", "check_login", "free_bytes", "walk",
-                               "path_kind"]), st.integers(1, 3)),
+                               "path_kind", "check_daemons", "hash_files", "fingerprint_trees", "copy_tree",
+                               "copy_into", "clock", "read_text", "real_paths", "list_named"]), st.integers(1, 3)),
 )
 
 
