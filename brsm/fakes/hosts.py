@@ -86,6 +86,11 @@ class FakeHost:
 
     async def path_kind(self, path: str, *, timeout: float) -> PathKind:
         m, f = await self._verb("path_kind", f"stat {path}")
+        above = posixpath.dirname(m.norm(path))
+        while f is None and above != "/":
+            if above in m.files:  # ENOTDIR: the look failed, which is not "nothing there"
+                f = Fault("verb_fail", self.name, 1, {"stderr": f"stat: cannot statx '{path}': Not a directory"})
+            above = posixpath.dirname(above)
         if f is not None:
             raise RemoteError(f"could not look at {path}: stat exited with status {int(f.params.get('exit', 1))}: "
                               f"{str(f.params.get('stderr', 'injected failure'))[:200]}",

@@ -151,6 +151,8 @@ async def test_path_kind_looks_at_the_name_itself(env):
     assert await env.host.path_kind(j(env.base, "k", "f"), timeout=30) == "file"
     assert await env.host.path_kind(j(env.base, "k"), timeout=30) == "other"
     assert await env.host.path_kind(j(env.base, "k", "none"), timeout=30) == "none"
+    with pytest.raises(RemoteError, match="could not look at .*Not a directory"):  # a failed look, not "none"
+        await env.host.path_kind(j(env.base, "k", "f", "below"), timeout=30)
 
 
 async def test_claim_dir_is_a_lock(env):
