@@ -1,15 +1,15 @@
-"""The ``HostPort`` verbs over SSH: each one command from ``remote_cmd``, run and read here.
+"""The ``HostPort`` verbs over SSH: each one command from ``remote_cmd`` or ``remote_scripts``, run and read here.
 
 Workflows ask a host what they need (hash these files, fingerprint these trees, is this daemon
 down) and get typed answers; which command answers it, how it is quoted and what its output looks
-like stays in this module and ``remote_cmd``. ``SshHost`` mixes this in: ``run`` is its exec (argv
+like stays in this module, ``remote_cmd`` and ``remote_scripts``. ``SshHost`` mixes this in: ``run`` is its exec (argv
 rendered with ``shlex.join``, every argument quoted).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from brsm.adapters import remote_cmd
+from brsm.adapters import remote_cmd, remote_scripts
 from brsm.errors import RemoteError
 from brsm.ports import DaemonProbe, HostCheck, PathKind, RealPaths, RunResult, TreeFingerprint
 
@@ -68,20 +68,20 @@ class SshVerbs:
     async def hash_files(self, paths: Sequence[str], *, timeout: float = 3600) -> dict[str, str]:
         if not paths:
             return {}  # sha256sum without a path would hash its (empty) input
-        r = await self.run(remote_cmd.sha256sum_argv(paths), check=False, timeout=timeout)
-        return remote_cmd.parse_sha256sum(r.stdout)
+        r = await self.run(remote_scripts.sha256sum_argv(paths), check=False, timeout=timeout)
+        return remote_scripts.parse_sha256sum(r.stdout)
 
     async def fingerprint_trees(self, dirs: Sequence[str], *, fmt: int,
                                 timeout: float = 3600) -> dict[str, TreeFingerprint]:
         if not dirs:
             return {}
-        r = await self.run(remote_cmd.fingerprint_argv(dirs, fmt), timeout=timeout)
-        return remote_cmd.parse_fingerprints(r.stdout)
+        r = await self.run(remote_scripts.fingerprint_argv(dirs, fmt), timeout=timeout)
+        return remote_scripts.parse_fingerprints(r.stdout)
 
     async def check_daemons(self, daemons: Sequence[DaemonProbe], dirs: Sequence[str], *,
                             timeout: float = 60) -> HostCheck:
-        r = await self.run(remote_cmd.host_check_argv(daemons, dirs), check=False, timeout=timeout)
-        return remote_cmd.parse_host_check(r.stdout)
+        r = await self.run(remote_scripts.host_check_argv(daemons, dirs), check=False, timeout=timeout)
+        return remote_scripts.parse_host_check(r.stdout)
 
     async def copy_tree(self, src: str, dst: str) -> None:
         await self.run(remote_cmd.copy_tree_argv(src, dst))

@@ -21,14 +21,13 @@ from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import Fault, FakeCluster, Machine
+from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
 from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, RealPaths, RemoteFile, RunResult,
                         TreeFingerprint)
 
 if TYPE_CHECKING:
     from brsm.fakes.helper import FakeHelper
 
-SERVICE_ACTIONS = ("start", "stop", "restart", "kill", "status")
-SERVICE_NAMES = ("metad", "storaged", "graphd", "all")
 
 
 class FakeHost:
@@ -189,7 +188,7 @@ class FakeHost:
             return HostCheck({})
         seen = {}
         for d in daemons:
-            r = self._service(m, posixpath.join(d.install_dir, "scripts", "nebula.service"), ["status", d.service])
+            r = nebula_service(self.c, m, d.install_dir, "status", d.service)
             seen[d.service] = DaemonSeen((r.stdout + r.stderr).rstrip("\n"), self._port_open(d.address, d.port))
         pres = [m.norm(x).rstrip("/") for x in dirs]
         users = {pid for path, pid in m.holders.items()
@@ -234,53 +233,6 @@ class FakeHost:
             if m.norm(src) not in m.files:
                 raise RemoteError(f"{self.name}: cp: cannot stat '{src}': No such file or directory", host=self.name)
             m.put(posixpath.join(dest_dir, posixpath.basename(src)), m.files[m.norm(src)])
-
-    def _service(self, m: Machine, script: str, args: list[str]) -> RunResult:
-        """Nebula's scripts/nebula.service as it behaves: ``status`` always exits 0 and only its text
-        tells; ``start`` of a running daemon is an error (exit 1, and ``all`` stops there); ``start``
-        and ``stop`` return before the daemon listens or exits; ``restart`` = stop, wait, start."""
-        if m.norm(script) not in m.files:
-            return RunResult(127, "", f"bash: {script}: No such file or directory\n")
-        if len(args) != 2 or args[0] not in SERVICE_ACTIONS or args[1] not in SERVICE_NAMES:
-            return RunResult(1, "Usage: nebula.service [-v] [-c /path/to/config] "
-                                "<start|stop|restart|status|kill> <metad|graphd|storaged|all>\n", "")
-        action, target = args
-        svcs = [s for s in ("metad", "graphd", "storaged") if s in m.services] if target == "all" else [target]
-        out: list[str] = []
-
-        def done(rc: int = 0, err: str = "") -> RunResult:
-            return RunResult(rc, "".join(o + "\n" for o in out), err)
-
-        for s in svcs:
-            if s not in m.services:
-                return done(1, f"[ERROR] {m.install_dir}/etc/nebula-{s}.conf not found\n")
-            if action == "status":
-                running, listening = self.c.observe(m.name, s)
-                if running:
-                    if s == "storaged" and not listening:
-                        out.append("[WARN] nebula-storaged after v3.0.0 will not start service until it is added to cluster.")
-                        out.append("[WARN] See Manage Storage hosts:ADD HOSTS in https://docs.nebula-graph.io/")
-                    out.append(f"[INFO] nebula-{s}(fake): Running as {m.pids[s]}, Listening on {m.services[s]}")
-                else:
-                    out.append(f"[INFO] nebula-{s}(fake): Exited")
-                continue
-            if action in ("stop", "restart"):
-                out.append(f"[INFO] Stopping nebula-{s}...")
-                self.c.stop_service(m.name, s)
-                out.append("[INFO] Done")
-            if action == "kill":
-                out.append(f"[INFO] Force killing nebula-{s}...")
-                self.c.stop_service(m.name, s, kill=True)
-                out.append("[INFO] Done")
-            if action == "restart":
-                self.c.stop_service(m.name, s, kill=True)  # it waits up to 5 s for the exit: long enough here
-            if action in ("start", "restart"):
-                pid = self.c.start_service(m.name, s)
-                if pid is not None:
-                    return done(1, f"[ERROR] nebula-{s} already running: {pid}\n")
-                out.append(f"[INFO] Starting nebula-{s}...")
-                out.append("[INFO] Done")
-        return done()
 
     # -- files ---------------------------------------------------------------------------------
     async def exists(self, path: str) -> bool:
@@ -435,8 +387,7 @@ class FakeHost:
         m, f = await self._verb("service", f"nebula.service {action} {name}")
         if f is not None:
             return RunResult(int(f.params.get("exit", 1)), "", str(f.params.get("stderr", "injected failure")))
-        return self._service(m, posixpath.join(install_dir or self.c.install_dir, "scripts", "nebula.service"),
-                             [action, name])
+        return nebula_service(self.c, m, install_dir or self.c.install_dir, action, name)
 
     async def start_helper(self) -> "FakeHelper":
         """The direct data path's helper (brsm.fakes.helper); it ends with this host's connection."""

@@ -7,15 +7,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from brsm.adapters import remote_cmd
+from brsm.adapters import remote_scripts
 from brsm.ports import TreeFingerprint
 from brsm.workflows.restore import proof
 
 
 def prints(*dirs: Path, fmt: int = proof.FORMAT) -> dict[str, TreeFingerprint]:
-    out = subprocess.run(remote_cmd.fingerprint_argv([str(d) for d in dirs], fmt),
+    out = subprocess.run(remote_scripts.fingerprint_argv([str(d) for d in dirs], fmt),
                          capture_output=True, text=True, check=True).stdout
-    return remote_cmd.parse_fingerprints(out)
+    return remote_scripts.parse_fingerprints(out)
 
 
 def tree(root: Path) -> Path:

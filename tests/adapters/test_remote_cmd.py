@@ -3,7 +3,7 @@ import shlex
 
 import pytest
 
-from brsm.adapters import remote_cmd as rc
+from brsm.adapters import remote_cmd as rc, remote_scripts
 from brsm.errors import RemoteError
 from brsm.ports import DaemonProbe
 
@@ -58,7 +58,7 @@ def test_parsers():
 
 
 def test_parse_lstat_dir_trusts_only_root_owned_links_above_the_dir():
-    from brsm.adapters import remote_cmd as rc
+    from brsm.adapters import remote_cmd as rc, remote_scripts
 
     root_link = "1000\n0 1 2 symbolic link\n1000 1 3 directory\n"
     assert rc.parse_lstat_dir(root_link, "/d/x").identity == (1, 3)
@@ -73,21 +73,21 @@ def test_parse_lstat_dir_trusts_only_root_owned_links_above_the_dir():
 
 def test_the_host_check_keeps_every_value_out_of_its_script():
     hostile = "a'b; rm -rf /"
-    argv = rc.host_check_argv([DaemonProbe("storaged", "/opt/x y", hostile, 9779)], ["/data/$(reboot)"])
+    argv = remote_scripts.host_check_argv([DaemonProbe("storaged", "/opt/x y", hostile, 9779)], ["/data/$(reboot)"])
     assert argv[:2] == ("bash", "-c") and hostile not in argv[2] and "$(reboot)" not in argv[2]
     assert argv[3:9] == ("brsm-host-check", "1", "storaged", "/opt/x y", hostile, "9779")  # arguments, never code
     assert "/data/$(reboot)" in argv[9:]
 
 
 def test_the_fingerprint_keeps_its_dirs_out_of_its_script():
-    argv = rc.fingerprint_argv(["/d/$(reboot)", "/e f"], 2)
+    argv = remote_scripts.fingerprint_argv(["/d/$(reboot)", "/e f"], 2)
     assert argv[:2] == ("bash", "-c") and "$(reboot)" not in argv[2] and argv[3:] == ("brsm-fingerprint",
                                                                                       "/d/$(reboot)", "/e f")
     with pytest.raises(ValueError):
-        rc.fingerprint_argv(["/d"], 3)
+        remote_scripts.fingerprint_argv(["/d"], 3)
 
 
 def test_doctests():
     import doctest
 
-    assert doctest.testmod(rc).failed == 0
+    assert doctest.testmod(rc).failed == 0 and doctest.testmod(remote_scripts).failed == 0
