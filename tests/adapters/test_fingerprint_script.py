@@ -66,3 +66,14 @@ def test_a_symlinked_dir_and_a_missing_one_say_so(tmp_path):
     link.symlink_to(d)
     got = prints(link, tmp_path / "none")
     assert got == {str(link): TreeFingerprint(None, symlink=True), str(tmp_path / "none"): TreeFingerprint(None)}
+
+
+def test_the_digest_is_what_journals_hold():
+    """STAGED journals each tree's digest and a later process compares against it: the SHA-256 of the
+    sorted listing lines joined by newlines, whatever brsm version computes it."""
+    import hashlib
+
+    listing = "1/data/000009.sst\tf\t4096\t1.5\t1.5\t77\n1/data/CURRENT\tf\t16\t1.5\t1.5\t78"
+    got = remote_scripts.parse_fingerprints(f"== /d\n{listing}\n")["/d"]
+    assert got.digest == hashlib.sha256(listing.encode()).hexdigest() == (
+        "6274968f96130ddbfe49eb68b817b27de1b5181ab53ec436eec4d4c435dff6cd")
