@@ -115,6 +115,15 @@ class RestoreCampaign(RuleBasedStateMachine):
         self.w.restore_box["at_step"].setdefault(at, []).append(
             lambda: self.c.faults.add(kind, target, count=n, **params))
 
+    @rule(i=st.integers(0, 50), at=st.sampled_from(RESTORE.steps))
+    def stray_process_at_step(self, i: int, at: str) -> None:
+        """From that step on, some process (a shell left in the dir, a backup agent) uses a data dir:
+        the check that the cluster is down sees it (HostPort.check_daemons) until faults are cleared."""
+        host, dp = data_dirs(self.c)[i % len(data_dirs(self.c))]
+        m = self.c.machine(host)
+        self.w.restore_box["at_step"].setdefault(at, []).append(
+            lambda: m.holders.__setitem__(posixpath.join(dp, "nebula", "stray"), 31337))
+
     @rule(verb=st.sampled_from(STORAGE_VERBS), count=st.integers(1, 4), permanent=st.booleans(),
           skip=st.integers(0, 8))
     def storage_fault(self, verb: str, count: int, permanent: bool, skip: int) -> None:
@@ -199,6 +208,8 @@ class RestoreCampaign(RuleBasedStateMachine):
     # -- the end ---------------------------------------------------------------------------------
     def finish_operation(self) -> None:
         self.w.clear_faults()
+        for m in self.c.machines.values():
+            m.holders.clear()
         if tolerate("holderless_lease"):
             remove_holderless_leases(self.c)  # KNOWN["holderless_lease"]
         for _ in range(3):
