@@ -219,7 +219,8 @@ class HostPort(Protocol):
     async def service(self, action: str, name: str, *, install_dir: str) -> RunResult: ...
     async def close(self) -> None: ...
 
-    # -- asked and answered: every look is bounded by ``timeout`` seconds (RemoteError after it)
+    # -- asked and answered: a look gives up after ``timeout`` seconds with a RemoteError (None: it may
+    # wait as long as the host takes, as a walk does)
     async def check_login(self, *, timeout: float = 30) -> None: ...  # log in and run a command, or raise
     async def read_text(self, path: str, *, timeout: float = 30) -> str | None: ...  # None: cannot read it
     # the name itself (a link not followed, a FIFO never opened); raises when the look failed, so a
