@@ -7,7 +7,7 @@ rendered with ``shlex.join``, every argument quoted).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from brsm.adapters import remote_cmd, remote_scripts
 from brsm.errors import RemoteError
@@ -18,10 +18,7 @@ class SshVerbs:
     """The verbs, on top of ``run``. Each keeps the command and the timeout brsm has always used."""
 
     name: str
-
-    async def run(self, argv: Sequence[str], *, check: bool = True,
-                  timeout: float | None = None) -> RunResult:  # pragma: no cover - SshHost's
-        raise NotImplementedError
+    run: Callable[..., Awaitable[RunResult]]  # SshHost.run(argv, *, check=True, timeout=None)
 
     async def check_login(self, *, timeout: float = 30) -> None:
         await self.run(remote_cmd.LOGIN_ARGV, timeout=timeout)

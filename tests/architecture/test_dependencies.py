@@ -91,7 +91,7 @@ def test_the_sandbox_imports_nothing_of_brsm_but_itself():
 
 def test_fakes_do_not_share_the_adapters_error_mapping():
     """In-process fakes implement the ports on their own: from the adapters they may take only the
-    wire formats they must produce (the .meta codec, the argv shapes they parse, the temp-file suffix),
+    wire formats they must produce (the .meta codec, the remote path guard, the temp-file suffix),
     never the error mapping or retry logic they are meant to test against."""
     allowed = {"brsm.adapters", "brsm.adapters.meta_codec", "brsm.adapters.remote_cmd", "brsm.adapters.ssh"}
     bad = []
