@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 # --- meta -----------------------------------------------------------------------------------
@@ -138,13 +138,68 @@ class DirStat:
         return (self.dev, self.ino)
 
 
+PathKind = Literal["file", "none", "other"]  # a regular file; nothing at that name; anything else
+
+
+@dataclass(frozen=True)
+class RealPaths:
+    """Paths resolved on a host (symlinks followed). ``paths`` is None when one of them does not
+    exist (or could not be resolved); ``problem`` is what the host said then."""
+
+    paths: tuple[str, ...] | None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class TreeFingerprint:
+    """A directory tree's listing in one digest: the SHA-256 of one sorted line per entry below it.
+    ``digest`` is None when the dir does not exist; ``symlink`` when the dir itself is a symbolic link
+    (its listing would prove nothing, whatever it points at)."""
+
+    digest: str | None
+    symlink: bool = False
+
+
+@dataclass(frozen=True)
+class DaemonProbe:
+    """One daemon to look at: ``service`` ("metad", "storaged", "graphd") run by
+    ``<install_dir>/scripts/nebula.service``, serving on ``address:port``."""
+
+    service: str
+    install_dir: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DaemonSeen:
+    """What ``nebula.service status`` printed for one daemon (its exit status says nothing: see
+    brsm.workflows.services), and whether its port accepted a connection."""
+
+    status_text: str
+    port_open: bool
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """One look at a host: each daemon asked about (missing when the host said nothing of it), and
+    the pids of the processes whose working directory or an open file is in one of the dirs."""
+
+    daemons: Mapping[str, DaemonSeen]
+    dir_users: tuple[int, ...] = ()
+
+
 @runtime_checkable
 class HostPort(Protocol):
-    """One cluster machine, reached over SSH. ``name`` is the service address (host part)."""
+    """One cluster machine, reached over SSH. ``name`` is the service address (host part).
+
+    Workflows ask for what they need done (verbs) and get typed answers; how it is done on the host
+    (which command, its quoting, its output format) is the adapter's business alone, so an in-process
+    fake implements the meaning and no workflow writes shell. A host that cannot be reached raises
+    RemoteError from every verb."""
 
     name: str
 
-    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult: ...
     async def exists(self, path: str) -> bool: ...
     async def walk(self, path: str) -> list[RemoteFile]: ...
     def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
@@ -163,6 +218,37 @@ class HostPort(Protocol):
     # brsm.workflows.services). A host that cannot be reached still raises.
     async def service(self, action: str, name: str, *, install_dir: str) -> RunResult: ...
     async def close(self) -> None: ...
+
+    # -- asked and answered: a look gives up after ``timeout`` seconds with a RemoteError (None: it may
+    # wait as long as the host takes, as a walk does)
+    async def check_login(self, *, timeout: float = 30) -> None: ...  # log in and run a command, or raise
+    async def read_text(self, path: str, *, timeout: float = 30) -> str | None: ...  # None: cannot read it
+    # the name itself (a link not followed, a FIFO never opened); raises when the look failed, so a
+    # failed look never passes for "nothing there"
+    async def path_kind(self, path: str, *, timeout: float) -> PathKind: ...
+    # mkdir(2) of exactly ``path``: True when this call created it (an atomic claim), False when not
+    async def claim_dir(self, path: str, *, timeout: float) -> bool: ...
+    async def clock(self, *, timeout: float) -> float: ...  # the host's time, seconds since the epoch
+    # the file system (device number) of each path, links followed; None when any cannot be looked at
+    async def device_ids(self, paths: Sequence[str], *, timeout: float = 30) -> tuple[int, ...] | None: ...
+    async def real_paths(self, paths: Sequence[str], *, timeout: float = 30) -> RealPaths: ...
+    # the full paths of the entries directly in ``path`` whose name matches one of the glob
+    # ``patterns`` (only directories when ``dirs_only``); none for a dir that cannot be listed
+    async def list_named(self, path: str, patterns: Sequence[str], *, dirs_only: bool = False,
+                         timeout: float | None = None) -> list[str]: ...
+    # the SHA-256 of each regular file, by path; a file that cannot be read is missing from the answer
+    async def hash_files(self, paths: Sequence[str], *, timeout: float = 3600) -> dict[str, str]: ...
+    # each dir's fingerprint (``fmt`` 1: regular files by path, size, mtime, inode; 2: every entry by
+    # path, type, size, mtime, ctime, inode), ``<dir>/ingest`` left out; raises when the look failed
+    async def fingerprint_trees(self, dirs: Sequence[str], *, fmt: int,
+                                timeout: float = 3600) -> dict[str, TreeFingerprint]: ...
+    # each daemon's status and port, and who uses ``dirs``, in one round trip (this runs in downtime)
+    async def check_daemons(self, daemons: Sequence[DaemonProbe], dirs: Sequence[str], *,
+                            timeout: float = 60) -> HostCheck: ...
+
+    # -- changed: raise RemoteError when it did not happen
+    async def copy_tree(self, src: str, dst: str) -> None: ...  # ``dst`` new; modes, times and links kept
+    async def copy_into(self, files: Sequence[str], dest_dir: str) -> None: ...  # each by its own name
 
 
 @runtime_checkable

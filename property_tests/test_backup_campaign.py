@@ -55,8 +55,10 @@ CLUSTER_FAULT = st.one_of(
               st.sampled_from(META_HOSTS + STORAGE_HOSTS), st.integers(0, 1200), st.integers(1, 4)),
     st.builds(lambda h, n: ("host_down", h, n, {}), st.sampled_from(META_HOSTS + STORAGE_HOSTS), st.integers(1, 6)),
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(META_HOSTS), st.integers(1, 2)),
-    st.builds(lambda h, a, n: ("run_fail", h, n, {"argv0": a}), st.sampled_from(META_HOSTS + STORAGE_HOSTS),
-              st.sampled_from(["find", "mkdir", "rm", "true", "df", "test", "env"]), st.integers(1, 3)),
+    st.builds(lambda h, v, n: ("verb_fail", h, n, {"verb": v}), st.sampled_from(META_HOSTS + STORAGE_HOSTS),
+              st.sampled_from(["walk", "claim_dir", "remove_tree", "check_login", "free_bytes", "path_kind",
+                               "clock", "read_text", "real_paths", "device_ids"]),
+              st.integers(1, 3)),
 )
 
 

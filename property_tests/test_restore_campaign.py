@@ -49,7 +49,6 @@ STORAGE_HOSTS = ["127.0.0.101", "127.0.0.102"]
 HOSTS = META_HOSTS + STORAGE_HOSTS
 RPCS = ["listCluster", "listSpaces", "restoreMeta"]
 CODES = [-2, -8, -24, -2003, -2021]
-SERVICE = "/usr/local/nebula/scripts/nebula.service"
 STORAGE_VERBS = ["get", "get_bytes", "list", "stat"]
 
 CLUSTER_FAULT = st.one_of(
@@ -60,8 +59,10 @@ CLUSTER_FAULT = st.one_of(
               st.sampled_from(HOSTS), st.integers(0, 1200), st.integers(1, 4)),
     st.builds(lambda h, n: ("host_down", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 6)),
     st.builds(lambda h, n: ("disk_full", h, n, {}), st.sampled_from(HOSTS), st.integers(1, 3)),
-    st.builds(lambda h, a, n: ("run_fail", h, n, {"argv0": a}), st.sampled_from(HOSTS),
-              st.sampled_from([SERVICE, "mkdir", "rm", "true", "df", "find", "env"]), st.integers(1, 3)),
+    st.builds(lambda h, v, n: ("verb_fail", h, n, {"verb": v}), st.sampled_from(HOSTS),
+              st.sampled_from(["service", "claim_dir", "remove_tree", "check_login", "free_bytes", "walk",
+                               "path_kind", "check_daemons", "hash_files", "fingerprint_trees", "copy_tree",
+                               "copy_into", "clock", "read_text", "real_paths", "list_named"]), st.integers(1, 3)),
 )
 
 
@@ -113,6 +114,15 @@ class RestoreCampaign(RuleBasedStateMachine):
         kind, target, n, params = f
         self.w.restore_box["at_step"].setdefault(at, []).append(
             lambda: self.c.faults.add(kind, target, count=n, **params))
+
+    @rule(i=st.integers(0, 50), at=st.sampled_from(RESTORE.steps))
+    def stray_process_at_step(self, i: int, at: str) -> None:
+        """From that step on, some process (a shell left in the dir, a backup agent) uses a data dir:
+        the check that the cluster is down sees it (HostPort.check_daemons) until faults are cleared."""
+        host, dp = data_dirs(self.c)[i % len(data_dirs(self.c))]
+        m = self.c.machine(host)
+        self.w.restore_box["at_step"].setdefault(at, []).append(
+            lambda: m.holders.__setitem__(posixpath.join(dp, "nebula", "stray"), 31337))
 
     @rule(verb=st.sampled_from(STORAGE_VERBS), count=st.integers(1, 4), permanent=st.booleans(),
           skip=st.integers(0, 8))
@@ -198,6 +208,8 @@ class RestoreCampaign(RuleBasedStateMachine):
     # -- the end ---------------------------------------------------------------------------------
     def finish_operation(self) -> None:
         self.w.clear_faults()
+        for m in self.c.machines.values():
+            m.holders.clear()
         if tolerate("holderless_lease"):
             remove_holderless_leases(self.c)  # KNOWN["holderless_lease"]
         for _ in range(3):

@@ -1,15 +1,19 @@
-"""Pure builders of the argv tuples brsm runs on cluster hosts.
+"""Pure builders of the argv tuples the SSH adapter runs on cluster hosts, and parsers of what they print.
 
-Nothing here touches the network: each function returns a tuple of strings that ``HostPort.run``
-renders with ``shlex.join`` (every argument quoted). The in-process fake (``brsm.fakes.hosts``)
-understands exactly these shapes, so a workflow that only builds argv here runs on both.
+Nothing here touches the network: each builder returns a tuple of strings that ``SshHost.run``
+renders with ``shlex.join`` (every argument quoted); a script is always a fixed ``bash -c`` text
+whose values are its positional arguments, never spliced into it (the longer scripts, the proof's
+and the is-it-down check's, are in ``remote_scripts``). These are the adapter's alone:
+workflows ask ``HostPort`` verbs, and the in-process fake implements their meaning without them.
 """
 from __future__ import annotations
 
 import posixpath
 
+from collections.abc import Sequence
+
 from brsm.errors import RemoteError
-from brsm.ports import DirStat
+from brsm.ports import DirStat, PathKind
 
 SERVICES = ("metad", "storaged", "graphd", "all")
 SERVICE_ACTIONS = ("start", "stop", "restart", "kill", "status")
@@ -80,10 +84,6 @@ def mv_argv(src: str, dst: str) -> tuple[str, ...]:
 def rm_rf_argv(path: str) -> tuple[str, ...]:
     """Remove a tree. Refuses "/", empty and relative paths (raises ``RemoteError``)."""
     return ("rm", "-rf", "--one-file-system", "--", checked_path(path, what="rm -rf of"))
-
-
-def mkdir_p_argv(path: str) -> tuple[str, ...]:
-    return ("mkdir", "-p", "--", checked_path(path, what="mkdir of"))
 
 
 def find_files_argv(path: str) -> tuple[str, ...]:
@@ -166,3 +166,96 @@ def parse_lstat_dir(stdout: str, path: str) -> DirStat | None:
     assert last is not None
     uid, dev, ino = last
     return DirStat(dev=dev, ino=ino, mine=uid == me, empty="entry" not in rest[len(comps):])
+
+
+# -- small looks ---------------------------------------------------------------------------------
+LOGIN_ARGV = ("true",)
+CLOCK_ARGV = ("date", "+%s.%N")
+
+
+def cat_argv(path: str) -> tuple[str, ...]:
+    return ("cat", "--", path)
+
+
+def path_kind_argv(path: str) -> tuple[str, ...]:
+    """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened), in the C
+    locale: its "No such file or directory" is what tells an absent name from a failed look."""
+    return ("env", "LC_ALL=C", "stat", "--printf=%F", "--", path)
+
+
+def parse_path_kind(exit_status: int, out: str, err: str, path: str) -> PathKind:
+    """"file", "none" or "other" from ``stat --printf=%F``'s answer; anything else (a failure that is not
+    "No such file or directory") raises: a look that failed must never pass for "nothing there",
+    and a `test` that failed for any reason did (exit 1 reads as false).
+
+    >>> parse_path_kind(0, "regular file", "", "/l"), parse_path_kind(0, "fifo", "", "/l")
+    ('file', 'other')
+    >>> parse_path_kind(1, "", "stat: cannot statx '/l': No such file or directory", "/l")
+    'none'
+    """
+    if exit_status == 0:
+        return "file" if out.strip() in ("regular file", "regular empty file") else "other"
+    if "No such file or directory" in err:
+        return "none"
+    raise RemoteError(f"could not look at {path}: stat exited with status {exit_status}: "
+                      f"{(err or out).strip()[:200] or 'no message'}",
+                      hint="check the host (permissions, a hung mount), then run brsm again")
+
+
+def parse_clock(text: str) -> float:
+    """``date +%s.%N`` output; a ``date`` without ``%N`` (busybox) prints ``1767000000.N``.
+
+    >>> parse_clock("1767000000.250000000\\n"), parse_clock("1767000000.N")
+    (1767000000.25, 1767000000.0)
+    """
+    head, _, frac = text.strip().partition(".")
+    if not head.isdigit():
+        raise ValueError(f"not a clock reading: {text.strip()[:40]!r}")
+    return float(head) + (float("0." + frac) if frac.isdigit() else 0.0)
+
+
+def claim_dir_argv(path: str) -> tuple[str, ...]:
+    """mkdir(2) without -p: it fails when the name exists, which makes it an atomic claim."""
+    return ("mkdir", path)
+
+
+def device_ids_argv(paths: Sequence[str]) -> tuple[str, ...]:
+    """The device number of each path's file system, links followed: one number per line."""
+    return ("stat", "-L", "-c", "%d", "--", *paths)
+
+
+def parse_device_ids(stdout: str, n: int) -> tuple[int, ...] | None:
+    """``n`` numbers, or None when the host printed anything else.
+
+    >>> parse_device_ids("2049\\n2050\\n", 2), parse_device_ids("2049\\n", 2)
+    ((2049, 2050), None)
+    """
+    words = stdout.split()
+    if len(words) != n or not all(w.isdigit() for w in words):
+        return None
+    return tuple(int(w) for w in words)
+
+
+def realpath_argv(paths: Sequence[str]) -> tuple[str, ...]:
+    return ("realpath", "-e", "--", *paths)
+
+
+def list_named_argv(path: str, patterns: Sequence[str], *, dirs_only: bool = False) -> tuple[str, ...]:
+    """The entries directly in ``path`` named like one of ``patterns``, one full path per line.
+
+    >>> list_named_argv("/d", ["a_*", "b_*"], dirs_only=True)
+    ('find', '/d', '-mindepth', '1', '-maxdepth', '1', '-type', 'd', '(', '-name', 'a_*', '-o', '-name', 'b_*', ')')
+    """
+    names: list[str] = []
+    for p in patterns:
+        names += [*(["-o"] if names else []), "-name", p]
+    return ("find", path, "-mindepth", "1", "-maxdepth", "1", *(("-type", "d") if dirs_only else ()),
+            "(", *names, ")")
+
+
+def copy_tree_argv(src: str, dst: str) -> tuple[str, ...]:
+    return ("cp", "-a", src, dst)
+
+
+def copy_into_argv(files: Sequence[str], dest_dir: str) -> tuple[str, ...]:
+    return ("cp", "-t", dest_dir, "--", *files)

@@ -5,7 +5,8 @@ Host keys are always verified against the configured known_hosts file: an unknow
 is an error with a hint, never accepted silently; ``accept_new_host_keys`` accepts (loudly, into
 known_hosts) a key only for a host with no entry yet, never a changed one (``host_keys``).
 Commands are argv sequences rendered with ``shlex.join`` (every argument quoted); the builders
-live in ``remote_cmd``.
+live in ``remote_cmd``, the verbs workflows call (hash, fingerprint, is it down, ...) in ``ssh_verbs``.
+``run`` is this adapter's own exec, not part of ``HostPort``: no workflow writes a command.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
+from brsm.adapters.ssh_verbs import SshVerbs
 from brsm.errors import PathRefused, RemoteError
 from brsm.ports import DirStat, RemoteFile, RunResult
 
@@ -106,7 +108,7 @@ def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(lines[-n:])
 
 
-class SshHost:
+class SshHost(SshVerbs):
     """One cluster machine (implements ``brsm.ports.HostPort``)."""
 
     def __init__(self, target: SshTarget, *,

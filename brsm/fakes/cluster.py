@@ -53,10 +53,12 @@ class Faults:
       disconnect (host):        after_bytes=N: the SSH connection drops after N bytes of a read or write
       host_down (host):         every SSH operation (and meta RPC served there) fails: connection refused
       disk_full (host):         writes fail with "No space left on device"; free_bytes is 0
-      run_fail (host):          argv0=<cmd>: that command exits with ``exit`` (default 1) and ``stderr``
+      verb_fail (host):         verb=<HostPort method>: that verb fails as it does when its command exits
+                                with ``exit`` (default 1) and ``stderr`` on a real host (it raises, or
+                                answers "nothing found" where the adapter's verb does)
     """
 
-    KINDS = ("meta_code", "leader_change", "disconnect", "host_down", "disk_full", "run_fail")
+    KINDS = ("meta_code", "leader_change", "disconnect", "host_down", "disk_full", "verb_fail")
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
@@ -116,6 +118,7 @@ class Machine:
         self.pids: dict[str, int] = {s: 1000 + p for s, p in services.items()}
         self.capacity = free
         self.clock_offset = 0.0  # seconds this host's clock is ahead of the operator machine's
+        self.holders: dict[str, int] = {}  # a path some process uses (its cwd, an open file) -> its pid
 
     # -- file tree helpers (paths are absolute and normalised) --------------------------------
     @staticmethod

@@ -1,19 +1,18 @@
 """HostsPort / HostPort over a ``FakeCluster``'s in-memory machines.
 
-``run`` understands the argv shapes built by ``brsm.adapters.remote_cmd`` (df, mv, rm -rf, mkdir,
-find), Nebula's ``scripts/nebula.service`` as that script behaves (status always exits 0, start of a
-running daemon exits 1, start/stop return before the daemon listens/exits), a TCP port probe
-(``timeout N bash -c 'exec 3<>/dev/tcp/$1/$2' NAME ADDRESS PORT``) and a few plain commands (true,
-false, echo, printf, test -e/-d/-f, cat, mkdir without -p, sleep); anything else exits 127 "command
-not found", as a shell would. Its service control shares no code with the SSH adapter's.
-Errors look like SshHost's: ``RemoteError`` naming the host, with the exit status or what dropped.
+Each verb does what it means on the machine's file tree and daemons: no command text is built or
+parsed here. Nebula's ``scripts/nebula.service`` behaves as that script does (status always exits 0,
+start of a running daemon exits 1, start/stop return before the daemon listens/exits). Its service
+control shares no code with the SSH adapter's. Errors look like SshHost's: ``RemoteError`` naming
+the host, with the exit status or what dropped. The ``verb_fail`` fault makes one verb fail the way
+its command failing on a real host makes the SSH adapter's verb fail (raise, or answer "nothing").
 """
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import posixpath
-import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
@@ -21,46 +20,14 @@ from typing import TYPE_CHECKING
 from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
-from brsm.fakes.cluster import FakeCluster, Machine
-from brsm.ports import DirStat, RemoteFile, RunResult
+from brsm.fakes.cluster import Fault, FakeCluster, Machine
+from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
+from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, RealPaths, RemoteFile, RunResult,
+                        TreeFingerprint)
 
 if TYPE_CHECKING:
     from brsm.fakes.helper import FakeHelper
 
-
-def _printf(fmt: str, args: list[str]) -> str:
-    """The subset of printf(1) brsm and its tests use: %s, %%, \\n \\t \\0 \\\\, format reused for all args."""
-    def once(items: list[str]) -> tuple[str, int]:
-        out, i, used = [], 0, 0
-        while i < len(fmt):
-            ch = fmt[i]
-            if ch == "%" and i + 1 < len(fmt):
-                nxt = fmt[i + 1]
-                if nxt == "s":
-                    out.append(items[used] if used < len(items) else "")
-                    used += 1
-                elif nxt == "%":
-                    out.append("%")
-                else:
-                    out.append(ch + nxt)
-                i += 2
-            elif ch == "\\" and i + 1 < len(fmt):
-                out.append({"n": "\n", "t": "\t", "0": "\0", "\\": "\\"}.get(fmt[i + 1], "\\" + fmt[i + 1]))
-                i += 2
-            else:
-                out.append(ch)
-                i += 1
-        return "".join(out), used
-
-    text, used = once(args)
-    if used == 0:
-        return text
-    rest = args[used:]
-    while rest:
-        more, used = once(rest)
-        text += more
-        rest = rest[used:]
-    return text
 
 
 class FakeHost:
@@ -69,7 +36,7 @@ class FakeHost:
     def __init__(self, cluster: FakeCluster, name: str) -> None:
         self.c = cluster
         self.name = name
-        self.commands: list[tuple[str, ...]] = []
+        self.verbs: list[str] = []  # every verb asked, in order
         self.closed = False
         self.helpers: list = []  # every helper started, for close()
 
@@ -93,288 +60,179 @@ class FakeHost:
         return RemoteError(f"{self.name}: {what}: SSH connection to {self.name}:22 dropped (fault)", host=self.name,
                            hint="the host or its sshd went away; retry (the connection is reopened)")
 
-    # -- commands ------------------------------------------------------------------------------
-    async def run(self, argv: Sequence[str], *, check: bool = True, timeout: float | None = None) -> RunResult:
-        argv = tuple(str(a) for a in argv)
-        if not argv:
-            raise ValueError("empty argv")
-        m = await self._enter(f"run {argv[0]}")
-        self.commands.append(argv)
-        f = self.c.faults.take("run_fail", self.name, lambda f: f.params.get("argv0") in (None, argv[0]))
+    async def _verb(self, verb: str, what: str) -> tuple[Machine, Fault | None]:
+        """The machine (raising as SSH would when it cannot be reached) and the ``verb_fail`` fault
+        this call takes, if any."""
+        m = await self._enter(what)
+        self.verbs.append(verb)
+        return m, self.c.faults.take("verb_fail", self.name, lambda f: f.params.get("verb") in (None, verb))
+
+    def _failed(self, what: str, f: Fault) -> RemoteError:
+        stderr = str(f.params.get("stderr", "injected failure"))
+        return RemoteError(f"{self.name}: `{what}` exited with status {int(f.params.get('exit', 1))}:\n{stderr}",
+                           host=self.name)
+
+    # -- looks -----------------------------------------------------------------------------------
+    async def check_login(self, *, timeout: float = 30) -> None:
+        _m, f = await self._verb("check_login", "run true")
         if f is not None:
-            res = RunResult(int(f.params.get("exit", 1)), "", str(f.params.get("stderr", "injected failure")))
-        else:
-            try:
-                res = await asyncio.wait_for(self._exec(m, argv), timeout)
-            except asyncio.TimeoutError:
-                raise RemoteError(f"{self.name}: `{shlex.join(argv)}` did not finish within {timeout}s",
-                                  host=self.name, hint="the command is still running on the host or hung there") from None
-        if check and res.exit_status != 0:
-            tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-8:])
-            raise RemoteError(f"{self.name}: `{shlex.join(argv)}` exited with status {res.exit_status}"
-                              + (f":\n{tail}" if tail else ""), host=self.name)
-        return res
+            raise self._failed("true", f)
 
-    async def _exec(self, m: Machine, argv: tuple[str, ...]) -> RunResult:
-        cmd, args = argv[0], list(argv[1:])
-        ok = RunResult(0, "", "")
+    async def read_text(self, path: str, *, timeout: float = 30) -> str | None:
+        m, f = await self._verb("read_text", f"read {path}")
+        data = m.files.get(m.norm(path))
+        return None if f is not None or data is None else data.decode("utf-8", "replace")
 
-        def err(msg: str, code: int = 1) -> RunResult:
-            return RunResult(code, "", f"{cmd}: {msg}\n")
+    async def path_kind(self, path: str, *, timeout: float) -> PathKind:
+        m, f = await self._verb("path_kind", f"stat {path}")
+        above = posixpath.dirname(m.norm(path))
+        while f is None and above != "/":
+            if above in m.files:  # ENOTDIR: the look failed, which is not "nothing there"
+                f = Fault("verb_fail", self.name, 1, {"stderr": f"stat: cannot statx '{path}': Not a directory"})
+            above = posixpath.dirname(above)
+        if f is not None:
+            raise RemoteError(f"could not look at {path}: stat exited with status {int(f.params.get('exit', 1))}: "
+                              f"{str(f.params.get('stderr', 'injected failure'))[:200]}",
+                              hint="check the host (permissions, a hung mount), then run brsm again")
+        if m.norm(path) in m.files:
+            return "file"
+        return "other" if m.is_dir(path) else "none"
 
-        def opts(allowed: set[str]) -> tuple[set[str], list[str]]:
-            seen, rest = set(), list(args)
-            while rest and rest[0].startswith("-") and rest[0] != "-":
-                o = rest.pop(0)
-                if o == "--":
-                    break
-                if o not in allowed:
-                    return {"?" + o}, rest
-                seen.add(o)
-            return seen, rest
+    async def claim_dir(self, path: str, *, timeout: float) -> bool:
+        m, f = await self._verb("claim_dir", f"mkdir {path}")
+        if f is not None or not path.startswith("/") or m.exists(path):
+            return False
+        if not m.is_dir(posixpath.dirname(m.norm(path))):
+            return False
+        m.mkdirs(path)
+        return True
 
-        if cmd == "true":
-            return ok
-        if cmd == "false":
-            return RunResult(1, "", "")
-        if cmd == "echo":
-            return RunResult(0, " ".join(args) + "\n", "")
-        if cmd == "printf":
-            return RunResult(0, _printf(args[0], args[1:]) if args else "", "")
-        if cmd == "date" and args == ["+%s.%N"]:
-            return RunResult(0, f"{time.time() + m.clock_offset:.9f}\n", "")
-        if cmd == "sleep":
-            await asyncio.sleep(float(args[0]))
-            return ok
-        if cmd == "cat":
-            out = []
-            for p in (args[1:] if args[:1] == ["--"] else args):  # "--" ends the options, as in coreutils
-                if m.norm(p) not in m.files:
-                    return err(f"{p}: No such file or directory")
-                out.append(m.files[m.norm(p)].decode("utf-8", "replace"))
-            return RunResult(0, "".join(out), "")
-        if cmd == "stat" and len(args) == 3 and args[:2] == ["--printf=%F", "--"]:
-            p = args[2]
-            if not m.exists(p):
-                return RunResult(1, "", f"stat: cannot statx '{p}': No such file or directory")
-            return RunResult(0, "regular file" if m.norm(p) in m.files else "directory", "")
-        if cmd == "test" and len(args) == 2:
-            flag, p = args
-            hit = {"-e": m.exists(p), "-d": m.is_dir(p), "-f": m.norm(p) in m.files}.get(flag)
-            return RunResult(0 if hit else 1, "", "")
-        if cmd == "mkdir":
-            seen, paths = opts({"-p"})
-            if any(s.startswith("?") for s in seen) or not paths:
-                return err("invalid option or missing operand")
-            for p in paths:
-                if not p.startswith("/"):
-                    return err(f"{p}: relative paths are not supported by the fake")
-                if "-p" not in seen:
-                    if m.exists(p):
-                        return err(f"cannot create directory '{p}': File exists")
-                    if not m.is_dir(posixpath.dirname(m.norm(p))):
-                        return err(f"cannot create directory '{p}': No such file or directory")
-                try:
-                    if m.norm(p) in m.files:
-                        return err(f"cannot create directory '{p}': File exists")
-                    m.mkdirs(p)
-                except NotADirectoryError:
-                    return err(f"cannot create directory '{p}': Not a directory")
-            return ok
-        if cmd == "rm":
-            seen, paths = opts({"-rf", "-r", "-f", "-fr", "--one-file-system"})
-            if any(s.startswith("?") for s in seen) or not paths:
-                return err("invalid option or missing operand")
-            for p in paths:
-                remote_cmd.checked_path(p, what="rm -rf of")  # the fake refuses "/" as loudly as the builder
-                if m.is_dir(p) and not ({"-rf", "-r", "-fr"} & seen):
-                    return err(f"cannot remove '{p}': Is a directory")
-                m.remove_tree(p)
-            return ok
-        if cmd == "mv":
-            seen, paths = opts({"-T", "-f"})
-            if any(s.startswith("?") for s in seen) or len(paths) != 2:
-                return err("invalid option or wrong number of operands")
-            src, dst = paths
-            try:
-                m.move(src, dst)
-            except FileNotFoundError:
-                return err(f"cannot stat '{src}': No such file or directory")
-            except (FileExistsError, IsADirectoryError):
-                return err(f"cannot move '{src}' to '{dst}': Directory not empty")
-            except OSError as e:
-                return err(str(e))
-            return ok
-        if cmd == "realpath":
-            seen, paths = opts({"-e"})
-            if any(x.startswith("?") for x in seen) or not paths:
-                return err("invalid option or missing operand")
-            missing = [p for p in paths if not m.exists(p)]
-            if missing:
-                return RunResult(1, "".join(m.norm(p) + "\n" for p in paths if m.exists(p)),
-                                 "".join(f"realpath: {p}: No such file or directory\n" for p in missing))
-            return RunResult(0, "".join(m.norm(p) + "\n" for p in paths), "")
-        if cmd == "cp" and len(args) >= 4 and args[0] == "-t" and args[2] == "--":
-            dest, srcs = args[1], args[3:]
-            if not m.is_dir(dest):
-                return err(f"target '{dest}': No such file or directory")
-            for src in srcs:
-                if m.norm(src) not in m.files:
-                    return err(f"cannot stat '{src}': No such file or directory")
-                m.put(posixpath.join(dest, posixpath.basename(src)), m.files[m.norm(src)])
-            return ok
-        if cmd == "cp" and len(args) == 3 and args[0] == "-a":
-            src, dst = m.norm(args[1]), m.norm(args[2])
-            if not m.exists(src):
-                return err(f"cannot stat '{args[1]}': No such file or directory")
-            if m.exists(dst):
-                return err(f"'{args[2]}' exists (the fake copies into new paths only)")
-            if src in m.files:
-                m.put(dst, m.files[src])
-                return ok
-            m.mkdirs(dst)
-            for d in [d for d in m.dirs if d.startswith(src + "/")]:
-                m.mkdirs(dst + d[len(src):])
-            for f in m.under(src):
-                m.put(dst + f[len(src):], m.files[f])
-            return ok
-        if cmd == "df":
-            path = args[-1]
-            if not m.exists(path):
-                return err(f"{path}: No such file or directory")
-            free = 0 if self.c.faults.peek("disk_full", self.name) else m.free()
-            return RunResult(0, f"    Avail\n{free}\n", "")
-        if cmd == "find" and len(args) == 5 and args[1:4] == ["-type", "f", "-printf"]:
-            root = args[0]
-            if not m.exists(root):
-                return err(f"'{root}': No such file or directory")
-            files = [root] if m.norm(root) in m.files else m.under(root)
-            fmt = args[4]
-            # Escapes belong to the format only: a file named "\\0" must come out as itself.
-            fmt = fmt.replace("\\0", "\0").replace("\\n", "\n")
-            out = "".join(fmt.replace("%s", str(len(m.files[f]))).replace("%p", f) for f in files)
-            return RunResult(0, out, "")
-        if cmd == "sha256sum" and args[:1] == ["--"]:
-            lines, missing = [], []
-            for f in args[1:]:
-                if m.norm(f) in m.files:
-                    lines.append(f"{hashlib.sha256(m.files[m.norm(f)]).hexdigest()}  {f}\n")
-                else:
-                    missing.append(f"sha256sum: {f}: No such file or directory\n")
-            return RunResult(1 if missing else 0, "".join(lines), "".join(missing))
-        if cmd == "find" and args[:1] == ["/proc"]:  # processes using a dir: the fake's daemons hold no files
-            return ok
-        if cmd == "env" and len(args) >= 2 and args[0] == "LC_ALL=C":  # the fake speaks only the C locale
-            return await self._exec(m, tuple(args[1:]))
-        if cmd == "timeout" and len(args) >= 2:  # timeout SECONDS COMMAND...: the fake never runs that long
-            return await self._exec(m, tuple(args[1:]))
-        if cmd == "bash" and len(args) >= 4 and args[0] == "-c" and args[2] == "brsm-host-check":
-            return await self._host_check(m, args[3:])
-        if cmd == "bash" and len(args) >= 2 and args[0] == "-c" and 'find "$d"' in args[1]:
-            return self._fingerprint(m, args[1], args[3:])
-        if cmd == "bash" and len(args) == 5 and args[0] == "-c" and "/dev/tcp/$1/$2" in args[1]:
-            return self._port_probe(args[3], args[4])
-        if cmd.endswith("/scripts/nebula.service"):
-            return self._service(m, cmd, args)
-        return RunResult(127, "", f"bash: {cmd}: command not found\n")
+    async def clock(self, *, timeout: float) -> float:
+        m, f = await self._verb("clock", "date")
+        if f is not None:
+            raise RemoteError(f"could not read the clock of {self.name} (`date +%s.%N` printed ''", host=self.name,
+                              hint="brsm judges its lease by the metad host's clock; check that `date` runs there")
+        return time.time() + m.clock_offset
 
-    async def _host_check(self, m: Machine, args: list[str]) -> RunResult:
-        """The restore's one-exec "is it down?": per (svc, install, address, port) the status text and
-        the port probe's verdict, then the processes using the data dirs (none: the fake's daemons
-        hold no files)."""
-        n, rest, out = int(args[0]), args[1:], []
-        for i in range(n):
-            svc, inst, addr, port = rest[4 * i:4 * i + 4]
-            out.append(f"== status {svc}")
-            r = self._service(m, f"{inst}/scripts/nebula.service", ["status", svc])
-            out.append((r.stdout + r.stderr).rstrip("\n"))
-            out.append(f"== port {svc} {'open' if self._port_probe(addr, port).exit_status == 0 else 'closed'}")
-        out.append("== users")
-        if rest[4 * n:]:
-            out.append((await self._exec(m, tuple(rest[4 * n:]))).stdout.rstrip("\n"))
-        return RunResult(0, "\n".join(x for x in out if x) + "\n", "")
+    async def device_ids(self, paths: Sequence[str], *, timeout: float = 30) -> tuple[int, ...] | None:
+        """The fake has one file system per machine."""
+        m, f = await self._verb("device_ids", "stat")
+        if f is not None or not all(m.exists(p) for p in paths):
+            return None
+        return tuple(1 for _ in paths)
 
-    @staticmethod
-    def _fingerprint(m: Machine, script: str, dirs: list[str]) -> RunResult:
-        """The restore's fingerprint script: per dir a ``== DIR`` header, then one sorted line per file
-        below it (and, for format 2, which lists every entry by type, per dir), ``ingest/`` skipped,
-        or ``absent``. The fake has no mtimes, ctimes or inodes: a file's line carries the content's
-        SHA-256 instead, so any write changes it as a real ctime would. It has no links either."""
+    async def real_paths(self, paths: Sequence[str], *, timeout: float = 30) -> RealPaths:
+        """The fake has no links: a path that exists is its own real path."""
+        m, f = await self._verb("real_paths", "realpath")
+        if f is not None:
+            return RealPaths(None, str(f.params.get("stderr", "injected failure")))
+        missing = [p for p in paths if not m.exists(p)]
+        if missing:
+            return RealPaths(None, "\n".join(f"realpath: {p}: No such file or directory" for p in missing))
+        return RealPaths(tuple(m.norm(p) for p in paths))
+
+    async def list_named(self, path: str, patterns: Sequence[str], *, dirs_only: bool = False,
+                         timeout: float | None = None) -> list[str]:
+        m, f = await self._verb("list_named", f"list {path}")
+        if f is not None or not m.is_dir(path):
+            return []
+        pre = m.norm(path).rstrip("/") + "/"
+        names = {x[len(pre):].split("/")[0] for x in (*m.files, *m.dirs) if x.startswith(pre)}
         out = []
+        for n in sorted(names):
+            full = pre + n
+            if dirs_only and not m.is_dir(full):
+                continue
+            if any(fnmatch.fnmatchcase(n, p) for p in patterns):
+                out.append(full)
+        return out
+
+    async def hash_files(self, paths: Sequence[str], *, timeout: float = 3600) -> dict[str, str]:
+        m, f = await self._verb("hash_files", "sha256sum")
+        if f is not None:
+            return {}
+        return {p: hashlib.sha256(m.files[m.norm(p)]).hexdigest() for p in paths if m.norm(p) in m.files}
+
+    async def fingerprint_trees(self, dirs: Sequence[str], *, fmt: int,
+                                timeout: float = 3600) -> dict[str, TreeFingerprint]:
+        """One sorted line per file below each dir (and, for format 2, which lists every entry by type,
+        per dir), ``ingest/`` left out. The fake has no mtimes, ctimes or inodes: a file's line carries
+        the content's SHA-256 instead, so any write changes it as a real ctime would. It has no links
+        either."""
+        if fmt not in (1, 2):
+            raise ValueError(f"unknown fingerprint format {fmt!r}")
+        m, f = await self._verb("fingerprint_trees", "fingerprint")
+        if f is not None:
+            raise self._failed("fingerprint", f)
+        out = {}
         for d in dirs:
-            out.append(f"== {d}")
             if not m.is_dir(d):
-                out.append("absent")
+                out[d] = TreeFingerprint(None)
                 continue
             pre = m.norm(d).rstrip("/") + "/"
-            rels = sorted(f[len(pre):] for f in m.under(d))
+            rels = sorted(x[len(pre):] for x in m.under(d))
             lines = [f"{r}\tf\t{len(m.files[pre + r])}\t{hashlib.sha256(m.files[pre + r]).hexdigest()}"
                      for r in rels if not r.startswith("ingest/")]
-            # every entry, not only files (format 2 lists each by type): the fake's only other kind is a dir
-            if "%y" in script:
+            if fmt == 2:  # every entry, not only files: the fake's only other kind is a dir
                 lines += [f"{x[len(pre):]}\td" for x in m.dirs if x.startswith(pre) and x[len(pre):] != "ingest"
                           and not x[len(pre):].startswith("ingest/")]
-            out += sorted(lines)
-        return RunResult(0, "\n".join(out) + "\n", "")
+            out[d] = TreeFingerprint(hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest())
+        return out
 
-    def _port_probe(self, address: str, port: str) -> RunResult:
-        """``bash -c 'exec 3<>/dev/tcp/$1/$2' NAME ADDRESS PORT``: connect to a service port."""
+    async def check_daemons(self, daemons: Sequence[DaemonProbe], dirs: Sequence[str], *,
+                            timeout: float = 60) -> HostCheck:
+        """Each daemon's status text and port, and the pids of the machine's ``holders`` of a path in
+        one of ``dirs`` (the fake's daemons hold no files of their own)."""
+        m, f = await self._verb("check_daemons", "check")
+        if f is not None:
+            return HostCheck({})
+        seen = {}
+        for d in daemons:
+            r = nebula_service(self.c, m, d.install_dir, "status", d.service)
+            seen[d.service] = DaemonSeen((r.stdout + r.stderr).rstrip("\n"), self._port_open(d.address, d.port))
+        pres = [m.norm(x).rstrip("/") for x in dirs]
+        users = {pid for path, pid in m.holders.items()
+                 if any(m.norm(path) == p or m.norm(path).startswith(p + "/") for p in pres)}
+        return HostCheck(seen, tuple(sorted(users)))
+
+    def _port_open(self, address: str, port: int) -> bool:
+        """Whether a connection to ``address:port`` is accepted: a daemon of that machine listens there."""
         m = self.c.machines.get(address)
-        svc = next((s for s, p in (m.services.items() if m else ()) if str(p) == port), None)
+        svc = next((s for s, p in (m.services.items() if m else ()) if int(p) == int(port)), None)
         if m is None or svc is None or self.c.faults.peek("host_down", address):
-            return RunResult(1, "", f"bash: connect: Connection refused\nbash: /dev/tcp/{address}/{port}: Connection refused\n")
+            return False
         _running, listening = self.c.observe(address, svc)
-        if listening:
-            return RunResult(0, "", "")
-        return RunResult(1, "", f"bash: connect: Connection refused\nbash: /dev/tcp/{address}/{port}: Connection refused\n")
+        return listening
 
-    def _service(self, m: Machine, script: str, args: list[str]) -> RunResult:
-        """Nebula's scripts/nebula.service as it behaves: ``status`` always exits 0 and only its text
-        tells; ``start`` of a running daemon is an error (exit 1, and ``all`` stops there); ``start``
-        and ``stop`` return before the daemon listens or exits; ``restart`` = stop, wait, start."""
-        if m.norm(script) not in m.files:
-            return RunResult(127, "", f"bash: {script}: No such file or directory\n")
-        actions = ("start", "stop", "restart", "kill", "status")
-        if len(args) != 2 or args[0] not in actions or args[1] not in ("metad", "graphd", "storaged", "all"):
-            return RunResult(1, "Usage: nebula.service [-v] [-c /path/to/config] "
-                                "<start|stop|restart|status|kill> <metad|graphd|storaged|all>\n", "")
-        action, target = args
-        svcs = [s for s in ("metad", "graphd", "storaged") if s in m.services] if target == "all" else [target]
-        out: list[str] = []
+    # -- changes ---------------------------------------------------------------------------------
+    async def copy_tree(self, src: str, dst: str) -> None:
+        m, f = await self._verb("copy_tree", f"cp -a {src} {dst}")
+        if f is not None:
+            raise self._failed(f"cp -a {src} {dst}", f)
+        s, d = m.norm(src), m.norm(dst)
+        if not m.exists(s):
+            raise RemoteError(f"{self.name}: cp: cannot stat '{src}': No such file or directory", host=self.name)
+        if m.exists(d):
+            raise RemoteError(f"{self.name}: cp: '{dst}' exists (the fake copies into new paths only)", host=self.name)
+        if s in m.files:
+            m.put(d, m.files[s])
+            return
+        m.mkdirs(d)
+        for x in [x for x in m.dirs if x.startswith(s + "/")]:
+            m.mkdirs(d + x[len(s):])
+        for x in m.under(s):
+            m.put(d + x[len(s):], m.files[x])
 
-        def done(rc: int = 0, err: str = "") -> RunResult:
-            return RunResult(rc, "".join(o + "\n" for o in out), err)
-
-        for s in svcs:
-            if s not in m.services:
-                return done(1, f"[ERROR] {m.install_dir}/etc/nebula-{s}.conf not found\n")
-            if action == "status":
-                running, listening = self.c.observe(m.name, s)
-                if running:
-                    if s == "storaged" and not listening:
-                        out.append("[WARN] nebula-storaged after v3.0.0 will not start service until it is added to cluster.")
-                        out.append("[WARN] See Manage Storage hosts:ADD HOSTS in https://docs.nebula-graph.io/")
-                    out.append(f"[INFO] nebula-{s}(fake): Running as {m.pids[s]}, Listening on {m.services[s]}")
-                else:
-                    out.append(f"[INFO] nebula-{s}(fake): Exited")
-                continue
-            if action in ("stop", "restart"):
-                out.append(f"[INFO] Stopping nebula-{s}...")
-                self.c.stop_service(m.name, s)
-                out.append("[INFO] Done")
-            if action == "kill":
-                out.append(f"[INFO] Force killing nebula-{s}...")
-                self.c.stop_service(m.name, s, kill=True)
-                out.append("[INFO] Done")
-            if action == "restart":
-                self.c.stop_service(m.name, s, kill=True)  # it waits up to 5 s for the exit: long enough here
-            if action in ("start", "restart"):
-                pid = self.c.start_service(m.name, s)
-                if pid is not None:
-                    return done(1, f"[ERROR] nebula-{s} already running: {pid}\n")
-                out.append(f"[INFO] Starting nebula-{s}...")
-                out.append("[INFO] Done")
-        return done()
+    async def copy_into(self, files: Sequence[str], dest_dir: str) -> None:
+        m, f = await self._verb("copy_into", f"cp -t {dest_dir}")
+        if f is not None:
+            raise self._failed(f"cp -t {dest_dir}", f)
+        if not m.is_dir(dest_dir):
+            raise RemoteError(f"{self.name}: cp: target '{dest_dir}': No such file or directory", host=self.name)
+        for src in files:
+            if m.norm(src) not in m.files:
+                raise RemoteError(f"{self.name}: cp: cannot stat '{src}': No such file or directory", host=self.name)
+            m.put(posixpath.join(dest_dir, posixpath.basename(src)), m.files[m.norm(src)])
 
     # -- files ---------------------------------------------------------------------------------
     async def exists(self, path: str) -> bool:
@@ -382,10 +240,15 @@ class FakeHost:
         return m.exists(path)
 
     async def walk(self, path: str) -> list[RemoteFile]:
-        res = await self.run(remote_cmd.find_files_argv(path), check=False)
-        if res.exit_status != 0:
-            raise RemoteError(f"{self.name}: cannot list {path}: {res.stderr.strip() or 'find failed'}", host=self.name)
-        return sorted((RemoteFile(p, s) for p, s in remote_cmd.parse_find_files(res.stdout)), key=lambda f: f.path)
+        m, f = await self._verb("walk", f"list {path}")
+        if f is not None:
+            raise RemoteError(f"{self.name}: cannot list {path}: {f.params.get('stderr', 'injected failure')}",
+                              host=self.name)
+        if not m.exists(path):
+            raise RemoteError(f"{self.name}: cannot list {path}: find: '{path}': No such file or directory",
+                              host=self.name)
+        files = [m.norm(path)] if m.norm(path) in m.files else m.under(path)
+        return sorted((RemoteFile(p, len(m.files[p])) for p in files), key=lambda x: x.path)
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
         m = await self._enter(f"open {path}")
@@ -469,7 +332,11 @@ class FakeHost:
             raise RemoteError(f"{self.name}: makedirs {path}: Not a directory", host=self.name) from None
 
     async def remove_tree(self, path: str) -> None:
-        await self.run(remote_cmd.rm_rf_argv(path))
+        path = remote_cmd.checked_path(path, what="rm -rf of")  # refused as loudly as the adapter's
+        m, f = await self._verb("remove_tree", f"rm {path}")
+        if f is not None:
+            raise self._failed(f"rm -rf {path}", f)
+        m.remove_tree(path)
 
     async def lstat_dir(self, path: str) -> DirStat | None:
         """As SshHost's: None when missing, refused when a component is a file (the fake has no links)."""
@@ -504,16 +371,23 @@ class FakeHost:
         return made
 
     async def free_bytes(self, path: str) -> int:
-        return remote_cmd.parse_df((await self.run(remote_cmd.df_argv(path))).stdout)
+        m, f = await self._verb("free_bytes", f"statvfs {path}")
+        if f is not None:
+            raise self._failed(f"df {path}", f)
+        if not m.exists(path):
+            raise RemoteError(f"{self.name}: statvfs {path}: No such file", host=self.name)
+        return 0 if self.c.faults.peek("disk_full", self.name) else m.free()
 
     async def service(self, action: str, name: str, *, install_dir: str | None = None) -> RunResult:
         """Run nebula.service; never raises on its exit status (HostPort's contract)."""
-        if action not in ("start", "stop", "restart", "kill", "status"):
+        if action not in SERVICE_ACTIONS:
             raise ValueError(f"unknown service action {action!r}")
-        if name not in ("metad", "storaged", "graphd", "all"):
+        if name not in SERVICE_NAMES:
             raise ValueError(f"unknown service {name!r}")
-        script = posixpath.join(install_dir or self.c.install_dir, "scripts", "nebula.service")
-        return await self.run((script, action, name), check=False)
+        m, f = await self._verb("service", f"nebula.service {action} {name}")
+        if f is not None:
+            return RunResult(int(f.params.get("exit", 1)), "", str(f.params.get("stderr", "injected failure")))
+        return nebula_service(self.c, m, install_dir or self.c.install_dir, action, name)
 
     async def start_helper(self) -> "FakeHelper":
         """The direct data path's helper (brsm.fakes.helper); it ends with this host's connection."""

@@ -86,12 +86,6 @@ class BackupEntry:
     def created(self) -> str | None:
         return iso_utc(self.created_ms)
 
-    @property
-    def state_text(self) -> str:
-        if self.state == COMPLETE and not self.checksums:
-            return "complete (no checksums)"
-        return self.state
-
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "state": self.state, "made_by": self.made_by, "checksums": self.checksums,
                 "created": self.created, "created_ms": self.created_ms, "created_from": self.created_from,

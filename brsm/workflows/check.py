@@ -91,7 +91,7 @@ async def _agents(p: CheckPorts, hosts: dict[str, set[str]]) -> CheckResult:
 
 async def _ssh(p: CheckPorts, host: str) -> CheckResult:
     try:
-        await p.hosts.host(host).run(["true"], timeout=30)
+        await p.hosts.host(host).check_login(timeout=30)
         return CheckResult(f"ssh {host}", True, "login and host key ok")
     except BrsmError as e:
         return _fail(f"ssh {host}", e)

@@ -210,7 +210,7 @@ async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
 
     async def one(name: str) -> tuple[str, str | None] | None:
         try:
-            await hosts.host(name).run(["true"], timeout=30)
+            await hosts.host(name).check_login(timeout=30)
             return None
         except BrsmError as e:
             msg = e.message[len(name) + 2:] if e.message.startswith(f"{name}: ") else e.message

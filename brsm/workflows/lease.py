@@ -227,36 +227,10 @@ async def bounded(aw, host: HostPort, what: str, timeout: float | None = None):
                                                "check that path on the host") from None
 
 
-def stat_kind_argv(path: str) -> list[str]:
-    """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened), in the C
-    locale: its "No such file or directory" is what tells an absent lease from a failed look."""
-    return ["env", "LC_ALL=C", "stat", "--printf=%F", "--", path]
-
-
-def stat_kind(exit_status: int, out: str, err: str, path: str) -> str:
-    """"file", "none" or "other" from ``stat --printf=%F``'s answer; anything else (a failure that is not
-    "No such file or directory") raises: a look that failed must never pass for "nobody holds it",
-    and a `test` that failed for any reason did (exit 1 reads as false).
-
-    >>> stat_kind(0, "regular file", "", "/l"), stat_kind(0, "fifo", "", "/l")
-    ('file', 'other')
-    >>> stat_kind(1, "", "stat: cannot statx '/l': No such file or directory", "/l")
-    'none'
-    """
-    if exit_status == 0:
-        return "file" if out.strip() in ("regular file", "regular empty file") else "other"
-    if "No such file or directory" in err:
-        return "none"
-    raise RemoteError(f"could not look at {path}: stat exited with status {exit_status}: "
-                      f"{(err or out).strip()[:200] or 'no message'}",
-                      hint="check the host (permissions, a hung mount), then run brsm again")
-
-
 async def _kind_of(host: HostPort, path: str) -> str:
     """"file", "none" or "other" (a FIFO, a directory, a device: never opened, an open of a FIFO blocks),
-    asked with `stat` over SSH under a timeout, so a hung mount cannot hang brsm."""
-    r = await host.run(stat_kind_argv(path), check=False, timeout=REMOTE_TIMEOUT)
-    return stat_kind(r.exit_status, r.stdout, r.stderr, path)
+    asked under a timeout, so a hung mount cannot hang brsm; a look that failed raises."""
+    return await host.path_kind(path, timeout=REMOTE_TIMEOUT)
 
 
 async def _read_small(host: HostPort, path: str) -> bytes:
@@ -332,27 +306,9 @@ def lost_by_silence(since_ok: float, period: float, ttl: float) -> bool:
     return since_ok + period >= ttl
 
 
-def parse_remote_clock(text: str) -> float:
-    """``date +%s.%N`` output; a ``date`` without ``%N`` (busybox) prints ``1767000000.N``.
-
-    >>> parse_remote_clock("1767000000.250000000\\n"), parse_remote_clock("1767000000.N")
-    (1767000000.25, 1767000000.0)
-    """
-    head, _, frac = text.strip().partition(".")
-    if not head.isdigit():
-        raise ValueError(f"not a clock reading: {text.strip()[:40]!r}")
-    return float(head) + (float("0." + frac) if frac.isdigit() else 0.0)
-
-
 async def host_clock(host: HostPort) -> float:
-    """The host's clock now (``date`` over SSH): what a lease on that host is judged by."""
-    r = await host.run(["date", "+%s.%N"], check=False, timeout=REMOTE_TIMEOUT)
-    try:
-        return parse_remote_clock(r.stdout)
-    except ValueError:
-        raise RemoteError(f"could not read the clock of {host.name} (`date +%s.%N` printed "
-                          f"{r.stdout.strip()[:60]!r})", host=host.name,
-                          hint="brsm judges its lease by the metad host's clock; check that `date` runs there") from None
+    """The host's clock now: what a lease on that host is judged by."""
+    return await host.clock(timeout=REMOTE_TIMEOUT)
 
 
 LostCallback = Callable[[str, "LeaseInfo | None", str], None]
@@ -416,8 +372,7 @@ class Lease:
     async def _acquire_one(self, host: HostPort, path: str) -> None:
         await self._measure_clock(host)
         for _ in range(3):
-            r = await host.run(["mkdir", path], check=False, timeout=REMOTE_TIMEOUT)
-            if r.exit_status == 0:
+            if await host.claim_dir(path, timeout=REMOTE_TIMEOUT):
                 try:
                     await _write(host, path, self._info(host))
                 except BaseException:

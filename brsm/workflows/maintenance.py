@@ -307,9 +307,7 @@ async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], ow
         for svc in topology[role]:
             h = p.hosts.host(svc["host"])
             for dp in list(svc["data_paths"]) + [svc[k] for k in ("wal_path", "rocksdb_wal_dir") if svc.get(k)]:
-                r = await h.run(["find", dp, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "(",
-                                 "-name", "nebula_brsm_old_*", "-o", "-name", "nebula_brsm_new_*", ")"], check=False)
-                for line in r.stdout.splitlines():
+                for line in await h.list_named(dp, ["nebula_brsm_old_*", "nebula_brsm_new_*"], dirs_only=True):
                     m = _ASIDE.search(line.strip())
                     if not m:
                         continue
@@ -335,10 +333,7 @@ async def _orphan_cluster_ids(p: MaintenancePorts, topology: dict[str, Any], own
     for host, root in roots:
         if not root:
             continue
-        r = await p.hosts.host(host).run(["find", root, "-mindepth", "1", "-maxdepth", "1", "(", "-name",
-                                         "cluster.id.brsm_old_*", "-o", "-name", ".cluster.id.brsm_absent_*", ")"],
-                                        check=False)
-        for line in r.stdout.splitlines():
+        for line in await p.hosts.host(host).list_named(root, ["cluster.id.brsm_old_*", ".cluster.id.brsm_absent_*"]):
             m = _CLUSTER_ID_ASIDE.search(line.strip())
             if not m:
                 continue

@@ -17,8 +17,9 @@ after ``stop`` waits until the process is gone **and** its port is closed; after
 runs **and** its port is open. Every host at once, each wait bounded, and a failure names every host
 that did not get there and why.
 
-The parsing (``parse_status``, ``already_running``, ``parse_host_check``) and the host check's argv
-(``host_check_argv``) are pure; ``start``/``stop`` drive them over ``HostsPort``.
+The parsing (``parse_status``, ``already_running``) is pure; ``start``/``stop`` drive it over
+``HostsPort``, whose ``check_daemons`` asks a host for each daemon's status, its port, and who uses
+the data dirs in one round trip.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.errors import BrsmError, OperationFailed
-from brsm.ports import HostsPort, RunResult
+from brsm.ports import DaemonProbe, HostsPort, RunResult
 
 DEFAULT_TIMEOUT = 90.0
 # A storaged opens its ports only once it has loaded every part (StorageServer::start), which on a
@@ -41,23 +42,6 @@ START_SECONDS_PER_GIB = 2.0
 FIRST_POLL = 0.05   # the first re-check after start/stop comes quickly …
 MAX_POLL = 0.5      # … then backs off to twice a second (each poll is one exec; this wait is downtime)
 EXITED_GRACE = 5.0  # a daemon seen "Exited" this long after a start that said nothing failing has died
-PORT_PROBE_SECONDS = 5
-# the port probe inside HOST_CHECK_SCRIPT: `timeout N bash -c SCRIPT NAME ADDRESS PORT`, the address
-# and port positional arguments of the fixed script, never spliced into it
-PORT_PROBE_SCRIPT = 'exec 3<>"/dev/tcp/$1/$2"'
-# "Is it down?" in one SSH exec per host: each daemon's `nebula.service status`, its port probe, and
-# the processes using the data dirs (issue 15: these checks run inside a restore's downtime, where
-# every round trip counts). `bash -c SCRIPT NAME N (SVC INSTALL ADDRESS PORT)*N [FIND ARGV...]`: every
-# value is a positional argument of the fixed script, never spliced into it.
-HOST_CHECK_SCRIPT = (
-    'n=$1; shift; '
-    'for ((i = 0; i < n; i++)); do svc=$1; inst=$2; addr=$3; port=$4; shift 4; '
-    'printf "== status %s\\n" "$svc"; "$inst/scripts/nebula.service" status "$svc" 2>&1; '
-    'if timeout ' + str(PORT_PROBE_SECONDS) + ' bash -c \'' + PORT_PROBE_SCRIPT + '\' brsm-port-probe "$addr" "$port" '
-    '2>/dev/null; then printf "== port %s open\\n" "$svc"; else printf "== port %s closed\\n" "$svc"; fi; done; '
-    'printf "== users\\n"; if [ $# -gt 0 ]; then "$@" 2>/dev/null; fi; true')
-HOST_CHECK_NAME = "brsm-host-check"
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x01\x02]")
 _STATUS = re.compile(r"nebula-(?P<svc>[A-Za-z_-]+)\((?P<version>[^)]*)\):\s*"
                      r"(?:Running as (?P<pid>\d*), Listening on (?P<port>\d+)|(?P<exited>Exited))")
@@ -358,85 +342,15 @@ async def start(hosts: HostsPort, svc: str, targets: Sequence[ServiceTarget], *,
     await _each(hosts, svc, "start", targets, lambda t: _start_one(hosts, svc, t, timeout, watch))
 
 
-# -- still down? (issue 13: a daemon started behind brsm's back during a restore) -------------------------
-def _glob_escape(path: str) -> str:
-    return re.sub(r"([\[\]*?\\])", r"\\\1", path.rstrip("/") or "/")
-
-
-def dir_users_argv(dirs: Sequence[str]) -> tuple[str, ...]:
-    """A command listing the processes whose working directory or an open file is in one of ``dirs``
-    (``/proc/<pid>/cwd`` and ``/proc/<pid>/fd/*`` links, matched by ``find -lname``; no lsof needed):
-
-    >>> dir_users_argv(["/data/s1"])[:6]
-    ('find', '/proc', '-mindepth', '2', '-maxdepth', '3')
-    >>> dir_users_argv(["/data/s1"])[-7:]
-    ('(', '-lname', '/data/s1', '-o', '-lname', '/data/s1/*', ')')
-    """
-    match: list[str] = []
-    for d in dirs:
-        e = _glob_escape(d)
-        match += [*(["-o"] if match else []), "-lname", e, "-o", "-lname", f"{e}/*"]
-    return ("find", "/proc", "-mindepth", "2", "-maxdepth", "3", "(", "-path", "/proc/[0-9]*/cwd", "-o",
-            "-path", "/proc/[0-9]*/fd/*", ")", "(", *match, ")")
-
-
-def parse_dir_users(stdout: str) -> list[int]:
-    """``/proc/<pid>/fd/7`` lines (what :func:`dir_users_argv` prints) → the pids, sorted, once each.
-
-    >>> parse_dir_users("/proc/42/fd/7\\n/proc/42/cwd\\n/proc/9/fd/3\\n")
-    [9, 42]
-    """
-    pids = set()
-    for line in stdout.splitlines():
-        parts = line.strip().split("/")
-        if len(parts) >= 3 and parts[1] == "proc" and parts[2].isdigit():
-            pids.add(int(parts[2]))
-    return sorted(pids)
-
-
-def host_check_argv(checks: Sequence[tuple[str, ServiceTarget]], dirs: Sequence[str]) -> tuple[str, ...]:
-    """The one command :func:`check_host` runs on a host.
-
-    >>> host_check_argv([("storaged", ServiceTarget("10.0.0.1", "/n", 9779))], [])[3:]
-    ('brsm-host-check', '1', 'storaged', '/n', '10.0.0.1', '9779')
-    """
-    argv = ["bash", "-c", HOST_CHECK_SCRIPT, HOST_CHECK_NAME, str(len(checks))]
-    for svc, t in checks:
-        argv += [svc, t.install_dir, t.host, str(int(t.port))]
-    if dirs:
-        argv += dir_users_argv(dirs)
-    return tuple(argv)
-
-
-def parse_host_check(stdout: str) -> tuple[dict[str, tuple[ServiceStatus | None, bool]], list[int]]:
-    """What :data:`HOST_CHECK_SCRIPT` printed → ``({svc: (status or None, port open)}, pids using the dirs)``.
-
-    >>> parse_host_check("== status metad\\n[INFO] nebula-metad(x): Exited\\n== port metad closed\\n"
-    ...                  "== users\\n/proc/7/cwd\\n")
-    ({'metad': (ServiceStatus(service='metad', running=False, pid=None, port=None, version='x'), False)}, [7])
-    """
-    checks: dict[str, tuple[ServiceStatus | None, bool]] = {}
-    section, text, users = "", [], []
-    for line in stdout.splitlines():
-        if line.startswith("== status "):
-            section, text = "status", []
-        elif line.startswith("== port "):
-            name, _, state = line[len("== port "):].rpartition(" ")
-            checks[name] = (parse_status("\n".join(text)).get(name), state == "open")
-            section = "port"
-        elif line == "== users":
-            section = "users"
-        elif section == "status":
-            text.append(line)
-        elif section == "users":
-            users.append(line)
-    return checks, parse_dir_users("\n".join(users))
-
-
+# -- still down? (a daemon started behind brsm's back during a restore) -------------------------------
 async def check_host(hosts: HostsPort, host: str, checks: Sequence[tuple[str, ServiceTarget]],
                      dirs: Sequence[str]) -> tuple[dict[str, tuple[ServiceStatus | None, bool]], list[int]]:
-    r = await hosts.host(host).run(host_check_argv(checks, dirs), check=False, timeout=60)
-    return parse_host_check(r.stdout)
+    """``({svc: (its status, or None when the host said nothing of it; whether its port is open)},
+    pids of the processes using ``dirs``)``, in one round trip."""
+    probes = [DaemonProbe(svc, t.install_dir, t.host, int(t.port)) for svc, t in checks]
+    seen = await hosts.host(host).check_daemons(probes, dirs, timeout=60)
+    out = {svc: (parse_status(d.status_text).get(svc), d.port_open) for svc, d in seen.daemons.items()}
+    return out, list(seen.dir_users)
 
 
 async def find_not_down(hosts: HostsPort, checks: Sequence[tuple[str, ServiceTarget]],

@@ -71,8 +71,7 @@ def flagfile_path(install_dir: str, svc: str) -> str:
 
 
 async def _read_text(hosts: HostsPort, host: str, path: str) -> str | None:
-    r = await hosts.host(host).run(["cat", "--", path], check=False, timeout=30)
-    return r.stdout if r.exit_status == 0 else None
+    return await hosts.host(host).read_text(path, timeout=30)
 
 
 def _item(s: ServiceInfo, **extra: Any) -> dict[str, Any]:
@@ -181,15 +180,14 @@ async def wal_link_problem(hosts: HostsPort, topo: dict[str, Any]) -> str | None
     HARD-LINKS every part's WAL files into ``<data_path>/nebula/<sid>/checkpoints/<name>/wal``
     (NebulaStore::createCheckpoint, FileBasedWal::linkCurrentWAL: ``link()``), which fails with EXDEV
     when the --wal_path is on another filesystem than the data path. The filesystems are compared on
-    each host (``stat -c %d``); None when no storaged has a --wal_path."""
+    each host (their device numbers); None when no storaged has a --wal_path."""
     lines, apart = [], []
     for s in topo.get("storage", []):
         if not s.get("wal_path"):
             continue
         paths = [*s["data_paths"], s["wal_path"]]
-        r = await hosts.host(s["host"]).run(["stat", "-L", "-c", "%d", "--", *paths], check=False, timeout=30)
-        devs = r.stdout.split()
-        if r.exit_status == 0 and len(devs) == len(paths):
+        devs = await hosts.host(s["host"]).device_ids(paths, timeout=30)
+        if devs is not None:
             other = [dp for dp, d in zip(s["data_paths"], devs) if d != devs[-1]]
             if other:
                 apart.append(f"storaged {s['addr']}: --wal_path {s['wal_path']} is on another filesystem than its "
@@ -208,14 +206,12 @@ async def wal_link_problem(hosts: HostsPort, topo: dict[str, Any]) -> str | None
 async def _canonical(hosts: HostsPort, topo: dict[str, Any]) -> None:
     """Each storage data path's canonical (symlink-free) path on its host, as ``real_paths``."""
     for s in topo["storage"]:
-        argv = ["realpath", "-e", "--", *s["data_paths"]]
-        r = await hosts.host(s["host"]).run(argv, check=False, timeout=30)
-        lines = r.stdout.splitlines()
-        if r.exit_status != 0 or len(lines) != len(s["data_paths"]):
+        real = await hosts.host(s["host"]).real_paths(s["data_paths"], timeout=30)
+        if real.paths is None:
             raise PreflightFailed(f"data paths of {s['addr']} do not all exist on {s['host']}: "
-                                  f"{shlex.join(s['data_paths'])} ({(r.stderr or '').strip()[:200]})",
+                                  f"{shlex.join(s['data_paths'])} ({real.problem[:200]})",
                                   hint="is the config's host mapping right (address → SSH host)?")
-        s["real_paths"] = lines
+        s["real_paths"] = list(real.paths)
 
 
 def data_path_index(storage: dict[str, Any], checkpoint_dp: str) -> int:

@@ -3,8 +3,9 @@ import shlex
 
 import pytest
 
-from brsm.adapters import remote_cmd as rc
+from brsm.adapters import remote_cmd as rc, remote_scripts
 from brsm.errors import RemoteError
+from brsm.ports import DaemonProbe
 
 
 def test_service_argv():
@@ -21,7 +22,7 @@ def test_service_argv():
 
 @pytest.mark.parametrize("bad", ["", "/", "//", "/./", "/a/..", "relative", "./x", "/a/../..", "a/b", "/x\0y"])
 def test_destructive_builders_refuse_bad_paths(bad):
-    for fn in (rc.rm_rf_argv, rc.mkdir_p_argv, rc.find_files_argv, rc.df_argv):
+    for fn in (rc.rm_rf_argv, rc.make_dir_argv, rc.find_files_argv, rc.df_argv):
         with pytest.raises(RemoteError):
             fn(bad)
     with pytest.raises(RemoteError):
@@ -38,7 +39,7 @@ def test_rm_rf_argv_normalises_and_ends_options():
 
 def test_mv_mkdir_find_df():
     assert rc.mv_argv("/a/b", "/a/c") == ("mv", "-T", "--", "/a/b", "/a/c")
-    assert rc.mkdir_p_argv("/a b/c") == ("mkdir", "-p", "--", "/a b/c")
+    assert rc.make_dir_argv("/a b/c") == ("mkdir", "--", "/a b/c")
     argv = rc.find_files_argv("/data")
     assert argv[:4] == ("find", "/data", "-type", "f") and argv[-1] == "%s %p\\0"
     assert rc.df_argv("/data")[-1] == "/data"
@@ -57,7 +58,7 @@ def test_parsers():
 
 
 def test_parse_lstat_dir_trusts_only_root_owned_links_above_the_dir():
-    from brsm.adapters import remote_cmd as rc
+    from brsm.adapters import remote_cmd as rc, remote_scripts
 
     root_link = "1000\n0 1 2 symbolic link\n1000 1 3 directory\n"
     assert rc.parse_lstat_dir(root_link, "/d/x").identity == (1, 3)
@@ -68,3 +69,25 @@ def test_parse_lstat_dir_trusts_only_root_owned_links_above_the_dir():
     got = rc.parse_lstat_dir("1000\n0 1 2 directory\n0 1 3 directory\nentry\n", "/d/x")
     assert not got.mine and not got.empty
     assert rc.lstat_dir_argv("/d/a b")[3:] == ("brsm-lstat", "/d", "/d/a b")
+
+
+def test_the_host_check_keeps_every_value_out_of_its_script():
+    hostile = "a'b; rm -rf /"
+    argv = remote_scripts.host_check_argv([DaemonProbe("storaged", "/opt/x y", hostile, 9779)], ["/data/$(reboot)"])
+    assert argv[:2] == ("bash", "-c") and hostile not in argv[2] and "$(reboot)" not in argv[2]
+    assert argv[3:9] == ("brsm-host-check", "1", "storaged", "/opt/x y", hostile, "9779")  # arguments, never code
+    assert "/data/$(reboot)" in argv[9:]
+
+
+def test_the_fingerprint_keeps_its_dirs_out_of_its_script():
+    argv = remote_scripts.fingerprint_argv(["/d/$(reboot)", "/e f"], 2)
+    assert argv[:2] == ("bash", "-c") and "$(reboot)" not in argv[2] and argv[3:] == ("brsm-fingerprint",
+                                                                                      "/d/$(reboot)", "/e f")
+    with pytest.raises(ValueError):
+        remote_scripts.fingerprint_argv(["/d"], 3)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(rc).failed == 0 and doctest.testmod(remote_scripts).failed == 0

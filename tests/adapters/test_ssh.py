@@ -59,6 +59,26 @@ async def test_run_timeout(host):
     assert (await host.run(["true"])).exit_status == 0  # the connection is still usable
 
 
+async def test_a_verb_that_hangs_on_the_host_ends_at_its_timeout(host, remote_dir):
+    """A FIFO where a flagfile should be (or a dead mount): `cat` blocks for ever; the verb gives up at
+    the timeout it was given, and a lease's look at the FIFO never opens it."""
+    fifo = remote_dir / "nebula-storaged.conf"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RemoteError, match="did not finish within 0.5s"):
+            await host.read_text(str(fifo), timeout=0.5)
+        assert time.monotonic() - t0 < 4
+        assert await host.path_kind(str(fifo), timeout=5) == "other"
+    finally:
+        for _ in range(20):  # the `cat` still waits on the host (a timeout ends the wait, not it): let it end
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError:  # no reader (yet, or any more)
+                await asyncio.sleep(0.05)
+
+
 async def test_many_concurrent_commands_share_one_connection(host):
     # OpenSSH allows 10 sessions per connection by default: more must queue, not fail
     rs = await asyncio.gather(*(host.run(["sh", "-c", f"sleep 0.2; echo {i}"]) for i in range(30)))

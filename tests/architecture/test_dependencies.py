@@ -91,7 +91,7 @@ def test_the_sandbox_imports_nothing_of_brsm_but_itself():
 
 def test_fakes_do_not_share_the_adapters_error_mapping():
     """In-process fakes implement the ports on their own: from the adapters they may take only the
-    wire formats they must produce (the .meta codec, the argv shapes they parse, the temp-file suffix),
+    wire formats they must produce (the .meta codec, the remote path guard, the temp-file suffix),
     never the error mapping or retry logic they are meant to test against."""
     allowed = {"brsm.adapters", "brsm.adapters.meta_codec", "brsm.adapters.remote_cmd", "brsm.adapters.ssh"}
     bad = []
@@ -120,3 +120,49 @@ def test_a_broken_sandbox_import_is_raised_not_hidden(tmp_path):
     )
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode != 0 and "cannot import name X" in p.stderr
+
+
+SHELLS = ("sh", "bash", "/bin/sh", "/bin/bash", "-c")
+
+
+def shell_talk(path: Path) -> list[str]:
+    """Where a module runs a command on a host or writes shell: a call of a ``run``/``exec`` method
+    (the SSH adapter's raw exec; ``asyncio.run`` and a runner's ``run`` excepted), or a string that is
+    a shell or its ``-c``. A workflow asks a ``HostPort`` verb instead."""
+    tree = ast.parse(path.read_text(), str(path))
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "run", "exec", "_exec", "create_process", "start_process"):
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and owner.id in ("asyncio", "runner"):
+                continue
+            bad.append(f"{where}:{node.lineno} calls .{node.func.attr}()")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                node.value in SHELLS or "bash -c" in node.value or '"$@"' in node.value):
+            bad.append(f"{where}:{node.lineno} says {node.value[:30]!r}")
+    return bad
+
+
+def test_workflows_ask_hosts_for_verbs_and_never_write_shell():
+    """Only the SSH adapter (brsm.adapters.remote_cmd, ssh_verbs) writes commands; the port offers no
+    raw exec for a workflow to reach for."""
+    from brsm.ports import HostPort
+
+    assert not hasattr(HostPort, "run") and not hasattr(HostPort, "exec")
+    bad = [b for pkg in ("brsm/workflows", "brsm/engine") for f in files(pkg) for b in shell_talk(f)]
+    assert bad == []
+
+
+def test_the_shell_check_catches_what_it_is_for(tmp_path):
+    probe = tmp_path / "step.py"
+    probe.write_text('async def f(h):\n    await h.run(["bash", "-c", "echo"])\n    await asyncio.run(g())\n')
+    assert shell_talk(probe) == ["step.py:2 calls .run()", "step.py:2 says 'bash'", "step.py:2 says '-c'"]
+
+
+def test_the_fakes_parse_no_command_text():
+    """The fakes implement what a verb means; they never take a command line apart."""
+    bad = [b for f in files("brsm/fakes") for b in shell_talk(f)]
+    bad += [f"{f.relative_to(ROOT)} imports shlex" for f in files("brsm/fakes") if "shlex" in imports_of(f)]
+    assert bad == []

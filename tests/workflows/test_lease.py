@@ -113,7 +113,7 @@ async def test_a_lease_that_cannot_be_refreshed_is_lost_before_it_would_expire()
     async def jam(c, m, h, path):
         t0.append(asyncio.get_running_loop().time())
         await h.remove_tree(f"{path}/holder.json")
-        await h.run(["mkdir", f"{path}/holder.json"])
+        m.mkdirs(f"{path}/holder.json")
     lost = await _lose(jam, ttl=2.5)
     assert len(lost) == 1 and lost[0][2].startswith("not refreshed for")
     assert asyncio.get_running_loop().time() - t0[0] < 2.5

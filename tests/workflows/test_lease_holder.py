@@ -28,7 +28,7 @@ def _one_host():
 
 
 async def _plant(h, path, body: bytes):
-    await h.run(["mkdir", path], check=False)
+    await h.claim_dir(path, timeout=5)
 
     async def one():
         yield body
@@ -84,32 +84,36 @@ async def test_an_invalid_holder_is_reported_with_how_to_clear_it(body, says):
 async def test_a_non_regular_holder_is_never_opened():
     """A directory (or FIFO: SFTP's open of one blocks the host's sftp-server) in holder.json's place."""
     c, m, h, path = _one_host()
-    await h.run(["mkdir", path])
-    await h.run(["mkdir", f"{path}/holder.json"])
+    m.mkdirs(f"{path}/holder.json")
     with pytest.raises(InvalidLease, match="not a regular file"):
         await read_holder(h, path)
+
+
+def _hang(monkeypatch, h, *verbs: str) -> None:
+    """A dead NFS mount under the metad root: each of ``verbs`` hangs until the timeout it is given
+    (then fails as the SSH adapter does), for ever without one; an SFTP read hangs for ever."""
+    def hung(verb):
+        async def call(*args, timeout=None, **kw):
+            try:
+                await asyncio.wait_for(asyncio.sleep(3600), timeout)
+            except asyncio.TimeoutError:
+                raise RemoteError(f"{h.name}: `{verb}` did not finish within {timeout}s", host=h.name) from None
+        return call
+
+    async def hung_read(path, **kw):
+        await asyncio.sleep(3600)
+        yield b""
+
+    for v in verbs:
+        monkeypatch.setattr(h, v, hung(v))
+    monkeypatch.setattr(h, "open_read", hung_read)
 
 
 async def test_a_host_that_does_not_answer_fails_within_the_timeout(monkeypatch):
     """A dead NFS mount under the metad root: every look hangs. The lease gives up as a RemoteError."""
     c, m, h, path = _one_host()
     monkeypatch.setattr(lease_mod, "REMOTE_TIMEOUT", 0.3)
-    real_run = h.run
-
-    async def hung_run(argv, *, check=True, timeout=None):
-        if argv[0] in ("test", "stat", "env"):
-            try:
-                await asyncio.wait_for(asyncio.sleep(3600), timeout)
-            except asyncio.TimeoutError:
-                raise RemoteError(f"{h.name}: `test` did not finish within {timeout}s", host=h.name) from None
-        return await real_run(argv, check=check, timeout=timeout)
-
-    async def hung_read(path, **kw):
-        await asyncio.sleep(3600)
-        yield b""
-
-    monkeypatch.setattr(h, "run", hung_run)
-    monkeypatch.setattr(h, "open_read", hung_read)
+    _hang(monkeypatch, h, "path_kind")
     t0 = time.monotonic()
     with pytest.raises(RemoteError):
         await asyncio.wait_for(read_holder(h, path), 10)  # (without the bound: a TimeoutError here)
@@ -138,21 +142,7 @@ async def test_the_release_a_rollback_makes_is_bounded_too(monkeypatch):
     await lease.acquire()
     await lease.stop_refresh()
     monkeypatch.setattr(lease_mod, "REMOTE_TIMEOUT", 0.3)
-    real_run = h.run
-
-    async def hung_run(argv, *, check=True, timeout=None):
-        try:
-            await asyncio.wait_for(asyncio.sleep(3600), timeout)
-        except asyncio.TimeoutError:
-            raise RemoteError(f"{h.name}: `{argv[0]}` did not finish within {timeout}s", host=h.name) from None
-        return await real_run(argv, check=check, timeout=timeout)
-
-    async def hung_read(path, **kw):
-        await asyncio.sleep(3600)
-        yield b""
-
-    monkeypatch.setattr(h, "run", hung_run)
-    monkeypatch.setattr(h, "open_read", hung_read)  # every look hangs: `test` and the SFTP read alike
+    _hang(monkeypatch, h, "path_kind", "claim_dir", "remove_tree")  # every look hangs, the SFTP read too
     t0 = time.monotonic()
     with pytest.raises(RemoteError):
         await asyncio.wait_for(lease.release(), 10)  # (without the bounds: a TimeoutError here)
@@ -167,7 +157,7 @@ async def test_a_failed_look_at_the_lease_never_reads_as_no_lease():
     c, m, h, path = _one_host()
     ours = Lease([(h, path)], op_id=1, ref="j-1", kind="backup", who="a@b")
     await ours.acquire()
-    c.faults.add("run_fail", h.name, 1, argv0="env")
+    c.faults.add("verb_fail", h.name, 1, verb="path_kind")
     with pytest.raises(RemoteError, match="could not look at"):
         await ours.release()
     assert m.exists(f"{path}/holder.json")

@@ -54,7 +54,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
             await h.write_file(posixpath.join(ingest, names[0]), _chunks(own_sst))
         else:
             names = [posixpath.basename(f) for f in m["meta_files"]]
-            await h.run(["cp", "-t", ingest, "--", *(posixpath.join(d, n) for n in names)])
+            await h.copy_into([posixpath.join(d, n) for n in names], ingest)
         await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
     leftovers = await partial_meta.leftover_keys(ctx, m, own_sst) if own_sst is not None else set()
     if leftovers:  # tombstones only, no host pairs: the parts were mapped by the first ingest

@@ -11,33 +11,19 @@ A file written, replaced, added or removed since it was hashed changes the finge
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from brsm.engine.runner import StepContext
 from brsm.errors import VerificationFailed
+from brsm.ports import TreeFingerprint
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports as _p
 
 HASH_BATCH = 64
-# `bash -c SCRIPT NAME DIR...`: the dirs are positional arguments of the fixed script, never spliced
-# into it. A missing dir prints its header and nothing else; `ingest` (restoreMeta's copies) is skipped.
 # Format 1 (journals written before format 2): regular files only, by path, size, mtime and inode.
-FINGERPRINT_SCRIPT_V1 = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -d "$d" ]; then '
-                         'find "$d" -path "$d/ingest" -prune -o -type f -printf "%P\\t%s\\t%T@\\t%i\\n" | LC_ALL=C sort; '
-                         'else echo absent; fi; done')
-# Format 2: every entry below the dir whatever its type (a symlink, FIFO or dir added is seen), with
-# its ctime, which utime cannot set back (a byte flipped with the mtime put back is seen). The dir
-# itself is not listed (the swap's rename changes its own ctime, never its entries'); a dir that is
-# itself a symlink says so, and is refused (it would list nothing, before and after alike).
-FINGERPRINT_SCRIPT = ('for d in "$@"; do printf "== %s\\n" "$d"; if [ -L "$d" ]; then echo symlink; '
-                      'elif [ -d "$d" ]; then find "$d" -mindepth 1 -path "$d/ingest" -prune -o '
-                      '-printf "%P\\t%y\\t%s\\t%T@\\t%C@\\t%i\\n" | LC_ALL=C sort; '
-                      'else echo absent; fi; done')
+# Format 2: every entry below the dir whatever its type, with its ctime (see HostPort.fingerprint_trees).
 FORMAT = 2
-SCRIPTS = {1: FINGERPRINT_SCRIPT_V1, 2: FINGERPRINT_SCRIPT}
-SYMLINK = "symlink"  # what parse_fingerprints says of a dir that is a symbolic link
 
 
 async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str, Any]:
@@ -57,9 +43,7 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
         files = sorted(by_host[host], key=lambda d: d["dest"])
         for i in range(0, len(files), HASH_BATCH):
             batch = files[i:i + HASH_BATCH]
-            r = await p.hosts.host(host).run(["sha256sum", "--", *(d["dest"] for d in batch)], check=False,
-                                            timeout=3600)
-            got = parse_sha256sum(r.stdout)
+            got = await p.hosts.host(host).hash_files([d["dest"] for d in batch], timeout=3600)
             for d in batch:
                 if got.get(d["dest"]) != d["sha256"]:
                     bad.append((host, d["dest"], "missing" if d["dest"] not in got else "changed"))
@@ -89,45 +73,6 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
     return facts
 
 
-def parse_sha256sum(stdout: str) -> dict[str, str]:
-    """``sha256sum`` output → ``{path: hex}`` (lines it cannot read are skipped).
-
-    >>> parse_sha256sum("ab" * 32 + "  /d/x.sst\\n")
-    {'/d/x.sst': 'abababababababababababababababababababababababababababababababab'}
-    """
-    out = {}
-    for line in stdout.splitlines():
-        digest, sep, path = line.partition("  ")
-        if sep and len(digest) == 64 and not digest.startswith("\\"):
-            out[path] = digest
-    return out
-
-
-def parse_fingerprints(stdout: str) -> dict[str, str | None]:
-    """What :data:`FINGERPRINT_SCRIPT` printed → ``{dir: SHA-256 of its sorted listing}``, None for a
-    dir that does not exist.
-
-    >>> fp = parse_fingerprints("== /a\\nx\\t3\\t1.5\\t9\\n== /b\\nabsent\\n")
-    >>> sorted(fp), fp["/b"], len(fp["/a"])
-    (['/a', '/b'], None, 64)
-    """
-    listing: dict[str, list[str] | None] = {}
-    links: set[str] = set()
-    cur = None
-    for line in stdout.splitlines():
-        if line.startswith("== "):
-            cur = line[3:]
-            listing[cur] = []
-        elif cur is not None and line == "absent" and listing[cur] == []:
-            listing[cur] = None
-        elif cur is not None and line == SYMLINK and listing[cur] == []:
-            links.add(cur)
-        elif cur is not None and listing[cur] is not None:
-            listing[cur].append(line)
-    return {d: (SYMLINK if d in links else None if lines is None else hashlib.sha256("\n".join(lines).encode()).hexdigest())
-            for d, lines in listing.items()}
-
-
 async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]], *,
                        fmt: int = FORMAT) -> dict[str, str | None]:
     """``{"host:dir": fingerprint}`` for every (host, dir), one command per host, every host at once
@@ -138,23 +83,21 @@ async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]], *,
     for host, d in dirs:
         by_host.setdefault(host, []).append(d)
 
-    async def one(host: str) -> dict[str, str | None]:
-        r = await p.hosts.host(host).run(["bash", "-c", SCRIPTS[fmt], "brsm-fingerprint", *by_host[host]],
-                                        timeout=3600)
-        got = parse_fingerprints(r.stdout)
+    async def one(host: str) -> dict[str, TreeFingerprint | None]:
+        got = await p.hosts.host(host).fingerprint_trees(by_host[host], fmt=fmt, timeout=3600)
         return {f"{host}:{d}": got.get(d) for d in by_host[host]}
 
-    out: dict[str, str | None] = {}
+    seen: dict[str, TreeFingerprint | None] = {}
     for part in await asyncio.gather(*(one(h) for h in sorted(by_host))):
-        out.update(part)
-    links = sorted(d for d, v in out.items() if v == SYMLINK)
+        seen.update(part)
+    links = sorted(d for d, v in seen.items() if v is not None and v.symlink)
     if links:
         raise VerificationFailed(
             f"{links[0]} is a symbolic link, not the directory brsm made" + (f" (and {len(links) - 1} more)" if
                                                                             len(links) > 1 else "")
             + ": what is staged there is not where brsm put it",
             hint=f"nothing was started on it; look at what made the link, then `brsm rollback {ctx.op_id}`")
-    return out
+    return {d: (v.digest if v is not None else None) for d, v in seen.items()}
 
 
 def fingerprint_changes(before: dict[str, str | None], now: dict[str, str | None]) -> list[str]:

@@ -93,7 +93,7 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
             tmp = dst + ".brsm-tmp"
             if await h.exists(tmp):
                 await h.remove_tree(tmp)  # a copy cut short by a crash
-            await h.run(["cp", "-a", src, tmp])
+            await h.copy_tree(src, tmp)
             await h.rename(tmp, dst)
         return f"{host}:{src}"
 

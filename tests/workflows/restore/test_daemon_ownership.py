@@ -301,7 +301,7 @@ def test_a_daemon_whose_stop_failed_is_the_clusters_own_and_the_rollback_starts_
     before = space_data(c)
     host = c.leader.host
     w.restore_box["at_step"]["STOPPED"] = [lambda: c.faults.add(
-        "run_fail", host, count=1, argv0=f"{c.install_dir}/scripts/nebula.service")]
+        "verb_fail", host, count=1, verb="service")]
     op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
     with pytest.raises(OperationFailed, match="did not stop"):
         w.run(w.restore_runner.run(op))
@@ -310,3 +310,25 @@ def test_a_daemon_whose_stop_failed_is_the_clusters_own_and_the_rollback_starts_
     st = w.run(w.restore_runner.rollback(op))
     assert st.phase == "rolled_back", st.failure
     assert space_data(c) == before
+
+
+def test_a_process_using_a_data_dir_stops_the_restore_until_it_is_gone(world):
+    """Not a daemon but some other process (a shell left in the dir, a backup agent) uses a storaged's
+    data dir once the cluster is down: the restore refuses to touch the data, names the pid, and
+    finishes on resume once that process is gone. The fakes could not say so before their hosts did
+    verbs (their `find /proc` found nothing), so no test on them reached this refusal."""
+    w, c = world, world.cluster
+    name = w.make_backup()
+    backed = space_data(c)
+    c.write("football")
+    addr = c.storage_addrs[0]
+    m = c.machine(addr.host)
+    stray = f"{c.storage_paths[addr][0]}/nebula/stray.log"
+    w.restore_box["at_step"]["SET_ASIDE"] = [lambda: m.holders.__setitem__(stray, 31337)]
+    op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
+    with pytest.raises(OperationFailed, match=f"{addr.host}: process\\(es\\) 31337 use "):
+        w.run(w.restore_runner.run(op))
+    m.holders.clear()
+    st = w.run(w.restore_runner.resume(op))
+    assert st.phase == "done", st.failure
+    assert space_data(c) == backed

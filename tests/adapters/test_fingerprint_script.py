@@ -1,5 +1,5 @@
-"""brsm.workflows.restore.proof: the staged-tree fingerprint, run by the real bash and find on a real
-tree (the script is what runs on the hosts)."""
+"""The staged-tree fingerprint (``HostPort.fingerprint_trees`` over SSH, proof of a staged restore): its
+script run by the real bash and find on a real tree (the script is what runs on the hosts)."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from brsm.adapters import remote_scripts
+from brsm.ports import TreeFingerprint
 from brsm.workflows.restore import proof
 
 
-def prints(*dirs: Path, fmt: int = proof.FORMAT) -> dict[str, str | None]:
-    out = subprocess.run(["bash", "-c", proof.SCRIPTS[fmt], "brsm-fingerprint", *map(str, dirs)],
+def prints(*dirs: Path, fmt: int = proof.FORMAT) -> dict[str, TreeFingerprint]:
+    out = subprocess.run(remote_scripts.fingerprint_argv([str(d) for d in dirs], fmt),
                          capture_output=True, text=True, check=True).stdout
-    return proof.parse_fingerprints(out)
+    return remote_scripts.parse_fingerprints(out)
 
 
 def tree(root: Path) -> Path:
@@ -63,4 +65,15 @@ def test_a_symlinked_dir_and_a_missing_one_say_so(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(d)
     got = prints(link, tmp_path / "none")
-    assert got == {str(link): proof.SYMLINK, str(tmp_path / "none"): None}
+    assert got == {str(link): TreeFingerprint(None, symlink=True), str(tmp_path / "none"): TreeFingerprint(None)}
+
+
+def test_the_digest_is_what_journals_hold():
+    """STAGED journals each tree's digest and a later process compares against it: the SHA-256 of the
+    sorted listing lines joined by newlines, whatever brsm version computes it."""
+    import hashlib
+
+    listing = "1/data/000009.sst\tf\t4096\t1.5\t1.5\t77\n1/data/CURRENT\tf\t16\t1.5\t1.5\t78"
+    got = remote_scripts.parse_fingerprints(f"== /d\n{listing}\n")["/d"]
+    assert got.digest == hashlib.sha256(listing.encode()).hexdigest() == (
+        "6274968f96130ddbfe49eb68b817b27de1b5181ab53ec436eec4d4c435dff6cd")
