@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import posixpath
+import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -149,6 +150,10 @@ class FakeHost:
         if cmd == "cat":
             out = []
             for p in (args[1:] if args[:1] == ["--"] else args):  # "--" ends the options, as in coreutils
+                proc = re.fullmatch(r"/proc/(\d+)/cmdline", p)
+                if proc and m.cmdline(int(proc[1])) is not None:
+                    out.append(m.cmdline(int(proc[1])).decode())
+                    continue
                 if m.norm(p) not in m.files:
                     return err(f"{p}: No such file or directory")
                 out.append(m.files[m.norm(p)].decode("utf-8", "replace"))
