@@ -66,7 +66,7 @@ async def detach(ctx: StepContext) -> None:
 
 
 def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[str, str]],
-                    zones: tuple[dict[str, list[str]], str]) -> None:
+                    restored: zones.RestoredZones) -> None:
     old_storage = {s["addr"]: s for s in m["topology"]["storage"]}
     new_storage = {s["addr"]: s for s in topo["storage"]}
     for old, new in pairs:
@@ -76,10 +76,13 @@ def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[s
                 f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
     # zones restoreMeta will rewrite (brsm.workflows.restore.zones): the backup's for all spaces,
     # the cluster's for chosen spaces
-    crash = topology.zone_problem(zones[0], pairs)
+    crash = topology.zone_problem(restored.zones, pairs)
     if crash:
-        raise PreflightFailed(f"{crash} (zones read from {zones[1]})", hint="restore onto the hosts the backup was taken from (no --host-map), or "
-                                          "split the zone into one zone per host first")
+        raise PreflightFailed(f"{crash} (zones read from {restored.source})", hint=(
+            "restore onto the hosts the backup was taken from (no --host-map), or split the zone into one zone per "
+            "host first" if restored.from_cluster else
+            "restore onto the hosts the backup was taken from (no --host-map): the zone is in the backup's own zone "
+            "table, which a restore of all spaces brings back, so splitting zones in the cluster does not help"))
     wrong = topology.version_mismatch((m.get("topology") or {}).get("nebula_version"), topo.get("nebula_version"))
     if wrong:
         raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")

@@ -11,6 +11,7 @@ spaces leaves the cluster's zone table in place: then the cluster's zones are th
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 from brsm.engine.runner import StepContext
@@ -22,6 +23,21 @@ from brsm.workflows.restore.context import TAMPERED, ports as _p
 ZONES_TABLE = b"__zones__"  # MetaKeyUtils.cpp: systemTableMaps "zones"
 ZONES_SST = "__zones__.sst"
 MAX_ZONES_SST_BYTES = 64 << 20  # a zone per host: kilobytes; more is no zone table
+
+
+@dataclass(frozen=True)
+class RestoredZones:
+    """The zones restoreMeta will walk, and where brsm read them (said with a refusal)."""
+
+    zones: dict[str, list[str]]
+    source: str
+
+    @property
+    def from_cluster(self) -> bool:
+        return self.source == CLUSTER
+
+
+CLUSTER = "the cluster"
 
 
 def parse(rows: dict[bytes, bytes]) -> dict[str, list[str]]:
@@ -46,19 +62,19 @@ def sst_file(meta_files: list[str]) -> str | None:
     return next((f for f in meta_files if posixpath.basename(f) == ZONES_SST), None)
 
 
-async def restored(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> tuple[dict[str, list[str]], str]:
-    """The zones restoreMeta will find, and where they were read (said in the refusal's context)."""
+async def restored(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> RestoredZones:
+    """The zones restoreMeta will find once the backup's tables are in."""
     if not m.get("all_spaces", True):
-        return topo.get("zones") or {}, "the cluster"
+        return RestoredZones(topo.get("zones") or {}, CLUSTER)
     recorded = (m.get("topology") or {}).get("zones")
     if recorded is not None:
-        return recorded, "the backup's manifest"
+        return RestoredZones(recorded, "the backup's manifest")
     f = sst_file(list(m.get("meta_files") or []))
     if f is None:
-        return {}, "the backup (no zone table)"
+        return RestoredZones({}, "the backup (no zone table)")
     codec = _p(ctx).meta_sst
     if codec is None:  # the in-process fakes keep no SSTs: the cluster's zones are the best guess
-        return topo.get("zones") or {}, "the cluster"
+        return RestoredZones(topo.get("zones") or {}, CLUSTER)
     name = ctx.params["name"]
     key = meta_sst_key(name, f)
     st = _p(ctx).storage
@@ -73,4 +89,4 @@ async def restored(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) ->
         rows = codec.read([blob])
     except ValueError as e:
         raise VerificationFailed(f"backup {name}: {key} is no meta SST ({e})", hint=TAMPERED) from e
-    return parse(rows), f"the backup's {ZONES_SST}"
+    return RestoredZones(parse(rows), f"the backup's {ZONES_SST}")

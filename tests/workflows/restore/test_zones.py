@@ -43,29 +43,29 @@ def _restored(m, sst: bytes | None, codec=RocksMetaSst()):
 def test_a_nebula_br_backups_merged_zone_is_read_from_its_sst_not_the_clusters():
     sst = RocksMetaSst().write({b"__zones__rack1": b"10.0.0.1:9779, 10.0.0.2:9779",
                                 b"__zones__default_zone_10.0.0.3_9779": b"10.0.0.3:9779"}, set())
-    found, where = _restored(_nebula_br_manifest(["__spaces__.sst", "__zones__.sst"]), sst)
-    assert found == {"rack1": ["10.0.0.1:9779", "10.0.0.2:9779"], "default_zone_10.0.0.3_9779": ["10.0.0.3:9779"]}
-    assert where == "the backup's __zones__.sst"
-    assert "zone rack1 holds 2 hosts" in topology.zone_problem(found, MOVE)
+    got = _restored(_nebula_br_manifest(["__spaces__.sst", "__zones__.sst"]), sst)
+    assert got.zones == {"rack1": ["10.0.0.1:9779", "10.0.0.2:9779"], "default_zone_10.0.0.3_9779": ["10.0.0.3:9779"]}
+    assert got.source == "the backup's __zones__.sst" and not got.from_cluster
+    assert "zone rack1 holds 2 hosts" in topology.zone_problem(got.zones, MOVE)
 
 
 def test_a_nebula_br_backups_single_zones_are_not_replaced_by_a_merged_live_zone():
     sst = RocksMetaSst().write({b"__zones__z1": b"10.0.0.1:9779", b"__zones__z2": b"10.0.0.2:9779"}, set())
-    found, _ = _restored(_nebula_br_manifest(["/m/nebula/0/checkpoints/B/__zones__.sst"]), sst)
-    assert found == {"z1": ["10.0.0.1:9779"], "z2": ["10.0.0.2:9779"]}
-    assert topology.zone_problem(found, MOVE) is None
+    got = _restored(_nebula_br_manifest(["/m/nebula/0/checkpoints/B/__zones__.sst"]), sst)
+    assert got.zones == {"z1": ["10.0.0.1:9779"], "z2": ["10.0.0.2:9779"]}
+    assert topology.zone_problem(got.zones, MOVE) is None
 
 
 def test_the_manifests_zones_win_and_chosen_spaces_look_at_the_cluster():
     m = _nebula_br_manifest(["__zones__.sst"]) | {"topology": {"storage": [], "zones": {"z": ["a:1"]}}}
-    assert _restored(m, None) == ({"z": ["a:1"]}, "the backup's manifest")
+    assert _restored(m, None) == zones.RestoredZones({"z": ["a:1"]}, "the backup's manifest")
     chosen = _nebula_br_manifest(["__zones__.sst"]) | {"all_spaces": False}
-    assert _restored(chosen, None) == (CLUSTER, "the cluster")
+    assert _restored(chosen, None) == zones.RestoredZones(CLUSTER, zones.CLUSTER)
 
 
 def test_no_zone_table_in_the_backup_is_no_zone():
     """MetaServiceUtils::backupTables skips an empty table (E_BACKUP_EMPTY_TABLE): no file, no zone."""
-    assert _restored(_nebula_br_manifest(["__spaces__.sst"]), None) == ({}, "the backup (no zone table)")
+    assert _restored(_nebula_br_manifest(["__spaces__.sst"]), None) == zones.RestoredZones({}, "the backup (no zone table)")
 
 
 @pytest.mark.parametrize("sst", [None, b"not an sst at all" * 8])
