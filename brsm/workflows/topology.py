@@ -155,15 +155,17 @@ async def _check_running_flags(hosts: HostsPort, addr: str, host: str, root: str
     """The storaged that runs has the flags of its flagfile, or the run stops (brsm.workflows.daemon_flags)."""
     path = flagfile_path(root, "storaged")
 
-    def cannot(why: str) -> PreflightFailed:
+    def cannot(why: str, hint: str = RUNNING_FLAGS_HINT) -> PreflightFailed:
         return PreflightFailed(f"cannot tell where storaged {addr} keeps its WALs (--wal_path, --rocksdb_wal_dir): "
-                               f"{why}", hint=RUNNING_FLAGS_HINT)
+                               f"{why}", hint=hint)
 
     r = await hosts.host(host).service("status", "storaged", install_dir=root)
     st = services.parse_status((r.stdout or "") + (r.stderr or "")).get("storaged")
     if st is None:
         raise cannot(f"`{root}/scripts/nebula.service status storaged` on {host} says nothing brsm knows "
-                     f"({services.strip_colors((r.stderr or r.stdout or '').strip())[:200]!r})")
+                     f"({services.strip_colors((r.stderr or r.stdout or '').strip())[:200]!r})",
+                     hint="brsm asks Nebula's own nebula.service for storaged's pid: set the host's install_dir in the "
+                          "config to the dir storaged runs from")
     if not st.running:
         return  # nebula.service starts it with the flagfile: that is the truth
     if st.pid is None:
@@ -171,7 +173,9 @@ async def _check_running_flags(hosts: HostsPort, addr: str, host: str, root: str
     c = await hosts.host(host).run(["cat", "--", f"/proc/{st.pid}/cmdline"], check=False, timeout=30)
     if c.exit_status != 0 or not c.stdout:
         raise cannot(f"its command line /proc/{st.pid}/cmdline on {host} cannot be read "
-                     f"({(c.stderr or 'empty').strip()[:200]})")
+                     f"({(c.stderr or 'empty').strip()[:200]})",
+                     hint="let brsm's SSH user read storaged's /proc/<pid>/cmdline (a /proc mounted with hidepid hides "
+                          "other users' processes: log in as the user storaged runs as), then retry")
 
     async def read(p: str) -> str | None:
         return flagfile_text if p == path else await _read_text(hosts, host, p)

@@ -86,8 +86,9 @@ async def test_a_command_line_that_cannot_be_read_stops_the_run():
     m.pids["storaged"] = 99999  # nebula.service reports a pid whose /proc entry cannot be read
     real = m.cmdline
     m.cmdline = lambda pid: None if pid == 99999 else real(pid)
-    with pytest.raises(PreflightFailed, match="cannot tell where storaged .* /proc/99999/cmdline"):
+    with pytest.raises(PreflightFailed, match="cannot tell where storaged .* /proc/99999/cmdline") as e:
         await _discover(c)
+    assert "hidepid" in e.value.hint
 
 
 async def test_a_storaged_that_does_not_run_is_taken_at_its_flagfile():
