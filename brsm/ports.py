@@ -59,6 +59,13 @@ class CreatedBackup:
 
 
 @dataclass(frozen=True)
+class ProcessUnseen:
+    """Why a process's command line could not be read (what the host said)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class ListedHost:
     """One entry of metad's ``listHosts``: a service address, its role and whether metad counts it
     ONLINE (it heartbeated lately and the heartbeat was accepted)."""
@@ -223,6 +230,9 @@ class HostPort(Protocol):
     # wait as long as the host takes, as a walk does)
     async def check_login(self, *, timeout: float = 30) -> None: ...  # log in and run a command, or raise
     async def read_text(self, path: str, *, timeout: float = 30) -> str | None: ...  # None: cannot read it
+    # a running process's arguments (``/proc/<pid>/cmdline``), or a ProcessUnseen saying why they
+    # cannot be read (gone, or hidden from this user by a /proc mounted with hidepid)
+    async def process_argv(self, pid: int, *, timeout: float = 30) -> "tuple[str, ...] | ProcessUnseen": ...
     # the name itself (a link not followed, a FIFO never opened); raises when the look failed, so a
     # failed look never passes for "nothing there"
     async def path_kind(self, path: str, *, timeout: float) -> PathKind: ...

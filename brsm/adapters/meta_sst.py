@@ -29,14 +29,15 @@ def _rocksdict():
     try:
         import rocksdict
     except ImportError as exc:
-        raise PreflightFailed("a restore of chosen spaces writes the meta SST metad ingests, and rocksdict is "
-                              "not installed", hint=HINT) from exc
+        raise PreflightFailed("brsm reads the backup's meta SSTs (its zones) and writes the one a restore of chosen "
+                              "spaces ingests, and rocksdict is not installed", hint=HINT) from exc
     return rocksdict
 
 
 class RocksMetaSst:
     def read(self, blobs: Sequence[bytes]) -> dict[bytes, bytes]:
-        """Every row of these SSTs, as one RocksDB holding them all would show them."""
+        """Every row of these SSTs, as one RocksDB holding them all would show them. A blob that is no
+        SST raises ValueError (rocksdict raises a bare Exception: "Corruption: Bad table magic number")."""
         rd = _rocksdict()
         with tempfile.TemporaryDirectory(prefix="brsm-sst-") as d:
             paths = []
@@ -47,8 +48,11 @@ class RocksMetaSst:
                 paths.append(p)
             db = rd.Rdict(os.path.join(d, "db"), rd.Options(raw_mode=True))
             try:
-                for p in paths:  # one at a time: two tables' SSTs never overlap, but need not be ordered
-                    db.ingest_external_file([p])
+                for i, p in enumerate(paths):  # one at a time: two tables' SSTs never overlap, but need not be ordered
+                    try:
+                        db.ingest_external_file([p])
+                    except Exception as exc:  # noqa: BLE001 - the bindings raise no narrower type
+                        raise ValueError(f"SST {i + 1} of {len(paths)} is unreadable: {exc}") from exc
                 return dict(db.items())
             finally:
                 db.close()

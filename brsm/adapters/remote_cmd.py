@@ -177,6 +177,16 @@ def cat_argv(path: str) -> tuple[str, ...]:
     return ("cat", "--", path)
 
 
+def parse_cmdline(raw: str) -> tuple[str, ...]:
+    """``/proc/<pid>/cmdline`` (each argument NUL-terminated) → argv.
+
+    >>> parse_cmdline("/n/bin/nebula-storaged\\x00--flagfile\\x00etc/s.conf\\x00")
+    ('/n/bin/nebula-storaged', '--flagfile', 'etc/s.conf')
+    """
+    parts = raw.split("\0")
+    return tuple(parts[:-1] if parts and parts[-1] == "" else parts)
+
+
 def path_kind_argv(path: str) -> tuple[str, ...]:
     """GNU stat of the name itself (lstat: a link is not followed, a FIFO is not opened), in the C
     locale: its "No such file or directory" is what tells an absent name from a failed look."""

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from brsm.adapters import remote_cmd, remote_scripts
 from brsm.errors import RemoteError
-from brsm.ports import DaemonProbe, HostCheck, PathKind, RealPaths, RunResult, TreeFingerprint
+from brsm.ports import DaemonProbe, HostCheck, PathKind, ProcessUnseen, RealPaths, RunResult, TreeFingerprint
 
 
 class SshVerbs:
@@ -26,6 +26,12 @@ class SshVerbs:
     async def read_text(self, path: str, *, timeout: float = 30) -> str | None:
         r = await self.run(remote_cmd.cat_argv(path), check=False, timeout=timeout)
         return r.stdout if r.exit_status == 0 else None
+
+    async def process_argv(self, pid: int, *, timeout: float = 30) -> tuple[str, ...] | ProcessUnseen:
+        r = await self.run(remote_cmd.cat_argv(f"/proc/{int(pid)}/cmdline"), check=False, timeout=timeout)
+        if r.exit_status != 0 or not r.stdout:
+            return ProcessUnseen((r.stderr or "empty").strip()[:200])
+        return remote_cmd.parse_cmdline(r.stdout)
 
     async def path_kind(self, path: str, *, timeout: float) -> PathKind:
         r = await self.run(remote_cmd.path_kind_argv(path), check=False, timeout=timeout)

@@ -116,9 +116,21 @@ class Machine:
         self.listening: dict[str, bool] = {s: True for s in services}
         self.pending: dict[str, tuple[str, int]] = {}  # service -> ("start"|"stop", observations left)
         self.pids: dict[str, int] = {s: 1000 + p for s, p in services.items()}
+        # flags a daemon was given on its command line after nebula.service's --flagfile (a test
+        # sets them: a daemon started by hand or by a unit file), seen in /proc/<pid>/cmdline
+        self.command_line_flags: dict[str, list[str]] = {}
         self.capacity = free
         self.clock_offset = 0.0  # seconds this host's clock is ahead of the operator machine's
         self.holders: dict[str, int] = {}  # a path some process uses (its cwd, an open file) -> its pid
+
+    def cmdline(self, pid: int) -> bytes | None:
+        """``/proc/<pid>/cmdline`` of a running daemon (NUL-terminated arguments), None for no such process."""
+        for svc, p in self.pids.items():
+            if p == pid and self.running.get(svc):
+                argv = [f"{self.install_dir}/bin/nebula-{svc}", f"--flagfile={self.install_dir}/etc/nebula-{svc}.conf",
+                        *self.command_line_flags.get(svc, [])]
+                return b"".join(a.encode() + b"\0" for a in argv)
+        return None
 
     # -- file tree helpers (paths are absolute and normalised) --------------------------------
     @staticmethod

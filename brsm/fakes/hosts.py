@@ -22,7 +22,7 @@ from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import Fault, FakeCluster, Machine
 from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
-from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, RealPaths, RemoteFile, RunResult,
+from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, ProcessUnseen, RealPaths, RemoteFile, RunResult,
                         TreeFingerprint)
 
 if TYPE_CHECKING:
@@ -82,6 +82,13 @@ class FakeHost:
         m, f = await self._verb("read_text", f"read {path}")
         data = m.files.get(m.norm(path))
         return None if f is not None or data is None else data.decode("utf-8", "replace")
+
+    async def process_argv(self, pid: int, *, timeout: float = 30) -> tuple[str, ...] | ProcessUnseen:
+        m, f = await self._verb("process_argv", f"read /proc/{pid}/cmdline")
+        raw = None if f is not None else m.cmdline(int(pid))
+        if raw is None:
+            return ProcessUnseen(f"cat: /proc/{pid}/cmdline: No such file or directory")
+        return tuple(a.decode() for a in raw.split(b"\0")[:-1])
 
     async def path_kind(self, path: str, *, timeout: float) -> PathKind:
         m, f = await self._verb("path_kind", f"stat {path}")

@@ -10,8 +10,10 @@ Two ways, chosen per run and said in one line:
   metad, and storaged's flagfile (``<install>/etc/nebula-storaged.conf``) over SSH for its data
   paths, relative ones resolved against the install root (the daemons' working directory).
 
-Either way storaged's flagfile is read when it can be, for ``--wal_path``, and every data path is
-resolved to its canonical path on its host (checkpoints report resolved paths; heartbeats do not).
+Either way storaged's flagfile is read (the run stops without it), for ``--wal_path`` and the flags
+beside it, and checked against the command line of the storaged that runs (brsm.workflows.daemon_flags);
+every data path is resolved to its canonical path on its host (checkpoints report resolved paths;
+heartbeats do not).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brsm.errors import MetaError, PreflightFailed
-from brsm.ports import HostsPort, MetaPort, ServiceInfo
+from brsm.ports import HostsPort, MetaPort, ProcessUnseen, ServiceInfo
+from brsm.workflows import daemon_flags, services
 
 # nebula's common.thrift ErrorCode (workflows import no Thrift module)
 E_LIST_CLUSTER_NO_AGENT_FAILURE = -2072
@@ -123,6 +126,7 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
             dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
         facts = storage_flag_facts(flags if text is not None else None, root, str(s.addr),
                                    f"{s.addr.host}:{flagfile_path(root, 'storaged')}")
+        await _check_running_flags(hosts, str(s.addr), s.addr.host, root, text or "")
         storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), **facts,
                                    cluster_id_path=cluster_id_path(flags, root)))
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
@@ -139,6 +143,50 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
         raise PreflightFailed(problem, hint=VERSION_HINT)
     await _canonical(hosts, topo)
     return topo
+
+
+RUNNING_FLAGS_HINT = ("put the flags storaged runs with into <install>/etc/nebula-storaged.conf and start it with "
+                      "`<install>/scripts/nebula.service restart storaged` (which passes that flagfile alone), then "
+                      "retry; brsm reads the running storaged's /proc/<pid>/cmdline over SSH")
+
+
+async def _check_running_flags(hosts: HostsPort, addr: str, host: str, root: str, flagfile_text: str) -> None:
+    """The storaged that runs has the flags of its flagfile, or the run stops (brsm.workflows.daemon_flags)."""
+    path = flagfile_path(root, "storaged")
+
+    def cannot(why: str, hint: str = RUNNING_FLAGS_HINT) -> PreflightFailed:
+        return PreflightFailed(f"cannot tell where storaged {addr} keeps its WALs (--wal_path, --rocksdb_wal_dir): "
+                               f"{why}", hint=hint)
+
+    r = await hosts.host(host).service("status", "storaged", install_dir=root)
+    st = services.parse_status((r.stdout or "") + (r.stderr or "")).get("storaged")
+    if st is None:
+        raise cannot(f"`{root}/scripts/nebula.service status storaged` on {host} says nothing brsm knows "
+                     f"({services.strip_colors((r.stderr or r.stdout or '').strip())[:200]!r})",
+                     hint="brsm asks Nebula's own nebula.service for storaged's pid: set the host's install_dir in the "
+                          "config to the dir storaged runs from")
+    if not st.running:
+        return  # nebula.service starts it with the flagfile: that is the truth
+    if st.pid is None:
+        raise cannot("nebula.service status says it runs but names no pid")
+    argv = await hosts.host(host).process_argv(st.pid, timeout=30)
+    if isinstance(argv, ProcessUnseen):
+        raise cannot(f"its command line /proc/{st.pid}/cmdline on {host} cannot be read ({argv.why})",
+                     hint="let brsm's SSH user read storaged's /proc/<pid>/cmdline (a /proc mounted with hidepid hides "
+                          "other users' processes: log in as the user storaged runs as), then retry")
+
+    async def read(p: str) -> str | None:
+        return flagfile_text if p == path else await _read_text(hosts, host, p)
+
+    try:
+        running = await daemon_flags.running_settings(list(argv), root, read,
+                                                      parse_flagfile)
+    except daemon_flags.CannotTell as e:
+        raise cannot(f"it runs as pid {st.pid}, and {e}") from None
+    found = daemon_flags.drift(running, parse_flagfile(flagfile_text), root)
+    if found:
+        raise PreflightFailed(daemon_flags.drift_refusal(addr, st.pid, f"{host}:{path}", found),
+                              hint=RUNNING_FLAGS_HINT)
 
 
 DEFAULT_MINIMUM_RESERVED_BYTES = 1 << 30  # DiskManager.cpp: DEFINE_uint64(minimum_reserved_bytes, 1UL << 30, …)

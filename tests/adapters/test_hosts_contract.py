@@ -18,7 +18,7 @@ import pytest
 from brsm.adapters.ssh import TMP_SUFFIX, SshHosts
 from brsm.errors import BrsmError, RemoteError
 from brsm.fakes import FakeCluster, FakeHosts
-from brsm.ports import DaemonProbe, HostPort, HostsPort, RealPaths, TreeFingerprint
+from brsm.ports import DaemonProbe, HostPort, HostsPort, ProcessUnseen, RealPaths, TreeFingerprint
 
 # Nebula's scripts/nebula.service in miniature: status always exits 0, start of a running daemon
 # is an error (exit 1), stop and start return at once.
@@ -144,6 +144,20 @@ async def test_read_text(env):
     env.put(j(env.base, "t.conf"), b"--a=1\n")
     assert await env.host.read_text(j(env.base, "t.conf")) == "--a=1\n"
     assert await env.host.read_text(j(env.base, "missing")) is None
+
+
+async def test_process_argv(env):
+    """A running process's arguments as it was started; a pid that runs nothing is unseen, never an
+    empty command line (brsm would read that as "no flags given")."""
+    if env.kind == "ssh":
+        pid, want = env.hold(env.base), ("sleep", "60")
+    else:
+        m = env.hosts.c.machine(env.host.name)
+        pid = m.pids[env.svc]
+        want = (f"{m.install_dir}/bin/nebula-{env.svc}", f"--flagfile={m.install_dir}/etc/nebula-{env.svc}.conf")
+    assert await env.host.process_argv(pid) == want
+    gone = await env.host.process_argv(2 ** 22 + 7)  # above Linux's largest pid_max
+    assert isinstance(gone, ProcessUnseen) and "cmdline" in gone.why
 
 
 async def test_path_kind_looks_at_the_name_itself(env):

@@ -4,10 +4,17 @@ and storaged's WALs in a --wal_path of their own (RocksEngine.cpp). Round trips 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from brsm.sandbox import cluster
+from brsm.sandbox.hosts import run_service
 from tests.e2e.conftest import running_sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -58,6 +65,60 @@ def test_round_trip(sb, tmp_path, store):
         assert not [p for p in wal.iterdir() if p.name.startswith("nebula_brsm_old")], "set-aside WALs removed"
         for dp in h["data_paths"]:
             assert os.path.islink(dp), "the restore renames inside the linked dir, never the link"
+
+
+def _start_by_hand(h, *extra: str) -> None:
+    """storaged started the way a unit file or an operator might: its flagfile plus flags on the command
+    line (nebula.service passes the flagfile alone), in its install dir, detached."""
+    script = Path(h.script).read_text()
+    python = re.search(r'^PYTHON="(.*)"$', script, re.M)[1]
+    subprocess.run(["bash", "-c", 'cd "$1" && shift && setsid "$@" </dev/null >>logs/by-hand.log 2>&1 &', "start",
+                    h.install_dir, python, "-m", "brsm.sandbox.storaged", f"--flagfile={h.conf('storaged')}",
+                    *extra], check=True)
+    deadline = time.monotonic() + 30
+    while not h.service_up("storaged"):
+        assert time.monotonic() < deadline, "the storaged started by hand did not come up"
+        time.sleep(0.1)
+
+
+def test_a_storaged_run_with_another_wal_path_than_its_flagfile_stops_the_run(sb, tmp_path):
+    """--wal_path given on storaged's command line (its WALs in another dir than the flagfile says):
+    brsm reads /proc/<pid>/cmdline, finds the flag differs, and stops before anything, saying which
+    flag, where it came from, and how to fix it. A restore would otherwise put the backup's WALs
+    where that storaged does not read them, and its restart through nebula.service move them."""
+    store = ["--storage", f"local://{tmp_path / 'b'}"]
+    name = sb.ok("start", "backup", "--config", sb.config, *store)["facts"]["backup_name"]
+    info = storage_hosts(sb)[0]
+    h = cluster.host_by_name(cluster.load_state(str(sb.root)), info["name"])[1]
+    wal = Path(h.wal_path)
+    other = wal.parent / "wal_by_hand"
+    run_service(h, "stop", "storaged")
+    deadline = time.monotonic() + 30
+    while h.service_pid("storaged") is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    shutil.copytree(wal, other, symlinks=True)  # the same WALs, kept elsewhere
+    try:
+        _start_by_hand(h, f"--wal_path={other}")
+        before = sb.checksum()
+        for argv in (["start", "backup", "--config", sb.config, *store],
+                     ["start", "restore", "--yes", "--config", sb.config, *store, "--name", name]):
+            p = sb.brsm(*argv)
+            assert p.returncode == 4, (argv[1], p.returncode, p.stderr[-1500:])
+            assert f"--wal_path='{other}' from its command line, the flagfile '{wal}'" in p.stderr, p.stderr[-1500:]
+            assert "nebula.service restart storaged" in p.stderr
+        assert sb.checksum() == before  # nothing was stopped or moved
+    finally:
+        pid = h.service_pid("storaged")
+        if pid is not None:  # the daemon this test started
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while h.service_pid("storaged") is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(other, ignore_errors=True)
+        run_service(h, "start", "storaged")
+        cluster._wait_cluster(sb.meta, [f"{x['address']}:9779" for x in storage_hosts(sb)], 60)
+    sb.ok("start", "backup", "--config", sb.config, *store)  # started with its flagfile alone: found again
 
 
 def test_replica_factor_three_round_trip(tmp_path_factory, tmp_path):

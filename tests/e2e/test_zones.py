@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from nebula3.meta import ttypes as meta
 
+from brsm.adapters.meta_sst import RocksMetaSst
 from brsm.sandbox import cluster, control
 from tests.e2e.conftest import running_sandbox
 
@@ -36,6 +38,39 @@ def storages(sb) -> list[str]:
 def test_every_host_has_a_default_zone(sb):
     """AddHostsProcessor.cpp: default_zone_<ip>_<port> per host added."""
     assert zones(sb) == {f"default_zone_{a.replace(':', '_')}": [a] for a in storages(sb)}
+
+
+def zone_name(addr: str) -> str:
+    return f"default_zone_{addr.replace(':', '_')}"
+
+
+def nebula_br_backup(sb, store: Path, zones_then: dict[str, list[str]]) -> str:
+    """A backup in nebula-br's layout (no brsm manifest, so no zones recorded anywhere but in its meta
+    SST) whose ``__zones__.sst`` holds ``zones_then``: the zones as they were when it was taken,
+    before an operator merged or split them."""
+    name = sb.ok("start", "backup", "--config", sb.config, "--storage", f"local://{store}")["facts"]["backup_name"]
+    (store / name / "brsm-manifest.json").unlink()
+    sst = store / name / "meta" / "__zones__.sst"
+    codec = RocksMetaSst()
+    rows = {k: v for k, v in codec.read([sst.read_bytes()]).items() if not k.startswith(b"__zones__")}
+    rows |= {b"__zones__" + z.encode(): ", ".join(hs).encode() for z, hs in zones_then.items()}  # MetaKeyUtils::zoneVal
+    sst.write_bytes(codec.write(rows, set()))
+    return name
+
+
+def test_a_nebula_br_backups_merged_zone_refuses_a_host_move_though_the_cluster_has_none(sb, tmp_path):
+    """The backup's zone table is what restoreMeta rewrites in a full restore: a zone of two hosts in
+    the backup aborts metad though every zone of the live cluster holds one host."""
+    a, b, c = storages(sb)
+    assert all(len(hs) == 1 for hs in zones(sb).values())
+    store = tmp_path / "b"
+    name = nebula_br_backup(sb, store, {"rack0": [a, b], zone_name(c): [c]})
+    before = sb.checksum()
+    p = sb.brsm("start", "restore", "--yes", "--config", sb.config, "--storage", f"local://{store}", "--name", name,
+                "--allow-unverified", "--host-map", f"{a}={b},{b}={a},{c}={c}")
+    assert p.returncode == 4, (p.returncode, p.stderr[-1500:])
+    assert "zone rack0 holds 2 hosts" in p.stderr and "__zones__.sst" in p.stderr
+    assert sb.checksum() == before  # nothing was stopped or moved
 
 
 def test_a_restore_that_moves_hosts_across_a_merged_zone_is_refused_before_anything(sb, tmp_path):
@@ -84,3 +119,20 @@ def test_the_sandbox_metad_aborts_as_nebula_does(sb, tmp_path):
     with control.MetaClient(sb.meta) as cl:
         cl.call("dropSnapshot", meta.DropSnapshotReq(names=[bm.backup_name]))
     assert os.path.exists(copy)  # not consumed: the CHECK fired before the unlink
+
+
+def test_a_nebula_br_backups_single_zones_allow_a_host_move_though_the_cluster_merged_some(sb, tmp_path):
+    """The other way round: the live cluster has a zone of two hosts (merged after the backup), the
+    backup's zone table has one host per zone. restoreMeta walks the backup's zones: the host swap is
+    safe, and brsm lets it run."""
+    a, b, c = storages(sb)
+    assert len(zones(sb)["rack1"]) == 2
+    store = tmp_path / "b"
+    name = nebula_br_backup(sb, store, {zone_name(h): [h] for h in (a, b, c)})
+    before = sb.checksum()
+    sb.load(1 << 20, seed=57)
+    res = sb.ok("start", "restore", "--yes", "--config", sb.config, "--storage", f"local://{store}", "--name", name,
+                "--allow-unverified", "--host-map", f"{a}={b},{b}={a},{c}={c}")
+    assert res["state"] == "CLEANED"
+    assert sb.checksum() == before
+    assert all(len(hs) == 1 for hs in zones(sb).values())  # the backup's zone table, hosts swapped

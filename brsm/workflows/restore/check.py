@@ -9,7 +9,7 @@ from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
-from brsm.workflows.restore import disk, partial_meta, placement, source
+from brsm.workflows.restore import disk, partial_meta, placement, source, zones
 from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
@@ -65,7 +65,8 @@ async def detach(ctx: StepContext) -> None:
     await common.detach_lease(ctx)
 
 
-def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[str, str]]) -> None:
+def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[str, str]],
+                    restored: zones.RestoredZones) -> None:
     old_storage = {s["addr"]: s for s in m["topology"]["storage"]}
     new_storage = {s["addr"]: s for s in topo["storage"]}
     for old, new in pairs:
@@ -73,15 +74,15 @@ def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[s
             raise PreflightFailed(
                 f"topology differs: {old} had {len(old_storage[old]['data_paths'])} data path(s), {new} has "
                 f"{len(new_storage[new]['data_paths'])}", hint="restore onto hosts with as many data paths")
-    # zones restoreMeta will rewrite: the backup's for all spaces (its zone table is restored), the
-    # cluster's for chosen spaces (its own stays)
-    zones = (m.get("topology") or {}).get("zones") if m.get("all_spaces", True) else topo.get("zones")
-    if zones is None:
-        zones = topo.get("zones")  # a backup that did not record them: the cluster's are the best guess
-    crash = topology.zone_problem(zones, pairs)
+    # zones restoreMeta will rewrite (brsm.workflows.restore.zones): the backup's for all spaces,
+    # the cluster's for chosen spaces
+    crash = topology.zone_problem(restored.zones, pairs)
     if crash:
-        raise PreflightFailed(crash, hint="restore onto the hosts the backup was taken from (no --host-map), or "
-                                          "split the zone into one zone per host first")
+        raise PreflightFailed(f"{crash} (zones read from {restored.source})", hint=(
+            "restore onto the hosts the backup was taken from (no --host-map), or split the zone into one zone per "
+            "host first" if restored.from_cluster else
+            "restore onto the hosts the backup was taken from (no --host-map): the zone is in the backup's own zone "
+            "table, which a restore of all spaces brings back, so splitting zones in the cluster does not help"))
     wrong = topology.version_mismatch((m.get("topology") or {}).get("nebula_version"), topo.get("nebula_version"))
     if wrong:
         raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")
@@ -119,7 +120,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     topo = ctx.extra["topology"]
     replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
     pairs = _pairs(ctx, m, topo)
-    _check_topology(m, topo, pairs)
+    _check_topology(m, topo, pairs, await zones.restored(ctx, m, topo))
     if not m.get("all_spaces", True):
         await partial_meta.check(ctx, pairs, topo)
     source.check_keys(ctx.params["name"], m)
