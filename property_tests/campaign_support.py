@@ -182,7 +182,7 @@ def capture(wf: Workflow) -> tuple[Workflow, dict[str, Any]]:
         return run
 
     return Workflow(kind=wf.kind, steps={k: timed(k, f) for k, f in wf.steps.items()},
-                    undos={k: timed(f"undo:{k}", f) for k, f in wf.undos.items()}, reducers=wf.reducers,
+                    undos={k: timed(f"undo:{k}", f) for k, f in wf.undos.items()}, state=wf.state,
                     preflight=wf.preflight, attach=attach, detach=wf.detach), box
 
 
@@ -287,14 +287,14 @@ def backup_copy_of_data(storage: Any, name: str) -> dict[int, dict[tuple[str, st
 # -- journal checks -------------------------------------------------------------------------------
 def _view(s: Any) -> tuple:
     return (s.phase, s.state, tuple(s.completed), tuple(s.started), tuple(s.undone), s.pending, s.undo_pending,
-            json.dumps(s.facts, sort_keys=True, default=str), json.dumps(s.extra, sort_keys=True, default=str),
+            json.dumps(s.facts, sort_keys=True, default=str), s.data,
             s.seq)
 
 
 async def check_journal(journal: Journal, op: int, wf: Workflow, live: Any | None) -> Any:
     """fold(events) equals the live state, the machine's replay agrees, the hash chain verifies."""
     events = list(journal.events(op))
-    folded = fold(wf.kind, events, wf.reducers)
+    folded = fold(wf.kind, events, wf.state)
     if live is not None:
         assert _view(live) == _view(folded), "the runner's live state differs from the fold of its journal"
     assert (await replay(wf.kind, events)).state == folded.state

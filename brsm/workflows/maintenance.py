@@ -14,6 +14,7 @@ from typing import Any
 
 from brsm.engine.definitions import CLEANUP, GC
 from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.state import KindState, completed, on
 from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
@@ -374,16 +375,30 @@ async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
     return await p.hosts.host(o["host"]).exists(o["path"])
 
 
-async def gc_remove(ctx: StepContext) -> dict[str, Any]:
+@dataclass
+class GcState(KindState):
+    orphans: list[dict[str, Any]] = field(default_factory=list)  # what SCANNED found
+    removed: list[dict[str, Any]] = field(default_factory=list)  # OrphanRemoved payloads, in order
+
+    @completed("SCANNED", sets=("orphans",))
+    def _scanned(self, f: dict[str, Any]) -> None:
+        self.orphans = f.get("orphans") or []
+
+    @on(REMOVED, sets=("removed",))
+    def _removed(self, d: dict[str, Any]) -> None:
+        self.removed.append(d)
+
+
+async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
     """Each orphan removed, then looked for again: only one that is gone is journaled ``OrphanRemoved``
     and counted; one still there is journaled ``OrphanNotRemoved`` and fails the step, naming it."""
     p: MaintenancePorts = ctx.ports
     if not ctx.params.get("confirm"):
         return {"removed": 0, "dry_run": True}
-    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.extra.get("removed", [])}
+    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.data.removed}
     left: list[str] = []
     held: list[LeaseInfo] | None = None
-    for o in ctx.facts["orphans"]:
+    for o in ctx.data.orphans:
         ident = (o["kind"], o.get("name") or o.get("path"))
         if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
                                               "invalid_lease", "dead_run_snapshot", "dead_run_backup"):
@@ -415,7 +430,7 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
             left.append(str(o.get("name") or f"{o['host']}:{o['path']}"))
             continue
         ctx.record(REMOVED, _where(o))
-    removed = len(ctx.extra.get("removed", []))
+    removed = len(ctx.data.removed)
     if left:
         raise OperationFailed(f"gc removed {removed} orphan(s) but {len(left)} are still there: {', '.join(left)}",
                               hint="see `brsm audit` of this gc for why; remove them by hand, or fix the cause and "
@@ -428,5 +443,4 @@ def _where(o: dict[str, Any]) -> dict[str, Any]:
 
 
 def gc_workflow() -> Workflow:
-    return Workflow(kind=GC, steps={"SCANNED": gc_scan, "CLEANED": gc_remove},
-                    reducers={REMOVED: lambda acc, d: acc.setdefault("removed", []).append(d)})
+    return Workflow(kind=GC, steps={"SCANNED": gc_scan, "CLEANED": gc_remove}, state=GcState)

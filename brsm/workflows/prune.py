@@ -27,6 +27,7 @@ from typing import Any
 
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.state import KindState, completed, on
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import catalog, common
@@ -207,14 +208,28 @@ async def prune_scan(ctx: StepContext) -> dict[str, Any]:
             "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": warnings}
 
 
-async def prune_delete(ctx: StepContext) -> dict[str, Any]:
+@dataclass
+class PruneState(KindState):
+    delete: list[str] = field(default_factory=list)  # the backups SCANNED's plan deletes
+    deleted: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its BackupDeleted payload
+
+    @completed("SCANNED", sets=("delete",))
+    def _scanned(self, f: dict[str, Any]) -> None:
+        self.delete = f.get("delete") or []
+
+    @on(BACKUP_DELETED, sets=("deleted",))
+    def _deleted(self, d: dict[str, Any]) -> None:
+        self.deleted[d["name"]] = d
+
+
+async def prune_delete(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """Each planned backup deleted and journaled; one that fails is journaled and the rest go on, then
     the step fails naming it (``brsm resume`` tries what is left)."""
     p: PrunePorts = ctx.ports
     await _refuse_while_leased(ctx)  # again: a run may have taken it since the plan was made
-    done = set(ctx.extra.get("deleted", {}))
+    done = set(ctx.data.deleted)
     failed: dict[str, dict[str, Any]] = {}
-    for name in ctx.facts["delete"]:
+    for name in ctx.data.delete:
         if name in done:
             continue
         if name in p.in_use:  # an operation started to use it after the plan was made
@@ -232,10 +247,10 @@ async def prune_delete(ctx: StepContext) -> dict[str, Any]:
         raise StorageError(f"{len(failed)} backup(s) could not be deleted, e.g. {first['name']}: {first['error']}",
                            hint=first.get("hint") or f"fix the cause, then `brsm resume {ctx.op_id}`: what is "
                                                      "half-deleted reads as incomplete and is never restored")
-    deleted = ctx.extra.get("deleted", {})
+    deleted = ctx.data.deleted
     return {"deleted": sorted(deleted), "objects": sum(d["objects"] for d in deleted.values()), "op_id": ctx.op_id}
 
 
 def prune_workflow() -> Workflow:
     return Workflow(kind=PRUNE, steps={"SCANNED": prune_scan, "CLEANED": prune_delete}, preflight=prune_check,
-                    reducers={BACKUP_DELETED: lambda acc, d: acc.setdefault("deleted", {}).__setitem__(d["name"], d)})
+                    state=PruneState)

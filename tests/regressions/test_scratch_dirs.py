@@ -22,7 +22,7 @@ def _backup(world) -> str:
 
 def _meta_dir(world) -> tuple[str, str]:
     ctx = world.restore_box["ctx"]
-    return placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)[0]
+    return placement.meta_restore_dirs(ctx.data.topo, ctx.ref)[0]
 
 
 def _events(world, op: int, type_: str) -> list[dict]:
@@ -83,7 +83,7 @@ def test_a_scratch_dir_replaced_after_it_was_made_is_refused(world):
 
     def swap() -> None:  # between STAGED (made and filled it) and DOWNLOADED (renames it into place)
         ctx = world.restore_box["ctx"]
-        host, staged, _live = placement.swaps(ctx.extra["topology"], ctx.ref, None)[0]
+        host, staged, _live = placement.swaps(ctx.data.topo, ctx.ref, None)[0]
         d = staged.rsplit("/", 1)[0]
         m = world.cluster.machine(host)
         files = {p: b for p, b in m.files.items() if p.startswith(d + "/")}

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import disk, partial_meta, placement, source
-from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
+from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
+from brsm.workflows.restore.state import MANIFEST_JOURNALED, RestoreContext
 
 
-async def preflight(ctx: StepContext) -> dict[str, Any]:
+async def preflight(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     p.progress.note(f"topology from {topo['source']}")
@@ -39,8 +39,8 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     return {"topology": topo, "data_path": path.mode, "data_path_why": path.why}
 
 
-async def attach(ctx: StepContext) -> None:
-    ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
+async def attach(ctx: RestoreContext) -> None:
+    ctx.runtime.limits = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
                                    per_host=int(ctx.params.get("per_host") or 4),
                                    bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
     try:
@@ -49,7 +49,7 @@ async def attach(ctx: StepContext) -> None:
         await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
         st = ctx.state
         if (ctx.mode == "resume" and "CHECKED" in st.completed and "STOPPED" not in st.started
-                and "manifest" not in ctx.extra):
+                and ctx.data.manifest is None):
             # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
             # manifest now, so no step after STOPPED needs the backup's manifest in storage
             ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(await source.manifest(ctx))})
@@ -60,7 +60,7 @@ async def attach(ctx: StepContext) -> None:
         raise out from e
 
 
-async def detach(ctx: StepContext) -> None:
+async def detach(ctx: RestoreContext) -> None:
     common.record_host_keys(ctx, _p(ctx).hosts)
     await common.detach_lease(ctx)
 
@@ -87,7 +87,7 @@ def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[s
         raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")
 
 
-def _pairs(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tuple[str, str]]:
+def _pairs(ctx: RestoreContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tuple[str, str]]:
     old = [s["addr"] for s in m["topology"]["storage"]]
     new = [s["addr"] for s in topo["storage"]]
     if len(set(old)) != len(set(new)):
@@ -96,10 +96,10 @@ def _pairs(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tu
     return placement.pair_hosts(sorted(set(old)), sorted(set(new)), ctx.params.get("host_map"))
 
 
-async def _choose_mode(ctx: StepContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
+async def _choose_mode(ctx: RestoreContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
     """Free space on every data path the files go to (the rename aside costs nothing), and whether
     staging beside a serving cluster fits there."""
-    p, topo = _p(ctx), ctx.extra["topology"]
+    p, topo = _p(ctx), ctx.data.topo
     need: dict[tuple[str, str], int] = {}
     for f in m["files"]:
         tgt = placement.target(ctx.params["name"], f["key"], pairs, topo)
@@ -113,10 +113,10 @@ async def _choose_mode(ctx: StepContext, m: dict[str, Any], pairs: list[tuple[st
     return choice
 
 
-async def checked(ctx: StepContext) -> dict[str, Any]:
+async def checked(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await source.manifest(ctx)
-    topo = ctx.extra["topology"]
+    topo = ctx.data.topo
     replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
     pairs = _pairs(ctx, m, topo)
     _check_topology(m, topo, pairs)
@@ -136,7 +136,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
     await lease.acquire()
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
-    if "manifest" not in ctx.extra:  # what every later step needs of the backup, kept in the journal
+    if ctx.data.manifest is None:  # what every later step needs of the backup, kept in the journal
         ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(m)})
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
@@ -144,7 +144,7 @@ async def checked(ctx: StepContext) -> dict[str, Any]:
             "replaced_spaces": replaced}
 
 
-async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> dict[str, str]:
+async def _check_space_ids(ctx: RestoreContext, m: dict[str, Any]) -> dict[str, str]:
     """A backup of chosen spaces replaces only those, each under the id it has in the backup. A space
     of the backup dropped since is simply brought back; one dropped and re-created since (same name,
     another id) is replaced: returned as {its current id: name}, so SET_ASIDE moves its data aside
@@ -169,17 +169,17 @@ async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> dict[str, str
     return replaced
 
 
-async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
+async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
     the one re-hash, bounded by --concurrency)."""
     p = _p(ctx)
     files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
-    problems = await rehash(p.storage, files, concurrency=ctx.runtime["limits"].concurrency, progress=p.progress)
+    problems = await rehash(p.storage, files, concurrency=ctx.runtime.limits.concurrency, progress=p.progress)
     if problems:
         raise VerificationFailed(f"backup {ctx.params['name']}: {len(problems)} file(s) do not match their SHA-256, "
                                  f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")
 
 
-async def undo_checked(ctx: StepContext) -> None:
-    if "topology" in ctx.extra:
+async def undo_checked(ctx: RestoreContext) -> None:
+    if ctx.data.topology is not None:
         await common.make_lease(ctx, _p(ctx).hosts, "restore").release()

@@ -16,7 +16,6 @@ tell, and never calls a daemon foreign on a guess.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 DAEMON_STARTED = "RestoreDaemonStarted"  # {host, service, pid}: the pid that runs right after brsm's start
@@ -31,48 +30,60 @@ def key(host: str, service: str) -> str:
     return f"{service}@{host}"
 
 
-def reduce_started(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    if d.get("pid") is not None and int(d["pid"]) not in rec["pids"]:
-        rec["pids"].append(int(d["pid"]))
-    rec["pending"] = 0  # the start issued before it learnt its pid
+SERVICE_FOUND_RUNNING = "ServiceFoundRunning"  # its optional foreign_pid: a start found someone else's daemon
 
 
-def reduce_stopped(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    rec["down_seen"] = True
+class OwnDaemons:
+    """Per daemon (``key(host, service)``): the pids seen right after brsm's own starts, the starts
+    issued and not yet resolved (``pending``), and whether brsm saw it down after its own stop."""
+
+    def __init__(self) -> None:
+        self.by_daemon: dict[str, dict[str, Any]] = {}
+
+    def _rec(self, d: dict[str, Any]) -> dict[str, Any]:
+        return self.by_daemon.setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+
+    def fold(self, type_: str, d: dict[str, Any]) -> None:
+        if type_ == DAEMON_STARTED:
+            rec = self._rec(d)
+            if d.get("pid") is not None and int(d["pid"]) not in rec["pids"]:
+                rec["pids"].append(int(d["pid"]))
+            rec["pending"] = 0  # the start issued before it learnt its pid
+        elif type_ == DAEMON_STOPPED:
+            self._rec(d)["down_seen"] = True
+        elif type_ == DAEMON_START_ISSUED:
+            rec = self._rec(d)
+            rec["pending"] = rec.get("pending", 0) + 1
+        elif type_ == SERVICE_FOUND_RUNNING and d.get("foreign_pid") is not None:
+            # the start this attempt issued found someone else's daemon and started nothing, so it
+            # leaves no start of brsm's unresolved
+            self._rec(d)["pending"] = 0
+
+    def get(self, host: str, service: str) -> dict[str, Any]:
+        return self.by_daemon.get(key(host, service)) or {"pids": [], "pending": 0}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OwnDaemons) and self.by_daemon == other.by_daemon
+
+    def __repr__(self) -> str:
+        return f"OwnDaemons({self.by_daemon!r})"
 
 
-def reduce_issued(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    rec["pending"] = rec.get("pending", 0) + 1
-
-
-def reduce_found_running(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    """ServiceFoundRunning with ``foreign_pid`` (optional key): the start this attempt issued found
-    someone else's daemon and started nothing, so it leaves no start of brsm's unresolved."""
-    if d.get("foreign_pid") is not None:
-        rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-        rec["pending"] = 0
-
-
-REDUCERS = {DAEMON_STARTED: reduce_started, DAEMON_START_ISSUED: reduce_issued, DAEMON_STOPPED: reduce_stopped}
-
-
-def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *, issued_now: bool = True) -> str:
+def judge(pid: int | None, daemons: OwnDaemons, tracks_starts: bool, host: str, service: str, *,
+          issued_now: bool = True) -> str:
     """Whose is the daemon ``service`` on ``host`` that runs as ``pid`` (what ``start`` answered
-    "already running", or what status shows)? ``extra``: the operation's folded journal.
-    ``issued_now``: this attempt journaled a start intent for it just before asking (it is counted in
-    ``pending`` and must not make the answer "unknown" by itself).
+    "already running", or what status shows)? ``daemons`` and ``tracks_starts``: the operation's
+    folded journal (RestoreState). ``issued_now``: this attempt journaled a start intent for it just
+    before asking (it is counted in ``pending`` and must not make the answer "unknown" by itself).
 
-    >>> ex = {"tracks_starts": True, "own_daemons": {"storaged@h": {"pids": [42], "pending": 1, "down_seen": True}}}
-    >>> judge(42, ex, "h", "storaged"), judge(7, ex, "h", "storaged"), judge(7, {}, "h", "storaged")
+    >>> ds = OwnDaemons(); ds.by_daemon["storaged@h"] = {"pids": [42], "pending": 1, "down_seen": True}
+    >>> judge(42, ds, True, "h", "storaged"), judge(7, ds, True, "h", "storaged"), judge(7, OwnDaemons(), False, "h", "storaged")
     ('ours', 'foreign', 'unknown')
     """
-    rec = (extra.get("own_daemons") or {}).get(key(host, service)) or {"pids": [], "pending": 0}
+    rec = daemons.get(host, service)
     if pid is not None and pid in rec["pids"]:
         return OURS
-    if not extra.get(TRACKS_STARTS):
+    if not tracks_starts:
         return UNKNOWN  # a journal from before pids were journaled: as brsm always did
     if not rec.get("down_seen"):
         return UNKNOWN  # brsm never saw it down: it may be the daemon that ran before brsm's stop

@@ -1,0 +1,123 @@
+"""What an operation knows beyond its engine phase, as a typed dataclass per kind, folded from its journal.
+
+A workflow's steps share facts (the topology the preflight found, the snapshot SNAPSHOTTED made, the
+files COPIED has sent). Each is a field of the kind's state class, and each field is set by exactly
+one handler: of one domain event (``@on(TYPE)``), or of one step's completion (``@completed(STEP)``,
+given that step's journaled facts). Two handlers that declare the same field, or two handlers of one
+event, are refused when the class is defined. So "where is ``topology`` set?" has one answer, and two
+steps can no longer journal one fact name with two meanings and have the later silently replace the
+earlier (a restore's rollback once looked for space dirs by the names STARTED journaled under
+CHECKED's ``spaces``, which held ids, and removed the set-aside originals).
+
+Payloads stay the JSON the journal holds; a handler reads the keys it knows, so every journal an
+older brsm wrote still folds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+STEP_COMPLETED = "StepCompleted"  # brsm.engine.events.STEP_COMPLETED (kept here: events imports nothing)
+
+Handler = Callable[[Any, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """What one handler answers to and which fields it alone sets."""
+
+    keys: tuple[str, ...]  # event types, or "StepCompleted:<STEP>"
+    sets: tuple[str, ...]
+    name: str  # the method's name, for messages
+    with_type: bool  # called as fn(self, type, payload): one handler of several events (a ledger's)
+
+
+def completion_key(step: str) -> str:
+    """The dispatch key of a step's completion.
+
+    >>> completion_key("CHECKED")
+    'StepCompleted:CHECKED'
+    """
+    return f"{STEP_COMPLETED}:{step}"
+
+
+def on(event_type: str, *, sets: tuple[str, ...]) -> Callable[[Handler], Handler]:
+    """Mark a state method as the handler of ``event_type``'s payload, the only one setting ``sets``."""
+    def mark(fn: Handler) -> Handler:
+        fn.__brsm_handles__ = HandlerSpec((event_type,), tuple(sets), fn.__name__, False)  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def on_each(*event_types: str, sets: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Mark a state method as the one handler of several events that together keep one ledger (files
+    written and removed, a daemon issued, started, stopped): called as ``fn(self, type, payload)``."""
+    def mark(fn: Callable[..., None]) -> Callable[..., None]:
+        fn.__brsm_handles__ = HandlerSpec(tuple(event_types), tuple(sets), fn.__name__, True)  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def completed(step: str, *, sets: tuple[str, ...]) -> Callable[[Handler], Handler]:
+    """Mark a state method as the handler of ``step``'s journaled facts (its StepCompleted)."""
+    return on(completion_key(step), sets=sets)
+
+
+@dataclass
+class KindState:
+    """The base of every kind's state. A kind without domain state folds into this one (it has none)."""
+
+    HANDLERS: ClassVar[dict[str, tuple[Callable[..., None], bool]]] = {}
+    SPECS: ClassVar[tuple[HandlerSpec, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        specs: list[HandlerSpec] = []
+        handlers: dict[str, tuple[Callable[..., None], bool]] = {}
+        owner: dict[str, str] = {}
+        for name in dir(cls):
+            fn = getattr(cls, name, None)
+            spec = getattr(fn, "__brsm_handles__", None)
+            if spec is None:
+                continue
+            for key in spec.keys:
+                if key in handlers:
+                    raise TypeError(f"{cls.__name__}: {key} has two handlers ({handlers[key][0].__name__}, {name})")
+                handlers[key] = (fn, spec.with_type)
+            for f in spec.sets:
+                if f in owner:
+                    raise TypeError(f"{cls.__name__}.{f} is set by two handlers ({owner[f]}, {name})")
+                owner[f] = name
+            specs.append(spec)
+        cls.HANDLERS, cls.SPECS = handlers, tuple(specs)
+
+    def apply(self, type_: str, data: Mapping[str, Any]) -> None:
+        """Fold one journaled event (its type and JSON payload) into this state."""
+        if type_ == STEP_COMPLETED:
+            key, payload = completion_key(str(data.get("step"))), data.get("facts") or {}
+        else:
+            key, payload = type_, data
+        found = self.HANDLERS.get(key)
+        if found is None:
+            return
+        fn, with_type = found
+        if with_type:
+            fn(self, type_, dict(payload))
+        else:
+            fn(self, dict(payload))
+
+    def left_effects(self) -> bool:
+        """Whether an effect outside any step is journaled as still in place (a storage probe the
+        preflight wrote and has not removed): such an operation failed, it was not refused."""
+        return False
+
+    @classmethod
+    def owners(cls) -> dict[str, str]:
+        """field -> the handler that sets it (for tests and for a reader's question)."""
+        return {f: s.name for s in cls.SPECS for f in s.sets}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]

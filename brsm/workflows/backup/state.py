@@ -1,0 +1,67 @@
+"""What a backup knows, folded from its journal: one field per fact, each set by one handler."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.engine.state import completed, on, on_each
+from brsm.workflows.backup.ledger import FILE_COPIED, PART_UPLOADED, CopiedFiles
+from brsm.workflows.shared_state import ClusterState
+
+SNAPSHOT_REQUESTED = "SnapshotRequested"  # {existing, spaces}: the cluster's snapshots right before createBackup
+CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"  # {why, after_seconds, bound_seconds}
+
+
+@dataclass
+class BackupState(ClusterState):
+    files: CopiedFiles = field(default_factory=CopiedFiles)
+    # the cluster's snapshots when SNAPSHOTTED asked for one (None: it never asked)
+    snapshots_before: list[str] | None = None
+    create_backup_abandoned: dict[str, Any] | None = None
+    # SNAPSHOTTED: what createBackup made
+    backup_name: str | None = None
+    meta_b64: str = ""
+    spaces: dict[str, str] = field(default_factory=dict)  # space id -> name
+    all_spaces: bool = True
+    meta_files: list[str] = field(default_factory=list)
+    meta_paths: list[str] = field(default_factory=list)
+    checkpoints: dict[str, list[list[str]]] = field(default_factory=dict)
+    storage_hosts: list[str] = field(default_factory=list)
+    create_time_ms: int = 0
+
+    @on_each(FILE_COPIED, PART_UPLOADED, sets=("files",))
+    def _files(self, type_: str, d: dict[str, Any]) -> None:
+        self.files.fold(type_, d)
+
+    @on(SNAPSHOT_REQUESTED, sets=("snapshots_before",))
+    def _snapshot_requested(self, d: dict[str, Any]) -> None:
+        self.snapshots_before = list(d["existing"])
+
+    @on(CREATE_BACKUP_ABANDONED, sets=("create_backup_abandoned",))
+    def _abandoned(self, d: dict[str, Any]) -> None:
+        self.create_backup_abandoned = d
+
+    @completed("SNAPSHOTTED", sets=("backup_name", "meta_b64", "spaces", "all_spaces", "meta_files", "meta_paths",
+                                    "checkpoints", "storage_hosts", "create_time_ms"))
+    def _snapshotted(self, f: dict[str, Any]) -> None:
+        # .get: a journal an older brsm wrote may lack a key; the step that needs it says so
+        self.backup_name = f.get("backup_name")
+        self.meta_b64 = f.get("meta_b64", "")
+        self.spaces = f.get("spaces") or {}
+        self.all_spaces = bool(f.get("all_spaces", True))
+        self.meta_files = f.get("meta_files") or []
+        self.meta_paths = f.get("meta_paths") or []
+        self.checkpoints = f.get("checkpoints") or {}
+        self.storage_hosts = f.get("storage_hosts") or []
+        self.create_time_ms = int(f.get("create_time_ms") or 0)
+
+    @property
+    def name(self) -> str:
+        """The backup's name, for a step after SNAPSHOTTED."""
+        if self.backup_name is None:
+            raise AssertionError("SNAPSHOTTED has not completed")
+        return self.backup_name
+
+
+BackupContext = StepContext[BackupState]

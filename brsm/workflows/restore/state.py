@@ -1,0 +1,116 @@
+"""What a restore knows, folded from its journal: one field per fact, each set by one handler.
+
+CHECKED's ``spaces`` ({id: name}) and STARTED's listed space names are two fields; an older journal's
+STARTED that journaled its names as ``spaces`` sets nothing here, so they can never replace the ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from brsm.engine.runner import StepContext
+from brsm.engine.state import completed, on, on_each
+from brsm.workflows.restore import ownership
+from brsm.workflows.restore.ledger import FILE_RESTORED, RestoredFiles
+from brsm.workflows.shared_state import ClusterState
+
+SERVICE_FOUND_RUNNING = ownership.SERVICE_FOUND_RUNNING
+# journaled by STARTED right before it starts storaged and graphd on the proved data: a resume of a
+# STARTED cut after that point must not prove the data again (the daemons have written into it since,
+# as they must) nor take the daemons it started itself for ones started behind its back
+SERVICES_STARTING = "RestoredServicesStarting"
+DOWNTIME_BEGAN = "DowntimeBegan"  # just before the first service is stopped
+DOWNTIME_ENDED = "DowntimeEnded"  # every storaged ONLINE again (restored, or put back by a rollback)
+# journaled by CHECKED: the manifest it verified, so no step after it reads the backup's manifest
+# again (a backup deleted or changed in storage meanwhile cannot strand a stopped cluster)
+MANIFEST_JOURNALED = "RestoreManifestJournaled"
+META_INGEST_BUILT = "MetaIngestBuilt"  # the SST built for the chosen spaces (base64), reused by a resume
+SCRATCH_MAKING = "ScratchDirMaking"  # {host, path}: journaled right before the mkdir
+SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm made (or took back: taken
+# "resumed" after a crash right after its mkdir, "legacy" from an operation an older brsm staged)
+
+
+@dataclass
+class RestoreState(ClusterState):
+    restored: RestoredFiles = field(default_factory=RestoredFiles)
+    manifest: dict[str, Any] | None = None  # the backup's manifest as CHECKED verified it
+    meta_ingest: dict[str, Any] | None = None  # the chosen spaces' meta SST, built once
+    downtime_began: float | None = None  # when the first service was stopped (time.time())
+    tracks_starts: bool = False  # this operation journals the pid of every daemon it starts
+    downtime_seconds: float | None = None  # first stop → every storaged ONLINE again
+    services_starting: dict[str, Any] | None = None
+    own_daemons: ownership.OwnDaemons = field(default_factory=ownership.OwnDaemons)
+    scratch_making: set[str] = field(default_factory=set)  # "host:path" of every mkdir begun
+    scratch: dict[str, list[int]] = field(default_factory=dict)  # "host:path" -> [dev, ino] made or taken
+    scratch_legacy: bool = False  # a scratch dir an older brsm made was taken back as it was
+    # CHECKED
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (host in the backup, host of the cluster)
+    backup_name: str | None = None
+    all_spaces: bool = True
+    spaces: dict[str, str] = field(default_factory=dict)  # the backup's space id -> name
+    replaced_spaces: dict[str, str] = field(default_factory=dict)  # re-created since the backup: id now -> name
+    mode: str | None = None  # placement.STAGED or in place; None in a journal from before staging
+    # STAGED: the staged trees' fingerprints, proved again right before STARTED starts a daemon on them
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
+    fingerprint_format: int = 1
+
+    @on(FILE_RESTORED, sets=("restored",))
+    def _restored(self, d: dict[str, Any]) -> None:
+        self.restored.fold(d)
+
+    @on(MANIFEST_JOURNALED, sets=("manifest",))
+    def _manifest(self, d: dict[str, Any]) -> None:
+        self.manifest = d["manifest"]
+
+    @on(META_INGEST_BUILT, sets=("meta_ingest",))
+    def _meta_ingest(self, d: dict[str, Any]) -> None:
+        if self.meta_ingest is None:  # the first one built is the one every metad ingests
+            self.meta_ingest = d
+
+    @on(DOWNTIME_BEGAN, sets=("downtime_began", "tracks_starts"))
+    def _downtime_began(self, d: dict[str, Any]) -> None:
+        if self.downtime_began is None:  # the first stop began the downtime
+            self.downtime_began = d["at"]
+            self.tracks_starts = bool(d.get(ownership.TRACKS_STARTS))
+
+    @on(DOWNTIME_ENDED, sets=("downtime_seconds",))
+    def _downtime_ended(self, d: dict[str, Any]) -> None:
+        if self.downtime_seconds is None:
+            self.downtime_seconds = d["seconds"]
+
+    @on(SERVICES_STARTING, sets=("services_starting",))
+    def _services_starting(self, d: dict[str, Any]) -> None:
+        if self.services_starting is None:
+            self.services_starting = d
+
+    @on_each(ownership.DAEMON_STARTED, ownership.DAEMON_START_ISSUED, ownership.DAEMON_STOPPED, SERVICE_FOUND_RUNNING,
+             sets=("own_daemons",))
+    def _daemons(self, type_: str, d: dict[str, Any]) -> None:
+        self.own_daemons.fold(type_, d)
+
+    @on(SCRATCH_MAKING, sets=("scratch_making",))
+    def _scratch_making(self, d: dict[str, Any]) -> None:
+        self.scratch_making.add(f"{d['host']}:{d['path']}")
+
+    @on(SCRATCH_MADE, sets=("scratch", "scratch_legacy"))
+    def _scratch_made(self, d: dict[str, Any]) -> None:
+        self.scratch[f"{d['host']}:{d['path']}"] = [int(d["dev"]), int(d["ino"])]
+        if d.get("taken") == "legacy":
+            self.scratch_legacy = True
+
+    @completed("CHECKED", sets=("pairs", "backup_name", "all_spaces", "spaces", "replaced_spaces", "mode"))
+    def _checked(self, f: dict[str, Any]) -> None:
+        self.pairs = [(o, n) for o, n in f.get("pairs") or []]
+        self.backup_name = f.get("backup_name")
+        self.all_spaces = bool(f.get("all_spaces", True))
+        self.spaces = f.get("spaces") or {}
+        self.replaced_spaces = f.get("replaced_spaces") or {}  # none in a journal from before it existed
+        self.mode = f.get("mode")
+
+    @completed("STAGED", sets=("fingerprints", "fingerprint_format"))
+    def _staged(self, f: dict[str, Any]) -> None:
+        self.fingerprints = f.get("fingerprints") or {}
+        self.fingerprint_format = int(f.get("fingerprint_format", 1))
+
+
+RestoreContext = StepContext[RestoreState]
