@@ -20,6 +20,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 STEP_COMPLETED = "StepCompleted"  # brsm.engine.events.STEP_COMPLETED (kept here: events imports nothing)
+OPERATION_CREATED = "OperationCreated"  # brsm.engine.events.OPERATION_CREATED
+
+
+class Params:
+    """A kind's parameters, parsed once from OperationCreated's ``params`` (the dict the CLI built,
+    journaled as it is). Subclasses are frozen dataclasses with a ``from_data`` classmethod."""
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "Params":
+        raise NotImplementedError
 
 Handler = Callable[[Any, dict[str, Any]], None]
 
@@ -71,6 +81,9 @@ class KindState:
 
     HANDLERS: ClassVar[dict[str, tuple[Callable[..., None], bool]]] = {}
     SPECS: ClassVar[tuple[HandlerSpec, ...]] = ()
+    PARAMS: ClassVar[type[Params] | None] = None  # the kind's parameters class; None: none parsed
+
+    params: Any = None  # PARAMS parsed from OperationCreated (None before it, or without PARAMS)
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -92,6 +105,11 @@ class KindState:
                 owner[f] = name
             specs.append(spec)
         cls.HANDLERS, cls.SPECS = handlers, tuple(specs)
+
+    @on(OPERATION_CREATED, sets=("params",))
+    def _created(self, d: dict[str, Any]) -> None:
+        if self.PARAMS is not None:
+            self.params = self.PARAMS.from_data(d.get("params") or {})
 
     def apply(self, type_: str, data: Mapping[str, Any]) -> None:
         """Fold one journaled event (its type and JSON payload) into this state."""

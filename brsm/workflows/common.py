@@ -342,7 +342,7 @@ def make_lease(ctx: ClusterContext, hosts: HostsPort, kind: str) -> Lease:
                                       "holder_ref": holder.owner})
             progress = getattr(ctx.ports, "progress", None)
             if progress is not None:  # said, not only journaled: what the dead run left is now nobody's
-                progress.note(takeover_note(host, holder, ctx.params.get("journal_id"), ctx.params.get("config")))
+                progress.note(takeover_note(host, holder, ctx.data.params.journal_id, ctx.data.params.config))
 
         def lost(host: str, holder: LeaseInfo | None, why: str) -> None:
             ctx.record(LEASE_LOST, {"host": host, "why": why, "holder": holder.describe() if holder else None,
@@ -351,7 +351,7 @@ def make_lease(ctx: ClusterContext, hosts: HostsPort, kind: str) -> Lease:
             if abort is not None:
                 abort(lease_lost_error(ctx, host, holder, why))
 
-        ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.params.get("lease_ttl") or 300
+        ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.data.params.lease_ttl or 300
         from brsm.home import brsm_home
 
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,

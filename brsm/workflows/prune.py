@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
-from brsm.engine.state import KindState, completed, on
+from brsm.engine.state import KindState, Params, completed, on
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import catalog, common
@@ -195,12 +195,12 @@ async def prune_check(ctx: StepContext) -> dict[str, Any]:
     return {}
 
 
-async def prune_scan(ctx: StepContext) -> dict[str, Any]:
+async def prune_scan(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """The plan, journaled: what CLEANED deletes (and a resume still deletes) is decided once."""
     p: PrunePorts = ctx.ports
     entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
-    plan = plan_prune(entries, keep_last=ctx.params.get("keep_last"), keep_within=ctx.params.get("keep_within"),
-                      now_ms=int(ctx.params["now_ms"]), in_use=p.in_use)
+    plan = plan_prune(entries, keep_last=ctx.data.params.keep_last,
+                      keep_within=ctx.data.params.keep_within, now_ms=ctx.data.params.now_ms, in_use=p.in_use)
     warnings = list(plan.warnings)
     if p.meta is None and plan.of(DELETE):
         warnings.append(NO_LEASE_CHECK)
@@ -208,8 +208,21 @@ async def prune_scan(ctx: StepContext) -> dict[str, Any]:
             "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": warnings}
 
 
+@dataclass(frozen=True)
+class PruneParams(Params):
+    keep_last: int | None = None  # keep the newest N of each space set
+    keep_within: float | None = None  # keep what is younger than this many seconds
+    now_ms: int = 0  # the moment the plan is made against, fixed when the operation is created
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "PruneParams":
+        return cls(keep_last=d.get("keep_last"), keep_within=d.get("keep_within"), now_ms=int(d.get("now_ms") or 0))
+
+
 @dataclass
 class PruneState(KindState):
+    PARAMS: ClassVar[type[PruneParams]] = PruneParams
+    params: PruneParams = field(default_factory=PruneParams)
     delete: list[str] = field(default_factory=list)  # the backups SCANNED's plan deletes
     deleted: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its BackupDeleted payload
 

@@ -3,16 +3,49 @@ and the storage probes it journaled.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from brsm.engine import events as ev
 from brsm.engine.runner import StepContext
-from brsm.engine.state import KindState, on, on_each
+from brsm.engine.state import KindState, Params, on, on_each
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
 PROBE_WRITTEN = "ProbeWritten"  # {key[, upload]}: a probe object (or direct-path upload) is about to exist
 PROBE_REMOVED = "ProbeRemoved"  # {key}: it is gone
+
+
+@dataclass(frozen=True)
+class CommonParams(Params):
+    """What every operation's params may say."""
+
+    config: str | None = None  # the config file the CLI read (for hints, metrics)
+    journal_id: str | None = None  # with the op id, names what the operation leaves (engine.runner.op_ref)
+    lease_ttl: float | None = None  # seconds; the ports' [cluster] lease_ttl comes first, 300 without either
+
+    @staticmethod
+    def common(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {"config": d.get("config"), "journal_id": d.get("journal_id"), "lease_ttl": d.get("lease_ttl")}
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "CommonParams":
+        return cls(**cls.common(d))
+
+
+@dataclass(frozen=True)
+class TransferParams(CommonParams):
+    """A backup's or restore's: how files move."""
+
+    concurrency: int = 8  # files at once
+    per_host: int = 4  # files at once per host
+    rate_limit: str | None = None  # "50M" and the like (limits.parse_rate)
+    data_path: str | None = None  # asked for: "via-brsm" (None too), "direct" or "auto" (direct.choose)
+
+    @classmethod
+    def transfer(cls, d: Mapping[str, Any]) -> dict[str, Any]:
+        return {**cls.common(d), "concurrency": int(d.get("concurrency") or 8), "per_host": int(d.get("per_host") or 4),
+                "rate_limit": d.get("rate_limit"), "data_path": d.get("data_path")}
 
 
 @dataclass

@@ -181,7 +181,7 @@ async def test_gc_counts_and_journals_only_what_is_gone():
 
     for really in (False, True):
         st = new_state(GC, maintenance.GcState)
-        st.params["confirm"] = True
+        st.data.apply("OperationCreated", {"params": {"confirm": True}})
         st.data.apply(STEP_COMPLETED, {"step": "SCANNED", "facts": {
             "orphans": [{"kind": "snapshot", "name": "BACKUP_2020_01_01_00_00_00", "why": "x"}]}})
         ctx = Ctx(state=st, ports=maintenance.MaintenancePorts(meta=Meta(really), hosts=None, storage=None,
@@ -215,7 +215,7 @@ async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_clus
     storage = open_storage("memory://older-restore")
     made = await make_backup(storage)
     st = new_state(RESTORE, RestoreState)
-    st.params["name"] = made.name
+    st.data.apply("OperationCreated", {"params": {"name": made.name}})
     st.started, st.completed = list(started), ["CHECKED"]
     ctx = Ctx(state=st, mode="resume", ports=SimpleNamespace(storage=storage, hosts=None, decode_meta=None,
                                                              progress=Notes()))

@@ -22,7 +22,7 @@ async def preflight(ctx: BackupContext) -> dict[str, Any]:
     p.progress.note(f"topology from {topo['source']}")
     await _every_storaged_online(p.meta)
     spaces = await common.as_preflight(p.meta.list_spaces())
-    wanted = list(ctx.params.get("spaces") or [])
+    wanted = list(ctx.data.params.spaces)
     missing = [s for s in wanted if s not in spaces]
     if missing:
         raise PreflightFailed(
@@ -36,7 +36,7 @@ async def preflight(ctx: BackupContext) -> dict[str, Any]:
         "not in the backup (rebuild them after a restore)"))
     await common.probe_storage(ctx, p.storage)
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
-    path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
+    path = await direct.choose(ctx.data.params.data_path or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
                                p.storage, p.progress, common.probe_journal(ctx))
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))},
             "data_path": path.mode, "data_path_why": path.why}
@@ -61,9 +61,9 @@ async def _every_storaged_online(meta) -> None:
 
 async def attach(ctx: BackupContext) -> None:
     ctx.runtime.limits = Limits(
-        concurrency=int(ctx.params.get("concurrency") or 8),
-        per_host=int(ctx.params.get("per_host") or 4),
-        bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))),
+        concurrency=ctx.data.params.concurrency,
+        per_host=ctx.data.params.per_host,
+        bucket=TokenBucket(parse_rate(ctx.data.params.rate_limit)),
     )
     if ctx.mode == "resume":
         await _check_resumable(ctx)

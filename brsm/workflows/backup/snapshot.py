@@ -44,7 +44,7 @@ async def _create_backup(ctx: BackupContext, p: BackupPorts) -> CreatedBackup:
 
     try:
         return await common.wait_noting(
-            p.meta.create_backup(list(ctx.params.get("spaces") or []) or None), progress=p.progress, bound=bound,
+            p.meta.create_backup(list(ctx.data.params.spaces) or None), progress=p.progress, bound=bound,
             note=lambda s: f"waiting on {where}: createBackup has not answered for {s:.0f} s (brsm gives it "
                            f"{bound:.0f} s); it checkpoints every storaged, with writes blocked meanwhile")
     except TimeoutError:
@@ -106,7 +106,7 @@ async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
             ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it",
                                           "meta_checkpoints": left})
             current = [n for n in current if n not in leaked]
-    ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.params.get("spaces") or [])})
+    ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.data.params.spaces)})
     created = await _create_backup(ctx, p)
     return {
         "backup_name": created.name,

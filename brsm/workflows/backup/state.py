@@ -1,20 +1,32 @@
 """What a backup knows, folded from its journal: one field per fact, each set by one handler."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine.runner import StepContext
 from brsm.engine.state import completed, on, on_each
 from brsm.workflows.backup.ledger import FILE_COPIED, PART_UPLOADED, CopiedFiles
-from brsm.workflows.shared_state import ClusterState
+from brsm.workflows.shared_state import ClusterState, TransferParams
 
 SNAPSHOT_REQUESTED = "SnapshotRequested"  # {existing, spaces}: the cluster's snapshots right before createBackup
 CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"  # {why, after_seconds, bound_seconds}
 
 
+@dataclass(frozen=True)
+class BackupParams(TransferParams):
+    spaces: tuple[str, ...] = ()  # the spaces to back up; none: all of them
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "BackupParams":
+        return cls(**cls.transfer(d), spaces=tuple(d.get("spaces") or ()))
+
+
 @dataclass
 class BackupState(ClusterState):
+    PARAMS: ClassVar[type[BackupParams]] = BackupParams
+    params: BackupParams = field(default_factory=BackupParams)
     files: CopiedFiles = field(default_factory=CopiedFiles)
     # the cluster's snapshots when SNAPSHOTTED asked for one (None: it never asked)
     snapshots_before: list[str] | None = None

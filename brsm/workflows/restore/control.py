@@ -55,9 +55,9 @@ def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
 def service_timeout(ctx: RestoreContext) -> float:
     """--service-timeout, or (not given) a wait scaled to the data each storaged loads before it
     listens (services.start_timeout); a journal from before that default always holds a number."""
-    given = ctx.params.get("service_timeout")
+    given = ctx.data.params.service_timeout
     if given:
-        return float(given)
+        return given
     topo = ctx.data.topology or {}
     # The data's size was read from the folded extras, where nothing ever put it (CHECKED journals
     # ``bytes`` as a step fact): the wait has always been the floor. Kept so, a behaviour change of its own.

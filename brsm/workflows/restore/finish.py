@@ -172,7 +172,7 @@ async def cleaned(ctx: RestoreContext) -> dict[str, Any]:
         host, dp = data_dir
         h = p.hosts.host(host)
         d = posixpath.join(dp, aside)
-        if not ctx.params.get("keep_old") and await h.exists(d):
+        if not ctx.data.params.keep_old and await h.exists(d):
             await h.remove_tree(d)
             return f"{host}:{d}"
         return None
@@ -195,11 +195,11 @@ async def cleaned(ctx: RestoreContext) -> dict[str, Any]:
         h = p.hosts.host(c.host)
         if await h.exists(c.absent_marker):
             await h.remove_tree(c.absent_marker)
-        if not ctx.params.get("keep_old") and await h.exists(c.aside):
+        if not ctx.data.params.keep_old and await h.exists(c.aside):
             await h.remove_tree(c.aside)
             removed.append(f"{c.host}:{c.aside}")
     await stage.undo_staged(ctx)  # the meta restore dirs, and any staging dir left empty by the swap
     await anchors.write_anchor(ctx, p.storage, "restore")  # the journal as it is now, kept in the storage
     await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "restore").release()
-    return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}
+    return {"removed_aside": removed, "kept_aside": ctx.data.params.keep_old}

@@ -65,7 +65,7 @@ async def settle(ctx: RestoreContext) -> None:
     """With several metads, wait for the followers to apply what the leader had committed before the
     stop: an entry applied after restoreMeta's local ingest would undo part of it on that metad."""
     if len(ctx.data.topo["meta"]) > 1:
-        await asyncio.sleep(float(ctx.params.get("meta_settle_seconds") or SETTLE_SECONDS))
+        await asyncio.sleep((ctx.data.params.meta_settle_seconds or SETTLE_SECONDS))
 
 
 async def _backup_rows(ctx: RestoreContext, m: dict[str, Any]) -> dict[bytes, bytes]:

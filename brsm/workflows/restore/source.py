@@ -21,7 +21,7 @@ async def _read_checked(ctx: RestoreContext, key: str, what: str, limit: int) ->
     st = _p(ctx).storage
     big = catalog.too_big(what, (await st.stat(key)).size, limit)
     if big:
-        raise VerificationFailed(f"backup {ctx.params['name']}: {big}", hint=TAMPERED)
+        raise VerificationFailed(f"backup {ctx.data.params.name}: {big}", hint=TAMPERED)
     return await st.get_bytes(key)
 
 
@@ -55,7 +55,7 @@ async def manifest(ctx: RestoreContext) -> dict[str, Any]:
     if cached is None and ctx.data.manifest is not None:
         cached = ctx.runtime.manifest = ctx.data.manifest
     if cached is None:
-        name = ctx.params["name"]
+        name = ctx.data.params.name
         try:
             raw = await _read_checked(ctx, manifest_key(name), MANIFEST, catalog.MAX_MANIFEST_BYTES)
         except ObjectNotFound as e:
@@ -94,7 +94,7 @@ def for_journal(m: dict[str, Any]) -> dict[str, Any]:
 async def _check_meta(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
     is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
-    p, name = _p(ctx), ctx.params["name"]
+    p, name = _p(ctx), ctx.data.params.name
     try:
         raw = await _read_checked(ctx, meta_file_key(name), f"{name}.meta", catalog.MAX_META_BYTES)
     except ObjectNotFound as e:

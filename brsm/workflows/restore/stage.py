@@ -30,7 +30,7 @@ Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 def _jobs(ctx: RestoreContext, m: dict[str, Any], *, into_staging: bool) -> list[Job]:
     """Every file of the backup and where it goes: in place, or its staged path (meta SSTs go to the
     meta restore dir of every metad either way: restoreMeta reads them from there)."""
-    topo, name = ctx.data.topo, ctx.params["name"]
+    topo, name = ctx.data.topo, ctx.data.params.name
     jobs: list[Job] = []
     for f in m["files"]:
         tgt = placement.target(name, f["key"], pairs(ctx), topo)

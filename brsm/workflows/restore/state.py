@@ -5,14 +5,15 @@ STARTED that journaled its names as ``spaces`` sets nothing here, so they can ne
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine.runner import StepContext
 from brsm.engine.state import completed, on, on_each
 from brsm.workflows.restore import ownership
 from brsm.workflows.restore.ledger import FILE_RESTORED, RestoredFiles
-from brsm.workflows.shared_state import ClusterState
+from brsm.workflows.shared_state import ClusterState, TransferParams
 
 SERVICE_FOUND_RUNNING = ownership.SERVICE_FOUND_RUNNING
 # journaled by STARTED right before it starts storaged and graphd on the proved data: a resume of a
@@ -30,8 +31,30 @@ SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm
 # "resumed" after a crash right after its mkdir, "legacy" from an operation an older brsm staged)
 
 
+@dataclass(frozen=True)
+class RestoreParams(TransferParams):
+    name: str = ""  # the backup to restore
+    verify: str | None = None  # "full": re-hash every file in storage before anything stops
+    allow_unverified: bool = False  # a backup without checksums (nebula-br's) may be restored
+    host_map: Any = None  # {host in the backup: host of the cluster} (placement.pair_hosts)
+    offline: bool = False  # download in place while the cluster is down, never stage
+    keep_old: bool = False  # CLEANED keeps the set-aside original data
+    service_timeout: float | None = None  # seconds per start/stop; None: scaled (control.service_timeout)
+    meta_settle_seconds: float | None = None  # wait before restoreMeta; None: partial_meta.SETTLE_SECONDS
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "RestoreParams":
+        return cls(**cls.transfer(d), name=d.get("name") or "", verify=d.get("verify"),
+                   allow_unverified=bool(d.get("allow_unverified")), host_map=d.get("host_map"),
+                   offline=bool(d.get("offline")), keep_old=bool(d.get("keep_old")),
+                   service_timeout=float(d["service_timeout"]) if d.get("service_timeout") else None,
+                   meta_settle_seconds=float(d["meta_settle_seconds"]) if d.get("meta_settle_seconds") else None)
+
+
 @dataclass
 class RestoreState(ClusterState):
+    PARAMS: ClassVar[type[RestoreParams]] = RestoreParams
+    params: RestoreParams = field(default_factory=RestoreParams)
     restored: RestoredFiles = field(default_factory=RestoredFiles)
     manifest: dict[str, Any] | None = None  # the backup's manifest as CHECKED verified it
     meta_ingest: dict[str, Any] | None = None  # the chosen spaces' meta SST, built once
