@@ -100,6 +100,19 @@ class Runtime:
     release_lease: bool = False  # a run kept for a resume lets the cluster go (Runner.keep_interrupted)
 
 
+def create_operation(journal: Any, kind: str, params: Mapping[str, Any], *, target: str = "") -> tuple[int, dict[str, Any]]:
+    """The one way an operation comes to be: its row, then OperationCreated with the params as the
+    journal keeps them (secrets redacted). The journal's id goes into the params: with the op id it names
+    what the operation leaves on the cluster and in storage (op_ref). Returns the op id and the params
+    to build the ports from (the given ones and ``journal_id``, unredacted)."""
+    jid = getattr(journal, "journal_id", None)
+    full = {**params, "journal_id": jid} if jid else dict(params)
+    op = journal.create_operation(kind=kind, params=full, who=who(), version=__version__, target=target)
+    with journal.driver(op.id) as w:
+        w.append(ev.OPERATION_CREATED, {"kind": kind, "params": journal.operation(op.id).params})
+    return op.id, full
+
+
 class StepContext(Generic[S]):
     """What a step sees: the operation's params and typed state, the ports, and a way to journal."""
 
@@ -251,12 +264,7 @@ class Runner:
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
-        op = self.journal.create_operation(
-            kind=self.workflow.kind.name, params=dict(params), who=who(), version=__version__, target=target
-        )
-        with self.journal.driver(op.id) as w:
-            w.append(ev.OPERATION_CREATED, {"kind": self.workflow.kind.name, "params": self.journal.operation(op.id).params})
-        return op.id
+        return create_operation(self.journal, self.workflow.kind.name, params, target=target)[0]
 
     def state(self, op_id: int) -> OperationState:
         return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.state)
