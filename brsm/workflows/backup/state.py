@@ -31,16 +31,17 @@ class BackupState(ClusterState):
     # the cluster's snapshots when SNAPSHOTTED asked for one (None: it never asked)
     snapshots_before: list[str] | None = None
     create_backup_abandoned: dict[str, Any] | None = None
-    # SNAPSHOTTED: what createBackup made
+    # SNAPSHOTTED: what createBackup made. None: not journaled (before SNAPSHOTTED, or a journal that
+    # lacks it), so a step that needs it fails loudly rather than copy or describe nothing
     backup_name: str | None = None
-    meta_b64: str = ""
-    spaces: dict[str, str] = field(default_factory=dict)  # space id -> name
-    all_spaces: bool = True
-    meta_files: list[str] = field(default_factory=list)
+    meta_b64: str | None = None
+    spaces: dict[str, str] | None = None  # space id -> name
+    all_spaces: bool | None = None
+    meta_files: list[str] | None = None
     meta_paths: list[str] = field(default_factory=list)
-    checkpoints: dict[str, list[list[str]]] = field(default_factory=dict)
-    storage_hosts: list[str] = field(default_factory=list)
-    create_time_ms: int = 0
+    checkpoints: dict[str, list[list[str]]] | None = None
+    storage_hosts: list[str] | None = None
+    create_time_ms: int | None = None
 
     @on_each(FILE_COPIED, PART_UPLOADED, sets=("files",))
     def _files(self, type_: str, d: dict[str, Any]) -> None:
@@ -57,16 +58,16 @@ class BackupState(ClusterState):
     @completed("SNAPSHOTTED", sets=("backup_name", "meta_b64", "spaces", "all_spaces", "meta_files", "meta_paths",
                                     "checkpoints", "storage_hosts", "create_time_ms"))
     def _snapshotted(self, f: dict[str, Any]) -> None:
-        # .get: a journal an older brsm wrote may lack a key; the step that needs it says so
+        # .get: a journal an older brsm wrote may lack a key; the step that needs it fails on the None
         self.backup_name = f.get("backup_name")
-        self.meta_b64 = f.get("meta_b64", "")
-        self.spaces = f.get("spaces") or {}
-        self.all_spaces = bool(f.get("all_spaces", True))
-        self.meta_files = f.get("meta_files") or []
+        self.meta_b64 = f.get("meta_b64")
+        self.spaces = f.get("spaces")
+        self.all_spaces = f.get("all_spaces")
+        self.meta_files = f.get("meta_files")
         self.meta_paths = f.get("meta_paths") or []
-        self.checkpoints = f.get("checkpoints") or {}
-        self.storage_hosts = f.get("storage_hosts") or []
-        self.create_time_ms = int(f.get("create_time_ms") or 0)
+        self.checkpoints = f.get("checkpoints")
+        self.storage_hosts = f.get("storage_hosts")
+        self.create_time_ms = f.get("create_time_ms")
 
     @property
     def name(self) -> str:

@@ -67,10 +67,10 @@ class RestoreState(ClusterState):
     scratch: dict[str, list[int]] = field(default_factory=dict)  # "host:path" -> [dev, ino] made or taken
     scratch_legacy: bool = False  # a scratch dir an older brsm made was taken back as it was
     # CHECKED
-    pairs: list[tuple[str, str]] = field(default_factory=list)  # (host in the backup, host of the cluster)
+    pairs: list[tuple[str, str]] | None = None  # (host in the backup, host of the cluster)
     backup_name: str | None = None
     all_spaces: bool = True
-    spaces: dict[str, str] = field(default_factory=dict)  # the backup's space id -> name
+    spaces: dict[str, str] | None = None  # the backup's space id -> name
     replaced_spaces: dict[str, str] = field(default_factory=dict)  # re-created since the backup: id now -> name
     mode: str | None = None  # placement.STAGED or in place; None in a journal from before staging
     # STAGED: the staged trees' fingerprints, proved again right before STARTED starts a daemon on them
@@ -123,10 +123,11 @@ class RestoreState(ClusterState):
 
     @completed("CHECKED", sets=("pairs", "backup_name", "all_spaces", "spaces", "replaced_spaces", "mode"))
     def _checked(self, f: dict[str, Any]) -> None:
-        self.pairs = [(o, n) for o, n in f.get("pairs") or []]
+        pairs = f.get("pairs")  # None (a step that needs it fails) in a journal that lacks it
+        self.pairs = None if pairs is None else [(o, n) for o, n in pairs]
         self.backup_name = f.get("backup_name")
         self.all_spaces = bool(f.get("all_spaces", True))
-        self.spaces = f.get("spaces") or {}
+        self.spaces = f.get("spaces")
         self.replaced_spaces = f.get("replaced_spaces") or {}  # none in a journal from before it existed
         self.mode = f.get("mode")
 
