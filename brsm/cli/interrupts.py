@@ -35,7 +35,7 @@ def uploaded(st: OperationState) -> tuple[int, int]:
     ledger = st.data.files
     uploads = list(ledger.uploads())
     files = len(ledger) + sum(1 for v in uploads if v.get("parts"))
-    size = sum(int(v.get("size") or 0) for v in ledger)
+    size = sum(int(v.size or 0) for v in ledger)
     size += sum(int(p.get("size") or 0) for v in uploads for p in v.get("parts") or [])
     return files, size
 

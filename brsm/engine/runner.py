@@ -20,7 +20,7 @@ from brsm import __version__, failpoints
 from brsm.engine import events as ev
 from brsm.engine import machine as mach
 from brsm.engine.definitions import OperationKind
-from brsm.engine.state import KindState
+from brsm.engine.state import Event, KindState
 from brsm.engine.fold import (
     PHASE_DONE,
     PHASE_FAILED,
@@ -147,18 +147,21 @@ class StepContext(Generic[S]):
         """The kind's typed state (BackupState, RestoreState, ...), kept equal to the journal's fold."""
         return self.state.data  # type: ignore[return-value]
 
-    def record(self, type_: str, data: Mapping[str, Any], *, durable: bool = True) -> None:
-        """Append a domain event (durable at return) and fold it into the live state. ``durable=False``
-        for progress hints whose loss only costs repeated work: no fsync, still safe against a kill."""
+    def record(self, event: Event | str, data: Mapping[str, Any] | None = None, *, durable: bool = True) -> None:
+        """Append a domain event (an Event, or a type and its payload), durable at return, and fold it
+        into the live state. ``durable=False`` for progress hints whose loss only costs repeated work:
+        no fsync, still safe against a kill."""
+        type_, data = _typed(event, data)
         t0 = time.perf_counter()
         e = self._writer.append(type_, dict(data), durable=durable)
         self._timed(t0, 1)
         apply(self.state, _Event(e.seq, type_, dict(data)))
         failpoints.hit(f"event:{_count_event()}")
 
-    def record_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
-        if not items:
+    def record_batch(self, events: list[Event | tuple[str, Mapping[str, Any]]]) -> None:
+        if not events:
             return
+        items = [_typed(e, None) if isinstance(e, Event) else e for e in events]
         t0 = time.perf_counter()
         written = self._writer.append_batch([(t, dict(d)) for t, d in items])
         self._timed(t0, len(items))
@@ -183,6 +186,12 @@ class StepContext(Generic[S]):
         """This process's journal appends so far: seconds in the append calls, transactions, events."""
         return {"journal_seconds": round(self.journal_seconds, 6), "journal_appends": self.journal_appends,
                 "journal_events": self.journal_events}
+
+
+def _typed(event: Event | str, data: Mapping[str, Any] | None) -> tuple[str, Mapping[str, Any]]:
+    if isinstance(event, Event):
+        return event.TYPE, event.to_data()
+    return event, data if data is not None else {}
 
 
 _events_appended = 0

@@ -9,8 +9,10 @@ steps can no longer journal one fact name with two meanings and have the later s
 earlier (a restore's rollback once looked for space dirs by the names STARTED journaled under
 CHECKED's ``spaces``, which held ids, and removed the set-aside originals).
 
-Payloads stay the JSON the journal holds; a handler reads the keys it knows, so every journal an
-older brsm wrote still folds.
+Domain events that set state are frozen dataclasses (``Event``: a stable ``TYPE`` string, and
+``from_data``/``to_data`` giving exactly the JSON the journal holds); a handler of one is given the
+typed event, and steps record them typed. Other events (and the preflight's open set of facts) stay
+dicts. Keys an older brsm did not write default to ``ABSENT``, so every journal it wrote still folds.
 """
 from __future__ import annotations
 
@@ -21,6 +23,43 @@ from typing import Any, ClassVar
 
 STEP_COMPLETED = "StepCompleted"  # brsm.engine.events.STEP_COMPLETED (kept here: events imports nothing)
 OPERATION_CREATED = "OperationCreated"  # brsm.engine.events.OPERATION_CREATED
+
+
+class _Absent:
+    """The default of an event field whose key a payload may lack: left out of ``to_data`` again."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class Event:
+    """A domain event: a frozen dataclass named by its stable type string (``TYPE``), whose payload is
+    exactly the JSON the journal holds. ``from_data(d).to_data() == d`` for every payload brsm wrote; a
+    field whose key older (or newer) writers leave out defaults to ``ABSENT`` and stays out."""
+
+    TYPE: ClassVar[str] = ""
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "Event":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def to_data(self) -> dict[str, Any]:
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not ABSENT}
+
+
+def _key(event: Any) -> str:
+    return event.TYPE if isinstance(event, type) and issubclass(event, Event) else event
+
+
+def _event_class(event: Any) -> type[Event] | None:
+    return event if isinstance(event, type) and issubclass(event, Event) else None
 
 
 class Params:
@@ -42,6 +81,7 @@ class HandlerSpec:
     sets: tuple[str, ...]
     name: str  # the method's name, for messages
     with_type: bool  # called as fn(self, type, payload): one handler of several events (a ledger's)
+    classes: tuple[type[Event] | None, ...] = ()  # per key: the payload is given as this Event, or None: a dict
 
 
 def completion_key(step: str) -> str:
@@ -53,19 +93,22 @@ def completion_key(step: str) -> str:
     return f"{STEP_COMPLETED}:{step}"
 
 
-def on(event_type: str, *, sets: tuple[str, ...]) -> Callable[[Handler], Handler]:
-    """Mark a state method as the handler of ``event_type``'s payload, the only one setting ``sets``."""
+def on(event: Any, *, sets: tuple[str, ...]) -> Callable[[Handler], Handler]:
+    """Mark a state method as the handler of ``event`` (an Event class: called with one; a type string:
+    with the payload dict), the only one setting ``sets``."""
     def mark(fn: Handler) -> Handler:
-        fn.__brsm_handles__ = HandlerSpec((event_type,), tuple(sets), fn.__name__, False)  # type: ignore[attr-defined]
+        fn.__brsm_handles__ = HandlerSpec((_key(event),), tuple(sets), fn.__name__, False,  # type: ignore[attr-defined]
+                                          (_event_class(event),))
         return fn
     return mark
 
 
-def on_each(*event_types: str, sets: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def on_each(*events: Any, sets: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Mark a state method as the one handler of several events that together keep one ledger (files
-    written and removed, a daemon issued, started, stopped): called as ``fn(self, type, payload)``."""
+    written and removed, a daemon issued, started, stopped): called as ``fn(self, type, event)``."""
     def mark(fn: Callable[..., None]) -> Callable[..., None]:
-        fn.__brsm_handles__ = HandlerSpec(tuple(event_types), tuple(sets), fn.__name__, True)  # type: ignore[attr-defined]
+        fn.__brsm_handles__ = HandlerSpec(tuple(_key(e) for e in events), tuple(sets), fn.__name__, True,  # type: ignore[attr-defined]
+                                          tuple(_event_class(e) for e in events))
         return fn
     return mark
 
@@ -79,7 +122,7 @@ def completed(step: str, *, sets: tuple[str, ...]) -> Callable[[Handler], Handle
 class KindState:
     """The base of every kind's state. A kind without domain state folds into this one (it has none)."""
 
-    HANDLERS: ClassVar[dict[str, tuple[Callable[..., None], bool]]] = {}
+    HANDLERS: ClassVar[dict[str, tuple[Callable[..., None], bool, type[Event] | None]]] = {}
     SPECS: ClassVar[tuple[HandlerSpec, ...]] = ()
     PARAMS: ClassVar[type[Params] | None] = None  # the kind's parameters class; None: none parsed
 
@@ -88,17 +131,17 @@ class KindState:
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         specs: list[HandlerSpec] = []
-        handlers: dict[str, tuple[Callable[..., None], bool]] = {}
+        handlers: dict[str, tuple[Callable[..., None], bool, type[Event] | None]] = {}
         owner: dict[str, str] = {}
         for name in dir(cls):
             fn = getattr(cls, name, None)
             spec = getattr(fn, "__brsm_handles__", None)
             if spec is None:
                 continue
-            for key in spec.keys:
+            for key, event_cls in zip(spec.keys, spec.classes or (None,) * len(spec.keys)):
                 if key in handlers:
                     raise TypeError(f"{cls.__name__}: {key} has two handlers ({handlers[key][0].__name__}, {name})")
-                handlers[key] = (fn, spec.with_type)
+                handlers[key] = (fn, spec.with_type, event_cls)
             for f in spec.sets:
                 if f in owner:
                     raise TypeError(f"{cls.__name__}.{f} is set by two handlers ({owner[f]}, {name})")
@@ -120,11 +163,12 @@ class KindState:
         found = self.HANDLERS.get(key)
         if found is None:
             return
-        fn, with_type = found
+        fn, with_type, event_cls = found
+        arg = event_cls.from_data(payload) if event_cls is not None else dict(payload)
         if with_type:
-            fn(self, type_, dict(payload))
+            fn(self, type_, arg)
         else:
-            fn(self, dict(payload))
+            fn(self, arg)
 
     def left_effects(self) -> bool:
         """Whether an effect outside any step is journaled as still in place (a storage probe the

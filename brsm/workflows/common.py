@@ -13,7 +13,7 @@ from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFail
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
 from brsm.workflows.layout import lease_path
-from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext
+from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED  # its payload is folded by shared_state.ClusterState
 HOST_KEY_ACCEPTED = "HostKeyAccepted"
@@ -273,11 +273,11 @@ async def probe_storage(ctx: ClusterContext, storage: Storage) -> None:
     probe that rollback and CLEANED remove (``remove_probes``), never an unrecorded object.
     """
     key = f".brsm-probe-{ctx.ref}-{int(time.time())}"
-    ctx.record(PROBE_WRITTEN, {"key": key})
+    ctx.record(ProbeWritten(key))
     try:
         await storage.put_bytes(key, b"brsm probe")
     except BrsmError as e:
-        ctx.record(PROBE_REMOVED, {"key": key})  # a put stores all or nothing: nothing to remove
+        ctx.record(ProbeRemoved(key))  # a put stores all or nothing: nothing to remove
         raise PreflightFailed(f"storage {storage.uri} is not usable: {e.message}",
                               hint=e.hint or "check the URI, the endpoint and the credentials") from e
     try:
@@ -294,7 +294,7 @@ async def probe_storage(ctx: ClusterContext, storage: Storage) -> None:
             f"storage {storage.uri} took a write but refused to delete it ({key}): {e.message}",
             hint="brsm must be able to delete (rollback, cleanup, prune): grant it, then resume or roll back "
                  "this operation, which removes the probe object") from e
-    ctx.record(PROBE_REMOVED, {"key": key})
+    ctx.record(ProbeRemoved(key))
     if failure is not None:
         raise PreflightFailed(f"storage {storage.uri} is not usable: {failure.message}",
                               hint=failure.hint or "check the URI, the endpoint and the credentials") from failure
@@ -308,7 +308,7 @@ async def remove_probes(ctx: ClusterContext, storage: Storage) -> None:
             await storage.abort_uploads(key)  # every upload of that key; none left is fine
         else:
             await storage.delete(key)  # a missing one is fine
-        ctx.record(PROBE_REMOVED, {"key": key})
+        ctx.record(ProbeRemoved(key))
 
 
 def unremoved_probes(events: Iterable[Any]) -> list[str]:
@@ -327,7 +327,7 @@ def probe_journal(ctx: ClusterContext) -> Callable[[str, bool], None]:
     """For direct.choose: each direct-path probe upload journaled before it is opened and once it is
     aborted, so one the store would not abort is removed by CLEANED or the rollback (remove_probes)."""
     def note(key: str, gone: bool) -> None:
-        ctx.record(PROBE_REMOVED if gone else PROBE_WRITTEN, {"key": key} if gone else {"key": key, "upload": True})
+        ctx.record(ProbeRemoved(key) if gone else ProbeWritten(key, upload=True))
     return note
 
 

@@ -5,15 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine import events as ev
 from brsm.engine.runner import StepContext
-from brsm.engine.state import KindState, Params, on, on_each
+from brsm.engine.state import ABSENT, Event, KindState, Params, on, on_each
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
-PROBE_WRITTEN = "ProbeWritten"  # {key[, upload]}: a probe object (or direct-path upload) is about to exist
-PROBE_REMOVED = "ProbeRemoved"  # {key}: it is gone
+PROBE_WRITTEN = "ProbeWritten"
+PROBE_REMOVED = "ProbeRemoved"
+
+
+@dataclass(frozen=True)
+class ProbeWritten(Event):
+    """A probe object (or, ``upload``, a direct-path probe upload) is about to exist in the storage."""
+
+    TYPE: ClassVar[str] = PROBE_WRITTEN
+    key: str
+    upload: bool = ABSENT
+
+
+@dataclass(frozen=True)
+class ProbeRemoved(Event):
+    TYPE: ClassVar[str] = PROBE_REMOVED
+    key: str
 
 
 @dataclass(frozen=True)
@@ -65,12 +80,12 @@ class ClusterState(KindState):
         if "data_path" in d:  # kept for COPIED (or DOWNLOADED) and every resume
             self.data_path, self.data_path_why = d["data_path"], d.get("data_path_why", "")
 
-    @on_each(PROBE_WRITTEN, PROBE_REMOVED, sets=("probes",))
-    def _probes(self, type_: str, d: dict[str, Any]) -> None:
-        if type_ == PROBE_WRITTEN:
-            self.probes[d["key"]] = "upload" if d.get("upload") else "object"
+    @on_each(ProbeWritten, ProbeRemoved, sets=("probes",))
+    def _probes(self, _type: str, e: ProbeWritten | ProbeRemoved) -> None:
+        if isinstance(e, ProbeWritten):
+            self.probes[e.key] = "upload" if e.upload else "object"
         else:
-            self.probes.pop(d["key"], None)
+            self.probes.pop(e.key, None)
 
     def left_effects(self) -> bool:
         return bool(self.probes)

@@ -23,7 +23,7 @@ from brsm.engine.state import STEP_COMPLETED, KindState, completed, completion_k
 from brsm.workflows.backup.state import BackupState
 from brsm.workflows.maintenance import CleanupState, GcState
 from brsm.workflows.prune import PruneState
-from brsm.workflows.restore.state import RestoreState
+from brsm.workflows.restore.state import DowntimeBegan, RestoreState
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "journal_fixtures"
@@ -150,3 +150,29 @@ def test_no_step_reads_a_bag_of_facts():
             for i, line in enumerate(p.read_text().splitlines(), 1)
             if bad.search(line) or (raw.search(line) and rel not in RAW_PARAMS_READERS)]
     assert hits == []
+
+
+def test_typed_events_give_back_exactly_the_payload_the_journal_holds(tmp_path):
+    """An Event's ``to_data`` is the JSON the journal keeps, so what a typed event records is what the
+    dict-built one did: every payload of the kept journals survives ``from_data`` then ``to_data``."""
+    classes = {}
+    for cls in STATES:
+        for fn, _with_type, event_cls in cls.HANDLERS.values():
+            if event_cls is not None:
+                classes[event_cls.TYPE] = event_cls
+    seen = set()
+    for path in _journals():
+        copy_path = tmp_path / f"{path.parent.name}.db"
+        copy_path.write_bytes(path.read_bytes())
+        j = Journal.open(copy_path)
+        try:
+            for op in j.operations():
+                for e in j.events(op.id):
+                    if e.type in classes:
+                        assert classes[e.type].from_data(e.data).to_data() == e.data, (e.type, e.data)
+                        seen.add(e.type)
+        finally:
+            j.close()
+    assert {"FileCopied", "PartUploaded", "FileRestored", "DowntimeBegan", "RestoreDaemonStarted",
+            "ScratchDirMade", "ProbeWritten", "SnapshotRequested"} <= seen
+    assert DowntimeBegan.from_data({"at": 1.0}).to_data() == {"at": 1.0}  # an older brsm's, without tracks_starts

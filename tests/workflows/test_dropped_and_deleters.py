@@ -10,7 +10,7 @@ import pytest
 from brsm.engine.definitions import RESTORE
 from brsm.engine.fold import new_state
 from brsm.engine.runner import Runtime
-from brsm.engine.state import STEP_COMPLETED
+from brsm.engine.state import STEP_COMPLETED, Event
 from brsm.errors import LockHeld, OperationFailed, PreflightFailed, StorageError, VerificationFailed
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
@@ -35,7 +35,9 @@ class Ctx:
         self.ref = "aaaaaaaaaaaa-7"
         self.__dict__.update(kw)
 
-    def record(self, t, d):
+    def record(self, t, d=None, **_kw):
+        if isinstance(t, Event):
+            t, d = t.TYPE, t.to_data()
         self.events.append((t, dict(d)))
 
     @property

@@ -13,7 +13,7 @@ from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import ATTEMPTS, EventBatcher, FileJob, Limits, run_bounded, upload_file
 from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, _ports
-from brsm.workflows.backup.ledger import FILE_COPIED, PART_UPLOADED
+from brsm.workflows.backup.ledger import FileCopied, PartUploaded
 from brsm.workflows.backup.state import BackupContext
 
 
@@ -86,7 +86,7 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
     # Resume: a file journaled as copied counts only if the object is there with that size.
     present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
     done = ctx.data.files
-    todo = [j for j in jobs if not ((d := done.get(j.key)) is not None and d["size"] == j.size
+    todo = [j for j in jobs if not ((d := done.get(j.key)) is not None and d.size == j.size
                                     and present.get(j.key) == j.size)]
     limits: Limits = ctx.runtime.limits
     p.progress.start("copy", sum(j.size for j in todo))
@@ -111,9 +111,8 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
                 journaled.add((s.upload_id, part["n"], part["etag"]))
                 # a hint, not a commitment: lost (power loss only), it costs re-sending one part or block,
                 # and UPLOADED aborts any upload left unfinished; so no fsync per part
-                ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
-                                           "n": part["n"], "etag": part["etag"], "size": part["size"]},
-                           durable=False)
+                ctx.record(PartUploaded(key=job.key, upload_id=s.upload_id, part_size=s.part_size, n=part["n"],
+                                        etag=part["etag"], size=part["size"]), durable=False)
                 parts_sent += 1
                 failpoints.hit(f"part:{parts_sent}")
 
@@ -126,8 +125,7 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
             sent[0] += up.sent
         count += 1
         failpoints.hit(f"file:{count}")
-        events.add(FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
-                                 "sha256": digest})
+        events.add(FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest))
 
     helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     try:

@@ -16,7 +16,7 @@ from brsm.workflows.backup.state import BackupContext
 
 # -- UPLOADED ---------------------------------------------------------------------------------------------
 def build_manifest(ctx: BackupContext) -> dict[str, Any]:
-    files = sorted(({"key": d["key"], "size": d["size"], "sha256": d["sha256"], "host": d["host"], "path": d["path"]}
+    files = sorted(({"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
                     for d in ctx.data.files), key=lambda f: f["key"])
     return {
         "format": 1,
@@ -42,7 +42,7 @@ async def uploaded(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
     name = ctx.data.name
     planned = {o.key: o.size for o in await p.storage.list(f"{name}/")}
-    missing = [d["key"] for d in ctx.data.files if planned.get(d["key"]) != d["size"]]
+    missing = [d.key for d in ctx.data.files if planned.get(d.key) != d.size]
     if missing:
         raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
                            hint=f"run `brsm resume {ctx.op_id}` to copy them again")

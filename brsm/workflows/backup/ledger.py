@@ -4,39 +4,65 @@ SQLite (queried, not folded into memory) is a change of this class only.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-FILE_COPIED = "FileCopied"  # {key, host, path, size, sha256}: the object is in storage, whole
-PART_UPLOADED = "PartUploaded"  # {key, upload_id, part_size, n, etag, size}: a part of an upload under way
+from brsm.engine.state import ABSENT, Event
+
+FILE_COPIED = "FileCopied"
+PART_UPLOADED = "PartUploaded"
+
+
+@dataclass(frozen=True)
+class FileCopied(Event):
+    """A file is in storage, whole, under ``key``."""
+
+    TYPE: ClassVar[str] = FILE_COPIED
+    key: str
+    size: int
+    host: str = ABSENT
+    path: str = ABSENT
+    sha256: str = ABSENT
+
+
+@dataclass(frozen=True)
+class PartUploaded(Event):
+    """A part of a multipart upload under way (a hint: lost, the part is sent again)."""
+
+    TYPE: ClassVar[str] = PART_UPLOADED
+    key: str
+    upload_id: str
+    part_size: int
+    n: int
+    etag: str
+    size: int
 
 
 class CopiedFiles:
-    """Files copied (their FileCopied payloads, by storage key) and multipart uploads under way (by key:
+    """Files copied (their FileCopied, by storage key) and multipart uploads under way (by key:
     ``{"upload_id", "part_size", "parts": [{"n", "etag", "size"}]}``), as the journal says."""
 
     def __init__(self) -> None:
-        self._copied: dict[str, dict[str, Any]] = {}
+        self._copied: dict[str, FileCopied] = {}
         self._uploads: dict[str, dict[str, Any]] = {}
 
-    def fold(self, type_: str, d: dict[str, Any]) -> None:
-        if type_ == FILE_COPIED:
-            self._copied[d["key"]] = d
-            self._uploads.pop(d["key"], None)
-        elif type_ == PART_UPLOADED:
-            up = self._uploads.get(d["key"])
-            if up is None or up["upload_id"] != d["upload_id"]:
-                up = self._uploads[d["key"]] = {"upload_id": d["upload_id"], "part_size": d["part_size"], "parts": []}
-            up["parts"] = [p for p in up["parts"] if p["n"] != d["n"]] + [{"n": d["n"], "etag": d["etag"], "size": d["size"]}]
+    def fold(self, e: FileCopied | PartUploaded) -> None:
+        if isinstance(e, FileCopied):
+            self._copied[e.key] = e
+            self._uploads.pop(e.key, None)
+        else:
+            up = self._uploads.get(e.key)
+            if up is None or up["upload_id"] != e.upload_id:
+                up = self._uploads[e.key] = {"upload_id": e.upload_id, "part_size": e.part_size, "parts": []}
+            up["parts"] = [p for p in up["parts"] if p["n"] != e.n] + [{"n": e.n, "etag": e.etag, "size": e.size}]
 
     def done(self, key: str) -> bool:
         return key in self._copied
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The FileCopied payload of ``key``, or None."""
+    def get(self, key: str) -> FileCopied | None:
         return self._copied.get(key)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every copied file's FileCopied payload."""
+    def __iter__(self) -> Iterator[FileCopied]:
         return iter(self._copied.values())
 
     def __len__(self) -> int:

@@ -10,7 +10,7 @@ from brsm.errors import BrsmError, MetaError
 from brsm.ports import CreatedBackup
 from brsm.workflows import common, topology
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, BackupPorts, _ports
-from brsm.workflows.backup.state import CREATE_BACKUP_ABANDONED, SNAPSHOT_REQUESTED, BackupContext
+from brsm.workflows.backup.state import BackupContext, CreateBackupAbandoned, SnapshotRequested
 
 
 # -- SNAPSHOTTED --------------------------------------------------------------------------------------
@@ -39,8 +39,7 @@ async def _create_backup(ctx: BackupContext, p: BackupPorts) -> CreatedBackup:
     t0 = time.monotonic()
 
     def abandoned(why: str) -> None:
-        ctx.record(CREATE_BACKUP_ABANDONED, {"why": why, "after_seconds": round(time.monotonic() - t0, 1),
-                                             "bound_seconds": bound})
+        ctx.record(CreateBackupAbandoned(why=why, after_seconds=round(time.monotonic() - t0, 1), bound_seconds=bound))
 
     try:
         return await common.wait_noting(
@@ -106,7 +105,7 @@ async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
             ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it",
                                           "meta_checkpoints": left})
             current = [n for n in current if n not in leaked]
-    ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.data.params.spaces)})
+    ctx.record(SnapshotRequested(existing=current, spaces=list(ctx.data.params.spaces)))
     created = await _create_backup(ctx, p)
     return {
         "backup_name": created.name,

@@ -7,11 +7,31 @@ from typing import Any, ClassVar
 
 from brsm.engine.runner import StepContext
 from brsm.engine.state import completed, on, on_each
-from brsm.workflows.backup.ledger import FILE_COPIED, PART_UPLOADED, CopiedFiles
+from brsm.engine.state import ABSENT, Event
+from brsm.workflows.backup.ledger import CopiedFiles, FileCopied, PartUploaded
 from brsm.workflows.shared_state import ClusterState, TransferParams
 
-SNAPSHOT_REQUESTED = "SnapshotRequested"  # {existing, spaces}: the cluster's snapshots right before createBackup
-CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"  # {why, after_seconds, bound_seconds}
+SNAPSHOT_REQUESTED = "SnapshotRequested"
+CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
+
+
+@dataclass(frozen=True)
+class SnapshotRequested(Event):
+    """The cluster's snapshots right before createBackup: one new since is this operation's."""
+
+    TYPE: ClassVar[str] = SNAPSHOT_REQUESTED
+    existing: list[str]
+    spaces: list[str] = ABSENT
+
+
+@dataclass(frozen=True)
+class CreateBackupAbandoned(Event):
+    """brsm gave up on createBackup (its bound, or a signal); metad may still be at work on it."""
+
+    TYPE: ClassVar[str] = CREATE_BACKUP_ABANDONED
+    why: str
+    after_seconds: float = ABSENT
+    bound_seconds: float = ABSENT
 
 
 @dataclass(frozen=True)
@@ -30,7 +50,7 @@ class BackupState(ClusterState):
     files: CopiedFiles = field(default_factory=CopiedFiles)
     # the cluster's snapshots when SNAPSHOTTED asked for one (None: it never asked)
     snapshots_before: list[str] | None = None
-    create_backup_abandoned: dict[str, Any] | None = None
+    create_backup_abandoned: CreateBackupAbandoned | None = None
     # SNAPSHOTTED: what createBackup made. None: not journaled (before SNAPSHOTTED, or a journal that
     # lacks it), so a step that needs it fails loudly rather than copy or describe nothing
     backup_name: str | None = None
@@ -43,17 +63,17 @@ class BackupState(ClusterState):
     storage_hosts: list[str] | None = None
     create_time_ms: int | None = None
 
-    @on_each(FILE_COPIED, PART_UPLOADED, sets=("files",))
-    def _files(self, type_: str, d: dict[str, Any]) -> None:
-        self.files.fold(type_, d)
+    @on_each(FileCopied, PartUploaded, sets=("files",))
+    def _files(self, _type: str, e: FileCopied | PartUploaded) -> None:
+        self.files.fold(e)
 
-    @on(SNAPSHOT_REQUESTED, sets=("snapshots_before",))
-    def _snapshot_requested(self, d: dict[str, Any]) -> None:
-        self.snapshots_before = list(d["existing"])
+    @on(SnapshotRequested, sets=("snapshots_before",))
+    def _snapshot_requested(self, e: SnapshotRequested) -> None:
+        self.snapshots_before = list(e.existing)
 
-    @on(CREATE_BACKUP_ABANDONED, sets=("create_backup_abandoned",))
-    def _abandoned(self, d: dict[str, Any]) -> None:
-        self.create_backup_abandoned = d
+    @on(CreateBackupAbandoned, sets=("create_backup_abandoned",))
+    def _abandoned(self, e: CreateBackupAbandoned) -> None:
+        self.create_backup_abandoned = e
 
     @completed("SNAPSHOTTED", sets=("backup_name", "meta_b64", "spaces", "all_spaces", "meta_files", "meta_paths",
                                     "checkpoints", "storage_hosts", "create_time_ms"))

@@ -12,7 +12,7 @@ from brsm.workflows.restore import disk, partial_meta, placement, source
 from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
-from brsm.workflows.restore.state import MANIFEST_JOURNALED, RestoreContext
+from brsm.workflows.restore.state import ManifestJournaled, RestoreContext
 
 
 async def preflight(ctx: RestoreContext) -> dict[str, Any]:
@@ -52,7 +52,7 @@ async def attach(ctx: RestoreContext) -> None:
                 and ctx.data.manifest is None):
             # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
             # manifest now, so no step after STOPPED needs the backup's manifest in storage
-            ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(await source.manifest(ctx))})
+            ctx.record(ManifestJournaled(source.for_journal(await source.manifest(ctx))))
     except BaseException as e:  # a resume that cannot start while the cluster is down says how to bring it up
         out = down_error(ctx, e) if ctx.mode != "rollback" else e
         if out is e:
@@ -137,7 +137,7 @@ async def checked(ctx: RestoreContext) -> dict[str, Any]:
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
     if ctx.data.manifest is None:  # what every later step needs of the backup, kept in the journal
-        ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(m)})
+        ctx.record(ManifestJournaled(source.for_journal(m)))
     return {"pairs": [list(x) for x in pairs], "backup_name": ctx.data.params.name, "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
             "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why,

@@ -19,7 +19,7 @@ from brsm.ports import HostAddr
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
 from brsm.workflows.restore.context import WAIT_SECONDS, RestorePorts, ports as _p
-from brsm.workflows.restore.state import DOWNTIME_ENDED, SERVICE_FOUND_RUNNING, RestoreContext
+from brsm.workflows.restore.state import DowntimeEnded, RestoreContext
 
 ALL_DOWN = ("graphd", "storaged", "metad")
 # A "still down" check this process passed less than FRESH_SECONDS ago, with no service started since,
@@ -77,7 +77,7 @@ async def stop(ctx: RestoreContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"stop {svc}", len(ts)):
         await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
-            ownership.DAEMON_STOPPED, {"host": t.host, "service": svc}, durable=False))  # lost: judges nothing
+            ownership.DaemonStopped(t.host, svc), durable=False))  # lost: judges nothing
 
 
 def start_watch(ctx: RestoreContext, svc: str) -> services.StartWatch:
@@ -86,20 +86,18 @@ def start_watch(ctx: RestoreContext, svc: str) -> services.StartWatch:
 
     def issued(ts) -> None:
         # durable, one fsync for every host: a start this forgot would make its daemon a stranger
-        ctx.record_batch([(ownership.DAEMON_START_ISSUED, {"host": t.host, "service": svc}) for t in ts])
+        ctx.record_batch([ownership.DaemonStartIssued(t.host, svc) for t in ts])
 
     def started(t: services.ServiceTarget, pid: int | None) -> None:
         # not fsynced (this runs in the downtime): lost, the start stays unresolved, which judges nothing
-        ctx.record(ownership.DAEMON_STARTED, {"host": t.host, "service": svc, "pid": pid, "at": time.time()},
-                   durable=False)
+        ctx.record(ownership.DaemonStarted(t.host, svc, pid=pid, at=time.time()), durable=False)
 
     def foreign(t: services.ServiceTarget, pid: int) -> str | None:
         if ownership.judge(pid, ctx.data.own_daemons, ctx.data.tracks_starts, t.host, svc) != ownership.FOREIGN:
             return None
         msg = ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
-                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
-                                           "foreign_pid": pid})
+        ctx.record(ownership.ServiceFoundRunning(t.host, svc, before=f"start {svc}", foreign_pid=pid,
+                                                 why=f"{svc} is running as pid {pid}, not started by this operation"))
         return msg
 
     return services.StartWatch(issued, started, foreign)
@@ -172,7 +170,7 @@ def downtime_ended(ctx: RestoreContext, how: str) -> float | None:
     if began is None or ended is not None:
         return ended
     seconds = round(max(0.0, time.time() - began), 3)
-    ctx.record(DOWNTIME_ENDED, {"at": time.time(), "seconds": seconds, "how": how})
+    ctx.record(DowntimeEnded(at=time.time(), seconds=seconds, how=how))
     _p(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
     return seconds
 
@@ -268,9 +266,8 @@ async def refuse_foreign(ctx: RestoreContext, svcs: tuple[str, ...]) -> None:
 
     found = [f for fs in await asyncio.gather(*(one(h) for h in sorted(by_host))) for f in fs]
     for svc, t, pid in found:
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
-                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
-                                           "foreign_pid": pid})
+        ctx.record(ownership.ServiceFoundRunning(t.host, svc, before=f"start {svc}", foreign_pid=pid,
+                                                 why=f"{svc} is running as pid {pid}, not started by this operation"))
     if found:
         raise services.ForeignDaemon(
             "; ".join(ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
@@ -319,7 +316,7 @@ async def ensure_down(ctx: RestoreContext, before: str, svcs: tuple[str, ...] = 
         ctx.runtime.last_down_check = (time.monotonic(), set(svcs))
         return
     for host, svc, why in found:
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": before, "host": host, "service": svc, "why": why})
+        ctx.record(ownership.ServiceFoundRunning(host, svc, before=before, why=why))
     text = "; ".join(f"{h}: {why}" for h, _svc, why in found)
     where = ", ".join(sorted({h for h, _, _ in found}))
     raise ServicesNotDown(

@@ -14,7 +14,7 @@ from brsm.workflows import anchors, common
 from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
 from brsm.workflows.restore.context import (SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
-from brsm.workflows.restore.state import SERVICES_STARTING, RestoreContext
+from brsm.workflows.restore.state import RestoreContext, ServicesStarting
 
 CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 
@@ -155,7 +155,7 @@ async def _prove_before_start(ctx: RestoreContext) -> dict[str, Any]:
         await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
         proved = await proof.rehash_restored(ctx)
         await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)  # nothing started while the files were re-hashed
-    ctx.record(SERVICES_STARTING, {"at": time.time(), "services": ["storaged", "graphd"]})
+    ctx.record(ServicesStarting(at=time.time(), services=["storaged", "graphd"]))
     return proved
 
 

@@ -4,28 +4,42 @@ in the journal's SQLite (queried, not folded into memory) is a change of this cl
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-# {key, host, dest, size, sha256}: a file downloaded and checked (into the staging dir, or in place offline)
+from brsm.engine.state import Event
+
 FILE_RESTORED = "FileRestored"
 
 
+@dataclass(frozen=True)
+class FileRestored(Event):
+    """A file downloaded and checked: into the staging dir, or in place offline."""
+
+    TYPE: ClassVar[str] = FILE_RESTORED
+    key: str
+    host: str
+    dest: str
+    size: int
+    sha256: str | None
+
+
 class RestoredFiles:
-    """Every FileRestored payload, by destination path (the last one journaled for a path wins)."""
+    """Every FileRestored, by destination path (the last one journaled for a path wins)."""
 
     def __init__(self) -> None:
-        self._by_dest: dict[str, dict[str, Any]] = {}
+        self._by_dest: dict[str, FileRestored] = {}
 
-    def fold(self, d: dict[str, Any]) -> None:
-        self._by_dest[d["dest"]] = d
+    def fold(self, e: FileRestored) -> None:
+        self._by_dest[e.dest] = e
 
     def done(self, dest: str) -> bool:
         return dest in self._by_dest
 
-    def get(self, dest: str) -> dict[str, Any] | None:
+    def get(self, dest: str) -> FileRestored | None:
         return self._by_dest.get(dest)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[FileRestored]:
         return iter(self._by_dest.values())
 
     def __len__(self) -> int:

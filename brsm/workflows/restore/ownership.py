@@ -16,7 +16,10 @@ tell, and never calls a daemon foreign on a guess.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from brsm.engine.state import ABSENT, Event
 
 DAEMON_STARTED = "RestoreDaemonStarted"  # {host, service, pid}: the pid that runs right after brsm's start
 DAEMON_START_ISSUED = "RestoreDaemonStartIssued"  # {host, service}: journaled before `nebula.service start`
@@ -30,7 +33,48 @@ def key(host: str, service: str) -> str:
     return f"{service}@{host}"
 
 
-SERVICE_FOUND_RUNNING = "ServiceFoundRunning"  # its optional foreign_pid: a start found someone else's daemon
+SERVICE_FOUND_RUNNING = "ServiceFoundRunning"
+
+
+@dataclass(frozen=True)
+class DaemonStarted(Event):
+    """The pid that runs right after brsm's start (None: none showed)."""
+
+    TYPE: ClassVar[str] = DAEMON_STARTED
+    host: str
+    service: str
+    pid: int | None = ABSENT
+    at: float = ABSENT
+
+
+@dataclass(frozen=True)
+class DaemonStartIssued(Event):
+    """Journaled before `nebula.service start`."""
+
+    TYPE: ClassVar[str] = DAEMON_START_ISSUED
+    host: str
+    service: str
+
+
+@dataclass(frozen=True)
+class DaemonStopped(Event):
+    """brsm saw the daemon down after its own stop."""
+
+    TYPE: ClassVar[str] = DAEMON_STOPPED
+    host: str
+    service: str
+
+
+@dataclass(frozen=True)
+class ServiceFoundRunning(Event):
+    """A daemon runs where brsm needs it down (``why``); ``foreign_pid``: a start found someone else's."""
+
+    TYPE: ClassVar[str] = SERVICE_FOUND_RUNNING
+    host: str
+    service: str
+    before: str = ABSENT
+    why: str = ABSENT
+    foreign_pid: int = ABSENT
 
 
 class OwnDaemons:
@@ -40,24 +84,24 @@ class OwnDaemons:
     def __init__(self) -> None:
         self.by_daemon: dict[str, dict[str, Any]] = {}
 
-    def _rec(self, d: dict[str, Any]) -> dict[str, Any]:
-        return self.by_daemon.setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
+    def _rec(self, e: Any) -> dict[str, Any]:
+        return self.by_daemon.setdefault(key(e.host, e.service), {"pids": [], "pending": 0})
 
-    def fold(self, type_: str, d: dict[str, Any]) -> None:
-        if type_ == DAEMON_STARTED:
-            rec = self._rec(d)
-            if d.get("pid") is not None and int(d["pid"]) not in rec["pids"]:
-                rec["pids"].append(int(d["pid"]))
+    def fold(self, e: DaemonStarted | DaemonStartIssued | DaemonStopped | ServiceFoundRunning) -> None:
+        if isinstance(e, DaemonStarted):
+            rec = self._rec(e)
+            if e.pid is not ABSENT and e.pid is not None and int(e.pid) not in rec["pids"]:
+                rec["pids"].append(int(e.pid))
             rec["pending"] = 0  # the start issued before it learnt its pid
-        elif type_ == DAEMON_STOPPED:
-            self._rec(d)["down_seen"] = True
-        elif type_ == DAEMON_START_ISSUED:
-            rec = self._rec(d)
+        elif isinstance(e, DaemonStopped):
+            self._rec(e)["down_seen"] = True
+        elif isinstance(e, DaemonStartIssued):
+            rec = self._rec(e)
             rec["pending"] = rec.get("pending", 0) + 1
-        elif type_ == SERVICE_FOUND_RUNNING and d.get("foreign_pid") is not None:
+        elif e.foreign_pid is not ABSENT and e.foreign_pid is not None:
             # the start this attempt issued found someone else's daemon and started nothing, so it
             # leaves no start of brsm's unresolved
-            self._rec(d)["pending"] = 0
+            self._rec(e)["pending"] = 0
 
     def get(self, host: str, service: str) -> dict[str, Any]:
         return self.by_daemon.get(key(host, service)) or {"pids": [], "pending": 0}

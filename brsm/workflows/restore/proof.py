@@ -47,23 +47,23 @@ async def rehash_restored(ctx: RestoreContext, *, staged: bool = False) -> dict[
     p = _p(ctx)
     by_host: dict[str, list[dict[str, Any]]] = {}
     for d in ctx.data.restored:
-        if d.get("sha256"):
-            by_host.setdefault(d["host"], []).append(d)
-    total = sum(d["size"] for ds in by_host.values() for d in ds)
+        if d.sha256:
+            by_host.setdefault(d.host, []).append(d)
+    total = sum(d.size for ds in by_host.values() for d in ds)
     p.progress.start("re-hash restored files", total)
     bad: list[tuple[str, str, str]] = []  # (host, path, "missing" or "changed")
 
     async def one(host: str) -> None:
-        files = sorted(by_host[host], key=lambda d: d["dest"])
+        files = sorted(by_host[host], key=lambda d: d.dest)
         for i in range(0, len(files), HASH_BATCH):
             batch = files[i:i + HASH_BATCH]
-            r = await p.hosts.host(host).run(["sha256sum", "--", *(d["dest"] for d in batch)], check=False,
+            r = await p.hosts.host(host).run(["sha256sum", "--", *(d.dest for d in batch)], check=False,
                                             timeout=3600)
             got = parse_sha256sum(r.stdout)
             for d in batch:
-                if got.get(d["dest"]) != d["sha256"]:
-                    bad.append((host, d["dest"], "missing" if d["dest"] not in got else "changed"))
-            p.progress.advance("re-hash restored files", sum(d["size"] for d in batch))
+                if got.get(d.dest) != d.sha256:
+                    bad.append((host, d.dest, "missing" if d.dest not in got else "changed"))
+            p.progress.advance("re-hash restored files", sum(d.size for d in batch))
 
     try:
         await asyncio.gather(*(one(h) for h in sorted(by_host)))

@@ -23,7 +23,7 @@ from brsm.errors import PathRefused, VerificationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import ports as _p
-from brsm.workflows.restore.state import SCRATCH_MADE, SCRATCH_MAKING, RestoreContext
+from brsm.workflows.restore.state import RestoreContext, ScratchDirMade, ScratchDirMaking
 
 
 def dirs(ctx: RestoreContext, *, staged: bool) -> list[tuple[str, str]]:
@@ -101,12 +101,11 @@ async def ensure(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
             raise _refusal(ctx, host, path, why)
         taken = None
         if v in ("make", "remake"):
-            ctx.record(SCRATCH_MAKING, {"host": host, "path": path})
+            ctx.record(ScratchDirMaking(host, path))
             st = await h.make_dir(path)
         else:  # "adopt": after a crash right after its mkdir, or made by an older brsm
             taken = "legacy" if made is None and key not in ctx.data.scratch_making else "resumed"
-        ctx.record(SCRATCH_MADE, {"host": host, "path": path, "dev": st.dev, "ino": st.ino,
-                                  **({"taken": taken} if taken else {})})
+        ctx.record(ScratchDirMade(host, path, st.dev, st.ino, **({"taken": taken} if taken else {})))
 
     await common.each_host(where, lambda item: item[0], one)  # every host at once, one dir after another
 

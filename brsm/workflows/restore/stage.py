@@ -21,7 +21,7 @@ from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, scratch, source
 from brsm.workflows.restore.context import chosen_spaces, pairs, ports as _p, staged
 from brsm.workflows.transfer import ATTEMPTS, EventBatcher, Limits, download_file, run_bounded
-from brsm.workflows.restore.ledger import FILE_RESTORED
+from brsm.workflows.restore.ledger import FileRestored
 from brsm.workflows.restore.state import RestoreContext
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
@@ -54,7 +54,7 @@ async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
     todo = []
     for host, dest, f in jobs:
         prev = done.get(dest)
-        if prev and prev["sha256"] == f["sha256"] and prev["size"] == f["size"] and await p.hosts.host(host).exists(dest):
+        if prev and prev.sha256 == f["sha256"] and prev.size == f["size"] and await p.hosts.host(host).exists(dest):
             continue
         todo.append((host, dest, f))
     limits: Limits = ctx.runtime.limits
@@ -73,8 +73,7 @@ async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
             await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
         count += 1
         failpoints.hit(f"file:{count}")
-        events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
-                                   "sha256": f["sha256"]})
+        events.add(FileRestored(key=f["key"], host=host, dest=dest, size=f["size"], sha256=f["sha256"]))
 
     helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     try:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from brsm.engine.runner import StepContext
-from brsm.engine.state import completed, on, on_each
+from brsm.engine.state import ABSENT, Event, completed, on, on_each
 from brsm.workflows.restore import ownership
-from brsm.workflows.restore.ledger import FILE_RESTORED, RestoredFiles
+from brsm.workflows.restore.ledger import FileRestored, RestoredFiles
 from brsm.workflows.shared_state import ClusterState, TransferParams
 
 SERVICE_FOUND_RUNNING = ownership.SERVICE_FOUND_RUNNING
@@ -29,6 +29,51 @@ META_INGEST_BUILT = "MetaIngestBuilt"  # the SST built for the chosen spaces (ba
 SCRATCH_MAKING = "ScratchDirMaking"  # {host, path}: journaled right before the mkdir
 SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm made (or took back: taken
 # "resumed" after a crash right after its mkdir, "legacy" from an operation an older brsm staged)
+
+
+@dataclass(frozen=True)
+class ManifestJournaled(Event):
+    TYPE: ClassVar[str] = MANIFEST_JOURNALED
+    manifest: dict[str, Any]  # source.for_journal: what every later step needs of it
+
+
+@dataclass(frozen=True)
+class DowntimeBegan(Event):
+    TYPE: ClassVar[str] = DOWNTIME_BEGAN
+    at: float
+    tracks_starts: bool = ABSENT  # ownership.TRACKS_STARTS: from here on the pids brsm starts are journaled
+
+
+@dataclass(frozen=True)
+class DowntimeEnded(Event):
+    TYPE: ClassVar[str] = DOWNTIME_ENDED
+    at: float
+    seconds: float
+    how: str = ABSENT
+
+
+@dataclass(frozen=True)
+class ServicesStarting(Event):
+    TYPE: ClassVar[str] = SERVICES_STARTING
+    at: float
+    services: list[str]
+
+
+@dataclass(frozen=True)
+class ScratchDirMaking(Event):
+    TYPE: ClassVar[str] = SCRATCH_MAKING
+    host: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ScratchDirMade(Event):
+    TYPE: ClassVar[str] = SCRATCH_MADE
+    host: str
+    path: str
+    dev: int
+    ino: int
+    taken: str = ABSENT  # "resumed" or "legacy": taken back rather than made
 
 
 @dataclass(frozen=True)
@@ -77,48 +122,48 @@ class RestoreState(ClusterState):
     fingerprints: dict[str, str | None] = field(default_factory=dict)
     fingerprint_format: int = 1
 
-    @on(FILE_RESTORED, sets=("restored",))
-    def _restored(self, d: dict[str, Any]) -> None:
-        self.restored.fold(d)
+    @on(FileRestored, sets=("restored",))
+    def _restored(self, e: FileRestored) -> None:
+        self.restored.fold(e)
 
-    @on(MANIFEST_JOURNALED, sets=("manifest",))
-    def _manifest(self, d: dict[str, Any]) -> None:
-        self.manifest = d["manifest"]
+    @on(ManifestJournaled, sets=("manifest",))
+    def _manifest(self, e: ManifestJournaled) -> None:
+        self.manifest = e.manifest
 
     @on(META_INGEST_BUILT, sets=("meta_ingest",))
     def _meta_ingest(self, d: dict[str, Any]) -> None:
         if self.meta_ingest is None:  # the first one built is the one every metad ingests
             self.meta_ingest = d
 
-    @on(DOWNTIME_BEGAN, sets=("downtime_began", "tracks_starts"))
-    def _downtime_began(self, d: dict[str, Any]) -> None:
+    @on(DowntimeBegan, sets=("downtime_began", "tracks_starts"))
+    def _downtime_began(self, e: DowntimeBegan) -> None:
         if self.downtime_began is None:  # the first stop began the downtime
-            self.downtime_began = d["at"]
-            self.tracks_starts = bool(d.get(ownership.TRACKS_STARTS))
+            self.downtime_began = e.at
+            self.tracks_starts = bool(e.tracks_starts)
 
-    @on(DOWNTIME_ENDED, sets=("downtime_seconds",))
-    def _downtime_ended(self, d: dict[str, Any]) -> None:
+    @on(DowntimeEnded, sets=("downtime_seconds",))
+    def _downtime_ended(self, e: DowntimeEnded) -> None:
         if self.downtime_seconds is None:
-            self.downtime_seconds = d["seconds"]
+            self.downtime_seconds = e.seconds
 
-    @on(SERVICES_STARTING, sets=("services_starting",))
-    def _services_starting(self, d: dict[str, Any]) -> None:
+    @on(ServicesStarting, sets=("services_starting",))
+    def _services_starting(self, e: ServicesStarting) -> None:
         if self.services_starting is None:
-            self.services_starting = d
+            self.services_starting = e.to_data()  # STARTED journals it again, in its facts
 
-    @on_each(ownership.DAEMON_STARTED, ownership.DAEMON_START_ISSUED, ownership.DAEMON_STOPPED, SERVICE_FOUND_RUNNING,
-             sets=("own_daemons",))
-    def _daemons(self, type_: str, d: dict[str, Any]) -> None:
-        self.own_daemons.fold(type_, d)
+    @on_each(ownership.DaemonStarted, ownership.DaemonStartIssued, ownership.DaemonStopped,
+             ownership.ServiceFoundRunning, sets=("own_daemons",))
+    def _daemons(self, _type: str, e: Any) -> None:
+        self.own_daemons.fold(e)
 
-    @on(SCRATCH_MAKING, sets=("scratch_making",))
-    def _scratch_making(self, d: dict[str, Any]) -> None:
-        self.scratch_making.add(f"{d['host']}:{d['path']}")
+    @on(ScratchDirMaking, sets=("scratch_making",))
+    def _scratch_making(self, e: ScratchDirMaking) -> None:
+        self.scratch_making.add(f"{e.host}:{e.path}")
 
-    @on(SCRATCH_MADE, sets=("scratch", "scratch_legacy"))
-    def _scratch_made(self, d: dict[str, Any]) -> None:
-        self.scratch[f"{d['host']}:{d['path']}"] = [int(d["dev"]), int(d["ino"])]
-        if d.get("taken") == "legacy":
+    @on(ScratchDirMade, sets=("scratch", "scratch_legacy"))
+    def _scratch_made(self, e: ScratchDirMade) -> None:
+        self.scratch[f"{e.host}:{e.path}"] = [int(e.dev), int(e.ino)]
+        if e.taken == "legacy":
             self.scratch_legacy = True
 
     @completed("CHECKED", sets=("pairs", "backup_name", "all_spaces", "spaces", "replaced_spaces", "mode"))

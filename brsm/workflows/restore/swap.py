@@ -12,16 +12,16 @@ from typing import Any
 
 from brsm.errors import OperationFailed
 from brsm.workflows import common
-from brsm.workflows.restore import control, ownership, placement
+from brsm.workflows.restore import control, placement
 from brsm.workflows.restore.context import ports as _p, root_of, set_aside_spaces
-from brsm.workflows.restore.state import DOWNTIME_BEGAN, RestoreContext
+from brsm.workflows.restore.state import DowntimeBegan, RestoreContext
 
 
 async def stopped(ctx: RestoreContext) -> dict[str, Any]:
     roles = control.hosts_by_role(ctx)
     if ctx.data.downtime_began is None:
         # tracks_starts: from here on this operation journals the pid of every daemon it starts
-        ctx.record(DOWNTIME_BEGAN, {"at": time.time(), ownership.TRACKS_STARTS: True})
+        ctx.record(DowntimeBegan(at=time.time(), tracks_starts=True))
     # all three at once, each waited for until its process is gone and its port closed (nebula.service
     # `stop all` does not order them either: a storaged or graphd that loses metad first only logs it)
     await common.gather_bounded(3, lambda svc: control.stop(ctx, svc), ["graphd", "storaged", "metad"])

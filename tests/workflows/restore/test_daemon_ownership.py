@@ -14,7 +14,7 @@ from brsm.fakes import FakeCluster, FakeHosts
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
 from brsm.workflows.restore.ownership import FOREIGN, OURS, UNKNOWN
-from brsm.workflows.restore.state import DOWNTIME_BEGAN, RestoreState
+from brsm.workflows.restore.state import DOWNTIME_BEGAN, DowntimeBegan, RestoreState
 from brsm.workflows.services import ServiceTarget
 from property_tests.campaign_support import World, fast_sleeps, space_data
 
@@ -223,15 +223,13 @@ def test_a_journal_from_before_pids_were_journaled_still_resumes_as_it_did(world
     """An operation whose earlier attempts ran before this change (DowntimeBegan without tracks_starts,
     no pids journaled): its resume cannot tell an earlier attempt's daemon from another, so it takes a
     running one as started, as brsm always did, and finishes."""
-    import types
-
     from brsm.workflows.restore import control, swap
     w, c = world, world.cluster
     name = w.make_backup()
     at_backup = space_data(c)
     c.write("basketball")
     op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
-    monkeypatch.setattr(swap, "ownership", types.SimpleNamespace(TRACKS_STARTS="old_brsm_knew_no_such_key"))
+    monkeypatch.setattr(swap, "DowntimeBegan", lambda at, tracks_starts: DowntimeBegan(at=at))  # no such key then
     monkeypatch.setattr(control, "start_watch", lambda ctx, svc: None)  # the old code journaled no pid
     monkeypatch.setenv("BRSM_FAILPOINTS", "started:1=raise")
     with pytest.raises(OperationFailed):
