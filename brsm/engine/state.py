@@ -70,6 +70,7 @@ class Params:
     def from_data(cls, d: Mapping[str, Any]) -> "Params":
         raise NotImplementedError
 
+
 Handler = Callable[[Any, dict[str, Any]], None]
 
 
@@ -81,7 +82,7 @@ class HandlerSpec:
     sets: tuple[str, ...]
     name: str  # the method's name, for messages
     with_type: bool  # called as fn(self, type, payload): one handler of several events (a ledger's)
-    classes: tuple[type[Event] | None, ...] = ()  # per key: the payload is given as this Event, or None: a dict
+    classes: tuple[type[Event] | None, ...]  # per key: the payload is given as this Event, or None: a dict
 
 
 def completion_key(step: str) -> str:
@@ -138,7 +139,7 @@ class KindState:
             spec = getattr(fn, "__brsm_handles__", None)
             if spec is None:
                 continue
-            for key, event_cls in zip(spec.keys, spec.classes or (None,) * len(spec.keys)):
+            for key, event_cls in zip(spec.keys, spec.classes):
                 if key in handlers:
                     raise TypeError(f"{cls.__name__}: {key} has two handlers ({handlers[key][0].__name__}, {name})")
                 handlers[key] = (fn, spec.with_type, event_cls)
