@@ -7,7 +7,6 @@ from typing import Any
 
 from brsm.errors import BrsmError, Interrupted, OperationFailed, PreflightFailed
 from brsm.ports import MetaPort, MetaSstCodec, HostsPort, Progress, Storage
-from brsm.workflows import services
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.state import RestoreContext
 
@@ -15,7 +14,6 @@ from brsm.workflows.restore.state import RestoreContext
 SPACES_DROPPED = "SpacesDropped"
 DATA_PROVED = "RestoredDataProved"
 UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"
-WAIT_SECONDS = services.DEFAULT_TIMEOUT  # per service start/stop (--service-timeout)
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
 

@@ -18,7 +18,7 @@ from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
-from brsm.workflows.restore.context import WAIT_SECONDS, RestorePorts, ports as _p
+from brsm.workflows.restore.context import RestorePorts, ports as _p
 from brsm.workflows.restore.state import DowntimeEnded, RestoreContext
 
 ALL_DOWN = ("graphd", "storaged", "metad")
