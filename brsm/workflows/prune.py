@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
-from brsm.engine.state import KindState, Params, completed, on
+from brsm.engine.state import Event, KindState, Params, completed, on
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import catalog, common
@@ -168,6 +168,13 @@ BACKUP_DELETE_FAILED = "BackupDeleteFailed"
 PRUNE_SKIPPED = "PruneSkipped"
 
 
+@dataclass(frozen=True)
+class BackupDeleted(Event):
+    TYPE: ClassVar[str] = BACKUP_DELETED
+    name: str
+    objects: int  # objects deleted from the storage
+
+
 @dataclass
 class PrunePorts:
     storage: Storage
@@ -224,15 +231,15 @@ class PruneState(KindState):
     PARAMS: ClassVar[type[PruneParams]] = PruneParams
     params: PruneParams = field(default_factory=PruneParams)
     delete: list[str] = field(default_factory=list)  # the backups SCANNED's plan deletes
-    deleted: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its BackupDeleted payload
+    deleted: dict[str, BackupDeleted] = field(default_factory=dict)  # by backup name
 
     @completed("SCANNED", sets=("delete",))
     def _scanned(self, f: dict[str, Any]) -> None:
         self.delete = f.get("delete") or []
 
-    @on(BACKUP_DELETED, sets=("deleted",))
-    def _deleted(self, d: dict[str, Any]) -> None:
-        self.deleted[d["name"]] = d
+    @on(BackupDeleted, sets=("deleted",))
+    def _deleted(self, e: BackupDeleted) -> None:
+        self.deleted[e.name] = e
 
 
 async def prune_delete(ctx: StepContext[PruneState]) -> dict[str, Any]:
@@ -254,14 +261,14 @@ async def prune_delete(ctx: StepContext[PruneState]) -> dict[str, Any]:
             failed[name] = {"name": name, "error": e.message, "hint": e.hint}
             ctx.record(BACKUP_DELETE_FAILED, failed[name])
             continue
-        ctx.record(BACKUP_DELETED, {"name": name, "objects": n})
+        ctx.record(BackupDeleted(name, n))
     if failed:
         first = next(iter(failed.values()))
         raise StorageError(f"{len(failed)} backup(s) could not be deleted, e.g. {first['name']}: {first['error']}",
                            hint=first.get("hint") or f"fix the cause, then `brsm resume {ctx.op_id}`: what is "
                                                      "half-deleted reads as incomplete and is never restored")
     deleted = ctx.data.deleted
-    return {"deleted": sorted(deleted), "objects": sum(d["objects"] for d in deleted.values()), "op_id": ctx.op_id}
+    return {"deleted": sorted(deleted), "objects": sum(d.objects for d in deleted.values()), "op_id": ctx.op_id}
 
 
 def prune_workflow() -> Workflow:

@@ -27,7 +27,7 @@ from brsm.workflows.restore.state import DowntimeBegan, RestoreState
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "journal_fixtures"
-STATES = [BackupState, RestoreState, GcState, PruneState, CleanupState]
+STATES = [BackupState, RestoreState, GcState, PruneState, CleanupState]  # (their Event classes too)
 
 
 @pytest.mark.parametrize("cls", STATES, ids=lambda c: c.__name__)
