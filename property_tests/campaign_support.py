@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def capture(wf: Workflow) -> tuple[Workflow, dict[str, Any]]:
         return run
 
     return Workflow(kind=wf.kind, steps={k: timed(k, f) for k, f in wf.steps.items()},
-                    undos={k: timed(f"undo:{k}", f) for k, f in wf.undos.items()}, reducers=wf.reducers,
+                    undos={k: timed(f"undo:{k}", f) for k, f in wf.undos.items()}, state=wf.state,
                     preflight=wf.preflight, attach=attach, detach=wf.detach), box
 
 
@@ -286,14 +287,14 @@ def backup_copy_of_data(storage: Any, name: str) -> dict[int, dict[tuple[str, st
 # -- journal checks -------------------------------------------------------------------------------
 def _view(s: Any) -> tuple:
     return (s.phase, s.state, tuple(s.completed), tuple(s.started), tuple(s.undone), s.pending, s.undo_pending,
-            json.dumps(s.facts, sort_keys=True, default=str), json.dumps(s.extra, sort_keys=True, default=str),
+            json.dumps(s.facts, sort_keys=True, default=str), s.data,
             s.seq)
 
 
 async def check_journal(journal: Journal, op: int, wf: Workflow, live: Any | None) -> Any:
     """fold(events) equals the live state, the machine's replay agrees, the hash chain verifies."""
     events = list(journal.events(op))
-    folded = fold(wf.kind, events, wf.reducers)
+    folded = fold(wf.kind, events, wf.state)
     if live is not None:
         assert _view(live) == _view(folded), "the runner's live state differs from the fold of its journal"
     assert (await replay(wf.kind, events)).state == folded.state
@@ -305,12 +306,19 @@ async def check_journal(journal: Journal, op: int, wf: Workflow, live: Any | Non
 class World:
     """One cluster, one storage, one journal (in a temp dir), the two workflows wired like wiring.py does."""
 
-    def __init__(self, seed: int = 0, **storage_options: Any) -> None:
+    def __init__(self, seed: int = 0, *, cluster: FakeCluster | None = None, journal_file: Path | None = None,
+                 objects: dict[str, bytes] | None = None, **storage_options: Any) -> None:
+        """``cluster``, ``journal_file`` (copied, never written) and ``objects`` (the storage's): a world
+        some earlier run left, as tests/journal_fixtures keeps them."""
         self._tmp = tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+        if journal_file is not None:
+            shutil.copyfile(journal_file, Path(self._tmp.name) / "journal.db")
         self.inner = Journal.open(Path(self._tmp.name) / "journal.db")
         self.journal = CrashingJournal(self.inner)
-        self.cluster = make_cluster(seed)
+        self.cluster = cluster if cluster is not None else make_cluster(seed)
         self.storage = make_storage(**storage_options)
+        if objects is not None:
+            mem(self.storage).objects.update(objects)
         mem(self.storage).signs_urls = True  # the direct data path's campaigns (brsm.fakes.helper)
         self.cluster.signed_http = MemoryStorage.signed_request  # how the fake hosts' helpers reach the store
         self.meta = FakeMeta(self.cluster)

@@ -123,9 +123,9 @@ async def scenario(actions, finish: str) -> None:
                 first = False
             # The live fold is deterministic and the machine's replay agrees with it.
             events = list(inner.events(op))
-            a = fold("backup", events, wf.reducers)
-            b = fold("backup", events, wf.reducers)
-            assert (a.state, a.facts, a.extra, a.completed, a.undone) == (b.state, b.facts, b.extra, b.completed, b.undone)
+            a = fold("backup", events, wf.state)
+            b = fold("backup", events, wf.state)
+            assert (a.state, a.facts, a.data, a.completed, a.undone) == (b.state, b.facts, b.data, b.completed, b.undone)
             assert (await replay(a.kind, events)).state == a.state
             assert inner.verify(op).ok
         j.arm(None)

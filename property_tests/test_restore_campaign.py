@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from brsm.engine.definitions import RESTORE
+from brsm.engine.runner import op_ref
 from brsm.errors import BrsmError, UsageError
 from property_tests.campaign_support import (
     tolerate,
@@ -93,7 +94,8 @@ class RestoreCampaign(RuleBasedStateMachine):
         self.pre_data = space_data(c)
         self.runner = self.w.restore_runner
         self.op = self.runner.create({"name": self.name, **self.PARAMS})
-        self.aside = f"nebula_brsm_old_{self.op}"
+        self.ref = op_ref(self.w.inner.journal_id, self.op)  # Runner.create puts the journal id in the params
+        self.aside = f"nebula_brsm_old_{self.ref}"
         self.first = True
         self.finish = "resume"
         self.log: list[str] = []
@@ -234,7 +236,7 @@ class RestoreCampaign(RuleBasedStateMachine):
             assert now == self.pre_all, sorted(set(now) ^ set(self.pre_all))[:5]
         for host, dp in data_dirs(c):
             m = c.machine(host)
-            left = [d for d in (posixpath.join(dp, self.aside), posixpath.join(dp, f"brsm_restore_{self.op}"))
+            left = [d for d in (posixpath.join(dp, self.aside), posixpath.join(dp, f"brsm_restore_{self.ref}"))
                     if m.exists(d)]
             assert not left, f"{host}: {left} left after {st_.phase}"
         stopped = [(h, s) for h, m in c.machines.items() for s, up in m.running.items() if not up]

@@ -14,7 +14,7 @@ from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
                               OperationState)
-from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, who
+from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, create_operation
 from brsm.errors import BrsmError, Interrupted
 from brsm import wiring as registry
 
@@ -207,20 +207,14 @@ def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Outp
 
 async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
                  report: bool = True) -> OperationState:
-    from brsm import __version__
-
     j = _open_journal()
     try:
         from brsm.cli.unfinished import warn_unfinished
 
         warn_unfinished(params.get("config"), journal=j)  # before anything else can fail
         with _catching_signals() as sigs:
-            # the journal's id goes into the params: with the op id it names what this operation leaves
-            # on the cluster and in storage (brsm.engine.runner.op_ref)
-            params = {**params, "journal_id": j.journal_id}
-            op = j.create_operation(kind=kind, params=params, who=who(), version=__version__, target=target)
-            with j.driver(op.id) as w:
-                w.append(ev.OPERATION_CREATED, {"kind": kind, "params": j.operation(op.id).params})
+            op_id, params = create_operation(j, kind, params, target=target)
+            op = j.operation(op_id)
             try:
                 built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
             except BaseException as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from brsm.engine.fold import OperationState
+from brsm.workflows.backup.state import BackupState
 
 KEEP_SIGNALS = ("SIGINT",)
 KEEP_STEPS = ("COPIED", "UPLOADED")
@@ -29,11 +30,13 @@ KEEP_STEPS = ("COPIED", "UPLOADED")
 def uploaded(st: OperationState) -> tuple[int, int]:
     """(files, bytes) in storage so far: whole files journaled as copied, plus the journaled parts of
     files under way (a resume continues those from their last part)."""
-    copied = st.extra.get("copied") or {}
-    parts = st.extra.get("parts") or {}
-    files = len(copied) + sum(1 for v in parts.values() if v.get("parts"))
-    size = sum(int(v.get("size") or 0) for v in copied.values())
-    size += sum(int(p.get("size") or 0) for v in parts.values() for p in v.get("parts") or [])
+    if not isinstance(st.data, BackupState):  # other kinds copy nothing
+        return 0, 0
+    ledger = st.data.files
+    uploads = list(ledger.uploads())
+    files = len(ledger) + sum(1 for v in uploads if v.get("parts"))
+    size = sum(int(v.size or 0) for v in ledger)
+    size += sum(int(p.get("size") or 0) for v in uploads for p in v.get("parts") or [])
     return files, size
 
 

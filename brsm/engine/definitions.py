@@ -1,6 +1,6 @@
 """The operation kinds and their ordered steps.
 
-A kind is only its list of step names; what a step does lives in the workflow that registers it.
+A kind is only its list of step names; what a step does lives in the workflow that gives its steps.
 The terminal step of every kind is the last one in its list (CLEANED).
 """
 from __future__ import annotations
@@ -46,8 +46,3 @@ PRUNE = OperationKind("prune", ("SCANNED", "CLEANED"))
 
 KINDS: dict[str, OperationKind] = {k.name: k for k in (BACKUP, RESTORE, CLEANUP, GC, PRUNE)}
 
-
-def register_kind(kind: OperationKind) -> OperationKind:
-    """Other operations (gc, and tests' toy kinds) register here, so fold and CLI know them."""
-    KINDS[kind.name] = kind
-    return kind

@@ -5,12 +5,13 @@ audit) folds the journal. There is no status column anywhere that could disagree
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from brsm.engine import events as ev
 from brsm.engine.definitions import FAILED, KINDS, PLANNED, REFUSED, ROLLED_BACK, ROLLING_BACK, OperationKind
+from brsm.engine.state import KindState
 
 RUNNING = "running"
 PHASE_FAILED = "failed"
@@ -26,9 +27,6 @@ class EventLike(Protocol):
     data: dict[str, Any]
 
 
-Reducer = Callable[[dict[str, Any], dict[str, Any]], None]
-
-
 @dataclass
 class OperationState:
     kind: OperationKind
@@ -39,10 +37,13 @@ class OperationState:
     undone: list[str] = field(default_factory=list)
     undo_pending: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # Every step's journaled facts merged, for display only (`brsm ops show`, --json): a later step's
+    # key replaces an earlier one's. Steps read ``data``, where each fact has one typed field.
     facts: dict[str, Any] = field(default_factory=dict)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the kind's typed state (brsm.engine.state): what domain events and step completions set
+    data: KindState = field(default_factory=KindState)
     seq: int = 0
     attempts: int = 0
 
@@ -81,22 +82,19 @@ class OperationState:
         return self.phase in (PHASE_DONE, PHASE_ROLLED_BACK, PHASE_REFUSED)
 
 
-def new_state(kind: OperationKind | str) -> OperationState:
-    return OperationState(kind=KINDS[kind] if isinstance(kind, str) else kind)
+def new_state(kind: OperationKind | str, data: type[KindState] = KindState) -> OperationState:
+    """An operation with no event folded yet; ``data``: its kind's state class (KindState: none)."""
+    return OperationState(kind=KINDS[kind] if isinstance(kind, str) else kind, data=data())
 
 
-def fold(
-    kind: OperationKind | str,
-    events: Iterable[EventLike],
-    reducers: Mapping[str, Reducer] | None = None,
-) -> OperationState:
-    st = new_state(kind)
+def fold(kind: OperationKind | str, events: Iterable[EventLike], data: type[KindState] = KindState) -> OperationState:
+    st = new_state(kind, data)
     for e in events:
-        apply(st, e, reducers)
+        apply(st, e)
     return st
 
 
-def apply(st: OperationState, e: EventLike, reducers: Mapping[str, Reducer] | None = None) -> None:
+def apply(st: OperationState, e: EventLike) -> None:
     """Fold one more event into ``st``; the runner uses this to keep its live state equal to the fold."""
     kind = st.kind
     st.seq = e.seq
@@ -142,7 +140,4 @@ def apply(st: OperationState, e: EventLike, reducers: Mapping[str, Reducer] | No
         st.phase = PHASE_ROLLED_BACK
     elif t == ev.OPERATION_FINISHED:
         st.phase = PHASE_DONE
-    if reducers:
-        reducer = reducers.get(t)
-        if reducer is not None:
-            reducer(st.extra, d)
+    st.data.apply(t, d)

@@ -14,12 +14,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from brsm import __version__, failpoints
 from brsm.engine import events as ev
 from brsm.engine import machine as mach
 from brsm.engine.definitions import OperationKind
+from brsm.engine.state import Event, KindState
 from brsm.engine.fold import (
     PHASE_DONE,
     PHASE_FAILED,
@@ -27,7 +28,6 @@ from brsm.engine.fold import (
     PHASE_ROLLED_BACK,
     PHASE_ROLLING_BACK,
     OperationState,
-    Reducer,
     apply,
     fold,
     new_state,
@@ -39,6 +39,7 @@ UndoFn = Callable[["StepContext"], Awaitable[None]]
 HookFn = Callable[["StepContext"], Awaitable[None]]
 
 PREFLIGHT = "PREFLIGHT"
+S = TypeVar("S", bound=KindState)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Workflow:
     kind: OperationKind
     steps: Mapping[str, StepFn]
     undos: Mapping[str, UndoFn] = field(default_factory=dict)
-    reducers: Mapping[str, Reducer] = field(default_factory=dict)
+    state: type[KindState] = KindState  # what the kind folds its domain events and step facts into
     preflight: HookFn | None = None
     # Called when a driver takes over (run, resume or rollback) and when it lets go, whatever the
     # outcome: reacquire and release what does not survive a process (leases, connections).
@@ -57,14 +58,14 @@ class Workflow:
 
     @classmethod
     def of_phases(cls, kind: OperationKind, phases: Sequence[tuple[str, StepFn, UndoFn | None]], *,
-                  reducers: Mapping[str, Reducer], entry: Any) -> "Workflow":
+                  state: type[KindState], entry: Any) -> "Workflow":
         """From a table of (step, what does it, what undoes it or None), in the kind's order, and the
         module whose ``preflight``/``attach``/``detach`` take over a driver: a workflow reads as its table."""
         names = [name for name, _, _ in phases]
         if names != list(kind.steps):
             raise ValueError(f"{kind.name}: phases {names} are not the kind's steps {list(kind.steps)}")
         return cls(kind=kind, steps={n: do for n, do, _ in phases},
-                   undos={n: undo for n, _, undo in phases if undo is not None}, reducers=reducers,
+                   undos={n: undo for n, _, undo in phases if undo is not None}, state=state,
                    preflight=entry.preflight, attach=entry.attach, detach=entry.detach)
 
 
@@ -87,20 +88,45 @@ def op_ref(journal_id: str | None, op_id: int) -> str:
     return f"{journal_id}-{op_id}" if journal_id else str(op_id)
 
 
-class StepContext:
-    """What a step sees: the operation's params and folded facts, the ports, and a way to journal."""
+@dataclass
+class Runtime:
+    """Per-process things a step or hook needs again, never facts (those belong in the journal): they
+    die with the process, and a resume builds them anew."""
+
+    limits: Any = None  # brsm.workflows.transfer.Limits, set by the preflight
+    lease: Any = None  # brsm.workflows.lease.Lease held for the cluster (its refresh task)
+    manifest: dict[str, Any] | None = None  # the backup's manifest, read once (restore)
+    last_down_check: tuple[float, set[str]] | None = None  # restore: when the services were last seen down
+    release_lease: bool = False  # a run kept for a resume lets the cluster go (Runner.keep_interrupted)
+
+
+def create_operation(journal: Any, kind: str, params: Mapping[str, Any], *, target: str = "") -> tuple[int, dict[str, Any]]:
+    """The one way an operation comes to be: its row, then OperationCreated with the params as the
+    journal keeps them (secrets redacted). The journal's id goes into the params: with the op id it names
+    what the operation leaves on the cluster and in storage (op_ref). Returns the op id and the params
+    to build the ports from (the given ones and ``journal_id``, unredacted)."""
+    jid = getattr(journal, "journal_id", None)
+    full = {**params, "journal_id": jid} if jid else dict(params)
+    op = journal.create_operation(kind=kind, params=full, who=who(), version=__version__, target=target)
+    with journal.driver(op.id) as w:
+        w.append(ev.OPERATION_CREATED, {"kind": kind, "params": journal.operation(op.id).params})
+    return op.id, full
+
+
+class StepContext(Generic[S]):
+    """What a step sees: the operation's params and typed state, the ports, and a way to journal."""
 
     def __init__(self, *, op_id: int, mode: str, state: OperationState, ports: Any, writer: Any,
-                 reducers: Mapping[str, Reducer]) -> None:
+                 abort: Callable[[BrsmError], None] | None = None) -> None:
         self.op_id = op_id
         self.mode = mode  # "run", "resume" or "rollback"
         self.state = state
         self.ports = ports
         self._writer = writer
-        self._reducers = reducers
-        # Per-process things a step or hook needs again (a lease's refresh task, a rate limiter):
-        # never facts, which belong in the journal.
-        self.runtime: dict[str, Any] = {}
+        # Stop the drive with this failure (Runner.abort): for what a step cannot see for itself, such
+        # as the cluster lease lost while it copies. None outside a runner's drive.
+        self.abort = abort
+        self.runtime = Runtime()
         # What this process spent in journal appends (wall time of the driver's append calls, each
         # one durable transaction): reported in OperationFinished, so `brsm audit` shows the share.
         self.journal_seconds = 0.0
@@ -117,30 +143,30 @@ class StepContext:
         return op_ref(self.params.get("journal_id"), self.op_id)
 
     @property
-    def facts(self) -> dict[str, Any]:
-        return self.state.facts
+    def data(self) -> S:
+        """The kind's typed state (BackupState, RestoreState, ...), kept equal to the journal's fold."""
+        return self.state.data  # type: ignore[return-value]
 
-    @property
-    def extra(self) -> dict[str, Any]:
-        return self.state.extra
-
-    def record(self, type_: str, data: Mapping[str, Any], *, durable: bool = True) -> None:
-        """Append a domain event (durable at return) and fold it into the live state. ``durable=False``
-        for progress hints whose loss only costs repeated work: no fsync, still safe against a kill."""
+    def record(self, event: Event | str, data: Mapping[str, Any] | None = None, *, durable: bool = True) -> None:
+        """Append a domain event (an Event, or a type and its payload), durable at return, and fold it
+        into the live state. ``durable=False`` for progress hints whose loss only costs repeated work:
+        no fsync, still safe against a kill."""
+        type_, data = _typed(event, data)
         t0 = time.perf_counter()
         e = self._writer.append(type_, dict(data), durable=durable)
         self._timed(t0, 1)
-        apply(self.state, _Event(e.seq, type_, dict(data)), self._reducers)
+        apply(self.state, _Event(e.seq, type_, dict(data)))
         failpoints.hit(f"event:{_count_event()}")
 
-    def record_batch(self, items: list[tuple[str, Mapping[str, Any]]]) -> None:
-        if not items:
+    def record_batch(self, events: list[Event | tuple[str, Mapping[str, Any]]]) -> None:
+        if not events:
             return
+        items = [_typed(e, None) if isinstance(e, Event) else e for e in events]
         t0 = time.perf_counter()
         written = self._writer.append_batch([(t, dict(d)) for t, d in items])
         self._timed(t0, len(items))
         for e, (t, d) in zip(written, items):
-            apply(self.state, _Event(e.seq, t, dict(d)), self._reducers)
+            apply(self.state, _Event(e.seq, t, dict(d)))
         failpoints.hit(f"event:{_count_event()}")
 
     def journal_anchor(self) -> dict[str, Any] | None:
@@ -160,6 +186,12 @@ class StepContext:
         """This process's journal appends so far: seconds in the append calls, transactions, events."""
         return {"journal_seconds": round(self.journal_seconds, 6), "journal_appends": self.journal_appends,
                 "journal_events": self.journal_events}
+
+
+def _typed(event: Event | str, data: Mapping[str, Any] | None) -> tuple[str, Mapping[str, Any]]:
+    if isinstance(event, Event):
+        return event.TYPE, event.to_data()
+    return event, data if data is not None else {}
 
 
 _events_appended = 0
@@ -196,7 +228,7 @@ def is_refusal(st: OperationState, failed_at: str, exc: BaseException) -> bool:
     in the preflight with no step ever begun, or in the first step the operation ever began, on its
     first attempt (the step's own checks come before its effect, as the lease is the last thing a
     first step takes and gives back when refused). A preflight probe still journaled as left in the
-    storage (``probes`` in the folded extras) is an effect: that operation fails, and rollback removes it.
+    storage (``left_effects`` of the folded state) is an effect: that operation fails, and rollback removes it.
 
     >>> from brsm.engine.fold import new_state
     >>> from brsm.errors import LockHeld, RemoteError
@@ -208,7 +240,7 @@ def is_refusal(st: OperationState, failed_at: str, exc: BaseException) -> bool:
     """
     if not isinstance(exc, BrsmError) or isinstance(exc, Interrupted) or not getattr(exc, "refusal", False):
         return False
-    if st.extra.get("probes") or st.completed or st.undone:
+    if st.data.left_effects() or st.completed or st.undone:
         return False
     if failed_at == PREFLIGHT:
         return not st.started
@@ -234,22 +266,17 @@ class Runner:
         self._abort: BrsmError | None = None  # what abort() asked the drive to fail with
         # keep_interrupted(signal, step, state) -> True: a run that signal stopped in that step is kept for
         # a resume instead of rolled back (the CLI's rule, brsm.cli.interrupts); the drive then sets
-        # ctx.runtime["release_lease"] so the workflow's detach lets the cluster go. kept_interrupted says
+        # ctx.runtime.release_lease so the workflow's detach lets the cluster go. kept_interrupted says
         # it happened.
         self.keep_interrupted: Callable[[str, str, OperationState], bool] | None = None
         self.kept_interrupted = False
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
-        op = self.journal.create_operation(
-            kind=self.workflow.kind.name, params=dict(params), who=who(), version=__version__, target=target
-        )
-        with self.journal.driver(op.id) as w:
-            w.append(ev.OPERATION_CREATED, {"kind": self.workflow.kind.name, "params": self.journal.operation(op.id).params})
-        return op.id
+        return create_operation(self.journal, self.workflow.kind.name, params, target=target)[0]
 
     def state(self, op_id: int) -> OperationState:
-        return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.reducers)
+        return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.state)
 
     # -- interruption -------------------------------------------------------------------------
     def interrupt(self, reason: str) -> None:
@@ -340,12 +367,11 @@ class Runner:
 
     async def _drive_locked(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
         with self.journal.driver(op_id) as writer:
-            st = new_state(self.workflow.kind)
+            st = new_state(self.workflow.kind, self.workflow.state)
             for e in self.journal.events(op_id):
-                apply(st, e, self.workflow.reducers)
-            ctx = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
-                              reducers=self.workflow.reducers)
-            ctx.runtime["abort"] = self.abort
+                apply(st, e)
+            ctx: StepContext = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
+                                           abort=self.abort)
             model = mach.build(self.workflow.kind, st.state)
             attached = False
             try:
@@ -430,7 +456,7 @@ class Runner:
                             and self.keep_interrupted(exc.signal or "", failed_at, st))
                     if keep:
                         self.kept_interrupted = True
-                        ctx.runtime["release_lease"] = True
+                        ctx.runtime.release_lease = True
                     # Not once the final step began: it discards what rollback needs (a restore's
                     # originals, a backup's finished state); `brsm resume` finishes it instead.
                     if (auto_rollback and not keep and isinstance(exc, Exception) and st.started

@@ -123,6 +123,11 @@ class Machine:
         self.clock_offset = 0.0  # seconds this host's clock is ahead of the operator machine's
         self.holders: dict[str, int] = {}  # a path some process uses (its cwd, an open file) -> its pid
 
+    def __setstate__(self, state: dict) -> None:
+        """A machine pickled by an older brsm (the kept journals' worlds, tests/journal_fixtures) lacks
+        what was added since: those start empty, as on a machine where nothing set them."""
+        self.__dict__.update({"command_line_flags": {}, "holders": {}, **state})
+
     def cmdline(self, pid: int) -> bytes | None:
         """``/proc/<pid>/cmdline`` of a running daemon (NUL-terminated arguments), None for no such process."""
         for svc, p in self.pids.items():

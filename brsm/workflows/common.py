@@ -8,13 +8,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from brsm.engine import events as ev
-from brsm.engine.runner import StepContext, who
+from brsm.engine.runner import who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
 from brsm.workflows.layout import lease_path
+from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 
-PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED
+PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED  # its payload is folded by shared_state.ClusterState
 HOST_KEY_ACCEPTED = "HostKeyAccepted"
 LEASE_TAKEN = "LeaseTaken"
 LEASE_BROKEN = "LeaseBroken"
@@ -74,7 +75,7 @@ async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Itera
 NOT_BACKED_UP = "NotBackedUp"
 
 
-async def preflight_topology(ctx: StepContext, meta: MetaPort, hosts: HostsPort,
+async def preflight_topology(ctx: ClusterContext, meta: MetaPort, hosts: HostsPort,
                              install_dir: Callable[[str], str]) -> dict[str, Any]:
     """The cluster's topology as a preflight failure when it cannot be read; the host keys seen while
     reading it are journaled either way."""
@@ -87,7 +88,7 @@ async def preflight_topology(ctx: StepContext, meta: MetaPort, hosts: HostsPort,
 E_SPACE_NOT_FOUND = -5  # ErrorCode.E_SPACE_NOT_FOUND (common.thrift)
 
 
-async def warn_not_backed_up(ctx: StepContext, meta: MetaPort, space_ids: Iterable[int] | None, progress: Any,
+async def warn_not_backed_up(ctx: ClusterContext, meta: MetaPort, space_ids: Iterable[int] | None, progress: Any,
                              what: str) -> list[str]:
     """Full-text indexes and listeners are never in a backup (MetaKeyUtils.cpp skips the ft_index and
     listener tables, and listeners' data lives outside storaged's): name them, never hide them.
@@ -117,13 +118,6 @@ async def listeners_if_space(meta: MetaPort, space_id: int) -> list[str]:
         if e.code == E_SPACE_NOT_FOUND:
             return []
         raise
-
-
-def reduce_preflight(acc: dict[str, Any], data: dict[str, Any]) -> None:
-    if "topology" in data:
-        acc["topology"] = data["topology"]
-    if "data_path" in data:  # the backup's choice (issue 16), kept for COPIED and every resume
-        acc["data_path"], acc["data_path_why"] = data["data_path"], data.get("data_path_why", "")
 
 
 async def as_preflight(aw: Awaitable[Any]) -> Any:
@@ -249,7 +243,7 @@ def ssh_failure_groups(failures: list[tuple[str, str, str | None]]) -> list[tupl
             for (msg, hint), hosts in groups.items()]
 
 
-def record_host_keys(ctx: StepContext, hosts: HostsPort | None) -> None:
+def record_host_keys(ctx: ClusterContext, hosts: HostsPort | None) -> None:
     """Journal every SSH host key accepted on first contact (--accept-new-host-keys) since the last
     call: host, port, key type, fingerprint, known_hosts file. A public fingerprint, never a secret."""
     take = getattr(hosts, "take_accepted_host_keys", None)
@@ -270,19 +264,7 @@ async def check_paths(hosts: HostsPort, topology: dict[str, Any]) -> None:
                               hint="is the config's host mapping right (address → SSH host)?")
 
 
-PROBE_WRITTEN = "ProbeWritten"
-PROBE_REMOVED = "ProbeRemoved"
-
-
-def reduce_probe_written(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("probes", {})[d["key"]] = "upload" if d.get("upload") else "object"
-
-
-def reduce_probe_removed(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("probes", {}).pop(d["key"], None)
-
-
-async def probe_storage(ctx: StepContext, storage: Storage) -> None:
+async def probe_storage(ctx: ClusterContext, storage: Storage) -> None:
     """Write, read back and delete a small object: the storage is reachable, writable and lets brsm
     delete (rollback, cleanup and prune need that too).
 
@@ -291,11 +273,11 @@ async def probe_storage(ctx: StepContext, storage: Storage) -> None:
     probe that rollback and CLEANED remove (``remove_probes``), never an unrecorded object.
     """
     key = f".brsm-probe-{ctx.ref}-{int(time.time())}"
-    ctx.record(PROBE_WRITTEN, {"key": key})
+    ctx.record(ProbeWritten(key))
     try:
         await storage.put_bytes(key, b"brsm probe")
     except BrsmError as e:
-        ctx.record(PROBE_REMOVED, {"key": key})  # a put stores all or nothing: nothing to remove
+        ctx.record(ProbeRemoved(key))  # a put stores all or nothing: nothing to remove
         raise PreflightFailed(f"storage {storage.uri} is not usable: {e.message}",
                               hint=e.hint or "check the URI, the endpoint and the credentials") from e
     try:
@@ -312,21 +294,21 @@ async def probe_storage(ctx: StepContext, storage: Storage) -> None:
             f"storage {storage.uri} took a write but refused to delete it ({key}): {e.message}",
             hint="brsm must be able to delete (rollback, cleanup, prune): grant it, then resume or roll back "
                  "this operation, which removes the probe object") from e
-    ctx.record(PROBE_REMOVED, {"key": key})
+    ctx.record(ProbeRemoved(key))
     if failure is not None:
         raise PreflightFailed(f"storage {storage.uri} is not usable: {failure.message}",
                               hint=failure.hint or "check the URI, the endpoint and the credentials") from failure
 
 
-async def remove_probes(ctx: StepContext, storage: Storage) -> None:
+async def remove_probes(ctx: ClusterContext, storage: Storage) -> None:
     """Remove what an earlier attempt of this operation's probes left (journaled, not removed): the
     storage probe's object, or the direct path's probe upload (a multipart upload: aborted)."""
-    for key, kind in list(ctx.extra.get("probes", {}).items()):
+    for key, kind in list(ctx.data.probes.items()):
         if kind == "upload":
             await storage.abort_uploads(key)  # every upload of that key; none left is fine
         else:
             await storage.delete(key)  # a missing one is fine
-        ctx.record(PROBE_REMOVED, {"key": key})
+        ctx.record(ProbeRemoved(key))
 
 
 def unremoved_probes(events: Iterable[Any]) -> list[str]:
@@ -341,18 +323,18 @@ def unremoved_probes(events: Iterable[Any]) -> list[str]:
     return list(left)
 
 
-def probe_journal(ctx: StepContext) -> Callable[[str, bool], None]:
+def probe_journal(ctx: ClusterContext) -> Callable[[str, bool], None]:
     """For direct.choose: each direct-path probe upload journaled before it is opened and once it is
     aborted, so one the store would not abort is removed by CLEANED or the rollback (remove_probes)."""
     def note(key: str, gone: bool) -> None:
-        ctx.record(PROBE_REMOVED if gone else PROBE_WRITTEN, {"key": key} if gone else {"key": key, "upload": True})
+        ctx.record(ProbeRemoved(key) if gone else ProbeWritten(key, upload=True))
     return note
 
 
-def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
-    lease = ctx.runtime.get("lease")
+def make_lease(ctx: ClusterContext, hosts: HostsPort, kind: str) -> Lease:
+    lease = ctx.runtime.lease
     if lease is None:
-        topo = ctx.extra["topology"]
+        topo = ctx.data.topo
         targets = [(hosts.host(m["host"]), lease_path(m["root"])) for m in topo["meta"]]
 
         def took_over(host: str, holder: LeaseInfo) -> None:
@@ -360,25 +342,25 @@ def make_lease(ctx: StepContext, hosts: HostsPort, kind: str) -> Lease:
                                       "holder_ref": holder.owner})
             progress = getattr(ctx.ports, "progress", None)
             if progress is not None:  # said, not only journaled: what the dead run left is now nobody's
-                progress.note(takeover_note(host, holder, ctx.params.get("journal_id"), ctx.params.get("config")))
+                progress.note(takeover_note(host, holder, ctx.data.params.journal_id, ctx.data.params.config))
 
         def lost(host: str, holder: LeaseInfo | None, why: str) -> None:
             ctx.record(LEASE_LOST, {"host": host, "why": why, "holder": holder.describe() if holder else None,
                                     "holder_ref": holder.owner if holder else None})
-            abort = ctx.runtime.get("abort")
+            abort = ctx.abort
             if abort is not None:
                 abort(lease_lost_error(ctx, host, holder, why))
 
-        ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.params.get("lease_ttl") or 300
+        ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.data.params.lease_ttl or 300
         from brsm.home import brsm_home
 
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
                       on_lost=lost, ttl=float(ttl), home=str(brsm_home()))
-        ctx.runtime["lease"] = lease
+        ctx.runtime.lease = lease
     return lease
 
 
-def lease_lost_error(ctx: StepContext, host: str, holder: LeaseInfo | None, why: str) -> LeaseLost:
+def lease_lost_error(ctx: ClusterContext, host: str, holder: LeaseInfo | None, why: str) -> LeaseLost:
     """The failure a lost lease ends the run with: who has the cluster now, and what to do."""
     whom = f": now held by {holder.describe()}" if holder is not None else ""
     if holder is not None:
@@ -391,13 +373,13 @@ def lease_lost_error(ctx: StepContext, host: str, holder: LeaseInfo | None, why:
                      f"where it was and was not rolled back", hint=hint)
 
 
-def lease_active(ctx: StepContext, lease_step: str) -> bool:
+def lease_active(ctx: ClusterContext, lease_step: str) -> bool:
     """The lease may be held: ``lease_step`` (the workflow's step that takes it) began and was not undone."""
     st = ctx.state
-    return lease_step in st.started and lease_step not in st.undone and "topology" in ctx.extra
+    return lease_step in st.started and lease_step not in st.undone and ctx.data.topology is not None
 
 
-async def reattach_lease(ctx: StepContext, hosts: HostsPort, kind: str, lease_step: str) -> None:
+async def reattach_lease(ctx: ClusterContext, hosts: HostsPort, kind: str, lease_step: str) -> None:
     """A resume or rollback in a new process takes its own (or a stale) lease back first."""
     if lease_active(ctx, lease_step) and not ctx.state.finished:
         lease = make_lease(ctx, hosts, kind)
@@ -405,8 +387,8 @@ async def reattach_lease(ctx: StepContext, hosts: HostsPort, kind: str, lease_st
         ctx.record(LEASE_TAKEN, {"hosts": [h.name for h, _ in lease.hosts], "mode": ctx.mode})
 
 
-async def detach_lease(ctx: StepContext) -> None:
-    lease = ctx.runtime.get("lease")
+async def detach_lease(ctx: ClusterContext) -> None:
+    lease = ctx.runtime.lease
     if lease is not None:
         await lease.stop_refresh()
 

@@ -10,10 +10,11 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine.definitions import CLEANUP, GC
 from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.state import KindState, Params, completed, on
 from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
@@ -94,11 +95,26 @@ def _refuse_in_use(p: MaintenancePorts, name: str) -> None:
                          hint=f"finish it (`brsm resume {p.live.names[name]}`) or roll it back first")
 
 
-async def cleanup_check(ctx: StepContext) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CleanupParams(Params):
+    name: str = ""  # the backup to delete
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> "CleanupParams":
+        return cls(name=d.get("name") or "")
+
+
+@dataclass
+class CleanupState(KindState):
+    PARAMS: ClassVar[type[CleanupParams]] = CleanupParams
+    params: CleanupParams = field(default_factory=CleanupParams)
+
+
+async def cleanup_check(ctx: StepContext[CleanupState]) -> dict[str, Any]:
     """Every refusal before anything is deleted: then the operation has begun no step, and `brsm
     rollback` closes it at once (a refusal inside CLEANED left one neither resume nor rollback could end)."""
     p: MaintenancePorts = ctx.ports
-    name = ctx.params["name"]
+    name = ctx.data.params.name
     why = bad_backup_name(name)
     if why:  # the CLI refuses it first; a journaled one (edited, or from an older brsm) must not reach storage
         raise UsageError(why, hint="backup names look like BACKUP_2026_11_24_15_23_34")
@@ -121,9 +137,9 @@ async def cleanup_check(ctx: StepContext) -> dict[str, Any]:
     return {}
 
 
-async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
+async def cleanup_step(ctx: StepContext[CleanupState]) -> dict[str, Any]:
     p: MaintenancePorts = ctx.ports
-    name = ctx.params["name"]
+    name = ctx.data.params.name
     _refuse_in_use(p, name)
     # again, right before deleting: another journal's run may have taken the lease since the check
     common.refuse_while_leased(f"cleanup of {name}", await common.held_leases(p.meta, p.hosts, p.install_dir,
@@ -147,7 +163,7 @@ async def cleanup_step(ctx: StepContext) -> dict[str, Any]:
 
 
 def cleanup_workflow() -> Workflow:
-    return Workflow(kind=CLEANUP, steps={"CLEANED": cleanup_step}, preflight=cleanup_check)
+    return Workflow(kind=CLEANUP, steps={"CLEANED": cleanup_step}, preflight=cleanup_check, state=CleanupState)
 
 
 # -- gc ---------------------------------------------------------------------------------------------
@@ -344,13 +360,13 @@ async def _orphan_cluster_ids(p: MaintenancePorts, topology: dict[str, Any], own
     return out
 
 
-async def gc_scan(ctx: StepContext) -> dict[str, Any]:
+async def gc_scan(ctx: StepContext[GcState]) -> dict[str, Any]:
     p: MaintenancePorts = ctx.ports
     topo = None
     if p.meta is not None:
         topo = await common.discover_topology(p.meta, p.hosts, p.install_dir or (lambda h: "/usr/local/nebula"))
     try:
-        orphans = await find_orphans(p, grace_seconds=float(ctx.params.get("grace_seconds", 3600)), topology=topo)
+        orphans = await find_orphans(p, grace_seconds=ctx.data.params.grace_seconds, topology=topo)
     finally:
         common.record_host_keys(ctx, p.hosts)
     return {"orphans": orphans}
@@ -369,16 +385,42 @@ async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
     return await p.hosts.host(o["host"]).exists(o["path"])
 
 
-async def gc_remove(ctx: StepContext) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GcParams(Params):
+    confirm: bool = False  # remove; without it gc only lists
+    grace_seconds: float = 3600.0  # a leftover younger than this may belong to a run under way
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> "GcParams":
+        return cls(confirm=bool(d.get("confirm")), grace_seconds=float(d.get("grace_seconds", 3600)))
+
+
+@dataclass
+class GcState(KindState):
+    PARAMS: ClassVar[type[GcParams]] = GcParams
+    params: GcParams = field(default_factory=GcParams)
+    orphans: list[dict[str, Any]] = field(default_factory=list)  # what SCANNED found
+    removed: list[dict[str, Any]] = field(default_factory=list)  # OrphanRemoved payloads, in order
+
+    @completed("SCANNED", sets=("orphans",))
+    def _scanned(self, f: dict[str, Any]) -> None:
+        self.orphans = f.get("orphans") or []
+
+    @on(REMOVED, sets=("removed",))
+    def _removed(self, d: dict[str, Any]) -> None:
+        self.removed.append(d)
+
+
+async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
     """Each orphan removed, then looked for again: only one that is gone is journaled ``OrphanRemoved``
     and counted; one still there is journaled ``OrphanNotRemoved`` and fails the step, naming it."""
     p: MaintenancePorts = ctx.ports
-    if not ctx.params.get("confirm"):
+    if not ctx.data.params.confirm:
         return {"removed": 0, "dry_run": True}
-    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.extra.get("removed", [])}
+    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.data.removed}
     left: list[str] = []
     held: list[LeaseInfo] | None = None
-    for o in ctx.facts["orphans"]:
+    for o in ctx.data.orphans:
         ident = (o["kind"], o.get("name") or o.get("path"))
         if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
                                               "invalid_lease", "dead_run_snapshot", "dead_run_backup"):
@@ -410,7 +452,7 @@ async def gc_remove(ctx: StepContext) -> dict[str, Any]:
             left.append(str(o.get("name") or f"{o['host']}:{o['path']}"))
             continue
         ctx.record(REMOVED, _where(o))
-    removed = len(ctx.extra.get("removed", []))
+    removed = len(ctx.data.removed)
     if left:
         raise OperationFailed(f"gc removed {removed} orphan(s) but {len(left)} are still there: {', '.join(left)}",
                               hint="see `brsm audit` of this gc for why; remove them by hand, or fix the cause and "
@@ -423,5 +465,4 @@ def _where(o: dict[str, Any]) -> dict[str, Any]:
 
 
 def gc_workflow() -> Workflow:
-    return Workflow(kind=GC, steps={"SCANNED": gc_scan, "CLEANED": gc_remove},
-                    reducers={REMOVED: lambda acc, d: acc.setdefault("removed", []).append(d)})
+    return Workflow(kind=GC, steps={"SCANNED": gc_scan, "CLEANED": gc_remove}, state=GcState)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.state import Event, KindState, Params, completed, on
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import catalog, common
@@ -167,6 +168,13 @@ BACKUP_DELETE_FAILED = "BackupDeleteFailed"
 PRUNE_SKIPPED = "PruneSkipped"
 
 
+@dataclass(frozen=True)
+class BackupDeleted(Event):
+    TYPE: ClassVar[str] = BACKUP_DELETED
+    name: str
+    objects: int  # objects deleted from the storage
+
+
 @dataclass
 class PrunePorts:
     storage: Storage
@@ -194,12 +202,12 @@ async def prune_check(ctx: StepContext) -> dict[str, Any]:
     return {}
 
 
-async def prune_scan(ctx: StepContext) -> dict[str, Any]:
+async def prune_scan(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """The plan, journaled: what CLEANED deletes (and a resume still deletes) is decided once."""
     p: PrunePorts = ctx.ports
     entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
-    plan = plan_prune(entries, keep_last=ctx.params.get("keep_last"), keep_within=ctx.params.get("keep_within"),
-                      now_ms=int(ctx.params["now_ms"]), in_use=p.in_use)
+    plan = plan_prune(entries, keep_last=ctx.data.params.keep_last,
+                      keep_within=ctx.data.params.keep_within, now_ms=ctx.data.params.now_ms, in_use=p.in_use)
     warnings = list(plan.warnings)
     if p.meta is None and plan.of(DELETE):
         warnings.append(NO_LEASE_CHECK)
@@ -207,14 +215,41 @@ async def prune_scan(ctx: StepContext) -> dict[str, Any]:
             "delete": [d.entry.name for d in plan.of(DELETE)], "warnings": warnings}
 
 
-async def prune_delete(ctx: StepContext) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PruneParams(Params):
+    keep_last: int | None = None  # keep the newest N of each space set
+    keep_within: float | None = None  # keep what is younger than this many seconds
+    now_ms: int = 0  # the moment the plan is made against, fixed when the operation is created
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> "PruneParams":
+        return cls(keep_last=d.get("keep_last"), keep_within=d.get("keep_within"), now_ms=int(d.get("now_ms") or 0))
+
+
+@dataclass
+class PruneState(KindState):
+    PARAMS: ClassVar[type[PruneParams]] = PruneParams
+    params: PruneParams = field(default_factory=PruneParams)
+    delete: list[str] = field(default_factory=list)  # the backups SCANNED's plan deletes
+    deleted: dict[str, BackupDeleted] = field(default_factory=dict)  # by backup name
+
+    @completed("SCANNED", sets=("delete",))
+    def _scanned(self, f: dict[str, Any]) -> None:
+        self.delete = f.get("delete") or []
+
+    @on(BackupDeleted, sets=("deleted",))
+    def _deleted(self, e: BackupDeleted) -> None:
+        self.deleted[e.name] = e
+
+
+async def prune_delete(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """Each planned backup deleted and journaled; one that fails is journaled and the rest go on, then
     the step fails naming it (``brsm resume`` tries what is left)."""
     p: PrunePorts = ctx.ports
     await _refuse_while_leased(ctx)  # again: a run may have taken it since the plan was made
-    done = set(ctx.extra.get("deleted", {}))
+    done = set(ctx.data.deleted)
     failed: dict[str, dict[str, Any]] = {}
-    for name in ctx.facts["delete"]:
+    for name in ctx.data.delete:
         if name in done:
             continue
         if name in p.in_use:  # an operation started to use it after the plan was made
@@ -226,16 +261,16 @@ async def prune_delete(ctx: StepContext) -> dict[str, Any]:
             failed[name] = {"name": name, "error": e.message, "hint": e.hint}
             ctx.record(BACKUP_DELETE_FAILED, failed[name])
             continue
-        ctx.record(BACKUP_DELETED, {"name": name, "objects": n})
+        ctx.record(BackupDeleted(name, n))
     if failed:
         first = next(iter(failed.values()))
         raise StorageError(f"{len(failed)} backup(s) could not be deleted, e.g. {first['name']}: {first['error']}",
                            hint=first.get("hint") or f"fix the cause, then `brsm resume {ctx.op_id}`: what is "
                                                      "half-deleted reads as incomplete and is never restored")
-    deleted = ctx.extra.get("deleted", {})
-    return {"deleted": sorted(deleted), "objects": sum(d["objects"] for d in deleted.values()), "op_id": ctx.op_id}
+    deleted = ctx.data.deleted
+    return {"deleted": sorted(deleted), "objects": sum(d.objects for d in deleted.values()), "op_id": ctx.op_id}
 
 
 def prune_workflow() -> Workflow:
     return Workflow(kind=PRUNE, steps={"SCANNED": prune_scan, "CLEANED": prune_delete}, preflight=prune_check,
-                    reducers={BACKUP_DELETED: lambda acc, d: acc.setdefault("deleted", {}).__setitem__(d["name"], d)})
+                    state=PruneState)

@@ -32,15 +32,16 @@ class EventBatcher:
     FLUSH_SECONDS = 1.0
     FLUSH_BYTES = 8 << 20
 
-    def __init__(self, record_batch: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> None:
+    def __init__(self, record_batch: Callable[[list[Any]], None]) -> None:
         self._record = record_batch
-        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.pending: list[Any] = []  # Events (FileCopied, FileRestored), journaled by record_batch
         self._bytes = 0
         self._last = time.monotonic()
 
-    def add(self, type_: str, data: dict[str, Any]) -> None:
-        self.pending.append((type_, data))
-        self._bytes += int(data.get("size") or 0)
+    def add(self, event: Any) -> None:
+        """``event``: a finished file's Event (it has a ``size``)."""
+        self.pending.append(event)
+        self._bytes += int(getattr(event, "size", 0) or 0)
         if (len(self.pending) >= self.BATCH or self._bytes >= self.FLUSH_BYTES
                 or time.monotonic() - self._last >= self.FLUSH_SECONDS):
             self.flush()

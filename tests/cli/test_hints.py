@@ -10,12 +10,18 @@ from brsm import wiring
 from brsm.cli import drive
 from brsm.cli.hints import with_next_step
 from brsm.console.output import Output
-from brsm.engine.definitions import OperationKind, register_kind
+from brsm.engine.definitions import KINDS, OperationKind
 from brsm.engine.fold import PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, new_state
 from brsm.engine.runner import Workflow
 from brsm.errors import OperationFailed, StorageError, UsageError
 
-TOY = register_kind(OperationKind("toy13", ("PREPARED", "WRITTEN", "CLEANED")))
+TOY = OperationKind("toy13", ("PREPARED", "WRITTEN", "CLEANED"))
+
+
+@pytest.fixture(autouse=True)
+def toy_kind(monkeypatch):
+    """The CLI and the fold find the toy kind by name, for this module's tests only."""
+    monkeypatch.setitem(KINDS, TOY.name, TOY)
 
 
 def state(phase: str, started: tuple[str, ...] = ("PREPARED",)):

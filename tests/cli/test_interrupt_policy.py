@@ -1,6 +1,6 @@
 """Ctrl-C of a backup's upload keeps what was uploaded for `brsm resume` (brsm.cli.interrupts); SIGTERM,
 and a Ctrl-C before anything is in storage, roll back as before. The rule, and the runner keeping the
-operation and asking the workflow to let the cluster go (ctx.runtime["release_lease"])."""
+operation and asking the workflow to let the cluster go (ctx.runtime.release_lease)."""
 from __future__ import annotations
 
 import pytest
@@ -10,17 +10,20 @@ from brsm.cli.interrupts import keep_interrupted, kept_message, policy, uploaded
 from brsm.engine.definitions import BACKUP
 from brsm.engine.fold import PHASE_FAILED, PHASE_ROLLED_BACK, new_state
 from brsm.engine.runner import Runner
+from brsm.workflows.backup.ledger import FILE_COPIED, PART_UPLOADED
+from brsm.workflows.backup.state import BackupState
 from tests.engine.test_interrupts import drive_and_interrupt, hanging
 from tests.engine.toy import World, make_workflow
 
 
 def backup_state(*, copied=(), parts=(), started=("LOCKED", "SNAPSHOTTED", "COPIED")):
-    st = new_state(BACKUP)
+    st = new_state(BACKUP, BackupState)
     st.started = list(started)
     st.facts["backup_name"] = "BACKUP_2026_01_01_00_00_00"
-    st.extra["copied"] = {k: {"key": k, "size": n} for k, n in copied}
-    st.extra["parts"] = {k: {"upload_id": "u", "part_size": 8, "parts": [{"n": 1, "etag": "e", "size": n}]}
-                         for k, n in parts}
+    for k, n in copied:
+        st.data.apply(FILE_COPIED, {"key": k, "size": n})
+    for k, n in parts:
+        st.data.apply(PART_UPLOADED, {"key": k, "upload_id": "u", "part_size": 8, "n": 1, "etag": "e", "size": n})
     return st
 
 
@@ -58,7 +61,7 @@ async def _interrupted(journal, sig: str, keep):
     seen = {}
 
     async def detach(ctx):
-        seen["release_lease"] = ctx.runtime.get("release_lease")
+        seen["release_lease"] = ctx.runtime.release_lease
 
     async def attach(ctx):
         pass

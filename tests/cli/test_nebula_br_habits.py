@@ -75,7 +75,7 @@ class _Hosts:
         hosts = self
 
         class H:
-            async def run(self, argv, timeout=None):
+            async def check_login(self, *, timeout=30):
                 raise RemoteError(f"{name}: no host key can be verified: the known_hosts file /k does not exist",
                                   host=name, hint=f"create it (ssh-keyscan -p 22 {name} >> /k), or run once with "
                                                   "--accept-new-host-keys")

@@ -13,6 +13,8 @@ from brsm.engine.definitions import REFUSED
 from brsm.engine.fold import PHASE_FAILED, PHASE_REFUSED, fold
 from brsm.engine.machine import replay
 from brsm.engine.runner import PREFLIGHT, Runner, is_refusal
+from brsm.workflows.backup.state import BackupState
+from brsm.workflows.shared_state import PROBE_WRITTEN
 from brsm.errors import LeaseLost, LockHeld, PreflightFailed, RemoteError
 from tests.engine.toy import World, make_workflow
 
@@ -92,10 +94,10 @@ async def test_a_failure_after_an_effect_is_never_a_refusal(journal):
 def test_is_refusal_decisions():
     from brsm.engine.fold import new_state
 
-    st = new_state("backup")
+    st = new_state("backup", BackupState)
     assert is_refusal(st, PREFLIGHT, PreflightFailed("x"))
     assert not is_refusal(st, PREFLIGHT, LeaseLost("lost"))  # a run that had the lease
-    st.extra["probes"] = {".brsm-probe-x": "object"}  # a probe left in the storage: an effect
+    st.data.apply(PROBE_WRITTEN, {"key": ".brsm-probe-x"})  # a probe left in the storage: an effect
     assert not is_refusal(st, PREFLIGHT, PreflightFailed("x"))
     st = new_state("backup")
     st.started, st.attempts = ["LOCKED"], 2  # a second attempt: the first may have done something

@@ -44,7 +44,7 @@ async def test_run_to_completion_and_fold_equals_live_state(journal):
     assert live.phase == PHASE_DONE and live.state == "CLEANED"
     assert set(world.effects) == set(STEPS)
     folded = r.state(op)
-    assert folded.facts == live.facts and folded.extra == live.extra and folded.state == live.state
+    assert folded.facts == live.facts and folded.data == live.data and folded.state == live.state
     # Every step has an intent before and a completion after, in order.
     kinds = [(e.type, e.data.get("step")) for e in journal.events(op) if e.type in (ev.STEP_STARTED, ev.STEP_COMPLETED)]
     assert kinds == [(t, s) for s in STEPS for t in (ev.STEP_STARTED, ev.STEP_COMPLETED)]
@@ -147,7 +147,7 @@ def test_crash_anywhere_then_resume_or_rollback(tmp_path, point):
         j = Journal.open(jpath)
         try:
             assert j.verify(op).ok
-            st = fold("backup", j.events(op), make_workflow(World()).reducers)
+            st = fold("backup", j.events(op), make_workflow(World()).state)
             world = World(path=wpath).load()
             if recovery == "resume":
                 assert st.phase == PHASE_DONE

@@ -12,6 +12,7 @@ from typing import Any
 
 from brsm.engine.definitions import BACKUP
 from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.state import KindState, on
 
 
 @dataclass
@@ -33,6 +34,15 @@ class World:
             self.path.write_text(json.dumps(self.effects))
 
 
+@dataclass
+class ToyState(KindState):
+    effects: dict[str, int] = field(default_factory=dict)  # step -> value, as ToyEffect journaled it
+
+    @on("ToyEffect", sets=("effects",))
+    def _effect(self, d: dict[str, Any]) -> None:
+        self.effects[d["step"]] = d["value"]
+
+
 def make_workflow(world: World) -> Workflow:
     def step(name: str, value: int):
         async def run(ctx: StepContext) -> dict[str, Any]:
@@ -43,7 +53,7 @@ def make_workflow(world: World) -> Workflow:
 
                 raise RemoteError(f"{name} failed on purpose", host="toy")
             # Idempotent effect: check before act.
-            world.effects.setdefault(name, value + len(ctx.facts))
+            world.effects.setdefault(name, value + len(ctx.state.facts))
             world.save()
             ctx.record("ToyEffect", {"step": name, "value": world.effects[name]})
             return {f"{name.lower()}_value": world.effects[name]}
@@ -62,5 +72,5 @@ def make_workflow(world: World) -> Workflow:
         kind=BACKUP,
         steps={n: step(n, i * 10) for i, n in enumerate(names)},
         undos={n: undo(n) for n in names},
-        reducers={"ToyEffect": lambda acc, d: acc.setdefault("effects", {}).__setitem__(d["step"], d["value"])},
+        state=ToyState,
     )

@@ -10,6 +10,7 @@ import pytest
 from brsm.errors import BrsmError, VerificationFailed
 from brsm.fakes.hosts import FakeHost
 from brsm.workflows.restore import placement, scratch
+from brsm.workflows.restore.state import SCRATCH_MADE, SCRATCH_MAKING
 from property_tests.campaign_support import BACKUP_PARAMS, SimulatedCrash, all_files
 
 
@@ -22,7 +23,7 @@ def _backup(world) -> str:
 
 def _meta_dir(world) -> tuple[str, str]:
     ctx = world.restore_box["ctx"]
-    return placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)[0]
+    return placement.meta_restore_dirs(ctx.data.topo, ctx.ref)[0]
 
 
 def _events(world, op: int, type_: str) -> list[dict]:
@@ -70,11 +71,11 @@ def test_a_crash_between_the_mkdir_and_its_journaling_resumes(world, monkeypatch
         world.run(world.restore_runner.run(rop))
     world.process_died()
     world.clear_faults()
-    assert made and not _events(world, rop, scratch.SCRATCH_MADE)
-    assert made[0] in [e["path"] for e in _events(world, rop, scratch.SCRATCH_MAKING)]
+    assert made and not _events(world, rop, SCRATCH_MADE)
+    assert made[0] in [e["path"] for e in _events(world, rop, SCRATCH_MAKING)]
     st = world.run(world.restore_runner.resume(rop))
     assert st.phase == "done", st
-    assert made[0] in [e["path"] for e in _events(world, rop, scratch.SCRATCH_MADE)], "taken back, and journaled"
+    assert made[0] in [e["path"] for e in _events(world, rop, SCRATCH_MADE)], "taken back, and journaled"
 
 
 def test_a_scratch_dir_replaced_after_it_was_made_is_refused(world):
@@ -83,7 +84,7 @@ def test_a_scratch_dir_replaced_after_it_was_made_is_refused(world):
 
     def swap() -> None:  # between STAGED (made and filled it) and DOWNLOADED (renames it into place)
         ctx = world.restore_box["ctx"]
-        host, staged, _live = placement.swaps(ctx.extra["topology"], ctx.ref, None)[0]
+        host, staged, _live = placement.swaps(ctx.data.topo, ctx.ref, None)[0]
         d = staged.rsplit("/", 1)[0]
         m = world.cluster.machine(host)
         files = {p: b for p, b in m.files.items() if p.startswith(d + "/")}
@@ -112,8 +113,8 @@ def test_an_operation_staged_by_an_older_brsm_still_resumes(world, monkeypatch):
     rop = world.restore_runner.create({"name": name, "verify": "quick"})
     with pytest.raises(BrsmError, match="failpoint"):
         world.run(world.restore_runner.run(rop))
-    assert not _events(world, rop, scratch.SCRATCH_MADE) and _events(world, rop, "FileRestored")
+    assert not _events(world, rop, SCRATCH_MADE) and _events(world, rop, "FileRestored")
     monkeypatch.undo()
     st = world.run(world.restore_runner.resume(rop))
     assert st.phase == "done", st
-    assert _events(world, rop, scratch.SCRATCH_MADE), "the dirs found are journaled from then on"
+    assert _events(world, rop, SCRATCH_MADE), "the dirs found are journaled from then on"

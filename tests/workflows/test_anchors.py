@@ -117,11 +117,11 @@ def test_manifests_and_records_are_found_and_the_unreadable_reported(journal, tm
 
 def test_the_step_context_takes_the_anchor_from_the_driving_journal(journal):
     with journal.driver(1) as w:
-        ctx = StepContext(op_id=1, mode="run", state=new_state(KINDS["restore"]), ports=None, writer=w, reducers={})
+        ctx = StepContext(op_id=1, mode="run", state=new_state(KINDS["restore"]), ports=None, writer=w)
         a = ctx.journal_anchor()
     assert a["journal_id"] == journal.journal_id and a["heads"][0][0] == 1
     bare = StepContext(op_id=1, mode="run", state=new_state(KINDS["restore"]), ports=None,
-                       writer=SimpleNamespace(append=None), reducers={})
+                       writer=SimpleNamespace(append=None))
     assert bare.journal_anchor() is None
 
 

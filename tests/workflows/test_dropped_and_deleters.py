@@ -9,6 +9,8 @@ import pytest
 
 from brsm.engine.definitions import RESTORE
 from brsm.engine.fold import new_state
+from brsm.engine.runner import Runtime
+from brsm.engine.state import STEP_COMPLETED, Event
 from brsm.errors import LockHeld, OperationFailed, PreflightFailed, StorageError, VerificationFailed
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
@@ -17,26 +19,30 @@ from brsm.workflows import common
 from brsm.workflows.lease import Lease
 from brsm.workflows.maintenance import LiveOps, judge_set_aside
 from brsm.workflows.restore import context, source
+from brsm.workflows.restore.state import MANIFEST_JOURNALED, RestoreState
+
+
+def completed(st, step: str, **facts) -> None:
+    """Fold ``step``'s completion with ``facts`` into ``st``, as the journal would."""
+    st.data.apply(STEP_COMPLETED, {"step": step, "facts": facts})
 
 
 class Ctx:
     def __init__(self, **kw) -> None:
         self.events: list[tuple[str, dict]] = []
-        self.runtime: dict = {}
+        self.runtime = Runtime()
         self.op_id = 7
         self.ref = "aaaaaaaaaaaa-7"
         self.__dict__.update(kw)
 
-    def record(self, t, d):
+    def record(self, t, d=None, **_kw):
+        if isinstance(t, Event):
+            t, d = t.TYPE, t.to_data()
         self.events.append((t, dict(d)))
 
     @property
-    def facts(self):
-        return self.state.facts
-
-    @property
-    def extra(self):
-        return self.state.extra
+    def data(self):
+        return self.state.data
 
     @property
     def params(self):
@@ -70,7 +76,7 @@ async def test_the_fake_refuses_listeners_of_an_unknown_space_as_metad_does():
 
 
 def _restore_ctx(started=(), completed=(), undone=()) -> Ctx:
-    st = new_state(RESTORE)
+    st = new_state(RESTORE, RestoreState)
     st.started, st.completed, st.undone = list(started), list(completed), list(undone)
     return Ctx(state=st)
 
@@ -103,29 +109,29 @@ async def test_the_manifest_checked_journaled_is_never_read_again():
         get_bytes = list = stat
 
     m = {"backup_name": "B", "all_spaces": True, "spaces": {"1": "s"}, "meta_files": [], "files": []}
-    st = new_state(RESTORE)
-    st.extra["manifest"] = m
+    st = new_state(RESTORE, RestoreState)
+    st.data.apply(MANIFEST_JOURNALED, {"manifest": m})
     ctx = Ctx(state=st, ports=SimpleNamespace(storage=Gone(), decode_meta=None))
     assert await source.manifest(ctx) == m
 
 
 def test_re_created_spaces_are_set_aside_with_the_chosen_ones():
-    st = new_state(RESTORE)
-    st.facts.update({"all_spaces": False, "spaces": {"3": "space1"}, "replaced_spaces": {"12": "space1"}})
+    st = new_state(RESTORE, RestoreState)
+    completed(st, "CHECKED", all_spaces=False, spaces={"3": "space1"}, replaced_spaces={"12": "space1"})
     assert context.set_aside_spaces(Ctx(state=st)) == ["12", "3"]
-    st.facts.pop("replaced_spaces")  # a journal from before it existed
+    completed(st, "CHECKED", all_spaces=False, spaces={"3": "space1"})  # a journal from before it existed
     assert context.set_aside_spaces(Ctx(state=st)) == ["3"]
-    st.facts["all_spaces"] = True
+    completed(st, "CHECKED", all_spaces=True, spaces={"3": "space1"})
     assert context.set_aside_spaces(Ctx(state=st)) is None
 
 
 def test_chosen_spaces_are_ids_also_in_a_journal_whose_started_journaled_names():
-    st = new_state(RESTORE)
-    st.facts.update({"all_spaces": False, "spaces": {"3": "space1"}})
+    st = new_state(RESTORE, RestoreState)
+    completed(st, "CHECKED", all_spaces=False, spaces={"3": "space1"})
     assert context.chosen_spaces(Ctx(state=st)) == ["3"]
-    # before STARTED journaled them as spaces_listed, its names replaced CHECKED's ids in the fold
-    st.facts["spaces"] = ["space1"]
-    st.extra["manifest"] = {"all_spaces": False, "spaces": {"3": "space1"}}
+    # before STARTED journaled them as spaces_listed, its names replaced CHECKED's ids in the fold;
+    # now STARTED's facts set no field of CHECKED's
+    completed(st, "STARTED", spaces=["space1"], storage_online=[], proved={})
     assert context.chosen_spaces(Ctx(state=st)) == ["3"]
     assert context.set_aside_spaces(Ctx(state=st)) == ["3"]
 
@@ -176,13 +182,13 @@ async def test_gc_counts_and_journals_only_what_is_gone():
             return [SimpleNamespace(name=n) for n in self.names]
 
     for really in (False, True):
-        st = new_state(GC)
-        st.params["confirm"] = True
-        st.facts["orphans"] = [{"kind": "snapshot", "name": "BACKUP_2020_01_01_00_00_00", "why": "x"}]
+        st = new_state(GC, maintenance.GcState)
+        st.data.apply("OperationCreated", {"params": {"confirm": True}})
+        st.data.apply(STEP_COMPLETED, {"step": "SCANNED", "facts": {
+            "orphans": [{"kind": "snapshot", "name": "BACKUP_2020_01_01_00_00_00", "why": "x"}]}})
         ctx = Ctx(state=st, ports=maintenance.MaintenancePorts(meta=Meta(really), hosts=None, storage=None,
                                                                live=LiveOps()))
-        ctx.record = lambda t, d, ctx=ctx: (ctx.events.append((t, dict(d))),
-                                            maintenance.gc_workflow().reducers.get(t, lambda a, b: None)(ctx.extra, d))
+        ctx.record = lambda t, d, ctx=ctx: (ctx.events.append((t, dict(d))), ctx.data.apply(t, dict(d)))
         if really:
             assert (await maintenance.gc_remove(ctx))["removed"] == 1
             assert [t for t, _ in ctx.events] == [maintenance.REMOVED]
@@ -210,13 +216,13 @@ async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_clus
 
     storage = open_storage("memory://older-restore")
     made = await make_backup(storage)
-    st = new_state(RESTORE)
-    st.params["name"] = made.name
+    st = new_state(RESTORE, RestoreState)
+    st.data.apply("OperationCreated", {"params": {"name": made.name}})
     st.started, st.completed = list(started), ["CHECKED"]
     ctx = Ctx(state=st, mode="resume", ports=SimpleNamespace(storage=storage, hosts=None, decode_meta=None,
                                                              progress=Notes()))
     await check.attach(ctx)
-    journaled = [d["manifest"] for t, d in ctx.events if t == context.MANIFEST_JOURNALED]
+    journaled = [d["manifest"] for t, d in ctx.events if t == MANIFEST_JOURNALED]
     if "STOPPED" in started:
         assert journaled == []
     else:

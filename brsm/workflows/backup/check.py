@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, PreflightFailed, UsageError
 from brsm.workflows import common, direct
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits
 from brsm.workflows.backup.context import _ports
+from brsm.workflows.backup.state import BackupContext
 
 
 # -- preflight ----------------------------------------------------------------------------------
-async def preflight(ctx: StepContext) -> dict[str, Any]:
+async def preflight(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
     topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     if not topo["storage"]:
@@ -22,7 +22,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
     p.progress.note(f"topology from {topo['source']}")
     await _every_storaged_online(p.meta)
     spaces = await common.as_preflight(p.meta.list_spaces())
-    wanted = list(ctx.params.get("spaces") or [])
+    wanted = list(ctx.data.params.spaces)
     missing = [s for s in wanted if s not in spaces]
     if missing:
         raise PreflightFailed(
@@ -36,7 +36,7 @@ async def preflight(ctx: StepContext) -> dict[str, Any]:
         "not in the backup (rebuild them after a restore)"))
     await common.probe_storage(ctx, p.storage)
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
-    path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
+    path = await direct.choose(ctx.data.params.data_path or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
                                p.storage, p.progress, common.probe_journal(ctx))
     return {"topology": topo, "spaces": {k: spaces[k] for k in (wanted or sorted(spaces))},
             "data_path": path.mode, "data_path_why": path.why}
@@ -59,11 +59,11 @@ async def _every_storaged_online(meta) -> None:
                                    "the cluster (DROP HOSTS), then back up")
 
 
-async def attach(ctx: StepContext) -> None:
-    ctx.runtime["limits"] = Limits(
-        concurrency=int(ctx.params.get("concurrency") or 8),
-        per_host=int(ctx.params.get("per_host") or 4),
-        bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))),
+async def attach(ctx: BackupContext) -> None:
+    ctx.runtime.limits = Limits(
+        concurrency=ctx.data.params.concurrency,
+        per_host=ctx.data.params.per_host,
+        bucket=TokenBucket(parse_rate(ctx.data.params.rate_limit)),
     )
     if ctx.mode == "resume":
         await _check_resumable(ctx)
@@ -72,27 +72,27 @@ async def attach(ctx: StepContext) -> None:
     await common.reattach_lease(ctx, _ports(ctx).hosts, "backup", lease_step="LOCKED")
 
 
-async def _check_resumable(ctx: StepContext) -> None:
+async def _check_resumable(ctx: BackupContext) -> None:
     """pgBackRest's rule: refuse to resume onto something that changed, and say why."""
     p, st = _ports(ctx), ctx.state
-    if "topology" in ctx.extra:
+    if ctx.data.topology is not None:
         now = await common.discover_topology(p.meta, p.hosts, p.install_dir)
-        was = ctx.extra["topology"]
+        was = ctx.data.topo
         shape = lambda t: sorted((s["addr"], tuple(s["data_paths"])) for s in t["storage"])  # noqa: E731
         if shape(now) != shape(was):
             raise UsageError(f"cannot resume operation {ctx.op_id}: the cluster's storage hosts changed since it "
                              f"started", hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
-    name = ctx.facts.get("backup_name")
+    name = ctx.data.backup_name
     if name and "CLEANED" not in st.started:
         if name not in {s.name for s in await p.meta.list_snapshots()}:
             raise UsageError(f"cannot resume operation {ctx.op_id}: its snapshot {name} is gone from the cluster",
                              hint=f"roll it back with `brsm rollback {ctx.op_id}` and start a new backup")
 
 
-async def detach(ctx: StepContext) -> None:
+async def detach(ctx: BackupContext) -> None:
     common.record_host_keys(ctx, _ports(ctx).hosts)
     await common.detach_lease(ctx)
-    if ctx.runtime.get("release_lease") and common.lease_active(ctx, "LOCKED"):
+    if ctx.runtime.release_lease and common.lease_active(ctx, "LOCKED"):
         # kept for a resume after Ctrl-C (the runner's keep_interrupted): the cluster is let go now,
         # not at the lease's expiry; `brsm resume` takes the lease again (reattach_lease)
         try:
@@ -105,12 +105,12 @@ async def detach(ctx: StepContext) -> None:
 
 
 # -- LOCKED ---------------------------------------------------------------------------------------
-async def locked(ctx: StepContext) -> dict[str, Any]:
+async def locked(ctx: BackupContext) -> dict[str, Any]:
     lease = common.make_lease(ctx, _ports(ctx).hosts, "backup")
     await lease.acquire()
     return {"lease_hosts": [h.name for h, _ in lease.hosts]}
 
 
-async def undo_locked(ctx: StepContext) -> None:
-    if "topology" in ctx.extra:
+async def undo_locked(ctx: BackupContext) -> None:
+    if ctx.data.topology is not None:
         await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()

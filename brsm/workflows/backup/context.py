@@ -4,16 +4,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brsm.engine.runner import StepContext
+from brsm.workflows.backup.state import BackupContext
 from brsm.ports import HostsPort, MetaPort, Progress, Storage
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
-SNAPSHOT_REQUESTED = "SnapshotRequested"
 SNAPSHOT_DROPPED = "SnapshotDropped"
-CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
 FILES_PLANNED = "FilesPlanned"
-FILE_COPIED = "FileCopied"
-PART_UPLOADED = "PartUploaded"
 PLAN_WALKS = 32  # checkpoint dirs listed at once while planning the copy
 
 
@@ -30,5 +26,5 @@ class BackupPorts:
     # seconds a lease lives unrefreshed ([cluster] lease_ttl); None: the operation's param or 300
     lease_ttl: float | None = None
 
-def _ports(ctx: StepContext) -> BackupPorts:
+def _ports(ctx: BackupContext) -> BackupPorts:
     return ctx.ports

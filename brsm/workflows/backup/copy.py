@@ -6,26 +6,27 @@ import posixpath
 from typing import Any
 
 from brsm import failpoints
-from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, StorageError
 from brsm.ports import HostAddr, UploadState
 from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file, whole_file
-from brsm.workflows.backup.context import FILES_PLANNED, FILE_COPIED, PART_UPLOADED, PLAN_WALKS, _ports
+from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, _ports
+from brsm.workflows.backup.ledger import FileCopied, PartUploaded
+from brsm.workflows.backup.state import BackupContext
 
 
 # -- COPIED ---------------------------------------------------------------------------------------------
-async def _plan(ctx: StepContext) -> list[FileJob]:
+async def _plan(ctx: BackupContext) -> list[FileJob]:
     p = _ports(ctx)
-    name = ctx.facts["backup_name"]
-    topo = ctx.extra["topology"]
+    name = ctx.data.name
+    topo = ctx.data.topo
     by_addr = {s["addr"]: s for s in topo["storage"]}
     # data<i> is the index of the checkpoint's data path among the host's, compared canonically;
     # two checkpoints of one space landing on one index would overwrite each other: refuse
     owner: dict[tuple[str, int, int], str] = {}
     walks = []
-    for h, cps in sorted(ctx.facts["checkpoints"].items()):
+    for h, cps in sorted(ctx.data.checkpoints.items()):
         if h not in by_addr:
             raise PreflightFailed(f"metad made a checkpoint on {h}, which is not among the storage hosts it lists",
                                   hint="a storaged joined or left during the backup: roll back and start again")
@@ -56,14 +57,14 @@ async def _plan(ctx: StepContext) -> list[FileJob]:
     return jobs
 
 
-async def _meta_jobs(ctx: StepContext) -> list[FileJob]:
+async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
     """The meta SSTs sit on the metad that made the backup (the leader), at the full paths metad
     returned (``<data_path>/nebula/0/checkpoints/<NAME>/<table>.sst``): find the host that has them."""
     p = _ports(ctx)
-    name = ctx.facts["backup_name"]
-    files = {posixpath.basename(f) for f in ctx.facts["meta_files"]}
-    dirs = sorted({posixpath.dirname(f) for f in ctx.facts.get("meta_paths") or [] if posixpath.isabs(f)})
-    for m in ctx.extra["topology"]["meta"]:
+    name = ctx.data.name
+    files = {posixpath.basename(f) for f in ctx.data.meta_files}
+    dirs = sorted({posixpath.dirname(f) for f in ctx.data.meta_paths if posixpath.isabs(f)})
+    for m in ctx.data.topo["meta"]:
         host = p.hosts.host(m["host"])
         candidates = dirs or [meta_checkpoint_dir(dp, name) for dp in m["data_paths"]]
         for mdir in candidates:
@@ -75,17 +76,18 @@ async def _meta_jobs(ctx: StepContext) -> list[FileJob]:
                        hint="was the snapshot dropped by hand? roll back and start a new backup")
 
 
-async def copied(ctx: StepContext) -> dict[str, Any]:
+async def copied(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
-    name = ctx.facts["backup_name"]
+    name = ctx.data.name
     jobs = await _plan(ctx)
     await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
     ctx.record(FILES_PLANNED, {"files": len(jobs), "bytes": sum(j.size for j in jobs)})
     # Resume: a file journaled as copied counts only if the object is there with that size.
     present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
-    done = ctx.extra.get("copied", {})
-    todo = [j for j in jobs if not (j.key in done and done[j.key]["size"] == j.size and present.get(j.key) == j.size)]
-    limits: Limits = ctx.runtime["limits"]
+    done = ctx.data.files
+    todo = [j for j in jobs if not ((d := done.get(j.key)) is not None and d.size == j.size
+                                    and present.get(j.key) == j.size)]
+    limits: Limits = ctx.runtime.limits
     p.progress.start("copy", sum(j.size for j in todo))
     events = EventBatcher(ctx.record_batch)
     sent = [0]  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
@@ -94,7 +96,7 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
 
     async def one(job: FileJob) -> None:
         nonlocal count
-        saved = ctx.extra.get("parts", {}).get(job.key)
+        saved = ctx.data.files.upload(job.key)
         state = UploadState(saved["upload_id"], list(saved["parts"]), saved["part_size"]) if saved else UploadState()
         journaled = {(state.upload_id, p["n"], p["etag"]) for p in state.parts}
 
@@ -108,9 +110,8 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
                 journaled.add((s.upload_id, part["n"], part["etag"]))
                 # a hint, not a commitment: lost (power loss only), it costs re-sending one part or block,
                 # and UPLOADED aborts any upload left unfinished; so no fsync per part
-                ctx.record(PART_UPLOADED, {"key": job.key, "upload_id": s.upload_id, "part_size": s.part_size,
-                                           "n": part["n"], "etag": part["etag"], "size": part["size"]},
-                           durable=False)
+                ctx.record(PartUploaded(key=job.key, upload_id=s.upload_id, part_size=s.part_size, n=part["n"],
+                                        etag=part["etag"], size=part["size"]), durable=False)
                 parts_sent += 1
                 failpoints.hit(f"part:{parts_sent}")
 
@@ -123,10 +124,9 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
             sent[0] += up.sent
         count += 1
         failpoints.hit(f"file:{count}")
-        events.add(FILE_COPIED, {"key": job.key, "host": job.host, "path": job.path, "size": job.size,
-                                 "sha256": digest})
+        events.add(FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest))
 
-    helpers = direct.Helpers() if ctx.extra.get("data_path") == direct.DIRECT else None
+    helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     try:
         await run_bounded(todo, lambda j: j.host, limits, one)
     finally:
@@ -135,14 +135,14 @@ async def copied(ctx: StepContext) -> dict[str, Any]:
         if helpers is not None:
             await helpers.close()
     return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
-            "bytes_sent": sent[0], "data_path": ctx.extra.get("data_path", direct.VIA_BRSM),
-            "data_path_why": ctx.extra.get("data_path_why", "")}
+            "bytes_sent": sent[0], "data_path": (ctx.data.data_path or direct.VIA_BRSM),
+            "data_path_why": ctx.data.data_path_why}
 
 
-async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
+async def _send_direct(ctx: BackupContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
     """The host sends the file itself; a dropped helper or an upload the store dropped is tried again
     from the parts journaled so far, by the same file-level rule as on the path through brsm."""
-    p, limits = _ports(ctx), ctx.runtime["limits"]
+    p, limits = _ports(ctx), ctx.runtime.limits
     latest = [state]
 
     def journal(s: UploadState) -> None:
@@ -159,9 +159,9 @@ async def _send_direct(ctx: StepContext, job: FileJob, state: UploadState, on_pa
     return await whole_file(f"copying {job.host}:{job.path}", once)
 
 
-async def undo_copied(ctx: StepContext) -> None:
+async def undo_copied(ctx: BackupContext) -> None:
     p = _ports(ctx)
-    name = ctx.facts.get("backup_name")
+    name = ctx.data.backup_name
     if name:
         await p.storage.abort_uploads(f"{name}/")
         await p.storage.delete_prefix(f"{name}/")

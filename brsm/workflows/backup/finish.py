@@ -7,51 +7,49 @@ import json
 from typing import Any
 
 from brsm import __version__
-from brsm.engine.runner import StepContext
 from brsm.errors import StorageError
 from brsm.workflows import common
 from brsm.workflows.layout import in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, _ports
+from brsm.workflows.backup.state import BackupContext
 
 
 # -- UPLOADED ---------------------------------------------------------------------------------------------
-def build_manifest(ctx: StepContext) -> dict[str, Any]:
-    copied = ctx.extra.get("copied", {})
-    files = sorted(({"key": d["key"], "size": d["size"], "sha256": d["sha256"], "host": d["host"], "path": d["path"]}
-                    for d in copied.values()), key=lambda f: f["key"])
+def build_manifest(ctx: BackupContext) -> dict[str, Any]:
+    files = sorted(({"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
+                    for d in ctx.data.files), key=lambda f: f["key"])
     return {
         "format": 1,
         "tool": "brsm",
         "brsm_version": __version__,
         "op_id": ctx.op_id,
         "op_ref": ctx.ref,
-        "backup_name": ctx.facts["backup_name"],
-        "create_time_ms": ctx.facts["create_time_ms"],
-        "spaces": ctx.facts["spaces"],
-        "all_spaces": ctx.facts["all_spaces"],
-        "meta_files": ctx.facts["meta_files"],
+        "backup_name": ctx.data.name,
+        "create_time_ms": ctx.data.create_time_ms,
+        "spaces": ctx.data.spaces,
+        "all_spaces": ctx.data.all_spaces,
+        "meta_files": ctx.data.meta_files,
         # the .meta is written just before the manifest: a reader can tell when it changed since
-        "meta_sha256": hashlib.sha256(base64.b64decode(ctx.facts["meta_b64"])).hexdigest(),
-        "storage_hosts": ctx.facts["storage_hosts"],
-        "topology": ctx.extra["topology"],
+        "meta_sha256": hashlib.sha256(base64.b64decode(ctx.data.meta_b64)).hexdigest(),
+        "storage_hosts": ctx.data.storage_hosts,
+        "topology": ctx.data.topo,
         "total_bytes": sum(f["size"] for f in files),
         "files": files,
     }
 
 
-async def uploaded(ctx: StepContext) -> dict[str, Any]:
+async def uploaded(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
-    name = ctx.facts["backup_name"]
+    name = ctx.data.name
     planned = {o.key: o.size for o in await p.storage.list(f"{name}/")}
-    copied = ctx.extra.get("copied", {})
-    missing = [k for k, d in copied.items() if planned.get(k) != d["size"]]
+    missing = [d.key for d in ctx.data.files if planned.get(d.key) != d.size]
     if missing:
         raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
                            hint=f"run `brsm resume {ctx.op_id}` to copy them again")
     # Every file is complete: an upload still open under the backup was started by an attempt that
     # crashed before journaling its first part, and would linger (and cost) forever.
     await p.storage.abort_uploads(f"{name}/")
-    await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.facts["meta_b64"]))
+    await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.data.meta_b64))
     manifest = build_manifest(ctx)
     anchor = ctx.journal_anchor()
     if anchor is not None:  # the journal's state now, kept with the backup (`brsm journal verify --against`)
@@ -62,18 +60,18 @@ async def uploaded(ctx: StepContext) -> dict[str, Any]:
     return {"manifest": manifest_key(name), "total_bytes": manifest["total_bytes"], "total_files": len(manifest["files"])}
 
 
-async def undo_uploaded(ctx: StepContext) -> None:
+async def undo_uploaded(ctx: BackupContext) -> None:
     p = _ports(ctx)
-    name = ctx.facts.get("backup_name")
+    name = ctx.data.backup_name
     if name:
         await p.storage.delete(manifest_key(name))
         await p.storage.delete(meta_file_key(name))
 
 
 # -- CLEANED ---------------------------------------------------------------------------------------------
-async def cleaned(ctx: StepContext) -> dict[str, Any]:
+async def cleaned(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
-    name = ctx.facts["backup_name"]
+    name = ctx.data.name
     listed = name in {s.name for s in await p.meta.list_snapshots()}
     if listed:
         await p.meta.drop_snapshots([name])

@@ -6,32 +6,31 @@ import base64
 import time
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, MetaError
 from brsm.ports import CreatedBackup
 from brsm.workflows import common, topology
-from brsm.workflows.backup.context import (CREATE_BACKUP_ABANDONED, SNAPSHOT_DROPPED, SNAPSHOT_REQUESTED, BackupPorts,
-                                           _ports)
+from brsm.workflows.backup.context import SNAPSHOT_DROPPED, BackupPorts, _ports
+from brsm.workflows.backup.state import BackupContext, CreateBackupAbandoned, SnapshotRequested
 
 
 # -- SNAPSHOTTED --------------------------------------------------------------------------------------
-def _leaked(ctx: StepContext, current: list[str]) -> list[str]:
+def _leaked(ctx: BackupContext, current: list[str]) -> list[str]:
     """Snapshots that appeared since our intent: ours, lost by a crash before completion.
 
     While we hold the lease no other brsm run creates snapshots, so a new BACKUP_* snapshot since
     the list recorded in SnapshotRequested is ours (see docs/design.md for the residual risk of
     someone creating one by hand in that window).
     """
-    before = set(ctx.extra.get("snapshots_before", []))
+    before = set((ctx.data.snapshots_before or []))
     return [n for n in current if n not in before and n.startswith("BACKUP_")]
 
 
-def _metad(ctx: StepContext) -> str:
-    addrs = [m["addr"] for m in ctx.extra.get("topology", {}).get("meta", [])]
+def _metad(ctx: BackupContext) -> str:
+    addrs = [m["addr"] for m in (ctx.data.topology or {}).get("meta", [])]
     return ("metad at " + addrs[0]) if len(addrs) == 1 else f"metad ({', '.join(addrs) or 'no address known'})"
 
 
-async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
+async def _create_backup(ctx: BackupContext, p: BackupPorts) -> CreatedBackup:
     """createBackup, bounded by create_backup_timeout, with a note every few seconds while it runs.
     Given up on (the bound, or a signal), it is journaled (CreateBackupAbandoned): metad may still be
     at work on it, which the rollback then waits out before it drops the snapshot (_snapshots_now)."""
@@ -40,12 +39,11 @@ async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
     t0 = time.monotonic()
 
     def abandoned(why: str) -> None:
-        ctx.record(CREATE_BACKUP_ABANDONED, {"why": why, "after_seconds": round(time.monotonic() - t0, 1),
-                                             "bound_seconds": bound})
+        ctx.record(CreateBackupAbandoned(why=why, after_seconds=round(time.monotonic() - t0, 1), bound_seconds=bound))
 
     try:
         return await common.wait_noting(
-            p.meta.create_backup(list(ctx.params.get("spaces") or []) or None), progress=p.progress, bound=bound,
+            p.meta.create_backup(list(ctx.data.params.spaces) or None), progress=p.progress, bound=bound,
             note=lambda s: f"waiting on {where}: createBackup has not answered for {s:.0f} s (brsm gives it "
                            f"{bound:.0f} s); it checkpoints every storaged, with writes blocked meanwhile")
     except TimeoutError:
@@ -61,7 +59,7 @@ async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
         raise
     except MetaError as e:
         try:  # a failed link() of a --wal_path on another filesystem (EXDEV) is the likely cause
-            note = await topology.wal_link_problem(p.hosts, ctx.extra.get("topology") or {})
+            note = await topology.wal_link_problem(p.hosts, ctx.data.topology or {})
         except BrsmError:
             note = None
         if note is None:
@@ -71,14 +69,14 @@ async def _create_backup(ctx: StepContext, p: BackupPorts) -> CreatedBackup:
                              f"restart storaged; {e.hint or ''}".rstrip("; ")) from e
 
 
-async def _snapshots_now(ctx: StepContext, p: BackupPorts) -> tuple[list[str], list[str]]:
+async def _snapshots_now(ctx: BackupContext, p: BackupPorts) -> tuple[list[str], list[str]]:
     """The cluster's snapshots, and those of them that are ours though never recorded (_leaked).
 
     After a createBackup brsm gave up on, metad may still be at work: its snapshot stays INVALID until
     metad finishes and marks it VALID, so dropping it earlier would not stick. Such a snapshot is waited
     for (at most create_backup_timeout more, with a note every few seconds) before it is dropped."""
     snaps = await p.meta.list_snapshots()
-    if ctx.extra.get("create_backup_abandoned"):
+    if ctx.data.create_backup_abandoned:
         bound = float(p.create_backup_timeout)
         t0, last = time.monotonic(), None
         while True:
@@ -97,17 +95,17 @@ async def _snapshots_now(ctx: StepContext, p: BackupPorts) -> tuple[list[str], l
     return current, _leaked(ctx, current)
 
 
-async def snapshotted(ctx: StepContext) -> dict[str, Any]:
+async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
     p = _ports(ctx)
     current, leaked = await _snapshots_now(ctx, p)
-    if "snapshots_before" in ctx.extra:  # re-run after a crash: drop what the lost attempt made
+    if ctx.data.snapshots_before is not None:  # re-run after a crash: drop what the lost attempt made
         if leaked:
             await p.meta.drop_snapshots(leaked)
             left = await common.remove_meta_checkpoints(p.meta, p.hosts, leaked, p.progress)
             ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it",
                                           "meta_checkpoints": left})
             current = [n for n in current if n not in leaked]
-    ctx.record(SNAPSHOT_REQUESTED, {"existing": current, "spaces": list(ctx.params.get("spaces") or [])})
+    ctx.record(SnapshotRequested(existing=current, spaces=list(ctx.data.params.spaces)))
     created = await _create_backup(ctx, p)
     return {
         "backup_name": created.name,
@@ -122,17 +120,17 @@ async def snapshotted(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-async def undo_snapshotted(ctx: StepContext) -> None:
+async def undo_snapshotted(ctx: BackupContext) -> None:
     p = _ports(ctx)
     current, leaked = await _snapshots_now(ctx, p)
     names = set(leaked)
-    if ctx.facts.get("backup_name") in current:
-        names.add(ctx.facts["backup_name"])
+    if ctx.data.backup_name in current:
+        names.add(ctx.data.name)
     dropped = sorted(names)
     if dropped:
         await p.meta.drop_snapshots(dropped)
     # also when the snapshot was already gone (a rollback run again): a former meta leader's copy stays
-    gone = set(dropped) | {n for n in [ctx.facts.get("backup_name")] if n}
+    gone = set(dropped) | {n for n in [ctx.data.backup_name] if n}
     left = await common.remove_meta_checkpoints(p.meta, p.hosts, gone, p.progress)
     if dropped or left["removed"] or left["left"]:
         ctx.record(SNAPSHOT_DROPPED, {"names": dropped, "why": "rollback", "meta_checkpoints": left})

@@ -21,57 +21,19 @@ from typing import Any
 
 from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import StepContext, Workflow
-from brsm.workflows import common
-from brsm.workflows.restore import check, finish, ownership, partial_meta, scratch, stage, swap
-from brsm.workflows.restore.context import (DOWNTIME_BEGAN, DOWNTIME_ENDED, FILE_RESTORED, MANIFEST_JOURNALED, SERVICE_FOUND_RUNNING,
-                                            SERVICES_STARTING, RestorePorts, down_error)
+from brsm.workflows.restore import check, finish, stage, swap
+from brsm.workflows.restore.context import RestorePorts, down_error
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
+from brsm.workflows.restore.state import RestoreContext, RestoreState
 
-__all__ = ["RestorePorts", "workflow", "has_checksums", "unverified_refusal"]
-
-
-def _reduce_restored(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("restored", {})[d["dest"]] = d
-
-
-def _reduce_downtime_began(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("downtime_began", d["at"])
-    acc.setdefault(ownership.TRACKS_STARTS, bool(d.get(ownership.TRACKS_STARTS)))
-
-
-def _reduce_downtime_ended(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("downtime_seconds", d["seconds"])
-
-
-def _reduce_services_starting(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("services_starting", d)
-
-
-def _reduce_manifest(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc["manifest"] = d["manifest"]
-
-
-REDUCERS = {
-    common.PREFLIGHT_PASSED: common.reduce_preflight,
-    common.PROBE_WRITTEN: common.reduce_probe_written,
-    common.PROBE_REMOVED: common.reduce_probe_removed,
-    FILE_RESTORED: _reduce_restored,
-    DOWNTIME_BEGAN: _reduce_downtime_began,
-    DOWNTIME_ENDED: _reduce_downtime_ended,
-    SERVICES_STARTING: _reduce_services_starting,
-    MANIFEST_JOURNALED: _reduce_manifest,
-    partial_meta.META_INGEST_BUILT: partial_meta.reduce_built,
-    SERVICE_FOUND_RUNNING: ownership.reduce_found_running,
-    **ownership.REDUCERS,
-    **scratch.REDUCERS,
-}
+__all__ = ["RestorePorts", "RestoreState", "workflow", "has_checksums", "unverified_refusal"]
 
 
 def _down_hint(step: Callable[[StepContext], Awaitable[Any]]) -> Callable[[StepContext], Awaitable[Any]]:
     """A step that runs while the cluster may be down: its failure names `brsm rollback N`
     (context.down_error)."""
     @functools.wraps(step)
-    async def run(ctx: StepContext) -> Any:
+    async def run(ctx: RestoreContext) -> Any:
         try:
             return await step(ctx)
         except BaseException as e:
@@ -96,4 +58,4 @@ PHASES = [
 
 
 def workflow() -> Workflow:
-    return Workflow.of_phases(RESTORE, PHASES, reducers=REDUCERS, entry=check)
+    return Workflow.of_phases(RESTORE, PHASES, state=RestoreState, entry=check)

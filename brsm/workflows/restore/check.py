@@ -5,54 +5,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import disk, partial_meta, placement, source, zones
-from brsm.workflows.restore.context import MANIFEST_JOURNALED, UNVERIFIED_ALLOWED, down_error, ports as _p
+from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports as _p
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
+from brsm.workflows.restore.state import ManifestJournaled, RestoreContext
 
 
-async def preflight(ctx: StepContext) -> dict[str, Any]:
+async def preflight(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     p.progress.note(f"topology from {topo['source']}")
     m = await common.as_preflight(source.manifest(ctx))
-    unchecked = source.unverified_refusal(ctx.params["name"], m, bool(ctx.params.get("allow_unverified")))
+    unchecked = source.unverified_refusal(ctx.data.params.name, m, ctx.data.params.allow_unverified)
     if unchecked:
         raise VerificationFailed(unchecked, hint=source.UNVERIFIED_HINT)
     if not source.has_checksums(m):
-        p.progress.note(f"WARNING: restoring {ctx.params['name']} WITHOUT CHECKSUMS (--allow-unverified): its "
+        p.progress.note(f"WARNING: restoring {ctx.data.params.name} WITHOUT CHECKSUMS (--allow-unverified): its "
                         f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
                         "would be restored as they are")
-        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.params["name"], "files": len(m["files"])})
+        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.data.params.name, "files": len(m["files"])})
     # a full restore replaces all of meta: every space's listeners go; a restore of chosen spaces
     # replaces those (whichever of them still exist: the backup's spaces may be gone since)
     await common.as_preflight(common.warn_not_backed_up(
         ctx, p.meta, [int(k) for k in m.get("spaces", {})] if not m.get("all_spaces", True) else None, p.progress,
         "the restore does not bring these back (recreate them after it)"))
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
-    path = await direct.choose(ctx.params.get("data_path") or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
+    path = await direct.choose(ctx.data.params.data_path or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
                                p.storage, p.progress, common.probe_journal(ctx))
     return {"topology": topo, "data_path": path.mode, "data_path_why": path.why}
 
 
-async def attach(ctx: StepContext) -> None:
-    ctx.runtime["limits"] = Limits(concurrency=int(ctx.params.get("concurrency") or 8),
-                                   per_host=int(ctx.params.get("per_host") or 4),
-                                   bucket=TokenBucket(parse_rate(ctx.params.get("rate_limit"))))
+async def attach(ctx: RestoreContext) -> None:
+    ctx.runtime.limits = Limits(concurrency=ctx.data.params.concurrency,
+                                   per_host=ctx.data.params.per_host,
+                                   bucket=TokenBucket(parse_rate(ctx.data.params.rate_limit)))
     try:
         if ctx.mode == "rollback":
             await common.remove_probes(ctx, _p(ctx).storage)
         await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
         st = ctx.state
         if (ctx.mode == "resume" and "CHECKED" in st.completed and "STOPPED" not in st.started
-                and "manifest" not in ctx.extra):
+                and ctx.data.manifest is None):
             # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
             # manifest now, so no step after STOPPED needs the backup's manifest in storage
-            ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(await source.manifest(ctx))})
+            ctx.record(ManifestJournaled(source.for_journal(await source.manifest(ctx))))
     except BaseException as e:  # a resume that cannot start while the cluster is down says how to bring it up
         out = down_error(ctx, e) if ctx.mode != "rollback" else e
         if out is e:
@@ -60,7 +60,7 @@ async def attach(ctx: StepContext) -> None:
         raise out from e
 
 
-async def detach(ctx: StepContext) -> None:
+async def detach(ctx: RestoreContext) -> None:
     common.record_host_keys(ctx, _p(ctx).hosts)
     await common.detach_lease(ctx)
 
@@ -88,64 +88,64 @@ def _check_topology(m: dict[str, Any], topo: dict[str, Any], pairs: list[tuple[s
         raise PreflightFailed(wrong, hint="restore it onto a cluster of the same major release, then upgrade")
 
 
-def _pairs(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tuple[str, str]]:
+def _pairs(ctx: RestoreContext, m: dict[str, Any], topo: dict[str, Any]) -> list[tuple[str, str]]:
     old = [s["addr"] for s in m["topology"]["storage"]]
     new = [s["addr"] for s in topo["storage"]]
     if len(set(old)) != len(set(new)):
         raise PreflightFailed(f"topology differs: the backup has {len(set(old))} storage hosts, the cluster "
                               f"{len(set(new))}", hint="restore onto a cluster with the same number of storage hosts")
-    return placement.pair_hosts(sorted(set(old)), sorted(set(new)), ctx.params.get("host_map"))
+    return placement.pair_hosts(sorted(set(old)), sorted(set(new)), ctx.data.params.host_map)
 
 
-async def _choose_mode(ctx: StepContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
+async def _choose_mode(ctx: RestoreContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
     """Free space on every data path the files go to (the rename aside costs nothing), and whether
     staging beside a serving cluster fits there."""
-    p, topo = _p(ctx), ctx.extra["topology"]
+    p, topo = _p(ctx), ctx.data.topo
     need: dict[tuple[str, str], int] = {}
     for f in m["files"]:
-        tgt = placement.target(ctx.params["name"], f["key"], pairs, topo)
+        tgt = placement.target(ctx.data.params.name, f["key"], pairs, topo)
         if tgt:
             need[(tgt[0], tgt[2])] = need.get((tgt[0], tgt[2]), 0) + f["size"]
     free = {(host, dp): await p.hosts.host(host).free_bytes(dp) for host, dp in sorted(need)}
     free = disk.usable(need, free, topo)  # Nebula's reserve stays free, or the restore stops here
-    choice = placement.choose_mode(need, free, bool(ctx.params.get("offline")))
+    choice = placement.choose_mode(need, free, ctx.data.params.offline)
     if choice.mode is None:
         raise PreflightFailed(choice.why, hint="free space on those data paths")
     return choice
 
 
-async def checked(ctx: StepContext) -> dict[str, Any]:
+async def checked(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await source.manifest(ctx)
-    topo = ctx.extra["topology"]
+    topo = ctx.data.topo
     replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
     pairs = _pairs(ctx, m, topo)
     _check_topology(m, topo, pairs, await zones.restored(ctx, m, topo))
     if not m.get("all_spaces", True):
         await partial_meta.check(ctx, pairs, topo)
-    source.check_keys(ctx.params["name"], m)
+    source.check_keys(ctx.data.params.name, m)
     # Verify the backup before touching the cluster.
-    present = {o.key: o.size for o in await p.storage.list(f"{ctx.params['name']}/")}
+    present = {o.key: o.size for o in await p.storage.list(f"{ctx.data.params.name}/")}
     bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]
     if bad:
-        raise VerificationFailed(f"backup {ctx.params['name']} is damaged: {len(bad)} file(s) missing or of the "
+        raise VerificationFailed(f"backup {ctx.data.params.name} is damaged: {len(bad)} file(s) missing or of the "
                                  f"wrong size, e.g. {bad[0]}", hint="restore another backup; see `brsm verify`")
-    if ctx.params.get("verify") == "full":
+    if ctx.data.params.verify == "full":
         await _verify_full(ctx, m)
     choice = await _choose_mode(ctx, m, pairs)
     lease = common.make_lease(ctx, p.hosts, "restore")
     await lease.acquire()
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
-    if "manifest" not in ctx.extra:  # what every later step needs of the backup, kept in the journal
-        ctx.record(MANIFEST_JOURNALED, {"manifest": source.for_journal(m)})
-    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.params["name"], "files": len(m["files"]),
+    if ctx.data.manifest is None:  # what every later step needs of the backup, kept in the journal
+        ctx.record(ManifestJournaled(source.for_journal(m)))
+    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.data.params.name, "files": len(m["files"]),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
             "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why,
             "replaced_spaces": replaced}
 
 
-async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> dict[str, str]:
+async def _check_space_ids(ctx: RestoreContext, m: dict[str, Any]) -> dict[str, str]:
     """A backup of chosen spaces replaces only those, each under the id it has in the backup. A space
     of the backup dropped since is simply brought back; one dropped and re-created since (same name,
     another id) is replaced: returned as {its current id: name}, so SET_ASIDE moves its data aside
@@ -170,17 +170,17 @@ async def _check_space_ids(ctx: StepContext, m: dict[str, Any]) -> dict[str, str
     return replaced
 
 
-async def _verify_full(ctx: StepContext, m: dict[str, Any]) -> None:
+async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
     the one re-hash, bounded by --concurrency)."""
     p = _p(ctx)
     files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
-    problems = await rehash(p.storage, files, concurrency=ctx.runtime["limits"].concurrency, progress=p.progress)
+    problems = await rehash(p.storage, files, concurrency=ctx.runtime.limits.concurrency, progress=p.progress)
     if problems:
-        raise VerificationFailed(f"backup {ctx.params['name']}: {len(problems)} file(s) do not match their SHA-256, "
+        raise VerificationFailed(f"backup {ctx.data.params.name}: {len(problems)} file(s) do not match their SHA-256, "
                                  f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")
 
 
-async def undo_checked(ctx: StepContext) -> None:
-    if "topology" in ctx.extra:
+async def undo_checked(ctx: RestoreContext) -> None:
+    if ctx.data.topology is not None:
         await common.make_lease(ctx, _p(ctx).hosts, "restore").release()

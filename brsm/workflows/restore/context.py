@@ -5,27 +5,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, Interrupted, OperationFailed, PreflightFailed
 from brsm.ports import MetaPort, MetaSstCodec, HostsPort, Progress, Storage
-from brsm.workflows import services
 from brsm.workflows.restore import placement
+from brsm.workflows.restore.state import RestoreContext
 
-FILE_RESTORED = "FileRestored"  # a file downloaded and checked (into the staging dir, or in place offline)
+# the events the state folds are named in state.py (and ledger.py); these are only journaled
 SPACES_DROPPED = "SpacesDropped"
-SERVICE_FOUND_RUNNING = "ServiceFoundRunning"
 DATA_PROVED = "RestoredDataProved"
-# journaled by STARTED right before it starts storaged and graphd on the proved data: a resume of a
-# STARTED cut after that point must not prove the data again (the daemons have written into it since,
-# as they must) nor take the daemons it started itself for ones started behind its back
-SERVICES_STARTING = "RestoredServicesStarting"
-DOWNTIME_BEGAN = "DowntimeBegan"  # just before the first service is stopped
-DOWNTIME_ENDED = "DowntimeEnded"  # every storaged ONLINE again (restored, or put back by a rollback)
 UNVERIFIED_ALLOWED = "UnverifiedRestoreAllowed"
-# journaled by CHECKED: the manifest it verified, so no step after it reads the backup's manifest
-# again (a backup deleted or changed in storage meanwhile cannot strand a stopped cluster)
-MANIFEST_JOURNALED = "RestoreManifestJournaled"
-WAIT_SECONDS = services.DEFAULT_TIMEOUT  # per service start/stop (--service-timeout)
 TAMPERED = "the backup was damaged or tampered with; restore another backup (see `brsm show`)"
 
 
@@ -47,27 +35,25 @@ class RestorePorts:
     meta_sst: MetaSstCodec | None = None
 
 
-def ports(ctx: StepContext) -> RestorePorts:
+def ports(ctx: RestoreContext) -> RestorePorts:
     return ctx.ports
 
 
-def partial(ctx: StepContext) -> bool:
+def partial(ctx: RestoreContext) -> bool:
     """A restore of chosen spaces (the backup holds only some)."""
-    return not ctx.facts.get("all_spaces", True)
+    return not ctx.data.all_spaces
 
 
-def chosen_spaces(ctx: StepContext) -> list[str] | None:
+def chosen_spaces(ctx: RestoreContext) -> list[str] | None:
     """The ids of the chosen spaces (each one's dirs are ``<root>/nebula/<id>``), from CHECKED's
-    ``spaces`` fact ({id: name}). A journal written before STARTED journaled its listed names as
-    ``spaces_listed`` holds them as ``spaces`` after STARTED (a later step's fact replaces an earlier
-    one in the fold): names there would make every undo look for ``nebula/<name>``, find nothing to
-    put back, and the set-aside originals be lost. Then the ids come from the manifest CHECKED
-    journaled, which nothing replaces."""
+    ``spaces`` ({id: name}), which only CHECKED's completion sets (RestoreState). A journal written
+    before STARTED journaled its listed names as ``spaces_listed`` has them as STARTED's ``spaces``:
+    they set nothing here, so every undo still finds ``nebula/<id>`` to put back."""
     if not partial(ctx):
         return None
-    spaces = ctx.facts["spaces"]
+    spaces = ctx.data.spaces
     if not isinstance(spaces, dict):
-        spaces = (ctx.extra.get("manifest") or {}).get("spaces")
+        spaces = (ctx.data.manifest or {}).get("spaces")
         if not isinstance(spaces, dict):
             raise OperationFailed("the journal names the chosen spaces by name only, not by id: brsm cannot tell "
                                   "which space dirs this restore set aside",
@@ -76,39 +62,39 @@ def chosen_spaces(ctx: StepContext) -> list[str] | None:
     return sorted(str(k) for k in spaces)
 
 
-def set_aside_spaces(ctx: StepContext) -> list[str] | None:
+def set_aside_spaces(ctx: RestoreContext) -> list[str] | None:
     """The space dirs SET_ASIDE moves away (None: whole roots): the chosen spaces, and the spaces
     re-created since the backup under another id that the restore replaces (CHECKED's
     ``replaced_spaces``; none in a journal from before it existed)."""
     chosen = chosen_spaces(ctx)
     if chosen is None:
         return None
-    return sorted(set(chosen) | {str(k) for k in ctx.facts.get("replaced_spaces") or {}})
+    return sorted(set(chosen) | {str(k) for k in ctx.data.replaced_spaces})
 
 
-def staged(ctx: StepContext) -> bool:
+def staged(ctx: RestoreContext) -> bool:
     """This run stages (CHECKED chose it); an operation journaled before staging existed did not."""
-    return ctx.facts.get("mode") == placement.STAGED
+    return ctx.data.mode == placement.STAGED
 
 
-def pairs(ctx: StepContext) -> list[tuple[str, str]]:
-    return [(o, n) for o, n in ctx.facts["pairs"]]
+def pairs(ctx: RestoreContext) -> list[tuple[str, str]]:
+    return [(o, n) for o, n in ctx.data.pairs]
 
 
-def root_of(ctx: StepContext) -> Callable[[dict[str, Any]], str]:
+def root_of(ctx: RestoreContext) -> Callable[[dict[str, Any]], str]:
     """A storaged's or graphd's root (where its cluster.id is): metad's word, else the config's."""
     p = ports(ctx)
     return lambda s: s.get("root") or p.install_dir(s["host"])
 
 
-def cluster_down(ctx: StepContext) -> bool:
+def cluster_down(ctx: RestoreContext) -> bool:
     """STOPPED began and was not undone, and the restored cluster has not come up (STARTED not
     completed): the cluster may be down until this restore goes on or is rolled back."""
     st = ctx.state
     return "STOPPED" in st.started and "STOPPED" not in st.undone and "STARTED" not in st.completed
 
 
-def down_error(ctx: StepContext, e: BaseException) -> BaseException:
+def down_error(ctx: RestoreContext, e: BaseException) -> BaseException:
     """A failure while the cluster may be down, as the CLI must show it: never a preflight failure
     (exit 4 says nothing was touched), and a hint that names the exact command that brings the
     cluster back up. An interruption is left as it is (the CLI words those from the journal)."""

@@ -14,12 +14,12 @@ import asyncio
 import time
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
-from brsm.workflows.restore.context import DOWNTIME_ENDED, SERVICE_FOUND_RUNNING, WAIT_SECONDS, RestorePorts, ports as _p
+from brsm.workflows.restore.context import RestorePorts, ports as _p
+from brsm.workflows.restore.state import DowntimeEnded, RestoreContext
 
 ALL_DOWN = ("graphd", "storaged", "metad")
 # A "still down" check this process passed less than FRESH_SECONDS ago, with no service started since,
@@ -28,22 +28,21 @@ ALL_DOWN = ("graphd", "storaged", "metad")
 # after it. A resume, or a step after a long one (the offline download), always checks again.
 FRESH_SECONDS = 2.0
 DIR_USERS_SETTLE = (0.5, 1.0, 2.0)  # re-checks of data-dir users before they count
-LAST_DOWN_CHECK = "last_down_check"
 STARTED_BY_US = ("graphd", "storaged")  # metad runs (ours) from META_RESTORED on
 
 ROLE_OF = {"metad": "meta", "storaged": "storage", "graphd": "graph"}
 
 
-def hosts_by_role(ctx: StepContext) -> dict[str, list[str]]:
-    topo = ctx.extra["topology"]
+def hosts_by_role(ctx: RestoreContext) -> dict[str, list[str]]:
+    topo = ctx.data.topo
     return {svc: sorted({s["host"] for s in topo[ROLE_OF[svc]]}) for svc in ("graphd", "storaged", "metad")}
 
 
-def targets(ctx: StepContext, svc: str) -> list[services.ServiceTarget]:
+def targets(ctx: RestoreContext, svc: str) -> list[services.ServiceTarget]:
     """Every host running ``svc``, its install dir (config) and the port it serves on (topology)."""
     p = _p(ctx)
     seen: dict[str, services.ServiceTarget] = {}
-    for s in ctx.extra["topology"][ROLE_OF[svc]]:
+    for s in ctx.data.topo[ROLE_OF[svc]]:
         if s["host"] not in seen:
             seen[s["host"]] = services.ServiceTarget(s["host"], _install_dir(p, s), HostAddr.parse(s["addr"]).port)
     return [seen[h] for h in sorted(seen)]
@@ -53,14 +52,16 @@ def _install_dir(p: RestorePorts, svc: dict[str, Any]) -> str:
     return services.script_dir(svc, p.configured_install_dir, p.install_dir)
 
 
-def service_timeout(ctx: StepContext) -> float:
+def service_timeout(ctx: RestoreContext) -> float:
     """--service-timeout, or (not given) a wait scaled to the data each storaged loads before it
     listens (services.start_timeout); a journal from before that default always holds a number."""
-    given = ctx.params.get("service_timeout")
+    given = ctx.data.params.service_timeout
     if given:
-        return float(given)
-    topo = ctx.extra.get("topology") or {}
-    return services.start_timeout(int(ctx.extra.get("bytes") or 0), len({s["host"] for s in topo.get("storage", [])}))
+        return given
+    topo = ctx.data.topology or {}
+    # The data's size was read from the folded extras, where nothing ever put it (CHECKED journals
+    # ``bytes`` as a step fact): the wait has always been the floor. Kept so, a behaviour change of its own.
+    return services.start_timeout(0, len({s["host"] for s in topo.get("storage", [])}))
 
 
 class StillLoading(OperationFailed):
@@ -72,40 +73,38 @@ class StillLoading(OperationFailed):
     keeps_operation = True
 
 
-async def stop(ctx: StepContext, svc: str) -> None:
+async def stop(ctx: RestoreContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"stop {svc}", len(ts)):
         await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
-            ownership.DAEMON_STOPPED, {"host": t.host, "service": svc}, durable=False))  # lost: judges nothing
+            ownership.DaemonStopped(t.host, svc), durable=False))  # lost: judges nothing
 
 
-def start_watch(ctx: StepContext, svc: str) -> services.StartWatch:
+def start_watch(ctx: RestoreContext, svc: str) -> services.StartWatch:
     """Journal every start this operation issues and the pid it then sees (ownership), and judge a
     daemon found "already running" by those pids: one started behind brsm's back is refused."""
 
     def issued(ts) -> None:
         # durable, one fsync for every host: a start this forgot would make its daemon a stranger
-        ctx.record_batch([(ownership.DAEMON_START_ISSUED, {"host": t.host, "service": svc}) for t in ts])
+        ctx.record_batch([ownership.DaemonStartIssued(t.host, svc) for t in ts])
 
     def started(t: services.ServiceTarget, pid: int | None) -> None:
         # not fsynced (this runs in the downtime): lost, the start stays unresolved, which judges nothing
-        ctx.record(ownership.DAEMON_STARTED, {"host": t.host, "service": svc, "pid": pid, "at": time.time()},
-                   durable=False)
+        ctx.record(ownership.DaemonStarted(t.host, svc, pid=pid, at=time.time()), durable=False)
 
     def foreign(t: services.ServiceTarget, pid: int) -> str | None:
-        if ownership.judge(pid, ctx.extra, t.host, svc) != ownership.FOREIGN:
+        if ownership.judge(pid, ctx.data.own_daemons, ctx.data.tracks_starts, t.host, svc) != ownership.FOREIGN:
             return None
         msg = ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
-                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
-                                           "foreign_pid": pid})
+        ctx.record(ownership.ServiceFoundRunning(t.host, svc, before=f"start {svc}", foreign_pid=pid,
+                                                 why=f"{svc} is running as pid {pid}, not started by this operation"))
         return msg
 
     return services.StartWatch(issued, started, foreign)
 
 
-async def start(ctx: StepContext, svc: str) -> None:
-    ctx.runtime.pop(LAST_DOWN_CHECK, None)
+async def start(ctx: RestoreContext, svc: str) -> None:
+    ctx.runtime.last_down_check = None
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"start {svc}", len(ts)):
         try:
@@ -116,11 +115,11 @@ async def start(ctx: StepContext, svc: str) -> None:
             raise
 
 
-async def _still_loading(ctx: StepContext, e: services.NotListeningYet) -> None:
+async def _still_loading(ctx: RestoreContext, e: services.NotListeningYet) -> None:
     """Raise StillLoading if every storaged that runs without listening is ONLINE in metad's listHosts
     (loading its parts); otherwise return, and the start fails as it is (a storaged metad refuses:
     unregistered, another cluster's id)."""
-    addrs = sorted(s["addr"] for s in ctx.extra["topology"]["storage"] if s["host"] in set(e.hosts))
+    addrs = sorted(s["addr"] for s in ctx.data.topo["storage"] if s["host"] in set(e.hosts))
     try:
         listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
     except BrsmError:
@@ -141,7 +140,7 @@ class hosts_task:
     started before it, advanced to the total and done once every host got there (issue 13: a restore
     was silent for half its time while daemons stopped and started)."""
 
-    def __init__(self, ctx: StepContext, task: str, total: int, unit: str = "hosts") -> None:
+    def __init__(self, ctx: RestoreContext, task: str, total: int, unit: str = "hosts") -> None:
         self.progress, self.task, self.total, self.unit = _p(ctx).progress, task, total, unit
 
     def __enter__(self) -> "hosts_task":
@@ -154,7 +153,7 @@ class hosts_task:
         self.progress.done(self.task)
 
 
-async def start_all(ctx: StepContext) -> None:
+async def start_all(ctx: RestoreContext) -> None:
     await start(ctx, "metad")
     await wait_meta(ctx)
     await start(ctx, "storaged")
@@ -163,20 +162,20 @@ async def start_all(ctx: StepContext) -> None:
 
 
 
-def downtime_ended(ctx: StepContext, how: str) -> float | None:
+def downtime_ended(ctx: RestoreContext, how: str) -> float | None:
     """Journal the end of the cluster's downtime (every storaged ONLINE again: ``how`` "restored" or
     "rolled back"), once; the seconds since DowntimeBegan, in the brsm machine's clock (both ends are
     read by the run that journals them, or a resume's, whose clock may differ: a figure, not a proof)."""
-    began, ended = ctx.extra.get("downtime_began"), ctx.extra.get("downtime_seconds")
+    began, ended = ctx.data.downtime_began, ctx.data.downtime_seconds
     if began is None or ended is not None:
         return ended
     seconds = round(max(0.0, time.time() - began), 3)
-    ctx.record(DOWNTIME_ENDED, {"at": time.time(), "seconds": seconds, "how": how})
+    ctx.record(DowntimeEnded(at=time.time(), seconds=seconds, how=how))
     _p(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
     return seconds
 
 
-async def wait_meta(ctx: StepContext) -> None:
+async def wait_meta(ctx: RestoreContext) -> None:
     deadline = time.monotonic() + service_timeout(ctx)
     while True:
         try:
@@ -188,9 +187,9 @@ async def wait_meta(ctx: StepContext) -> None:
             await asyncio.sleep(0.5)
 
 
-async def wait_storage_online(ctx: StepContext) -> list[str]:
+async def wait_storage_online(ctx: RestoreContext) -> list[str]:
     """Until metad's listHosts counts every storaged of the topology ONLINE (its heartbeat accepted)."""
-    want = sorted({s["addr"] for s in ctx.extra["topology"]["storage"]})
+    want = sorted({s["addr"] for s in ctx.data.topo["storage"]})
     timeout = service_timeout(ctx)
     t0, slept, pause = time.monotonic(), 0.0, 0.1
     while True:
@@ -217,12 +216,12 @@ async def wait_storage_online(ctx: StepContext) -> list[str]:
         pause = min(0.5, pause * 2)
 
 
-async def _offline_causes(ctx: StepContext, addrs: list[str]) -> list[tuple[str, str]]:
+async def _offline_causes(ctx: RestoreContext, addrs: list[str]) -> list[tuple[str, str]]:
     """Why the storaged at ``addrs`` are not ONLINE, where brsm can tell: ``(FOREIGN, line)`` for one that
     runs as a pid this operation did not start, ``("exited", line)`` for one that does not run. A
     storaged that runs as brsm's own (or its status says nothing) adds nothing: then the cause is
     metad's refusal (ADD HOSTS, cluster.id), as the hint says."""
-    by_addr = {s["addr"]: s["host"] for s in ctx.extra["topology"]["storage"]}
+    by_addr = {s["addr"]: s["host"] for s in ctx.data.topo["storage"]}
     ts = {t.host: t for t in targets(ctx, "storaged")}
     hosts = sorted({by_addr[a] for a in addrs if by_addr.get(a) in ts})
 
@@ -237,7 +236,7 @@ async def _offline_causes(ctx: StepContext, addrs: list[str]) -> list[tuple[str,
             return None
         if not st.running:
             return ("exited", f"storaged on {host} is not running (it exited: see its log under {t.install_dir}/logs)")
-        if st.pid is not None and ownership.judge(st.pid, ctx.extra, host, "storaged", issued_now=False) == ownership.FOREIGN:
+        if st.pid is not None and ownership.judge(st.pid, ctx.data.own_daemons, ctx.data.tracks_starts, host, "storaged", issued_now=False) == ownership.FOREIGN:
             return (ownership.FOREIGN, ownership.foreign_message("storaged", host, st.pid, t.install_dir,
                                                                   ctx.op_id, ctx.mode))
         return None
@@ -245,7 +244,7 @@ async def _offline_causes(ctx: StepContext, addrs: list[str]) -> list[tuple[str,
     return [c for c in await asyncio.gather(*(one(h) for h in hosts)) if c]
 
 
-async def refuse_foreign(ctx: StepContext, svcs: tuple[str, ...]) -> None:
+async def refuse_foreign(ctx: RestoreContext, svcs: tuple[str, ...]) -> None:
     """Before a resumed step starts several daemons at once (STARTED: storaged and graphd): refuse if one
     of them runs as a pid this operation did not start, before any start is issued, so nothing starts
     beside it either. One exec per host, every host at once; a daemon that is down, or runs as the
@@ -261,15 +260,14 @@ async def refuse_foreign(ctx: StepContext, svcs: tuple[str, ...]) -> None:
         for svc, t in by_host[host]:
             st, _open = got.get(svc, (None, False))
             if st is not None and st.running and st.pid is not None and \
-                    ownership.judge(st.pid, ctx.extra, host, svc, issued_now=False) == ownership.FOREIGN:
+                    ownership.judge(st.pid, ctx.data.own_daemons, ctx.data.tracks_starts, host, svc, issued_now=False) == ownership.FOREIGN:
                 out.append((svc, t, st.pid))
         return out
 
     found = [f for fs in await asyncio.gather(*(one(h) for h in sorted(by_host))) for f in fs]
     for svc, t, pid in found:
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": f"start {svc}", "host": t.host, "service": svc,
-                                           "why": f"{svc} is running as pid {pid}, not started by this operation",
-                                           "foreign_pid": pid})
+        ctx.record(ownership.ServiceFoundRunning(t.host, svc, before=f"start {svc}", foreign_pid=pid,
+                                                 why=f"{svc} is running as pid {pid}, not started by this operation"))
     if found:
         raise services.ForeignDaemon(
             "; ".join(ownership.foreign_message(svc, t.host, pid, t.install_dir, ctx.op_id, ctx.mode)
@@ -282,8 +280,8 @@ class ServicesNotDown(OperationFailed):
     """A daemon brsm stopped runs again (or its port or data dirs are in use): brsm will not act on a belief."""
 
 
-def dirs_of(ctx: StepContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
-    topo = ctx.extra["topology"]
+def dirs_of(ctx: RestoreContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
+    topo = ctx.data.topo
     out: dict[str, list[str]] = {}
     for svc in svcs:
         role = ROLE_OF[svc]
@@ -294,11 +292,11 @@ def dirs_of(ctx: StepContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
-async def ensure_down(ctx: StepContext, before: str, svcs: tuple[str, ...] = ALL_DOWN) -> None:
+async def ensure_down(ctx: RestoreContext, before: str, svcs: tuple[str, ...] = ALL_DOWN) -> None:
     """Refuse to go on with ``before`` unless every daemon of ``svcs`` is down on every host and no
     process uses their data dirs."""
     p = _p(ctx)
-    last = ctx.runtime.get(LAST_DOWN_CHECK)
+    last = ctx.runtime.last_down_check
     if last is not None and time.monotonic() - last[0] < FRESH_SECONDS and set(svcs) <= last[1]:
         return  # checked moments ago by this process, and nothing started since (start() forgets it)
     p.progress.note(f"checking that {', '.join(svcs)} are still down before {before}")
@@ -315,10 +313,10 @@ async def ensure_down(ctx: StepContext, before: str, svcs: tuple[str, ...] = ALL
     if not found:  # a daemon found running names itself; only without one do the data dirs' users count
         found += [(h, "data dir", why) for h, why in users]
     if not found:
-        ctx.runtime[LAST_DOWN_CHECK] = (time.monotonic(), set(svcs))
+        ctx.runtime.last_down_check = (time.monotonic(), set(svcs))
         return
     for host, svc, why in found:
-        ctx.record(SERVICE_FOUND_RUNNING, {"before": before, "host": host, "service": svc, "why": why})
+        ctx.record(ownership.ServiceFoundRunning(host, svc, before=before, why=why))
     text = "; ".join(f"{h}: {why}" for h, _svc, why in found)
     where = ", ".join(sorted({h for h, _, _ in found}))
     raise ServicesNotDown(

@@ -8,25 +8,25 @@ import time
 from typing import Any
 
 from brsm import failpoints
-from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import anchors, common
 from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
-from brsm.workflows.restore.context import (SERVICES_STARTING, SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
+from brsm.workflows.restore.context import (SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
                                             root_of, staged)
+from brsm.workflows.restore.state import RestoreContext, ServicesStarting
 
 CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 
 
-async def meta_restored(ctx: StepContext) -> dict[str, Any]:
+async def meta_restored(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     m = await source.manifest(ctx)
     # on a resume metad may run already (started by an earlier attempt of this step); the others must not
     await control.ensure_down(ctx, "META_RESTORED", control.ALL_DOWN if ctx.mode == "run" else control.STARTED_BY_US)
     await control.start(ctx, "metad")
     await control.wait_meta(ctx)
-    await scratch.verify(ctx, placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref))  # what metad ingests
+    await scratch.verify(ctx, placement.meta_restore_dirs(ctx.data.topo, ctx.ref))  # what metad ingests
     own_sst = None
     dropped: list[str] = []
     if partial(ctx) and p.meta_sst is not None:
@@ -40,7 +40,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     elif partial(ctx):
         dropped = await _drop_chosen_spaces(ctx, m)
     pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs_of(ctx)]
-    for mh in ctx.extra["topology"]["meta"]:
+    for mh in ctx.data.topo["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
         # step can run again after a crash (ingesting the same tables twice changes nothing)
         d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
@@ -59,7 +59,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
     leftovers = await partial_meta.leftover_keys(ctx, m, own_sst) if own_sst is not None else set()
     if leftovers:  # tombstones only, no host pairs: the parts were mapped by the first ingest
         blob = p.meta_sst.write({}, leftovers)
-        for mh in ctx.extra["topology"]["meta"]:
+        for mh in ctx.data.topo["meta"]:
             ingest = posixpath.join(placement.meta_restore_dir(mh["data_paths"][0], ctx.ref), "ingest")
             path = posixpath.join(ingest, partial_meta.LEFTOVERS_NAME)
             h = p.hosts.host(mh["host"])
@@ -67,7 +67,7 @@ async def meta_restored(ctx: StepContext) -> dict[str, Any]:
                 await h.remove_tree(path)
             await h.write_file(path, _chunks(blob))
             await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [path], [])
-    return {"meta_restored_on": [mh["addr"] for mh in ctx.extra["topology"]["meta"]], "spaces_dropped": dropped,
+    return {"meta_restored_on": [mh["addr"] for mh in ctx.data.topo["meta"]], "spaces_dropped": dropped,
             **({"meta_ingested": "the chosen spaces' keys only (brsm's SST)",
                 "leftover_schema_removed": len(leftovers)} if own_sst is not None else {})}
 
@@ -76,7 +76,7 @@ async def _chunks(blob: bytes):
     yield blob
 
 
-async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any], *, only_replaced: bool = False) -> list[str]:
+async def _drop_chosen_spaces(ctx: RestoreContext, m: dict[str, Any], *, only_replaced: bool = False) -> list[str]:
     """A backup of chosen spaces replaces those spaces' meta entries: drop them first, as nebula-br's
     ``checkAndDropSpaces`` does, or what was added since the backup (tags, edges, indexes, roles of
     that space) would survive beside the restored entries. Done while storaged is down (it never
@@ -88,7 +88,7 @@ async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any], *, only_repla
     spaces (the chosen spaces themselves are replaced by brsm's own SST)."""
     p = _p(ctx)
     current = await p.meta.list_spaces()
-    replaced = {int(k) for k in ctx.facts.get("replaced_spaces") or {}}
+    replaced = {int(k) for k in ctx.data.replaced_spaces}
     dropped = []
     for sid, name in sorted(m["spaces"].items()):
         now = current.get(name)
@@ -107,11 +107,11 @@ async def _drop_chosen_spaces(ctx: StepContext, m: dict[str, Any], *, only_repla
     return dropped
 
 
-async def undo_meta_restored(ctx: StepContext) -> None:
+async def undo_meta_restored(ctx: RestoreContext) -> None:
     await control.stop(ctx, "metad")
 
 
-async def started(ctx: StepContext) -> dict[str, Any]:
+async def started(ctx: RestoreContext) -> dict[str, Any]:
     """storaged, then graphd, each running and listening on every host; every storaged ONLINE in
     listHosts; the restored spaces listed. Until all of that holds the step fails (and the run rolls
     back): a storaged that does not come up is never reported as restored."""
@@ -138,16 +138,16 @@ async def started(ctx: StepContext) -> dict[str, Any]:
     return {"spaces_listed": sorted(want), "storage_online": online, "proved": proved, "downtime_seconds": downtime}
 
 
-async def _prove_before_start(ctx: StepContext) -> dict[str, Any]:
+async def _prove_before_start(ctx: RestoreContext) -> dict[str, Any]:
     """Down, and the data the backup's, right before the first start; journaled as done once the
     starts are issued. The sweep found a resume of a STARTED killed after its starts re-proving data
     the daemons had written into since (a false "not as staged", exit 6, the cluster left down): what
     was proved before the journaled start is not proved again, and the daemons then running are ours."""
-    if "services_starting" in ctx.extra:
+    if ctx.data.services_starting is not None:
         # the daemons running now may be an earlier attempt's (ours) or someone else's: judged by pid
         await control.refuse_foreign(ctx, control.STARTED_BY_US)
         return {"how": "proved before the first start, which an earlier attempt of this step journaled",
-                "starting": ctx.extra["services_starting"]}
+                "starting": ctx.data.services_starting}
     if staged(ctx):
         _, proved = await common.gather_bounded(2, lambda aw: aw, [
             control.ensure_down(ctx, "STARTED", control.STARTED_BY_US), proof.check_fingerprints(ctx)])
@@ -155,16 +155,16 @@ async def _prove_before_start(ctx: StepContext) -> dict[str, Any]:
         await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
         proved = await proof.rehash_restored(ctx)
         await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)  # nothing started while the files were re-hashed
-    ctx.record(SERVICES_STARTING, {"at": time.time(), "services": ["storaged", "graphd"]})
+    ctx.record(ServicesStarting(at=time.time(), services=["storaged", "graphd"]))
     return proved
 
 
-async def undo_started(ctx: StepContext) -> None:
+async def undo_started(ctx: RestoreContext) -> None:
     await control.stop(ctx, "graphd")
     await control.stop(ctx, "storaged")
 
 
-async def cleaned(ctx: StepContext) -> dict[str, Any]:
+async def cleaned(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     aside = placement.aside_name(ctx.ref)
 
@@ -172,13 +172,13 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
         host, dp = data_dir
         h = p.hosts.host(host)
         d = posixpath.join(dp, aside)
-        if not ctx.params.get("keep_old") and await h.exists(d):
+        if not ctx.data.params.keep_old and await h.exists(d):
             await h.remove_tree(d)
             return f"{host}:{d}"
         return None
 
     # every set-aside data dir at once (CLEAN_AT_ONCE at a time), one `rm -rf` each, one progress step each
-    dirs = placement.data_dirs(ctx.extra["topology"])
+    dirs = placement.data_dirs(ctx.data.topo)
     p.progress.start("remove set-aside data", len(dirs), unit="dirs")
 
     async def clean_one(data_dir: tuple[str, str]) -> str | None:
@@ -191,15 +191,15 @@ async def cleaned(ctx: StepContext) -> dict[str, Any]:
         removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
     finally:
         p.progress.done("remove set-aside data")
-    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+    for c in placement.cluster_id_files(ctx.data.topo, root_of(ctx), ctx.ref):
         h = p.hosts.host(c.host)
         if await h.exists(c.absent_marker):
             await h.remove_tree(c.absent_marker)
-        if not ctx.params.get("keep_old") and await h.exists(c.aside):
+        if not ctx.data.params.keep_old and await h.exists(c.aside):
             await h.remove_tree(c.aside)
             removed.append(f"{c.host}:{c.aside}")
     await stage.undo_staged(ctx)  # the meta restore dirs, and any staging dir left empty by the swap
     await anchors.write_anchor(ctx, p.storage, "restore")  # the journal as it is now, kept in the storage
     await common.remove_probes(ctx, p.storage)
     await common.make_lease(ctx, p.hosts, "restore").release()
-    return {"removed_aside": removed, "kept_aside": bool(ctx.params.get("keep_old"))}
+    return {"removed_aside": removed, "kept_aside": ctx.data.params.keep_old}

@@ -16,8 +16,10 @@ tell, and never calls a daemon foreign on a guess.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from brsm.engine.state import ABSENT, Event
 
 DAEMON_STARTED = "RestoreDaemonStarted"  # {host, service, pid}: the pid that runs right after brsm's start
 DAEMON_START_ISSUED = "RestoreDaemonStartIssued"  # {host, service}: journaled before `nebula.service start`
@@ -31,48 +33,101 @@ def key(host: str, service: str) -> str:
     return f"{service}@{host}"
 
 
-def reduce_started(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    if d.get("pid") is not None and int(d["pid"]) not in rec["pids"]:
-        rec["pids"].append(int(d["pid"]))
-    rec["pending"] = 0  # the start issued before it learnt its pid
+SERVICE_FOUND_RUNNING = "ServiceFoundRunning"
 
 
-def reduce_stopped(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    rec["down_seen"] = True
+@dataclass(frozen=True)
+class DaemonStarted(Event):
+    """The pid that runs right after brsm's start (None: none showed)."""
+
+    TYPE: ClassVar[str] = DAEMON_STARTED
+    host: str
+    service: str
+    pid: int | None = ABSENT
+    at: float = ABSENT
 
 
-def reduce_issued(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-    rec["pending"] = rec.get("pending", 0) + 1
+@dataclass(frozen=True)
+class DaemonStartIssued(Event):
+    """Journaled before `nebula.service start`."""
+
+    TYPE: ClassVar[str] = DAEMON_START_ISSUED
+    host: str
+    service: str
 
 
-def reduce_found_running(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    """ServiceFoundRunning with ``foreign_pid`` (optional key): the start this attempt issued found
-    someone else's daemon and started nothing, so it leaves no start of brsm's unresolved."""
-    if d.get("foreign_pid") is not None:
-        rec = acc.setdefault("own_daemons", {}).setdefault(key(d["host"], d["service"]), {"pids": [], "pending": 0})
-        rec["pending"] = 0
+@dataclass(frozen=True)
+class DaemonStopped(Event):
+    """brsm saw the daemon down after its own stop."""
+
+    TYPE: ClassVar[str] = DAEMON_STOPPED
+    host: str
+    service: str
 
 
-REDUCERS = {DAEMON_STARTED: reduce_started, DAEMON_START_ISSUED: reduce_issued, DAEMON_STOPPED: reduce_stopped}
+@dataclass(frozen=True)
+class ServiceFoundRunning(Event):
+    """A daemon runs where brsm needs it down (``why``); ``foreign_pid``: a start found someone else's."""
+
+    TYPE: ClassVar[str] = SERVICE_FOUND_RUNNING
+    host: str
+    service: str
+    before: str = ABSENT
+    why: str = ABSENT
+    foreign_pid: int = ABSENT
 
 
-def judge(pid: int | None, extra: Mapping[str, Any], host: str, service: str, *, issued_now: bool = True) -> str:
+class OwnDaemons:
+    """Per daemon (``key(host, service)``): the pids seen right after brsm's own starts, the starts
+    issued and not yet resolved (``pending``), and whether brsm saw it down after its own stop."""
+
+    def __init__(self) -> None:
+        self.by_daemon: dict[str, dict[str, Any]] = {}
+
+    def _rec(self, e: Any) -> dict[str, Any]:
+        return self.by_daemon.setdefault(key(e.host, e.service), {"pids": [], "pending": 0})
+
+    def fold(self, e: DaemonStarted | DaemonStartIssued | DaemonStopped | ServiceFoundRunning) -> None:
+        if isinstance(e, DaemonStarted):
+            rec = self._rec(e)
+            if e.pid is not ABSENT and e.pid is not None and int(e.pid) not in rec["pids"]:
+                rec["pids"].append(int(e.pid))
+            rec["pending"] = 0  # the start issued before it learnt its pid
+        elif isinstance(e, DaemonStopped):
+            self._rec(e)["down_seen"] = True
+        elif isinstance(e, DaemonStartIssued):
+            rec = self._rec(e)
+            rec["pending"] = rec.get("pending", 0) + 1
+        elif e.foreign_pid is not ABSENT and e.foreign_pid is not None:
+            # the start this attempt issued found someone else's daemon and started nothing, so it
+            # leaves no start of brsm's unresolved
+            self._rec(e)["pending"] = 0
+
+    def get(self, host: str, service: str) -> dict[str, Any]:
+        return self.by_daemon.get(key(host, service)) or {"pids": [], "pending": 0}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OwnDaemons) and self.by_daemon == other.by_daemon
+
+    def __repr__(self) -> str:
+        return f"OwnDaemons({self.by_daemon!r})"
+
+
+def judge(pid: int | None, daemons: OwnDaemons, tracks_starts: bool, host: str, service: str, *,
+          issued_now: bool = True) -> str:
     """Whose is the daemon ``service`` on ``host`` that runs as ``pid`` (what ``start`` answered
-    "already running", or what status shows)? ``extra``: the operation's folded journal.
-    ``issued_now``: this attempt journaled a start intent for it just before asking (it is counted in
-    ``pending`` and must not make the answer "unknown" by itself).
+    "already running", or what status shows)? ``daemons`` and ``tracks_starts``: the operation's
+    folded journal (RestoreState). ``issued_now``: this attempt journaled a start intent for it just
+    before asking (it is counted in ``pending`` and must not make the answer "unknown" by itself).
 
-    >>> ex = {"tracks_starts": True, "own_daemons": {"storaged@h": {"pids": [42], "pending": 1, "down_seen": True}}}
-    >>> judge(42, ex, "h", "storaged"), judge(7, ex, "h", "storaged"), judge(7, {}, "h", "storaged")
+    >>> ds = OwnDaemons(); ds.by_daemon["storaged@h"] = {"pids": [42], "pending": 1, "down_seen": True}
+    >>> judge(42, ds, True, "h", "storaged"), judge(7, ds, True, "h", "storaged"), judge(7, OwnDaemons(), False, "h", "storaged")
     ('ours', 'foreign', 'unknown')
     """
-    rec = (extra.get("own_daemons") or {}).get(key(host, service)) or {"pids": [], "pending": 0}
+    rec = daemons.get(host, service)
     if pid is not None and pid in rec["pids"]:
         return OURS
-    if not extra.get(TRACKS_STARTS):
+    if not tracks_starts:
         return UNKNOWN  # a journal from before pids were journaled: as brsm always did
     if not rec.get("down_seen"):
         return UNKNOWN  # brsm never saw it down: it may be the daemon that ran before brsm's stop

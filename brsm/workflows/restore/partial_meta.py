@@ -17,12 +17,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import MetaError, PreflightFailed
 from brsm.workflows.restore import meta_ingest, placement
 from brsm.workflows.restore.context import ports as _p
+from brsm.workflows.restore.state import META_INGEST_BUILT, RestoreContext
 
-META_INGEST_BUILT = "MetaIngestBuilt"  # the SST built for the chosen spaces (base64), reused by a resume
 INGEST_NAME = "brsm_chosen_spaces.sst"
 LEFTOVERS_NAME = "brsm_leftover_schema.sst"
 # RaftPart.cpp: a follower applies a committed entry when the next heartbeat carries the commit id
@@ -50,7 +49,7 @@ def refusal(pairs: list[tuple[str, str]], cluster_storage: list[str]) -> str | N
               "leave that host and its storaged would remove them on start")
 
 
-async def check(ctx: StepContext, pairs: list[tuple[str, str]], topo: dict[str, Any]) -> None:
+async def check(ctx: RestoreContext, pairs: list[tuple[str, str]], topo: dict[str, Any]) -> None:
     """CHECKED, for a restore of chosen spaces: the host map keeps the cluster's hosts, and the SST
     writer is there (before anything stops)."""
     why = refusal(pairs, [s["addr"] for s in topo["storage"]])
@@ -62,17 +61,17 @@ async def check(ctx: StepContext, pairs: list[tuple[str, str]], topo: dict[str, 
         codec.write({b"probe": b""}, set())  # rocksdict missing: refused here, not in the downtime
 
 
-async def settle(ctx: StepContext) -> None:
+async def settle(ctx: RestoreContext) -> None:
     """With several metads, wait for the followers to apply what the leader had committed before the
     stop: an entry applied after restoreMeta's local ingest would undo part of it on that metad."""
-    if len(ctx.extra["topology"]["meta"]) > 1:
-        await asyncio.sleep(float(ctx.params.get("meta_settle_seconds") or SETTLE_SECONDS))
+    if len(ctx.data.topo["meta"]) > 1:
+        await asyncio.sleep((ctx.data.params.meta_settle_seconds or SETTLE_SECONDS))
 
 
-async def _backup_rows(ctx: StepContext, m: dict[str, Any]) -> dict[bytes, bytes]:
+async def _backup_rows(ctx: RestoreContext, m: dict[str, Any]) -> dict[bytes, bytes]:
     """The backup's meta rows, read from the first metad's restore dir (proved before the stop)."""
     p = _p(ctx)
-    mh = ctx.extra["topology"]["meta"][0]
+    mh = ctx.data.topo["meta"][0]
     d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
     h = p.hosts.host(mh["host"])
     blobs = []
@@ -81,13 +80,13 @@ async def _backup_rows(ctx: StepContext, m: dict[str, Any]) -> dict[bytes, bytes
     return p.meta_sst.read(blobs)
 
 
-async def replaced_schema_keys(ctx: StepContext) -> set[bytes]:
+async def replaced_schema_keys(ctx: RestoreContext) -> set[bytes]:
     """The schema keys of the spaces CHECKED found re-created under another id (``replaced_spaces``),
     read while they still exist: their dropSpace leaves these behind, under an id that a later space
     could be given. A space already gone (a resume after the drop) lists nothing."""
     p = _p(ctx)
     keys: set[bytes] = set()
-    for sid in sorted(int(k) for k in ctx.facts.get("replaced_spaces") or {}):
+    for sid in sorted(int(k) for k in ctx.data.replaced_spaces):
         try:
             keys |= meta_ingest.live_keys(sid, await p.meta.list_schema(sid))
         except MetaError:
@@ -95,9 +94,9 @@ async def replaced_schema_keys(ctx: StepContext) -> set[bytes]:
     return keys
 
 
-async def build(ctx: StepContext, m: dict[str, Any], *, also_delete: set[bytes] = frozenset()) -> bytes:
+async def build(ctx: RestoreContext, m: dict[str, Any], *, also_delete: set[bytes] = frozenset()) -> bytes:
     """The SST for this restore: built once (journaled), the same bytes for every metad and every resume."""
-    done = ctx.extra.get("meta_ingest")
+    done = ctx.data.meta_ingest
     if done:
         return base64.b64decode(done["sst"])
     p = _p(ctx)
@@ -112,11 +111,7 @@ async def build(ctx: StepContext, m: dict[str, Any], *, also_delete: set[bytes] 
     return blob
 
 
-def reduce_built(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("meta_ingest", d)
-
-
-async def leftover_keys(ctx: StepContext, m: dict[str, Any], ingested: bytes) -> set[bytes]:
+async def leftover_keys(ctx: RestoreContext, m: dict[str, Any], ingested: bytes) -> set[bytes]:
     """Schema keys a restored space lists that the ingested SST does not hold: what a space dropped
     since the backup left behind (DropSpaceProcessor keeps tags, edges and indexes), which no listing
     could show while the space was gone and which reappear with it."""

@@ -14,11 +14,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import VerificationFailed
 from brsm.ports import TreeFingerprint
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports as _p
+from brsm.workflows.restore.state import RestoreContext
 
 HASH_BATCH = 64
 # Format 1 (journals written before format 2): regular files only, by path, size, mtime and inode.
@@ -26,28 +26,28 @@ HASH_BATCH = 64
 FORMAT = 2
 
 
-async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str, Any]:
+async def rehash_restored(ctx: RestoreContext, *, staged: bool = False) -> dict[str, Any]:
     """Re-hash on the hosts every restored file that has a SHA-256 in the manifest (sha256sum, all
     hosts at once): offline right before anything is started on it, staged at the end of STAGED.
     A staged file that differs is removed, so a resume downloads it again."""
     p = _p(ctx)
     by_host: dict[str, list[dict[str, Any]]] = {}
-    for d in ctx.extra.get("restored", {}).values():
-        if d.get("sha256"):
-            by_host.setdefault(d["host"], []).append(d)
-    total = sum(d["size"] for ds in by_host.values() for d in ds)
+    for d in ctx.data.restored:
+        if d.sha256:
+            by_host.setdefault(d.host, []).append(d)
+    total = sum(d.size for ds in by_host.values() for d in ds)
     p.progress.start("re-hash restored files", total)
     bad: list[tuple[str, str, str]] = []  # (host, path, "missing" or "changed")
 
     async def one(host: str) -> None:
-        files = sorted(by_host[host], key=lambda d: d["dest"])
+        files = sorted(by_host[host], key=lambda d: d.dest)
         for i in range(0, len(files), HASH_BATCH):
             batch = files[i:i + HASH_BATCH]
-            got = await p.hosts.host(host).hash_files([d["dest"] for d in batch], timeout=3600)
+            got = await p.hosts.host(host).hash_files([d.dest for d in batch], timeout=3600)
             for d in batch:
-                if got.get(d["dest"]) != d["sha256"]:
-                    bad.append((host, d["dest"], "missing" if d["dest"] not in got else "changed"))
-            p.progress.advance("re-hash restored files", sum(d["size"] for d in batch))
+                if got.get(d.dest) != d.sha256:
+                    bad.append((host, d.dest, "missing" if d.dest not in got else "changed"))
+            p.progress.advance("re-hash restored files", sum(d.size for d in batch))
 
     try:
         await asyncio.gather(*(one(h) for h in sorted(by_host)))
@@ -73,7 +73,7 @@ async def rehash_restored(ctx: StepContext, *, staged: bool = False) -> dict[str
     return facts
 
 
-async def fingerprints(ctx: StepContext, dirs: Sequence[tuple[str, str]], *,
+async def fingerprints(ctx: RestoreContext, dirs: Sequence[tuple[str, str]], *,
                        fmt: int = FORMAT) -> dict[str, str | None]:
     """``{"host:dir": fingerprint}`` for every (host, dir), one command per host, every host at once
     (``fmt``: the format the fingerprints compared against were taken in). A dir that is a symlink
@@ -116,24 +116,24 @@ def fingerprint_changes(before: dict[str, str | None], now: dict[str, str | None
     return out
 
 
-def fingerprinted_dirs(ctx: StepContext) -> list[tuple[str, str]]:
+def fingerprinted_dirs(ctx: RestoreContext) -> list[tuple[str, str]]:
     """What the staged proof covers: each staged tree (by its staged path) and each meta restore dir."""
-    topo = ctx.extra["topology"]
+    topo = ctx.data.topo
     return ([(h, s) for h, s, _live in placement.swaps(topo, ctx.ref, chosen_spaces(ctx))]
             + placement.meta_restore_dirs(topo, ctx.ref))
 
 
-async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> dict[str, Any]:
+async def check_fingerprints(ctx: RestoreContext, *, meta_only: bool = False) -> dict[str, Any]:
     """Staged: the trees in place (and the meta restore dirs) are the ones re-hashed in STAGED —
     same files, sizes, mtimes and inodes. STAGED fingerprinted each tree at its staged path; the swap
     renamed it to its live path (placement.swaps), a meta restore dir stays where it was."""
-    want: dict[str, str | None] = ctx.facts["fingerprints"]
-    now_at = {f"{h}:{d}": (h, d) for h, d in placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)}
+    want: dict[str, str | None] = ctx.data.fingerprints
+    now_at = {f"{h}:{d}": (h, d) for h, d in placement.meta_restore_dirs(ctx.data.topo, ctx.ref)}
     if not meta_only:
-        now_at.update({f"{h}:{s}": (h, live) for h, s, live in placement.swaps(ctx.extra["topology"], ctx.ref,
+        now_at.update({f"{h}:{s}": (h, live) for h, s, live in placement.swaps(ctx.data.topo, ctx.ref,
                                                                                 chosen_spaces(ctx))})
     keys = sorted(k for k in want if k in now_at)
-    got = await fingerprints(ctx, [now_at[k] for k in keys], fmt=int(ctx.facts.get("fingerprint_format", 1)))
+    got = await fingerprints(ctx, [now_at[k] for k in keys], fmt=ctx.data.fingerprint_format)
     changed = fingerprint_changes({k: want[k] for k in keys},
                                   {k: got[f"{now_at[k][0]}:{now_at[k][1]}"] for k in keys})
     if changed:
@@ -141,7 +141,7 @@ async def check_fingerprints(ctx: StepContext, *, meta_only: bool = False) -> di
             f"before starting the restored cluster, {len(changed)} restored dir(s) are not as they were staged and "
             f"re-hashed, e.g. {changed[0]}: something wrote into them since",
             hint=f"nothing was started on them; `brsm rollback {ctx.op_id}` puts the original data back")
-    how = ("(path, size, mtime, inode)" if int(ctx.facts.get("fingerprint_format", 1)) == 1 else
+    how = ("(path, size, mtime, inode)" if ctx.data.fingerprint_format == 1 else
            "(every entry: path, type, size, mtime, ctime, inode)")
     facts = {"dirs": len(keys), "how": f"fingerprint of the staged, re-hashed trees {how}"}
     if not meta_only:

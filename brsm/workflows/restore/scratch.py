@@ -19,34 +19,17 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import PathRefused, VerificationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import placement
 from brsm.workflows.restore.context import ports as _p
-
-SCRATCH_MAKING = "ScratchDirMaking"  # {host, path}: journaled right before the mkdir
-SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm made (or took back: taken
-# "resumed" after a crash right after its mkdir, "legacy" from an operation an older brsm staged)
+from brsm.workflows.restore.state import RestoreContext, ScratchDirMade, ScratchDirMaking
 
 
-def reduce_making(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("scratch_making", {})[f"{d['host']}:{d['path']}"] = True
-
-
-def reduce_made(acc: dict[str, Any], d: dict[str, Any]) -> None:
-    acc.setdefault("scratch", {})[f"{d['host']}:{d['path']}"] = [int(d["dev"]), int(d["ino"])]
-    if d.get("taken") == "legacy":
-        acc["scratch_legacy"] = True
-
-
-REDUCERS = {SCRATCH_MAKING: reduce_making, SCRATCH_MADE: reduce_made}
-
-
-def dirs(ctx: StepContext, *, staged: bool) -> list[tuple[str, str]]:
+def dirs(ctx: RestoreContext, *, staged: bool) -> list[tuple[str, str]]:
     """(host, scratch dir) of this restore: the meta restore dirs, and when staging each storage
     root's staging dir."""
-    topo = ctx.extra["topology"]
+    topo = ctx.data.topo
     out = list(placement.meta_restore_dirs(topo, ctx.ref))
     if staged:
         out += [(h, posixpath.join(root, placement.staging_name(ctx.ref))) for h, root in placement.storage_dirs(topo)]
@@ -80,24 +63,24 @@ def verdict(made: list[int] | None, making: bool, legacy: bool, st: Any) -> str:
     return "refuse"
 
 
-def _legacy(ctx: StepContext) -> bool:
+def _legacy(ctx: RestoreContext) -> bool:
     """The operation was journaled before scratch dirs were: files restored, and no scratch event at
     all (this brsm journals ScratchDirMaking before it downloads a byte)."""
-    if ctx.extra.get("scratch_legacy"):
+    if ctx.data.scratch_legacy:
         return True  # its first dirs were taken back already: so are the others
-    if ctx.extra.get("scratch") or ctx.extra.get("scratch_making"):
+    if ctx.data.scratch or ctx.data.scratch_making:
         return False
-    return bool(ctx.extra.get("restored"))
+    return len(ctx.data.restored) > 0
 
 
-def _refusal(ctx: StepContext, host: str, path: str, why: str) -> VerificationFailed:
+def _refusal(ctx: RestoreContext, host: str, path: str, why: str) -> VerificationFailed:
     return VerificationFailed(
         f"{host}:{path} {why}: brsm works only in scratch dirs it created in this operation",
         hint=f"the cluster was not touched by this; look at what put it there, remove it, then `brsm resume "
              f"{ctx.op_id}` (or `brsm rollback {ctx.op_id}`)")
 
 
-async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
+async def ensure(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir made (exclusively, its identity journaled) or found to be the one made
     earlier in this operation; anything else refused before a byte is written into it."""
     p = _p(ctx)
@@ -108,8 +91,8 @@ async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
         key = f"{host}:{path}"
         h = p.hosts.host(host)
         st = await h.lstat_dir(path)
-        made = ctx.extra.get("scratch", {}).get(key)
-        v = verdict(made, bool(ctx.extra.get("scratch_making", {}).get(key)), legacy, st)
+        made = ctx.data.scratch.get(key)
+        v = verdict(made, (key in ctx.data.scratch_making), legacy, st)
         if v == "ok":
             return
         if v == "refuse":
@@ -118,24 +101,23 @@ async def ensure(ctx: StepContext, where: list[tuple[str, str]]) -> None:
             raise _refusal(ctx, host, path, why)
         taken = None
         if v in ("make", "remake"):
-            ctx.record(SCRATCH_MAKING, {"host": host, "path": path})
+            ctx.record(ScratchDirMaking(host, path))
             st = await h.make_dir(path)
         else:  # "adopt": after a crash right after its mkdir, or made by an older brsm
-            taken = "legacy" if made is None and not ctx.extra.get("scratch_making", {}).get(key) else "resumed"
-        ctx.record(SCRATCH_MADE, {"host": host, "path": path, "dev": st.dev, "ino": st.ino,
-                                  **({"taken": taken} if taken else {})})
+            taken = "legacy" if made is None and key not in ctx.data.scratch_making else "resumed"
+        ctx.record(ScratchDirMade(host, path, st.dev, st.ino, **({"taken": taken} if taken else {})))
 
     await common.each_host(where, lambda item: item[0], one)  # every host at once, one dir after another
 
 
-async def verify(ctx: StepContext, where: list[tuple[str, str]]) -> None:
+async def verify(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir with an identity journaled is still that dir, reached through real dirs
     (a missing one is left for the caller: its own checks say what is missing)."""
     p = _p(ctx)
 
     async def one(item: tuple[str, str]) -> None:
         host, path = item
-        made = ctx.extra.get("scratch", {}).get(f"{host}:{path}")
+        made = ctx.data.scratch.get(f"{host}:{path}")
         if made is None:
             return
         st = await p.hosts.host(host).lstat_dir(path)
@@ -145,7 +127,7 @@ async def verify(ctx: StepContext, where: list[tuple[str, str]]) -> None:
     await common.each_host(where, lambda item: item[0], one)  # every host at once (this runs in the downtime)
 
 
-async def ours(ctx: StepContext, host: str, path: str) -> bool:
+async def ours(ctx: RestoreContext, host: str, path: str) -> bool:
     """May an undo remove this scratch dir? Only the one brsm made (or took back) in this operation:
     a dir planted at the name, which a step refused, is left where it is (and a link is not a dir)."""
     try:
@@ -155,5 +137,5 @@ async def ours(ctx: StepContext, host: str, path: str) -> bool:
     if st is None:
         return False
     key = f"{host}:{path}"
-    return verdict(ctx.extra.get("scratch", {}).get(key), bool(ctx.extra.get("scratch_making", {}).get(key)),
+    return verdict(ctx.data.scratch.get(key), (key in ctx.data.scratch_making),
                    _legacy(ctx), st) in ("ok", "adopt")

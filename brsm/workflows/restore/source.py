@@ -9,18 +9,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.restore.context import TAMPERED, ports as _p
+from brsm.workflows.restore.state import RestoreContext
 
-async def _read_checked(ctx: StepContext, key: str, what: str, limit: int) -> bytes:
+
+async def _read_checked(ctx: RestoreContext, key: str, what: str, limit: int) -> bytes:
     """A manifest or ``.meta``: refused unread when its size is absurd (a hostile or garbage file)."""
     st = _p(ctx).storage
     big = catalog.too_big(what, (await st.stat(key)).size, limit)
     if big:
-        raise VerificationFailed(f"backup {ctx.params['name']}: {big}", hint=TAMPERED)
+        raise VerificationFailed(f"backup {ctx.data.params.name}: {big}", hint=TAMPERED)
     return await st.get_bytes(key)
 
 
@@ -35,7 +36,7 @@ def closest(name: str, names: list[str]) -> list[str]:
     return difflib.get_close_matches(name, names, n=3, cutoff=0.8)
 
 
-async def _refuse_absent(ctx: StepContext, name: str) -> None:
+async def _refuse_absent(ctx: RestoreContext, name: str) -> None:
     """No object at all under ``<name>/``: there is no such backup (not an incomplete one)."""
     st = _p(ctx).storage
     if await st.list(f"{name}/"):
@@ -46,15 +47,15 @@ async def _refuse_absent(ctx: StepContext, name: str) -> None:
                           hint=f"see `brsm show --storage {st.uri}` for the backups there")
 
 
-async def manifest(ctx: StepContext) -> dict[str, Any]:
+async def manifest(ctx: RestoreContext) -> dict[str, Any]:
     """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled``),
     never read from storage again once it is; before that (preflight, CHECKED, or a restore
     journaled by an older brsm) read and checked from storage."""
-    cached = ctx.runtime.get("manifest")
-    if cached is None and ctx.extra.get("manifest") is not None:
-        cached = ctx.runtime["manifest"] = ctx.extra["manifest"]
+    cached = ctx.runtime.manifest
+    if cached is None and ctx.data.manifest is not None:
+        cached = ctx.runtime.manifest = ctx.data.manifest
     if cached is None:
-        name = ctx.params["name"]
+        name = ctx.data.params.name
         try:
             raw = await _read_checked(ctx, manifest_key(name), MANIFEST, catalog.MAX_MANIFEST_BYTES)
         except ObjectNotFound as e:
@@ -71,7 +72,7 @@ async def manifest(ctx: StepContext) -> dict[str, Any]:
             except ValueError as e:
                 raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
             await _check_meta(ctx, cached)
-        ctx.runtime["manifest"] = cached
+        ctx.runtime.manifest = cached
     return cached
 
 
@@ -90,10 +91,10 @@ def for_journal(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:
+async def _check_meta(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
     is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
-    p, name = _p(ctx), ctx.params["name"]
+    p, name = _p(ctx), ctx.data.params.name
     try:
         raw = await _read_checked(ctx, meta_file_key(name), f"{name}.meta", catalog.MAX_META_BYTES)
     except ObjectNotFound as e:
@@ -110,7 +111,7 @@ async def _check_meta(ctx: StepContext, m: dict[str, Any]) -> None:
             raise VerificationFailed(f"backup {name}: {name}.meta names backup {facts.name!r}", hint=TAMPERED)
 
 
-async def _nebula_br_manifest(ctx: StepContext, name: str) -> dict[str, Any] | None:
+async def _nebula_br_manifest(ctx: RestoreContext, name: str) -> dict[str, Any] | None:
     """A manifest built from a nebula-br backup's ``.meta`` and its listing. It has no checksums:
     files are checked by size only (the journal and the output say so)."""
     p = _p(ctx)

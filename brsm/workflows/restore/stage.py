@@ -15,20 +15,21 @@ import posixpath
 from typing import Any
 
 from brsm import failpoints
-from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, scratch, source
-from brsm.workflows.restore.context import FILE_RESTORED, chosen_spaces, pairs, ports as _p, staged
+from brsm.workflows.restore.context import chosen_spaces, pairs, ports as _p, staged
 from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded, whole_file
+from brsm.workflows.restore.ledger import FileRestored
+from brsm.workflows.restore.state import RestoreContext
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 
 
-def _jobs(ctx: StepContext, m: dict[str, Any], *, into_staging: bool) -> list[Job]:
+def _jobs(ctx: RestoreContext, m: dict[str, Any], *, into_staging: bool) -> list[Job]:
     """Every file of the backup and where it goes: in place, or its staged path (meta SSTs go to the
     meta restore dir of every metad either way: restoreMeta reads them from there)."""
-    topo, name = ctx.extra["topology"], ctx.params["name"]
+    topo, name = ctx.data.topo, ctx.data.params.name
     jobs: list[Job] = []
     for f in m["files"]:
         tgt = placement.target(name, f["key"], pairs(ctx), topo)
@@ -42,20 +43,20 @@ def _jobs(ctx: StepContext, m: dict[str, Any], *, into_staging: bool) -> list[Jo
     return jobs
 
 
-async def _download(ctx: StepContext, jobs: list[Job]) -> int:
+async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
     """Download what a journaled FileRestored does not already cover (a resume skips those still
     there); every finished file journaled, also when another one fails. Returns how many were skipped.
     Progress goes to the "download" task, the one transfer.download_file advances."""
     task = "download"
     p = _p(ctx)
-    done = ctx.extra.get("restored", {})
+    done = ctx.data.restored
     todo = []
     for host, dest, f in jobs:
         prev = done.get(dest)
-        if prev and prev["sha256"] == f["sha256"] and prev["size"] == f["size"] and await p.hosts.host(host).exists(dest):
+        if prev and prev.sha256 == f["sha256"] and prev.size == f["size"] and await p.hosts.host(host).exists(dest):
             continue
         todo.append((host, dest, f))
-    limits: Limits = ctx.runtime["limits"]
+    limits: Limits = ctx.runtime.limits
     p.progress.start(task, sum(f["size"] for _, _, f in todo))
     events = EventBatcher(ctx.record_batch)
     count = 0
@@ -71,10 +72,9 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
             await download_file(f["key"], f["sha256"], f["size"], p.storage, h, dest, limits, p.progress)
         count += 1
         failpoints.hit(f"file:{count}")
-        events.add(FILE_RESTORED, {"key": f["key"], "host": host, "dest": dest, "size": f["size"],
-                                   "sha256": f["sha256"]})
+        events.add(FileRestored(key=f["key"], host=host, dest=dest, size=f["size"], sha256=f["sha256"]))
 
-    helpers = direct.Helpers() if ctx.extra.get("data_path") == direct.DIRECT else None
+    helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     try:
         await run_bounded(todo, lambda j: j[0], limits, one)
     finally:
@@ -85,22 +85,22 @@ async def _download(ctx: StepContext, jobs: list[Job]) -> int:
     return len(jobs) - len(todo)
 
 
-async def _fetch_direct(ctx: StepContext, f: dict[str, Any], host: Any, dest: str, helpers: direct.Helpers) -> None:
+async def _fetch_direct(ctx: RestoreContext, f: dict[str, Any], host: Any, dest: str, helpers: direct.Helpers) -> None:
     """The host fetches the object itself, checked against the manifest's SHA-256 there; a dropped
     helper or a mismatch is tried again by the same file-level rule as on the path through brsm (bytes
     can be damaged on the way; the same mismatch every time is a damaged backup, exit 6)."""
-    p, limits = _p(ctx), ctx.runtime["limits"]
+    p, limits = _p(ctx), ctx.runtime.limits
     rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
     await whole_file(f"downloading {f['key']} to {host.name}:{dest}", lambda: direct.download(
         f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest, rate=rate, helpers=helpers))
 
 
-def meta_dirs(ctx: StepContext) -> list[tuple[str, str]]:
-    return placement.meta_restore_dirs(ctx.extra["topology"], ctx.ref)
+def meta_dirs(ctx: RestoreContext) -> list[tuple[str, str]]:
+    return placement.meta_restore_dirs(ctx.data.topo, ctx.ref)
 
 
 # -- STAGED ---------------------------------------------------------------------------------------
-async def staged_step(ctx: StepContext) -> dict[str, Any]:
+async def staged_step(ctx: RestoreContext) -> dict[str, Any]:
     if not staged(ctx):
         return {"staged": False}
     m = await source.manifest(ctx)
@@ -115,7 +115,7 @@ async def staged_step(ctx: StepContext) -> dict[str, Any]:
             "fingerprints": prints, "fingerprint_format": proof.FORMAT, **_data_path(ctx)}
 
 
-async def undo_staged(ctx: StepContext) -> None:
+async def undo_staged(ctx: RestoreContext) -> None:
     """The staging dirs and meta restore dirs go; the cluster (serving all along) is not touched."""
     p = _p(ctx)
     for host, d in scratch.dirs(ctx, staged=True):  # only the ones this operation made: a planted one stays
@@ -124,7 +124,7 @@ async def undo_staged(ctx: StepContext) -> None:
 
 
 # -- DOWNLOADED -----------------------------------------------------------------------------------
-async def downloaded(ctx: StepContext) -> dict[str, Any]:
+async def downloaded(ctx: RestoreContext) -> dict[str, Any]:
     if staged(ctx):
         # the meta SSTs are checked here, beside the "still down" check, rather than in META_RESTORED:
         # one round trip less in the downtime, and still before metad ingests them
@@ -142,11 +142,11 @@ async def downloaded(ctx: StepContext) -> dict[str, Any]:
             "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)}), **_data_path(ctx)}
 
 
-def _data_path(ctx: StepContext) -> dict[str, str]:
-    return {"data_path": ctx.extra.get("data_path", direct.VIA_BRSM), "data_path_why": ctx.extra.get("data_path_why", "")}
+def _data_path(ctx: RestoreContext) -> dict[str, str]:
+    return {"data_path": (ctx.data.data_path or direct.VIA_BRSM), "data_path_why": ctx.data.data_path_why}
 
 
-async def _swap_in(ctx: StepContext) -> dict[str, Any]:
+async def _swap_in(ctx: RestoreContext) -> dict[str, Any]:
     """Each staged tree renamed into place (the live one is aside since SET_ASIDE). Repeatable: a
     tree already in place is skipped; a live tree that is not ours is never overwritten."""
     p = _p(ctx)
@@ -171,16 +171,16 @@ async def _swap_in(ctx: StepContext) -> dict[str, Any]:
         moved.append(f"{host}:{live}")
         failpoints.hit(f"swap:{len(moved)}")
 
-    await common.each_host(placement.swaps(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)), lambda s: s[0], one)
+    await common.each_host(placement.swaps(ctx.data.topo, ctx.ref, chosen_spaces(ctx)), lambda s: s[0], one)
     return {"swapped": sorted(moved), "nothing_staged_for": sorted(absent)}
 
 
-async def undo_downloaded(ctx: StepContext) -> None:
+async def undo_downloaded(ctx: RestoreContext) -> None:
     """The restored data goes where the original is safe aside; staged trees not yet swapped in stay
     for undo_staged."""
     p = _p(ctx)
     await control.ensure_down(ctx, "removing the downloaded data (undo of DOWNLOADED)")
-    for host, src, dst, mode in placement.moves(ctx.extra["topology"], ctx.ref, chosen_spaces(ctx)):
+    for host, src, dst, mode in placement.moves(ctx.data.topo, ctx.ref, chosen_spaces(ctx)):
         h = p.hosts.host(host)
         # Only where the original is safe aside may the restored dir go.
         if mode == "move" and await h.exists(dst) and await h.exists(src):

@@ -10,25 +10,25 @@ import posixpath
 import time
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import OperationFailed
 from brsm.workflows import common
-from brsm.workflows.restore import control, ownership, placement
-from brsm.workflows.restore.context import DOWNTIME_BEGAN, ports as _p, root_of, set_aside_spaces
+from brsm.workflows.restore import control, placement
+from brsm.workflows.restore.context import ports as _p, root_of, set_aside_spaces
+from brsm.workflows.restore.state import DowntimeBegan, RestoreContext
 
 
-async def stopped(ctx: StepContext) -> dict[str, Any]:
+async def stopped(ctx: RestoreContext) -> dict[str, Any]:
     roles = control.hosts_by_role(ctx)
-    if "downtime_began" not in ctx.extra:
+    if ctx.data.downtime_began is None:
         # tracks_starts: from here on this operation journals the pid of every daemon it starts
-        ctx.record(DOWNTIME_BEGAN, {"at": time.time(), ownership.TRACKS_STARTS: True})
+        ctx.record(DowntimeBegan(at=time.time(), tracks_starts=True))
     # all three at once, each waited for until its process is gone and its port closed (nebula.service
     # `stop all` does not order them either: a storaged or graphd that loses metad first only logs it)
     await common.gather_bounded(3, lambda svc: control.stop(ctx, svc), ["graphd", "storaged", "metad"])
     return {"stopped": roles}
 
 
-async def undo_stopped(ctx: StepContext) -> None:
+async def undo_stopped(ctx: RestoreContext) -> None:
     await control.start_all(ctx)
     control.downtime_ended(ctx, "rolled back")
 
@@ -37,7 +37,7 @@ async def _one(data: bytes):
     yield data
 
 
-async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
+async def _set_aside_cluster_ids(ctx: RestoreContext) -> list[dict[str, str]]:
     p = _p(ctx)
 
     async def one(c: placement.ClusterIdFile) -> dict[str, str]:
@@ -55,14 +55,14 @@ async def _set_aside_cluster_ids(ctx: StepContext) -> list[dict[str, str]]:
         return {"host": c.host, "path": c.live, "aside": c.aside if state == "moved" else c.absent_marker,
                 "state": state}
 
-    files = placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref)
+    files = placement.cluster_id_files(ctx.data.topo, root_of(ctx), ctx.ref)
     return await common.each_host(files, lambda c: c.host, one)
 
 
-async def _put_back_cluster_ids(ctx: StepContext) -> None:
+async def _put_back_cluster_ids(ctx: RestoreContext) -> None:
     """Each root as before SET_ASIDE: the original file back, or none if there was none. Repeatable."""
     p = _p(ctx)
-    for c in placement.cluster_id_files(ctx.extra["topology"], root_of(ctx), ctx.ref):
+    for c in placement.cluster_id_files(ctx.data.topo, root_of(ctx), ctx.ref):
         h = p.hosts.host(c.host)
         if await h.exists(c.aside):
             if await h.exists(c.live):
@@ -74,7 +74,7 @@ async def _put_back_cluster_ids(ctx: StepContext) -> None:
             await h.remove_tree(c.absent_marker)
 
 
-async def set_aside(ctx: StepContext) -> dict[str, Any]:
+async def set_aside(ctx: RestoreContext) -> dict[str, Any]:
     p = _p(ctx)
     await control.ensure_down(ctx, "SET_ASIDE")
 
@@ -97,16 +97,16 @@ async def set_aside(ctx: StepContext) -> dict[str, Any]:
             await h.rename(tmp, dst)
         return f"{host}:{src}"
 
-    moves = placement.moves(ctx.extra["topology"], ctx.ref, set_aside_spaces(ctx))
+    moves = placement.moves(ctx.data.topo, ctx.ref, set_aside_spaces(ctx))
     done = [d for d in await common.each_host(moves, lambda m: m[0], one) if d]
     cluster_ids = await _set_aside_cluster_ids(ctx)
     return {"set_aside": done, "aside_name": placement.aside_name(ctx.ref), "cluster_ids": cluster_ids}
 
 
-async def undo_set_aside(ctx: StepContext) -> None:
+async def undo_set_aside(ctx: RestoreContext) -> None:
     p = _p(ctx)
     await control.ensure_down(ctx, "putting the original data back (undo of SET_ASIDE)")
-    for host, src, dst, _mode in placement.moves(ctx.extra["topology"], ctx.ref, set_aside_spaces(ctx)):
+    for host, src, dst, _mode in placement.moves(ctx.data.topo, ctx.ref, set_aside_spaces(ctx)):
         h = p.hosts.host(host)
         if not await h.exists(dst):
             continue  # already moved back (or never moved)
@@ -116,7 +116,7 @@ async def undo_set_aside(ctx: StepContext) -> None:
             await h.remove_tree(dst)
         else:
             await h.rename(dst, src)
-    for host, dp in placement.data_dirs(ctx.extra["topology"]):  # the (now empty) parents of a chosen-spaces set-aside
+    for host, dp in placement.data_dirs(ctx.data.topo):  # the (now empty) parents of a chosen-spaces set-aside
         d = posixpath.join(dp, placement.aside_name(ctx.ref))
         h = p.hosts.host(host)
         if await h.exists(d):

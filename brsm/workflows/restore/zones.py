@@ -14,11 +14,11 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from brsm.engine.runner import StepContext
 from brsm.errors import ObjectNotFound, VerificationFailed
 from brsm.workflows import catalog
 from brsm.workflows.layout import meta_sst_key
 from brsm.workflows.restore.context import TAMPERED, ports as _p
+from brsm.workflows.restore.state import RestoreContext
 
 ZONES_TABLE = b"__zones__"  # MetaKeyUtils.cpp: systemTableMaps "zones"
 ZONES_SST = "__zones__.sst"
@@ -62,7 +62,7 @@ def sst_file(meta_files: list[str]) -> str | None:
     return next((f for f in meta_files if posixpath.basename(f) == ZONES_SST), None)
 
 
-async def restored(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) -> RestoredZones:
+async def restored(ctx: RestoreContext, m: dict[str, Any], topo: dict[str, Any]) -> RestoredZones:
     """The zones restoreMeta will find once the backup's tables are in."""
     if not m.get("all_spaces", True):
         return RestoredZones(topo.get("zones") or {}, CLUSTER)
@@ -75,7 +75,7 @@ async def restored(ctx: StepContext, m: dict[str, Any], topo: dict[str, Any]) ->
     codec = _p(ctx).meta_sst
     if codec is None:  # the in-process fakes keep no SSTs: the cluster's zones are the best guess
         return RestoredZones(topo.get("zones") or {}, CLUSTER)
-    name = ctx.params["name"]
+    name = ctx.data.params.name
     key = meta_sst_key(name, f)
     st = _p(ctx).storage
     try:

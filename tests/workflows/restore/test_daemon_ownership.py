@@ -13,20 +13,26 @@ from brsm.errors import OperationFailed
 from brsm.fakes import FakeCluster, FakeHosts
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
-from brsm.workflows.restore.ownership import FOREIGN, OURS, UNKNOWN, judge
+from brsm.workflows.restore.ownership import FOREIGN, OURS, UNKNOWN
+from brsm.workflows.restore.state import DOWNTIME_BEGAN, DowntimeBegan, RestoreState
 from brsm.workflows.services import ServiceTarget
 from property_tests.campaign_support import World, fast_sleeps, space_data
 
 
 # -- the pure decision --------------------------------------------------------------------------------------
-def folded(*events: tuple[str, dict], tracks: bool = True, stopped: tuple[str, ...] = ("h1", "h2")) -> dict:
-    acc: dict = {ownership.TRACKS_STARTS: tracks}
+def folded(*events: tuple[str, dict], tracks: bool = True, stopped: tuple[str, ...] = ("h1", "h2")) -> RestoreState:
+    st = RestoreState()
+    st.apply(DOWNTIME_BEGAN, {"at": 1.0, **({ownership.TRACKS_STARTS: True} if tracks else {})})
     for h in stopped:  # STOPPED saw every daemon down
         for svc in ("metad", "storaged", "graphd"):
-            ownership.reduce_stopped(acc, {"host": h, "service": svc})
+            st.apply(ownership.DAEMON_STOPPED, {"host": h, "service": svc})
     for t, d in events:
-        {**ownership.REDUCERS, "ServiceFoundRunning": ownership.reduce_found_running}[t](acc, d)
-    return acc
+        st.apply(t, d)
+    return st
+
+
+def judge(pid: int | None, st: RestoreState, host: str, service: str, **kw) -> str:
+    return ownership.judge(pid, st.own_daemons, st.tracks_starts, host, service, **kw)
 
 
 ISSUED = ownership.DAEMON_START_ISSUED
@@ -49,7 +55,7 @@ def test_another_pid_is_foreign_and_so_is_one_on_another_host_or_service():
 
 def test_a_journal_from_before_pids_were_journaled_takes_a_running_daemon_as_started():
     assert judge(43, folded((ISSUED, {"host": "h1", "service": "storaged"}), tracks=False), "h1", "storaged") == UNKNOWN
-    assert judge(43, {}, "h1", "storaged") == UNKNOWN
+    assert judge(43, RestoreState(), "h1", "storaged") == UNKNOWN
 
 
 def test_a_daemon_brsm_never_saw_down_is_the_original_never_foreign():
@@ -217,15 +223,13 @@ def test_a_journal_from_before_pids_were_journaled_still_resumes_as_it_did(world
     """An operation whose earlier attempts ran before this change (DowntimeBegan without tracks_starts,
     no pids journaled): its resume cannot tell an earlier attempt's daemon from another, so it takes a
     running one as started, as brsm always did, and finishes."""
-    import types
-
     from brsm.workflows.restore import control, swap
     w, c = world, world.cluster
     name = w.make_backup()
     at_backup = space_data(c)
     c.write("basketball")
     op = w.restore_runner.create({"name": name, "verify": "quick", "service_timeout": 5})
-    monkeypatch.setattr(swap, "ownership", types.SimpleNamespace(TRACKS_STARTS="old_brsm_knew_no_such_key"))
+    monkeypatch.setattr(swap, "DowntimeBegan", lambda at, tracks_starts: DowntimeBegan(at=at))  # no such key then
     monkeypatch.setattr(control, "start_watch", lambda ctx, svc: None)  # the old code journaled no pid
     monkeypatch.setenv("BRSM_FAILPOINTS", "started:1=raise")
     with pytest.raises(OperationFailed):

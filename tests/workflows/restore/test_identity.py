@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from brsm.engine.runner import op_ref
 from brsm.errors import OperationFailed
 from brsm.fakes.cluster import CLUSTER_ID_FILE, decode_cluster_id, encode_cluster_id
 from brsm.workflows.restore import swap as restore_swap
@@ -58,7 +59,8 @@ def test_restore_moves_cluster_id_aside_and_storaged_takes_the_new_metads_id(wor
     moved = st.facts["cluster_ids"]
     assert {(x["host"], x["state"]) for x in moved} >= {(a.host, "moved") for a in c.storage_addrs}
     for h, m in c.machines.items():  # CLEANED removed what was set aside, markers included
-        assert not [p for p in m.files if f"brsm_old_{op}" in p or f"brsm_absent_{op}" in p], h
+        ref = op_ref(w.inner.journal_id, op)
+        assert not [p for p in m.files if f"brsm_old_{ref}" in p or f"brsm_absent_{ref}" in p], h
 
 
 def test_without_the_set_aside_the_storaged_never_comes_up_and_the_run_rolls_back(world, monkeypatch):

@@ -35,7 +35,7 @@ def _restored(m, sst: bytes | None, codec=RocksMetaSst()):
         st = open_storage("memory://b/p")
         if sst is not None:
             await st.put_bytes(f"{NAME}/meta/__zones__.sst", sst)
-        ctx = SimpleNamespace(ports=SimpleNamespace(storage=st, meta_sst=codec), params={"name": NAME})
+        ctx = SimpleNamespace(ports=SimpleNamespace(storage=st, meta_sst=codec), data=SimpleNamespace(params=SimpleNamespace(name=NAME)))
         return await zones.restored(ctx, m, {"zones": CLUSTER})
     return asyncio.run(go())
 
