@@ -59,9 +59,7 @@ def service_timeout(ctx: RestoreContext) -> float:
     if given:
         return given
     topo = ctx.data.topology or {}
-    # The data's size was read from the folded extras, where nothing ever put it (CHECKED journals
-    # ``bytes`` as a step fact): the wait has always been the floor. Kept so, a behaviour change of its own.
-    return services.start_timeout(0, len({s["host"] for s in topo.get("storage", [])}))
+    return services.start_timeout(ctx.data.data_bytes, len({s["host"] for s in topo.get("storage", [])}))
 
 
 class StillLoading(OperationFailed):

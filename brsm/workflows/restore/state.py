@@ -118,6 +118,7 @@ class RestoreState(ClusterState):
     spaces: dict[str, str] | None = None  # the backup's space id -> name
     replaced_spaces: dict[str, str] = field(default_factory=dict)  # re-created since the backup: id now -> name
     mode: str | None = None  # placement.STAGED or in place; None in a journal from before staging
+    data_bytes: int = 0  # the bytes this restore puts on the storage hosts (how long their start may take)
     # STAGED: the staged trees' fingerprints, proved again right before STARTED starts a daemon on them
     fingerprints: dict[str, str | None] = field(default_factory=dict)
     fingerprint_format: int = 1
@@ -166,7 +167,8 @@ class RestoreState(ClusterState):
         if e.taken == "legacy":
             self.scratch_legacy = True
 
-    @completed("CHECKED", sets=("pairs", "backup_name", "all_spaces", "spaces", "replaced_spaces", "mode"))
+    @completed("CHECKED", sets=("pairs", "backup_name", "all_spaces", "spaces", "replaced_spaces", "mode",
+                                     "data_bytes"))
     def _checked(self, f: dict[str, Any]) -> None:
         pairs = f.get("pairs")  # None (a step that needs it fails) in a journal that lacks it
         self.pairs = None if pairs is None else [(o, n) for o, n in pairs]
@@ -175,6 +177,7 @@ class RestoreState(ClusterState):
         self.spaces = f.get("spaces")
         self.replaced_spaces = f.get("replaced_spaces") or {}  # none in a journal from before it existed
         self.mode = f.get("mode")
+        self.data_bytes = int(f.get("bytes") or 0)
 
     @completed("STAGED", sets=("fingerprints", "fingerprint_format"))
     def _staged(self, f: dict[str, Any]) -> None:

@@ -60,3 +60,22 @@ def test_a_storaged_metad_refuses_still_fails_started_and_rolls_back(world):
     assert not isinstance(e.value, StillLoading)
     st = w.restore_runner.state(op)
     assert st.phase == "rolled_back" and all_files(c) == before
+
+
+def test_the_default_start_wait_grows_with_the_data_checked_restores(world):
+    """No --service-timeout: the wait is the floor, or 2 s per GiB of a storage host's share of what
+    CHECKED found the restore puts down, whichever is longer (it read a size nothing journaled, and
+    so was always the floor)."""
+    from brsm.workflows.restore import control
+    from brsm.workflows.services import START_FLOOR, start_timeout
+
+    w = world
+    op = w.restore_runner.create({"name": w.make_backup(), "verify": "quick"})
+    w.run(w.restore_runner.run(op))
+    st = w.restore_runner.state(op)
+    hosts = len({s["host"] for s in st.data.topology["storage"]})
+    assert st.data.data_bytes == sum(f["size"] for f in st.data.manifest["files"]) > 0
+    ctx = type("Ctx", (), {"data": st.data})()
+    assert control.service_timeout(ctx) == start_timeout(st.data.data_bytes, hosts) == START_FLOOR
+    st.data.data_bytes = 3 << 40  # 3 TiB over this cluster's storage hosts
+    assert control.service_timeout(ctx) == start_timeout(3 << 40, hosts) > START_FLOOR
