@@ -240,7 +240,7 @@ async def build_prune(params: dict[str, Any], *, op_id: int, out: Output, journa
 
 def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:
     """`brsm check`'s ports (no operation, no journal) and what to close after."""
-    from brsm.workflows.check import CheckPorts
+    from brsm.workflows.check_command import CheckPorts
 
     cfg = load_cluster(params.get("config"), cluster_flags(params))
     storage = open_storage_for(params, cfg) if (params.get("storage") or cfg.storage.default) else None
@@ -255,7 +255,7 @@ def open_check(params: dict[str, Any], *, out: Output) -> tuple[Any, list[Any]]:
 async def lease_report(params: dict[str, Any], *, out: Output) -> list[str]:
     """The cluster lease (held, stale or invalid) at each configured metad's install dir, read over SSH
     without metad: what a run refused because metad does not answer says about who has the cluster."""
-    from brsm.workflows.check import lease_results
+    from brsm.workflows.check_command import lease_results
 
     cfg = load_cluster(params.get("config"), cluster_flags(params))
     hosts = open_hosts(cfg, accept_new=False, out=out)

@@ -343,7 +343,7 @@ def check(
     only when all pass."""
     from brsm.errors import PreflightFailed
     from brsm.wiring import open_check
-    from brsm.workflows.check import run_checks
+    from brsm.workflows.check_command import run_checks
 
     out = Output(as_json=json_)
     cfg_path = config or os.environ.get("BRSM_CONFIG")

@@ -81,6 +81,12 @@ class MaintenancePorts:
     install_dir: Any = None  # host -> Nebula's install dir (flagfiles), for clusters without nebula-agent
 
 
+def ports(ctx: StepContext) -> MaintenancePorts:
+    """The one way a step reaches its ports: the engine's ``ctx.ports`` serves every kind, untyped;
+    this names the ones a gc or cleanup step has."""
+    return ctx.ports
+
+
 def name_time(name: str) -> float | None:
     m = _NAME_TIME.match(name)
     if not m:
@@ -113,7 +119,7 @@ class CleanupState(KindState):
 async def cleanup_check(ctx: StepContext[CleanupState]) -> dict[str, Any]:
     """Every refusal before anything is deleted: then the operation has begun no step, and `brsm
     rollback` closes it at once (a refusal inside CLEANED left one neither resume nor rollback could end)."""
-    p: MaintenancePorts = ctx.ports
+    p = ports(ctx)
     name = ctx.data.params.name
     why = bad_backup_name(name)
     if why:  # the CLI refuses it first; a journaled one (edited, or from an older brsm) must not reach storage
@@ -138,7 +144,7 @@ async def cleanup_check(ctx: StepContext[CleanupState]) -> dict[str, Any]:
 
 
 async def cleanup_step(ctx: StepContext[CleanupState]) -> dict[str, Any]:
-    p: MaintenancePorts = ctx.ports
+    p = ports(ctx)
     name = ctx.data.params.name
     _refuse_in_use(p, name)
     # again, right before deleting: another journal's run may have taken the lease since the check
@@ -361,7 +367,7 @@ async def _orphan_cluster_ids(p: MaintenancePorts, topology: dict[str, Any], own
 
 
 async def gc_scan(ctx: StepContext[GcState]) -> dict[str, Any]:
-    p: MaintenancePorts = ctx.ports
+    p = ports(ctx)
     topo = None
     if p.meta is not None:
         topo = await common.discover_topology(p.meta, p.hosts, p.install_dir or (lambda h: "/usr/local/nebula"))
@@ -414,7 +420,7 @@ class GcState(KindState):
 async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
     """Each orphan removed, then looked for again: only one that is gone is journaled ``OrphanRemoved``
     and counted; one still there is journaled ``OrphanNotRemoved`` and fails the step, naming it."""
-    p: MaintenancePorts = ctx.ports
+    p = ports(ctx)
     if not ctx.data.params.confirm:
         return {"removed": 0, "dry_run": True}
     done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.data.removed}

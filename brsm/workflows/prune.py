@@ -188,15 +188,21 @@ class PrunePorts:
     install_dir: Callable[[str], str] | None = None
 
 
+def ports(ctx: StepContext) -> PrunePorts:
+    """The one way a step reaches its ports: the engine's ``ctx.ports`` serves every kind, untyped;
+    this names the ones a prune step has."""
+    return ctx.ports
+
+
 async def _refuse_while_leased(ctx: StepContext) -> None:
-    p: PrunePorts = ctx.ports
+    p = ports(ctx)
     common.refuse_while_leased("prune", await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref))
 
 
 async def prune_check(ctx: StepContext) -> dict[str, Any]:
     """Before the plan: refused while another run holds the cluster lease (when there is a cluster
     to look at: --config), so nothing is planned for deletion under a live restore or backup."""
-    p: PrunePorts = ctx.ports
+    p = ports(ctx)
     common.refuse_while_leased("prune", await common.as_preflight(
         common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref)))
     return {}
@@ -204,7 +210,7 @@ async def prune_check(ctx: StepContext) -> dict[str, Any]:
 
 async def prune_scan(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """The plan, journaled: what CLEANED deletes (and a resume still deletes) is decided once."""
-    p: PrunePorts = ctx.ports
+    p = ports(ctx)
     entries = await catalog.list_backups(p.storage, decode_meta=p.decode_meta)
     plan = plan_prune(entries, keep_last=ctx.data.params.keep_last,
                       keep_within=ctx.data.params.keep_within, now_ms=ctx.data.params.now_ms, in_use=p.in_use)
@@ -245,7 +251,7 @@ class PruneState(KindState):
 async def prune_delete(ctx: StepContext[PruneState]) -> dict[str, Any]:
     """Each planned backup deleted and journaled; one that fails is journaled and the rest go on, then
     the step fails naming it (``brsm resume`` tries what is left)."""
-    p: PrunePorts = ctx.ports
+    p = ports(ctx)
     await _refuse_while_leased(ctx)  # again: a run may have taken it since the plan was made
     done = set(ctx.data.deleted)
     failed: dict[str, dict[str, Any]] = {}

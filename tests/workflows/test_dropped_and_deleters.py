@@ -211,7 +211,7 @@ async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_clus
     still serves; once STOPPED has begun nothing is read or written up front (the steps read storage
     as before, and a failure names `brsm rollback N`)."""
     from brsm.adapters.storage import open_storage
-    from brsm.workflows.restore import check
+    from brsm.workflows.restore import checked
     from tests.operating.conftest import make_backup
 
     storage = open_storage("memory://older-restore")
@@ -221,7 +221,7 @@ async def test_a_resume_of_an_older_restore_journals_its_manifest_while_the_clus
     st.started, st.completed = list(started), ["CHECKED"]
     ctx = Ctx(state=st, mode="resume", ports=SimpleNamespace(storage=storage, hosts=None, decode_meta=None,
                                                              progress=Notes()))
-    await check.attach(ctx)
+    await checked.attach(ctx)
     journaled = [d["manifest"] for t, d in ctx.events if t == MANIFEST_JOURNALED]
     if "STOPPED" in started:
         assert journaled == []

@@ -3,7 +3,7 @@
 Each step is idempotent (check before act) because a crash between its intent and its completion
 makes resume run it again; each has a compensation for rollback, equally safe to repeat.
 
-One module a phase: ``check`` (preflight, LOCKED), ``snapshot`` (SNAPSHOTTED), ``copy`` (COPIED),
+One module a phase: ``locked`` (preflight, LOCKED), ``snapshot`` (SNAPSHOTTED), ``copy`` (COPIED),
 ``finish`` (UPLOADED, CLEANED); ``context`` holds the ports and event names; ``state`` is what the
 journal folds into (``BackupState``: every fact a step shares, and the files copied).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from brsm.engine.definitions import BACKUP
 from brsm.engine.runner import Workflow
-from brsm.workflows.backup import check, copy, finish, snapshot
+from brsm.workflows.backup import copy, finish, locked, snapshot
 from brsm.workflows.backup.context import BackupPorts
 from brsm.workflows.backup.state import BackupState
 
@@ -19,7 +19,7 @@ __all__ = ["BackupPorts", "BackupState", "workflow"]
 
 # step, what does it, what undoes it (CLEANED is final: nothing after it to undo)
 PHASES = [
-    ("LOCKED", check.locked, check.undo_locked),
+    ("LOCKED", locked.locked, locked.undo_locked),
     ("SNAPSHOTTED", snapshot.snapshotted, snapshot.undo_snapshotted),
     ("COPIED", copy.copied, copy.undo_copied),
     ("UPLOADED", finish.uploaded, finish.undo_uploaded),
@@ -28,4 +28,4 @@ PHASES = [
 
 
 def workflow() -> Workflow:
-    return Workflow.of_phases(BACKUP, PHASES, state=BackupState, entry=check)
+    return Workflow.of_phases(BACKUP, PHASES, state=BackupState, entry=locked)

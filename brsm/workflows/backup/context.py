@@ -26,5 +26,8 @@ class BackupPorts:
     # seconds a lease lives unrefreshed ([cluster] lease_ttl); None: the operation's param or 300
     lease_ttl: float | None = None
 
-def _ports(ctx: BackupContext) -> BackupPorts:
+
+def ports(ctx: BackupContext) -> BackupPorts:
+    """The one way a step reaches its ports: the engine's ``ctx.ports`` serves every kind, untyped;
+    this names the ones a backup step has."""
     return ctx.ports

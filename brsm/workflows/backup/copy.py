@@ -11,14 +11,14 @@ from brsm.ports import HostAddr, UploadState
 from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file, whole_file
-from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, _ports
+from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
 from brsm.workflows.backup.ledger import FileCopied, PartUploaded
 from brsm.workflows.backup.state import BackupContext
 
 
 # -- COPIED ---------------------------------------------------------------------------------------------
 async def _plan(ctx: BackupContext) -> list[FileJob]:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.name
     topo = ctx.data.topo
     by_addr = {s["addr"]: s for s in topo["storage"]}
@@ -60,7 +60,7 @@ async def _plan(ctx: BackupContext) -> list[FileJob]:
 async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
     """The meta SSTs sit on the metad that made the backup (the leader), at the full paths metad
     returned (``<data_path>/nebula/0/checkpoints/<NAME>/<table>.sst``): find the host that has them."""
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.name
     files = {posixpath.basename(f) for f in ctx.data.meta_files}
     dirs = sorted({posixpath.dirname(f) for f in ctx.data.meta_paths if posixpath.isabs(f)})
@@ -77,7 +77,7 @@ async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
 
 
 async def copied(ctx: BackupContext) -> dict[str, Any]:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.name
     jobs = await _plan(ctx)
     await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
@@ -142,7 +142,7 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
 async def _send_direct(ctx: BackupContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
     """The host sends the file itself; a dropped helper or an upload the store dropped is tried again
     from the parts journaled so far, by the same file-level rule as on the path through brsm."""
-    p, limits = _ports(ctx), ctx.runtime.limits
+    p, limits = ports(ctx), ctx.runtime.limits
     latest = [state]
 
     def journal(s: UploadState) -> None:
@@ -160,7 +160,7 @@ async def _send_direct(ctx: BackupContext, job: FileJob, state: UploadState, on_
 
 
 async def undo_copied(ctx: BackupContext) -> None:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.backup_name
     if name:
         await p.storage.abort_uploads(f"{name}/")

@@ -10,7 +10,7 @@ from brsm import __version__
 from brsm.errors import StorageError
 from brsm.workflows import common
 from brsm.workflows.layout import in_progress_key, manifest_key, meta_file_key
-from brsm.workflows.backup.context import SNAPSHOT_DROPPED, _ports
+from brsm.workflows.backup.context import SNAPSHOT_DROPPED, ports
 from brsm.workflows.backup.state import BackupContext
 
 
@@ -39,7 +39,7 @@ def build_manifest(ctx: BackupContext) -> dict[str, Any]:
 
 
 async def uploaded(ctx: BackupContext) -> dict[str, Any]:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.name
     planned = {o.key: o.size for o in await p.storage.list(f"{name}/")}
     missing = [d.key for d in ctx.data.files if planned.get(d.key) != d.size]
@@ -61,7 +61,7 @@ async def uploaded(ctx: BackupContext) -> dict[str, Any]:
 
 
 async def undo_uploaded(ctx: BackupContext) -> None:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.backup_name
     if name:
         await p.storage.delete(manifest_key(name))
@@ -70,7 +70,7 @@ async def undo_uploaded(ctx: BackupContext) -> None:
 
 # -- CLEANED ---------------------------------------------------------------------------------------------
 async def cleaned(ctx: BackupContext) -> dict[str, Any]:
-    p = _ports(ctx)
+    p = ports(ctx)
     name = ctx.data.name
     listed = name in {s.name for s in await p.meta.list_snapshots()}
     if listed:

@@ -9,7 +9,7 @@ from typing import Any
 from brsm.errors import BrsmError, MetaError
 from brsm.ports import CreatedBackup
 from brsm.workflows import common, topology
-from brsm.workflows.backup.context import SNAPSHOT_DROPPED, BackupPorts, _ports
+from brsm.workflows.backup.context import SNAPSHOT_DROPPED, BackupPorts, ports
 from brsm.workflows.backup.state import BackupContext, CreateBackupAbandoned, SnapshotRequested
 
 
@@ -96,7 +96,7 @@ async def _snapshots_now(ctx: BackupContext, p: BackupPorts) -> tuple[list[str],
 
 
 async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
-    p = _ports(ctx)
+    p = ports(ctx)
     current, leaked = await _snapshots_now(ctx, p)
     if ctx.data.snapshots_before is not None:  # re-run after a crash: drop what the lost attempt made
         if leaked:
@@ -121,7 +121,7 @@ async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
 
 
 async def undo_snapshotted(ctx: BackupContext) -> None:
-    p = _ports(ctx)
+    p = ports(ctx)
     current, leaked = await _snapshots_now(ctx, p)
     names = set(leaked)
     if ctx.data.backup_name in current:

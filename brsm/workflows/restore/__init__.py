@@ -8,7 +8,7 @@ And the cluster is down only as long as it must be: the files stage beside the l
 serves (STAGED), so the downtime is stop + renames + start, the same for 100 MB and 1 TB. With
 ``--offline`` (or when staging does not fit) STAGED is empty and DOWNLOADED downloads in place.
 
-One module a phase: ``check`` (preflight, CHECKED), ``stage`` (STAGED, DOWNLOADED), ``swap``
+One module a phase: ``checked`` (preflight, CHECKED), ``stage`` (STAGED, DOWNLOADED), ``swap``
 (STOPPED, SET_ASIDE), ``finish`` (META_RESTORED, STARTED, CLEANED); ``placement`` decides where
 everything goes (pure), ``source`` reads and trusts the backup, ``control`` stops, starts and checks
 services, ``proof`` shows that what starts is the backup.
@@ -21,7 +21,7 @@ from typing import Any
 
 from brsm.engine.definitions import RESTORE
 from brsm.engine.runner import StepContext, Workflow
-from brsm.workflows.restore import check, finish, stage, swap
+from brsm.workflows.restore import checked, finish, stage, swap
 from brsm.workflows.restore.context import RestorePorts, down_error
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
 from brsm.workflows.restore.state import RestoreContext, RestoreState
@@ -46,7 +46,7 @@ def _down_hint(step: Callable[[StepContext], Awaitable[Any]]) -> Callable[[StepC
 
 # step, what does it, what undoes it (CLEANED is final: nothing after it to undo)
 PHASES = [
-    ("CHECKED", check.checked, check.undo_checked),
+    ("CHECKED", checked.checked, checked.undo_checked),
     ("STAGED", stage.staged_step, stage.undo_staged),
     ("STOPPED", _down_hint(swap.stopped), swap.undo_stopped),
     ("SET_ASIDE", _down_hint(swap.set_aside), swap.undo_set_aside),
@@ -58,4 +58,4 @@ PHASES = [
 
 
 def workflow() -> Workflow:
-    return Workflow.of_phases(RESTORE, PHASES, state=RestoreState, entry=check)
+    return Workflow.of_phases(RESTORE, PHASES, state=RestoreState, entry=checked)

@@ -36,6 +36,8 @@ class RestorePorts:
 
 
 def ports(ctx: RestoreContext) -> RestorePorts:
+    """The one way a step reaches its ports: the engine's ``ctx.ports`` serves every kind, untyped;
+    this names the ones a restore step has."""
     return ctx.ports
 
 

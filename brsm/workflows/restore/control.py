@@ -18,7 +18,7 @@ from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import services
 from brsm.workflows.restore import ownership
-from brsm.workflows.restore.context import RestorePorts, ports as _p
+from brsm.workflows.restore.context import RestorePorts, ports
 from brsm.workflows.restore.state import DowntimeEnded, RestoreContext
 
 ALL_DOWN = ("graphd", "storaged", "metad")
@@ -40,7 +40,7 @@ def hosts_by_role(ctx: RestoreContext) -> dict[str, list[str]]:
 
 def targets(ctx: RestoreContext, svc: str) -> list[services.ServiceTarget]:
     """Every host running ``svc``, its install dir (config) and the port it serves on (topology)."""
-    p = _p(ctx)
+    p = ports(ctx)
     seen: dict[str, services.ServiceTarget] = {}
     for s in ctx.data.topo[ROLE_OF[svc]]:
         if s["host"] not in seen:
@@ -74,7 +74,7 @@ class StillLoading(OperationFailed):
 async def stop(ctx: RestoreContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"stop {svc}", len(ts)):
-        await services.stop(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
+        await services.stop(ports(ctx).hosts, svc, ts, timeout=service_timeout(ctx), on_down=lambda t: ctx.record(
             ownership.DaemonStopped(t.host, svc), durable=False))  # lost: judges nothing
 
 
@@ -106,7 +106,7 @@ async def start(ctx: RestoreContext, svc: str) -> None:
     ts = targets(ctx, svc)
     with hosts_task(ctx, f"start {svc}", len(ts)):
         try:
-            await services.start(_p(ctx).hosts, svc, ts, timeout=service_timeout(ctx), watch=start_watch(ctx, svc))
+            await services.start(ports(ctx).hosts, svc, ts, timeout=service_timeout(ctx), watch=start_watch(ctx, svc))
         except services.NotListeningYet as e:
             if svc == "storaged":
                 await _still_loading(ctx, e)
@@ -119,7 +119,7 @@ async def _still_loading(ctx: RestoreContext, e: services.NotListeningYet) -> No
     unregistered, another cluster's id)."""
     addrs = sorted(s["addr"] for s in ctx.data.topo["storage"] if s["host"] in set(e.hosts))
     try:
-        listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
+        listed = {str(h.addr): h for h in await ports(ctx).meta.list_hosts("STORAGE")}
     except BrsmError:
         return
     if addrs and all(a in listed and listed[a].online for a in addrs):
@@ -139,7 +139,7 @@ class hosts_task:
     was silent for half its time while daemons stopped and started)."""
 
     def __init__(self, ctx: RestoreContext, task: str, total: int, unit: str = "hosts") -> None:
-        self.progress, self.task, self.total, self.unit = _p(ctx).progress, task, total, unit
+        self.progress, self.task, self.total, self.unit = ports(ctx).progress, task, total, unit
 
     def __enter__(self) -> "hosts_task":
         self.progress.start(self.task, self.total, unit=self.unit)
@@ -169,7 +169,7 @@ def downtime_ended(ctx: RestoreContext, how: str) -> float | None:
         return ended
     seconds = round(max(0.0, time.time() - began), 3)
     ctx.record(DowntimeEnded(at=time.time(), seconds=seconds, how=how))
-    _p(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
+    ports(ctx).progress.note(f"the cluster was down {seconds:.1f} s (first service stopped → every storaged ONLINE, {how})")
     return seconds
 
 
@@ -177,7 +177,7 @@ async def wait_meta(ctx: RestoreContext) -> None:
     deadline = time.monotonic() + service_timeout(ctx)
     while True:
         try:
-            await _p(ctx).meta.list_spaces()
+            await ports(ctx).meta.list_spaces()
             return
         except BrsmError:
             if time.monotonic() > deadline:
@@ -191,7 +191,7 @@ async def wait_storage_online(ctx: RestoreContext) -> list[str]:
     timeout = service_timeout(ctx)
     t0, slept, pause = time.monotonic(), 0.0, 0.1
     while True:
-        listed = {str(h.addr): h for h in await _p(ctx).meta.list_hosts("STORAGE")}
+        listed = {str(h.addr): h for h in await ports(ctx).meta.list_hosts("STORAGE")}
         missing = [a for a in want if not (a in listed and listed[a].online)]
         if not missing:
             return want
@@ -226,7 +226,7 @@ async def _offline_causes(ctx: RestoreContext, addrs: list[str]) -> list[tuple[s
     async def one(host: str) -> tuple[str, str] | None:
         t = ts[host]
         try:
-            got, _ = await services.check_host(_p(ctx).hosts, host, [("storaged", t)], [])
+            got, _ = await services.check_host(ports(ctx).hosts, host, [("storaged", t)], [])
         except BrsmError:
             return None
         st, _open = got.get("storaged", (None, False))
@@ -253,7 +253,7 @@ async def refuse_foreign(ctx: RestoreContext, svcs: tuple[str, ...]) -> None:
         by_host.setdefault(t.host, []).append((svc, t))
 
     async def one(host: str) -> list[tuple[str, services.ServiceTarget, int]]:
-        got, _ = await services.check_host(_p(ctx).hosts, host, by_host[host], [])
+        got, _ = await services.check_host(ports(ctx).hosts, host, by_host[host], [])
         out = []
         for svc, t in by_host[host]:
             st, _open = got.get(svc, (None, False))
@@ -293,7 +293,7 @@ def dirs_of(ctx: RestoreContext, svcs: tuple[str, ...]) -> dict[str, list[str]]:
 async def ensure_down(ctx: RestoreContext, before: str, svcs: tuple[str, ...] = ALL_DOWN) -> None:
     """Refuse to go on with ``before`` unless every daemon of ``svcs`` is down on every host and no
     process uses their data dirs."""
-    p = _p(ctx)
+    p = ports(ctx)
     last = ctx.runtime.last_down_check
     if last is not None and time.monotonic() - last[0] < FRESH_SECONDS and set(svcs) <= last[1]:
         return  # checked moments ago by this process, and nothing started since (start() forgets it)

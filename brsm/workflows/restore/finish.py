@@ -12,7 +12,7 @@ from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import anchors, common
 from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
-from brsm.workflows.restore.context import (SPACES_DROPPED, pairs as pairs_of, partial, ports as _p,
+from brsm.workflows.restore.context import (SPACES_DROPPED, pairs as pairs_of, partial, ports,
                                             root_of, staged)
 from brsm.workflows.restore.state import RestoreContext, ServicesStarting
 
@@ -20,7 +20,7 @@ CLEAN_AT_ONCE = 32  # set-aside data dirs removed at once by CLEANED
 
 
 async def meta_restored(ctx: RestoreContext) -> dict[str, Any]:
-    p = _p(ctx)
+    p = ports(ctx)
     m = await source.manifest(ctx)
     # on a resume metad may run already (started by an earlier attempt of this step); the others must not
     await control.ensure_down(ctx, "META_RESTORED", control.ALL_DOWN if ctx.mode == "run" else control.STARTED_BY_US)
@@ -86,7 +86,7 @@ async def _drop_chosen_spaces(ctx: RestoreContext, m: dict[str, Any], *, only_re
     too. Safe to repeat: a space already gone is skipped. A name that has got yet another id since
     CHECKED is refused: its data was not set aside. ``only_replaced``: drop only those re-created
     spaces (the chosen spaces themselves are replaced by brsm's own SST)."""
-    p = _p(ctx)
+    p = ports(ctx)
     current = await p.meta.list_spaces()
     replaced = {int(k) for k in ctx.data.replaced_spaces}
     dropped = []
@@ -115,7 +115,7 @@ async def started(ctx: RestoreContext) -> dict[str, Any]:
     """storaged, then graphd, each running and listening on every host; every storaged ONLINE in
     listHosts; the restored spaces listed. Until all of that holds the step fails (and the run rolls
     back): a storaged that does not come up is never reported as restored."""
-    p = _p(ctx)
+    p = ports(ctx)
     m = await source.manifest(ctx)
     proved = await _prove_before_start(ctx)
     # storaged and graphd at once (graphd needs only metad, which runs): the downtime is the slower one;
@@ -165,7 +165,7 @@ async def undo_started(ctx: RestoreContext) -> None:
 
 
 async def cleaned(ctx: RestoreContext) -> dict[str, Any]:
-    p = _p(ctx)
+    p = ports(ctx)
     aside = placement.aside_name(ctx.ref)
 
     async def clean(data_dir: tuple[str, str]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from brsm.errors import MetaError, PreflightFailed
 from brsm.workflows.restore import meta_ingest, placement
-from brsm.workflows.restore.context import ports as _p
+from brsm.workflows.restore.context import ports
 from brsm.workflows.restore.state import META_INGEST_BUILT, RestoreContext
 
 INGEST_NAME = "brsm_chosen_spaces.sst"
@@ -56,7 +56,7 @@ async def check(ctx: RestoreContext, pairs: list[tuple[str, str]], topo: dict[st
     if why:
         raise PreflightFailed(why, hint="map each host of the cluster to itself (--host-map old=old), or restore "
                                         "all spaces from a full backup")
-    codec = _p(ctx).meta_sst
+    codec = ports(ctx).meta_sst
     if codec is not None:
         codec.write({b"probe": b""}, set())  # rocksdict missing: refused here, not in the downtime
 
@@ -70,7 +70,7 @@ async def settle(ctx: RestoreContext) -> None:
 
 async def _backup_rows(ctx: RestoreContext, m: dict[str, Any]) -> dict[bytes, bytes]:
     """The backup's meta rows, read from the first metad's restore dir (proved before the stop)."""
-    p = _p(ctx)
+    p = ports(ctx)
     mh = ctx.data.topo["meta"][0]
     d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
     h = p.hosts.host(mh["host"])
@@ -84,7 +84,7 @@ async def replaced_schema_keys(ctx: RestoreContext) -> set[bytes]:
     """The schema keys of the spaces CHECKED found re-created under another id (``replaced_spaces``),
     read while they still exist: their dropSpace leaves these behind, under an id that a later space
     could be given. A space already gone (a resume after the drop) lists nothing."""
-    p = _p(ctx)
+    p = ports(ctx)
     keys: set[bytes] = set()
     for sid in sorted(int(k) for k in ctx.data.replaced_spaces):
         try:
@@ -99,7 +99,7 @@ async def build(ctx: RestoreContext, m: dict[str, Any], *, also_delete: set[byte
     done = ctx.data.meta_ingest
     if done:
         return base64.b64decode(done["sst"])
-    p = _p(ctx)
+    p = ports(ctx)
     rows = await _backup_rows(ctx, m)
     chosen = {int(sid): name for sid, name in m["spaces"].items()}
     live = await p.meta.list_spaces()
@@ -115,7 +115,7 @@ async def leftover_keys(ctx: RestoreContext, m: dict[str, Any], ingested: bytes)
     """Schema keys a restored space lists that the ingested SST does not hold: what a space dropped
     since the backup left behind (DropSpaceProcessor keeps tags, edges and indexes), which no listing
     could show while the space was gone and which reappear with it."""
-    p = _p(ctx)
+    p = ports(ctx)
     want = set(p.meta_sst.read([ingested]))
     extra: set[bytes] = set()
     for sid in sorted(int(s) for s in m["spaces"]):

@@ -17,7 +17,7 @@ from typing import Any
 from brsm.errors import VerificationFailed
 from brsm.ports import TreeFingerprint
 from brsm.workflows.restore import placement
-from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports as _p
+from brsm.workflows.restore.context import DATA_PROVED, chosen_spaces, ports
 from brsm.workflows.restore.state import RestoreContext
 
 HASH_BATCH = 64
@@ -30,7 +30,7 @@ async def rehash_restored(ctx: RestoreContext, *, staged: bool = False) -> dict[
     """Re-hash on the hosts every restored file that has a SHA-256 in the manifest (sha256sum, all
     hosts at once): offline right before anything is started on it, staged at the end of STAGED.
     A staged file that differs is removed, so a resume downloads it again."""
-    p = _p(ctx)
+    p = ports(ctx)
     by_host: dict[str, list[dict[str, Any]]] = {}
     for d in ctx.data.restored:
         if d.sha256:
@@ -78,7 +78,7 @@ async def fingerprints(ctx: RestoreContext, dirs: Sequence[tuple[str, str]], *,
     """``{"host:dir": fingerprint}`` for every (host, dir), one command per host, every host at once
     (``fmt``: the format the fingerprints compared against were taken in). A dir that is a symlink
     is refused: its listing would be empty whatever it points at."""
-    p = _p(ctx)
+    p = ports(ctx)
     by_host: dict[str, list[str]] = {}
     for host, d in dirs:
         by_host.setdefault(host, []).append(d)

@@ -22,7 +22,7 @@ from typing import Any
 from brsm.errors import PathRefused, VerificationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import placement
-from brsm.workflows.restore.context import ports as _p
+from brsm.workflows.restore.context import ports
 from brsm.workflows.restore.state import RestoreContext, ScratchDirMade, ScratchDirMaking
 
 
@@ -83,7 +83,7 @@ def _refusal(ctx: RestoreContext, host: str, path: str, why: str) -> Verificatio
 async def ensure(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir made (exclusively, its identity journaled) or found to be the one made
     earlier in this operation; anything else refused before a byte is written into it."""
-    p = _p(ctx)
+    p = ports(ctx)
     legacy = _legacy(ctx)  # decided once: what this call journals must not change it for the others
 
     async def one(item: tuple[str, str]) -> None:
@@ -113,7 +113,7 @@ async def ensure(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
 async def verify(ctx: RestoreContext, where: list[tuple[str, str]]) -> None:
     """Each scratch dir with an identity journaled is still that dir, reached through real dirs
     (a missing one is left for the caller: its own checks say what is missing)."""
-    p = _p(ctx)
+    p = ports(ctx)
 
     async def one(item: tuple[str, str]) -> None:
         host, path = item
@@ -131,7 +131,7 @@ async def ours(ctx: RestoreContext, host: str, path: str) -> bool:
     """May an undo remove this scratch dir? Only the one brsm made (or took back) in this operation:
     a dir planted at the name, which a step refused, is left where it is (and a link is not a dir)."""
     try:
-        st = await _p(ctx).hosts.host(host).lstat_dir(path)
+        st = await ports(ctx).hosts.host(host).lstat_dir(path)
     except PathRefused:  # (a host that cannot be reached fails the undo: it is tried again)
         return False
     if st is None:

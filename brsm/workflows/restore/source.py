@@ -12,13 +12,13 @@ from typing import Any
 from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog
 from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
-from brsm.workflows.restore.context import TAMPERED, ports as _p
+from brsm.workflows.restore.context import TAMPERED, ports
 from brsm.workflows.restore.state import RestoreContext
 
 
 async def _read_checked(ctx: RestoreContext, key: str, what: str, limit: int) -> bytes:
     """A manifest or ``.meta``: refused unread when its size is absurd (a hostile or garbage file)."""
-    st = _p(ctx).storage
+    st = ports(ctx).storage
     big = catalog.too_big(what, (await st.stat(key)).size, limit)
     if big:
         raise VerificationFailed(f"backup {ctx.data.params.name}: {big}", hint=TAMPERED)
@@ -38,7 +38,7 @@ def closest(name: str, names: list[str]) -> list[str]:
 
 async def _refuse_absent(ctx: RestoreContext, name: str) -> None:
     """No object at all under ``<name>/``: there is no such backup (not an incomplete one)."""
-    st = _p(ctx).storage
+    st = ports(ctx).storage
     if await st.list(f"{name}/"):
         return
     names = [d.rstrip("/") for d in await st.list_dirs("")]
@@ -63,8 +63,8 @@ async def manifest(ctx: RestoreContext) -> dict[str, Any]:
             if cached is None:
                 await _refuse_absent(ctx, name)
                 raise PreflightFailed(
-                    f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {_p(ctx).storage.uri}: "
-                    "it is incomplete", hint=f"see `brsm show --storage {_p(ctx).storage.uri}` for complete "
+                    f"backup {name} has no {MANIFEST} (nor a nebula-br {name}.meta) in {ports(ctx).storage.uri}: "
+                    "it is incomplete", hint=f"see `brsm show --storage {ports(ctx).storage.uri}` for complete "
                                              "backups") from e
         else:
             try:
@@ -94,7 +94,7 @@ def for_journal(m: dict[str, Any]) -> dict[str, Any]:
 async def _check_meta(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """brsm restores from the manifest, but a backup whose ``.meta`` is gone, unreadable or changed
     is damaged (nebula-br could not restore it) and `brsm verify` says so: restore refuses it too."""
-    p, name = _p(ctx), ctx.data.params.name
+    p, name = ports(ctx), ctx.data.params.name
     try:
         raw = await _read_checked(ctx, meta_file_key(name), f"{name}.meta", catalog.MAX_META_BYTES)
     except ObjectNotFound as e:
@@ -114,7 +114,7 @@ async def _check_meta(ctx: RestoreContext, m: dict[str, Any]) -> None:
 async def _nebula_br_manifest(ctx: RestoreContext, name: str) -> dict[str, Any] | None:
     """A manifest built from a nebula-br backup's ``.meta`` and its listing. It has no checksums:
     files are checked by size only (the journal and the output say so)."""
-    p = _p(ctx)
+    p = ports(ctx)
     if p.decode_meta is None:
         return None
     objs = await p.storage.list(f"{name}/")

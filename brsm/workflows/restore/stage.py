@@ -18,7 +18,7 @@ from brsm import failpoints
 from brsm.errors import OperationFailed
 from brsm.workflows import common, direct
 from brsm.workflows.restore import control, placement, proof, scratch, source
-from brsm.workflows.restore.context import chosen_spaces, pairs, ports as _p, staged
+from brsm.workflows.restore.context import chosen_spaces, pairs, ports, staged
 from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded, whole_file
 from brsm.workflows.restore.ledger import FileRestored
 from brsm.workflows.restore.state import RestoreContext
@@ -48,7 +48,7 @@ async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
     there); every finished file journaled, also when another one fails. Returns how many were skipped.
     Progress goes to the "download" task, the one transfer.download_file advances."""
     task = "download"
-    p = _p(ctx)
+    p = ports(ctx)
     done = ctx.data.restored
     todo = []
     for host, dest, f in jobs:
@@ -89,7 +89,7 @@ async def _fetch_direct(ctx: RestoreContext, f: dict[str, Any], host: Any, dest:
     """The host fetches the object itself, checked against the manifest's SHA-256 there; a dropped
     helper or a mismatch is tried again by the same file-level rule as on the path through brsm (bytes
     can be damaged on the way; the same mismatch every time is a damaged backup, exit 6)."""
-    p, limits = _p(ctx), ctx.runtime.limits
+    p, limits = ports(ctx), ctx.runtime.limits
     rate = int(limits.bucket.rate / max(1, limits.concurrency)) if limits.bucket.rate else None
     await whole_file(f"downloading {f['key']} to {host.name}:{dest}", lambda: direct.download(
         f["key"], f.get("sha256"), f["size"], host, p.storage, p.progress, dest, rate=rate, helpers=helpers))
@@ -105,7 +105,7 @@ async def staged_step(ctx: RestoreContext) -> dict[str, Any]:
         return {"staged": False}
     m = await source.manifest(ctx)
     jobs = _jobs(ctx, m, into_staging=True)
-    _p(ctx).progress.note(f"staging {len(jobs)} file(s) beside the live data; the cluster keeps serving")
+    ports(ctx).progress.note(f"staging {len(jobs)} file(s) beside the live data; the cluster keeps serving")
     await scratch.ensure(ctx, scratch.dirs(ctx, staged=True))  # made here, or the ones made before
     skipped = await _download(ctx, jobs)
     await scratch.verify(ctx, scratch.dirs(ctx, staged=True))
@@ -117,7 +117,7 @@ async def staged_step(ctx: RestoreContext) -> dict[str, Any]:
 
 async def undo_staged(ctx: RestoreContext) -> None:
     """The staging dirs and meta restore dirs go; the cluster (serving all along) is not touched."""
-    p = _p(ctx)
+    p = ports(ctx)
     for host, d in scratch.dirs(ctx, staged=True):  # only the ones this operation made: a planted one stays
         if await scratch.ours(ctx, host, d):
             await p.hosts.host(host).remove_tree(d)
@@ -149,7 +149,7 @@ def _data_path(ctx: RestoreContext) -> dict[str, str]:
 async def _swap_in(ctx: RestoreContext) -> dict[str, Any]:
     """Each staged tree renamed into place (the live one is aside since SET_ASIDE). Repeatable: a
     tree already in place is skipped; a live tree that is not ours is never overwritten."""
-    p = _p(ctx)
+    p = ports(ctx)
     moved: list[str] = []
     absent: list[str] = []
 
@@ -178,7 +178,7 @@ async def _swap_in(ctx: RestoreContext) -> dict[str, Any]:
 async def undo_downloaded(ctx: RestoreContext) -> None:
     """The restored data goes where the original is safe aside; staged trees not yet swapped in stay
     for undo_staged."""
-    p = _p(ctx)
+    p = ports(ctx)
     await control.ensure_down(ctx, "removing the downloaded data (undo of DOWNLOADED)")
     for host, src, dst, mode in placement.moves(ctx.data.topo, ctx.ref, chosen_spaces(ctx)):
         h = p.hosts.host(host)

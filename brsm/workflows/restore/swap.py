@@ -13,7 +13,7 @@ from typing import Any
 from brsm.errors import OperationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import control, placement
-from brsm.workflows.restore.context import ports as _p, root_of, set_aside_spaces
+from brsm.workflows.restore.context import ports, root_of, set_aside_spaces
 from brsm.workflows.restore.state import DowntimeBegan, RestoreContext
 
 
@@ -38,7 +38,7 @@ async def _one(data: bytes):
 
 
 async def _set_aside_cluster_ids(ctx: RestoreContext) -> list[dict[str, str]]:
-    p = _p(ctx)
+    p = ports(ctx)
 
     async def one(c: placement.ClusterIdFile) -> dict[str, str]:
         h = p.hosts.host(c.host)
@@ -61,7 +61,7 @@ async def _set_aside_cluster_ids(ctx: RestoreContext) -> list[dict[str, str]]:
 
 async def _put_back_cluster_ids(ctx: RestoreContext) -> None:
     """Each root as before SET_ASIDE: the original file back, or none if there was none. Repeatable."""
-    p = _p(ctx)
+    p = ports(ctx)
     for c in placement.cluster_id_files(ctx.data.topo, root_of(ctx), ctx.ref):
         h = p.hosts.host(c.host)
         if await h.exists(c.aside):
@@ -75,7 +75,7 @@ async def _put_back_cluster_ids(ctx: RestoreContext) -> None:
 
 
 async def set_aside(ctx: RestoreContext) -> dict[str, Any]:
-    p = _p(ctx)
+    p = ports(ctx)
     await control.ensure_down(ctx, "SET_ASIDE")
 
     async def one(move: tuple[str, str, str, str]) -> str | None:
@@ -104,7 +104,7 @@ async def set_aside(ctx: RestoreContext) -> dict[str, Any]:
 
 
 async def undo_set_aside(ctx: RestoreContext) -> None:
-    p = _p(ctx)
+    p = ports(ctx)
     await control.ensure_down(ctx, "putting the original data back (undo of SET_ASIDE)")
     for host, src, dst, _mode in placement.moves(ctx.data.topo, ctx.ref, set_aside_spaces(ctx)):
         h = p.hosts.host(host)

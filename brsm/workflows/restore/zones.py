@@ -17,7 +17,7 @@ from typing import Any
 from brsm.errors import ObjectNotFound, VerificationFailed
 from brsm.workflows import catalog
 from brsm.workflows.layout import meta_sst_key
-from brsm.workflows.restore.context import TAMPERED, ports as _p
+from brsm.workflows.restore.context import TAMPERED, ports
 from brsm.workflows.restore.state import RestoreContext
 
 ZONES_TABLE = b"__zones__"  # MetaKeyUtils.cpp: systemTableMaps "zones"
@@ -72,12 +72,12 @@ async def restored(ctx: RestoreContext, m: dict[str, Any], topo: dict[str, Any])
     f = sst_file(list(m.get("meta_files") or []))
     if f is None:
         return RestoredZones({}, "the backup (no zone table)")
-    codec = _p(ctx).meta_sst
+    codec = ports(ctx).meta_sst
     if codec is None:  # the in-process fakes keep no SSTs: the cluster's zones are the best guess
         return RestoredZones(topo.get("zones") or {}, CLUSTER)
     name = ctx.data.params.name
     key = meta_sst_key(name, f)
-    st = _p(ctx).storage
+    st = ports(ctx).storage
     try:
         big = catalog.too_big(key, (await st.stat(key)).size, MAX_ZONES_SST_BYTES)
         if big:

@@ -7,13 +7,13 @@ from brsm.errors import BrsmError, PreflightFailed, UsageError
 from brsm.workflows import common, direct
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits
-from brsm.workflows.backup.context import _ports
+from brsm.workflows.backup.context import ports
 from brsm.workflows.backup.state import BackupContext
 
 
 # -- preflight ----------------------------------------------------------------------------------
 async def preflight(ctx: BackupContext) -> dict[str, Any]:
-    p = _ports(ctx)
+    p = ports(ctx)
     topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     if not topo["storage"]:
         raise PreflightFailed("metad lists no storage hosts", hint="is --config pointing at the right metad?")
@@ -68,13 +68,13 @@ async def attach(ctx: BackupContext) -> None:
     if ctx.mode == "resume":
         await _check_resumable(ctx)
     if ctx.mode == "rollback":
-        await common.remove_probes(ctx, _ports(ctx).storage)
-    await common.reattach_lease(ctx, _ports(ctx).hosts, "backup", lease_step="LOCKED")
+        await common.remove_probes(ctx, ports(ctx).storage)
+    await common.reattach_lease(ctx, ports(ctx).hosts, "backup", lease_step="LOCKED")
 
 
 async def _check_resumable(ctx: BackupContext) -> None:
     """pgBackRest's rule: refuse to resume onto something that changed, and say why."""
-    p, st = _ports(ctx), ctx.state
+    p, st = ports(ctx), ctx.state
     if ctx.data.topology is not None:
         now = await common.discover_topology(p.meta, p.hosts, p.install_dir)
         was = ctx.data.topo
@@ -90,15 +90,15 @@ async def _check_resumable(ctx: BackupContext) -> None:
 
 
 async def detach(ctx: BackupContext) -> None:
-    common.record_host_keys(ctx, _ports(ctx).hosts)
+    common.record_host_keys(ctx, ports(ctx).hosts)
     await common.detach_lease(ctx)
     if ctx.runtime.release_lease and common.lease_active(ctx, "LOCKED"):
         # kept for a resume after Ctrl-C (the runner's keep_interrupted): the cluster is let go now,
         # not at the lease's expiry; `brsm resume` takes the lease again (reattach_lease)
         try:
-            await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()
+            await common.make_lease(ctx, ports(ctx).hosts, "backup").release()
         except BrsmError as e:  # best effort: the interruption stays what the run reports
-            _ports(ctx).progress.note(f"could not release the cluster lease ({e.message}); it expires by itself "
+            ports(ctx).progress.note(f"could not release the cluster lease ({e.message}); it expires by itself "
                                       "within its ttl (5 minutes), or `brsm resume`/`brsm rollback` takes it back")
             return
         ctx.record(common.LEASE_RELEASED, {"why": "kept for a resume after an interruption"})
@@ -106,11 +106,11 @@ async def detach(ctx: BackupContext) -> None:
 
 # -- LOCKED ---------------------------------------------------------------------------------------
 async def locked(ctx: BackupContext) -> dict[str, Any]:
-    lease = common.make_lease(ctx, _ports(ctx).hosts, "backup")
+    lease = common.make_lease(ctx, ports(ctx).hosts, "backup")
     await lease.acquire()
     return {"lease_hosts": [h.name for h, _ in lease.hosts]}
 
 
 async def undo_locked(ctx: BackupContext) -> None:
     if ctx.data.topology is not None:
-        await common.make_lease(ctx, _ports(ctx).hosts, "backup").release()
+        await common.make_lease(ctx, ports(ctx).hosts, "backup").release()

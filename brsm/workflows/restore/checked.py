@@ -9,14 +9,14 @@ from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import disk, partial_meta, placement, source, zones
-from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports as _p
+from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
 from brsm.workflows.restore.state import ManifestJournaled, RestoreContext
 
 
 async def preflight(ctx: RestoreContext) -> dict[str, Any]:
-    p = _p(ctx)
+    p = ports(ctx)
     topo = await common.preflight_topology(ctx, p.meta, p.hosts, p.install_dir)
     p.progress.note(f"topology from {topo['source']}")
     m = await common.as_preflight(source.manifest(ctx))
@@ -45,8 +45,8 @@ async def attach(ctx: RestoreContext) -> None:
                                    bucket=TokenBucket(parse_rate(ctx.data.params.rate_limit)))
     try:
         if ctx.mode == "rollback":
-            await common.remove_probes(ctx, _p(ctx).storage)
-        await common.reattach_lease(ctx, _p(ctx).hosts, "restore", lease_step="CHECKED")
+            await common.remove_probes(ctx, ports(ctx).storage)
+        await common.reattach_lease(ctx, ports(ctx).hosts, "restore", lease_step="CHECKED")
         st = ctx.state
         if (ctx.mode == "resume" and "CHECKED" in st.completed and "STOPPED" not in st.started
                 and ctx.data.manifest is None):
@@ -61,7 +61,7 @@ async def attach(ctx: RestoreContext) -> None:
 
 
 async def detach(ctx: RestoreContext) -> None:
-    common.record_host_keys(ctx, _p(ctx).hosts)
+    common.record_host_keys(ctx, ports(ctx).hosts)
     await common.detach_lease(ctx)
 
 
@@ -100,7 +100,7 @@ def _pairs(ctx: RestoreContext, m: dict[str, Any], topo: dict[str, Any]) -> list
 async def _choose_mode(ctx: RestoreContext, m: dict[str, Any], pairs: list[tuple[str, str]]) -> placement.ModeChoice:
     """Free space on every data path the files go to (the rename aside costs nothing), and whether
     staging beside a serving cluster fits there."""
-    p, topo = _p(ctx), ctx.data.topo
+    p, topo = ports(ctx), ctx.data.topo
     need: dict[tuple[str, str], int] = {}
     for f in m["files"]:
         tgt = placement.target(ctx.data.params.name, f["key"], pairs, topo)
@@ -115,7 +115,7 @@ async def _choose_mode(ctx: RestoreContext, m: dict[str, Any], pairs: list[tuple
 
 
 async def checked(ctx: RestoreContext) -> dict[str, Any]:
-    p = _p(ctx)
+    p = ports(ctx)
     m = await source.manifest(ctx)
     topo = ctx.data.topo
     replaced = await _check_space_ids(ctx, m) if not m.get("all_spaces", True) else {}
@@ -152,7 +152,7 @@ async def _check_space_ids(ctx: RestoreContext, m: dict[str, Any]) -> dict[str, 
     (a rollback brings it back) and META_RESTORED drops it, as nebula-br's ``checkAndDropSpaces``
     drops the spaces it restores. A backup id now held by a space of another name is refused: that
     space is not the backup's to replace."""
-    current = await _p(ctx).meta.list_spaces()
+    current = await ports(ctx).meta.list_spaces()
     by_id = {v: k for k, v in current.items()}
     replaced = {}
     for sid, name in m["spaces"].items():
@@ -164,7 +164,7 @@ async def _check_space_ids(ctx: RestoreContext, m: dict[str, Any]) -> dict[str, 
         if name in current and current[name] != sid:
             replaced[str(current[name])] = name
     if replaced:
-        _p(ctx).progress.note("re-created since the backup, replaced by the backup's: " + ", ".join(
+        ports(ctx).progress.note("re-created since the backup, replaced by the backup's: " + ", ".join(
             f"{n} (id {i} now, {next(k for k, v in m['spaces'].items() if v == n)} in the backup)"
             for i, n in sorted(replaced.items())))
     return replaced
@@ -173,7 +173,7 @@ async def _check_space_ids(ctx: RestoreContext, m: dict[str, Any]) -> dict[str, 
 async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
     the one re-hash, bounded by --concurrency)."""
-    p = _p(ctx)
+    p = ports(ctx)
     files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
     problems = await rehash(p.storage, files, concurrency=ctx.runtime.limits.concurrency, progress=p.progress)
     if problems:
@@ -183,4 +183,4 @@ async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
 
 async def undo_checked(ctx: RestoreContext) -> None:
     if ctx.data.topology is not None:
-        await common.make_lease(ctx, _p(ctx).hosts, "restore").release()
+        await common.make_lease(ctx, ports(ctx).hosts, "restore").release()
