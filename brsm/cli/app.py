@@ -398,15 +398,14 @@ def ops(
             raise click.exceptions.Exit(err.exit_code)
         out.result(rows)
         return
-    from brsm.cli.ops_commands import _table
-    from brsm.cli.views import short_time
+    from brsm.cli.views import compact_table, short_time
 
     cols = ["id", "kind", "state", "started (UTC)", "finished", "backup", "target", "by"]
     table = [[r["id"], r["kind"], r["state"], short_time(r["started"]), short_time(r["finished"], since=r["started"]),
               r["name"] or "", r["target"], r["who"]] for r in rows]
     if out.out.width < 120:  # a narrow terminal: whole times and names, not the target and user (--json has them)
         cols, table = cols[:6], [t[:6] for t in table]
-    _table(out, None, cols, table, wrap={"target"})
+    compact_table(out, None, cols, table, wrap={"target"})
     if not checked:
         out.line("note: too many events to re-check the hash chains here; run `brsm journal verify`")
     if err is not None:

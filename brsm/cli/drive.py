@@ -16,7 +16,7 @@ from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROL
                               OperationState)
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, create_operation
 from brsm.errors import BrsmError, Interrupted
-from brsm import wiring as registry
+from brsm import wiring
 
 
 def _open_journal():
@@ -216,7 +216,7 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
             op_id, params = create_operation(j, kind, params, target=target)
             op = j.operation(op_id)
             try:
-                built = await registry.build(kind, params, op_id=op.id, out=out, journal=j)
+                built = await wiring.build(kind, params, op_id=op.id, out=out, journal=j)
             except BaseException as e:
                 # Nothing was done yet (the ports are being opened): a refusal ends the operation REFUSED.
                 refused = isinstance(e, BrsmError) and not isinstance(e, Interrupted)
@@ -295,7 +295,7 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
                 st = await sigs.attach(Runner(j, Workflow(kind=st0.kind, steps={}))).rollback(op_id)
                 _report(out, op_id, op.kind, st)
                 return
-            built = await registry.build(op.kind, params, op_id=op_id, out=out, journal=j)
+            built = await wiring.build(op.kind, params, op_id=op_id, out=out, journal=j)
             runner = sigs.attach(Runner(j, built.workflow, built.ports))
             try:
                 if mode == "rollback":
@@ -348,7 +348,7 @@ async def _lease_when_metad_is_down(e: BrsmError, params: dict[str, Any], st: Op
     if st.phase != PHASE_REFUSED or not _metad_unreachable(e):
         return
     try:
-        lines = await asyncio.wait_for(registry.lease_report(params, out=out), 60)
+        lines = await asyncio.wait_for(wiring.lease_report(params, out=out), 60)
     except Exception:  # noqa: BLE001 - the refusal itself is what the command reports
         return
     for line in lines:

@@ -20,6 +20,7 @@ from brsm.console.output import Output
 from brsm.errors import BrsmError, UsageError, VerificationFailed
 from brsm.sizes import size_text
 
+from brsm.cli.views import compact_table
 from brsm.cli.options import (ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt,
                               YesOrConfirmOpt, with_options)
 
@@ -90,25 +91,6 @@ NO_CHECKSUMS = ("* complete by structure, no checksums: made by nebula-br, or a 
                 "deleted (verify checks its structure only; restore needs --allow-unverified)")
 
 
-def _table(out: Output, title: str | None, columns: list[str], rows: list[list[Any]], wrap: set[str]) -> None:
-    """Like Output.table, compact, and only the ``wrap`` columns wrap: names and times stay whole."""
-    from rich import box
-    from rich.table import Table
-
-    from brsm.console.output import cell
-
-    cells = [[cell(v) for v in r] for r in rows]
-    t = Table(title=None if title is None else cell(title), show_lines=False, box=box.SIMPLE_HEAD,
-              collapse_padding=True, pad_edge=False, title_justify="left")
-    for i, c in enumerate(columns):
-        widest = max([len(c)] + [len(r[i].plain) for r in cells]) if c not in wrap else None
-        t.add_column(c, no_wrap=c not in wrap, overflow="fold", ratio=1 if c in wrap else None,
-                     min_width=widest)
-    for r in cells:
-        t.add_row(*r)
-    out.out.print(t)
-
-
 def _in_use() -> dict[str, int]:
     """Backup names unfinished brsm operations use, from the journal (none when there is no journal yet)."""
     from brsm.home import journal_path
@@ -158,7 +140,7 @@ def show(
     if out.out.width < 100:  # a narrow terminal: the essentials, spaces among them (--json has everything)
         keep = [0, 1, 2, 4, 6]
         cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
-    _table(out, f"backups in {uri}", cols, rows, wrap={"spaces"})
+    compact_table(out, f"backups in {uri}", cols, rows, wrap={"spaces"})
     if any(_state(e) == "complete*" for e in entries):
         out.line(NO_CHECKSUMS)
     for e in entries:
@@ -300,7 +282,7 @@ def prune(
         for name, created, state, action, why in rows:
             out.line(f"  {action:<12} {name} ({state}, {created}): {why}")
     elif decisions:
-        _table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"], rows, wrap={"why"})
+        compact_table(out, f"prune {uri}", ["name", "created (UTC)", "state", "action", "why"], rows, wrap={"why"})
     else:
         out.line(f"no backups in {uri}")
     if any(_state_of(d) == "complete*" for d in decisions):

@@ -97,7 +97,9 @@ def unfinished_on(journal: Any, config: str | None, *, exclude: int | None = Non
     if not config:
         return []
     if loader is None:
-        from brsm.config import load_config as loader  # noqa: N813
+        from brsm.config import load_config
+
+        loader = load_config
     same = _same_cluster(loader)
     lines = []
     for op in journal.operations():

@@ -226,3 +226,22 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
             buf.clear()
     sys.stdout.write("\n".join(buf) + "\n")
     return err
+
+
+def compact_table(out: Output, title: str | None, columns: list[str], rows: list[list[Any]], wrap: set[str]) -> None:
+    """Like Output.table, compact, and only the ``wrap`` columns wrap: names and times stay whole."""
+    from rich import box
+    from rich.table import Table
+
+    from brsm.console.output import cell
+
+    cells = [[cell(v) for v in r] for r in rows]
+    t = Table(title=None if title is None else cell(title), show_lines=False, box=box.SIMPLE_HEAD,
+              collapse_padding=True, pad_edge=False, title_justify="left")
+    for i, c in enumerate(columns):
+        widest = max([len(c)] + [len(r[i].plain) for r in cells]) if c not in wrap else None
+        t.add_column(c, no_wrap=c not in wrap, overflow="fold", ratio=1 if c in wrap else None,
+                     min_width=widest)
+    for r in cells:
+        t.add_row(*r)
+    out.out.print(t)

@@ -469,7 +469,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault["kind"] == "reset":
                 self.close_connection = True
-                _abort(self.connection)
+                reset_connection(self.connection)
                 return
             self._send_error_xml(fault["status"], fault["code"], fault["message"], body)
             return
@@ -564,7 +564,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _safe
 
 
-def _abort(sock: socket.socket) -> None:
+def reset_connection(sock: socket.socket) -> None:
     """Close a connection with RST, no response."""
     try:
         import struct

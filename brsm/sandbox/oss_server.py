@@ -57,7 +57,7 @@ from oss2.auth import ProviderAuth
 from oss2.utils import Crc64
 
 from brsm.sandbox.served import ServedInThread
-from brsm.sandbox.faultproxy import (CHUNK, BodyReader, FaultState, _abort, error_xml,
+from brsm.sandbox.faultproxy import (CHUNK, BodyReader, FaultState, reset_connection, error_xml,
                                      handle_control, is_control_request, new_request_id,
                                      virtual_host_bucket,
                                      write_throttled)
@@ -487,7 +487,7 @@ class _OssHandler(BaseHTTPRequestHandler):
             if fault["kind"] == "reset":
                 self.close_connection = True
                 self._sent = True
-                _abort(self.connection)
+                reset_connection(self.connection)
                 return
             raise OssError(fault["status"], fault["code"], fault["message"])
         m = self.command

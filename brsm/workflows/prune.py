@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from brsm import durations
 from brsm.engine.definitions import PRUNE
 from brsm.engine.runner import StepContext, Workflow
 from brsm.engine.state import Event, KindState, Params, completed, on
@@ -43,12 +44,10 @@ GC_NOTE = ("incomplete and broken backups are neither counted nor deleted by pru
 def parse_duration(text: str) -> float:
     """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (a bare number is seconds) → seconds (brsm.durations:
     finite, at most a year)."""
-    from brsm.durations import FORMS, DurationError, parse_duration as parse
-
     try:
-        return parse(text, allow_zero=True)
-    except DurationError as e:
-        raise UsageError(f"--keep-within: {e}", hint=f"write it like {FORMS}") from None
+        return durations.parse_duration(text, allow_zero=True)
+    except durations.DurationError as e:
+        raise UsageError(f"--keep-within: {e}", hint=f"write it like {durations.FORMS}") from None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
 from brsm.workflows import anchors, common
 from brsm.workflows.restore import control, partial_meta, placement, proof, scratch, source, stage
-from brsm.workflows.restore.context import (SPACES_DROPPED, pairs as pairs_of, partial, ports,
+from brsm.workflows.restore.context import (SPACES_DROPPED, pairs, partial, ports,
                                             root_of, staged)
 from brsm.workflows.restore.state import RestoreContext, ServicesStarting
 
@@ -39,7 +39,7 @@ async def meta_restored(ctx: RestoreContext) -> dict[str, Any]:
         own_sst = await partial_meta.build(ctx, m, also_delete=orphaned)  # the chosen spaces' keys exactly
     elif partial(ctx):
         dropped = await _drop_chosen_spaces(ctx, m)
-    pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs_of(ctx)]
+    host_pairs = [(HostAddr.parse(o), HostAddr.parse(n)) for o, n in pairs(ctx)]
     for mh in ctx.data.topo["meta"]:
         # restoreMeta unlinks the SSTs it ingested (RestoreProcessor.cpp): hand it copies, so this
         # step can run again after a crash (ingesting the same tables twice changes nothing)
@@ -55,7 +55,7 @@ async def meta_restored(ctx: RestoreContext) -> dict[str, Any]:
         else:
             names = [posixpath.basename(f) for f in m["meta_files"]]
             await h.copy_into([posixpath.join(d, n) for n in names], ingest)
-        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], pairs)
+        await p.meta.restore_meta(HostAddr.parse(mh["addr"]), [posixpath.join(ingest, n) for n in names], host_pairs)
     leftovers = await partial_meta.leftover_keys(ctx, m, own_sst) if own_sst is not None else set()
     if leftovers:  # tombstones only, no host pairs: the parts were mapped by the first ingest
         blob = p.meta_sst.write({}, leftovers)
