@@ -265,7 +265,7 @@ def write_sshd_config(root: str, h: Host, *, port: int | None = None, deny: bool
 
 
 # A host's `python3` (what the direct data path's helper runs on): the venv's, unless a fault file says
-# the host has none, or cannot reach the object stores (issue 16's "a host that cannot reach the store").
+# the host has none, or cannot reach the object stores (the direct path's "a host that cannot reach the store").
 DIRECT_FAULTS = ("no-python3", "no-store")
 _PYTHON_WRAPPER = """#!/bin/bash
 # brsm sandbox: this host's python3 (faults: {faults}/no-python3, {faults}/no-store)

@@ -25,7 +25,7 @@ from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, le
 
 REMOVED = "OrphanRemoved"
 _NAME_TIME = re.compile(r"^BACKUP_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})")
-# a restore's set-aside original data (old) and its staged download (new, issue 15)
+# a restore's set-aside original data (old) and its staged download (new: the staged restore's)
 _ASIDE = re.compile(r"nebula_brsm_(old|new)_((?:[0-9a-f]+-)?\d+)$")
 # a restore's set-aside cluster.id of a storaged or graphd root, or its marker that there was none
 _CLUSTER_ID_ASIDE = re.compile(r"/\.?cluster\.id\.brsm_(?:old|absent)_((?:[0-9a-f]+-)?\d+)$")
@@ -211,8 +211,8 @@ def _lease_problem(info: Any, now: float) -> str | None:
 
 async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
     """The cluster leases held now by a live run (not stale, judged by the lease host's clock) that is
-    not this gc: what they own is not gc's to judge from this journal, whatever it says (issue 13: a
-    second journal's gc dropped a running backup's snapshot and deleted its upload)."""
+    not this gc: what they own is not gc's to judge from this journal, whatever it says (otherwise a
+    second journal's gc would drop a running backup's snapshot and delete its upload)."""
     if p.hosts is None or topology is None:
         return []
     return [info for _host, _path, info, now in await _leases(p, topology)

@@ -125,7 +125,8 @@ async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: 
 
 def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
     """A backup without a brsm manifest: its ``.meta`` decodes, names it, and every file and storage
-    host it names is there; no checksums, so --full/--sample cannot pass (issue 13)."""
+    host it names is there; no checksums, so --full/--sample cannot pass: a check of contents that
+    could check none must not read as one that found them whole."""
     if e.meta is None:
         r.problems.append({"key": meta_file_key(name), "problem": "unreadable", "detail": "; ".join(e.problems)})
         return
@@ -138,7 +139,7 @@ def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
     r.notes.append("no brsm manifest (made by nebula-br, or its manifest was deleted): no checksums; checked that .meta decodes and that its meta files and "
                    "the data of every storage host it names exist")
     if mode != QUICK:
-        # asked to check the contents and could check none: never "ok" (issue 13)
+        # asked to check the contents and could check none: never "ok" (an operator would trust it)
         r.problems.append({"key": manifest_key(name), "problem": "unverifiable",
                            "detail": f"--{mode} asked to re-hash the contents, but the backup records no "
                                      f"checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose "

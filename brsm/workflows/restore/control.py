@@ -2,8 +2,8 @@
 brsm.workflows.services with progress, waiting for metad and for every storaged ONLINE, and the
 "still down?" check before every step that renames, writes or starts.
 
-Issue 13: a storaged started behind brsm's back (an operator, a rebooted host) while the files were
-written made a restore finish with data that was neither the backup's nor the original. Before every
+Why: a storaged started behind brsm's back (an operator, a rebooted host) while the files are
+written would make a restore finish with data that is neither the backup's nor the original. Before every
 step that renames, writes or starts (and every undo that renames data back) brsm checks again that
 the daemons it stopped are down: no pid in `nebula.service status`, the port closed, no process using
 the data dirs. Otherwise it journals ServiceFoundRunning and stops there (exit 5), touching nothing.
@@ -135,8 +135,8 @@ async def _still_loading(ctx: RestoreContext, e: services.NotListeningYet) -> No
 
 class hosts_task:
     """A progress task (rich on a terminal, a JSON line with --json) for a wait on every host at once:
-    started before it, advanced to the total and done once every host got there (issue 13: a restore
-    was silent for half its time while daemons stopped and started)."""
+    started before it, advanced to the total and done once every host got there (without it a restore
+    is silent for half its time while daemons stop and start)."""
 
     def __init__(self, ctx: RestoreContext, task: str, total: int, unit: str = "hosts") -> None:
         self.progress, self.task, self.total, self.unit = ports(ctx).progress, task, total, unit
