@@ -115,6 +115,27 @@ def key_outside(name: str, key: str) -> bool:
             or "\x00" in key)
 
 
+OUTSIDE, IMPOSSIBLE_SIZE = "outside", "impossible size"
+
+
+def unsafe_entry(name: str, f: Mapping[str, Any]) -> str | None:
+    """Why a manifest's file entry must not be acted on: its key leads outside the backup's data
+    (a restore would write there), or its size is no checkpoint file's. None when it is sound. The one
+    check, for a manifest read from storage and for one a restore builds from a nebula-br listing.
+
+    >>> unsafe_entry("B", {"key": "B/data/../../etc/passwd", "size": 1})
+    'outside'
+    >>> unsafe_entry("B", {"key": "B/meta/a", "size": -1}), unsafe_entry("B", {"key": "B/meta/a", "size": 0})
+    ('impossible size', None)
+    """
+    key, size = f.get("key"), f.get("size")
+    if not isinstance(key, str) or key_outside(name, key) or key in (manifest_key(name), meta_file_key(name)):
+        return OUTSIDE
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
+        return IMPOSSIBLE_SIZE
+    return None
+
+
 def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
     """The manifest as a dict, checked for the fields readers rely on; ValueError says what is wrong.
 
@@ -139,9 +160,10 @@ def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
         if not (isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("size"), int)
                 and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64):
             raise ValueError(f"{MANIFEST}: files[{i}] lacks key, size or sha256")
-        if key_outside(name, f["key"]) or f["key"] in (manifest_key(name), meta_file_key(name)):
+        unsafe = unsafe_entry(name, f)
+        if unsafe == OUTSIDE:
             raise ValueError(f"{MANIFEST}: files[{i}] key {f['key']!r} is outside the backup's data")
-        if isinstance(f["size"], bool) or not 0 <= f["size"] <= MAX_FILE_BYTES:
+        if unsafe == IMPOSSIBLE_SIZE:
             raise ValueError(f"{MANIFEST}: files[{i}] ({f['key']!r}) claims an impossible size {f['size']}")
     if not isinstance(m.get("spaces", {}), dict):
         raise ValueError(f"{MANIFEST}: spaces is not an object")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from brsm.errors import PreflightFailed, VerificationFailed
-from brsm.workflows import common, direct, topology
+from brsm.workflows import catalog, common, direct, topology
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import disk, partial_meta, placement, source, zones
 from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports
@@ -123,13 +123,13 @@ async def checked(ctx: RestoreContext) -> dict[str, Any]:
     _check_topology(m, topo, pairs, await zones.restored(ctx, m, topo))
     if not m.get("all_spaces", True):
         await partial_meta.check(ctx, pairs, topo)
-    source.check_keys(ctx.data.params.name, m)
-    # Verify the backup before touching the cluster.
+    source.refuse_unsafe(ctx.data.params.name, m)
+    # Verify the backup before touching the cluster: the listing against the manifest, as `brsm verify`.
     present = {o.key: o.size for o in await p.storage.list(f"{ctx.data.params.name}/")}
-    bad = [f["key"] for f in m["files"] if present.get(f["key"]) != f["size"]]
+    bad = catalog.file_problems(m, present)
     if bad:
         raise VerificationFailed(f"backup {ctx.data.params.name} is damaged: {len(bad)} file(s) missing or of the "
-                                 f"wrong size, e.g. {bad[0]}", hint="restore another backup; see `brsm verify`")
+                                 f"wrong size, e.g. {bad[0]['key']}", hint="restore another backup; see `brsm verify`")
     if ctx.data.params.verify == "full":
         await _verify_full(ctx, m)
     choice = await _choose_mode(ctx, m, pairs)

@@ -164,17 +164,15 @@ def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | Non
             "be restored unnoticed; refused")
 
 
-
-def check_keys(name: str, m: dict[str, Any]) -> None:
-    """A manifest is data from storage, not trusted code: every key must stay inside ``<NAME>/``
-    (no ``..``, no absolute or empty segments), so no download can land outside its data path."""
+def refuse_unsafe(name: str, m: dict[str, Any]) -> None:
+    """A manifest is data from storage, not trusted code (catalog.unsafe_entry): no download may land
+    outside its data path, nor plan an impossible size. A brsm manifest passed this when it was parsed;
+    one built from a nebula-br listing is checked here, on the same terms."""
     for f in m.get("files", []):
-        key = f.get("key", "")
-        parts = key.split("/")
-        if (not isinstance(key, str) or parts[0] != name or len(parts) < 3 or any(seg in ("", ".", "..") for seg in parts)
-                or "\x00" in key):
-            raise VerificationFailed(f"backup {name}: manifest names a file outside the backup: {key!r}",
+        unsafe = catalog.unsafe_entry(name, f)
+        if unsafe == catalog.OUTSIDE:
+            raise VerificationFailed(f"backup {name}: manifest names a file outside the backup: {f.get('key', '')!r}",
                                      hint="the manifest was tampered with; restore another backup")
-        if not isinstance(f.get("size"), int) or f["size"] < 0 or f["size"] > 1 << 44:
-            raise VerificationFailed(f"backup {name}: manifest claims an impossible size for {key!r}",
+        if unsafe:
+            raise VerificationFailed(f"backup {name}: manifest claims an impossible size for {f.get('key', '')!r}",
                                      hint="the manifest was tampered with; restore another backup")
