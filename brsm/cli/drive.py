@@ -19,11 +19,15 @@ from brsm.errors import BrsmError, Interrupted
 from brsm import wiring
 
 
-def _open_journal():
+def open_journal(*, only_if_there: bool = False) -> Any:
+    """The journal at ``$BRSM_HOME/journal.db``: the one place the CLI opens it. With ``only_if_there``,
+    None when no operation has made one yet (a command that only reads must not create it)."""
     from journal import Journal
 
     from brsm.home import journal_path
 
+    if only_if_there and not journal_path().exists():
+        return None
     return Journal.open(journal_path())
 
 
@@ -207,7 +211,7 @@ def start_operation(kind: str, params: dict[str, Any], *, target: str, out: Outp
 
 async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output, auto_rollback: bool,
                  report: bool = True) -> OperationState:
-    j = _open_journal()
+    j = open_journal()
     try:
         from brsm.cli.unfinished import warn_unfinished
 
@@ -253,7 +257,7 @@ def continue_operation(op_id: int, mode: str, *, out: Output, accept_new_host_ke
 
 
 async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys: bool = False) -> None:
-    j = _open_journal()
+    j = open_journal()
     try:
         op = j.operation(op_id)
         # Resume and rollback act on the journaled facts (names, paths, hosts): never on edited ones.

@@ -93,15 +93,12 @@ NO_CHECKSUMS = ("* complete by structure, no checksums: made by nebula-br, or a 
 
 def _in_use() -> dict[str, int]:
     """Backup names unfinished brsm operations use, from the journal (none when there is no journal yet)."""
-    from brsm.home import journal_path
-
-    if not journal_path().exists():
-        return {}
-    from journal import Journal
-
+    from brsm.cli.drive import open_journal
     from brsm.wiring import live_operations
 
-    j = Journal.open(journal_path())
+    j = open_journal(only_if_there=True)
+    if j is None:
+        return {}
     try:
         return dict(live_operations(j).names)
     finally:

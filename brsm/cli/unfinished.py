@@ -123,13 +123,11 @@ def warn_unfinished(config: str | None, *, exclude: int | None = None, journal: 
     """Print the lines on stderr (stdout stays one JSON document under --json); never fails the command."""
     try:
         if journal is None:
-            from brsm.home import journal_path
+            from brsm.cli.drive import open_journal
 
-            if not journal_path().exists():
+            j = open_journal(only_if_there=True)
+            if j is None:
                 return []
-            from journal import Journal
-
-            j = Journal.open(journal_path())
             try:
                 lines = unfinished_on(j, config, exclude=exclude)
             finally:

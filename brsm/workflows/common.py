@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 from brsm.engine import events as ev
 from brsm.engine.runner import who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
+from brsm.home import brsm_home
 from brsm.ports import HostsPort, MetaPort, Storage
+from brsm.workflows import topology
 from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
@@ -25,8 +28,6 @@ LEASE_RELEASED = "LeaseReleased"  # let go by a run kept for a resume (the backu
 
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
     """The cluster's topology (brsm.workflows.topology), after checking SSH to every host it names."""
-    from brsm.workflows import topology
-
     return await topology.discover(meta, hosts, install_dir, check_ssh=check_ssh)
 
 
@@ -232,8 +233,6 @@ def ssh_failure_groups(failures: list[tuple[str, str, str | None]]) -> list[tupl
     >>> ssh_failure_groups([("a", "no known_hosts", "ssh-keyscan a >> kh"), ("b", "no known_hosts", "ssh-keyscan b >> kh")])
     [(['a', 'b'], 'no known_hosts', 'ssh-keyscan a b >> kh')]
     """
-    import re
-
     groups: dict[tuple[str, str | None], list[str]] = {}
     for host, msg, hint in failures:
         mark = re.compile(rf"(?<![\w.-]){re.escape(host)}(?![\w.-])")
@@ -352,7 +351,6 @@ def make_lease(ctx: ClusterContext, hosts: HostsPort, kind: str) -> Lease:
                 abort(lease_lost_error(ctx, host, holder, why))
 
         ttl = getattr(ctx.ports, "lease_ttl", None) or ctx.data.params.lease_ttl or 300
-        from brsm.home import brsm_home
 
         lease = Lease(targets, op_id=ctx.op_id, ref=ctx.ref, kind=kind, who=who(), on_takeover=took_over,
                       on_lost=lost, ttl=float(ttl), home=str(brsm_home()))

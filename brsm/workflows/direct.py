@@ -14,6 +14,7 @@ Chosen per run by :func:`choose`: "direct" when the store signs URLs and every h
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import re
@@ -232,8 +233,6 @@ async def choose(asked: str, hosts: Sequence[HostPort], storage: Storage, progre
 
 
 def _b64md5(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
@@ -324,8 +323,6 @@ def attest(parts: list[dict[str, Any]], signed: dict[int, str], listed: dict[int
     >>> attest(p, {1: md5}, {}, 2, 2)
     ['part 1: the store has no such part']
     """
-    import base64
-
     if listed is None:
         return ["the store no longer has the upload"]
     out: list[str] = []

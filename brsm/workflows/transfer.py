@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -250,8 +251,6 @@ async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Li
     A fixed pool of workers per host pulls from that host's queue, so 100,000 files cost
     ``hosts × per_host`` tasks, not 100,000.
     """
-    from collections import deque
-
     queues: dict[str, deque] = {}
     for j in jobs:
         queues.setdefault(host_of(j), deque()).append(j)

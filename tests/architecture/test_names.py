@@ -121,3 +121,21 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         assert hiding_aliases(f) == {("brsm.engine.runner", "r")}
     finally:
         ROOT = was
+
+
+def lazy_imports(path: Path) -> list[str]:
+    """Imports inside a function: a dependency a reader of the module's head does not see."""
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out += [f"{path.relative_to(ROOT)}:{n.lineno} in {fn.name}" for n in ast.walk(fn)
+                    if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return out
+
+
+def test_workflows_and_engine_import_at_the_top():
+    """Start-up time is the CLI's concern (it imports the adapters and their libraries only for the
+    command that needs them); below it every module is loaded by the command that runs it anyway, so
+    a lazy import there only hides a dependency."""
+    assert [x for pkg in ("brsm/workflows", "brsm/engine") for f in sorted((ROOT / pkg).rglob("*.py"))
+            for x in lazy_imports(f)] == []

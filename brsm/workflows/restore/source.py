@@ -6,6 +6,7 @@ must stay inside the backup, and its ``.meta`` must be the one it names.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 from typing import Any
 
@@ -31,8 +32,6 @@ def closest(name: str, names: list[str]) -> list[str]:
     >>> closest("BACKUP_2026_11_24_15_23_35", ["BACKUP_2026_11_24_15_23_34", "BACKUP_2025_01_01_00_00_00"])
     ['BACKUP_2026_11_24_15_23_34']
     """
-    import difflib
-
     return difflib.get_close_matches(name, names, n=3, cutoff=0.8)
 
 
