@@ -15,7 +15,7 @@ from brsm.engine import events as ev
 from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
                               OperationState)
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, create_operation
-from brsm.errors import BrsmError, Interrupted
+from brsm.errors import BrsmError, Interrupted, MetaError
 from brsm import wiring
 
 
@@ -336,8 +336,6 @@ def nothing_to_do(op_id: int, kind: str, st: OperationState, when: str, mode: st
 
 
 def _metad_unreachable(e: BaseException) -> bool:
-    from brsm.errors import MetaError
-
     seen = 0
     while e is not None and seen < 8:
         if isinstance(e, MetaError) and e.code is None:  # no answer at all (a code is metad answering)

@@ -9,6 +9,7 @@ leaves nothing behind (no operation in the journal, nothing written anywhere).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from journal.redact import scrub_text
@@ -101,8 +102,6 @@ def check_endpoint(flag: str, url: str | None) -> None:
     quietly drop the part after '#', later)."""
     if not url:
         return
-    import re
-
     if re.search(r"[?#\s\x00-\x1f\x7f]", url):
         shown = re.split(r"[?#\s\x00-\x1f\x7f]", url, maxsplit=1)[0] + "…"
         raise UsageError(f"{flag}: {shown!r} is not an endpoint URL: no '?', '#', spaces or control characters",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import asdict
 from typing import Annotated, Any, Optional
 
 import click
 import typer
 
 from brsm.console.output import Output
-from brsm.errors import BrsmError, UsageError, VerificationFailed
+from brsm.errors import BrsmError, PreflightFailed, UsageError, VerificationFailed
 from brsm.sizes import size_text
 
 from brsm.cli.views import compact_table
@@ -293,8 +294,6 @@ def prune(
         from brsm.cli.confirm import wanted
 
         if n and wanted(False, json_=json_, question=f"delete these {n} backup(s)?"):
-            from dataclasses import asdict
-
             prune(**asdict(store), storage=storage, config=config, keep_last=keep_last, keep_within=keep_within,
                   confirm=True, metrics_file=metrics_file, json_=json_)
             return
@@ -320,7 +319,6 @@ def check(
     """Every preflight of a backup and a restore, changing nothing: metad, SSH and host keys, topology,
     nebula.service, free space, the lease, the storage, and with S3/OSS each host's direct data path. Exit 0
     only when all pass."""
-    from brsm.errors import PreflightFailed
     from brsm.wiring import open_check
     from brsm.workflows.check_command import run_checks
 

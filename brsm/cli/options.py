@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Optional
 
 import typer
+
+from brsm.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 AcceptNewOpt = Annotated[bool, typer.Option(
@@ -60,8 +63,6 @@ KnownHostsOpt = Annotated[Optional[str], typer.Option(
 def flag_params(meta: str | None, ssh_user: str | None, ssh_key: str | None, ssh_port: int | None,
                   known_hosts: str | None) -> dict:
     """The given flags as operation params (journaled: a resume reaches the same cluster the same way)."""
-    import os
-
     out: dict = {}
     if meta:
         out["meta"] = [m.strip() for m in meta.split(",") if m.strip()]
@@ -91,7 +92,6 @@ class TransferFlags:
     def params(self) -> dict:
         """As operation params; the limits checked first (exit 2 before anything starts)."""
         from brsm.cli.inputs import CONCURRENCY, PER_HOST, check_rate_limit, in_range
-        from brsm.errors import UsageError
 
         in_range("--concurrency", self.concurrency, CONCURRENCY)
         in_range("--per-host", self.per_host, PER_HOST)

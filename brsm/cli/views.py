@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 from journal.redact import redact, scrub_text, suspect
@@ -11,7 +12,7 @@ from brsm.console.output import Output, visible
 from brsm.engine import events as ev
 from brsm.engine.definitions import KINDS
 from brsm.engine.fold import fold
-from brsm.errors import VerificationFailed
+from brsm.errors import UsageError, VerificationFailed
 
 _STATE_EVENTS = sorted(ev.ENGINE_EVENTS)
 # The per-file events (100,000 in a big run) hold keys, paths and hashes, never text from outside:
@@ -21,8 +22,6 @@ _BULK = frozenset({"FileCopied", "PartUploaded", "FileRestored"})
 
 def operations_rows(j: Any, *, kind: str | None, limit: int) -> list[dict[str, Any]]:
     if kind is not None and kind not in KINDS:
-        from brsm.errors import UsageError
-
         raise UsageError(f"no operation kind {kind!r}; the kinds are {', '.join(sorted(KINDS))}",
                          hint=f"e.g. brsm ops --kind {'backup' if 'backup' in kind else sorted(KINDS)[0]}")
     rows = []
@@ -107,8 +106,6 @@ def _facts_text(data: Any) -> str:
 
 
 def _ts(t: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 
 
