@@ -13,7 +13,8 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.console.progress import make_progress
-from brsm.config import ClusterConfig, cluster_flags, load_cluster, part_size_problems
+from brsm.config import ClusterConfig, cluster_flags, load_cluster
+from brsm.part_sizes import part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr, Storage
