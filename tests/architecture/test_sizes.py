@@ -1,0 +1,77 @@
+"""Modules and functions stay small enough to read at one sitting (the sandbox excepted: it is the
+oracle, written to follow Nebula's source, not our taste).
+
+A module over MAX_MODULE_LINES or a function over MAX_FUNCTION_LINES fails here unless it is on the
+allow-list below, each entry with why it is still long. The list is a debt to pay down: an entry
+that is no longer over its limit fails too, so it is removed when it is fixed.
+"""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 70
+
+LONG_MODULES = {  # path: why it is still over the limit
+    "brsm/adapters/ssh.py": "SshHost is one class (connection, exec, SFTP transfer); the SFTP transfer "
+                            "wants a class of its own over the pooled connection",
+    "brsm/adapters/storage/base.py": "the multipart upload loop and Source still live beside BaseStorage",
+    "brsm/adapters/meta.py": "not yet split (thrift client and the verbs over it)",
+    "brsm/adapters/storage/local.py": "not yet split",
+    "brsm/cli/app.py": "not yet split (command definitions beside start_restore and main)",
+    "brsm/cli/ops_commands.py": "being reorganised with the cli module renames",
+    "brsm/engine/runner.py": "not yet split (the locked drive loop)",
+    "brsm/fakes/cluster.py": "not yet split",
+    "brsm/workflows/direct.py": "being reorganised with the workflows module renames",
+    "brsm/workflows/maintenance.py": "being reorganised with the workflows module renames",
+    "brsm/workflows/lease.py": "not yet split (lease records beside the keeper task)",
+}
+
+LONG_FUNCTIONS = {  # path:qualified name: why it is still over the limit
+    "brsm/engine/runner.py:Runner._drive_locked": "the drive loop: steps, undo and lease loss in one body",
+    "brsm/adapters/storage/base.py:BaseStorage._put_multipart": "resume, part window and completion in one body",
+    "brsm/cli/ops_commands.py:prune": "being reorganised with the cli module renames",
+    "brsm/adapters/storage/local.py:LocalStorage.put": "not yet split into its temp-file steps",
+    "brsm/demo.py:main": "the demo script, read top to bottom",
+}
+
+
+def _sources():
+    for f in sorted((ROOT / "brsm").rglob("*.py")):
+        rel = f.relative_to(ROOT)
+        if rel.parts[:2] != ("brsm", "sandbox"):
+            yield rel.as_posix(), f.read_text()
+
+
+def _functions(tree: ast.AST, prefix: str = ""):
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + node.name, node.end_lineno - node.lineno + 1
+            yield from _functions(node, prefix + node.name + ".")
+        elif isinstance(node, ast.ClassDef):
+            yield from _functions(node, prefix + node.name + ".")
+
+
+def _long_modules() -> dict[str, int]:
+    return {path: n for path, text in _sources() if (n := len(text.splitlines())) > MAX_MODULE_LINES}
+
+
+def _long_functions() -> dict[str, int]:
+    return {f"{path}:{name}": n for path, text in _sources() for name, n in _functions(ast.parse(text))
+            if n > MAX_FUNCTION_LINES}
+
+
+def test_no_module_is_over_the_limit_unless_listed():
+    long = _long_modules()
+    assert sorted(set(long) - set(LONG_MODULES)) == [], {k: long[k] for k in set(long) - set(LONG_MODULES)}
+
+
+def test_no_function_is_over_the_limit_unless_listed():
+    long = _long_functions()
+    assert sorted(set(long) - set(LONG_FUNCTIONS)) == [], {k: long[k] for k in set(long) - set(LONG_FUNCTIONS)}
+
+
+def test_the_allow_lists_hold_only_what_is_still_long():
+    """A fixed module or function leaves the list, so the list cannot hide a new one later."""
+    assert sorted(set(LONG_MODULES) - set(_long_modules())) == []
+    assert sorted(set(LONG_FUNCTIONS) - set(_long_functions())) == []
