@@ -23,7 +23,8 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenable, stream_of
 
-from .base import BaseStorage, Source, check_prefix, dir_prefix
+from .base import BaseStorage, check_prefix, dir_prefix
+from .streams import Source
 
 TMP_MARK = ".brsm-tmp."
 _PERMANENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
