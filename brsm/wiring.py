@@ -158,7 +158,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
     from brsm.engine.fold import PHASE_FAILED, fold
     from brsm.workflows.maintenance import LiveOps
 
-    from brsm.engine.runner import op_ref
+    from brsm.engine.step_context import op_ref
 
     live, names, refs, known_refs, kept_old = set(), {}, set(), set(), set()
     ops = list(journal.operations())

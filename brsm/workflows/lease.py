@@ -57,7 +57,7 @@ class LeaseInfo:
     machine: str
     pid: int
     expires: float
-    # <journal id>-<op id> (brsm.engine.runner.op_ref); "" in a holder.json an older brsm wrote
+    # <journal id>-<op id> (brsm.engine.step_context.op_ref); "" in a holder.json an older brsm wrote
     ref: str = ""
     # BRSM_HOME of the journal that holds it ("" in a holder.json an older brsm wrote): with ``who``
     # (user@host) it says where `brsm resume N` must run, since operation N of another journal is not it

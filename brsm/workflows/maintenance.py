@@ -37,7 +37,7 @@ class LiveOps:
 
     op_ids: frozenset[int] = frozenset()
     names: dict[str, int] = field(default_factory=dict)  # backup name -> op id
-    # the same as refs (`<journal id>-<op id>`, brsm.engine.runner.op_ref): what is on a cluster is judged by these
+    # the same as refs (`<journal id>-<op id>`, brsm.engine.step_context.op_ref): what is on a cluster is judged by these
     refs: frozenset[str] = frozenset()
     known_refs: frozenset[str] = frozenset()
     journal_id: str | None = None

@@ -18,7 +18,6 @@ LONG_MODULES = {  # path: why it is still over the limit
     "brsm/adapters/meta.py": "not yet split (thrift client and the verbs over it)",
     "brsm/cli/app.py": "not yet split (command definitions beside start_restore and main)",
     "brsm/cli/ops_commands.py": "being reorganised with the cli module renames",
-    "brsm/engine/runner.py": "not yet split (the locked drive loop)",
     "brsm/fakes/cluster.py": "not yet split",
     "brsm/workflows/direct.py": "being reorganised with the workflows module renames",
     "brsm/workflows/maintenance.py": "being reorganised with the workflows module renames",
@@ -26,7 +25,6 @@ LONG_MODULES = {  # path: why it is still over the limit
 }
 
 LONG_FUNCTIONS = {  # path:qualified name: why it is still over the limit
-    "brsm/engine/runner.py:Runner._drive_locked": "the drive loop: steps, undo and lease loss in one body",
     "brsm/cli/ops_commands.py:prune": "being reorganised with the cli module renames",
     "brsm/demo.py:main": "the demo script, read top to bottom",
 }

@@ -136,7 +136,7 @@ def test_the_guides_lock_message_is_the_one_brsm_prints():
 
 
 def test_the_guides_scratch_dir_names_are_the_ones_a_restore_makes():
-    from brsm.engine.runner import op_ref
+    from brsm.engine.step_context import op_ref
     from brsm.workflows.restore import placement
 
     text = GUIDE.read_text()
