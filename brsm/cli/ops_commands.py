@@ -253,7 +253,7 @@ def prune(
 ) -> None:
     """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within.
     Shows what it would delete; deletes with --yes (or --confirm), or when you answer y on a terminal."""
-    from brsm.cli.app import _metrics_file
+    from brsm.cli.starting import set_metrics_file as _metrics_file
 
     _metrics_file(metrics_file)
     from brsm.workflows.catalog import list_backups
@@ -266,7 +266,7 @@ def prune(
     now = int(time.time() * 1000)
     op_id = None
     if confirm:  # a journaled operation: audit shows every deleted backup, resume finishes a killed one
-        from brsm.cli.app import _start
+        from brsm.cli.starting import start as _start
 
         cfg_path = config or os.environ.get("BRSM_CONFIG")
         st = _start("prune", {**params, "config": os.path.abspath(cfg_path) if cfg_path else None,
