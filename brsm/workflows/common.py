@@ -11,7 +11,8 @@ from brsm.engine import events as ev
 from brsm.engine.runner import who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
+from brsm.workflows.lease import Lease, host_clock, read_holder
+from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 

@@ -19,7 +19,8 @@ from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
 from brsm.errors import InvalidLease
-from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder, too_far_ahead
+from brsm.workflows.lease import host_clock, read_holder
+from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
 from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 

@@ -126,7 +126,7 @@ def test_the_guides_ssh_keyscan_appends_to_the_file_brsm_reads():
 
 
 def test_the_guides_lock_message_is_the_one_brsm_prints():
-    from brsm.workflows.lease import LeaseInfo
+    from brsm.workflows.lease_holder import LeaseInfo
 
     until = dt.datetime(2026, 11, 24, 15, 25, 43, tzinfo=dt.timezone.utc).timestamp()
     holder = LeaseInfo(op_id=12, kind="backup", who="root@vm", machine="vm", pid=6615, expires=until,
