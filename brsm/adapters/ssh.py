@@ -19,6 +19,7 @@ import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
 from brsm.adapters.sftp_io import READ_AHEAD_BYTES, SFTP_REQUEST, WRITE_AHEAD_BYTES, read_at, write_at
+from brsm.adapters.ssh_connect import open_connection
 from brsm.adapters.ssh_errors import ssh_error
 from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
 from brsm.adapters.ssh_target import SshTarget
@@ -32,17 +33,6 @@ TMP_SUFFIX = ".brsm-tmp"
 # OpenSSH allows MaxSessions (default 10) channels per connection; the SFTP session takes one.
 MAX_EXEC_SESSIONS = 8
 STDERR_TAIL_LINES = 8
-
-
-def _cipher_order() -> list[str]:
-    from asyncssh.encryption import get_default_encryption_algs
-
-    default = [a.decode() for a in get_default_encryption_algs()]
-    first = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in default]
-    return first + [a for a in default if a not in first]
-
-
-_CIPHERS = _cipher_order()
 
 
 def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
@@ -115,52 +105,9 @@ class SshHost(SshVerbs):
                     what: str) -> asyncssh.SSHClientConnection:
         """One SSH connection to ``ep`` (through ``tunnel`` when given), its host key checked."""
         t = self.target
-        kw: dict = {"port": ep.port, "connect_timeout": t.connect_timeout,
-                    "keepalive_interval": t.keepalive_interval, "keepalive_count_max": 4,
-                    "config": None}  # the route is settled: asyncssh must not re-read ~/.ssh/config
-        if tunnel is not None:
-            kw["tunnel"] = tunnel
-        if ep.user:
-            kw["username"] = ep.user
-        if ep.identity:
-            kw["client_keys"] = [ep.identity]
-            kw["agent_path"] = None
-        check = self._host_key = host_keys.HostKeyCheck(ep.host, ep.port, t.known_hosts,
-                                                         accept_new=t.accept_new_host_keys,
-                                                         on_accept=self._on_accept)
-        try:
-            check.prepare()
-        except OSError as exc:
-            raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
-                              host=self.name,
-                              hint="check the known_hosts path (--known-hosts, or [ssh] known_hosts in the config)"
-                              ) from exc
-        if check.missing_file():
-            kh = t.known_hosts or "~/.ssh/known_hosts"
-            raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "
-                              "exist", host=self.name,
-                              hint=f"create it with the hosts' keys (ssh-keyscan -p {ep.port} {ep.host} >> {kh}, "
-                                   "compare the fingerprints first), or run once with --accept-new-host-keys")
-        kw["known_hosts"] = check.path  # always a file: `known_hosts=None` (no checking) is never passed
-        kw["client_factory"] = check.client_factory()  # asked only about keys known_hosts does not trust
-        # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
-        # costs Python-side work per packet and was a third of a backup's CPU in the profile.
-        kw["encryption_algs"] = _CIPHERS
-        try:
-            conn = await asyncssh.connect(ep.host, **kw)
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise self._error(what, exc, ep) from exc
-        except ValueError as exc:  # unreadable key / known_hosts file
-            raise RemoteError(f"{self.name}: SSH setup for {ep.where} failed: {exc}", host=self.name,
-                              hint="check the identity and known_hosts files in the config") from exc
-        try:
-            check.commit()  # the host proved the key it offered: an accepted first contact is written
-        except OSError as exc:
-            conn.abort()
-            raise RemoteError(f"{self.name}: cannot add the host key of {ep.host}:{ep.port} to {check.path}: "
-                              f"{exc.strerror or exc}", host=self.name,
-                              hint="check that known_hosts file is writable") from exc
-        return conn
+        self._host_key = host_keys.HostKeyCheck(ep.host, ep.port, t.known_hosts, accept_new=t.accept_new_host_keys,
+                                                on_accept=self._on_accept)
+        return await open_connection(t, ep, tunnel, self._host_key, lambda exc: self._error(what, exc, ep))
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         conn = await self._connection()
