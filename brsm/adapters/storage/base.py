@@ -20,7 +20,7 @@ from brsm.errors import StorageError
 from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, stream_of
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
-from .streams import ByteBudget, SizeMismatch, Source
+from .streams import ByteBudget, SizeMismatch, Source, read_all
 
 KiB = 1 << 10
 MiB = 1 << 20
