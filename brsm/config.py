@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def _meta(v: Any, base: Path) -> tuple[str, ...]:
     return tuple(meta)
 
 
-def _seconds(maximum: float = MAX_SECONDS) -> Any:
+def _seconds(maximum: float = MAX_SECONDS) -> Callable[[Any, Path], float]:
     """A duration: seconds as a number, or a string like "90s", "10m", "1h" (brsm.durations: finite,
     above zero, at most ``maximum``: TOML's ``inf`` and ``nan`` are numbers too)."""
     def check(v: Any, base: Path) -> float:
