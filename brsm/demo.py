@@ -64,14 +64,32 @@ def _stop_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default=str(Path.cwd() / "sandbox-demo"), help="sandbox directory")
     ap.add_argument("--size", default="64MiB", help="data to load")
     ap.add_argument("--storage", default="local",
                     help="local, s3, oss (the sandbox's endpoints) or a full storage URI")
     ap.add_argument("--keep", action="store_true", help="leave the sandbox running at the end")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def _summary(a: argparse.Namespace, d: Path, home: Path, storage: str, name: str, nbytes: int,
+             backup_s: float, restore_s: float, before: dict, t0: float) -> None:
+    mib = nbytes / 2**20
+    say("\nsummary")
+    say(f"  storage   {storage}")
+    say(f"  backup    {name}: {mib:.1f} MiB in {backup_s:.1f} s ({mib / backup_s:.0f} MiB/s, whole operation)")
+    say(f"  restore   {mib:.1f} MiB in {restore_s:.1f} s ({mib / restore_s:.0f} MiB/s, incl. stopping and starting services)")
+    say(f"  checksum  equal before backup and after restore for {', '.join(sorted(before.get('spaces', before)))}")
+    say(f"  total     {time.monotonic() - t0:.1f} s")
+    say(f"  journal   {home / 'journal.db'} (BRSM_HOME={home}; `brsm ops` and `brsm audit ID` read it)")
+    say(f"  backups   {storage}" + (" (inside the sandbox's store)" if a.storage in ("s3", "oss") else ""))
+    say(f"  clean up  rm -rf {shlex.quote(str(d))}   (the sandbox, its journal and its backups)")
+
+
+def main() -> int:
+    a = _args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop_on_signal)
     d = Path(a.dir).resolve()
@@ -120,16 +138,7 @@ def main() -> int:
         say("restore is exact: every space's checksum equals the one taken before the backup")
         sh([*brsm, "ops"], env)
         sh([*brsm, "journal", "verify"], env)
-        mib = nbytes / 2**20
-        say("\nsummary")
-        say(f"  storage   {storage}")
-        say(f"  backup    {name}: {mib:.1f} MiB in {backup_s:.1f} s ({mib / backup_s:.0f} MiB/s, whole operation)")
-        say(f"  restore   {mib:.1f} MiB in {restore_s:.1f} s ({mib / restore_s:.0f} MiB/s, incl. stopping and starting services)")
-        say(f"  checksum  equal before backup and after restore for {', '.join(sorted(before.get('spaces', before)))}")
-        say(f"  total     {time.monotonic() - t0:.1f} s")
-        say(f"  journal   {home / 'journal.db'} (BRSM_HOME={home}; `brsm ops` and `brsm audit ID` read it)")
-        say(f"  backups   {storage}" + (" (inside the sandbox's store)" if a.storage in ("s3", "oss") else ""))
-        say(f"  clean up  rm -rf {shlex.quote(str(d))}   (the sandbox, its journal and its backups)")
+        _summary(a, d, home, storage, name, nbytes, backup_s, restore_s, before, t0)
         return 0
     except ReaderGone:
         return 141

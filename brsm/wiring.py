@@ -13,7 +13,8 @@ from typing import Any
 
 from brsm.console.output import Output
 from brsm.console.progress import make_progress
-from brsm.config import ClusterConfig, cluster_flags, load_cluster, part_size_problems
+from brsm.config import ClusterConfig, cluster_flags, load_cluster
+from brsm.part_sizes import part_size_problems
 from brsm.engine.runner import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr, Storage
@@ -157,7 +158,7 @@ def live_operations(journal: Any, *, exclude: int | None = None):
     from brsm.engine.fold import PHASE_FAILED, fold
     from brsm.workflows.maintenance import LiveOps
 
-    from brsm.engine.runner import op_ref
+    from brsm.engine.step_context import op_ref
 
     live, names, refs, known_refs, kept_old = set(), {}, set(), set(), set()
     ops = list(journal.operations())

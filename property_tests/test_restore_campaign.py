@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from brsm.engine.definitions import RESTORE
-from brsm.engine.runner import op_ref
+from brsm.engine.step_context import op_ref
 from brsm.errors import BrsmError, UsageError
 from property_tests.campaign_support import (
     tolerate,

@@ -20,11 +20,12 @@ from nebula3.common import ttypes as common
 from nebula3.fbthrift.protocol import TBinaryProtocol
 from nebula3.fbthrift.protocol.TProtocol import TProtocolException
 from nebula3.fbthrift.Thrift import TApplicationException
-from nebula3.fbthrift.transport import TSocket, TTransport
+from nebula3.fbthrift.transport import TTransport
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
 from brsm.adapters.meta_codec import created_backup, drop_snapshot_req, encode_backup_meta, release, text
+from brsm.adapters.meta_transport import ABANDON_WAIT, Conn, InFlight, RecordingSocket, Refused, looks_http
 from brsm.errors import MetaError
 from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot, SpaceSchema
 
@@ -63,82 +64,6 @@ def error_name(code: int | None) -> str:
     return EC._VALUES_TO_NAMES.get(code, f"error {code}") if code is not None else "no code"
 
 
-class _RecordingSocket(TSocket.TSocket):
-    """A TSocket that remembers the first bytes the peer sent (to recognise an HTTP port)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(host, port)
-        self.first = b""
-        self.received = 0
-
-    def read(self, sz: int) -> bytes:
-        buff = super().read(sz)
-        self.received += len(buff)
-        if len(self.first) < 8:
-            self.first += buff[: 8 - len(self.first)]
-        return buff
-
-
-class _Conn:
-    def __init__(self, addr: HostAddr, sock: _RecordingSocket, client: MetaService.Client) -> None:
-        self.addr = addr
-        self.sock = sock
-        self.client = client
-        self.calls = 0
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-class _InFlight:
-    """One call as the event loop sees it: abandoning it (the awaiting task was cancelled) shuts its
-    socket down so the worker thread returns now, instead of when metad answers (createBackup: never,
-    if metad hangs), and releases the client for the calls a rollback makes next."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.conn: _Conn | None = None
-        self.abandoned = False
-        self.finished = threading.Event()
-
-    def sending(self, conn: _Conn) -> None:
-        with self.lock:
-            if self.abandoned:
-                raise MetaError("meta call abandoned before it was sent")
-            self.conn = conn
-
-    def abandon(self) -> None:
-        with self.lock:
-            self.abandoned = True
-            conn = self.conn
-        h = conn.sock.handle if conn is not None else None
-        if h is not None:
-            try:
-                h.shutdown(socket.SHUT_RDWR)  # wakes the worker's blocked recv at once
-            except OSError:
-                pass
-
-
-ABANDON_WAIT = 5.0  # seconds an abandoned call's worker gets to return before the loop stops waiting
-
-
-class _Refused(Exception):
-    """Could not connect (nothing sent): safe to try another address."""
-
-
-def _looks_http(addr: HostAddr, timeout: float) -> bool:
-    try:
-        with socket.create_connection((addr.host, addr.port), timeout=min(timeout, 3.0)) as s:
-            s.settimeout(min(timeout, 3.0))
-            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-            return s.recv(5).startswith(b"HTTP/")
-    except OSError:
-        return False
-
-
 class ThriftMeta:
     """``brsm.ports.MetaPort`` against real metad (or the sandbox stand-in)."""
 
@@ -151,7 +76,7 @@ class ThriftMeta:
         self.client_version = client_version
         self.max_hops = max_hops
         self._lock = threading.Lock()
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._leader: HostAddr = self.addrs[0]
         self._metad_version: str | None = None
 
@@ -162,7 +87,7 @@ class ThriftMeta:
                              hint="point brsm at metad's Thrift port (default 9559), not its HTTP port (19559)")
         return MetaError(f"{addr} does not speak the Nebula meta protocol: {detail}", hint=NOT_META_HINT)
 
-    def _first_answer(self, conn: _Conn) -> Any:
+    def _first_answer(self, conn: Conn) -> Any:
         """metad answers verifyClientVersion at once. A port that stays silent for a few seconds is
         probed once as HTTP (an HTTP server waits for a request line that never comes), so a wrong
         port is named in seconds rather than after the whole timeout; else keep waiting."""
@@ -174,13 +99,13 @@ class ThriftMeta:
         except TTransport.TTransportException as exc:
             if conn.sock.received or "timed out" not in str(exc) or quick >= wait:
                 raise
-        if _looks_http(conn.addr, self.timeout):
+        if looks_http(conn.addr, self.timeout):
             raise self._not_meta(conn.addr, "it answers HTTP", http=True)
         conn.sock.setTimeout((wait - quick) * 1000)
         return conn.client.recv_verifyClientVersion()  # nothing was read yet: the protocol is intact
 
-    def _open(self, addr: HostAddr) -> _Conn:
-        sock = _RecordingSocket(addr.host, addr.port)
+    def _open(self, addr: HostAddr) -> Conn:
+        sock = RecordingSocket(addr.host, addr.port)
         sock.setTimeout(min(self.timeout, 10.0) * 1000)
         try:
             sock.open()
@@ -189,10 +114,10 @@ class ThriftMeta:
             why = next((w for k, w in (("refused", "connection refused"), ("timed out", "connect timed out"),
                                        ("No route", "no route to host"), ("unreachable", "network unreachable"),
                                        ("Name or service", "unknown host name")) if k in raw), raw)
-            raise _Refused(f"{addr}: {why}") from exc
+            raise Refused(f"{addr}: {why}") from exc
         trans = TTransport.TBufferedTransport(sock)
         proto = TBinaryProtocol.TBinaryProtocol(trans, strictRead=True, strictWrite=True)
-        conn = _Conn(addr, sock, MetaService.Client(proto))
+        conn = Conn(addr, sock, MetaService.Client(proto))
         req = meta.VerifyClientVersionReq(host=common.HostAddr(host=socket.gethostname(), port=0),
                                           build_version=b"brsm")
         if self.client_version:
@@ -226,7 +151,7 @@ class ThriftMeta:
         sock.setTimeout(self.timeout * 1000)
         return conn
 
-    def _transport_error(self, conn: _Conn, rpc: str, exc: BaseException) -> MetaError:
+    def _transport_error(self, conn: Conn, rpc: str, exc: BaseException) -> MetaError:
         first = conn.sock.first
         if first and not first.startswith(b"\x80\x01"):
             shown = first.decode("latin-1") if first[:4].isascii() else first.hex()
@@ -240,7 +165,7 @@ class ThriftMeta:
             return MetaError(f"metad at {conn.addr}: {rpc} failed: {exc.message or exc}",
                              hint="is this metad older or newer than brsm supports?")
         if "timed out" in str(exc) and not first:
-            if _looks_http(conn.addr, self.timeout):
+            if looks_http(conn.addr, self.timeout):
                 return self._not_meta(conn.addr, "it answers HTTP", http=True)
             return MetaError(f"metad at {conn.addr}: no answer to {rpc} within the timeout",
                              hint="is metad overloaded or hung? check its log; raise the meta timeout if it is slow")
@@ -253,7 +178,7 @@ class ThriftMeta:
             self._conn = None
 
     @staticmethod
-    def _alive(conn: _Conn) -> bool:
+    def _alive(conn: Conn) -> bool:
         """False if the peer closed the pooled connection (metad restarted): peek without blocking."""
         h = conn.sock.handle
         if h is None:
@@ -275,7 +200,7 @@ class ThriftMeta:
                 pass
         return bool(data)  # b"" = orderly close; unexpected bytes are kept for the protocol to reject
 
-    def _connect_to(self, addr: HostAddr) -> _Conn:
+    def _connect_to(self, addr: HostAddr) -> Conn:
         if self._conn is not None and self._conn.addr == addr:
             if self._alive(self._conn):
                 return self._conn
@@ -283,25 +208,25 @@ class ThriftMeta:
         self._conn = self._open(addr)
         return self._conn
 
-    def _connect_any(self, first: HostAddr) -> _Conn:
+    def _connect_any(self, first: HostAddr) -> Conn:
         order = [first] + [a for a in self.addrs if a != first]
         errors = []
         for a in order:
             try:
                 return self._connect_to(a)
-            except _Refused as exc:
+            except Refused as exc:
                 errors.append(str(exc))
         raise MetaError("cannot reach any metad: " + "; ".join(errors),
                         hint="is metad running, and are the meta addresses (host:port of metad's Thrift port) right?")
 
-    def _call_sync(self, rpc: str, req: Any, addr: HostAddr | None, call: _InFlight | None = None) -> Any:
+    def _call_sync(self, rpc: str, req: Any, addr: HostAddr | None, call: InFlight | None = None) -> Any:
         try:
             return self._call_locked(rpc, req, addr, call)
         finally:
             if call is not None:
                 call.finished.set()
 
-    def _call_locked(self, rpc: str, req: Any, addr: HostAddr | None, call: _InFlight | None) -> Any:
+    def _call_locked(self, rpc: str, req: Any, addr: HostAddr | None, call: InFlight | None) -> Any:
         with self._lock:
             target = addr or self._leader
             hops = 0
@@ -310,7 +235,7 @@ class ThriftMeta:
                 if addr is not None:
                     try:
                         conn = self._connect_to(target)
-                    except _Refused as exc:
+                    except Refused as exc:
                         raise MetaError(f"cannot reach metad at {target} for {rpc}: {exc}",
                                         hint="is metad running on that host?") from exc
                 else:
@@ -359,7 +284,7 @@ class ThriftMeta:
                 return resp
 
     async def _call(self, rpc: str, req: Any, *, addr: HostAddr | None = None) -> Any:
-        call = _InFlight()
+        call = InFlight()
         try:
             return await asyncio.to_thread(self._call_sync, rpc, req, addr, call)
         except asyncio.CancelledError:

@@ -14,11 +14,15 @@ import asyncio
 import posixpath
 import shlex
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
+from brsm.adapters.sftp_io import READ_AHEAD_BYTES, SFTP_REQUEST, WRITE_AHEAD_BYTES, read_at, write_at
+from brsm.adapters.ssh_connect import open_connection
+from brsm.adapters.ssh_errors import ssh_error
+from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
+from brsm.adapters.ssh_target import SshTarget
 from brsm.adapters.ssh_verbs import SshVerbs
 from brsm.errors import PathRefused, RemoteError
 from brsm.ports import DirStat, RemoteFile, RunResult
@@ -28,79 +32,7 @@ __all__ = ["SshTarget", "SshHost", "SshHosts", "TMP_SUFFIX"]
 TMP_SUFFIX = ".brsm-tmp"
 # OpenSSH allows MaxSessions (default 10) channels per connection; the SFTP session takes one.
 MAX_EXEC_SESSIONS = 8
-SFTP_REQUEST = 256 << 10  # largest single read request (OpenSSH serves up to 256 KiB per read)
-READ_AHEAD_BYTES = 4 << 20  # bytes of read requests in flight per open file (more bought nothing, see docs/performance.md)
-WRITE_AHEAD_BYTES = 4 << 20  # bytes of write requests in flight per file
 STDERR_TAIL_LINES = 8
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """How to reach one cluster host over SSH. ``name`` is the host's service address (host part)."""
-
-    name: str
-    host: str
-    port: int | None = None  # None: the OpenSSH config's Port for this host, else 22
-    user: str | None = None
-    identity: str | None = None  # private key file; None = asyncssh defaults (~/.ssh/id_*, agent)
-    known_hosts: str | None = None  # None = ~/.ssh/known_hosts (never "accept anything")
-    accept_new_host_keys: bool = False  # first contact: add the key of a host known_hosts does not name
-    install_dir: str = "/usr/local/nebula"
-    connect_timeout: float = 20.0
-    keepalive_interval: float = 15.0
-    # OpenSSH client config: None = ~/.ssh/config when it exists, "" = none (brsm.adapters.ssh_config)
-    ssh_config: str | None = None
-
-    @property
-    def where(self) -> str:
-        who = f"{self.user}@" if self.user else ""
-        return f"{who}{self.host}:{self.port or 22}"
-
-
-def _cipher_order() -> list[str]:
-    from asyncssh.encryption import get_default_encryption_algs
-
-    default = [a.decode() for a in get_default_encryption_algs()]
-    first = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in default]
-    return first + [a for a in default if a not in first]
-
-
-_CIPHERS = _cipher_order()
-
-
-async def _read_at(f: asyncssh.SFTPClientFile, pos: int, n: int) -> bytes:
-    """One SFTP read request of ``n`` (<= read_len) bytes at ``pos``.
-
-    asyncssh's ``SFTPClientFile.read`` runs even a single request through its parallel reader, which
-    re-assembles into a bytearray and copies that into bytes: two extra copies of every byte and an
-    extra task, on the event loop that also does all SSH packet work. The file's request handler
-    returns the server's reply as it is. A short reply (allowed by the protocol) is completed with
-    further requests; the end of the file ends the loop.
-    """
-    handler, handle = getattr(f, "_handler", None), getattr(f, "_handle", None)
-    if handler is None or handle is None:  # another asyncssh: the public, slower path
-        return await f.read(n, pos)
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        try:
-            data, _ = await handler.read(handle, pos + got, n - got)
-        except asyncssh.SFTPEOFError:
-            break
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def _write_at(f: asyncssh.SFTPClientFile, pos: int, data: bytes) -> None:
-    """One SFTP write request (``data`` <= write_len), without asyncssh's parallel writer (see _read_at)."""
-    handler, handle = getattr(f, "_handler", None), getattr(f, "_handle", None)
-    if handler is None or handle is None:
-        await f.write(data, pos)
-        return
-    await handler.write(handle, pos, data)
 
 
 def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
@@ -130,56 +62,9 @@ class SshHost(SshVerbs):
     # -- connection ----------------------------------------------------------------------------
     def _error(self, what: str, exc: BaseException, ep: ssh_config.Endpoint | None = None) -> RemoteError:
         """Translate an asyncssh/OS error into a RemoteError naming the host and what to check."""
-        t = self.target
         if ep is None and self.route is not None:
             ep = self.route.target
-        if ep is not None:  # what the connection really went to (the OpenSSH config may have said)
-            t = SshTarget(name=t.name, host=ep.host, port=ep.port, user=ep.user, identity=ep.identity,
-                          known_hosts=t.known_hosts)
-        where = t.where
-        kh = t.known_hosts or "~/.ssh/known_hosts"
-        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-            if self._host_key is not None and self._host_key.offered is not None:
-                msg, hint = self._host_key.refusal(kh)
-                return RemoteError(msg, host=self.name, hint=hint)
-            return RemoteError(
-                f"{self.name}: host key of {t.host}:{t.port or 22} is not trusted ({exc.reason})", host=self.name,
-                hint=(f"if the host is genuine, add its key: ssh-keyscan -p {t.port or 22} {t.host} >> {kh} "
-                      "(compare the fingerprint with the host's own first); a changed key can also mean "
-                      "the host was reinstalled or someone is in the middle"))
-        if isinstance(exc, asyncssh.PermissionDenied):
-            return RemoteError(
-                f"{self.name}: SSH login to {where} refused ({exc.reason})", host=self.name,
-                hint=(f"check the user ({t.user or 'default'}) and identity file ({t.identity or '~/.ssh/id_*'}) "
-                      "and that its public key is in the user's authorized_keys on the host"))
-        if isinstance(exc, ConnectionRefusedError):
-            return RemoteError(f"{self.name}: {what}: connection to {t.host}:{t.port or 22} refused", host=self.name,
-                               hint="is sshd running on that host, and is the SSH port right?")
-        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not isinstance(exc, asyncssh.ProcessError):
-            return RemoteError(f"{self.name}: {what}: timed out talking to {where}", host=self.name,
-                               hint="is the host up and reachable (firewall, address, port)?")
-        check = self._host_key
-        if (what.startswith("connect") and isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError,
-                                                            ConnectionResetError, BrokenPipeError))
-                and check is not None and check.offered is None and check.trusts_only_a_ca()):
-            msg, hint = check.ca_refusal(kh)  # not "dropped ... retry": no retry fixes it
-            return RemoteError(f"{self.name}: {msg}", host=self.name, hint=hint)
-        if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.SFTPConnectionLost,
-                            asyncssh.ChannelOpenError, BrokenPipeError, ConnectionResetError)):
-            return RemoteError(f"{self.name}: {what}: SSH connection to {where} dropped ({exc})", host=self.name,
-                               hint="the host or its sshd went away; retry (the connection is reopened)")
-        if isinstance(exc, asyncssh.SFTPFailure) and what.startswith(("write", "close", "create", "chmod")):
-            # OpenSSH's sftp-server answers ENOSPC and EDQUOT with the generic SSH_FX_FAILURE: "Failure"
-            return RemoteError(f"{self.name}: {what}: {exc.reason or 'Failure'} (the SFTP server names no cause; "
-                               "for a write this is almost always a full file system or a quota reached)",
-                               host=self.name, hint=f"check the free space and quota of that path on {self.name} "
-                                                    "(df -h, quota -s) and free some")
-        if isinstance(exc, asyncssh.SFTPError):
-            return RemoteError(f"{self.name}: {what}: {exc.reason or type(exc).__name__}", host=self.name)
-        if isinstance(exc, OSError):
-            return RemoteError(f"{self.name}: {what}: cannot reach {where}: {exc.strerror or exc}",
-                               host=self.name, hint="check the host address and SSH port")
-        return RemoteError(f"{self.name}: {what}: {type(exc).__name__}: {exc}", host=self.name)
+        return ssh_error(self.target, ep, self._host_key, what, exc)
 
     def _dead(self) -> bool:
         return self._conn is None or self._conn.is_closed()
@@ -220,52 +105,9 @@ class SshHost(SshVerbs):
                     what: str) -> asyncssh.SSHClientConnection:
         """One SSH connection to ``ep`` (through ``tunnel`` when given), its host key checked."""
         t = self.target
-        kw: dict = {"port": ep.port, "connect_timeout": t.connect_timeout,
-                    "keepalive_interval": t.keepalive_interval, "keepalive_count_max": 4,
-                    "config": None}  # the route is settled: asyncssh must not re-read ~/.ssh/config
-        if tunnel is not None:
-            kw["tunnel"] = tunnel
-        if ep.user:
-            kw["username"] = ep.user
-        if ep.identity:
-            kw["client_keys"] = [ep.identity]
-            kw["agent_path"] = None
-        check = self._host_key = host_keys.HostKeyCheck(ep.host, ep.port, t.known_hosts,
-                                                         accept_new=t.accept_new_host_keys,
-                                                         on_accept=self._on_accept)
-        try:
-            check.prepare()
-        except OSError as exc:
-            raise RemoteError(f"{self.name}: cannot create {check.path}: {exc.strerror or exc}",
-                              host=self.name,
-                              hint="check the known_hosts path (--known-hosts, or [ssh] known_hosts in the config)"
-                              ) from exc
-        if check.missing_file():
-            kh = t.known_hosts or "~/.ssh/known_hosts"
-            raise RemoteError(f"{self.name}: no host key can be verified: the known_hosts file {kh} does not "
-                              "exist", host=self.name,
-                              hint=f"create it with the hosts' keys (ssh-keyscan -p {ep.port} {ep.host} >> {kh}, "
-                                   "compare the fingerprints first), or run once with --accept-new-host-keys")
-        kw["known_hosts"] = check.path  # always a file: `known_hosts=None` (no checking) is never passed
-        kw["client_factory"] = check.client_factory()  # asked only about keys known_hosts does not trust
-        # AES-GCM runs in OpenSSL (AES-NI) on both ends; asyncssh's first choice, chacha20-poly1305,
-        # costs Python-side work per packet and was a third of a backup's CPU in the profile.
-        kw["encryption_algs"] = _CIPHERS
-        try:
-            conn = await asyncssh.connect(ep.host, **kw)
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise self._error(what, exc, ep) from exc
-        except ValueError as exc:  # unreadable key / known_hosts file
-            raise RemoteError(f"{self.name}: SSH setup for {ep.where} failed: {exc}", host=self.name,
-                              hint="check the identity and known_hosts files in the config") from exc
-        try:
-            check.commit()  # the host proved the key it offered: an accepted first contact is written
-        except OSError as exc:
-            conn.abort()
-            raise RemoteError(f"{self.name}: cannot add the host key of {ep.host}:{ep.port} to {check.path}: "
-                              f"{exc.strerror or exc}", host=self.name,
-                              hint="check that known_hosts file is writable") from exc
-        return conn
+        self._host_key = host_keys.HostKeyCheck(ep.host, ep.port, t.known_hosts, accept_new=t.accept_new_host_keys,
+                                                on_accept=self._on_accept)
+        return await open_connection(t, ep, tunnel, self._host_key, lambda exc: self._error(what, exc, ep))
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         conn = await self._connection()
@@ -385,7 +227,7 @@ class SshHost(SshVerbs):
                 while pos < size and len(pending) < depth:
                     n = min(req, size - pos)
                     # one request each (n <= read_len): no hidden sub-tasks left behind on errors
-                    pending.append((n, asyncio.ensure_future(_read_at(f, pos, n))))
+                    pending.append((n, asyncio.ensure_future(read_at(f, pos, n))))
                     pos += n
 
             ahead()
@@ -432,7 +274,7 @@ class SshHost(SshVerbs):
                 for i in range(0, len(view), req):
                     # one SFTP request per task (<= write_len): nothing hidden is left running on errors
                     piece = bytes(view[i:i + req])
-                    pending.append(asyncio.ensure_future(_write_at(f, written, piece)))
+                    pending.append(asyncio.ensure_future(write_at(f, written, piece)))
                     written += len(piece)
                     while len(pending) >= depth:
                         await self._guard(f"write {tmp}", pending.pop(0))
@@ -593,69 +435,3 @@ class SshHosts:
     async def close(self) -> None:
         hosts, self._hosts = list(self._hosts.values()), {}
         await asyncio.gather(*(h.close() for h in hosts), return_exceptions=True)
-
-
-def direct_helper_source() -> str:
-    """The helper's program text, as sent to the hosts (read once)."""
-    global _HELPER_SOURCE
-    if _HELPER_SOURCE is None:
-        import pathlib
-
-        _HELPER_SOURCE = (pathlib.Path(__file__).parent / "direct_helper.py").read_text()
-    return _HELPER_SOURCE
-
-
-_HELPER_SOURCE: str | None = None
-
-
-class HelperProcess:
-    """brsm.ports.HelperChannel over one SSH channel. What the helper writes to stderr is kept (the
-    tail) for the error that ends it; it never holds a URL (the helper reports errors without them)."""
-
-    def __init__(self, host: str, proc: asyncssh.SSHClientProcess, release: Callable[[], None]) -> None:
-        self.host, self._p, self._release = host, proc, release
-        self._closed = False
-
-    async def send(self, msg: dict) -> None:
-        import json
-
-        try:
-            self._p.stdin.write(json.dumps(msg) + "\n")
-            await self._p.stdin.drain()
-        except (asyncssh.Error, OSError, BrokenPipeError) as e:
-            raise RemoteError(f"{self.host}: the direct-path helper stopped taking input: {type(e).__name__}",
-                              host=self.host) from e
-
-    async def receive(self) -> dict | None:
-        import json
-
-        try:
-            line = await self._p.stdout.readline()
-        except (asyncssh.Error, OSError) as e:
-            raise RemoteError(f"{self.host}: lost the direct-path helper: {type(e).__name__}: {e}",
-                              host=self.host) from e
-        if not line:
-            return None
-        try:
-            return json.loads(line)
-        except ValueError:
-            return {"error": {"status": 0, "code": "BadHelperOutput", "message": line[:200]}, "n": 0, "fatal": True}
-
-    async def close(self, *, at_once: bool = False) -> int | None:
-        if self._closed:
-            return self._p.exit_status
-        self._closed = True
-        try:
-            try:
-                if not at_once:
-                    self._p.stdin.write('{"op": "exit"}\n')
-                self._p.stdin.write_eof()
-            except (asyncssh.Error, OSError):
-                pass
-            try:
-                await asyncio.wait_for(self._p.wait_closed(), 10)
-            except (asyncio.TimeoutError, asyncssh.Error, OSError):
-                self._p.close()
-            return self._p.exit_status
-        finally:
-            self._release()

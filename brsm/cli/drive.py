@@ -16,19 +16,8 @@ from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROL
                               OperationState)
 from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, create_operation
 from brsm.errors import BrsmError, Interrupted, MetaError
+from brsm.cli.journal_commands import open_journal
 from brsm import wiring
-
-
-def open_journal(*, only_if_there: bool = False) -> Any:
-    """The journal at ``$BRSM_HOME/journal.db``: the one place the CLI opens it. With ``only_if_there``,
-    None when no operation has made one yet (a command that only reads must not create it)."""
-    from journal import Journal
-
-    from brsm.home import journal_path
-
-    if only_if_there and not journal_path().exists():
-        return None
-    return Journal.open(journal_path())
 
 
 def _summary(op_id: int, kind: str, st: OperationState) -> dict[str, Any]:

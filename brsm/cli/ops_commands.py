@@ -94,7 +94,7 @@ NO_CHECKSUMS = ("* complete by structure, no checksums: made by nebula-br, or a 
 
 def _in_use() -> dict[str, int]:
     """Backup names unfinished brsm operations use, from the journal (none when there is no journal yet)."""
-    from brsm.cli.drive import open_journal
+    from brsm.cli.journal_commands import open_journal
     from brsm.wiring import live_operations
 
     j = open_journal(only_if_there=True)
@@ -233,9 +233,9 @@ def prune(
 ) -> None:
     """Retention: delete complete backups that are neither among --keep-last N newest nor within --keep-within.
     Shows what it would delete; deletes with --yes (or --confirm), or when you answer y on a terminal."""
-    from brsm.cli.app import _metrics_file
+    from brsm.cli.starting import set_metrics_file
 
-    _metrics_file(metrics_file)
+    set_metrics_file(metrics_file)
     from brsm.workflows.catalog import list_backups
     from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, check_policy, parse_duration, plan_prune
 
@@ -246,10 +246,10 @@ def prune(
     now = int(time.time() * 1000)
     op_id = None
     if confirm:  # a journaled operation: audit shows every deleted backup, resume finishes a killed one
-        from brsm.cli.app import _start
+        from brsm.cli.starting import start
 
         cfg_path = config or os.environ.get("BRSM_CONFIG")
-        st = _start("prune", {**params, "config": os.path.abspath(cfg_path) if cfg_path else None,
+        st = start("prune", {**params, "config": os.path.abspath(cfg_path) if cfg_path else None,
                               "keep_last": keep_last, "keep_within": within, "now_ms": now},
                     out=out, auto_rollback=False, report=False)
         uri, decisions = st.facts["storage"], st.facts["decisions"]

@@ -123,7 +123,7 @@ def warn_unfinished(config: str | None, *, exclude: int | None = None, journal: 
     """Print the lines on stderr (stdout stays one JSON document under --json); never fails the command."""
     try:
         if journal is None:
-            from brsm.cli.drive import open_journal
+            from brsm.cli.journal_commands import open_journal
 
             j = open_journal(only_if_there=True)
             if j is None:

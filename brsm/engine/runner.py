@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import getpass
 import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from brsm import __version__, failpoints
 from brsm.engine import events as ev
 from brsm.engine import machine as mach
 from brsm.engine.definitions import OperationKind
-from brsm.engine.state import Event, KindState
+from brsm.engine.state import KindState
+from brsm.engine.step_context import StepContext
 from brsm.engine.fold import (
     PHASE_DONE,
     PHASE_FAILED,
@@ -39,7 +39,6 @@ UndoFn = Callable[["StepContext"], Awaitable[None]]
 HookFn = Callable[["StepContext"], Awaitable[None]]
 
 PREFLIGHT = "PREFLIGHT"
-S = TypeVar("S", bound=KindState)
 
 
 @dataclass
@@ -69,37 +68,6 @@ class Workflow:
                    preflight=entry.preflight, attach=entry.attach, detach=entry.detach)
 
 
-@dataclass
-class _Event:
-    seq: int
-    type: str
-    data: dict[str, Any]
-
-
-def op_ref(journal_id: str | None, op_id: int) -> str:
-    """The identity of an operation beyond its journal: what brsm puts on a cluster or in storage (lease
-    holder, ``nebula_brsm_old_<ref>``, staging dirs, probe keys) and judges ownership by.
-
-    >>> op_ref("3f9a0c12be47", 38)
-    '3f9a0c12be47-38'
-    >>> op_ref(None, 38)  # an operation created by a brsm without journal ids
-    '38'
-    """
-    return f"{journal_id}-{op_id}" if journal_id else str(op_id)
-
-
-@dataclass
-class Runtime:
-    """Per-process things a step or hook needs again, never facts (those belong in the journal): they
-    die with the process, and a resume builds them anew."""
-
-    limits: Any = None  # brsm.workflows.transfer.Limits, set by the preflight
-    lease: Any = None  # brsm.workflows.lease.Lease held for the cluster (its refresh task)
-    manifest: dict[str, Any] | None = None  # the backup's manifest, read once (restore)
-    last_down_check: tuple[float, set[str]] | None = None  # restore: when the services were last seen down
-    release_lease: bool = False  # a run kept for a resume lets the cluster go (Runner.keep_interrupted)
-
-
 def create_operation(journal: Any, kind: str, params: Mapping[str, Any], *, target: str = "") -> tuple[int, dict[str, Any]]:
     """The one way an operation comes to be: its row, then OperationCreated with the params as the
     journal keeps them (secrets redacted). The journal's id goes into the params: with the op id it names
@@ -111,96 +79,6 @@ def create_operation(journal: Any, kind: str, params: Mapping[str, Any], *, targ
     with journal.driver(op.id) as w:
         w.append(ev.OPERATION_CREATED, {"kind": kind, "params": journal.operation(op.id).params})
     return op.id, full
-
-
-class StepContext(Generic[S]):
-    """What a step sees: the operation's params and typed state, the ports, and a way to journal."""
-
-    def __init__(self, *, op_id: int, mode: str, state: OperationState, ports: Any, writer: Any,
-                 abort: Callable[[BrsmError], None] | None = None) -> None:
-        self.op_id = op_id
-        self.mode = mode  # "run", "resume" or "rollback"
-        self.state = state
-        self.ports = ports
-        self._writer = writer
-        # Stop the drive with this failure (Runner.abort): for what a step cannot see for itself, such
-        # as the cluster lease lost while it copies. None outside a runner's drive.
-        self.abort = abort
-        self.runtime = Runtime()
-        # What this process spent in journal appends (wall time of the driver's append calls, each
-        # one durable transaction): reported in OperationFinished, so `brsm audit` shows the share.
-        self.journal_seconds = 0.0
-        self.journal_appends = 0
-        self.journal_events = 0
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.state.params
-
-    @property
-    def ref(self) -> str:
-        """``<journal id>-<op id>`` (the bare op id for an operation an older brsm created)."""
-        return op_ref(self.params.get("journal_id"), self.op_id)
-
-    @property
-    def data(self) -> S:
-        """The kind's typed state (BackupState, RestoreState, ...), kept equal to the journal's fold."""
-        return self.state.data  # type: ignore[return-value]
-
-    def record(self, event: Event | str, data: Mapping[str, Any] | None = None, *, durable: bool = True) -> None:
-        """Append a domain event (an Event, or a type and its payload), durable at return, and fold it
-        into the live state. ``durable=False`` for progress hints whose loss only costs repeated work:
-        no fsync, still safe against a kill."""
-        type_, data = _typed(event, data)
-        t0 = time.perf_counter()
-        e = self._writer.append(type_, dict(data), durable=durable)
-        self._timed(t0, 1)
-        apply(self.state, _Event(e.seq, type_, dict(data)))
-        failpoints.hit(f"event:{_count_event()}")
-
-    def record_batch(self, events: list[Event | tuple[str, Mapping[str, Any]]]) -> None:
-        if not events:
-            return
-        items = [_typed(e, None) if isinstance(e, Event) else e for e in events]
-        t0 = time.perf_counter()
-        written = self._writer.append_batch([(t, dict(d)) for t, d in items])
-        self._timed(t0, len(items))
-        for e, (t, d) in zip(written, items):
-            apply(self.state, _Event(e.seq, t, dict(d)))
-        failpoints.hit(f"event:{_count_event()}")
-
-    def journal_anchor(self) -> dict[str, Any] | None:
-        """The journal's anchor now (``journal.anchor``: every operation's head seq and chain hash), for
-        a step to keep in storage, where `brsm journal verify --against` later finds it. Workflows never
-        touch the journal; this is their one way to anchor it. None when the journal takes no anchors."""
-        take = getattr(getattr(self._writer, "journal", None), "anchor", None)
-        return take().to_dict() if callable(take) else None
-
-    def _timed(self, t0: float, events: int) -> None:
-        """Account one append transaction that started at ``t0`` (for journal_stats)."""
-        self.journal_seconds += time.perf_counter() - t0
-        self.journal_appends += 1
-        self.journal_events += events
-
-    def journal_stats(self) -> dict[str, Any]:
-        """This process's journal appends so far: seconds in the append calls, transactions, events."""
-        return {"journal_seconds": round(self.journal_seconds, 6), "journal_appends": self.journal_appends,
-                "journal_events": self.journal_events}
-
-
-def _typed(event: Event | str, data: Mapping[str, Any] | None) -> tuple[str, Mapping[str, Any]]:
-    if isinstance(event, Event):
-        return event.TYPE, event.to_data()
-    return event, data if data is not None else {}
-
-
-_events_appended = 0
-
-
-def _count_event() -> int:
-    global _events_appended
-    _events_appended += 1
-    return _events_appended
 
 
 def who() -> str:
@@ -270,6 +148,7 @@ class Runner:
         # it happened.
         self.keep_interrupted: Callable[[str, str, OperationState], bool] | None = None
         self.kept_interrupted = False
+        self._attached = False  # the workflow's attach ran in this drive: its detach runs at the end
 
     # -- creating -------------------------------------------------------------------------------
     def create(self, params: Mapping[str, Any], *, target: str = "") -> int:
@@ -373,112 +252,127 @@ class Runner:
             ctx: StepContext = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
                                            abort=self.abort)
             model = mach.build(self.workflow.kind, st.state)
-            attached = False
+            self._attached = False
             try:
                 if mode == "rollback":
-                    if st.phase in (PHASE_ROLLED_BACK, PHASE_REFUSED):
-                        return st
-                    if st.phase == PHASE_DONE:
-                        raise UsageError(
-                            f"operation {op_id} finished; there is nothing to roll back",
-                            hint="to delete a finished backup use `brsm cleanup NAME`",
-                        )
-                    if self.workflow.kind.done_step in st.started and st.phase != PHASE_ROLLING_BACK:
-                        # The final step discards what rollback would need (a restore's originals).
-                        raise UsageError(
-                            f"operation {op_id} has begun its final step ({self.workflow.kind.done_step}): "
-                            "there is nothing to roll back safely",
-                            hint=f"finish it with `brsm resume {op_id}`",
-                        )
-                    try:
-                        self._stage = "rollback"
-                        self._check_interrupt()
-                        if self.workflow.attach:
-                            await self.workflow.attach(ctx)
-                            attached = True
-                    except BaseException as caught:  # before the first compensation: journal why it stopped
-                        exc = self._interruption(caught, rollback=True)
-                        if not isinstance(exc, Interrupted):
-                            raise
-                        self.rollback_stopped_at = st.to_undo[0] if st.to_undo else None
-                        self._append(ctx, ev.OPERATION_FAILED, {**_error_facts("rollback", exc),
-                                                                "during_rollback": True})
-                        if exc is not caught:
-                            raise exc from caught
-                        raise
-                    await self._rollback(ctx, model)
-                    return st
-                if st.phase in (PHASE_DONE, PHASE_REFUSED):
-                    return st
-                if st.phase in (PHASE_ROLLED_BACK, PHASE_ROLLING_BACK):
-                    raise UsageError(
-                        f"operation {op_id} was rolled back" + ("" if st.phase == PHASE_ROLLED_BACK else " only in part"),
-                        hint="start a new operation" if st.phase == PHASE_ROLLED_BACK
-                        else f"finish it with `brsm rollback {op_id}`",
-                    )
-                current = PREFLIGHT
-                self._stage = "steps"
-                try:
-                    self._check_interrupt()
-                    if st.phase == PHASE_FAILED:
-                        self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
-                        await model.trigger(f"resume_to_{st.last_completed}")
-                    elif mode == "resume" and st.seq > 1:
-                        self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
-                    if self.workflow.attach:
-                        await self.workflow.attach(ctx)
-                        attached = True
-                    if self.workflow.preflight and not st.completed:
-                        await self._step(ctx, PREFLIGHT, self.workflow.preflight, journal_intent=False)
-                    for step in st.remaining:
-                        current = step
-                        self._check_interrupt()
-                        await self._step(ctx, step, self.workflow.steps[step])
-                        await model.trigger(f"complete_{step}")
-                        failpoints.hit(f"after:{step}")
-                    self._append(ctx, ev.OPERATION_FINISHED, ctx.journal_stats())
-                    return st
-                except BaseException as caught:
-                    failed_at = current
-                    exc = self._interruption(caught)
-                    if isinstance(exc, Interrupted):
-                        self.interrupted_step = failed_at
-                    if is_refusal(st, failed_at, exc):
-                        self._append(ctx, ev.OPERATION_REFUSED, _error_facts(failed_at, exc))
-                        await model.trigger("refuse")
-                        if exc is not caught:
-                            raise exc from caught
-                        raise
-                    self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
-                    if model.state not in ("FAILED",):
-                        await model.trigger("fail")
-                    keep = (auto_rollback and isinstance(exc, Interrupted) and self.keep_interrupted is not None
-                            and self.keep_interrupted(exc.signal or "", failed_at, st))
-                    if keep:
-                        self.kept_interrupted = True
-                        ctx.runtime.release_lease = True
-                    # Not once the final step began: it discards what rollback needs (a restore's
-                    # originals, a backup's finished state); `brsm resume` finishes it instead.
-                    if (auto_rollback and not keep and isinstance(exc, Exception) and st.started
-                            and not getattr(exc, "keeps_operation", False)
-                            and self.workflow.kind.done_step not in st.started):
-                        try:
-                            await self._rollback(ctx, model)
-                        except Interrupted:
-                            raise  # stopped by a further interruption: journaled, `brsm rollback` finishes it
-                        except Exception as rb_exc:  # noqa: BLE001 - report both, keep the first
-                            raise OperationFailed(
-                                f"{_error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
-                                f"{_error_facts('rollback', rb_exc)['error']}",
-                                hint=f"fix the cause, then run `brsm rollback {op_id}` again",
-                            ) from exc
-                    if exc is not caught:
-                        raise exc from caught
-                    raise
+                    return await self._drive_rollback(op_id, st, ctx, model)
+                return await self._drive_steps(op_id, mode, st, ctx, model, auto_rollback=auto_rollback)
             finally:
                 self._stage = "closing"
-                if attached and self.workflow.detach:
+                if self._attached and self.workflow.detach:
                     await self.workflow.detach(ctx)
+
+    async def _attach(self, ctx: StepContext) -> None:
+        if self.workflow.attach:
+            await self.workflow.attach(ctx)
+            self._attached = True
+
+    async def _drive_rollback(self, op_id: int, st: OperationState, ctx: StepContext,
+                              model: mach.OperationModel) -> OperationState:
+        """`brsm rollback`: undo what the operation did, unless it finished or began its final step."""
+        if st.phase in (PHASE_ROLLED_BACK, PHASE_REFUSED):
+            return st
+        if st.phase == PHASE_DONE:
+            raise UsageError(
+                f"operation {op_id} finished; there is nothing to roll back",
+                hint="to delete a finished backup use `brsm cleanup NAME`",
+            )
+        if self.workflow.kind.done_step in st.started and st.phase != PHASE_ROLLING_BACK:
+            # The final step discards what rollback would need (a restore's originals).
+            raise UsageError(
+                f"operation {op_id} has begun its final step ({self.workflow.kind.done_step}): "
+                "there is nothing to roll back safely",
+                hint=f"finish it with `brsm resume {op_id}`",
+            )
+        try:
+            self._stage = "rollback"
+            self._check_interrupt()
+            await self._attach(ctx)
+        except BaseException as caught:  # before the first compensation: journal why it stopped
+            exc = self._interruption(caught, rollback=True)
+            if not isinstance(exc, Interrupted):
+                raise
+            self.rollback_stopped_at = st.to_undo[0] if st.to_undo else None
+            self._append(ctx, ev.OPERATION_FAILED, {**_error_facts("rollback", exc),
+                                                    "during_rollback": True})
+            if exc is not caught:
+                raise exc from caught
+            raise
+        await self._rollback(ctx, model)
+        return st
+
+    async def _drive_steps(self, op_id: int, mode: str, st: OperationState, ctx: StepContext,
+                           model: mach.OperationModel, *, auto_rollback: bool) -> OperationState:
+        """`brsm run`/`resume`: the remaining steps in order, each journaled before the machine moves."""
+        if st.phase in (PHASE_DONE, PHASE_REFUSED):
+            return st
+        if st.phase in (PHASE_ROLLED_BACK, PHASE_ROLLING_BACK):
+            raise UsageError(
+                f"operation {op_id} was rolled back" + ("" if st.phase == PHASE_ROLLED_BACK else " only in part"),
+                hint="start a new operation" if st.phase == PHASE_ROLLED_BACK
+                else f"finish it with `brsm rollback {op_id}`",
+            )
+        current = PREFLIGHT
+        self._stage = "steps"
+        try:
+            self._check_interrupt()
+            if st.phase == PHASE_FAILED:
+                self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
+                await model.trigger(f"resume_to_{st.last_completed}")
+            elif mode == "resume" and st.seq > 1:
+                self._append(ctx, ev.RESUME_STARTED, {"from": st.last_completed, "mode": mode})
+            await self._attach(ctx)
+            if self.workflow.preflight and not st.completed:
+                await self._step(ctx, PREFLIGHT, self.workflow.preflight, journal_intent=False)
+            for step in st.remaining:
+                current = step
+                self._check_interrupt()
+                await self._step(ctx, step, self.workflow.steps[step])
+                await model.trigger(f"complete_{step}")
+                failpoints.hit(f"after:{step}")
+            self._append(ctx, ev.OPERATION_FINISHED, ctx.journal_stats())
+            return st
+        except BaseException as caught:
+            exc = await self._steps_stopped(op_id, st, ctx, model, current, caught, auto_rollback=auto_rollback)
+            if exc is not caught:
+                raise exc from caught
+            raise
+
+    async def _steps_stopped(self, op_id: int, st: OperationState, ctx: StepContext, model: mach.OperationModel,
+                             failed_at: str, caught: BaseException, *, auto_rollback: bool) -> BaseException:
+        """Journal why the steps stopped at ``failed_at`` (refused, or failed) and roll back when
+        asked to; the exception to raise."""
+        exc = self._interruption(caught)
+        if isinstance(exc, Interrupted):
+            self.interrupted_step = failed_at
+        if is_refusal(st, failed_at, exc):
+            self._append(ctx, ev.OPERATION_REFUSED, _error_facts(failed_at, exc))
+            await model.trigger("refuse")
+            return exc
+        self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
+        if model.state not in ("FAILED",):
+            await model.trigger("fail")
+        keep = (auto_rollback and isinstance(exc, Interrupted) and self.keep_interrupted is not None
+                and self.keep_interrupted(exc.signal or "", failed_at, st))
+        if keep:
+            self.kept_interrupted = True
+            ctx.runtime.release_lease = True
+        # Not once the final step began: it discards what rollback needs (a restore's
+        # originals, a backup's finished state); `brsm resume` finishes it instead.
+        if (auto_rollback and not keep and isinstance(exc, Exception) and st.started
+                and not getattr(exc, "keeps_operation", False)
+                and self.workflow.kind.done_step not in st.started):
+            try:
+                await self._rollback(ctx, model)
+            except Interrupted:
+                raise  # stopped by a further interruption: journaled, `brsm rollback` finishes it
+            except Exception as rb_exc:  # noqa: BLE001 - report both, keep the first
+                raise OperationFailed(
+                    f"{_error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
+                    f"{_error_facts('rollback', rb_exc)['error']}",
+                    hint=f"fix the cause, then run `brsm rollback {op_id}` again",
+                ) from exc
+        return exc
 
     async def _step(self, ctx: StepContext, step: str, fn: Callable[[StepContext], Awaitable[Any]],
                     *, journal_intent: bool = True) -> None:

@@ -7,7 +7,9 @@
 
 Used by tests only; workflows never import this package (they get ports handed in).
 """
-from brsm.fakes.cluster import Fault, Faults, FakeCluster, Machine
+from brsm.fakes.cluster import FakeCluster
+from brsm.fakes.faults import Fault, Faults
+from brsm.fakes.machine import Machine
 from brsm.fakes.hosts import FakeHost, FakeHosts
 from brsm.fakes.meta import FakeMeta
 

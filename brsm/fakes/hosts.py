@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from brsm.adapters import remote_cmd
 from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
-from brsm.fakes.cluster import Fault, FakeCluster, Machine
+from brsm.fakes.cluster import FakeCluster
+from brsm.fakes.faults import Fault
+from brsm.fakes.machine import Machine
 from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
 from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, ProcessUnseen, RealPaths, RemoteFile, RunResult,
                         TreeFingerprint)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import posixpath
 
-from brsm.fakes.cluster import FakeCluster, Machine
+from brsm.fakes.cluster import FakeCluster
+from brsm.fakes.machine import Machine
 from brsm.ports import RunResult
 
 SERVICE_ACTIONS = ("start", "stop", "restart", "kill", "status")

@@ -21,7 +21,8 @@ from brsm.workflows import direct, services, topology
 from brsm.workflows.common import discover_topology
 from brsm.workflows.layout import lease_path
 from brsm.errors import InvalidLease
-from brsm.workflows.lease import host_clock, invalid_lease, is_stale, lease_exists, read_holder, too_far_ahead
+from brsm.workflows.lease import host_clock, lease_exists, read_holder
+from brsm.workflows.lease_holder import invalid_lease, is_stale, too_far_ahead
 
 # a data path with less free space than this is reported full (a checkpoint alone needs room)
 FULL_BELOW = 1 << 30

@@ -14,7 +14,8 @@ from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFail
 from brsm.home import brsm_home
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import topology
-from brsm.workflows.lease import Lease, LeaseInfo, host_clock, is_stale, read_holder, takeover_note
+from brsm.workflows.lease import Lease, host_clock, read_holder
+from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 

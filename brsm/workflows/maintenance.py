@@ -19,7 +19,8 @@ from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import common
 from brsm.errors import InvalidLease
-from brsm.workflows.lease import LeaseInfo, host_clock, is_stale, read_holder, too_far_ahead
+from brsm.workflows.lease import host_clock, read_holder
+from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
 from brsm.workflows.layout import MANIFEST, bad_backup_name, in_progress_key, lease_path, manifest_key, meta_file_key
 
 
@@ -37,7 +38,7 @@ class LiveOps:
 
     op_ids: frozenset[int] = frozenset()
     names: dict[str, int] = field(default_factory=dict)  # backup name -> op id
-    # the same as refs (`<journal id>-<op id>`, brsm.engine.runner.op_ref): what is on a cluster is judged by these
+    # the same as refs (`<journal id>-<op id>`, brsm.engine.step_context.op_ref): what is on a cluster is judged by these
     refs: frozenset[str] = frozenset()
     known_refs: frozenset[str] = frozenset()
     journal_id: str | None = None

@@ -36,7 +36,7 @@ class CommonParams(Params):
     """What every operation's params may say."""
 
     config: str | None = None  # the config file the CLI read (for hints, metrics)
-    journal_id: str | None = None  # with the op id, names what the operation leaves (engine.runner.op_ref)
+    journal_id: str | None = None  # with the op id, names what the operation leaves (engine.step_context.op_ref)
     lease_ttl: float | None = None  # seconds; the ports' [cluster] lease_ttl comes first, 300 without either
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncssh
 
-from brsm.adapters.ssh import _read_at, _write_at
+from brsm.adapters.sftp_io import read_at as _read_at, write_at as _write_at
 
 DATA = bytes(range(256)) * 40
 

@@ -118,12 +118,12 @@ def test_a_credential_in_the_configs_storage_section_is_a_config_error(home, tmp
 
 def test_an_unexpected_error_with_a_secret_in_it_is_scrubbed_in_the_trace_and_the_log(home, capsys, monkeypatch):
     """Exit 1 prints the traceback and logs it: both pass through the same rules."""
-    import brsm.cli.app as app
+    import brsm.cli.journal_commands as journal_commands
 
     def boom():
         raise RuntimeError(f"SDK said: GET https://h/b?X-Amz-Signature={CANARY} failed for s3://AK:{CANARY}@b")
 
-    monkeypatch.setattr(app, "_journal", boom)
+    monkeypatch.setattr(journal_commands, "open_journal", boom)
     code, out, err = run(capsys, "ops")
     assert code == 1 and "Traceback" in err and "X-Amz-Signature=<redacted>" in err
     assert CANARY not in out + err

@@ -126,7 +126,7 @@ def test_the_guides_ssh_keyscan_appends_to_the_file_brsm_reads():
 
 
 def test_the_guides_lock_message_is_the_one_brsm_prints():
-    from brsm.workflows.lease import LeaseInfo
+    from brsm.workflows.lease_holder import LeaseInfo
 
     until = dt.datetime(2026, 11, 24, 15, 25, 43, tzinfo=dt.timezone.utc).timestamp()
     holder = LeaseInfo(op_id=12, kind="backup", who="root@vm", machine="vm", pid=6615, expires=until,
@@ -136,7 +136,7 @@ def test_the_guides_lock_message_is_the_one_brsm_prints():
 
 
 def test_the_guides_scratch_dir_names_are_the_ones_a_restore_makes():
-    from brsm.engine.runner import op_ref
+    from brsm.engine.step_context import op_ref
     from brsm.workflows.restore import placement
 
     text = GUIDE.read_text()

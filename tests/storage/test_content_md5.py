@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from brsm.adapters.storage import base
+from brsm.adapters.storage import streams as base
 
 
 @pytest.mark.parametrize("size", [0, 1, base.MD5_OFF_LOOP - 1, base.MD5_OFF_LOOP, 8 << 20])

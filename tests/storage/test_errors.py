@@ -135,7 +135,7 @@ async def _one(data: bytes):
 
 def test_one_decision_table_for_every_store():
     """S3 and OSS share classify_reply (the statuses are the same, only codes and hints differ)."""
-    from brsm.adapters.storage.base import ReplyRules, classify_reply
+    from brsm.adapters.storage.replies import ReplyRules, classify_reply
     from brsm.errors import ObjectNotFound
 
     r = ReplyRules("no bucket", {"BadKey": "check the key id"}, "check access", frozenset({"SlowDown"}))

@@ -9,7 +9,7 @@ import pytest
 
 from brsm.engine.definitions import RESTORE
 from brsm.engine.fold import new_state
-from brsm.engine.runner import Runtime
+from brsm.engine.step_context import Runtime
 from brsm.engine.state import STEP_COMPLETED, Event
 from brsm.errors import LockHeld, OperationFailed, PreflightFailed, StorageError, VerificationFailed
 from brsm.fakes.cluster import FakeCluster

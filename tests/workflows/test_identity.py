@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from brsm.engine import runner
+from brsm.engine import step_context
 from brsm.errors import LockHeld
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
@@ -18,7 +18,7 @@ from journal import Journal
 
 
 def test_doctests():
-    assert doctest.testmod(runner).failed == 0
+    assert doctest.testmod(step_context).failed == 0
     assert doctest.testmod(maintenance).failed == 0
 
 

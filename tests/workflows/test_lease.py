@@ -12,11 +12,14 @@ from brsm.errors import LockHeld
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
 from brsm.workflows import lease as lease_mod
-from brsm.workflows.lease import Lease, LeaseInfo, is_stale
+from brsm.workflows import lease_holder
+from brsm.workflows.lease import Lease
+from brsm.workflows.lease_holder import LeaseInfo, is_stale
 
 
 def test_doctests():
     assert doctest.testmod(lease_mod).failed == 0
+    assert doctest.testmod(lease_holder).failed == 0
 
 
 def _one_host():

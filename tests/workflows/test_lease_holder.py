@@ -14,7 +14,8 @@ from brsm.errors import InvalidLease, LockHeld, RemoteError
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
 from brsm.workflows import lease as lease_mod
-from brsm.workflows.lease import Lease, LeaseInfo, holder_problem, is_stale, read_holder
+from brsm.workflows.lease import Lease, read_holder
+from brsm.workflows.lease_holder import LeaseInfo, holder_problem, is_stale
 
 GOOD = {"op_id": 7, "kind": "backup", "who": "eve@elsewhere", "machine": "elsewhere", "pid": 4242,
         "expires": 1.0e9, "ref": "abc123def456-7"}

@@ -15,7 +15,6 @@ import errno
 import hashlib
 import os
 import stat
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,29 +22,12 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenable, stream_of
 
-from .base import BaseStorage, Source, check_prefix, dir_prefix
-
-TMP_MARK = ".brsm-tmp."
-_PERMANENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
-              errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL, errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY}
-
-
-def _os_error(what: str, e: OSError) -> StorageError:
-    permanent = e.errno in _PERMANENT
-    hint = None
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "the backup file system is full: free space or choose another --storage"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "brsm needs write access to the storage directory"
-    return StorageError(f"{what}: {e.strerror or e}", permanent=permanent, hint=hint)
+from .base import BaseStorage, check_prefix, dir_prefix
+from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
+                          stop_writer, unlink_quietly)
+from .streams import Source
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStorage(BaseStorage):
@@ -66,7 +48,7 @@ class LocalStorage(BaseStorage):
         try:
             await asyncio.to_thread(d.mkdir, parents=True, exist_ok=True)
         except OSError as e:
-            raise _os_error(f"{self.uri}: cannot create {d}", e) from e
+            raise os_error(f"{self.uri}: cannot create {d}", e) from e
 
     # -- writes ----------------------------------------------------------------------------
     async def put(self, key: str, chunks: AsyncIterator[bytes] | ByteSource, size: int, *,
@@ -83,20 +65,10 @@ class LocalStorage(BaseStorage):
         await self._ensure_dir(path.parent)
         resumable = on_part is not None and state is not None and reopenable(chunks)
         resumed = await self._resume_point(path, state) if resumable else None
-        try:
-            if resumed is not None:
-                tmp, offset, prefix = resumed
-                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                await asyncio.to_thread(os.lseek, fd, offset, os.SEEK_SET)
-            else:
-                tmp, offset, prefix = path.parent / f"{TMP_MARK}{path.name}.{uuid.uuid4().hex[:12]}", 0, None
-                fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                             | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise _os_error(f"{key}: cannot create a temp file", e) from e
+        tmp, fd, offset, prefix = await open_temp(key, path, resumed)
         src = Source(key, stream_of(chunks, offset), size, defer_hash=True, start=offset,
                      hasher=prefix.copy() if prefix is not None else None)
-        readback = _ReadBack(tmp, offset)
+        readback = ReadBack(tmp, offset)
         queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=2)
 
         async def writer() -> None:
@@ -110,17 +82,7 @@ class LocalStorage(BaseStorage):
 
         task = asyncio.create_task(writer())
         try:
-            try:
-                async for pieces in src.coalesced(self.block_size):
-                    if task.done():
-                        break  # the writer failed: its error is raised below
-                    await queue.put(pieces)
-                src.check_size()
-            finally:
-                if not task.done():
-                    await queue.put(None)
-                await asyncio.wait({task})
-            task.result()
+            await feed(src, queue, task, self.block_size)
             await asyncio.to_thread(os.fsync, fd)
             self.requests["put_object"] += 1
             if readback.mismatch is not None:
@@ -129,23 +91,17 @@ class LocalStorage(BaseStorage):
                                    hint="the disk or file system may be failing")
             await asyncio.to_thread(os.close, fd)
             fd = -1
-            await asyncio.to_thread(_commit, tmp, path)
+            await asyncio.to_thread(commit, tmp, path)
         except OSError as e:
-            await asyncio.to_thread(_discard, fd, tmp)
-            raise _os_error(f"{self.uri}: writing {key} failed", e) from e
+            await asyncio.to_thread(discard, fd, tmp)
+            raise os_error(f"{self.uri}: writing {key} failed", e) from e
         except BaseException as e:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if not task.cancelled():
-                # the writer failed too (ENOSPC while this put was being cancelled): retrieve its error,
-                # or asyncio prints "Task exception was never retrieved" and a traceback at exit
-                task.exception()
+            await stop_writer(task)
             if resumable and not isinstance(e, StorageError) and state.upload_id == tmp.name:
                 # cut (cancelled, connection lost) after a checkpoint: keep the temp file for a resume
-                await asyncio.to_thread(_close_quietly, fd)
+                await asyncio.to_thread(close_quietly, fd)
             else:
-                await asyncio.to_thread(_discard, fd, tmp)
+                await asyncio.to_thread(discard, fd, tmp)
                 if resumable:
                     state.upload_id, state.parts = None, []
             raise
@@ -202,7 +158,7 @@ class LocalStorage(BaseStorage):
                 return None
         h = await asyncio.to_thread(check)
         if h is None:
-            await asyncio.to_thread(_unlink_quietly, tmp)
+            await asyncio.to_thread(unlink_quietly, tmp)
             state.upload_id, state.parts = None, []
             return None
         return tmp, offset, h
@@ -252,7 +208,7 @@ class LocalStorage(BaseStorage):
                 raise StorageError(f"{self.uri}: {key} is a symlink: refused (a backup holds regular files only)",
                                    permanent=True, hint="the backup directory was tampered with; restore another "
                                                         "backup") from e
-            raise _os_error(f"{key}: cannot open", e) from e
+            raise os_error(f"{key}: cannot open", e) from e
         try:
             left = length
             if offset:
@@ -262,7 +218,7 @@ class LocalStorage(BaseStorage):
                 try:
                     data = await asyncio.to_thread(f.read, n)
                 except OSError as e:
-                    raise _os_error(f"{key}: read failed", e) from e
+                    raise os_error(f"{key}: read failed", e) from e
                 if not data:
                     break
                 if left is not None:
@@ -279,7 +235,7 @@ class LocalStorage(BaseStorage):
         except (FileNotFoundError, NotADirectoryError) as e:
             raise ObjectNotFound(rel) from e
         except OSError as e:
-            raise _os_error(f"{rel}: stat failed", e) from e
+            raise os_error(f"{rel}: stat failed", e) from e
         if not stat.S_ISREG(st.st_mode) or not self._inside(self.root / full):
             raise ObjectNotFound(rel)  # a directory, a symlink or a path through one: not an object
         return ObjectInfo(rel, st.st_size)
@@ -290,7 +246,7 @@ class LocalStorage(BaseStorage):
         try:
             return await asyncio.to_thread(self._list, prefix)
         except OSError as e:
-            raise _os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
+            raise os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
 
     def _list(self, prefix: str) -> list[ObjectInfo]:
         base, _, _ = prefix.rpartition("/")
@@ -331,7 +287,7 @@ class LocalStorage(BaseStorage):
         try:
             return await asyncio.to_thread(scan)
         except OSError as e:
-            raise _os_error(f"{self.uri}: listing {p!r} failed", e) from e
+            raise os_error(f"{self.uri}: listing {p!r} failed", e) from e
 
     # -- deletes ---------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
@@ -340,7 +296,7 @@ class LocalStorage(BaseStorage):
         try:
             await asyncio.to_thread(self._delete_path, path)
         except OSError as e:
-            raise _os_error(f"{key}: delete failed", e) from e
+            raise os_error(f"{key}: delete failed", e) from e
 
     def _delete_path(self, path: Path) -> None:
         if not self._dir_within(path.parent):
@@ -385,7 +341,7 @@ class LocalStorage(BaseStorage):
         try:
             await asyncio.to_thread(lambda: [self._delete_path(self.root / f) for f in fulls])
         except OSError as e:
-            raise _os_error(f"{self.uri}: delete failed", e) from e
+            raise os_error(f"{self.uri}: delete failed", e) from e
 
     async def abort_uploads(self, prefix: str) -> int:
         prefix = check_prefix(prefix)
@@ -401,82 +357,15 @@ class LocalStorage(BaseStorage):
                 rel_dir = "" if rel_dir == "." else rel_dir + "/"
                 for name in files:
                     if name.startswith(TMP_MARK) and (rel_dir + name[len(TMP_MARK):]).startswith(prefix):
-                        _unlink_quietly(Path(dirpath) / name)
+                        unlink_quietly(Path(dirpath) / name)
                         n += 1
             return n
         try:
             return await asyncio.to_thread(sweep)
         except OSError as e:
-            raise _os_error(f"{self.uri}: removing temp files failed", e) from e
+            raise os_error(f"{self.uri}: removing temp files failed", e) from e
 
     async def close(self) -> None:
-        pass
-
-
-class _ReadBack:
-    """Writes blocks at the end of the temp file, then reads each back and compares it with what was
-    written. Byte-equal to the stream means the stored file's SHA-256 is the stream's: the check costs
-    a read and a memcmp instead of a second SHA-256 pass over every byte."""
-
-    def __init__(self, path: Path, offset: int = 0) -> None:
-        self.path = path
-        self.offset = offset
-        self.mismatch: int | None = None  # first offset where the file differs from the stream
-
-    def write(self, fd: int, pieces: list[bytes]) -> None:
-        start = self.offset
-        views = [memoryview(p) for p in pieces]
-        total = sum(len(v) for v in views)
-        while views:
-            n = os.writev(fd, views[:1024])
-            while n and views:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
-        self.offset += total
-        rfd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # the temp file, never a link
-        try:
-            pos = start
-            for p in pieces:
-                got = os.pread(rfd, len(p), pos)
-                if got != p and self.mismatch is None:
-                    if len(got) < len(p):
-                        raise OSError(errno.EIO, f"{self.path}: short read-back at {pos + len(got)}")
-                    self.mismatch = pos + next(i for i in range(len(p)) if got[i] != p[i])
-                pos += len(p)
-        finally:
-            os.close(rfd)
-
-
-def _close_quietly(fd: int) -> None:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _discard(fd: int, tmp: Path) -> None:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _unlink_quietly(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _unlink_quietly(p: Path) -> None:
-    try:
-        p.unlink()
-    except OSError:
         pass
 
 

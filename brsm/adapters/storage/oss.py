@@ -21,7 +21,9 @@ from brsm.errors import ObjectNotFound, StorageError, UsageError
 from brsm.ports import ObjectInfo
 from brsm.store_limits import MIN_PART
 
-from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, transport_error
+from .base import BaseStorage, check_prefix, dir_prefix
+from .replies import ReplyRules, classify_reply, transport_error
+from .streams import content_md5
 
 T = TypeVar("T")
 ENV_ID = "OSS_ACCESS_KEY_ID"

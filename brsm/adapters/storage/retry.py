@@ -164,7 +164,7 @@ class RetryStorage:
                 await self._backoff(f"get {key}@{pos}", attempt, e)
 
     async def get_bytes(self, key: str) -> bytes:
-        from .base import read_all
+        from .streams import read_all
 
         return await read_all(self.get(key))
 

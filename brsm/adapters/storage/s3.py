@@ -7,7 +7,7 @@ chain's region, else us-east-1. Path-style addressing when an endpoint is given.
 Integrity: every PutObject/UploadPart carries Content-MD5, which S3 checks before storing (a
 body damaged in transit is rejected with BadDigest); after CompleteMultipartUpload a HEAD
 confirms the size. The SDK's own retries are off (one attempt): :mod:`.retry` is the only
-retry layer. SHA-256 of the bytes received is computed by the shared :class:`.base.Source`.
+retry layer. SHA-256 of the bytes received is computed by the shared :class:`.streams.Source`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 from brsm.store_limits import MIN_PART
 
-from .base import BaseStorage, ReplyRules, check_prefix, classify_reply, content_md5, dir_prefix, reblock, transport_error
+from .base import BaseStorage, check_prefix, dir_prefix
+from .replies import ReplyRules, classify_reply, transport_error
+from .streams import content_md5, reblock
 
 _TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",

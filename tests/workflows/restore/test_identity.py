@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from brsm.engine.runner import op_ref
+from brsm.engine.step_context import op_ref
 from brsm.errors import OperationFailed
 from brsm.fakes.cluster import CLUSTER_ID_FILE, decode_cluster_id, encode_cluster_id
 from brsm.workflows.restore import swap as restore_swap
