@@ -1,4 +1,4 @@
-"""The host side of the direct data path (issue 16): a program brsm sends over SSH and runs with the
+"""The host side of the direct data path: a program brsm sends over SSH and runs with the
 host's own ``python3 -c`` (standard library only, Python >= 3.6; nothing installed, nothing left
 behind), so that the bytes go host <-> object store and never through brsm.
 
