@@ -14,7 +14,7 @@ from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
                               OperationState)
-from brsm.engine.runner import PREFLIGHT, Runner, _error_facts, create_operation
+from brsm.engine.runner import PREFLIGHT, Runner, error_facts, create_operation
 from brsm.errors import BrsmError, Interrupted, MetaError
 from brsm.cli.journal_commands import open_journal
 from brsm import wiring
@@ -214,7 +214,7 @@ async def _start(kind: str, params: dict[str, Any], *, target: str, out: Output,
                 # Nothing was done yet (the ports are being opened): a refusal ends the operation REFUSED.
                 refused = isinstance(e, BrsmError) and not isinstance(e, Interrupted)
                 with j.driver(op.id) as w:
-                    w.append(ev.OPERATION_REFUSED if refused else ev.OPERATION_FAILED, _error_facts("PREFLIGHT", e))
+                    w.append(ev.OPERATION_REFUSED if refused else ev.OPERATION_FAILED, error_facts("PREFLIGHT", e))
                 if refused:
                     raise _tagged(e, op.id, "REFUSED")
                 raise

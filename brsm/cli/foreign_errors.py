@@ -15,8 +15,8 @@ def _click_families() -> tuple[tuple, tuple, tuple]:
     click's: a bad argument would otherwise end as an 'unexpected error' with a traceback."""
     mods = [click.exceptions]
     try:
-        from typer._click import exceptions as vendored
-        mods.append(vendored)
+        from typer._click import exceptions
+        mods.append(exceptions)
     except ImportError:
         pass
     def family(name: str) -> tuple:
@@ -40,22 +40,19 @@ def is_sandbox_failure(e: Exception) -> bool:
 
 
 def map_foreign(e: Exception) -> tuple[int, str, str | None]:
-    try:
-        import journal as jr
-    except ImportError:  # pragma: no cover
-        jr = None
-    if jr is not None:
-        if isinstance(e, jr.JournalLocked):
+    import journal  # here, not at the top: `brsm --help` opens no journal
+
+    if isinstance(e, journal.JournalError):
+        if isinstance(e, journal.JournalLocked):
             return LockHeld.exit_code, str(e), "wait for it to finish, or stop that process first"
-        if isinstance(e, jr.UnknownOperation):
+        if isinstance(e, journal.UnknownOperation):
             return UsageError.exit_code, str(e), "see `brsm ops` for operation ids"
-        if isinstance(e, jr.JournalCorrupt):
+        if isinstance(e, journal.JournalCorrupt):
             from brsm.home import brsm_home
 
             p = brsm_home() / "journal.db"
             return (VerificationFailed.exit_code, f"the journal is damaged: {e}",
                     f"keep a copy for investigation, then move {p} and its -wal/-shm files aside: brsm starts "
                     "a new journal; `brsm gc` finds what unfinished operations left on the cluster and storage")
-        if isinstance(e, jr.JournalError):
-            return 1, f"journal: {e}", None
+        return 1, f"journal: {e}", None
     return 1, f"unexpected error: {type(e).__name__}: {e}", "please report this with the output of --debug"

@@ -17,7 +17,7 @@ from typing import Any
 
 from brsm import __version__, failpoints
 from brsm.engine import events as ev
-from brsm.engine import machine as mach
+from brsm.engine import machine
 from brsm.engine.definitions import OperationKind
 from brsm.engine.state import KindState
 from brsm.engine.step_context import StepContext
@@ -89,7 +89,7 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _error_facts(step: str, exc: BaseException) -> dict[str, Any]:
+def error_facts(step: str, exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, Interrupted):
         return {"step": step, "error": exc.message, "error_type": "Interrupted", "hint": None, "signal": exc.signal}
     if isinstance(exc, BrsmError):
@@ -251,7 +251,7 @@ class Runner:
                 apply(st, e)
             ctx: StepContext = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
                                            abort=self.abort)
-            model = mach.build(self.workflow.kind, st.state)
+            model = machine.build(self.workflow.kind, st.state)
             self._attached = False
             try:
                 if mode == "rollback":
@@ -268,7 +268,7 @@ class Runner:
             self._attached = True
 
     async def _drive_rollback(self, op_id: int, st: OperationState, ctx: StepContext,
-                              model: mach.OperationModel) -> OperationState:
+                              model: machine.OperationModel) -> OperationState:
         """`brsm rollback`: undo what the operation did, unless it finished or began its final step."""
         if st.phase in (PHASE_ROLLED_BACK, PHASE_REFUSED):
             return st
@@ -293,7 +293,7 @@ class Runner:
             if not isinstance(exc, Interrupted):
                 raise
             self.rollback_stopped_at = st.to_undo[0] if st.to_undo else None
-            self._append(ctx, ev.OPERATION_FAILED, {**_error_facts("rollback", exc),
+            self._append(ctx, ev.OPERATION_FAILED, {**error_facts("rollback", exc),
                                                     "during_rollback": True})
             if exc is not caught:
                 raise exc from caught
@@ -302,7 +302,7 @@ class Runner:
         return st
 
     async def _drive_steps(self, op_id: int, mode: str, st: OperationState, ctx: StepContext,
-                           model: mach.OperationModel, *, auto_rollback: bool) -> OperationState:
+                           model: machine.OperationModel, *, auto_rollback: bool) -> OperationState:
         """`brsm run`/`resume`: the remaining steps in order, each journaled before the machine moves."""
         if st.phase in (PHASE_DONE, PHASE_REFUSED):
             return st
@@ -338,7 +338,7 @@ class Runner:
                 raise exc from caught
             raise
 
-    async def _steps_stopped(self, op_id: int, st: OperationState, ctx: StepContext, model: mach.OperationModel,
+    async def _steps_stopped(self, op_id: int, st: OperationState, ctx: StepContext, model: machine.OperationModel,
                              failed_at: str, caught: BaseException, *, auto_rollback: bool) -> BaseException:
         """Journal why the steps stopped at ``failed_at`` (refused, or failed) and roll back when
         asked to; the exception to raise."""
@@ -346,10 +346,10 @@ class Runner:
         if isinstance(exc, Interrupted):
             self.interrupted_step = failed_at
         if is_refusal(st, failed_at, exc):
-            self._append(ctx, ev.OPERATION_REFUSED, _error_facts(failed_at, exc))
+            self._append(ctx, ev.OPERATION_REFUSED, error_facts(failed_at, exc))
             await model.trigger("refuse")
             return exc
-        self._append(ctx, ev.OPERATION_FAILED, _error_facts(failed_at, exc))
+        self._append(ctx, ev.OPERATION_FAILED, error_facts(failed_at, exc))
         if model.state not in ("FAILED",):
             await model.trigger("fail")
         keep = (auto_rollback and isinstance(exc, Interrupted) and self.keep_interrupted is not None
@@ -368,8 +368,8 @@ class Runner:
                 raise  # stopped by a further interruption: journaled, `brsm rollback` finishes it
             except Exception as rb_exc:  # noqa: BLE001 - report both, keep the first
                 raise OperationFailed(
-                    f"{_error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
-                    f"{_error_facts('rollback', rb_exc)['error']}",
+                    f"{error_facts(failed_at, exc)['error']}; and the automatic rollback failed: "
+                    f"{error_facts('rollback', rb_exc)['error']}",
                     hint=f"fix the cause, then run `brsm rollback {op_id}` again",
                 ) from exc
         return exc
@@ -386,7 +386,7 @@ class Runner:
         else:
             self._append(ctx, ev.PREFLIGHT_PASSED, dict(facts or {}))
 
-    async def _rollback(self, ctx: StepContext, model: mach.OperationModel) -> None:
+    async def _rollback(self, ctx: StepContext, model: machine.OperationModel) -> None:
         st = ctx.state
         self._stage = "rollback"
         step = st.to_undo[0] if st.to_undo else "rollback"
@@ -407,7 +407,7 @@ class Runner:
             exc = self._interruption(caught, rollback=True)
             if isinstance(exc, Interrupted):
                 self.rollback_stopped_at = step
-            facts = _error_facts(step, exc)
+            facts = error_facts(step, exc)
             facts["during_rollback"] = True
             self._append(ctx, ev.OPERATION_FAILED, facts)
             if exc is not caught:

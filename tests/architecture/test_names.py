@@ -7,18 +7,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Private names still imported from a module another change is splitting (brsm/engine/runner.py);
 # each goes when its module is split and the name made public there.
-PENDING_PRIVATE = {
-    ("brsm/cli/drive.py", "brsm.engine.runner._error_facts"),
-}
+PENDING_PRIVATE: set[tuple[str, str]] = set()
 
 # The one project-wide short alias: event constants appear several to a line (``ev.STEP_STARTED``).
 WELL_KNOWN_ALIASES = {("brsm.engine.events", "ev")}
 # Aliases in modules another change is reorganising (the CLI's foreign errors, the runner).
-PENDING_ALIASES = {
-    ("brsm/cli/foreign_errors.py", "journal", "jr"),
-    ("brsm/cli/foreign_errors.py", "typer._click.exceptions", "vendored"),
-    ("brsm/engine/runner.py", "brsm.engine.machine", "mach"),
-}
+PENDING_ALIASES: set[tuple[str, str, str]] = set()
 ALIAS_CHECKED = ("brsm/workflows", "brsm/engine", "brsm/cli")
 
 
