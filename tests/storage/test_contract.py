@@ -396,8 +396,10 @@ async def test_an_upload_whose_parts_someone_else_sent_is_listed_finished_or_abo
 async def test_a_finish_of_a_dropped_upload_asks_for_the_bytes_again(backend, storage):
     """The store lost the upload (aborted under us): finishing it cannot work, and the error says
     that only sending the file again can (``resend``), not asking the same again."""
-    if not storage.properties().multipart:
-        pytest.skip("no uploads to drop")
+    if not storage.properties().multipart:  # nothing to drop: the store refuses every upload verb
+        with pytest.raises(NotImplementedError):
+            await storage.finish_upload("gone", "upload", [])
+        return
     data = os.urandom(3 * PART)
     state = await _cut_upload(storage, "gone", data, 1)
     assert await storage.abort_uploads("") == 1
