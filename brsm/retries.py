@@ -11,7 +11,10 @@ makes 5 tries of each request are 3, not 15, tries of that request):
   path a run takes and a host that cannot reach the store should not hold up the run;
 * a whole file: ``WHOLE_FILE``, in brsm.workflows.transfer, for what no request retry can mend
   because the bytes must come again from where they are (the SSH stream from a host dropped, the
-  host's helper died, the store dropped the upload, the bytes arrived wrong).
+  host's helper died, the store dropped the upload, the bytes arrived wrong);
+* a file brsm creates exclusively on a host whose name is taken by a temp file an interrupted
+  write left, or whose parent directory is missing: ``EXCLUSIVE_CREATE``, in brsm.adapters.ssh,
+  the obstacle cleared and the create sent again at once (nothing is busy, so nothing to wait for).
 """
 from __future__ import annotations
 
@@ -42,3 +45,4 @@ STORE_REQUEST = Backoff(attempts=5, first=0.25, cap=8.0, jitter=True)
 HOST_PART = Backoff(attempts=5, first=0.4, cap=5.0)
 PROBE = Backoff(attempts=3, first=0.5, cap=1.0)
 WHOLE_FILE = Backoff(attempts=3, first=0.5, cap=1.0)
+EXCLUSIVE_CREATE = Backoff(attempts=3, first=0.0, cap=0.0)

@@ -5,12 +5,14 @@ Host keys are always verified against the configured known_hosts file: an unknow
 is an error with a hint, never accepted silently; ``accept_new_host_keys`` accepts (loudly, into
 known_hosts) a key only for a host with no entry yet, never a changed one (``host_keys``).
 Commands are argv sequences rendered with ``shlex.join`` (every argument quoted); the builders
-live in ``remote_cmd``, the verbs workflows call (hash, fingerprint, is it down, ...) in ``ssh_verbs``.
+live in ``remote_cmd``, the verbs workflows call (hash, fingerprint, is it down, ...) in ``ssh_verbs``,
+the pipelined SFTP reads and writes in ``sftp_stream``.
 ``run`` is this adapter's own exec, not part of ``HostPort``: no workflow writes a command.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import posixpath
 import shlex
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
-from brsm.adapters.sftp_io import READ_AHEAD_BYTES, SFTP_REQUEST, WRITE_AHEAD_BYTES, read_at, write_at
+from brsm.adapters.sftp_stream import read_pipelined, write_pipelined
 from brsm.adapters.ssh_connect import open_connection
 from brsm.adapters.ssh_errors import ssh_error
 from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
@@ -26,6 +28,7 @@ from brsm.adapters.ssh_target import SshTarget
 from brsm.adapters.ssh_verbs import SshVerbs
 from brsm.errors import PathRefused, RemoteError
 from brsm.ports import DirStat, RemoteFile, RunResult
+from brsm.retries import EXCLUSIVE_CREATE
 
 __all__ = ["SshTarget", "SshHost", "SshHosts", "TMP_SUFFIX"]
 
@@ -209,53 +212,25 @@ class SshHost(SshVerbs):
                       key=lambda f: f.path)
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Yield the file from ``offset`` in chunks of at most ``block_size`` bytes (each SFTP read as it
-        arrives: re-slicing would copy every byte on the event loop), in order, with reads pipelined:
-        READ_AHEAD_BYTES worth of SFTP read requests (each of the server's maximum read length) are in
-        flight at all times. Reads the file up to the size it had when opened (checkpoints are static)."""
+        """Yield the file from ``offset`` in chunks of at most ``block_size`` bytes, reads pipelined
+        (see sftp_stream.read_pipelined), up to the size it had when opened (checkpoints are static)."""
         sftp = await self._sftp_client()
         f = await self._guard(f"open {path}", sftp.open(path, "rb"))
-        pending: list[tuple[int, asyncio.Task]] = []
         try:
-            size = (await self._guard(f"stat {path}", f.stat())).size or 0
-            req = max(4096, min(f.read_len or SFTP_REQUEST, SFTP_REQUEST))
-            depth = max(4, READ_AHEAD_BYTES // req)
-            pos = offset
-
-            def ahead() -> None:
-                nonlocal pos
-                while pos < size and len(pending) < depth:
-                    n = min(req, size - pos)
-                    # one request each (n <= read_len): no hidden sub-tasks left behind on errors
-                    pending.append((n, asyncio.ensure_future(read_at(f, pos, n))))
-                    pos += n
-
-            ahead()
-            while pending:
-                n, task = pending[0]
-                data = await self._guard(f"read {path}", task)
-                pending.pop(0)
-                if len(data) != n:  # the file shrank under us
-                    raise RemoteError(f"{self.name}: {path} ended early (it changed while being read)",
-                                      host=self.name)
-                ahead()
-                if len(data) <= block_size:
-                    yield data  # as received: no copy on the event loop
-                else:
-                    for i in range(0, len(data), block_size):
-                        yield data[i:i + block_size]
+            async with contextlib.aclosing(read_pipelined(f, path, host=self.name, offset=offset,
+                                                          block_size=block_size, guard=self._guard)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
-            # let requests in flight finish (cancelling would orphan asyncssh's inner request tasks)
-            if pending:
-                await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
             try:
                 await f.close()
             except (asyncssh.Error, OSError):
                 pass
 
     async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int:
-        """Write to ``path + '.brsm-tmp'``, then rename over ``path``: readers never see a partial file.
-        If ``chunks`` raises, the temp file is removed and the exception propagates unchanged.
+        """Write to ``path + '.brsm-tmp'`` (writes pipelined, see sftp_stream.write_pipelined), then
+        rename over ``path``: readers never see a partial file. If ``chunks`` raises, the temp file is
+        removed and the exception propagates unchanged.
 
         The temp file is created exclusively (O_CREAT|O_EXCL, which never follows a symlink): whatever
         sits at that name was not made by this write, so writing through it could put the backup's
@@ -263,31 +238,15 @@ class SshHost(SshVerbs):
         sftp = await self._sftp_client()
         tmp = path + TMP_SUFFIX
         f = await self._create_tmp(sftp, tmp, mode)
-        written = 0
-        pending: list[asyncio.Task] = []
         ok = False
-        req = max(4096, min(f.write_len or SFTP_REQUEST, SFTP_REQUEST))
-        depth = max(4, WRITE_AHEAD_BYTES // req)
         try:
-            async for chunk in chunks:
-                view = memoryview(chunk)
-                for i in range(0, len(view), req):
-                    # one SFTP request per task (<= write_len): nothing hidden is left running on errors
-                    piece = bytes(view[i:i + req])
-                    pending.append(asyncio.ensure_future(write_at(f, written, piece)))
-                    written += len(piece)
-                    while len(pending) >= depth:
-                        await self._guard(f"write {tmp}", pending.pop(0))
-            while pending:
-                await self._guard(f"write {tmp}", pending.pop(0))
+            written = await write_pipelined(f, tmp, chunks, guard=self._guard)
             await self._guard(f"chmod {tmp}", f.chmod(mode))
             await self._guard(f"close {tmp}", f.close())
             await self._replace(sftp, tmp, path)
             ok = True
             return written
         finally:
-            if pending:  # let requests in flight finish (see open_read)
-                await asyncio.gather(*pending, return_exceptions=True)
             if not ok:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:  # release the source (e.g. a storage download) at once
@@ -308,9 +267,10 @@ class SshHost(SshVerbs):
     async def _create_tmp(self, sftp: asyncssh.SFTPClient, tmp: str, mode: int) -> asyncssh.SFTPClientFile:
         """``tmp`` created exclusively. A name already taken is looked at with lstat: a regular file
         (a temp an interrupted write left) is removed and the create tried once more; anything else
-        (a symlink, a directory, a FIFO) is refused and left as it is. A missing parent is made."""
+        (a symlink, a directory, a FIFO) is refused and left as it is. A missing parent is made. The
+        tries are ``retries.EXCLUSIVE_CREATE``'s."""
         attrs = asyncssh.SFTPAttrs(permissions=mode & 0o777)
-        for attempt in range(3):
+        for attempt in range(EXCLUSIVE_CREATE.attempts):
             try:
                 return await sftp.open(tmp, "xb", attrs)
             except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists) as exc:
@@ -324,7 +284,7 @@ class SshHost(SshVerbs):
                 except (asyncssh.Error, OSError) as exc2:
                     raise self._translate(f"lstat {tmp}", exc2) from exc2
                 kind = remote_cmd.file_kind(st.permissions)
-                if kind != "regular file" or attempt == 2:
+                if kind != "regular file" or attempt == EXCLUSIVE_CREATE.attempts - 1:
                     raise RemoteError(
                         f"{self.name}: refusing to write {tmp}: a {kind} brsm did not create is in the way",
                         host=self.name,
