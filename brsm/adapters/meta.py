@@ -4,7 +4,8 @@ Plain binary protocol over a buffered socket (as ``nebula3.mclient``). The clien
 not thread-safe: every call runs in ``asyncio.to_thread`` under one lock, on one connection.
 On connect it calls ``verifyClientVersion``. Every response ``code`` is checked; ``E_LEADER_CHANGED``
 with a leader set moves the connection there and retries (a few hops at most); a refused connection
-moves on to the next configured address.
+moves on to the next configured address. What an answer (or a port that is not metad's) means to
+an operator is said in ``meta_errors``.
 """
 from __future__ import annotations
 
@@ -18,18 +19,18 @@ from typing import Any
 
 from nebula3.common import ttypes as common
 from nebula3.fbthrift.protocol import TBinaryProtocol
-from nebula3.fbthrift.protocol.TProtocol import TProtocolException
 from nebula3.fbthrift.Thrift import TApplicationException
 from nebula3.fbthrift.transport import TTransport
 from nebula3.meta import MetaService
 from nebula3.meta import ttypes as meta
 
 from brsm.adapters.meta_codec import created_backup, drop_snapshot_req, encode_backup_meta, release, text
+from brsm.adapters.meta_errors import HINTS, NOT_META_HINT, error_name, not_meta, transport_error
 from brsm.adapters.meta_transport import ABANDON_WAIT, Conn, InFlight, RecordingSocket, Refused, looks_http
 from brsm.errors import MetaError
 from brsm.ports import CreatedBackup, HostAddr, ListedHost, ServiceInfo, Snapshot, SpaceSchema
 
-__all__ = ["ThriftMeta", "error_name"]
+__all__ = ["ThriftMeta"]
 
 EC = common.ErrorCode
 MAX_HOPS = 4
@@ -44,24 +45,6 @@ IDEMPOTENT = {"listCluster", "getMetaDirInfo", "listSpaces", "listSnapshots", "d
               "getSpace", "listHosts"}
 LONG_RPCS = {"createBackup": 1800.0, "restoreMeta": 600.0, "dropSnapshot": 600.0}
 FIRST_ANSWER_SECONDS = 1.0  # silence this long on a new connection: check whether it is an HTTP port
-NOT_META_HINT = ("point brsm at metad's Thrift port (default 9559) in the config's cluster.meta; "
-                 "storaged (9779), graphd (9669) and the HTTP ports (19559, ...) are other services")
-
-HINTS = {
-    EC.E_BACKUP_RUNNING_JOBS: "a job (compaction, index rebuild, balance) is running: wait for it "
-                              "(SHOW JOBS) and retry",
-    EC.E_BACKUP_FAILED: "look at metad's and storaged's logs; the snapshot it left is INVALID and "
-                        "is dropped by rollback (or DROP SNAPSHOT)",
-    EC.E_SNAPSHOT_FAILURE: "a storaged failed to checkpoint: check its disk space and logs",
-    EC.E_RESTORE_FAILURE: "check that the meta SST files were copied to that metad host and metad can read them",
-    EC.E_CLIENT_SERVER_INCOMPATIBLE: "the cluster's metad rejects this client version: set the meta "
-                                     "client_version in the config to one in metad's --client_white_list",
-    EC.E_LEADER_CHANGED: "the meta leader kept moving; wait for the meta Raft group to settle and retry",
-}
-
-
-def error_name(code: int | None) -> str:
-    return EC._VALUES_TO_NAMES.get(code, f"error {code}") if code is not None else "no code"
 
 
 class ThriftMeta:
@@ -81,12 +64,6 @@ class ThriftMeta:
         self._metad_version: str | None = None
 
     # -- connection (worker thread, under the lock) -------------------------------------------------
-    def _not_meta(self, addr: HostAddr, detail: str, *, http: bool = False) -> MetaError:
-        if http:
-            return MetaError(f"{addr} does not speak the Nebula meta protocol (is it an HTTP port?): {detail}",
-                             hint="point brsm at metad's Thrift port (default 9559), not its HTTP port (19559)")
-        return MetaError(f"{addr} does not speak the Nebula meta protocol: {detail}", hint=NOT_META_HINT)
-
     def _first_answer(self, conn: Conn) -> Any:
         """metad answers verifyClientVersion at once. A port that stays silent for a few seconds is
         probed once as HTTP (an HTTP server waits for a request line that never comes), so a wrong
@@ -100,7 +77,7 @@ class ThriftMeta:
             if conn.sock.received or "timed out" not in str(exc) or quick >= wait:
                 raise
         if looks_http(conn.addr, self.timeout):
-            raise self._not_meta(conn.addr, "it answers HTTP", http=True)
+            raise not_meta(conn.addr, "it answers HTTP", http=True)
         conn.sock.setTimeout((wait - quick) * 1000)
         return conn.client.recv_verifyClientVersion()  # nothing was read yet: the protocol is intact
 
@@ -139,7 +116,7 @@ class ThriftMeta:
             if isinstance(exc, TApplicationException):
                 raise MetaError(f"{addr} rejected verifyClientVersion ({exc.message or exc}): it is not metad",
                                 hint=NOT_META_HINT) from exc
-            raise self._transport_error(conn, "verifyClientVersion", exc) from exc
+            raise transport_error(conn, "verifyClientVersion", exc, timeout=self.timeout) from exc
         if resp.code == EC.E_CLIENT_SERVER_INCOMPATIBLE:
             conn.close()
             raise MetaError(f"metad at {addr} rejects this client (verifyClientVersion: E_CLIENT_SERVER_INCOMPATIBLE"
@@ -150,27 +127,6 @@ class ThriftMeta:
             raise MetaError(f"metad at {addr}: verifyClientVersion failed: {error_name(resp.code)}", code=resp.code)
         sock.setTimeout(self.timeout * 1000)
         return conn
-
-    def _transport_error(self, conn: Conn, rpc: str, exc: BaseException) -> MetaError:
-        first = conn.sock.first
-        if first and not first.startswith(b"\x80\x01"):
-            shown = first.decode("latin-1") if first[:4].isascii() else first.hex()
-            kind = " (an HTTP server)" if first.startswith(b"HTTP") else \
-                " (an SSH server)" if first.startswith(b"SSH-") else ""
-            return self._not_meta(conn.addr, f"it answered {shown!r}{kind}", http=first.startswith(b"HTTP"))
-        if isinstance(exc, (TProtocolException,)) or "frame size" in str(exc).lower():
-            # never echo the protocol's own words ("Incorrect frame size"): they name no cause
-            return self._not_meta(conn.addr, "its answer is not a meta protocol message")
-        if isinstance(exc, TApplicationException):
-            return MetaError(f"metad at {conn.addr}: {rpc} failed: {exc.message or exc}",
-                             hint="is this metad older or newer than brsm supports?")
-        if "timed out" in str(exc) and not first:
-            if looks_http(conn.addr, self.timeout):
-                return self._not_meta(conn.addr, "it answers HTTP", http=True)
-            return MetaError(f"metad at {conn.addr}: no answer to {rpc} within the timeout",
-                             hint="is metad overloaded or hung? check its log; raise the meta timeout if it is slow")
-        return MetaError(f"metad at {conn.addr}: {rpc} failed: connection lost ({exc})",
-                         hint="metad restarted or the network dropped; retry")
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -259,7 +215,7 @@ class ThriftMeta:
                             and isinstance(exc, TTransport.TTransportException) and "timed out" not in str(exc)):
                         retried = True  # a pooled connection went stale under us: one retry on a fresh one
                         continue
-                    raise self._transport_error(conn, rpc, exc) from exc
+                    raise transport_error(conn, rpc, exc, timeout=self.timeout) from exc
                 finally:
                     if long and self._conn is conn:
                         conn.sock.setTimeout(self.timeout * 1000)
