@@ -15,7 +15,7 @@ from brsm.console.output import Output
 from brsm.console.progress import make_progress
 from brsm.config import ClusterConfig, cluster_flags, load_cluster
 from brsm.part_sizes import part_size_problems
-from brsm.engine.runner import Workflow
+from brsm.engine.workflow import Workflow
 from brsm.errors import UsageError
 from brsm.ports import HostAddr, Storage
 

@@ -264,7 +264,7 @@ async def _continue(op_id: int, mode: str, *, out: Output, accept_new_host_keys:
         params["accept_new_host_keys"] = accept_new_host_keys
         from brsm.engine.definitions import KINDS
         from brsm.engine.fold import fold
-        from brsm.engine.runner import Workflow
+        from brsm.engine.workflow import Workflow
 
         st0 = fold(KINDS[op.kind], j.events(op_id, types=sorted(ev.ENGINE_EVENTS))) if op.kind in KINDS else None
         if st0 is not None and (st0.phase == PHASE_REFUSED or (mode == "resume" and st0.phase == PHASE_DONE)):

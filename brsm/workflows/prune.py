@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 
 from brsm import durations
 from brsm.engine.definitions import PRUNE
-from brsm.engine.runner import StepContext, Workflow
 from brsm.engine.state import Event, KindState, Params, completed, on
+from brsm.engine.step_context import StepContext
+from brsm.engine.workflow import Workflow
 from brsm.errors import BrsmError, ObjectNotFound, StorageError, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import catalog, common

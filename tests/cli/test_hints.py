@@ -12,7 +12,7 @@ from brsm.cli.hints import with_next_step
 from brsm.console.output import Output
 from brsm.engine.definitions import KINDS, OperationKind
 from brsm.engine.fold import PHASE_FAILED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK, new_state
-from brsm.engine.runner import Workflow
+from brsm.engine.workflow import Workflow
 from brsm.errors import OperationFailed, StorageError, UsageError
 
 TOY = OperationKind("toy13", ("PREPARED", "WRITTEN", "CLEANED"))

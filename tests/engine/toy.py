@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from brsm.engine.definitions import BACKUP
-from brsm.engine.runner import StepContext, Workflow
 from brsm.engine.state import KindState, on
+from brsm.engine.step_context import StepContext
+from brsm.engine.workflow import Workflow
 
 
 @dataclass

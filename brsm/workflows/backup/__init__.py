@@ -10,7 +10,7 @@ journal folds into (``BackupState``: every fact a step shares, and the files cop
 from __future__ import annotations
 
 from brsm.engine.definitions import BACKUP
-from brsm.engine.runner import Workflow
+from brsm.engine.workflow import Workflow
 from brsm.workflows.backup import copy, finish, locked, snapshot
 from brsm.workflows.backup.context import BackupPorts
 from brsm.workflows.backup.state import BackupState

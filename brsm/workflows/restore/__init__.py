@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from brsm.engine.definitions import RESTORE
-from brsm.engine.runner import StepContext, Workflow
+from brsm.engine.step_context import StepContext
+from brsm.engine.workflow import Workflow
 from brsm.workflows.restore import checked, finish, stage, swap
 from brsm.workflows.restore.context import RestorePorts, down_error
 from brsm.workflows.restore.source import has_checksums, unverified_refusal
