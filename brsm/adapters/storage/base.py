@@ -1,5 +1,6 @@
-"""What every storage backend shares: key layout under the prefix, stream re-blocking and hashing,
-and the multipart put (resume, bounded concurrency, journaling callback) written once.
+"""What every storage backend shares: key layout under the prefix (what a key may be is checked in
+``keys``), stream re-blocking and hashing, and the multipart put (resume, bounded concurrency,
+journaling callback) written once.
 
 A backend subclasses :class:`BaseStorage` and implements a handful of primitives; S3, OSS and
 the in-memory fake go through the same :meth:`BaseStorage.put`, so the resume logic is tested
@@ -20,6 +21,7 @@ from brsm.errors import StorageError
 from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, stream_of
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
+from .keys import check_key, check_prefix, normalize_root_prefix
 from .streams import ByteBudget, SizeMismatch, Source, read_all
 
 KiB = 1 << 10
@@ -30,36 +32,6 @@ DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
 PROBE_PREFIX = ".brsm-probe-"
-
-
-def check_key(key: str) -> str:
-    """A key is relative, '/'-separated, without empty, '.' or '..' segments."""
-    if not key or key.startswith("/") or key.endswith("/"):
-        raise StorageError(f"invalid object key {key!r}: must be relative and name an object", permanent=True)
-    for seg in key.split("/"):
-        if seg in ("", ".", ".."):
-            raise StorageError(f"invalid object key {key!r}: empty, '.' or '..' segment", permanent=True)
-    return key
-
-
-def check_prefix(prefix: str) -> str:
-    """A listing prefix: '' (everything) or a relative string (a key prefix, not necessarily a dir)."""
-    if prefix.startswith("/") or any(s in (".", "..") for s in prefix.split("/")[:-1]) or "//" in prefix:
-        raise StorageError(f"invalid prefix {prefix!r}", permanent=True)
-    return prefix
-
-
-def dir_prefix(prefix: str) -> str:
-    """'' stays '', 'a/b' becomes 'a/b/'."""
-    return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
-
-
-def normalize_root_prefix(prefix: str) -> str:
-    """The prefix from a URI: no leading '/', one trailing '/' unless empty."""
-    p = prefix.strip("/")
-    if any(s in ("", ".", "..") for s in p.split("/")) and p:
-        raise StorageError(f"invalid storage prefix {prefix!r}", permanent=True)
-    return p + "/" if p else ""
 
 
 def norm_etag(etag: str | None) -> str:

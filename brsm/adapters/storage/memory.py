@@ -29,7 +29,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, check_prefix, dir_prefix
+from .base import BaseStorage
+from .keys import check_prefix, dir_prefix
 
 _VERBS = {"put", "put_bytes", "get", "get_bytes", "stat", "list", "list_dirs", "delete", "delete_prefix",
           "abort_uploads", "put_object", "create_upload", "upload_part", "list_parts", "complete_upload",

@@ -22,7 +22,8 @@ from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 from brsm.store_limits import MIN_PART
 
-from .base import BaseStorage, check_prefix, dir_prefix
+from .base import BaseStorage
+from .keys import check_prefix, dir_prefix
 from .replies import ReplyRules, classify_reply, transport_error
 from .streams import content_md5, reblock
 
