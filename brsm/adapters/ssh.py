@@ -6,7 +6,7 @@ is an error with a hint, never accepted silently; ``accept_new_host_keys`` accep
 known_hosts) a key only for a host with no entry yet, never a changed one (``host_keys``).
 Commands are argv sequences rendered with ``shlex.join`` (every argument quoted); the builders
 live in ``remote_cmd``, the verbs workflows call (hash, fingerprint, is it down, ...) in ``ssh_verbs``,
-the pipelined SFTP reads and writes in ``sftp_stream``.
+the pipelined SFTP reads and writes in ``sftp_window``.
 ``run`` is this adapter's own exec, not part of ``HostPort``: no workflow writes a command.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import asyncssh
 
 from brsm.adapters import host_keys, remote_cmd, ssh_config
-from brsm.adapters.sftp_stream import read_pipelined, write_pipelined
+from brsm.adapters.sftp_window import read_pipelined, write_pipelined
 from brsm.adapters.ssh_connect import open_connection
 from brsm.adapters.ssh_errors import ssh_error
 from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
@@ -213,7 +213,7 @@ class SshHost(SshVerbs):
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Yield the file from ``offset`` in chunks of at most ``block_size`` bytes, reads pipelined
-        (see sftp_stream.read_pipelined), up to the size it had when opened (checkpoints are static)."""
+        (see sftp_window.read_pipelined), up to the size it had when opened (checkpoints are static)."""
         sftp = await self._sftp_client()
         f = await self._guard(f"open {path}", sftp.open(path, "rb"))
         try:
@@ -228,7 +228,7 @@ class SshHost(SshVerbs):
                 pass
 
     async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int:
-        """Write to ``path + '.brsm-tmp'`` (writes pipelined, see sftp_stream.write_pipelined), then
+        """Write to ``path + '.brsm-tmp'`` (writes pipelined, see sftp_window.write_pipelined), then
         rename over ``path``: readers never see a partial file. If ``chunks`` raises, the temp file is
         removed and the exception propagates unchanged.
 
