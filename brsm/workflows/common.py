@@ -1,9 +1,9 @@
-"""Pieces both workflows use: topology facts, preflight checks, the lease, error conversion."""
+"""Pieces both workflows use: topology facts, preflight checks, the lease, error conversion. (The
+SSH login of every host, which topology discovery runs first, is ``ssh_login``.)"""
 from __future__ import annotations
 
 import asyncio
 import posixpath
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -18,6 +18,7 @@ from brsm.workflows.lease import Lease, host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
+from brsm.workflows.ssh_login import check_ssh
 
 PREFLIGHT_PASSED = ev.PREFLIGHT_PASSED  # its payload is folded by shared_state.ClusterState
 HOST_KEY_ACCEPTED = "HostKeyAccepted"
@@ -198,49 +199,6 @@ async def wait_noting(aw: Awaitable[Any], *, progress: Any, note: Callable[[floa
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-async def check_ssh(hosts: HostsPort, names: Iterable[str]) -> None:
-    """Log in to every host at once; report every failing host, one line each."""
-    names = sorted(set(names))
-
-    async def one(name: str) -> tuple[str, str | None] | None:
-        try:
-            await hosts.host(name).check_login(timeout=30)
-            return None
-        except BrsmError as e:
-            msg = e.message[len(name) + 2:] if e.message.startswith(f"{name}: ") else e.message
-            return f"{name}: {msg}", e.hint
-
-    failed = [(n, p) for n, p in zip(names, await asyncio.gather(*(one(n) for n in names))) if p]
-    if failed:
-        groups = ssh_failure_groups([(n, m[len(n) + 2:] if m.startswith(f"{n}: ") else m, h)
-                                     for n, (m, h) in failed])
-        if len(groups) == 1:  # one cause (a missing known_hosts file, a wrong key): said once, for every host
-            (hosts_, msg, hint), = groups
-            text = f"{', '.join(hosts_)}: {msg}" if len(failed) > 1 else f"{hosts_[0]}: {msg}"
-        else:
-            text = "; ".join(f"{', '.join(hs)}: {m}" + (f" ({h})" if h else "") for hs, m, h in groups)
-            hint = ("check the SSH settings (--ssh-user, --ssh-key, --ssh-port, --known-hosts, or the config's [ssh] "
-                    "and [[hosts]]) and that the host keys are in known_hosts")
-        raise PreflightFailed(f"SSH to {len(failed)} of {len(names)} host(s) failed: {text}", hint=hint)
-
-
-def ssh_failure_groups(failures: list[tuple[str, str, str | None]]) -> list[tuple[list[str], str, str | None]]:
-    """Per-host SSH failures (host, message, hint) grouped by cause: messages and hints equal once each
-    host's name is taken out. A group's hint names all its hosts where one host's hint named that one
-    (``ssh-keyscan -p 22 h1 h2 h3 >> known_hosts``: ssh-keyscan takes several).
-
-    >>> ssh_failure_groups([("a", "no known_hosts", "ssh-keyscan a >> kh"), ("b", "no known_hosts", "ssh-keyscan b >> kh")])
-    [(['a', 'b'], 'no known_hosts', 'ssh-keyscan a b >> kh')]
-    """
-    groups: dict[tuple[str, str | None], list[str]] = {}
-    for host, msg, hint in failures:
-        mark = re.compile(rf"(?<![\w.-]){re.escape(host)}(?![\w.-])")
-        key = (mark.sub("\0", msg), mark.sub("\0", hint) if hint else hint)
-        groups.setdefault(key, []).append(host)
-    return [(hosts, msg.replace("\0", " ".join(hosts)), hint.replace("\0", " ".join(hosts)) if hint else hint)
-            for (msg, hint), hosts in groups.items()]
 
 
 def record_host_keys(ctx: ClusterContext, hosts: HostsPort | None) -> None:

@@ -10,7 +10,7 @@ import pytest
 from brsm.cli.app import main
 from brsm.cli.habits import suggest, without_click_guess
 from brsm.errors import PreflightFailed, RemoteError
-from brsm.workflows.common import check_ssh, ssh_failure_groups
+from brsm.workflows.ssh_login import check_ssh, ssh_failure_groups
 
 
 @pytest.fixture
