@@ -1,4 +1,5 @@
-"""Read-side operating commands: `brsm show`, `brsm verify`, `brsm prune`, `brsm config check`.
+"""Read-side operating commands: `brsm show`, `brsm verify`, `brsm prune`, `brsm check` (and `brsm config
+check`, in config_commands).
 
 Thin: parse flags, open the storage, run one workflow from brsm.workflows.{catalog,verify,prune} under
 one ``asyncio.run``, print. Registered on the main app with :func:`register`.
@@ -25,11 +26,11 @@ from brsm.cli.views import compact_table
 from brsm.cli.options import (ClusterFlags, ConfigOpt, JsonOpt, MetricsFileOpt, StoreFlags, StorageOpt,
                               YesOrConfirmOpt, with_options)
 
-config_app = typer.Typer(help="Check the cluster config file.", no_args_is_help=True, rich_markup_mode=None)
-
 
 def register(app: typer.Typer) -> None:
-    """Add show, verify, prune and `config check` to the main app."""
+    """Add show, verify, prune, check and `config check` to the main app."""
+    from brsm.cli.config_commands import config_app
+
     app.command("show")(show)
     app.command("verify")(verify)
     app.command("prune")(prune)
@@ -60,7 +61,7 @@ def _run_on_storage(params: dict[str, Any], cfg: Any, work) -> Any:
     return run_on_storage(params, cfg, work)
 
 
-def _fail(out: Output, data: dict[str, Any], err: BrsmError) -> None:
+def fail(out: Output, data: dict[str, Any], err: BrsmError) -> None:
     """A command that ran but found something wrong: one JSON document, or text error; exit code of ``err``."""
     if out.as_json:
         data = dict(data, error=err.message, hint=err.hint, exit_code=err.exit_code)
@@ -189,34 +190,41 @@ def verify(
     r = _run_on_storage(params, cfg, work)
     data = r.to_dict()
     if not json_:
-        what = {QUICK: f"{r.checked} object(s) present with their sizes",
-                FULL: f"{r.hashed_files} object(s) re-hashed ({human(r.hashed_bytes)})",
-                SAMPLE: f"{r.hashed_files} of {r.files} object(s) re-hashed (sample {r.sample:.2%}, seed {r.seed})"
-                if r.sample is not None else ""}[mode]
-        for p in r.problems:
-            detail = p.get("detail")
-            if p["problem"] == "size":
-                detail = f"expected {p['expected']} bytes, found {p['actual']}"
-            elif p["problem"] == "sha256":
-                detail = f"expected sha256 {p['expected'][:16]}…, found {p['actual'][:16]}…"
-            out.line(f"{p['problem']:<12} {p['key']}" + (f": {detail}" if detail else ""))
-        for n in r.notes:
-            out.line(f"note: {n}")
-        if r.ok:
-            out.line(f"{name}: ok ({r.made_by}; {what})")
+        _print_verify(out, name, mode, r)
     if r.ok:
         out.result(data)
         return
     if all(p["problem"] == "unverifiable" for p in r.problems):
-        _fail(out, data, VerificationFailed(
+        fail(out, data, VerificationFailed(
             f"backup {name} could not be verified: it records no checksums, so --{mode} re-hashed 0 objects; "
             f"only its structure was checked ({r.checked} object(s) or host trees present)",
             hint="a backup with a brsm-manifest.json can be re-hashed; restoring this one needs --allow-unverified"))
         return
-    _fail(out, data, VerificationFailed(
+    fail(out, data, VerificationFailed(
         f"backup {name} failed verification: {len(r.problems)} problem(s)"
         + (f", e.g. {r.problems[0]['problem']} {r.problems[0]['key']}" if r.problems else ""),
         hint="restore another backup (see `brsm show`); delete this one with `brsm cleanup NAME`"))
+
+
+def _print_verify(out: Output, name: str, mode: str, r: Any) -> None:
+    """The problems ``verify_backup`` found, one line each, its notes, and ``ok`` with what was checked."""
+    from brsm.workflows.verify import FULL, QUICK, SAMPLE
+
+    what = {QUICK: f"{r.checked} object(s) present with their sizes",
+            FULL: f"{r.hashed_files} object(s) re-hashed ({human(r.hashed_bytes)})",
+            SAMPLE: f"{r.hashed_files} of {r.files} object(s) re-hashed (sample {r.sample:.2%}, seed {r.seed})"
+            if r.sample is not None else ""}[mode]
+    for p in r.problems:
+        detail = p.get("detail")
+        if p["problem"] == "size":
+            detail = f"expected {p['expected']} bytes, found {p['actual']}"
+        elif p["problem"] == "sha256":
+            detail = f"expected sha256 {p['expected'][:16]}…, found {p['actual'][:16]}…"
+        out.line(f"{p['problem']:<12} {p['key']}" + (f": {detail}" if detail else ""))
+    for n in r.notes:
+        out.line(f"note: {n}")
+    if r.ok:
+        out.line(f"{name}: ok ({r.made_by}; {what})")
 
 
 # -- prune ----------------------------------------------------------------------------------------
@@ -236,8 +244,7 @@ def prune(
     from brsm.cli.starting import set_metrics_file
 
     set_metrics_file(metrics_file)
-    from brsm.workflows.catalog import list_backups
-    from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, check_policy, parse_duration, plan_prune
+    from brsm.workflows.prune import DELETE, GC_NOTE, KEEP, SKIP, check_policy, parse_duration
 
     within = parse_duration(keep_within) if keep_within is not None else None
     check_policy(keep_last, within)
@@ -255,14 +262,8 @@ def prune(
         uri, decisions = st.facts["storage"], st.facts["decisions"]
         deleted, warnings, op_id = st.facts["deleted"], st.facts["warnings"], st.facts["op_id"]
     else:  # a dry run reads only and is not journaled
-        in_use = _in_use()
-
-        async def work(st):
-            entries = await list_backups(st, decode_meta=decode_meta)
-            return st.uri, plan_prune(entries, keep_last=keep_last, keep_within=within, now_ms=now, in_use=in_use)
-
-        uri, plan = _run_on_storage(params, cfg, work)
-        decisions, deleted, warnings = [d.to_dict() for d in plan.decisions], [], plan.warnings
+        uri, decisions, warnings = _dry_run(params, cfg, keep_last=keep_last, within=within, now=now)
+        deleted = []
     of = {a: [d for d in decisions if d["action"] == a] for a in (KEEP, DELETE, SKIP)}
     data = {"storage": uri, "dry_run": not confirm, "keep_last": keep_last, "keep_within": keep_within,
             "kept": of[KEEP], "delete": of[DELETE], "skipped": of[SKIP], "deleted": deleted,
@@ -270,6 +271,43 @@ def prune(
     if json_:
         out.result(data)
         return
+    _print_decisions(out, uri, decisions, deleted=deleted, warnings=warnings, confirm=confirm)
+    n = len(of[DELETE])
+    if not confirm:
+        from brsm.cli.confirm import wanted
+
+        if n and wanted(False, json_=json_, question=f"delete these {n} backup(s)?"):
+            prune(**asdict(store), storage=storage, config=config, keep_last=keep_last, keep_within=keep_within,
+                  confirm=True, metrics_file=metrics_file, json_=json_)
+            return
+        out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --yes to delete them"
+                 if n else "nothing to delete")
+    else:
+        out.line(f"deleted {len(deleted)} backup(s) (operation {op_id}: brsm audit {op_id})")
+
+
+def _dry_run(params: dict[str, Any], cfg: Any, *, keep_last: int | None, within: float | None,
+             now: int) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """What prune would delete, read from the storage only: its URI, the decisions (a backup an
+    unfinished operation uses is kept) and the warnings."""
+    from brsm.workflows.catalog import list_backups
+    from brsm.workflows.prune import plan_prune
+
+    in_use = _in_use()
+
+    async def work(st):
+        entries = await list_backups(st, decode_meta=decode_meta)
+        return st.uri, plan_prune(entries, keep_last=keep_last, keep_within=within, now_ms=now, in_use=in_use)
+
+    uri, plan = _run_on_storage(params, cfg, work)
+    return uri, [d.to_dict() for d in plan.decisions], plan.warnings
+
+
+def _print_decisions(out: Output, uri: str, decisions: list[dict[str, Any]], *, deleted: list[str],
+                     warnings: list[str], confirm: bool) -> None:
+    """Prune's decisions, a table (or a line per backup on a narrow terminal), with its warnings and notes."""
+    from brsm.workflows.prune import DELETE, GC_NOTE, SKIP
+
     rows = [[d["name"], (d["created"] or "")[:16].replace("T", " "), _state_of(d),
              ("deleted" if d["name"] in deleted else "kept (in use)" if confirm and d["action"] == DELETE
               else "would delete" if d["action"] == DELETE else d["action"]), d["why"]]
@@ -287,20 +325,8 @@ def prune(
         out.line(NO_CHECKSUMS)
     for w in warnings:
         out.line(f"warning: {w}")
-    if of[SKIP]:
+    if any(d["action"] == SKIP for d in decisions):
         out.line(f"note: {GC_NOTE}")
-    n = len(of[DELETE])
-    if not confirm:
-        from brsm.cli.confirm import wanted
-
-        if n and wanted(False, json_=json_, question=f"delete these {n} backup(s)?"):
-            prune(**asdict(store), storage=storage, config=config, keep_last=keep_last, keep_within=keep_within,
-                  confirm=True, metrics_file=metrics_file, json_=json_)
-            return
-        out.line(f"dry run: {n} backup(s) would be deleted, nothing was; add --yes to delete them"
-                 if n else "nothing to delete")
-    else:
-        out.line(f"deleted {len(deleted)} backup(s) (operation {op_id}: brsm audit {op_id})")
 
 
 def _state_of(d: dict[str, Any]) -> str:
@@ -349,82 +375,10 @@ def check(
         for r in results:
             out.line(f"{'ok  ' if r.ok else 'FAIL'}  {r.name}: {r.detail}" + (f" (hint: {r.hint})" if r.hint and not r.ok else ""))
     if failed:
-        _fail(out, data, PreflightFailed(f"{len(failed)} of {len(results)} check(s) failed, e.g. {failed[0].name}: "
+        fail(out, data, PreflightFailed(f"{len(failed)} of {len(results)} check(s) failed, e.g. {failed[0].name}: "
                                          f"{failed[0].detail}", hint=failed[0].hint or "fix what the FAIL lines name"))
         return
     if json_:
         out.result(data)
     else:
         out.line(f"all {len(results)} checks passed")
-
-
-# -- config check ---------------------------------------------------------------------------------
-@config_app.command("check")
-def config_check(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="The cluster config (TOML) to check.")],
-    json_: JsonOpt = False,
-) -> None:
-    """Load a cluster config and print a summary, or every problem in it (exit 2)."""
-    from brsm.adapters.storage import parse_uri
-    from brsm.config import load_config
-
-    out = Output(as_json=json_)
-    try:
-        cfg = load_config(file)
-    except UsageError as e:
-        lines = e.message.splitlines()
-        errors = [l.strip() for l in lines[1:] if l.strip()] if len(lines) > 1 else [e.message]
-        if not json_:
-            for l in errors:
-                out.err.print(l, markup=False)
-        _fail(out, {"ok": False, "file": file, "errors": errors},
-              UsageError(f"{file}: {len(errors)} problem(s)", hint=e.hint))
-        return
-    errors = []
-    if cfg.storage.default:
-        try:
-            parse_uri(cfg.storage.default)
-        except UsageError as e:
-            errors.append(f"{file}: storage.default: {e.message}")
-    summary = {
-        "ok": not errors, "file": file, "name": cfg.name, "meta": list(cfg.meta),
-        "ssh": {"user": cfg.ssh.user, "port": cfg.ssh.port, "identity": cfg.ssh.identity,
-                "known_hosts": cfg.ssh.known_hosts, "accept_new_host_keys": cfg.ssh.accept_new_host_keys,
-                "config": cfg.ssh.config},
-        "hosts": [{"address": h.address, "ssh_host": h.ssh_host, "ssh_port": h.ssh_port, "user": h.user,
-                   "install_dir": h.install_dir, "data_paths": list(h.data_paths)} for h in cfg.hosts],
-        "storage": {"default": cfg.storage.default, "s3_endpoint": cfg.storage.s3_endpoint,
-                    "s3_region": cfg.storage.s3_region, "oss_endpoint": cfg.storage.oss_endpoint},
-        "errors": errors,
-    }
-    if errors:
-        if not json_:
-            for l in errors:
-                out.err.print(l, markup=False)
-        _fail(out, summary, UsageError(f"{file}: {len(errors)} problem(s)",
-                                       hint=f"storage URIs look like {_uri_forms()}"))
-        return
-    if json_:
-        out.result(summary)
-        return
-    out.line(f"ok: {file}")
-    out.line(f"cluster {cfg.name}: meta {', '.join(cfg.meta)}")
-    out.line(f"ssh defaults: user {cfg.ssh.user or '(OpenSSH config, else local user)'}, port "
-             f"{cfg.ssh.port or '(OpenSSH config, else 22)'}" + (f", key {cfg.ssh.identity}" if cfg.ssh.identity else "")
-             + (", accept_new_host_keys = true (first contact accepts unknown host keys)"
-                if cfg.ssh.accept_new_host_keys else ""))
-    if cfg.hosts:  # a line per host, never a table: at 80 columns a table cut the addresses
-        for h in summary["hosts"]:
-            ssh = (f"{h['user']}@" if h["user"] else "") + h["ssh_host"] + (f":{h['ssh_port']}" if h["ssh_port"] else "")
-            out.line(f"host {h['address']}: ssh {ssh}, install_dir {h['install_dir']}"
-                     + (f", data_paths {', '.join(h['data_paths'])}" if h["data_paths"] else ""))
-    else:
-        out.line("hosts: none listed (every host metad reports uses the ssh defaults)")
-    if cfg.storage.default:
-        out.line(f"storage default: {cfg.storage.default}")
-
-
-def _uri_forms() -> str:
-    from brsm.adapters.storage import FORMS
-
-    return FORMS
