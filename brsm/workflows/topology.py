@@ -111,24 +111,7 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
     for a in meta_addrs:
         d = await meta.meta_dir(a)
         metas.append(_item(ServiceInfo("META", a, d.root, d.data_paths)))
-    storage_items = []
-    for s in sorted(storages, key=lambda s: s.addr):
-        root = s.root or install_dir(s.addr.host)
-        text = await _read_text(hosts, s.addr.host, flagfile_path(root, "storaged"))
-        flags = parse_flagfile(text) if text is not None else {}
-        dps = list(s.data_paths)
-        if not dps:
-            if "data_path" not in flags:
-                raise PreflightFailed(
-                    f"cannot find storaged {s.addr}'s data paths: no nebula-agent, and "
-                    f"{flagfile_path(root, 'storaged')} on {s.addr.host} is missing or sets no --data_path",
-                    hint="install nebula-agent on every host, or set the host's install_dir in the config")
-            dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
-        facts = storage_flag_facts(flags if text is not None else None, root, str(s.addr),
-                                   f"{s.addr.host}:{flagfile_path(root, 'storaged')}")
-        await _check_running_flags(hosts, str(s.addr), s.addr.host, root, text or "")
-        storage_items.append(_item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), **facts,
-                                   cluster_id_path=cluster_id_path(flags, root)))
+    storage_items = [await _storage_item(hosts, s, install_dir) for s in sorted(storages, key=lambda s: s.addr)]
     graph_items = [_item(ServiceInfo("GRAPH", g.addr, g.root or install_dir(g.addr.host), ()))
                    for g in sorted(graphs, key=lambda g: g.addr)]
     # metad's own release (listHosts META: every peer with the answering metad's getOriginVersion(),
@@ -143,6 +126,27 @@ async def discover(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str]
         raise PreflightFailed(problem, hint=VERSION_HINT)
     await _canonical(hosts, topo)
     return topo
+
+
+async def _storage_item(hosts: HostsPort, s: ServiceInfo, install_dir: Callable[[str], str]) -> dict[str, Any]:
+    """One storaged's topology facts: its data paths (from nebula-agent, else its flagfile) and the
+    flags brsm reads from the flagfile, checked against the flags it runs with."""
+    root = s.root or install_dir(s.addr.host)
+    text = await _read_text(hosts, s.addr.host, flagfile_path(root, "storaged"))
+    flags = parse_flagfile(text) if text is not None else {}
+    dps = list(s.data_paths)
+    if not dps:
+        if "data_path" not in flags:
+            raise PreflightFailed(
+                f"cannot find storaged {s.addr}'s data paths: no nebula-agent, and "
+                f"{flagfile_path(root, 'storaged')} on {s.addr.host} is missing or sets no --data_path",
+                hint="install nebula-agent on every host, or set the host's install_dir in the config")
+        dps = [absolute(p, root) for p in flags["data_path"].split(",") if p.strip()]
+    facts = storage_flag_facts(flags if text is not None else None, root, str(s.addr),
+                               f"{s.addr.host}:{flagfile_path(root, 'storaged')}")
+    await _check_running_flags(hosts, str(s.addr), s.addr.host, root, text or "")
+    return _item(ServiceInfo("STORAGE", s.addr, root, tuple(dps)), **facts,
+                 cluster_id_path=cluster_id_path(flags, root))
 
 
 RUNNING_FLAGS_HINT = ("put the flags storaged runs with into <install>/etc/nebula-storaged.conf and start it with "
