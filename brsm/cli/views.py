@@ -174,26 +174,7 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
     # What an older brsm journaled unredacted is shown redacted (the rows stay as they are: hash-chained).
     summary = redact(summary)
     if out.as_json:
-        w = sys.stdout.write
-        head = {"op_id": op.id, "kind": op.kind, "created": op.created, "who": op.who, "version": op.version,
-                "backup": _audit_backup_name(j, op),
-                "target": scrub_text(op.target), "params": redact(op.params), "chain": chain, "summary": summary}
-        if err is not None:  # still one document: the error rides in it
-            head.update(error=err.message, hint=err.hint, exit_code=err.exit_code)
-        # Stream a verified chain; read a tampered one whole first, so a row that no longer decodes
-        # gives one error document instead of half of this one.
-        events = j.events(op_id) if err is None else list(j.events(op_id))
-        w(json.dumps(head, default=str, sort_keys=True)[:-1] + ', "events": [')
-        first = True
-        for e in events:
-            doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": e.data}, default=str,
-                             sort_keys=True)
-            if e.type not in _BULK and suspect(doc):
-                doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": redact(e.data)}, default=str,
-                                 sort_keys=True)
-            w(("" if first else ",") + doc)
-            first = False
-        w("]}\n")
+        _write_audit_json(j, op, op_id, chain, summary, err)
         return err
     # Plain lines, not a rich table: an audit of 100,000 events must print in well under 2 s.
     buf = [visible(f"operation {op.id}: {op.kind} by {op.who} (brsm {op.version}) created {op.created}"),
@@ -223,6 +204,31 @@ def print_audit(j: Any, op_id: int, out: Output) -> VerificationFailed | None:
             buf.clear()
     sys.stdout.write("\n".join(buf) + "\n")
     return err
+
+
+def _write_audit_json(j: Any, op: Any, op_id: int, chain: str, summary: dict[str, Any],
+                      err: VerificationFailed | None) -> None:
+    """``audit --json``: one document, the operation, its summary and every event."""
+    w = sys.stdout.write
+    head = {"op_id": op.id, "kind": op.kind, "created": op.created, "who": op.who, "version": op.version,
+            "backup": _audit_backup_name(j, op),
+            "target": scrub_text(op.target), "params": redact(op.params), "chain": chain, "summary": summary}
+    if err is not None:  # still one document: the error rides in it
+        head.update(error=err.message, hint=err.hint, exit_code=err.exit_code)
+    # Stream a verified chain; read a tampered one whole first, so a row that no longer decodes
+    # gives one error document instead of half of this one.
+    events = j.events(op_id) if err is None else list(j.events(op_id))
+    w(json.dumps(head, default=str, sort_keys=True)[:-1] + ', "events": [')
+    first = True
+    for e in events:
+        doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": e.data}, default=str,
+                         sort_keys=True)
+        if e.type not in _BULK and suspect(doc):
+            doc = json.dumps({"seq": e.seq, "time": e.time, "type": e.type, "data": redact(e.data)}, default=str,
+                             sort_keys=True)
+        w(("" if first else ",") + doc)
+        first = False
+    w("]}\n")
 
 
 def compact_table(out: Output, title: str | None, columns: list[str], rows: list[list[Any]], wrap: set[str]) -> None:
