@@ -9,15 +9,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_MODULE_LINES = 450
-MAX_FUNCTION_LINES = 70
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {  # path: why it is still over the limit
     "brsm/workflows/direct.py": "being reorganised with the workflows module renames",
     "brsm/workflows/maintenance.py": "being reorganised with the workflows module renames",
 }
 
-LONG_FUNCTIONS: dict[str, str] = {}  # path:qualified name: why it is still over the limit
+LONG_FUNCTIONS = {  # path:qualified name: why it is still over the limit
+    "brsm/workflows/backup/copy.py:copied": "being rewritten by another change this session (listing in pages)",
+}
 
 
 def _sources():
