@@ -129,8 +129,8 @@ async def staged_step(ctx: RestoreContext) -> dict[str, Any]:
     if not staged(ctx):
         return {"staged": False}
     m = await source.manifest(ctx)
-    ports(ctx).progress.note(f"staging {manifests.file_count(m)} file(s) of the backup beside the live data; the "
-                             "cluster keeps serving")
+    ports(ctx).progress.note(f"staging {manifests.file_count(m)} file(s) beside the live data; the cluster keeps "
+                             "serving")
     await scratch.ensure(ctx, scratch.dirs(ctx, staged=True))  # made here, or the ones made before
     jobs, skipped = await _download(ctx, into_staging=True)
     await scratch.verify(ctx, scratch.dirs(ctx, staged=True))
