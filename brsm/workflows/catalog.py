@@ -344,6 +344,13 @@ def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
 async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrency: int = 8) -> list[BackupEntry]:
     """Every top-level entry whose name starts with ``BACKUP`` (as ``br show``), oldest first."""
     names = [d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP")]
-    entries = await common.gather_bounded(concurrency, lambda n: inspect_backup(storage, n, decode_meta=decode_meta),
-                                          names)
+
+    async def one(n: str) -> BackupEntry:
+        e = await inspect_backup(storage, n, decode_meta=decode_meta)
+        # what was read to classify it goes: a listing keeps `concurrency` backups' objects at a time,
+        # not every backup's (``show`` and ``prune`` use the public view alone)
+        e.objects, e.manifest, e.file_check = {}, None, None
+        return e
+
+    entries = await common.gather_bounded(concurrency, one, names)
     return sorted(entries, key=lambda e: (e.created_ms is None, e.created_ms or 0, e.name))

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from brsm.workflows.catalog import BROKEN, COMPLETE, INCOMPLETE, list_backups
+from brsm.workflows.catalog import BROKEN, COMPLETE, INCOMPLETE, inspect_backup, list_backups
 from brsm.workflows.layout import manifest_files_key, manifest_key, meta_file_key
 
 from .conftest import DAY_MS, decode_meta, make_backup, meta_bytes
@@ -97,5 +97,6 @@ async def test_a_format_2_file_list_damaged_or_gone_makes_it_broken(storage):
     assert got[cut.name].state == BROKEN and "truncated or altered" in got[cut.name].problems[0]
     assert got[cut.name].files == len(cut.files)  # counts from the header
     assert got[gone.name].state == BROKEN and "brsm-manifest-files.jsonl is missing" in got[gone.name].problems[0]
-    e = got[extra.name]
+    assert got[extra.name].state == COMPLETE and got[extra.name].objects == {}  # a listing keeps no listings
+    e = await inspect_backup(storage, extra.name, decode_meta=decode_meta)
     assert e.state == COMPLETE and e.file_check.unlisted == 1 and e.file_check.first_unlisted == f"{extra.name}/data/stray"
