@@ -89,6 +89,10 @@ def entry_problem(name: str, f: Any, where: str) -> str | None:
 
 
 # -- the header ---------------------------------------------------------------------------------------
+class NewerFormat(ValueError):
+    """A manifest written by a newer brsm: not damaged, only unreadable here."""
+
+
 def format_problem(fmt: Any) -> str | None:
     """The one message for a manifest of a format this brsm cannot read (None: it can).
 
@@ -115,7 +119,9 @@ def parse_header(raw: bytes, name: str) -> dict[str, Any]:
         raise ValueError(f"{MANIFEST} is not a JSON object")
     wrong = format_problem(m.get("format"))
     if wrong:
-        raise ValueError(wrong)
+        fmt = m.get("format")
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
+        raise (NewerFormat if newer else ValueError)(wrong)
     if m.get("backup_name") != name:
         raise ValueError(f"{MANIFEST} names backup {m.get('backup_name')!r}, not {name!r}")
     if not isinstance(m.get("create_time_ms"), int):

@@ -149,7 +149,7 @@ def test_format_1_reads_and_a_newer_format_says_so():
     old = {**header(), "format": 1, "files": files, "total_bytes": 3}
     m = manifest.parse_header(json.dumps(old).encode(), NAME)
     assert manifest.file_count(m) == 3 and manifest.total_bytes(m) == 3
-    with pytest.raises(ValueError, match="format 3, newer than this brsm reads .1, 2.: read this backup with a newer brsm"):
+    with pytest.raises(manifest.NewerFormat, match="format 3, newer than this brsm reads .1, 2.: read this backup with a newer brsm"):
         manifest.parse_header(json.dumps({**header(), "format": 3}).encode(), NAME)
     with pytest.raises(ValueError, match="format 'x', not one brsm writes"):
         manifest.parse_header(json.dumps({**header(), "format": "x"}).encode(), NAME)

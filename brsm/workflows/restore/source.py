@@ -71,6 +71,9 @@ async def manifest(ctx: RestoreContext) -> dict[str, Any]:
         else:
             try:
                 cached = manifests.parse_header(raw, name)
+            except manifests.NewerFormat as e:
+                raise PreflightFailed(f"backup {name}: {e}", hint="restore it with the brsm that wrote it, or a "
+                                      "newer one (see `brsm --version`)") from e
             except ValueError as e:
                 raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
             await _check_meta(ctx, cached)

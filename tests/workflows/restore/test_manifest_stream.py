@@ -8,7 +8,7 @@ import json
 import pytest
 
 from brsm.cli.ops_commands import decode_meta
-from brsm.errors import VerificationFailed
+from brsm.errors import PreflightFailed, VerificationFailed
 from brsm.workflows import catalog, verify
 from brsm.workflows.layout import manifest_files_key, manifest_key
 from brsm.workflows.restore.ledger import FileRestored
@@ -94,3 +94,16 @@ def test_a_backup_written_before_format_2_lists_verifies_and_restores(world):
     assert space_data(c) == at_backup
     [j] = events(w, op, MANIFEST_JOURNALED)  # as brsm journaled it before format 2: with its files
     assert len(j["manifest"]["files"]) == len(old["files"])
+
+
+def test_a_backup_of_a_newer_format_is_refused_as_such_not_as_damaged(world):
+    w = world
+    name = w.make_backup()
+    header = json.loads(w.run(w.storage.get_bytes(manifest_key(name))))
+    w.run(w.storage.put_bytes(manifest_key(name), json.dumps({**header, "format": 3}).encode()))
+    op = w.restore_runner.create({"name": name, "verify": "quick"})
+    with pytest.raises(PreflightFailed, match="has format 3, newer than this brsm reads") as e:
+        w.run(w.restore_runner.run(op))
+    assert "newer one" in e.value.hint and "tampered" not in e.value.hint
+    [b] = w.run(catalog.list_backups(w.storage, decode_meta=decode_meta))
+    assert b.state == catalog.BROKEN and "read this backup with a newer brsm" in b.problems[0]
