@@ -199,6 +199,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
     if not objs:
         raise UsageError(f"no backup named {name} in {storage.uri}", hint=f"see `brsm show --storage {storage.uri}`")
     e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta, objects=objs)
+    del objs  # e.objects holds the listing now: not twice
     r = VerifyReport(name=name, mode=mode, made_by=e.made_by, state=e.state, checksums=e.checksums,
                      files=e.files, bytes=e.bytes, sample=sample if mode == SAMPLE else None,
                      seed=seed if mode == SAMPLE else None)
