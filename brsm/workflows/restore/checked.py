@@ -187,7 +187,7 @@ async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
                 yield f
 
     problems = await rehash(p.storage, hashed(), concurrency=ctx.runtime.limits.concurrency, progress=p.progress,
-                            total=manifests.total_bytes(m))
+                            total=manifests.total_bytes(m) if source.has_checksums(m) else 0)
     if problems:
         raise VerificationFailed(f"backup {ctx.data.params.name}: {len(problems)} file(s) do not match their SHA-256, "
                                  f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")

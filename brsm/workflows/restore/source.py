@@ -94,8 +94,8 @@ async def files(ctx: RestoreContext) -> AsyncIterator[dict[str, Any]]:
         raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
     except ObjectNotFound as e:
         raise VerificationFailed(f"backup {name}: its {MANIFEST_FILES} is gone from {ports(ctx).storage.uri}",
-                                 hint="the backup was deleted while it was restored; `brsm rollback` this "
-                                      "restore and restore another backup") from e
+                                 hint=f"the backup was deleted while it was restored: `brsm rollback {ctx.op_id}`, "
+                                      "then restore another backup") from e
 
 
 JOURNALED_KEYS = ("backup_name", "tool", "all_spaces", "spaces", "meta_files", "topology")

@@ -68,15 +68,12 @@ async def _download(ctx: RestoreContext, *, into_staging: bool) -> tuple[int, in
     pulling from its own stream, so hosts are fed at once although the list is in key order."""
     task = "download"
     p = ports(ctx)
-    jobs = journaled = 0
-    todo_bytes = 0
+    jobs = todo_bytes = 0
     hosts: set[str] = set()
     async for job in _jobs(ctx, into_staging=into_staging):
         jobs += 1
         hosts.add(job[0])
-        if _journaled(ctx, job):
-            journaled += 1
-        else:
+        if not _journaled(ctx, job):
             todo_bytes += job[2]["size"]
     limits: Limits = ctx.runtime.limits
     p.progress.start(task, todo_bytes)
