@@ -78,6 +78,18 @@ def test_a_file_list_changed_after_checked_is_refused_before_a_byte_is_downloade
     assert c.service_up(c.storage_addrs[0].host, "storaged")  # staged: the cluster was never stopped
 
 
+def test_a_file_list_deleted_after_checked_is_refused_naming_the_rollback(world):
+    w = world
+    name = w.make_backup()
+    full = next(k for k in mem(w.storage).objects if k.endswith(manifest_files_key(name)))
+    w.restore_box["at_step"]["STAGED"] = [lambda: mem(w.storage).objects.pop(full)]
+    op = w.restore_runner.create({"name": name, "verify": "quick"})
+    with pytest.raises(VerificationFailed, match="brsm-manifest-files.jsonl is gone") as e:
+        w.run(w.restore_runner.run(op))
+    assert f"brsm rollback {op}" in e.value.hint
+    assert events(w, op, FileRestored.TYPE) == []
+
+
 def test_a_backup_written_before_format_2_lists_verifies_and_restores(world):
     w, c = world, world.cluster
     name = w.make_backup()
