@@ -252,7 +252,10 @@ def manifests(storage: Any) -> dict[str, dict[str, Any]]:
     for full, data in ms.objects.items():
         rel = ms.rel_key(full)
         if rel.endswith("/" + MANIFEST):
-            out[rel.split("/")[0]] = json.loads(data)
+            m = out[rel.split("/")[0]] = json.loads(data)
+            if "file_list" in m:  # format 2: its files in their own object, one JSON line each
+                lines = ms.objects.get(ms.full_key(m["file_list"]["key"]), b"").decode().splitlines()
+                m["files"] = [json.loads(x) for x in lines]
     return out
 
 

@@ -214,7 +214,8 @@ class BackupCampaign(RuleBasedStateMachine):
                 assert ms.full_key(f"{name}/meta/{f}") in ms.objects
             assert ms.full_key(f"{name}/{name}.meta") in ms.objects
             keys = {ms.rel_key(k) for k in ms.objects}
-            assert keys == {f["key"] for f in m["files"]} | {f"{name}/{name}.meta", f"{name}/brsm-manifest.json"}, \
+            assert keys == {f["key"] for f in m["files"]} | {f"{name}/{name}.meta", f"{name}/brsm-manifest.json",
+                                                             f"{name}/brsm-manifest-files.jsonl"}, \
                 sorted(keys - {f["key"] for f in m["files"]})
             for f in m["files"]:
                 assert hashlib.sha256(ms.objects[ms.full_key(f["key"])]).hexdigest() == f["sha256"]

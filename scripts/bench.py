@@ -720,7 +720,7 @@ class Bench:
                 "restore": {"wall": round(rr.wall, 2), "rss_kb": rr.rss_kb,
                             "steps": {k: round(v, 2) for k, v in rau["steps"].items()},
                             "events": sum(rau["counts"].values()), "checksum_equal": same},
-                "manifest_bytes": manifest.stat().st_size if manifest and manifest.exists() else None}
+                "manifest_bytes": manifest_size(manifest)}
             self.results.setdefault("scale", []).append(rec)
             if not same:
                 self.notes.append(f"scale {hosts} hosts: the sandbox checksum after the restore differs from before")
@@ -757,7 +757,7 @@ class Bench:
                    "planning": round(planning, 2) if planning is not None else None,
                    "first_file_copied": round(first, 2) if first is not None else None,
                    "journal": j, "events": sum(au["counts"].values()),
-                   "manifest_bytes": manifest.stat().st_size if manifest and manifest.exists() else None,
+                   "manifest_bytes": manifest_size(manifest),
                    "verify": {"wall": round(v.wall, 2), "rss_kb": v.rss_kb, "ok": vdoc.get("ok"),
                               "checked": vdoc.get("checked")},
                    "show": {"wall": round(sh.wall, 2), "rss_kb": sh.rss_kb}, "config": cfg}
@@ -1019,6 +1019,14 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def manifest_size(header: Path | None) -> int | None:
+    """Bytes of a backup's manifest: its header, and (format 2) its file list beside it."""
+    if header is None or not header.exists():
+        return None
+    files = header.with_name("brsm-manifest-files.jsonl")
+    return header.stat().st_size + (files.stat().st_size if files.exists() else 0)
 
 
 def fmt_mb(kb: int | None) -> str:

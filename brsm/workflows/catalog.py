@@ -25,15 +25,16 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound
 from brsm.ports import ObjectInfo, Storage
-from brsm.workflows import common
-from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_key, meta_file_key
+from brsm.workflows import common, manifest
+from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
 
 # Larger than any real one by far: a bigger manifest or .meta is hostile or garbage, and is refused
-# before it is read into memory. A file size above MAX_FILE_BYTES (16 TiB) is no checkpoint file.
+# before it is read into memory (a format-1 manifest is read whole; format 2's header holds no files).
+# A file size above MAX_FILE_BYTES (16 TiB) is no checkpoint file.
 MAX_MANIFEST_BYTES = 1 << 30
 MAX_META_BYTES = 256 << 20
-MAX_FILE_BYTES = 1 << 44
+MAX_FILE_BYTES = manifest.MAX_FILE_BYTES
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
@@ -81,6 +82,7 @@ class BackupEntry:
     meta: MetaFacts | None = None
     objects: dict[str, int] = field(default_factory=dict)
     meta_sha256: str | None = None  # of the ``.meta`` bytes read
+    file_check: FileCheck | None = None  # the manifest's files against the listing, when it could be read
 
     @property
     def created(self) -> str | None:
@@ -107,75 +109,11 @@ def too_big(what: str, size: int, limit: int) -> str | None:
     return None
 
 
-def key_outside(name: str, key: str) -> bool:
-    """A key a manifest must not name: not under ``<NAME>/``, or with an empty, ``.`` or ``..`` segment
-    (which a restore would resolve outside its data path), or a NUL."""
-    parts = key.split("/")
-    return (parts[0] != name or len(parts) < 3 or any(seg in ("", ".", "..") for seg in parts)
-            or "\x00" in key)
-
-
-OUTSIDE, IMPOSSIBLE_SIZE = "outside", "impossible size"
-
-
-def unsafe_entry(name: str, f: Mapping[str, Any]) -> str | None:
-    """Why a manifest's file entry must not be acted on: its key leads outside the backup's data
-    (a restore would write there), or its size is no checkpoint file's. None when it is sound. The one
-    check, for a manifest read from storage and for one a restore builds from a nebula-br listing.
-
-    >>> unsafe_entry("B", {"key": "B/data/../../etc/passwd", "size": 1})
-    'outside'
-    >>> unsafe_entry("B", {"key": "B/meta/a", "size": -1}), unsafe_entry("B", {"key": "B/meta/a", "size": 0})
-    ('impossible size', None)
-    """
-    key, size = f.get("key"), f.get("size")
-    if not isinstance(key, str) or key_outside(name, key) or key in (manifest_key(name), meta_file_key(name)):
-        return OUTSIDE
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_BYTES:
-        return IMPOSSIBLE_SIZE
-    return None
-
-
-def parse_manifest(raw: bytes, name: str) -> dict[str, Any]:
-    """The manifest as a dict, checked for the fields readers rely on; ValueError says what is wrong.
-
-    A manifest is data from storage, not trusted: every key must stay inside ``<NAME>/`` and every
-    size be possible, so neither a restore nor a verify acts on a tampered one."""
-    try:
-        m = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{MANIFEST} is not JSON: {e}") from e
-    if not isinstance(m, dict):
-        raise ValueError(f"{MANIFEST} is not a JSON object")
-    if m.get("format") != 1:
-        raise ValueError(f"{MANIFEST} has format {m.get('format')!r}, this brsm reads format 1")
-    if m.get("backup_name") != name:
-        raise ValueError(f"{MANIFEST} names backup {m.get('backup_name')!r}, not {name!r}")
-    if not isinstance(m.get("create_time_ms"), int):
-        raise ValueError(f"{MANIFEST} has no create_time_ms")
-    files = m.get("files")
-    if not isinstance(files, list):
-        raise ValueError(f"{MANIFEST} has no file list")
-    for i, f in enumerate(files):
-        if not (isinstance(f, dict) and isinstance(f.get("key"), str) and isinstance(f.get("size"), int)
-                and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64):
-            raise ValueError(f"{MANIFEST}: files[{i}] lacks key, size or sha256")
-        unsafe = unsafe_entry(name, f)
-        if unsafe == OUTSIDE:
-            raise ValueError(f"{MANIFEST}: files[{i}] key {f['key']!r} is outside the backup's data")
-        if unsafe == IMPOSSIBLE_SIZE:
-            raise ValueError(f"{MANIFEST}: files[{i}] ({f['key']!r}) claims an impossible size {f['size']}")
-    if not isinstance(m.get("spaces", {}), dict):
-        raise ValueError(f"{MANIFEST}: spaces is not an object")
-    topo = m.get("topology")
-    storage = topo.get("storage") if isinstance(topo, dict) else None
-    if not (isinstance(storage, list) and all(
-            isinstance(s, dict) and isinstance(s.get("addr"), str) and isinstance(s.get("data_paths"), list)
-            for s in storage)):
-        raise ValueError(f"{MANIFEST} has no topology of the storage hosts it was taken from")
-    if "meta_sha256" in m and not (isinstance(m["meta_sha256"], str) and len(m["meta_sha256"]) == 64):
-        raise ValueError(f"{MANIFEST}: meta_sha256 is not a SHA-256")
-    return m
+# the checks of a manifest live with its format (brsm.workflows.manifest); these names are kept for callers
+key_outside = manifest.key_outside
+unsafe_entry = manifest.unsafe_entry
+OUTSIDE, IMPOSSIBLE_SIZE = manifest.OUTSIDE, manifest.IMPOSSIBLE_SIZE
+parse_manifest = manifest.parse_header
 
 
 def meta_hash_problem(m: dict[str, Any], meta_sha256: str | None, name: str) -> str | None:
@@ -209,15 +147,51 @@ def meta_disagreements(m: dict[str, Any], facts: MetaFacts, name: str) -> list[s
     return out
 
 
-def file_problems(m: dict[str, Any], objects: Mapping[str, int]) -> list[dict[str, Any]]:
-    """Each manifest file that is missing from the listing or has another size."""
-    out = []
-    for f in m["files"]:
+@dataclass
+class FileCheck:
+    """The manifest's files against a listing: those missing or of another size, and the objects under
+    the backup the manifest does not list (``unlisted`` of them, the first by key)."""
+
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    listed: int = 0  # files the manifest lists
+    unlisted: int = 0
+    first_unlisted: str | None = None
+
+
+def own_keys(name: str) -> set[str]:
+    """The manifest's own objects and the ``.meta``: under the backup, never in its file list."""
+    return {manifest_key(name), manifest_files_key(name), meta_file_key(name)}
+
+
+async def check_files(storage: Storage, name: str, m: dict[str, Any], objects: Mapping[str, int]) -> FileCheck:
+    """Each manifest file missing from the listing or of another size, the file list streamed (one
+    entry at a time) and merged with the listing's keys in order. ValueError / ObjectNotFound from
+    reading the file list pass through: the manifest is unreadable."""
+    out = FileCheck()
+    keys = sorted(objects)  # the listing is whole already (the Storage port lists whole); its keys, sorted
+    own = own_keys(name)
+    i = 0
+
+    def unlisted(upto: str | None) -> None:
+        nonlocal i
+        while i < len(keys) and (upto is None or keys[i] < upto):
+            if keys[i] not in own:
+                out.unlisted += 1
+                if out.first_unlisted is None:
+                    out.first_unlisted = keys[i]
+            i += 1
+
+    async for f in manifest.files(storage, name, m):
+        out.listed += 1
+        unlisted(f["key"])
         have = objects.get(f["key"])
+        if i < len(keys) and keys[i] == f["key"]:
+            i += 1
         if have is None:
-            out.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
+            out.problems.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
         elif have != f["size"]:
-            out.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": have})
+            out.problems.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": have})
+    unlisted(None)
     return out
 
 
@@ -304,7 +278,7 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
         big = too_big(MANIFEST, objs[mkey], MAX_MANIFEST_BYTES)
         if big:
             raise ValueError(big)
-        m = parse_manifest(await storage.get_bytes(mkey), name)
+        m = manifest.parse_header(await storage.get_bytes(mkey), name)
     except ObjectNotFound:
         e.state = INCOMPLETE  # deleted under us (prune, cleanup): reads as incomplete
         e.problems.append(f"{MANIFEST} disappeared while it was read")
@@ -319,8 +293,8 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
     e.spaces = [str(sp[k]) for k in sorted(sp, key=lambda k: (len(str(k)), str(k)))]
     e.all_spaces = bool(m.get("all_spaces", True))
     e.full = bool(m.get("full", True))
-    e.files = len(m["files"])
-    e.bytes = sum(f["size"] for f in m["files"])
+    e.files = manifest.file_count(m)
+    e.bytes = manifest.total_bytes(m)
     if meta_error:
         e.problems.append(meta_error)
     elif metakey not in objs:
@@ -330,10 +304,17 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
         changed = meta_hash_problem(m, e.meta_sha256, name)
         if changed:
             e.problems.append(changed)
-    bad = file_problems(m, objs)
-    if bad:
-        e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
-                          f"e.g. {bad[0]['key']}")
+    try:
+        e.file_check = await check_files(storage, name, m, objs)
+    except ObjectNotFound:
+        e.problems.append(f"{manifest.MANIFEST_FILES} is missing: the manifest's file list cannot be read")
+    except ValueError as err:
+        e.problems.append(str(err))
+    else:
+        bad = e.file_check.problems
+        if bad:
+            e.problems.append(f"{len(bad)} file(s) listed in the manifest are missing or have another size, "
+                              f"e.g. {bad[0]['key']}")
     e.state = BROKEN if e.problems else COMPLETE
 
 
@@ -363,6 +344,13 @@ def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
 async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrency: int = 8) -> list[BackupEntry]:
     """Every top-level entry whose name starts with ``BACKUP`` (as ``br show``), oldest first."""
     names = [d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP")]
-    entries = await common.gather_bounded(concurrency, lambda n: inspect_backup(storage, n, decode_meta=decode_meta),
-                                          names)
+
+    async def one(n: str) -> BackupEntry:
+        e = await inspect_backup(storage, n, decode_meta=decode_meta)
+        # what was read to classify it goes: a listing keeps `concurrency` backups' objects at a time,
+        # not every backup's (``show`` and ``prune`` use the public view alone)
+        e.objects, e.manifest, e.file_check = {}, None, None
+        return e
+
+    entries = await common.gather_bounded(concurrency, one, names)
     return sorted(entries, key=lambda e: (e.created_ms is None, e.created_ms or 0, e.name))

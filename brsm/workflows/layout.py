@@ -6,7 +6,8 @@ import re
 
 from brsm.ports import HostAddr
 
-MANIFEST = "brsm-manifest.json"
+MANIFEST = "brsm-manifest.json"  # the header (format 2), or the whole manifest (format 1); written last
+MANIFEST_FILES = "brsm-manifest-files.jsonl"  # format 2's file list, one JSON line per file
 
 
 IN_PROGRESS = "brsm-in-progress"
@@ -36,6 +37,10 @@ def meta_file_key(name: str) -> str:
 
 def manifest_key(name: str) -> str:
     return f"{name}/{MANIFEST}"
+
+
+def manifest_files_key(name: str) -> str:
+    return f"{name}/{MANIFEST_FILES}"
 
 
 def meta_sst_key(name: str, file: str) -> str:

@@ -270,3 +270,35 @@ async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Li
             if not t.done():
                 t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_lanes(lanes: dict[str, AsyncIterator[Any]], limits: Limits, work: Callable[[Any], Any]) -> None:
+    """``run_bounded`` over streams: ``work(job)`` for every job of every lane (one per host), within
+    the global and per-host limits; first error wins. Each lane's ``per_host`` workers pull from its
+    stream one at a time, so a million jobs are never held, and every host is fed at once."""
+
+    async def worker(stream: AsyncIterator[Any], lock: asyncio.Lock) -> None:
+        while True:
+            async with lock:
+                job = await anext(stream, _END)
+            if job is _END:
+                return
+            async with limits.global_sem():
+                await work(job)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for stream in lanes.values():
+                lock = asyncio.Lock()
+                for _ in range(max(1, limits.per_host)):
+                    tg.create_task(worker(stream, lock))
+    except* Exception as eg:
+        raise eg.exceptions[0]  # noqa: B904 - the first failure, with its own cause
+    finally:
+        for stream in lanes.values():
+            closing = getattr(stream, "aclose", None)
+            if closing is not None:
+                await closing()
+
+
+_END = object()

@@ -17,12 +17,13 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from brsm.errors import ObjectNotFound, UsageError
 from brsm.ports import Progress, Storage
-from brsm.workflows import catalog
-from brsm.workflows.layout import MANIFEST, manifest_key, meta_file_key
+from brsm.workflows import catalog, manifest
+from brsm.workflows.layout import MANIFEST, manifest_files_key, manifest_key, meta_file_key
 
 QUICK, FULL, SAMPLE = "quick", "full", "sample"
 _HASH_IN_THREAD = 256 << 10
@@ -69,10 +70,17 @@ def parse_sample(text: str) -> float:
 def pick_sample(files: list[dict[str, Any]], share: float, seed: int) -> list[dict[str, Any]]:
     """The same files for the same (files, share, seed): at least one file when there are any."""
     ordered = sorted(files, key=lambda f: f["key"])
-    if not ordered:
+    return [ordered[i] for i in sample_indices(len(ordered), share, seed)]
+
+
+def sample_indices(n: int, share: float, seed: int) -> list[int]:
+    """The positions (in key order) of the files a sample re-hashes, ascending: the same for the same
+    (n, share, seed), so a file list streamed in key order is sampled as one held whole was
+    (``random.sample`` draws positions, whatever the population holds)."""
+    if n <= 0:
         return []
-    k = min(len(ordered), max(1, math.ceil(share * len(ordered))))
-    return sorted(random.Random(seed).sample(ordered, k), key=lambda f: f["key"])
+    k = min(n, max(1, math.ceil(share * n)))
+    return sorted(random.Random(seed).sample(range(n), k))
 
 
 async def hash_object(storage: Storage, key: str, progress: Progress | None = None) -> tuple[int, str]:
@@ -90,14 +98,25 @@ async def hash_object(storage: Storage, key: str, progress: Progress | None = No
     return n, h.hexdigest()
 
 
-async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: int,
-                 progress: Progress | None) -> list[dict[str, Any]]:
-    """Re-hash ``files`` (manifest entries), at most ``concurrency`` at once; the problems found."""
+async def rehash(storage: Storage, files: Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]], *,
+                 concurrency: int, progress: Progress | None, total: int | None = None) -> list[dict[str, Any]]:
+    """Re-hash ``files`` (manifest entries, a list or a stream), at most ``concurrency`` at once; the
+    problems found. ``total``: their bytes, for the progress (summed here when ``files`` is a list)."""
     problems: list[dict[str, Any]] = []
-    queue = iter(files)
+    if not hasattr(files, "__aiter__"):
+        files = list(files)
+        total = sum(f["size"] for f in files) if total is None else total
+        stream: AsyncIterator[dict[str, Any]] = _aiter(files)
+    else:
+        stream = aiter(files)
+    pull = asyncio.Lock()  # one async iterator, several workers: one pulls at a time
 
     async def worker() -> None:  # a fixed pool: 100,000 files cost `concurrency` tasks, not 100,000
-        for f in queue:
+        while True:
+            async with pull:
+                f = await anext(stream, None)
+            if f is None:
+                return
             try:
                 n, digest = await hash_object(storage, f["key"], progress)
             except ObjectNotFound:
@@ -109,11 +128,11 @@ async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: 
                 problems.append({"key": f["key"], "problem": "sha256", "expected": f["sha256"], "actual": digest})
 
     if progress is not None:
-        progress.start("verify", sum(f["size"] for f in files))
+        progress.start("verify", total)
     try:
         try:
             async with asyncio.TaskGroup() as tg:  # a storage error stops the others and surfaces
-                for _ in range(max(1, min(concurrency, len(files)))):
+                for _ in range(max(1, concurrency)):
                     tg.create_task(worker())
         except* Exception as eg:
             raise eg.exceptions[0]  # noqa: B904 - the first failure, with its own cause
@@ -121,6 +140,11 @@ async def rehash(storage: Storage, files: list[dict[str, Any]], *, concurrency: 
         if progress is not None:
             progress.done("verify")
     return sorted(problems, key=lambda p: p["key"])
+
+
+async def _aiter(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for x in items:
+        yield x
 
 
 def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
@@ -175,6 +199,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
     if not objs:
         raise UsageError(f"no backup named {name} in {storage.uri}", hint=f"see `brsm show --storage {storage.uri}`")
     e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta, objects=objs)
+    del objs  # e.objects holds the listing now: not twice
     r = VerifyReport(name=name, mode=mode, made_by=e.made_by, state=e.state, checksums=e.checksums,
                      files=e.files, bytes=e.bytes, sample=sample if mode == SAMPLE else None,
                      seed=seed if mode == SAMPLE else None)
@@ -195,20 +220,38 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
     # brsm, with a readable manifest
     m = e.manifest
     r.problems.extend(_meta_problems(e, name))
-    quick = catalog.file_problems(m, e.objects)
+    fc = e.file_check
+    if fc is None:  # the header read, its file list did not
+        r.problems.append({"key": manifest_files_key(name), "problem": "unreadable",
+                           "detail": "; ".join(e.problems)})
+        return r
+    quick = fc.problems
     r.problems.extend(quick)
-    r.checked = len(m["files"])
-    listed = set(e.objects) - {manifest_key(name), meta_file_key(name)} - {f["key"] for f in m["files"]}
-    if listed:
-        r.notes.append(f"{len(listed)} object(s) under {name}/ are not in the manifest (ignored by restore), "
-                       f"e.g. {sorted(listed)[0]}")
+    r.checked = fc.listed
+    if fc.unlisted:
+        r.notes.append(f"{fc.unlisted} object(s) under {name}/ are not in the manifest (ignored by restore), "
+                       f"e.g. {fc.first_unlisted}")
     if mode == QUICK:
         return r
-    failed = {p["key"] for p in quick}
-    todo = [f for f in m["files"] if f["key"] not in failed]
-    if mode == SAMPLE:
-        todo = [f for f in pick_sample(m["files"], sample, seed) if f["key"] not in failed]
-    r.problems.extend(await rehash(storage, todo, concurrency=concurrency, progress=progress))
-    r.hashed_files = len(todo)
-    r.hashed_bytes = sum(f["size"] for f in todo)
+    failed = {p["key"] for p in quick}  # empty but for a damaged backup
+    picked = set(sample_indices(fc.listed, sample, seed)) if mode == SAMPLE else None
+    counted = {"files": 0, "bytes": 0}
+
+    async def todo() -> AsyncIterator[dict[str, Any]]:
+        i = -1
+        async for f in manifest.files(storage, name, m):  # read again: never held whole
+            i += 1
+            if (picked is not None and i not in picked) or f["key"] in failed:
+                continue
+            counted["files"] += 1
+            counted["bytes"] += f["size"]
+            yield f
+
+    total = manifest.total_bytes(m) if mode == FULL and not failed else None
+    try:
+        r.problems.extend(await rehash(storage, todo(), concurrency=concurrency, progress=progress, total=total))
+    except (ValueError, ObjectNotFound) as err:  # the file list changed since it was read a moment ago
+        r.problems.append({"key": manifest_files_key(name), "problem": "unreadable", "detail": str(err)})
+    r.hashed_files = counted["files"]
+    r.hashed_bytes = counted["bytes"]
     return r

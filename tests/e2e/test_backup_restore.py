@@ -10,6 +10,7 @@ import pytest
 
 from brsm.adapters.meta_codec import decode_backup_meta, text
 from brsm.sandbox.control import MetaClient
+from tests.e2e import manifest_files
 from tests.e2e.conftest import BRSM
 
 pytestmark = pytest.mark.sandbox
@@ -45,7 +46,8 @@ def test_backup_to_local_then_restore_exactly(sandbox, tmp_path):
     assert res["state"] == "CLEANED"
     name = res["facts"]["backup_name"]
     root = target / name
-    manifest = json.loads((root / "brsm-manifest.json").read_text())
+    manifest = manifest_files.load(root)
+    assert (root / "brsm-manifest-files.jsonl").exists()  # format 2: the file list apart, one JSON line a file
     from prometheus_client.parser import text_string_to_metric_families
 
     def metric(name_, **labels):
@@ -134,7 +136,7 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")["facts"]["backup_name"]
     current = env.checksum()
     manifest = target / name / "brsm-manifest.json"
-    m = json.loads(manifest.read_text())
+    m = manifest_files.load(target / name)
     victim = target / max(m["files"], key=lambda f: f["size"])["key"]
     # 1. a file whose hash does not match (same size), with --verify full
     data = bytearray(victim.read_bytes())
@@ -147,7 +149,7 @@ def test_bad_restores_stop_before_touching_the_cluster(sandbox, tmp_path):
     victim.write_bytes(bytes(data))
     # 2. a tampered manifest (a size that no longer matches the object)
     m["files"][0]["size"] += 1
-    manifest.write_text(json.dumps(m))
+    manifest_files.save(target / name, m)
     p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "damaged" in p.stderr, p.stderr[-800:]
     # 3. a missing manifest and .meta (a backup that never finished)
@@ -170,6 +172,7 @@ def test_nebula_br_layout_backup_is_listed_and_restored(sandbox, tmp_path):
     backed = env.checksum()
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")["facts"]["backup_name"]
     (target / name / "brsm-manifest.json").unlink()
+    (target / name / "brsm-manifest-files.jsonl").unlink()
     assert sorted(p.name for p in (target / name).iterdir()) == sorted([f"{name}.meta", "data", "meta"])
     shown = env.ok("show", "--storage", f"local://{target}")["backups"]
     entry = next(b for b in shown if b["name"] == name)

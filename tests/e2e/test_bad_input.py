@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import manifest_files
 from tests.e2e.conftest import BRSM, tmpfs
 from tests.e2e.test_backup_restore import aside_dirs, checkpoint_dirs, leases, snapshots
 
@@ -287,23 +288,23 @@ def copy_backup(src: Path, name: str, dst: Path, new: str) -> None:
     bm.backup_name = new.encode()
     raw = encode_backup_meta(bm)
     rewrite(d / f"{new}.meta", raw)
-    m = json.loads((d / "brsm-manifest.json").read_text())
+    m = manifest_files.load(d)
     m["backup_name"] = new
     for f in m["files"]:
         f["key"] = new + f["key"][len(name):]
     m["meta_sha256"] = hashlib.sha256(raw).hexdigest()
-    rewrite(d / "brsm-manifest.json", json.dumps(m).encode())
+    manifest_files.save(d, m)
 
 
 def _manifest(d: Path) -> dict:
-    return json.loads((d / "brsm-manifest.json").read_text())
+    return manifest_files.load(d)
 
 
 def _edit_manifest(fn):
     def damage(d: Path, name: str) -> None:
         m = _manifest(d)
         fn(m, name)
-        rewrite(d / "brsm-manifest.json", json.dumps(m).encode())
+        manifest_files.save(d, m)
     return damage
 
 
@@ -398,6 +399,10 @@ DAMAGES = {
                              "impossible size"),
     "manifest_huge": (_sparse("brsm-manifest.json", 2 << 30), "implausibly large", ("implausibly large",),
                       "implausibly large"),
+    "file_list_truncated": (_truncate("brsm-manifest-files.jsonl"), "truncated", ("unreadable", "truncated"),
+                            "truncated"),
+    "file_list_line_huge": (_sparse("brsm-manifest-files.jsonl", 1 << 20), "over 65536 bytes",
+                            ("unreadable", "over 65536 bytes"), None),
     "meta_truncated": (_truncate("{name}.meta"), "unreadable", ("unreadable", "frame length"), None),
     "meta_tampered": (_meta_tampered, "does not match the SHA-256", ("changed", "does not match the SHA-256"),
                       "does not match the SHA-256"),

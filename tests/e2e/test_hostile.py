@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import manifest_files
 from tests.e2e.test_backup_restore import aside_dirs, leases
 
 pytestmark = pytest.mark.sandbox
@@ -19,11 +20,10 @@ def test_manifest_keys_outside_the_backup_are_refused(sandbox, tmp_path, evil):
     env = sandbox
     target = tmp_path / "b"
     name = env.ok("start", "backup", "--config", env.config, "--storage", f"local://{target}")["facts"]["backup_name"]
-    mpath = target / name / "brsm-manifest.json"
-    m = json.loads(mpath.read_text())
+    m = manifest_files.load(target / name)
     h = m["files"][0]["key"].split("/")[2]
     m["files"].append({"key": evil.format(name=name, h=h), "size": 1, "sha256": "0" * 64, "host": "x", "path": "/x"})
-    mpath.write_text(json.dumps(m))
+    manifest_files.save(target / name, m)
     before = env.checksum()
     p = env.brsm("start", "restore", "--yes", "--config", env.config, "--storage", f"local://{target}", "--name", name)
     assert p.returncode == 6 and "outside the backup" in p.stderr, p.stderr[-600:]

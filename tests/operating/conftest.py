@@ -19,6 +19,7 @@ from brsm.adapters.meta_codec import encode_backup_meta, make_backup_meta
 from brsm.adapters.storage import open_storage
 from brsm.cli.ops_commands import decode_meta  # noqa: F401 - re-exported for the tests
 from brsm.ports import HostAddr
+from brsm.workflows.manifest import write as write_manifest
 from brsm.workflows.layout import data_key, manifest_key, meta_file_key, meta_sst_key
 
 HOSTS = ("127.0.0.101:9779", "127.0.0.102:9779")
@@ -61,8 +62,10 @@ class Made:
 
 
 async def make_backup(storage, *, age_days: float = 1.0, kind: str = "brsm", files_per_space: int = 2,
-                      name: str | None = None, seed: int = 0, size: int = 3000) -> Made:
-    """kind: brsm (files, .meta, manifest last), nebula-br (files, .meta), incomplete (files only)."""
+                      name: str | None = None, seed: int = 0, size: int = 3000, fmt: int = 1) -> Made:
+    """kind: brsm (files, .meta, manifest last), nebula-br (files, .meta), incomplete (files only).
+    fmt: the brsm manifest's format: 1 as brsm wrote it before format 2 (one JSON object, by hand here),
+    2 as brsm writes it now (brsm.workflows.manifest.write)."""
     create_ms = now_ms() - int(age_days * DAY_MS)
     name = name or name_for(create_ms)
     rnd = random.Random(seed)
@@ -93,7 +96,11 @@ async def make_backup(storage, *, age_days: float = 1.0, kind: str = "brsm", fil
                                                  for h in HOSTS], "graph": []},
             "total_bytes": sum(f["size"] for f in files), "files": files,
         }
-        await storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+        if fmt == 1:
+            await storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+        else:
+            header = {k: v for k, v in manifest.items() if k not in ("files", "total_bytes", "format")}
+            await write_manifest(storage, name, header, lambda: iter(files))
     return Made(name, create_ms, files)
 
 

@@ -35,8 +35,9 @@ async def _flip(storage, key):
     await storage.put_bytes(key, bytes(data))
 
 
-async def test_quick_and_full_pass_on_a_good_backup(storage):
-    b = await make_backup(storage)
+@pytest.mark.parametrize("fmt", [1, 2])
+async def test_quick_and_full_pass_on_a_good_backup(storage, fmt):
+    b = await make_backup(storage, fmt=fmt)
     r = await _verify(storage, b.name)
     assert r.ok and r.checked == len(b.files) and r.hashed_files == 0 and r.made_by == "brsm"
     prog = Recorder()
@@ -45,8 +46,9 @@ async def test_quick_and_full_pass_on_a_good_backup(storage):
     assert prog.started["verify"] == prog.advanced == r.hashed_bytes and prog.finished == ["verify"]
 
 
-async def test_quick_finds_missing_and_truncated(storage):
-    b = await make_backup(storage)
+@pytest.mark.parametrize("fmt", [1, 2])
+async def test_quick_finds_missing_and_truncated(storage, fmt):
+    b = await make_backup(storage, fmt=fmt)
     await storage.delete(b.key(1))
     data = await storage.get_bytes(b.key(4))
     await storage.put_bytes(b.key(4), data[:-10])
@@ -58,8 +60,9 @@ async def test_quick_finds_missing_and_truncated(storage):
     assert (size["expected"], size["actual"]) == (b.files[4]["size"], b.files[4]["size"] - 10)
 
 
-async def test_full_finds_a_flipped_byte_that_quick_misses(storage):
-    b = await make_backup(storage)
+@pytest.mark.parametrize("fmt", [1, 2])
+async def test_full_finds_a_flipped_byte_that_quick_misses(storage, fmt):
+    b = await make_backup(storage, fmt=fmt)
     await _flip(storage, b.key(2))
     assert (await _verify(storage, b.name)).ok
     r = await _verify(storage, b.name, FULL, concurrency=2)
@@ -67,8 +70,9 @@ async def test_full_finds_a_flipped_byte_that_quick_misses(storage):
     assert r.problems[0]["expected"] == b.files[2]["sha256"]
 
 
-async def test_sample_is_seeded(storage):
-    b = await make_backup(storage, files_per_space=5)  # 2 meta + 2 hosts * 2 spaces * 5 = 22 files
+@pytest.mark.parametrize("fmt", [1, 2])
+async def test_sample_is_seeded(storage, fmt):
+    b = await make_backup(storage, fmt=fmt, files_per_space=5)  # 2 meta + 2 hosts * 2 spaces * 5 = 22 files
     victim = b.files[7]
     await _flip(storage, victim["key"])
     hit = next(s for s in range(1000) if victim in pick_sample(b.files, 0.05, s))
@@ -90,8 +94,9 @@ def test_parse_sample():
             parse_sample(bad)
 
 
-async def test_meta_problems_of_a_brsm_backup(storage):
-    b = await make_backup(storage)
+@pytest.mark.parametrize("fmt", [1, 2])
+async def test_meta_problems_of_a_brsm_backup(storage, fmt):
+    b = await make_backup(storage, fmt=fmt)
     await storage.put_bytes(meta_file_key(b.name), b"junk")
     r = await _verify(storage, b.name)
     assert [(p["key"], p["problem"]) for p in r.problems] == [(meta_file_key(b.name), "unreadable")]

@@ -180,7 +180,8 @@ class Sweeper:
         assert p.returncode == 0, f"verify --full failed: {p.stdout[-500:]} {p.stderr[-500:]}"
         uri = loc[1]
         if uri.startswith("local://"):
-            return json.loads((Path(uri[len("local://"):]) / name / "brsm-manifest.json").read_text())
+            from tests.e2e import manifest_files
+            return manifest_files.load(Path(uri[len("local://"):]) / name)
         show = self.env.ok("show", *loc[:2], "--config", self.config)
         entry = next(b for b in show["backups"] if b["name"] == name)
         return {"backup_name": name, "files": entry.get("manifest", {}).get("files", [])} if "manifest" in entry \

@@ -5,7 +5,7 @@ import pytest
 
 from brsm.errors import UsageError
 from brsm.workflows.limits import TokenBucket, parse_rate, parse_size
-from brsm.workflows.transfer import Limits, run_bounded
+from brsm.workflows.transfer import Limits, run_bounded, run_lanes
 
 
 def test_sizes_and_rates():
@@ -61,6 +61,56 @@ async def test_run_bounded_stops_on_first_error():
 
     with pytest.raises(RuntimeError, match="boom"):
         await run_bounded(list(range(50)), lambda j: "h", limits, work)
+    assert len(started) < 50
+
+
+async def _stream(items, pulled=None):
+    for x in items:
+        if pulled is not None:
+            pulled.append(x)
+        yield x
+
+
+async def test_run_lanes_feeds_every_host_at_once_within_the_limits_never_reading_far_ahead():
+    """The streamed form: each host's jobs from its own stream, every host busy at once (a list in key
+    order is grouped by host: one stream for all would feed one host at a time), and a stream read
+    only as fast as its workers take jobs."""
+    limits = Limits(concurrency=3, per_host=2)
+    live: dict[str, int] = {}
+    peak = {"global": 0, "hosts": 0}
+    per_host_peak: dict[str, int] = {}
+    done = []
+    pulled: dict[str, list] = {h: [] for h in "abcd"}
+
+    async def work(job):
+        h = job[0]
+        live[h] = live.get(h, 0) + 1
+        per_host_peak[h] = max(per_host_peak.get(h, 0), live[h])
+        peak["global"] = max(peak["global"], sum(live.values()))
+        peak["hosts"] = max(peak["hosts"], sum(1 for v in live.values() if v))
+        assert len(pulled[h]) <= len([j for j in done if j[0] == h]) + 2  # no more pulled than in flight
+        await asyncio.sleep(0.01)
+        live[h] -= 1
+        done.append(job)
+
+    jobs = {h: [(h, i) for i in range(6)] for h in "abcd"}
+    await run_lanes({h: _stream(js, pulled[h]) for h, js in jobs.items()}, limits, work)
+    assert sorted(done) == sorted(j for js in jobs.values() for j in js)
+    assert peak["global"] <= 3 and max(per_host_peak.values()) <= 2 and peak["hosts"] >= 2
+
+
+async def test_run_lanes_stops_on_first_error():
+    limits = Limits(concurrency=2, per_host=1)
+    started = []
+
+    async def work(job):
+        started.append(job)
+        if job == 1:
+            raise RuntimeError("boom")
+        await asyncio.sleep(0.01)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await run_lanes({"h": _stream(range(50))}, limits, work)
     assert len(started) < 50
 
 

@@ -3,23 +3,35 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
+from collections.abc import Iterator
 from typing import Any
 
 from brsm import __version__
 from brsm.errors import StorageError
-from brsm.workflows import common
-from brsm.workflows.layout import in_progress_key, manifest_key, meta_file_key
+from brsm.workflows import common, manifest
+from brsm.workflows.layout import in_progress_key, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, ports
 from brsm.workflows.backup.state import BackupContext
 
 
 # -- UPLOADED ---------------------------------------------------------------------------------------------
-def build_manifest(ctx: BackupContext) -> dict[str, Any]:
-    files = sorted(({"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
-                    for d in ctx.data.files), key=lambda f: f["key"])
+def files_in_key_order(ctx: BackupContext) -> Iterator[Any]:
+    """The journaled FileCopied, in key order: what the manifest lists. (The journal's ledger holds them
+    in memory here, so they are sorted here; a ledger that yields them in key order replaces this.)"""
+    return iter(sorted(ctx.data.files, key=lambda d: d.key))
+
+
+def manifest_files(ctx: BackupContext) -> manifest.FileSource:
+    """The manifest's file entries, afresh on each call (the writer walks them twice)."""
+    def gen() -> Iterator[dict[str, Any]]:
+        for d in files_in_key_order(ctx):
+            yield {"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
+    return gen
+
+
+def build_header(ctx: BackupContext) -> dict[str, Any]:
+    """Everything the manifest says but its files (manifest.write adds format 2's ``file_list``)."""
     return {
-        "format": 1,
         "tool": "brsm",
         "brsm_version": __version__,
         "op_id": ctx.op_id,
@@ -33,8 +45,6 @@ def build_manifest(ctx: BackupContext) -> dict[str, Any]:
         "meta_sha256": hashlib.sha256(base64.b64decode(ctx.data.meta_b64)).hexdigest(),
         "storage_hosts": ctx.data.storage_hosts,
         "topology": ctx.data.topo,
-        "total_bytes": sum(f["size"] for f in files),
-        "files": files,
     }
 
 
@@ -46,18 +56,21 @@ async def uploaded(ctx: BackupContext) -> dict[str, Any]:
     if missing:
         raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
                            hint=f"run `brsm resume {ctx.op_id}` to copy them again")
+    del planned
     # Every file is complete: an upload still open under the backup was started by an attempt that
     # crashed before journaling its first part, and would linger (and cost) forever.
     await p.storage.abort_uploads(f"{name}/")
     await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.data.meta_b64))
-    manifest = build_manifest(ctx)
+    header = build_header(ctx)
     anchor = ctx.journal_anchor()
     if anchor is not None:  # the journal's state now, kept with the backup (`brsm journal verify --against`)
-        manifest["journal_anchor"] = anchor
-    # Written last: a backup without its manifest is incomplete, never mistaken for a good one.
-    await p.storage.put_bytes(manifest_key(name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+        header["journal_anchor"] = anchor
+    # The file list streamed, then its header written last: a backup without it is incomplete, never
+    # mistaken for a good one.
+    written = await manifest.write(p.storage, name, header, manifest_files(ctx))
     await p.storage.delete(in_progress_key(name))
-    return {"manifest": manifest_key(name), "total_bytes": manifest["total_bytes"], "total_files": len(manifest["files"])}
+    return {"manifest": manifest_key(name), "total_bytes": written["file_list"]["total_bytes"],
+            "total_files": written["file_list"]["count"]}
 
 
 async def undo_uploaded(ctx: BackupContext) -> None:
@@ -65,6 +78,7 @@ async def undo_uploaded(ctx: BackupContext) -> None:
     name = ctx.data.backup_name
     if name:
         await p.storage.delete(manifest_key(name))
+        await p.storage.delete(manifest_files_key(name))
         await p.storage.delete(meta_file_key(name))
 
 

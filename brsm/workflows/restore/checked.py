@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from brsm.errors import PreflightFailed, VerificationFailed
+from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog, common, direct, topology
+from brsm.workflows import manifest as manifests
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.restore import disk, partial_meta, placement, source, zones
 from brsm.workflows.restore.context import UNVERIFIED_ALLOWED, down_error, ports
 from brsm.workflows.transfer import Limits
 from brsm.workflows.verify import rehash
-from brsm.workflows.restore.state import ManifestJournaled, RestoreContext
+from brsm.workflows.restore.state import RestoreContext
 
 
 async def preflight(ctx: RestoreContext) -> dict[str, Any]:
@@ -25,9 +26,9 @@ async def preflight(ctx: RestoreContext) -> dict[str, Any]:
         raise VerificationFailed(unchecked, hint=source.UNVERIFIED_HINT)
     if not source.has_checksums(m):
         p.progress.note(f"WARNING: restoring {ctx.data.params.name} WITHOUT CHECKSUMS (--allow-unverified): its "
-                        f"{len(m['files'])} file(s) are checked by size only; changed bytes of the same size "
+                        f"{manifests.file_count(m)} file(s) are checked by size only; changed bytes of the same size "
                         "would be restored as they are")
-        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.data.params.name, "files": len(m["files"])})
+        ctx.record(UNVERIFIED_ALLOWED, {"name": ctx.data.params.name, "files": manifests.file_count(m)})
     # a full restore replaces all of meta: every space's listeners go; a restore of chosen spaces
     # replaces those (whichever of them still exist: the backup's spaces may be gone since)
     await common.as_preflight(common.warn_not_backed_up(
@@ -52,7 +53,7 @@ async def attach(ctx: RestoreContext) -> None:
                 and ctx.data.manifest is None):
             # a restore journaled by an older brsm, resumed while the cluster still serves: journal the
             # manifest now, so no step after STOPPED needs the backup's manifest in storage
-            ctx.record(ManifestJournaled(source.for_journal(await source.manifest(ctx))))
+            ctx.record(source.journaled(await source.manifest(ctx)))
     except BaseException as e:  # a resume that cannot start while the cluster is down says how to bring it up
         out = down_error(ctx, e) if ctx.mode != "rollback" else e
         if out is e:
@@ -102,7 +103,7 @@ async def _choose_mode(ctx: RestoreContext, m: dict[str, Any], pairs: list[tuple
     staging beside a serving cluster fits there."""
     p, topo = ports(ctx), ctx.data.topo
     need: dict[tuple[str, str], int] = {}
-    for f in m["files"]:
+    async for f in source.files(ctx):
         tgt = placement.target(ctx.data.params.name, f["key"], pairs, topo)
         if tgt:
             need[(tgt[0], tgt[2])] = need.get((tgt[0], tgt[2]), 0) + f["size"]
@@ -126,7 +127,12 @@ async def checked(ctx: RestoreContext) -> dict[str, Any]:
     source.refuse_unsafe(ctx.data.params.name, m)
     # Verify the backup before touching the cluster: the listing against the manifest, as `brsm verify`.
     present = {o.key: o.size for o in await p.storage.list(f"{ctx.data.params.name}/")}
-    bad = catalog.file_problems(m, present)
+    try:
+        bad = (await catalog.check_files(p.storage, ctx.data.params.name, m, present)).problems
+    except (ValueError, ObjectNotFound) as e:
+        raise VerificationFailed(f"backup {ctx.data.params.name}: its file list is unreadable: {e}",
+                                 hint="restore another backup; see `brsm verify`") from e
+    del present
     if bad:
         raise VerificationFailed(f"backup {ctx.data.params.name} is damaged: {len(bad)} file(s) missing or of the "
                                  f"wrong size, e.g. {bad[0]['key']}", hint="restore another backup; see `brsm verify`")
@@ -138,10 +144,10 @@ async def checked(ctx: RestoreContext) -> dict[str, Any]:
     p.progress.note("host pairing (backup → cluster): " + ", ".join(f"{o} → {n}" for o, n in pairs))
     p.progress.note(f"restore mode: {choice.mode} ({choice.why})")
     if ctx.data.manifest is None:  # what every later step needs of the backup, kept in the journal
-        ctx.record(ManifestJournaled(source.for_journal(m)))
-    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.data.params.name, "files": len(m["files"]),
+        ctx.record(source.journaled(m))
+    return {"pairs": [list(x) for x in pairs], "backup_name": ctx.data.params.name, "files": manifests.file_count(m),
             "all_spaces": bool(m.get("all_spaces", True)), "spaces": m["spaces"],
-            "bytes": sum(f["size"] for f in m["files"]), "mode": choice.mode, "mode_why": choice.why,
+            "bytes": manifests.total_bytes(m), "mode": choice.mode, "mode_why": choice.why,
             "replaced_spaces": replaced}
 
 
@@ -174,8 +180,14 @@ async def _verify_full(ctx: RestoreContext, m: dict[str, Any]) -> None:
     """``--verify full``: every object re-hashed before anything stops (brsm.workflows.verify.rehash,
     the one re-hash, bounded by --concurrency)."""
     p = ports(ctx)
-    files = [f for f in m["files"] if f["sha256"] is not None]  # a nebula-br backup's: sizes only, later
-    problems = await rehash(p.storage, files, concurrency=ctx.runtime.limits.concurrency, progress=p.progress)
+
+    async def hashed() -> Any:
+        async for f in source.files(ctx):
+            if f["sha256"] is not None:  # a nebula-br backup's: sizes only, later
+                yield f
+
+    problems = await rehash(p.storage, hashed(), concurrency=ctx.runtime.limits.concurrency, progress=p.progress,
+                            total=manifests.total_bytes(m) if source.has_checksums(m) else 0)
     if problems:
         raise VerificationFailed(f"backup {ctx.data.params.name}: {len(problems)} file(s) do not match their SHA-256, "
                                  f"e.g. {problems[0]['key']} ({problems[0]['problem']})", hint="restore another backup")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog
-from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
+from brsm.workflows import manifest as manifests
+from brsm.workflows.layout import MANIFEST, MANIFEST_FILES, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.restore.context import TAMPERED, ports
-from brsm.workflows.restore.state import RestoreContext
+from brsm.workflows.restore.state import ManifestHeaderJournaled, ManifestJournaled, RestoreContext
 
 
 async def _read_checked(ctx: RestoreContext, key: str, what: str, limit: int) -> bytes:
@@ -47,9 +49,10 @@ async def _refuse_absent(ctx: RestoreContext, name: str) -> None:
 
 
 async def manifest(ctx: RestoreContext) -> dict[str, Any]:
-    """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled``),
-    never read from storage again once it is; before that (preflight, CHECKED, or a restore
-    journaled by an older brsm) read and checked from storage."""
+    """The backup's manifest: the one CHECKED verified and journaled (``RestoreManifestJournaled`` with
+    its files for format 1, ``RestoreManifestHeaderJournaled`` with its file list's tally for format 2),
+    its header never read from storage again once it is; before that (preflight, CHECKED, or a restore
+    journaled by an older brsm) read and checked from storage. Its files: ``files``."""
     cached = ctx.runtime.manifest
     if cached is None and ctx.data.manifest is not None:
         cached = ctx.runtime.manifest = ctx.data.manifest
@@ -67,7 +70,10 @@ async def manifest(ctx: RestoreContext) -> dict[str, Any]:
                                              "backups") from e
         else:
             try:
-                cached = catalog.parse_manifest(raw, name)
+                cached = manifests.parse_header(raw, name)
+            except manifests.NewerFormat as e:
+                raise PreflightFailed(f"backup {name}: {e}", hint="restore it with the brsm that wrote it, or a "
+                                      "newer one (see `brsm --version`)") from e
             except ValueError as e:
                 raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
             await _check_meta(ctx, cached)
@@ -75,19 +81,46 @@ async def manifest(ctx: RestoreContext) -> dict[str, Any]:
     return cached
 
 
+async def files(ctx: RestoreContext) -> AsyncIterator[dict[str, Any]]:
+    """Every file of the backup, in key order, one at a time: from the journaled or read list (format 1,
+    a nebula-br backup's), or streamed from ``brsm-manifest-files.jsonl`` and checked line by line and
+    against the tally its verified header holds (format 2). A list changed or gone since is refused."""
+    m = await manifest(ctx)
+    name = ctx.data.params.name
+    try:
+        async for f in manifests.files(ports(ctx).storage, name, m):
+            yield f
+    except ValueError as e:
+        raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
+    except ObjectNotFound as e:
+        raise VerificationFailed(f"backup {name}: its {MANIFEST_FILES} is gone from {ports(ctx).storage.uri}",
+                                 hint=f"the backup was deleted while it was restored: `brsm rollback {ctx.op_id}`, "
+                                      "then restore another backup") from e
+
+
 JOURNALED_KEYS = ("backup_name", "tool", "all_spaces", "spaces", "meta_files", "topology")
 
 
 def for_journal(m: dict[str, Any]) -> dict[str, Any]:
     """What the steps after CHECKED read of a verified manifest, to journal: its spaces, meta files,
-    topology, and each file's key, size and SHA-256 (not the host and path it was copied from).
+    topology, and each file's key, size and SHA-256 (not the host and path it was copied from); for
+    format 2, its file list's tally (``file_list``) instead of the files: small whatever the backup.
 
     >>> for_journal({"backup_name": "B", "op_ref": "x", "files": [{"key": "B/k", "size": 1, "sha256": None, "host": "h"}]})
     {'backup_name': 'B', 'files': [{'key': 'B/k', 'size': 1, 'sha256': None}]}
     """
     out = {k: m[k] for k in JOURNALED_KEYS if k in m}
+    if "file_list" in m:
+        out["format"], out["file_list"] = m["format"], dict(m["file_list"])
+        return out
     out["files"] = [{"key": f["key"], "size": f["size"], "sha256": f.get("sha256")} for f in m.get("files", [])]
     return out
+
+
+def journaled(m: dict[str, Any]) -> ManifestJournaled | ManifestHeaderJournaled:
+    """The event that journals ``m`` (for_journal): the header alone when its files are streamed."""
+    j = for_journal(m)
+    return ManifestHeaderJournaled(j) if "file_list" in j else ManifestJournaled(j)
 
 
 async def _check_meta(ctx: RestoreContext, m: dict[str, Any]) -> None:
@@ -145,9 +178,9 @@ UNVERIFIED_HINT = ("restore a backup with a brsm-manifest.json (see `brsm show`:
 
 
 def has_checksums(m: dict[str, Any]) -> bool:
-    """Every file of the manifest carries a SHA-256 (a brsm manifest does; one built from a nebula-br
-    ``.meta`` has none)."""
-    return all(f.get("sha256") for f in m["files"])
+    """Every file of the manifest carries a SHA-256 (a brsm manifest does: format 2's reader refuses a
+    line without one; one built from a nebula-br ``.meta`` has none)."""
+    return "file_list" in m or all(f.get("sha256") for f in m["files"])
 
 
 def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | None:
@@ -159,7 +192,7 @@ def unverified_refusal(name: str, m: dict[str, Any], allowed: bool) -> str | Non
     if allowed or has_checksums(m):
         return None
     return (f"backup {name} has no checksums (no {MANIFEST}: made by nebula-br, or a brsm backup whose manifest "
-            f"was deleted): its {len(m['files'])} file(s) could be checked by size only, so changed bytes would "
+            f"was deleted): its {manifests.file_count(m)} file(s) could be checked by size only, so changed bytes would "
             "be restored unnoticed; refused")
 
 

@@ -12,59 +12,81 @@ every file straight into place once everything is stopped (what every restore di
 from __future__ import annotations
 
 import posixpath
+from collections.abc import AsyncIterator
 from typing import Any
 
 from brsm import failpoints
 from brsm.errors import OperationFailed
 from brsm.workflows import common, direct
+from brsm.workflows import manifest as manifests
 from brsm.workflows.restore import control, placement, proof, scratch, source
 from brsm.workflows.restore.context import chosen_spaces, pairs, ports, staged
-from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_bounded, whole_file
+from brsm.workflows.transfer import EventBatcher, Limits, download_file, run_lanes, whole_file
 from brsm.workflows.restore.ledger import FileRestored
 from brsm.workflows.restore.state import RestoreContext
 
 Job = tuple[str, str, dict[str, Any]]  # (host, destination, manifest file)
 
 
-def _jobs(ctx: RestoreContext, m: dict[str, Any], *, into_staging: bool) -> list[Job]:
-    """Every file of the backup and where it goes: in place, or its staged path (meta SSTs go to the
-    meta restore dir of every metad either way: restoreMeta reads them from there)."""
+def _jobs_of(ctx: RestoreContext, f: dict[str, Any], *, into_staging: bool) -> list[Job]:
+    """Where one file of the backup goes: in place, or its staged path (meta SSTs go to the meta
+    restore dir of every metad either way: restoreMeta reads them from there)."""
     topo, name = ctx.data.topo, ctx.data.params.name
-    jobs: list[Job] = []
-    for f in m["files"]:
-        tgt = placement.target(name, f["key"], pairs(ctx), topo)
-        if tgt:
-            host, dest, root = tgt
-            jobs.append((host, placement.staged_path(dest, root, ctx.ref) if into_staging else dest, f))
-        elif f["key"].startswith(f"{name}/meta/"):
-            for mh in topo["meta"]:
-                d = placement.meta_restore_dir(mh["data_paths"][0], ctx.ref)
-                jobs.append((mh["host"], posixpath.join(d, posixpath.basename(f["key"])), f))
-    return jobs
+    tgt = placement.target(name, f["key"], pairs(ctx), topo)
+    if tgt:
+        host, dest, root = tgt
+        return [(host, placement.staged_path(dest, root, ctx.ref) if into_staging else dest, f)]
+    if f["key"].startswith(f"{name}/meta/"):
+        return [(mh["host"], posixpath.join(placement.meta_restore_dir(mh["data_paths"][0], ctx.ref),
+                                            posixpath.basename(f["key"])), f) for mh in topo["meta"]]
+    return []
 
 
-async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
+async def _jobs(ctx: RestoreContext, *, into_staging: bool, host: str | None = None) -> AsyncIterator[Job]:
+    """Every file of the backup and where it goes (only those bound for ``host`` when given), streamed
+    from the manifest: never a list of them all."""
+    async for f in source.files(ctx):
+        for job in _jobs_of(ctx, f, into_staging=into_staging):
+            if host is None or job[0] == host:
+                yield job
+
+
+def _journaled(ctx: RestoreContext, job: Job) -> bool:
+    """A journaled FileRestored covers this job (a resume skips it if the file is still there)."""
+    _host, dest, f = job
+    prev = ctx.data.restored.get(dest)
+    return bool(prev and prev.sha256 == f["sha256"] and prev.size == f["size"])
+
+
+async def _download(ctx: RestoreContext, *, into_staging: bool) -> tuple[int, int]:
     """Download what a journaled FileRestored does not already cover (a resume skips those still
-    there); every finished file journaled, also when another one fails. Returns how many were skipped.
-    Progress goes to the "download" task, the one transfer.download_file advances."""
+    there); every finished file journaled, also when another one fails. Returns (jobs, skipped).
+    Progress goes to the "download" task, the one transfer.download_file advances.
+
+    The manifest's files are streamed: once to count (which also proves the whole file list against
+    its tally before anything is downloaded), then once per destination host, each host's workers
+    pulling from its own stream, so hosts are fed at once although the list is in key order."""
     task = "download"
     p = ports(ctx)
-    done = ctx.data.restored
-    todo = []
-    for host, dest, f in jobs:
-        prev = done.get(dest)
-        if prev and prev.sha256 == f["sha256"] and prev.size == f["size"] and await p.hosts.host(host).exists(dest):
-            continue
-        todo.append((host, dest, f))
+    jobs = todo_bytes = 0
+    hosts: set[str] = set()
+    async for job in _jobs(ctx, into_staging=into_staging):
+        jobs += 1
+        hosts.add(job[0])
+        if not _journaled(ctx, job):
+            todo_bytes += job[2]["size"]
     limits: Limits = ctx.runtime.limits
-    p.progress.start(task, sum(f["size"] for _, _, f in todo))
+    p.progress.start(task, todo_bytes)
     events = EventBatcher(ctx.record_batch)
-    count = 0
+    count = skipped = 0
 
     async def one(job: Job) -> None:
-        nonlocal count
+        nonlocal count, skipped
         host, dest, f = job
         h = p.hosts.host(host)
+        if _journaled(ctx, job) and await h.exists(dest):
+            skipped += 1
+            return
         await h.makedirs(posixpath.dirname(dest))
         if helpers is not None:
             await _fetch_direct(ctx, f, h, dest, helpers)
@@ -76,13 +98,13 @@ async def _download(ctx: RestoreContext, jobs: list[Job]) -> int:
 
     helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     try:
-        await run_bounded(todo, lambda j: j[0], limits, one)
+        await run_lanes({h: _jobs(ctx, into_staging=into_staging, host=h) for h in sorted(hosts)}, limits, one)
     finally:
         events.flush()  # what finished is journaled even when another file failed
         p.progress.done(task)
         if helpers is not None:
             await helpers.close()
-    return len(jobs) - len(todo)
+    return jobs, skipped
 
 
 async def _fetch_direct(ctx: RestoreContext, f: dict[str, Any], host: Any, dest: str, helpers: direct.Helpers) -> None:
@@ -104,14 +126,14 @@ async def staged_step(ctx: RestoreContext) -> dict[str, Any]:
     if not staged(ctx):
         return {"staged": False}
     m = await source.manifest(ctx)
-    jobs = _jobs(ctx, m, into_staging=True)
-    ports(ctx).progress.note(f"staging {len(jobs)} file(s) beside the live data; the cluster keeps serving")
+    ports(ctx).progress.note(f"staging {manifests.file_count(m)} file(s) beside the live data; the cluster keeps "
+                             "serving")
     await scratch.ensure(ctx, scratch.dirs(ctx, staged=True))  # made here, or the ones made before
-    skipped = await _download(ctx, jobs)
+    jobs, skipped = await _download(ctx, into_staging=True)
     await scratch.verify(ctx, scratch.dirs(ctx, staged=True))
     prints = await proof.fingerprints(ctx, proof.fingerprinted_dirs(ctx))
     proved = await proof.rehash_restored(ctx, staged=True)
-    return {"staged": True, "files": len(jobs), "skipped_on_resume": skipped, "proved": proved,
+    return {"staged": True, "files": jobs, "skipped_on_resume": skipped, "proved": proved,
             "fingerprints": prints, "fingerprint_format": proof.FORMAT, **_data_path(ctx)}
 
 
@@ -133,12 +155,10 @@ async def downloaded(ctx: RestoreContext) -> dict[str, Any]:
         await scratch.verify(ctx, scratch.dirs(ctx, staged=True))  # the trees about to be renamed into place
         return await _swap_in(ctx)
     await control.ensure_down(ctx, "DOWNLOADED")
-    m = await source.manifest(ctx)
-    jobs = _jobs(ctx, m, into_staging=False)
     await scratch.ensure(ctx, scratch.dirs(ctx, staged=False))
-    skipped = await _download(ctx, jobs)
+    jobs, skipped = await _download(ctx, into_staging=False)
     await scratch.verify(ctx, scratch.dirs(ctx, staged=False))
-    return {"files": len(jobs), "skipped_on_resume": skipped,
+    return {"files": jobs, "skipped_on_resume": skipped,
             "meta_dirs": sorted({f"{h}:{d}" for h, d in meta_dirs(ctx)}), **_data_path(ctx)}
 
 

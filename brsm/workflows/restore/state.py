@@ -25,6 +25,9 @@ DOWNTIME_ENDED = "DowntimeEnded"  # every storaged ONLINE again (restored, or pu
 # journaled by CHECKED: the manifest it verified, so no step after it reads the backup's manifest
 # again (a backup deleted or changed in storage meanwhile cannot strand a stopped cluster)
 MANIFEST_JOURNALED = "RestoreManifestJournaled"
+# the same for a format-2 manifest: its header and its file list's tally (count, bytes, SHA-256), not
+# its files; the file list is read again from storage, checked against that tally
+MANIFEST_HEADER_JOURNALED = "RestoreManifestHeaderJournaled"
 META_INGEST_BUILT = "MetaIngestBuilt"  # the SST built for the chosen spaces (base64), reused by a resume
 SCRATCH_MAKING = "ScratchDirMaking"  # {host, path}: journaled right before the mkdir
 SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm made (or took back: taken
@@ -35,6 +38,12 @@ SCRATCH_MADE = "ScratchDirMade"  # {host, path, dev, ino[, taken]}: the dir brsm
 class ManifestJournaled(Event):
     TYPE: ClassVar[str] = MANIFEST_JOURNALED
     manifest: dict[str, Any]  # source.for_journal: what every later step needs of it
+
+
+@dataclass(frozen=True)
+class ManifestHeaderJournaled(Event):
+    TYPE: ClassVar[str] = MANIFEST_HEADER_JOURNALED
+    manifest: dict[str, Any]  # source.for_journal of a format-2 manifest: no files, their tally
 
 
 @dataclass(frozen=True)
@@ -127,8 +136,8 @@ class RestoreState(ClusterState):
     def _restored(self, e: FileRestored) -> None:
         self.restored.fold(e)
 
-    @on(ManifestJournaled, sets=("manifest",))
-    def _manifest(self, e: ManifestJournaled) -> None:
+    @on_each(ManifestJournaled, ManifestHeaderJournaled, sets=("manifest",))
+    def _manifest(self, _type: str, e: ManifestJournaled | ManifestHeaderJournaled) -> None:
         self.manifest = e.manifest
 
     @on(META_INGEST_BUILT, sets=("meta_ingest",))
