@@ -204,17 +204,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
                      files=e.files, bytes=e.bytes, sample=sample if mode == SAMPLE else None,
                      seed=seed if mode == SAMPLE else None)
 
-    if e.made_by == catalog.BY_BRSM and e.manifest is None:
-        r.problems.append({"key": manifest_key(name), "problem": "unreadable" if e.state == catalog.BROKEN
-                           else "missing", "detail": "; ".join(e.problems)})
-        return r
-    if e.made_by == catalog.BY_UNKNOWN:
-        r.problems.append({"key": manifest_key(name), "problem": "missing",
-                           "detail": f"no {MANIFEST} and no {name}.meta: the backup is incomplete (still being "
-                                     "written, or abandoned: `brsm gc` removes those)"})
-        return r
-    if e.made_by == catalog.BY_NEBULA_BR:
-        _verify_nebula_br(r, e, name, mode)
+    if _unverifiable(r, e, name, mode):
         return r
 
     # brsm, with a readable manifest
@@ -233,8 +223,37 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
                        f"e.g. {fc.first_unlisted}")
     if mode == QUICK:
         return r
+    await _rehash_listed(r, storage, name, m, quick, fc.listed, picked_from=(sample, seed),
+                         concurrency=concurrency, progress=progress)
+    return r
+
+
+def _unverifiable(r: VerifyReport, e: catalog.BackupEntry, name: str, mode: str) -> bool:
+    """Fill ``r`` for a backup whose files cannot be checked against a brsm manifest (none readable,
+    none at all, or nebula-br's): True when the report is complete."""
+    if e.made_by == catalog.BY_BRSM and e.manifest is None:
+        r.problems.append({"key": manifest_key(name), "problem": "unreadable" if e.state == catalog.BROKEN
+                           else "missing", "detail": "; ".join(e.problems)})
+        return True
+    if e.made_by == catalog.BY_UNKNOWN:
+        r.problems.append({"key": manifest_key(name), "problem": "missing",
+                           "detail": f"no {MANIFEST} and no {name}.meta: the backup is incomplete (still being "
+                                     "written, or abandoned: `brsm gc` removes those)"})
+        return True
+    if e.made_by == catalog.BY_NEBULA_BR:
+        _verify_nebula_br(r, e, name, mode)
+        return True
+    return False
+
+
+async def _rehash_listed(r: VerifyReport, storage: Storage, name: str, m: dict[str, Any], quick: list[dict[str, Any]],
+                         listed: int, *, picked_from: tuple[float | None, int | None], concurrency: int,
+                         progress: Progress | None) -> None:
+    """Re-hash the manifest's files (all of them, or the sample), reading the file list again as a
+    stream: never held whole."""
+    mode, (sample, seed) = r.mode, picked_from
     failed = {p["key"] for p in quick}  # empty but for a damaged backup
-    picked = set(sample_indices(fc.listed, sample, seed)) if mode == SAMPLE else None
+    picked = set(sample_indices(listed, sample, seed)) if mode == SAMPLE else None
     counted = {"files": 0, "bytes": 0}
 
     async def todo() -> AsyncIterator[dict[str, Any]]:
@@ -254,4 +273,3 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
         r.problems.append({"key": manifest_files_key(name), "problem": "unreadable", "detail": str(err)})
     r.hashed_files = counted["files"]
     r.hashed_bytes = counted["bytes"]
-    return r
