@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import JournalError
 from .model import Event
+from .store import _loads, _sql, _undecodable
 
 if TYPE_CHECKING:
     from .store import Journal
@@ -55,6 +56,7 @@ class Keyed:
         # type_ is a literal, not a parameter: a partial index serves only a query that names its WHERE
         where = f"FROM events{by} WHERE op_id = ? AND type = '{type_}'"
         self._last = f"SELECT {_COLS} {where} AND {self._expr} = ? ORDER BY seq DESC LIMIT 1"
+        self._exists = f"SELECT 1 {where} AND {self._expr} = ? LIMIT 1"
         self._all = f"SELECT {_COLS} {where} AND {self._expr} = ? AND seq > ? ORDER BY seq"
         self._latest = (f"SELECT {self._expr}, max(seq), {_COLS} {where} AND {self._expr} > ? "
                         f"GROUP BY {self._expr} ORDER BY {self._expr} LIMIT {_CHUNK}")
@@ -81,8 +83,6 @@ class Keyed:
             return True
 
     def _rows(self, sql: str, args: tuple) -> list[tuple]:
-        from .store import _sql
-
         with self.journal._mutex, _sql(f"reading {self.type} events of operation {args[0]}"):
             return self.journal.conn.execute(sql, args).fetchall()
 
@@ -90,6 +90,10 @@ class Keyed:
         """The last ``type_`` event whose ``field`` is ``value`` (O(log n)), or None."""
         rows = self._rows(self._last, (op_id, value))
         return _event(rows[0]) if rows else None
+
+    def exists(self, op_id: int, value: str) -> bool:
+        """Whether a ``type_`` event has ``field`` = ``value`` (the index alone: no row is read)."""
+        return bool(self._rows(self._exists, (op_id, value)))
 
     def last_many(self, op_id: int, values: Iterable[str]) -> dict[str, Event]:
         """``last`` of each value (the ones with an event), a few hundred per query."""
@@ -129,8 +133,6 @@ class Keyed:
 
 
 def _event(row: tuple) -> Event:
-    from .store import _loads, _undecodable
-
     o, s, t, ty, v, d, p, h = row
     try:
         data = _loads(d)

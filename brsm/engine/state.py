@@ -17,6 +17,7 @@ dicts. Keys an older brsm did not write default to ``ABSENT``, so every journal 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -48,10 +49,16 @@ class Event:
 
     @classmethod
     def from_data(cls, d: Mapping[str, Any]) -> "Event":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        return cls(**{n: d[n] for n in _field_names(cls) if n in d})
 
     def to_data(self) -> dict[str, Any]:
         return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not ABSENT}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """An Event class's fields, looked up once (from_data runs for every file a ledger answers)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _key(event: Any) -> str:

@@ -53,6 +53,7 @@ EVENTS = [
     part("c/3", "u1", 1), part("c/3", "u1", 2), part("c/3", "u1", 1, etag="again"),  # part 1 sent again
     part("d/4", "old", 1), part("d/4", "old", 2), part("d/4", "new", 1),  # another upload: starts over
     part("e/5", "u", 1), copied("e/5", 9),  # copied whole: its upload ends
+    part("f/6", "u", 1), part("f/6", "u", 2), copied("f/6", 16),
     (STEP_COMPLETED, {"step": "COPIED", "facts": {}}),
     part("e/5", "u2", 1),  # a later upload of a copied key is its own again
 ]
@@ -63,14 +64,14 @@ def test_the_backup_ledger_says_what_the_journal_says(journal, bound):
     states = _both(journal, "backup", BackupState, EVENTS)
     files: CopiedFiles = states[0 if bound else 1].files
     assert files.bound is bound
-    assert [(f.key, f.size) for f in files] == [("a/1", 1), ("b/2", 7), ("e/5", 9)]  # key order, last wins
-    assert len(files) == 3 and files and files.done("b/2") and not files.done("c/3")
+    assert [(f.key, f.size) for f in files] == [("a/1", 1), ("b/2", 7), ("e/5", 9), ("f/6", 16)]  # key order, last wins
+    assert len(files) == 4 and files and files.done("b/2") and not files.done("c/3")
     assert files.get("b/2") == FileCopied(key="b/2", size=7, sha256="f" * 64) and files.get("zz") is None
     assert set(files.get_many(["a/1", "c/3", "b/2"])) == {"a/1", "b/2"}
     assert files.upload("c/3") == {"upload_id": "u1", "part_size": 8,
                                    "parts": [{"n": 2, "etag": "e2", "size": 8}, {"n": 1, "etag": "again", "size": 8}]}
     assert files.upload("d/4") == {"upload_id": "new", "part_size": 8, "parts": [{"n": 1, "etag": "e1", "size": 8}]}
-    assert files.upload("e/5")["upload_id"] == "u2" and files.upload("a/1") is None
+    assert files.upload("e/5")["upload_id"] == "u2" and files.upload("a/1") is None and files.upload("f/6") is None
     assert [u["upload_id"] for u in files.uploads()] == ["u1", "new", "u2"]  # c/3, d/4, e/5
 
 

@@ -90,7 +90,9 @@ class CopiedFiles(Ledger):
             up["parts"] = [p for p in up["parts"] if p["n"] != e.n] + [{"n": e.n, "etag": e.etag, "size": e.size}]
 
     def done(self, key: str) -> bool:
-        return self.get(key) is not None
+        if not self.bound:
+            return key in self._copied
+        return self._any_copied and self._copies.exists(self._op, key)
 
     def get(self, key: str) -> FileCopied | None:
         if not self.bound:
@@ -131,9 +133,14 @@ class CopiedFiles(Ledger):
             return self._uploads.get(key)
         if not self._any_parts:
             return None
+        parts = self._parts.all(self._op, key)
+        if not parts:
+            return None
         last = self._copies.last(self._op, key) if self._any_copied else None
         up: dict[str, Any] | None = None
-        for e in self._parts.all(self._op, key, after_seq=last.seq if last is not None else 0):
+        for e in parts:
+            if last is not None and e.seq < last.seq:
+                continue  # an upload the file's FileCopied ended
             p = PartUploaded.from_data(e.data)
             if up is None or up["upload_id"] != p.upload_id:
                 up = {"upload_id": p.upload_id, "part_size": p.part_size, "parts": []}

@@ -55,7 +55,9 @@ class RestoredFiles(Ledger):
             self._by_dest[e.dest] = e
 
     def done(self, dest: str) -> bool:
-        return self.get(dest) is not None
+        if not self.bound:
+            return dest in self._by_dest
+        return self._any and self._q.exists(self._op, dest)
 
     def get(self, dest: str) -> FileRestored | None:
         if not self.bound:
