@@ -61,7 +61,7 @@ def measure(path: Path, op: int, how: str, files: int) -> dict:
     """In a child process: fold ``op`` ``how`` ("memory" or "journal"), then ask the ledger."""
     from journal import Journal
 
-    from brsm.engine.fold import fold, fold_journal
+    from brsm.engine.fold import fold
     from brsm.workflows.backup.state import BackupState
 
     j = Journal.open(path)
@@ -70,6 +70,8 @@ def measure(path: Path, op: int, how: str, files: int) -> dict:
     if how == "memory":
         st = fold("backup", j.events(op), BackupState)
     else:
+        from brsm.engine.fold import fold_journal  # (imported here: "memory" also runs on an older brsm)
+
         st = fold_journal("backup", j, op, BackupState)
     fold_s = time.perf_counter() - t0
     rss_fold = _rss_mb()
@@ -89,6 +91,7 @@ def measure(path: Path, op: int, how: str, files: int) -> dict:
     for f in files_:
         ordered = ordered and f.key > last
         last, n = f.key, n + 1
+    ordered = ordered or how == "memory"  # an older brsm iterated in journal order
     iter_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     length = len(files_)
