@@ -128,6 +128,15 @@ class Keyed:
         """How many distinct values (a scan of the index: not for every file)."""
         return self._rows(self._count, (op_id,))[0][0]
 
+    def totals(self, op_id: int, field: str) -> tuple[int, int | float]:
+        """(distinct values, the sum of ``field`` over the last event of each), in SQL: nothing decoded."""
+        if not _NAME.match(field):
+            raise JournalError(f"field {field!r} cannot be summed: letters, digits and _ only")
+        inner = (f"SELECT max(seq), data FROM events{' INDEXED BY ' + self.index if self.indexed else ''} "
+                 f"WHERE op_id = ? AND type = '{self.type}' GROUP BY {self._expr}")
+        n, total = self._rows(f"SELECT count(*), total(json_extract(data, '$.{field}')) FROM ({inner})", (op_id,))[0]
+        return n, int(total) if float(total).is_integer() else total
+
     def any(self, op_id: int) -> bool:
         return bool(self._rows(self._any, (op_id,)))
 

@@ -96,11 +96,15 @@ def measure(path: Path, op: int, how: str, files: int) -> dict:
     t0 = time.perf_counter()
     length = len(files_)
     len_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    totals = files_.totals() if hasattr(files_, "totals") else (length, sum(f.size for f in files_))
+    totals_s = time.perf_counter() - t0
+    assert totals == (files, sum(4096 + i for i in range(files))), totals
     assert hits == files == n == length == many and misses == 0 and ordered, (hits, n, length, many, misses)
     del keys
     return {"how": how, "base_mb": base, "fold_s": fold_s, "rss_after_fold_mb": rss_fold,
             "fold_mb": rss_fold - base, "done_s": done_s, "upload_s": upload_s, "get_many_s": many_s,
-            "iter_s": iter_s, "len_s": len_s, "peak_mb": _rss_mb()}
+            "iter_s": iter_s, "len_s": len_s, "totals_s": totals_s, "peak_mb": _rss_mb()}
 
 
 def main() -> None:
@@ -138,6 +142,7 @@ def main() -> None:
         (f"get_many of {n:,} keys, 500 at a time", "get_many_s", lambda v: f"{v:.2f} s"),
         ("iterate every file (key order)", "iter_s", lambda v: f"{v:.2f} s"),
         ("len()", "len_s", lambda v: f"{v * 1e3:.1f} ms"),
+        ("totals() (files, bytes: what Ctrl-C reports)", "totals_s", lambda v: f"{v * 1e3:.1f} ms"),
     ]
     w = max(len(r[0]) for r in rows)
     print(f"{'':<{w}}  {'in memory (before)':>22}  {'in the journal (after)':>26}")

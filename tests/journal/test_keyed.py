@@ -22,6 +22,7 @@ def test_last_wins_per_value_and_operations_are_apart(journal, new_op):
     assert k.last(a, "z") is None
     assert [e.data["n"] for e in k.all(a, "x")] == [1, 3] and [e.data["n"] for e in k.all(a, "x", after_seq=1)] == [3]
     assert {v: e.data["n"] for v, e in k.last_many(a, ["x", "z", "y", "x"]).items()} == {"x": 3, "y": 2}
+    assert k.totals(a, "n") == (2, 5) and k.totals(b, "n") == (1, 9) and k.totals(b, "nothing") == (1, 0)
     assert k.count(a) == 2 and k.count(b) == 1 and k.any(a) and not journal.keyed("Nope", "key").any(a)
 
 
@@ -69,7 +70,7 @@ def test_where_the_index_cannot_be_made_the_answers_are_the_same(journal, new_op
     k = journal.keyed("Copied", "key")
     assert not k.indexed and "INDEXED BY" not in k._last
     assert k.last(op, "x").data["n"] == 2 and [e.data["key"] for e in k.latest(op)] == ["a", "x"]
-    assert k.count(op) == 2 and set(k.last_many(op, ["x", "a"])) == {"x", "a"}
+    assert k.count(op) == 2 and set(k.last_many(op, ["x", "a"])) == {"x", "a"} and k.totals(op, "n") == (2, 2)
 
 
 def test_names_that_would_be_sql_are_refused(journal):

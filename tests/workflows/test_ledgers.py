@@ -65,6 +65,7 @@ def test_the_backup_ledger_says_what_the_journal_says(journal, bound):
     files: CopiedFiles = states[0 if bound else 1].files
     assert files.bound is bound
     assert [(f.key, f.size) for f in files] == [("a/1", 1), ("b/2", 7), ("e/5", 9), ("f/6", 16)]  # key order, last wins
+    assert files.totals() == (4, 1 + 7 + 9 + 16)  # the last FileCopied of each key counts
     assert len(files) == 4 and files and files.done("b/2") and not files.done("c/3")
     assert files.get("b/2") == FileCopied(key="b/2", size=7, sha256="f" * 64) and files.get("zz") is None
     assert set(files.get_many(["a/1", "c/3", "b/2"])) == {"a/1", "b/2"}

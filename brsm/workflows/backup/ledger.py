@@ -122,6 +122,15 @@ class CopiedFiles(Ledger):
             return len(self._copied)
         return self._copies.count(self._op) if self._any_copied else 0
 
+    def totals(self) -> tuple[int, int]:
+        """(files copied, their bytes), without a FileCopied per file in memory."""
+        if not self.bound:
+            return len(self._copied), sum(int(c.size or 0) for c in self._copied.values())
+        if not self._any_copied:
+            return 0, 0
+        n, size = self._copies.totals(self._op, "size")
+        return n, int(size)
+
     def __bool__(self) -> bool:
         if not self.bound:
             return bool(self._copied)
