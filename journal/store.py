@@ -146,6 +146,7 @@ class Journal:
         self.locks_dir = path.with_name(path.name + ".locks")
         self._conn: sqlite3.Connection | None = conn
         self._mutex = threading.RLock()  # one connection, possibly shared by threads
+        self._keyed: dict[tuple[str, str], Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
@@ -294,23 +295,27 @@ class Journal:
         return [_operation(r) for r in rows]
 
     # -- events ------------------------------------------------------------------------------------
-    def events(self, op_id: int, types: str | Iterable[str] | None = None, after_seq: int = 0) -> Iterator[Event]:
-        """Events in seq order, read in keyset-paginated chunks.
+    def events(self, op_id: int, types: str | Iterable[str] | None = None, after_seq: int = 0, *,
+               exclude: Iterable[str] = ()) -> Iterator[Event]:
+        """Events in seq order, read in keyset-paginated chunks; ``exclude``: types left out (never decoded).
 
         No statement stays open between chunks, so a half-consumed iterator never pins an old WAL snapshot
         (which would block checkpoints and make this connection's next write fail with BUSY_SNAPSHOT).
         """
         self.operation(op_id)  # UnknownOperation now, not at the first next()
-        return self._iter_events(op_id, _types(types), int(after_seq))
+        return self._iter_events(op_id, _types(types), int(after_seq), list(exclude))
 
-    def _iter_events(self, op_id: int, types: list[str] | None, after: int) -> Iterator[Event]:
+    def _iter_events(self, op_id: int, types: list[str] | None, after: int,
+                     exclude: list[str] | None = None) -> Iterator[Event]:
         if types is not None and not types:
             return
         where = "op_id = ? AND seq > ?"
         if types is not None:
             where += f" AND type IN ({','.join('?' * len(types))})"
+        if exclude:
+            where += f" AND type NOT IN ({','.join('?' * len(exclude))})"
         sql = f"SELECT {_EV_COLS} FROM events WHERE {where} ORDER BY seq LIMIT {_READ_CHUNK}"
-        extra = types or []
+        extra = (types or []) + (exclude or [])
         loads, mk = _loads, Event
         while True:
             with self._mutex, _sql(f"reading events of operation {op_id}"):
@@ -324,6 +329,16 @@ class Journal:
             if len(rows) < _READ_CHUNK:
                 return
             after = rows[-1][1]
+
+    def keyed(self, type_: str, field: str) -> Any:
+        """Lookups of ``type_`` events by ``data[field]`` (journal.keyed.Keyed), indexed on first use."""
+        with self._mutex:
+            found = self._keyed.get((type_, field))
+            if found is None:
+                from .keyed import Keyed
+
+                found = self._keyed[(type_, field)] = Keyed(self, type_, field)
+            return found
 
     def count_events(self, op_id: int, types: str | Iterable[str] | None = None) -> int:
         self.operation(op_id)

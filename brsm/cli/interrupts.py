@@ -33,9 +33,9 @@ def uploaded(st: OperationState) -> tuple[int, int]:
     if not isinstance(st.data, BackupState):  # other kinds copy nothing
         return 0, 0
     ledger = st.data.files
-    uploads = list(ledger.uploads())
-    files = len(ledger) + sum(1 for v in uploads if v.get("parts"))
-    size = sum(int(v.size or 0) for v in ledger)
+    uploads = list(ledger.uploads())  # the few large files under way
+    files, size = ledger.totals()
+    files += sum(1 for v in uploads if v.get("parts"))
     size += sum(int(p.get("size") or 0) for v in uploads for p in v.get("parts") or [])
     return files, size
 

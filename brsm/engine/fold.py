@@ -94,6 +94,19 @@ def fold(kind: OperationKind | str, events: Iterable[EventLike], data: type[Kind
     return st
 
 
+def fold_journal(kind: OperationKind | str, journal: Any, op_id: int,
+                 data: type[KindState] = KindState) -> OperationState:
+    """The fold of operation ``op_id`` in ``journal``, its per-file ledgers bound to the journal: their
+    events are not read (nor kept), the ledgers query them. What it holds does not grow with files."""
+    st = new_state(kind, data)
+    st.data.bind_ledgers(journal, op_id)
+    for e in journal.events(op_id, exclude=data.ledger_types()):
+        apply(st, e)
+    # the skipped events count: the last seq is the operation's, as a fold of every event has it
+    st.seq = max(st.seq, journal.operation(op_id).head_seq)
+    return st
+
+
 def apply(st: OperationState, e: EventLike) -> None:
     """Fold one more event into ``st``; the runner uses this to keep its live state equal to the fold."""
     kind = st.kind

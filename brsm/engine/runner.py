@@ -26,9 +26,7 @@ from brsm.engine.fold import (
     PHASE_ROLLED_BACK,
     PHASE_ROLLING_BACK,
     OperationState,
-    apply,
-    fold,
-    new_state,
+    fold_journal,
 )
 from brsm.errors import BrsmError, Interrupted, OperationFailed, UsageError
 
@@ -122,7 +120,7 @@ class Runner:
         return create_operation(self.journal, self.workflow.kind.name, params, target=target)[0]
 
     def state(self, op_id: int) -> OperationState:
-        return fold(self.workflow.kind, self.journal.events(op_id), self.workflow.state)
+        return fold_journal(self.workflow.kind, self.journal, op_id, self.workflow.state)
 
     # -- interruption -------------------------------------------------------------------------
     def interrupt(self, reason: str) -> None:
@@ -213,9 +211,7 @@ class Runner:
 
     async def _drive_locked(self, op_id: int, mode: str, *, auto_rollback: bool) -> OperationState:
         with self.journal.driver(op_id) as writer:
-            st = new_state(self.workflow.kind, self.workflow.state)
-            for e in self.journal.events(op_id):
-                apply(st, e)
+            st = fold_journal(self.workflow.kind, self.journal, op_id, self.workflow.state)
             ctx: StepContext = StepContext(op_id=op_id, mode=mode, state=st, ports=self.ports, writer=writer,
                                            abort=self.abort)
             model = machine.build(self.workflow.kind, st.state)

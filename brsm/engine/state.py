@@ -17,6 +17,7 @@ dicts. Keys an older brsm did not write default to ``ABSENT``, so every journal 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -48,10 +49,16 @@ class Event:
 
     @classmethod
     def from_data(cls, d: Mapping[str, Any]) -> "Event":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        return cls(**{n: d[n] for n in _field_names(cls) if n in d})
 
     def to_data(self) -> dict[str, Any]:
         return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not ABSENT}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """An Event class's fields, looked up once (from_data runs for every file a ledger answers)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _key(event: Any) -> str:
@@ -119,6 +126,19 @@ def completed(step: str, *, sets: tuple[str, ...]) -> Callable[[Handler], Handle
     return on(completion_key(step), sets=sets)
 
 
+class Ledger:
+    """A state field kept in the journal, not in memory: a per-file ledger (files copied, restored) whose
+    events (``TYPES``) the fold of a journal does not read. Bound to the journal (``bind``), it answers by
+    queries, so what a fold holds does not grow with the files; unbound (a fold of events handed in, as
+    tests do), it folds them into memory as before. ``fold`` is called for every such event either way:
+    bound, the event is already in the journal (the runner appends before it folds)."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ()
+
+    def bind(self, journal: Any, op_id: int) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class KindState:
     """The base of every kind's state. A kind without domain state folds into this one (it has none)."""
@@ -175,6 +195,19 @@ class KindState:
         """Whether an effect outside any step is journaled as still in place (a storage probe the
         preflight wrote and has not removed): such an operation failed, it was not refused."""
         return False
+
+    @classmethod
+    def ledger_types(cls) -> tuple[str, ...]:
+        """The event types the kind's ledgers answer from the journal (a fold of the journal skips them)."""
+        return tuple(t for f in dataclasses.fields(cls) if isinstance(f.default_factory, type)
+                     and issubclass(f.default_factory, Ledger) for t in f.default_factory.TYPES)
+
+    def bind_ledgers(self, journal: Any, op_id: int) -> None:
+        """Answer the ledgers from operation ``op_id`` of ``journal`` (before any of their events is folded)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Ledger):
+                value.bind(journal, op_id)
 
     @classmethod
     def owners(cls) -> dict[str, str]:

@@ -86,3 +86,25 @@ def test_an_unfinished_restore_rolls_back_to_the_files_before(load, scenario):
     assert st.phase == "rolled_back"
     assert all_files(w.cluster) == exp["files_before"]
     assert not leases_left(w.cluster)
+
+
+@pytest.mark.parametrize("scenario,ledger", [("backup_done", "files"), ("restore_killed_after_set_aside", "restored")])
+def test_an_old_journal_gets_its_ledger_index_and_the_same_answers(load, scenario, ledger):
+    """A journal written before the ledgers were kept in it: the first fold indexes it (in place, in
+    one transaction) and the ledger, now queried, says what the fold of every event says."""
+    from brsm.engine.fold import fold
+
+    w, exp = load(scenario)
+    op = exp["op"]
+    runner = w.backup_runner if ledger == "files" else w.restore_runner
+    index = "events_FileCopied_by_key" if ledger == "files" else "events_FileRestored_by_dest"
+
+    def indexes():
+        return {r[0] for r in w.inner.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    assert index not in indexes()
+    bound = getattr(runner.state(op).data, ledger)
+    in_memory = getattr(fold(runner.workflow.kind, w.inner.events(op), runner.workflow.state).data, ledger)
+    assert index in indexes() and bound.bound and not in_memory.bound
+    assert len(bound) == len(in_memory) > 0 and bound == in_memory
+    assert [f for f in bound] == sorted(in_memory, key=lambda f: f.key if ledger == "files" else f.dest)

@@ -70,7 +70,7 @@ def _legacy(ctx: RestoreContext) -> bool:
         return True  # its first dirs were taken back already: so are the others
     if ctx.data.scratch or ctx.data.scratch_making:
         return False
-    return len(ctx.data.restored) > 0
+    return bool(ctx.data.restored)  # one row looked for, not every file counted
 
 
 def _refusal(ctx: RestoreContext, host: str, path: str, why: str) -> VerificationFailed:
