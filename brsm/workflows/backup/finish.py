@@ -15,16 +15,10 @@ from brsm.workflows.backup.state import BackupContext
 
 
 # -- UPLOADED ---------------------------------------------------------------------------------------------
-def files_in_key_order(ctx: BackupContext) -> Iterator[Any]:
-    """The journaled FileCopied, in key order: what the manifest lists. (The journal's ledger holds them
-    in memory here, so they are sorted here; a ledger that yields them in key order replaces this.)"""
-    return iter(sorted(ctx.data.files, key=lambda d: d.key))
-
-
 def manifest_files(ctx: BackupContext) -> manifest.FileSource:
     """The manifest's file entries, afresh on each call (the writer walks them twice)."""
     def gen() -> Iterator[dict[str, Any]]:
-        for d in files_in_key_order(ctx):
+        for d in ctx.data.files:  # the ledger streams them in key order, the order the manifest lists
             yield {"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
     return gen
 
