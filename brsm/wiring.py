@@ -190,7 +190,8 @@ def live_operations(journal: Any, *, exclude: int | None = None):
 
 
 async def build_maintenance(kind: str, params: dict[str, Any], *, op_id: int, out: Output, journal: Any) -> Built:
-    from brsm.workflows.maintenance import MaintenancePorts, cleanup_workflow, gc_workflow
+    from brsm.workflows.cleanup import cleanup_workflow
+    from brsm.workflows.maintenance import MaintenancePorts, gc_workflow
 
     cfg = load_cluster(params.get("config"), cluster_flags(params)) \
         if params.get("config") or cluster_flags(params) else None

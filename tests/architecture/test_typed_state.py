@@ -21,7 +21,8 @@ from journal import Journal
 
 from brsm.engine.state import STEP_COMPLETED, KindState, completed, completion_key, on
 from brsm.workflows.backup.state import BackupState
-from brsm.workflows.maintenance import CleanupState, GcState
+from brsm.workflows.cleanup import CleanupState
+from brsm.workflows.maintenance import GcState
 from brsm.workflows.prune import PruneState
 from brsm.workflows.restore.state import DowntimeBegan, RestoreState
 
