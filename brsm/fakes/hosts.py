@@ -22,9 +22,10 @@ from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.faults import Fault
+from brsm.fakes.listing import FakeListings
 from brsm.fakes.machine import Machine
 from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
-from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, ProcessUnseen, RealPaths, RemoteFile, RunResult,
+from brsm.ports import (DaemonProbe, DaemonSeen, DirStat, HostCheck, PathKind, ProcessUnseen, RealPaths, RunResult,
                         TreeFingerprint)
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 
 
-class FakeHost:
+class FakeHost(FakeListings):
     """One machine of a ``FakeCluster`` (implements ``brsm.ports.HostPort``)."""
 
     def __init__(self, cluster: FakeCluster, name: str) -> None:
@@ -247,17 +248,6 @@ class FakeHost:
     async def exists(self, path: str) -> bool:
         m = await self._enter(f"stat {path}")
         return m.exists(path)
-
-    async def walk(self, path: str) -> list[RemoteFile]:
-        m, f = await self._verb("walk", f"list {path}")
-        if f is not None:
-            raise RemoteError(f"{self.name}: cannot list {path}: {f.params.get('stderr', 'injected failure')}",
-                              host=self.name)
-        if not m.exists(path):
-            raise RemoteError(f"{self.name}: cannot list {path}: find: '{path}': No such file or directory",
-                              host=self.name)
-        files = [m.norm(path)] if m.norm(path) in m.files else m.under(path)
-        return sorted((RemoteFile(p, len(m.files[p])) for p in files), key=lambda x: x.path)
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
         m = await self._enter(f"open {path}")
