@@ -25,14 +25,13 @@ class FakeListings:
 
     async def walk_pages(self, path: str, *, page: int = 1000, timeout: float = 120) -> AsyncIterator[list[RemoteFile]]:
         """What ``walk`` lists, ``page`` files at a time (sorted here; a real host lists in its own
-        order). A ``disconnect`` fault drops the listing after its first page."""
+        order). A host that goes down while it lists drops the listing."""
         files = [f.path for f in await self._listed("walk_pages", path)]
-        drop = self.c.faults.take("disconnect", self.name)
         m = self.m
         for i in range(0, len(files), max(1, page)):
-            if i and drop is not None:
-                raise self._dropped(f"list {path}")
             await asyncio.sleep(0)
+            if self.c.faults.peek("host_down", self.name):
+                raise self._dropped(f"list {path}")
             yield [RemoteFile(p, len(m.files[p])) for p in files[i:i + max(1, page)]]
 
     async def count_files(self, path: str, *, timeout: float = 120) -> FileTally:

@@ -183,3 +183,29 @@ def test_resume_copies_again_only_what_is_not_there_with_its_size(world_of, monk
     assert facts["skipped_on_resume"] == len(copied) - 2 and again
     # COPIED listed nothing (UPLOADED's own check, outside this step, lists the backup once)
     assert mem(w.storage).requests["list_objects"] - lists_before <= 2
+
+
+def test_a_host_whose_group_reads_fail_is_copied_file_by_file(world_of):
+    """``read_files`` failing on a host (its tar exits non-zero every time): every file of that host
+    goes the single-file way, and the backup is whole."""
+    w = world_of(many_files(50))
+    host = w.cluster.storage_addrs[0].host
+    w.cluster.faults.add("verb_fail", host, count=None, verb="read_files", stderr="tar: broken")
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    st = w.run(w.backup_runner.run(op))
+    assert st.phase == "done"
+    m = assert_every_file_right(w, st.facts["backup_name"])
+    assert sum(1 for f in m["files"] if f["host"] == host) > 50
+    assert w.hosts.host(host).verbs.count("read_files") >= 1
+
+
+def test_a_listing_that_fails_fails_the_step_and_resume_finishes(world_of):
+    w = world_of(many_files(20))
+    host = w.cluster.storage_addrs[1].host
+    w.cluster.faults.add("verb_fail", host, count=1, verb="walk_pages", stderr="find: I/O error")
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(RemoteError, match="cannot list .*I/O error"):
+        w.run(w.backup_runner.run(op))
+    st = w.run(w.backup_runner.resume(op))
+    assert st.phase == "done"
+    assert_every_file_right(w, st.facts["backup_name"])
