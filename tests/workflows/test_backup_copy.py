@@ -209,3 +209,40 @@ def test_a_listing_that_fails_fails_the_step_and_resume_finishes(world_of):
     st = w.run(w.backup_runner.resume(op))
     assert st.phase == "done"
     assert_every_file_right(w, st.facts["backup_name"])
+
+
+def test_a_copy_that_fails_closes_every_listing_at_once(world_of, monkeypatch):
+    """No host's `find` outlives the step: each listing still open when a file fails is closed before
+    COPIED's failure is journaled, not whenever the garbage collector gets to it."""
+    monkeypatch.setattr(copy, "PAGE", 5)
+    monkeypatch.setattr(copy, "GROUP_FILES", 2)  # far more groups than a host's queue holds
+    w = world_of(many_files(200))
+    host_type = type(w.hosts.host(str(w.cluster.storage_addrs[0].host)))
+    real = host_type.walk_pages
+    opened, closed = [], []
+
+    async def walk_pages(self, path, *, page=1000, timeout=120):
+        opened.append(path)
+        try:
+            async for pg in real(self, path, page=page, timeout=timeout):
+                yield pg
+        finally:
+            closed.append(path)
+
+    monkeypatch.setattr(host_type, "walk_pages", walk_pages)
+    at_failure: list[list[str]] = []
+    real_run_fed = copy.run_fed
+
+    async def run_fed(*a, **kw):
+        try:
+            return await real_run_fed(*a, **kw)
+        finally:
+            at_failure.append(list(closed))  # before anything else runs: no finalizer task yet
+
+    monkeypatch.setattr(copy, "run_fed", run_fed)
+    mem(w.storage).inject_fault("put", -1, permanent=True, skip=30)  # every put after the 30th
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(BrsmError):
+        w.run(w.backup_runner.run(op))
+    assert opened and len(opened) < 4, opened  # the failure came while listings were open
+    assert sorted(at_failure[0]) == sorted(opened)

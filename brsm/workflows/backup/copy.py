@@ -8,6 +8,7 @@ byte moves. On the path through brsm, small files of a host go in groups, one SS
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import AsyncIterator
@@ -153,8 +154,10 @@ class _Copy:
             yield unit
             return
         host, name = ports(self.ctx).hosts.host(unit.host), self.ctx.data.name
-        async for page in host.walk_pages(unit.root, page=PAGE, timeout=LIST_TIMEOUT):
-            yield [unit.job(name, f.path, f.size) for f in page]
+        # closed at once when the copy stops early: the host's `find` ends with its channel
+        async with contextlib.aclosing(host.walk_pages(unit.root, page=PAGE, timeout=LIST_TIMEOUT)) as pages:
+            async for page in pages:
+                yield [unit.job(name, f.path, f.size) for f in page]
 
     async def feed(self, units: list[Walk | list[FileJob]]) -> AsyncIterator[FileJob | list[FileJob]]:
         """One host's jobs as its dirs are listed: a file already copied left out, small files in
@@ -162,18 +165,19 @@ class _Copy:
         group: list[FileJob] = []
         size = 0
         for unit in units:
-            async for page in self._pages(unit):
-                self.files += len(page)
-                self.bytes += sum(j.size for j in page)
-                for job in await self._todo(page):
-                    if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
-                        yield job
-                        continue
-                    group.append(job)
-                    size += job.size
-                    if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
-                        yield group
-                        group, size = [], 0
+            async with contextlib.aclosing(self._pages(unit)) as pages:
+                async for page in pages:
+                    self.files += len(page)
+                    self.bytes += sum(j.size for j in page)
+                    for job in await self._todo(page):
+                        if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
+                            yield job
+                            continue
+                        group.append(job)
+                        size += job.size
+                        if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
+                            yield group
+                            group, size = [], 0
         if group:
             yield group if len(group) > 1 else group[0]
 
