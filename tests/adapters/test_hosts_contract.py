@@ -331,10 +331,11 @@ async def test_walk_pages_stopped_early_leaves_the_host_usable(env):
 
 
 async def test_read_files_answers_each_path_in_order(env):
-    files = {"a": b"alpha", "sp ace": b"", "new\nline": b"n" * 3000, "ü": bytes(range(256))}
+    files = {"a": b"alpha", "sp ace": b"", "new\nline": b"n" * 3000, "ü": bytes(range(256)), "$(id)": b"id",
+             "a;b|c&d": b"x", "-n": b"dash", "x" * 200: b"long"}
     for n, d in files.items():
         env.put(j(env.base, "rf", n), d)
-    asked = [j(env.base, "rf", n) for n in ["ü", "a", "new\nline", "sp ace"]]
+    asked = [j(env.base, "rf", n) for n in ["ü", "a", "new\nline", "sp ace", "$(id)", "a;b|c&d", "-n", "x" * 200]]
     got = await env.host.read_files(asked, timeout=60)
     assert [(r.path, r.data) for r in got] == [(p, files[p.rsplit("/", 1)[1]]) for p in asked]
     assert await env.host.read_files([], timeout=60) == []
