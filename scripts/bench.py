@@ -331,7 +331,11 @@ class Bench:
                 host = hb.host.host.decode() if isinstance(hb.host.host, bytes) else hb.host.host
                 for cp in hb.checkpoints:
                     for li in cp.parts.values():
-                        p = li.checkpoint_path
+                        # a part may carry no checkpoint_path: the checkpoint dir is then the data_path
+                        # field, as brsm reads it (brsm.adapters.meta_codec.created_backup)
+                        p = li.checkpoint_path or cp.data_path
+                        if p is None:
+                            continue
                         p = p.decode() if isinstance(p, bytes) else p
                         if p not in dirs.setdefault(host, []):
                             dirs[host].append(p)
