@@ -25,7 +25,7 @@ from brsm.workflows.transfer import EventBatcher, FileJob
 
 SMALL_FILE = 1 << 20  # files under this many bytes go in groups (the path through brsm)
 GROUP_FILES = 1024  # files read by one exec at most (an exec costs more than its files: see the module doc)
-GROUP_BYTES = 4 << 20  # bytes of one group at most (the group's answer is held in memory)
+GROUP_BYTES = 2 << 20  # bytes of one group at most: its answer is held in memory (tar and members: ~2x)
 READ_TIMEOUT = 300.0  # seconds one group's read may take
 
 
