@@ -246,3 +246,22 @@ def test_a_copy_that_fails_closes_every_listing_at_once(world_of, monkeypatch):
         w.run(w.backup_runner.run(op))
     assert opened and len(opened) < 4, opened  # the failure came while listings were open
     assert sorted(at_failure[0]) == sorted(opened)
+
+
+def test_no_group_is_over_its_bounds(world_of, monkeypatch):
+    monkeypatch.setattr(copy, "GROUP_FILES", 7)
+    monkeypatch.setattr(copy, "GROUP_BYTES", 1000)  # the fake's files are 300 bytes: 3 to a group
+    w = world_of(many_files(30))
+    host_type = type(w.hosts.host(str(w.cluster.storage_addrs[0].host)))
+    real = host_type.read_files
+    asked: list[int] = []
+
+    async def read_files(self, paths, *, timeout=300):
+        asked.append(sum(len(self.m.files[p]) for p in paths))
+        assert len(paths) <= 7
+        return await real(self, paths, timeout=timeout)
+
+    monkeypatch.setattr(host_type, "read_files", read_files)
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    assert w.run(w.backup_runner.run(op)).phase == "done"
+    assert asked and max(asked) <= 1000, asked

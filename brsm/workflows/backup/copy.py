@@ -173,11 +173,11 @@ class _Copy:
                         if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
                             yield job
                             continue
+                        if group and (len(group) >= GROUP_FILES or size + job.size > GROUP_BYTES):
+                            yield group if len(group) > 1 else group[0]
+                            group, size = [], 0
                         group.append(job)
                         size += job.size
-                        if len(group) >= GROUP_FILES or size >= GROUP_BYTES:
-                            yield group
-                            group, size = [], 0
         if group:
             yield group if len(group) > 1 else group[0]
 
