@@ -265,3 +265,13 @@ def test_no_group_is_over_its_bounds(world_of, monkeypatch):
     op = w.backup_runner.create(BACKUP_PARAMS)
     assert w.run(w.backup_runner.run(op)).phase == "done"
     assert asked and max(asked) <= 1000, asked
+
+
+def test_a_host_with_few_small_files_still_copies_per_host_at_a_time():
+    """Groups are cut so each of a host's --per-host workers gets one: 680 files on a host with
+    per_host 4 make groups of 170, not one group of 680 put one file after another."""
+    assert [copy.group_files(n, 4) for n in (680, 1_000_000, 3, 0)] == [170, groups.GROUP_FILES, 16, 16]
+    assert copy.group_files(680, 1) == 680
+    import doctest
+
+    assert doctest.testmod(copy).failed == 0

@@ -99,19 +99,36 @@ async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
                        hint="was the snapshot dropped by hand? roll back and start a new backup")
 
 
-async def _tally(ctx: BackupContext, walks: list[Walk], meta: list[FileJob]) -> FileTally:
-    """What the copy will list, counted first (PLAN_WALKS dirs at a time) and kept as two numbers."""
+async def _tally(ctx: BackupContext, walks: list[Walk], meta: list[FileJob]) -> tuple[FileTally, dict[str, int]]:
+    """What the copy will list, counted first (PLAN_WALKS dirs at a time) and kept as numbers: the
+    totals, and the files of each host."""
     p = ports(ctx)
     counts = await common.gather_bounded(
         PLAN_WALKS, lambda w: p.hosts.host(w.host).count_files(w.root, timeout=LIST_TIMEOUT), walks)
-    return FileTally(sum(c.files for c in counts) + len(meta), sum(c.bytes for c in counts) + sum(j.size for j in meta))
+    per_host: dict[str, int] = {}
+    for w, c in zip(walks, counts):
+        per_host[w.host] = per_host.get(w.host, 0) + c.files
+    for j in meta:
+        per_host[j.host] = per_host.get(j.host, 0) + 1
+    total = FileTally(sum(c.files for c in counts) + len(meta), sum(c.bytes for c in counts) + sum(j.size for j in meta))
+    return total, per_host
+
+
+def group_files(host_files: int, per_host: int) -> int:
+    """Files per group for a host (pure): enough groups that each of its ``per_host`` workers has
+    one (a host with few files still copies ``per_host`` at a time), at most GROUP_FILES.
+
+    >>> group_files(680, 4), group_files(1_000_000, 4), group_files(3, 4)
+    (170, 1024, 16)
+    """
+    return min(GROUP_FILES, max(16, -(-host_files // max(1, per_host))))
 
 
 async def copied(ctx: BackupContext) -> dict[str, Any]:
     p = ports(ctx)
     walks = _walks(ctx)
     meta = await _meta_jobs(ctx)
-    tally = await _tally(ctx, walks, meta)
+    tally, per_host = await _tally(ctx, walks, meta)
     await p.storage.put_bytes(in_progress_key(ctx.data.name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
     ctx.record(FILES_PLANNED, {"files": tally.files, "bytes": tally.bytes})
     helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
@@ -123,7 +140,9 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
             units.setdefault(w.host, []).append(w)
         for j in meta:
             units.setdefault(j.host, []).append([j])
-        await run_fed({h: run.feed(us) for h, us in units.items()}, ctx.runtime.limits, run.work)
+        n = ctx.runtime.limits.per_host
+        await run_fed({h: run.feed(us, group_files(per_host.get(h, 0), n)) for h, us in units.items()},
+                      ctx.runtime.limits, run.work)
     finally:
         run.events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
@@ -159,9 +178,9 @@ class _Copy:
             async for page in pages:
                 yield [unit.job(name, f.path, f.size) for f in page]
 
-    async def feed(self, units: list[Walk | list[FileJob]]) -> AsyncIterator[FileJob | list[FileJob]]:
+    async def feed(self, units: list[Walk | list[FileJob]], most: int) -> AsyncIterator[FileJob | list[FileJob]]:
         """One host's jobs as its dirs are listed: a file already copied left out, small files in
-        groups (at most GROUP_FILES files, GROUP_BYTES bytes), every other file alone."""
+        groups (at most ``most`` files, GROUP_BYTES bytes), every other file alone."""
         group: list[FileJob] = []
         size = 0
         for unit in units:
@@ -173,7 +192,7 @@ class _Copy:
                         if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
                             yield job
                             continue
-                        if group and (len(group) >= GROUP_FILES or size + job.size > GROUP_BYTES):
+                        if group and (len(group) >= most or size + job.size > GROUP_BYTES):
                             yield group if len(group) > 1 else group[0]
                             group, size = [], 0
                         group.append(job)
