@@ -130,6 +130,24 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class FileTally:
+    """How many regular files a tree holds and their bytes (apparent sizes), counted without a list."""
+
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """One file of a ``read_files`` answer: its bytes as the host read them, or ``data`` None and
+    ``problem`` saying why (not there, not a regular file, not read whole)."""
+
+    path: str
+    data: bytes | None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class DirStat:
     """A directory as lstat saw it: its identity (device, inode), whether the connecting user owns
     it, and whether it is empty. Every component of its path was a real directory (a symbolic link
@@ -209,6 +227,15 @@ class HostPort(Protocol):
 
     async def exists(self, path: str) -> bool: ...
     async def walk(self, path: str) -> list[RemoteFile]: ...
+    # every regular file under ``path`` (recursive), at most ``page`` to a page, in the order the host
+    # lists them (not sorted: nothing holds the whole listing); each wait for the host's next bytes
+    # gives up after ``timeout`` seconds with a RemoteError, and so does a listing that failed
+    def walk_pages(self, path: str, *, page: int = 1000, timeout: float = 120) -> AsyncIterator[list[RemoteFile]]: ...
+    # what walk_pages would list, counted on the way (no list is kept); raises as walk_pages does
+    async def count_files(self, path: str, *, timeout: float = 120) -> FileTally: ...
+    # several small files in one round trip, answered in the order asked: the caller bounds their
+    # total size (the answer is held in memory); ``timeout`` bounds the whole read
+    async def read_files(self, paths: Sequence[str], *, timeout: float = 300) -> list[FileRead]: ...
     def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
     async def write_file(self, path: str, chunks: AsyncIterator[bytes], *, mode: int = 0o644) -> int: ...
     async def rename(self, src: str, dst: str) -> None: ...

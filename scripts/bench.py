@@ -1,6 +1,6 @@
 """brsm performance harness: brsm next to the tools a user would reach for instead, in one run.
 
-usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--big 4GiB] [--sweep 1,2,4,8]
+usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--only-files] [--big 4GiB] [--sweep 1,2,4,8]
                      [--downtime 64MiB,1GiB,4GiB] [--only-downtime]
                      [--direct-hosts 3,6,12] [--direct-size 1GiB] [--only-direct]
                      [--scale-hosts 3,12,32] [--scale-data-paths 2] [--scale-partitions 50]
@@ -15,8 +15,9 @@ Ctrl-C). On the same checkpoint files it measures:
 - the share of wall time spent in journal appends, as brsm measures it (OperationFinished's
   journal_seconds; for an older brsm without it, an ESTIMATE: appends counted from the audit x
   per-append cost measured here on the same filesystem);
-- many small files (--files N, a list allowed): a sandbox loaded with `sandbox load --files N`,
-  backed up to local: wall, files/s, journal share, planning time, peak RSS, manifest size, and
+- many small files (--files N, a list allowed; --only-files for just this): a sandbox loaded with
+  `sandbox load --files N`, backed up to local: wall, files/s next to `tar | ssh` of the same
+  checkpoint files (and their ratio), journal share, planning time, peak RSS, manifest size, and
   the time of `brsm verify` (quick) and `brsm show` over the backup's N objects;
 - scale (--scale-hosts, a list allowed): backup and restore of a sandbox with that many storage
   hosts x --scale-data-paths x --scale-partitions (small data): time, steps, memory, journal events;
@@ -330,7 +331,11 @@ class Bench:
                 host = hb.host.host.decode() if isinstance(hb.host.host, bytes) else hb.host.host
                 for cp in hb.checkpoints:
                     for li in cp.parts.values():
-                        p = li.checkpoint_path
+                        # a part may carry no checkpoint_path: the checkpoint dir is then the data_path
+                        # field, as brsm reads it (brsm.adapters.meta_codec.created_backup)
+                        p = li.checkpoint_path or cp.data_path
+                        if p is None:
+                            continue
                         p = p.decode() if isinstance(p, bytes) else p
                         if p not in dirs.setdefault(host, []):
                             dirs[host].append(p)
@@ -730,12 +735,42 @@ class Bench:
         finally:
             self.down(Path(sb["dir"]))
 
+    def tar_ssh_seconds(self, sb: dict[str, Any], dirs: dict[str, list[str]]) -> float:
+        """`tar | ssh` of the checkpoint dirs into a fresh local dir, one pipeline per host, all hosts at
+        once (as the baselines' "tar | ssh" row): the wall seconds."""
+        ssh = sb["ssh"]
+        sshopts = (f"-i {ssh['identity']} -o UserKnownHostsFile={ssh['known_hosts']} -o StrictHostKeyChecking=yes "
+                   f"-o BatchMode=yes -o LogLevel=ERROR")
+        dst = self.work / "dst-tar"
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir()
+        for ps in dirs.values():  # the same start as brsm's: every file in the page cache
+            for p in ps:
+                subprocess.run(["bash", "-c", f"find {p} -type f -exec cat {{}} + > /dev/null"])
+        os.sync()
+        cmds = []
+        for host, paths in sorted(dirs.items()):
+            (dst / host).mkdir()
+            cmds.append(" && ".join(f"mkdir -p {dst}/{host}/{i} && ssh {sshopts} -p {ssh['port']} {ssh['user']}@{host} "
+                                    f"tar -C {p} -cf - . | tar -C {dst}/{host}/{i} -xf -" for i, p in enumerate(paths)))
+        try:
+            return parallel(cmds)
+        finally:
+            shutil.rmtree(dst, ignore_errors=True)
+
     def many_files(self, n: int) -> None:
-        """A backup of n small files (sandbox load --files n) to local, plus verify/show over its objects."""
+        """A backup of n small files (sandbox load --files n) to local next to `tar | ssh` of the same
+        checkpoint files (files/s and their ratio, peak RSS), plus verify/show over its objects."""
         sb = self.up(f"sb-files-{n}", self.args.hosts)
         try:
             lr = self.load(sb, None, "--files", str(n), "--json")
             loaded = lr.json()
+            snap, dirs = self.snapshot(sb)
+            try:
+                tar_files = sum(tree_bytes(Path(p))[1] for ps in dirs.values() for p in ps)
+                tar_wall = self.tar_ssh_seconds(sb, dirs)
+            finally:
+                self.drop_snapshot(sb, snap)
             store = self.work / f"store-files-{n}"
             r, facts, au = self.backup(sb, f"local://{store}")
             name = facts["backup_name"]
@@ -760,8 +795,15 @@ class Bench:
                    "manifest_bytes": manifest_size(manifest),
                    "verify": {"wall": round(v.wall, 2), "rss_kb": v.rss_kb, "ok": vdoc.get("ok"),
                               "checked": vdoc.get("checked")},
-                   "show": {"wall": round(sh.wall, 2), "rss_kb": sh.rss_kb}, "config": cfg}
+                   "show": {"wall": round(sh.wall, 2), "rss_kb": sh.rss_kb}, "config": cfg,
+                   "tar_ssh": {"files": tar_files, "wall": round(tar_wall, 2),
+                               "files_per_s": round(tar_files / tar_wall, 1) if tar_wall > 0 else None}}
+            rec["vs_tar_ssh"] = (round(rec["files_per_s"] / rec["tar_ssh"]["files_per_s"], 3)
+                                 if rec["tar_ssh"]["files_per_s"] else None)
             self.results.setdefault("files", []).append(rec)
+            log(f"{facts['total_files']} small files: brsm {rec['files_per_s']} files/s vs tar | ssh "
+                f"{rec['tar_ssh']['files_per_s']} files/s ({tar_files} files in {tar_wall:.1f}s): ratio "
+                f"{rec['vs_tar_ssh']}, peak RSS {fmt_mb(r.rss_kb)}")
             log(f"{facts['total_files']} small files: backup {r.wall:.1f}s ({rec['files_per_s']} files/s), planning "
                 f"{rec['planning']}s, journal {100 * j['share']:.2f}% ({j['kind']}), RSS {fmt_mb(r.rss_kb)}, manifest "
                 f"{rec['manifest_bytes']} B; verify {v.wall:.1f}s, show {sh.wall:.1f}s")
@@ -829,6 +871,13 @@ class Bench:
             self.results["params"]["commit"] = head + ("+uncommitted changes" if dirty else "")
         else:
             self.results["params"]["commit"] = f"not this checkout (repo HEAD {head})"
+        if a.only_files:
+            for n in a.files_list:
+                self.many_files(n)
+            self.results["machine"]["loadavg_end"] = loadavg()
+            self.results["seconds"] = round(time.perf_counter() - t_start, 1)
+            self.report()
+            return 0
         for size in [] if a.only_direct else a.downtime_list:
             self.downtime(size)
         if a.direct_list:
@@ -976,6 +1025,10 @@ class Bench:
             target(f"journal writes < 3% of wall time, backup of {f['files']} small files ({f['journal']['kind']})",
                    100 * f["journal"]["share"], 3.0, "<", " %")
             target(f"planning {f['files']} files (COPIED start -> FilesPlanned) < 5 s", f["planning"], 5.0, "<", " s")
+            target(f"backup of {f['files']} small files: brsm files/s >= 0.5 x tar | ssh of the same tree",
+                   f.get("vs_tar_ssh"), 0.5, ">=")
+            target(f"peak RSS < 250 MB (backup of {f['files']} small files)",
+                   round(f["rss_kb"] / 1000, 1) if f.get("rss_kb") else None, 250, "<", " MB")
             target(f"listing the backup's {f['files']} objects (brsm verify --quick) < 5 s", f["verify"]["wall"], 5.0,
                    "<", " s")
             target(f"listing the backup's {f['files']} objects (brsm show) < 5 s", f["show"]["wall"], 5.0, "<", " s")
@@ -1091,6 +1144,8 @@ def main() -> int:
     ap.add_argument("--direct-hosts", default="3,6,12", help="storage hosts of the direct-path runs, a list ('' = none)")
     ap.add_argument("--direct-size", default="1GiB", help="data loaded for the direct-path runs (default 1GiB)")
     ap.add_argument("--only-direct", action="store_true", help="only the direct-path measurements")
+    ap.add_argument("--only-files", action="store_true", help="only the many-small-files run(s) (--files): brsm "
+                    "next to `tar | ssh` of the same tree")
     a = ap.parse_args()
     if a.quick:
         a.size, a.big, a.sweep, a.scale_hosts, a.repeat = "128MiB", None, "", "0", 1

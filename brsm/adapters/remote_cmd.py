@@ -269,3 +269,18 @@ def copy_tree_argv(src: str, dst: str) -> tuple[str, ...]:
 
 def copy_into_argv(files: Sequence[str], dest_dir: str) -> tuple[str, ...]:
     return ("cp", "-t", dest_dir, "--", *files)
+
+
+def find_sizes_argv(path: str) -> tuple[str, ...]:
+    """The size of every regular file under ``path``, one per line (what ``find_files_argv`` lists,
+    without the names: a count needs no list)."""
+    return ("find", checked_path(path, what="find in"), "-type", "f", "-printf", "%s\\n")
+
+
+def tar_files_argv() -> tuple[str, ...]:
+    """A tar (GNU format) of the files whose NUL-separated absolute paths come on stdin, each under
+    exactly the name given (``--absolute-names``), a directory never descended into, a file with
+    several names stored whole each time (``--hard-dereference``), a symlink stored as a link (never
+    followed). The paths travel on stdin, so no name is ever part of the command line."""
+    return ("tar", "--create", "--file=-", "--format=gnu", "--absolute-names", "--no-recursion",
+            "--hard-dereference", "--null", "--files-from=-")

@@ -24,6 +24,7 @@ from brsm.adapters.sftp_window import read_pipelined, write_pipelined
 from brsm.adapters.ssh_connect import open_connection
 from brsm.adapters.ssh_errors import ssh_error
 from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
+from brsm.adapters.ssh_stream import SshStreams
 from brsm.adapters.ssh_target import SshTarget
 from brsm.adapters.ssh_verbs import SshVerbs
 from brsm.errors import PathRefused, RemoteError
@@ -43,7 +44,7 @@ def _tail(text: str, n: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(lines[-n:])
 
 
-class SshHost(SshVerbs):
+class SshHost(SshVerbs, SshStreams):
     """One cluster machine (implements ``brsm.ports.HostPort``)."""
 
     def __init__(self, target: SshTarget, *,

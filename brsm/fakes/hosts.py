@@ -21,6 +21,7 @@ from brsm.adapters.ssh import TMP_SUFFIX
 from brsm.errors import PathRefused, RemoteError
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.host_verbs import FakeVerbs
+from brsm.fakes.listing import FakeListings
 from brsm.fakes.machine import Machine
 from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
 from brsm.ports import DirStat, RemoteFile, RunResult
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from brsm.fakes.helper import FakeHelper
 
 
-class FakeHost(FakeVerbs):
+class FakeHost(FakeVerbs, FakeListings):
     """One machine of a ``FakeCluster`` (implements ``brsm.ports.HostPort``)."""
 
     def __init__(self, cluster: FakeCluster, name: str) -> None:
@@ -50,17 +51,6 @@ class FakeHost(FakeVerbs):
     async def exists(self, path: str) -> bool:
         m = await self._enter(f"stat {path}")
         return m.exists(path)
-
-    async def walk(self, path: str) -> list[RemoteFile]:
-        m, f = await self._verb("walk", f"list {path}")
-        if f is not None:
-            raise RemoteError(f"{self.name}: cannot list {path}: {f.params.get('stderr', 'injected failure')}",
-                              host=self.name)
-        if not m.exists(path):
-            raise RemoteError(f"{self.name}: cannot list {path}: find: '{path}': No such file or directory",
-                              host=self.name)
-        files = [m.norm(path)] if m.norm(path) in m.files else m.under(path)
-        return sorted((RemoteFile(p, len(m.files[p])) for p in files), key=lambda x: x.path)
 
     async def open_read(self, path: str, *, offset: int = 0, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
         m = await self._enter(f"open {path}")

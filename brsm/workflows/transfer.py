@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +42,15 @@ class EventBatcher:
         """``event``: a finished file's Event (it has a ``size``)."""
         self.pending.append(event)
         self._bytes += int(getattr(event, "size", 0) or 0)
+        if (len(self.pending) >= self.BATCH or self._bytes >= self.FLUSH_BYTES
+                or time.monotonic() - self._last >= self.FLUSH_SECONDS):
+            self.flush()
+
+    def add_all(self, events: list[Any]) -> None:
+        """Several finished files (a group read in one go), journaled in the same batch."""
+        for e in events:
+            self.pending.append(e)
+            self._bytes += int(getattr(e, "size", 0) or 0)
         if (len(self.pending) >= self.BATCH or self._bytes >= self.FLUSH_BYTES
                 or time.monotonic() - self._last >= self.FLUSH_SECONDS):
             self.flush()
@@ -246,22 +254,57 @@ async def download_file(key: str, expected_sha: str | None, size: int, storage: 
 
 async def run_bounded(jobs: list[Any], host_of: Callable[[Any], str], limits: Limits,
                       work: Callable[[Any], Any]) -> None:
-    """Run ``work(job)`` for every job within the global and per-host limits; first error wins.
-
-    A fixed pool of workers per host pulls from that host's queue, so 100,000 files cost
-    ``hosts × per_host`` tasks, not 100,000.
-    """
-    queues: dict[str, deque] = {}
+    """Run ``work(job)`` for every job of a list within the global and per-host limits; first error wins
+    (:func:`run_fed`, each host fed from its share of the list)."""
+    queues: dict[str, list] = {}
     for j in jobs:
-        queues.setdefault(host_of(j), deque()).append(j)
+        queues.setdefault(host_of(j), []).append(j)
 
-    async def worker(q: deque) -> None:
-        while q:
-            job = q.popleft()
+    async def feed(js: list) -> AsyncIterator[Any]:
+        for j in js:
+            yield j
+
+    await run_fed({h: feed(js) for h, js in queues.items()}, limits, work)
+
+
+QUEUE_DEPTH = 32  # jobs a host's feed may run ahead of its workers
+
+
+async def run_fed(feeds: Mapping[str, AsyncIterable[Any]], limits: Limits, work: Callable[[Any], Any], *,
+                  depth: int = QUEUE_DEPTH) -> None:
+    """Run ``work(job)`` for every job of every host's feed, within the global and per-host limits;
+    first error wins, and every feed is closed (a host's listing stops).
+
+    One task per host reads its feed into a queue of at most ``depth`` jobs, from which that host's
+    ``per_host`` workers take: no list of all the jobs exists, the feeds run ahead of the copy by
+    ``depth`` jobs at most, and a host whose queue is full holds up no other host. 100,000 files
+    cost ``hosts x (per_host + 1)`` tasks, not 100,000.
+    """
+    end = object()
+    n = max(1, limits.per_host)
+
+    async def feeder(feed: AsyncIterable[Any], q: asyncio.Queue) -> None:
+        it = aiter(feed)
+        try:
+            async for job in it:
+                await q.put(job)
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for _ in range(n):
+            await q.put(end)
+
+    async def worker(q: asyncio.Queue) -> None:
+        while (job := await q.get()) is not end:
             async with limits.global_sem():
                 await work(job)
 
-    tasks = [asyncio.create_task(worker(q)) for q in queues.values() for _ in range(max(1, limits.per_host))]
+    tasks = []
+    for feed in feeds.values():
+        q: asyncio.Queue = asyncio.Queue(maxsize=max(1, depth))
+        tasks.append(asyncio.create_task(feeder(feed, q)))
+        tasks.extend(asyncio.create_task(worker(q)) for _ in range(n))
     try:
         for t in asyncio.as_completed(tasks):
             await t

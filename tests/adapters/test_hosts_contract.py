@@ -4,6 +4,7 @@ Every verb a workflow asks of a host is here, with the answers the workflows rel
 runs the adapter's real commands on the sandbox's sshd, the fake side the in-process meaning."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
@@ -298,6 +299,52 @@ async def test_walk(env):
     assert [(f.path, f.size) for f in files] == sorted((j(env.base, "t", n), len(d)) for n, d in names.items())
     with pytest.raises(RemoteError):
         await env.host.walk(j(env.base, "missing"))
+
+
+async def test_walk_pages_lists_what_walk_lists_in_pages(env):
+    names = {f"f{i:03d}": bytes(i % 7) for i in range(25)} | {"sp ace/deep/new\nline": b"333", "ü/it's": b"4"}
+    for n, d in names.items():
+        env.put(j(env.base, "p", n), d)
+    await env.host.makedirs(j(env.base, "p", "empty dir"))
+    pages = [pg async for pg in env.host.walk_pages(j(env.base, "p"), page=10, timeout=30)]
+    assert [len(pg) for pg in pages] == [10, 10, 7]
+    want = sorted((j(env.base, "p", n), len(d)) for n, d in names.items())
+    assert sorted((f.path, f.size) for pg in pages for f in pg) == want
+    assert [(f.path, f.size) for f in await env.host.walk(j(env.base, "p"))] == want
+    tally = await env.host.count_files(j(env.base, "p"), timeout=30)
+    assert (tally.files, tally.bytes) == (len(names), sum(len(d) for d in names.values()))
+    with pytest.raises(RemoteError):
+        async for _ in env.host.walk_pages(j(env.base, "missing"), timeout=30):
+            pass
+    with pytest.raises(RemoteError):
+        await env.host.count_files(j(env.base, "missing"), timeout=30)
+
+
+async def test_walk_pages_stopped_early_leaves_the_host_usable(env):
+    for i in range(50):
+        env.put(j(env.base, "q", f"{i:02d}"), b"x")
+    for _ in range(12):  # more than a connection has sessions: a listing closed early holds none
+        pages = env.host.walk_pages(j(env.base, "q"), page=5, timeout=30)
+        assert len(await asyncio.wait_for(pages.__anext__(), 20)) == 5
+        await pages.aclose()
+    assert (await asyncio.wait_for(env.host.count_files(j(env.base, "q"), timeout=30), 20)).files == 50
+
+
+async def test_read_files_answers_each_path_in_order(env):
+    files = {"a": b"alpha", "sp ace": b"", "new\nline": b"n" * 3000, "ü": bytes(range(256)), "$(id)": b"id",
+             "a;b|c&d": b"x", "-n": b"dash", "x" * 200: b"long"}
+    for n, d in files.items():
+        env.put(j(env.base, "rf", n), d)
+    asked = [j(env.base, "rf", n) for n in ["ü", "a", "new\nline", "sp ace", "$(id)", "a;b|c&d", "-n", "x" * 200]]
+    got = await env.host.read_files(asked, timeout=60)
+    assert [(r.path, r.data) for r in got] == [(p, files[p.rsplit("/", 1)[1]]) for p in asked]
+    assert await env.host.read_files([], timeout=60) == []
+    await env.host.makedirs(j(env.base, "rf", "d"))
+    got = await env.host.read_files([j(env.base, "rf", "a"), j(env.base, "rf", "d"), j(env.base, "rf", "gone")],
+                                    timeout=60)
+    assert [r.path for r in got] == [j(env.base, "rf", "a"), j(env.base, "rf", "d"), j(env.base, "rf", "gone")]
+    # a path that is not a regular file, or is missing, is never answered with bytes
+    assert got[1].data is None and got[1].problem and got[2].data is None and got[2].problem
 
 
 async def test_open_read(env):

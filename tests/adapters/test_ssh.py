@@ -126,6 +126,32 @@ async def test_walk_lists_files_with_awkward_names(host, remote_dir):
         await host.walk(str(remote_dir / "missing"))
 
 
+async def test_read_files_never_takes_a_link_or_a_missing_file_for_the_file(host, remote_dir):
+    """One tar over SSH: a symlink where a file was listed is answered as a link (never followed), and
+    a tar that did not exit 0 (a file gone) is trusted for none of its files."""
+    (remote_dir / "a").write_bytes(b"alpha")
+    (remote_dir / "secret").write_bytes(b"not yours")
+    (remote_dir / "l").symlink_to(remote_dir / "secret")
+    (remote_dir / "-n x").write_bytes(b"dash")
+    got = await host.read_files([str(remote_dir / "l"), str(remote_dir / "a"), str(remote_dir / "-n x")], timeout=60)
+    assert got[0].data is None and "symbolic link" in got[0].problem
+    assert (got[1].data, got[2].data) == (b"alpha", b"dash")
+    got = await host.read_files([str(remote_dir / "a"), str(remote_dir / "gone")], timeout=60)
+    assert [r.data for r in got] == [None, None] and all("tar:" in r.problem for r in got), got
+
+
+async def test_walk_pages_reads_a_big_listing_page_by_page(host, remote_dir):
+    names = [f"{i:05d}-" + "n" * 80 for i in range(3000)]
+    for n in names:
+        (remote_dir / n).write_bytes(b"")
+    seen, pages = set(), 0
+    async for page in host.walk_pages(str(remote_dir), page=700, timeout=30):
+        assert 0 < len(page) <= 700
+        seen.update(f.path for f in page)
+        pages += 1
+    assert seen == {str(remote_dir / n) for n in names} and pages == 5
+
+
 async def read_all(host, path, **kw) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0

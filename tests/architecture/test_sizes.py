@@ -13,11 +13,11 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {  # path: why it is still over the limit
-    "brsm/workflows/direct.py": "being reorganised with the workflows module renames",
+    "brsm/ports.py": "every port in one file, so a reader sees the whole boundary at once (420 lines); "
+                     "split it by port if it grows further",
 }
 
 LONG_FUNCTIONS = {  # path:qualified name: why it is still over the limit
-    "brsm/workflows/backup/copy.py:copied": "being rewritten by another change this session (listing in pages)",
 }
 
 

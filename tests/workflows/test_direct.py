@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from brsm.errors import RemoteError, StorageError
-from brsm.workflows import direct
+from brsm.workflows import direct, direct_rules
 
 
 @pytest.mark.parametrize("asked, signs, refusals, mode, why", [
@@ -19,7 +19,7 @@ from brsm.workflows import direct
     ("via-brsm", True, [], "via-brsm", "--data-path via-brsm"),
 ])
 def test_decide(asked, signs, refusals, mode, why):
-    c = direct.decide(asked, signs, refusals)
+    c = direct_rules.decide(asked, signs, refusals)
     assert c.mode == mode and why in c.why
 
 
@@ -33,7 +33,7 @@ def test_decide(asked, signs, refusals, mode, why):
     ({"error": {"code": "X"}}, "python3 did not run the helper"),
 ])
 def test_python_refusal(hello, refusal):
-    got = direct.python_refusal(hello)
+    got = direct_rules.python_refusal(hello)
     assert (got is None) if refusal is None else (got is not None and got.startswith(refusal))
 
 
@@ -205,7 +205,7 @@ async def test_a_cancelled_worker_closes_its_helper():
      "the store refused its signed probe: 403 SignatureDoesNotMatch (The request signature we calculated does not match)"),
 ])
 def test_probe_refusal(err, said):
-    assert direct.probe_refusal(err) == said
+    assert direct_rules.probe_refusal(err) == said
 
 
 def test_the_helper_keeps_only_the_code_and_message_of_a_store_error():
@@ -307,7 +307,7 @@ async def test_the_memory_store_refuses_signed_requests_as_a_store_would():
     ({"status": 404, "code": "NoSuchBucket"}, "stop"),
 ])
 def test_part_failure(err, verdict):
-    assert direct.part_failure(err) == verdict
+    assert direct_rules.part_failure(err) == verdict
 
 
 async def test_a_full_store_stops_the_file_at_once_and_an_aborted_upload_starts_it_over():
@@ -344,9 +344,9 @@ async def test_a_full_store_stops_the_file_at_once_and_an_aborted_upload_starts_
 
 
 def test_brsm_scrubs_what_a_helper_reports_of_a_url():
-    m = direct.scrubbed({"error": {"status": 0, "message": "bad URL '/b/k?X-Amz-Signature=abc&Signature=def'"}, "n": 1})
+    m = direct_rules.scrubbed({"error": {"status": 0, "message": "bad URL '/b/k?X-Amz-Signature=abc&Signature=def'"}, "n": 1})
     assert "abc" not in m["error"]["message"] and "def" not in m["error"]["message"]
-    assert direct.scrubbed(None) is None and direct.scrubbed({"part": 1}) == {"part": 1}
+    assert direct_rules.scrubbed(None) is None and direct_rules.scrubbed({"part": 1}) == {"part": 1}
 
 
 def test_unremoved_probes():
@@ -445,3 +445,9 @@ async def test_an_upload_the_store_dropped_sends_the_file_again():
                                                               NullProgress(), state=latest[0], on_part=drop_once))
     assert mem.objects[mem.full_key("d")] == data and moved.size == len(data)
     assert mem.requests["create_upload"] == 2, "a new upload for the second try"
+
+
+def test_the_rules_doctests():
+    import doctest
+
+    assert doctest.testmod(direct_rules).failed == 0

@@ -1,27 +1,66 @@
-"""COPIED: every checkpoint file (and metad's SSTs) streamed into storage, each journaled."""
+"""COPIED: every checkpoint file (and metad's SSTs) streamed into storage, each journaled.
+
+Nothing holds the list of all files: each host's checkpoint dirs are listed a page at a time
+(``HostPort.walk_pages``) into that host's bounded queue (``transfer.run_fed``), and a first pass
+counts them without a list (``count_files``) so FilesPlanned still carries the totals before any
+byte moves. On the path through brsm, small files of a host go in groups, one SSH exec each
+(:mod:`brsm.workflows.backup.groups`).
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from brsm import failpoints
-from brsm.errors import PreflightFailed, StorageError
-from brsm.ports import HostAddr, UploadState
+from brsm.errors import ObjectNotFound, PreflightFailed, StorageError
+from brsm.ports import FileTally, HostAddr, UploadState
 from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
-from brsm.workflows.transfer import EventBatcher, FileJob, Limits, run_bounded, upload_file, whole_file
+from brsm.workflows.transfer import EventBatcher, FileJob, run_fed, upload_file, whole_file
 from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
+from brsm.workflows.backup.groups import GROUP_BYTES, GROUP_FILES, SMALL_FILE, copy_group
 from brsm.workflows.backup.ledger import FileCopied, PartUploaded
 from brsm.workflows.backup.state import BackupContext
 
+PAGE = 1000  # files per page of a checkpoint dir's listing
+LIST_TIMEOUT = 120.0  # seconds a listing may go without sending its next bytes
+STAT_AT_ONCE = 16  # objects looked at together when a resume checks what the journal says is copied
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One checkpoint dir to list: its host ("ip:port" of the storaged), space and data path index."""
+
+    addr: str
+    space_id: int
+    idx: int
+    cdir: str
+
+    @property
+    def host(self) -> str:
+        return HostAddr.parse(self.addr).host
+
+    @property
+    def root(self) -> str:
+        """The dir listed: the checkpoint dir itself, or its parent when metad named its data/ or wal/."""
+        if posixpath.basename(self.cdir.rstrip("/")) in ("data", "wal"):
+            return posixpath.dirname(self.cdir.rstrip("/"))
+        return self.cdir
+
+    def job(self, name: str, path: str, size: int) -> FileJob:
+        prefix = self.root.rstrip("/") + "/"
+        rel = path[len(prefix):] if path.startswith(prefix) else posixpath.relpath(path, self.root)
+        return FileJob(self.host, path, size, data_key(name, HostAddr.parse(self.addr), self.idx, self.space_id, rel))
+
 
 # -- COPIED ---------------------------------------------------------------------------------------------
-async def _plan(ctx: BackupContext) -> list[FileJob]:
-    p = ports(ctx)
-    name = ctx.data.name
-    topo = ctx.data.topo
-    by_addr = {s["addr"]: s for s in topo["storage"]}
+def _walks(ctx: BackupContext) -> list[Walk]:
+    """The checkpoint dirs to list, in host then dir order; refuses a plan that would overwrite itself."""
+    by_addr = {s["addr"]: s for s in ctx.data.topo["storage"]}
     # data<i> is the index of the checkpoint's data path among the host's, compared canonically;
     # two checkpoints of one space landing on one index would overwrite each other: refuse
     owner: dict[tuple[str, int, int], str] = {}
@@ -37,24 +76,8 @@ async def _plan(ctx: BackupContext) -> list[FileJob]:
                 raise PreflightFailed(f"two checkpoints of space {space_id} on {h} map to data{idx}: {seen} and {cdir}",
                                       hint="two --data_path entries of that storaged resolve to one directory; fix its "
                                            "flagfile (nothing was copied)")
-            walks.append((h, space_id, idx, cdir))
-
-    async def walk(job: tuple[str, Any, int, str]) -> list[FileJob]:
-        host_addr, space_id, idx, cdir = job
-        addr = HostAddr.parse(host_addr)
-        if posixpath.basename(cdir.rstrip("/")) in ("data", "wal"):
-            cdir = posixpath.dirname(cdir.rstrip("/"))
-        prefix = cdir.rstrip("/") + "/"
-        found = await p.hosts.host(addr.host).walk(cdir)
-        return [FileJob(addr.host, f.path, f.size,
-                        data_key(name, addr, idx, int(space_id),
-                                 f.path[len(prefix):] if f.path.startswith(prefix) else posixpath.relpath(f.path, cdir)))
-                for f in sorted(found, key=lambda f: f.path)]
-
-    # One `find` per checkpoint dir, all at once (PLAN_WALKS at a time); the jobs in host, then dir order.
-    jobs = [j for js in await common.gather_bounded(PLAN_WALKS, walk, walks) for j in js]
-    jobs.extend(await _meta_jobs(ctx))
-    return jobs
+            walks.append(Walk(h, int(space_id), idx, cdir))
+    return walks
 
 
 async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
@@ -76,67 +99,178 @@ async def _meta_jobs(ctx: BackupContext) -> list[FileJob]:
                        hint="was the snapshot dropped by hand? roll back and start a new backup")
 
 
+async def _tally(ctx: BackupContext, walks: list[Walk], meta: list[FileJob]) -> tuple[FileTally, dict[str, int]]:
+    """What the copy will list, counted first (PLAN_WALKS dirs at a time) and kept as numbers: the
+    totals, and the files of each host."""
+    p = ports(ctx)
+    counts = await common.gather_bounded(
+        PLAN_WALKS, lambda w: p.hosts.host(w.host).count_files(w.root, timeout=LIST_TIMEOUT), walks)
+    per_host: dict[str, int] = {}
+    for w, c in zip(walks, counts):
+        per_host[w.host] = per_host.get(w.host, 0) + c.files
+    for j in meta:
+        per_host[j.host] = per_host.get(j.host, 0) + 1
+    total = FileTally(sum(c.files for c in counts) + len(meta), sum(c.bytes for c in counts) + sum(j.size for j in meta))
+    return total, per_host
+
+
+def group_files(host_files: int, per_host: int) -> int:
+    """Files per group for a host (pure): enough groups that each of its ``per_host`` workers has
+    one (a host with few files still copies ``per_host`` at a time), at most GROUP_FILES.
+
+    >>> group_files(680, 4), group_files(1_000_000, 4), group_files(3, 4)
+    (170, 1024, 16)
+    """
+    return min(GROUP_FILES, max(16, -(-host_files // max(1, per_host))))
+
+
 async def copied(ctx: BackupContext) -> dict[str, Any]:
     p = ports(ctx)
-    name = ctx.data.name
-    jobs = await _plan(ctx)
-    await p.storage.put_bytes(in_progress_key(name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
-    ctx.record(FILES_PLANNED, {"files": len(jobs), "bytes": sum(j.size for j in jobs)})
-    # Resume: a file journaled as copied counts only if the object is there with that size.
-    present = {o.key: o.size for o in await p.storage.list(f"{name}/")}
-    done = ctx.data.files
-    todo = [j for j in jobs if not ((d := done.get(j.key)) is not None and d.size == j.size
-                                    and present.get(j.key) == j.size)]
-    limits: Limits = ctx.runtime.limits
-    p.progress.start("copy", sum(j.size for j in todo))
-    events = EventBatcher(ctx.record_batch)
-    sent = [0]  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
-    count = 0
-    parts_sent = 0
+    walks = _walks(ctx)
+    meta = await _meta_jobs(ctx)
+    tally, per_host = await _tally(ctx, walks, meta)
+    await p.storage.put_bytes(in_progress_key(ctx.data.name), json.dumps({"op_id": ctx.op_id, "op_ref": ctx.ref}).encode())
+    ctx.record(FILES_PLANNED, {"files": tally.files, "bytes": tally.bytes})
+    helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
+    run = _Copy(ctx, helpers)
+    p.progress.start("copy", tally.bytes)
+    try:
+        units: dict[str, list[Walk | list[FileJob]]] = {}
+        for w in walks:
+            units.setdefault(w.host, []).append(w)
+        for j in meta:
+            units.setdefault(j.host, []).append([j])
+        n = ctx.runtime.limits.per_host
+        await run_fed({h: run.feed(us, group_files(per_host.get(h, 0), n)) for h, us in units.items()},
+                      ctx.runtime.limits, run.work)
+    finally:
+        run.events.flush()  # what finished is journaled even when another file failed
+        p.progress.done("copy")
+        if helpers is not None:
+            await helpers.close()
+    return {"files": run.files, "bytes": run.bytes, "skipped_on_resume": run.skipped,
+            "bytes_sent": run.sent, "data_path": (ctx.data.data_path or direct.VIA_BRSM),
+            "data_path_why": ctx.data.data_path_why}
 
-    async def one(job: FileJob) -> None:
-        nonlocal count
-        saved = ctx.data.files.upload(job.key)
-        state = UploadState(saved["upload_id"], list(saved["parts"]), saved["part_size"]) if saved else UploadState()
+
+class _Copy:
+    """One run of COPIED: the hosts' feeds (listing, resume check, grouping) and the work on each job."""
+
+    def __init__(self, ctx: BackupContext, helpers: direct.Helpers | None) -> None:
+        self.ctx, self.helpers = ctx, helpers
+        self.events = EventBatcher(ctx.record_batch)
+        ledger = ctx.data.files
+        self.resuming = len(ledger) > 0 or any(True for _ in ledger.uploads())
+        self.grouping = helpers is None  # the direct path sends each file by its host's helper
+        self.files = self.bytes = self.skipped = 0  # listed, and skipped as already copied
+        self.sent = 0  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
+        self.count = 0  # files finished in this process (failpoint file:N)
+        self.parts_sent = 0
+
+    # -- the feeds ------------------------------------------------------------------------------
+    async def _pages(self, unit: Walk | list[FileJob]) -> AsyncIterator[list[FileJob]]:
+        if isinstance(unit, list):
+            yield unit
+            return
+        host, name = ports(self.ctx).hosts.host(unit.host), self.ctx.data.name
+        # closed at once when the copy stops early: the host's `find` ends with its channel
+        async with contextlib.aclosing(host.walk_pages(unit.root, page=PAGE, timeout=LIST_TIMEOUT)) as pages:
+            async for page in pages:
+                yield [unit.job(name, f.path, f.size) for f in page]
+
+    async def feed(self, units: list[Walk | list[FileJob]], most: int) -> AsyncIterator[FileJob | list[FileJob]]:
+        """One host's jobs as its dirs are listed: a file already copied left out, small files in
+        groups (at most ``most`` files, GROUP_BYTES bytes), every other file alone."""
+        group: list[FileJob] = []
+        size = 0
+        for unit in units:
+            async with contextlib.aclosing(self._pages(unit)) as pages:
+                async for page in pages:
+                    self.files += len(page)
+                    self.bytes += sum(j.size for j in page)
+                    for job in await self._todo(page):
+                        if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
+                            yield job
+                            continue
+                        if group and (len(group) >= most or size + job.size > GROUP_BYTES):
+                            yield group if len(group) > 1 else group[0]
+                            group, size = [], 0
+                        group.append(job)
+                        size += job.size
+        if group:
+            yield group if len(group) > 1 else group[0]
+
+    def _saved(self, job: FileJob) -> dict[str, Any] | None:
+        return self.ctx.data.files.upload(job.key) if self.resuming else None
+
+    async def _todo(self, page: list[FileJob]) -> list[FileJob]:
+        """The page without the files a resume need not copy again: a file journaled as copied counts
+        only if its object is there with that size (looked at STAT_AT_ONCE at a time, never listed)."""
+        if not self.resuming:
+            return page
+        ledger, storage = self.ctx.data.files, ports(self.ctx).storage
+        maybe = [j for j in page if (d := ledger.get(j.key)) is not None and d.size == j.size]
+        if not maybe:
+            return page
+
+        async def there(j: FileJob) -> bool:
+            try:
+                return (await storage.stat(j.key)).size == j.size
+            except ObjectNotFound:
+                return False
+
+        kept = {j.key for j, ok in zip(maybe, await common.gather_bounded(STAT_AT_ONCE, there, maybe)) if ok}
+        skipped = [j for j in page if j.key in kept]
+        self.skipped += len(skipped)
+        ports(self.ctx).progress.advance("copy", sum(j.size for j in skipped))
+        return [j for j in page if j.key not in kept]
+
+    # -- the work ------------------------------------------------------------------------------
+    async def work(self, item: FileJob | list[FileJob]) -> None:
+        if isinstance(item, list):
+            await copy_group(self, item)
+        else:
+            await self.one(item)
+
+    def on_part(self, job: FileJob, state: UploadState):
+        """The journaling of ``job``'s multipart parts (PartUploaded), as they finish."""
         journaled = {(state.upload_id, p["n"], p["etag"]) for p in state.parts}
 
         def on_part(s: UploadState) -> None:
             # Parts finish out of order (several in flight): journal every stored part not journaled
             # yet, not the highest-numbered one, so the journal names exactly the parts stored.
-            nonlocal parts_sent
             for part in s.parts:
                 if (s.upload_id, part["n"], part["etag"]) in journaled:
                     continue
                 journaled.add((s.upload_id, part["n"], part["etag"]))
                 # a hint, not a commitment: lost (power loss only), it costs re-sending one part or block,
                 # and UPLOADED aborts any upload left unfinished; so no fsync per part
-                ctx.record(PartUploaded(key=job.key, upload_id=s.upload_id, part_size=s.part_size, n=part["n"],
-                                        etag=part["etag"], size=part["size"]), durable=False)
-                parts_sent += 1
-                failpoints.hit(f"part:{parts_sent}")
+                self.ctx.record(PartUploaded(key=job.key, upload_id=s.upload_id, part_size=s.part_size, n=part["n"],
+                                             etag=part["etag"], size=part["size"]), durable=False)
+                self.parts_sent += 1
+                failpoints.hit(f"part:{self.parts_sent}")
 
-        if helpers is not None:
-            digest = await _send_direct(ctx, job, state, on_part, helpers)
+        return on_part
+
+    def finished(self, job: FileJob, digest: str) -> FileCopied:
+        """A file is in storage: counted (failpoint ``file:N``) and its event made (journaled by the caller)."""
+        self.count += 1
+        failpoints.hit(f"file:{self.count}")
+        return FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest)
+
+    async def one(self, job: FileJob) -> None:
+        p, limits = ports(self.ctx), self.ctx.runtime.limits
+        saved = self.ctx.data.files.upload(job.key)
+        state = UploadState(saved["upload_id"], list(saved["parts"]), saved["part_size"]) if saved else UploadState()
+        on_part = self.on_part(job, state)
+        if self.helpers is not None:
+            digest = await _send_direct(self.ctx, job, state, on_part, self.helpers)
         else:
             up = await upload_file(job, p.hosts.host(job.host), p.storage, limits, p.progress,
                                    state=state, on_part=on_part)
             digest = up.sha256
-            sent[0] += up.sent
-        count += 1
-        failpoints.hit(f"file:{count}")
-        events.add(FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest))
-
-    helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
-    try:
-        await run_bounded(todo, lambda j: j.host, limits, one)
-    finally:
-        events.flush()  # what finished is journaled even when another file failed
-        p.progress.done("copy")
-        if helpers is not None:
-            await helpers.close()
-    return {"files": len(jobs), "bytes": sum(j.size for j in jobs), "skipped_on_resume": len(jobs) - len(todo),
-            "bytes_sent": sent[0], "data_path": (ctx.data.data_path or direct.VIA_BRSM),
-            "data_path_why": ctx.data.data_path_why}
+            self.sent += up.sent
+        self.events.add(self.finished(job, digest))
 
 
 async def _send_direct(ctx: BackupContext, job: FileJob, state: UploadState, on_part, helpers: direct.Helpers) -> str:
