@@ -393,6 +393,16 @@ class Storage(Protocol):
                   state: UploadState | None = None,
                   on_part: Callable[[UploadState], Any] | None = None) -> PutResult: ...  # on_part: journal a part
     async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        """A group of small objects whose bytes are in memory, each (key, bytes); their results in
+        the same order, each SHA-256 that of the bytes given. Keys are distinct. When it returns,
+        every object is durable and visible under its key, whole. On an error, which of them were
+        stored is not promised (none is visible half-written): the caller treats the group as not
+        stored and puts each again alone. Why a verb of its own: a local store pays its durability
+        barrier once per group instead of once per file, which is what small files cost."""
+        ...
+
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
     async def get_bytes(self, key: str) -> bytes: ...
     async def stat(self, key: str) -> ObjectInfo: ...  # raises ObjectNotFound

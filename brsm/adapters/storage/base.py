@@ -14,7 +14,7 @@ import math
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from brsm.errors import StorageError
@@ -32,6 +32,25 @@ DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
 PROBE_PREFIX = ".brsm-probe-"
+
+
+PUT_MANY_AT_ONCE = 8  # objects of one put_many in flight on a store without a group verb
+
+
+def check_group(items: Sequence[tuple[str, bytes]]) -> None:
+    """A put_many group is well formed: valid keys, each once (two bytes for one key in one group
+    would leave which one is stored to chance). Checked before anything is written."""
+    seen: set[str] = set()
+    for key, _data in items:
+        check_key(key)
+        if key in seen:
+            raise StorageError(f"{key}: twice in one group of objects", permanent=True,
+                               hint="a group names each key once; this is a bug in brsm")
+        seen.add(key)
+
+
+async def one_block(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def norm_etag(etag: str | None) -> str:
@@ -96,6 +115,26 @@ class BaseStorage(ABC):
         else:
             await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
         return PutResult(size=src.count, sha256=src.sha256)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        """The objects put by the single-object path, PUT_MANY_AT_ONCE at a time: an object store
+        makes each durable as it answers, so there is nothing to share between them. The first failure
+        stops the others and is raised once they have stopped."""
+        check_group(items)
+        sem = asyncio.Semaphore(PUT_MANY_AT_ONCE)
+
+        async def one(key: str, data: bytes) -> PutResult:
+            async with sem:
+                return await self.put(key, one_block(data), len(data))
+
+        tasks = [asyncio.ensure_future(one(k, d)) for k, d in items]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _put_multipart(self, full: str, src: Source, state: UploadState,
                              on_part: Callable[[UploadState], Any] | None) -> None:

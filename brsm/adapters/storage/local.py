@@ -15,15 +15,16 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenable, stream_of
 
-from .base import BaseStorage
+from .base import BaseStorage, check_group
 from .keys import check_prefix, dir_prefix
+from .local_group import write_group
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
                           stop_writer, unlink_quietly)
 from .streams import Source
@@ -163,6 +164,20 @@ class LocalStorage(BaseStorage):
             state.upload_id, state.parts = None, []
             return None
         return tmp, offset, h
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        """The whole group in one worker thread with one durability barrier (``local_group``)."""
+        check_group(items)
+        if not items:
+            return []
+        entries = [(self._path(k), d if isinstance(d, bytes) else bytes(d)) for k, d in items]
+        self.requests["put_object"] += len(entries)
+        try:
+            digests = await asyncio.to_thread(write_group, self.root, entries, self._dir_within)
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            raise os_error(f"{self.uri}: writing a group of {len(entries)} objects failed{where}", e) from e
+        return [PutResult(size=len(d), sha256=h) for (_p, d), h in zip(entries, digests)]
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         async def one() -> AsyncIterator[bytes]:

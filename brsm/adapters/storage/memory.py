@@ -9,10 +9,12 @@ shared put/resume logic of :class:`BaseStorage` runs unchanged. Faults are injec
     mem.inject_fault("stat", count=-1, permanent=True) # every stat fails for good
     mem.quota = 10 << 20                               # bytes stored (objects + parts) may not exceed
 
-Verbs: the public ones (put, put_bytes, get, get_bytes, stat, list, list_dirs, delete,
+Verbs: the public ones (put, put_many, put_bytes, get, get_bytes, stat, list, list_dirs, delete,
 delete_prefix, abort_uploads) and the requests behind put (put_object, create_upload,
 upload_part, list_parts, complete_upload, abort_upload). A fault on a public verb fires when the
-call starts (for ``get``: at the first iteration), before any byte of a stream is consumed.
+call starts (for ``get``: at the first iteration), before any byte of a stream is consumed. A
+``put_many`` puts its objects one by one through ``put``, so a fault on ``put`` with a ``skip`` fails
+a group midway (the objects before it stored, the rest not).
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage
+from .base import BaseStorage, one_block, check_group
 from .keys import check_prefix, dir_prefix
 
-_VERBS = {"put", "put_bytes", "get", "get_bytes", "stat", "list", "list_dirs", "delete", "delete_prefix",
+_VERBS = {"put", "put_many", "put_bytes", "get", "get_bytes", "stat", "list", "list_dirs", "delete", "delete_prefix",
           "abort_uploads", "put_object", "create_upload", "upload_part", "list_parts", "complete_upload",
           "abort_upload"}
 
@@ -106,6 +108,13 @@ class MemoryStorage(BaseStorage):
         self._alive()
         self._fault("put")
         return await super().put(key, chunks, size, state=state, on_part=on_part)
+
+    async def put_many(self, items):
+        self._alive()
+        self._fault("put_many")
+        check_group(items)
+        # one by one, in order (the default puts several at once): a fault midway is reproducible
+        return [await self.put(k, one_block(d), len(d)) for k, d in items]
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         self._alive()

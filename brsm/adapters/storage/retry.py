@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from brsm.errors import StorageError
@@ -139,6 +139,14 @@ class RetryStorage:
                 yield c
         return await self._run(f"put {key}", lambda: self.inner.put(key, stream(), size, state=state,
                                                                    on_part=on_part), reopens=True)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        # the bytes are in memory: every attempt sends the whole group again (a put overwrites, so
+        # what an earlier attempt stored is stored again, the same), an upload the store dropped too
+        items = list(items)
+        first = items[0][0] if items else "-"
+        return await self._run(f"put_many {first} (+{max(0, len(items) - 1)})",
+                               lambda: self.inner.put_many(items), reopens=True)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         return await self._run(f"put_bytes {key}", lambda: self.inner.put_bytes(key, data))
