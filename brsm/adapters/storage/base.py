@@ -22,6 +22,7 @@ from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, st
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
 from .keys import check_key, check_prefix, normalize_root_prefix
+from .put_group import put_each
 from .streams import ByteBudget, SizeMismatch, Source, read_all
 
 KiB = 1 << 10
@@ -32,25 +33,6 @@ DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
 PROBE_PREFIX = ".brsm-probe-"
-
-
-PUT_MANY_AT_ONCE = 8  # objects of one put_many in flight on a store without a group verb
-
-
-def check_group(items: Sequence[tuple[str, bytes]]) -> None:
-    """A put_many group is well formed: valid keys, each once (two bytes for one key in one group
-    would leave which one is stored to chance). Checked before anything is written."""
-    seen: set[str] = set()
-    for key, _data in items:
-        check_key(key)
-        if key in seen:
-            raise StorageError(f"{key}: twice in one group of objects", permanent=True,
-                               hint="a group names each key once; this is a bug in brsm")
-        seen.add(key)
-
-
-async def one_block(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def norm_etag(etag: str | None) -> str:
@@ -117,24 +99,9 @@ class BaseStorage(ABC):
         return PutResult(size=src.count, sha256=src.sha256)
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
-        """The objects put by the single-object path, PUT_MANY_AT_ONCE at a time: an object store
-        makes each durable as it answers, so there is nothing to share between them. The first failure
-        stops the others and is raised once they have stopped."""
-        check_group(items)
-        sem = asyncio.Semaphore(PUT_MANY_AT_ONCE)
-
-        async def one(key: str, data: bytes) -> PutResult:
-            async with sem:
-                return await self.put(key, one_block(data), len(data))
-
-        tasks = [asyncio.ensure_future(one(k, d)) for k, d in items]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        """Each object by the single-object path, a few at a time (``put_group.put_each``): an object
+        store makes each durable as it answers, so there is nothing to share between them."""
+        return await put_each(self, items)
 
     async def _put_multipart(self, full: str, src: Source, state: UploadState,
                              on_part: Callable[[UploadState], Any] | None) -> None:

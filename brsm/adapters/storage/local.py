@@ -22,7 +22,8 @@ from typing import Any
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenable, stream_of
 
-from .base import BaseStorage, check_group
+from .base import BaseStorage
+from .put_group import check_group
 from .keys import check_prefix, dir_prefix
 from .local_group import write_group
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,

@@ -31,7 +31,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo
 
-from .base import BaseStorage, one_block, check_group
+from .base import BaseStorage
+from .put_group import check_group, one_block
 from .keys import check_prefix, dir_prefix
 
 _VERBS = {"put", "put_many", "put_bytes", "get", "get_bytes", "stat", "list", "list_dirs", "delete", "delete_prefix",
