@@ -435,3 +435,73 @@ async def test_signed_urls_or_the_refusal(backend, storage):
     await storage.finish_upload("s/x.sst", up, parts)
     assert await storage.get_bytes("s/x.sst") == b"".join(chunks)
     assert await fetch(await storage.get_url("s/x.sst", 300), PART, 4) == bytes([2]) * 4
+
+
+# -- put_many: a group of small objects whose bytes are in memory -----------------------------------
+GROUP_KEYS = ["g/a", "g/ab/c", "g/a.b/c/d", "g/a-b/c", "top"]  # a key a string prefix of others' dirs
+
+
+def _group() -> list[tuple[str, bytes]]:
+    sizes = [0, 1, 4096, 70_001, 300]
+    return [(k, os.urandom(n)) for k, n in zip(GROUP_KEYS, sizes)]
+
+
+async def test_put_many_round_trip(storage):
+    items = _group()
+    res = await storage.put_many(items)
+    assert res == [PutResult(size=len(d), sha256=sha(d)) for _k, d in items]
+    assert [o.key for o in await storage.list("")] == sorted(GROUP_KEYS)
+    for k, d in items:
+        assert await storage.get_bytes(k) == d
+        assert await storage.stat(k) == ObjectInfo(k, len(d))
+    again = [(k, d[::-1] + b"!") for k, d in items]  # a put overwrites, in a group too
+    assert await storage.put_many(again) == [PutResult(len(d), sha(d)) for _k, d in again]
+    assert [await storage.get_bytes(k) for k, _d in again] == [d for _k, d in again]
+    assert await storage.put_many([]) == []
+    assert await storage.abort_uploads("") == 0
+
+
+async def test_put_many_through_the_retry_wrapper(backend):
+    storage = backend.open(retry=True)
+    items = _group()
+    assert await storage.put_many(items) == [PutResult(len(d), sha(d)) for _k, d in items]
+    assert [await storage.get_bytes(k) for k, _d in items] == [d for _k, d in items]
+
+
+@pytest.mark.parametrize("items", [[("ok", b"1"), ("../up", b"2")], [("k", b"1"), ("k", b"2")]],
+                         ids=["bad-key", "key-twice"])
+async def test_put_many_refuses_a_bad_group_before_writing_anything(storage, items):
+    with pytest.raises(StorageError) as ei:
+        await storage.put_many(items)
+    assert ei.value.permanent
+    assert await storage.list("") == []
+
+
+async def test_a_put_many_failing_midway_leaves_no_half_object(backend, storage, tmp_path):
+    """The third object cannot be stored: the call fails; what is visible is whole (the objects before
+    it may be there), nothing is half-written, and no temp file or upload is left over."""
+    items = [(f"m/{i}", os.urandom(1000 + i)) for i in range(6)]
+    if backend.name == "local":
+        os.makedirs(tmp_path / "store" / backend.prefix / "m" / "2" / "sub")  # a directory where the key goes
+    elif backend.name == "memory":
+        storage.inject_fault("put", count=-1, permanent=True, skip=2)
+    else:
+        from brsm.sandbox import store_faults
+        store_faults.inject(backend.endpoint, kind="error", status=400, code="InvalidRequest",
+                            methods=["PUT"], skip=2, count=-1)
+    with pytest.raises(StorageError):
+        await storage.put_many(items)
+    if backend.remote:
+        from brsm.sandbox import store_faults
+        store_faults.clear(backend.endpoint)
+    want = dict(items)
+    seen = await storage.list("m/")
+    assert len(seen) < len(items)
+    for o in seen:
+        assert await storage.get_bytes(o.key) == want[o.key], o.key
+    assert await storage.abort_uploads("") == 0
+    if backend.name == "local":
+        from brsm.adapters.storage.local import TMP_MARK
+        left = [f for _d, _s, fs in os.walk(tmp_path / "store") for f in fs if f.startswith(TMP_MARK)]
+        assert left == [], "the temp files of the objects not renamed are removed"
+        assert [o.key for o in seen] == ["m/0", "m/1"]  # renamed in order: those before it, whole
