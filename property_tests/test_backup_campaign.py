@@ -41,7 +41,7 @@ META_HOSTS = ["127.0.0.11", "127.0.0.12"]
 STORAGE_HOSTS = ["127.0.0.101", "127.0.0.102"]
 RPCS = ["listCluster", "listSpaces", "listSnapshots", "createBackup", "dropSnapshot", "getMetaDirInfo"]
 CODES = [-2, -8, -24, -26, -2003, -2004]  # E_RPC_FAILURE, E_NO_HOSTS, E_BACKUP_FAILED, ...
-STORAGE_VERBS = ["put", "put_bytes", "get", "get_bytes", "stat", "list", "delete", "delete_prefix",
+STORAGE_VERBS = ["put", "put_many", "put_bytes", "get", "get_bytes", "stat", "list", "delete", "delete_prefix",
                  "abort_uploads", "put_object", "create_upload", "upload_part", "list_parts",
                  "complete_upload", "abort_upload"]
 

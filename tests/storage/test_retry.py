@@ -286,3 +286,23 @@ def test_the_retry_rules_keep_their_waits():
     assert [rules.HOST_PART.delay(n) for n in range(1, 6)] == [0.4, 0.8, 1.6, 3.2, 5.0]
     assert (rules.WHOLE_FILE.attempts, rules.PROBE.attempts, rules.HOST_PART.attempts,
             rules.STORE_REQUEST.attempts) == (3, 3, 5, 5)
+
+
+async def test_put_many_is_retried_whole_with_its_bytes():
+    """The group's bytes are in memory: a transient failure midway (after two objects were stored)
+    sends the whole group again; a permanent one is raised at once."""
+    m = mem()
+    r, sleeps = wrap(m, attempts=5, base_delay=0.1, max_delay=0.3)
+    items = [(f"g/{i}", os.urandom(100 + i)) for i in range(5)]
+    m.inject_fault("put", count=1, skip=2)
+    res = await r.put_many(items)
+    assert [x.sha256 for x in res] == [sha(d) for _k, d in items]
+    assert r.retries == 1 and len(sleeps) == 1
+    assert {k: m.objects[k] for k, _d in items} == dict(items)
+    m.inject_fault("put_many", count=2)
+    await r.put_many(items)
+    assert r.retries == 3
+    m.inject_fault("put_many", count=1, permanent=True)
+    with pytest.raises(StorageError):
+        await r.put_many(items)
+    assert r.retries == 3

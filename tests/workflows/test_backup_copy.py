@@ -274,3 +274,66 @@ def test_a_host_with_few_small_files_still_copies_per_host_at_a_time():
     import doctest
 
     assert doctest.testmod(copy).failed == 0
+
+
+def test_a_groups_files_are_stored_by_one_put_many(world_of, monkeypatch):
+    """A group's members go to storage in one put_many (a local store pays its durability barrier
+    once for them), not one put each."""
+    monkeypatch.setattr(groups, "GROUP_FILES", 50)
+    monkeypatch.setattr(copy, "GROUP_FILES", 50)
+    w = world_of(many_files(200))
+    store = mem(w.storage)
+    real = type(store).put_many
+    sizes: list[int] = []
+
+    async def put_many(self, items):
+        sizes.append(len(items))
+        return await real(self, items)
+
+    monkeypatch.setattr(type(store), "put_many", put_many)
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    st = w.run(w.backup_runner.run(op))
+    assert st.phase == "done"
+    n = len(assert_every_file_right(w, st.facts["backup_name"])["files"])
+    assert len(sizes) == read_files_calls(w) and max(sizes) == 50
+    assert sum(sizes) > n * 3 // 4  # the small files went in groups
+
+
+def test_a_group_whose_put_many_fails_is_copied_file_by_file(world_of):
+    """put_many failing for good (its retries spent): which members were stored is not known, so
+    none is journaled by the group; each is copied again alone, and journaled once."""
+    w = world_of(many_files(60))
+    mem(w.storage).inject_fault("put_many", count=-1, permanent=True)
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    st = w.run(w.backup_runner.run(op))
+    assert st.phase == "done"
+    assert_every_file_right(w, st.facts["backup_name"])
+    keys = [e.data["key"] for e in w.inner.events(op, "FileCopied")]
+    assert len(keys) == len(set(keys)), "every file journaled once"
+    assert read_files_calls(w) > 0
+
+
+def test_a_put_many_failing_midway_journals_none_of_its_group(world_of, monkeypatch):
+    """A transient failure after some members were stored (the retry wrapper's attempts spent on
+    it): the group journals nothing, its files go alone, and every file of the backup is right."""
+    w = world_of(many_files(60))
+    store = mem(w.storage)
+    real = type(store).put_many
+    failed: list[int] = []
+
+    async def put_many(self, items):
+        try:
+            return await real(self, items)
+        except BrsmError:
+            failed.append(len(items))
+            raise
+
+    monkeypatch.setattr(type(store), "put_many", put_many)
+    store.inject_fault("put", count=3, skip=5)  # 3 puts in a row fail: every attempt of one group
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    st = w.run(w.backup_runner.run(op))
+    assert st.phase == "done"
+    assert len(failed) == 3 and failed[0] > 5, "a group failed midway, on each of its attempts"
+    assert_every_file_right(w, st.facts["backup_name"])
+    keys = [e.data["key"] for e in w.inner.events(op, "FileCopied")]
+    assert len(keys) == len(set(keys))
