@@ -225,6 +225,15 @@ class BaseStorage(ABC):
     async def list(self, prefix: str) -> list[ObjectInfo]: ...
 
     @abstractmethod
+    def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix`` after ``after``, in strictly increasing key order (str order:
+        the byte order of the keys' UTF-8), fetched ``page`` at a time (see brsm.ports.Storage)."""
+
+    def page_size(self, page: int) -> int:
+        """Objects per listing request: ``page``, within the store's limit and the configured size."""
+        return max(1, min(page, self.list_page_size))
+
+    @abstractmethod
     async def list_dirs(self, prefix: str) -> list[str]: ...
 
     @abstractmethod

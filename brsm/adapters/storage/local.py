@@ -15,7 +15,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,64 @@ class LocalStorage(BaseStorage):
                         out.append(ObjectInfo(k, st.st_size))
         out.sort(key=lambda o: o.key)
         return out
+
+    async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """The directory tree walked in key order (see ``_walk``), a page of files looked at per
+        worker-thread call: what is held is the sorted names of the directories on the current path."""
+        prefix = check_prefix(prefix)
+        walk = self._walk(prefix, after)
+        n = self.page_size(page)
+
+        def take() -> list[ObjectInfo]:
+            return [o for _, o in zip(range(n), walk)]
+        try:
+            while True:
+                self.requests["list_objects"] += 1
+                try:
+                    got = await asyncio.to_thread(take)
+                except OSError as e:
+                    raise os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
+                for o in got:
+                    yield o
+                if len(got) < n:
+                    return
+        finally:
+            try:
+                walk.close()
+            except ValueError:  # cancelled while a worker thread is in it: it ends with that call
+                pass
+
+    def _walk(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        """Regular files under ``prefix`` with keys after ``after``, in key order, one directory's
+        sorted entries at a time: a directory sorts as its name followed by '/' (the keys in it all
+        begin so), so the walk yields exactly the order of the keys. Symlinks and temp files are no
+        objects; a directory deleted meanwhile holds none."""
+        base, _, _ = prefix.rpartition("/")
+        start = self.root / base if base else self.root
+        if not self._dir_within(start):
+            return  # a symlink named like a backup (or a path through one): no objects there
+        yield from self._walk_dir(str(start), base + "/" if base else "", prefix, after)
+
+    def _walk_dir(self, path: str, rel: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name)
+                                 for e in it if not e.name.startswith(TMP_MARK))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for sort_key, name in entries:
+            k = rel + sort_key
+            if sort_key.endswith("/"):  # a directory: every key in it begins with k
+                if not (k.startswith(prefix) or prefix.startswith(k)) or (after > k and not after.startswith(k)):
+                    continue
+                yield from self._walk_dir(os.path.join(path, name), k, prefix, after)
+            elif k.startswith(prefix) and k > after:
+                try:
+                    st = os.lstat(os.path.join(path, name))
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see _open_object)
+                    yield ObjectInfo(k, st.st_size)
 
     async def list_dirs(self, prefix: str) -> list[str]:
         p = dir_prefix(check_prefix(prefix))
