@@ -15,6 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from brsm.errors import StorageError
@@ -196,9 +197,21 @@ class BaseStorage(ABC):
         return await self._stat_full(self.full_key(key))
 
     async def delete_prefix(self, prefix: str) -> int:
-        objs = await self.list(prefix)
-        await self._delete_many([self.full_key(o.key) for o in objs])
-        return len(objs)
+        """Delete a batch of listed keys at a time (a backup of a million files is never listed whole),
+        each batch listed afresh after the last key deleted: no listing runs on under its deletes."""
+        n, after, batch_size = 0, "", 1000
+        while True:
+            batch: list[str] = []
+            async with aclosing(self.iter_objects(prefix, after=after)) as objs:
+                async for o in objs:
+                    batch.append(o.key)
+                    if len(batch) >= batch_size:
+                        break
+            if batch:
+                await self._delete_many([self.full_key(k) for k in batch])
+                n, after = n + len(batch), batch[-1]
+            if len(batch) < batch_size:
+                return n
 
     async def probe(self) -> None:
         """Write a small object, read it back, delete it: the storage is reachable and writable."""
