@@ -313,14 +313,16 @@ class LocalStorage(BaseStorage):
 
     def _walk_dir(self, path: str, rel: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
         try:
-            with os.scandir(path) as it:
-                entries = sorted((e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name)
-                                 for e in it if not e.name.startswith(TMP_MARK))
+            with os.scandir(path) as it:  # names only, a directory's marked by a trailing '/'
+                entries = [e.name + "/" if e.is_dir(follow_symlinks=False) else e.name
+                           for e in it if not e.name.startswith(TMP_MARK)]
         except (FileNotFoundError, NotADirectoryError):
             return
-        for sort_key, name in entries:
-            k = rel + sort_key
-            if sort_key.endswith("/"):  # a directory: every key in it begins with k
+        entries.sort()
+        for entry in entries:
+            k = rel + entry
+            name = entry.rstrip("/")
+            if entry.endswith("/"):  # a directory: every key in it begins with k
                 if not (k.startswith(prefix) or prefix.startswith(k)) or (after > k and not after.startswith(k)):
                     continue
                 yield from self._walk_dir(os.path.join(path, name), k, prefix, after)
