@@ -246,7 +246,7 @@ def _space_of(rel: str) -> int | None:
 async def own_objects(storage: Storage, name: str) -> dict[str, int]:
     """The backup's own objects that are there (manifest, its file list, ``.meta``, the in-progress
     marker), key -> size: looked up by name, so no listing of its data is held to find them."""
-    return await common.object_sizes(storage, own_keys(name) | {in_progress_key(name)})
+    return await listing.object_sizes(storage, own_keys(name) | {in_progress_key(name)})
 
 
 async def tally_objects(storage: Storage, name: str, *, skip: Iterable[str] = (),

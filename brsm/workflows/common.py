@@ -6,7 +6,6 @@ import asyncio
 import posixpath
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import aclosing
 from typing import Any
 
 from brsm.engine import events as ev
@@ -385,28 +384,3 @@ def refuse_while_leased(what: str, holders: list[LeaseInfo] | None) -> None:
                    hint=f"let that run finish, then run this again; if its process died, resume or roll back "
                         f"operation {ops} from its own journal (BRSM_HOME), or wait until its lease expires")
 
-
-async def any_object(storage: Storage, prefix: str) -> bool:
-    """Whether any object's key starts with ``prefix``: the first page of one object, not a listing."""
-    async with aclosing(storage.iter_objects(prefix, page=1)) as objs:
-        return await anext(objs, None) is not None
-
-
-async def object_sizes(storage: Storage, keys: Iterable[str]) -> dict[str, int]:
-    """The size of each of ``keys`` that is there, looked up by name (a few marker objects: no listing)."""
-    from brsm.errors import ObjectNotFound
-
-    async def one(key: str) -> tuple[str, int | None]:
-        try:
-            return key, (await storage.stat(key)).size
-        except ObjectNotFound:
-            return key, None
-    return {k: size for k, size in await asyncio.gather(*(one(k) for k in sorted(set(keys)))) if size is not None}
-
-
-async def tally_objects(storage: Storage, prefix: str) -> tuple[int, int]:
-    """(count, bytes) of the objects under ``prefix``, streamed: no listing held."""
-    n = total = 0
-    async for o in storage.iter_objects(prefix):
-        n, total = n + 1, total + o.size
-    return n, total

@@ -7,10 +7,12 @@ so), so one pass side by side, like a merge, pairs each key with its two sizes h
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+from brsm.errors import ObjectNotFound
 from brsm.ports import Storage
 
 T = TypeVar("T")
@@ -49,3 +51,27 @@ async def side_by_side(storage: Storage, prefix: str, expected: Iterable[T] | As
         while cur is not None:
             yield cur.key, None, cur.size
             cur = await anext(listing, None)
+
+
+async def any_object(storage: Storage, prefix: str) -> bool:
+    """Whether any object's key starts with ``prefix``: the first page of one object, not a listing."""
+    async with aclosing(storage.iter_objects(prefix, page=1)) as objs:
+        return await anext(objs, None) is not None
+
+
+async def object_sizes(storage: Storage, keys: Iterable[str]) -> dict[str, int]:
+    """The size of each of ``keys`` that is there, looked up by name (a few marker objects: no listing)."""
+    async def one(key: str) -> tuple[str, int | None]:
+        try:
+            return key, (await storage.stat(key)).size
+        except ObjectNotFound:
+            return key, None
+    return {k: size for k, size in await asyncio.gather(*(one(k) for k in sorted(set(keys)))) if size is not None}
+
+
+async def tally_objects(storage: Storage, prefix: str) -> tuple[int, int]:
+    """(count, bytes) of the objects under ``prefix``, streamed: no listing held."""
+    n = total = 0
+    async for o in storage.iter_objects(prefix):
+        n, total = n + 1, total + o.size
+    return n, total

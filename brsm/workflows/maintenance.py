@@ -17,7 +17,7 @@ from brsm.engine.runner import StepContext, Workflow
 from brsm.engine.state import KindState, Params, completed, on
 from brsm.errors import BrsmError, OperationFailed, UsageError
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows import common
+from brsm.workflows import common, listing
 from brsm.errors import InvalidLease
 from brsm.workflows.lease import host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
@@ -136,7 +136,7 @@ async def cleanup_check(ctx: StepContext[CleanupState]) -> dict[str, Any]:
         return {}
     found = p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}
     if not found and p.storage is not None:
-        found = await common.any_object(p.storage, f"{name}/")
+        found = await listing.any_object(p.storage, f"{name}/")
     if not found:
         where = " or ".join(w for w in (p.storage.uri if p.storage is not None else None,
                                         "the cluster's snapshots" if p.meta is not None else None) if w)
@@ -270,9 +270,9 @@ async def dead_run_leftovers(p: MaintenancePorts, owners: frozenset[str], snapsh
         if name in snapshots:
             out.append({"kind": "dead_run_snapshot", "name": name, "op_id": op_id, "why": why})
         if p.storage is not None:
-            if manifest_key(name) in await common.object_sizes(p.storage, [manifest_key(name)]):
+            if manifest_key(name) in await listing.object_sizes(p.storage, [manifest_key(name)]):
                 continue
-            n, size = await common.tally_objects(p.storage, f"{name}/")
+            n, size = await listing.tally_objects(p.storage, f"{name}/")
             if n:
                 out.append({"kind": "dead_run_backup", "name": name, "op_id": op_id, "objects": n,
                             "bytes": size, "why": why})
@@ -303,10 +303,10 @@ async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: 
         if not name.startswith("BACKUP") or name in p.live.names:
             continue
         # the markers looked up by name: a finished backup of a million files is not listed to find them
-        keys = await common.object_sizes(p.storage, [manifest_key(name), meta_file_key(name), in_progress_key(name)])
+        keys = await listing.object_sizes(p.storage, [manifest_key(name), meta_file_key(name), in_progress_key(name)])
         if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
             continue  # complete (brsm manifest, or nebula-br's .meta written last)
-        objects, size = await common.tally_objects(p.storage, f"{name}/")
+        objects, size = await listing.tally_objects(p.storage, f"{name}/")
         owner = await _marker_owner(p.storage, name) if in_progress_key(name) in keys else None
         if owner is not None and (owner in owners or owner in p.live.refs):
             out.append({"kind": "in_use", "name": name, "objects": objects,
@@ -391,7 +391,7 @@ async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
     if o["kind"] in ("snapshot", "dead_run_snapshot"):
         return o["name"] in {s.name for s in await p.meta.list_snapshots()}
     if o["kind"] in ("incomplete_backup", "dead_run_backup"):
-        return await common.any_object(p.storage, f"{o['name']}/")
+        return await listing.any_object(p.storage, f"{o['name']}/")
     return await p.hosts.host(o["host"]).exists(o["path"])
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound, UsageError
 from brsm.ports import Progress, Storage
-from brsm.workflows import catalog, common, manifest
+from brsm.workflows import catalog, listing, manifest
 from brsm.workflows.layout import MANIFEST, manifest_files_key, manifest_key, meta_file_key
 
 QUICK, FULL, SAMPLE = "quick", "full", "sample"
@@ -194,7 +194,7 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
             raise UsageError("sample mode needs a share", hint="e.g. --sample 5%")
         if seed is None:
             seed = random.SystemRandom().randrange(1 << 32)
-    if not await common.any_object(storage, f"{name}/"):
+    if not await listing.any_object(storage, f"{name}/"):
         raise UsageError(f"no backup named {name} in {storage.uri}", hint=f"see `brsm show --storage {storage.uri}`")
     e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta)  # its listing streamed, not held
     r = VerifyReport(name=name, mode=mode, made_by=e.made_by, state=e.state, checksums=e.checksums,

@@ -197,8 +197,7 @@ class BaseStorage(ABC):
         return await self._stat_full(self.full_key(key))
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete a batch of listed keys at a time (a backup of a million files is never listed whole),
-        each batch listed afresh after the last key deleted: no listing runs on under its deletes."""
+        """A batch of keys at a time, each listed afresh after the last deleted (never listed whole)."""
         n, after, batch_size = 0, "", 1000
         while True:
             batch: list[str] = []
@@ -239,8 +238,7 @@ class BaseStorage(ABC):
 
     @abstractmethod
     def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
-        """The objects under ``prefix`` after ``after``, in strictly increasing key order (str order:
-        the byte order of the keys' UTF-8), fetched ``page`` at a time (see brsm.ports.Storage)."""
+        """In strictly increasing key order, ``page`` at a time (see brsm.ports.Storage)."""
 
     def page_size(self, page: int) -> int:
         """Objects per listing request: ``page``, within the store's limit and the configured size."""

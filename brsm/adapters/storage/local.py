@@ -24,6 +24,7 @@ from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenabl
 
 from .base import BaseStorage
 from .keys import check_prefix, dir_prefix
+from .local_walk import walk_in_key_order
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
                           stop_writer, unlink_quietly)
 from .streams import Source
@@ -245,34 +246,9 @@ class LocalStorage(BaseStorage):
         prefix = check_prefix(prefix)
         self.requests["list_objects"] += 1
         try:
-            return await asyncio.to_thread(self._list, prefix)
+            return await asyncio.to_thread(lambda: list(self._walk(prefix, "")))
         except OSError as e:
             raise os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
-
-    def _list(self, prefix: str) -> list[ObjectInfo]:
-        base, _, _ = prefix.rpartition("/")
-        start = self.root / base if base else self.root
-        out: list[ObjectInfo] = []
-        if not self._dir_within(start):
-            return out  # a symlink named like a backup (or a path through one): no objects there
-        for dirpath, dirnames, filenames in os.walk(start):
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if (rel_dir + d + "/").startswith(prefix)
-                           or prefix.startswith(rel_dir + d + "/")]
-            for name in filenames:
-                if name.startswith(TMP_MARK):
-                    continue
-                k = rel_dir + name
-                if k.startswith(prefix):
-                    try:
-                        st = os.lstat(os.path.join(dirpath, name))
-                    except FileNotFoundError:
-                        continue  # deleted meanwhile
-                    if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see _open_object)
-                        out.append(ObjectInfo(k, st.st_size))
-        out.sort(key=lambda o: o.key)
-        return out
 
     async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
         """The directory tree walked in key order (see ``_walk``), a page of files looked at per
@@ -301,38 +277,10 @@ class LocalStorage(BaseStorage):
                 pass
 
     def _walk(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
-        """Regular files under ``prefix`` with keys after ``after``, in key order, one directory's
-        sorted entries at a time: a directory sorts as its name followed by '/' (the keys in it all
-        begin so), so the walk yields exactly the order of the keys. Symlinks and temp files are no
-        objects; a directory deleted meanwhile holds none."""
         base, _, _ = prefix.rpartition("/")
         start = self.root / base if base else self.root
-        if not self._dir_within(start):
-            return  # a symlink named like a backup (or a path through one): no objects there
-        yield from self._walk_dir(str(start), base + "/" if base else "", prefix, after)
-
-    def _walk_dir(self, path: str, rel: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
-        try:
-            with os.scandir(path) as it:  # names only, a directory's marked by a trailing '/'
-                entries = [e.name + "/" if e.is_dir(follow_symlinks=False) else e.name
-                           for e in it if not e.name.startswith(TMP_MARK)]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        entries.sort()
-        for entry in entries:
-            k = rel + entry
-            name = entry.rstrip("/")
-            if entry.endswith("/"):  # a directory: every key in it begins with k
-                if not (k.startswith(prefix) or prefix.startswith(k)) or (after > k and not after.startswith(k)):
-                    continue
-                yield from self._walk_dir(os.path.join(path, name), k, prefix, after)
-            elif k.startswith(prefix) and k > after:
-                try:
-                    st = os.lstat(os.path.join(path, name))
-                except FileNotFoundError:
-                    continue  # deleted meanwhile
-                if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see _open_object)
-                    yield ObjectInfo(k, st.st_size)
+        if self._dir_within(start):  # not through a symlink named like a backup (or a path through one)
+            yield from walk_in_key_order(str(start), base + "/" if base else "", prefix, after)
 
     async def list_dirs(self, prefix: str) -> list[str]:
         p = dir_prefix(check_prefix(prefix))

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
-from brsm.workflows import catalog, common
+from brsm.workflows import catalog, listing
 from brsm.workflows import manifest as manifests
 from brsm.workflows.layout import MANIFEST, MANIFEST_FILES, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.restore.context import TAMPERED, ports
@@ -40,7 +40,7 @@ def closest(name: str, names: list[str]) -> list[str]:
 async def _refuse_absent(ctx: RestoreContext, name: str) -> None:
     """No object at all under ``<name>/``: there is no such backup (not an incomplete one)."""
     st = ports(ctx).storage
-    if await common.any_object(st, f"{name}/"):
+    if await listing.any_object(st, f"{name}/"):
         return
     names = [d.rstrip("/") for d in await st.list_dirs("")]
     near = closest(name, names)
