@@ -15,7 +15,6 @@ States (``BackupEntry.state``):
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import posixpath
@@ -26,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from brsm.errors import ObjectNotFound
-from brsm.ports import ObjectInfo, Storage
+from brsm.ports import Storage
 from brsm.workflows import common, listing, manifest
 from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
