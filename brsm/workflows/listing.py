@@ -19,12 +19,19 @@ T = TypeVar("T")
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    if hasattr(items, "__aiter__"):
-        async for x in items:  # type: ignore[union-attr]
-            yield x
-    else:
+    """``items`` as an async iterator; one left early (the listing failed) is closed, not left to
+    the garbage collector (a stream of a file list holds a read of the store open)."""
+    if not hasattr(items, "__aiter__"):
         for x in items:  # type: ignore[union-attr]
             yield x
+        return
+    it = aiter(items)  # type: ignore[arg-type]
+    try:
+        async for x in it:
+            yield x
+    finally:
+        if hasattr(it, "aclose"):
+            await it.aclose()
 
 
 async def side_by_side(storage: Storage, prefix: str, expected: Iterable[T] | AsyncIterable[T], *,
@@ -33,9 +40,9 @@ async def side_by_side(storage: Storage, prefix: str, expected: Iterable[T] | As
     order: None on the left is an object nothing expected, on the right one expected and not listed.
     ValueError when ``expected`` is not in strictly increasing key order (pairs would be missed)."""
     last: str | None = None
-    async with aclosing(storage.iter_objects(prefix)) as listing:
+    async with aclosing(storage.iter_objects(prefix)) as listing, aclosing(_aiter(expected)) as wanted:
         cur = await anext(listing, None)
-        async for e in _aiter(expected):
+        async for e in wanted:
             k = key(e)
             if last is not None and not k > last:
                 raise ValueError(f"{k!r} is not after {last!r}: the files expected are out of key order")

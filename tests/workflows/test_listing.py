@@ -61,3 +61,24 @@ async def test_uploaded_refuses_a_copied_file_the_store_lacks(damage):
     with pytest.raises(StorageError, match=f"1 copied file\\(s\\) are missing or changed in storage, e.g. {victim}"):
         await finish.uploaded(ctx)
     assert not await listing.any_object(st, f"{name}/brsm-manifest")  # nothing written
+
+
+async def test_a_listing_that_fails_midway_closes_the_expected_stream_at_once():
+    """The file list read beside a listing that fails is closed then, with the read of the store
+    under it: not left suspended for the garbage collector to finish in a task of its own."""
+    from contextlib import aclosing
+    st = await _store({"B/a": 1, "B/b": 1, "B/c": 1})
+    st.inject_fault("list", count=-1, permanent=True, skip=1)  # the second page fails
+    closed = []
+
+    async def expected():
+        try:
+            for k in ("B/a", "B/b", "B/c"):
+                yield {"key": k}
+        finally:
+            closed.append(True)
+    with pytest.raises(StorageError):
+        async with aclosing(listing.side_by_side(st, "B/", expected())) as pairs:
+            async for _ in pairs:
+                pass
+    assert closed == [True]
