@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from brsm.errors import ObjectNotFound
-from brsm.ports import ObjectInfo, Storage
-from brsm.workflows import common, manifest
+from brsm.ports import Storage
+from brsm.workflows import common, listing, manifest
 from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
 
@@ -80,7 +81,10 @@ class BackupEntry:
     # not part of the public view: what was read, for verify
     manifest: dict[str, Any] | None = None
     meta: MetaFacts | None = None
+    # the backup's own objects found (manifest, its file list, .meta, the in-progress marker): key -> size.
+    # Its data objects are streamed past, never held: their number grows with the cluster's files.
     objects: dict[str, int] = field(default_factory=dict)
+    structure: list[dict[str, Any]] | None = None  # a nebula-br backup: the parts its .meta names that are missing
     meta_sha256: str | None = None  # of the ``.meta`` bytes read
     file_check: FileCheck | None = None  # the manifest's files against the listing, when it could be read
 
@@ -163,59 +167,70 @@ def own_keys(name: str) -> set[str]:
     return {manifest_key(name), manifest_files_key(name), meta_file_key(name)}
 
 
-async def check_files(storage: Storage, name: str, m: dict[str, Any], objects: Mapping[str, int]) -> FileCheck:
-    """Each manifest file missing from the listing or of another size, the file list streamed (one
-    entry at a time) and merged with the listing's keys in order. ValueError / ObjectNotFound from
-    reading the file list pass through: the manifest is unreadable."""
+async def check_files(storage: Storage, name: str, m: dict[str, Any]) -> FileCheck:
+    """Each manifest file missing from the listing or of another size: the file list and the listing
+    streamed side by side, both in key order (one entry of each held, whatever the number of files).
+    ValueError / ObjectNotFound from reading the file list pass through: the manifest is unreadable."""
     out = FileCheck()
-    keys = sorted(objects)  # the listing is whole already (the Storage port lists whole); its keys, sorted
     own = own_keys(name)
-    i = 0
-
-    def unlisted(upto: str | None) -> None:
-        nonlocal i
-        while i < len(keys) and (upto is None or keys[i] < upto):
-            if keys[i] not in own:
-                out.unlisted += 1
-                if out.first_unlisted is None:
-                    out.first_unlisted = keys[i]
-            i += 1
-
-    async for f in manifest.files(storage, name, m):
-        out.listed += 1
-        unlisted(f["key"])
-        have = objects.get(f["key"])
-        if i < len(keys) and keys[i] == f["key"]:
-            i += 1
-        if have is None:
-            out.problems.append({"key": f["key"], "problem": "missing", "expected": f["size"], "actual": None})
-        elif have != f["size"]:
-            out.problems.append({"key": f["key"], "problem": "size", "expected": f["size"], "actual": have})
-    unlisted(None)
+    async with aclosing(listing.side_by_side(storage, f"{name}/", manifest.files(storage, name, m))) as pairs:
+        async for key, f, have in pairs:
+            if f is None:
+                if key not in own:
+                    out.unlisted += 1
+                    if out.first_unlisted is None:
+                        out.first_unlisted = key
+                continue
+            out.listed += 1
+            if have is None:
+                out.problems.append({"key": key, "problem": "missing", "expected": f["size"], "actual": None})
+            elif have != f["size"]:
+                out.problems.append({"key": key, "problem": "size", "expected": f["size"], "actual": have})
     return out
 
 
-def structure_problems(name: str, facts: MetaFacts, objects: Mapping[str, int]) -> list[dict[str, Any]]:
-    """A nebula-br backup has no hashes: check that what its ``.meta`` names is there at all."""
-    out = []
-    for f in facts.meta_files:
-        key = f"{name}/meta/{f}"
-        if key not in objects:
-            out.append({"key": key, "problem": "missing", "expected": None, "actual": None})
-    for host in sorted(set(facts.storage_hosts) | set(facts.host_spaces)):
-        spaces = facts.host_spaces.get(host, ())
-        prefix = f"{name}/data/{host}/"
-        under = [k for k in objects if k.startswith(prefix)]
-        if not under:
-            if spaces or not facts.host_spaces:
-                out.append({"key": prefix, "problem": "missing", "expected": None, "actual": None,
-                            "detail": f"no data for storage host {host}"})
-            continue
-        for sid in spaces:
-            if not any(_space_of(k[len(prefix):]) == sid for k in under):
-                out.append({"key": f"{prefix}data*/{sid}/", "problem": "missing", "expected": None, "actual": None,
-                            "detail": f"no data of space {sid} from {host}"})
-    return out
+class Structure:
+    """A nebula-br backup has no hashes: what its ``.meta`` names must be there at all. Fed the
+    listing one key at a time; holds the space ids seen per storage host, not the keys."""
+
+    def __init__(self, name: str, facts: MetaFacts) -> None:
+        self.name, self.facts = name, facts
+        self.hosts = sorted(set(facts.storage_hosts) | set(facts.host_spaces))
+        self.meta_missing = {f"{name}/meta/{f}" for f in facts.meta_files}
+        self.seen: dict[str, set[int | None]] = {}
+
+    def add(self, key: str) -> None:
+        self.meta_missing.discard(key)
+        parts = key.split("/", 3)
+        if len(parts) == 4 and parts[1] == "data" and parts[2] in self.hosts:
+            self.seen.setdefault(parts[2], set()).add(_space_of(parts[3]))
+
+    def problems(self) -> list[dict[str, Any]]:
+        name, facts = self.name, self.facts
+        out = [{"key": f"{name}/meta/{f}", "problem": "missing", "expected": None, "actual": None}
+               for f in facts.meta_files if f"{name}/meta/{f}" in self.meta_missing]
+        for host in self.hosts:
+            spaces = facts.host_spaces.get(host, ())
+            prefix = f"{name}/data/{host}/"
+            seen = self.seen.get(host)
+            if not seen:
+                if spaces or not facts.host_spaces:
+                    out.append({"key": prefix, "problem": "missing", "expected": None, "actual": None,
+                                "detail": f"no data for storage host {host}"})
+                continue
+            for sid in spaces:
+                if sid not in seen:
+                    out.append({"key": f"{prefix}data*/{sid}/", "problem": "missing", "expected": None,
+                                "actual": None, "detail": f"no data of space {sid} from {host}"})
+        return out
+
+
+def structure_problems(name: str, facts: MetaFacts, keys: Iterable[str]) -> list[dict[str, Any]]:
+    """The parts a nebula-br ``.meta`` names that are missing from ``keys``."""
+    st = Structure(name, facts)
+    for k in keys:
+        st.add(k)
+    return st.problems()
 
 
 def _space_of(rel: str) -> int | None:
@@ -227,10 +242,29 @@ def _space_of(rel: str) -> int | None:
 
 
 # -- one backup ----------------------------------------------------------------------------------------
-async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecoder,
-                         objects: list[ObjectInfo] | None = None) -> BackupEntry:
-    """Read one backup's manifest and ``.meta`` and classify it against its listing."""
-    objs = {o.key: o.size for o in (objects if objects is not None else await storage.list(f"{name}/"))}
+async def own_objects(storage: Storage, name: str) -> dict[str, int]:
+    """The backup's own objects that are there (manifest, its file list, ``.meta``, the in-progress
+    marker), key -> size: looked up by name, so no listing of its data is held to find them."""
+    return await listing.object_sizes(storage, own_keys(name) | {in_progress_key(name)})
+
+
+async def tally_objects(storage: Storage, name: str, *, skip: Iterable[str] = (),
+                        structure: Structure | None = None) -> tuple[int, int]:
+    """(count, bytes) of the objects under ``<name>/`` but ``skip``, streamed (each fed to
+    ``structure``, when given)."""
+    skipped, n, total = set(skip), 0, 0
+    async for o in storage.iter_objects(f"{name}/"):
+        if o.key in skipped:
+            continue
+        n, total = n + 1, total + o.size
+        if structure is not None:
+            structure.add(o.key)
+    return n, total
+
+
+async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecoder) -> BackupEntry:
+    """Read one backup's manifest and ``.meta`` and classify it against its listing (streamed)."""
+    objs = await own_objects(storage, name)
     e = BackupEntry(name=name, state=INCOMPLETE, made_by=BY_UNKNOWN, objects=objs)
     mkey, metakey = manifest_key(name), meta_file_key(name)
     meta_error = await _read_meta(storage, e, decode_meta) if metakey in objs else None
@@ -239,12 +273,12 @@ async def inspect_backup(storage: Storage, name: str, *, decode_meta: MetaDecode
     elif metakey in objs and in_progress_key(name) in objs:
         e.made_by = BY_BRSM  # brsm wrote .meta but crashed before its manifest: resumable, not complete
         e.state = INCOMPLETE
-        e.files, e.bytes = len(objs), sum(objs.values())
+        e.files, e.bytes = await tally_objects(storage, name)
         e.problems.append(f"brsm is still writing it (or crashed): no {MANIFEST} yet")
     elif metakey in objs:
-        _classify_nebula_br(e, meta_error)
+        await _classify_nebula_br(storage, e, meta_error)
     else:
-        e.files, e.bytes = len(objs), sum(objs.values())
+        e.files, e.bytes = await tally_objects(storage, name)
     if e.created_ms is None:
         t = name_time(name)
         if t is not None:
@@ -305,7 +339,7 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
         if changed:
             e.problems.append(changed)
     try:
-        e.file_check = await check_files(storage, name, m, objs)
+        e.file_check = await check_files(storage, name, m)
     except ObjectNotFound:
         e.problems.append(f"{manifest.MANIFEST_FILES} is missing: the manifest's file list cannot be read")
     except ValueError as err:
@@ -318,10 +352,10 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
     e.state = BROKEN if e.problems else COMPLETE
 
 
-def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
+async def _classify_nebula_br(storage: Storage, e: BackupEntry, meta_error: str | None) -> None:
     """A backup with only a ``.meta`` (nebula-br's): complete when it reads, names this backup, and
     every part it names is there."""
-    name, objs, facts = e.name, e.objects, e.meta
+    name, facts = e.name, e.meta
     e.made_by = BY_NEBULA_BR
     if meta_error:
         e.state = BROKEN
@@ -330,11 +364,11 @@ def _classify_nebula_br(e: BackupEntry, meta_error: str | None) -> None:
     e.created_ms, e.created_from = (facts.create_time_ms, "meta") if facts.create_time_ms else (None, "none")
     e.spaces = [facts.spaces[k] for k in sorted(facts.spaces)]
     e.all_spaces, e.full = facts.all_spaces, facts.full
-    data = {k: s for k, s in objs.items() if k != meta_file_key(name)}
-    e.files, e.bytes = len(data), sum(data.values())
+    structure = Structure(name, facts)
+    e.files, e.bytes = await tally_objects(storage, name, skip=(meta_file_key(name),), structure=structure)
     if facts.name != name:
         e.problems.append(f"{name}.meta names backup {facts.name!r}")
-    bad = structure_problems(name, facts, objs)
+    e.structure = bad = structure.problems()
     if bad:
         e.problems.append(f"{len(bad)} part(s) named by {name}.meta are missing, e.g. {bad[0]['key']}")
     e.state = BROKEN if e.problems else COMPLETE
@@ -347,9 +381,8 @@ async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrenc
 
     async def one(n: str) -> BackupEntry:
         e = await inspect_backup(storage, n, decode_meta=decode_meta)
-        # what was read to classify it goes: a listing keeps `concurrency` backups' objects at a time,
-        # not every backup's (``show`` and ``prune`` use the public view alone)
-        e.objects, e.manifest, e.file_check = {}, None, None
+        # what was read to classify it goes (``show`` and ``prune`` use the public view alone)
+        e.objects, e.manifest, e.file_check, e.structure = {}, None, None, None
         return e
 
     entries = await common.gather_bounded(concurrency, one, names)

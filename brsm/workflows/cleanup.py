@@ -10,7 +10,7 @@ from brsm.engine.step_context import StepContext
 from brsm.engine.workflow import Workflow
 from brsm.engine.state import KindState, Params
 from brsm.errors import UsageError
-from brsm.workflows import common
+from brsm.workflows import common, listing
 from brsm.workflows.layout import bad_backup_name, manifest_key, meta_file_key
 from brsm.workflows.maintenance import REMOVED, MaintenancePorts, ports
 
@@ -55,7 +55,7 @@ async def cleanup_check(ctx: StepContext[CleanupState]) -> dict[str, Any]:
         return {}
     found = p.meta is not None and name in {s.name for s in await p.meta.list_snapshots()}
     if not found and p.storage is not None:
-        found = bool(await p.storage.list(f"{name}/"))
+        found = await listing.any_object(p.storage, f"{name}/")
     if not found:
         where = " or ".join(w for w in (p.storage.uri if p.storage is not None else None,
                                         "the cluster's snapshots" if p.meta is not None else None) if w)

@@ -383,3 +383,4 @@ def refuse_while_leased(what: str, holders: list[LeaseInfo] | None) -> None:
                    f"storage; nothing was deleted",
                    hint=f"let that run finish, then run this again; if its process died, resume or roll back "
                         f"operation {ops} from its own journal (BRSM_HOME), or wait until its lease expires")
+

@@ -19,7 +19,7 @@ from brsm.engine.workflow import Workflow
 from brsm.engine.state import KindState, Params, completed, on
 from brsm.errors import BrsmError, InvalidLease, OperationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows import common
+from brsm.workflows import common, listing
 from brsm.workflows.lease import host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
 from brsm.workflows.layout import MANIFEST, in_progress_key, lease_path, manifest_key
@@ -193,10 +193,12 @@ async def dead_run_leftovers(p: MaintenancePorts, owners: frozenset[str], snapsh
         if name in snapshots:
             out.append({"kind": "dead_run_snapshot", "name": name, "op_id": op_id, "why": why})
         if p.storage is not None:
-            objs = await p.storage.list(f"{name}/")
-            if objs and manifest_key(name) not in {o.key for o in objs}:
-                out.append({"kind": "dead_run_backup", "name": name, "op_id": op_id, "objects": len(objs),
-                            "bytes": sum(o.size for o in objs), "why": why})
+            if manifest_key(name) in await listing.object_sizes(p.storage, [manifest_key(name)]):
+                continue
+            n, size = await listing.tally_objects(p.storage, f"{name}/")
+            if n:
+                out.append({"kind": "dead_run_backup", "name": name, "op_id": op_id, "objects": n,
+                            "bytes": size, "why": why})
     return out
 
 
@@ -223,25 +225,26 @@ async def _orphan_backups(p: MaintenancePorts, owners: frozenset[str], held_by: 
         name = d.rstrip("/")
         if not name.startswith("BACKUP") or name in p.live.names:
             continue
-        objs = await p.storage.list(f"{name}/")
-        keys = {o.key for o in objs}
+        # the markers looked up by name: a finished backup of a million files is not listed to find them
+        keys = await listing.object_sizes(p.storage, [manifest_key(name), meta_file_key(name), in_progress_key(name)])
         if manifest_key(name) in keys or (f"{name}/{name}.meta" in keys and in_progress_key(name) not in keys):
             continue  # complete (brsm manifest, or nebula-br's .meta written last)
+        objects, size = await listing.tally_objects(p.storage, f"{name}/")
         owner = await _marker_owner(p.storage, name) if in_progress_key(name) in keys else None
         if owner is not None and (owner in owners or owner in p.live.refs):
-            out.append({"kind": "in_use", "name": name, "objects": len(objs),
+            out.append({"kind": "in_use", "name": name, "objects": objects,
                         "why": f"being written by {owner}, which holds the cluster lease or has not finished"})
             continue
         if held_by is not None:  # a live run of any journal may use it (its lease does not say which backup)
-            out.append({"kind": "in_use", "name": name, "objects": len(objs),
+            out.append({"kind": "in_use", "name": name, "objects": objects,
                         "why": (f"its snapshot is on the cluster and the lease is held by {held_by}" if name in snapshots
                                 else f"the cluster lease is held by {held_by}: a live run may use it; left alone")})
             continue
         t = name_time(name)
         if t is not None and now - t < grace_seconds:
             continue
-        out.append({"kind": "incomplete_backup", "name": name, "objects": len(objs),
-                    "bytes": sum(o.size for o in objs), "why": f"no {MANIFEST} and older than the grace period"})
+        out.append({"kind": "incomplete_backup", "name": name, "objects": objects,
+                    "bytes": size, "why": f"no {MANIFEST} and older than the grace period"})
     return out
 
 
@@ -311,7 +314,7 @@ async def _still_there(p: MaintenancePorts, o: dict[str, Any]) -> bool:
     if o["kind"] in ("snapshot", "dead_run_snapshot"):
         return o["name"] in {s.name for s in await p.meta.list_snapshots()}
     if o["kind"] in ("incomplete_backup", "dead_run_backup"):
-        return bool(await p.storage.list(f"{o['name']}/"))
+        return await listing.any_object(p.storage, f"{o['name']}/")
     return await p.hosts.host(o["host"]).exists(o["path"])
 
 

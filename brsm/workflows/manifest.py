@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,5 +329,8 @@ async def files(storage: Storage, name: str, m: Mapping[str, Any]) -> AsyncItera
             yield f
         return
     want = m["file_list"]
-    async for f in parse_lines(name, storage.get(want["key"]), want):
-        yield f
+    # closed, with the read of the store under it, when the reader stops early (a listing read beside
+    # it failed): not left to the garbage collector
+    async with aclosing(storage.get(want["key"])) as chunks, aclosing(parse_lines(name, chunks, want)) as entries:
+        async for f in entries:
+            yield f

@@ -22,7 +22,7 @@ from typing import Any
 
 from brsm.errors import ObjectNotFound, UsageError
 from brsm.ports import Progress, Storage
-from brsm.workflows import catalog, manifest
+from brsm.workflows import catalog, listing, manifest
 from brsm.workflows.layout import MANIFEST, manifest_files_key, manifest_key, meta_file_key
 
 QUICK, FULL, SAMPLE = "quick", "full", "sample"
@@ -157,8 +157,7 @@ def _verify_nebula_br(r: VerifyReport, e: Any, name: str, mode: str) -> None:
     if e.meta.name != name:
         r.problems.append({"key": meta_file_key(name), "problem": "inconsistent",
                            "detail": f"it names backup {e.meta.name!r}"})
-    bad = catalog.structure_problems(name, e.meta, e.objects)
-    r.problems.extend(bad)
+    r.problems.extend(e.structure or [])
     r.checked = len(e.meta.meta_files) + len(set(e.meta.storage_hosts) | set(e.meta.host_spaces))
     r.notes.append("no brsm manifest (made by nebula-br, or its manifest was deleted): no checksums; checked that .meta decodes and that its meta files and "
                    "the data of every storage host it names exist")
@@ -195,11 +194,9 @@ async def verify_backup(storage: Storage, name: str, *, decode_meta: catalog.Met
             raise UsageError("sample mode needs a share", hint="e.g. --sample 5%")
         if seed is None:
             seed = random.SystemRandom().randrange(1 << 32)
-    objs = await storage.list(f"{name}/")
-    if not objs:
+    if not await listing.any_object(storage, f"{name}/"):
         raise UsageError(f"no backup named {name} in {storage.uri}", hint=f"see `brsm show --storage {storage.uri}`")
-    e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta, objects=objs)
-    del objs  # e.objects holds the listing now: not twice
+    e = await catalog.inspect_backup(storage, name, decode_meta=decode_meta)  # its listing streamed, not held
     r = VerifyReport(name=name, mode=mode, made_by=e.made_by, state=e.state, checksums=e.checksums,
                      files=e.files, bytes=e.bytes, sample=sample if mode == SAMPLE else None,
                      seed=seed if mode == SAMPLE else None)

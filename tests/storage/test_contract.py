@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from brsm.adapters.storage.base import PROBE_PREFIX
+from brsm.adapters.storage.retry import RetryStorage
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo, PutResult, Storage, UploadState
 
@@ -117,6 +118,44 @@ async def test_list_is_recursive_sorted_and_paged(backend, storage):
         storage.requests.clear()
         await storage.list("")
         assert storage.requests["list_objects"] >= 4
+
+
+# keys whose order a directory walk gets wrong unless a directory sorts as "name/": '-' and '.' come
+# before '/', '0' after it; and non-ASCII keys (UTF-8 byte order is code point order)
+ORDER_KEYS = ["a-x", "a.x", "a/b/c", "a/b-c", "a/b/d/e", "a/bc", "a/x", "a0", "a1/y", "b", "sp ace/k",
+              "z/ä", "z/é/1", "z/ü", "z/€", "z/\U0001f600", "zz"]
+
+
+async def _keys(storage, prefix: str, **kw) -> list[str]:
+    return [o.key async for o in storage.iter_objects(prefix, **kw)]
+
+
+async def test_iter_objects_yields_key_order_page_by_page(backend, storage):
+    for i, k in enumerate(ORDER_KEYS):
+        await storage.put_bytes(k, b"x" * i)
+    want = sorted(ORDER_KEYS)
+    assert want == sorted(ORDER_KEYS, key=lambda k: k.encode())  # str order is UTF-8 byte order
+    storage.requests.clear()
+    got = [o async for o in storage.iter_objects("", page=3)]
+    assert [o.key for o in got] == want
+    assert {o.key: o.size for o in got} == {k: i for i, k in enumerate(ORDER_KEYS)}
+    assert storage.requests["list_objects"] >= -(-len(want) // 3)  # a page of 3 at a time
+    for prefix in ("a/", "a", "a-", "a/b", "a/b/", "a0", "z/", "z/é", "zz", "nothing/", "a/b/d/e"):
+        assert await _keys(storage, prefix, page=2) == [k for k in want if k.startswith(prefix)], prefix
+    # resumed after a key (what the retry wrapper does): exactly the keys after it
+    for after in ("", "a-x", "a/b-c", "a/b/", "a0", "z/ä", "z/ü0", "zzz"):
+        assert await _keys(storage, "", page=4, after=after) == [k for k in want if k > after], after
+    assert await _keys(storage, "z/", page=2, after="z/é/1") == ["z/ü", "z/€", "z/\U0001f600"]
+    assert await _keys(storage, "", page=1000) == want  # one page
+    # the retry wrapper yields the same
+    assert await _keys(RetryStorage(storage), "a", page=2) == [k for k in want if k.startswith("a")]
+
+
+async def test_iter_objects_of_an_empty_store_and_prefix(storage):
+    assert await _keys(storage, "") == []
+    await storage.put_bytes("d/k", b"1")
+    assert await _keys(storage, "e/") == [] and await _keys(storage, "d/k/") == []
+    assert await _keys(storage, "d/k") == ["d/k"]
 
 
 async def test_list_dirs(backend, storage):

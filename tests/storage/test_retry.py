@@ -306,3 +306,31 @@ async def test_put_many_is_retried_whole_with_its_bytes():
     with pytest.raises(StorageError):
         await r.put_many(items)
     assert r.retries == 3
+
+
+async def test_a_listing_page_that_fails_is_asked_again_after_the_last_key_given():
+    m = mem(list_page_size=3)
+    keys = [f"B/data/{i:03d}" for i in range(10)]
+    for k in keys:
+        await m.put_bytes(k, b"x")
+    r, sleeps = wrap(m, attempts=3, base_delay=0.1, max_delay=0.3)
+    m.inject_fault("list", count=2, skip=2)  # the 3rd and 4th page requests fail: twice in a row
+    got = [o.key async for o in r.iter_objects("B/", page=3)]
+    assert got == keys, "each key once, in order: the retry resumed after the last key yielded"
+    assert r.retries == 2 and m.requests["list_objects"] == 4  # 10 keys: 4 pages answered
+    m.inject_fault("list", count=-1, skip=1)  # fails for good from the 2nd page: given up, not cut short
+    with pytest.raises(StorageError):
+        [o.key async for o in r.iter_objects("B/", page=3)]
+
+
+async def test_a_listing_out_of_key_order_is_refused():
+    from brsm.ports import ObjectInfo
+
+    class Jumbled(MemoryStorage):
+        async def iter_objects(self, prefix, *, page=1000, after=""):
+            for k in ("b", "a"):
+                yield ObjectInfo(k, 1)
+    r, _ = wrap(Jumbled())
+    with pytest.raises(StorageError, match="out of key order") as ei:
+        [o async for o in r.iter_objects("")]
+    assert ei.value.permanent

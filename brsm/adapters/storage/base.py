@@ -15,6 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from brsm.errors import StorageError
@@ -202,9 +203,20 @@ class BaseStorage(ABC):
         return await self._stat_full(self.full_key(key))
 
     async def delete_prefix(self, prefix: str) -> int:
-        objs = await self.list(prefix)
-        await self._delete_many([self.full_key(o.key) for o in objs])
-        return len(objs)
+        """A batch of keys at a time, each listed afresh after the last deleted (never listed whole)."""
+        n, after, batch_size = 0, "", 1000
+        while True:
+            batch: list[str] = []
+            async with aclosing(self.iter_objects(prefix, after=after)) as objs:
+                async for o in objs:
+                    batch.append(o.key)
+                    if len(batch) >= batch_size:
+                        break
+            if batch:
+                await self._delete_many([self.full_key(k) for k in batch])
+                n, after = n + len(batch), batch[-1]
+            if len(batch) < batch_size:
+                return n
 
     async def probe(self) -> None:
         """Write a small object, read it back, delete it: the storage is reachable and writable."""
@@ -229,6 +241,14 @@ class BaseStorage(ABC):
 
     @abstractmethod
     async def list(self, prefix: str) -> list[ObjectInfo]: ...
+
+    @abstractmethod
+    def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """In strictly increasing key order, ``page`` at a time (see brsm.ports.Storage)."""
+
+    def page_size(self, page: int) -> int:
+        """Objects per listing request: ``page``, within the store's limit and the configured size."""
+        return max(1, min(page, self.list_page_size))
 
     @abstractmethod
     async def list_dirs(self, prefix: str) -> list[str]: ...

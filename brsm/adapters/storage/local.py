@@ -15,7 +15,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from .base import BaseStorage
 from .put_group import check_group
 from .keys import check_prefix, dir_prefix
 from .local_group import write_group
+from .local_walk import walk_in_key_order
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
                           stop_writer, unlink_quietly)
 from .streams import Source
@@ -261,34 +262,41 @@ class LocalStorage(BaseStorage):
         prefix = check_prefix(prefix)
         self.requests["list_objects"] += 1
         try:
-            return await asyncio.to_thread(self._list, prefix)
+            return await asyncio.to_thread(lambda: list(self._walk(prefix, "")))
         except OSError as e:
             raise os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
 
-    def _list(self, prefix: str) -> list[ObjectInfo]:
+    async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """The directory tree walked in key order (see ``_walk``), a page of files looked at per
+        worker-thread call: what is held is the sorted names of the directories on the current path."""
+        prefix = check_prefix(prefix)
+        walk = self._walk(prefix, after)
+        n = self.page_size(page)
+
+        def take() -> list[ObjectInfo]:
+            return [o for _, o in zip(range(n), walk)]
+        try:
+            while True:
+                self.requests["list_objects"] += 1
+                try:
+                    got = await asyncio.to_thread(take)
+                except OSError as e:
+                    raise os_error(f"{self.uri}: listing {prefix!r} failed", e) from e
+                for o in got:
+                    yield o
+                if len(got) < n:
+                    return
+        finally:
+            try:
+                walk.close()
+            except ValueError:  # cancelled while a worker thread is in it: it ends with that call
+                pass
+
+    def _walk(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
         base, _, _ = prefix.rpartition("/")
         start = self.root / base if base else self.root
-        out: list[ObjectInfo] = []
-        if not self._dir_within(start):
-            return out  # a symlink named like a backup (or a path through one): no objects there
-        for dirpath, dirnames, filenames in os.walk(start):
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if (rel_dir + d + "/").startswith(prefix)
-                           or prefix.startswith(rel_dir + d + "/")]
-            for name in filenames:
-                if name.startswith(TMP_MARK):
-                    continue
-                k = rel_dir + name
-                if k.startswith(prefix):
-                    try:
-                        st = os.lstat(os.path.join(dirpath, name))
-                    except FileNotFoundError:
-                        continue  # deleted meanwhile
-                    if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see _open_object)
-                        out.append(ObjectInfo(k, st.st_size))
-        out.sort(key=lambda o: o.key)
-        return out
+        if self._dir_within(start):  # not through a symlink named like a backup (or a path through one)
+            yield from walk_in_key_order(str(start), base + "/" if base else "", prefix, after)
 
     async def list_dirs(self, prefix: str) -> list[str]:
         p = dir_prefix(check_prefix(prefix))

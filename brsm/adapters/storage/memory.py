@@ -19,6 +19,7 @@ a group midway (the objects before it stored, the rest not).
 from __future__ import annotations
 
 import base64
+import heapq
 import hashlib
 import time
 import uuid
@@ -158,6 +159,25 @@ class MemoryStorage(BaseStorage):
         self.requests["list_objects"] += 1
         return [ObjectInfo(self.rel_key(k), len(v)) for k, v in sorted(self.objects.items())
                 if k.startswith(fp)]
+
+    async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """A page at a time, like a store: each page is the next ``page`` keys after the last one given
+        (objects put or deleted meanwhile show or vanish as they would on S3)."""
+        fp = self.full_prefix(prefix)
+        last = self.prefix + after if after else ""
+        n = self.page_size(page)
+        while True:
+            self._alive()
+            self._fault("list")
+            self.requests["list_objects"] += 1
+            keys = heapq.nsmallest(n, (k for k in self.objects if k.startswith(fp) and k > last))
+            for k in keys:
+                data = self.objects.get(k)
+                if data is not None:
+                    yield ObjectInfo(self.rel_key(k), len(data))
+            if len(keys) < n:
+                return
+            last = keys[-1]
 
     async def list_dirs(self, prefix: str) -> list[str]:
         self._alive()

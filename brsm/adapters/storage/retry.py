@@ -182,6 +182,30 @@ class RetryStorage:
     async def list(self, prefix: str) -> list[ObjectInfo]:
         return await self._run(f"list {prefix}", lambda: self.inner.list(prefix))
 
+    async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """The listing, a page failing transiently asked again from after the last key yielded (a
+        fresh budget after each key: progress was made). A key not after the one before it breaks the
+        order every reader merges by: refused, never passed on."""
+        last = after
+        attempt = 0
+        while True:
+            try:
+                async with aclosing(self.inner.iter_objects(prefix, page=page, after=last)) as objs:
+                    async for o in objs:
+                        if last and not o.key > last:
+                            raise StorageError(f"{self.uri}: the listing of {prefix!r} gave {o.key!r} after "
+                                               f"{last!r}: out of key order", permanent=True,
+                                               hint="the store lists keys out of order; report this")
+                        last = o.key
+                        attempt = 0
+                        yield o
+                return
+            except StorageError as e:
+                attempt += 1
+                if e.permanent or attempt >= self.attempts:
+                    raise
+                await self._backoff(f"list {prefix} after {last!r}", attempt, e)
+
     async def list_dirs(self, prefix: str) -> list[str]:
         return await self._run(f"list_dirs {prefix}", lambda: self.inner.list_dirs(prefix))
 

@@ -189,6 +189,23 @@ class S3Storage(BaseStorage):
             if not token:
                 raise StorageError(f"s3://{self.bucket}: truncated listing without a continuation token")
 
+    async def iter_objects(self, prefix: str, *, page: int = 1000, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """ListObjectsV2 a page at a time (S3 lists in the byte order of the keys' UTF-8)."""
+        fp = self.full_prefix(prefix)
+        kw: dict[str, Any] = {"Prefix": fp, "MaxKeys": self.page_size(page)}
+        if after:
+            kw["StartAfter"] = self.prefix + after
+        while True:
+            r = await self._call("list_objects", "list_objects_v2", **kw)
+            for o in r.get("Contents", []):
+                yield ObjectInfo(self.rel_key(o["Key"]), int(o["Size"]))
+            if not r.get("IsTruncated"):
+                return
+            token = r.get("NextContinuationToken")
+            if not token:
+                raise StorageError(f"s3://{self.bucket}: truncated listing without a continuation token")
+            kw["ContinuationToken"] = token
+
     async def list_dirs(self, prefix: str) -> list[str]:
         fp = self.full_prefix(dir_prefix(check_prefix(prefix)))
         names: set[str] = set()

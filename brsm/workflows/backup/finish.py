@@ -4,11 +4,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from contextlib import aclosing
 from typing import Any
 
 from brsm import __version__
 from brsm.errors import StorageError
-from brsm.workflows import common, manifest
+from brsm.workflows import common, listing, manifest
 from brsm.workflows.layout import in_progress_key, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, ports
 from brsm.workflows.backup.state import BackupContext
@@ -45,12 +46,16 @@ def build_header(ctx: BackupContext) -> dict[str, Any]:
 async def uploaded(ctx: BackupContext) -> dict[str, Any]:
     p = ports(ctx)
     name = ctx.data.name
-    planned = {o.key: o.size for o in await p.storage.list(f"{name}/")}
-    missing = [d.key for d in ctx.data.files if planned.get(d.key) != d.size]
+    missing, first = 0, None
+    # the ledger (key order) and the listing streamed side by side: neither held whole
+    async with aclosing(listing.side_by_side(p.storage, f"{name}/", ctx.data.files, key=lambda d: d.key)) as pairs:
+        async for key, d, have in pairs:
+            if d is not None and have != d.size:
+                missing += 1
+                first = first or key
     if missing:
-        raise StorageError(f"{len(missing)} copied file(s) are missing or changed in storage, e.g. {missing[0]}",
+        raise StorageError(f"{missing} copied file(s) are missing or changed in storage, e.g. {first}",
                            hint=f"run `brsm resume {ctx.op_id}` to copy them again")
-    del planned
     # Every file is complete: an upload still open under the backup was started by an attempt that
     # crashed before journaling its first part, and would linger (and cost) forever.
     await p.storage.abort_uploads(f"{name}/")

@@ -126,13 +126,11 @@ async def checked(ctx: RestoreContext) -> dict[str, Any]:
         await partial_meta.check(ctx, pairs, topo)
     source.refuse_unsafe(ctx.data.params.name, m)
     # Verify the backup before touching the cluster: the listing against the manifest, as `brsm verify`.
-    present = {o.key: o.size for o in await p.storage.list(f"{ctx.data.params.name}/")}
-    try:
-        bad = (await catalog.check_files(p.storage, ctx.data.params.name, m, present)).problems
+    try:  # the file list and the listing streamed side by side: neither held whole
+        bad = (await catalog.check_files(p.storage, ctx.data.params.name, m)).problems
     except (ValueError, ObjectNotFound) as e:
         raise VerificationFailed(f"backup {ctx.data.params.name}: its file list is unreadable: {e}",
                                  hint="restore another backup; see `brsm verify`") from e
-    del present
     if bad:
         raise VerificationFailed(f"backup {ctx.data.params.name} is damaged: {len(bad)} file(s) missing or of the "
                                  f"wrong size, e.g. {bad[0]['key']}", hint="restore another backup; see `brsm verify`")

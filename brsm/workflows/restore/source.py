@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
-from brsm.workflows import catalog
+from brsm.workflows import catalog, listing
 from brsm.workflows import manifest as manifests
 from brsm.workflows.layout import MANIFEST, MANIFEST_FILES, in_progress_key, manifest_key, meta_file_key
 from brsm.workflows.restore.context import TAMPERED, ports
@@ -40,7 +40,7 @@ def closest(name: str, names: list[str]) -> list[str]:
 async def _refuse_absent(ctx: RestoreContext, name: str) -> None:
     """No object at all under ``<name>/``: there is no such backup (not an incomplete one)."""
     st = ports(ctx).storage
-    if await st.list(f"{name}/"):
+    if await listing.any_object(st, f"{name}/"):
         return
     names = [d.rstrip("/") for d in await st.list_dirs("")]
     near = closest(name, names)
@@ -149,16 +149,17 @@ async def _nebula_br_manifest(ctx: RestoreContext, name: str) -> dict[str, Any] 
     p = ports(ctx)
     if p.decode_meta is None:
         return None
-    objs = await p.storage.list(f"{name}/")
-    keys = {o.key for o in objs}
-    if f"{name}/{name}.meta" not in keys or in_progress_key(name) in keys:
+    own = await catalog.own_objects(p.storage, name)
+    if f"{name}/{name}.meta" not in own or in_progress_key(name) in own:
         return None
     try:
         facts = p.decode_meta(await p.storage.get_bytes(f"{name}/{name}.meta"))
     except ValueError as e:
         raise VerificationFailed(f"backup {name}: {name}.meta is unreadable: {e}", hint="restore another backup") from e
-    files = [{"key": o.key, "size": o.size, "sha256": None} for o in objs
-             if o.key.startswith((f"{name}/data/", f"{name}/meta/"))]
+    # a nebula-br backup's files are held (and journaled) whole, as a format-1 manifest's: streamed
+    # from the listing of its two trees, nothing else of it kept
+    files = [{"key": o.key, "size": o.size, "sha256": None} for sub in ("data", "meta")
+             async for o in p.storage.iter_objects(f"{name}/{sub}/")]
     storage = []
     for h in facts.storage_hosts:
         addr = str(h)
