@@ -13,6 +13,7 @@ from brsm.engine.runner import who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.home import brsm_home
 from brsm.ports import HostsPort, MetaPort, Storage
+from brsm.retries import META_CHECKPOINT
 from brsm.workflows import topology
 from brsm.workflows.lease import Lease, host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
@@ -48,9 +49,11 @@ async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Itera
     """After dropSnapshot: the meta checkpoint of each name on every metad, removed where it is still
     there. DropSnapshotProcessor.cpp removes it only on the metad that leads now ("TODO sky : need
     remove meta checkpoint from slave hosts"), so the metad that led at createBackup keeps it for good
-    once leadership moved. Only ``BACKUP_*`` names whose snapshot was just dropped come here. A metad
-    that cannot be reached is noted and returned under ``left`` (the dir stays, as Nebula leaves it),
-    never a failure of the step: the snapshot itself is gone.
+    once leadership moved. Only ``BACKUP_*`` names whose snapshot was just dropped come here. Each
+    metad is checked again, as ``retries.META_CHECKPOINT`` says, when its getMetaDirInfo answers an
+    error or its host drops for a moment; one still out of reach is noted and returned under ``left``
+    (the dir stays, as Nebula leaves it; `brsm gc` lists it as a ``meta_checkpoint`` orphan and
+    removes it later), never a failure of the step: the snapshot itself is gone.
     Returns ``{"removed": [host:dir], "left": [host:dir (why)]}``."""
     names = sorted({n for n in names if n.startswith("BACKUP_") and "/" not in n and n not in (".", "..")})
     out: dict[str, list[str]] = {"removed": [], "left": []}
@@ -58,21 +61,34 @@ async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Itera
         return out
     for h in sorted(await meta.list_hosts("META"), key=lambda h: h.addr):
         where = str(h.addr)
-        try:
-            d = await meta.meta_dir(h.addr)
-            host = hosts.host(h.addr.host)
-            for dp in d.data_paths:
-                for n in names:
-                    path = meta_checkpoint_dir(dp, n)
-                    if await host.exists(path):
-                        await host.remove_tree(path)
-                        out["removed"].append(f"{h.addr.host}:{path}")
-        except BrsmError as e:
-            out["left"].append(f"{where} ({e})")
-            if progress is not None:
-                progress.note(f"could not check metad {where} for the meta checkpoint of {', '.join(names)} "
-                              f"(a former meta leader keeps it after dropSnapshot): {e}")
+        for attempt in range(META_CHECKPOINT.attempts):
+            try:
+                await _remove_meta_checkpoints_on(meta, hosts, h.addr, names, out["removed"])
+                break
+            except BrsmError as e:
+                if attempt + 1 < META_CHECKPOINT.attempts:
+                    await asyncio.sleep(META_CHECKPOINT.delay(attempt + 1))
+                    continue
+                out["left"].append(f"{where} ({e})")
+                if progress is not None:
+                    progress.note(f"run `brsm gc` later to remove the meta checkpoint of {', '.join(names)} left on "
+                                  f"metad {where} (a former meta leader keeps it after dropSnapshot; it could not "
+                                  f"be checked after {META_CHECKPOINT.attempts} tries): {e}")
     return out
+
+
+async def _remove_meta_checkpoints_on(meta: MetaPort, hosts: HostsPort, addr: Any, names: list[str],
+                                      removed: list[str]) -> None:
+    """One metad's meta checkpoints of ``names`` removed where there, each added to ``removed`` (as
+    host:dir) once gone, so a try that fails part way keeps what it did. Run again: idempotent."""
+    d = await meta.meta_dir(addr)
+    host = hosts.host(addr.host)
+    for dp in d.data_paths:
+        for n in names:
+            path = meta_checkpoint_dir(dp, n)
+            if await host.exists(path):
+                await host.remove_tree(path)
+                removed.append(f"{addr.host}:{path}")
 
 
 NOT_BACKED_UP = "NotBackedUp"

@@ -8,6 +8,7 @@ resumed, so its snapshot, its objects and its set-aside data are never touched.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
     out += await dead_run_leftovers(p, owners, snapshots)
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
+        if p.meta is not None:
+            out += await _orphan_meta_checkpoints(p, topology, held_by if leases else None)
         for host, path, info, now in await _leases(p, topology):
             bad = _lease_problem(info, now)
             if bad is not None:
@@ -269,6 +272,44 @@ async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], ow
     return out
 
 
+async def _orphan_meta_checkpoints(p: MaintenancePorts, topology: dict[str, Any], held_by: str | None) -> list[dict]:
+    """``BACKUP_*`` meta checkpoints (``<meta data path>/nebula/0/checkpoints/<NAME>``) whose snapshot
+    metad no longer lists, on every metad: DropSnapshotProcessor.cpp removes a snapshot's meta
+    checkpoint only on the metad that leads at the drop, and brsm's removal of the others
+    (common.remove_meta_checkpoints) leaves one it could not reach. The snapshots are listed after the
+    dirs: createBackup lists its snapshot before it makes the dir, so a dir seen before a listing that
+    lacks its name is no run's. One an unfinished operation of this journal names, or seen while a
+    cluster lease is held, is in use."""
+    found: list[tuple[str, str, str]] = []
+    for svc in topology["meta"]:
+        h = p.hosts.host(svc["host"])
+        for dp in svc["data_paths"]:
+            parent = posixpath.normpath(common.meta_checkpoint_dir(dp, "."))
+            for line in await h.list_named(parent, ["BACKUP_*"], dirs_only=True):
+                path = posixpath.normpath(line.strip())
+                name = posixpath.basename(path)
+                if posixpath.dirname(path) == parent and name.startswith("BACKUP_"):  # only a child of that dir
+                    found.append((svc["host"], path, name))
+    if not found:
+        return []
+    snapshots = {s.name for s in await p.meta.list_snapshots()}
+    out = []
+    for host, path, name in sorted(found):
+        if name in snapshots:
+            continue  # its snapshot is listed: a `snapshot` orphan (its removal takes these too) or in use
+        if name in p.live.names:
+            out.append({"kind": "in_use", "name": name, "host": host, "path": path,
+                        "why": f"the meta checkpoint of operation {p.live.names[name]}, which has not finished"})
+        elif held_by is not None:
+            out.append({"kind": "in_use", "name": name, "host": host, "path": path,
+                        "why": f"the cluster lease is held by {held_by}: a live run may use it; left alone"})
+        else:
+            out.append({"kind": "meta_checkpoint", "name": name, "host": host, "path": path,
+                        "why": "a meta checkpoint whose snapshot metad no longer lists (a former meta leader "
+                               "keeps it after dropSnapshot); no unfinished brsm operation uses it"})
+    return out
+
+
 async def _orphan_cluster_ids(p: MaintenancePorts, topology: dict[str, Any], owners: frozenset[str]) -> list[dict]:
     """The ``cluster.id`` files a restore set aside (``cluster.id.brsm_old_<op>``) or the markers that
     there was none (``.cluster.id.brsm_absent_<op>``), in every storaged and graphd root: judged as
@@ -347,15 +388,15 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
     p = ports(ctx)
     if not ctx.data.params.confirm:
         return {"removed": 0, "dry_run": True}
-    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.data.removed}
+    done = {_ident(e) for e in ctx.data.removed}
     left: list[str] = []
     held: list[LeaseInfo] | None = None
     for o in ctx.data.orphans:
-        ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
-                                              "invalid_lease", "dead_run_snapshot", "dead_run_backup"):
+        if _ident(o) in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
+                                              "invalid_lease", "dead_run_snapshot", "dead_run_backup",
+                                              "meta_checkpoint"):
             continue
-        if o["kind"] in ("snapshot", "incomplete_backup"):
+        if o["kind"] in ("snapshot", "incomplete_backup", "meta_checkpoint"):
             if held is None:  # once, right before the first deletion: a run may have taken the lease since the scan
                 held = await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref) or []
             if held:
@@ -369,6 +410,11 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
         elif o["kind"] in ("incomplete_backup", "dead_run_backup"):
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
+        elif o["kind"] == "meta_checkpoint":
+            if o["name"] in {s.name for s in await p.meta.list_snapshots()}:
+                ctx.record(NOT_REMOVED, {**_where(o), "why": "its snapshot is listed again since the scan"})
+                continue  # a snapshot of that name now: its checkpoint, not an orphan
+            await p.hosts.host(o["host"]).remove_tree(o["path"])
         elif o["kind"] == "stale_lease":
             holder = await read_holder(p.hosts.host(o["host"]), o["path"])
             if holder is not None and not is_stale(holder, await host_clock(p.hosts.host(o["host"]))):
@@ -388,6 +434,14 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
                               hint="see `brsm audit` of this gc for why; remove them by hand, or fix the cause and "
                                    "run gc again")
     return {"removed": removed, "dry_run": False}
+
+
+def _ident(o: dict[str, Any]) -> tuple[Any, ...]:
+    """What an orphan is, to know it removed on a resume: a meta checkpoint by its host and path (one
+    name may be on several metads), every other kind as before (its name, else its path)."""
+    if o.get("kind") == "meta_checkpoint":
+        return (o["kind"], o.get("host"), o.get("path"))
+    return (o.get("kind"), o.get("name") or o.get("path"))
 
 
 def _where(o: dict[str, Any]) -> dict[str, Any]:
