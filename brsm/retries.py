@@ -16,7 +16,7 @@ makes 5 tries of each request are 3, not 15, tries of that request):
   write left, or whose parent directory is missing: ``EXCLUSIVE_CREATE``, in brsm.adapters.ssh,
   the obstacle cleared and the create sent again at once (nothing is busy, so nothing to wait for);
 * the check and removal of one metad's meta checkpoint after dropSnapshot: ``META_CHECKPOINT``, in
-  brsm.workflows.common.remove_meta_checkpoints, as patient as ``PROBE``: a metad that answers an
+  brsm.workflows.meta_checkpoints.remove_meta_checkpoints, as patient as ``PROBE``: a metad that answers an
   error or a host that drops for a moment should not leave the checkpoint behind, and one still out
   of reach after these tries is left for `brsm gc` (which lists and removes it later).
 """

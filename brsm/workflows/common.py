@@ -13,10 +13,11 @@ from brsm.engine.runner import who
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.home import brsm_home
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.retries import META_CHECKPOINT
 from brsm.workflows import topology
 from brsm.workflows.lease import Lease, host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
+# re-exported: every deleter that drops a snapshot calls common.remove_meta_checkpoints after it
+from brsm.workflows.meta_checkpoints import meta_checkpoint_dir, remove_meta_checkpoints  # noqa: F401
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 from brsm.workflows.ssh_login import check_ssh
@@ -32,63 +33,6 @@ LEASE_RELEASED = "LeaseReleased"  # let go by a run kept for a resume (the backu
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
     """The cluster's topology (brsm.workflows.topology), after checking SSH to every host it names."""
     return await topology.discover(meta, hosts, install_dir, check_ssh=check_ssh)
-
-
-def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
-    """Where metad exported a snapshot's meta tables (RocksEngine::backupTable: the engine's root is
-    ``<data_path>/nebula/<spaceId>``, meta is space 0).
-
-    >>> meta_checkpoint_dir("/n/data/meta/", "BACKUP_2026_01_02_03_04_05")
-    '/n/data/meta/nebula/0/checkpoints/BACKUP_2026_01_02_03_04_05'
-    """
-    return posixpath.join(meta_data_path.rstrip("/") or "/", "nebula", "0", "checkpoints", name)
-
-
-async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Iterable[str],
-                                  progress: Any = None) -> dict[str, list[str]]:
-    """After dropSnapshot: the meta checkpoint of each name on every metad, removed where it is still
-    there. DropSnapshotProcessor.cpp removes it only on the metad that leads now ("TODO sky : need
-    remove meta checkpoint from slave hosts"), so the metad that led at createBackup keeps it for good
-    once leadership moved. Only ``BACKUP_*`` names whose snapshot was just dropped come here. Each
-    metad is checked again, as ``retries.META_CHECKPOINT`` says, when its getMetaDirInfo answers an
-    error or its host drops for a moment; one still out of reach is noted and returned under ``left``
-    (the dir stays, as Nebula leaves it; `brsm gc` lists it as a ``meta_checkpoint`` orphan and
-    removes it later), never a failure of the step: the snapshot itself is gone.
-    Returns ``{"removed": [host:dir], "left": [host:dir (why)]}``."""
-    names = sorted({n for n in names if n.startswith("BACKUP_") and "/" not in n and n not in (".", "..")})
-    out: dict[str, list[str]] = {"removed": [], "left": []}
-    if not names:
-        return out
-    for h in sorted(await meta.list_hosts("META"), key=lambda h: h.addr):
-        where = str(h.addr)
-        for attempt in range(META_CHECKPOINT.attempts):
-            try:
-                await _remove_meta_checkpoints_on(meta, hosts, h.addr, names, out["removed"])
-                break
-            except BrsmError as e:
-                if attempt + 1 < META_CHECKPOINT.attempts:
-                    await asyncio.sleep(META_CHECKPOINT.delay(attempt + 1))
-                    continue
-                out["left"].append(f"{where} ({e})")
-                if progress is not None:
-                    progress.note(f"run `brsm gc` later to remove the meta checkpoint of {', '.join(names)} left on "
-                                  f"metad {where} (a former meta leader keeps it after dropSnapshot; it could not "
-                                  f"be checked after {META_CHECKPOINT.attempts} tries): {e}")
-    return out
-
-
-async def _remove_meta_checkpoints_on(meta: MetaPort, hosts: HostsPort, addr: Any, names: list[str],
-                                      removed: list[str]) -> None:
-    """One metad's meta checkpoints of ``names`` removed where there, each added to ``removed`` (as
-    host:dir) once gone, so a try that fails part way keeps what it did. Run again: idempotent."""
-    d = await meta.meta_dir(addr)
-    host = hosts.host(addr.host)
-    for dp in d.data_paths:
-        for n in names:
-            path = meta_checkpoint_dir(dp, n)
-            if await host.exists(path):
-                await host.remove_tree(path)
-                removed.append(f"{addr.host}:{path}")
 
 
 NOT_BACKED_UP = "NotBackedUp"

@@ -8,7 +8,6 @@ resumed, so its snapshot, its objects and its set-aside data are never touched.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,12 +17,13 @@ from brsm.engine.definitions import GC
 from brsm.engine.step_context import StepContext
 from brsm.engine.workflow import Workflow
 from brsm.engine.state import KindState, Params, completed, on
-from brsm.errors import BrsmError, InvalidLease, OperationFailed
+from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows import common
+from brsm.workflows import common, meta_checkpoints
+from brsm.workflows.gc_leases import lease_problem as _lease_problem, leases as _leases, live_leases  # what lease gc sees
 from brsm.workflows.lease import host_clock, read_holder
-from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
-from brsm.workflows.layout import MANIFEST, in_progress_key, lease_path, manifest_key
+from brsm.workflows.lease_holder import LeaseInfo, is_stale
+from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key
 
 
 REMOVED = "OrphanRemoved"
@@ -99,51 +99,6 @@ def name_time(name: str) -> float | None:
 
 # -- gc ---------------------------------------------------------------------------------------------
 
-async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple[str, str, LeaseInfo | None, float]]:
-    """(metad host, lease dir, its holder or None when it names none, that host's clock now) of every
-    lease dir on the cluster. A host that cannot be read raises: "could not look" is never "nobody"."""
-    out = []
-    for m in topology["meta"]:
-        h = p.hosts.host(m["host"])
-        path = lease_path(m["root"])
-        if await h.exists(path):
-            out.append((m["host"], path, await _holder_or_invalid(h, path), await host_clock(h)))
-    return out
-
-
-@dataclass(frozen=True)
-class _Invalid:
-    """A lease whose holder.json brsm cannot judge: held (nobody can say its run is dead), listed by gc
-    as ``invalid_lease`` and removed only with --confirm."""
-    why: str
-
-    def describe(self) -> str:
-        return f"an invalid holder.json ({self.why})"
-
-
-async def _holder_or_invalid(h: Any, path: str) -> Any:
-    try:
-        return await read_holder(h, path)
-    except InvalidLease as e:
-        return _Invalid(e.message)
-
-
-def _lease_problem(info: Any, now: float) -> str | None:
-    if isinstance(info, _Invalid):
-        return info.why
-    return too_far_ahead(info, now) if info is not None else None
-
-
-async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
-    """The cluster leases held now by a live run (not stale, judged by the lease host's clock) that is
-    not this gc: what they own is not gc's to judge from this journal, whatever it says (otherwise a
-    second journal's gc would drop a running backup's snapshot and delete its upload)."""
-    if p.hosts is None or topology is None:
-        return []
-    return [info for _host, _path, info, now in await _leases(p, topology)
-            if info is not None and (_lease_problem(info, now) is not None or not is_stale(info, now))]
-
-
 async def _marker_owner(storage: Storage, name: str) -> str | None:
     """The ref (or bare op id) in a backup's in-progress marker, None when it names none."""
     try:
@@ -169,7 +124,8 @@ async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: d
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
         if p.meta is not None:
-            out += await _orphan_meta_checkpoints(p, topology, held_by if leases else None)
+            out += await meta_checkpoints.find_stray(p.meta, p.hosts, topology, p.live.names,
+                                                     held_by if leases else None)
         for host, path, info, now in await _leases(p, topology):
             bad = _lease_problem(info, now)
             if bad is not None:
@@ -269,44 +225,6 @@ async def _orphan_restore_dirs(p: MaintenancePorts, topology: dict[str, Any], ow
                     out.append({"kind": kind, "host": svc["host"], "path": line.strip(), "op_ref": m.group(2),
                                 "why": why})
     out += await _orphan_cluster_ids(p, topology, owners)
-    return out
-
-
-async def _orphan_meta_checkpoints(p: MaintenancePorts, topology: dict[str, Any], held_by: str | None) -> list[dict]:
-    """``BACKUP_*`` meta checkpoints (``<meta data path>/nebula/0/checkpoints/<NAME>``) whose snapshot
-    metad no longer lists, on every metad: DropSnapshotProcessor.cpp removes a snapshot's meta
-    checkpoint only on the metad that leads at the drop, and brsm's removal of the others
-    (common.remove_meta_checkpoints) leaves one it could not reach. The snapshots are listed after the
-    dirs: createBackup lists its snapshot before it makes the dir, so a dir seen before a listing that
-    lacks its name is no run's. One an unfinished operation of this journal names, or seen while a
-    cluster lease is held, is in use."""
-    found: list[tuple[str, str, str]] = []
-    for svc in topology["meta"]:
-        h = p.hosts.host(svc["host"])
-        for dp in svc["data_paths"]:
-            parent = posixpath.normpath(common.meta_checkpoint_dir(dp, "."))
-            for line in await h.list_named(parent, ["BACKUP_*"], dirs_only=True):
-                path = posixpath.normpath(line.strip())
-                name = posixpath.basename(path)
-                if posixpath.dirname(path) == parent and name.startswith("BACKUP_"):  # only a child of that dir
-                    found.append((svc["host"], path, name))
-    if not found:
-        return []
-    snapshots = {s.name for s in await p.meta.list_snapshots()}
-    out = []
-    for host, path, name in sorted(found):
-        if name in snapshots:
-            continue  # its snapshot is listed: a `snapshot` orphan (its removal takes these too) or in use
-        if name in p.live.names:
-            out.append({"kind": "in_use", "name": name, "host": host, "path": path,
-                        "why": f"the meta checkpoint of operation {p.live.names[name]}, which has not finished"})
-        elif held_by is not None:
-            out.append({"kind": "in_use", "name": name, "host": host, "path": path,
-                        "why": f"the cluster lease is held by {held_by}: a live run may use it; left alone"})
-        else:
-            out.append({"kind": "meta_checkpoint", "name": name, "host": host, "path": path,
-                        "why": "a meta checkpoint whose snapshot metad no longer lists (a former meta leader "
-                               "keeps it after dropSnapshot); no unfinished brsm operation uses it"})
     return out
 
 
