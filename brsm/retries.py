@@ -14,7 +14,11 @@ makes 5 tries of each request are 3, not 15, tries of that request):
   host's helper died, the store dropped the upload, the bytes arrived wrong);
 * a file brsm creates exclusively on a host whose name is taken by a temp file an interrupted
   write left, or whose parent directory is missing: ``EXCLUSIVE_CREATE``, in brsm.adapters.ssh,
-  the obstacle cleared and the create sent again at once (nothing is busy, so nothing to wait for).
+  the obstacle cleared and the create sent again at once (nothing is busy, so nothing to wait for);
+* the check and removal of one metad's meta checkpoint after dropSnapshot: ``META_CHECKPOINT``, in
+  brsm.workflows.meta_checkpoints.remove_meta_checkpoints, as patient as ``PROBE``: a metad that answers an
+  error or a host that drops for a moment should not leave the checkpoint behind, and one still out
+  of reach after these tries is left for `brsm gc` (which lists and removes it later).
 """
 from __future__ import annotations
 
@@ -46,3 +50,4 @@ HOST_PART = Backoff(attempts=5, first=0.4, cap=5.0)
 PROBE = Backoff(attempts=3, first=0.5, cap=1.0)
 WHOLE_FILE = Backoff(attempts=3, first=0.5, cap=1.0)
 EXCLUSIVE_CREATE = Backoff(attempts=3, first=0.0, cap=0.0)
+META_CHECKPOINT = Backoff(attempts=3, first=0.5, cap=1.0)

@@ -31,6 +31,7 @@ from brsm.engine.machine import replay
 from brsm.engine.runner import Runner, StepContext, Workflow
 from brsm.fakes import FakeCluster, FakeHosts, FakeMeta
 from brsm.workflows import backup as backup_wf
+from brsm.workflows.backup.context import SNAPSHOT_DROPPED
 from brsm.workflows import restore as restore_wf
 from brsm.workflows.layout import MANIFEST, lease_path
 
@@ -365,6 +366,24 @@ class World:
             self.loop.close()
             self.inner.close()
             self._tmp.cleanup()
+
+    def gc(self, *, confirm: bool) -> Any:
+        """``brsm gc`` on this world (``--yes`` when ``confirm``), wired as brsm.wiring.build_maintenance
+        wires it: its live operations read from this journal. Returns gc's final state."""
+        from brsm.wiring import live_operations
+        from brsm.workflows.maintenance import MaintenancePorts, gc_workflow
+
+        runner = Runner(self.journal, gc_workflow(), MaintenancePorts(
+            meta=self.meta, hosts=self.hosts, storage=self.storage, live=live_operations(self.inner),
+            progress=NullProgress(), install_dir=lambda h: self.cluster.machine(h).install_dir))
+        op = runner.create({"confirm": confirm, "grace_seconds": 0})
+        return self.run(runner.run(op))
+
+    def meta_checkpoints_left(self, op: int) -> list[str]:
+        """The metads whose meta checkpoint operation ``op`` could not remove after dropSnapshot (its
+        SnapshotDropped events' ``meta_checkpoints.left``): `brsm gc` is what removes them."""
+        return [w for e in self.inner.events(op, types=[SNAPSHOT_DROPPED])
+                for w in ((e.data.get("meta_checkpoints") or {}).get("left") or [])]
 
     def make_backup(self) -> str:
         """A clean backup (no faults): returns its name."""

@@ -62,7 +62,7 @@ CLUSTER_FAULT = st.one_of(
 )
 
 
-RUNS = {"examples": 0, "drives": 0, "crashes": 0}
+RUNS = {"examples": 0, "drives": 0, "crashes": 0, "gc_after_meta_checkpoint_left": 0}
 
 
 class BackupCampaign(RuleBasedStateMachine):
@@ -229,6 +229,13 @@ class BackupCampaign(RuleBasedStateMachine):
         assert ms.uploads == {}, "multipart uploads left behind"
         assert self.c.snapshots == {}
         assert leases_left(self.c) == []
+        if self.w.meta_checkpoints_left(self.op):
+            # a metad brsm could not reach after dropSnapshot keeps the meta checkpoint: `brsm gc` is
+            # what removes it, and nothing else may be found
+            RUNS["gc_after_meta_checkpoint_left"] += 1
+            done = self.w.gc(confirm=True)
+            assert done.phase == "done", (done.phase, done.failure)
+            assert {o["kind"] for o in done.facts["orphans"]} <= {"meta_checkpoint"}, done.facts["orphans"]
         assert all_files(self.c) == self.original, "cluster files differ from before the backup"
         # Idempotent: a second call appends nothing and changes nothing.
         seq = st_.seq

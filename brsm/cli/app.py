@@ -206,8 +206,8 @@ def gc(
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Find orphans (snapshots, incomplete backups, set-aside dirs, stale leases); remove them with --yes (or
-    --confirm), or when you answer y on a terminal."""
+    """Find orphans (snapshots, incomplete backups, set-aside dirs, stray meta checkpoints, stale leases); remove
+    them with --yes (or --confirm), or when you answer y on a terminal."""
     set_metrics_file(metrics_file)
     out = Output(as_json=json_)
     params = {"config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"), "storage": storage,
@@ -221,7 +221,8 @@ def gc(
         out.line("no orphans found")
         return
     out.table("orphans", ["kind", "where", "why"],
-              [[o["kind"], o.get("name") or f"{o.get('host')}:{o.get('path')}", o["why"]] for o in orphans])
+              [[o["kind"], f"{o.get('host')}:{o['path']}" if o.get("path") else o.get("name"), o["why"]]
+               for o in orphans])
     if confirm:
         out.line(f"removed {st.facts.get('removed', 0)}")
         return

@@ -16,6 +16,8 @@ from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import topology
 from brsm.workflows.lease import Lease, host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
+# re-exported: every deleter that drops a snapshot calls common.remove_meta_checkpoints after it
+from brsm.workflows.meta_checkpoints import meta_checkpoint_dir, remove_meta_checkpoints  # noqa: F401
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 from brsm.workflows.ssh_login import check_ssh
@@ -31,48 +33,6 @@ LEASE_RELEASED = "LeaseReleased"  # let go by a run kept for a resume (the backu
 async def discover_topology(meta: MetaPort, hosts: HostsPort, install_dir: Callable[[str], str]) -> dict[str, Any]:
     """The cluster's topology (brsm.workflows.topology), after checking SSH to every host it names."""
     return await topology.discover(meta, hosts, install_dir, check_ssh=check_ssh)
-
-
-def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
-    """Where metad exported a snapshot's meta tables (RocksEngine::backupTable: the engine's root is
-    ``<data_path>/nebula/<spaceId>``, meta is space 0).
-
-    >>> meta_checkpoint_dir("/n/data/meta/", "BACKUP_2026_01_02_03_04_05")
-    '/n/data/meta/nebula/0/checkpoints/BACKUP_2026_01_02_03_04_05'
-    """
-    return posixpath.join(meta_data_path.rstrip("/") or "/", "nebula", "0", "checkpoints", name)
-
-
-async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Iterable[str],
-                                  progress: Any = None) -> dict[str, list[str]]:
-    """After dropSnapshot: the meta checkpoint of each name on every metad, removed where it is still
-    there. DropSnapshotProcessor.cpp removes it only on the metad that leads now ("TODO sky : need
-    remove meta checkpoint from slave hosts"), so the metad that led at createBackup keeps it for good
-    once leadership moved. Only ``BACKUP_*`` names whose snapshot was just dropped come here. A metad
-    that cannot be reached is noted and returned under ``left`` (the dir stays, as Nebula leaves it),
-    never a failure of the step: the snapshot itself is gone.
-    Returns ``{"removed": [host:dir], "left": [host:dir (why)]}``."""
-    names = sorted({n for n in names if n.startswith("BACKUP_") and "/" not in n and n not in (".", "..")})
-    out: dict[str, list[str]] = {"removed": [], "left": []}
-    if not names:
-        return out
-    for h in sorted(await meta.list_hosts("META"), key=lambda h: h.addr):
-        where = str(h.addr)
-        try:
-            d = await meta.meta_dir(h.addr)
-            host = hosts.host(h.addr.host)
-            for dp in d.data_paths:
-                for n in names:
-                    path = meta_checkpoint_dir(dp, n)
-                    if await host.exists(path):
-                        await host.remove_tree(path)
-                        out["removed"].append(f"{h.addr.host}:{path}")
-        except BrsmError as e:
-            out["left"].append(f"{where} ({e})")
-            if progress is not None:
-                progress.note(f"could not check metad {where} for the meta checkpoint of {', '.join(names)} "
-                              f"(a former meta leader keeps it after dropSnapshot): {e}")
-    return out
 
 
 NOT_BACKED_UP = "NotBackedUp"

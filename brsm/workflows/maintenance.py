@@ -17,12 +17,13 @@ from brsm.engine.definitions import GC
 from brsm.engine.step_context import StepContext
 from brsm.engine.workflow import Workflow
 from brsm.engine.state import KindState, Params, completed, on
-from brsm.errors import BrsmError, InvalidLease, OperationFailed
+from brsm.errors import BrsmError, OperationFailed
 from brsm.ports import HostsPort, MetaPort, Storage
-from brsm.workflows import common, listing
+from brsm.workflows import common, listing, meta_checkpoints
+from brsm.workflows.gc_leases import lease_problem, leases, live_leases  # what lease gc sees
 from brsm.workflows.lease import host_clock, read_holder
-from brsm.workflows.lease_holder import LeaseInfo, is_stale, too_far_ahead
-from brsm.workflows.layout import MANIFEST, in_progress_key, lease_path, manifest_key
+from brsm.workflows.lease_holder import LeaseInfo, is_stale
+from brsm.workflows.layout import MANIFEST, in_progress_key, manifest_key, meta_file_key
 
 
 REMOVED = "OrphanRemoved"
@@ -98,51 +99,6 @@ def name_time(name: str) -> float | None:
 
 # -- gc ---------------------------------------------------------------------------------------------
 
-async def _leases(p: "MaintenancePorts", topology: dict[str, Any]) -> list[tuple[str, str, LeaseInfo | None, float]]:
-    """(metad host, lease dir, its holder or None when it names none, that host's clock now) of every
-    lease dir on the cluster. A host that cannot be read raises: "could not look" is never "nobody"."""
-    out = []
-    for m in topology["meta"]:
-        h = p.hosts.host(m["host"])
-        path = lease_path(m["root"])
-        if await h.exists(path):
-            out.append((m["host"], path, await _holder_or_invalid(h, path), await host_clock(h)))
-    return out
-
-
-@dataclass(frozen=True)
-class _Invalid:
-    """A lease whose holder.json brsm cannot judge: held (nobody can say its run is dead), listed by gc
-    as ``invalid_lease`` and removed only with --confirm."""
-    why: str
-
-    def describe(self) -> str:
-        return f"an invalid holder.json ({self.why})"
-
-
-async def _holder_or_invalid(h: Any, path: str) -> Any:
-    try:
-        return await read_holder(h, path)
-    except InvalidLease as e:
-        return _Invalid(e.message)
-
-
-def _lease_problem(info: Any, now: float) -> str | None:
-    if isinstance(info, _Invalid):
-        return info.why
-    return too_far_ahead(info, now) if info is not None else None
-
-
-async def live_leases(p: MaintenancePorts, topology: dict[str, Any] | None) -> list[LeaseInfo]:
-    """The cluster leases held now by a live run (not stale, judged by the lease host's clock) that is
-    not this gc: what they own is not gc's to judge from this journal, whatever it says (otherwise a
-    second journal's gc would drop a running backup's snapshot and delete its upload)."""
-    if p.hosts is None or topology is None:
-        return []
-    return [info for _host, _path, info, now in await _leases(p, topology)
-            if info is not None and (_lease_problem(info, now) is not None or not is_stale(info, now))]
-
-
 async def _marker_owner(storage: Storage, name: str) -> str | None:
     """The ref (or bare op id) in a backup's in-progress marker, None when it names none."""
     try:
@@ -153,22 +109,25 @@ async def _marker_owner(storage: Storage, name: str) -> str | None:
 
 
 async def find_orphans(p: MaintenancePorts, *, grace_seconds: float, topology: dict[str, Any] | None) -> list[dict]:
-    leases = await live_leases(p, topology)
-    owners = frozenset(i.owner for i in leases if isinstance(i, LeaseInfo))
-    held_by = "; ".join(i.describe() for i in leases)
+    live = await live_leases(p, topology)
+    owners = frozenset(i.owner for i in live if isinstance(i, LeaseInfo))
+    held_by = "; ".join(i.describe() for i in live)
     snapshots: set[str] = set()
     out: list[dict] = []
     if p.meta is not None:
         listed = await p.meta.list_snapshots()
         snapshots = {s.name for s in listed}
-        out += _orphan_snapshots(p.live, listed, held_by if leases else None)
+        out += _orphan_snapshots(p.live, listed, held_by if live else None)
     if p.storage is not None:
-        out += await _orphan_backups(p, owners, held_by if leases else None, snapshots, grace_seconds)
+        out += await _orphan_backups(p, owners, held_by if live else None, snapshots, grace_seconds)
     out += await dead_run_leftovers(p, owners, snapshots)
     if p.hosts is not None and topology is not None:
         out += await _orphan_restore_dirs(p, topology, owners)
-        for host, path, info, now in await _leases(p, topology):
-            bad = _lease_problem(info, now)
+        if p.meta is not None:
+            out += await meta_checkpoints.find_stray(p.meta, p.hosts, topology, p.live.names,
+                                                     held_by if live else None)
+        for host, path, info, now in await leases(p, topology):
+            bad = lease_problem(info, now)
             if bad is not None:
                 out.append({"kind": "invalid_lease", "host": host, "path": path, "holder": info.describe(),
                             "why": f"{bad}: nobody can tell whether its run lives; removed only with --confirm"})
@@ -350,15 +309,15 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
     p = ports(ctx)
     if not ctx.data.params.confirm:
         return {"removed": 0, "dry_run": True}
-    done = {(e.get("kind"), e.get("name") or e.get("path")) for e in ctx.data.removed}
+    done = {_ident(e) for e in ctx.data.removed}
     left: list[str] = []
     held: list[LeaseInfo] | None = None
     for o in ctx.data.orphans:
-        ident = (o["kind"], o.get("name") or o.get("path"))
-        if ident in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
-                                              "invalid_lease", "dead_run_snapshot", "dead_run_backup"):
+        if _ident(o) in done or o["kind"] not in ("snapshot", "incomplete_backup", "set_aside", "staging", "stale_lease",
+                                              "invalid_lease", "dead_run_snapshot", "dead_run_backup",
+                                              "meta_checkpoint"):
             continue
-        if o["kind"] in ("snapshot", "incomplete_backup"):
+        if o["kind"] in ("snapshot", "incomplete_backup", "meta_checkpoint"):
             if held is None:  # once, right before the first deletion: a run may have taken the lease since the scan
                 held = await common.held_leases(p.meta, p.hosts, p.install_dir, mine=ctx.ref) or []
             if held:
@@ -372,6 +331,11 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
         elif o["kind"] in ("incomplete_backup", "dead_run_backup"):
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")
+        elif o["kind"] == "meta_checkpoint":
+            if o["name"] in {s.name for s in await p.meta.list_snapshots()}:
+                ctx.record(NOT_REMOVED, {**_where(o), "why": "its snapshot is listed again since the scan"})
+                continue  # a snapshot of that name now: its checkpoint, not an orphan
+            await p.hosts.host(o["host"]).remove_tree(o["path"])
         elif o["kind"] == "stale_lease":
             holder = await read_holder(p.hosts.host(o["host"]), o["path"])
             if holder is not None and not is_stale(holder, await host_clock(p.hosts.host(o["host"]))):
@@ -391,6 +355,14 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
                               hint="see `brsm audit` of this gc for why; remove them by hand, or fix the cause and "
                                    "run gc again")
     return {"removed": removed, "dry_run": False}
+
+
+def _ident(o: dict[str, Any]) -> tuple[Any, ...]:
+    """What an orphan is, to know it removed on a resume: a meta checkpoint by its host and path (one
+    name may be on several metads), every other kind as before (its name, else its path)."""
+    if o.get("kind") == "meta_checkpoint":
+        return (o["kind"], o.get("host"), o.get("path"))
+    return (o.get("kind"), o.get("name") or o.get("path"))
 
 
 def _where(o: dict[str, Any]) -> dict[str, Any]:

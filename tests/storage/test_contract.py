@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from brsm.adapters.storage.base import PROBE_PREFIX
+from brsm.adapters.storage.probe import PROBE_PREFIX
 from brsm.adapters.storage.retry import RetryStorage
 from brsm.errors import ObjectNotFound, StorageError
 from brsm.ports import ObjectInfo, PutResult, Storage, UploadState

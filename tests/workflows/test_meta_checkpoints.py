@@ -12,11 +12,12 @@ import posixpath
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
 from brsm.fakes.meta import FakeMeta
-from brsm.workflows import common
+from brsm.workflows import common, meta_checkpoints
 
 
 def test_doctests():
     assert doctest.testmod(common).failed == 0
+    assert doctest.testmod(meta_checkpoints).attempted > 0 and doctest.testmod(meta_checkpoints).failed == 0
 
 
 def _meta_cps(c: FakeCluster, name: str) -> list[str]:

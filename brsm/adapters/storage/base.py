@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,6 +22,7 @@ from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, st
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
 from .keys import check_key, check_prefix, normalize_root_prefix
+from .probe import probe
 from .put_group import put_each
 from .streams import ByteBudget, SizeMismatch, Source, read_all
 
@@ -33,7 +33,6 @@ DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_MEMORY_BUDGET = 32 * MiB  # part buffers of all puts of one storage together
-PROBE_PREFIX = ".brsm-probe-"
 
 
 def norm_etag(etag: str | None) -> str:
@@ -299,7 +298,7 @@ class BaseStorage(ABC):
             return StorageProperties()
         return StorageProperties(multipart=True, signs_urls=self.signs_urls, part_size=self.part_size,
                                  min_part_size=self.MIN_PART_SIZE, max_part_size=MAX_PART,
-                                 max_parts=MAX_PARTS)
+                                 max_parts=MAX_PARTS, multipart_threshold=self.multipart_threshold)
 
     def _refuse(self, what: str) -> None:
         if not self.multipart:
@@ -390,16 +389,3 @@ class _PartWindow:
             self._reap()
         if self.failed:
             raise self.failed[0]
-
-
-async def probe(storage: Any) -> None:
-    """Backup preflight: write a small probe object, read it back, delete it (any Storage)."""
-    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
-    data = b"brsm probe " + key.encode()
-    await storage.put_bytes(key, data)
-    try:
-        got = await storage.get_bytes(key)
-        if got != data:
-            raise StorageError(f"{storage.uri}: the probe object read back different bytes", permanent=True)
-    finally:
-        await storage.delete(key)

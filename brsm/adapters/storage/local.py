@@ -32,8 +32,6 @@ from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, fe
 from .streams import Source
 
 
-
-
 class LocalStorage(BaseStorage):
     scheme = "local"
     multipart = False  # a temp file renamed into place, resumed by offset: no parts for a host to send

@@ -33,6 +33,8 @@ from brsm.errors import StorageError
 from brsm.retries import STORE_REQUEST, Backoff
 from brsm.ports import ObjectInfo, PutResult, Storage, StorageProperties, UploadState, reopenable
 
+from .probe import probe
+
 T = TypeVar("T")
 
 
@@ -241,7 +243,6 @@ class RetryStorage:
 
     async def probe(self) -> None:
         """Write, read back and delete a probe object (backup preflight), with retries."""
-        from .base import probe
         await probe(self)
 
     async def close(self) -> None:

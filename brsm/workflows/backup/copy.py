@@ -22,7 +22,7 @@ from brsm.workflows import common, direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, run_fed, upload_file, whole_file
 from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
-from brsm.workflows.backup.groups import GROUP_BYTES, GROUP_FILES, SMALL_FILE, copy_group
+from brsm.workflows.backup.groups import GROUP_BYTES, GROUP_FILES, copy_group, small_file_limit
 from brsm.workflows.backup.ledger import FileCopied, PartUploaded
 from brsm.workflows.backup.state import BackupContext
 
@@ -162,6 +162,7 @@ class _Copy:
         ledger = ctx.data.files
         self.resuming = len(ledger) > 0 or any(True for _ in ledger.uploads())
         self.grouping = helpers is None  # the direct path sends each file by its host's helper
+        self.small = small_file_limit(ports(ctx).storage.properties())
         self.files = self.bytes = self.skipped = 0  # listed, and skipped as already copied
         self.sent = 0  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
         self.count = 0  # files finished in this process (failpoint file:N)
@@ -189,7 +190,7 @@ class _Copy:
                     self.files += len(page)
                     self.bytes += sum(j.size for j in page)
                     for job in await self._todo(page):
-                        if not (self.grouping and job.size < SMALL_FILE and not self._saved(job)):
+                        if not (self.grouping and job.size < self.small and not self._saved(job)):
                             yield job
                             continue
                         if group and (len(group) >= most or size + job.size > GROUP_BYTES):

@@ -18,13 +18,27 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from brsm.errors import BrsmError, RemoteError
-from brsm.ports import FileRead, UploadState
+from brsm.ports import FileRead, StorageProperties, UploadState
 from brsm.workflows.backup.context import ports
 from brsm.workflows.backup.ledger import FileCopied
 from brsm.workflows.backup.state import BackupContext
 from brsm.workflows.transfer import EventBatcher, FileJob
 
 SMALL_FILE = 1 << 20  # files under this many bytes go in groups (the path through brsm)
+
+
+def small_file_limit(props: StorageProperties) -> int:
+    """Files under this many bytes go in groups: SMALL_FILE, or less where the store would upload a
+    file in parts (a grouped file goes by one put, so it would lose its journaled, resumable parts).
+
+    >>> small_file_limit(StorageProperties(multipart=True, multipart_threshold=512 << 10))
+    524288
+    >>> small_file_limit(StorageProperties()) == SMALL_FILE
+    True
+    """
+    if props.multipart and props.multipart_threshold:
+        return min(SMALL_FILE, props.multipart_threshold)
+    return SMALL_FILE
 GROUP_FILES = 1024  # files read by one exec at most (an exec costs more than its files: see the module doc)
 GROUP_BYTES = 2 << 20  # bytes of one group at most: its answer is held in memory (tar and members: ~2x)
 READ_TIMEOUT = 300.0  # seconds one group's read may take
