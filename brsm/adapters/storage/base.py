@@ -18,7 +18,7 @@ from contextlib import aclosing
 from typing import Any
 
 from brsm.errors import StorageError
-from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, stream_of
+from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, reopenable, stream_of
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
 from .keys import check_key, check_prefix, normalize_root_prefix
@@ -84,18 +84,21 @@ class BaseStorage(ABC):
         full = self.full_key(key)
         if size < 0:
             raise StorageError(f"{key}: negative size {size}", permanent=True)
-        src = Source(key, stream_of(chunks), size)
-        if size <= self.multipart_threshold:
-            held = await self.budget.acquire(size)
-            try:
-                data = await src.read_all()
-                src.check_size()
-                await self._put_single(full, data)
-                del data
-            finally:
-                await self.budget.release(held)
-        else:
-            await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
+        src = Source(key, stream_of(chunks), size, owned=reopenable(chunks))
+        try:
+            if size <= self.multipart_threshold:
+                held = await self.budget.acquire(size)
+                try:
+                    data = await src.read_all()
+                    src.check_size()
+                    await self._put_single(full, data)
+                    del data
+                finally:
+                    await self.budget.release(held)
+            else:
+                await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
+        finally:
+            await src.close()
         return PutResult(size=src.count, sha256=src.sha256)
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:

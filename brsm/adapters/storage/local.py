@@ -69,7 +69,7 @@ class LocalStorage(BaseStorage):
         resumed = await self._resume_point(path, state) if resumable else None
         tmp, fd, offset, prefix = await open_temp(key, path, resumed)
         src = Source(key, stream_of(chunks, offset), size, defer_hash=True, start=offset,
-                     hasher=prefix.copy() if prefix is not None else None)
+                     hasher=prefix.copy() if prefix is not None else None, owned=reopenable(chunks))
         readback = ReadBack(tmp, offset)
         queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=2)
 
@@ -88,9 +88,8 @@ class LocalStorage(BaseStorage):
             await asyncio.to_thread(os.fsync, fd)
             self.requests["put_object"] += 1
             if readback.mismatch is not None:
-                raise StorageError(f"{key}: the written file reads back different bytes at offset "
-                                   f"{readback.mismatch} than were sent", permanent=False,
-                                   hint="the disk or file system may be failing")
+                raise StorageError(f"{key}: the written file reads back different bytes at offset {readback.mismatch} "
+                                   "than were sent", permanent=False, hint="the disk or file system may be failing")
             await asyncio.to_thread(os.close, fd)
             fd = -1
             await asyncio.to_thread(commit, tmp, path)
@@ -107,6 +106,8 @@ class LocalStorage(BaseStorage):
                 if resumable:
                     state.upload_id, state.parts = None, []
             raise
+        finally:
+            await src.close()
         return PutResult(size=src.count, sha256=src.sha256)
 
     async def _resume_point(self, path: Path, state: UploadState | None) -> tuple[Path, int, Any] | None:

@@ -35,14 +35,26 @@ class Source:
     """
 
     def __init__(self, key: str, chunks: AsyncIterator[bytes], size: int, *, defer_hash: bool = False,
-                 start: int = 0, hasher: Any = None) -> None:
+                 start: int = 0, hasher: Any = None, owned: bool = False) -> None:
         self.key = key
         self._it = chunks.__aiter__()
+        self._owned = owned  # the put opened this stream (from a ByteSource): the put closes it
         self.size = size
         self.count = start  # a resumed stream starts at ``start``; ``hasher`` holds the prefix's hash
         self._h = hasher if hasher is not None else hashlib.sha256()
         self._defer_hash = defer_hash
         self._carry: list[bytes] = []  # bytes read past the last block (next_block)
+
+    async def close(self) -> None:
+        """Close the stream when the put opened it, done or failed: an async generator left half read
+        is otherwise closed later by the event loop, in a task of its own that outlives the put. A
+        caller's plain stream stays the caller's."""
+        aclose = getattr(self._it, "aclose", None)
+        if self._owned and aclose is not None:
+            try:
+                await aclose()
+            except Exception:  # noqa: BLE001 - the put's own outcome (or error) is what the caller needs
+                pass
 
     async def _next(self) -> bytes | None:
         try:
