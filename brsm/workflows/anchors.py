@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm.engine.runner import StepContext
 from brsm.errors import BrsmError, ObjectNotFound, StorageError
 from brsm.ports import Storage
-from brsm.workflows import common
 from brsm.workflows.layout import MANIFEST, manifest_key
 
 ANCHORS_DIR = "brsm-journal-anchors"
@@ -121,5 +121,5 @@ async def find_anchors(storage: Storage, *, concurrency: int = 8) -> list[FoundA
     names = sorted(d.rstrip("/") for d in await storage.list_dirs("") if d.startswith("BACKUP"))
     objs = sorted(await storage.list(f"{ANCHORS_DIR}/"), key=lambda o: o.key)
     reads = [partial(manifest, n) for n in names] + [partial(record, o.key, o.size) for o in objs]
-    found = await common.gather_bounded(concurrency, lambda read: read(), reads)
+    found = await gather_bounded(concurrency, lambda read: read(), reads)
     return [f for f in found if f is not None]

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm.errors import ObjectNotFound
 from brsm.ports import Storage
-from brsm.workflows import common, listing, manifest
+from brsm.workflows import listing, manifest
 from brsm.workflows.layout import in_progress_key, MANIFEST, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.maintenance import name_time
 
@@ -385,5 +386,5 @@ async def list_backups(storage: Storage, *, decode_meta: MetaDecoder, concurrenc
         e.objects, e.manifest, e.file_check, e.structure = {}, None, None, None
         return e
 
-    entries = await common.gather_bounded(concurrency, one, names)
+    entries = await gather_bounded(concurrency, one, names)
     return sorted(entries, key=lambda e: (e.created_ms is None, e.created_ms or 0, e.name))

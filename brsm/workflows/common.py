@@ -10,6 +10,7 @@ from typing import Any
 
 from brsm.engine import events as ev
 from brsm.engine.runner import who
+from brsm.concurrency import gather_bounded
 from brsm.errors import BrsmError, LeaseLost, LockHeld, MetaError, PreflightFailed, StorageError, VerificationFailed
 from brsm.home import brsm_home
 from brsm.ports import HostsPort, MetaPort, Storage
@@ -92,26 +93,6 @@ async def as_preflight(aw: Awaitable[Any]) -> Any:
         raise
     except BrsmError as e:
         raise PreflightFailed(e.message, hint=e.hint) from e
-
-
-async def gather_bounded(limit: int, work: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> list[Any]:
-    """``work(item)`` for every item, at most ``limit`` at a time, results in the items' order. The
-    first failure cancels the others and is raised once they have stopped: nothing is left running
-    behind a step that failed."""
-    sem = asyncio.Semaphore(max(1, limit))
-
-    async def one(item: Any) -> Any:
-        async with sem:
-            return await work(item)
-
-    tasks = [asyncio.ensure_future(one(i)) for i in items]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def each_host(items: Iterable[Any], host_of: Callable[[Any], str], work: Callable[[Any], Awaitable[Any]]) -> list[Any]:

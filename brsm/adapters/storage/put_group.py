@@ -4,10 +4,10 @@ own (``local_group``): there the durability barrier is what a small file costs, 
 once."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm.errors import StorageError
 from brsm.ports import PutResult
 
@@ -36,17 +36,4 @@ async def put_each(storage: Any, items: Sequence[tuple[str, bytes]]) -> list[Put
     """Every object by ``storage.put``, PUT_MANY_AT_ONCE at a time, results in order. The first
     failure stops the others and is raised once they have stopped."""
     check_group(items)
-    sem = asyncio.Semaphore(PUT_MANY_AT_ONCE)
-
-    async def one(key: str, data: bytes) -> PutResult:
-        async with sem:
-            return await storage.put(key, one_block(data), len(data))
-
-    tasks = [asyncio.ensure_future(one(k, d)) for k, d in items]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    return await gather_bounded(PUT_MANY_AT_ONCE, lambda kd: storage.put(kd[0], one_block(kd[1]), len(kd[1])), items)

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm import failpoints
 from brsm.errors import ObjectNotFound, PreflightFailed, StorageError
 from brsm.ports import FileTally, HostAddr, UploadState
-from brsm.workflows import common, direct, topology
+from brsm.workflows import direct, topology
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, run_fed, upload_file, whole_file
 from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
@@ -103,7 +104,7 @@ async def _tally(ctx: BackupContext, walks: list[Walk], meta: list[FileJob]) -> 
     """What the copy will list, counted first (PLAN_WALKS dirs at a time) and kept as numbers: the
     totals, and the files of each host."""
     p = ports(ctx)
-    counts = await common.gather_bounded(
+    counts = await gather_bounded(
         PLAN_WALKS, lambda w: p.hosts.host(w.host).count_files(w.root, timeout=LIST_TIMEOUT), walks)
     per_host: dict[str, int] = {}
     for w, c in zip(walks, counts):
@@ -220,7 +221,7 @@ class _Copy:
             except ObjectNotFound:
                 return False
 
-        kept = {j.key for j, ok in zip(maybe, await common.gather_bounded(STAT_AT_ONCE, there, maybe)) if ok}
+        kept = {j.key for j, ok in zip(maybe, await gather_bounded(STAT_AT_ONCE, there, maybe)) if ok}
         skipped = [j for j in page if j.key in kept]
         self.skipped += len(skipped)
         ports(self.ctx).progress.advance("copy", sum(j.size for j in skipped))

@@ -7,6 +7,7 @@ import posixpath
 import time
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm import failpoints
 from brsm.errors import OperationFailed
 from brsm.ports import HostAddr
@@ -120,7 +121,7 @@ async def started(ctx: RestoreContext) -> dict[str, Any]:
     proved = await _prove_before_start(ctx)
     # storaged and graphd at once (graphd needs only metad, which runs): the downtime is the slower one;
     # a daemon an earlier attempt started answers "already running", which counts as started
-    await common.gather_bounded(2, lambda svc: control.start(ctx, svc), ["storaged", "graphd"])
+    await gather_bounded(2, lambda svc: control.start(ctx, svc), ["storaged", "graphd"])
     failpoints.hit("started:1")
     online = await control.wait_storage_online(ctx)
     downtime = control.downtime_ended(ctx, "restored")
@@ -149,7 +150,7 @@ async def _prove_before_start(ctx: RestoreContext) -> dict[str, Any]:
         return {"how": "proved before the first start, which an earlier attempt of this step journaled",
                 "starting": ctx.data.services_starting}
     if staged(ctx):
-        _, proved = await common.gather_bounded(2, lambda aw: aw, [
+        _, proved = await gather_bounded(2, lambda aw: aw, [
             control.ensure_down(ctx, "STARTED", control.STARTED_BY_US), proof.check_fingerprints(ctx)])
     else:
         await control.ensure_down(ctx, "STARTED", control.STARTED_BY_US)
@@ -188,7 +189,7 @@ async def cleaned(ctx: RestoreContext) -> dict[str, Any]:
             p.progress.advance("remove set-aside data", 1)
 
     try:
-        removed = [r for r in await common.gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
+        removed = [r for r in await gather_bounded(CLEAN_AT_ONCE, clean_one, dirs) if r]
     finally:
         p.progress.done("remove set-aside data")
     for c in placement.cluster_id_files(ctx.data.topo, root_of(ctx), ctx.ref):

@@ -15,6 +15,7 @@ import posixpath
 from collections.abc import AsyncIterator
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm import failpoints
 from brsm.errors import OperationFailed
 from brsm.workflows import common, direct
@@ -150,7 +151,7 @@ async def downloaded(ctx: RestoreContext) -> dict[str, Any]:
     if staged(ctx):
         # the meta SSTs are checked here, beside the "still down" check, rather than in META_RESTORED:
         # one round trip less in the downtime, and still before metad ingests them
-        await common.gather_bounded(2, lambda aw: aw, [control.ensure_down(ctx, "DOWNLOADED"),
+        await gather_bounded(2, lambda aw: aw, [control.ensure_down(ctx, "DOWNLOADED"),
                                                        proof.check_fingerprints(ctx, meta_only=True)])
         await scratch.verify(ctx, scratch.dirs(ctx, staged=True))  # the trees about to be renamed into place
         return await _swap_in(ctx)

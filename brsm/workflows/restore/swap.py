@@ -10,6 +10,7 @@ import posixpath
 import time
 from typing import Any
 
+from brsm.concurrency import gather_bounded
 from brsm.errors import OperationFailed
 from brsm.workflows import common
 from brsm.workflows.restore import control, placement
@@ -24,7 +25,7 @@ async def stopped(ctx: RestoreContext) -> dict[str, Any]:
         ctx.record(DowntimeBegan(at=time.time(), tracks_starts=True))
     # all three at once, each waited for until its process is gone and its port closed (nebula.service
     # `stop all` does not order them either: a storaged or graphd that loses metad first only logs it)
-    await common.gather_bounded(3, lambda svc: control.stop(ctx, svc), ["graphd", "storaged", "metad"])
+    await gather_bounded(3, lambda svc: control.stop(ctx, svc), ["graphd", "storaged", "metad"])
     return {"stopped": roles}
 
 
