@@ -3,10 +3,11 @@ SQLite (queried, not folded into memory) is a change of this class only.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from brsm.engine.last_by_key import LastByKey
 from brsm.engine.state import ABSENT, Event, Ledger
 
 FILE_COPIED = "FileCopied"
@@ -38,7 +39,7 @@ class PartUploaded(Event):
     size: int
 
 
-class CopiedFiles(Ledger):
+class CopiedFiles(LastByKey[FileCopied], Ledger):
     """Files copied (their FileCopied, by storage key) and multipart uploads under way (by key:
     ``{"upload_id", "part_size", "parts": [{"n", "etag", "size"}]}``), as the journal says: the last
     FileCopied of a key wins, a FileCopied ends the key's upload, and a part of another upload_id
@@ -51,90 +52,33 @@ class CopiedFiles(Ledger):
     TYPES: ClassVar[tuple[str, ...]] = (FILE_COPIED, PART_UPLOADED)
 
     def __init__(self) -> None:
-        self._copied: dict[str, FileCopied] = {}
-        self._uploads: dict[str, dict[str, Any]] = {}
-        self._op: int | None = None
-        self._copies: Any = None  # journal.keyed.Keyed of FileCopied by key, once bound
-        self._parts: Any = None  # ... of PartUploaded by key
-        # bound: whether the journal may hold a FileCopied / PartUploaded of the operation (a fresh
-        # backup asks nothing of the journal for a file until one is journaled)
-        self._any_copied = self._any_parts = False
+        super().__init__(FileCopied, "key")
+        self._uploads: dict[str, dict[str, Any]] = {}  # unbound only
+        self._parts: Any = None  # journal.keyed.Keyed of PartUploaded by key, once bound
+        self._any_parts = False  # bound: whether the journal may hold a PartUploaded of the operation
 
     def bind(self, journal: Any, op_id: int) -> None:
-        if self._copied or self._uploads:
+        if self._uploads:
             raise ValueError("a ledger is bound to the journal before any of its events is folded")
-        self._op = op_id
-        self._copies = journal.keyed(FILE_COPIED, "key")
+        super().bind(journal, op_id)
         self._parts = journal.keyed(PART_UPLOADED, "key")
-        self._any_copied = self._copies.any(op_id)
         self._any_parts = self._parts.any(op_id)
 
-    @property
-    def bound(self) -> bool:
-        return self._op is not None
-
-    def fold(self, e: FileCopied | PartUploaded) -> None:
-        if self.bound:  # already in the journal: only note that the queries now have something to find
-            if isinstance(e, FileCopied):
-                self._any_copied = True
-            else:
-                self._any_parts = True
-            return
+    def fold(self, e: FileCopied | PartUploaded) -> None:  # type: ignore[override]
         if isinstance(e, FileCopied):
-            self._copied[e.key] = e
+            super().fold(e)
             self._uploads.pop(e.key, None)
+        elif self.bound:
+            self._any_parts = True  # already in the journal
         else:
             up = self._uploads.get(e.key)
             if up is None or up["upload_id"] != e.upload_id:
                 up = self._uploads[e.key] = {"upload_id": e.upload_id, "part_size": e.part_size, "parts": []}
             up["parts"] = [p for p in up["parts"] if p["n"] != e.n] + [{"n": e.n, "etag": e.etag, "size": e.size}]
 
-    def done(self, key: str) -> bool:
-        if not self.bound:
-            return key in self._copied
-        return self._any_copied and self._copies.exists(self._op, key)
-
-    def get(self, key: str) -> FileCopied | None:
-        if not self.bound:
-            return self._copied.get(key)
-        if not self._any_copied:
-            return None
-        e = self._copies.last(self._op, key)
-        return _as_copied(e.data) if e is not None else None
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, FileCopied]:
-        """``get`` of many keys at once (a few hundred per query): the ones copied."""
-        if not self.bound:
-            return {k: c for k in keys if (c := self._copied.get(k)) is not None}
-        if not self._any_copied:
-            return {}
-        return {k: _as_copied(e.data) for k, e in self._copies.last_many(self._op, keys).items()}
-
-    def __iter__(self) -> Iterator[FileCopied]:
-        if not self.bound:
-            return iter([self._copied[k] for k in sorted(self._copied)])
-        if not self._any_copied:
-            return iter(())
-        return (_as_copied(e.data) for e in self._copies.latest(self._op))
-
-    def __len__(self) -> int:
-        if not self.bound:
-            return len(self._copied)
-        return self._copies.count(self._op) if self._any_copied else 0
-
     def totals(self) -> tuple[int, int]:
         """(files copied, their bytes), without a FileCopied per file in memory."""
-        if not self.bound:
-            return len(self._copied), sum(int(c.size or 0) for c in self._copied.values())
-        if not self._any_copied:
-            return 0, 0
-        n, size = self._copies.totals(self._op, "size")
-        return n, int(size)
-
-    def __bool__(self) -> bool:
-        if not self.bound:
-            return bool(self._copied)
-        return self._any_copied and self._copies.any(self._op)
+        return self.total("size")
 
     def upload(self, key: str) -> dict[str, Any] | None:
         """The journaled multipart upload of ``key`` under way (not yet copied whole), or None."""
@@ -145,10 +89,10 @@ class CopiedFiles(Ledger):
         parts = self._parts.all(self._op, key)
         if not parts:
             return None
-        last = self._copies.last(self._op, key) if self._any_copied else None
+        last = self.last_seq(key)
         up: dict[str, Any] | None = None
         for e in parts:
-            if last is not None and e.seq < last.seq:
+            if last is not None and e.seq < last:
                 continue  # an upload the file's FileCopied ended
             p = PartUploaded.from_data(e.data)
             if up is None or up["upload_id"] != p.upload_id:
@@ -177,8 +121,4 @@ class CopiedFiles(Ledger):
     def __repr__(self) -> str:
         if self.bound:
             return f"CopiedFiles(journal operation {self._op})"
-        return f"CopiedFiles({len(self._copied)} copied, {len(self._uploads)} under way)"
-
-
-def _as_copied(d: dict[str, Any]) -> FileCopied:
-    return FileCopied.from_data(d)  # type: ignore[return-value]
+        return f"CopiedFiles({len(self)} copied, {len(self._uploads)} under way)"
