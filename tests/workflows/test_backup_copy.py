@@ -135,6 +135,26 @@ def test_a_groups_bad_answers_are_copied_alone(world_of, monkeypatch):
     assert calls[0] >= 3
 
 
+def test_a_group_read_that_keeps_dropping_fails_the_copy_without_going_file_by_file(world_of, monkeypatch):
+    """A link that drops every group read: the group is tried again whole, as often as one file would
+    be, and then the copy fails, as for one file; no storm of single-file reads over that link."""
+    w = world_of(many_files(60))
+    host_type = type(w.hosts.host(str(w.cluster.storage_addrs[0].host)))
+    calls: list[str] = []
+
+    async def read_files(self, paths, *, timeout=300):
+        calls.append(self.name)
+        raise RemoteError(f"{self.name}: connection dropped")
+
+    monkeypatch.setattr(host_type, "read_files", read_files)
+    op = w.backup_runner.create(BACKUP_PARAMS)
+    with pytest.raises(RemoteError, match="connection dropped"):
+        w.run(w.backup_runner.run(op))
+    assert len(calls) >= 3, "a dropped group read was not tried again whole"
+    assert sum(h.verbs.count("open_read") for h in w.hosts._hosts.values()) <= len(calls), \
+        "the files of a group whose read dropped were read one by one"
+
+
 def test_failpoint_file_n_fires_per_file_inside_a_group(world_of, monkeypatch):
     """``file:N`` fires after the N-th file is stored and before it is journaled, also inside a
     group; the files of the group stored before it are journaled (in one batch), it is not."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from brsm.errors import BrsmError, RemoteError
+from brsm.errors import BrsmError
 from brsm.ports import FileRead, StorageProperties, UploadState
 from brsm.workflows.backup.context import ports
 from brsm.workflows.backup.ledger import FileCopied
 from brsm.workflows.backup.state import BackupContext
-from brsm.workflows.transfer import EventBatcher, FileJob
+from brsm.workflows.transfer import EventBatcher, FileJob, whole_file
 
 SMALL_FILE = 1 << 20  # files under this many bytes go in groups (the path through brsm)
 
@@ -70,10 +70,12 @@ async def copy_group(run: Run, jobs: list[FileJob]) -> None:
     """One exec reads ``jobs`` (all of one host); the files stored together (``Storage.put_many``),
     then journaled together."""
     p, limits = ports(run.ctx), run.ctx.runtime.limits
-    try:
-        got = await p.hosts.host(jobs[0].host).read_files([j.path for j in jobs], timeout=READ_TIMEOUT)
-    except RemoteError:  # the read failed as a whole (a dropped connection): each file alone, retried
-        got = []
+    host = p.hosts.host(jobs[0].host)
+    # A read that fails as a whole (a dropped connection) is tried again whole, by the same rule as one
+    # file, and then fails the copy as one file would: going on file by file over a link that keeps
+    # dropping would turn one failure into hundreds of reconnects.
+    got = await whole_file(f"reading {len(jobs)} small files on {jobs[0].host}",
+                           lambda: host.read_files([j.path for j in jobs], timeout=READ_TIMEOUT))
     if len(got) != len(jobs):
         got = [FileRead(j.path, None, "not read") for j in jobs]
     alone = [job for job, r in zip(jobs, got) if not usable(job, r)]

@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from brsm.errors import ObjectNotFound, PreflightFailed, VerificationFailed
+from brsm.errors import ObjectNotFound, OperationFailed, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog, listing
 from brsm.workflows import manifest as manifests
 from brsm.workflows.layout import MANIFEST, MANIFEST_FILES, in_progress_key, manifest_key, meta_file_key
-from brsm.workflows.restore.context import TAMPERED, ports
+from brsm.workflows.restore.context import TAMPERED, cluster_down, ports
 from brsm.workflows.restore.state import ManifestHeaderJournaled, ManifestJournaled, RestoreContext
 
 
@@ -93,9 +93,11 @@ async def files(ctx: RestoreContext) -> AsyncIterator[dict[str, Any]]:
     except ValueError as e:
         raise VerificationFailed(f"backup {name}: {e}", hint=TAMPERED) from e
     except ObjectNotFound as e:
-        raise VerificationFailed(f"backup {name}: its {MANIFEST_FILES} is gone from {ports(ctx).storage.uri}",
-                                 hint=f"the backup was deleted while it was restored: `brsm rollback {ctx.op_id}`, "
-                                      "then restore another backup") from e
+        # a backup deleted under the restore is gone, not damaged (exit 5, as a data file gone is); where
+        # the cluster may be down, the error gets the hint that names what brings it back up
+        then = "" if cluster_down(ctx) else f": `brsm rollback {ctx.op_id}`, then restore another backup"
+        raise OperationFailed(f"backup {name}: its {MANIFEST_FILES} is gone from {ports(ctx).storage.uri}",
+                              hint=f"the backup was deleted while it was restored{then}") from e
 
 
 JOURNALED_KEYS = ("backup_name", "tool", "all_spaces", "spaces", "meta_files", "topology")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from brsm.cli.ops_commands import decode_meta
-from brsm.errors import PreflightFailed, VerificationFailed
+from brsm.errors import OperationFailed, PreflightFailed, VerificationFailed
 from brsm.workflows import catalog, verify
 from brsm.workflows.layout import manifest_files_key, manifest_key
 from brsm.workflows.restore.ledger import FileRestored
@@ -84,7 +84,7 @@ def test_a_file_list_deleted_after_checked_is_refused_naming_the_rollback(world)
     full = next(k for k in mem(w.storage).objects if k.endswith(manifest_files_key(name)))
     w.restore_box["at_step"]["STAGED"] = [lambda: mem(w.storage).objects.pop(full)]
     op = w.restore_runner.create({"name": name, "verify": "quick"})
-    with pytest.raises(VerificationFailed, match="brsm-manifest-files.jsonl is gone") as e:
+    with pytest.raises(OperationFailed, match="brsm-manifest-files.jsonl is gone") as e:
         w.run(w.restore_runner.run(op))
     assert f"brsm rollback {op}" in e.value.hint
     assert events(w, op, FileRestored.TYPE) == []
