@@ -24,7 +24,7 @@ from brsm.fakes.host_verbs import FakeVerbs
 from brsm.fakes.listing import FakeListings
 from brsm.fakes.machine import Machine
 from brsm.fakes.nebula_service import SERVICE_ACTIONS, SERVICE_NAMES, nebula_service
-from brsm.ports import DirStat, RemoteFile, RunResult
+from brsm.ports import DirStat, RunResult
 
 if TYPE_CHECKING:
     from brsm.fakes.helper import FakeHelper

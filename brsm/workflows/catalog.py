@@ -16,7 +16,6 @@ States (``BackupEntry.state``):
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import aclosing

@@ -10,7 +10,7 @@ from brsm.engine.step_context import StepContext
 from brsm.engine.workflow import Workflow
 from brsm.engine.state import KindState, Params
 from brsm.errors import UsageError
-from brsm.workflows import common, listing
+from brsm.workflows import common, listing, meta_checkpoints
 from brsm.workflows.layout import bad_backup_name, manifest_key, meta_file_key
 from brsm.workflows.maintenance import REMOVED, MaintenancePorts, ports
 
@@ -75,7 +75,7 @@ async def cleanup_step(ctx: StepContext[CleanupState]) -> dict[str, Any]:
         await p.meta.drop_snapshots([name])
         dropped.append(name)
     if p.meta is not None and p.hosts is not None:  # a former meta leader keeps its copy (run again: idempotent)
-        await common.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)
+        await meta_checkpoints.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)
     deleted = 0
     if p.storage is not None:
         # (whether it exists was checked before the step; on a resume, what is gone may be gone because of us)

@@ -3,7 +3,6 @@ SSH login of every host, which topology discovery runs first, is ``ssh_login``.)
 from __future__ import annotations
 
 import asyncio
-import posixpath
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -17,8 +16,6 @@ from brsm.ports import HostsPort, MetaPort, Storage
 from brsm.workflows import topology
 from brsm.workflows.lease import Lease, host_clock, read_holder
 from brsm.workflows.lease_holder import LeaseInfo, is_stale, takeover_note
-# re-exported: every deleter that drops a snapshot calls common.remove_meta_checkpoints after it
-from brsm.workflows.meta_checkpoints import meta_checkpoint_dir, remove_meta_checkpoints  # noqa: F401
 from brsm.workflows.layout import lease_path
 from brsm.workflows.shared_state import PROBE_REMOVED, PROBE_WRITTEN, ClusterContext, ProbeRemoved, ProbeWritten
 from brsm.workflows.ssh_login import check_ssh

@@ -327,7 +327,7 @@ async def gc_remove(ctx: StepContext[GcState]) -> dict[str, Any]:
         if o["kind"] in ("snapshot", "dead_run_snapshot"):
             await p.meta.drop_snapshots([o["name"]])
             if p.hosts is not None:
-                await common.remove_meta_checkpoints(p.meta, p.hosts, [o["name"]], p.progress)
+                await meta_checkpoints.remove_meta_checkpoints(p.meta, p.hosts, [o["name"]], p.progress)
         elif o["kind"] in ("incomplete_backup", "dead_run_backup"):
             await p.storage.abort_uploads(f"{o['name']}/")
             await p.storage.delete_prefix(f"{o['name']}/")

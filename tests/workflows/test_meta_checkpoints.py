@@ -38,9 +38,9 @@ async def test_a_former_leaders_meta_checkpoint_is_removed_after_the_drop():
     c.leader = c.meta_addrs[1]  # leadership moved before the drop
     await meta.drop_snapshots([made.name])
     assert _meta_cps(c, made.name) == [str(c.meta_addrs[0])]  # what Nebula leaves behind
-    out = await common.remove_meta_checkpoints(meta, hosts, [made.name])
+    out = await meta_checkpoints.remove_meta_checkpoints(meta, hosts, [made.name])
     assert _meta_cps(c, made.name) == [] and len(out["removed"]) == 1 and out["left"] == []
-    assert await common.remove_meta_checkpoints(meta, hosts, [made.name]) == {"removed": [], "left": []}
+    assert await meta_checkpoints.remove_meta_checkpoints(meta, hosts, [made.name]) == {"removed": [], "left": []}
 
 
 async def test_only_backup_names_are_ever_removed():
@@ -49,7 +49,7 @@ async def test_only_backup_names_are_ever_removed():
     keep = posixpath.join(c.meta_paths[c.meta_addrs[0]], "nebula", "0", "checkpoints", "mine")
     c.host_of(c.meta_addrs[0]).put(keep + "/x.sst", b"x")
     for bad in ("mine", "../0", "BACKUP_1/../../x", ".."):
-        await common.remove_meta_checkpoints(meta, hosts, [bad])
+        await meta_checkpoints.remove_meta_checkpoints(meta, hosts, [bad])
     assert c.host_of(c.meta_addrs[0]).under(keep)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from brsm import __version__
 from brsm.errors import StorageError
-from brsm.workflows import common, listing, manifest
+from brsm.workflows import common, listing, manifest, meta_checkpoints
 from brsm.workflows.layout import in_progress_key, manifest_files_key, manifest_key, meta_file_key
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, ports
 from brsm.workflows.backup.state import BackupContext
@@ -88,7 +88,7 @@ async def cleaned(ctx: BackupContext) -> dict[str, Any]:
     listed = name in {s.name for s in await p.meta.list_snapshots()}
     if listed:
         await p.meta.drop_snapshots([name])
-    left = await common.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)  # run again: idempotent
+    left = await meta_checkpoints.remove_meta_checkpoints(p.meta, p.hosts, [name], p.progress)  # run again: idempotent
     if listed or left["removed"] or left["left"]:
         ctx.record(SNAPSHOT_DROPPED, {"names": [name] if listed else [], "why": "backup complete",
                                       "meta_checkpoints": left})

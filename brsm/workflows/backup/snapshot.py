@@ -8,7 +8,7 @@ from typing import Any
 
 from brsm.errors import BrsmError, MetaError
 from brsm.ports import CreatedBackup
-from brsm.workflows import common, topology
+from brsm.workflows import common, meta_checkpoints, topology
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED, BackupPorts, ports
 from brsm.workflows.backup.state import BackupContext, CreateBackupAbandoned, SnapshotRequested
 
@@ -101,7 +101,7 @@ async def snapshotted(ctx: BackupContext) -> dict[str, Any]:
     if ctx.data.snapshots_before is not None:  # re-run after a crash: drop what the lost attempt made
         if leaked:
             await p.meta.drop_snapshots(leaked)
-            left = await common.remove_meta_checkpoints(p.meta, p.hosts, leaked, p.progress)
+            left = await meta_checkpoints.remove_meta_checkpoints(p.meta, p.hosts, leaked, p.progress)
             ctx.record(SNAPSHOT_DROPPED, {"names": leaked, "why": "made by an attempt that crashed before recording it",
                                           "meta_checkpoints": left})
             current = [n for n in current if n not in leaked]
@@ -131,6 +131,6 @@ async def undo_snapshotted(ctx: BackupContext) -> None:
         await p.meta.drop_snapshots(dropped)
     # also when the snapshot was already gone (a rollback run again): a former meta leader's copy stays
     gone = set(dropped) | {n for n in [ctx.data.backup_name] if n}
-    left = await common.remove_meta_checkpoints(p.meta, p.hosts, gone, p.progress)
+    left = await meta_checkpoints.remove_meta_checkpoints(p.meta, p.hosts, gone, p.progress)
     if dropped or left["removed"] or left["left"]:
         ctx.record(SNAPSHOT_DROPPED, {"names": dropped, "why": "rollback", "meta_checkpoints": left})
