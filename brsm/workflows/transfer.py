@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, VerificationFailed
 from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.retries import WHOLE_FILE
+from brsm.workflows import weighted_queue
 from brsm.workflows.limits import TokenBucket
+from brsm.workflows.weighted_queue import WeightedQueue
 
 T = TypeVar("T")
 
@@ -271,19 +273,20 @@ QUEUE_DEPTH = 32  # jobs a host's feed may run ahead of its workers
 
 
 async def run_fed(feeds: Mapping[str, AsyncIterable[Any]], limits: Limits, work: Callable[[Any], Any], *,
-                  depth: int = QUEUE_DEPTH) -> None:
+                  depth: int = QUEUE_DEPTH, weight: Callable[[Any], int] = weighted_queue.one) -> None:
     """Run ``work(job)`` for every job of every host's feed, within the global and per-host limits;
     first error wins, and every feed is closed (a host's listing stops).
 
-    One task per host reads its feed into a queue of at most ``depth`` jobs, from which that host's
+    One task per host reads its feed into a queue that holds at most ``depth`` of weight (``weight(job)``:
+    1 a job unless told otherwise; a group of files weighs its files), from which that host's
     ``per_host`` workers take: no list of all the jobs exists, the feeds run ahead of the copy by
-    ``depth`` jobs at most, and a host whose queue is full holds up no other host. 100,000 files
-    cost ``hosts x (per_host + 1)`` tasks, not 100,000.
+    ``depth`` at most, and a host whose queue is full holds up no other host. 100,000 files cost
+    ``hosts x (per_host + 1)`` tasks, not 100,000.
     """
     end = object()
     n = max(1, limits.per_host)
 
-    async def feeder(feed: AsyncIterable[Any], q: asyncio.Queue) -> None:
+    async def feeder(feed: AsyncIterable[Any], q: WeightedQueue) -> None:
         it = aiter(feed)
         try:
             async for job in it:
@@ -295,14 +298,14 @@ async def run_fed(feeds: Mapping[str, AsyncIterable[Any]], limits: Limits, work:
         for _ in range(n):
             await q.put(end)
 
-    async def worker(q: asyncio.Queue) -> None:
+    async def worker(q: WeightedQueue) -> None:
         while (job := await q.get()) is not end:
             async with limits.global_sem():
                 await work(job)
 
     tasks = []
     for feed in feeds.values():
-        q: asyncio.Queue = asyncio.Queue(maxsize=max(1, depth))
+        q = WeightedQueue(depth, weight)
         tasks.append(asyncio.create_task(feeder(feed, q)))
         tasks.extend(asyncio.create_task(worker(q)) for _ in range(n))
     try:

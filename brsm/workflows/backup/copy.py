@@ -29,6 +29,7 @@ from brsm.workflows.backup.state import BackupContext
 
 PAGE = 1000  # files per page of a checkpoint dir's listing
 LIST_TIMEOUT = 120.0  # seconds a listing may go without sending its next bytes
+FILES_AHEAD = 2 * GROUP_FILES  # files a host's listing may run ahead of its copies (groups weigh their files)
 STAT_AT_ONCE = 16  # objects looked at together when a resume checks what the journal says is copied
 
 
@@ -115,6 +116,15 @@ async def _tally(ctx: BackupContext, walks: list[Walk], meta: list[FileJob]) -> 
     return total, per_host
 
 
+def files_in(item: object) -> int:
+    """What a queued item of the feed weighs: a group its files, anything else one (pure).
+
+    >>> files_in([1, 2, 3]), files_in("one job")
+    (3, 1)
+    """
+    return len(item) if isinstance(item, list) else 1
+
+
 def group_files(host_files: int, per_host: int) -> int:
     """Files per group for a host (pure): enough groups that each of its ``per_host`` workers has
     one (a host with few files still copies ``per_host`` at a time), at most GROUP_FILES.
@@ -143,7 +153,7 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
             units.setdefault(j.host, []).append([j])
         n = ctx.runtime.limits.per_host
         await run_fed({h: run.feed(us, group_files(per_host.get(h, 0), n)) for h, us in units.items()},
-                      ctx.runtime.limits, run.work)
+                      ctx.runtime.limits, run.work, depth=FILES_AHEAD, weight=files_in)
     finally:
         run.events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
