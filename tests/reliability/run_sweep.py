@@ -110,8 +110,9 @@ the intent and before the side effect, `after:` after its completion), journal a
 finished file transfers (`file:N`) and, on S3/OSS, multipart parts (`part:N`, after the N-th part
 was uploaded and journaled). The sweep configures `part_size = {PART_SIZE >> 10} KiB` and
 `multipart_threshold = {MULTIPART_THRESHOLD >> 10} KiB` (`[storage]` in the config) and lowers the S3/OSS
-stand-ins' minimum part to match, so the sandbox's 0.3–1.4 MiB checkpoint files go up in 3–6 parts and
-every S3/OSS case has multipart uploads in flight. For each `part:N` resume the sweep also reads the
+stand-ins' minimum part to match, so the sandbox's checkpoint files of 512 KiB to 1.4 MiB go up in parts
+and every S3/OSS case has multipart uploads in flight; its smaller files go in groups, one put each, as
+the threshold tells the backup (`groups.small_file_limit`). For each `part:N` resume the sweep also reads the
 journal (`brsm audit`): the crashed run journaled exactly N parts, and the resume finished every upload
 left open *in the same upload*, sending only parts not journaled before the crash (issue 4).
 Random kills land uniformly in 10–90 % of the time an uninterrupted run of that operation took; a kill
