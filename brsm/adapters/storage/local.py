@@ -25,7 +25,7 @@ from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenabl
 from .base import BaseStorage
 from .put_group import check_group
 from .keys import check_prefix, dir_prefix
-from .local_group import write_group
+from .local_group import GroupWriters
 from .local_walk import walk_in_key_order
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
                           stop_writer, unlink_quietly)
@@ -41,7 +41,7 @@ class LocalStorage(BaseStorage):
         if not root.is_absolute():
             raise StorageError(f"local storage path {str(root)!r} is not absolute", permanent=True)
         super().__init__(uri or f"local://{root}", "", **options)
-        self.root = root
+        self.root, self._groups = root, GroupWriters()  # at most GROUP_WRITERS groups written at once
 
     def _path(self, key: str) -> Path:
         return self.root / self.full_key(key)
@@ -174,7 +174,7 @@ class LocalStorage(BaseStorage):
         entries = [(self._path(k), d if isinstance(d, bytes) else bytes(d)) for k, d in items]
         self.requests["put_object"] += len(entries)
         try:
-            digests = await asyncio.to_thread(write_group, self.root, entries, self._dir_within)
+            digests = await self._groups.write(self.root, entries, self._dir_within)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
             raise os_error(f"{self.uri}: writing a group of {len(entries)} objects failed{where}", e) from e
