@@ -378,7 +378,7 @@ class StorageProperties:
     min_part_size: int = 0  # every part but the last at least this
     max_part_size: int = 0
     max_parts: int = 0
-    multipart_threshold: int = 0  # an object this big or bigger goes up in parts
+    multipart_threshold: int = 0  # an object bigger than this goes up in parts
     server_side_copy: bool = False  # no store offers it to brsm yet
 
 

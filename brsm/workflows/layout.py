@@ -53,9 +53,13 @@ def data_key(name: str, host: HostAddr, dp_index: int, space_id: int, rel: str) 
 
 
 def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
-    """Where metad exports its tables: ``<data_path>/nebula/0/checkpoints/<NAME>`` (the meta engine's
-    root is ``<data_path>/nebula/0``)."""
-    return posixpath.join(meta_data_path, "nebula", "0", "checkpoints", name)
+    """Where metad exports a snapshot's tables (RocksEngine::backupTable: the meta engine's root is
+    ``<data_path>/nebula/0``, meta being space 0).
+
+    >>> meta_checkpoint_dir("/n/data/meta/", "BACKUP_2026_01_02_03_04_05")
+    '/n/data/meta/nebula/0/checkpoints/BACKUP_2026_01_02_03_04_05'
+    """
+    return posixpath.join(meta_data_path.rstrip("/") or "/", "nebula", "0", "checkpoints", name)
 
 
 def lease_path(root: str) -> str:

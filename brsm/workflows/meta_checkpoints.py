@@ -16,16 +16,7 @@ from typing import Any
 from brsm.errors import BrsmError
 from brsm.ports import HostsPort, MetaPort
 from brsm.retries import META_CHECKPOINT
-
-
-def meta_checkpoint_dir(meta_data_path: str, name: str) -> str:
-    """Where metad exported a snapshot's meta tables (RocksEngine::backupTable: the engine's root is
-    ``<data_path>/nebula/<spaceId>``, meta is space 0).
-
-    >>> meta_checkpoint_dir("/n/data/meta/", "BACKUP_2026_01_02_03_04_05")
-    '/n/data/meta/nebula/0/checkpoints/BACKUP_2026_01_02_03_04_05'
-    """
-    return posixpath.join(meta_data_path.rstrip("/") or "/", "nebula", "0", "checkpoints", name)
+from brsm.workflows.layout import meta_checkpoint_dir
 
 
 async def remove_meta_checkpoints(meta: MetaPort, hosts: HostsPort, names: Iterable[str],

@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, VerificationFailed
 from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.retries import WHOLE_FILE
-from brsm.workflows import weighted_queue
 from brsm.workflows.limits import TokenBucket
-from brsm.workflows.weighted_queue import WeightedQueue
+from brsm.workflows.weighted_queue import WeightedQueue, one
 
 T = TypeVar("T")
 
@@ -273,7 +272,7 @@ QUEUE_DEPTH = 32  # jobs a host's feed may run ahead of its workers
 
 
 async def run_fed(feeds: Mapping[str, AsyncIterable[Any]], limits: Limits, work: Callable[[Any], Any], *,
-                  depth: int = QUEUE_DEPTH, weight: Callable[[Any], int] = weighted_queue.one) -> None:
+                  depth: int = QUEUE_DEPTH, weight: Callable[[Any], int] = one) -> None:
     """Run ``work(job)`` for every job of every host's feed, within the global and per-host limits;
     first error wins, and every feed is closed (a host's listing stops).
 

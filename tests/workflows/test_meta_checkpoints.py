@@ -12,12 +12,13 @@ import posixpath
 from brsm.fakes.cluster import FakeCluster
 from brsm.fakes.hosts import FakeHosts
 from brsm.fakes.meta import FakeMeta
-from brsm.workflows import common, meta_checkpoints
+from brsm.workflows import common, layout, meta_checkpoints
 
 
 def test_doctests():
     assert doctest.testmod(common).failed == 0
-    assert doctest.testmod(meta_checkpoints).attempted > 0 and doctest.testmod(meta_checkpoints).failed == 0
+    # meta_checkpoint_dir's doctest lives with the other paths, in layout
+    assert doctest.testmod(layout).attempted > 0 and doctest.testmod(layout).failed == 0
 
 
 def _meta_cps(c: FakeCluster, name: str) -> list[str]:

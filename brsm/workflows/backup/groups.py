@@ -25,6 +25,9 @@ from brsm.workflows.backup.state import BackupContext
 from brsm.workflows.transfer import EventBatcher, FileJob, whole_file
 
 SMALL_FILE = 1 << 20  # files under this many bytes go in groups (the path through brsm)
+GROUP_FILES = 1024  # files read by one exec at most (an exec costs more than its files: see the module doc)
+GROUP_BYTES = 2 << 20  # bytes of one group at most: its answer is held in memory (tar and members: ~2x)
+READ_TIMEOUT = 300.0  # seconds one group's read may take
 
 
 def small_file_limit(props: StorageProperties) -> int:
@@ -39,9 +42,6 @@ def small_file_limit(props: StorageProperties) -> int:
     if props.multipart and props.multipart_threshold:
         return min(SMALL_FILE, props.multipart_threshold)
     return SMALL_FILE
-GROUP_FILES = 1024  # files read by one exec at most (an exec costs more than its files: see the module doc)
-GROUP_BYTES = 2 << 20  # bytes of one group at most: its answer is held in memory (tar and members: ~2x)
-READ_TIMEOUT = 300.0  # seconds one group's read may take
 
 
 class Run(Protocol):
