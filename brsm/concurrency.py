@@ -1,11 +1,18 @@
-"""Bounded concurrency, written once for every layer: workflows (hosts, checkpoints) and adapters (the
-objects of a storage group) both need "at most N at a time, and nothing left running after a failure".
+"""Bounded concurrency and bounded waits, written once for every layer: workflows (hosts, checkpoints)
+and adapters (the objects of a storage group, a remote command) both need "at most N at a time, and
+nothing left running after a failure", and waits that end.
+
+Every wait with a time bound goes through ``bounded``, never ``asyncio.wait_for``: on Python 3.11
+``wait_for`` returns the result when a cancellation arrives in the instant the awaited thing ends,
+and the cancellation is lost; a run told to stop by a signal then went on (seen in CI).
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def gather_bounded(limit: int, work: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> list[Any]:
@@ -25,4 +32,22 @@ async def gather_bounded(limit: int, work: Callable[[Any], Awaitable[Any]], item
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+class Overdue(Exception):
+    """What was awaited did not finish within its bound (unlike TimeoutError, not an OSError: a
+    socket's own timeout is not mistaken for it)."""
+
+
+async def bounded(aw: Awaitable[T], timeout: float | None) -> T:
+    """``await aw`` within ``timeout`` seconds (None: no bound), else Overdue; ``asyncio.wait_for``
+    without its lost cancellation."""
+    bound = asyncio.timeout(timeout)
+    try:
+        async with bound:
+            return await aw
+    except TimeoutError:
+        if bound.expired():
+            raise Overdue(f"not done within {timeout}s") from None
         raise

@@ -23,10 +23,12 @@ from brsm.adapters import host_keys, remote_cmd, ssh_config
 from brsm.adapters.sftp_window import read_pipelined, write_pipelined
 from brsm.adapters.ssh_connect import open_connection
 from brsm.adapters.ssh_errors import ssh_error
+from brsm.adapters.ssh_exec import Ran, run_to_end
 from brsm.adapters.ssh_helper import HelperProcess, direct_helper_source
 from brsm.adapters.ssh_stream import SshStreams
 from brsm.adapters.ssh_target import SshTarget
 from brsm.adapters.ssh_verbs import SshVerbs
+from brsm.concurrency import Overdue, bounded
 from brsm.errors import PathRefused, RemoteError
 from brsm.ports import DirStat, RemoteFile, RunResult
 from brsm.retries import EXCLUSIVE_CREATE
@@ -132,8 +134,8 @@ class SshHost(SshVerbs, SshStreams):
         for c in self._take():
             c.close()
             try:
-                await asyncio.wait_for(c.wait_closed(), 5)
-            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+                await bounded(c.wait_closed(), 5)
+            except (Overdue, OSError, asyncssh.Error):
                 c.abort()
 
     async def _guard(self, what: str, coro):
@@ -159,17 +161,14 @@ class SshHost(SshVerbs, SshStreams):
         cmd = shlex.join(argv)
         conn = await self._connection()
         async with self._sessions:
-            try:
-                return await self._guard(f"run {argv[0]}", conn.run(cmd, check=False, timeout=timeout,
-                                                                      encoding=encoding, stdin=asyncssh.DEVNULL))
-            except RemoteError as e:
-                if isinstance(e.__cause__, asyncssh.TimeoutError):
-                    raise RemoteError(f"{self.name}: `{cmd}` did not finish within {timeout}s", host=self.name,
-                                      hint="the command is still running on the host or hung there") from e
-                raise
+            ran = await self._guard(f"run {argv[0]}", run_to_end(conn, cmd, timeout=timeout, encoding=encoding))
+        if ran is None:
+            raise RemoteError(f"{self.name}: `{cmd}` did not finish within {timeout}s", host=self.name,
+                              hint="the host is overloaded or the command hung there (its channel was closed)")
+        return ran
 
     @staticmethod
-    def _status(proc: asyncssh.SSHCompletedProcess) -> int:
+    def _status(proc: Ran) -> int:
         if proc.exit_status is not None and proc.exit_status >= 0:
             return proc.exit_status
         return 128 + 9 if proc.exit_signal else 255

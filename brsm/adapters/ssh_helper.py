@@ -1,11 +1,11 @@
 """The direct-path helper's channel: the program sent to a host, and JSON lines to and from it."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import asyncssh
 
+from brsm.concurrency import Overdue, bounded
 from brsm.errors import RemoteError
 
 
@@ -67,8 +67,8 @@ class HelperProcess:
             except (asyncssh.Error, OSError):
                 pass
             try:
-                await asyncio.wait_for(self._p.wait_closed(), 10)
-            except (asyncio.TimeoutError, asyncssh.Error, OSError):
+                await bounded(self._p.wait_closed(), 10)
+            except (Overdue, asyncssh.Error, OSError):
                 self._p.close()
             return self._p.exit_status
         finally:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
 
 import asyncssh
 
 from brsm.adapters import remote_cmd, remote_tar
+from brsm.adapters.ssh_exec import run_to_end
+from brsm.concurrency import Overdue, bounded
 from brsm.errors import RemoteError
 from brsm.ports import FileRead, FileTally, RemoteFile
 
@@ -57,8 +58,8 @@ class SshStreams:
                 buf = b""
                 while True:
                     try:
-                        chunk = await asyncio.wait_for(proc.stdout.read(READ_BYTES), timeout)
-                    except asyncio.TimeoutError:
+                        chunk = await bounded(proc.stdout.read(READ_BYTES), timeout)
+                    except Overdue:
                         raise RemoteError(f"{self.name}: {what}: `{cmd}` sent nothing for {timeout}s", host=self.name,
                                           hint="the host is overloaded or a mount hangs there") from None
                     except (asyncssh.Error, OSError) as exc:
@@ -70,9 +71,9 @@ class SshStreams:
                     if recs:
                         yield recs
                 try:
-                    await asyncio.wait_for(proc.wait_closed(), timeout)
-                    await asyncio.wait_for(errs, timeout)
-                except asyncio.TimeoutError:
+                    await bounded(proc.wait_closed(), timeout)
+                    await bounded(errs, timeout)
+                except Overdue:
                     raise RemoteError(f"{self.name}: {what}: `{cmd}` did not end within {timeout}s",
                                       host=self.name) from None
                 done = True
@@ -116,13 +117,12 @@ class SshStreams:
         conn = await self._connection()
         async with self._sessions:
             try:
-                proc: Any = await conn.run(cmd, input=remote_tar.paths_input(paths), encoding=None, check=False,
-                                           timeout=timeout)
-            except asyncssh.TimeoutError:
-                raise RemoteError(f"{self.name}: `{cmd}` did not finish within {timeout}s", host=self.name,
-                                  hint="the host is overloaded or a mount hangs there") from None
+                proc = await run_to_end(conn, cmd, input=remote_tar.paths_input(paths), encoding=None, timeout=timeout)
             except (asyncssh.Error, OSError) as exc:
                 raise self._translate(f"read {len(paths)} files", exc) from exc
+        if proc is None:
+            raise RemoteError(f"{self.name}: `{cmd}` did not finish within {timeout}s", host=self.name,
+                              hint="the host is overloaded or a mount hangs there")
         if proc.exit_status != 0:
             why = _tail((proc.stderr or b"").decode("utf-8", "replace"), 2) or f"exit status {proc.exit_status}"
             return [FileRead(p, None, f"tar: {why}") for p in paths]

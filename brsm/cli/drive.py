@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from brsm.concurrency import bounded
 from brsm.console.output import Output
 from brsm.engine import events as ev
 from brsm.engine.fold import (PHASE_DONE, PHASE_FAILED, PHASE_REFUSED, PHASE_ROLLED_BACK, PHASE_ROLLING_BACK,
@@ -339,7 +340,7 @@ async def _lease_when_metad_is_down(e: BrsmError, params: dict[str, Any], st: Op
     if st.phase != PHASE_REFUSED or not _metad_unreachable(e):
         return
     try:
-        lines = await asyncio.wait_for(wiring.lease_report(params, out=out), 60)
+        lines = await bounded(wiring.lease_report(params, out=out), 60)
     except Exception:  # noqa: BLE001 - the refusal itself is what the command reports
         return
     for line in lines:

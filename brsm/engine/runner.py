@@ -185,6 +185,14 @@ class Runner:
             reason = self.interrupts[-1]
             raise Interrupted(f"interrupted by {reason}", signal=reason)
 
+    def _check_lost_cancel(self) -> None:
+        """A cancel this drive sent that never arrived stops it here, before the next step or
+        compensation, as if it had. A library can lose one: Python 3.11's ``asyncio.wait_for``
+        returns the result when the cancel lands as the awaited thing ends, so the step went on
+        and the drive with it, the signal forgotten."""
+        if self._cancel_pending:
+            raise asyncio.CancelledError()
+
     # -- driving --------------------------------------------------------------------------------
     async def run(self, op_id: int, *, auto_rollback: bool = False) -> OperationState:
         """Run (or resume) to the end. On failure, roll back when asked, then re-raise."""
@@ -288,6 +296,7 @@ class Runner:
             if self.workflow.preflight and not st.completed:
                 await self._step(ctx, PREFLIGHT, self.workflow.preflight, journal_intent=False)
             for step in st.remaining:
+                self._check_lost_cancel()  # named after the step it was lost in
                 current = step
                 self._check_interrupt()
                 await self._step(ctx, step, self.workflow.steps[step])
@@ -358,6 +367,7 @@ class Runner:
                 self._append(ctx, ev.ROLLBACK_STARTED, {"undo": st.to_undo})
                 await model.trigger("start_rollback")
             for step in list(st.to_undo):
+                self._check_lost_cancel()
                 self._append(ctx, ev.UNDO_STARTED, {"step": step})
                 failpoints.hit(f"undo:{step}")
                 undo = self.workflow.undos.get(step)

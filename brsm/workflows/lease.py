@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
+from brsm import concurrency
 from brsm.errors import InvalidLease, LockHeld, RemoteError
 from brsm.ports import HostPort
 from brsm.workflows.lease_holder import (ABANDONED_AFTER, LeaseInfo, NoHolder, holder_from, invalid_lease, is_stale, too_far_ahead)
@@ -45,8 +46,8 @@ async def bounded(aw, host: HostPort, what: str, timeout: float | None = None):
     """``await aw``, given up after ``REMOTE_TIMEOUT`` s as a RemoteError (a hung mount, a FIFO)."""
     limit = REMOTE_TIMEOUT if timeout is None else timeout
     try:
-        return await asyncio.wait_for(aw, limit)
-    except asyncio.TimeoutError:
+        return await concurrency.bounded(aw, limit)
+    except concurrency.Overdue:
         raise RemoteError(f"{host.name}: {what} did not answer within {limit:.0f} s",
                           host=host.name, hint="a hung mount (NFS) or a FIFO where brsm's lease is? "
                                                "check that path on the host") from None

@@ -7,6 +7,7 @@ storage writer. A transfer counts only when the target confirmed the size and th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
@@ -17,7 +18,7 @@ from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, V
 from brsm.ports import HostPort, Progress, Storage, UploadState
 from brsm.retries import WHOLE_FILE
 from brsm.workflows.limits import TokenBucket
-from brsm.workflows.weighted_queue import WeightedQueue, one
+from brsm.workflows.weighted_queue import QueueClosed, WeightedQueue, one
 
 T = TypeVar("T")
 
@@ -298,19 +299,23 @@ async def run_fed(feeds: Mapping[str, AsyncIterable[Any]], limits: Limits, work:
             await q.put(end)
 
     async def worker(q: WeightedQueue) -> None:
-        while (job := await q.get()) is not end:
-            async with limits.global_sem():
-                await work(job)
+        with contextlib.suppress(QueueClosed):
+            while (job := await q.get()) is not end:
+                async with limits.global_sem():
+                    await work(job)
 
-    tasks = []
+    tasks, queues = [], []
     for feed in feeds.values():
         q = WeightedQueue(depth, weight)
+        queues.append(q)
         tasks.append(asyncio.create_task(feeder(feed, q)))
         tasks.extend(asyncio.create_task(worker(q)) for _ in range(n))
     try:
         for t in asyncio.as_completed(tasks):
             await t
     finally:
+        for q in queues:  # before the cancel: a task that loses its cancellation still finds the end
+            await q.close()
         for t in tasks:
             if not t.done():
                 t.cancel()
@@ -322,24 +327,30 @@ async def run_lanes(lanes: dict[str, AsyncIterator[Any]], limits: Limits, work: 
     the global and per-host limits; first error wins. Each lane's ``per_host`` workers pull from its
     stream one at a time, so a million jobs are never held, and every host is fed at once."""
 
+    stopping = False  # set before the workers are cancelled: one that loses its cancellation takes no next job
+
     async def worker(stream: AsyncIterator[Any], lock: asyncio.Lock) -> None:
-        while True:
+        while not stopping:
             async with lock:
-                job = await anext(stream, _END)
+                job = _END if stopping else await anext(stream, _END)
             if job is _END:
                 return
             async with limits.global_sem():
                 await work(job)
 
+    tasks = []
+    for stream in lanes.values():
+        lock = asyncio.Lock()  # a lane's workers take its jobs one at a time
+        tasks.extend(asyncio.create_task(worker(stream, lock)) for _ in range(max(1, limits.per_host)))
     try:
-        async with asyncio.TaskGroup() as tg:
-            for stream in lanes.values():
-                lock = asyncio.Lock()
-                for _ in range(max(1, limits.per_host)):
-                    tg.create_task(worker(stream, lock))
-    except* Exception as eg:
-        raise eg.exceptions[0]  # noqa: B904 - the first failure, with its own cause
+        for t in asyncio.as_completed(tasks):
+            await t
     finally:
+        stopping = True
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for stream in lanes.values():
             closing = getattr(stream, "aclose", None)
             if closing is not None:

@@ -17,28 +17,49 @@ def one(_item: Any) -> int:
     return 1
 
 
+class QueueClosed(Exception):
+    """The queue was closed: its run is ending (see ``WeightedQueue.close``)."""
+
+
 class WeightedQueue:
     """``put`` waits while the queued weight plus the item's would pass ``limit``; an item heavier than
-    the limit alone still goes in when the queue is empty (a feed never deadlocks on a big group)."""
+    the limit alone still goes in when the queue is empty (a feed never deadlocks on a big group).
+
+    ``close`` ends it: every ``put`` and ``get`` then raises QueueClosed, those waiting too. A run that
+    stops cancels its feeders and workers, but a cancellation can be lost in a library (Python 3.11's
+    ``wait_for``); a worker that lost it came back for its next item and waited for ever on a queue
+    nobody fed, and the run with it. Closed, the queue sends it home."""
 
     def __init__(self, limit: int, weight: Callable[[Any], int] = one) -> None:
         self.limit, self.weight = max(1, limit), weight
         self.held = 0
+        self.closed = False
         self._items: deque[tuple[Any, int]] = deque()
         self._changed = asyncio.Condition()
 
     async def put(self, item: Any) -> None:
         w = max(0, self.weight(item))
         async with self._changed:
-            await self._changed.wait_for(lambda: not self._items or self.held + w <= self.limit)
+            await self._changed.wait_for(lambda: self.closed or not self._items or self.held + w <= self.limit)
+            if self.closed:
+                raise QueueClosed()
             self._items.append((item, w))
             self.held += w
             self._changed.notify_all()
 
     async def get(self) -> Any:
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._items))
+            await self._changed.wait_for(lambda: self.closed or bool(self._items))
+            if self.closed:
+                raise QueueClosed()
             item, w = self._items.popleft()
             self.held -= w
             self._changed.notify_all()
             return item
+
+    async def close(self) -> None:
+        async with self._changed:
+            self.closed = True
+            self._items.clear()
+            self.held = 0
+            self._changed.notify_all()

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from .direct_helpers import helpers_running, no_helper_within
-from .test_interrupts import SLOW, started
+from .test_interrupts import SLOW, no_run_left_behind, started  # noqa: F401 - the fixture stops its runs
 
 pytestmark = pytest.mark.sandbox
 

@@ -12,7 +12,7 @@ from brsm.sandbox import cluster
 
 from .downtime import PortWatch, service_addrs
 from .test_backup_restore import aside_dirs, leases
-from .test_interrupts import SLOW, audit, error_line, of_type, started
+from .test_interrupts import SLOW, audit, error_line, no_run_left_behind, of_type, started  # noqa: F401 - the fixture stops its runs
 
 pytestmark = pytest.mark.sandbox
 

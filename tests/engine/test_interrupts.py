@@ -179,3 +179,73 @@ async def test_a_handled_interruption_leaves_timeouts_working(journal):
     op = r.create({})
     await drive_and_interrupt(r, r.run(op, auto_rollback=True), entered, "SIGTERM")
     assert seen == ["timeout"] and r.state(op).phase == PHASE_ROLLED_BACK
+
+
+def losing_the_cancel(wf, step: str):
+    """The toy workflow with ``step`` losing its cancellation as a library can (3.11's wait_for):
+    cancelled while it waits, it finishes normally. ``entered`` is set on entry."""
+    entered = asyncio.Event()
+    steps = dict(wf.steps)
+    inner = steps[step]
+
+    async def run(ctx):
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # lost: the step goes on and returns as if never told to stop
+        return await inner(ctx)
+
+    steps[step] = run
+    return replace(wf, steps=steps), entered
+
+
+async def test_a_cancel_lost_inside_a_step_stops_the_run_before_the_next_one(journal):
+    """Before: the drive went on through every later step and finished, the SIGTERM forgotten."""
+    world = World()
+    wf, entered = losing_the_cancel(make_workflow(world), "COPIED")
+    r = Runner(journal, wf)
+    op = r.create({})
+    err = await drive_and_interrupt(r, r.run(op, auto_rollback=True), entered, "SIGTERM")
+    assert err.signal == "SIGTERM"
+    st = r.state(op)
+    assert st.phase == PHASE_ROLLED_BACK and world.effects == {}
+    started = [e.data["step"] for e in journal.events(op, types=[ev.STEP_STARTED])]
+    assert "UPLOADED" not in started  # nothing after the step that lost it
+    assert [(f["step"], f["signal"]) for f in failures(journal, op)] == [("COPIED", "SIGTERM")]
+    assert r.interrupted_step == "COPIED"
+    assert asyncio.current_task().cancelling() == 0
+
+
+async def test_a_cancel_lost_inside_a_compensation_stops_the_rollback_before_the_next(journal):
+    world = World()
+    base = make_workflow(world)
+    entered = asyncio.Event()
+    undos = dict(base.undos)
+    inner = undos["COPIED"]
+
+    async def undo_losing(ctx):
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        return await inner(ctx)
+
+    undos["COPIED"] = undo_losing
+    wf = replace(base, undos=undos, steps={**base.steps, "UPLOADED": _raises})  # fails, then rolls back
+    r = Runner(journal, wf)
+    op = r.create({})
+    task = asyncio.ensure_future(r.run(op, auto_rollback=True))
+    await asyncio.wait_for(entered.wait(), 5)
+    r.interrupt("SIGINT")  # lost inside the undo of COPIED
+    with pytest.raises(Interrupted):
+        await asyncio.wait_for(task, 5)
+    st = r.state(op)
+    assert st.phase == PHASE_ROLLING_BACK and r.rollback_stopped_at == "SNAPSHOTTED"
+    undone = [e.data["step"] for e in journal.events(op, types=[ev.UNDO_COMPLETED])]
+    assert undone == ["UPLOADED", "COPIED"]  # SNAPSHOTTED's undo never started
+
+
+async def _raises(ctx):
+    raise RemoteError("the host went away", host="h1")
