@@ -462,20 +462,29 @@ class Writer:
         """All or nothing, in one transaction (one fsync), durable at return. ``durable=False`` is for
         progress hints whose loss costs only repeated work (e.g. a checkpoint inside a file): no fsync,
         still safe against the process dying (see ``Journal._transaction``)."""
+        return [Event(*row[:5], _loads(row[5]), *row[6:]) for row in self._write(items, durable)]
+
+    def extend(self, items: Iterable[tuple], *, durable: bool = True) -> int:
+        """``append_batch`` for a caller that keeps its own copy of what it appended (a ledger of many
+        files): the seq of the first event (0 if none), and no Event built. Parsing each stored text
+        back was a fifth of what a 100,000-file backup spent in its journal."""
+        rows = self._write(items, durable)
+        return rows[0][1] if rows else 0
+
+    def _write(self, items: Iterable[tuple], durable: bool) -> list[tuple]:
+        """The rows appended, as stored. One batch is one transaction, so its events share one time."""
         if self.closed:
             raise JournalError(f"the driver of operation {self.op_id} has exited; take it again to append")
         prepared = [self._encode(item) for item in items]
         if not prepared:
             return []
         op_id, seq, prev = self.op_id, self.head_seq, self.head_hash
-        rows, events = [], []
-        loads = _loads
+        rows = []
+        t = utc_now()
         for type_, version, data_json in prepared:
             seq += 1
-            t = utc_now()
             h = event_hash(prev, op_id, seq, t, type_, version, data_json)
             rows.append((op_id, seq, t, type_, version, data_json, prev, h))
-            events.append(Event(op_id, seq, t, type_, version, loads(data_json), prev, h))
             prev = h
         with self.journal._transaction(f"appending to operation {op_id}", durable) as conn:
             head = conn.execute("SELECT head_seq, head_hash FROM operations WHERE id = ?", (op_id,)).fetchone()
@@ -488,7 +497,7 @@ class Writer:
             conn.executemany(f"INSERT INTO events ({_EV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("UPDATE operations SET head_seq = ?, head_hash = ? WHERE id = ?", (seq, prev, op_id))
         self.head_seq, self.head_hash = seq, prev
-        return events
+        return rows
 
     @staticmethod
     def _encode(item: tuple) -> tuple[str, int, str]:

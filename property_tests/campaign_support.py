@@ -102,6 +102,10 @@ class CrashingJournal:
                 outer._spend()
                 return self.w.append_batch(items)
 
+            def extend(self, items, **kw):
+                outer._spend()
+                return self.w.extend(items, **kw)
+
         class _CM:
             def __enter__(self):
                 return _W(cm.__enter__())

@@ -60,6 +60,10 @@ class CrashingJournal:
                         outer._spend()
                         return w.append_batch(items)
 
+                    def extend(self_w, items, **kw):
+                        outer._spend()
+                        return w.extend(items, **kw)
+
                 return _W()
 
             def __exit__(self_inner, *exc):

@@ -97,10 +97,10 @@ class StepContext(Generic[S]):
             return
         items = [_typed(e, None) if isinstance(e, Event) else e for e in events]
         t0 = time.perf_counter()
-        written = self._writer.append_batch([(t, dict(d)) for t, d in items])
+        first = self._writer.extend([(t, dict(d)) for t, d in items])
         self._timed(t0, len(items))
-        for e, (t, d) in zip(written, items):
-            apply(self.state, _Event(e.seq, t, dict(d)))
+        for seq, (t, d) in enumerate(items, start=first):
+            apply(self.state, _Event(seq, t, dict(d)))
         failpoints.hit(f"event:{_count_event()}")
 
     def journal_anchor(self) -> dict[str, Any] | None:

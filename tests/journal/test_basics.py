@@ -53,6 +53,23 @@ def test_batch_is_one_contiguous_run(journal, new_op):
     assert journal.count_events(op.id) == 52
 
 
+def test_extend_stores_what_append_batch_would_and_returns_the_first_seq(journal, new_op):
+    """The cheap append of a ledger: the same rows and chain, the first seq back, no Events built;
+    a batch is one transaction and its events carry its one time."""
+    op = new_op()
+    with journal.driver(op.id) as w:
+        w.append("A", {})
+        first = w.extend([("FileCopied", {"i": i, "key": f"k{i}"}) for i in range(40)], durable=False)
+        assert w.extend([]) == 0
+        after = w.append("B", {})
+    assert first == 2 and after.seq == 42
+    stored = list(journal.events(op.id))
+    assert [e.data for e in stored[1:41]] == [{"i": i, "key": f"k{i}"} for i in range(40)]
+    assert len({e.time for e in stored[1:41]}) == 1
+    report = journal.verify(op.id)
+    assert report.ok and report.checked == 42
+
+
 def test_failed_batch_writes_nothing(journal, new_op):
     op = new_op()
     with journal.driver(op.id) as w:
