@@ -175,9 +175,12 @@ def test_failpoint_file_n_fires_per_file_inside_a_group(world_of, monkeypatch):
     assert len(batches) == len(journaled)
 
 
-def test_resume_copies_again_only_what_is_not_there_with_its_size(world_of, monkeypatch):
-    """A file journaled as copied counts only if its object is there with that size; the resume looks
-    the objects up (a bounded number at a time), never lists the whole backup."""
+@pytest.mark.parametrize("absent_most", [copy.ABSENT_MOST, 1])
+def test_resume_copies_again_only_what_is_not_there_with_its_size(world_of, monkeypatch, absent_most):
+    """A file journaled as copied counts only if its object is there with that size. The resume lists
+    the backup once, beside the journal, and stats nothing; when more journaled files are missing
+    than it keeps names of (``absent_most`` 1, two missing here), it looks each up instead."""
+    monkeypatch.setattr(copy, "ABSENT_MOST", absent_most)
     w = world_of(many_files(30))
     op = w.backup_runner.create(BACKUP_PARAMS)
     monkeypatch.setenv(failpoints.ENV, "file:50=raise")
@@ -191,6 +194,7 @@ def test_resume_copies_again_only_what_is_not_there_with_its_size(world_of, monk
     del objs["p/" + gone]
     objs["p/" + shrunk] = objs["p/" + shrunk][:-1]
     lists_before = mem(w.storage).requests["list_objects"]
+    stats_before = mem(w.storage).requests["head_object"]
     st = w.run(w.backup_runner.resume(op))
     assert st.phase == "done"
     assert_every_file_right(w, st.facts["backup_name"])
@@ -200,8 +204,13 @@ def test_resume_copies_again_only_what_is_not_there_with_its_size(world_of, monk
     assert not (set(resent) & (set(copied) - {gone, shrunk})), "a file there with its size was copied again"
     facts = [e.data["facts"] for e in w.inner.events(op, "StepCompleted") if e.data.get("step") == "COPIED"][-1]
     assert facts["skipped_on_resume"] == len(copied) - 2 and again
-    # COPIED listed nothing (UPLOADED's own check, outside this step, lists the backup once)
-    assert mem(w.storage).requests["list_objects"] - lists_before <= 2
+    # COPIED listed the backup once (UPLOADED's own check, outside this step, lists it once more)
+    assert mem(w.storage).requests["list_objects"] - lists_before <= 3
+    stats = mem(w.storage).requests["head_object"] - stats_before
+    if absent_most == 1:
+        assert stats >= len(copied) - 2  # each journaled file looked up
+    else:
+        assert stats < 10, "a resume that listed the backup stats no journaled file"
 
 
 def test_a_host_whose_group_reads_fail_is_copied_file_by_file(world_of):

@@ -20,6 +20,7 @@ from brsm import failpoints
 from brsm.errors import ObjectNotFound, PreflightFailed, StorageError
 from brsm.ports import FileTally, HostAddr, UploadState
 from brsm.workflows import direct, topology
+from brsm.workflows.listing import side_by_side
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, run_fed, upload_file, whole_file
 from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
@@ -31,6 +32,7 @@ PAGE = 1000  # files per page of a checkpoint dir's listing
 LIST_TIMEOUT = 120.0  # seconds a listing may go without sending its next bytes
 FILES_AHEAD = 2 * GROUP_FILES  # files a host's listing may run ahead of its copies (groups weigh their files)
 STAT_AT_ONCE = 16  # objects looked at together when a resume checks what the journal says is copied
+ABSENT_MOST = 100_000  # journaled files found missing kept by name at most; past it, a resume stats each
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
     ctx.record(FILES_PLANNED, {"files": tally.files, "bytes": tally.bytes})
     helpers = direct.Helpers() if ctx.data.data_path == direct.DIRECT else None
     run = _Copy(ctx, helpers)
+    if run.resuming:
+        run.absent = await absent_copies(p.storage, f"{ctx.data.name}/", ctx.data.files, ABSENT_MOST)
     p.progress.start("copy", tally.bytes)
     try:
         units: dict[str, list[Walk | list[FileJob]]] = {}
@@ -178,6 +182,7 @@ class _Copy:
         self.sent = 0  # bytes read from the hosts in this run (a resume sends less than the files' sizes)
         self.count = 0  # files finished in this process (failpoint file:N)
         self.parts_sent = 0
+        self.absent: set[str] | None = None  # a resume's journaled files not in storage (None: stat each)
 
     # -- the feeds ------------------------------------------------------------------------------
     async def _pages(self, unit: Walk | list[FileJob]) -> AsyncIterator[list[FileJob]]:
@@ -217,11 +222,13 @@ class _Copy:
 
     async def _todo(self, page: list[FileJob]) -> list[FileJob]:
         """The page without the files a resume need not copy again: a file journaled as copied counts
-        only if its object is there with that size (looked at STAT_AT_ONCE at a time, never listed)."""
+        only if its object is there with that size (``absent``, from one listing; or, when too many were
+        missing to keep their names, looked at STAT_AT_ONCE at a time)."""
         if not self.resuming:
             return page
         ledger, storage = self.ctx.data.files, ports(self.ctx).storage
-        maybe = [j for j in page if (d := ledger.get(j.key)) is not None and d.size == j.size]
+        copied = ledger.get_many([j.key for j in page])
+        maybe = [j for j in page if (d := copied.get(j.key)) is not None and d.size == j.size]
         if not maybe:
             return page
 
@@ -231,7 +238,10 @@ class _Copy:
             except ObjectNotFound:
                 return False
 
-        kept = {j.key for j, ok in zip(maybe, await gather_bounded(STAT_AT_ONCE, there, maybe)) if ok}
+        if self.absent is not None:
+            kept = {j.key for j in maybe if j.key not in self.absent}
+        else:
+            kept = {j.key for j, ok in zip(maybe, await gather_bounded(STAT_AT_ONCE, there, maybe)) if ok}
         skipped = [j for j in page if j.key in kept]
         self.skipped += len(skipped)
         ports(self.ctx).progress.advance("copy", sum(j.size for j in skipped))
@@ -303,6 +313,20 @@ async def _send_direct(ctx: BackupContext, job: FileJob, state: UploadState, on_
         return moved.sha256
 
     return await whole_file(f"copying {job.host}:{job.path}", once)
+
+
+async def absent_copies(storage: Any, prefix: str, ledger: Any, most: int) -> set[str] | None:
+    """The keys the journal says are copied whose object is not in storage with the journaled size,
+    from one listing of the backup set side by side with the ledger, both in key order: a resume of a
+    million files pays a listing (a thousand keys a request on S3), not a stat per file. None when
+    more than ``most`` are missing: their names would be a set as big as the backup."""
+    absent: set[str] = set()
+    async for key, copied, size in side_by_side(storage, prefix, ledger, key=lambda e: e.key):
+        if copied is not None and size != copied.size:
+            absent.add(key)
+            if len(absent) > most:
+                return None
+    return absent
 
 
 async def undo_copied(ctx: BackupContext) -> None:
