@@ -141,3 +141,20 @@ async def test_a_storage_error_while_hashing_surfaces():
     mem.inject_fault("get", count=-1, permanent=True, skip=3, message="bucket went away")
     with pytest.raises(StorageError, match="bucket went away"):
         await _verify(mem, b.name, FULL, concurrency=3)
+
+
+def test_a_sample_is_picked_as_the_list_streams_exactly_its_share_and_repeatably():
+    """Selection sampling: exactly ceil(share x n) picks, the same for the same seed, and nothing
+    held per position (the first picks of 10**12 positions come at once)."""
+    import itertools
+    import math
+
+    from brsm.workflows.verify import sample_indices, sample_picks
+
+    for n, share in ((1, 0.01), (10, 0.05), (1000, 0.05), (1000, 1.0), (997, 0.333)):
+        got = sample_indices(n, share, 42)
+        assert len(got) == max(1, math.ceil(share * n))
+        assert got == sample_indices(n, share, 42) and got == sorted(set(got)) and all(0 <= i < n for i in got)
+    assert sample_indices(1000, 0.05, 1) != sample_indices(1000, 0.05, 2)
+    assert sum(itertools.islice(sample_picks(10**12, 0.5, 3), 1000)) > 0
+    assert list(sample_picks(0, 0.5, 3)) == []
