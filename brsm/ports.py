@@ -379,7 +379,7 @@ class StorageProperties:
     max_part_size: int = 0
     max_parts: int = 0
     multipart_threshold: int = 0  # an object bigger than this goes up in parts
-    server_side_copy: bool = False  # no store offers it to brsm yet
+    server_side_copy: bool = False  # ``copy`` makes the object inside the store (no byte through brsm)
 
 
 @runtime_checkable
@@ -394,6 +394,9 @@ class Storage(Protocol):
                   state: UploadState | None = None,
                   on_part: Callable[[UploadState], Any] | None = None) -> PutResult: ...  # on_part: journal a part
     async def put_bytes(self, key: str, data: bytes) -> None: ...  # atomic, for commit files
+    # ``dst`` made a whole copy of ``src`` inside the store (S3/OSS CopyObject, in parts above 5 GiB; a
+    # hard link on local storage): ObjectNotFound when ``src`` is gone; its ObjectInfo once it is there
+    async def copy(self, src: str, dst: str) -> ObjectInfo: ...
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
         """A group of small objects whose bytes are in memory, each (key, bytes); their results in

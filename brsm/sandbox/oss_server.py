@@ -3,8 +3,8 @@
 No OSS emulator exists, so this is ours. Objects are files under ``DATA/<bucket>/``; bodies are
 streamed to and from disk in 64 KiB pieces, never held whole in memory.
 
-Supported (what oss2 uses): PUT/GET (Range → 206)/HEAD/DELETE object, POST ``?delete`` (batch
-delete), list objects v1 and v2 (``list-type=2``, prefix, delimiter, max-keys, marker,
+Supported (what oss2 uses): PUT/GET (Range → 206)/HEAD/DELETE object, copy (``x-oss-copy-source``,
+also of a byte range into a part: UploadPartCopy), POST ``?delete`` (batch delete), list objects v1 and v2 (``list-type=2``, prefix, delimiter, max-keys, marker,
 continuation-token, start-after, ``encoding-type=url``), multipart (POST ``?uploads``, PUT
 ``?partNumber&uploadId``, POST ``?uploadId`` incl. ``x-oss-complete-all``, GET ``?uploadId``
 (ListParts), DELETE ``?uploadId``, GET ``?uploads`` (ListMultipartUploads)), GET service
@@ -895,7 +895,7 @@ class _OssHandler(BaseHTTPRequestHandler):
             raise OssError(400, "InvalidArgument", "Part number must be an integer between 1 and "
                            "10000, inclusive.")
         if "x-oss-copy-source" in self.headers:
-            raise OssError(501, "NotImplemented", "UploadPartCopy is not supported by the sandbox.")
+            return self._upload_part_copy(up, n)
         path, size, md5, crc = self._receive()
         if size > 5 << 30:
             os.unlink(path)
@@ -904,6 +904,40 @@ class _OssHandler(BaseHTTPRequestHandler):
                                         "mtime": time.time()})
         self._reply(200, headers={"ETag": f'"{md5}"', "x-oss-hash-crc64ecma": _crc_str(crc),
                                   "Content-MD5": base64.b64encode(bytes.fromhex(md5)).decode()})
+
+    def _upload_part_copy(self, up: "Upload", n: int) -> None:
+        """UploadPartCopy: the part is a byte range (``x-oss-copy-source-range: bytes=a-b``, or the
+        whole) of another object, copied by the store."""
+        store = self.server.oss.store
+        sb, _, sk = unquote(self.headers["x-oss-copy-source"]).lstrip("/").partition("/")
+        if sb != store.bucket:
+            raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
+        m = store.get(sk)
+        first, last = 0, m.size - 1
+        rng = self.headers.get("x-oss-copy-source-range")
+        if rng:
+            a, _, b = rng.strip().removeprefix("bytes=").partition("-")
+            try:
+                first, last = int(a), (int(b) if b else m.size - 1)
+            except ValueError:
+                raise OssError(400, "InvalidArgument", "The copy source range is not valid.")
+            if not 0 <= first <= last < m.size:
+                raise OssError(400, "InvalidArgument", "The copy source range is not valid.")
+        self._check_quota(last - first + 1)
+        md5, crc, left = hashlib.md5(), Crc64(0), last - first + 1
+        tmp = store.tmp_file()
+        with tmp, store.open(sk) as f:
+            f.seek(first)
+            while left > 0 and (piece := f.read(min(CHUNK, left))):
+                md5.update(piece)
+                crc.update(piece)
+                tmp.write(piece)
+                left -= len(piece)
+        etag = md5.hexdigest().upper()
+        store.commit_part(up, n, tmp.name, {"etag": etag, "size": last - first + 1, "crc64": crc.crc,
+                                            "mtime": time.time()})
+        self._xml("CopyPartResult", f"<LastModified>{_iso(time.time())}</LastModified><ETag>\"{etag}\"</ETag>",
+                  {"ETag": f'"{etag}"', "x-oss-hash-crc64ecma": _crc_str(crc.crc)})
 
     def _complete(self, key: str, params: dict) -> None:
         oss = self.server.oss

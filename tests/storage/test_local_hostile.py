@@ -90,3 +90,36 @@ async def test_a_top_level_symlink_named_like_a_backup_is_neither_listed_nor_del
     assert await local.abort_uploads("") == 0
     assert _all_files(outside) == before, "nothing outside the storage root was deleted"
     assert (local.inner.root / name).is_symlink(), "the planted link itself is left for its owner to judge"
+
+
+async def test_a_copy_follows_no_symlink_at_either_end(local, tmp_path):
+    """A symlink planted as the base's object is no object to copy (the incremental backup sends the
+    file instead); one planted at the new key is replaced, the file it points at untouched."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 100)
+    (tmp_path / "store" / "base").mkdir()
+    (tmp_path / "store" / "base" / "f").symlink_to(secret)
+    with pytest.raises(ObjectNotFound):
+        await local.copy("base/f", "next/f")
+    await local.put_bytes("base/g", b"g" * 10)
+    (tmp_path / "store" / "next").mkdir(exist_ok=True)
+    (tmp_path / "store" / "next" / "g").symlink_to(secret)
+    await local.copy("base/g", "next/g")
+    assert not (tmp_path / "store" / "next" / "g").is_symlink()
+    assert await local.get_bytes("next/g") == b"g" * 10 and secret.read_bytes() == b"s" * 100
+    assert not [p for p in (tmp_path / "store").rglob("*") if ".brsm-tmp." in p.name]
+
+
+async def test_a_copy_where_the_file_system_refuses_links_copies_the_bytes(local, tmp_path, monkeypatch):
+    import errno
+
+    from brsm.adapters.storage import local_copy
+
+    def no_links(*_a, **_k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local_copy.os, "link", no_links)
+    await local.put_bytes("base/h", b"h" * 1000)
+    await local.copy("base/h", "next/h")
+    a, b = (os.stat(tmp_path / "store" / k) for k in ("base/h", "next/h"))
+    assert a.st_ino != b.st_ino and await local.get_bytes("next/h") == b"h" * 1000

@@ -21,6 +21,7 @@ from brsm.errors import StorageError
 from brsm.ports import ObjectInfo, PutResult, StorageProperties, UploadState, reopenable, stream_of
 from brsm.store_limits import MAX_PART, MAX_PARTS
 
+from .copy_within import COPY_ONE_REQUEST, copy_object
 from .keys import check_key, check_prefix, normalize_root_prefix
 from .probe import probe
 from .put_group import put_each
@@ -201,6 +202,11 @@ class BaseStorage(ABC):
     async def get_bytes(self, key: str) -> bytes:
         return await read_all(self.get(key))
 
+    copy_one_request = COPY_ONE_REQUEST  # bigger objects are copied in parts (tests lower it)
+
+    async def copy(self, src: str, dst: str) -> ObjectInfo:
+        return await copy_object(self, src, dst)  # inside the store: see copy_within
+
     async def stat(self, key: str) -> ObjectInfo:
         return await self._stat_full(self.full_key(key))
 
@@ -298,10 +304,10 @@ class BaseStorage(ABC):
 
     def properties(self) -> StorageProperties:
         if not self.multipart:
-            return StorageProperties()
+            return StorageProperties(server_side_copy=True)
         return StorageProperties(multipart=True, signs_urls=self.signs_urls, part_size=self.part_size,
-                                 min_part_size=self.MIN_PART_SIZE, max_part_size=MAX_PART,
-                                 max_parts=MAX_PARTS, multipart_threshold=self.multipart_threshold)
+                                 min_part_size=self.MIN_PART_SIZE, max_part_size=MAX_PART, max_parts=MAX_PARTS,
+                                 multipart_threshold=self.multipart_threshold, server_side_copy=True)
 
     def _refuse(self, what: str) -> None:
         if not self.multipart:

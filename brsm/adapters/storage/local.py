@@ -25,8 +25,9 @@ from brsm.ports import ByteSource, ObjectInfo, PutResult, UploadState, reopenabl
 from .base import BaseStorage
 from .put_group import check_group
 from .keys import check_prefix, dir_prefix
+from .local_copy import copy_locally
 from .local_group import GroupWriters
-from .local_walk import walk_in_key_order
+from .local_walk import has_object, walk_in_key_order
 from .local_write import (TMP_MARK, ReadBack, close_quietly, commit, discard, feed, open_temp, os_error,
                           stop_writer, unlink_quietly)
 from .streams import Source
@@ -35,6 +36,7 @@ from .streams import Source
 class LocalStorage(BaseStorage):
     scheme = "local"
     multipart = False  # a temp file renamed into place, resumed by offset: no parts for a host to send
+    copy = copy_locally  # a hard link (local_copy)
 
     def __init__(self, root: str | os.PathLike, *, uri: str | None = None, **options: Any) -> None:
         root = Path(root)
@@ -307,7 +309,7 @@ class LocalStorage(BaseStorage):
                 entries = list(os.scandir(d))
             except (FileNotFoundError, NotADirectoryError):
                 return []
-            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and _has_object(e.path))
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and has_object(e.path))
         try:
             return await asyncio.to_thread(scan)
         except OSError as e:
@@ -391,10 +393,3 @@ class LocalStorage(BaseStorage):
 
     async def close(self) -> None:
         pass
-
-
-def _has_object(d: str) -> bool:
-    for _dirpath, _dirs, files in os.walk(d):
-        if any(not f.startswith(TMP_MARK) for f in files):
-            return True
-    return False

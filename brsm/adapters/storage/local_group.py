@@ -88,7 +88,7 @@ def _sync_filesystems(dirs: list[Path]) -> bool:
     return True
 
 
-def _make_dir(root: Path, d: Path, within: Callable[[Path], bool]) -> None:
+def make_dir(root: Path, d: Path, within: Callable[[Path], bool]) -> None:
     """``d`` and its missing parents made, never through a symlink that leads out of the storage:
     the nearest existing ancestor is checked before anything is created, ``d`` again after."""
     root.mkdir(parents=True, exist_ok=True)  # the storage itself, as a single put makes it
@@ -113,7 +113,7 @@ def write_group(root: Path, entries: list[tuple[Path, bytes]], within: Callable[
     ``root``: the storage's directory; ``within(dir)``: the directory is the root or inside it."""
     dirs = list(dict.fromkeys(p.parent for p, _ in entries))
     for d in dirs:
-        _make_dir(root, d, within)
+        make_dir(root, d, within)
     temps: list[tuple[Path, Path]] = []  # (temp file, its key's path)
     renamed = 0
     barrier = _SYNCFS is not None

@@ -40,3 +40,11 @@ def walk_in_key_order(path: str, rel: str, prefix: str, after: str) -> Iterator[
                 continue  # deleted meanwhile
             if stat.S_ISREG(st.st_mode):  # a symlink is not an object (see LocalStorage._open_object)
                 yield ObjectInfo(k, st.st_size)
+
+
+def has_object(d: str) -> bool:
+    """Whether the directory holds an object anywhere below it (a temp file is none)."""
+    for _dirpath, _dirs, files in os.walk(d):
+        if any(not f.startswith(TMP_MARK) for f in files):
+            return True
+    return False

@@ -267,6 +267,21 @@ class MemoryStorage(BaseStorage):
         del self.uploads[upload_id]
         self.objects[full] = b"".join(chunks)
 
+    async def _copy_single(self, src_full: str, dst_full: str) -> None:
+        self._fault("copy_object")
+        self.requests["copy_object"] += 1
+        data = self.objects[src_full]
+        self._room(self.rel_key(dst_full), len(data), len(self.objects.get(dst_full, b"")))
+        self.objects[dst_full] = data
+
+    async def _copy_part(self, dst_full: str, upload_id: str, n: int, src_full: str, first: int,
+                         last: int) -> dict[str, Any]:
+        self._fault("upload_part_copy")
+        self.requests["upload_part_copy"] += 1
+        data = self.objects[src_full][first:last + 1]
+        self._upload(dst_full, upload_id).parts[n] = data
+        return {"etag": hashlib.md5(data).hexdigest()}
+
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         self._fault("abort_upload")
         self.requests["abort_upload"] += 1

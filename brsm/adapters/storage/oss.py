@@ -283,6 +283,16 @@ class OssStorage(BaseStorage):
     async def get_url(self, key: str, expires: int) -> str:
         return self._bucket.sign_url("GET", self.full_key(key), int(expires), slash_safe=True)
 
+    async def _copy_single(self, src_full: str, dst_full: str) -> None:
+        await self._run("copy_object", self._bucket.copy_object, self._bucket.bucket_name, src_full, dst_full,
+                        key=self.rel_key(dst_full))
+
+    async def _copy_part(self, dst_full: str, upload_id: str, n: int, src_full: str, first: int,
+                         last: int) -> dict[str, Any]:
+        r = await self._run("upload_part_copy", self._bucket.upload_part_copy, self._bucket.bucket_name, src_full,
+                            (first, last), dst_full, upload_id, n, key=self.rel_key(dst_full))
+        return {"etag": r.etag.strip('"')}
+
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         import oss2.exceptions as ox
         try:

@@ -153,6 +153,10 @@ class RetryStorage:
     async def put_bytes(self, key: str, data: bytes) -> None:
         return await self._run(f"put_bytes {key}", lambda: self.inner.put_bytes(key, data))
 
+    async def copy(self, src: str, dst: str) -> ObjectInfo:
+        # a copy in parts that failed was aborted: the next attempt starts it over (reopens)
+        return await self._run(f"copy {src} -> {dst}", lambda: self.inner.copy(src, dst), reopens=True)
+
     async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         pos = offset
         attempt = 0

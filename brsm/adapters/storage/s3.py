@@ -324,6 +324,17 @@ class S3Storage(BaseStorage):
         return await c.generate_presigned_url("get_object", ExpiresIn=int(expires),
                                               Params={"Bucket": self.bucket, "Key": self.full_key(key)})
 
+    async def _copy_single(self, src_full: str, dst_full: str) -> None:
+        await self._call("copy_object", "copy_object", self.rel_key(dst_full), Key=dst_full,
+                         CopySource={"Bucket": self.bucket, "Key": src_full})
+
+    async def _copy_part(self, dst_full: str, upload_id: str, n: int, src_full: str, first: int,
+                         last: int) -> dict[str, Any]:
+        r = await self._call("upload_part_copy", "upload_part_copy", self.rel_key(dst_full), Key=dst_full,
+                             UploadId=upload_id, PartNumber=n, CopySource={"Bucket": self.bucket, "Key": src_full},
+                             CopySourceRange=f"bytes={first}-{last}")
+        return {"etag": r["CopyPartResult"]["ETag"].strip('"')}
+
     async def _mp_abort(self, full: str, upload_id: str) -> None:
         try:
             await self._call("abort_upload", "abort_multipart_upload", Key=full, UploadId=upload_id)
