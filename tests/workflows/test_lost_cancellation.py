@@ -41,7 +41,7 @@ async def test_run_fed_ends_when_its_workers_lose_the_cancellation():
     pulled: list[int] = []
     ended, took = await stopped_after(run_fed({"h": numbers(pulled)}, Limits(concurrency=2, per_host=2),
                                               loses_its_cancellation))
-    assert ended and took < 1.0, "a worker that lost its cancel waited for ever on its queue"
+    assert ended and took < 3.0, "a worker that lost its cancel waited for ever on its queue"
     assert len(pulled) < 100  # the feed stopped too
 
 
