@@ -87,6 +87,29 @@ def test_multipart_low_level(bucket):
         bucket.upload_part(key, up2, 2, b"y")
 
 
+def test_upload_part_copy(bucket):
+    """OSS's UploadPartCopy as documented (help.aliyun.com, UploadPartCopy) and as oss2's
+    ``Bucket.upload_part_copy`` sends it: PUT ?partNumber&uploadId with ``x-oss-copy-source`` and an
+    inclusive ``x-oss-copy-source-range: bytes=a-b``; the part's ETag (the MD5 of its bytes) in the
+    reply's header, which oss2 reads; a missing source is 404 NoSuchKey. (A range outside the source
+    the sandbox refuses with 400; whether OSS refuses it or copies the whole object, brsm never sends
+    one: its ranges come from the source's size, ``copy_within.byte_ranges``.)"""
+    src = os.urandom(300_000)
+    bucket.put_object("mpc/src", src)
+    up = bucket.init_multipart_upload("mpc/dst").upload_id
+    r1 = bucket.upload_part_copy(BUCKET, "mpc/src", (0, 199_999), "mpc/dst", up, 1)
+    r2 = bucket.upload_part_copy(BUCKET, "mpc/src", (200_000, 299_999), "mpc/dst", up, 2)
+    assert r1.etag.strip('"').lower() == hashlib.md5(src[:200_000]).hexdigest()
+    parts = list(oss2.PartIterator(bucket, "mpc/dst", up))
+    assert [(p.part_number, p.size) for p in parts] == [(1, 200_000), (2, 100_000)]
+    bucket.complete_multipart_upload("mpc/dst", up, [oss2.models.PartInfo(1, r1.etag, size=200_000, part_crc=r1.crc),
+                                                     oss2.models.PartInfo(2, r2.etag, size=100_000, part_crc=r2.crc)])
+    assert bucket.get_object("mpc/dst").read() == src
+    up2 = bucket.init_multipart_upload("mpc/bad").upload_id
+    with pytest.raises(oss2.exceptions.NoSuchKey):
+        bucket.upload_part_copy(BUCKET, "mpc/none", (0, 9), "mpc/bad", up2, 1)
+
+
 def test_list_prefix_pagination_delimiter(bucket):
     keys = [f"lst/a/{i:03d}" for i in range(7)] + ["lst/b/x", "lst/b/y", "lst/c", "lst/d/e/f"]
     for k in keys:
