@@ -124,9 +124,36 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class FileIdentity:
+    """What tells a file on a host from any other without reading it (``stat``, in ns): its device
+    and inode, its inode's birth time (None where the file system or ``stat`` does not say), its last
+    content change (mtime) and its last status change (ctime). Which of them must agree for a hash to
+    be reused is ``brsm.workflows.backup.reuse.same_file``'s decision."""
+
+    dev: int
+    ino: int
+    mtime_ns: int
+    btime_ns: int | None
+    ctime_ns: int
+
+    def as_list(self) -> list[int | None]:
+        return [self.dev, self.ino, self.mtime_ns, self.btime_ns, self.ctime_ns]
+
+    @classmethod
+    def from_list(cls, v: Any) -> "FileIdentity | None":
+        """From a manifest's or journal's list; None when it is not one (an older brsm wrote none)."""
+        ok = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+        if not (isinstance(v, list) and len(v) == 5 and all(ok(x) for i, x in enumerate(v) if i != 3)
+                and (v[3] is None or ok(v[3]))):
+            return None
+        return cls(v[0], v[1], v[2], v[3], v[4])
+
+
+@dataclass(frozen=True)
 class RemoteFile:
     path: str  # absolute
     size: int
+    ident: FileIdentity | None = None  # walk_pages says it where the host's stat could
 
 
 @dataclass(frozen=True)
@@ -228,8 +255,9 @@ class HostPort(Protocol):
     async def exists(self, path: str) -> bool: ...
     async def walk(self, path: str) -> list[RemoteFile]: ...
     # every regular file under ``path`` (recursive), at most ``page`` to a page, in the order the host
-    # lists them (not sorted: nothing holds the whole listing); each wait for the host's next bytes
-    # gives up after ``timeout`` seconds with a RemoteError, and so does a listing that failed
+    # lists them (not sorted: nothing holds the whole listing), each with its identity (``ident``); each
+    # wait for the host's next bytes gives up after ``timeout`` seconds with a RemoteError, and so does a
+    # listing that failed
     def walk_pages(self, path: str, *, page: int = 1000, timeout: float = 120) -> AsyncIterator[list[RemoteFile]]: ...
     # what walk_pages would list, counted on the way (no list is kept); raises as walk_pages does
     async def count_files(self, path: str, *, timeout: float = 120) -> FileTally: ...
@@ -432,6 +460,33 @@ class Storage(Protocol):
     async def part_url(self, key: str, upload_id: str, n: int, md5: str, expires: int) -> str: ...
     async def get_url(self, key: str, expires: int) -> str: ...
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BaseFile:
+    """One file of an incremental backup's base, as its manifest lists it: the object ``key`` holds
+    ``size`` bytes of SHA-256 ``sha256``, read from ``host`` (whose file had identity ``ident``, when
+    the manifest says it)."""
+
+    key: str
+    size: int
+    sha256: str
+    host: str = ""
+    ident: FileIdentity | None = None
+
+
+class BaseIndex(Protocol):
+    """A base backup's files, answerable by content and by a host file's identity, in bounded memory:
+    a million-file base is not held in a dict (an adapter keeps it on disk, gone when closed)."""
+
+    def add(self, files: Sequence[BaseFile]) -> None: ...
+    # of ``sizes``, those some base file has (only a file of such a size can be found by content)
+    def sizes(self, sizes: Sequence[int]) -> set[int]: ...
+    # (size, sha256) -> a key of the base holding those bytes
+    def by_content(self, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], str]: ...
+    # the base's files last read from ``host`` at each (dev, ino): the candidates to compare identities with
+    def by_inode(self, host: str, inodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[BaseFile]]: ...
+    def close(self) -> None: ...
 
 
 class Progress(Protocol):

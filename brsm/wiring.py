@@ -133,10 +133,13 @@ def open_cluster_parts(params: dict[str, Any], out: Output) -> ClusterParts:
 
 
 async def build_backup(params: dict[str, Any], *, op_id: int, out: Output) -> Built:
+    from brsm.adapters.base_index import SqliteBaseIndex
+    from brsm.home import ensure_home
     from brsm.workflows.backup import BackupPorts, workflow
 
     c = open_cluster_parts(params, out)
-    ports = c.ports(BackupPorts, create_backup_timeout=c.cfg.create_backup_timeout)
+    ports = c.ports(BackupPorts, create_backup_timeout=c.cfg.create_backup_timeout,
+                    base_index=lambda: SqliteBaseIndex(str(ensure_home())))
     return Built(workflow(), ports, [c.storage, c.meta, c.hosts])
 
 

@@ -29,6 +29,7 @@ from brsm.adapters.storage.memory import MemoryStorage
 from brsm.engine.fold import fold
 from brsm.engine.machine import replay
 from brsm.engine.runner import Runner, StepContext, Workflow
+from brsm.fakes.base_index import MemoryBaseIndex
 from brsm.fakes import FakeCluster, FakeHosts, FakeMeta
 from brsm.workflows import backup as backup_wf
 from brsm.workflows.backup.context import SNAPSHOT_DROPPED
@@ -333,12 +334,18 @@ class World:
         self.hosts = FakeHosts(self.cluster)
         self.backup_wf, self.backup_box = capture(backup_wf.workflow())
         self.restore_wf, self.restore_box = capture(restore_wf.workflow())
+        self.base_indexes: list[MemoryBaseIndex] = []
         self.backup_runner = Runner(self.journal, self.backup_wf, backup_wf.BackupPorts(
-            meta=self.meta, hosts=self.hosts, storage=self.storage, progress=NullProgress()))
+            meta=self.meta, hosts=self.hosts, storage=self.storage, progress=NullProgress(),
+            base_index=self._base_index))
         self.restore_runner = Runner(self.journal, self.restore_wf, restore_wf.RestorePorts(
             meta=self.meta, hosts=self.hosts, storage=self.storage, progress=NullProgress(),
             install_dir=lambda h: self.cluster.machine(h).install_dir))
         self.loop = asyncio.new_event_loop()
+
+    def _base_index(self) -> MemoryBaseIndex:
+        self.base_indexes.append(MemoryBaseIndex())
+        return self.base_indexes[-1]
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)

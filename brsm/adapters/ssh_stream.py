@@ -90,10 +90,12 @@ class SshStreams:
 
     async def walk_pages(self, path: str, *, page: int = 1000, timeout: float = 120) -> AsyncIterator[list[RemoteFile]]:
         out: list[RemoteFile] = []
-        async for recs in self._records(remote_cmd.find_files_argv(path), b"\0", timeout, f"cannot list {path}"):
+        async for recs in self._records(remote_cmd.walk_argv(path), b"\0", timeout, f"cannot list {path}"):
             for rec in recs:
-                size, _, p = rec.decode("utf-8", "surrogateescape").partition(" ")
-                out.append(RemoteFile(p, int(size)))
+                try:
+                    out.append(remote_cmd.parse_walk_record(rec.decode("utf-8", "surrogateescape")))
+                except ValueError as e:
+                    raise RemoteError(f"{self.name}: cannot list {path}: {e}", host=self.name) from None
                 if len(out) >= page:
                     yield out
                     out = []

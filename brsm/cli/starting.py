@@ -65,15 +65,30 @@ def start_backup(
     config: Annotated[Optional[str], typer.Option(help="Cluster config (TOML); default $BRSM_CONFIG.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="local:///path, s3://bucket/prefix or oss://bucket/prefix")] = None,
     spaces: Annotated[Optional[str], typer.Option(help="Comma-separated space names; default all.")] = None,
+    incremental_from: Annotated[Optional[str], typer.Option(
+        "--incremental-from", metavar="BACKUP",
+        help="Send only content BACKUP (a complete brsm backup in --storage) lacks; the rest is copied inside "
+             "the storage. The new backup stands alone.")] = None,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="As --incremental-from the newest complete backup of this cluster in --storage; "
+                              "a full backup when there is none.")] = False,
     metrics_file: MetricsFileOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Back up the cluster's graph spaces (all, or --spaces) to --storage."""
     set_metrics_file(metrics_file)
+    if incremental_from is not None and incremental:
+        raise UsageError("--incremental and --incremental-from name the base two ways",
+                         hint="give one: --incremental-from BACKUP, or --incremental for the newest")
+    if incremental_from is not None:
+        from brsm.cli.inputs import check_backup_name
+
+        check_backup_name(incremental_from, "--incremental-from")
     params = {
         "config": os.path.abspath(config) if config else os.environ.get("BRSM_CONFIG"),
         "storage": storage,
         "spaces": [s for s in (spaces or "").split(",") if s],
+        "incremental_from": incremental_from, "incremental": incremental,
         **run.params(), **store.params(), **cluster.params(),
     }
     _drive("backup", params, json_=json_, auto_rollback=not run.keep_on_failure)

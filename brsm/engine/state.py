@@ -35,6 +35,16 @@ class _Absent:
     def __bool__(self) -> bool:
         return False
 
+    # one of it: a copied or pickled state still says ``is ABSENT`` (and compares equal to its original)
+    def __copy__(self) -> "_Absent":
+        return self
+
+    def __deepcopy__(self, memo: Any) -> "_Absent":
+        return self
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
 
 ABSENT: Any = _Absent()
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brsm.errors import RemoteError
-from brsm.ports import FileRead, FileTally, RemoteFile
+from brsm.ports import FileIdentity, FileRead, FileTally, RemoteFile
 
 if TYPE_CHECKING:
     from brsm.fakes.machine import Machine
@@ -32,7 +32,11 @@ class FakeListings:
             await asyncio.sleep(0)
             if self.c.faults.peek("host_down", self.name):
                 raise self._dropped(f"list {path}")
-            yield [RemoteFile(p, len(m.files[p])) for p in files[i:i + max(1, page)]]
+            yield [self._listed_file(p) for p in files[i:i + max(1, page)]]
+
+    def _listed_file(self, path: str) -> RemoteFile:
+        ino, born = self.m.file_ident(path)
+        return RemoteFile(path, len(self.m.files[path]), FileIdentity(1, ino, born, born, born))
 
     async def count_files(self, path: str, *, timeout: float = 120) -> FileTally:
         files = await self._listed("count_files", path)

@@ -20,6 +20,7 @@ class Machine:
         self.dirs: set[str] = {"/"}
         self.inodes: dict[str, int] = {}  # a dir's inode, given when first asked for; a move keeps it
         self._next_inode = 100
+        self.file_ids: dict[str, tuple[int, int]] = {}  # a file's (inode, birth ns), given when first asked for
         self.services = dict(services)  # service -> port
         self.running: dict[str, bool] = {s: True for s in services}
         self.listening: dict[str, bool] = {s: True for s in services}
@@ -35,7 +36,7 @@ class Machine:
     def __setstate__(self, state: dict) -> None:
         """A machine pickled by an older brsm (the kept journals' worlds, tests/journal_fixtures) lacks
         what was added since: those start empty, as on a machine where nothing set them."""
-        self.__dict__.update({"command_line_flags": {}, "holders": {}, **state})
+        self.__dict__.update({"command_line_flags": {}, "holders": {}, "file_ids": {}, **state})
 
     def cmdline(self, pid: int) -> bytes | None:
         """``/proc/<pid>/cmdline`` of a running daemon (NUL-terminated arguments), None for no such process."""
@@ -77,11 +78,27 @@ class Machine:
             self.inodes[path] = self._next_inode
         return self.inodes[path]
 
+    def file_ident(self, path: str) -> tuple[int, int]:
+        """A file's (inode, birth and change time in ns): the same until the file is written again
+        (a write here makes a new file, as RocksDB and brsm's restore do), kept by a move."""
+        path = self.norm(path)
+        if path not in self.file_ids:
+            self._next_inode += 1
+            self.file_ids[path] = (self._next_inode, 1_700_000_000_000_000_000 + self._next_inode)
+        return self.file_ids[path]
+
     def put(self, path: str, data: bytes, mode: int = 0o644) -> None:
         path = self.norm(path)
         self.mkdirs(posixpath.dirname(path))
         self.files[path] = bytes(data)
         self.modes[path] = mode
+        self.file_ids.pop(path, None)
+
+    def link(self, src: str, dst: str) -> None:
+        """A hard link, as a checkpoint makes of the live SSTs: another name of the same file."""
+        ident = self.file_ident(src)
+        self.put(dst, self.files[self.norm(src)], self.modes.get(self.norm(src), 0o644))
+        self.file_ids[self.norm(dst)] = ident
 
     def under(self, path: str) -> list[str]:
         pre = self.norm(path).rstrip("/") + "/"
@@ -92,9 +109,11 @@ class Machine:
         pre = path.rstrip("/") + "/"
         self.files.pop(path, None)
         self.modes.pop(path, None)
+        self.file_ids.pop(path, None)
         for f in [f for f in self.files if f.startswith(pre)]:
             del self.files[f]
             self.modes.pop(f, None)
+            self.file_ids.pop(f, None)
         self.dirs = {d for d in self.dirs if d != path and not d.startswith(pre)} | {"/"}
         self.inodes = {d: i for d, i in self.inodes.items() if d != path and not d.startswith(pre)}
 
@@ -105,7 +124,10 @@ class Machine:
         if src in self.files:
             if self.is_dir(dst):
                 raise IsADirectoryError(dst)
+            ident = self.file_ids.pop(src, None)
             self.put(dst, self.files.pop(src), self.modes.pop(src, 0o644))
+            if ident is not None:
+                self.file_ids[dst] = ident
             return
         if self.exists(dst) and (dst in self.files or self.under(dst) or
                                  any(d.startswith(dst + "/") for d in self.dirs)):
@@ -117,6 +139,8 @@ class Machine:
         for f in [f for f in self.files if f.startswith(pre)]:
             self.files[dst + f[len(src):]] = self.files.pop(f)
             self.modes[dst + f[len(src):]] = self.modes.pop(f, 0o644)
+            if f in self.file_ids:
+                self.file_ids[dst + f[len(src):]] = self.file_ids.pop(f)
         moved = {d for d in self.dirs if d == src or d.startswith(pre)}
         self.dirs = (self.dirs - moved) | {dst + d[len(src):] for d in moved} | {dst}
         inodes: dict[str, int] = {}

@@ -164,7 +164,7 @@ class FakeMeta:
                     m.mkdirs(f"{ck}/data")
                     m.mkdirs(f"{ck}/wal")
                     for f in m.under(f"{base}/data"):
-                        m.put(f"{ck}/data/{f[len(base) + 6:]}", m.files[f])
+                        m.link(f, f"{ck}/data/{f[len(base) + 6:]}")  # RocksDB's checkpoint hard-links
                     for p in pids:
                         m.mkdirs(f"{ck}/wal/{p}")
                         for f in m.under(f"{base}/wal/{p}"):

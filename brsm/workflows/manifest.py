@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.errors import StorageError
-from brsm.ports import Storage
-from brsm.workflows.layout import MANIFEST, MANIFEST_FILES, manifest_files_key, manifest_key, meta_file_key
+from brsm.ports import FileIdentity, Storage
+from brsm.workflows.layout import MANIFEST, bad_backup_name, MANIFEST_FILES, manifest_files_key, manifest_key, meta_file_key
 
 FORMAT = 2
 READS = (1, 2)
@@ -39,6 +39,9 @@ MAX_HEADER_BYTES = 64 << 20  # format 2's header holds no files: far below this
 _CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
 FILE_FIELDS = ("host", "key", "path", "sha256", "size")
+# written only when known: the host file's identity (FileIdentity.as_list, the next incremental's hash
+# cache) and the backup an object was copied from inside the storage (an older brsm ignores both)
+OPTIONAL_FIELDS = ("ident", "reused_from")
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -86,6 +89,10 @@ def entry_problem(name: str, f: Any, where: str) -> str | None:
         return f"{where} key {f['key']!r} is outside the backup's data"
     if unsafe == IMPOSSIBLE_SIZE:
         return f"{where} ({f['key']!r}) claims an impossible size {f['size']}"
+    if f.get("ident") is not None and FileIdentity.from_list(f["ident"]) is None:
+        return f"{where} ({f['key']!r}) has an ident that is not a file identity"
+    if f.get("reused_from") is not None and (not isinstance(f["reused_from"], str) or bad_backup_name(f["reused_from"])):
+        return f"{where} ({f['key']!r}) names no backup it was reused from"
     return None
 
 
@@ -177,8 +184,9 @@ def encode_header(header: Mapping[str, Any]) -> bytes:
 # -- the file list ------------------------------------------------------------------------------------
 def file_line(f: Mapping[str, Any]) -> bytes:
     """One file's line: compact, keys sorted, ASCII only (a newline in a value is escaped, never raw)."""
-    return json.dumps({k: f.get(k) for k in FILE_FIELDS}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True).encode() + b"\n"
+    d = {k: f.get(k) for k in FILE_FIELDS}
+    d.update({k: f[k] for k in OPTIONAL_FIELDS if f.get(k) is not None})
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from brsm.errors import BrsmError, OperationFailed, RemoteError, StorageError, VerificationFailed
-from brsm.ports import HostPort, Progress, Storage, UploadState
+from brsm.ports import FileIdentity, HostPort, Progress, Storage, UploadState
 from brsm.retries import WHOLE_FILE
 from brsm.workflows.limits import TokenBucket
 from brsm.workflows.weighted_queue import QueueClosed, WeightedQueue, one
@@ -71,6 +71,7 @@ class FileJob:
     path: str
     size: int
     key: str
+    ident: FileIdentity | None = None  # the host file's identity, when its listing said it
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Env:
     svc: str
     open_port: tuple[str, int]  # an address and port where something accepts connections
     hold: Callable[[str], int]  # start a process whose working directory is that dir: its pid
+    link: Callable[[str, str], None] = lambda src, dst: None  # a hard link (another name of the same file)
 
 
 @pytest.fixture(params=["fake", "ssh"])
@@ -72,7 +73,8 @@ async def env(request, tmp_path_factory):
             return 4242
 
         e = Env("fake", hosts, hosts.host(name), base, lambda p, d: m.put(p, d), lambda p: m.files.get(m.norm(p)),
-                listdir, lambda p: m.modes[m.norm(p)], c.install_dir, "metad", (name, c.meta_addrs[0].port), hold)
+                listdir, lambda p: m.modes[m.norm(p)], c.install_dir, "metad", (name, c.meta_addrs[0].port), hold,
+                m.link)
     else:
         sshd = request.getfixturevalue("sshd")
         d = tmp_path_factory.mktemp("contract") / "work area"
@@ -97,7 +99,7 @@ async def env(request, tmp_path_factory):
             return held[-1].pid
 
         e = Env("ssh", hosts, hosts.host(sshd.ip), str(d), put, get, lambda p: sorted(os.listdir(p)),
-                lambda p: stat.S_IMODE(os.stat(p).st_mode), str(inst), "metad", (sshd.ip, sshd.port), hold)
+                lambda p: stat.S_IMODE(os.stat(p).st_mode), str(inst), "metad", (sshd.ip, sshd.port), hold, os.link)
     try:
         yield e
     finally:
@@ -318,6 +320,35 @@ async def test_walk_pages_lists_what_walk_lists_in_pages(env):
             pass
     with pytest.raises(RemoteError):
         await env.host.count_files(j(env.base, "missing"), timeout=30)
+
+
+async def test_walk_pages_says_each_files_identity(env):
+    """The identity the incremental backup's hash cache rests on (brsm.workflows.backup.reuse): the
+    same file under two names (a checkpoint's hard link) is one identity, stable from walk to walk; a
+    file written again is another, whether it kept its inode or got a new one."""
+    from brsm.ports import BaseFile
+    from brsm.workflows.backup.reuse import same_file
+
+    for n in ("a", "b", "c"):
+        env.put(j(env.base, "i", n), n.encode() * 100)
+    env.link(j(env.base, "i", "a"), j(env.base, "i", "a-linked"))
+
+    async def idents():
+        return {f.path.rsplit("/", 1)[1]: f for pg in [pg async for pg in env.host.walk_pages(j(env.base, "i"))]
+                for f in pg}
+
+    first = await idents()
+    assert all(f.ident is not None for f in first.values())
+    assert first["a"].ident == first["a-linked"].ident
+    assert len({(f.ident.dev, f.ident.ino) for f in first.values()}) == 3
+    was = {n: BaseFile("k", f.size, "0" * 64, "h", f.ident) for n, f in first.items()}
+    again = await idents()
+    assert all(same_file(was[n], f.size, f.ident) for n, f in again.items())
+    await asyncio.sleep(0.02)
+    env.put(j(env.base, "i", "b"), b"B" * 100)  # same size, other bytes, written in place (ssh) or anew (fake)
+    after = await idents()
+    assert not same_file(was["b"], after["b"].size, after["b"].ident)
+    assert same_file(was["c"], after["c"].size, after["c"].ident)
 
 
 async def test_walk_pages_stopped_early_leaves_the_host_usable(env):

@@ -5,12 +5,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from brsm.workflows.backup.state import BackupContext
-from brsm.ports import HostsPort, MetaPort, Progress, Storage
+from brsm.ports import BaseIndex, HostsPort, MetaPort, Progress, Storage
 
 DEFAULT_INSTALL_DIR = "/usr/local/nebula"
 SNAPSHOT_DROPPED = "SnapshotDropped"
 FILES_PLANNED = "FilesPlanned"
+BASE_DROPPED = "BaseDropped"  # an incremental's base could not be used after all: every file is sent
 PLAN_WALKS = 32  # checkpoint dirs listed at once while planning the copy
+
+
+def _no_index() -> BaseIndex:
+    raise AssertionError("an incremental backup needs BackupPorts.base_index (brsm.wiring gives one)")
 
 
 @dataclass
@@ -25,6 +30,8 @@ class BackupPorts:
     create_backup_timeout: float = 300.0
     # seconds a lease lives unrefreshed ([cluster] lease_ttl); None: the operation's param or 300
     lease_ttl: float | None = None
+    # a new, empty index of an incremental backup's base (brsm.adapters.base_index on a scratch file)
+    base_index: Callable[[], BaseIndex] = lambda: _no_index()
 
 
 def ports(ctx: BackupContext) -> BackupPorts:

@@ -18,13 +18,15 @@ from typing import Any
 from brsm.concurrency import gather_bounded
 from brsm import failpoints
 from brsm.errors import ObjectNotFound, PreflightFailed, StorageError
-from brsm.ports import FileTally, HostAddr, UploadState
+from brsm.ports import FileIdentity, FileTally, HostAddr, UploadState
 from brsm.workflows import direct, topology
 from brsm.workflows.listing import side_by_side
 from brsm.workflows.layout import data_key, in_progress_key, meta_checkpoint_dir, meta_sst_key
 from brsm.workflows.transfer import EventBatcher, FileJob, run_fed, upload_file, whole_file
-from brsm.workflows.backup.context import FILES_PLANNED, PLAN_WALKS, ports
+from brsm.workflows.backup.context import BASE_DROPPED, FILES_PLANNED, PLAN_WALKS, ports
 from brsm.workflows.backup.groups import GROUP_BYTES, GROUP_FILES, copy_group, small_file_limit
+from brsm.workflows.backup import incremental
+from brsm.workflows.backup.reuse import Base, HashBatch, ReuseBatch
 from brsm.workflows.backup.ledger import FileCopied, PartUploaded
 from brsm.workflows.backup.state import BackupContext
 
@@ -55,10 +57,11 @@ class Walk:
             return posixpath.dirname(self.cdir.rstrip("/"))
         return self.cdir
 
-    def job(self, name: str, path: str, size: int) -> FileJob:
+    def job(self, name: str, path: str, size: int, ident: FileIdentity | None = None) -> FileJob:
         prefix = self.root.rstrip("/") + "/"
         rel = path[len(prefix):] if path.startswith(prefix) else posixpath.relpath(path, self.root)
-        return FileJob(self.host, path, size, data_key(name, HostAddr.parse(self.addr), self.idx, self.space_id, rel))
+        return FileJob(self.host, path, size, data_key(name, HostAddr.parse(self.addr), self.idx, self.space_id, rel),
+                       ident)
 
 
 # -- COPIED ---------------------------------------------------------------------------------------------
@@ -148,6 +151,12 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
     run = _Copy(ctx, helpers)
     if run.resuming:
         run.absent = await absent_copies(p.storage, f"{ctx.data.name}/", ctx.data.files, ABSENT_MOST)
+    chosen = ctx.data.base
+    if chosen is not None and chosen.name:
+        run.base, why = await Base.load(p.storage, chosen.name, chosen.file_list_sha256, p.base_index())
+        if run.base is None:
+            p.progress.note(f"{why}: every file is sent, as in a full backup")
+            ctx.record(BASE_DROPPED, {"base": chosen.name, "why": why})
     p.progress.start("copy", tally.bytes)
     try:
         units: dict[str, list[Walk | list[FileJob]]] = {}
@@ -161,11 +170,17 @@ async def copied(ctx: BackupContext) -> dict[str, Any]:
     finally:
         run.events.flush()  # what finished is journaled even when another file failed
         p.progress.done("copy")
+        if run.base is not None:
+            run.base.close()
         if helpers is not None:
             await helpers.close()
-    return {"files": run.files, "bytes": run.bytes, "skipped_on_resume": run.skipped,
-            "bytes_sent": run.sent, "data_path": (ctx.data.data_path or direct.VIA_BRSM),
-            "data_path_why": ctx.data.data_path_why}
+    out = {"files": run.files, "bytes": run.bytes, "skipped_on_resume": run.skipped,
+           "bytes_sent": run.sent, "data_path": (ctx.data.data_path or direct.VIA_BRSM),
+           "data_path_why": ctx.data.data_path_why}
+    if chosen is not None:
+        out.update(base=chosen.name, files_reused=run.reused_files, bytes_reused=run.reused_bytes,
+                   bytes_hashed=run.hashed, files_hashed=run.hashed_files)
+    return out
 
 
 class _Copy:
@@ -183,6 +198,9 @@ class _Copy:
         self.count = 0  # files finished in this process (failpoint file:N)
         self.parts_sent = 0
         self.absent: set[str] | None = None  # a resume's journaled files not in storage (None: stat each)
+        self.base: Base | None = None  # an incremental backup's base, loaded
+        self.reused_files = self.reused_bytes = 0  # copied inside the storage from the base in this run
+        self.hashed = self.hashed_files = 0  # bytes (files) hashed on their hosts in this run before deciding
 
     # -- the feeds ------------------------------------------------------------------------------
     async def _pages(self, unit: Walk | list[FileJob]) -> AsyncIterator[list[FileJob]]:
@@ -193,7 +211,7 @@ class _Copy:
         # closed at once when the copy stops early: the host's `find` ends with its channel
         async with contextlib.aclosing(host.walk_pages(unit.root, page=PAGE, timeout=LIST_TIMEOUT)) as pages:
             async for page in pages:
-                yield [unit.job(name, f.path, f.size) for f in page]
+                yield [unit.job(name, f.path, f.size, f.ident) for f in page]
 
     async def feed(self, units: list[Walk | list[FileJob]], most: int) -> AsyncIterator[FileJob | list[FileJob]]:
         """One host's jobs as its dirs are listed: a file already copied left out, small files in
@@ -205,7 +223,12 @@ class _Copy:
                 async for page in pages:
                     self.files += len(page)
                     self.bytes += sum(j.size for j in page)
-                    for job in await self._todo(page):
+                    todo = await self._todo(page)
+                    if self.base is not None and todo:
+                        items, todo = incremental.sort(self.base, todo)
+                        for item in items:
+                            yield item
+                    for job in todo:
                         if not (self.grouping and job.size < self.small and not self._saved(job)):
                             yield job
                             continue
@@ -249,10 +272,26 @@ class _Copy:
 
     # -- the work ------------------------------------------------------------------------------
     async def work(self, item: FileJob | list[FileJob]) -> None:
-        if isinstance(item, list):
+        if isinstance(item, ReuseBatch):
+            await incremental.reuse(self, item)
+        elif isinstance(item, HashBatch):
+            await incremental.hash_then_reuse(self, item)
+        elif isinstance(item, list):
             await copy_group(self, item)
         else:
             await self.one(item)
+
+    async def send(self, jobs: list[FileJob]) -> None:
+        """Files sent from their host as a full backup sends them: small ones together."""
+        small = [j for j in jobs if self.grouping and j.size < self.small and not self._saved(j)]
+        if len(small) < 2:
+            small = []
+        for i in range(0, len(small), GROUP_FILES):
+            await copy_group(self, small[i:i + GROUP_FILES])
+        grouped = {j.key for j in small}
+        for j in jobs:
+            if j.key not in grouped:
+                await self.one(j)
 
     def on_part(self, job: FileJob, state: UploadState):
         """The journaling of ``job``'s multipart parts (PartUploaded), as they finish."""
@@ -274,11 +313,16 @@ class _Copy:
 
         return on_part
 
-    def finished(self, job: FileJob, digest: str) -> FileCopied:
+    def finished(self, job: FileJob, digest: str, *, reused_from: str | None = None) -> FileCopied:
         """A file is in storage: counted (failpoint ``file:N``) and its event made (journaled by the caller)."""
         self.count += 1
         failpoints.hit(f"file:{self.count}")
-        return FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest)
+        extra: dict[str, Any] = {}
+        if job.ident is not None:
+            extra["ident"] = job.ident.as_list()
+        if reused_from:
+            extra["reused_from"] = reused_from
+        return FileCopied(key=job.key, host=job.host, path=job.path, size=job.size, sha256=digest, **extra)
 
     async def one(self, job: FileJob) -> None:
         p, limits = ports(self.ctx), self.ctx.runtime.limits

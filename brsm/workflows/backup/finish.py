@@ -8,6 +8,7 @@ from contextlib import aclosing
 from typing import Any
 
 from brsm import __version__
+from brsm.engine.state import ABSENT
 from brsm.errors import StorageError
 from brsm.workflows import common, listing, manifest, meta_checkpoints
 from brsm.workflows.layout import in_progress_key, manifest_files_key, manifest_key, meta_file_key
@@ -20,8 +21,31 @@ def manifest_files(ctx: BackupContext) -> manifest.FileSource:
     """The manifest's file entries, afresh on each call (the writer walks them twice)."""
     def gen() -> Iterator[dict[str, Any]]:
         for d in ctx.data.files:  # the ledger streams them in key order, the order the manifest lists
-            yield {"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
+            f = {"key": d.key, "size": d.size, "sha256": d.sha256, "host": d.host, "path": d.path}
+            if d.ident is not ABSENT:
+                f["ident"] = d.ident
+            if d.reused_from is not ABSENT:
+                f["reused_from"] = d.reused_from
+            yield f
     return gen
+
+
+def incremental(ctx: BackupContext) -> dict[str, Any] | None:
+    """What an incremental backup's header says of its base: the files and bytes copied inside the
+    storage from it, and the bytes sent (read from the hosts); None for a backup that asked for no base.
+    Counted over the ledger (a resumed run's own counts would miss the first run's)."""
+    base = ctx.data.base
+    if base is None:
+        return None
+    files = reused = reused_bytes = total = 0
+    for d in ctx.data.files:
+        files += 1
+        total += d.size
+        if d.reused_from is not ABSENT:
+            reused += 1
+            reused_bytes += d.size
+    return {"base": base.name, "why": base.why, "files_reused": reused, "bytes_reused": reused_bytes,
+            "files_sent": files - reused, "bytes_sent": total - reused_bytes}
 
 
 def build_header(ctx: BackupContext) -> dict[str, Any]:
@@ -61,6 +85,9 @@ async def uploaded(ctx: BackupContext) -> dict[str, Any]:
     await p.storage.abort_uploads(f"{name}/")
     await p.storage.put_bytes(meta_file_key(name), base64.b64decode(ctx.data.meta_b64))
     header = build_header(ctx)
+    inc = incremental(ctx)
+    if inc is not None:
+        header["incremental"] = inc
     anchor = ctx.journal_anchor()
     if anchor is not None:  # the journal's state now, kept with the backup (`brsm journal verify --against`)
         header["journal_anchor"] = anchor

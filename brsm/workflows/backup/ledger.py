@@ -24,6 +24,8 @@ class FileCopied(Event):
     host: str = ABSENT
     path: str = ABSENT
     sha256: str = ABSENT
+    ident: list = ABSENT  # the host file's FileIdentity.as_list() when the walk saw it
+    reused_from: str = ABSENT  # the base backup whose object was copied inside the storage (nothing sent)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from brsm.workflows import common, direct
 from brsm.workflows.limits import TokenBucket, parse_rate
 from brsm.workflows.transfer import Limits
 from brsm.workflows.backup.context import ports
-from brsm.workflows.backup.state import BackupContext
+from brsm.workflows.backup import reuse
+from brsm.workflows.backup.state import BackupContext, BaseChosen
 
 
 # -- preflight ----------------------------------------------------------------------------------
@@ -35,6 +36,11 @@ async def preflight(ctx: BackupContext) -> dict[str, Any]:
         ctx, p.meta, [spaces[k] for k in (wanted or spaces)], p.progress,
         "not in the backup (rebuild them after a restore)"))
     await common.probe_storage(ctx, p.storage)
+    params = ctx.data.params
+    base = await reuse.choose_base(p.storage, named=params.incremental_from, newest=params.incremental, topo=topo)
+    if base is not None:
+        ctx.record(BaseChosen(**base.to_dict()))
+        p.progress.note(reuse.describe(base.to_dict()))
     names = sorted({s["host"] for role in ("storage", "meta") for s in topo[role]})
     path = await direct.choose(ctx.data.params.data_path or direct.VIA_BRSM, [p.hosts.host(h) for h in names],
                                p.storage, p.progress, common.probe_journal(ctx))

@@ -13,6 +13,7 @@ from brsm.workflows.shared_state import ClusterState, TransferParams
 
 SNAPSHOT_REQUESTED = "SnapshotRequested"
 CREATE_BACKUP_ABANDONED = "CreateBackupAbandoned"
+BASE_CHOSEN = "BaseChosen"
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,28 @@ class CreateBackupAbandoned(Event):
 
 
 @dataclass(frozen=True)
+class BaseChosen(Event):
+    """What an incremental backup reuses from (``name``; None: no base found, a full backup, ``why``),
+    and the base's file list as it was then (a resume reuses from that very list, or from nothing)."""
+
+    TYPE: ClassVar[str] = BASE_CHOSEN
+    name: str | None
+    why: str
+    file_list_sha256: str | None = ABSENT
+    files: int = ABSENT
+    bytes: int = ABSENT
+
+
+@dataclass(frozen=True)
 class BackupParams(TransferParams):
     spaces: tuple[str, ...] = ()  # the spaces to back up; none: all of them
+    incremental_from: str | None = None  # --incremental-from: the base backup named
+    incremental: bool = False  # --incremental: the newest complete backup of this cluster, if any
 
     @classmethod
     def from_data(cls, d: Mapping[str, Any]) -> "BackupParams":
-        return cls(**cls.transfer(d), spaces=tuple(d.get("spaces") or ()))
+        return cls(**cls.transfer(d), spaces=tuple(d.get("spaces") or ()),
+                   incremental_from=d.get("incremental_from") or None, incremental=bool(d.get("incremental")))
 
 
 @dataclass
@@ -51,6 +68,7 @@ class BackupState(ClusterState):
     # the cluster's snapshots when SNAPSHOTTED asked for one (None: it never asked)
     snapshots_before: list[str] | None = None
     create_backup_abandoned: CreateBackupAbandoned | None = None
+    base: BaseChosen | None = None  # an incremental backup's base (its name None: none was found)
     # SNAPSHOTTED: what createBackup made. None: not journaled (before SNAPSHOTTED, or a journal that
     # lacks it), so a step that needs it fails loudly rather than copy or describe nothing
     backup_name: str | None = None
@@ -70,6 +88,10 @@ class BackupState(ClusterState):
     @on(SnapshotRequested, sets=("snapshots_before",))
     def _snapshot_requested(self, e: SnapshotRequested) -> None:
         self.snapshots_before = list(e.existing)
+
+    @on(BaseChosen, sets=("base",))
+    def _base(self, e: BaseChosen) -> None:
+        self.base = e
 
     @on(CreateBackupAbandoned, sets=("create_backup_abandoned",))
     def _abandoned(self, e: CreateBackupAbandoned) -> None:
