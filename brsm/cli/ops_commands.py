@@ -134,8 +134,9 @@ def show(
     if not entries:
         out.line(f"no backups in {uri}")
         return
-    cols = ["name", "created (UTC)", "state", "by", "spaces", "files", "size"]
-    rows = [[e.name, _when(e), _state(e), e.made_by, _spaces_text(e), e.files, human(e.bytes)] for e in entries]
+    cols = ["name", "created (UTC)", "state", "by", "spaces", "files", "size", "sent"]
+    rows = [[e.name, _when(e), _state(e), e.made_by, _spaces_text(e), e.files, human(e.bytes), _sent(e)]
+            for e in entries]
     if out.out.width < 100:  # a narrow terminal: the essentials, spaces among them (--json has everything)
         keep = [0, 1, 2, 4, 6]
         cols, rows = [cols[i] for i in keep], [[r[i] for i in keep] for r in rows]
@@ -149,6 +150,13 @@ def show(
     for e in entries:
         counts[e.state] = counts.get(e.state, 0) + 1
     out.line(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _sent(e: Any) -> str:
+    """Bytes read from the hosts to make it, and for an incremental backup the base it copied the rest from."""
+    if e.incremental_from:
+        return f"{human(e.bytes_sent)} (rest from {e.incremental_from})"
+    return "-" if e.bytes and not e.bytes_sent else human(e.bytes_sent)  # "-": not known (no manifest read)
 
 
 # -- verify ---------------------------------------------------------------------------------------

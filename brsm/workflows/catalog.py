@@ -77,6 +77,10 @@ class BackupEntry:
     full: bool | None = None
     files: int = 0
     bytes: int = 0
+    # what was read from the hosts to make it: all of ``bytes``, but for an incremental backup, whose
+    # other files were copied inside the storage from ``incremental_from``
+    bytes_sent: int = 0
+    incremental_from: str | None = None
     problems: list[str] = field(default_factory=list)
     # not part of the public view: what was read, for verify
     manifest: dict[str, Any] | None = None
@@ -96,7 +100,8 @@ class BackupEntry:
         return {"name": self.name, "state": self.state, "made_by": self.made_by, "checksums": self.checksums,
                 "created": self.created, "created_ms": self.created_ms, "created_from": self.created_from,
                 "spaces": self.spaces, "all_spaces": self.all_spaces, "full": self.full, "files": self.files,
-                "bytes": self.bytes, "problems": self.problems}
+                "bytes": self.bytes, "bytes_sent": self.bytes_sent, "incremental_from": self.incremental_from,
+                "problems": self.problems}
 
 
 def iso_utc(ms: int | None) -> str | None:
@@ -328,7 +333,11 @@ async def _classify_brsm(storage: Storage, e: BackupEntry, meta_error: str | Non
     e.all_spaces = bool(m.get("all_spaces", True))
     e.full = bool(m.get("full", True))
     e.files = manifest.file_count(m)
-    e.bytes = manifest.total_bytes(m)
+    e.bytes = e.bytes_sent = manifest.total_bytes(m)
+    inc = m.get("incremental")
+    if isinstance(inc, dict) and isinstance(inc.get("bytes_sent"), int):
+        e.bytes_sent = inc["bytes_sent"]
+        e.incremental_from = inc.get("base") if isinstance(inc.get("base"), str) else None
     if meta_error:
         e.problems.append(meta_error)
     elif metakey not in objs:
@@ -366,6 +375,7 @@ async def _classify_nebula_br(storage: Storage, e: BackupEntry, meta_error: str 
     e.all_spaces, e.full = facts.all_spaces, facts.full
     structure = Structure(name, facts)
     e.files, e.bytes = await tally_objects(storage, name, skip=(meta_file_key(name),), structure=structure)
+    e.bytes_sent = e.bytes
     if facts.name != name:
         e.problems.append(f"{name}.meta names backup {facts.name!r}")
     e.structure = bad = structure.problems()
