@@ -3,6 +3,7 @@
 usage: scripts/bench [--size 1GiB] [--hosts 3] [--files 100000] [--only-files] [--big 4GiB] [--sweep 1,2,4,8]
                      [--downtime 64MiB,1GiB,4GiB] [--only-downtime]
                      [--direct-hosts 3,6,12] [--direct-size 1GiB] [--only-direct]
+                     [--incremental-size 1GiB] [--only-incremental]
                      [--scale-hosts 3,12,32] [--scale-data-paths 2] [--scale-partitions 50]
                      [--profile] [--quick] [--out bench-results] [--workdir DIR] [--keep]
 
@@ -27,6 +28,10 @@ Ctrl-C). On the same checkpoint files it measures:
 - the direct data path (issue 16; --direct-hosts 3,6,12, --direct-size 1GiB, --only-direct): backups to
   S3 (and OSS) through brsm and direct, restores both ways, with the bytes across brsm's sockets and the
   hosts' sshds counted by `ss`, and the CPU of brsm, the hosts and the store (scripts/bench_direct.py);
+- incremental backups (issue 26; --incremental-size 1GiB, 0 = none; --only-incremental): to local (via brsm),
+  S3 (direct) and OSS (via brsm), a full backup, 5 % more data, then `--incremental`: its wall time, bytes
+  read from the hosts over the network and from their disks, as shares of the full backup's
+  (scripts/bench_incremental.py);
 - backup throughput vs --concurrency (PNG plot; matplotlib installed into .bench-plotlib/ if missing).
 The baselines copy the checkpoint dirs that metad's createBackup makes (one snapshot taken for them,
 dropped at the end). Every baseline runs one process per storage host, all hosts at once (brsm also
@@ -51,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_direct
+import bench_incremental
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -856,6 +862,7 @@ class Bench:
         self.results["params"] = {"size": a.size_b, "hosts": a.hosts, "big": a.big_b, "sweep": a.sweep_levels,
                                   "files": a.files_list, "scale_hosts": a.scale_list,
                                   "scale_data_paths": a.scale_data_paths, "scale_partitions": a.scale_partitions,
+                                  "incremental_size": a.incremental_size_b,
                                   "quick": a.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
             head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -878,11 +885,13 @@ class Bench:
             self.results["seconds"] = round(time.perf_counter() - t_start, 1)
             self.report()
             return 0
-        for size in [] if a.only_direct else a.downtime_list:
+        for size in [] if a.only_direct or a.only_incremental else a.downtime_list:
             self.downtime(size)
-        if a.direct_list:
+        if a.direct_list and not a.only_incremental:
             bench_direct.run_direct(self, a.direct_list, a.direct_size_b)
-        if a.only_downtime or a.only_direct:
+        if a.incremental_size_b and not (a.only_downtime or a.only_direct):
+            bench_incremental.run_incremental(self, a.incremental_size_b, bench_incremental.STORES)
+        if a.only_downtime or a.only_direct or a.only_incremental:
             self.results["machine"]["loadavg_end"] = loadavg()
             self.results["seconds"] = round(time.perf_counter() - t_start, 1)
             self.report()
@@ -931,7 +940,8 @@ class Bench:
                  f"these CPUs when it is above 0)",
                  (f"data: {human(res['checkpoint']['bytes'])} in {res['checkpoint']['files']} checkpoint files on "
                   f"{res['checkpoint']['hosts']} storage hosts (+ meta SSTs for brsm); files in the page cache"
-                  if "checkpoint" in res else "data: only the sandboxes of --only-downtime / --only-direct (sizes below)"),
+                  if "checkpoint" in res else "data: only the sandboxes of --only-downtime / --only-direct / "
+                  "--only-incremental (sizes below)"),
                  ""]
         bases = [k for k in ("cp", "scp", "tar_ssh", "rclone_sftp") if k in R]
         head = (f"{'what':<46} {'s':>7} {'MiB/s':>7} {'RSS MB':>7} {'CPU s/GiB':>9} "
@@ -1055,6 +1065,14 @@ class Bench:
                        f"< 5 % of the bytes moved", r["brsm_socket_pct"], 5.0, "<", " %")
                 target(f"{r['op']} on {r['hosts']} hosts via {r['store'].upper()}, direct: bytes across the hosts' "
                        f"sshds < 5 % of the bytes moved", r["sshd_socket_pct"], 5.0, "<", " %")
+        lines += bench_incremental.report_lines(res.get("incremental", []))
+        for r in res.get("incremental", []):
+            where = f"{r['store']} ({r['mode']}, {human(r['size'])} + {human(r['added'])})"
+            target(f"incremental backup to {where}: wall time < 30 % of the full backup's",
+                   None if r["wall_ratio"] is None else 100 * r["wall_ratio"], 30.0, "<", " %")
+            target(f"incremental backup to {where}: bytes read from the hosts' disks (sent + hashed, brsm's counts) "
+                   f"< 30 % of the full backup's", None if r["disk_ratio"] is None else 100 * r["disk_ratio"], 30.0,
+                   "<", " %")
         for n in self.notes:
             lines.append(f"note: {n}")
         res["targets"] = targets
@@ -1144,6 +1162,9 @@ def main() -> int:
     ap.add_argument("--direct-hosts", default="3,6,12", help="storage hosts of the direct-path runs, a list ('' = none)")
     ap.add_argument("--direct-size", default="1GiB", help="data loaded for the direct-path runs (default 1GiB)")
     ap.add_argument("--only-direct", action="store_true", help="only the direct-path measurements")
+    ap.add_argument("--incremental-size", default="1GiB", help="data loaded for the incremental-backup runs "
+                    "(default 1GiB; --quick 128MiB; 0 = none); 5 %% more is loaded before the incremental backups")
+    ap.add_argument("--only-incremental", action="store_true", help="only the incremental-backup measurements")
     ap.add_argument("--only-files", action="store_true", help="only the many-small-files run(s) (--files): brsm "
                     "next to `tar | ssh` of the same tree")
     a = ap.parse_args()
@@ -1164,6 +1185,9 @@ def main() -> int:
         a.direct_hosts, a.direct_size = "3", "128MiB"
     a.direct_list = [int(x) for x in str(a.direct_hosts).split(",") if x.strip() and int(x) > 0]
     a.direct_size_b = parse_size(a.direct_size)
+    if a.quick and a.incremental_size == ap.get_default("incremental_size"):
+        a.incremental_size = "128MiB"
+    a.incremental_size_b = parse_size(a.incremental_size)
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -85,6 +85,7 @@ class Sweeper:
         self.n = 0
         self.last_run_seconds: float | None = None  # how long the last run that beat its kill took
         self.kill_timing: str | None = None  # "early" / "late" when the last timed kill missed the operation
+        self.bases: dict[str, str] = {}  # an incremental case's storage URI -> its base backup
         workdir.mkdir(parents=True, exist_ok=True)
         # the sandbox's config plus the sweep's multipart tuning ([storage] is its last table)
         text = Path(env.config).read_text()
@@ -98,13 +99,31 @@ class Sweeper:
     def storage(self, kind: str) -> list[str]:
         """The storage arguments of a case; "s3-direct"/"oss-direct": that store on the direct data path
         (issue 16: the hosts move the bytes, brsm signs and journals), "s3"/"oss": through brsm (named,
-        since the default, auto, would go direct on the sandbox)."""
+        since the default, auto, would go direct on the sandbox). "X+inc": an incremental backup (issue
+        26) on X, whose base, a full backup, is made there first, uninterrupted."""
         self.n += 1
+        kind, plus, _ = kind.partition("+")
         store, _, path = kind.partition("-")
         if store == "local":
-            return ["--storage", f"local://{self.workdir / f'b{self.n}'}"]
-        loc = self.env.s3(f"sweep{self.n}") if store == "s3" else self.env.oss(f"sweep{self.n}")
-        return loc + ["--data-path", "direct" if path == "direct" else "via-brsm"]
+            loc = ["--storage", f"local://{self.workdir / f'b{self.n}'}"]
+        else:
+            loc = self.env.s3(f"sweep{self.n}") if store == "s3" else self.env.oss(f"sweep{self.n}")
+            loc = loc + ["--data-path", "direct" if path == "direct" else "via-brsm"]
+        if plus:
+            self.bases[loc[1]] = self.env.ok(*self.backup_args(loc))["facts"]["backup_name"]
+            loc = loc + ["--incremental"]
+        return loc
+
+    def _base_problems(self, loc: list[str]) -> list[str]:
+        """An incremental case's base must come out of every crash and recovery whole: a rollback deletes
+        only the incremental's own keys (a local copy is a hard link: the base's bytes too stay)."""
+        base = self.bases.get(loc[1])
+        if base is None:
+            return []
+        p = self.env.brsm("verify", base, *loc[:2], "--full", "--config", self.config, "--json")
+        if p.returncode != 0:
+            return [f"the base {base} is no longer whole: {p.stdout[-300:]}"]
+        return []
 
     def _last_op(self) -> int:
         ops = self.env.ok("ops", "--limit", "1")
@@ -224,7 +243,7 @@ class Sweeper:
         if p.returncode != 0:
             return out(False, f"{recovery} exit {p.returncode}: {p.stdout[-400:]}")
         res = json.loads(p.stdout)
-        problems = self._cluster_problems() + self._upload_problems(loc)
+        problems = self._cluster_problems() + self._upload_problems(loc) + self._base_problems(loc)
         detail = ""
         if recovery == "resume":
             if res["state"] != "CLEANED":
@@ -285,9 +304,13 @@ class Sweeper:
         uri = loc[1]
         if uri.startswith("local://"):
             root = Path(uri[len("local://"):])
-            return [str(p) for p in root.rglob("*") if p.is_file()] if root.exists() else []
+            base = self.bases.get(uri)
+            return [str(p) for p in root.rglob("*") if p.is_file()
+                    and not (base and p.is_relative_to(root / base))] if root.exists() else []
+        base = self.bases.get(uri)
         show = self.env.ok("show", *loc[:2], "--config", self.config)
-        return [b["name"] for b in show["backups"]] + self._raw_keys(loc)
+        return [b["name"] for b in show["backups"] if b["name"] != base] + [
+            k for k in self._raw_keys(loc) if not (base and self._rel(loc, k).startswith(base + "/"))]
 
     # -- object stores, looked at directly (not through brsm) ---------------------------------------
     def _s3(self):

@@ -38,7 +38,7 @@ from .keys import check_prefix, dir_prefix
 
 _VERBS = {"put", "put_many", "put_bytes", "get", "get_bytes", "stat", "list", "list_dirs", "delete", "delete_prefix",
           "abort_uploads", "put_object", "create_upload", "upload_part", "list_parts", "complete_upload",
-          "abort_upload"}
+          "abort_upload", "copy_object", "upload_part_copy"}
 
 
 @dataclass
