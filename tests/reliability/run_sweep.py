@@ -313,7 +313,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
                 sw = Sweeper(env, Path(d) / "work")
                 for storage in storages:
-                    sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if storage != "local" else []),
+                    sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if not storage.startswith("local") else []),
                           lambda: sw.reference_backup(storage),
                           lambda ref, point, recovery, delay: sw.backup_case(storage, point, recovery, ref, delay=delay))
                 for storage in restore_storages:
