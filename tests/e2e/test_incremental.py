@@ -30,7 +30,8 @@ def prune_base(env, store: list[str], base: str) -> None:
     assert base in res["deleted"], res
 
 
-@pytest.mark.parametrize("where,path", [("local", "via-brsm"), ("s3", "direct"), ("oss", "via-brsm")])
+@pytest.mark.parametrize("where,path", [("local", "via-brsm"), ("s3", "direct"), ("s3", "via-brsm"),
+                                        ("oss", "via-brsm"), ("oss", "direct")])
 def test_incremental_sends_what_changed_and_restores_exactly_without_its_base(sandbox, tmp_path, where, path):
     env = sandbox
     target = tmp_path / "backups"
