@@ -110,6 +110,8 @@ def ns_time(text: str) -> int | None:
     (1796687892021227571, 12500000000, None, None)
     """
     sec, _, frac = text.partition(".")
+    if len(frac) == 9 and sec.isdigit() and frac.isdigit():  # what stat prints: the fast path
+        return int(sec) * 1_000_000_000 + int(frac)
     if not (sec.isdigit() and (frac == "" or frac.isdigit())):
         return None
     return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
@@ -128,10 +130,10 @@ def parse_walk_record(rec: str) -> RemoteFile:
     if len(fields) != 7 or not fields[0].isdigit():
         raise ValueError(f"not a walk record: {rec[:200]!r}")
     size, dev, ino, m, b, c, path = fields
-    mt, bt, ct = ns_time(m), ns_time(b), ns_time(c)
-    ident = (FileIdentity(int(dev), int(ino), mt, bt or None, ct)
-             if dev.isdigit() and ino.isdigit() and mt is not None and ct is not None else None)
-    return RemoteFile(path, int(size), ident)
+    mt, ct = ns_time(m), ns_time(c)
+    if mt is None or ct is None or not (dev.isdigit() and ino.isdigit()):
+        return RemoteFile(path, int(size))
+    return RemoteFile(path, int(size), FileIdentity(int(dev), int(ino), mt, ns_time(b) or None, ct))
 
 
 def parse_find_files(stdout: bytes | str) -> list[tuple[str, int]]:
