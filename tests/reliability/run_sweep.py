@@ -196,6 +196,19 @@ def write_chosen_doc(path: Path, body: str) -> None:
         path.write_text(old.rstrip("\n") + "\n\n" + body)
 
 
+def multipart_sends(storage: str) -> bool:
+    """Whether a backup to ``storage`` sends a file in parts (where the part: points fire): not on local
+    storage, and not in an incremental backup through brsm, which sends the sweep's small files whole
+    and copies every big one from its base (nothing changes between them); on the direct path every
+    file goes in parts.
+
+    >>> [multipart_sends(s) for s in ("local", "s3", "s3-direct", "oss+inc", "s3-direct+inc", "local+inc")]
+    [False, True, True, False, True, False]
+    """
+    kind, inc, _ = storage.partition("+")
+    return not kind.startswith("local") and (not inc or kind.endswith("-direct"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--storages", default="local,s3,oss,s3-direct,oss-direct",
@@ -313,7 +326,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as d, sweep_sandbox(Path(d)) as env:
                 sw = Sweeper(env, Path(d) / "work")
                 for storage in storages:
-                    sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if not storage.startswith("local") else []),
+                    sweep("backup", storage, BACKUP_POINTS + (OBJECT_STORE_EXTRA if multipart_sends(storage) else []),
                           lambda: sw.reference_backup(storage),
                           lambda ref, point, recovery, delay: sw.backup_case(storage, point, recovery, ref, delay=delay))
                 for storage in restore_storages:
