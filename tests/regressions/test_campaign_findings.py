@@ -249,3 +249,27 @@ def test_a_meta_checkpoint_cleaned_could_not_reach_is_removed_by_gc(world):
     assert _meta_checkpoints(world, name) == []
     assert all_files(world.cluster) == original
     assert world.gc(confirm=False).facts["orphans"] == []
+
+
+# Found by the incremental backup campaign (session 14), fixed: brsm/adapters/storage/base.py put(): a
+# multipart put whose caller keeps no UploadState (the manifest's file list, grown past the multipart
+# threshold once lines carry identities) and whose part failed was tried again by RetryStorage as a new
+# upload; the first one was never completed nor aborted, and UPLOADED had aborted the backup's open
+# uploads before it wrote the manifest: a finished backup left an upload in the bucket, for good.
+def test_a_put_nobody_can_resume_leaves_no_upload_when_a_part_fails(world):
+    from brsm.workflows.manifest import FileListBytes
+
+    ms = mem(world.storage)
+    files = [{"key": f"B/data/h/{i:06d}.sst", "size": 1, "sha256": "a" * 64, "host": "h", "path": "/p" * 40}
+             for i in range(400)]
+    src = FileListBytes(lambda: iter(files))
+    size = sum(len(c) for c in asyncio.run(_all(src)))
+    assert size > ms.multipart_threshold, "the list must go in parts"
+    ms.inject_fault("upload_part", 1, skip=1)  # the second part of the first attempt fails
+    got = world.run(world.storage.put("B/brsm-manifest-files.jsonl", src, size))
+    assert got.size == size
+    assert ms.uploads == {}, "the failed attempt's upload was left open"
+
+
+async def _all(src) -> list[bytes]:
+    return [c async for c in src.open()]

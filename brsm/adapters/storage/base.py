@@ -97,7 +97,7 @@ class BaseStorage(ABC):
                 finally:
                     await self.budget.release(held)
             else:
-                await self._put_multipart(full, src, state if state is not None else UploadState(), on_part)
+                await self._put_owned_or_resumable(full, src, state, on_part)
         finally:
             await src.close()
         return PutResult(size=src.count, sha256=src.sha256)
@@ -106,6 +106,23 @@ class BaseStorage(ABC):
         """Each object by the single-object path, a few at a time (``put_group.put_each``): an object
         store makes each durable as it answers, so there is nothing to share between them."""
         return await put_each(self, items)
+
+    async def _put_owned_or_resumable(self, full: str, src: Source, state: UploadState | None,
+                                      on_part: Callable[[UploadState], Any] | None) -> None:
+        """A multipart put. Given a ``state``, its caller keeps (journals) the upload to resume it; without
+        one nobody can, so an upload that failed is aborted here: a retry starts another, and the first
+        would otherwise stay in the bucket for good (UPLOADED aborts its backup's open uploads before the
+        manifest's own put)."""
+        if state is not None:
+            await self._put_multipart(full, src, state, on_part)
+            return
+        own = UploadState()
+        try:
+            await self._put_multipart(full, src, own, on_part)
+        except Exception:
+            if own.upload_id is not None:
+                await self._abort_quietly(full, own.upload_id)
+            raise
 
     async def _put_multipart(self, full: str, src: Source, state: UploadState,
                              on_part: Callable[[UploadState], Any] | None) -> None:
