@@ -12,6 +12,7 @@ import sqlite3
 import tempfile
 from collections.abc import Sequence
 
+from brsm.errors import OperationFailed
 from brsm.ports import BaseFile, FileIdentity
 
 _AT_ONCE = 500  # SQLite binds at most 999 variables: pairs go two per row
@@ -30,12 +31,15 @@ class SqliteBaseIndex:
     def add(self, files: Sequence[BaseFile]) -> None:
         if self._indexed:
             raise ValueError("a base index takes its files before its first lookup")
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT INTO f VALUES (?,?,?,?,?,?,?)",
-            [(f.key, f.size, f.sha256, f.host, f.ident.dev if f.ident else None, f.ident.ino if f.ident else None,
-              json.dumps(f.ident.as_list()) if f.ident else None) for f in files])
-        self._db.execute("COMMIT")
+        rows = [(f.key, f.size, f.sha256, f.host, f.ident.dev if f.ident else None, f.ident.ino if f.ident else None,
+                 json.dumps(f.ident.as_list()) if f.ident else None) for f in files]
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO f VALUES (?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:  # a full disk, most likely: the caller sends every file instead
+            raise OperationFailed(f"the base's index in {self._dir} could not be written: {e}",
+                                  hint="free space where BRSM_HOME is") from None
 
     def _index(self) -> None:
         # built once, after the bulk load: cheaper than keeping them up to date row by row

@@ -163,3 +163,21 @@ def test_a_named_base_that_is_no_complete_brsm_backup_is_refused_before_anything
     with pytest.raises(PreflightFailed, match="not a complete brsm backup"):
         w.run(w.backup_runner.run(op))
     assert not any(k.startswith("p/BACKUP") for k in mem(w.storage).objects)
+
+
+def test_a_base_that_cannot_be_indexed_makes_a_full_backup_not_a_failure(w):
+    """The scratch index is written to BRSM_HOME: a full disk there costs the reuse, not the backup."""
+    from brsm.errors import OperationFailed
+    from brsm.fakes.base_index import MemoryBaseIndex
+
+    class FullDisk(MemoryBaseIndex):
+        def add(self, files):
+            raise OperationFailed("the base's index could not be written: database or disk is full")
+
+    full = backup(w)
+    w.backup_runner.ports.base_index = FullDisk
+    inc = backup(w, incremental_from=full["name"])
+    assert inc["copied"]["files_reused"] == 0
+    assert_whole(w, inc["name"])
+    (dropped,) = [e.data for e in w.inner.events(inc["op"], "BaseDropped")]
+    assert "could not be read or indexed" in dropped["why"] and "disk is full" in dropped["why"]

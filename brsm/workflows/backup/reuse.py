@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brsm.concurrency import gather_bounded
-from brsm.errors import BrsmError, ObjectNotFound, PreflightFailed
+from brsm.errors import BrsmError, ObjectNotFound, OperationFailed, PreflightFailed
 from brsm.ports import BaseFile, BaseIndex, FileIdentity, Storage
 from brsm.workflows import manifest
 from brsm.workflows.layout import bad_backup_name, manifest_key
@@ -171,6 +171,9 @@ class Base:
         except (ObjectNotFound, ValueError) as e:
             index.close()
             return None, f"base {name}'s file list cannot be read ({e})"
+        except OperationFailed as e:  # the list unreadable after the store's retries, or BRSM_HOME full: no reuse
+            index.close()
+            return None, f"base {name}'s files could not be read or indexed ({e.message})"
         except BaseException:
             index.close()
             raise
