@@ -23,6 +23,7 @@ from brsm.store_limits import MAX_PART, MAX_PARTS
 
 from .copy_within import COPY_ONE_REQUEST, copy_object
 from .keys import check_key, check_prefix, normalize_root_prefix
+from .part_window import PartWindow
 from .probe import probe
 from .put_group import put_each
 from .streams import ByteBudget, SizeMismatch, Source, read_all
@@ -132,7 +133,7 @@ class BaseStorage(ABC):
             state.parts = []
             state.part_size = self.choose_part_size(src.size)
             done = {}
-        window = _PartWindow(self, full, state, on_part)
+        window = PartWindow(self, full, state, on_part)
         try:
             n = await self._send_parts(src, state, done, window)
         except BaseException as e:
@@ -147,7 +148,7 @@ class BaseStorage(ABC):
         await self._complete_upload(full, src, state, n)
 
     async def _send_parts(self, src: Source, state: UploadState, done: dict[int, dict],
-                          window: _PartWindow) -> int:
+                          window: PartWindow) -> int:
         """Read the stream part by part and start each part's upload, skipping the parts the store
         already holds with the same bytes; the number of parts."""
         n = 0
@@ -356,62 +357,3 @@ class BaseStorage(ABC):
     async def get_url(self, key: str, expires: int) -> str:
         """A URL that lets its holder GET (ranges of) the object for ``expires`` s."""
         raise NotImplementedError(f"{self.scheme} storage signs no URLs")
-
-
-class _PartWindow:
-    """The parts of one upload in flight: at most ``part_concurrency`` at once, each recorded in the
-    upload state (and journaled through ``on_part``) as it lands; the first failure stops new parts."""
-
-    def __init__(self, storage: BaseStorage, full: str, state: UploadState,
-                 on_part: Callable[[UploadState], Any] | None) -> None:
-        self.storage, self.full, self.state, self.on_part = storage, full, state, on_part
-        self.upload_id: str = state.upload_id  # type: ignore[assignment]
-        self.sem = asyncio.Semaphore(storage.part_concurrency)
-        self.tasks: set[asyncio.Task] = set()
-        self.failed: list[BaseException] = []
-
-    async def start(self, n: int, data: bytes, held: int) -> None:
-        """Start sending part ``n`` (its ``held`` bytes of budget are released when it lands)."""
-        await self.sem.acquire()
-        self._reap()
-        if self.failed:
-            self.sem.release()
-            await self.storage.budget.release(held)
-            raise self.failed[0]
-        self.tasks.add(asyncio.create_task(self._send(n, data, held)))
-
-    async def _send(self, n: int, data: bytes, held: int) -> None:
-        state = self.state
-        try:
-            info = await self.storage._mp_upload_part(self.full, self.upload_id, n, data)
-            state.parts = [p for p in state.parts if p["n"] != n]
-            state.parts.append({"n": n, "size": len(data), **info})
-            state.parts.sort(key=lambda p: p["n"])
-            if self.on_part is not None:
-                self.on_part(state)
-        finally:
-            del data
-            self.sem.release()
-            await self.storage.budget.release(held)
-
-    def _reap(self) -> None:
-        for t in [t for t in self.tasks if t.done()]:
-            self.tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.failed.append(t.exception())
-
-    async def settle(self, *, cancel: bool) -> None:
-        """After a failure: wait for the parts in flight (or cancel them)."""
-        if cancel:
-            for t in self.tasks:
-                t.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def drain(self) -> None:
-        """Wait for every part in flight; raise the first failure."""
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            self._reap()
-        if self.failed:
-            raise self.failed[0]
