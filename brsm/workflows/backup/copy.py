@@ -229,7 +229,7 @@ class _Copy:
                         for item in items:
                             yield item
                     for job in todo:
-                        if not (self.grouping and job.size < self.small and not self._saved(job)):
+                        if not self._groupable(job):
                             yield job
                             continue
                         if group and (len(group) >= most or size + job.size > GROUP_BYTES):
@@ -239,6 +239,11 @@ class _Copy:
                         size += job.size
         if group:
             yield group if len(group) > 1 else group[0]
+
+    def _groupable(self, job: FileJob) -> bool:
+        """Whether ``job`` goes in a group of small files: on the path through brsm, small, and with no
+        multipart upload of it journaled (that one resumes alone)."""
+        return self.grouping and job.size < self.small and not self._saved(job)
 
     def _saved(self, job: FileJob) -> dict[str, Any] | None:
         return self.ctx.data.files.upload(job.key) if self.resuming else None
@@ -283,7 +288,7 @@ class _Copy:
 
     async def send(self, jobs: list[FileJob]) -> None:
         """Files sent from their host as a full backup sends them: small ones together."""
-        small = [j for j in jobs if self.grouping and j.size < self.small and not self._saved(j)]
+        small = [j for j in jobs if self._groupable(j)]
         if len(small) < 2:
             small = []
         for i in range(0, len(small), GROUP_FILES):
